@@ -1,0 +1,136 @@
+//! Forward pass over a stage list, with pools whose gradients are correct.
+
+use awt_base::Stage;
+use candle_core::{Result, Tensor};
+
+/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
+///
+/// Built from `reshape` + `max` rather than `Tensor::max_pool2d`, whose CPU backward scales the
+/// gradient by 1/4 (see `shared/research/candle-probe.md` §8). Finite-difference tested.
+pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+/// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
+pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
+}
+
+/// Runs `x` through `stages` in order and returns the logits.
+pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
+    let mut h = x.clone();
+    for s in stages {
+        h = match s {
+            Stage::Linear { bias, .. } => {
+                let w = s.effective_weight()?.expect("linear has a weight");
+                h.matmul(&w.t()?)?.broadcast_add(bias)?
+            }
+            Stage::Conv2d { bias, .. } => {
+                let w = s.effective_weight()?.expect("conv has a weight");
+                h.conv2d(&w, 0, 1, 1, 1)?
+                    .broadcast_add(&bias.reshape((1, (), 1, 1))?)?
+            }
+            Stage::Relu => h.relu()?,
+            Stage::MaxPool2 => max_pool2(&h)?,
+            Stage::AvgPool2 => avg_pool2(&h)?,
+            Stage::Flatten => {
+                let b = h.dim(0)?;
+                h.reshape((b, ()))?
+            }
+        };
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awt_base::Rng;
+    use candle_core::{DType, Device, Var};
+
+    /// Central finite differences of `sum(f(x) * r)` against candle's backward, in f64.
+    fn check_pool_gradient(f: fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) {
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(1);
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let xs: Vec<f64> = (0..n).map(|_| rng.normal()).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(xs.clone(), shape, &dev).unwrap()).unwrap();
+        let y = f(x.as_tensor()).unwrap();
+        let rs: Vec<f64> = (0..y.elem_count()).map(|_| rng.normal()).collect();
+        let r = Tensor::from_vec(rs, y.shape(), &dev).unwrap();
+        let loss = |x: &Tensor| {
+            f(x).unwrap()
+                .mul(&r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g = g
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let h = 1e-6;
+        for i in 0..n {
+            let mut p = xs.clone();
+            p[i] += h;
+            let mut m = xs.clone();
+            m[i] -= h;
+            let fd = (loss(&Tensor::from_vec(p, shape, &dev).unwrap())
+                - loss(&Tensor::from_vec(m, shape, &dev).unwrap()))
+                / (2.0 * h);
+            assert!(
+                (fd - g[i]).abs() < 1e-7,
+                "coordinate {i}: fd {fd} vs autograd {}",
+                g[i]
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_gradient_matches_finite_differences_even_and_odd_sizes() {
+        check_pool_gradient(max_pool2, (2, 3, 6, 6));
+        check_pool_gradient(max_pool2, (1, 2, 7, 5));
+    }
+
+    #[test]
+    fn avg_pool_gradient_matches_finite_differences() {
+        check_pool_gradient(avg_pool2, (2, 2, 6, 6));
+        check_pool_gradient(avg_pool2, (1, 1, 5, 7));
+    }
+
+    #[test]
+    fn max_pool_forward_equals_candles_forward() {
+        let mut rng = Rng::new(2);
+        let x = Tensor::from_vec(
+            rng.uniform_vec_f32(2 * 3 * 8 * 8, -1.0, 1.0),
+            (2, 3, 8, 8),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = max_pool2(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = x
+            .max_pool2d(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+        let _ = DType::F32;
+    }
+}

@@ -1,0 +1,496 @@
+//! The network type: architecture + parameters + masks + metadata.
+
+use std::collections::BTreeMap;
+
+use awt_base::{Rng, Stage, Staged};
+use candle_core::{DType, Device, Module, Tensor, Var};
+
+use crate::arch::{Arch, LayerDef};
+use crate::layers::forward_stages;
+
+/// Errors from building or changing a network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A mask was given for a tensor that is not a maskable weight.
+    #[error("mask `{name}`: {why}")]
+    BadMask {
+        /// Parameter name.
+        name: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// Weight initialisation scheme. Biases follow PyTorch's `nn.Linear`/`nn.Conv2d` default
+/// (uniform ±1/√fan_in) under Kaiming-uniform and are zero under Glorot-normal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// PyTorch's default: `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in).
+    KaimingUniform,
+    /// Glorot (Xavier) normal: N(0, 2/(fan_in+fan_out)).
+    GlorotNormal,
+}
+
+impl Init {
+    /// `kaiming-uniform` or `glorot-normal`.
+    pub fn parse(s: &str) -> Result<Init, String> {
+        match s {
+            "kaiming-uniform" => Ok(Init::KaimingUniform),
+            "glorot-normal" => Ok(Init::GlorotNormal),
+            _ => Err(format!(
+                "unknown init `{s}`: expected kaiming-uniform or glorot-normal"
+            )),
+        }
+    }
+
+    /// The name `parse` accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::KaimingUniform => "kaiming-uniform",
+            Init::GlorotNormal => "glorot-normal",
+        }
+    }
+}
+
+/// A feed-forward network of the zoo with optional weight masks.
+#[derive(Clone, Debug)]
+pub struct Net {
+    arch: Arch,
+    params: BTreeMap<String, Var>,
+    masks: BTreeMap<String, Tensor>,
+    /// Free-form metadata stored in checkpoints (arch, seed, init, git commit, config hash, ...).
+    pub meta: BTreeMap<String, String>,
+}
+
+impl Net {
+    /// A freshly initialised network. Each parameter draws from its own stream
+    /// `Rng::new(seed).derive(name)`, so values do not depend on iteration order.
+    pub fn init(
+        arch: &Arch,
+        init: Init,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Net, NetError> {
+        let root = Rng::new(seed);
+        let mut params = BTreeMap::new();
+        for l in arch.layers() {
+            let (name, shape, fan_in, fan_out): (String, Vec<usize>, usize, usize) = match &l {
+                LayerDef::Linear { name, inp, out } => (name.clone(), vec![*out, *inp], *inp, *out),
+                LayerDef::Conv { name, inp, out, k } => (
+                    name.clone(),
+                    vec![*out, *inp, *k, *k],
+                    inp * k * k,
+                    out * k * k,
+                ),
+                _ => continue,
+            };
+            let n: usize = shape.iter().product();
+            let mut rw = root.derive(&format!("{name}.weight"));
+            let mut rb = root.derive(&format!("{name}.bias"));
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let (w, b): (Vec<f64>, Vec<f64>) = match init {
+                Init::KaimingUniform => (
+                    (0..n).map(|_| rw.uniform_range(-bound, bound)).collect(),
+                    (0..shape[0])
+                        .map(|_| rb.uniform_range(-bound, bound))
+                        .collect(),
+                ),
+                Init::GlorotNormal => {
+                    let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
+                    (
+                        (0..n).map(|_| std * rw.normal()).collect(),
+                        vec![0.0; shape[0]],
+                    )
+                }
+            };
+            // Values are drawn in f64 and rounded once, so f32 and f64 nets share their numbers.
+            let w = Tensor::from_vec(w, shape.as_slice(), device)?.to_dtype(dtype)?;
+            let b = Tensor::from_vec(b, shape[0], device)?.to_dtype(dtype)?;
+            params.insert(format!("{name}.weight"), Var::from_tensor(&w)?);
+            params.insert(format!("{name}.bias"), Var::from_tensor(&b)?);
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("arch".into(), arch.to_string());
+        meta.insert("seed".into(), seed.to_string());
+        meta.insert("init".into(), init.name().into());
+        Ok(Net {
+            arch: arch.clone(),
+            params,
+            masks: BTreeMap::new(),
+            meta,
+        })
+    }
+
+    /// Builds a network from parameter tensors already checked against `arch` (used by the loader).
+    pub(crate) fn from_parts(
+        arch: Arch,
+        params: BTreeMap<String, Tensor>,
+        masks: BTreeMap<String, Tensor>,
+        meta: BTreeMap<String, String>,
+    ) -> Result<Net, NetError> {
+        let params = params
+            .into_iter()
+            .map(|(k, v)| Ok((k, Var::from_tensor(&v)?)))
+            .collect::<Result<_, NetError>>()?;
+        Ok(Net {
+            arch,
+            params,
+            masks,
+            meta,
+        })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> &Arch {
+        &self.arch
+    }
+
+    /// Parameters by PyTorch name, sorted.
+    pub fn params(&self) -> &BTreeMap<String, Var> {
+        &self.params
+    }
+
+    /// The parameter `name`, if it exists.
+    pub fn param(&self, name: &str) -> Option<&Var> {
+        self.params.get(name)
+    }
+
+    /// All parameters as a list (for optimisers), in sorted-name order.
+    pub fn vars(&self) -> Vec<Var> {
+        self.params.values().cloned().collect()
+    }
+
+    /// Names of the maskable tensors (every weight, no bias), sorted.
+    pub fn weight_names(&self) -> Vec<String> {
+        self.params
+            .keys()
+            .filter(|k| k.ends_with(".weight"))
+            .cloned()
+            .collect()
+    }
+
+    /// Masks by weight name (only weights that have one).
+    pub fn masks(&self) -> &BTreeMap<String, Tensor> {
+        &self.masks
+    }
+
+    /// Sets the 0/1 mask of weight `name` (same shape, same dtype as the weight after conversion).
+    pub fn set_mask(&mut self, name: &str, mask: &Tensor) -> Result<(), NetError> {
+        let bad = |why: String| NetError::BadMask {
+            name: name.to_string(),
+            why,
+        };
+        let w = self
+            .params
+            .get(name)
+            .ok_or_else(|| bad("no such weight (biases are never masked)".into()))?;
+        if !name.ends_with(".weight") {
+            return Err(bad("only weights can be masked, never biases".into()));
+        }
+        if mask.dims() != w.dims() {
+            return Err(bad(format!(
+                "shape {:?} differs from the weight's {:?}",
+                mask.dims(),
+                w.dims()
+            )));
+        }
+        let m = mask.to_dtype(w.dtype())?.to_device(w.device())?;
+        let vals = m.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some(v) = vals.iter().find(|&&v| v != 0.0 && v != 1.0) {
+            return Err(bad(format!(
+                "mask values must be exactly 0 or 1, found {v}"
+            )));
+        }
+        self.masks.insert(name.to_string(), m.detach());
+        Ok(())
+    }
+
+    /// Removes every mask (the network becomes dense again; weights keep their values).
+    pub fn clear_masks(&mut self) {
+        self.masks.clear();
+    }
+
+    /// Multiplies each masked weight by its mask in place, so stored weights are exactly 0 where pruned.
+    pub fn apply_masks(&self) -> Result<(), NetError> {
+        for (name, m) in &self.masks {
+            let v = &self.params[name];
+            v.set(&v.as_tensor().mul(m)?)?;
+        }
+        Ok(())
+    }
+
+    /// Number of parameters, and of maskable weights.
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.params.values().map(|v| v.elem_count()).sum();
+        let w = self
+            .params
+            .iter()
+            .filter(|(k, _)| k.ends_with(".weight"))
+            .map(|(_, v)| v.elem_count())
+            .sum();
+        (all, w)
+    }
+
+    /// Density (kept fraction) of each weight, 1.0 when unmasked.
+    pub fn densities(&self) -> Result<BTreeMap<String, f64>, NetError> {
+        let mut out = BTreeMap::new();
+        for name in self.weight_names() {
+            let d = match self.masks.get(&name) {
+                Some(m) => {
+                    m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? / m.elem_count() as f64
+                }
+                None => 1.0,
+            };
+            out.insert(name, d);
+        }
+        Ok(out)
+    }
+
+    /// A deep copy with fresh `Var`s (same values, masks and metadata), e.g. a frozen teacher.
+    pub fn deep_clone(&self) -> Result<Net, NetError> {
+        let params = self
+            .params
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?)))
+            .collect::<Result<_, NetError>>()?;
+        Ok(Net {
+            arch: self.arch.clone(),
+            params,
+            masks: self.masks.clone(),
+            meta: self.meta.clone(),
+        })
+    }
+
+    /// Converts every parameter and mask to `dtype` (fresh `Var`s).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Net, NetError> {
+        let params = self
+            .params
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+                ))
+            })
+            .collect::<Result<_, NetError>>()?;
+        let masks = self
+            .masks
+            .iter()
+            .map(|(k, m)| Ok((k.clone(), m.to_dtype(dtype)?)))
+            .collect::<Result<_, NetError>>()?;
+        Ok(Net {
+            arch: self.arch.clone(),
+            params,
+            masks,
+            meta: self.meta.clone(),
+        })
+    }
+
+    /// The parameter dtype.
+    pub fn dtype(&self) -> DType {
+        self.params
+            .values()
+            .next()
+            .map(|v| v.dtype())
+            .unwrap_or(DType::F32)
+    }
+}
+
+impl Staged for Net {
+    fn stages(&self) -> Vec<Stage> {
+        self.arch
+            .layers()
+            .into_iter()
+            .map(|l| match l {
+                LayerDef::Linear { name, .. } => Stage::Linear {
+                    weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
+                    bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
+                    mask: self.masks.get(&format!("{name}.weight")).cloned(),
+                    name,
+                },
+                LayerDef::Conv { name, .. } => Stage::Conv2d {
+                    weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
+                    bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
+                    mask: self.masks.get(&format!("{name}.weight")).cloned(),
+                    name,
+                },
+                LayerDef::Relu => Stage::Relu,
+                LayerDef::MaxPool2 => Stage::MaxPool2,
+                LayerDef::AvgPool2 => Stage::AvgPool2,
+                LayerDef::Flatten => Stage::Flatten,
+            })
+            .collect()
+    }
+}
+
+impl Module for Net {
+    /// Logits `(batch, classes)` for inputs `(batch, c, h, w)` (or `(batch, features)` for MLPs).
+    fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = match (&self.arch, xs.rank()) {
+            (Arch::Lenet5Caffe | Arch::Conv4, 2) => {
+                let s = self.arch.input_shape();
+                xs.reshape((xs.dim(0)?, s[0], s[1], s[2]))?
+            }
+            _ => xs.clone(),
+        };
+        forward_stages(&self.stages(), &xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(net: &Net) -> Vec<Vec<f32>> {
+        net.params()
+            .values()
+            .map(|v| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_weights_different_seed_differs() {
+        let a = Arch::Lenet5Caffe;
+        let n0 = Net::init(&a, Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
+        let n0b = Net::init(&a, Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
+        let n1 = Net::init(&a, Init::KaimingUniform, 1, DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(values(&n0), values(&n0b));
+        assert_ne!(values(&n0), values(&n1));
+    }
+
+    #[test]
+    fn init_statistics_follow_pytorch_and_glorot() {
+        let a = Arch::Lenet300100;
+        let k = Net::init(&a, Init::KaimingUniform, 3, DType::F64, &Device::Cpu).unwrap();
+        let w = k
+            .param("fc1.weight")
+            .unwrap()
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let bound = 1.0 / 784f64.sqrt();
+        assert!(w.iter().all(|x| x.abs() <= bound));
+        let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
+        assert!((var / (bound * bound / 3.0) - 1.0).abs() < 0.02, "{var}");
+        let g = Net::init(&a, Init::GlorotNormal, 3, DType::F64, &Device::Cpu).unwrap();
+        let w = g
+            .param("fc2.weight")
+            .unwrap()
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
+        assert!((var / (2.0 / 400.0) - 1.0).abs() < 0.03, "{var}");
+        let b = g
+            .param("fc2.bias")
+            .unwrap()
+            .as_tensor()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert!(b.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn masks_zero_weights_in_forward_and_gradient() {
+        let a = Arch::Mlp(vec![4, 3, 2]);
+        let mut net = Net::init(&a, Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
+        let m = Tensor::from_vec(
+            vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+            (3, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        net.set_mask("fc1.weight", &m).unwrap();
+        let x = Tensor::from_vec(
+            vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+            (2, 4),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let g = net
+            .forward(&x)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gw = g.get(net.param("fc1.weight").unwrap().as_tensor()).unwrap();
+        let gm = gw
+            .mul(&(1.0 - &m).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert_eq!(gm, 0.0);
+        // The bias is never masked and the mask must be 0/1 of the weight's shape.
+        assert!(
+            net.set_mask(
+                "fc1.bias",
+                &Tensor::ones(3, DType::F64, &Device::Cpu).unwrap()
+            )
+            .is_err()
+        );
+        assert!(
+            net.set_mask(
+                "fc1.weight",
+                &Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap()
+            )
+            .is_err()
+        );
+        assert!(
+            net.set_mask("fc1.weight", &(m.clone() * 0.5).unwrap())
+                .is_err()
+        );
+        assert!((net.densities().unwrap()["fc1.weight"] - 6.0 / 12.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn all_ones_mask_equals_dense() {
+        let a = Arch::Lenet5Caffe;
+        let dense = Net::init(&a, Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
+        let mut masked = dense.clone();
+        for n in dense.weight_names() {
+            let w = dense.param(&n).unwrap();
+            masked.set_mask(&n, &w.ones_like().unwrap()).unwrap();
+        }
+        let mut rng = Rng::new(0);
+        let x = Tensor::from_vec(
+            rng.uniform_vec_f32(3 * 784, 0.0, 1.0),
+            (3, 1, 28, 28),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let a = dense
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = masked
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}
