@@ -32,12 +32,7 @@ impl Rng {
     /// A generator for `seed`. Equal seeds give equal streams on every platform.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        let s = [
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-            splitmix64(&mut x),
-        ];
+        let s = [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)];
         Rng { s }
     }
 
@@ -59,19 +54,14 @@ impl Rng {
 
     /// An independent stream numbered `i` (per-example or per-epoch streams), without advancing this one.
     pub fn fork(&self, i: u64) -> Rng {
-        let mut x = self.s[0]
-            ^ self.s[1].rotate_left(17)
-            ^ self.s[2].rotate_left(31)
-            ^ self.s[3].rotate_left(47);
+        let mut x = self.s[0] ^ self.s[1].rotate_left(17) ^ self.s[2].rotate_left(31) ^ self.s[3].rotate_left(47);
         x ^= splitmix64(&mut i.clone());
         Rng::new(splitmix64(&mut x) ^ i.wrapping_mul(0xD605_BBB5_8C8A_BBFD))
     }
 
     /// Next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        let result = (self.s[0].wrapping_add(self.s[3]))
-            .rotate_left(23)
-            .wrapping_add(self.s[0]);
+        let result = (self.s[0].wrapping_add(self.s[3])).rotate_left(23).wrapping_add(self.s[0]);
         let t = self.s[1] << 17;
         self.s[2] ^= self.s[0];
         self.s[3] ^= self.s[1];
@@ -182,10 +172,7 @@ mod tests {
         for _ in 0..70_000 {
             counts[r.below(7) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
         let mut xs: Vec<usize> = (0..100).collect();
         r.shuffle(&mut xs);
         let mut sorted = xs.clone();

@@ -45,12 +45,10 @@ impl Stage {
     /// The effective weight `W ⊙ M` (or `W` when dense), for stages that have one.
     pub fn effective_weight(&self) -> candle_core::Result<Option<Tensor>> {
         match self {
-            Stage::Linear { weight, mask, .. } | Stage::Conv2d { weight, mask, .. } => {
-                Ok(Some(match mask {
-                    Some(m) => weight.mul(m)?,
-                    None => weight.clone(),
-                }))
-            }
+            Stage::Linear { weight, mask, .. } | Stage::Conv2d { weight, mask, .. } => Ok(Some(match mask {
+                Some(m) => weight.mul(m)?,
+                None => weight.clone(),
+            })),
             _ => Ok(None),
         }
     }

@@ -9,13 +9,8 @@ use crate::split::Split;
 /// Bytes per record.
 pub const RECORD: usize = 1 + 3 * 32 * 32;
 /// Training batch files in order.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub const TRAIN_FILES: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// Test batch file.
 pub const TEST_FILE: &str = "test_batch.bin";
 
@@ -24,7 +19,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Split, DataError> {
     if bytes.is_empty() {
         return Err(file_err(path, "empty file"));
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         let n = bytes.len() / RECORD;
         return Err(file_err(
             path,
@@ -40,19 +35,12 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Split, DataError> {
     let mut labels = Vec::with_capacity(n);
     for (i, rec) in bytes.chunks_exact(RECORD).enumerate() {
         if rec[0] >= 10 {
-            return Err(file_err(
-                path,
-                format!("label {} in record {i} is not a class 0..9", rec[0]),
-            ));
+            return Err(file_err(path, format!("label {} in record {i} is not a class 0..9", rec[0])));
         }
         labels.push(rec[0]);
         images.extend_from_slice(&rec[1..]);
     }
-    Ok(Split {
-        images,
-        labels,
-        shape: [3, 32, 32],
-    })
+    Ok(Split { images, labels, shape: [3, 32, 32] })
 }
 
 /// Reads and concatenates batch files.

@@ -32,8 +32,5 @@ pub enum DataError {
 }
 
 pub(crate) fn file_err(path: &std::path::Path, why: impl Into<String>) -> DataError {
-    DataError::File {
-        path: path.to_path_buf(),
-        why: why.into(),
-    }
+    DataError::File { path: path.to_path_buf(), why: why.into() }
 }

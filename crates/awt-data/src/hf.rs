@@ -19,20 +19,14 @@ fn decode_png(bytes: &[u8], path: &Path, row: usize) -> Result<([usize; 3], Vec<
     let bad = |why: String| file_err(path, format!("row {row}: image: {why}"));
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
     dec.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = dec
-        .read_info()
-        .map_err(|e| bad(format!("not a PNG: {e}")))?;
+    let mut reader = dec.read_info().map_err(|e| bad(format!("not a PNG: {e}")))?;
     let (w, h) = (reader.info().width, reader.info().height);
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
         return Err(bad(format!("{w}×{h} pixels is outside 1..={MAX_SIDE}")));
     }
-    let size = reader
-        .output_buffer_size()
-        .ok_or_else(|| bad("image too large".into()))?;
+    let size = reader.output_buffer_size().ok_or_else(|| bad("image too large".into()))?;
     let mut buf = vec![0u8; size];
-    let info = reader
-        .next_frame(&mut buf)
-        .map_err(|e| bad(format!("corrupt PNG data: {e}")))?;
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(format!("corrupt PNG data: {e}")))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let px = w * h;
     let (c, stride) = match info.color_type {
@@ -54,11 +48,9 @@ fn decode_png(bytes: &[u8], path: &Path, row: usize) -> Result<([usize; 3], Vec<
 /// Reads a hub parquet file into a split.
 pub fn read(path: &Path) -> Result<Split, DataError> {
     let f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
-    let reader = SerializedFileReader::new(f)
-        .map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
-    let rows = reader
-        .get_row_iter(None)
-        .map_err(|e| file_err(path, format!("cannot read rows: {e}")))?;
+    let reader =
+        SerializedFileReader::new(f).map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
+    let rows = reader.get_row_iter(None).map_err(|e| file_err(path, format!("cannot read rows: {e}")))?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut shape: Option<[usize; 3]> = None;
@@ -84,28 +76,16 @@ pub fn read(path: &Path) -> Result<Split, DataError> {
                 _ => {}
             }
         }
-        let img = img.ok_or_else(|| {
-            file_err(
-                path,
-                format!("row {i}: no `image`/`img` column with PNG bytes"),
-            )
-        })?;
-        let label =
-            label.ok_or_else(|| file_err(path, format!("row {i}: no integer `label` column")))?;
+        let img = img.ok_or_else(|| file_err(path, format!("row {i}: no `image`/`img` column with PNG bytes")))?;
+        let label = label.ok_or_else(|| file_err(path, format!("row {i}: no integer `label` column")))?;
         if !(0..10).contains(&label) {
-            return Err(file_err(
-                path,
-                format!("row {i}: label {label} is not a class 0..9"),
-            ));
+            return Err(file_err(path, format!("row {i}: label {label} is not a class 0..9")));
         }
         let (s, px) = decode_png(&img, path, i)?;
         match shape {
             None => shape = Some(s),
             Some(s0) if s0 != s => {
-                return Err(file_err(
-                    path,
-                    format!("row {i}: image shape {s:?} differs from the first row's {s0:?}"),
-                ));
+                return Err(file_err(path, format!("row {i}: image shape {s:?} differs from the first row's {s0:?}")));
             }
             _ => {}
         }
@@ -113,11 +93,7 @@ pub fn read(path: &Path) -> Result<Split, DataError> {
         labels.push(label as u8);
     }
     let shape = shape.ok_or_else(|| file_err(path, "no rows"))?;
-    Ok(Split {
-        images,
-        labels,
-        shape,
-    })
+    Ok(Split { images, labels, shape })
 }
 
 /// Writes a split in the hub's format (PNG images in an `image` or `img` struct column, int64
@@ -134,11 +110,7 @@ pub fn write(split: &Split, image_column: &str, path: &Path) -> Result<(), DataE
         "message schema {{ optional group {image_column} {{ optional binary bytes; optional binary path (STRING); }} optional int64 label; }}"
     );
     let schema = Arc::new(parquet::schema::parser::parse_message_type(&schema).map_err(e)?);
-    let props = Arc::new(
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .build(),
-    );
+    let props = Arc::new(WriterProperties::builder().set_compression(Compression::SNAPPY).build());
     let [c, h, w] = split.shape;
     let px = h * w;
     let mut pngs = Vec::with_capacity(split.len());
@@ -152,23 +124,14 @@ pub fn write(split: &Split, image_column: &str, path: &Path) -> Result<(), DataE
         }
         let mut out = Vec::new();
         let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
-        enc.set_color(if c == 1 {
-            png::ColorType::Grayscale
-        } else {
-            png::ColorType::Rgb
-        });
+        enc.set_color(if c == 1 { png::ColorType::Grayscale } else { png::ColorType::Rgb });
         enc.set_depth(png::BitDepth::Eight);
-        let mut wr = enc
-            .write_header()
-            .map_err(|x| file_err(path, format!("png: {x}")))?;
-        wr.write_image_data(&interleaved)
-            .map_err(|x| file_err(path, format!("png: {x}")))?;
-        wr.finish()
-            .map_err(|x| file_err(path, format!("png: {x}")))?;
+        let mut wr = enc.write_header().map_err(|x| file_err(path, format!("png: {x}")))?;
+        wr.write_image_data(&interleaved).map_err(|x| file_err(path, format!("png: {x}")))?;
+        wr.finish().map_err(|x| file_err(path, format!("png: {x}")))?;
         pngs.push(ByteArray::from(out));
     }
-    let file =
-        std::fs::File::create(path).map_err(|x| file_err(path, format!("cannot create: {x}")))?;
+    let file = std::fs::File::create(path).map_err(|x| file_err(path, format!("cannot create: {x}")))?;
     let mut writer = SerializedFileWriter::new(file, schema, props).map_err(e)?;
     let mut rg = writer.next_row_group().map_err(e)?;
     let n = split.len();
@@ -176,8 +139,7 @@ pub fn write(split: &Split, image_column: &str, path: &Path) -> Result<(), DataE
     while let Some(mut col) = rg.next_column().map_err(e)? {
         match (col_index, col.untyped()) {
             (0, ColumnWriter::ByteArrayColumnWriter(wr)) => {
-                wr.write_batch(&pngs, Some(&vec![2i16; n]), None)
-                    .map_err(e)?;
+                wr.write_batch(&pngs, Some(&vec![2i16; n]), None).map_err(e)?;
             }
             (1, ColumnWriter::ByteArrayColumnWriter(wr)) => {
                 // `path` is null in the hub's files: defined only up to the group.
@@ -185,8 +147,7 @@ pub fn write(split: &Split, image_column: &str, path: &Path) -> Result<(), DataE
             }
             (2, ColumnWriter::Int64ColumnWriter(wr)) => {
                 let labels: Vec<i64> = split.labels.iter().map(|&l| i64::from(l)).collect();
-                wr.write_batch(&labels, Some(&vec![1i16; n]), None)
-                    .map_err(e)?;
+                wr.write_batch(&labels, Some(&vec![1i16; n]), None).map_err(e)?;
             }
             _ => return Err(file_err(path, "unexpected parquet column layout")),
         }

@@ -23,56 +23,33 @@ pub struct Idx {
 /// Parses an IDX file held in memory (raw or gzip, detected by the gzip magic). `path` only labels errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Idx, DataError> {
     let gz = bytes.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn Read + '_> = if gz {
-        Box::new(flate2::read::GzDecoder::new(bytes))
-    } else {
-        Box::new(bytes)
-    };
+    let mut reader: Box<dyn Read + '_> =
+        if gz { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
     let mut head = [0u8; 4];
     read_exact(&mut reader, &mut head, path, "the 4-byte magic number")?;
     if head[0] != 0 || head[1] != 0 {
         return Err(file_err(
             path,
-            format!(
-                "wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file",
-                head[0], head[1], head[2], head[3]
-            ),
+            format!("wrong magic number {:02x}{:02x}{:02x}{:02x}: not an IDX file", head[0], head[1], head[2], head[3]),
         ));
     }
     if head[2] != 0x08 {
-        return Err(file_err(
-            path,
-            format!("element type 0x{:02x} is not unsigned byte (0x08)", head[2]),
-        ));
+        return Err(file_err(path, format!("element type 0x{:02x} is not unsigned byte (0x08)", head[2])));
     }
     let ndim = head[3] as usize;
     if ndim == 0 || ndim > 4 {
-        return Err(file_err(
-            path,
-            format!("{ndim} dimensions: expected 1 to 4"),
-        ));
+        return Err(file_err(path, format!("{ndim} dimensions: expected 1 to 4")));
     }
     let mut dims = Vec::with_capacity(ndim);
     for i in 0..ndim {
         let mut b = [0u8; 4];
-        read_exact(
-            &mut reader,
-            &mut b,
-            path,
-            &format!("dimension {i} of the header"),
-        )?;
+        read_exact(&mut reader, &mut b, path, &format!("dimension {i} of the header"))?;
         dims.push(u32::from_be_bytes(b) as usize);
     }
-    let claimed = dims
-        .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
-        .unwrap_or(u64::MAX);
+    let claimed = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
     let header = 4 + 4 * ndim as u64;
-    let available = if gz {
-        (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO)
-    } else {
-        bytes.len() as u64 - header
-    };
+    let available =
+        if gz { (bytes.len() as u64).saturating_mul(MAX_DEFLATE_RATIO) } else { bytes.len() as u64 - header };
     if claimed > available {
         return Err(file_err(
             path,
@@ -83,24 +60,15 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Idx, DataError> {
         ));
     }
     let mut data = Vec::new();
-    reader
-        .take(claimed + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| file_err(path, format!("cannot decompress: {e}")))?;
+    reader.take(claimed + 1).read_to_end(&mut data).map_err(|e| file_err(path, format!("cannot decompress: {e}")))?;
     if (data.len() as u64) < claimed {
         return Err(file_err(
             path,
-            format!(
-                "truncated: header claims {claimed} data bytes, file holds {}",
-                data.len()
-            ),
+            format!("truncated: header claims {claimed} data bytes, file holds {}", data.len()),
         ));
     }
     if data.len() as u64 > claimed {
-        return Err(file_err(
-            path,
-            format!("trailing bytes after the {claimed} data bytes the header claims"),
-        ));
+        return Err(file_err(path, format!("trailing bytes after the {claimed} data bytes the header claims")));
     }
     Ok(Idx { dims, data })
 }
@@ -122,62 +90,31 @@ pub fn read(path: &Path) -> Result<Idx, DataError> {
 }
 
 /// Builds a split from an image IDX (`n × h × w`) and a label IDX (`n`), checking counts and labels.
-pub fn split_from(
-    images: Idx,
-    images_path: &Path,
-    labels: Idx,
-    labels_path: &Path,
-) -> Result<Split, DataError> {
+pub fn split_from(images: Idx, images_path: &Path, labels: Idx, labels_path: &Path) -> Result<Split, DataError> {
     if images.dims.len() != 3 {
         return Err(file_err(
             images_path,
-            format!(
-                "image file has {} dimensions, expected 3 (n, h, w)",
-                images.dims.len()
-            ),
+            format!("image file has {} dimensions, expected 3 (n, h, w)", images.dims.len()),
         ));
     }
     if labels.dims.len() != 1 {
-        return Err(file_err(
-            labels_path,
-            format!(
-                "label file has {} dimensions, expected 1",
-                labels.dims.len()
-            ),
-        ));
+        return Err(file_err(labels_path, format!("label file has {} dimensions, expected 1", labels.dims.len())));
     }
     if images.dims[0] != labels.dims[0] {
         return Err(file_err(
             labels_path,
-            format!(
-                "{} labels but {} images in {}",
-                labels.dims[0],
-                images.dims[0],
-                images_path.display()
-            ),
+            format!("{} labels but {} images in {}", labels.dims[0], images.dims[0], images_path.display()),
         ));
     }
     if let Some(i) = labels.data.iter().position(|&l| l >= 10) {
-        return Err(file_err(
-            labels_path,
-            format!("label {} at index {i} is not a class 0..9", labels.data[i]),
-        ));
+        return Err(file_err(labels_path, format!("label {} at index {i} is not a class 0..9", labels.data[i])));
     }
-    Ok(Split {
-        images: images.data,
-        labels: labels.data,
-        shape: [1, images.dims[1], images.dims[2]],
-    })
+    Ok(Split { images: images.data, labels: labels.data, shape: [1, images.dims[1], images.dims[2]] })
 }
 
 /// Loads `images_path` + `labels_path` as a split.
 pub fn load_split(images_path: &Path, labels_path: &Path) -> Result<Split, DataError> {
-    split_from(
-        read(images_path)?,
-        images_path,
-        read(labels_path)?,
-        labels_path,
-    )
+    split_from(read(images_path)?, images_path, read(labels_path)?, labels_path)
 }
 
 /// Encodes an IDX file of unsigned bytes (uncompressed); used by tests and tools that write fixtures.

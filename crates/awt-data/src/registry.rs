@@ -68,22 +68,10 @@ pub const REGISTRY: &[DatasetSpec] = &[
         about: "embedded subset of real Fashion-MNIST: first 10,000 train / 2,000 test images (MIT, Zalando SE)",
         format: Format::Idx,
         files: &[
-            (
-                "train-images-idx3-ubyte.gz",
-                Some("dbc97073061adfe46b8bf8af6112364d34cf4cf2363dd8191a14d6515e121e6b"),
-            ),
-            (
-                "train-labels-idx1-ubyte.gz",
-                Some("0b1c9fd85da433904cd8c43816d58e9156256c8dde6e23698c4b9340b0494067"),
-            ),
-            (
-                "t10k-images-idx3-ubyte.gz",
-                Some("34b6848fb35a59e5287bf485522433dfd8bd017eb126fde6f02e96123c8ff741"),
-            ),
-            (
-                "t10k-labels-idx1-ubyte.gz",
-                Some("6a1ad38ad7d33240e59f70a44ddce4e9483e573ffad983d287064bd467dcbd4e"),
-            ),
+            ("train-images-idx3-ubyte.gz", Some("dbc97073061adfe46b8bf8af6112364d34cf4cf2363dd8191a14d6515e121e6b")),
+            ("train-labels-idx1-ubyte.gz", Some("0b1c9fd85da433904cd8c43816d58e9156256c8dde6e23698c4b9340b0494067")),
+            ("t10k-images-idx3-ubyte.gz", Some("34b6848fb35a59e5287bf485522433dfd8bd017eb126fde6f02e96123c8ff741")),
+            ("t10k-labels-idx1-ubyte.gz", Some("6a1ad38ad7d33240e59f70a44ddce4e9483e573ffad983d287064bd467dcbd4e")),
         ],
         embedded: Some(FMNIST_MINI),
         hf: None,
@@ -95,22 +83,10 @@ pub const REGISTRY: &[DatasetSpec] = &[
         about: "Fashion-MNIST, 60,000 train / 10,000 test 28×28 grayscale images (MIT, Zalando SE)",
         format: Format::Idx,
         files: &[
-            (
-                "train-images-idx3-ubyte.gz",
-                Some("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7"),
-            ),
-            (
-                "train-labels-idx1-ubyte.gz",
-                Some("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056"),
-            ),
-            (
-                "t10k-images-idx3-ubyte.gz",
-                Some("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa"),
-            ),
-            (
-                "t10k-labels-idx1-ubyte.gz",
-                Some("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05"),
-            ),
+            ("train-images-idx3-ubyte.gz", Some("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7")),
+            ("train-labels-idx1-ubyte.gz", Some("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056")),
+            ("t10k-images-idx3-ubyte.gz", Some("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa")),
+            ("t10k-labels-idx1-ubyte.gz", Some("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05")),
         ],
         embedded: None,
         hf: Some(HfSpec {
@@ -126,22 +102,10 @@ pub const REGISTRY: &[DatasetSpec] = &[
         about: "MNIST, 60,000 train / 10,000 test 28×28 grayscale digits",
         format: Format::Idx,
         files: &[
-            (
-                "train-images-idx3-ubyte.gz",
-                Some("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-            ),
-            (
-                "train-labels-idx1-ubyte.gz",
-                Some("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-            ),
-            (
-                "t10k-images-idx3-ubyte.gz",
-                Some("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-            ),
-            (
-                "t10k-labels-idx1-ubyte.gz",
-                Some("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-            ),
+            ("train-images-idx3-ubyte.gz", Some("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609")),
+            ("train-labels-idx1-ubyte.gz", Some("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c")),
+            ("t10k-images-idx3-ubyte.gz", Some("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")),
+            ("t10k-labels-idx1-ubyte.gz", Some("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6")),
         ],
         embedded: None,
         hf: Some(HfSpec {
@@ -182,11 +146,7 @@ pub fn spec(name: &str) -> Result<&'static DatasetSpec, DataError> {
     REGISTRY.iter().find(|d| d.name == name).ok_or_else(|| {
         DataError::Invalid(format!(
             "unknown dataset `{name}`: known datasets are {}",
-            REGISTRY
-                .iter()
-                .map(|d| d.name)
-                .collect::<Vec<_>>()
-                .join(", ")
+            REGISTRY.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
         ))
     })
 }
@@ -210,20 +170,15 @@ impl LoadOptions {
     /// Options from the environment: `AWT_DATA_DIR` (unless `data_dir` is given, as from
     /// `--data-dir`), `HF_HOME`, and `AWT_OFFLINE=1` / `HF_HUB_OFFLINE=1`.
     pub fn from_env(data_dir: Option<PathBuf>) -> LoadOptions {
-        let truthy = |k: &str| {
-            std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0" && v.to_lowercase() != "false")
-        };
+        let truthy = |k: &str| std::env::var(k).is_ok_and(|v| !v.is_empty() && v != "0" && v.to_lowercase() != "false");
         let data_dir = match data_dir {
             Some(d) => Some((d, "--data-dir".to_string())),
-            None => std::env::var_os("AWT_DATA_DIR")
-                .map(|d| (PathBuf::from(d), "AWT_DATA_DIR".to_string())),
+            None => std::env::var_os("AWT_DATA_DIR").map(|d| (PathBuf::from(d), "AWT_DATA_DIR".to_string())),
         };
         let hf_home = std::env::var_os("HF_HOME").map(PathBuf::from).or_else(|| {
             std::env::var_os("XDG_CACHE_HOME")
                 .map(|x| PathBuf::from(x).join("huggingface"))
-                .or_else(|| {
-                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface"))
-                })
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface")))
         });
         LoadOptions {
             data_dir,
@@ -236,10 +191,7 @@ impl LoadOptions {
 
     /// Options that find only embedded datasets (for examples and tests).
     pub fn offline_embedded_only() -> LoadOptions {
-        LoadOptions {
-            offline: true,
-            ..LoadOptions::default()
-        }
+        LoadOptions { offline: true, ..LoadOptions::default() }
     }
 }
 
@@ -271,15 +223,9 @@ impl std::fmt::Display for Location {
         match self {
             Location::Embedded => f.write_str("embedded in awt-data"),
             Location::Dir { dir, via } => write!(f, "{} ({via})", dir.display()),
-            Location::Hub { train, via, .. } => write!(
-                f,
-                "{} ({via})",
-                train
-                    .parent()
-                    .map(Path::display)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
+            Location::Hub { train, via, .. } => {
+                write!(f, "{} ({via})", train.parent().map(Path::display).map(|d| d.to_string()).unwrap_or_default())
+            }
         }
     }
 }
@@ -358,20 +304,12 @@ pub fn locate(name: &str, opts: &LoadOptions) -> Result<Location, DataError> {
     }
     let mut tried = Vec::new();
     for (dir, via) in dir_candidates(spec, opts) {
-        let missing: Vec<&str> = spec
-            .files
-            .iter()
-            .filter(|(f, _)| file_in(&dir, f).is_none())
-            .map(|(f, _)| *f)
-            .collect();
+        let missing: Vec<&str> =
+            spec.files.iter().filter(|(f, _)| file_in(&dir, f).is_none()).map(|(f, _)| *f).collect();
         if missing.is_empty() {
             return Ok(Location::Dir { dir, via });
         }
-        let why = if dir.is_dir() {
-            format!("missing {}", missing.join(", "))
-        } else {
-            "no such folder".to_string()
-        };
+        let why = if dir.is_dir() { format!("missing {}", missing.join(", ")) } else { "no such folder".to_string() };
         tried.push(format!("{} ({via}): {why}", dir.display()));
     }
     if opts.data_dir.is_none() {
@@ -381,50 +319,31 @@ pub fn locate(name: &str, opts: &LoadOptions) -> Result<Location, DataError> {
         match &opts.hf_home {
             Some(home) => {
                 let cache = hf_hub::Cache::new(home.join("hub"));
-                let repo = cache.repo(hf_hub::Repo::new(
-                    hf.repo.to_string(),
-                    hf_hub::RepoType::Dataset,
-                ));
+                let repo = cache.repo(hf_hub::Repo::new(hf.repo.to_string(), hf_hub::RepoType::Dataset));
                 match (repo.get(hf.train), repo.get(hf.test)) {
                     (Some(train), Some(test)) => {
-                        return Ok(Location::Hub {
-                            train,
-                            test,
-                            via: "hf-cache".into(),
-                        });
+                        return Ok(Location::Hub { train, test, via: "hf-cache".into() });
                     }
-                    _ => tried.push(format!(
-                        "Hugging Face cache {}: no {} files",
-                        home.join("hub").display(),
-                        hf.repo
-                    )),
+                    _ => tried.push(format!("Hugging Face cache {}: no {} files", home.join("hub").display(), hf.repo)),
                 }
                 if opts.offline {
-                    tried.push(format!("download of {} from the Hugging Face hub: skipped (AWT_OFFLINE or HF_HUB_OFFLINE is set)", hf.repo));
+                    tried.push(format!(
+                        "download of {} from the Hugging Face hub: skipped (AWT_OFFLINE or HF_HUB_OFFLINE is set)",
+                        hf.repo
+                    ));
                 } else {
                     match download(hf, home) {
                         Ok((train, test)) => {
-                            return Ok(Location::Hub {
-                                train,
-                                test,
-                                via: "hf-download".into(),
-                            });
+                            return Ok(Location::Hub { train, test, via: "hf-download".into() });
                         }
-                        Err(e) => tried.push(format!(
-                            "download of {} from the Hugging Face hub: {e}",
-                            hf.repo
-                        )),
+                        Err(e) => tried.push(format!("download of {} from the Hugging Face hub: {e}", hf.repo)),
                     }
                 }
             }
             None => tried.push("Hugging Face cache: HF_HOME and HOME are unset".into()),
         }
     }
-    Err(DataError::NotFound {
-        name: name.to_string(),
-        tried,
-        hint: format!("To get it: {}.", spec.how_to_get),
-    })
+    Err(DataError::NotFound { name: name.to_string(), tried, hint: format!("To get it: {}.", spec.how_to_get) })
 }
 
 fn download(hf: HfSpec, home: &Path) -> Result<(PathBuf, PathBuf), String> {
@@ -433,20 +352,14 @@ fn download(hf: HfSpec, home: &Path) -> Result<(PathBuf, PathBuf), String> {
         .with_progress(false)
         .build()
         .map_err(|e| e.to_string())?;
-    let repo = api.repo(hf_hub::Repo::new(
-        hf.repo.to_string(),
-        hf_hub::RepoType::Dataset,
-    ));
+    let repo = api.repo(hf_hub::Repo::new(hf.repo.to_string(), hf_hub::RepoType::Dataset));
     let train = repo.get(hf.train).map_err(|e| e.to_string())?;
     let test = repo.get(hf.test).map_err(|e| e.to_string())?;
     Ok((train, test))
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn check_sum(
@@ -459,9 +372,7 @@ fn check_sum(
     let sha = sha256_hex(bytes);
     let status = match pinned {
         None => "unpinned".to_string(),
-        Some(_) if !path.to_string_lossy().ends_with(file) => {
-            "unpinned (uncompressed copy)".to_string()
-        }
+        Some(_) if !path.to_string_lossy().ends_with(file) => "unpinned (uncompressed copy)".to_string(),
         Some(p) if p == sha => "verified".to_string(),
         Some(p) if opts.allow_checksum_mismatch => format!("MISMATCH accepted (expected {p})"),
         Some(p) => {
@@ -473,11 +384,7 @@ fn check_sum(
             ));
         }
     };
-    Ok(FileCheck {
-        file: file.to_string(),
-        sha256: sha,
-        status,
-    })
+    Ok(FileCheck { file: file.to_string(), sha256: sha, status })
 }
 
 /// Finds, verifies and parses dataset `name`.
@@ -500,15 +407,10 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
             let (tl, tlp) = it.next().expect("4 files");
             let (si, sip) = it.next().expect("4 files");
             let (sl, slp) = it.next().expect("4 files");
-            (
-                idx::split_from(ti, &tip, tl, &tlp)?,
-                idx::split_from(si, &sip, sl, &slp)?,
-            )
+            (idx::split_from(ti, &tip, tl, &tlp)?, idx::split_from(si, &sip, sl, &slp)?)
         }
         Location::Dir { dir, .. } => {
-            let mut read = |file: &str,
-                            pin: Option<&str>|
-             -> Result<(Vec<u8>, PathBuf), DataError> {
+            let mut read = |file: &str, pin: Option<&str>| -> Result<(Vec<u8>, PathBuf), DataError> {
                 let p = file_in(dir, file).expect("located");
                 let b = std::fs::read(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
                 checks.push(check_sum(&p, file, &b, pin, opts)?);
@@ -526,10 +428,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
                     let (tl, tlp) = it.next().expect("4 files");
                     let (si, sip) = it.next().expect("4 files");
                     let (sl, slp) = it.next().expect("4 files");
-                    (
-                        idx::split_from(ti, &tip, tl, &tlp)?,
-                        idx::split_from(si, &sip, sl, &slp)?,
-                    )
+                    (idx::split_from(ti, &tip, tl, &tlp)?, idx::split_from(si, &sip, sl, &slp)?)
                 }
                 Format::Cifar10 => {
                     let mut splits = Vec::new();
@@ -550,10 +449,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         Location::Hub { train, test, .. } => {
             for p in [train, test] {
                 let b = std::fs::read(p).map_err(|e| file_err(p, format!("cannot read: {e}")))?;
-                let name = p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().to_string())
-                    .unwrap_or_default();
+                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
                 checks.push(check_sum(p, &name, &b, None, opts)?);
             }
             (hf::read(train)?, hf::read(test)?)
@@ -575,9 +471,6 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         name: name.to_string(),
         train,
         test,
-        provenance: Provenance {
-            location: loc.to_string(),
-            files: checks,
-        },
+        provenance: Provenance { location: loc.to_string(), files: checks },
     })
 }

@@ -55,16 +55,9 @@ impl Split {
         let mut v = Vec::with_capacity(idx.len() * s);
         for &i in idx {
             if i >= self.len() {
-                return Err(DataError::Invalid(format!(
-                    "example {i} requested, the split has {}",
-                    self.len()
-                )));
+                return Err(DataError::Invalid(format!("example {i} requested, the split has {}", self.len())));
             }
-            v.extend(
-                self.images[i * s..(i + 1) * s]
-                    .iter()
-                    .map(|&b| f32::from(b) / 255.0),
-            );
+            v.extend(self.images[i * s..(i + 1) * s].iter().map(|&b| f32::from(b) / 255.0));
         }
         let [c, h, w] = self.shape;
         Ok(Tensor::from_vec(v, (idx.len(), c, h, w), device)?)
@@ -78,10 +71,7 @@ impl Split {
 
     /// `(images, labels)` for the examples `idx`.
     pub fn batch(&self, idx: &[usize], device: &Device) -> Result<(Tensor, Tensor), DataError> {
-        Ok((
-            self.images_tensor(idx, device)?,
-            self.labels_tensor(idx, device)?,
-        ))
+        Ok((self.images_tensor(idx, device)?, self.labels_tensor(idx, device)?))
     }
 
     /// Count of each label 0..9.
@@ -99,10 +89,7 @@ impl Split {
 /// seed alone (a resumed run sees the same order) and differs between epochs.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    Rng::new(seed)
-        .derive("shuffle")
-        .fork(epoch)
-        .shuffle(&mut idx);
+    Rng::new(seed).derive("shuffle").fork(epoch).shuffle(&mut idx);
     idx
 }
 
@@ -113,9 +100,7 @@ pub fn batches(order: &[usize], batch_size: usize) -> Vec<&[usize]> {
 
 #[cfg(test)]
 fn to_f32_vec(t: &Tensor) -> Result<Vec<f32>, DataError> {
-    Ok(t.to_dtype(candle_core::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
+    Ok(t.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 #[cfg(test)]
@@ -131,10 +116,7 @@ mod tests {
         let mut s = a.clone();
         s.sort();
         assert_eq!(s, (0..100).collect::<Vec<_>>());
-        assert_eq!(
-            batches(&a, 32).iter().map(|b| b.len()).collect::<Vec<_>>(),
-            vec![32, 32, 32, 4]
-        );
+        assert_eq!(batches(&a, 32).iter().map(|b| b.len()).collect::<Vec<_>>(), vec![32, 32, 32, 4]);
     }
 
     #[test]

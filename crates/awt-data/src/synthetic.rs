@@ -11,9 +11,7 @@ pub fn prototypes(n: usize, shape: [usize; 3], classes: usize, noise: f64, seed:
     assert!((1..=10).contains(&classes), "1..=10 classes");
     let size: usize = shape.iter().product();
     let mut rng = Rng::new(seed).derive("synthetic");
-    let protos: Vec<Vec<f64>> = (0..classes)
-        .map(|_| (0..size).map(|_| rng.uniform()).collect())
-        .collect();
+    let protos: Vec<Vec<f64>> = (0..classes).map(|_| (0..size).map(|_| rng.uniform()).collect()).collect();
     let mut images = Vec::with_capacity(n * size);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
@@ -24,9 +22,5 @@ pub fn prototypes(n: usize, shape: [usize; 3], classes: usize, noise: f64, seed:
             images.push((v * 255.0).round() as u8);
         }
     }
-    Split {
-        images,
-        labels,
-        shape,
-    }
+    Split { images, labels, shape }
 }

@@ -13,10 +13,7 @@ fn gz(bytes: &[u8]) -> Vec<u8> {
 
 /// Parses `bytes` (raw and gzipped) and expects an error containing `needle` and the file name.
 fn check_idx_error(bytes: &[u8], needle: &str) {
-    for (b, name) in [
-        (bytes.to_vec(), "x-idx3-ubyte"),
-        (gz(bytes), "x-idx3-ubyte.gz"),
-    ] {
+    for (b, name) in [(bytes.to_vec(), "x-idx3-ubyte"), (gz(bytes), "x-idx3-ubyte.gz")] {
         let e = idx::parse(&b, Path::new(name)).unwrap_err().to_string();
         assert!(e.starts_with(name), "error does not name the file: {e}");
         assert!(e.contains(needle), "expected `{needle}` in `{e}`");
@@ -57,17 +54,10 @@ fn idx_rejects_malformed_files() {
 fn idx_pairs_check_counts_and_labels() {
     let imgs = idx::parse(&idx::encode(&[3, 2, 2], &[0; 12]), Path::new("imgs")).unwrap();
     let labels = idx::parse(&idx::encode(&[2], &[1, 2]), Path::new("labels")).unwrap();
-    let e = idx::split_from(imgs.clone(), Path::new("imgs"), labels, Path::new("labels"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("labels") && e.contains("2 labels but 3 images"),
-        "{e}"
-    );
+    let e = idx::split_from(imgs.clone(), Path::new("imgs"), labels, Path::new("labels")).unwrap_err().to_string();
+    assert!(e.starts_with("labels") && e.contains("2 labels but 3 images"), "{e}");
     let labels = idx::parse(&idx::encode(&[3], &[1, 10, 2]), Path::new("labels")).unwrap();
-    let e = idx::split_from(imgs.clone(), Path::new("imgs"), labels, Path::new("labels"))
-        .unwrap_err()
-        .to_string();
+    let e = idx::split_from(imgs.clone(), Path::new("imgs"), labels, Path::new("labels")).unwrap_err().to_string();
     assert!(e.contains("label 10 at index 1"), "{e}");
     let labels = idx::parse(&idx::encode(&[3], &[1, 9, 2]), Path::new("labels")).unwrap();
     let s = idx::split_from(imgs, Path::new("imgs"), labels, Path::new("labels")).unwrap();
@@ -83,20 +73,11 @@ fn cifar_parses_records_and_rejects_bad_files() {
     let s = cifar::parse(&two, Path::new("b.bin")).unwrap();
     assert_eq!((s.len(), s.shape, s.labels[1]), (2, [3, 32, 32], 7));
     assert_eq!(&s.images[..3072], &rec[1..]);
-    let e = cifar::parse(&two[..two.len() - 5], Path::new("b.bin"))
-        .unwrap_err()
-        .to_string();
+    let e = cifar::parse(&two[..two.len() - 5], Path::new("b.bin")).unwrap_err().to_string();
     assert!(e.starts_with("b.bin") && e.contains("truncated"), "{e}");
     let mut bad = two.clone();
     bad[3073] = 12;
-    let e = cifar::parse(&bad, Path::new("b.bin"))
-        .unwrap_err()
-        .to_string();
+    let e = cifar::parse(&bad, Path::new("b.bin")).unwrap_err().to_string();
     assert!(e.contains("label 12 in record 1"), "{e}");
-    assert!(
-        cifar::parse(&[], Path::new("b.bin"))
-            .unwrap_err()
-            .to_string()
-            .contains("empty")
-    );
+    assert!(cifar::parse(&[], Path::new("b.bin")).unwrap_err().to_string().contains("empty"));
 }

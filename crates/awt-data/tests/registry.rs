@@ -20,20 +20,9 @@ fn embedded_subset_loads_with_verified_checksums() {
     let ds = load("fashion-mnist-mini", &LoadOptions::offline_embedded_only()).unwrap();
     assert_eq!((ds.train.len(), ds.test.len()), (10_000, 2_000));
     assert_eq!(ds.train.shape, [1, 28, 28]);
-    assert!(
-        ds.provenance.files.iter().all(|f| f.status == "verified"),
-        "{:?}",
-        ds.provenance.files
-    );
+    assert!(ds.provenance.files.iter().all(|f| f.status == "verified"), "{:?}", ds.provenance.files);
     // Real Fashion-MNIST is class-balanced; the first 10k are close to 1k per class.
-    assert!(
-        ds.train
-            .class_counts()
-            .iter()
-            .all(|&c| (900..1100).contains(&c)),
-        "{:?}",
-        ds.train.class_counts()
-    );
+    assert!(ds.train.class_counts().iter().all(|&c| (900..1100).contains(&c)), "{:?}", ds.train.class_counts());
 }
 
 /// Writes a tiny MNIST-style folder (uncompressed and gzipped variants are both accepted).
@@ -41,26 +30,10 @@ fn write_idx_dir(dir: &Path, n_train: usize, n_test: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let tr = synthetic::prototypes(n_train, [1, 28, 28], 10, 0.2, 1);
     let te = synthetic::prototypes(n_test, [1, 28, 28], 10, 0.2, 2);
-    std::fs::write(
-        dir.join("train-images-idx3-ubyte"),
-        idx::encode(&[n_train, 28, 28], &tr.images),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("train-labels-idx1-ubyte"),
-        idx::encode(&[n_train], &tr.labels),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("t10k-images-idx3-ubyte"),
-        idx::encode(&[n_test, 28, 28], &te.images),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("t10k-labels-idx1-ubyte"),
-        idx::encode(&[n_test], &te.labels),
-    )
-    .unwrap();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode(&[n_train, 28, 28], &tr.images)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode(&[n_train], &tr.labels)).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode(&[n_test, 28, 28], &te.images)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode(&[n_test], &te.labels)).unwrap();
 }
 
 #[test]
@@ -70,19 +43,11 @@ fn data_dir_is_searched_first_and_uncompressed_copies_are_unpinned() {
     let opts = opts_with(Some(tmp.path()), None);
     assert_eq!(
         locate("mnist", &opts).unwrap(),
-        Location::Dir {
-            dir: tmp.path().join("mnist"),
-            via: "--data-dir".into()
-        }
+        Location::Dir { dir: tmp.path().join("mnist"), via: "--data-dir".into() }
     );
     let ds = load("mnist", &opts).unwrap();
     assert_eq!((ds.train.len(), ds.test.len()), (30, 10));
-    assert!(
-        ds.provenance
-            .files
-            .iter()
-            .all(|f| f.status.starts_with("unpinned"))
-    );
+    assert!(ds.provenance.files.iter().all(|f| f.status.starts_with("unpinned")));
 }
 
 #[test]
@@ -91,12 +56,8 @@ fn pinned_checksum_mismatch_is_an_error_unless_overridden() {
     let d = tmp.path().join("fashion-mnist");
     write_idx_dir(&d, 20, 10);
     // Rename to the .gz names the registry pins, with gzipped (wrong) content.
-    for f in [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ] {
+    for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+    {
         let b = std::fs::read(d.join(f)).unwrap();
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut e, &b).unwrap();
@@ -113,12 +74,7 @@ fn pinned_checksum_mismatch_is_an_error_unless_overridden() {
     );
     opts.allow_checksum_mismatch = true;
     let ds = load("fashion-mnist", &opts).unwrap();
-    assert!(
-        ds.provenance
-            .files
-            .iter()
-            .all(|f| f.status.starts_with("MISMATCH accepted"))
-    );
+    assert!(ds.provenance.files.iter().all(|f| f.status.starts_with("MISMATCH accepted")));
 }
 
 #[test]
@@ -128,27 +84,15 @@ fn not_found_lists_every_place_tried_and_how_to_get_it() {
     let e = locate("mnist", &opts).unwrap_err();
     assert!(matches!(e, DataError::NotFound { .. }));
     let e = e.to_string();
-    for needle in [
-        "--data-dir",
-        "Hugging Face cache",
-        "skipped (AWT_OFFLINE or HF_HUB_OFFLINE is set)",
-        "To get it",
-    ] {
+    for needle in ["--data-dir", "Hugging Face cache", "skipped (AWT_OFFLINE or HF_HUB_OFFLINE is set)", "To get it"] {
         assert!(e.contains(needle), "expected `{needle}` in:\n{e}");
     }
-    assert!(
-        load("no-such-set", &opts)
-            .unwrap_err()
-            .to_string()
-            .contains("known datasets are")
-    );
+    assert!(load("no-such-set", &opts).unwrap_err().to_string().contains("known datasets are"));
 }
 
 /// Builds `$HF_HOME/hub/datasets--OWNER--NAME/{refs/main, snapshots/<sha>/<file>}` as the hub client does.
 fn put_in_hf_cache(home: &Path, repo: &str, file: &str, content_from: &Path) -> PathBuf {
-    let folder = home
-        .join("hub")
-        .join(format!("datasets--{}", repo.replace('/', "--")));
+    let folder = home.join("hub").join(format!("datasets--{}", repo.replace('/', "--")));
     let sha = "0123456789abcdef0123456789abcdef01234567";
     std::fs::create_dir_all(folder.join("refs")).unwrap();
     std::fs::write(folder.join("refs").join("main"), sha).unwrap();
@@ -163,42 +107,21 @@ fn hugging_face_cache_parquet_loads_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let train = synthetic::prototypes(25, [1, 28, 28], 10, 0.3, 3);
     let test = synthetic::prototypes(7, [1, 28, 28], 10, 0.3, 4);
-    let (ptr, pte) = (
-        tmp.path().join("train.parquet"),
-        tmp.path().join("test.parquet"),
-    );
+    let (ptr, pte) = (tmp.path().join("train.parquet"), tmp.path().join("test.parquet"));
     hf::write(&train, "image", &ptr).unwrap();
     hf::write(&test, "image", &pte).unwrap();
     let home = tmp.path().join("hfhome");
-    put_in_hf_cache(
-        &home,
-        "ylecun/mnist",
-        "mnist/train-00000-of-00001.parquet",
-        &ptr,
-    );
-    put_in_hf_cache(
-        &home,
-        "ylecun/mnist",
-        "mnist/test-00000-of-00001.parquet",
-        &pte,
-    );
+    put_in_hf_cache(&home, "ylecun/mnist", "mnist/train-00000-of-00001.parquet", &ptr);
+    put_in_hf_cache(&home, "ylecun/mnist", "mnist/test-00000-of-00001.parquet", &pte);
     // What HF_HUB_OFFLINE=1 sets (the CLI test runs the binary with that variable for real).
     let mut opts = opts_with(None, Some(&home));
     opts.offline = true;
     let loc = locate("mnist", &opts).unwrap();
-    assert!(
-        matches!(&loc, Location::Hub { via, .. } if via == "hf-cache"),
-        "{loc:?}"
-    );
+    assert!(matches!(&loc, Location::Hub { via, .. } if via == "hf-cache"), "{loc:?}");
     let ds = load("mnist", &opts).unwrap();
     assert_eq!(ds.train, train);
     assert_eq!(ds.test, test);
-    assert!(
-        ds.provenance
-            .files
-            .iter()
-            .all(|f| f.status == "unpinned" && f.sha256.len() == 64)
-    );
+    assert!(ds.provenance.files.iter().all(|f| f.status == "unpinned" && f.sha256.len() == 64));
 }
 
 #[test]
@@ -220,17 +143,10 @@ fn system_fashion_mnist_when_installed() {
     // only when the package is absent.
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     if !dir.is_dir() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install dataset-fashion-mnist"
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must install dataset-fashion-mnist");
         return;
     }
-    let opts = LoadOptions {
-        system_dir: Some("/usr/share/datasets".into()),
-        offline: true,
-        ..LoadOptions::default()
-    };
+    let opts = LoadOptions { system_dir: Some("/usr/share/datasets".into()), offline: true, ..LoadOptions::default() };
     let ds = load("fashion-mnist", &opts).unwrap();
     assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
     assert!(ds.provenance.files.iter().all(|f| f.status == "verified"));

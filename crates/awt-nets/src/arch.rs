@@ -61,8 +61,7 @@ impl Arch {
             "conv4" => Ok(Arch::Conv4),
             _ => {
                 if let Some(rest) = name.strip_prefix("mlp-") {
-                    let widths: Result<Vec<usize>, _> =
-                        rest.split('-').map(str::parse::<usize>).collect();
+                    let widths: Result<Vec<usize>, _> = rest.split('-').map(str::parse::<usize>).collect();
                     match widths {
                         Ok(w) if w.len() >= 2 && w.iter().all(|&x| x > 0) => {
                             return Ok(Arch::Mlp(w));
@@ -97,27 +96,13 @@ impl Arch {
 
     /// The layers in forward order.
     pub fn layers(&self) -> Vec<LayerDef> {
-        let lin = |name: &str, inp, out| LayerDef::Linear {
-            name: name.into(),
-            inp,
-            out,
-        };
-        let conv = |name: &str, inp, out, k| LayerDef::Conv {
-            name: name.into(),
-            inp,
-            out,
-            k,
-        };
+        let lin = |name: &str, inp, out| LayerDef::Linear { name: name.into(), inp, out };
+        let conv = |name: &str, inp, out, k| LayerDef::Conv { name: name.into(), inp, out, k };
         use LayerDef::{Flatten, MaxPool2, Relu};
         match self {
-            Arch::Lenet300100 => vec![
-                Flatten,
-                lin("fc1", 784, 300),
-                Relu,
-                lin("fc2", 300, 100),
-                Relu,
-                lin("fc3", 100, 10),
-            ],
+            Arch::Lenet300100 => {
+                vec![Flatten, lin("fc1", 784, 300), Relu, lin("fc2", 300, 100), Relu, lin("fc3", 100, 10)]
+            }
             Arch::Lenet5Caffe => vec![
                 conv("conv1", 1, 20, 5),
                 Relu,
@@ -203,13 +188,7 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_names_are_refused() {
-        for n in [
-            "lenet-300-100",
-            "lenet5-caffe",
-            "conv4",
-            "mlp-784-64-10",
-            "mlp-3-2",
-        ] {
+        for n in ["lenet-300-100", "lenet5-caffe", "conv4", "mlp-784-64-10", "mlp-3-2"] {
             assert_eq!(Arch::parse(n).unwrap().to_string(), n);
         }
         for bad in ["lenet", "mlp-", "mlp-3", "mlp-3-0", "mlp-a-b"] {
@@ -220,34 +199,12 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_paper_networks() {
-        let count = |a: Arch| {
-            a.param_shapes()
-                .iter()
-                .map(|(_, s)| s.iter().product::<usize>())
-                .sum::<usize>()
-        };
-        assert_eq!(
-            count(Arch::Lenet300100),
-            784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
-        );
-        assert_eq!(
-            count(Arch::Lenet5Caffe),
-            20 * 25 + 20 + 50 * 20 * 25 + 50 + 800 * 500 + 500 + 5000 + 10
-        );
+        let count = |a: Arch| a.param_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum::<usize>();
+        assert_eq!(count(Arch::Lenet300100), 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10);
+        assert_eq!(count(Arch::Lenet5Caffe), 20 * 25 + 20 + 50 * 20 * 25 + 50 + 800 * 500 + 500 + 5000 + 10);
         assert_eq!(
             count(Arch::Conv4),
-            64 * 27
-                + 64
-                + 64 * 64 * 9
-                + 64
-                + 128 * 64 * 9
-                + 128
-                + 128 * 128 * 9
-                + 128
-                + 3200 * 512
-                + 512
-                + 5120
-                + 10
+            64 * 27 + 64 + 64 * 64 * 9 + 64 + 128 * 64 * 9 + 128 + 128 * 128 * 9 + 128 + 3200 * 512 + 512 + 5120 + 10
         );
     }
 }

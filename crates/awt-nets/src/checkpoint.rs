@@ -5,7 +5,7 @@
 //! config hash, pruning method, ...). A state dict saved by PyTorch with
 //! `safetensors.torch.save_file(model.state_dict(), path)` loads when the architecture is named.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -33,10 +33,7 @@ pub struct Loaded {
 }
 
 fn err(path: &Path, why: impl Into<String>) -> CheckpointError {
-    CheckpointError {
-        path: path.to_path_buf(),
-        why: why.into(),
-    }
+    CheckpointError { path: path.to_path_buf(), why: why.into() }
 }
 
 /// Saves `net` (weights multiplied by their masks, masks beside them, `net.meta` as metadata).
@@ -54,26 +51,75 @@ pub fn save(net: &Net, path: &Path) -> Result<(), CheckpointError> {
         tensors.push((format!("{name}_mask"), m.contiguous().map_err(e)?));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let meta: HashMap<String, String> = net
-        .meta
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-        .map_err(|x| err(path, format!("cannot serialise: {x}")))?;
+    let bytes = serialize(&tensors, &net.meta).map_err(e)?;
     awt_base::write_atomic(path, &bytes).map_err(|x| err(path, format!("cannot write: {x}")))?;
     tracing::debug!(path = %path.display(), tensors = tensors.len(), "checkpoint saved");
     Ok(())
 }
 
+/// JSON string literal with the escapes JSON requires.
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// Serialises tensors (sorted by name) and metadata (sorted by key) in the safetensors format.
+/// Written by hand rather than with `safetensors::serialize` because that takes the metadata as a
+/// `HashMap`, whose random order would make two saves of the same network differ byte for byte.
+fn serialize(tensors: &[(String, Tensor)], meta: &BTreeMap<String, String>) -> candle_core::Result<Vec<u8>> {
+    let mut header = String::from("{");
+    let mut parts = Vec::new();
+    if !meta.is_empty() {
+        let m: Vec<String> = meta.iter().map(|(k, v)| format!("{}:{}", json_str(k), json_str(v))).collect();
+        parts.push(format!("\"__metadata__\":{{{}}}", m.join(",")));
+    }
+    let mut data = Vec::new();
+    for (name, t) in tensors {
+        let (dtype, bytes): (&str, Vec<u8>) = match t.dtype() {
+            DType::F32 => ("F32", t.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            DType::F64 => ("F64", t.flatten_all()?.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            // Masks and weights are always f32 or f64 here; anything else is stored as f32.
+            _ => (
+                "F32",
+                t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        };
+        let shape: Vec<String> = t.dims().iter().map(|d| d.to_string()).collect();
+        parts.push(format!(
+            "{}:{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            json_str(name),
+            shape.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend_from_slice(&bytes);
+    }
+    header.push_str(&parts.join(","));
+    header.push('}');
+    // The format pads the header with spaces to a multiple of 8 bytes.
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
 /// Loads a checkpoint as `dtype` on `device`. `arch` is required for files without `arch`
 /// metadata (a plain PyTorch state dict) and must agree with the metadata when both exist.
-pub fn load(
-    path: &Path,
-    arch: Option<&Arch>,
-    dtype: DType,
-    device: &Device,
-) -> Result<Loaded, CheckpointError> {
+pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|x| err(path, format!("cannot read: {x}")))?;
     if bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04") {
         return Err(err(
@@ -86,35 +132,22 @@ pub fn load(
     if bytes.len() < 8 {
         return Err(err(
             path,
-            format!(
-                "truncated: {} bytes, a safetensors file has at least an 8-byte header length",
-                bytes.len()
-            ),
+            format!("truncated: {} bytes, a safetensors file has at least an 8-byte header length", bytes.len()),
         ));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|x| {
-        err(
-            path,
-            format!("malformed or truncated safetensors file: {x}"),
-        )
-    })?;
-    let (_, md) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|x| err(path, format!("malformed header: {x}")))?;
-    let meta: BTreeMap<String, String> = md
-        .metadata()
-        .as_ref()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .unwrap_or_default();
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|x| err(path, format!("malformed or truncated safetensors file: {x}")))?;
+    let (_, md) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|x| err(path, format!("malformed header: {x}")))?;
+    let meta: BTreeMap<String, String> =
+        md.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     let file_arch = match meta.get("arch") {
         Some(a) => Some(Arch::parse(a).map_err(|x| err(path, format!("metadata `arch`: {x}")))?),
         None => None,
     };
     let (arch, foreign) = match (file_arch, arch) {
         (Some(f), Some(a)) if &f != a => {
-            return Err(err(
-                path,
-                format!("the file is a `{f}` but `{a}` was requested"),
-            ));
+            return Err(err(path, format!("the file is a `{f}` but `{a}` was requested")));
         }
         (Some(f), _) => (f, false),
         (None, Some(a)) => (a.clone(), true),
@@ -139,38 +172,17 @@ pub fn load(
             continue;
         };
         if view.shape() != shape.as_slice() {
-            return Err(err(
-                path,
-                format!(
-                    "tensor `{name}` has shape {:?}, `{arch}` needs {shape:?}",
-                    view.shape()
-                ),
-            ));
+            return Err(err(path, format!("tensor `{name}` has shape {:?}, `{arch}` needs {shape:?}", view.shape())));
         }
         let t = candle_core::safetensors::Load::load(&view, device)
             .and_then(|t| t.to_dtype(DType::F64))
-            .map_err(|x| {
-                err(
-                    path,
-                    format!("tensor `{name}`: cannot read {:?} data: {x}", view.dtype()),
-                )
-            })?;
-        let vals = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f64>())
-            .map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+            .map_err(|x| err(path, format!("tensor `{name}`: cannot read {:?} data: {x}", view.dtype())))?;
+        let vals =
+            t.flatten_all().and_then(|t| t.to_vec1::<f64>()).map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(err(
-                path,
-                format!(
-                    "tensor `{name}` holds a non-finite value ({}) at flat index {i}",
-                    vals[i]
-                ),
-            ));
+            return Err(err(path, format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", vals[i])));
         }
-        let t = t
-            .to_dtype(dtype)
-            .map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+        let t = t.to_dtype(dtype).map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
         if is_mask {
             masks.insert(target, t);
         } else {
@@ -179,32 +191,19 @@ pub fn load(
     }
     if !extra.is_empty() {
         extra.sort();
-        return Err(err(
-            path,
-            format!("unexpected tensors for `{arch}`: {}", extra.join(", ")),
-        ));
+        return Err(err(path, format!("unexpected tensors for `{arch}`: {}", extra.join(", "))));
     }
-    let missing: Vec<&str> = shapes
-        .keys()
-        .filter(|k| !params.contains_key(*k))
-        .map(String::as_str)
-        .collect();
+    let missing: Vec<&str> = shapes.keys().filter(|k| !params.contains_key(*k)).map(String::as_str).collect();
     if !missing.is_empty() {
-        return Err(err(
-            path,
-            format!("missing tensors for `{arch}`: {}", missing.join(", ")),
-        ));
+        return Err(err(path, format!("missing tensors for `{arch}`: {}", missing.join(", "))));
     }
-    let mut net = Net::from_parts(arch, params, BTreeMap::new(), meta)
-        .map_err(|x| err(path, x.to_string()))?;
+    let mut net = Net::from_parts(arch, params, BTreeMap::new(), meta).map_err(|x| err(path, x.to_string()))?;
     for (name, m) in masks {
-        net.set_mask(&name, &m)
-            .map_err(|x| err(path, x.to_string()))?;
+        net.set_mask(&name, &m).map_err(|x| err(path, x.to_string()))?;
     }
     if foreign {
         net.meta.insert("arch".into(), net.arch().to_string());
-        net.meta
-            .insert("source".into(), "foreign state dict".into());
+        net.meta.insert("source".into(), "foreign state dict".into());
     }
     Ok(Loaded { net, foreign })
 }

@@ -31,8 +31,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
             }
             Stage::Conv2d { bias, .. } => {
                 let w = s.effective_weight()?.expect("conv has a weight");
-                h.conv2d(&w, 0, 1, 1, 1)?
-                    .broadcast_add(&bias.reshape((1, (), 1, 1))?)?
+                h.conv2d(&w, 0, 1, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?
             }
             Stage::Relu => h.relu()?,
             Stage::MaxPool2 => max_pool2(&h)?,
@@ -62,23 +61,9 @@ mod tests {
         let y = f(x.as_tensor()).unwrap();
         let rs: Vec<f64> = (0..y.elem_count()).map(|_| rng.normal()).collect();
         let r = Tensor::from_vec(rs, y.shape(), &dev).unwrap();
-        let loss = |x: &Tensor| {
-            f(x).unwrap()
-                .mul(&r)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
+        let loss = |x: &Tensor| f(x).unwrap().mul(&r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
         let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g = g
-            .get(x.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let g = g.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let h = 1e-6;
         for i in 0..n {
             let mut p = xs.clone();
@@ -88,11 +73,7 @@ mod tests {
             let fd = (loss(&Tensor::from_vec(p, shape, &dev).unwrap())
                 - loss(&Tensor::from_vec(m, shape, &dev).unwrap()))
                 / (2.0 * h);
-            assert!(
-                (fd - g[i]).abs() < 1e-7,
-                "coordinate {i}: fd {fd} vs autograd {}",
-                g[i]
-            );
+            assert!((fd - g[i]).abs() < 1e-7, "coordinate {i}: fd {fd} vs autograd {}", g[i]);
         }
     }
 
@@ -111,25 +92,9 @@ mod tests {
     #[test]
     fn max_pool_forward_equals_candles_forward() {
         let mut rng = Rng::new(2);
-        let x = Tensor::from_vec(
-            rng.uniform_vec_f32(2 * 3 * 8 * 8, -1.0, 1.0),
-            (2, 3, 8, 8),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let a = max_pool2(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = x
-            .max_pool2d(2)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let x = Tensor::from_vec(rng.uniform_vec_f32(2 * 3 * 8 * 8, -1.0, 1.0), (2, 3, 8, 8), &Device::Cpu).unwrap();
+        let a = max_pool2(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = x.max_pool2d(2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b);
         let _ = DType::F32;
     }

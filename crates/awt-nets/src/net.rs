@@ -40,9 +40,7 @@ impl Init {
         match s {
             "kaiming-uniform" => Ok(Init::KaimingUniform),
             "glorot-normal" => Ok(Init::GlorotNormal),
-            _ => Err(format!(
-                "unknown init `{s}`: expected kaiming-uniform or glorot-normal"
-            )),
+            _ => Err(format!("unknown init `{s}`: expected kaiming-uniform or glorot-normal")),
         }
     }
 
@@ -68,24 +66,15 @@ pub struct Net {
 impl Net {
     /// A freshly initialised network. Each parameter draws from its own stream
     /// `Rng::new(seed).derive(name)`, so values do not depend on iteration order.
-    pub fn init(
-        arch: &Arch,
-        init: Init,
-        seed: u64,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Net, NetError> {
+    pub fn init(arch: &Arch, init: Init, seed: u64, dtype: DType, device: &Device) -> Result<Net, NetError> {
         let root = Rng::new(seed);
         let mut params = BTreeMap::new();
         for l in arch.layers() {
             let (name, shape, fan_in, fan_out): (String, Vec<usize>, usize, usize) = match &l {
                 LayerDef::Linear { name, inp, out } => (name.clone(), vec![*out, *inp], *inp, *out),
-                LayerDef::Conv { name, inp, out, k } => (
-                    name.clone(),
-                    vec![*out, *inp, *k, *k],
-                    inp * k * k,
-                    out * k * k,
-                ),
+                LayerDef::Conv { name, inp, out, k } => {
+                    (name.clone(), vec![*out, *inp, *k, *k], inp * k * k, out * k * k)
+                }
                 _ => continue,
             };
             let n: usize = shape.iter().product();
@@ -95,16 +84,11 @@ impl Net {
             let (w, b): (Vec<f64>, Vec<f64>) = match init {
                 Init::KaimingUniform => (
                     (0..n).map(|_| rw.uniform_range(-bound, bound)).collect(),
-                    (0..shape[0])
-                        .map(|_| rb.uniform_range(-bound, bound))
-                        .collect(),
+                    (0..shape[0]).map(|_| rb.uniform_range(-bound, bound)).collect(),
                 ),
                 Init::GlorotNormal => {
                     let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
-                    (
-                        (0..n).map(|_| std * rw.normal()).collect(),
-                        vec![0.0; shape[0]],
-                    )
+                    ((0..n).map(|_| std * rw.normal()).collect(), vec![0.0; shape[0]])
                 }
             };
             // Values are drawn in f64 and rounded once, so f32 and f64 nets share their numbers.
@@ -117,12 +101,7 @@ impl Net {
         meta.insert("arch".into(), arch.to_string());
         meta.insert("seed".into(), seed.to_string());
         meta.insert("init".into(), init.name().into());
-        Ok(Net {
-            arch: arch.clone(),
-            params,
-            masks: BTreeMap::new(),
-            meta,
-        })
+        Ok(Net { arch: arch.clone(), params, masks: BTreeMap::new(), meta })
     }
 
     /// Builds a network from parameter tensors already checked against `arch` (used by the loader).
@@ -132,16 +111,9 @@ impl Net {
         masks: BTreeMap<String, Tensor>,
         meta: BTreeMap<String, String>,
     ) -> Result<Net, NetError> {
-        let params = params
-            .into_iter()
-            .map(|(k, v)| Ok((k, Var::from_tensor(&v)?)))
-            .collect::<Result<_, NetError>>()?;
-        Ok(Net {
-            arch,
-            params,
-            masks,
-            meta,
-        })
+        let params =
+            params.into_iter().map(|(k, v)| Ok((k, Var::from_tensor(&v)?))).collect::<Result<_, NetError>>()?;
+        Ok(Net { arch, params, masks, meta })
     }
 
     /// The architecture.
@@ -166,11 +138,7 @@ impl Net {
 
     /// Names of the maskable tensors (every weight, no bias), sorted.
     pub fn weight_names(&self) -> Vec<String> {
-        self.params
-            .keys()
-            .filter(|k| k.ends_with(".weight"))
-            .cloned()
-            .collect()
+        self.params.keys().filter(|k| k.ends_with(".weight")).cloned().collect()
     }
 
     /// Masks by weight name (only weights that have one).
@@ -180,30 +148,18 @@ impl Net {
 
     /// Sets the 0/1 mask of weight `name` (same shape, same dtype as the weight after conversion).
     pub fn set_mask(&mut self, name: &str, mask: &Tensor) -> Result<(), NetError> {
-        let bad = |why: String| NetError::BadMask {
-            name: name.to_string(),
-            why,
-        };
-        let w = self
-            .params
-            .get(name)
-            .ok_or_else(|| bad("no such weight (biases are never masked)".into()))?;
+        let bad = |why: String| NetError::BadMask { name: name.to_string(), why };
+        let w = self.params.get(name).ok_or_else(|| bad("no such weight (biases are never masked)".into()))?;
         if !name.ends_with(".weight") {
             return Err(bad("only weights can be masked, never biases".into()));
         }
         if mask.dims() != w.dims() {
-            return Err(bad(format!(
-                "shape {:?} differs from the weight's {:?}",
-                mask.dims(),
-                w.dims()
-            )));
+            return Err(bad(format!("shape {:?} differs from the weight's {:?}", mask.dims(), w.dims())));
         }
         let m = mask.to_dtype(w.dtype())?.to_device(w.device())?;
         let vals = m.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
         if let Some(v) = vals.iter().find(|&&v| v != 0.0 && v != 1.0) {
-            return Err(bad(format!(
-                "mask values must be exactly 0 or 1, found {v}"
-            )));
+            return Err(bad(format!("mask values must be exactly 0 or 1, found {v}")));
         }
         self.masks.insert(name.to_string(), m.detach());
         Ok(())
@@ -226,12 +182,7 @@ impl Net {
     /// Number of parameters, and of maskable weights.
     pub fn counts(&self) -> (usize, usize) {
         let all = self.params.values().map(|v| v.elem_count()).sum();
-        let w = self
-            .params
-            .iter()
-            .filter(|(k, _)| k.ends_with(".weight"))
-            .map(|(_, v)| v.elem_count())
-            .sum();
+        let w = self.params.iter().filter(|(k, _)| k.ends_with(".weight")).map(|(_, v)| v.elem_count()).sum();
         (all, w)
     }
 
@@ -240,9 +191,7 @@ impl Net {
         let mut out = BTreeMap::new();
         for name in self.weight_names() {
             let d = match self.masks.get(&name) {
-                Some(m) => {
-                    m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? / m.elem_count() as f64
-                }
+                Some(m) => m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? / m.elem_count() as f64,
                 None => 1.0,
             };
             out.insert(name, d);
@@ -257,12 +206,7 @@ impl Net {
             .iter()
             .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?)))
             .collect::<Result<_, NetError>>()?;
-        Ok(Net {
-            arch: self.arch.clone(),
-            params,
-            masks: self.masks.clone(),
-            meta: self.meta.clone(),
-        })
+        Ok(Net { arch: self.arch.clone(), params, masks: self.masks.clone(), meta: self.meta.clone() })
     }
 
     /// Converts every parameter and mask to `dtype` (fresh `Var`s).
@@ -270,33 +214,16 @@ impl Net {
         let params = self
             .params
             .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
-                ))
-            })
+            .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?)))
             .collect::<Result<_, NetError>>()?;
-        let masks = self
-            .masks
-            .iter()
-            .map(|(k, m)| Ok((k.clone(), m.to_dtype(dtype)?)))
-            .collect::<Result<_, NetError>>()?;
-        Ok(Net {
-            arch: self.arch.clone(),
-            params,
-            masks,
-            meta: self.meta.clone(),
-        })
+        let masks =
+            self.masks.iter().map(|(k, m)| Ok((k.clone(), m.to_dtype(dtype)?))).collect::<Result<_, NetError>>()?;
+        Ok(Net { arch: self.arch.clone(), params, masks, meta: self.meta.clone() })
     }
 
     /// The parameter dtype.
     pub fn dtype(&self) -> DType {
-        self.params
-            .values()
-            .next()
-            .map(|v| v.dtype())
-            .unwrap_or(DType::F32)
+        self.params.values().next().map(|v| v.dtype()).unwrap_or(DType::F32)
     }
 }
 
@@ -346,16 +273,7 @@ mod tests {
     use super::*;
 
     fn values(net: &Net) -> Vec<Vec<f32>> {
-        net.params()
-            .values()
-            .map(|v| {
-                v.as_tensor()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
-            .collect()
+        net.params().values().map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
     }
 
     #[test]
@@ -372,35 +290,16 @@ mod tests {
     fn init_statistics_follow_pytorch_and_glorot() {
         let a = Arch::Lenet300100;
         let k = Net::init(&a, Init::KaimingUniform, 3, DType::F64, &Device::Cpu).unwrap();
-        let w = k
-            .param("fc1.weight")
-            .unwrap()
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let w = k.param("fc1.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let bound = 1.0 / 784f64.sqrt();
         assert!(w.iter().all(|x| x.abs() <= bound));
         let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
         assert!((var / (bound * bound / 3.0) - 1.0).abs() < 0.02, "{var}");
         let g = Net::init(&a, Init::GlorotNormal, 3, DType::F64, &Device::Cpu).unwrap();
-        let w = g
-            .param("fc2.weight")
-            .unwrap()
-            .as_tensor()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let w = g.param("fc2.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
         assert!((var / (2.0 / 400.0) - 1.0).abs() < 0.03, "{var}");
-        let b = g
-            .param("fc2.bias")
-            .unwrap()
-            .as_tensor()
-            .to_vec1::<f64>()
-            .unwrap();
+        let b = g.param("fc2.bias").unwrap().as_tensor().to_vec1::<f64>().unwrap();
         assert!(b.iter().all(|&x| x == 0.0));
     }
 
@@ -408,56 +307,19 @@ mod tests {
     fn masks_zero_weights_in_forward_and_gradient() {
         let a = Arch::Mlp(vec![4, 3, 2]);
         let mut net = Net::init(&a, Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
-        let m = Tensor::from_vec(
-            vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            (3, 4),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let m =
+            Tensor::from_vec(vec![1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0], (3, 4), &Device::Cpu)
+                .unwrap();
         net.set_mask("fc1.weight", &m).unwrap();
-        let x = Tensor::from_vec(
-            vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
-            (2, 4),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let g = net
-            .forward(&x)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let x = Tensor::from_vec(vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], (2, 4), &Device::Cpu).unwrap();
+        let g = net.forward(&x).unwrap().sum_all().unwrap().backward().unwrap();
         let gw = g.get(net.param("fc1.weight").unwrap().as_tensor()).unwrap();
-        let gm = gw
-            .mul(&(1.0 - &m).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap();
+        let gm = gw.mul(&(1.0 - &m).unwrap()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
         assert_eq!(gm, 0.0);
         // The bias is never masked and the mask must be 0/1 of the weight's shape.
-        assert!(
-            net.set_mask(
-                "fc1.bias",
-                &Tensor::ones(3, DType::F64, &Device::Cpu).unwrap()
-            )
-            .is_err()
-        );
-        assert!(
-            net.set_mask(
-                "fc1.weight",
-                &Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap()
-            )
-            .is_err()
-        );
-        assert!(
-            net.set_mask("fc1.weight", &(m.clone() * 0.5).unwrap())
-                .is_err()
-        );
+        assert!(net.set_mask("fc1.bias", &Tensor::ones(3, DType::F64, &Device::Cpu).unwrap()).is_err());
+        assert!(net.set_mask("fc1.weight", &Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap()).is_err());
+        assert!(net.set_mask("fc1.weight", &(m.clone() * 0.5).unwrap()).is_err());
         assert!((net.densities().unwrap()["fc1.weight"] - 6.0 / 12.0).abs() < 1e-12);
     }
 
@@ -471,26 +333,9 @@ mod tests {
             masked.set_mask(&n, &w.ones_like().unwrap()).unwrap();
         }
         let mut rng = Rng::new(0);
-        let x = Tensor::from_vec(
-            rng.uniform_vec_f32(3 * 784, 0.0, 1.0),
-            (3, 1, 28, 28),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let a = dense
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = masked
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let x = Tensor::from_vec(rng.uniform_vec_f32(3 * 784, 0.0, 1.0), (3, 1, 28, 28), &Device::Cpu).unwrap();
+        let a = dense.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = masked.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b);
     }
 }

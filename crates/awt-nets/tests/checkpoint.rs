@@ -13,54 +13,27 @@ fn dev() -> Device {
 }
 
 fn masked_lenet(seed: u64) -> Net {
-    let mut net = Net::init(
-        &Arch::Lenet300100,
-        Init::KaimingUniform,
-        seed,
-        DType::F32,
-        &dev(),
-    )
-    .unwrap();
+    let mut net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, seed, DType::F32, &dev()).unwrap();
     let mut rng = Rng::new(42);
-    let m: Vec<f32> = (0..300 * 784)
-        .map(|_| if rng.uniform() < 0.3 { 1.0 } else { 0.0 })
-        .collect();
-    net.set_mask(
-        "fc1.weight",
-        &Tensor::from_vec(m, (300, 784), &dev()).unwrap(),
-    )
-    .unwrap();
+    let m: Vec<f32> = (0..300 * 784).map(|_| if rng.uniform() < 0.3 { 1.0 } else { 0.0 }).collect();
+    net.set_mask("fc1.weight", &Tensor::from_vec(m, (300, 784), &dev()).unwrap()).unwrap();
     net.meta.insert("git_commit".into(), "abc123".into());
     net
 }
 
 /// Writes a safetensors file from (name, shape, f32 values) with optional metadata.
-fn write_raw(
-    path: &Path,
-    tensors: &[(&str, Vec<usize>, Vec<f32>)],
-    meta: Option<HashMap<String, String>>,
-) {
+fn write_raw(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)], meta: Option<HashMap<String, String>>) {
     let ts: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(n, s, v)| {
-            (
-                n.to_string(),
-                Tensor::from_vec(v.clone(), s.as_slice(), &dev()).unwrap(),
-            )
-        })
+        .map(|(n, s, v)| (n.to_string(), Tensor::from_vec(v.clone(), s.as_slice(), &dev()).unwrap()))
         .collect();
     let bytes = safetensors::serialize(ts.iter().map(|(k, t)| (k.as_str(), t)), meta).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
 
 fn expect_error(path: &Path, arch: Option<&Arch>, needle: &str) {
-    let e = load(path, arch, DType::F32, &dev())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains(&path.display().to_string()),
-        "error does not name the file: {e}"
-    );
+    let e = load(path, arch, DType::F32, &dev()).unwrap_err().to_string();
+    assert!(e.contains(&path.display().to_string()), "error does not name the file: {e}");
     assert!(e.contains(needle), "expected `{needle}` in: {e}");
 }
 
@@ -77,42 +50,17 @@ fn round_trip_is_exact_and_keeps_masks_and_metadata() {
     assert_eq!(back.meta["seed"], "0");
     assert_eq!(back.meta["git_commit"], "abc123");
     assert_eq!(back.masks().len(), 1);
-    let x = Tensor::from_vec(
-        Rng::new(1).uniform_vec_f32(4 * 784, 0.0, 1.0),
-        (4, 1, 28, 28),
-        &dev(),
-    )
-    .unwrap();
-    let a = net
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let b = back
-        .forward(&x)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let x = Tensor::from_vec(Rng::new(1).uniform_vec_f32(4 * 784, 0.0, 1.0), (4, 1, 28, 28), &dev()).unwrap();
+    let a = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = back.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a, b);
     // The stored weight is the masked one.
     let st = std::fs::read(&p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&st).unwrap();
     let w = st.tensor("fc1.weight").unwrap();
     let m = st.tensor("fc1.weight_mask").unwrap();
-    let w: Vec<f32> = w
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    let m: Vec<f32> = m
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let w: Vec<f32> = w.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    let m: Vec<f32> = m.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
     assert!(w.iter().zip(&m).all(|(w, m)| *m == 1.0 || *w == 0.0));
 }
 
@@ -126,12 +74,7 @@ fn logits_match_an_independent_f64_forward_pass_over_the_file() {
     let bytes = std::fs::read(&p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let get = |n: &str| -> Vec<f64> {
-        st.tensor(n)
-            .unwrap()
-            .data()
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect()
+        st.tensor(n).unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
     };
     let layer = |x: &[f64], w: &[f64], b: &[f64], relu: bool| -> Vec<f64> {
         let (o, i) = (b.len(), x.len());
@@ -146,10 +89,7 @@ fn logits_match_an_independent_f64_forward_pass_over_the_file() {
     let x = Tensor::from_vec(xs.clone(), (3, 1, 28, 28), &dev()).unwrap();
     let got = net.forward(&x).unwrap().to_vec2::<f32>().unwrap();
     for (s, row) in got.iter().enumerate() {
-        let x0: Vec<f64> = xs[s * 784..(s + 1) * 784]
-            .iter()
-            .map(|&v| v as f64)
-            .collect();
+        let x0: Vec<f64> = xs[s * 784..(s + 1) * 784].iter().map(|&v| v as f64).collect();
         let h1 = layer(&x0, &get("fc1.weight"), &get("fc1.bias"), true);
         let h2 = layer(&h1, &get("fc2.weight"), &get("fc2.bias"), true);
         let out = layer(&h2, &get("fc3.weight"), &get("fc3.bias"), false);
@@ -164,10 +104,8 @@ fn foreign_state_dict_needs_arch_and_then_loads() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("torch.safetensors");
     let shapes = Arch::Mlp(vec![4, 3, 2]).param_shapes();
-    let ts: Vec<(&str, Vec<usize>, Vec<f32>)> = shapes
-        .iter()
-        .map(|(n, s)| (n.as_str(), s.clone(), vec![0.5; s.iter().product()]))
-        .collect();
+    let ts: Vec<(&str, Vec<usize>, Vec<f32>)> =
+        shapes.iter().map(|(n, s)| (n.as_str(), s.clone(), vec![0.5; s.iter().product()])).collect();
     write_raw(&p, &ts, None);
     expect_error(&p, None, "--arch");
     let l = load(&p, Some(&Arch::Mlp(vec![4, 3, 2])), DType::F64, &dev()).unwrap();
@@ -247,11 +185,6 @@ fn failed_save_leaves_the_previous_file_intact() {
     let before = std::fs::read(&p).unwrap();
     // A path inside a missing folder cannot be written; the old file must be untouched.
     let bad = dir.path().join("nope").join("m.safetensors");
-    assert!(
-        save(&masked_lenet(1), &bad)
-            .unwrap_err()
-            .to_string()
-            .contains("nope")
-    );
+    assert!(save(&masked_lenet(1), &bad).unwrap_err().to_string().contains("nope"));
     assert_eq!(std::fs::read(&p).unwrap(), before);
 }

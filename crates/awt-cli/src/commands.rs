@@ -1,0 +1,173 @@
+//! Subcommands and their flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use awt_data::{LoadOptions, REGISTRY};
+use awt_nets::{Arch, Init, Net};
+use candle_core::{DType, Device};
+use clap::{Parser, Subcommand};
+
+use crate::util::{config_hash, git_commit};
+
+/// awt: adversarially robust sparse networks (AWT, NTK, attacks) on candle.
+#[derive(Parser)]
+#[command(name = "awt", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Datasets: where each was found and whether its checksums hold.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCmd,
+    },
+    /// Initialise a network from a seed and save it as safetensors.
+    Init {
+        /// lenet-300-100, lenet5-caffe, conv4 or mlp-<in>-...-<classes>.
+        #[arg(long)]
+        arch: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// kaiming-uniform (PyTorch's default) or glorot-normal.
+        #[arg(long, default_value = "kaiming-uniform")]
+        init: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
+    Inspect {
+        model: PathBuf,
+        /// Architecture of a foreign (PyTorch) state dict without awt metadata.
+        #[arg(long)]
+        arch: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCmd {
+    /// List every dataset with its location (or why it was not found), sizes and checksum status.
+    List {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also parse each dataset found and verify every checksum (slower).
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
+        Cmd::Init { arch, seed, init, out } => init_cmd(&arch, seed, &init, &out),
+        Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
+    }
+}
+
+pub(crate) fn parse_arch(s: &str) -> Result<Arch> {
+    Arch::parse(s).map_err(|e| anyhow::anyhow!("--arch: {e}"))
+}
+
+fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
+    let opts = LoadOptions { offline: true, ..LoadOptions::from_env(data_dir) };
+    let opts_net = LoadOptions::from_env(opts.data_dir.as_ref().map(|d| d.0.clone()));
+    println!("{:<20} {:<10} {:<58} details", "dataset", "status", "location");
+    let mut notes = Vec::new();
+    for spec in REGISTRY {
+        // Listing never downloads: it reports what is here.
+        match awt_data::locate(spec.name, &opts) {
+            Ok(loc) => {
+                let details = if verify || matches!(loc, awt_data::Location::Embedded) {
+                    match awt_data::load(spec.name, &opts) {
+                        Ok(ds) => {
+                            let sums: Vec<&str> = ds.provenance.files.iter().map(|f| f.status.as_str()).collect();
+                            let all = if sums.iter().all(|s| *s == "verified") {
+                                "all checksums verified".to_string()
+                            } else {
+                                sums.join(", ")
+                            };
+                            format!(
+                                "train {} / test {} images {:?}; {all}",
+                                ds.train.len(),
+                                ds.test.len(),
+                                ds.train.shape
+                            )
+                        }
+                        Err(e) => format!("UNUSABLE: {e}"),
+                    }
+                } else {
+                    "present (run with --verify to parse and check sums)".to_string()
+                };
+                println!("{:<20} {:<10} {:<58} {details}", spec.name, "found", loc.to_string());
+            }
+            Err(e) => {
+                let dl = if opts_net.offline || spec.hf.is_none() {
+                    ""
+                } else {
+                    "; other awt commands will try a hub download"
+                };
+                println!("{:<20} {:<10} {:<58} to get it: {}{dl}", spec.name, "missing", "-", spec.how_to_get);
+                notes.push(e.to_string());
+            }
+        }
+    }
+    for n in notes {
+        println!("\n{n}");
+    }
+    Ok(())
+}
+
+fn init_cmd(arch: &str, seed: u64, init: &str, out: &Path) -> Result<()> {
+    let arch = parse_arch(arch)?;
+    let init = Init::parse(init).map_err(|e| anyhow::anyhow!("--init: {e}"))?;
+    let mut net = Net::init(&arch, init, seed, DType::F32, &Device::Cpu)?;
+    net.meta.insert("git_commit".into(), git_commit().into());
+    net.meta.insert("config_hash".into(), config_hash(&format!("init arch={arch} seed={seed} init={}", init.name())));
+    awt_nets::save(&net, out)?;
+    let (p, _) = net.counts();
+    println!("wrote {} ({arch}, seed {seed}, {}, {p} parameters)", out.display(), init.name());
+    Ok(())
+}
+
+fn inspect(model: &Path, arch: Option<&str>) -> Result<()> {
+    let arch = arch.map(parse_arch).transpose()?;
+    let loaded = awt_nets::load(model, arch.as_ref(), DType::F32, &Device::Cpu)?;
+    let net = loaded.net;
+    println!(
+        "{}: {}{}",
+        model.display(),
+        net.arch(),
+        if loaded.foreign { " (foreign state dict, no awt metadata)" } else { "" }
+    );
+    println!("{:<16} {:>18} {:>10} {:>10}", "tensor", "shape", "params", "density");
+    let dens = net.densities().context("computing densities")?;
+    let mut kept = 0.0;
+    for (name, v) in net.params() {
+        let d = dens.get(name).copied();
+        if let Some(d) = d {
+            kept += d * v.elem_count() as f64;
+        }
+        println!(
+            "{:<16} {:>18} {:>10} {:>10}",
+            name,
+            format!("{:?}", v.dims()),
+            v.elem_count(),
+            d.map(|d| format!("{d:.4}")).unwrap_or_else(|| "(bias)".into())
+        );
+    }
+    let (all, weights) = net.counts();
+    println!("total {all} parameters, {weights} maskable weights, overall weight density {:.4}", kept / weights as f64);
+    if !net.meta.is_empty() {
+        println!("metadata:");
+        for (k, v) in &net.meta {
+            println!("  {k} = {v}");
+        }
+    }
+    if net.masks().is_empty() && net.meta.contains_key("method") {
+        bail!("{}: metadata names a pruning method but the file holds no masks", model.display());
+    }
+    Ok(())
+}

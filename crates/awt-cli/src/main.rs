@@ -1,0 +1,23 @@
+//! `awt`: adversarially robust sparse networks from the command line.
+//!
+//! Only this binary prints, installs the tracing subscriber (filter from `AWT_LOG`) and draws
+//! progress bars; the library crates stay silent.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod commands;
+mod util;
+
+use clap::Parser;
+
+fn main() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = commands::Cli::parse();
+    if let Err(e) = commands::run(cli) {
+        // One line: the cause chain joined, so scripts can grep it and users see the root cause.
+        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,26 @@
+//! Small helpers shared by the subcommands: provenance strings, hashing, progress bars.
+
+use sha2::{Digest, Sha256};
+
+/// The git commit this binary was built from (`-dirty` when the tree had changes).
+pub(crate) fn git_commit() -> &'static str {
+    env!("AWT_GIT_COMMIT")
+}
+
+/// Hex SHA-256 of a canonical config string, shortened to 16 characters.
+pub(crate) fn config_hash(canonical: &str) -> String {
+    Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[allow(dead_code)] // used by the long-running commands (eval, train, ntk)
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}

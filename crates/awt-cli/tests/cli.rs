@@ -1,0 +1,90 @@
+//! The `awt` binary end to end: data listing (the hub cache path under HF_HUB_OFFLINE=1),
+//! init/inspect, cross-process determinism, and one-line errors on bad input.
+
+use std::path::Path;
+use std::process::Command;
+
+fn awt(args: &[&str], envs: &[(&str, &Path)]) -> (bool, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_awt"));
+    c.args(args).env_remove("AWT_DATA_DIR").env("AWT_LOG", "off");
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let o = c.output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+#[test]
+fn data_list_finds_embedded_and_hub_cache_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A hub cache holding ylecun/mnist in the hub's parquet format.
+    let split = awt_data::synthetic::prototypes(12, [1, 28, 28], 10, 0.2, 1);
+    let folder = tmp.path().join("hub/datasets--ylecun--mnist");
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::write(folder.join("refs/main"), sha).unwrap();
+    let snap = folder.join("snapshots").join(sha).join("mnist");
+    std::fs::create_dir_all(&snap).unwrap();
+    awt_data::hf::write(&split, "image", &snap.join("train-00000-of-00001.parquet")).unwrap();
+    awt_data::hf::write(&split, "image", &snap.join("test-00000-of-00001.parquet")).unwrap();
+    let one = Path::new("1");
+    let (ok, out, err) = awt(&["data", "list", "--verify"], &[("HF_HOME", tmp.path()), ("HF_HUB_OFFLINE", one)]);
+    assert!(ok, "{err}");
+    let line = |name: &str| {
+        out.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{out}")).to_string()
+    };
+    assert!(
+        line("fashion-mnist-mini").contains("train 10000 / test 2000")
+            && line("fashion-mnist-mini").contains("all checksums verified")
+    );
+    let m = line("mnist");
+    assert!(m.contains("found") && m.contains("hf-cache") && m.contains("train 12 / test 12"), "{m}");
+    assert!(line("cifar10").contains("missing"));
+}
+
+#[test]
+fn init_is_deterministic_across_processes_and_inspect_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    for (name, seed) in [("a", "0"), ("b", "0"), ("c", "1")] {
+        let out = p(name);
+        let (ok, _, err) =
+            awt(&["init", "--arch", "lenet-300-100", "--seed", seed, "--out", out.to_str().unwrap()], &[]);
+        assert!(ok, "{err}");
+    }
+    let read = |n: &str| std::fs::read(p(n)).unwrap();
+    assert!(read("a") == read("b"), "same seed gave different files");
+    let tensor = |n: &str| {
+        let b = read(n);
+        let st = safetensors::SafeTensors::deserialize(&b).unwrap();
+        st.tensor("fc1.weight").unwrap().data().to_vec()
+    };
+    assert!(tensor("a") != tensor("c"), "different seeds gave the same weights");
+    let (ok, out, err) = awt(&["inspect", p("a").to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("fc1.weight")
+            && out.contains("[300, 784]")
+            && out.contains("266610 parameters")
+            && out.contains("seed = 0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_input_exits_nonzero_with_one_line_naming_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("model.pt");
+    std::fs::write(&bad, [0x80, 2, 3, 4]).unwrap();
+    for (args, needle) in [
+        (vec!["init", "--arch", "lenet-7", "--out", "x.safetensors"], "--arch: unknown architecture `lenet-7`"),
+        (vec!["inspect", bad.to_str().unwrap()], "model.pt: this is a PyTorch pickle"),
+        (vec!["init", "--arch", "conv4", "--init", "zeros", "--out", "x"], "--init: unknown init `zeros`"),
+    ] {
+        let (ok, out, err) = awt(&args, &[]);
+        assert!(!ok, "{args:?} succeeded: {out}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{err}");
+    }
+}
