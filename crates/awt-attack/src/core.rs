@@ -1,0 +1,171 @@
+//! What every attack shares: the [`Attack`] trait, input validation, the loss-and-gradient step and
+//! per-example best-iterate tracking.
+
+use candle_core::{D, DType, Module, Tensor, Var};
+
+use crate::error::{AttackError, invalid};
+use crate::loss::{LossKind, per_example_loss};
+
+/// The result of attacking a batch.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// Per example: the first iterate that fooled the model, else the iterate of highest loss.
+    pub adv: Tensor,
+    /// Per example: did some iterate fool the model (misclassify, or hit the target)?
+    pub fooled: Vec<bool>,
+    /// Per example: the loss at `adv`.
+    pub loss: Vec<f32>,
+}
+
+/// An attack on a batch of inputs in [0, 1].
+pub trait Attack {
+    /// Short name for tables, e.g. `pgd-20`.
+    fn name(&self) -> String;
+
+    /// Attacks `x` (batch first, values in [0, 1]) with labels `y: (n,)` u32. `target` makes the
+    /// attack targeted. `ids` are stable example identifiers (dataset indices) that select each
+    /// example's random stream, so results do not depend on batch composition.
+    fn perturb(
+        &self,
+        model: &dyn Module,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        ids: &[u64],
+    ) -> Result<Outcome, AttackError>;
+}
+
+/// Checks inputs and settings shared by every attack; returns the number of classes.
+pub(crate) fn validate(
+    model: &dyn Module,
+    x: &Tensor,
+    y: &Tensor,
+    target: Option<&Tensor>,
+    ids: &[u64],
+    eps: f64,
+) -> Result<usize, AttackError> {
+    if !eps.is_finite() || eps < 0.0 {
+        return Err(invalid(format!("eps must be a finite number ≥ 0, got {eps}")));
+    }
+    let n = x.dim(0)?;
+    if y.dims() != [n] {
+        return Err(invalid(format!("labels have shape {:?}, expected [{n}]", y.dims())));
+    }
+    if ids.len() != n {
+        return Err(invalid(format!("{} example ids for a batch of {n}", ids.len())));
+    }
+    let flat = x.flatten_all()?.to_dtype(DType::F64)?;
+    let (lo, hi) = (flat.min(0)?.to_scalar::<f64>()?, flat.max(0)?.to_scalar::<f64>()?);
+    if !(lo >= 0.0 && hi <= 1.0) {
+        return Err(invalid(format!(
+            "inputs must lie in [0, 1] (normalise inside the model), found values in [{lo}, {hi}]"
+        )));
+    }
+    let k = model.forward(&x.narrow(0, 0, 1.min(n))?)?.dim(1)?;
+    for (what, t) in [("label", Some(y)), ("target", target)] {
+        if let Some(t) = t {
+            let v = t.to_dtype(DType::U32)?.to_vec1::<u32>()?;
+            if let Some(bad) = v.iter().find(|&&l| l as usize >= k) {
+                return Err(invalid(format!("{what} {bad} is out of range for a model with {k} classes")));
+            }
+        }
+    }
+    Ok(k)
+}
+
+/// Per-example loss, correctness and input gradient at `x` (one forward, one backward).
+pub(crate) struct Probe {
+    pub loss: Vec<f32>,
+    /// Did the model resist at this point (classified `y` correctly; targeted: did not predict the target)?
+    pub resisted: Vec<bool>,
+    pub grad: Tensor,
+}
+
+pub(crate) fn probe(
+    model: &dyn Module,
+    x: &Tensor,
+    y: &Tensor,
+    target: Option<&Tensor>,
+    loss: LossKind,
+    with_grad: bool,
+) -> Result<Probe, AttackError> {
+    let xv = Var::from_tensor(&x.detach())?;
+    let logits = model.forward(xv.as_tensor())?;
+    let l = per_example_loss(&logits, y, target, loss)?;
+    let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let resisted = match target {
+        None => pred.iter().zip(y.to_vec1::<u32>()?).map(|(p, y)| *p == y).collect(),
+        Some(t) => pred.iter().zip(t.to_vec1::<u32>()?).map(|(p, t)| *p != t).collect(),
+    };
+    let grad = if with_grad {
+        // Summing keeps each example's gradient independent of the batch size.
+        let g = l.sum_all()?.backward()?;
+        g.get(xv.as_tensor()).cloned().unwrap_or(x.zeros_like()?)
+    } else {
+        x.zeros_like()?
+    };
+    Ok(Probe { loss: l.to_dtype(DType::F32)?.to_vec1::<f32>()?, resisted, grad })
+}
+
+/// The gradient of the per-example attack loss (summed over the batch) with respect to the input.
+pub fn input_gradient(
+    model: &dyn Module,
+    x: &Tensor,
+    y: &Tensor,
+    target: Option<&Tensor>,
+    loss: LossKind,
+) -> Result<Tensor, AttackError> {
+    Ok(probe(model, x, y, target, loss, true)?.grad)
+}
+
+/// Running per-example best iterate: the first fooling iterate, else the highest loss.
+pub(crate) struct Tracker {
+    pub best: Tensor,
+    pub fooled: Vec<bool>,
+    pub loss: Vec<f32>,
+}
+
+impl Tracker {
+    pub fn new(x: &Tensor, p: &Probe) -> Tracker {
+        Tracker { best: x.clone(), fooled: p.resisted.iter().map(|r| !r).collect(), loss: p.loss.clone() }
+    }
+
+    /// Considers iterate `x` with probe `p`.
+    pub fn update(&mut self, x: &Tensor, p: &Probe) -> Result<(), AttackError> {
+        let mut take = vec![0u8; self.fooled.len()];
+        for i in 0..self.fooled.len() {
+            if self.fooled[i] {
+                continue;
+            }
+            if !p.resisted[i] {
+                self.fooled[i] = true;
+                self.loss[i] = p.loss[i];
+                take[i] = 1;
+            } else if p.loss[i] > self.loss[i] {
+                self.loss[i] = p.loss[i];
+                take[i] = 1;
+            }
+        }
+        if take.contains(&1) {
+            self.best = select_rows(&take, x, &self.best)?;
+        }
+        Ok(())
+    }
+}
+
+/// Row-wise choice: row i of `a` where `take[i] == 1`, else of `b`.
+pub(crate) fn select_rows(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Tensor, AttackError> {
+    let n = take.len();
+    let mut shape = vec![n];
+    shape.extend(std::iter::repeat_n(1, a.rank() - 1));
+    let m = Tensor::from_vec(take.to_vec(), shape.as_slice(), a.device())?.broadcast_as(a.shape())?;
+    Ok(m.where_cond(a, b)?)
+}
+
+/// Per-example ℓ2 norm over all non-batch dimensions, shaped `(n, 1, ..., 1)` for broadcasting.
+pub(crate) fn l2_norms(t: &Tensor) -> Result<Tensor, AttackError> {
+    let n = t.dim(0)?;
+    let mut shape = vec![n];
+    shape.extend(std::iter::repeat_n(1, t.rank() - 1));
+    Ok(t.reshape((n, ()))?.sqr()?.sum_keepdim(1)?.sqrt()?.reshape(shape.as_slice())?)
+}

@@ -1,0 +1,48 @@
+//! Adversarial attacks and robust evaluation for any candle model.
+//!
+//! A model is anything implementing candle's [`candle_core::Module`] that maps inputs in [0, 1]
+//! (any shape with the batch first) to logits `(batch, classes)`. This crate does not know the
+//! awt networks.
+//!
+//! - [`Fgsm`], [`Pgd`] (ℓ∞ or ℓ2, random start, restarts, cross-entropy or CW-margin loss, targeted),
+//!   [`Apgd`] (APGD-CE and APGD-DLR of Croce & Hein 2020: step-size halving at checkpoints,
+//!   momentum 0.75).
+//! - Every attack tracks, per example, the first iterate that fools the model (else the one of highest
+//!   loss), and draws its random starts from a per-example stream `Rng::new(seed)...fork(id)`. So
+//!   more steps or more restarts can never raise robust accuracy, and results are bit-reproducible
+//!   whatever the batch order.
+//! - [`evaluate_batch`]: worst case over several attacks (robust = survives all) with per-example
+//!   outcomes, and the sanity checks of Carlini et al. 2019 / AutoAttack as [`Warnings`].
+//!
+//! ```
+//! use awt_attack::{Attack, Pgd, Norm, LossKind};
+//! use candle_core::{Device, Module, Tensor};
+//! struct Linear; // a toy 2-class model: logits = [x0 - x1, x1 - x0]
+//! impl Module for Linear {
+//!     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+//!         let d = (x.narrow(1, 0, 1)? - x.narrow(1, 1, 1)?)?;
+//!         Tensor::cat(&[&d, &d.neg()?], 1)
+//!     }
+//! }
+//! let x = Tensor::new(&[[0.6f32, 0.4]], &Device::Cpu).unwrap();
+//! let y = Tensor::new(&[0u32], &Device::Cpu).unwrap();
+//! let pgd = Pgd { eps: 0.2, step_size: 0.05, steps: 10, norm: Norm::Linf, random_start: true, restarts: 1, loss: LossKind::CrossEntropy, seed: 0 };
+//! let out = pgd.perturb(&Linear, &x, &y, None, &[0]).unwrap();
+//! assert_eq!(out.fooled, vec![true]);
+//! ```
+
+mod apgd;
+mod core;
+mod error;
+mod eval;
+mod fgsm;
+mod loss;
+mod pgd;
+
+pub use apgd::Apgd;
+pub use core::{Attack, Outcome, input_gradient};
+pub use error::AttackError;
+pub use eval::{BatchEval, Checks, Warnings, evaluate_batch};
+pub use fgsm::Fgsm;
+pub use loss::{LossKind, per_example_loss};
+pub use pgd::{Norm, Pgd};

@@ -1,0 +1,312 @@
+//! The attack checks of shared/docs/checks.md, on a LeNet-300-100 trained (without adversarial
+//! training) on the embedded Fashion-MNIST subset.
+
+use std::sync::OnceLock;
+
+use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Outcome, Pgd, evaluate_batch, input_gradient};
+use awt_data::{LoadOptions, epoch_order};
+use awt_nets::{Arch, Init, Net};
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+const N: usize = 200;
+
+struct Fixture {
+    net: Net,
+    x: Tensor,
+    y: Tensor,
+    ids: Vec<u64>,
+}
+
+/// A naturally trained LeNet-300-100 and the first 200 test images. 20 passes of Adam over the
+/// 10k embedded images (about 3 epochs' worth of full Fashion-MNIST): after only 2 passes the
+/// net keeps ~12% PGD-20 accuracy at ε = 0.1 (trousers and bags have wide margins), which
+/// torchattacks' PGD and APGD confirm on the same checkpoint, so the weakness is the model's.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dev = Device::Cpu;
+        let ds = awt_data::load("fashion-mnist-mini", &LoadOptions::offline_embedded_only()).unwrap();
+        let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 0, DType::F32, &dev).unwrap();
+        let mut opt =
+            AdamW::new(net.vars(), ParamsAdamW { lr: 1e-3, weight_decay: 0.0, ..Default::default() }).unwrap();
+        for epoch in 0..20 {
+            for b in epoch_order(ds.train.len(), 0, epoch).chunks(128) {
+                let (x, y) = ds.train.batch(b, &dev).unwrap();
+                let loss = candle_nn::loss::cross_entropy(&net.forward(&x).unwrap(), &y).unwrap();
+                opt.backward_step(&loss).unwrap();
+            }
+        }
+        let idx: Vec<usize> = (0..N).collect();
+        let (x, y) = ds.test.batch(&idx, &dev).unwrap();
+        Fixture { net, x, y, ids: (0..N as u64).collect() }
+    })
+}
+
+fn pgd(eps: f64, steps: usize, restarts: usize) -> Pgd {
+    Pgd {
+        eps,
+        step_size: (eps / 4.0).max(0.005),
+        steps,
+        norm: Norm::Linf,
+        random_start: true,
+        restarts,
+        loss: LossKind::CrossEntropy,
+        seed: 7,
+    }
+}
+
+fn run(a: &dyn Attack) -> Outcome {
+    let f = fixture();
+    a.perturb(&f.net, &f.x, &f.y, None, &f.ids).unwrap()
+}
+
+fn accuracy(o: &Outcome) -> f64 {
+    let clean = clean_correct();
+    clean.iter().zip(&o.fooled).filter(|(c, f)| **c && !**f).count() as f64 / N as f64
+}
+
+fn clean_correct() -> Vec<bool> {
+    let f = fixture();
+    let p = f.net.forward(&f.x).unwrap().argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap();
+    p.iter().zip(f.y.to_vec1::<u32>().unwrap()).map(|(a, b)| *a == b).collect()
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+}
+
+fn attacks(eps: f64) -> Vec<Box<dyn Attack>> {
+    vec![
+        Box::new(Fgsm { eps, loss: LossKind::CrossEntropy }),
+        Box::new(pgd(eps, 10, 1)),
+        Box::new(Pgd { loss: LossKind::CwMargin, ..pgd(eps, 10, 1) }),
+        Box::new(Apgd { eps, steps: 20, norm: Norm::Linf, restarts: 1, loss: LossKind::CrossEntropy, seed: 1 }),
+        Box::new(Apgd { eps, steps: 20, norm: Norm::Linf, restarts: 1, loss: LossKind::Dlr, seed: 1 }),
+    ]
+}
+
+#[test]
+fn eps_zero_leaves_inputs_bit_identical_and_accuracy_clean() {
+    let f = fixture();
+    let clean = clean_correct();
+    for a in attacks(0.0) {
+        let o = run(a.as_ref());
+        let same = o.adv.eq(&f.x).unwrap().to_dtype(DType::F32).unwrap().min_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(same, 1.0, "{} moved inputs at ε = 0", a.name());
+        assert_eq!(o.fooled, clean.iter().map(|c| !c).collect::<Vec<_>>(), "{}", a.name());
+    }
+}
+
+#[test]
+fn adversarial_inputs_stay_in_the_ball_and_the_box() {
+    let f = fixture();
+    for a in attacks(0.1) {
+        let o = run(a.as_ref());
+        let d = (&o.adv - &f.x).unwrap();
+        assert!(max_abs(&d) <= 0.1 + 1e-6, "{}: ‖δ‖∞ = {}", a.name(), max_abs(&d));
+        let v = o.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v.iter().all(|p| p.is_finite() && (0.0..=1.0).contains(p)), "{}", a.name());
+    }
+    for a in [
+        Box::new(Pgd { norm: Norm::L2, step_size: 0.25, ..pgd(1.0, 10, 1) }) as Box<dyn Attack>,
+        Box::new(Apgd { eps: 1.0, steps: 10, norm: Norm::L2, restarts: 1, loss: LossKind::CrossEntropy, seed: 1 }),
+    ] {
+        let o = run(a.as_ref());
+        let d = (&o.adv - &f.x).unwrap().reshape((N, ())).unwrap();
+        let norms = d.sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1::<f32>().unwrap();
+        assert!(
+            norms.iter().all(|&n| n as f64 <= 1.0 * (1.0 + 1e-5)),
+            "{}: max ‖δ‖₂ {:?}",
+            a.name(),
+            norms.iter().cloned().fold(0f32, f32::max)
+        );
+    }
+}
+
+#[test]
+fn one_step_pgd_of_size_eps_without_random_start_is_fgsm_and_pgd_is_stronger() {
+    let f = fixture();
+    let p1 = run(&Pgd { step_size: 0.1, random_start: false, ..pgd(0.1, 1, 1) });
+    let fg = run(&Fgsm { eps: 0.1, loss: LossKind::CrossEntropy });
+    let same = p1.adv.eq(&fg.adv).unwrap().to_dtype(DType::F32).unwrap().min_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(same, 1.0, "PGD-1 and FGSM differ");
+    assert_eq!(p1.fooled, fg.fooled);
+    let _ = f;
+    assert!(accuracy(&run(&pgd(0.1, 20, 1))) <= accuracy(&fg));
+}
+
+#[test]
+fn more_steps_or_restarts_never_raise_robust_accuracy_per_example() {
+    let subset = |a: &Outcome, b: &Outcome| a.fooled.iter().zip(&b.fooled).all(|(x, y)| !*x || *y);
+    // Small ε so that not every point falls and the comparison has teeth.
+    let (s5, s10) = (run(&pgd(0.02, 5, 1)), run(&pgd(0.02, 10, 1)));
+    assert!(subset(&s5, &s10), "a point broken by PGD-5 survived PGD-10");
+    let (r1, r3) = (run(&pgd(0.02, 5, 1)), run(&pgd(0.02, 5, 3)));
+    assert!(subset(&r1, &r3), "a point broken with 1 restart survived 3");
+    assert!(accuracy(&s10) < accuracy(&clean_outcome()), "the attack at ε = 0.02 does nothing: the test is toothless");
+}
+
+fn clean_outcome() -> Outcome {
+    let f = fixture();
+    Outcome { adv: f.x.clone(), fooled: clean_correct().iter().map(|c| !c).collect(), loss: vec![] }
+}
+
+#[test]
+fn robust_accuracy_falls_with_eps_and_is_at_chance_at_half() {
+    let accs: Vec<f64> = [0.0, 0.01, 0.03, 0.1, 0.5].iter().map(|&e| accuracy(&run(&pgd(e, 10, 1)))).collect();
+    assert!(accs.windows(2).all(|w| w[1] <= w[0]), "{accs:?}");
+    assert!(accs[4] <= 0.1, "{accs:?}");
+}
+
+#[test]
+fn naturally_trained_model_is_broken_by_pgd20() {
+    let clean = clean_correct().iter().filter(|&&c| c).count() as f64 / N as f64;
+    assert!(clean > 0.7, "the fixture did not train: clean accuracy {clean}");
+    let acc = accuracy(&run(&pgd(0.1, 20, 1)));
+    assert!(acc < 0.05, "PGD-20 at ε = 0.1 left {acc} accuracy on a non-robust model");
+}
+
+#[test]
+fn worst_case_is_the_fraction_robust_to_all_and_noise_never_beats_pgd() {
+    let f = fixture();
+    let (a, b) =
+        (pgd(0.03, 5, 1), Apgd { eps: 0.03, steps: 10, norm: Norm::Linf, restarts: 1, loss: LossKind::Dlr, seed: 3 });
+    let ev =
+        evaluate_batch(&f.net, &f.x, &f.y, &f.ids, &[&a, &b], &Checks { noise_eps: 0.03, noise_samples: 8, seed: 5 })
+            .unwrap();
+    let (oa, ob) = (run(&a), run(&b));
+    let clean = clean_correct();
+    let expect: Vec<bool> = (0..N).map(|i| clean[i] && !oa.fooled[i] && !ob.fooled[i]).collect();
+    assert_eq!(ev.robust, expect);
+    assert_eq!(ev.clean, clean);
+    assert_eq!(ev.warnings.eps0_mismatch, 0);
+    assert_eq!(ev.warnings.zero_gradient, 0);
+    assert_eq!(ev.warnings.noise_beats_attack, 0, "uniform noise broke points PGD did not");
+    assert!(ev.warnings.messages().is_empty());
+}
+
+#[test]
+fn noise_check_fires_when_the_attack_is_useless() {
+    // A "defence" that masks gradients: rounding the input to {0, 1} has a zero gradient almost everywhere.
+    struct Masked<'a>(&'a Net);
+    impl Module for Masked<'_> {
+        fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+            let hard = x.ge(0.5)?.to_dtype(DType::F32)?; // no gradient flows through `ge`
+            self.0.forward(&hard)
+        }
+    }
+    let f = fixture();
+    let m = Masked(&f.net);
+    let a = pgd(0.3, 5, 1);
+    let ev =
+        evaluate_batch(&m, &f.x, &f.y, &f.ids, &[&a], &Checks { noise_eps: 0.3, noise_samples: 4, seed: 5 }).unwrap();
+    assert!(ev.warnings.zero_gradient > 0, "{:?}", ev.warnings);
+    assert!(ev.warnings.noise_beats_attack > 0, "{:?}", ev.warnings);
+    assert!(ev.warnings.messages().iter().any(|m| m.contains("gradient masking")));
+}
+
+#[test]
+fn input_gradient_matches_central_finite_differences_in_f64() {
+    let f = fixture();
+    let net = f.net.to_dtype(DType::F64).unwrap();
+    let x = f.x.narrow(0, 0, 4).unwrap().to_dtype(DType::F64).unwrap();
+    let y = f.y.narrow(0, 0, 4).unwrap();
+    let t = Tensor::new(&[3u32, 1, 0, 2], &Device::Cpu).unwrap();
+    for (loss, target) in [
+        (LossKind::CrossEntropy, None),
+        (LossKind::CwMargin, None),
+        (LossKind::Dlr, None),
+        (LossKind::CrossEntropy, Some(&t)),
+        (LossKind::Dlr, Some(&t)),
+    ] {
+        let g = input_gradient(&net, &x, &y, target, loss).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let xv = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let total = |v: &[f64]| {
+            let xt = Tensor::from_vec(v.to_vec(), x.shape(), &Device::Cpu).unwrap();
+            awt_attack::per_example_loss(&net.forward(&xt).unwrap(), &y, target, loss)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let h = 1e-6;
+        let mut rng = awt_base::Rng::new(11);
+        for _ in 0..40 {
+            let i = rng.below(xv.len() as u64) as usize;
+            let (mut p, mut m) = (xv.clone(), xv.clone());
+            p[i] += h;
+            m[i] -= h;
+            let fd = (total(&p) - total(&m)) / (2.0 * h);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{loss:?} {target:?} coord {i}: fd {fd} vs autograd {}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_settings_are_errors_naming_the_setting() {
+    let f = fixture();
+    let check = |a: &dyn Attack, x: &Tensor, y: &Tensor, needle: &str| {
+        let e = a.perturb(&f.net, x, y, None, &f.ids[..x.dim(0).unwrap()]).unwrap_err().to_string();
+        assert!(e.contains(needle), "expected `{needle}` in `{e}`");
+    };
+    check(&pgd(-0.1, 5, 1), &f.x, &f.y, "eps");
+    check(&pgd(f64::NAN, 5, 1), &f.x, &f.y, "eps");
+    check(&Pgd { step_size: 0.0, ..pgd(0.1, 5, 1) }, &f.x, &f.y, "step size");
+    check(&Pgd { restarts: 0, ..pgd(0.1, 5, 1) }, &f.x, &f.y, "restarts");
+    let bad_y = Tensor::new(&[3u32, 10], &Device::Cpu).unwrap();
+    check(&pgd(0.1, 5, 1), &f.x.narrow(0, 0, 2).unwrap(), &bad_y, "label 10 is out of range");
+    let big_x = (f.x.narrow(0, 0, 2).unwrap() * 2.0).unwrap();
+    check(&pgd(0.1, 5, 1), &big_x, &f.y.narrow(0, 0, 2).unwrap(), "[0, 1]");
+    check(&Fgsm { eps: -1.0, loss: LossKind::CrossEntropy }, &f.x, &f.y, "eps");
+}
+
+#[test]
+fn results_are_bit_reproducible_and_streams_follow_example_ids() {
+    let f = fixture();
+    let a = pgd(0.05, 3, 1);
+    let o1 = run(&a);
+    let o2 = run(&a);
+    assert_eq!(max_abs(&(&o1.adv - &o2.adv).unwrap()), 0.0);
+    // The same example attacked alone, under its id, gets exactly the same result.
+    let i = 17;
+    let solo =
+        a.perturb(&f.net, &f.x.narrow(0, i, 1).unwrap(), &f.y.narrow(0, i, 1).unwrap(), None, &[i as u64]).unwrap();
+    assert_eq!(solo.fooled[0], o1.fooled[i]);
+    assert!(max_abs(&(solo.adv.get(0).unwrap() - o1.adv.get(i).unwrap()).unwrap()) < 1e-6);
+}
+
+#[test]
+fn targeted_attacks_reach_their_targets() {
+    let f = fixture();
+    let target = Tensor::from_vec(
+        (0..N as u32).map(|i| (f.y.to_vec1::<u32>().unwrap()[i as usize] + 1) % 10).collect::<Vec<_>>(),
+        N,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let a = pgd(0.2, 20, 1);
+    let o = a.perturb(&f.net, &f.x, &f.y, Some(&target), &f.ids).unwrap();
+    let hit = f
+        .net
+        .forward(&o.adv)
+        .unwrap()
+        .argmax(D::Minus1)
+        .unwrap()
+        .eq(&target)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let fooled = o.fooled.iter().filter(|&&b| b).count() as f32 / N as f32;
+    assert!(hit > 0.8, "targeted PGD hit its target on only {hit}");
+    assert!((hit - fooled).abs() < 1e-6, "`fooled` must mean `reached the target` for targeted attacks");
+}
