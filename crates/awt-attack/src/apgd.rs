@@ -5,8 +5,8 @@
 //! last time and the best loss has not improved since. Checkpoints follow p₀ = 0, p₁ = 0.22,
 //! p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06).
 
-use awt_base::Rng;
-use candle_core::{Module, Tensor};
+use awt_base::{Classifier, Rng};
+use candle_core::Tensor;
 
 use crate::core::{Attack, Outcome, Tracker, probe, select_rows, validate};
 use crate::error::{AttackError, invalid};
@@ -46,7 +46,7 @@ pub(crate) fn checkpoints(steps: usize) -> Vec<usize> {
 impl Apgd {
     fn run(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,
@@ -138,7 +138,7 @@ impl Attack for Apgd {
 
     fn perturb(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,

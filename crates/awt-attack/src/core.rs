@@ -1,7 +1,8 @@
 //! What every attack shares: the [`Attack`] trait, input validation, the loss-and-gradient step and
 //! per-example best-iterate tracking.
 
-use candle_core::{D, DType, Module, Tensor, Var};
+use awt_base::Classifier;
+use candle_core::{D, DType, Tensor};
 
 use crate::error::{AttackError, invalid};
 use crate::loss::{LossKind, per_example_loss};
@@ -27,7 +28,7 @@ pub trait Attack {
     /// example's random stream, so results do not depend on batch composition.
     fn perturb(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,
@@ -37,7 +38,7 @@ pub trait Attack {
 
 /// Checks inputs and settings shared by every attack; returns the number of classes.
 pub(crate) fn validate(
-    model: &dyn Module,
+    model: &dyn Classifier,
     x: &Tensor,
     y: &Tensor,
     target: Option<&Tensor>,
@@ -61,7 +62,7 @@ pub(crate) fn validate(
             "inputs must lie in [0, 1] (normalise inside the model), found values in [{lo}, {hi}]"
         )));
     }
-    let k = model.forward(&x.narrow(0, 0, 1.min(n))?)?.dim(1)?;
+    let k = model.logits(&x.narrow(0, 0, 1.min(n))?)?.dim(1)?;
     for (what, t) in [("label", Some(y)), ("target", target)] {
         if let Some(t) = t {
             let v = t.to_dtype(DType::U32)?.to_vec1::<u32>()?;
@@ -82,34 +83,31 @@ pub(crate) struct Probe {
 }
 
 pub(crate) fn probe(
-    model: &dyn Module,
+    model: &dyn Classifier,
     x: &Tensor,
     y: &Tensor,
     target: Option<&Tensor>,
     loss: LossKind,
     with_grad: bool,
 ) -> Result<Probe, AttackError> {
-    let xv = Var::from_tensor(&x.detach())?;
-    let logits = model.forward(xv.as_tensor())?;
-    let l = per_example_loss(&logits, y, target, loss)?;
+    let (logits, l, grad) = if with_grad {
+        model.loss_and_input_grad(x, &|z: &Tensor| per_example_loss(z, y, target, loss))?
+    } else {
+        let z = model.logits(x)?;
+        let l = per_example_loss(&z, y, target, loss)?;
+        (z, l, x.zeros_like()?)
+    };
     let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let resisted = match target {
         None => pred.iter().zip(y.to_vec1::<u32>()?).map(|(p, y)| *p == y).collect(),
         Some(t) => pred.iter().zip(t.to_vec1::<u32>()?).map(|(p, t)| *p != t).collect(),
-    };
-    let grad = if with_grad {
-        // Summing keeps each example's gradient independent of the batch size.
-        let g = l.sum_all()?.backward()?;
-        g.get(xv.as_tensor()).cloned().unwrap_or(x.zeros_like()?)
-    } else {
-        x.zeros_like()?
     };
     Ok(Probe { loss: l.to_dtype(DType::F32)?.to_vec1::<f32>()?, resisted, grad })
 }
 
 /// The gradient of the per-example attack loss (summed over the batch) with respect to the input.
 pub fn input_gradient(
-    model: &dyn Module,
+    model: &dyn Classifier,
     x: &Tensor,
     y: &Tensor,
     target: Option<&Tensor>,

@@ -1,8 +1,8 @@
 //! Worst-case robust evaluation of a batch, with the sanity checks that catch a broken evaluation
 //! (Carlini et al. 2019, "On evaluating adversarial robustness"; AutoAttack's own warnings).
 
-use awt_base::Rng;
-use candle_core::{D, Module, Tensor};
+use awt_base::{Classifier, Rng};
+use candle_core::{D, Tensor};
 
 use crate::core::{Attack, input_gradient};
 use crate::error::AttackError;
@@ -83,7 +83,7 @@ pub struct Checks {
 
 /// Evaluates `(x, y)` clean and under `attacks` in sequence, with the sanity checks of `checks`.
 pub fn evaluate_batch(
-    model: &dyn Module,
+    model: &dyn Classifier,
     x: &Tensor,
     y: &Tensor,
     ids: &[u64],
@@ -94,7 +94,7 @@ pub fn evaluate_batch(
     let n = ids.len();
     let yv = y.to_vec1::<u32>()?;
     let correct = |xs: &Tensor| -> Result<Vec<bool>, AttackError> {
-        let p = model.forward(xs)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let p = model.logits(xs)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         Ok(p.iter().zip(&yv).map(|(a, b)| a == b).collect())
     };
     let clean = correct(x)?;
@@ -153,7 +153,7 @@ pub fn evaluate_batch(
             for s in 0..noise_samples {
                 let mut streams: Vec<Rng> = idx.iter().map(|&i| root.fork(ids[i]).fork(s as u64)).collect();
                 let xn = random_start(&xs, noise_eps, Norm::Linf, &mut streams)?;
-                let p = model.forward(&xn)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                let p = model.logits(&xn)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 for (j, &i) in idx.iter().enumerate() {
                     if p[j] != yv[i] {
                         broke[j] = true;

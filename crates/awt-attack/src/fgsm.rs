@@ -2,7 +2,8 @@
 //! Written independently of PGD so that "PGD with one step of size ε and no random start equals
 //! FGSM" is a real check of PGD's step and projection.
 
-use candle_core::{Module, Tensor, Var};
+use awt_base::Classifier;
+use candle_core::Tensor;
 
 use crate::core::{Attack, Outcome, validate};
 use crate::error::AttackError;
@@ -24,22 +25,18 @@ impl Attack for Fgsm {
 
     fn perturb(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,
         ids: &[u64],
     ) -> Result<Outcome, AttackError> {
         validate(model, x, y, target, ids, self.eps)?;
-        let xv = Var::from_tensor(&x.detach())?;
-        let logits = model.forward(xv.as_tensor())?;
-        let l0 = per_example_loss(&logits, y, target, self.loss)?;
-        let g = l0.sum_all()?.backward()?;
-        let gx = g.get(xv.as_tensor()).cloned().unwrap_or(x.zeros_like()?);
+        let (logits, l0, gx) = model.loss_and_input_grad(x, &|z: &Tensor| per_example_loss(z, y, target, self.loss))?;
         let x1 = (x + (gx.sign()? * self.eps)?)?.clamp(0.0, 1.0)?;
         // Same selection rule as every attack here: keep x1 if it fools or raises the loss.
         let pred = |lg: &Tensor| -> Result<Vec<u32>, AttackError> { Ok(lg.argmax(1)?.to_vec1::<u32>()?) };
-        let logits1 = model.forward(&x1)?;
+        let logits1 = model.logits(&x1)?;
         let l1 =
             per_example_loss(&logits1, y, target, self.loss)?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
         let l0 = l0.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;

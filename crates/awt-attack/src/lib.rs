@@ -1,8 +1,9 @@
 //! Adversarial attacks and robust evaluation for any candle model.
 //!
-//! A model is anything implementing candle's [`candle_core::Module`] that maps inputs in [0, 1]
-//! (any shape with the batch first) to logits `(batch, classes)`. This crate does not know the
-//! awt networks.
+//! A model is an [`awt_base::Classifier`]: logits for inputs in [0, 1] (batch first), and the input
+//! gradient of a per-example loss. Any candle `Module` becomes one with `awt_base::Autograd(&m)`;
+//! awt-nets' `Net` implements it with an explicit backward pass that skips weight gradients. This
+//! crate does not know the awt networks.
 //!
 //! - [`Fgsm`], [`Pgd`] (ℓ∞ or ℓ2, random start, restarts, cross-entropy or CW-margin loss, targeted),
 //!   [`Apgd`] (APGD-CE and APGD-DLR of Croce & Hein 2020: step-size halving at checkpoints,
@@ -27,7 +28,7 @@
 //! let x = Tensor::new(&[[0.6f32, 0.4]], &Device::Cpu).unwrap();
 //! let y = Tensor::new(&[0u32], &Device::Cpu).unwrap();
 //! let pgd = Pgd { eps: 0.2, step_size: 0.05, steps: 10, norm: Norm::Linf, random_start: true, restarts: 1, loss: LossKind::CrossEntropy, seed: 0 };
-//! let out = pgd.perturb(&Linear, &x, &y, None, &[0]).unwrap();
+//! let out = pgd.perturb(&awt_base::Autograd(&Linear), &x, &y, None, &[0]).unwrap();
 //! assert_eq!(out.fooled, vec![true]);
 //! ```
 

@@ -1,8 +1,8 @@
 //! Projected gradient descent (Madry et al. 2018) in ℓ∞ and ℓ2, with random starts, restarts,
 //! per-example best-iterate tracking and CE or CW-margin loss.
 
-use awt_base::Rng;
-use candle_core::{Module, Tensor};
+use awt_base::{Classifier, Rng};
+use candle_core::Tensor;
 
 use crate::core::{Attack, Outcome, Tracker, l2_norms, probe, validate};
 use crate::error::{AttackError, invalid};
@@ -116,7 +116,7 @@ impl Pgd {
     /// One run from the start of restart `restart`.
     fn run(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,
@@ -151,7 +151,7 @@ impl Attack for Pgd {
 
     fn perturb(
         &self,
-        model: &dyn Module,
+        model: &dyn Classifier,
         x: &Tensor,
         y: &Tensor,
         target: Option<&Tensor>,

@@ -197,7 +197,8 @@ fn noise_check_fires_when_the_attack_is_useless() {
         }
     }
     let f = fixture();
-    let m = Masked(&f.net);
+    let masked = Masked(&f.net);
+    let m = awt_base::Autograd(&masked);
     let a = pgd(0.3, 5, 1);
     let ev =
         evaluate_batch(&m, &f.x, &f.y, &f.ids, &[&a], &Checks { noise_eps: 0.3, noise_samples: 4, seed: 5 }).unwrap();

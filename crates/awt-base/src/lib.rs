@@ -9,9 +9,11 @@
 //! assert_eq!(a.next_u64(), b.next_u64());
 //! ```
 
+mod classifier;
 mod rng;
 mod stage;
 
+pub use classifier::{Autograd, Classifier};
 pub use rng::Rng;
 pub use stage::{Stage, Staged};
 

@@ -12,7 +12,6 @@ pub(crate) fn config_hash(canonical: &str) -> String {
     Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-#[allow(dead_code)] // used by the long-running commands (eval, train, ntk)
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);

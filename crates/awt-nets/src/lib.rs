@@ -21,6 +21,7 @@ mod arch;
 mod checkpoint;
 mod layers;
 mod net;
+mod vjp;
 
 pub use arch::{Arch, LayerDef};
 pub use checkpoint::{CheckpointError, Loaded, load, save};

@@ -268,6 +268,50 @@ impl Module for Net {
     }
 }
 
+impl awt_base::Classifier for Net {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward(x)
+    }
+
+    /// Explicit backward to the input through the stages (no weight gradients are formed).
+    fn loss_and_input_grad(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let xs = match (&self.arch, x.rank()) {
+            (Arch::Lenet5Caffe | Arch::Conv4, 2) => {
+                let s = self.arch.input_shape();
+                x.reshape((x.dim(0)?, s[0], s[1], s[2]))?
+            }
+            _ => x.clone(),
+        };
+        // Detached weights: nothing below records an autograd graph.
+        let stages: Vec<Stage> = self.stages().into_iter().map(detach_stage).collect();
+        let (logits, inputs) = crate::vjp::forward_keep(&stages, &xs.detach())?;
+        let lv = Var::from_tensor(&logits)?;
+        let l = loss(lv.as_tensor())?;
+        let v = match l.sum_all()?.backward()?.get(lv.as_tensor()) {
+            Some(g) => g.clone(),
+            None => logits.zeros_like()?,
+        };
+        let g = crate::vjp::backward_to_input(&stages, &inputs, &v)?.reshape(x.shape())?;
+        Ok((logits, l.detach(), g))
+    }
+}
+
+fn detach_stage(s: Stage) -> Stage {
+    match s {
+        Stage::Linear { name, weight, bias, mask } => {
+            Stage::Linear { name, weight: weight.detach(), bias: bias.detach(), mask: mask.map(|m| m.detach()) }
+        }
+        Stage::Conv2d { name, weight, bias, mask } => {
+            Stage::Conv2d { name, weight: weight.detach(), bias: bias.detach(), mask: mask.map(|m| m.detach()) }
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,6 +365,38 @@ mod tests {
         assert!(net.set_mask("fc1.weight", &Tensor::ones((4, 3), DType::F64, &Device::Cpu).unwrap()).is_err());
         assert!(net.set_mask("fc1.weight", &(m.clone() * 0.5).unwrap()).is_err());
         assert!((net.densities().unwrap()["fc1.weight"] - 6.0 / 12.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn explicit_input_gradient_equals_autograd_for_every_architecture() {
+        use awt_base::{Autograd, Classifier};
+        let loss = |z: &Tensor| -> candle_core::Result<Tensor> {
+            // A per-example loss that mixes all logits non-linearly.
+            let w = Tensor::arange(1.0f64, z.dim(1)? as f64 + 1.0, z.device())?;
+            z.sqr()?.broadcast_mul(&w)?.sum(1)?.sqrt()
+        };
+        let mut rng = Rng::new(5);
+        for (arch, shape) in [
+            (Arch::Lenet300100, vec![3, 1, 28, 28]),
+            (Arch::Lenet5Caffe, vec![3, 1, 28, 28]),
+            (Arch::Conv4, vec![2, 3, 32, 32]),
+            (Arch::Mlp(vec![12, 7, 5]), vec![3, 12]),
+        ] {
+            let mut net = Net::init(&arch, Init::KaimingUniform, 1, DType::F64, &Device::Cpu).unwrap();
+            for name in net.weight_names() {
+                let w = net.param(&name).unwrap().as_tensor().clone();
+                let m: Vec<f64> = (0..w.elem_count()).map(|_| if rng.uniform() < 0.7 { 1.0 } else { 0.0 }).collect();
+                net.set_mask(&name, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
+            }
+            let n: usize = shape.iter().product();
+            let x = Tensor::from_vec((0..n).map(|_| rng.uniform()).collect::<Vec<f64>>(), shape.as_slice(), &Device::Cpu).unwrap();
+            let (_, la, ga) = Autograd(&net).loss_and_input_grad(&x, &loss).unwrap();
+            let (_, lb, gb) = net.loss_and_input_grad(&x, &loss).unwrap();
+            let diff = (ga - &gb).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            let scale = gb.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(diff <= 1e-12 * scale.max(1.0), "{arch}: max diff {diff} (scale {scale})");
+            assert_eq!(la.to_vec1::<f64>().unwrap(), lb.to_vec1::<f64>().unwrap());
+        }
     }
 
     #[test]

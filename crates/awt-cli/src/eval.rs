@@ -1,0 +1,206 @@
+//! `awt eval`: clean and robust accuracy of a checkpoint under the attacks the field reports.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use awt_attack::{evaluate_batch, Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings};
+use awt_data::LoadOptions;
+use candle_core::{DType, Device};
+use clap::Args;
+use serde_json::json;
+
+use crate::util::progress;
+
+/// Flags of `awt eval`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct EvalArgs {
+    /// Checkpoint (safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture, for a foreign PyTorch state dict without awt metadata.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Dataset name (see `awt data list`).
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub data: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// train or test.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// First example.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Number of examples (default: the whole split from the offset).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// none, fgsm, pgd, apgd-ce, apgd-dlr, or worst (PGD + APGD-CE + APGD-DLR).
+    #[arg(long, default_value = "pgd")]
+    pub attack: String,
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
+    pub eps: f64,
+    /// PGD steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// APGD iterations.
+    #[arg(long, default_value_t = 100)]
+    pub apgd_steps: usize,
+    /// PGD step size (default 2.5·ε/steps, Madry et al.).
+    #[arg(long)]
+    pub step_size: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// linf or l2.
+    #[arg(long, default_value = "linf")]
+    pub norm: String,
+    /// PGD loss: ce or cw.
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 250)]
+    pub batch: usize,
+    /// Uniform-noise samples per robust point for the gradient-masking check (0: off).
+    #[arg(long, default_value_t = 4)]
+    pub noise_samples: usize,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Results of an evaluation, also returned to callers such as `awt train`.
+pub(crate) struct EvalResult {
+    pub n: usize,
+    pub clean: usize,
+    pub robust_after: Vec<(String, usize)>,
+    pub warnings: Warnings,
+    pub seconds: f64,
+    pub json: serde_json::Value,
+}
+
+/// Builds the attack list for `--attack`.
+pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
+    let norm = Norm::parse(&a.norm).map_err(|e| anyhow::anyhow!("--norm: {e}"))?;
+    let loss = match a.loss.as_str() {
+        "ce" => LossKind::CrossEntropy,
+        "cw" => LossKind::CwMargin,
+        other => bail!("--loss: unknown loss `{other}`: expected ce or cw"),
+    };
+    if !a.eps.is_finite() || a.eps < 0.0 {
+        bail!("--eps must be a finite number ≥ 0, got {}", a.eps);
+    }
+    let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
+    if a.eps > 0.0 && (!step.is_finite() || step <= 0.0) {
+        bail!("--step-size must be > 0, got {step}");
+    }
+    let step = if a.eps == 0.0 { step.max(1e-3) } else { step };
+    let pgd = Pgd { eps: a.eps, step_size: step, steps: a.steps, norm, random_start: true, restarts: a.restarts, loss, seed: a.seed };
+    let apgd = |loss| Apgd { eps: a.eps, steps: a.apgd_steps, norm, restarts: a.restarts, loss, seed: a.seed };
+    Ok(match a.attack.as_str() {
+        "none" => vec![],
+        "fgsm" => {
+            if norm != Norm::Linf {
+                bail!("--attack fgsm is an ℓ∞ attack; use --norm linf");
+            }
+            vec![Box::new(Fgsm { eps: a.eps, loss })]
+        }
+        "pgd" => vec![Box::new(pgd)],
+        "apgd-ce" => vec![Box::new(apgd(LossKind::CrossEntropy))],
+        "apgd-dlr" => vec![Box::new(apgd(LossKind::Dlr))],
+        "worst" => vec![Box::new(pgd), Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd(LossKind::Dlr))],
+        other => bail!("--attack: unknown attack `{other}`: expected none, fgsm, pgd, apgd-ce, apgd-dlr or worst"),
+    })
+}
+
+/// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
+pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
+    let attacks = build_attacks(a)?;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone())).with_context(|| format!("--data {}", a.data))?;
+    let split = match a.split.as_str() {
+        "test" => &ds.test,
+        "train" => &ds.train,
+        other => bail!("--split: expected train or test, got `{other}`"),
+    };
+    let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
+    if a.offset + n > split.len() || n == 0 {
+        bail!("--offset {} --limit {n}: the {} split of {} has {} examples", a.offset, a.split, a.data, split.len());
+    }
+    let expect = net.arch().input_shape();
+    if expect.iter().product::<usize>() != split.image_size() {
+        bail!("{} takes inputs of shape {expect:?}, {} images are {:?}", net.arch(), a.data, split.shape);
+    }
+    let refs: Vec<&dyn Attack> = attacks.iter().map(|b| b.as_ref()).collect();
+    let start = Instant::now();
+    let pb = progress(n as u64, "eval");
+    if !show_progress {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let (mut clean, mut robust_after) = (0usize, vec![0usize; refs.len()]);
+    let mut warnings = Warnings::default();
+    let dev = Device::Cpu;
+    let idx: Vec<usize> = (a.offset..a.offset + n).collect();
+    for chunk in idx.chunks(a.batch.max(1)) {
+        let (x, y) = split.batch(chunk, &dev)?;
+        let x = x.to_dtype(net.dtype())?;
+        let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+        let checks = Checks { noise_eps: if a.norm == "linf" { a.eps } else { 0.0 }, noise_samples: a.noise_samples, seed: a.seed };
+        let be = evaluate_batch(net, &x, &y, &ids, &refs, &checks)?;
+        clean += be.clean.iter().filter(|&&c| c).count();
+        for (j, r) in be.robust_after.iter().enumerate() {
+            robust_after[j] += r.iter().filter(|&&c| c).count();
+        }
+        warnings.merge(&be.warnings);
+        pb.inc(chunk.len() as u64);
+        let acc = robust_after.last().copied().unwrap_or(clean) as f64 / pb.position() as f64;
+        pb.set_message(format!("robust {:.1}%", 100.0 * acc));
+    }
+    pb.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let names: Vec<String> = refs.iter().map(|r| r.name()).collect();
+    let robust_after: Vec<(String, usize)> = names.into_iter().zip(robust_after).collect();
+    let robust = robust_after.last().map(|r| r.1).unwrap_or(clean);
+    let json = json!({
+        "model": a.model.display().to_string(),
+        "arch": net.arch().to_string(),
+        "data": a.data, "split": a.split, "offset": a.offset, "n": n,
+        "dataset_location": ds.provenance.location,
+        "dataset_files": ds.provenance.files.iter().map(|f| json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
+        "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
+        "robust_correct": robust, "robust_accuracy": robust as f64 / n as f64,
+        "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
+        "settings": {"attack": a.attack, "eps": a.eps, "norm": a.norm, "steps": a.steps, "apgd_steps": a.apgd_steps,
+                     "step_size": a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64), "restarts": a.restarts,
+                     "loss": a.loss, "seed": a.seed, "batch": a.batch, "noise_samples": a.noise_samples},
+        "warnings": warnings.messages(),
+        "wall_seconds": seconds,
+        "git_commit": crate::util::git_commit(),
+    });
+    Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
+}
+
+pub(crate) fn run(a: EvalArgs) -> Result<()> {
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let r = evaluate(&net, &a, true)?;
+    println!("{} on {} {} [{}..{}), ε = {} ({}), seed {}", a.model.display(), a.data, a.split, a.offset, a.offset + r.n, a.eps, a.norm, a.seed);
+    println!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
+    println!("{:<24} {:>8} {:>8.2}%", "clean", r.clean, 100.0 * r.clean as f64 / r.n as f64);
+    for (name, c) in &r.robust_after {
+        let label = if r.robust_after.len() > 1 { format!("+ {name}") } else { name.clone() };
+        println!("{:<24} {:>8} {:>8.2}%", label, c, 100.0 * *c as f64 / r.n as f64);
+    }
+    println!("n = {}, {:.1} s", r.n, r.seconds);
+    for w in r.warnings.messages() {
+        println!("WARNING: {w}");
+    }
+    if let Some(p) = &a.json {
+        write_json(p, &r.json)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)? + "\n";
+    awt_base::write_atomic(p, s.as_bytes()).with_context(|| format!("cannot write {}", p.display()))
+}
