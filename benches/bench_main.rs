@@ -5,7 +5,7 @@
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Module, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 fn inputs(n: usize) -> (Tensor, Tensor) {
     let dev = Device::Cpu;
@@ -42,10 +42,21 @@ fn pgd_step(c: &mut Criterion) {
     let ids: Vec<u64> = (0..128).collect();
     for arch in ["lenet-300-100", "lenet5-caffe"] {
         let net = net(arch);
-        let pgd1 = Pgd { eps: 0.1, step_size: 0.01, steps: 1, norm: Norm::Linf, random_start: false, restarts: 1, loss: LossKind::CrossEntropy, seed: 0 };
+        let pgd1 = Pgd {
+            eps: 0.1,
+            step_size: 0.01,
+            steps: 1,
+            norm: Norm::Linf,
+            random_start: false,
+            restarts: 1,
+            loss: LossKind::CrossEntropy,
+            seed: 0,
+        };
         let pgd10 = Pgd { steps: 10, ..pgd1.clone() };
         c.bench_function(&format!("pgd1/{arch}/b128"), |b| b.iter(|| pgd1.perturb(&net, &x, &y, None, &ids).unwrap()));
-        c.bench_function(&format!("pgd10/{arch}/b128"), |b| b.iter(|| pgd10.perturb(&net, &x, &y, None, &ids).unwrap()));
+        c.bench_function(&format!("pgd10/{arch}/b128"), |b| {
+            b.iter(|| pgd10.perturb(&net, &x, &y, None, &ids).unwrap())
+        });
         c.bench_function(&format!("forward/{arch}/b128"), |b| b.iter(|| net.forward(&x).unwrap()));
     }
 }

@@ -12,7 +12,11 @@ pub trait Classifier {
 
     /// Logits at `x`, the per-example loss `loss(logits): (n,)`, and `∂(Σᵢ lossᵢ)/∂x`.
     /// The default uses candle's autograd.
-    fn loss_and_input_grad(&self, x: &Tensor, loss: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<(Tensor, Tensor, Tensor)> {
+    fn loss_and_input_grad(
+        &self,
+        x: &Tensor,
+        loss: &dyn Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let xv = Var::from_tensor(&x.detach())?;
         let logits = self.logits(xv.as_tensor())?;
         let l = loss(&logits)?;

@@ -39,7 +39,7 @@ enum Cmd {
         out: PathBuf,
     },
     /// Clean and robust accuracy of a checkpoint (FGSM, PGD, APGD-CE/DLR, or the worst case).
-    Eval(crate::eval::EvalArgs),
+    Eval(Box<crate::eval::EvalArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -66,7 +66,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
         Cmd::Init { arch, seed, init, out } => init_cmd(&arch, seed, &init, &out),
         Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
-        Cmd::Eval(a) => crate::eval::run(a),
+        Cmd::Eval(a) => crate::eval::run(*a),
     }
 }
 

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
-use awt_attack::{evaluate_batch, Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings};
+use anyhow::{Context, Result, bail};
+use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings, evaluate_batch};
 use awt_data::LoadOptions;
 use candle_core::{DType, Device};
 use clap::Args;
@@ -95,7 +95,16 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
         bail!("--step-size must be > 0, got {step}");
     }
     let step = if a.eps == 0.0 { step.max(1e-3) } else { step };
-    let pgd = Pgd { eps: a.eps, step_size: step, steps: a.steps, norm, random_start: true, restarts: a.restarts, loss, seed: a.seed };
+    let pgd = Pgd {
+        eps: a.eps,
+        step_size: step,
+        steps: a.steps,
+        norm,
+        random_start: true,
+        restarts: a.restarts,
+        loss,
+        seed: a.seed,
+    };
     let apgd = |loss| Apgd { eps: a.eps, steps: a.apgd_steps, norm, restarts: a.restarts, loss, seed: a.seed };
     Ok(match a.attack.as_str() {
         "none" => vec![],
@@ -116,7 +125,8 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
 /// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
 pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
     let attacks = build_attacks(a)?;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone())).with_context(|| format!("--data {}", a.data))?;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+        .with_context(|| format!("--data {}", a.data))?;
     let split = match a.split.as_str() {
         "test" => &ds.test,
         "train" => &ds.train,
@@ -144,7 +154,11 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         let (x, y) = split.batch(chunk, &dev)?;
         let x = x.to_dtype(net.dtype())?;
         let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-        let checks = Checks { noise_eps: if a.norm == "linf" { a.eps } else { 0.0 }, noise_samples: a.noise_samples, seed: a.seed };
+        let checks = Checks {
+            noise_eps: if a.norm == "linf" { a.eps } else { 0.0 },
+            noise_samples: a.noise_samples,
+            seed: a.seed,
+        };
         let be = evaluate_batch(net, &x, &y, &ids, &refs, &checks)?;
         clean += be.clean.iter().filter(|&&c| c).count();
         for (j, r) in be.robust_after.iter().enumerate() {
@@ -183,7 +197,17 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let r = evaluate(&net, &a, true)?;
-    println!("{} on {} {} [{}..{}), ε = {} ({}), seed {}", a.model.display(), a.data, a.split, a.offset, a.offset + r.n, a.eps, a.norm, a.seed);
+    println!(
+        "{} on {} {} [{}..{}), ε = {} ({}), seed {}",
+        a.model.display(),
+        a.data,
+        a.split,
+        a.offset,
+        a.offset + r.n,
+        a.eps,
+        a.norm,
+        a.seed
+    );
     println!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
     println!("{:<24} {:>8} {:>8.2}%", "clean", r.clean, 100.0 * r.clean as f64 / r.n as f64);
     for (name, c) in &r.robust_after {

@@ -389,10 +389,13 @@ mod tests {
                 net.set_mask(&name, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
             }
             let n: usize = shape.iter().product();
-            let x = Tensor::from_vec((0..n).map(|_| rng.uniform()).collect::<Vec<f64>>(), shape.as_slice(), &Device::Cpu).unwrap();
+            let x =
+                Tensor::from_vec((0..n).map(|_| rng.uniform()).collect::<Vec<f64>>(), shape.as_slice(), &Device::Cpu)
+                    .unwrap();
             let (_, la, ga) = Autograd(&net).loss_and_input_grad(&x, &loss).unwrap();
             let (_, lb, gb) = net.loss_and_input_grad(&x, &loss).unwrap();
-            let diff = (ga - &gb).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            let diff =
+                (ga - &gb).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
             let scale = gb.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
             assert!(diff <= 1e-12 * scale.max(1.0), "{arch}: max diff {diff} (scale {scale})");
             assert_eq!(la.to_vec1::<f64>().unwrap(), lb.to_vec1::<f64>().unwrap());

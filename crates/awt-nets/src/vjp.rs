@@ -75,7 +75,15 @@ fn conv_input_grad(d: &Tensor, w: &Tensor, (b, c, h, wd): (usize, usize, usize, 
 
 /// Scatter-adds patch gradients `(b·oh·ow, c·kh·kw)` back onto the image `(b, c, h, w)`.
 #[allow(clippy::too_many_arguments)]
-fn col2im<T: WithDType>(dcols: &Tensor, b: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Result<Tensor> {
+fn col2im<T: WithDType>(
+    dcols: &Tensor,
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+) -> Result<Tensor> {
     let (oh, ow) = (h - kh + 1, w - kw + 1);
     let cols = dcols.flatten_all()?.to_vec1::<T>()?;
     let mut img = vec![T::zero(); b * c * h * w];
