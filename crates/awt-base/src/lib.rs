@@ -15,7 +15,7 @@ mod stage;
 
 pub use classifier::{Autograd, Classifier};
 pub use rng::Rng;
-pub use stage::{Stage, Staged};
+pub use stage::{Stage, Staged, avg_pool2, forward_stages, max_pool2};
 
 // gemm is a dependency only for its `x86-v4` feature (AVX-512 kernels, detected at run time),
 // which candle's own gemm then picks up through feature unification.

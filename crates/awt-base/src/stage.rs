@@ -2,7 +2,7 @@
 //! tensors. The NTK crate builds its structured kernel from this view; the networks crate produces
 //! it. Neither knows the other.
 
-use candle_core::Tensor;
+use candle_core::{Result, Tensor};
 
 /// One stage of a feed-forward network. Tensors are the live parameters (cloning a candle tensor
 /// is cheap and keeps the autograd identity), so a computation built from a stage's weights
@@ -58,4 +58,58 @@ impl Stage {
 pub trait Staged {
     /// The stages, first to last; the last stage yields the logits `(batch, classes)`.
     fn stages(&self) -> Vec<Stage>;
+}
+
+/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
+///
+/// Built from `reshape` + `max` rather than `Tensor::max_pool2d`, whose CPU backward scales the
+/// gradient by 1/4 (see `shared/research/candle-probe.md` §8). Finite-difference tested in awt-nets.
+pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
+/// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
+pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
+}
+
+impl Stage {
+    /// Applies this stage to `h`.
+    pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
+        match self {
+            Stage::Linear { bias, .. } => {
+                let w = self.effective_weight()?.expect("linear has a weight");
+                h.matmul(&w.t()?)?.broadcast_add(bias)
+            }
+            Stage::Conv2d { bias, .. } => {
+                let w = self.effective_weight()?.expect("conv has a weight");
+                h.conv2d(&w, 0, 1, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
+            }
+            Stage::Relu => h.relu(),
+            Stage::MaxPool2 => max_pool2(h),
+            Stage::AvgPool2 => avg_pool2(h),
+            Stage::Flatten => {
+                let b = h.dim(0)?;
+                h.reshape((b, ()))
+            }
+        }
+    }
+
+    /// True for stages with weights (linear and convolution).
+    pub fn has_weight(&self) -> bool {
+        matches!(self, Stage::Linear { .. } | Stage::Conv2d { .. })
+    }
+}
+
+/// Runs `x` through `stages` in order and returns the logits.
+pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
+    let mut h = x.clone();
+    for s in stages {
+        h = s.forward(&h)?;
+    }
+    Ok(h)
 }

@@ -1,55 +1,15 @@
 //! Forward pass over a stage list, with pools whose gradients are correct.
 
-use awt_base::Stage;
-use candle_core::{Result, Tensor};
+//! (The forward pass and the pools live in `awt-base`, which the NTK crate also builds on; this
+//! module re-exports them and holds their finite-difference tests.)
 
-/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
-///
-/// Built from `reshape` + `max` rather than `Tensor::max_pool2d`, whose CPU backward scales the
-/// gradient by 1/4 (see `shared/research/candle-probe.md` §8). Finite-difference tested.
-pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
-    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
-}
-
-/// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
-pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
-    x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
-}
-
-/// Runs `x` through `stages` in order and returns the logits.
-pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
-    let mut h = x.clone();
-    for s in stages {
-        h = match s {
-            Stage::Linear { bias, .. } => {
-                let w = s.effective_weight()?.expect("linear has a weight");
-                h.matmul(&w.t()?)?.broadcast_add(bias)?
-            }
-            Stage::Conv2d { bias, .. } => {
-                let w = s.effective_weight()?.expect("conv has a weight");
-                h.conv2d(&w, 0, 1, 1, 1)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)?
-            }
-            Stage::Relu => h.relu()?,
-            Stage::MaxPool2 => max_pool2(&h)?,
-            Stage::AvgPool2 => avg_pool2(&h)?,
-            Stage::Flatten => {
-                let b = h.dim(0)?;
-                h.reshape((b, ()))?
-            }
-        };
-    }
-    Ok(h)
-}
+pub use awt_base::{avg_pool2, forward_stages, max_pool2};
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use awt_base::Rng;
-    use candle_core::{DType, Device, Var};
+    use candle_core::{DType, Device, Result, Tensor, Var};
 
     /// Central finite differences of `sum(f(x) * r)` against candle's backward, in f64.
     fn check_pool_gradient(f: fn(&Tensor) -> Result<Tensor>, shape: (usize, usize, usize, usize)) {

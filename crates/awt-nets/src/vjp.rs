@@ -11,7 +11,7 @@ pub(crate) fn forward_keep(stages: &[Stage], x: &Tensor) -> Result<(Tensor, Vec<
     let mut h = x.clone();
     for s in stages {
         inputs.push(h.clone());
-        h = crate::layers::forward_stages(std::slice::from_ref(s), &h)?;
+        h = s.forward(&h)?;
     }
     Ok((h, inputs))
 }

@@ -1,0 +1,198 @@
+//! The NTK checks of shared/docs/checks.md: structured = autograd reference for every zoo
+//! architecture (masked and not, X1 = X2 and X1 ≠ X2, clean and adversarial inputs), symmetry and
+//! PSD, traced = trace of full, all-ones mask = dense, zero mask = bias part only, and the gradient
+//! of the kernel-matching loss against central finite differences in f64.
+
+use awt_base::{Rng, Staged};
+use awt_nets::{Arch, Init, Net};
+use awt_ntk::{Kind, metrics, reference, structured, structured_blocked, trace_full};
+use candle_core::{DType, Device, Module, Tensor};
+
+fn inputs(arch: &Arch, n: usize, seed: u64, dtype: DType) -> Tensor {
+    let mut shape = vec![n];
+    shape.extend(arch.input_shape());
+    let len: usize = shape.iter().product();
+    let mut r = Rng::new(seed);
+    Tensor::from_vec((0..len).map(|_| r.uniform()).collect::<Vec<f64>>(), shape.as_slice(), &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+}
+
+fn mask_randomly(net: &mut Net, keep: f64, seed: u64) {
+    let mut r = Rng::new(seed);
+    for name in net.weight_names() {
+        let w = net.param(&name).unwrap().as_tensor().clone();
+        let m: Vec<f64> = (0..w.elem_count()).map(|_| if r.uniform() < keep { 1.0 } else { 0.0 }).collect();
+        let m = Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap().to_dtype(w.dtype()).unwrap();
+        net.set_mask(&name, &m).unwrap();
+    }
+}
+
+fn max_abs(t: &Tensor) -> f64 {
+    t.to_dtype(DType::F64).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    max_abs(&(a.to_dtype(DType::F64).unwrap() - b.to_dtype(DType::F64).unwrap()).unwrap()) / max_abs(b).max(1e-300)
+}
+
+fn oracle(net: &Net, x1: &Tensor, x2: &Tensor, kind: Kind) -> Tensor {
+    reference(&|x: &Tensor| net.forward(x), &net.vars(), x1, x2, kind).unwrap()
+}
+
+/// Structured vs reference on one architecture, masked and dense, X1 = X2 and X1 ≠ X2.
+fn check_agreement(arch: Arch, dtype: DType, tol: f64, n1: usize, n2: usize) {
+    for masked in [false, true] {
+        let mut net = Net::init(&arch, Init::KaimingUniform, 3, dtype, &Device::Cpu).unwrap();
+        if masked {
+            mask_randomly(&mut net, 0.4, 9);
+        }
+        let stages = net.stages();
+        let x1 = inputs(&arch, n1, 1, dtype);
+        let x2 = inputs(&arch, n2, 2, dtype);
+        for (a, b) in [(&x1, &x1), (&x1, &x2)] {
+            let s = structured(&stages, a, b, Kind::Full).unwrap();
+            let r = oracle(&net, a, b, Kind::Full);
+            let e = rel_err(&s, &r);
+            assert!(
+                e <= tol,
+                "{arch} {dtype:?} masked={masked} same={}: relative error {e:.3e} > {tol:e}",
+                a.id() == b.id()
+            );
+        }
+    }
+}
+
+#[test]
+fn structured_equals_reference_in_f64_for_every_architecture() {
+    check_agreement(Arch::Lenet300100, DType::F64, 1e-10, 3, 2);
+    check_agreement(Arch::Lenet5Caffe, DType::F64, 1e-10, 3, 2);
+    check_agreement(Arch::Conv4, DType::F64, 1e-10, 2, 1);
+    check_agreement(Arch::Mlp(vec![20, 16, 12, 5]), DType::F64, 1e-10, 4, 3);
+}
+
+#[test]
+fn structured_equals_reference_in_f32() {
+    check_agreement(Arch::Lenet300100, DType::F32, 5e-3, 3, 2);
+    check_agreement(Arch::Lenet5Caffe, DType::F32, 5e-3, 2, 2);
+}
+
+#[test]
+fn agreement_holds_on_adversarial_inputs() {
+    use awt_attack::{Attack, LossKind, Norm, Pgd};
+    let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 4, DType::F64, &Device::Cpu).unwrap();
+    let x = inputs(&Arch::Lenet300100, 3, 5, DType::F64);
+    let y = Tensor::new(&[1u32, 4, 7], &Device::Cpu).unwrap();
+    let pgd = Pgd {
+        eps: 0.1,
+        step_size: 0.025,
+        steps: 5,
+        norm: Norm::Linf,
+        random_start: true,
+        restarts: 1,
+        loss: LossKind::CrossEntropy,
+        seed: 0,
+    };
+    let xa = pgd.perturb(&net, &x, &y, None, &[0, 1, 2]).unwrap().adv;
+    let s = structured(&net.stages(), &xa, &xa, Kind::Full).unwrap();
+    assert!(rel_err(&s, &oracle(&net, &xa, &xa, Kind::Full)) <= 1e-10);
+}
+
+#[test]
+fn kernel_is_symmetric_psd_transposes_and_traces() {
+    for arch in [Arch::Lenet300100, Arch::Lenet5Caffe] {
+        let mut net = Net::init(&arch, Init::KaimingUniform, 1, DType::F64, &Device::Cpu).unwrap();
+        mask_randomly(&mut net, 0.5, 2);
+        let st = net.stages();
+        let (x1, x2) = (inputs(&arch, 4, 1, DType::F64), inputs(&arch, 3, 2, DType::F64));
+        let k11 = structured(&st, &x1, &x1, Kind::Full).unwrap();
+        assert!(rel_err(&k11, &k11.t().unwrap()) <= 1e-12, "{arch}: not symmetric");
+        let ev = metrics::spectrum(&k11).unwrap();
+        assert!(ev.last().unwrap() >= &(-1e-10 * ev[0]), "{arch}: negative eigenvalue {ev:?}");
+        let k12 = structured(&st, &x1, &x2, Kind::Full).unwrap();
+        let k21 = structured(&st, &x2, &x1, Kind::Full).unwrap();
+        assert!(rel_err(&k12, &k21.t().unwrap()) <= 1e-12);
+        let t12 = structured(&st, &x1, &x2, Kind::Trace).unwrap();
+        assert_eq!(t12.dims(), &[4, 3]);
+        assert!(rel_err(&t12, &trace_full(&k12, 4, 3).unwrap()) == 0.0);
+        // Σ_c Θ[(i,c),(i,c)] summed over i is the trace of the full kernel.
+        let t11 = structured(&st, &x1, &x1, Kind::Trace).unwrap();
+        assert!(
+            (metrics::trace(&t11).unwrap() - metrics::trace(&k11).unwrap()).abs()
+                <= 1e-9 * metrics::trace(&k11).unwrap()
+        );
+        let blocked = structured_blocked(&st, &x1, &x2, Kind::Full, 2).unwrap();
+        assert!(rel_err(&blocked, &k12) <= 1e-12);
+        let diag = awt_ntk::diagonal(&st, &x1).unwrap();
+        let block1 = k11.narrow(0, 10, 10).unwrap().narrow(1, 10, 10).unwrap();
+        assert!(rel_err(&diag.get(1).unwrap(), &block1) <= 1e-12);
+    }
+}
+
+#[test]
+fn all_ones_mask_is_dense_and_zero_mask_leaves_the_bias_part() {
+    for arch in [Arch::Lenet300100, Arch::Lenet5Caffe] {
+        let dense = Net::init(&arch, Init::KaimingUniform, 2, DType::F64, &Device::Cpu).unwrap();
+        let x = inputs(&arch, 3, 3, DType::F64);
+        let kd = structured(&dense.stages(), &x, &x, Kind::Full).unwrap();
+        let mut ones = dense.clone();
+        let mut zeros = dense.clone();
+        for n in dense.weight_names() {
+            let w = dense.param(&n).unwrap().as_tensor();
+            ones.set_mask(&n, &w.ones_like().unwrap()).unwrap();
+            zeros.set_mask(&n, &w.zeros_like().unwrap()).unwrap();
+        }
+        let ko = structured(&ones.stages(), &x, &x, Kind::Full).unwrap();
+        assert_eq!(max_abs(&(&kd - &ko).unwrap()), 0.0, "{arch}: all-ones mask differs from dense");
+        // With every weight pruned only the biases move the output, and only the last bias reaches
+        // it: Θ[(i,c),(j,c')] = [c = c'].
+        let kz = structured(&zeros.stages(), &x, &x, Kind::Full).unwrap();
+        let expect = Tensor::eye(10, DType::F64, &Device::Cpu).unwrap().repeat((3, 3)).unwrap();
+        assert!(max_abs(&(&kz - &expect).unwrap()) <= 1e-12, "{arch}: zero-mask kernel is not the bias part");
+        assert!(rel_err(&kz, &oracle(&zeros, &x, &x, Kind::Full)) <= 1e-12);
+    }
+}
+
+/// ‖Θ(m ⊙ θ_s) − Θ(θ_T)‖² against central finite differences, with the teacher fixed.
+fn check_kernel_loss_gradient(arch: Arch, n: usize, probes_per_tensor: usize) {
+    let teacher = Net::init(&arch, Init::KaimingUniform, 5, DType::F64, &Device::Cpu).unwrap();
+    let mut student = teacher.deep_clone().unwrap();
+    mask_randomly(&mut student, 0.5, 6);
+    let (x1, x2) = (inputs(&arch, n, 7, DType::F64), inputs(&arch, n, 8, DType::F64));
+    let kt = structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach();
+    let loss = |s: &Net| -> Tensor {
+        (structured(&s.stages(), &x1, &x2, Kind::Full).unwrap() - &kt).unwrap().sqr().unwrap().sum_all().unwrap()
+    };
+    let grads = loss(&student).backward().unwrap();
+    let mut r = Rng::new(1);
+    for (name, var) in student.params() {
+        // The kernel does not depend on the output layer's bias: no gradient is recorded for it.
+        let g = match grads.get(var.as_tensor()) {
+            Some(g) => g.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            None => vec![0.0; var.elem_count()],
+        };
+        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for _ in 0..probes_per_tensor {
+            let i = r.below(base.len() as u64) as usize;
+            let h = 1e-5 * (1.0 + base[i].abs());
+            let at = |v: f64| {
+                let mut p = base.clone();
+                p[i] = v;
+                var.set(&Tensor::from_vec(p, var.shape(), &Device::Cpu).unwrap()).unwrap();
+                let l = loss(&student).to_scalar::<f64>().unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+                l
+            };
+            let fd = (at(base[i] + h) - at(base[i] - h)) / (2.0 * h);
+            let tol = 1e-5 * (1.0 + fd.abs().max(g[i].abs()));
+            assert!((fd - g[i]).abs() <= tol, "{arch} {name}[{i}]: finite difference {fd} vs backward {}", g[i]);
+        }
+    }
+}
+
+#[test]
+fn kernel_loss_gradient_matches_finite_differences_in_f64() {
+    check_kernel_loss_gradient(Arch::Mlp(vec![12, 9, 7, 4]), 3, 6);
+    check_kernel_loss_gradient(Arch::Lenet5Caffe, 2, 3);
+}
