@@ -2,6 +2,12 @@
 //! Peers measured side by side are recorded in docs/performance.md.
 #![allow(missing_docs)]
 
+// Same allocator as the `awt` binary: candle allocates a fresh buffer per op, and glibc's malloc
+// returns large ones to the OS, so every op paid page faults again (an add of a 640×640 kernel
+// took 1.35 ms with glibc and 36 µs with mimalloc).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Module, Tensor};
@@ -61,9 +67,43 @@ fn pgd_step(c: &mut Criterion) {
     }
 }
 
+/// Structured NTK of two batches of 64 (full k×k blocks and traced), and the gradient of
+/// ‖Θ_s − Θ_T‖² (kernel + one backward), as neural-tangents' `nt_bench.py` measures.
+fn ntk(c: &mut Criterion) {
+    use awt_base::{Stage, Staged};
+    use awt_ntk::{Kind, structured};
+    let (x1, _) = inputs(64);
+    let x2 = {
+        let mut rng = awt_base::Rng::new(1);
+        Tensor::from_vec(rng.uniform_vec_f32(64 * 784, 0.0, 1.0), (64, 1, 28, 28), &Device::Cpu).unwrap()
+    };
+    for arch in ["lenet-300-100", "lenet5-caffe", "lenet5-caffe-avgpool"] {
+        let net = net(arch.trim_end_matches("-avgpool"));
+        let stages: Vec<Stage> = net
+            .stages()
+            .into_iter()
+            .map(|s| if arch.ends_with("avgpool") && matches!(s, Stage::MaxPool2) { Stage::AvgPool2 } else { s })
+            .collect();
+        let mut g = c.benchmark_group(format!("ntk/{arch}/n64x64"));
+        g.sample_size(10);
+        g.bench_function("full", |b| b.iter(|| structured(&stages, &x1, &x2, Kind::Full).unwrap()));
+        g.bench_function("traced", |b| b.iter(|| structured(&stages, &x1, &x2, Kind::Trace).unwrap()));
+        if !arch.ends_with("avgpool") {
+            let target = structured(&stages, &x1, &x2, Kind::Full).unwrap().detach();
+            g.bench_function("loss_gradient", |b| {
+                b.iter(|| {
+                    let k = structured(&stages, &x1, &x2, Kind::Full).unwrap();
+                    (k - &target).unwrap().sqr().unwrap().mean_all().unwrap().backward().unwrap()
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    targets = forward_backward, pgd_step
+    targets = forward_backward, pgd_step, ntk
 }
 criterion_main!(benches);

@@ -10,6 +10,11 @@ mod util;
 
 use clap::Parser;
 
+// candle allocates a fresh buffer per tensor op; glibc's malloc hands large ones back to the OS, so
+// each op paid its page faults again (see docs/performance.md). mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -44,6 +44,7 @@
 
 mod error;
 pub mod metrics;
+mod patches;
 mod reference;
 mod structured;
 mod tracker;

@@ -3,15 +3,14 @@
 //! For the examples of one batch we form the stage inputs `a_l` (ordinary forward pass) and the
 //! backward signals `D_l[(i, c)] = ∂f_c(x_i)/∂(output of stage l)`, starting from the identity at the
 //! logits and pushed back with tensor ops: linear `D W`, ReLU and max-pool by detached 0/1 masks,
-//! average pool and flatten by reshapes, convolution by a full-padded convolution with the flipped
-//! kernel. The kernel is then Σ over weighted stages of (Novak et al., ICML 2022, "structured
+//! average pool and flatten by reshapes, convolution by its adjoint (a differentiable col2im of `Wᵀ D`). The kernel is then Σ over weighted stages of (Novak et al., ICML 2022, "structured
 //! derivatives"):
 //!
 //! - linear, dense: `(D₁ D₂ᵀ) ⊙ (a₁ a₂ᵀ ⊗ 1ₖₖ + 1)` (the `+ 1` is the bias);
 //! - linear, masked `M`: `Θ[(i,c),(j,c')] = Σ_p D₁[i,c,p] D₂[j,c',p] (G[i,j,p] + 1)`,
 //!   `G[i,j,p] = Σ_q M_pq a₁[i,q] a₂[j,q]` (only kept weights contribute);
 //! - convolution: per-example weight gradients `g[(i,c)] = D[i,c] · patches(a_i)ᵀ` (patches by
-//!   differentiable shifted slices), masked by `M`, contracted pairwise: `(g₁ ⊙ M) g₂ᵀ`, plus the
+//!   a differentiable im2col custom op), masked by `M`, contracted pairwise: `(g₁ ⊙ M) g₂ᵀ`, plus the
 //!   bias term `(Σ_pos D₁)(Σ_pos D₂)ᵀ`. (The patch-Gram alternative is not implemented: for the
 //!   zoo's layers the per-example form is as cheap or cheaper, and it is the only one that admits
 //!   a mask.)
@@ -25,6 +24,7 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
+use crate::patches::{conv_signal, im2col, scale_blocks};
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
@@ -126,29 +126,6 @@ fn effective_mask(mask: &Option<Tensor>) -> candle_core::Result<Option<Tensor>> 
     }
 }
 
-/// `(n, c, h, w) → (n, c·kh·kw, oh·ow)` patches, built from shifted slices (differentiable).
-fn im2col(a: &Tensor, kh: usize, kw: usize) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = a.dims4()?;
-    let (oh, ow) = (h - kh + 1, w - kw + 1);
-    let mut shifts = Vec::with_capacity(kh * kw);
-    for dy in 0..kh {
-        for dx in 0..kw {
-            shifts.push(a.narrow(2, dy, oh)?.narrow(3, dx, ow)?);
-        }
-    }
-    Tensor::stack(&shifts, 2)?.reshape((n, c * kh * kw, oh * ow))
-}
-
-/// Signal through a stride-1, unpadded convolution: a full-padded convolution with the kernel
-/// flipped and its channel axes swapped. `d: (N, o, oh, ow)`, `w: (o, c, kh, kw)` → `(N, c, h, w)`.
-fn conv_signal(d: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let (_, _, kh, kw) = w.dims4()?;
-    let rev = |k: usize| Tensor::from_vec((0..k as u32).rev().collect::<Vec<_>>(), k, w.device());
-    let wf = w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?.transpose(0, 1)?.contiguous()?;
-    let d = d.pad_with_zeros(2, kh - 1, kh - 1)?.pad_with_zeros(3, kw - 1, kw - 1)?;
-    d.conv2d(&wf, 0, 1, 1, 1)
-}
-
 fn pad_to(g: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
     let (_, _, gh, gw) = g.dims4()?;
     let g = if gh < h { g.pad_with_zeros(2, 0, h - gh)? } else { g.clone() };
@@ -160,9 +137,8 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
     match (l1, l2) {
         (LayerSide::Linear { a: a1, d: d1, mask: None }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let dd = d1.matmul(&d2.t()?)?;
-            let aa = a1.matmul(&a2.t()?)?;
-            let big = aa.unsqueeze(1)?.unsqueeze(3)?.broadcast_as((n1, k, n2, k))?.reshape((n1 * k, n2 * k))?;
-            dd.mul(&(big + 1.0)?)
+            let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
+            scale_blocks(&dd, &aa, k)
         }
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m) }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
@@ -178,6 +154,39 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
                 None => g1.clone(),
             };
             g1.matmul(&g2.t()?)? + b1.matmul(&b2.t()?)?
+        }
+        _ => Err(candle_core::Error::Msg("mismatched layer sides".into())),
+    }
+}
+
+/// One weighted stage's block of the traced kernel, `(n1, n2)`, without forming the full one:
+/// Σ_c Θ[(i,c),(j,c)] contracts the class axis together with the feature axis.
+fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
+    match (l1, l2) {
+        (LayerSide::Linear { a: a1, d: d1, mask: None }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+            let out = d1.dim(1)?;
+            let tdd = d1.reshape((n1, k * out))?.matmul(&d2.reshape((n2, k * out))?.t()?)?;
+            let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
+            tdd.mul(&aa)
+        }
+        (LayerSide::Linear { a: a1, d: d1, mask: Some(m) }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+            let (out, inp) = m.dims2()?;
+            let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
+            let g = (m.matmul(&aa.t()?)? + 1.0)?.reshape((out, n1, n2))?;
+            // E[p, i, j] = Σ_c D1[i,c,p] D2[j,c,p]
+            let e1 = d1.reshape((n1, k, out))?.permute((2, 0, 1))?.contiguous()?;
+            let e2 = d2.reshape((n2, k, out))?.permute((2, 1, 0))?.contiguous()?;
+            e1.matmul(&e2)?.mul(&g)?.sum(0)
+        }
+        (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
+            let g1 = match mask {
+                Some(m) => g1.broadcast_mul(m)?,
+                None => g1.clone(),
+            };
+            let p = g1.dim(1)?;
+            let o = b1.dim(1)?;
+            let w = g1.reshape((n1, k * p))?.matmul(&g2.reshape((n2, k * p))?.t()?)?;
+            w + b1.reshape((n1, k * o))?.matmul(&b2.reshape((n2, k * o))?.t()?)?
         }
         _ => Err(candle_core::Error::Msg("mismatched layer sides".into())),
     }
@@ -206,17 +215,16 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     };
     let mut total: Option<Tensor> = None;
     for (l1, l2) in s1.iter().zip(s2.iter()) {
-        let t = pair(l1, l2, n1, n2, k)?;
+        let t = match kind {
+            Kind::Full => pair(l1, l2, n1, n2, k)?,
+            Kind::Trace => pair_traced(l1, l2, n1, n2, k)?,
+        };
         total = Some(match total {
             None => t,
             Some(acc) => (acc + t)?,
         });
     }
-    let full = total.expect("at least one weighted stage");
-    Ok(match kind {
-        Kind::Full => full,
-        Kind::Trace => trace_full(&full, n1, n2)?,
-    })
+    Ok(total.expect("at least one weighted stage"))
 }
 
 /// The kernel in blocks of at most `block` examples per side (bounded memory), detached.
