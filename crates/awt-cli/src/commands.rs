@@ -40,6 +40,8 @@ enum Cmd {
     },
     /// Clean and robust accuracy of a checkpoint (FGSM, PGD, APGD-CE/DLR, or the worst case).
     Eval(Box<crate::eval::EvalArgs>),
+    /// The empirical NTK of a checkpoint on clean or adversarial inputs.
+    Ntk(Box<crate::ntk::NtkArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -67,6 +69,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Init { arch, seed, init, out } => init_cmd(&arch, seed, &init, &out),
         Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
         Cmd::Eval(a) => crate::eval::run(*a),
+        Cmd::Ntk(a) => crate::ntk::run(*a),
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod commands;
 mod eval;
+mod ntk;
 mod util;
 
 use clap::Parser;

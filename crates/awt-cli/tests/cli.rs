@@ -88,3 +88,30 @@ fn bad_input_exits_nonzero_with_one_line_naming_the_cause() {
         assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "{err}");
     }
 }
+
+#[test]
+fn ntk_command_writes_the_kernel_and_both_implementations_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.safetensors");
+    let (ok, _, err) = awt(&["init", "--arch", "lenet-300-100", "--seed", "2", "--out", model.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    let read = |p: &Path| {
+        let t = candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+        t["ntk"].flatten_all().unwrap().to_vec1::<f64>().unwrap()
+    };
+    let mut kernels = Vec::new();
+    for imp in ["structured", "reference"] {
+        let out = tmp.path().join(format!("{imp}.safetensors"));
+        let (ok, stdout, err) = awt(
+            &["ntk", "--model", model.to_str().unwrap(), "--n", "3", "--adv", "pgd", "--f64", "--impl", imp, "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert!(ok, "{err}");
+        assert!(stdout.contains("condition number"), "{stdout}");
+        kernels.push(read(&out));
+    }
+    let scale = kernels[1].iter().fold(0f64, |m, v| m.max(v.abs()));
+    let diff = kernels[0].iter().zip(&kernels[1]).fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+    assert_eq!(kernels[0].len(), 30 * 30);
+    assert!(diff <= 1e-10 * scale, "structured and reference kernels differ by {diff}");
+}

@@ -1,0 +1,146 @@
+//! `awt ntk`: the empirical NTK of a checkpoint on clean or adversarial inputs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use awt_attack::{Attack, LossKind, Norm, Pgd};
+use awt_base::Staged;
+use awt_data::LoadOptions;
+use awt_ntk::{metrics, Kind};
+use candle_core::{DType, Device, Module, Tensor};
+use clap::Args;
+
+/// Flags of `awt ntk`.
+#[derive(Args, Debug)]
+pub(crate) struct NtkArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Architecture of a foreign state dict.
+    #[arg(long)]
+    arch: Option<String>,
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    data: String,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value = "test")]
+    split: String,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Examples in the kernel's rows.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Start of a second batch for the columns (X1 ≠ X2); default: the same batch.
+    #[arg(long)]
+    offset2: Option<usize>,
+    /// `pgd`: evaluate the kernel on PGD adversarial examples of the model itself.
+    #[arg(long)]
+    adv: Option<String>,
+    #[arg(long, default_value_t = 0.1)]
+    eps: f64,
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long)]
+    step_size: Option<f64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Trace over classes: (n × n) instead of (n·k × n·k).
+    #[arg(long)]
+    trace: bool,
+    /// structured (fast, differentiable) or reference (per-example autograd; slow oracle).
+    #[arg(long = "impl", default_value = "structured")]
+    implementation: String,
+    /// Examples per block (bounded memory).
+    #[arg(long, default_value_t = 128)]
+    block: usize,
+    /// Compute in f64.
+    #[arg(long)]
+    f64: bool,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub(crate) fn run(a: NtkArgs) -> Result<()> {
+    let dtype = if a.f64 { DType::F64 } else { DType::F32 };
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone())).with_context(|| format!("--data {}", a.data))?;
+    let split = match a.split.as_str() {
+        "test" => &ds.test,
+        "train" => &ds.train,
+        other => bail!("--split: expected train or test, got `{other}`"),
+    };
+    let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
+        if a.n == 0 || offset + a.n > split.len() {
+            bail!("--offset {offset} --n {}: the {} split of {} has {} examples", a.n, a.split, a.data, split.len());
+        }
+        let idx: Vec<usize> = (offset..offset + a.n).collect();
+        let (x, y) = split.batch(&idx, &Device::Cpu)?;
+        let x = x.to_dtype(dtype)?;
+        let x = match a.adv.as_deref() {
+            None => x,
+            Some("pgd") => {
+                let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
+                let pgd = Pgd { eps: a.eps, step_size: step, steps: a.steps, norm: Norm::Linf, random_start: true, restarts: 1, loss: LossKind::CrossEntropy, seed: a.seed };
+                let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+                pgd.perturb(&net, &x, &y, None, &ids)?.adv
+            }
+            Some(other) => bail!("--adv: unknown attack `{other}`: expected pgd"),
+        };
+        let mut shape = vec![a.n];
+        shape.extend(net.arch().input_shape());
+        Ok((x.reshape(shape.as_slice())?, idx))
+    };
+    let (x1, i1) = batch(a.offset)?;
+    let (x2, i2) = match a.offset2 {
+        Some(o) => batch(o)?,
+        None => (x1.clone(), i1.clone()),
+    };
+    let same = a.offset2.is_none();
+    let kind = if a.trace { Kind::Trace } else { Kind::Full };
+    let start = Instant::now();
+    let k = match a.implementation.as_str() {
+        "structured" => awt_ntk::structured_blocked(&net.stages(), &x1, if same { &x1 } else { &x2 }, kind, a.block)?,
+        "reference" => awt_ntk::reference(&|x: &Tensor| net.forward(x), &net.vars(), &x1, if same { &x1 } else { &x2 }, kind)?,
+        other => bail!("--impl: expected structured or reference, got `{other}`"),
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let idx_t = |v: &[usize]| Tensor::from_vec(v.iter().map(|&i| i as u32).collect::<Vec<_>>(), v.len(), &Device::Cpu);
+    let mut tensors = HashMap::from([("ntk".to_string(), k.clone()), ("indices".to_string(), idx_t(&i1)?)]);
+    if !same {
+        tensors.insert("indices2".to_string(), idx_t(&i2)?);
+    }
+    // The kernel file has no metadata, so candle's writer is deterministic enough; write it via a temp file.
+    let tmp = a.out.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!(
+        "{}: {} NTK of {} ({}) on {} {} [{}..{}){}, {} implementation: {:?} in {:.3} s",
+        a.out.display(),
+        if a.trace { "traced" } else { "full" },
+        net.arch(),
+        a.model.display(),
+        a.data,
+        a.split,
+        a.offset,
+        a.offset + a.n,
+        if a.adv.is_some() { format!(", PGD-{} adversarial ε = {}", a.steps, a.eps) } else { String::new() },
+        a.implementation,
+        k.dims(),
+        secs
+    );
+    if same {
+        let ev = metrics::spectrum(&k)?;
+        println!(
+            "trace {:.6e}, λ_max {:.6e}, λ_min {:.6e}, condition number {:.3e}",
+            metrics::trace(&k)?,
+            ev[0],
+            ev[ev.len() - 1],
+            metrics::condition_number(&ev)
+        );
+    } else {
+        println!("X1 ≠ X2: no spectrum (the kernel is not square-symmetric); Frobenius norm {:.6e}", k.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?);
+    }
+    Ok(())
+}
