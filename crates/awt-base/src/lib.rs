@@ -11,10 +11,12 @@
 
 mod classifier;
 mod rng;
+mod st;
 mod stage;
 
 pub use classifier::{Autograd, Classifier};
 pub use rng::Rng;
+pub use st::safetensors_bytes;
 pub use stage::{Stage, Staged, avg_pool2, forward_stages, max_pool2};
 
 // gemm is a dependency only for its `x86-v4` feature (AVX-512 kernels, detected at run time),

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_base::Staged;
 use awt_data::LoadOptions;
-use awt_ntk::{metrics, Kind};
+use awt_ntk::{Kind, metrics};
 use candle_core::{DType, Device, Module, Tensor};
 use clap::Args;
 
@@ -65,7 +65,8 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone())).with_context(|| format!("--data {}", a.data))?;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+        .with_context(|| format!("--data {}", a.data))?;
     let split = match a.split.as_str() {
         "test" => &ds.test,
         "train" => &ds.train,
@@ -82,7 +83,16 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
             None => x,
             Some("pgd") => {
                 let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
-                let pgd = Pgd { eps: a.eps, step_size: step, steps: a.steps, norm: Norm::Linf, random_start: true, restarts: 1, loss: LossKind::CrossEntropy, seed: a.seed };
+                let pgd = Pgd {
+                    eps: a.eps,
+                    step_size: step,
+                    steps: a.steps,
+                    norm: Norm::Linf,
+                    random_start: true,
+                    restarts: 1,
+                    loss: LossKind::CrossEntropy,
+                    seed: a.seed,
+                };
                 let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
                 pgd.perturb(&net, &x, &y, None, &ids)?.adv
             }
@@ -102,7 +112,9 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let start = Instant::now();
     let k = match a.implementation.as_str() {
         "structured" => awt_ntk::structured_blocked(&net.stages(), &x1, if same { &x1 } else { &x2 }, kind, a.block)?,
-        "reference" => awt_ntk::reference(&|x: &Tensor| net.forward(x), &net.vars(), &x1, if same { &x1 } else { &x2 }, kind)?,
+        "reference" => {
+            awt_ntk::reference(&|x: &Tensor| net.forward(x), &net.vars(), &x1, if same { &x1 } else { &x2 }, kind)?
+        }
         other => bail!("--impl: expected structured or reference, got `{other}`"),
     };
     let secs = start.elapsed().as_secs_f64();
@@ -140,7 +152,10 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
             metrics::condition_number(&ev)
         );
     } else {
-        println!("X1 ≠ X2: no spectrum (the kernel is not square-symmetric); Frobenius norm {:.6e}", k.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?);
+        println!(
+            "X1 ≠ X2: no spectrum (the kernel is not square-symmetric); Frobenius norm {:.6e}",
+            k.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?
+        );
     }
     Ok(())
 }

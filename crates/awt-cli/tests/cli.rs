@@ -103,7 +103,20 @@ fn ntk_command_writes_the_kernel_and_both_implementations_agree() {
     for imp in ["structured", "reference"] {
         let out = tmp.path().join(format!("{imp}.safetensors"));
         let (ok, stdout, err) = awt(
-            &["ntk", "--model", model.to_str().unwrap(), "--n", "3", "--adv", "pgd", "--f64", "--impl", imp, "--out", out.to_str().unwrap()],
+            &[
+                "ntk",
+                "--model",
+                model.to_str().unwrap(),
+                "--n",
+                "3",
+                "--adv",
+                "pgd",
+                "--f64",
+                "--impl",
+                imp,
+                "--out",
+                out.to_str().unwrap(),
+            ],
             &[],
         );
         assert!(ok, "{err}");
