@@ -142,6 +142,38 @@ impl Pgd {
     }
 }
 
+impl Pgd {
+    /// The final iterate of the first run, without best-iterate tracking or restarts: what PGD
+    /// adversarial training (Madry et al. 2018) and fast FGSM training (Wong et al. 2020, with
+    /// `steps: 1`) train on. One forward and one input-gradient pass per step, nothing else.
+    pub fn last_iterate(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        ids: &[u64],
+    ) -> Result<Tensor, AttackError> {
+        if !self.eps.is_finite() || self.eps < 0.0 {
+            return Err(invalid(format!("eps must be a finite number ≥ 0, got {}", self.eps)));
+        }
+        self.check()?;
+        let mut x_adv = if self.random_start && self.eps > 0.0 {
+            let root = Rng::new(self.seed).derive("pgd");
+            let mut streams: Vec<Rng> = ids.iter().map(|&id| root.fork(id).fork(0)).collect();
+            random_start(x, self.eps, self.norm, &mut streams)?
+        } else {
+            x.clone()
+        };
+        let alpha = Tensor::new(self.step_size, x.device())?.to_dtype(x.dtype())?;
+        for _ in 0..self.steps {
+            let (_, _, g) = model
+                .loss_and_input_grad(&x_adv, &|z: &Tensor| crate::loss::per_example_loss(z, y, None, self.loss))?;
+            x_adv = project(&ascend(&x_adv, &g, &alpha, self.norm)?, x, self.eps, self.norm)?.detach();
+        }
+        Ok(x_adv)
+    }
+}
+
 impl Attack for Pgd {
     fn name(&self) -> String {
         let l = if self.loss == LossKind::CrossEntropy { String::new() } else { format!("-{}", self.loss.name()) };

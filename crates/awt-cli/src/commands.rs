@@ -42,6 +42,12 @@ enum Cmd {
     Eval(Box<crate::eval::EvalArgs>),
     /// The empirical NTK of a checkpoint on clean or adversarial inputs.
     Ntk(Box<crate::ntk::NtkArgs>),
+    /// Adversarially train a network (dense, or sparse with a fixed mask) as a resumable run.
+    Train(Box<crate::train::TrainArgs>),
+    /// Prune a dense initialisation: random, magnitude, snip, grasp or synflow.
+    Prune(Box<crate::prune::PruneArgs>),
+    /// Search a ticket at initialisation by kernel and output matching (awt or ntt).
+    Ticket(Box<crate::prune::TicketArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -70,6 +76,9 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
         Cmd::Eval(a) => crate::eval::run(*a),
         Cmd::Ntk(a) => crate::ntk::run(*a),
+        Cmd::Train(a) => crate::train::run(*a),
+        Cmd::Prune(a) => crate::prune::run_prune(*a),
+        Cmd::Ticket(a) => crate::prune::run_ticket(*a),
     }
 }
 

@@ -7,6 +7,8 @@
 mod commands;
 mod eval;
 mod ntk;
+mod prune;
+mod train;
 mod util;
 
 use clap::Parser;
@@ -20,7 +22,14 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let cli = commands::Cli::parse();
+    let args = match train::expand_config(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
+            std::process::exit(1);
+        }
+    };
+    let cli = commands::Cli::parse_from(args);
     if let Err(e) = commands::run(cli) {
         // One line: the cause chain joined, so scripts can grep it and users see the root cause.
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();

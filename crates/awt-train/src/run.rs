@@ -458,7 +458,7 @@ pub fn train(
                         seed,
                     };
                     // Fast AT trains on the step's result itself, not the best iterate.
-                    let xa = last_iterate(model, &f, &x, &y, &ids)?;
+                    let xa = f.last_iterate(model, &x, &y, &ids)?;
                     ce_and_acc(&model.logits(&xa)?, &y)?
                 }
                 Objective::Trades { eps, steps, step_size, beta } => {
@@ -524,22 +524,4 @@ pub fn train(
         epochs.push(m);
     }
     Ok(Summary { epochs, resumed_from })
-}
-
-/// The last iterate of a one-step attack (fast AT's training input).
-fn last_iterate(model: &dyn Classifier, f: &Pgd, x: &Tensor, y: &Tensor, ids: &[u64]) -> Result<Tensor, TrainError> {
-    let x0 = {
-        let root = Rng::new(f.seed).derive("pgd");
-        let n = ids.len();
-        let d = x.elem_count() / n.max(1);
-        let mut v = Vec::with_capacity(n * d);
-        for &id in ids {
-            let mut r = root.fork(id).fork(0);
-            v.extend((0..d).map(|_| r.uniform_range(-f.eps, f.eps)));
-        }
-        (x + Tensor::from_vec(v, x.shape(), x.device())?.to_dtype(x.dtype())?)?.clamp(0.0, 1.0)?
-    };
-    let (_, _, g) =
-        model.loss_and_input_grad(&x0, &|z: &Tensor| per_example_loss(z, y, None, LossKind::CrossEntropy))?;
-    Ok((x0 + (g.sign()? * f.step_size)?)?.clamp(&(x - f.eps)?, &(x + f.eps)?)?.clamp(0.0, 1.0)?.detach())
 }

@@ -1,0 +1,276 @@
+//! `awt prune` (pruning at initialisation) and `awt ticket` (the NTT / AWT searches).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use awt_base::Staged;
+use awt_data::LoadOptions;
+use awt_nets::Net;
+use awt_prune::{Allocation, scores, select};
+use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, WeightsFrom};
+use candle_core::{DType, Device, Module, Tensor, Var};
+use clap::Args;
+
+use crate::util::git_commit;
+
+/// Flags of `awt prune`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PruneArgs {
+    /// random, magnitude, snip, grasp or synflow.
+    #[arg(long)]
+    pub method: String,
+    /// Fraction of weights kept, in (0, 1].
+    #[arg(long)]
+    pub density: f64,
+    /// uniform (per layer, the paper's default), global or erk.
+    #[arg(long, default_value = "uniform")]
+    pub allocation: String,
+    /// The dense network at initialisation.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Data for SNIP and GraSP (one batch of --batch examples from the training split).
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub data: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// SynFlow rounds.
+    #[arg(long, default_value_t = 100)]
+    pub rounds: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn weights(net: &Net) -> BTreeMap<String, Tensor> {
+    net.weight_names().into_iter().map(|k| (k.clone(), net.param(&k).expect("weight").as_tensor().clone())).collect()
+}
+
+fn ce(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
+    awt_attack::per_example_loss(&net.forward(x)?, y, None, awt_attack::LossKind::CrossEntropy)?.mean_all()
+}
+
+/// Masks for `a.method` on the dense `net`.
+pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, Tensor>> {
+    if !(a.density > 0.0 && a.density <= 1.0) {
+        bail!("--density must be in (0, 1], got {}", a.density);
+    }
+    let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
+    let batch = || -> Result<(Tensor, Tensor)> {
+        let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+            .with_context(|| format!("--data {}", a.data))?;
+        let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
+        let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
+        Ok((x.to_dtype(net.dtype())?, y))
+    };
+    let vars: BTreeMap<String, Var> =
+        net.weight_names().into_iter().map(|k| (k.clone(), net.param(&k).expect("weight").clone())).collect();
+    let masks = match a.method.as_str() {
+        "random" => select(&scores::random(&weights(net), a.seed)?, a.density, alloc)?,
+        "magnitude" => select(&scores::magnitude(&weights(net))?, a.density, alloc)?,
+        "snip" => {
+            let (x, y) = batch()?;
+            select(&scores::snip(&|| ce(net, &x, &y), &vars)?, a.density, alloc)?
+        }
+        "grasp" => {
+            let (x, y) = batch()?;
+            select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?, a.density, alloc)?
+        }
+        "synflow" => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
+        "imp-at" | "hydra" => bail!(
+            "--method {}: the train-prune-finetune baselines (IMP with adversarial training, HYDRA) are not implemented yet",
+            a.method
+        ),
+        other => {
+            bail!("--method: unknown pruning method `{other}`: expected random, magnitude, snip, grasp or synflow")
+        }
+    };
+    Ok(masks)
+}
+
+pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let mut net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    if !net.masks().is_empty() {
+        bail!("{}: already holds masks; prune a dense initialisation", a.model.display());
+    }
+    let masks = prune_masks(&net, &a)?;
+    for (k, m) in &masks {
+        net.set_mask(k, m)?;
+    }
+    net.apply_masks()?;
+    net.meta.insert("method".into(), a.method.clone());
+    net.meta.insert("density".into(), a.density.to_string());
+    net.meta.insert("allocation".into(), a.allocation.clone());
+    net.meta.insert("prune_seed".into(), a.seed.to_string());
+    net.meta.insert("git_commit".into(), git_commit().into());
+    awt_nets::save(&net, &a.out)?;
+    report(&net, &a.out)
+}
+
+fn report(net: &Net, out: &std::path::Path) -> Result<()> {
+    let d = net.densities()?;
+    let per: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    println!(
+        "wrote {} ({}, method {}): densities {}",
+        out.display(),
+        net.arch(),
+        net.meta.get("method").map(String::as_str).unwrap_or("?"),
+        per.join(", ")
+    );
+    Ok(())
+}
+
+/// Flags of `awt ticket`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TicketArgs {
+    /// awt (adversarial inputs) or ntt (clean inputs).
+    #[arg(long, default_value = "awt")]
+    pub method: String,
+    #[arg(long)]
+    pub density: f64,
+    /// The dense network at initialisation (the teacher).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub arch: Option<String>,
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub data: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Search length in passes over the data (or use --steps).
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Search length in optimiser steps.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lambda_ker: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    pub lambda_l2: f64,
+    /// Re-select the mask every F steps.
+    #[arg(long, default_value_t = 100)]
+    pub mask_every: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub eps: f64,
+    #[arg(long, default_value_t = 10)]
+    pub attack_steps: usize,
+    #[arg(long)]
+    pub attack_step_size: Option<f64>,
+    /// teacher, student or both.
+    #[arg(long, default_value = "teacher")]
+    pub adv_source: String,
+    /// adversarial or clean+adversarial.
+    #[arg(long, default_value = "adversarial")]
+    pub inputs: String,
+    /// transferred or rewind.
+    #[arg(long, default_value = "transferred")]
+    pub weights: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl TicketArgs {
+    pub(crate) fn config(&self, train_len: usize) -> Result<SearchConfig> {
+        let method = match self.method.as_str() {
+            "awt" => Method::Awt,
+            "ntt" => Method::Ntt,
+            other => bail!("--method: unknown search `{other}`: expected awt or ntt"),
+        };
+        let steps = match (self.steps, self.epochs) {
+            (Some(s), None) => s,
+            (None, Some(e)) => (e * (train_len / self.batch.max(1)) as f64).round() as usize,
+            (None, None) => bail!("give the search length with --epochs or --steps"),
+            (Some(_), Some(_)) => bail!("--epochs and --steps are exclusive"),
+        };
+        Ok(SearchConfig {
+            method,
+            density: self.density,
+            steps,
+            batch: self.batch,
+            lr: self.lr,
+            lambda_ker: self.lambda_ker,
+            lambda_l2: self.lambda_l2,
+            mask_every: self.mask_every,
+            eps: self.eps,
+            attack_steps: self.attack_steps,
+            attack_step_size: self.attack_step_size.unwrap_or(0.25 * self.eps),
+            adv_source: match self.adv_source.as_str() {
+                "teacher" => AdvSource::Teacher,
+                "student" => AdvSource::Student,
+                "both" => AdvSource::Both,
+                other => bail!("--adv-source: expected teacher, student or both, got `{other}`"),
+            },
+            inputs: match self.inputs.as_str() {
+                "adversarial" => InputMix::Adversarial,
+                "clean+adversarial" => InputMix::CleanAndAdversarial,
+                other => bail!("--inputs: expected adversarial or clean+adversarial, got `{other}`"),
+            },
+            weights: match self.weights.as_str() {
+                "transferred" => WeightsFrom::Transferred,
+                "rewind" => WeightsFrom::Rewind,
+                other => bail!("--weights: expected transferred or rewind, got `{other}`"),
+            },
+            seed: self.seed,
+        })
+    }
+}
+
+pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let teacher = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+        .with_context(|| format!("--data {}", a.data))?;
+    let cfg = a.config(ds.train.len())?;
+    let log_path = a.out.with_extension("search.jsonl");
+    let mut log_file = std::io::BufWriter::new(
+        std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
+    );
+    let bar = crate::util::progress(cfg.steps as u64, &a.method);
+    if a.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut write_err = None;
+    let t = awt_ticket::search(&teacher, &ds.train, &cfg, &mut |l| {
+        bar.inc(1);
+        bar.set_message(format!("kernel dist {:.3} output dist {:.3}", l.kernel_distance, l.output_distance));
+        if let Err(e) = writeln!(log_file, "{}", l.json()) {
+            write_err = Some(e);
+        }
+    })?;
+    bar.finish_and_clear();
+    if let Some(e) = write_err {
+        bail!("cannot write {}: {e}", log_path.display());
+    }
+    log_file.flush()?;
+    let mut net = t.net;
+    net.meta.insert("git_commit".into(), git_commit().into());
+    awt_nets::save(&net, &a.out)?;
+    if let (Some(first), Some(last)) = (t.log.first(), t.log.last()) {
+        println!(
+            "{} search, {} steps: kernel distance {:.3} → {:.3}, output distance {:.3} → {:.3}; log in {}",
+            a.method,
+            cfg.steps,
+            first.kernel_distance,
+            last.kernel_distance,
+            first.output_distance,
+            last.output_distance,
+            log_path.display()
+        );
+    }
+    report(&net, &a.out)
+}

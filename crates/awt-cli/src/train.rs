@@ -1,0 +1,384 @@
+//! `awt train`: adversarial training of a zoo network, dense or with a fixed mask, as a resumable run
+//! folder (config.toml, metrics.jsonl, state.safetensors, model.safetensors, summary.json).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use awt_data::LoadOptions;
+use awt_nets::{Init, Net};
+use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError};
+use candle_core::{DType, Device};
+use clap::Args;
+
+use crate::util::{config_hash, git_commit};
+
+/// Flags of `awt train` (a `--config FILE.toml` with the same keys may give any of them).
+#[derive(Args, Debug, Clone)]
+pub(crate) struct TrainArgs {
+    /// Read flags from a TOML file (`key = value`, same names as the flags); flags given on the
+    /// command line win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Architecture of a fresh network (ignored with --init/--ticket, which carry theirs).
+    #[arg(long, default_value = "lenet-300-100")]
+    pub arch: String,
+    #[arg(long, default_value = "fashion-mnist-mini")]
+    pub data: String,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Start from this checkpoint (its masks, if any, stay fixed).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Start from this ticket (a checkpoint that must hold masks).
+    #[arg(long)]
+    pub ticket: Option<PathBuf>,
+    /// none, pgd, fgsm (fast AT with random start) or trades.
+    #[arg(long, default_value = "pgd")]
+    pub adv: String,
+    #[arg(long, default_value_t = 0.1)]
+    pub eps: f64,
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Attack step size (default: 0.25 ε for PGD/TRADES, 1.25 ε for FGSM).
+    #[arg(long)]
+    pub step_size: Option<f64>,
+    /// TRADES β.
+    #[arg(long, default_value_t = 6.0)]
+    pub beta: f64,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// sgd, adam or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub opt: String,
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub wd: f64,
+    /// constant, cosine, multistep or onecycle.
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// multistep: comma-separated epochs.
+    #[arg(long, default_value = "")]
+    pub milestones: String,
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f64,
+    /// onecycle: warm-up fraction.
+    #[arg(long, default_value_t = 0.3)]
+    pub warmup: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Use only the first N training examples.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Test examples for the per-epoch evaluation.
+    #[arg(long, default_value_t = 1000)]
+    pub eval_n: usize,
+    /// PGD steps of the per-epoch evaluation.
+    #[arg(long, default_value_t = 20)]
+    pub eval_steps: usize,
+    /// Also keep best.safetensors, the epoch with the best robust test accuracy.
+    #[arg(long)]
+    pub keep_best: bool,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Expands `--config FILE` into flags placed before the explicit ones (which then win).
+pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
+    let Some(pos) = args.iter().position(|a| a == "--config") else { return Ok(args) };
+    let path = args.get(pos + 1).context("--config needs a file")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
+    let mut flags = Vec::new();
+    for (k, v) in table {
+        let flag = format!("--{}", k.replace('_', "-"));
+        match v {
+            toml::Value::Boolean(true) => flags.push(flag),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(s) => flags.extend([flag, s]),
+            toml::Value::Integer(i) => flags.extend([flag, i.to_string()]),
+            toml::Value::Float(f) => flags.extend([flag, f.to_string()]),
+            toml::Value::Array(a) => {
+                flags.extend([flag, a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")])
+            }
+            other => bail!("{path}: key `{k}` has an unsupported value {other}"),
+        }
+    }
+    let mut out: Vec<String> = args[..pos].to_vec();
+    // Config flags go right after the subcommand, before the explicit ones.
+    let sub = out.iter().position(|a| a == "train").map(|i| i + 1).unwrap_or(out.len());
+    let rest: Vec<String> = args[pos + 2..].to_vec();
+    out.splice(sub..sub, flags);
+    out.extend(rest);
+    Ok(out)
+}
+
+impl TrainArgs {
+    /// The run's configuration as TOML (the file written to the run folder), without `out`/`resume`.
+    fn canonical(&self, arch: &str) -> String {
+        format!(
+            "arch = \"{arch}\"\ndata = \"{}\"\ninit = \"{}\"\nticket = \"{}\"\nadv = \"{}\"\neps = {}\nsteps = {}\nstep_size = {}\nbeta = {}\n\
+             epochs = {}\nbatch = {}\nopt = \"{}\"\nlr = {}\nmomentum = {}\nnesterov = {}\nwd = {}\nschedule = \"{}\"\nmilestones = \"{}\"\n\
+             gamma = {}\nwarmup = {}\nseed = {}\ntrain_limit = {}\neval_n = {}\neval_steps = {}\nkeep_best = {}\n",
+            self.data,
+            self.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            self.ticket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            self.adv,
+            self.eps,
+            self.steps,
+            self.step_size.map(|s| s.to_string()).unwrap_or_else(|| "\"default\"".into()),
+            self.beta,
+            self.epochs,
+            self.batch,
+            self.opt,
+            self.lr,
+            self.momentum,
+            self.nesterov,
+            self.wd,
+            self.schedule,
+            self.milestones,
+            self.gamma,
+            self.warmup,
+            self.seed,
+            self.train_limit.map(|n| n.to_string()).unwrap_or_else(|| "\"all\"".into()),
+            self.eval_n,
+            self.eval_steps,
+            self.keep_best,
+        )
+    }
+
+    /// The library configuration, validated.
+    pub(crate) fn train_config(&self) -> Result<TrainConfig> {
+        let objective = match self.adv.as_str() {
+            "none" => Objective::Natural,
+            "pgd" => Objective::Pgd {
+                eps: self.eps,
+                steps: self.steps,
+                step_size: self.step_size.unwrap_or(0.25 * self.eps),
+            },
+            "fgsm" => Objective::Fgsm { eps: self.eps, step_size: self.step_size.unwrap_or(1.25 * self.eps) },
+            "trades" => Objective::Trades {
+                eps: self.eps,
+                steps: self.steps,
+                step_size: self.step_size.unwrap_or(0.25 * self.eps),
+                beta: self.beta,
+            },
+            other => bail!("--adv: unknown objective `{other}`: expected none, pgd, fgsm or trades"),
+        };
+        let optimizer = match self.opt.as_str() {
+            "sgd" => OptimizerConfig::Sgd {
+                momentum: self.momentum,
+                dampening: 0.0,
+                nesterov: self.nesterov,
+                weight_decay: self.wd,
+            },
+            "adam" => {
+                OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.wd, decoupled: false }
+            }
+            "adamw" => {
+                OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.wd, decoupled: true }
+            }
+            other => bail!("--opt: unknown optimiser `{other}`: expected sgd, adam or adamw"),
+        };
+        let schedule = match self.schedule.as_str() {
+            "constant" => Schedule::Constant,
+            "cosine" => Schedule::Cosine,
+            "onecycle" => Schedule::OneCycle { warmup: self.warmup },
+            "multistep" => {
+                let milestones = self
+                    .milestones
+                    .split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        s.trim().parse::<usize>().with_context(|| format!("--milestones: `{s}` is not an epoch number"))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Schedule::MultiStep { milestones, gamma: self.gamma }
+            }
+            other => bail!("--schedule: unknown schedule `{other}`: expected constant, cosine, multistep or onecycle"),
+        };
+        if self.init.is_some() && self.ticket.is_some() {
+            bail!("--init and --ticket are exclusive");
+        }
+        let cfg = TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch,
+            lr: self.lr,
+            optimizer,
+            schedule,
+            objective,
+            seed: self.seed,
+            eval_n: self.eval_n,
+            eval_eps: self.eps,
+            eval_steps: self.eval_steps,
+        };
+        cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
+    }
+}
+
+/// Keeps masks applied, saves the best robust checkpoint, draws the progress bar.
+struct CliHooks<'a> {
+    net: &'a Net,
+    best: Option<(f64, PathBuf)>,
+    bar: indicatif::ProgressBar,
+    epochs: usize,
+}
+
+impl Hooks for CliHooks<'_> {
+    fn after_step(&mut self, _epoch: usize, _global: u64) -> Result<(), TrainError> {
+        self.net.apply_masks().map_err(|e| TrainError::Invalid(e.to_string()))
+    }
+
+    fn after_epoch(&mut self, m: &mut EpochMetrics) -> Result<(), TrainError> {
+        if let Some((best, path)) = &mut self.best
+            && m.robust_acc > *best
+        {
+            *best = m.robust_acc;
+            let mut net = self.net.clone();
+            net.meta.insert("best_epoch".into(), m.epoch.to_string());
+            awt_nets::save(&net, path).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        }
+        let line = format!(
+            "epoch {:>3}/{}: loss {:.4}  adv-train acc {:.2}%  clean {:.2}%  PGD {:.2}%  lr {:.2e}  {:.0} img/s  {:.1} s",
+            m.epoch + 1,
+            self.epochs,
+            m.train_loss,
+            100.0 * m.train_acc,
+            100.0 * m.clean_acc,
+            100.0 * m.robust_acc,
+            m.lr,
+            m.images_per_sec,
+            m.seconds
+        );
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        Ok(())
+    }
+
+    fn progress(&mut self, epoch: usize, batch: usize, batches: usize, loss: f64, acc: f64) {
+        if batch == 1 {
+            self.bar.set_length(batches as u64);
+            self.bar.reset();
+            self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
+        }
+        self.bar.set_position(batch as u64);
+        self.bar.set_message(format!("loss {loss:.4} adv acc {:.1}%", 100.0 * acc));
+    }
+}
+
+/// Loads or initialises the network for a training run.
+pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
+    let net = match (&a.init, &a.ticket) {
+        (Some(p), None) | (None, Some(p)) => {
+            let arch = if a.arch.is_empty() { None } else { Some(crate::commands::parse_arch(&a.arch)?) };
+            let loaded = awt_nets::load(p, None, DType::F32, &Device::Cpu)
+                .or_else(|_| awt_nets::load(p, arch.as_ref(), DType::F32, &Device::Cpu))?;
+            if a.ticket.is_some() && loaded.net.masks().is_empty() {
+                bail!("--ticket {}: the file holds no masks (use --init for a dense starting point)", p.display());
+            }
+            loaded.net
+        }
+        _ => Net::init(&crate::commands::parse_arch(&a.arch)?, Init::KaimingUniform, a.seed, DType::F32, &Device::Cpu)?,
+    };
+    net.apply_masks()?;
+    Ok(net)
+}
+
+/// Runs `awt train`; returns the trained network and the run's metrics.
+pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, Vec<EpochMetrics>)> {
+    let cfg = a.train_config()?;
+    let net = starting_net(a)?;
+    let arch = net.arch().to_string();
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+        .with_context(|| format!("--data {}", a.data))?;
+    let expect: usize = net.arch().input_shape().iter().product();
+    if expect != ds.train.image_size() {
+        bail!("{arch} takes {expect} input values, {} images have {:?}", a.data, ds.train.shape);
+    }
+    let train_split = match a.train_limit {
+        Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
+        None => ds.train.clone(),
+    };
+    let canonical = a.canonical(&arch);
+    let hash = config_hash(&canonical);
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let cfg_path = a.out.join("config.toml");
+    if !a.resume {
+        awt_base::write_atomic(&cfg_path, canonical.as_bytes())
+            .with_context(|| format!("cannot write {}", cfg_path.display()))?;
+    }
+    let bar = crate::util::progress(1, "epoch");
+    if !show_progress || a.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut hooks = CliHooks {
+        net: &net,
+        best: a.keep_best.then(|| (f64::NEG_INFINITY, a.out.join("best.safetensors"))),
+        bar,
+        epochs: a.epochs,
+    };
+    let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let run = RunDir { dir: a.out.clone(), config_hash: hash.clone(), resume: a.resume };
+    let summary = awt_train::train(&net, vars, &train_split, &ds.test, &cfg, &run, &mut hooks)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    hooks.bar.finish_and_clear();
+    let mut out = net.clone();
+    out.meta.insert("git_commit".into(), git_commit().into());
+    out.meta.insert("train_config_hash".into(), hash.clone());
+    out.meta.insert("trained".into(), format!("{} {} eps={} epochs={} data={}", a.adv, a.opt, a.eps, a.epochs, a.data));
+    let model_path = a.out.join("model.safetensors");
+    awt_nets::save(&out, &model_path)?;
+    let metrics = read_metrics(&a.out.join("metrics.jsonl"))?;
+    let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
+    let summary_json = serde_json::json!({
+        "config_hash": hash, "git_commit": git_commit(), "arch": arch, "data": a.data,
+        "dataset_location": ds.provenance.location,
+        "dataset_files": ds.provenance.files.iter().map(|f| serde_json::json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
+        "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.test.len()),
+        "densities": out.densities()?,
+        "final": last, "epochs": metrics.len(), "resumed_from": summary.resumed_from,
+        "threads": candle_core::utils::get_num_threads(),
+    });
+    crate::eval::write_json(&a.out.join("summary.json"), &summary_json)?;
+    Ok((net, summary.epochs))
+}
+
+pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", p.display()))).collect()
+}
+
+pub(crate) fn run(a: TrainArgs) -> Result<()> {
+    let (_, epochs) = run_training(&a, true)?;
+    if let Some(m) = epochs.last() {
+        println!(
+            "{}: {} epochs; final clean {:.2}%, PGD-{} {:.2}% on {} test images; model in {}",
+            a.out.display(),
+            a.epochs,
+            100.0 * m.clean_acc,
+            a.eval_steps,
+            100.0 * m.robust_acc,
+            a.eval_n,
+            a.out.join("model.safetensors").display()
+        );
+    } else {
+        println!("{}: nothing left to run (all {} epochs were done)", a.out.display(), a.epochs);
+    }
+    Ok(())
+}

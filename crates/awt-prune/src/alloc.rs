@@ -1,0 +1,180 @@
+//! From scores to masks: density allocation and exact top-k selection.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Tensor};
+
+/// Masks keyed by weight name (`fc1.weight`), each a 0/1 tensor of the weight's shape.
+pub type Masks = BTreeMap<String, Tensor>;
+
+/// Why masks could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    /// A setting or input that cannot work, named.
+    #[error("{0}")]
+    Invalid(String),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn invalid(s: impl Into<String>) -> PruneError {
+    PruneError::Invalid(s.into())
+}
+
+/// How a target density is spread over layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Every layer keeps the same fraction (the paper's and NTT's choice).
+    Uniform,
+    /// One threshold over all layers.
+    Global,
+    /// Erdős–Rényi-kernel: layer density ∝ (Σ dims)/(Π dims), scaled to the target, capped at 1.
+    Erk,
+}
+
+impl Allocation {
+    /// `uniform`, `global` or `erk`.
+    pub fn parse(s: &str) -> Result<Allocation, String> {
+        match s {
+            "uniform" | "layerwise" => Ok(Allocation::Uniform),
+            "global" => Ok(Allocation::Global),
+            "erk" => Ok(Allocation::Erk),
+            _ => Err(format!("unknown allocation `{s}`: expected uniform, global or erk")),
+        }
+    }
+}
+
+/// Per-layer densities for [`Allocation::Uniform`] and [`Allocation::Erk`] (global has none a priori).
+pub fn layer_densities(
+    shapes: &BTreeMap<String, Vec<usize>>,
+    density: f64,
+    alloc: Allocation,
+) -> Result<BTreeMap<String, f64>, PruneError> {
+    check_density(density)?;
+    match alloc {
+        Allocation::Uniform | Allocation::Global => Ok(shapes.keys().map(|k| (k.clone(), density)).collect()),
+        Allocation::Erk => {
+            // RigL's procedure: raw ERK weights, then layers that would exceed density 1 are made
+            // dense and the rest rescaled, until none exceeds it.
+            let total: f64 = shapes.values().map(|s| s.iter().product::<usize>() as f64).sum();
+            let raw: BTreeMap<&String, f64> = shapes
+                .iter()
+                .map(|(k, s)| (k, s.iter().sum::<usize>() as f64 / s.iter().product::<usize>() as f64))
+                .collect();
+            let mut dense: Vec<&String> = Vec::new();
+            loop {
+                let dense_size: f64 = dense.iter().map(|k| shapes[*k].iter().product::<usize>() as f64).sum();
+                let budget = density * total - dense_size;
+                let denom: f64 = shapes
+                    .iter()
+                    .filter(|(k, _)| !dense.contains(k))
+                    .map(|(k, s)| raw[k] * s.iter().product::<usize>() as f64)
+                    .sum();
+                let eps = budget / denom;
+                let over: Vec<&String> = shapes.keys().filter(|k| !dense.contains(k) && raw[k] * eps > 1.0).collect();
+                if over.is_empty() {
+                    return Ok(shapes
+                        .keys()
+                        .map(|k| (k.clone(), if dense.contains(&k) { 1.0 } else { raw[k] * eps }))
+                        .collect());
+                }
+                dense.extend(over);
+            }
+        }
+    }
+}
+
+fn check_density(d: f64) -> Result<(), PruneError> {
+    if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+        return Err(invalid(format!("density must be in (0, 1], got {d}")));
+    }
+    Ok(())
+}
+
+/// Indices of the `keep` largest entries of `v`; ties go to the lower index.
+fn top_k(v: &[f64], keep: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+    idx.truncate(keep);
+    idx
+}
+
+fn mask_from(n: usize, keep: &[usize], like: &Tensor) -> Result<Tensor, PruneError> {
+    let mut m = vec![0f64; n];
+    for &i in keep {
+        m[i] = 1.0;
+    }
+    Ok(Tensor::from_vec(m, like.shape(), like.device())?.to_dtype(like.dtype())?)
+}
+
+/// Masks keeping the highest `scores` at `density` under `alloc`. NaN scores are an error.
+pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation) -> Result<Masks, PruneError> {
+    check_density(density)?;
+    if scores.is_empty() {
+        return Err(invalid("no weights to prune"));
+    }
+    let mut flat: BTreeMap<&String, Vec<f64>> = BTreeMap::new();
+    for (k, s) in scores {
+        let v = s.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some(i) = v.iter().position(|x| x.is_nan()) {
+            return Err(invalid(format!("score of `{k}` is NaN at flat index {i}")));
+        }
+        flat.insert(k, v);
+    }
+    let mut masks = Masks::new();
+    match alloc {
+        Allocation::Global => {
+            let all: Vec<(f64, usize, usize)> = flat
+                .values()
+                .enumerate()
+                .flat_map(|(l, v)| v.iter().enumerate().map(move |(i, &s)| (s, l, i)))
+                .collect();
+            let keep = (density * all.len() as f64).round() as usize;
+            let scores_only: Vec<f64> = all.iter().map(|t| t.0).collect();
+            let kept = top_k(&scores_only, keep);
+            let mut per: Vec<Vec<usize>> = vec![Vec::new(); flat.len()];
+            for j in kept {
+                per[all[j].1].push(all[j].2);
+            }
+            for ((k, v), keep) in flat.iter().zip(per) {
+                if keep.is_empty() {
+                    return Err(invalid(format!(
+                        "global pruning at density {density} would empty `{k}`: use a higher density or per-layer allocation"
+                    )));
+                }
+                masks.insert((*k).clone(), mask_from(v.len(), &keep, &scores[*k])?);
+            }
+        }
+        Allocation::Uniform | Allocation::Erk => {
+            let shapes = scores.iter().map(|(k, s)| (k.clone(), s.dims().to_vec())).collect();
+            let dens = layer_densities(&shapes, density, alloc)?;
+            for (k, v) in &flat {
+                let keep = (dens[*k] * v.len() as f64).round() as usize;
+                if keep == 0 {
+                    return Err(invalid(format!(
+                        "density {:.3e} keeps no weight of `{k}` ({} weights): refusing to empty a layer",
+                        dens[*k],
+                        v.len()
+                    )));
+                }
+                masks.insert((*k).clone(), mask_from(v.len(), &top_k(v, keep), &scores[*k])?);
+            }
+        }
+    }
+    Ok(masks)
+}
+
+/// `(name, kept, total)` per mask and overall.
+pub fn density_report(masks: &Masks) -> Result<Vec<(String, usize, usize)>, PruneError> {
+    let mut out = Vec::new();
+    let (mut k_all, mut n_all) = (0, 0);
+    for (k, m) in masks {
+        let kept = m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? as usize;
+        out.push((k.clone(), kept, m.elem_count()));
+        k_all += kept;
+        n_all += m.elem_count();
+    }
+    out.push(("total".into(), k_all, n_all));
+    Ok(out)
+}

@@ -1,0 +1,18 @@
+//! Pruning masks and the pruning-at-initialisation scores the AWT paper compares against.
+//!
+//! - [`select`]: turns per-weight scores into 0/1 masks at a target density with an
+//!   [`Allocation`]: per layer (the paper's and NTT's default), global, or ERK (Evci et al. 2020).
+//!   Exact: each scope keeps `round(d · size)` weights, every kept score ≥ every pruned score,
+//!   ties go to the lower flat index, and a layer that would be emptied is an error, never silent.
+//! - [`scores`]: random, magnitude, SNIP (Lee et al. 2019), GraSP (Wang et al. 2020, its
+//!   Hessian-gradient product by central finite differences of gradients because candle has no
+//!   double backward), SynFlow (Tanaka et al. 2020, data-free, iterative with an exponential
+//!   schedule).
+//!
+//! Masks are `BTreeMap<weight name, Tensor of 0/1>` with the weights' names and shapes, as stored in
+//! checkpoints beside their weight (`<name>_mask`). Needs only candle and `awt-base`.
+
+mod alloc;
+pub mod scores;
+
+pub use alloc::{Allocation, Masks, PruneError, density_report, layer_densities, select};

@@ -1,0 +1,161 @@
+//! Pruning scores at initialisation. Higher score = more important = kept.
+
+use std::collections::BTreeMap;
+
+use awt_base::{Rng, Stage};
+use candle_core::{DType, Device, Tensor, Var};
+
+use crate::alloc::{Allocation, Masks, PruneError, select};
+
+/// Scores keyed by weight name.
+pub type Scores = BTreeMap<String, Tensor>;
+
+/// |w|.
+pub fn magnitude(weights: &BTreeMap<String, Tensor>) -> Result<Scores, PruneError> {
+    weights.iter().map(|(k, w)| Ok((k.clone(), w.abs()?))).collect()
+}
+
+/// Uniform random scores from `Rng::new(seed).derive(name)` (independent of layer order).
+pub fn random(weights: &BTreeMap<String, Tensor>, seed: u64) -> Result<Scores, PruneError> {
+    let root = Rng::new(seed).derive("random-prune");
+    weights
+        .iter()
+        .map(|(k, w)| {
+            let mut r = root.derive(k);
+            let v: Vec<f64> = (0..w.elem_count()).map(|_| r.uniform()).collect();
+            Ok((k.clone(), Tensor::from_vec(v, w.shape(), w.device())?))
+        })
+        .collect()
+}
+
+fn grads_of(loss: &Tensor, vars: &BTreeMap<String, Var>) -> Result<BTreeMap<String, Tensor>, PruneError> {
+    let g = loss.backward()?;
+    vars.iter()
+        .map(|(k, v)| {
+            let t = match g.get(v.as_tensor()) {
+                Some(t) => t.clone(),
+                None => v.as_tensor().zeros_like()?,
+            };
+            Ok((k.clone(), t))
+        })
+        .collect()
+}
+
+/// SNIP (Lee et al. 2019): |w ⊙ ∂L/∂w| for the scalar `loss()` computed from the current `vars`.
+pub fn snip(
+    loss: &dyn Fn() -> candle_core::Result<Tensor>,
+    vars: &BTreeMap<String, Var>,
+) -> Result<Scores, PruneError> {
+    let g = grads_of(&loss()?, vars)?;
+    vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.abs()?))).collect()
+}
+
+/// GraSP (Wang et al. 2020): keep-score `w ⊙ (H g)`, i.e. pruning the highest `−w ⊙ H g` as the
+/// paper does. candle has no double backward, so the Hessian-gradient product is a central finite
+/// difference of gradients along the unit gradient direction:
+/// `H g ≈ ‖g‖ · (∇L(w + h ĝ) − ∇L(w − h ĝ)) / (2h)`, exact for quadratics up to rounding. `h` is
+/// absolute along ĝ (1e-3 is a good default in f32, smaller in f64).
+pub fn grasp(
+    loss: &dyn Fn() -> candle_core::Result<Tensor>,
+    vars: &BTreeMap<String, Var>,
+    h: f64,
+) -> Result<Scores, PruneError> {
+    if !(h.is_finite() && h > 0.0) {
+        return Err(PruneError::Invalid(format!("GraSP finite-difference step must be > 0, got {h}")));
+    }
+    let g = grads_of(&loss()?, vars)?;
+    let norm = g
+        .values()
+        .map(|t| t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>())
+        .sum::<candle_core::Result<f64>>()?
+        .sqrt();
+    if norm == 0.0 {
+        return Err(PruneError::Invalid(
+            "GraSP: the loss gradient is zero, the Hessian-gradient product is undefined".into(),
+        ));
+    }
+    let originals: BTreeMap<String, Tensor> =
+        vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?;
+    let shifted = |sign: f64| -> Result<BTreeMap<String, Tensor>, PruneError> {
+        for (k, v) in vars {
+            v.set(&(&originals[k] + (&g[k] * (sign * h / norm))?)?)?;
+        }
+        let out = grads_of(&loss()?, vars);
+        for (k, v) in vars {
+            v.set(&originals[k])?;
+        }
+        out
+    };
+    let (gp, gm) = (shifted(1.0)?, shifted(-1.0)?);
+    vars.iter()
+        .map(|(k, v)| {
+            let hg = ((&gp[k] - &gm[k])? * (norm / (2.0 * h)))?;
+            Ok((k.clone(), v.as_tensor().mul(&hg)?))
+        })
+        .collect()
+}
+
+/// SynFlow (Tanaka et al. 2020): data-free and iterative. Each of `rounds` rounds scores
+/// `|w| ⊙ ∂R/∂|w|` with `R = Σ f(1; |w| ⊙ m)` (all-ones input, absolute weights, current masks, in f64),
+/// and re-selects masks at density `d^(r/rounds)` (the exponential schedule).
+pub fn synflow(
+    stages: &[Stage],
+    input_shape: &[usize],
+    density: f64,
+    alloc: Allocation,
+    rounds: usize,
+) -> Result<Masks, PruneError> {
+    if rounds == 0 {
+        return Err(PruneError::Invalid("SynFlow needs at least one round".into()));
+    }
+    let dev = Device::Cpu;
+    // Absolute weights as fresh f64 variables; biases as constants (SynFlow scores weights only).
+    let mut vars: BTreeMap<String, Var> = BTreeMap::new();
+    for s in stages {
+        if let Stage::Linear { name, weight, .. } | Stage::Conv2d { name, weight, .. } = s {
+            vars.insert(format!("{name}.weight"), Var::from_tensor(&weight.detach().to_dtype(DType::F64)?.abs()?)?);
+        }
+    }
+    let mut masks: Masks =
+        vars.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().ones_like()?))).collect::<candle_core::Result<_>>()?;
+    let mut shape = vec![1];
+    shape.extend_from_slice(input_shape);
+    let ones = Tensor::ones(shape.as_slice(), DType::F64, &dev)?;
+    for r in 1..=rounds {
+        let linear: Vec<Stage> = stages
+            .iter()
+            .map(|s| -> candle_core::Result<Stage> {
+                Ok(match s {
+                    Stage::Linear { name, bias, .. } => {
+                        let k = format!("{name}.weight");
+                        Stage::Linear {
+                            name: name.clone(),
+                            weight: vars[&k].as_tensor().clone(),
+                            bias: bias.detach().to_dtype(DType::F64)?.abs()?,
+                            mask: Some(masks[&k].clone()),
+                        }
+                    }
+                    Stage::Conv2d { name, bias, .. } => {
+                        let k = format!("{name}.weight");
+                        Stage::Conv2d {
+                            name: name.clone(),
+                            weight: vars[&k].as_tensor().clone(),
+                            bias: bias.detach().to_dtype(DType::F64)?.abs()?,
+                            mask: Some(masks[&k].clone()),
+                        }
+                    }
+                    other => other.clone(),
+                })
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let rsum = awt_base::forward_stages(&linear, &ones)?.sum_all()?;
+        let g = grads_of(&rsum, &vars)?;
+        let scores: Scores = vars
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.mul(&masks[k])?)))
+            .collect::<candle_core::Result<_>>()?;
+        let d = density.powf(r as f64 / rounds as f64);
+        masks = select(&scores, d, alloc)?;
+    }
+    Ok(masks)
+}
