@@ -1,5 +1,11 @@
 //! `cargo xtask`: the project's automation, in Rust (no shell scripts, no logic in CI YAML).
+//! It links no awt crate: experiments run through the `awt` binary, so the CLI and the run-folder
+//! files are the contract.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod plot;
+mod report;
+mod reproduce;
 
 use std::process::Command;
 
@@ -9,13 +15,21 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  ci        what CI runs: format check, clippy (warnings are errors), the test suite
+  reproduce [--preset smoke|quick|paper] [--only PATTERN] [--jobs N] [--force] [--list] [--shard i/n]
+            run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
+            (default preset: quick, about 30 minutes on 2 cores)
+  report    [--runs DIR]... [--out FILE]
+            build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs)
+  regress   [--bless]
+            run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
   bench     run the criterion benchmarks (cargo bench -p benches)
+  ci        what CI runs: format check, clippy (warnings are errors), the test suite, regress
   help      this text
 ";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = if args.is_empty() { &[][..] } else { &args[1..] };
     match args.first().map(String::as_str) {
         None | Some("help" | "-h" | "--help") => {
             print!("{HELP}");
@@ -23,14 +37,22 @@ fn main() -> Result<()> {
         }
         Some("ci") => ci(),
         Some("bench") => cargo(&["bench", "-p", "benches"]),
+        Some("reproduce") => reproduce::run(rest),
+        Some("report") => report::run(rest),
+        Some("regress") => reproduce::regress(rest),
         Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("$ cargo {}", args.join(" "));
-    let status = Command::new(&cargo).args(args).status().with_context(|| format!("cannot run {cargo}"))?;
+    let status =
+        Command::new(&cargo).args(args).current_dir(root()).status().with_context(|| format!("cannot run {cargo}"))?;
     if !status.success() {
         bail!("`cargo {}` failed ({status})", args.join(" "));
     }
@@ -41,5 +63,5 @@ fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test", "--release", "--workspace"])?;
-    Ok(())
+    reproduce::regress(&[])
 }

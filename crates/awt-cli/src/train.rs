@@ -93,6 +93,11 @@ pub(crate) struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Track the kernel each epoch against this dense reference network (usually the dense
+    /// initialisation), on PGD examples of the reference for the first 32 test images: adds
+    /// `kernel_to_reference` and `kernel_to_initial` to metrics.jsonl.
+    #[arg(long)]
+    pub track_kernel: Option<PathBuf>,
 }
 
 /// Expands `--config FILE` into flags placed before the explicit ones (which then win).
@@ -232,6 +237,7 @@ impl TrainArgs {
 /// Keeps masks applied, saves the best robust checkpoint, draws the progress bar.
 struct CliHooks<'a> {
     net: &'a Net,
+    tracker: Option<awt_ntk::Tracker>,
     best: Option<(f64, PathBuf)>,
     bar: indicatif::ProgressBar,
     epochs: usize,
@@ -243,6 +249,16 @@ impl Hooks for CliHooks<'_> {
     }
 
     fn after_epoch(&mut self, m: &mut EpochMetrics) -> Result<(), TrainError> {
+        if let Some(t) = &self.tracker {
+            use awt_base::Staged;
+            let rec = t.measure(&self.net.stages()).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            for r in rec {
+                m.extra.push(("kernel_to_initial".into(), r.to_initial));
+                if let Some(d) = r.to_reference {
+                    m.extra.push(("kernel_to_reference".into(), d));
+                }
+            }
+        }
         if let Some((best, path)) = &mut self.best
             && m.robust_acc > *best
         {
@@ -327,8 +343,33 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     if !show_progress || a.quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let tracker = match &a.track_kernel {
+        None => None,
+        Some(p) => {
+            use awt_base::Staged;
+            let reference = awt_nets::load(p, None, DType::F32, &Device::Cpu)?.net;
+            let idx: Vec<usize> = (0..32.min(ds.test.len())).collect();
+            let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
+            let pgd = awt_attack::Pgd {
+                eps: a.eps,
+                step_size: 0.25 * a.eps,
+                steps: 10,
+                norm: awt_attack::Norm::Linf,
+                random_start: true,
+                restarts: 1,
+                loss: awt_attack::LossKind::CrossEntropy,
+                seed: a.seed,
+            };
+            let xa = pgd.last_iterate(&reference, &x, &y, &idx.iter().map(|&i| i as u64).collect::<Vec<_>>())?;
+            let mut shape = vec![idx.len()];
+            shape.extend(reference.arch().input_shape());
+            let probes = vec![("adversarial".to_string(), xa.reshape(shape.as_slice())?)];
+            Some(awt_ntk::Tracker::new(&net.stages(), Some(&reference.stages()), &probes, 64)?)
+        }
+    };
     let mut hooks = CliHooks {
         net: &net,
+        tracker,
         best: a.keep_best.then(|| (f64::NEG_INFINITY, a.out.join("best.safetensors"))),
         bar,
         epochs: a.epochs,
