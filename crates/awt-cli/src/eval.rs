@@ -127,11 +127,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let attacks = build_attacks(a)?;
     let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
         .with_context(|| format!("--data {}", a.data))?;
-    let split = match a.split.as_str() {
-        "test" => &ds.test,
-        "train" => &ds.train,
-        other => bail!("--split: expected train or test, got `{other}`"),
-    };
+    let split = pick_split(&ds, &a.split)?;
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
         bail!("--offset {} --limit {n}: the {} split of {} has {} examples", a.offset, a.split, a.data, split.len());
@@ -222,6 +218,15 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         write_json(p, &r.json)?;
     }
     Ok(())
+}
+
+/// The `--split` of a dataset.
+pub(crate) fn pick_split<'a>(ds: &'a awt_data::Dataset, split: &str) -> Result<&'a awt_data::Split> {
+    match split {
+        "test" => Ok(&ds.test),
+        "train" => Ok(&ds.train),
+        other => bail!("--split: expected train or test, got `{other}`"),
+    }
 }
 
 pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {

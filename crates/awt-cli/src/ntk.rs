@@ -67,11 +67,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
     let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
         .with_context(|| format!("--data {}", a.data))?;
-    let split = match a.split.as_str() {
-        "test" => &ds.test,
-        "train" => &ds.train,
-        other => bail!("--split: expected train or test, got `{other}`"),
-    };
+    let split = crate::eval::pick_split(&ds, &a.split)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
             bail!("--offset {offset} --n {}: the {} split of {} has {} examples", a.n, a.split, a.data, split.len());

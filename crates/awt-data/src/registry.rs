@@ -387,6 +387,14 @@ fn check_sum(
     Ok(FileCheck { file: file.to_string(), sha256: sha, status })
 }
 
+/// Train and test splits from the four parsed IDX files, in registry order.
+fn idx_splits(parts: Vec<(idx::Idx, PathBuf)>) -> Result<(Split, Split), DataError> {
+    let mut it = parts.into_iter();
+    let mut next = || it.next().ok_or_else(|| DataError::Invalid("an IDX dataset needs four files".into()));
+    let ((ti, tip), (tl, tlp), (si, sip), (sl, slp)) = (next()?, next()?, next()?, next()?);
+    Ok((idx::split_from(ti, &tip, tl, &tlp)?, idx::split_from(si, &sip, sl, &slp)?))
+}
+
 /// Finds, verifies and parses dataset `name`.
 pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
     let spec = spec(name)?;
@@ -402,12 +410,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
                 checks.push(check_sum(&p, file, b, *pin, opts)?);
                 parsed.push((idx::parse(b, &p)?, p));
             }
-            let mut it = parsed.into_iter();
-            let (ti, tip) = it.next().expect("4 files");
-            let (tl, tlp) = it.next().expect("4 files");
-            let (si, sip) = it.next().expect("4 files");
-            let (sl, slp) = it.next().expect("4 files");
-            (idx::split_from(ti, &tip, tl, &tlp)?, idx::split_from(si, &sip, sl, &slp)?)
+            idx_splits(parsed)?
         }
         Location::Dir { dir, .. } => {
             let mut read = |file: &str, pin: Option<&str>| -> Result<(Vec<u8>, PathBuf), DataError> {
@@ -423,12 +426,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
                         let (b, p) = read(f, *pin)?;
                         parts.push((idx::parse(&b, &p)?, p));
                     }
-                    let mut it = parts.into_iter();
-                    let (ti, tip) = it.next().expect("4 files");
-                    let (tl, tlp) = it.next().expect("4 files");
-                    let (si, sip) = it.next().expect("4 files");
-                    let (sl, slp) = it.next().expect("4 files");
-                    (idx::split_from(ti, &tip, tl, &tlp)?, idx::split_from(si, &sip, sl, &slp)?)
+                    idx_splits(parts)?
                 }
                 Format::Cifar10 => {
                     let mut splits = Vec::new();

@@ -10,7 +10,17 @@
 //!   schedule).
 //!
 //! Masks are `BTreeMap<weight name, Tensor of 0/1>` with the weights' names and shapes, as stored in
-//! checkpoints beside their weight (`<name>_mask`). Needs only candle and `awt-base`.
+//! checkpoints beside their weight (`<name>_mask`). Needs only candle and `awt-base`. Example:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use awt_prune::{scores, select, Allocation};
+//! use candle_core::{Device, Tensor};
+//! let w = Tensor::new(&[[0.3f32, -0.9, 0.1], [0.5, -0.2, 0.8]], &Device::Cpu).unwrap();
+//! let weights = BTreeMap::from([("fc1.weight".to_string(), w)]);
+//! let masks = select(&scores::magnitude(&weights).unwrap(), 0.5, Allocation::Uniform).unwrap();
+//! assert_eq!(masks["fc1.weight"].to_vec2::<f32>().unwrap(), vec![vec![0.0, 1.0, 0.0], vec![1.0, 0.0, 1.0]]);
+//! ```
 
 mod alloc;
 pub mod scores;

@@ -18,6 +18,18 @@
 //! Where the paper is silent the choices are options with the defaults of method.md: adversarial
 //! examples from the teacher, adversarial inputs only, transferred weights, λ_ker = 1e-3,
 //! λ_l2 = 1e-4, F = 100, Adam 5e-4, batch 64.
+//!
+//! ```no_run
+//! use awt_ticket::{search, Method, SearchConfig};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ds = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only())?;
+//! let init = awt_nets::Net::init(&awt_nets::Arch::Lenet300100, awt_nets::Init::KaimingUniform, 0,
+//!     candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let cfg = SearchConfig { steps: 400, lambda_ker: 1.0, lr: 5e-3, ..SearchConfig::defaults(Method::Awt, 0.05) };
+//! let ticket = search(&init, &ds.train, &cfg, &mut |log| eprintln!("{}", log.json()))?;
+//! awt_nets::save(&ticket.net, std::path::Path::new("awt-0.05.safetensors"))?;
+//! # Ok(()) }
+//! ```
 
 mod search;
 

@@ -9,7 +9,27 @@
 //! error, leaving the last checkpoint intact.
 //!
 //! Needs candle, `awt-base` (the `Classifier` interface), `awt-data` (splits and shuffles) and
-//! `awt-attack` (the adversaries). See `tests/` for a complete run on synthetic data.
+//! `awt-attack` (the adversaries). A PGD-AT run of a zoo network on the embedded data:
+//!
+//! ```no_run
+//! use awt_train::*;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ds = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only())?;
+//! let net = awt_nets::Net::init(&awt_nets::Arch::Lenet300100, awt_nets::Init::KaimingUniform, 0,
+//!     candle_core::DType::F32, &candle_core::Device::Cpu)?;
+//! let cfg = TrainConfig {
+//!     epochs: 5, batch_size: 128, lr: 1e-3, seed: 0,
+//!     optimizer: OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
+//!     schedule: Schedule::Constant,
+//!     objective: Objective::Pgd { eps: 0.1, steps: 10, step_size: 0.025 },
+//!     eval_n: 1000, eval_eps: 0.1, eval_steps: 20,
+//! };
+//! let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+//! let run = RunDir { dir: "runs/example".into(), config_hash: format!("{cfg:?}"), resume: false };
+//! let summary = train(&net, vars, &ds.train, &ds.test, &cfg, &run, &mut NoHooks)?;
+//! println!("PGD accuracy {}", summary.epochs.last().unwrap().robust_acc);
+//! # Ok(()) }
+//! ```
 
 mod optim;
 mod run;
