@@ -140,7 +140,7 @@ pub(crate) fn conv_signal(d: &Tensor, w: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use awt_base::Rng;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn rand(shape: &[usize], seed: u64) -> Tensor {
         let mut r = Rng::new(seed);
@@ -191,6 +191,32 @@ mod tests {
         let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&dd, &s] {
             assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-14);
+        }
+    }
+
+    #[test]
+    fn fused_kernel_accumulation_ops_equal_their_definitions_with_gradients() {
+        let acc = Var::from_tensor(&rand(&[6, 4], 10)).unwrap();
+        let dd = Var::from_tensor(&rand(&[6, 4], 11)).unwrap();
+        let s = Var::from_tensor(&rand(&[3, 2], 12)).unwrap();
+        let r = rand(&[6, 4], 13);
+        let slow_scale = (acc.as_tensor() + scale_blocks(dd.as_tensor(), s.as_tensor(), 2).unwrap()).unwrap();
+        let fast_scale = acc.as_tensor().apply_op3(dd.as_tensor(), s.as_tensor(), ScaleBlocksAdd { k: 2 }).unwrap();
+        let eye = Tensor::eye(2, DType::F64, &Device::Cpu).unwrap().reshape((1, 2, 1, 2)).unwrap();
+        let kron = s.as_tensor().reshape((3, 1, 2, 1)).unwrap().broadcast_mul(&eye).unwrap().reshape((6, 4)).unwrap();
+        let slow_diag = (acc.as_tensor() + kron).unwrap();
+        let fast_diag = acc.as_tensor().apply_op2(s.as_tensor(), AddBlockDiag { k: 2 }).unwrap();
+        for (fast, slow) in [(fast_scale, slow_scale), (fast_diag, slow_diag)] {
+            assert!(max_diff(&fast, &slow) < 1e-14);
+            let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&acc, &dd, &s] {
+                match (gf.get(v.as_tensor()), gs.get(v.as_tensor())) {
+                    (Some(a), Some(b)) => assert!(max_diff(a, b) < 1e-13),
+                    (None, None) => {}
+                    _ => panic!("gradient present on one side only"),
+                }
+            }
         }
     }
 
@@ -274,4 +300,136 @@ impl candle_core::CustomOp2 for ScaleBlocks {
 /// Differentiable [`ScaleBlocks`].
 pub(crate) fn scale_blocks(dd: &Tensor, s: &Tensor, k: usize) -> Result<Tensor> {
     dd.contiguous()?.apply_op2(&s.contiguous()?, ScaleBlocks { k })
+}
+
+fn blocks_t<T: WithDType>(acc: &[T], dd: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let mut out = acc.to_vec();
+    for i in 0..n1 {
+        for c in 0..k {
+            let row = (i * k + c) * n2 * k;
+            for j in 0..n2 {
+                let f = s[i * n2 + j];
+                match dd {
+                    // acc + dd ⊙ (s ⊗ 1ₖₖ)
+                    Some(dd) => {
+                        for cc in 0..k {
+                            let p = row + j * k + cc;
+                            out[p] += dd[p] * f;
+                        }
+                    }
+                    // acc + s ⊗ Iₖ
+                    None => out[row + j * k + c] += f,
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `acc + dd ⊙ (s ⊗ 1ₖₖ)` in one pass: a dense linear layer's kernel term added to the running
+/// kernel without materialising it. Differentiable in all three arguments.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScaleBlocksAdd {
+    pub k: usize,
+}
+
+impl candle_core::CustomOp3 for ScaleBlocksAdd {
+    fn name(&self) -> &'static str {
+        "awt-scale-blocks-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n1, n2) = l3.shape().dims2()?;
+        if l1.shape() != l2.shape() || l1.shape().dims2()? != (n1 * self.k, n2 * self.k) {
+            candle_core::bail!(
+                "scale-blocks-add: shapes {:?} {:?} {:?} do not fit k = {}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape(),
+                self.k
+            );
+        }
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
+                contiguous::<f32>(s1, l1)?,
+                Some(contiguous::<f32>(s2, l2)?),
+                contiguous::<f32>(s3, l3)?,
+                n1,
+                n2,
+                self.k,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
+                contiguous::<f64>(s1, l1)?,
+                Some(contiguous::<f64>(s2, l2)?),
+                contiguous::<f64>(s3, l3)?,
+                n1,
+                n2,
+                self.k,
+            )),
+            _ => candle_core::bail!("scale-blocks-add: only f32 or f64, all the same"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _acc: &Tensor,
+        dd: &Tensor,
+        s: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = s.dims2()?;
+        let k = self.k;
+        let g = grad.contiguous()?;
+        let gdd = g.apply_op2_no_bwd(s, &ScaleBlocks { k })?;
+        let gs = g.mul(dd)?.reshape((n1, k, n2, k))?.sum(3)?.sum(1)?;
+        Ok((Some(g), Some(gdd), Some(gs)))
+    }
+}
+
+/// `acc + s ⊗ Iₖ`: the kernel term of an unmasked output layer, whose backward signals are the
+/// identity (Θ[(i,c),(j,c')] = [c = c'] (a_i·a_j + 1)), without a matmul. Differentiable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AddBlockDiag {
+    pub k: usize,
+}
+
+impl candle_core::CustomOp2 for AddBlockDiag {
+    fn name(&self) -> &'static str {
+        "awt-add-block-diag"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n1, n2) = l2.shape().dims2()?;
+        if l1.shape().dims2()? != (n1 * self.k, n2 * self.k) {
+            candle_core::bail!("add-block-diag: shapes {:?} {:?} do not fit k = {}", l1.shape(), l2.shape(), self.k);
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(blocks_t(contiguous::<f32>(s1, l1)?, None, contiguous::<f32>(s2, l2)?, n1, n2, self.k))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(blocks_t(contiguous::<f64>(s1, l1)?, None, contiguous::<f64>(s2, l2)?, n1, n2, self.k))
+            }
+            _ => candle_core::bail!("add-block-diag: only f32 or f64, both the same"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _acc: &Tensor, s: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = s.dims2()?;
+        let k = self.k;
+        let eye = Tensor::eye(k, grad.dtype(), grad.device())?.reshape((1, k, 1, k))?;
+        let gs = grad.reshape((n1, k, n2, k))?.broadcast_mul(&eye)?.sum(3)?.sum(1)?;
+        Ok((Some(grad.clone()), Some(gs)))
+    }
 }

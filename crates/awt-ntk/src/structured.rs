@@ -24,12 +24,22 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
-use crate::patches::{conv_signal, im2col, scale_blocks};
+use crate::patches::{AddBlockDiag, ScaleBlocksAdd, conv_signal, im2col, scale_blocks};
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
-    Linear { a: Tensor, d: Tensor, mask: Option<Tensor> },
-    Conv { g: Tensor, db: Tensor, mask: Option<Tensor> },
+    /// `identity`: the signals are the identity (an output layer with nothing after it).
+    Linear {
+        a: Tensor,
+        d: Tensor,
+        mask: Option<Tensor>,
+        identity: bool,
+    },
+    Conv {
+        g: Tensor,
+        db: Tensor,
+        mask: Option<Tensor>,
+    },
 }
 
 /// Stage inputs and backward signals of every weighted stage for the batch `x`.
@@ -65,7 +75,8 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         }
         d = match s {
             Stage::Linear { mask, .. } => {
-                out.push(LayerSide::Linear { a: inp.clone(), d: d.clone(), mask: effective_mask(mask)? });
+                let identity = idx + 1 == stages.len();
+                out.push(LayerSide::Linear { a: inp.clone(), d: d.clone(), mask: effective_mask(mask)?, identity });
                 if idx == first_weighted {
                     break;
                 }
@@ -135,12 +146,12 @@ fn pad_to(g: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
 /// One weighted stage's block of the full kernel, `(n1·k, n2·k)`.
 fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
     match (l1, l2) {
-        (LayerSide::Linear { a: a1, d: d1, mask: None }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+        (LayerSide::Linear { a: a1, d: d1, mask: None, .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let dd = d1.matmul(&d2.t()?)?;
             let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
             scale_blocks(&dd, &aa, k)
         }
-        (LayerSide::Linear { a: a1, d: d1, mask: Some(m) }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+        (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
             let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
             let g = (aa.matmul(&m.t()?)? + 1.0)?.reshape((n1, n2, 1, out))?; // + 1: the bias
@@ -163,13 +174,13 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
 /// Σ_c Θ[(i,c),(j,c)] contracts the class axis together with the feature axis.
 fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
     match (l1, l2) {
-        (LayerSide::Linear { a: a1, d: d1, mask: None }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+        (LayerSide::Linear { a: a1, d: d1, mask: None, .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let out = d1.dim(1)?;
             let tdd = d1.reshape((n1, k * out))?.matmul(&d2.reshape((n2, k * out))?.t()?)?;
             let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
             tdd.mul(&aa)
         }
-        (LayerSide::Linear { a: a1, d: d1, mask: Some(m) }, LayerSide::Linear { a: a2, d: d2, .. }) => {
+        (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
             let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
             let g = (m.matmul(&aa.t()?)? + 1.0)?.reshape((out, n1, n2))?;
@@ -215,6 +226,23 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     };
     let mut total: Option<Tensor> = None;
     for (l1, l2) in s1.iter().zip(s2.iter()) {
+        // Dense linear layers of the full kernel are accumulated in place by fused ops.
+        if kind == Kind::Full
+            && let (LayerSide::Linear { a: a1, d: d1, mask: None, identity }, LayerSide::Linear { a: a2, d: d2, .. }) =
+                (l1, l2)
+        {
+            let acc = match total.take() {
+                Some(t) => t,
+                None => Tensor::zeros((n1 * k, n2 * k), a1.dtype(), a1.device())?,
+            };
+            let s = (a1.matmul(&a2.t()?)? + 1.0)?;
+            total = Some(if *identity {
+                acc.apply_op2(&s, AddBlockDiag { k })?
+            } else {
+                acc.apply_op3(&d1.matmul(&d2.t()?)?, &s, ScaleBlocksAdd { k })?
+            });
+            continue;
+        }
         let t = match kind {
             Kind::Full => pair(l1, l2, n1, n2, k)?,
             Kind::Trace => pair_traced(l1, l2, n1, n2, k)?,
