@@ -101,9 +101,30 @@ fn ntk(c: &mut Criterion) {
     }
 }
 
+/// One AWT search step at batch 64 (PGD-10 against the teacher, both 32×32 kernels, output and L2
+/// terms, one backward, Adam), measured as a 2-step search minus a 1-step search.
+fn awt_step(c: &mut Criterion) {
+    use awt_ticket::{Method, SearchConfig, search};
+    let ds = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only()).unwrap();
+    let train = ds.train.subset(0, 256).unwrap();
+    for arch in ["lenet-300-100", "lenet5-caffe"] {
+        let teacher = net(arch);
+        let mut g = c.benchmark_group(format!("awt_search/{arch}/b64"));
+        g.sample_size(10);
+        for steps in [1, 2] {
+            let cfg =
+                SearchConfig { steps, mask_every: 0, lambda_ker: 1.0, ..SearchConfig::defaults(Method::Awt, 0.05) };
+            g.bench_function(format!("{steps}_steps"), |b| {
+                b.iter(|| search(&teacher, &train, &cfg, &mut |_| {}).unwrap())
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    targets = forward_backward, pgd_step, ntk
+    targets = forward_backward, pgd_step, ntk, awt_step
 }
 criterion_main!(benches);
