@@ -108,8 +108,64 @@ pub(crate) fn expand(preset: &str, spec: &toml::Table, data: &str, base: &Path) 
     Ok(runs)
 }
 
-/// The `awt` command lines of one run, in order (the last is the evaluation).
-fn commands(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(String, Vec<String>)>> {
+/// The `awt` command lines of one run, in order (the last is the evaluation), each with the file
+/// whose existence marks it done.
+fn commands(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(String, Vec<String>, PathBuf)>> {
+    let cmds = command_lines(run, spec, data)?;
+    Ok(cmds
+        .into_iter()
+        .map(|(step, args)| {
+            let out = args
+                .iter()
+                .position(|a| a == "--out" || a == "--json")
+                .map(|i| PathBuf::from(&args[i + 1]))
+                .unwrap_or_default();
+            let done = if step.ends_with("train") { out.join("model.safetensors") } else { out };
+            (step, args, done)
+        })
+        .collect())
+}
+
+/// Train flags shared by every training step of a run.
+fn train_flags(run: &Run, spec: &toml::Table, data: &str, epochs: &str) -> Result<Vec<String>> {
+    let v = |p: &str| s(spec, p);
+    let mut f: Vec<String> = vec![
+        "--data",
+        data,
+        "--adv",
+        &v("train.adv")?,
+        "--eps",
+        &v("train.eps")?,
+        "--steps",
+        &v("train.steps")?,
+        "--step-size",
+        &v("train.step_size")?,
+        "--epochs",
+        epochs,
+        "--batch",
+        &v("train.batch")?,
+        "--opt",
+        &v("train.opt")?,
+        "--lr",
+        &v("train.lr")?,
+        "--eval-n",
+        &v("train.eval_n")?,
+        "--eval-steps",
+        &v("train.eval_steps")?,
+        "--seed",
+        &run.seed.to_string(),
+        "--quiet",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    if let Ok(n) = v("train.train_limit") {
+        f.extend(["--train-limit".to_string(), n]);
+    }
+    Ok(f)
+}
+
+fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(String, Vec<String>)>> {
     let d = |p: &str| run.dir.join(p).display().to_string();
     let v = |p: &str| s(spec, p);
     let mut cmds = vec![(
@@ -195,48 +251,45 @@ fn commands(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(String, Ve
             ));
             d("ticket.safetensors")
         }
-        other => bail!("unknown method `{other}` in the spec (imp-at and hydra are not implemented yet)"),
+        "imp-at" => {
+            // Iterative magnitude pruning with adversarial training and rewinding to the
+            // initialisation (lottery tickets): R rounds of (train, prune to d^(r/R), rewind).
+            let rounds: usize = v("imp.rounds")?.parse().context("imp.rounds")?;
+            let mut current = d("init.safetensors");
+            for r in 1..=rounds {
+                let mut t =
+                    vec!["train".to_string(), if r == 1 { "--init" } else { "--ticket" }.to_string(), current.clone()];
+                t.extend(train_flags(run, spec, data, &v("imp.epochs")?)?);
+                t.extend(["--out".to_string(), d(&format!("imp{r}"))]);
+                cmds.push((format!("imp{r}-train"), t));
+                let density = run.density.powf(r as f64 / rounds as f64);
+                let next = d(&format!("imp{r}-ticket.safetensors"));
+                cmds.push((
+                    format!("imp{r}-prune"),
+                    vec![
+                        "prune".to_string(),
+                        "--method".into(),
+                        "magnitude".into(),
+                        "--density".into(),
+                        density.to_string(),
+                        "--model".into(),
+                        d(&format!("imp{r}/model.safetensors")),
+                        "--rewind".into(),
+                        d("init.safetensors"),
+                        "--out".into(),
+                        next.clone(),
+                    ],
+                ));
+                current = next;
+            }
+            current
+        }
+        other => bail!("unknown method `{other}` in the spec (hydra is not implemented yet)"),
     };
-    let mut train: Vec<String> = vec![
-        "train",
-        "--data",
-        data,
-        if run.method == "dense" { "--init" } else { "--ticket" },
-        &ticket,
-        "--adv",
-        &v("train.adv")?,
-        "--eps",
-        &v("train.eps")?,
-        "--steps",
-        &v("train.steps")?,
-        "--step-size",
-        &v("train.step_size")?,
-        "--epochs",
-        &v("train.epochs")?,
-        "--batch",
-        &v("train.batch")?,
-        "--opt",
-        &v("train.opt")?,
-        "--lr",
-        &v("train.lr")?,
-        "--eval-n",
-        &v("train.eval_n")?,
-        "--eval-steps",
-        &v("train.eval_steps")?,
-        "--seed",
-        &run.seed.to_string(),
-        "--track-kernel",
-        &d("init.safetensors"),
-        "--quiet",
-        "--out",
-        &d("train"),
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    if let Ok(n) = v("train.train_limit") {
-        train.extend(["--train-limit".to_string(), n]);
-    }
+    let mut train =
+        vec!["train".to_string(), if run.method == "dense" { "--init" } else { "--ticket" }.to_string(), ticket];
+    train.extend(train_flags(run, spec, data, &v("train.epochs")?)?);
+    train.extend(["--track-kernel".to_string(), d("init.safetensors"), "--out".into(), d("train")]);
     cmds.push(("train".into(), train));
     cmds.push((
         "eval".into(),
@@ -302,25 +355,25 @@ fn git_commit() -> String {
 }
 
 /// Runs one run's commands, skipping finished steps and resuming training.
-fn execute(awt: &Path, run: &Run, cmds: &[(String, Vec<String>)], threads: Option<usize>, preset: &str) -> Result<f64> {
+fn execute(
+    awt: &Path,
+    run: &Run,
+    cmds: &[(String, Vec<String>, PathBuf)],
+    threads: Option<usize>,
+    preset: &str,
+) -> Result<f64> {
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let start = Instant::now();
     let mut timings = BTreeMap::new();
-    for (step, args) in cmds {
-        let done = match step.as_str() {
-            "init" => run.dir.join("init.safetensors").exists(),
-            "prune" | "search" => run.dir.join("ticket.safetensors").exists(),
-            "train" => run.dir.join("train/model.safetensors").exists(),
-            _ => run.dir.join("eval.json").exists(),
-        };
-        if done {
+    for (step, args, done) in cmds {
+        if done.exists() {
             continue;
         }
         let mut args = args.clone();
-        if step == "train" && run.dir.join("train/state.safetensors").exists() {
+        if step.ends_with("train") && done.parent().is_some_and(|p| p.join("state.safetensors").exists()) {
             args.push("--resume".into());
         }
         writeln!(log, "$ awt {}", args.join(" "))?;

@@ -43,6 +43,7 @@ enum Cmd {
     /// The empirical NTK of a checkpoint on clean or adversarial inputs.
     Ntk(Box<crate::ntk::NtkArgs>),
     /// Adversarially train a network (dense, or sparse with a fixed mask) as a resumable run.
+    #[command(args_override_self = true)]
     Train(Box<crate::train::TrainArgs>),
     /// Prune a dense initialisation: random, magnitude, snip, grasp or synflow.
     Prune(Box<crate::prune::PruneArgs>),

@@ -44,6 +44,11 @@ pub(crate) struct PruneArgs {
     pub rounds: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Lottery-ticket rewinding (one round of IMP): score the (trained, possibly already masked)
+    /// --model by magnitude among its kept weights, and write the mask over this checkpoint's
+    /// weights (usually the initialisation). Only with --method magnitude.
+    #[arg(long)]
+    pub rewind: Option<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -83,10 +88,11 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
             select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?, a.density, alloc)?
         }
         "synflow" => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
-        "imp-at" | "hydra" => bail!(
-            "--method {}: the train-prune-finetune baselines (IMP with adversarial training, HYDRA) are not implemented yet",
-            a.method
+        "imp-at" => bail!(
+            "--method imp-at is iterative: alternate `awt train` and `awt prune --method magnitude --rewind INIT` \
+             (cargo xtask reproduce does this for the imp-at method)"
         ),
+        "hydra" => bail!("--method hydra: HYDRA (score optimisation under the robust loss) is not implemented yet"),
         other => {
             bail!("--method: unknown pruning method `{other}`: expected random, magnitude, snip, grasp or synflow")
         }
@@ -94,7 +100,48 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     Ok(masks)
 }
 
+/// One IMP round: magnitude masks of the trained `--model` (within its masks), over the weights of `--rewind`.
+fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
+    if a.method != "magnitude" {
+        bail!("--rewind works with --method magnitude (iterative magnitude pruning), not `{}`", a.method);
+    }
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let trained = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let mut net = awt_nets::load(rewind, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    if net.arch() != trained.arch() {
+        bail!("--rewind {} is a {}, --model {} a {}", rewind.display(), net.arch(), a.model.display(), trained.arch());
+    }
+    let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
+    let mut sc = scores::magnitude(&weights(&trained))?;
+    for (k, m) in trained.masks() {
+        let s = sc[k].mul(m)?;
+        sc.insert(k.clone(), s);
+    }
+    let before = trained.densities()?;
+    for (k, d) in &before {
+        if a.density > *d + 1e-12 {
+            bail!("--density {} is above the current density {d:.4} of `{k}`: IMP only removes weights", a.density);
+        }
+    }
+    let masks = select(&sc, a.density, alloc)?;
+    net.clear_masks();
+    for (k, m) in &masks {
+        net.set_mask(k, m)?;
+    }
+    net.apply_masks()?;
+    net.meta.insert("method".into(), "imp-at".into());
+    net.meta.insert("density".into(), a.density.to_string());
+    net.meta.insert("rewound_to".into(), rewind.display().to_string());
+    net.meta.insert("scored_from".into(), a.model.display().to_string());
+    net.meta.insert("git_commit".into(), git_commit().into());
+    awt_nets::save(&net, &a.out)?;
+    report(&net, &a.out)
+}
+
 pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
+    if let Some(r) = a.rewind.clone() {
+        return run_rewind(&a, &r);
+    }
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let mut net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     if !net.masks().is_empty() {

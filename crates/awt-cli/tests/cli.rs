@@ -128,3 +128,98 @@ fn ntk_command_writes_the_kernel_and_both_implementations_agree() {
     assert_eq!(kernels[0].len(), 30 * 30);
     assert!(diff <= 1e-10 * scale, "structured and reference kernels differ by {diff}");
 }
+
+#[test]
+fn prune_train_from_a_config_file_then_an_imp_round_with_rewinding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = awt(args, &[]);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    run(&["init", "--arch", "mlp-784-32-10", "--seed", "1", "--out", &p("init.safetensors")]);
+    let out = run(&[
+        "prune",
+        "--method",
+        "snip",
+        "--density",
+        "0.5",
+        "--model",
+        &p("init.safetensors"),
+        "--batch",
+        "64",
+        "--out",
+        &p("snip.safetensors"),
+    ]);
+    assert!(out.contains("fc1.weight 0.5000"), "{out}");
+    // The config-file form: the same keys as the flags; explicit flags win.
+    let cfg = tmp.path().join("run.toml");
+    std::fs::write(&cfg, "adv = \"fgsm\"\neps = 0.1\nepochs = 3\nbatch = 64\nopt = \"adam\"\nlr = 0.001\ntrain_limit = 256\neval_n = 64\neval_steps = 3\n").unwrap();
+    run(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--ticket",
+        &p("snip.safetensors"),
+        "--epochs",
+        "2",
+        "--quiet",
+        "--out",
+        &p("run"),
+    ]);
+    let written = std::fs::read_to_string(tmp.path().join("run/config.toml")).unwrap();
+    assert!(
+        written.contains("adv = \"fgsm\"") && written.contains("epochs = 2") && written.contains("train_limit = 256"),
+        "{written}"
+    );
+    assert_eq!(std::fs::read_to_string(tmp.path().join("run/metrics.jsonl")).unwrap().lines().count(), 2);
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("run/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["densities"]["fc1.weight"], 0.5);
+    // One IMP round: magnitude of the trained weights, among the kept ones, over the init weights.
+    run(&[
+        "prune",
+        "--method",
+        "magnitude",
+        "--density",
+        "0.25",
+        "--model",
+        &p("run/model.safetensors"),
+        "--rewind",
+        &p("init.safetensors"),
+        "--out",
+        &p("imp.safetensors"),
+    ]);
+    let load = |f: &str| {
+        awt_nets::load(std::path::Path::new(&p(f)), None, candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap()
+            .net
+    };
+    let (imp, init, snip) = (load("imp.safetensors"), load("init.safetensors"), load("snip.safetensors"));
+    let m = &imp.masks()["fc1.weight"];
+    let within =
+        m.mul(&(1.0 - &snip.masks()["fc1.weight"]).unwrap()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert_eq!(within, 0.0, "IMP kept a weight the previous mask had pruned");
+    let expect =
+        init.param("fc1.weight").unwrap().as_tensor().mul(m).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(imp.param("fc1.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), expect);
+    // Raising the density in an IMP round is refused.
+    let (ok, _, err) = awt(
+        &[
+            "prune",
+            "--method",
+            "magnitude",
+            "--density",
+            "0.9",
+            "--model",
+            &p("run/model.safetensors"),
+            "--rewind",
+            &p("init.safetensors"),
+            "--out",
+            &p("x.safetensors"),
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("IMP only removes weights"), "{err}");
+}
