@@ -10,6 +10,7 @@
 //! ```
 
 mod classifier;
+pub mod patches;
 mod rng;
 mod st;
 mod stage;
