@@ -284,7 +284,46 @@ fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(Strin
             }
             current
         }
-        other => bail!("unknown method `{other}` in the spec (hydra is not implemented yet)"),
+        "hydra" => {
+            // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
+            // robust loss, keep the top-k; the final training below fine-tunes the pruned weights.
+            let mut t = vec!["train".to_string(), "--init".into(), d("init.safetensors")];
+            t.extend(train_flags(run, spec, data, &v("hydra.pretrain_epochs")?)?);
+            t.extend(["--out".to_string(), d("pretrain")]);
+            cmds.push(("pretrain-train".into(), t));
+            let mut p: Vec<String> = vec![
+                "prune",
+                "--method",
+                "hydra",
+                "--density",
+                &run.density.to_string(),
+                "--model",
+                &d("pretrain/model.safetensors"),
+                "--data",
+                data,
+                "--hydra-epochs",
+                &v("hydra.epochs")?,
+                "--hydra-lr",
+                &v("hydra.lr")?,
+                "--eps",
+                &v("train.eps")?,
+                "--attack-steps",
+                &v("train.steps")?,
+                "--seed",
+                &run.seed.to_string(),
+                "--out",
+                &d("ticket.safetensors"),
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect();
+            if let Ok(n) = v("train.train_limit") {
+                p.extend(["--train-limit".to_string(), n]);
+            }
+            cmds.push(("hydra".into(), p));
+            d("ticket.safetensors")
+        }
+        other => bail!("unknown method `{other}` in the spec"),
     };
     let mut train =
         vec!["train".to_string(), if run.method == "dense" { "--init" } else { "--ticket" }.to_string(), ticket];

@@ -45,7 +45,7 @@ enum Cmd {
     /// Adversarially train a network (dense, or sparse with a fixed mask) as a resumable run.
     #[command(args_override_self = true)]
     Train(Box<crate::train::TrainArgs>),
-    /// Prune a dense initialisation: random, magnitude, snip, grasp or synflow.
+    /// Prune: random, magnitude, snip, grasp, synflow at init; hydra or IMP rounds (--rewind) after training.
     Prune(Box<crate::prune::PruneArgs>),
     /// Search a ticket at initialisation by kernel and output matching (awt or ntt).
     Ticket(Box<crate::prune::TicketArgs>),

@@ -18,7 +18,8 @@ use crate::util::git_commit;
 /// Flags of `awt prune`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct PruneArgs {
-    /// random, magnitude, snip, grasp or synflow.
+    /// random, magnitude, snip, grasp, synflow (at initialisation), or hydra (on an adversarially
+    /// pretrained --model); one IMP round is magnitude with --rewind.
     #[arg(long)]
     pub method: String,
     /// Fraction of weights kept, in (0, 1].
@@ -49,6 +50,21 @@ pub(crate) struct PruneArgs {
     /// weights (usually the initialisation). Only with --method magnitude.
     #[arg(long)]
     pub rewind: Option<PathBuf>,
+    /// HYDRA: epochs of score optimisation under the PGD-AT loss (--model must be adversarially pretrained).
+    #[arg(long, default_value_t = 2)]
+    pub hydra_epochs: usize,
+    /// HYDRA: score learning rate (SGD, momentum 0.9, cosine).
+    #[arg(long, default_value_t = 0.1)]
+    pub hydra_lr: f64,
+    /// HYDRA: ℓ∞ radius of the robust loss.
+    #[arg(long, default_value_t = 0.1)]
+    pub eps: f64,
+    /// HYDRA: PGD steps of the robust loss (step size ε/4).
+    #[arg(long, default_value_t = 10)]
+    pub attack_steps: usize,
+    /// HYDRA: use only the first N training examples.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -92,7 +108,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
             "--method imp-at is iterative: alternate `awt train` and `awt prune --method magnitude --rewind INIT` \
              (cargo xtask reproduce does this for the imp-at method)"
         ),
-        "hydra" => bail!("--method hydra: HYDRA (score optimisation under the robust loss) is not implemented yet"),
+        "hydra" => bail!("internal: hydra is handled by run_hydra"),
         other => {
             bail!("--method: unknown pruning method `{other}`: expected random, magnitude, snip, grasp or synflow")
         }
@@ -138,9 +154,44 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
     report(&net, &a.out)
 }
 
+/// HYDRA's pruning stage on an adversarially pretrained --model.
+fn run_hydra(a: &PruneArgs) -> Result<()> {
+    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
+    let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
+        .with_context(|| format!("--data {}", a.data))?;
+    let train = match a.train_limit {
+        Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
+        None => ds.train.clone(),
+    };
+    let cfg = awt_ticket::HydraConfig {
+        density: a.density,
+        epochs: a.hydra_epochs,
+        lr: a.hydra_lr,
+        eps: a.eps,
+        steps: a.attack_steps,
+        step_size: 0.25 * a.eps,
+        batch: 128,
+        seed: a.seed,
+    };
+    let work = a.out.with_extension("hydra");
+    let _ = std::fs::remove_dir_all(&work);
+    let mut ticket = awt_ticket::hydra(&net, &train, &ds.test, &cfg, &work)?;
+    ticket.meta.insert("git_commit".into(), git_commit().into());
+    ticket.meta.insert("pretrained".into(), a.model.display().to_string());
+    awt_nets::save(&ticket, &a.out)?;
+    report(&ticket, &a.out)
+}
+
 pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
+    }
+    if a.method == "hydra" {
+        if !(a.density > 0.0 && a.density <= 1.0) {
+            bail!("--density must be in (0, 1], got {}", a.density);
+        }
+        return run_hydra(&a);
     }
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let mut net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;

@@ -31,7 +31,10 @@
 //! # Ok(()) }
 //! ```
 
+mod hydra;
 mod search;
+
+pub use hydra::{HydraConfig, hydra};
 
 pub use search::{
     AdvSource, InputMix, Method, SearchConfig, SearchError, SearchLog, Ticket, WeightsFrom, kernel_distance, search,

@@ -94,3 +94,44 @@ fn rewound_tickets_keep_the_teachers_weights_under_the_final_mask() {
     assert!(search(&teacher, &ds.train, &bad, &mut |_| {}).unwrap_err().to_string().contains("density"));
     let _ = Tensor::zeros(1, DType::F32, &dev);
 }
+
+#[test]
+fn hydra_optimises_scores_under_the_robust_loss_and_keeps_pretrained_weights() {
+    use awt_prune::{Allocation, scores, select};
+    let dev = Device::Cpu;
+    let ds = awt_data::load("fashion-mnist-mini", &LoadOptions::offline_embedded_only()).unwrap();
+    let pretrained = Net::init(&Arch::Mlp(vec![784, 64, 10]), Init::KaimingUniform, 3, DType::F32, &dev).unwrap();
+    let train = ds.train.subset(0, 512).unwrap();
+    let tmp = std::env::temp_dir().join(format!("awt-hydra-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let cfg = awt_ticket::HydraConfig {
+        density: 0.1,
+        epochs: 2,
+        lr: 0.1,
+        eps: 0.1,
+        steps: 3,
+        step_size: 0.04,
+        batch: 128,
+        seed: 0,
+    };
+    let t = awt_ticket::hydra(&pretrained, &train, &ds.test, &cfg, &tmp).unwrap();
+    let weights = pretrained
+        .weight_names()
+        .into_iter()
+        .map(|k| (k.clone(), pretrained.param(&k).unwrap().as_tensor().clone()))
+        .collect();
+    let magnitude = select(&scores::magnitude(&weights).unwrap(), 0.1, Allocation::Uniform).unwrap();
+    let mut moved = 0.0;
+    for (k, m) in t.masks() {
+        let kept = m.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize;
+        assert_eq!(kept, (0.1 * m.elem_count() as f64).round() as usize, "{k}");
+        let expect =
+            pretrained.param(k).unwrap().as_tensor().mul(m).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(t.param(k).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), expect);
+        moved +=
+            m.ne(&magnitude[k]).unwrap().to_dtype(DType::F32).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    }
+    assert!(moved > 0.0, "score optimisation left the magnitude mask unchanged");
+    assert_eq!(t.meta["method"], "hydra");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

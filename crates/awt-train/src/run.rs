@@ -177,19 +177,21 @@ pub struct EpochMetrics {
 
 impl EpochMetrics {
     fn json(&self) -> String {
+        // JSON has no NaN: non-finite numbers (e.g. no evaluation subset) are written as null.
+        let num = |v: f64| if v.is_finite() { v.to_string() } else { "null".into() };
         let mut s = format!(
             "{{\"epoch\":{},\"train_loss\":{},\"train_acc\":{},\"clean_acc\":{},\"robust_acc\":{},\"lr\":{},\"images_per_sec\":{},\"seconds\":{}",
             self.epoch,
-            self.train_loss,
-            self.train_acc,
-            self.clean_acc,
-            self.robust_acc,
-            self.lr,
-            self.images_per_sec,
-            self.seconds
+            num(self.train_loss),
+            num(self.train_acc),
+            num(self.clean_acc),
+            num(self.robust_acc),
+            num(self.lr),
+            num(self.images_per_sec),
+            num(self.seconds)
         );
         for (k, v) in &self.extra {
-            s.push_str(&format!(",\"{k}\":{}", if v.is_finite() { v.to_string() } else { "null".into() }));
+            s.push_str(&format!(",\"{k}\":{}", num(*v)));
         }
         s.push('}');
         s

@@ -1,0 +1,168 @@
+//! HYDRA (Sehwag et al., NeurIPS 2020, "HYDRA: Pruning adversarially robust neural networks"):
+//! starting from an adversarially pretrained network, optimise per-weight importance scores under the
+//! robust (PGD-AT) loss with the weights frozen, keep the per-layer top-k scores, then fine-tune.
+//!
+//! The forward pass uses `w ⊙ m`, `m = topk(s)` re-selected after every step; the scores get the
+//! straight-through gradient `∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w` (HYDRA's estimator), written as
+//! `m + s − stopgrad(s)`. Training reuses `awt-train` unchanged: the scores are the trained
+//! parameters and the scored network is just another `Classifier`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use awt_base::{Classifier, Stage, Staged};
+use awt_data::Split;
+use awt_nets::Net;
+use awt_prune::{Allocation, select};
+use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError};
+use candle_core::{Tensor, Var};
+
+use crate::search::SearchError;
+
+/// A frozen network whose weight masks come from trainable scores.
+struct Scored<'a> {
+    net: &'a Net,
+    scores: BTreeMap<String, Var>,
+    density: f64,
+    masks: RefCell<BTreeMap<String, Tensor>>,
+}
+
+impl Scored<'_> {
+    fn refresh(&self) -> Result<(), SearchError> {
+        let s: BTreeMap<String, Tensor> =
+            self.scores.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        *self.masks.borrow_mut() =
+            select(&s, self.density, Allocation::Uniform).map_err(|e| SearchError::Other(e.to_string()))?;
+        Ok(())
+    }
+
+    fn stages(&self) -> candle_core::Result<Vec<Stage>> {
+        let masks = self.masks.borrow();
+        self.net
+            .stages()
+            .into_iter()
+            .map(|s| {
+                Ok(match s {
+                    Stage::Linear { name, weight, bias, .. } => {
+                        let k = format!("{name}.weight");
+                        Stage::Linear {
+                            weight: weight.detach(),
+                            bias: bias.detach(),
+                            mask: Some(self.st_mask(&k, &masks[&k])?),
+                            name,
+                        }
+                    }
+                    Stage::Conv2d { name, weight, bias, .. } => {
+                        let k = format!("{name}.weight");
+                        Stage::Conv2d {
+                            weight: weight.detach(),
+                            bias: bias.detach(),
+                            mask: Some(self.st_mask(&k, &masks[&k])?),
+                            name,
+                        }
+                    }
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    /// `m + s − stopgrad(s)`: the value of the 0/1 mask, the gradient of the scores.
+    fn st_mask(&self, k: &str, m: &Tensor) -> candle_core::Result<Tensor> {
+        let s = self.scores[k].as_tensor();
+        m + (s - s.detach())?
+    }
+}
+
+impl Classifier for Scored<'_> {
+    fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut shape = vec![x.dim(0)?];
+        shape.extend(self.net.arch().input_shape());
+        awt_base::forward_stages(&self.stages()?, &x.reshape(shape.as_slice())?)
+    }
+}
+
+struct Refresh<'a, 'b>(&'b Scored<'a>);
+impl Hooks for Refresh<'_, '_> {
+    fn after_step(&mut self, _epoch: usize, _global: u64) -> Result<(), TrainError> {
+        self.0.refresh().map_err(|e| TrainError::Invalid(e.to_string()))
+    }
+    fn after_epoch(&mut self, _m: &mut EpochMetrics) -> Result<(), TrainError> {
+        Ok(())
+    }
+}
+
+/// HYDRA's score optimisation settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HydraConfig {
+    /// Target density per layer.
+    pub density: f64,
+    /// Epochs of score optimisation.
+    pub epochs: usize,
+    /// Score learning rate (SGD with momentum 0.9, cosine schedule; HYDRA uses 0.1).
+    pub lr: f64,
+    /// Robust loss: PGD radius, steps and step size.
+    pub eps: f64,
+    /// PGD steps.
+    pub steps: usize,
+    /// PGD step size.
+    pub step_size: f64,
+    /// Batch size.
+    pub batch: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// Runs HYDRA's pruning stage on an adversarially `pretrained` network; returns it masked by the
+/// final top-k scores (weights = pretrained ⊙ mask), ready for fine-tuning. `work` receives the
+/// score run's metrics and checkpoints.
+pub fn hydra(
+    pretrained: &Net,
+    train: &Split,
+    eval: &Split,
+    cfg: &HydraConfig,
+    work: &std::path::Path,
+) -> Result<Net, SearchError> {
+    if !pretrained.masks().is_empty() {
+        return Err(SearchError::Invalid("HYDRA starts from a dense pretrained network (this one has masks)".into()));
+    }
+    let frozen = pretrained.deep_clone().map_err(|e| SearchError::Other(e.to_string()))?;
+    // Scaled initialisation: scores ∝ |w| (HYDRA's choice), normalised per layer.
+    let mut scores = BTreeMap::new();
+    for k in frozen.weight_names() {
+        let w = frozen.param(&k).expect("weight").as_tensor().abs()?;
+        let mx = w.flatten_all()?.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.max(1e-12);
+        scores.insert(k, Var::from_tensor(&(w / mx)?)?);
+    }
+    let scored =
+        Scored { net: &frozen, scores: scores.clone(), density: cfg.density, masks: RefCell::new(BTreeMap::new()) };
+    scored.refresh()?;
+    let tcfg = TrainConfig {
+        epochs: cfg.epochs,
+        batch_size: cfg.batch,
+        lr: cfg.lr,
+        optimizer: OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
+        schedule: Schedule::Cosine,
+        objective: Objective::Pgd { eps: cfg.eps, steps: cfg.steps, step_size: cfg.step_size },
+        seed: cfg.seed,
+        eval_n: 0,
+        eval_eps: cfg.eps,
+        eval_steps: 0,
+    };
+    let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let run = RunDir { dir: work.to_path_buf(), config_hash: format!("{cfg:?}"), resume: false };
+    awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))
+        .map_err(|e| SearchError::Other(e.to_string()))?;
+    scored.refresh()?;
+    let masks = scored.masks.borrow().clone();
+    drop(scored);
+    let mut out = frozen;
+    for (k, m) in masks.iter() {
+        out.set_mask(k, m).map_err(|e| SearchError::Other(e.to_string()))?;
+    }
+    out.apply_masks().map_err(|e| SearchError::Other(e.to_string()))?;
+    out.meta.insert("method".into(), "hydra".into());
+    out.meta.insert("density".into(), cfg.density.to_string());
+    out.meta.insert("hydra".into(), format!("{cfg:?}"));
+    Ok(out)
+}
