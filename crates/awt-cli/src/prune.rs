@@ -62,9 +62,15 @@ pub(crate) struct PruneArgs {
     /// HYDRA: PGD steps of the robust loss (step size ε/4).
     #[arg(long, default_value_t = 10)]
     pub attack_steps: usize,
-    /// HYDRA: use only the first N training examples.
+    /// HYDRA / IMP-AT: use only the first N training examples.
     #[arg(long)]
     pub train_limit: Option<usize>,
+    /// IMP-AT: rounds of (PGD-AT training, magnitude pruning to density^(r/R), rewind to --model).
+    #[arg(long, default_value_t = 3)]
+    pub imp_rounds: usize,
+    /// IMP-AT: training epochs per round (Adam 1e-3, batch 128, PGD with --eps and --attack-steps).
+    #[arg(long, default_value_t = 2)]
+    pub imp_epochs: usize,
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -104,10 +110,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
             select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?, a.density, alloc)?
         }
         "synflow" => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
-        "imp-at" => bail!(
-            "--method imp-at is iterative: alternate `awt train` and `awt prune --method magnitude --rewind INIT` \
-             (cargo xtask reproduce does this for the imp-at method)"
-        ),
+        "imp-at" => bail!("internal: imp-at is handled by run_imp"),
         "hydra" => bail!("internal: hydra is handled by run_hydra"),
         other => {
             bail!("--method: unknown pruning method `{other}`: expected random, magnitude, snip, grasp or synflow")
@@ -183,9 +186,83 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
     report(&ticket, &a.out)
 }
 
+/// IMP-AT as one command: rounds of adversarial training and magnitude pruning with rewinding to
+/// the initialisation `--model` (lottery tickets); work folders sit beside `--out`.
+fn run_imp(a: &PruneArgs) -> Result<()> {
+    #[derive(clap::Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        t: crate::train::TrainArgs,
+    }
+    if a.imp_rounds == 0 {
+        bail!("--imp-rounds must be ≥ 1");
+    }
+    let work = a.out.with_extension("imp");
+    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let mut current = a.model.clone();
+    for r in 1..=a.imp_rounds {
+        let dir = work.join(format!("round{r}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut args: Vec<String> = vec![
+            "train".into(),
+            if r == 1 { "--init" } else { "--ticket" }.into(),
+            current.display().to_string(),
+            "--data".into(),
+            a.data.clone(),
+            "--adv".into(),
+            "pgd".into(),
+            "--eps".into(),
+            a.eps.to_string(),
+            "--steps".into(),
+            a.attack_steps.to_string(),
+            "--epochs".into(),
+            a.imp_epochs.to_string(),
+            "--opt".into(),
+            "adam".into(),
+            "--lr".into(),
+            "0.001".into(),
+            "--eval-n".into(),
+            "200".into(),
+            "--eval-steps".into(),
+            "10".into(),
+            "--seed".into(),
+            a.seed.to_string(),
+            "--quiet".into(),
+            "--out".into(),
+            dir.display().to_string(),
+        ];
+        if let Some(n) = a.train_limit {
+            args.extend(["--train-limit".into(), n.to_string()]);
+        }
+        if let Some(d) = &a.data_dir {
+            args.extend(["--data-dir".into(), d.display().to_string()]);
+        }
+        let t = <Wrap as clap::Parser>::try_parse_from(&args).map_err(|e| anyhow::anyhow!("{e}"))?.t;
+        crate::train::run_training(&t, false)?;
+        let next = work.join(format!("round{r}-ticket.safetensors"));
+        let round = PruneArgs {
+            method: "magnitude".into(),
+            density: a.density.powf(r as f64 / a.imp_rounds as f64),
+            model: dir.join("model.safetensors"),
+            rewind: Some(a.model.clone()),
+            out: if r == a.imp_rounds { a.out.clone() } else { next.clone() },
+            ..a.clone()
+        };
+        run_rewind(&round, &a.model)?;
+        current = next;
+    }
+    Ok(())
+}
+
 pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
+    }
+    if a.method == "imp-at" {
+        if !(a.density > 0.0 && a.density <= 1.0) {
+            bail!("--density must be in (0, 1], got {}", a.density);
+        }
+        return run_imp(&a);
     }
     if a.method == "hydra" {
         if !(a.density > 0.0 && a.density <= 1.0) {

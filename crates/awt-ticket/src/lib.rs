@@ -37,5 +37,6 @@ mod search;
 pub use hydra::{HydraConfig, hydra};
 
 pub use search::{
-    AdvSource, InputMix, Method, SearchConfig, SearchError, SearchLog, Ticket, WeightsFrom, kernel_distance, search,
+    AdvSource, InputMix, LossTerms, Method, SearchConfig, SearchError, SearchLog, Ticket, WeightsFrom, kernel_distance,
+    loss_terms, search,
 };

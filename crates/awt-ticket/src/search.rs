@@ -221,6 +221,54 @@ fn rel(a: &Tensor, b: &Tensor) -> Result<f64, SearchError> {
     metrics::relative_distance(a, b).map_err(other)
 }
 
+/// The three terms of the NTT/AWT loss on one batch of `inputs` (method.md), with the kernels and
+/// outputs they compare. Teacher quantities are constants (detached).
+pub struct LossTerms {
+    /// λ_ker · mean((Θ_s − Θ_T)²) over the two halves of the batch.
+    pub kernel_term: Tensor,
+    /// mean((f_s − f_T)²).
+    pub output_term: Tensor,
+    /// (λ_l2 / d) Σ ‖m ⊙ W_s‖².
+    pub l2_term: Tensor,
+    /// Student kernel.
+    pub ks: Tensor,
+    /// Teacher kernel (detached).
+    pub kt: Tensor,
+    /// Student outputs.
+    pub fs: Tensor,
+    /// Teacher outputs (detached).
+    pub ft: Tensor,
+}
+
+/// The search loss on `inputs` (already adversarial for AWT), differentiable in the student's weights.
+pub fn loss_terms(
+    student: &Net,
+    teacher: &Net,
+    inputs: &Tensor,
+    masks: &BTreeMap<String, Tensor>,
+    cfg: &SearchConfig,
+) -> Result<LossTerms, SearchError> {
+    let half = inputs.dim(0)? / 2;
+    let (x1, x2) = (inputs.narrow(0, 0, half)?, inputs.narrow(0, half, half)?);
+    let kt = structured(&teacher.stages(), &x1, &x2, Kind::Full).map_err(other)?.detach();
+    let ft = teacher.forward(inputs)?.detach();
+    let ks = structured(&student.stages(), &x1, &x2, Kind::Full).map_err(other)?;
+    let fs = student.forward(inputs)?;
+    let kernel_term = ((&ks - &kt)?.sqr()?.mean_all()? * cfg.lambda_ker)?;
+    let output_term = (&fs - &ft)?.sqr()?.mean_all()?;
+    let mut l2 = Tensor::zeros((), student.dtype(), inputs.device())?;
+    for k in student.weight_names() {
+        let w = student.param(&k).expect("weight").as_tensor();
+        let w = match masks.get(&k) {
+            Some(m) => w.mul(m)?,
+            None => w.clone(),
+        };
+        l2 = (l2 + w.sqr()?.sum_all()?)?;
+    }
+    let l2_term = (l2 * (cfg.lambda_l2 / cfg.density))?;
+    Ok(LossTerms { kernel_term, output_term, l2_term, ks, kt, fs, ft })
+}
+
 /// Runs the search from the dense initialisation `teacher` on `data`.
 pub fn search(
     teacher: &Net,
@@ -299,20 +347,8 @@ pub fn search(
         let mut shape = input_shape.clone();
         shape[0] = inputs.dim(0)?;
         let inputs = inputs.reshape(shape.as_slice())?;
-        let half = inputs.dim(0)? / 2;
-        let (x1, x2) = (inputs.narrow(0, 0, half)?, inputs.narrow(0, half, half)?);
-        let kt = structured(&teacher.stages(), &x1, &x2, Kind::Full).map_err(other)?.detach();
-        let ft = teacher.forward(&inputs)?.detach();
-        let ks = structured(&student.stages(), &x1, &x2, Kind::Full).map_err(other)?;
-        let fs = student.forward(&inputs)?;
-        let kernel_term = ((&ks - &kt)?.sqr()?.mean_all()? * cfg.lambda_ker)?;
-        let output_term = (&fs - &ft)?.sqr()?.mean_all()?;
-        let mut l2 = Tensor::zeros((), student.dtype(), &dev)?;
-        for k in student.weight_names() {
-            let w = student.param(&k).expect("weight").as_tensor().mul(&masks[&k])?;
-            l2 = (l2 + w.sqr()?.sum_all()?)?;
-        }
-        let l2_term = (l2 * (cfg.lambda_l2 / cfg.density))?;
+        let terms = loss_terms(&student, &teacher, &inputs, &masks, cfg)?;
+        let LossTerms { kernel_term, output_term, l2_term, ks, kt, fs, ft } = terms;
         let loss = ((&kernel_term + &output_term)? + &l2_term)?;
         let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !lv.is_finite() {

@@ -135,3 +135,56 @@ fn hydra_optimises_scores_under_the_robust_loss_and_keeps_pretrained_weights() {
     assert_eq!(t.meta["method"], "hydra");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+#[test]
+fn search_loss_gradient_matches_finite_differences_in_f64() {
+    use awt_ticket::loss_terms;
+    let dev = Device::Cpu;
+    let teacher = Net::init(&Arch::Mlp(vec![10, 8, 6, 4]), Init::KaimingUniform, 2, DType::F64, &dev).unwrap();
+    let mut student = teacher.deep_clone().unwrap();
+    let mut r = awt_base::Rng::new(4);
+    let mut masks = std::collections::BTreeMap::new();
+    for k in student.weight_names() {
+        let w = student.param(&k).unwrap().as_tensor().clone();
+        let m: Vec<f64> = (0..w.elem_count()).map(|_| if r.uniform() < 0.5 { 1.0 } else { 0.0 }).collect();
+        let m = Tensor::from_vec(m, w.shape(), &dev).unwrap();
+        student.set_mask(&k, &m).unwrap();
+        masks.insert(k, m);
+    }
+    // Move the student away from the teacher so every term is non-trivial.
+    for v in student.params().values() {
+        let noise: Vec<f64> = (0..v.elem_count()).map(|_| 0.1 * r.normal()).collect();
+        v.set(&(v.as_tensor() + Tensor::from_vec(noise, v.shape(), &dev).unwrap()).unwrap()).unwrap();
+    }
+    let inputs = Tensor::from_vec((0..60).map(|_| r.uniform()).collect::<Vec<f64>>(), (6, 10), &dev).unwrap();
+    let cfg = SearchConfig { lambda_ker: 0.7, lambda_l2: 0.05, ..SearchConfig::defaults(Method::Awt, 0.5) };
+    let total = |s: &Net| -> Tensor {
+        let t = loss_terms(s, &teacher, &inputs, &masks, &cfg).unwrap();
+        ((t.kernel_term + t.output_term).unwrap() + t.l2_term).unwrap()
+    };
+    let grads = total(&student).backward().unwrap();
+    for (name, var) in student.params() {
+        let g = match grads.get(var.as_tensor()) {
+            Some(g) => g.flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+            None => vec![0.0; var.elem_count()],
+        };
+        let base = var.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in (0..base.len()).step_by(3) {
+            let at = |v: f64| {
+                let mut p = base.clone();
+                p[i] = v;
+                var.set(&Tensor::from_vec(p, var.shape(), &dev).unwrap()).unwrap();
+                let l = total(&student).to_scalar::<f64>().unwrap();
+                var.set(&Tensor::from_vec(base.clone(), var.shape(), &dev).unwrap()).unwrap();
+                l
+            };
+            let h = 1e-6;
+            let fd = (at(base[i] + h) - at(base[i] - h)) / (2.0 * h);
+            assert!(
+                (fd - g[i]).abs() <= 1e-6 * (1.0 + fd.abs()),
+                "{name}[{i}]: finite difference {fd} vs backward {}",
+                g[i]
+            );
+        }
+    }
+}
