@@ -164,7 +164,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
             }
             md += "\n";
         }
-        md += "\nIMP-AT: lottery tickets by iterative magnitude pruning of adversarially trained nets, rewound to the initialisation (rounds and epochs per round in the spec's `[imp]`). HYDRA: importance scores optimised under the PGD-AT loss of an adversarially pretrained net (straight-through top-k), then fine-tuned with the common recipe (`[hydra]` in the spec).\n\n";
+        md += "\nIMP-AT: lottery tickets by iterative magnitude pruning of adversarially trained nets, rewound to the initialisation (rounds and epochs per round in the spec's `[imp]`). HYDRA: importance scores optimised under the PGD-AT loss of an adversarially pretrained net (straight-through top-k), then fine-tuned with the common recipe (`[hydra]` in the spec). Both train before they prune, so they use more training compute than the methods at initialisation: the comparison is not compute-matched.\n\n";
         let tag = format!("{preset}-{arch}");
         // Figure 1: worst-case robust accuracy vs density.
         let mut series = Vec::new();
