@@ -24,7 +24,7 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
-use crate::patches::{AddBlockDiag, ScaleBlocksAdd, conv_signal, im2col, scale_blocks};
+use crate::patches::{AddBlockDiag, ScaleBlocksAdd, conv_signal, im2col};
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
@@ -143,14 +143,10 @@ fn pad_to(g: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
     if gw < w { g.pad_with_zeros(3, 0, w - gw) } else { Ok(g) }
 }
 
-/// One weighted stage's block of the full kernel, `(n1·k, n2·k)`.
+/// One weighted stage's block of the full kernel, `(n1·k, n2·k)`, for the layers not accumulated
+/// by the fused dense-linear path in [`structured`] (masked linear and convolution).
 fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
     match (l1, l2) {
-        (LayerSide::Linear { a: a1, d: d1, mask: None, .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
-            let dd = d1.matmul(&d2.t()?)?;
-            let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
-            scale_blocks(&dd, &aa, k)
-        }
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
             let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
