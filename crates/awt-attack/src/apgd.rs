@@ -8,7 +8,7 @@
 use awt_base::{Classifier, Rng};
 use candle_core::Tensor;
 
-use crate::core::{Attack, Outcome, Tracker, probe, select_rows, validate};
+use crate::core::{Attack, Outcome, Tracker, probe, select_rows, validate, with_restarts};
 use crate::error::{AttackError, invalid};
 use crate::loss::LossKind;
 use crate::pgd::{Norm, ascend, project, random_start};
@@ -144,9 +144,6 @@ impl Attack for Apgd {
         target: Option<&Tensor>,
         ids: &[u64],
     ) -> Result<Outcome, AttackError> {
-        if self.restarts == 0 {
-            return Err(invalid("restarts must be ≥ 1"));
-        }
         let k = validate(model, x, y, target, ids, self.eps)?;
         if self.loss == LossKind::Dlr && k < 3 + usize::from(target.is_some()) {
             return Err(invalid(format!(
@@ -154,30 +151,7 @@ impl Attack for Apgd {
                 3 + usize::from(target.is_some())
             )));
         }
-        let mut best: Option<Tracker> = None;
-        for r in 0..self.restarts {
-            let t = self.run(model, x, y, target, ids, r as u64)?;
-            best = Some(match best {
-                None => t,
-                Some(mut b) => {
-                    let mut take = vec![0u8; ids.len()];
-                    for i in 0..ids.len() {
-                        if !b.fooled[i] && (t.fooled[i] || t.loss[i] > b.loss[i]) {
-                            take[i] = 1;
-                            b.fooled[i] = t.fooled[i];
-                            b.loss[i] = t.loss[i];
-                        }
-                    }
-                    b.best = select_rows(&take, &t.best, &b.best)?;
-                    b
-                }
-            });
-            if best.as_ref().is_some_and(|b| b.fooled.iter().all(|&f| f)) {
-                break;
-            }
-        }
-        let b = best.expect("restarts ≥ 1");
-        Ok(Outcome { adv: b.best, fooled: b.fooled, loss: b.loss })
+        with_restarts(x, y, target, ids, self.restarts, |x, y, t, ids, r| self.run(model, x, y, t, ids, r))
     }
 }
 

@@ -151,6 +151,44 @@ impl Tracker {
     }
 }
 
+/// Restart 0 on the whole batch, then restarts 1.. only on the points still standing, keeping per
+/// point the first fooling iterate, else the one of highest loss. `run(x, y, target, ids, restart)`
+/// is one attack run; since each point's random stream depends on its id and the restart number
+/// alone, running later restarts on a subset gives every point what a full-batch run would.
+pub(crate) fn with_restarts(
+    x: &Tensor,
+    y: &Tensor,
+    target: Option<&Tensor>,
+    ids: &[u64],
+    restarts: usize,
+    mut run: impl FnMut(&Tensor, &Tensor, Option<&Tensor>, &[u64], u64) -> Result<Tracker, AttackError>,
+) -> Result<Outcome, AttackError> {
+    if restarts == 0 {
+        return Err(invalid("restarts must be ≥ 1"));
+    }
+    let mut tr = run(x, y, target, ids, 0)?;
+    for r in 1..restarts {
+        let alive: Vec<usize> = (0..ids.len()).filter(|&i| !tr.fooled[i]).collect();
+        if alive.is_empty() {
+            break;
+        }
+        let idx = Tensor::from_vec(alive.iter().map(|&i| i as u32).collect::<Vec<_>>(), alive.len(), x.device())?;
+        let sub_ids: Vec<u64> = alive.iter().map(|&i| ids[i]).collect();
+        let tsub = target.map(|t| t.index_select(&idx, 0)).transpose()?;
+        let sub = run(&x.index_select(&idx, 0)?, &y.index_select(&idx, 0)?, tsub.as_ref(), &sub_ids, r as u64)?;
+        let mut rows: Vec<Tensor> = (0..ids.len()).map(|i| tr.best.get(i)).collect::<Result<_, _>>()?;
+        for (j, &i) in alive.iter().enumerate() {
+            if sub.fooled[j] || sub.loss[j] > tr.loss[i] {
+                rows[i] = sub.best.get(j)?;
+                tr.loss[i] = sub.loss[j];
+                tr.fooled[i] = sub.fooled[j];
+            }
+        }
+        tr.best = Tensor::stack(&rows, 0)?;
+    }
+    Ok(Outcome { adv: tr.best, fooled: tr.fooled, loss: tr.loss })
+}
+
 /// Row-wise choice: row i of `a` where `take[i] == 1`, else of `b`.
 pub(crate) fn select_rows(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Tensor, AttackError> {
     let n = take.len();

@@ -4,7 +4,7 @@
 use awt_base::{Classifier, Rng};
 use candle_core::Tensor;
 
-use crate::core::{Attack, Outcome, Tracker, l2_norms, probe, validate};
+use crate::core::{Attack, Outcome, Tracker, l2_norms, probe, validate, with_restarts};
 use crate::error::{AttackError, invalid};
 use crate::loss::LossKind;
 
@@ -191,35 +191,6 @@ impl Attack for Pgd {
     ) -> Result<Outcome, AttackError> {
         validate(model, x, y, target, ids, self.eps)?;
         self.check()?;
-        let mut tr = self.run(model, x, y, target, ids, 0)?;
-        for r in 1..self.restarts {
-            // Later restarts only run on the points still standing; each point's stream depends on its
-            // id and the restart number, never on which other points are in the batch.
-            let alive: Vec<usize> = (0..ids.len()).filter(|&i| !tr.fooled[i]).collect();
-            if alive.is_empty() {
-                break;
-            }
-            let idx = Tensor::from_vec(alive.iter().map(|&i| i as u32).collect::<Vec<_>>(), alive.len(), x.device())?;
-            let sub_ids: Vec<u64> = alive.iter().map(|&i| ids[i]).collect();
-            let tsub = target.map(|t| t.index_select(&idx, 0)).transpose()?;
-            let sub = self.run(
-                model,
-                &x.index_select(&idx, 0)?,
-                &y.index_select(&idx, 0)?,
-                tsub.as_ref(),
-                &sub_ids,
-                r as u64,
-            )?;
-            let mut rows: Vec<Tensor> = (0..ids.len()).map(|i| tr.best.get(i)).collect::<Result<_, _>>()?;
-            for (j, &i) in alive.iter().enumerate() {
-                if sub.fooled[j] || sub.loss[j] > tr.loss[i] {
-                    rows[i] = sub.best.get(j)?;
-                    tr.loss[i] = sub.loss[j];
-                    tr.fooled[i] = sub.fooled[j];
-                }
-            }
-            tr.best = Tensor::stack(&rows, 0)?;
-        }
-        Ok(Outcome { adv: tr.best, fooled: tr.fooled, loss: tr.loss })
+        with_restarts(x, y, target, ids, self.restarts, |x, y, t, ids, r| self.run(model, x, y, t, ids, r))
     }
 }

@@ -144,6 +144,14 @@ fn more_steps_or_restarts_never_raise_robust_accuracy_per_example() {
     assert!(subset(&s5, &s10), "a point broken by PGD-5 survived PGD-10");
     let (r1, r3) = (run(&pgd(0.02, 5, 1)), run(&pgd(0.02, 5, 3)));
     assert!(subset(&r1, &r3), "a point broken with 1 restart survived 3");
+    let apgd =
+        |restarts| Apgd { eps: 0.02, steps: 10, norm: Norm::Linf, restarts, loss: LossKind::CrossEntropy, seed: 2 };
+    let (a1, a3) = (run(&apgd(1)), run(&apgd(3)));
+    assert!(subset(&a1, &a3), "a point broken by APGD with 1 restart survived 3");
+    // Restart 0 is the same run either way: its points keep exactly the adversarial example it found.
+    for i in (0..N).filter(|&i| a1.fooled[i]) {
+        assert_eq!(max_abs(&(a1.adv.get(i).unwrap() - a3.adv.get(i).unwrap()).unwrap()), 0.0);
+    }
     assert!(accuracy(&s10) < accuracy(&clean_outcome()), "the attack at ε = 0.02 does nothing: the test is toothless");
 }
 
