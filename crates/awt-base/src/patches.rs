@@ -228,6 +228,55 @@ mod tests {
     }
 
     #[test]
+    fn masked_pair_equals_the_broadcast_formulation_with_gradients() {
+        let (n1, n2, k, p) = (3, 4, 2, 5);
+        let d1 = Var::from_tensor(&rand(&[n1, k, p], 30)).unwrap();
+        let d2 = Var::from_tensor(&rand(&[n2, k, p], 31)).unwrap();
+        let g = Var::from_tensor(&rand(&[n1, n2, p], 32)).unwrap();
+        let r = rand(&[n1 * k, n2 * k], 33);
+        let fast = d1.as_tensor().apply_op3(d2.as_tensor(), g.as_tensor(), MaskedPair).unwrap();
+        // Θ[i,c,j,c'] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p] by broadcasting over (i, c, j, c', p).
+        let slow = d1
+            .as_tensor()
+            .reshape((n1, k, 1, 1, p))
+            .unwrap()
+            .broadcast_mul(&g.as_tensor().reshape((n1, 1, n2, 1, p)).unwrap())
+            .unwrap()
+            .broadcast_mul(&d2.as_tensor().reshape((1, 1, n2, k, p)).unwrap())
+            .unwrap()
+            .sum(4)
+            .unwrap()
+            .reshape((n1 * k, n2 * k))
+            .unwrap();
+        assert!(max_diff(&fast, &slow) < 1e-13);
+        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&d1, &d2, &g] {
+            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-13);
+        }
+        // And by central finite differences of ⟨Θ, r⟩, a few entries of each input.
+        let inputs = [d1.as_tensor().clone(), d2.as_tensor().clone(), g.as_tensor().clone()];
+        for (which, v) in [&d1, &d2, &g].iter().enumerate() {
+            let an = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for e in [0, 7, an.len() - 1] {
+                let f = |h: f64| {
+                    let mut xs = inputs.clone();
+                    let mut flat = xs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                    flat[e] += h;
+                    xs[which] = Tensor::from_vec(flat, xs[which].shape(), &Device::Cpu).unwrap();
+                    let th = xs[0].apply_op3(&xs[1], &xs[2], MaskedPair).unwrap();
+                    th.mul(&r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                };
+                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+                assert!((fd - an[e]).abs() < 1e-7 * (1.0 + fd.abs()), "input {which} entry {e}: FD {fd} vs {}", an[e]);
+            }
+        }
+        // Shapes that do not fit are refused by name.
+        let bad = d1.as_tensor().apply_op3(d2.as_tensor(), &rand(&[n1, n2, p + 1], 34), MaskedPair);
+        assert!(bad.unwrap_err().to_string().contains("masked-pair"));
+    }
+
+    #[test]
     fn im2col_convolution_equals_candles_forward_and_gradients() {
         let x = Var::from_tensor(&rand(&[3, 2, 9, 8], 20)).unwrap();
         let w = Var::from_tensor(&rand(&[4, 2, 3, 3], 21)).unwrap();
@@ -417,6 +466,237 @@ impl candle_core::CustomOp3 for ScaleBlocksAdd {
         let gdd = g.apply_op2_no_bwd(s, &ScaleBlocks { k })?;
         let gs = g.mul(dd)?.reshape((n1, k, n2, k))?.sum(3)?.sum(1)?;
         Ok((Some(g), Some(gdd), Some(gs)))
+    }
+}
+
+/// A masked linear layer's kernel block, `Θ[(i,c),(j,c')] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p]`, with
+/// `d1: (n1, k, p)`, `d2: (n2, k, p)` the backward signals and `g: (n1, n2, p)` the masked input
+/// products (plus one for the bias); the result is `(n1·k, n2·k)`. The same contraction by candle
+/// ops needs an `(n1, n2, k, p)` temporary whose backward is a reduction over middle axes (slow on
+/// CPU); here forward and backward are loops over example pairs with contiguous inner products.
+/// Differentiable in all three arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskedPair;
+
+struct PairDims {
+    n1: usize,
+    n2: usize,
+    k: usize,
+    p: usize,
+}
+
+fn pair_dims(d1: &Shape, d2: &Shape, g: &Shape) -> Result<PairDims> {
+    let (n1, k, p) = d1.dims3()?;
+    let (n2, k2, p2) = d2.dims3()?;
+    let (gn1, gn2, gp) = g.dims3()?;
+    if k2 != k || p2 != p || (gn1, gn2, gp) != (n1, n2, p) {
+        candle_core::bail!("masked-pair: shapes {d1:?} {d2:?} {g:?} do not fit (n1,k,p) (n2,k,p) (n1,n2,p)");
+    }
+    Ok(PairDims { n1, n2, k, p })
+}
+
+/// A matrix view for [`gemm_into`]: element (r, c) at `offset + r·rs + c·cs`.
+#[derive(Clone, Copy)]
+struct View {
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl View {
+    fn last(&self, rows: usize, cols: usize) -> usize {
+        self.offset + (rows.max(1) - 1) * self.rs + (cols.max(1) - 1) * self.cs
+    }
+}
+
+/// `dst = a · b` (`m × kk` times `kk × n`) with gemm's kernels (the ones candle's matmul uses), on
+/// strided views into slices. Panics when a view runs past its slice, so the unsafe call is sound.
+#[allow(unsafe_code)]
+fn gemm_into<T: WithDType>(
+    (m, n, kk): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    a: &[T],
+    av: View,
+    b: &[T],
+    bv: View,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dv.last(m, n) < dst.len() && av.last(m, kk) < a.len() && bv.last(kk, n) < b.len(),
+        "gemm view out of bounds"
+    );
+    // SAFETY: every index the kernel touches is below the asserted bounds; dst does not alias a or b
+    // (a &mut and two & borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            kk,
+            dst.as_mut_ptr().add(dv.offset),
+            dv.cs as isize,
+            dv.rs as isize,
+            false,
+            a.as_ptr().add(av.offset),
+            av.cs as isize,
+            av.rs as isize,
+            b.as_ptr().add(bv.offset),
+            bv.cs as isize,
+            bv.rs as isize,
+            T::zero(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+fn masked_pair_fwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], dims: &PairDims) -> Vec<T> {
+    let PairDims { n1, n2, k, p } = *dims;
+    let mut out = vec![T::zero(); n1 * k * n2 * k];
+    let mut r = vec![T::zero(); n2 * k * p];
+    for i in 0..n1 {
+        // R[(j,c'),·] = g[i,j,·] ⊙ d2[j,c',·]; rows (i,·) of Θ are d1[i] (k × p) · Rᵀ (p × n2·k).
+        for j in 0..n2 {
+            let gij = &g[(i * n2 + j) * p..][..p];
+            for cc in 0..k {
+                let row = (j * k + cc) * p;
+                for ((o, &x), &y) in r[row..row + p].iter_mut().zip(&d2[row..row + p]).zip(gij) {
+                    *o = x * y;
+                }
+            }
+        }
+        gemm_into(
+            (k, n2 * k, p),
+            &mut out,
+            View { offset: i * k * n2 * k, rs: n2 * k, cs: 1 },
+            d1,
+            View { offset: i * k * p, rs: p, cs: 1 },
+            &r,
+            View { offset: 0, rs: 1, cs: p },
+        );
+    }
+    out
+}
+
+/// Gradients of `⟨grad, Θ⟩` with respect to d1, d2 and g.
+fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: &PairDims) -> (Vec<T>, Vec<T>, Vec<T>) {
+    let PairDims { n1, n2, k, p } = *dims;
+    let (mut gd1, mut gd2, mut gg) =
+        (vec![T::zero(); n1 * k * p], vec![T::zero(); n2 * k * p], vec![T::zero(); n1 * n2 * p]);
+    let (mut u, mut sm) = (vec![T::zero(); n1 * k * p], vec![T::zero(); n1 * k * p]);
+    let row_stride = n2 * k;
+    for j in 0..n2 {
+        // U[(i,c),·] = Σ_c' grad[(i,c),(j,c')] d2[j,c',·]: the grad's column block j (n1·k × k) · d2[j].
+        gemm_into(
+            (n1 * k, p, k),
+            &mut u,
+            View { offset: 0, rs: p, cs: 1 },
+            grad,
+            View { offset: j * k, rs: row_stride, cs: 1 },
+            d2,
+            View { offset: j * k * p, rs: p, cs: 1 },
+        );
+        for i in 0..n1 {
+            let gij = &g[(i * n2 + j) * p..][..p];
+            for c in 0..k {
+                let row = (i * k + c) * p;
+                let (uc, d1c) = (&u[row..row + p], &d1[row..row + p]);
+                // ∂/∂g[i,j,·] = Σ_c d1[i,c,·] U[(i,c),·];  ∂/∂d1[i,c,·] = Σ_j g[i,j,·] U[(i,c),·]
+                for ((o, &x), &y) in gg[(i * n2 + j) * p..][..p].iter_mut().zip(d1c).zip(uc) {
+                    *o += x * y;
+                }
+                for ((o, &x), &y) in gd1[row..row + p].iter_mut().zip(gij).zip(uc) {
+                    *o += x * y;
+                }
+                // S[(i,c),·] = g[i,j,·] ⊙ d1[i,c,·]
+                for ((o, &x), &y) in sm[row..row + p].iter_mut().zip(gij).zip(d1c) {
+                    *o = x * y;
+                }
+            }
+        }
+        // ∂/∂d2[j] = (grad's column block j)ᵀ (k × n1·k) · S (n1·k × p)
+        gemm_into(
+            (k, p, n1 * k),
+            &mut gd2,
+            View { offset: j * k * p, rs: p, cs: 1 },
+            grad,
+            View { offset: j * k, rs: 1, cs: row_stride },
+            &sm,
+            View { offset: 0, rs: p, cs: 1 },
+        );
+    }
+    (gd1, gd2, gg)
+}
+
+impl candle_core::CustomOp3 for MaskedPair {
+    fn name(&self) -> &'static str {
+        "awt-masked-pair"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = pair_dims(l1.shape(), l2.shape(), l3.shape())?;
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(masked_pair_fwd(
+                contiguous::<f32>(s1, l1)?,
+                contiguous::<f32>(s2, l2)?,
+                contiguous::<f32>(s3, l3)?,
+                &dims,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(masked_pair_fwd(
+                contiguous::<f64>(s1, l1)?,
+                contiguous::<f64>(s2, l2)?,
+                contiguous::<f64>(s3, l3)?,
+                &dims,
+            )),
+            _ => candle_core::bail!("masked-pair: only f32 or f64, all the same"),
+        };
+        Ok((st, Shape::from((dims.n1 * dims.k, dims.n2 * dims.k))))
+    }
+
+    fn bwd(
+        &self,
+        d1: &Tensor,
+        d2: &Tensor,
+        g: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dims = pair_dims(d1.shape(), d2.shape(), g.shape())?;
+        fn run<T: WithDType>(
+            d1: &Tensor,
+            d2: &Tensor,
+            g: &Tensor,
+            grad: &Tensor,
+            dims: &PairDims,
+        ) -> Result<(Tensor, Tensor, Tensor)> {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
+            let (a, b, c) = masked_pair_bwd(&flat(d1)?, &flat(d2)?, &flat(g)?, &flat(grad)?, dims);
+            let dev = d1.device();
+            Ok((
+                Tensor::from_vec(a, d1.shape(), dev)?,
+                Tensor::from_vec(b, d2.shape(), dev)?,
+                Tensor::from_vec(c, g.shape(), dev)?,
+            ))
+        }
+        let (a, b, c) = match d1.dtype() {
+            candle_core::DType::F32 => run::<f32>(d1, d2, g, grad, &dims)?,
+            candle_core::DType::F64 => run::<f64>(d1, d2, g, grad, &dims)?,
+            dt => candle_core::bail!("masked-pair: only f32 or f64, got {dt:?}"),
+        };
+        Ok((Some(a), Some(b), Some(c)))
     }
 }
 

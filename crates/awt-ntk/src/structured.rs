@@ -24,7 +24,7 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
-use crate::patches::{AddBlockDiag, ScaleBlocksAdd, conv_signal, im2col};
+use crate::patches::{AddBlockDiag, MaskedPair, ScaleBlocksAdd, conv_signal, im2col};
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
@@ -150,10 +150,8 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
             let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-            let g = (aa.matmul(&m.t()?)? + 1.0)?.reshape((n1, n2, 1, out))?; // + 1: the bias
-            let t = d1.reshape((n1, 1, k, out))?.broadcast_mul(&g)?; // (n1, n2, k, out)
-            let d2b = d2.reshape((1, n2, k, out))?.broadcast_as((n1, n2, k, out))?.transpose(2, 3)?.contiguous()?;
-            t.matmul(&d2b)?.permute((0, 2, 1, 3))?.reshape((n1 * k, n2 * k))
+            let g = (aa.matmul(&m.t()?)? + 1.0)?.reshape((n1, n2, out))?; // + 1: the bias
+            d1.reshape((n1, k, out))?.contiguous()?.apply_op3(&d2.reshape((n2, k, out))?.contiguous()?, &g, MaskedPair)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
             let g1 = match mask {
