@@ -11,7 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Module, Tensor};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 
 fn inputs(n: usize) -> (Tensor, Tensor) {
     let dev = Device::Cpu;
@@ -127,4 +127,11 @@ criterion_group! {
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
     targets = forward_backward, pgd_step, ntk, awt_step
 }
-criterion_main!(benches);
+// criterion_main! written out, so that candle's thread count is pinned before anything runs.
+#[allow(unsafe_code)]
+fn main() {
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { awt_base::pin_candle_threads() };
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -18,7 +18,10 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[allow(unsafe_code)]
 fn main() {
+    // SAFETY: first statement of main; no other thread exists yet.
+    unsafe { awt_base::pin_candle_threads() };
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
