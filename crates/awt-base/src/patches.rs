@@ -277,6 +277,54 @@ mod tests {
     }
 
     #[test]
+    fn masked_gram_equals_the_dense_form_with_gradients() {
+        let (n1, n2, p, q) = (3, 4, 5, 7);
+        let a1 = Var::from_tensor(&rand(&[n1, q], 40)).unwrap();
+        let a2 = Var::from_tensor(&rand(&[n2, q], 41)).unwrap();
+        // A 0/1 mask with an empty row, a full row and a scattered one.
+        let mut r = Rng::new(42);
+        let m: Vec<f64> = (0..p * q)
+            .map(|e| match e / q {
+                0 => 0.0,
+                1 => 1.0,
+                _ => f64::from(u8::from(r.uniform() < 0.3)),
+            })
+            .collect();
+        let m = Tensor::from_vec(m, (p, q), &Device::Cpu).unwrap();
+        let op = MaskedGram::new(&m).unwrap();
+        let fast = a1.as_tensor().apply_op2(a2.as_tensor(), op.clone()).unwrap();
+        let aa = a1.as_tensor().unsqueeze(1).unwrap().broadcast_mul(&a2.as_tensor().unsqueeze(0).unwrap()).unwrap();
+        let slow = aa.reshape((n1 * n2, q)).unwrap().matmul(&m.t().unwrap()).unwrap().reshape((n1, n2, p)).unwrap();
+        assert!(max_diff(&fast, &slow) < 1e-13);
+        let w = rand(&[n1, n2, p], 43);
+        let gf = fast.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = slow.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a1, &a2] {
+            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-13);
+        }
+        // Central finite differences of ⟨G, w⟩ for a few entries of each input.
+        let inputs = [a1.as_tensor().clone(), a2.as_tensor().clone()];
+        for (which, v) in [&a1, &a2].iter().enumerate() {
+            let an = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for e in [0, 5, an.len() - 1] {
+                let f = |h: f64| {
+                    let mut xs = inputs.clone();
+                    let mut flat = xs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                    flat[e] += h;
+                    xs[which] = Tensor::from_vec(flat, xs[which].shape(), &Device::Cpu).unwrap();
+                    let g = xs[0].apply_op2(&xs[1], op.clone()).unwrap();
+                    g.mul(&w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                };
+                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+                assert!((fd - an[e]).abs() < 1e-7 * (1.0 + fd.abs()), "input {which} entry {e}: FD {fd} vs {}", an[e]);
+            }
+        }
+        assert!((op.density() - m.sum_all().unwrap().to_scalar::<f64>().unwrap() / (p * q) as f64).abs() < 1e-15);
+        let bad = a1.as_tensor().apply_op2(&rand(&[n2, q + 1], 44), op);
+        assert!(bad.unwrap_err().to_string().contains("masked-gram"));
+    }
+
+    #[test]
     fn im2col_convolution_equals_candles_forward_and_gradients() {
         let x = Var::from_tensor(&rand(&[3, 2, 9, 8], 20)).unwrap();
         let w = Var::from_tensor(&rand(&[4, 2, 3, 3], 21)).unwrap();
@@ -697,6 +745,166 @@ impl candle_core::CustomOp3 for MaskedPair {
             dt => candle_core::bail!("masked-pair: only f32 or f64, got {dt:?}"),
         };
         Ok((Some(a), Some(b), Some(c)))
+    }
+}
+
+/// The masked Gram of a linear layer's inputs, `G[i,j,p] = Σ_q m[p,q] a1[i,q] a2[j,q]`, with
+/// `a1: (n1, q)`, `a2: (n2, q)` and a constant mask `m: (p, q)`; the result is `(n1, n2, p)`. For each
+/// output unit `p` only the kept inputs `q` take part (a gather, then one `n1 × n2` gemm), so the work
+/// is the mask's density times the dense form's `(n1·n2 × q)(q × p)` product. Differentiable in `a1`
+/// and `a2` (the mask is a constant).
+#[derive(Clone, Debug)]
+pub struct MaskedGram {
+    /// Per output unit, the kept input indices and the mask's values there.
+    rows: Vec<(Vec<usize>, Vec<f64>)>,
+    q: usize,
+}
+
+impl MaskedGram {
+    /// Reads the mask `(p, q)` once (its non-zero pattern).
+    pub fn new(mask: &Tensor) -> Result<MaskedGram> {
+        let (_, q) = mask.dims2()?;
+        let m = mask.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
+        let rows =
+            m.iter().map(|r| r.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).unzip()).collect();
+        Ok(MaskedGram { rows, q })
+    }
+
+    /// Kept weights over all weights.
+    pub fn density(&self) -> f64 {
+        let kept: usize = self.rows.iter().map(|r| r.0.len()).sum();
+        kept as f64 / (self.rows.len() * self.q).max(1) as f64
+    }
+
+    fn gather<T: WithDType>(&self, a: &[T], n: usize, p: usize, out: &mut Vec<T>) {
+        let (idx, val) = &self.rows[p];
+        out.clear();
+        for i in 0..n {
+            let row = &a[i * self.q..(i + 1) * self.q];
+            out.extend(idx.iter().zip(val).map(|(&q, &v)| row[q] * T::from_f64(v)));
+        }
+    }
+
+    fn fwd_t<T: WithDType>(&self, a1: &[T], a2: &[T], n1: usize, n2: usize) -> Vec<T> {
+        let np = self.rows.len();
+        let mut out = vec![T::zero(); n1 * n2 * np];
+        let (mut g1, mut g2) = (Vec::new(), Vec::new());
+        for p in 0..np {
+            let nnz = self.rows[p].0.len();
+            if nnz == 0 {
+                continue;
+            }
+            self.gather(a1, n1, p, &mut g1);
+            self.gather(a2, n2, p, &mut g2);
+            gemm_into(
+                (n1, n2, nnz),
+                &mut out,
+                View { offset: p, rs: n2 * np, cs: np },
+                &g1,
+                View { offset: 0, rs: nnz, cs: 1 },
+                &g2,
+                View { offset: 0, rs: 1, cs: nnz },
+            );
+        }
+        out
+    }
+
+    /// Gradients of `⟨grad, G⟩` with respect to a1 and a2.
+    fn bwd_t<T: WithDType>(&self, a1: &[T], a2: &[T], grad: &[T], n1: usize, n2: usize) -> (Vec<T>, Vec<T>) {
+        let (np, q) = (self.rows.len(), self.q);
+        let (mut ga1, mut ga2) = (vec![T::zero(); n1 * q], vec![T::zero(); n2 * q]);
+        let (mut g1, mut g2, mut t) = (Vec::new(), Vec::new(), Vec::new());
+        for p in 0..np {
+            let (idx, val) = &self.rows[p];
+            let nnz = idx.len();
+            if nnz == 0 {
+                continue;
+            }
+            self.gather(a1, n1, p, &mut g1);
+            self.gather(a2, n2, p, &mut g2);
+            // ∂/∂a1[i, idx] = m[p, idx] ⊙ (grad[:, :, p] (n1 × n2) · gathered a2 (n2 × nnz))[i]
+            t.resize(n1.max(n2) * nnz, T::zero());
+            gemm_into(
+                (n1, nnz, n2),
+                &mut t,
+                View { offset: 0, rs: nnz, cs: 1 },
+                grad,
+                View { offset: p, rs: n2 * np, cs: np },
+                &g2,
+                View { offset: 0, rs: nnz, cs: 1 },
+            );
+            for i in 0..n1 {
+                for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
+                    ga1[i * q + qq] += t[i * nnz + s] * T::from_f64(v);
+                }
+            }
+            // ∂/∂a2[j, idx] = m[p, idx] ⊙ (grad[:, :, p]ᵀ (n2 × n1) · gathered a1 (n1 × nnz))[j]
+            gemm_into(
+                (n2, nnz, n1),
+                &mut t,
+                View { offset: 0, rs: nnz, cs: 1 },
+                grad,
+                View { offset: p, rs: np, cs: n2 * np },
+                &g1,
+                View { offset: 0, rs: nnz, cs: 1 },
+            );
+            for j in 0..n2 {
+                for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
+                    ga2[j * q + qq] += t[j * nnz + s] * T::from_f64(v);
+                }
+            }
+        }
+        (ga1, ga2)
+    }
+}
+
+impl candle_core::CustomOp2 for MaskedGram {
+    fn name(&self) -> &'static str {
+        "awt-masked-gram"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n1, q1) = l1.shape().dims2()?;
+        let (n2, q2) = l2.shape().dims2()?;
+        if q1 != self.q || q2 != self.q {
+            candle_core::bail!(
+                "masked-gram: inputs {:?} {:?} do not fit a mask with {} inputs",
+                l1.shape(),
+                l2.shape(),
+                self.q
+            );
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(self.fwd_t(contiguous::<f32>(s1, l1)?, contiguous::<f32>(s2, l2)?, n1, n2))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(self.fwd_t(contiguous::<f64>(s1, l1)?, contiguous::<f64>(s2, l2)?, n1, n2))
+            }
+            _ => candle_core::bail!("masked-gram: only f32 or f64, both the same"),
+        };
+        Ok((st, Shape::from((n1, n2, self.rows.len()))))
+    }
+
+    fn bwd(&self, a1: &Tensor, a2: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = (a1.dim(0)?, a2.dim(0)?);
+        fn run<T: WithDType>(
+            op: &MaskedGram,
+            a1: &Tensor,
+            a2: &Tensor,
+            grad: &Tensor,
+            (n1, n2): (usize, usize),
+        ) -> Result<(Tensor, Tensor)> {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
+            let (x, y) = op.bwd_t(&flat(a1)?, &flat(a2)?, &flat(grad)?, n1, n2);
+            Ok((Tensor::from_vec(x, a1.shape(), a1.device())?, Tensor::from_vec(y, a2.shape(), a2.device())?))
+        }
+        let (x, y) = match a1.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, a1, a2, grad, (n1, n2))?,
+            candle_core::DType::F64 => run::<f64>(self, a1, a2, grad, (n1, n2))?,
+            dt => candle_core::bail!("masked-gram: only f32 or f64, got {dt:?}"),
+        };
+        Ok((Some(x), Some(y)))
     }
 }
 

@@ -24,7 +24,11 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
-use crate::patches::{AddBlockDiag, MaskedPair, ScaleBlocksAdd, conv_signal, im2col};
+use crate::patches::{AddBlockDiag, MaskedGram, MaskedPair, ScaleBlocksAdd, conv_signal, im2col};
+
+/// Up to this mask density a masked linear layer's input Gram is gathered per output unit
+/// ([`MaskedGram`], work ∝ density); above it the dense `(n1·n2 × q)(q × p)` product is cheaper.
+const SPARSE_GRAM_DENSITY: f64 = 0.25;
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
@@ -149,8 +153,14 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
     match (l1, l2) {
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let (out, inp) = m.dims2()?;
-            let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-            let g = (aa.matmul(&m.t()?)? + 1.0)?.reshape((n1, n2, out))?; // + 1: the bias
+            let gram = MaskedGram::new(m)?;
+            let g = if gram.density() <= SPARSE_GRAM_DENSITY {
+                a1.contiguous()?.apply_op2(&a2.contiguous()?, gram)?
+            } else {
+                let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
+                aa.matmul(&m.t()?)?.reshape((n1, n2, out))?
+            };
+            let g = (g + 1.0)?; // + 1: the bias
             d1.reshape((n1, k, out))?.contiguous()?.apply_op3(&d2.reshape((n2, k, out))?.contiguous()?, &g, MaskedPair)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
