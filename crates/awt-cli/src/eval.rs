@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings, evaluate_batch};
-use awt_data::LoadOptions;
 use candle_core::{DType, Device};
 use clap::Args;
 use serde_json::json;
@@ -125,8 +124,7 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
 /// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
 pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
     let attacks = build_attacks(a)?;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-        .with_context(|| format!("--data {}", a.data))?;
+    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
     let split = pick_split(&ds, &a.split)?;
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {

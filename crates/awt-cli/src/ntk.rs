@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_base::Staged;
-use awt_data::LoadOptions;
 use awt_ntk::{Kind, metrics};
 use candle_core::{DType, Device, Module, Tensor};
 use clap::Args;
@@ -65,8 +64,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-        .with_context(|| format!("--data {}", a.data))?;
+    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
     let split = crate::eval::pick_split(&ds, &a.split)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {

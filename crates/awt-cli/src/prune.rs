@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use awt_base::Staged;
-use awt_data::LoadOptions;
 use awt_nets::Net;
 use awt_prune::{Allocation, scores, select};
 use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, WeightsFrom};
@@ -90,8 +89,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     }
     let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
     let batch = || -> Result<(Tensor, Tensor)> {
-        let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-            .with_context(|| format!("--data {}", a.data))?;
+        let ds = crate::util::load_data(&a.data, &a.data_dir)?;
         let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
         let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
         Ok((x.to_dtype(net.dtype())?, y))
@@ -161,8 +159,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
 fn run_hydra(a: &PruneArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-        .with_context(|| format!("--data {}", a.data))?;
+    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
     let train = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
         None => ds.train.clone(),
@@ -408,8 +405,7 @@ impl TicketArgs {
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let teacher = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-        .with_context(|| format!("--data {}", a.data))?;
+    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
     let cfg = a.config(ds.train.len())?;
     let log_path = a.out.with_extension("search.jsonl");
     let mut log_file = std::io::BufWriter::new(

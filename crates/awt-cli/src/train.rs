@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use awt_data::LoadOptions;
 use awt_nets::{Init, Net};
 use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError};
 use candle_core::{DType, Device};
@@ -321,8 +320,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     let cfg = a.train_config()?;
     let net = starting_net(a)?;
     let arch = net.arch().to_string();
-    let ds = awt_data::load(&a.data, &LoadOptions::from_env(a.data_dir.clone()))
-        .with_context(|| format!("--data {}", a.data))?;
+    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
     let expect: usize = net.arch().input_shape().iter().product();
     if expect != ds.train.image_size() {
         bail!("{arch} takes {expect} input values, {} images have {:?}", a.data, ds.train.shape);

@@ -1,6 +1,14 @@
 //! Small helpers shared by the subcommands: provenance strings, hashing, progress bars.
 
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
+
+/// Loads `--data NAME` (with `--data-dir`, the environment's search order otherwise); errors name the flag.
+pub(crate) fn load_data(name: &str, data_dir: &Option<PathBuf>) -> Result<awt_data::Dataset> {
+    awt_data::load(name, &awt_data::LoadOptions::from_env(data_dir.clone())).with_context(|| format!("--data {name}"))
+}
 
 /// The git commit this binary was built from (`-dirty` when the tree had changes).
 pub(crate) fn git_commit() -> &'static str {
