@@ -11,16 +11,14 @@
 
 mod classifier;
 pub mod patches;
-mod pool;
 mod rng;
 mod st;
 mod stage;
 
 pub use classifier::{Autograd, Classifier};
-pub use pool::{max_pool2, max_pool2_route};
 pub use rng::Rng;
 pub use st::safetensors_bytes;
-pub use stage::{Stage, Staged, avg_pool2, forward_stages};
+pub use stage::{Stage, Staged, avg_pool2, forward_stages, max_pool2};
 
 // gemm: for its `x86-v4` feature (AVX-512 kernels, detected at run time), which candle's own gemm
 // then picks up through feature unification, and for the kernels of `patches::MaskedPair`.

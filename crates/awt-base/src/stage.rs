@@ -60,6 +60,16 @@ pub trait Staged {
     fn stages(&self) -> Vec<Stage>;
 }
 
+/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
+///
+/// Built from `reshape` + `max` rather than `Tensor::max_pool2d`, whose CPU backward scales the
+/// gradient by 1/4 (see `shared/research/candle-probe.md` §8). Finite-difference tested in awt-nets.
+pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
+}
+
 /// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
 pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
@@ -80,7 +90,7 @@ impl Stage {
                 conv2d(h, &w)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
             }
             Stage::Relu => h.relu(),
-            Stage::MaxPool2 => crate::pool::max_pool2(h),
+            Stage::MaxPool2 => max_pool2(h),
             Stage::AvgPool2 => avg_pool2(h),
             Stage::Flatten => {
                 let b = h.dim(0)?;

@@ -27,8 +27,16 @@ pub(crate) fn backward_to_input(stages: &[Stage], inputs: &[Tensor], v: &Tensor)
             }
             Stage::Relu => d.mul(&inp.gt(0.0)?.to_dtype(d.dtype())?)?,
             Stage::Flatten => d.reshape(inp.shape())?,
-            // Every position equal to its window's max receives the gradient, as in the pool's backward.
-            Stage::MaxPool2 => awt_base::max_pool2_route(inp, &d)?,
+            Stage::MaxPool2 => {
+                let (b, c, h, w) = inp.dims4()?;
+                let (h2, w2) = (h / 2, w / 2);
+                let crop = inp.narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)?.reshape((b, c, h2, 2, w2, 2))?;
+                let m = crop.max_keepdim(5)?.max_keepdim(3)?;
+                // Every position equal to its window's max receives the gradient, as candle's `max` backward does.
+                let hit = crop.broadcast_eq(&m)?.to_dtype(d.dtype())?;
+                let g = hit.broadcast_mul(&d.reshape((b, c, h2, 1, w2, 1))?)?.reshape((b, c, h2 * 2, w2 * 2))?;
+                pad_to(&g, h, w)?
+            }
             Stage::AvgPool2 => {
                 let (b, c, h, w) = inp.dims4()?;
                 let (h2, w2) = (h / 2, w / 2);

@@ -108,8 +108,16 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                 shape.extend_from_slice(&inp.dims()[1..]);
                 d.reshape(shape.as_slice())?
             }
-            // Each of the k signal rows of an example goes back through that example's pool windows.
-            Stage::MaxPool2 => awt_base::max_pool2_route(inp, &d)?,
+            Stage::MaxPool2 => {
+                let (_, c, hh, ww) = inp.dims4()?;
+                let (h2, w2) = (hh / 2, ww / 2);
+                let crop = inp.detach().narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)?.reshape((n, c, h2, 2, w2, 2))?;
+                let hit = crop.broadcast_eq(&crop.max_keepdim(5)?.max_keepdim(3)?)?.to_dtype(dt)?;
+                let hit = expand_k(&hit)?;
+                let g =
+                    hit.broadcast_mul(&d.reshape((n * k, c, h2, 1, w2, 1))?)?.reshape((n * k, c, h2 * 2, w2 * 2))?;
+                pad_to(&g, hh, ww)?
+            }
             Stage::AvgPool2 => {
                 let (_, c, hh, ww) = inp.dims4()?;
                 let (h2, w2) = (hh / 2, ww / 2);
