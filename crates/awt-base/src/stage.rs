@@ -54,6 +54,27 @@ impl Stage {
     }
 }
 
+impl Stage {
+    /// This stage with its weight, bias and mask replaced by `f(name, weight, bias, mask)`; stages
+    /// without parameters come back unchanged.
+    pub fn map_params(
+        self,
+        f: impl FnOnce(&str, Tensor, Tensor, Option<Tensor>) -> Result<(Tensor, Tensor, Option<Tensor>)>,
+    ) -> Result<Stage> {
+        Ok(match self {
+            Stage::Linear { name, weight, bias, mask } => {
+                let (weight, bias, mask) = f(&name, weight, bias, mask)?;
+                Stage::Linear { name, weight, bias, mask }
+            }
+            Stage::Conv2d { name, weight, bias, mask } => {
+                let (weight, bias, mask) = f(&name, weight, bias, mask)?;
+                Stage::Conv2d { name, weight, bias, mask }
+            }
+            other => other,
+        })
+    }
+}
+
 /// A network that exposes its stages in forward order.
 pub trait Staged {
     /// The stages, first to last; the last stage yields the logits `(batch, classes)`.

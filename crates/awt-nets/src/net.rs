@@ -301,15 +301,7 @@ impl awt_base::Classifier for Net {
 }
 
 fn detach_stage(s: Stage) -> Stage {
-    match s {
-        Stage::Linear { name, weight, bias, mask } => {
-            Stage::Linear { name, weight: weight.detach(), bias: bias.detach(), mask: mask.map(|m| m.detach()) }
-        }
-        Stage::Conv2d { name, weight, bias, mask } => {
-            Stage::Conv2d { name, weight: weight.detach(), bias: bias.detach(), mask: mask.map(|m| m.detach()) }
-        }
-        other => other,
-    }
+    s.map_params(|_, w, b, m| Ok((w.detach(), b.detach(), m.map(|m| m.detach())))).expect("detaching cannot fail")
 }
 
 #[cfg(test)]

@@ -124,27 +124,14 @@ pub fn synflow(
     for r in 1..=rounds {
         let linear: Vec<Stage> = stages
             .iter()
-            .map(|s| -> candle_core::Result<Stage> {
-                Ok(match s {
-                    Stage::Linear { name, bias, .. } => {
-                        let k = format!("{name}.weight");
-                        Stage::Linear {
-                            name: name.clone(),
-                            weight: vars[&k].as_tensor().clone(),
-                            bias: bias.detach().to_dtype(DType::F64)?.abs()?,
-                            mask: Some(masks[&k].clone()),
-                        }
-                    }
-                    Stage::Conv2d { name, bias, .. } => {
-                        let k = format!("{name}.weight");
-                        Stage::Conv2d {
-                            name: name.clone(),
-                            weight: vars[&k].as_tensor().clone(),
-                            bias: bias.detach().to_dtype(DType::F64)?.abs()?,
-                            mask: Some(masks[&k].clone()),
-                        }
-                    }
-                    other => other.clone(),
+            .map(|s| {
+                s.clone().map_params(|name, _, bias, _| {
+                    let k = format!("{name}.weight");
+                    Ok((
+                        vars[&k].as_tensor().clone(),
+                        bias.detach().to_dtype(DType::F64)?.abs()?,
+                        Some(masks[&k].clone()),
+                    ))
                 })
             })
             .collect::<candle_core::Result<_>>()?;

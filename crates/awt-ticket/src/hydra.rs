@@ -42,26 +42,9 @@ impl Scored<'_> {
             .stages()
             .into_iter()
             .map(|s| {
-                Ok(match s {
-                    Stage::Linear { name, weight, bias, .. } => {
-                        let k = format!("{name}.weight");
-                        Stage::Linear {
-                            weight: weight.detach(),
-                            bias: bias.detach(),
-                            mask: Some(self.st_mask(&k, &masks[&k])?),
-                            name,
-                        }
-                    }
-                    Stage::Conv2d { name, weight, bias, .. } => {
-                        let k = format!("{name}.weight");
-                        Stage::Conv2d {
-                            weight: weight.detach(),
-                            bias: bias.detach(),
-                            mask: Some(self.st_mask(&k, &masks[&k])?),
-                            name,
-                        }
-                    }
-                    other => other,
+                s.map_params(|name, weight, bias, _| {
+                    let k = format!("{name}.weight");
+                    Ok((weight.detach(), bias.detach(), Some(self.st_mask(&k, &masks[&k])?)))
                 })
             })
             .collect()
