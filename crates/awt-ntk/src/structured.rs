@@ -147,20 +147,28 @@ fn pad_to(g: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
     if gw < w { g.pad_with_zeros(3, 0, w - gw) } else { Ok(g) }
 }
 
+/// `G[i,j,p] + 1 = Σ_q M[p,q] a1[i,q] a2[j,q] + 1` (the `+ 1` is the bias), `(n1, n2, p)`: gathered per
+/// output unit for sparse masks, one dense product otherwise.
+fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+    let (n1, n2) = (a1.dim(0)?, a2.dim(0)?);
+    let (out, inp) = m.dims2()?;
+    let density = m.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / m.elem_count().max(1) as f64;
+    let g = if density <= SPARSE_GRAM_DENSITY {
+        a1.contiguous()?.apply_op2(&a2.contiguous()?, MaskedGram::new(m)?)?
+    } else {
+        let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
+        aa.matmul(&m.t()?)?.reshape((n1, n2, out))?
+    };
+    g + 1.0
+}
+
 /// One weighted stage's block of the full kernel, `(n1·k, n2·k)`, for the layers not accumulated
 /// by the fused dense-linear path in [`structured`] (masked linear and convolution).
 fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
     match (l1, l2) {
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
-            let (out, inp) = m.dims2()?;
-            let gram = MaskedGram::new(m)?;
-            let g = if gram.density() <= SPARSE_GRAM_DENSITY {
-                a1.contiguous()?.apply_op2(&a2.contiguous()?, gram)?
-            } else {
-                let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-                aa.matmul(&m.t()?)?.reshape((n1, n2, out))?
-            };
-            let g = (g + 1.0)?; // + 1: the bias
+            let out = m.dim(0)?;
+            let g = masked_input_gram(a1, a2, m)?;
             d1.reshape((n1, k, out))?.contiguous()?.apply_op3(&d2.reshape((n2, k, out))?.contiguous()?, &g, MaskedPair)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
@@ -185,9 +193,8 @@ fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -
             tdd.mul(&aa)
         }
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
-            let (out, inp) = m.dims2()?;
-            let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-            let g = (m.matmul(&aa.t()?)? + 1.0)?.reshape((out, n1, n2))?;
+            let out = m.dim(0)?;
+            let g = masked_input_gram(a1, a2, m)?.permute((2, 0, 1))?; // (out, n1, n2)
             // E[p, i, j] = Σ_c D1[i,c,p] D2[j,c,p]
             let e1 = d1.reshape((n1, k, out))?.permute((2, 0, 1))?.contiguous()?;
             let e2 = d2.reshape((n2, k, out))?.permute((2, 1, 0))?.contiguous()?;

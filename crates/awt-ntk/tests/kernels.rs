@@ -61,6 +61,10 @@ fn check_agreement(arch: Arch, dtype: DType, tol: f64, n1: usize, n2: usize) {
                 "{arch} {dtype:?} mask={keep:?} same={}: relative error {e:.3e} > {tol:e}",
                 a.id() == b.id()
             );
+            // The traced kernel (its own contraction, sharing the masked Gram) is the trace of the full one.
+            let t = structured(&stages, a, b, Kind::Trace).unwrap();
+            let e = rel_err(&t, &trace_full(&s, a.dim(0).unwrap(), b.dim(0).unwrap()).unwrap());
+            assert!(e <= tol, "{arch} {dtype:?} mask={keep:?}: traced kernel off by {e:.3e}");
         }
     }
 }
