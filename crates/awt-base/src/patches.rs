@@ -159,6 +159,39 @@ mod tests {
         (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
     }
 
+    /// Asserts that ⟨fast, r⟩ and ⟨slow, r⟩ have the same gradient (to `tol`) with respect to each of
+    /// `vars`; returns the fast side's gradients.
+    fn same_gradients(fast: &Tensor, slow: &Tensor, r: &Tensor, vars: &[&Var], tol: f64) -> Vec<Tensor> {
+        let gf = fast.mul(r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gs = slow.mul(r).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter()
+            .map(|v| {
+                let (a, b) = (gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap());
+                assert!(max_diff(a, b) < tol);
+                a.clone()
+            })
+            .collect()
+    }
+
+    /// Central finite differences of ⟨op(inputs), r⟩ at entries 0, `mid` and the last of each input
+    /// against the analytic gradients `grads` (f64).
+    fn check_fd(inputs: &[Tensor], grads: &[Tensor], mid: usize, r: &Tensor, op: &dyn Fn(&[Tensor]) -> Tensor) {
+        for (which, g) in grads.iter().enumerate() {
+            let an = g.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for e in [0, mid, an.len() - 1] {
+                let f = |h: f64| {
+                    let mut xs = inputs.to_vec();
+                    let mut flat = xs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                    flat[e] += h;
+                    xs[which] = Tensor::from_vec(flat, xs[which].shape(), &Device::Cpu).unwrap();
+                    op(&xs).mul(r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+                };
+                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+                assert!((fd - an[e]).abs() < 1e-7 * (1.0 + fd.abs()), "input {which} entry {e}: FD {fd} vs {}", an[e]);
+            }
+        }
+    }
+
     #[test]
     fn im2col_equals_shifted_slices_and_col2im_is_its_adjoint() {
         let a = rand(&[2, 3, 7, 6], 1);
@@ -194,11 +227,7 @@ mod tests {
             .reshape((6, 4))
             .unwrap();
         assert!(max_diff(&fast, &slow) < 1e-15);
-        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&dd, &s] {
-            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-14);
-        }
+        same_gradients(&fast, &slow, &r, &[&dd, &s], 1e-14);
     }
 
     #[test]
@@ -249,28 +278,10 @@ mod tests {
             .reshape((n1 * k, n2 * k))
             .unwrap();
         assert!(max_diff(&fast, &slow) < 1e-13);
-        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&d1, &d2, &g] {
-            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-13);
-        }
+        let grads = same_gradients(&fast, &slow, &r, &[&d1, &d2, &g], 1e-13);
         // And by central finite differences of ⟨Θ, r⟩, a few entries of each input.
         let inputs = [d1.as_tensor().clone(), d2.as_tensor().clone(), g.as_tensor().clone()];
-        for (which, v) in [&d1, &d2, &g].iter().enumerate() {
-            let an = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for e in [0, 7, an.len() - 1] {
-                let f = |h: f64| {
-                    let mut xs = inputs.clone();
-                    let mut flat = xs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
-                    flat[e] += h;
-                    xs[which] = Tensor::from_vec(flat, xs[which].shape(), &Device::Cpu).unwrap();
-                    let th = xs[0].apply_op3(&xs[1], &xs[2], MaskedPair).unwrap();
-                    th.mul(&r).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
-                };
-                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
-                assert!((fd - an[e]).abs() < 1e-7 * (1.0 + fd.abs()), "input {which} entry {e}: FD {fd} vs {}", an[e]);
-            }
-        }
+        check_fd(&inputs, &grads, 7, &r, &|xs| xs[0].apply_op3(&xs[1], &xs[2], MaskedPair).unwrap());
         // Shapes that do not fit are refused by name.
         let bad = d1.as_tensor().apply_op3(d2.as_tensor(), &rand(&[n1, n2, p + 1], 34), MaskedPair);
         assert!(bad.unwrap_err().to_string().contains("masked-pair"));
@@ -297,28 +308,10 @@ mod tests {
         let slow = aa.reshape((n1 * n2, q)).unwrap().matmul(&m.t().unwrap()).unwrap().reshape((n1, n2, p)).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-13);
         let w = rand(&[n1, n2, p], 43);
-        let gf = fast.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        let gs = slow.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&a1, &a2] {
-            assert!(max_diff(gf.get(v.as_tensor()).unwrap(), gs.get(v.as_tensor()).unwrap()) < 1e-13);
-        }
+        let grads = same_gradients(&fast, &slow, &w, &[&a1, &a2], 1e-13);
         // Central finite differences of ⟨G, w⟩ for a few entries of each input.
         let inputs = [a1.as_tensor().clone(), a2.as_tensor().clone()];
-        for (which, v) in [&a1, &a2].iter().enumerate() {
-            let an = gf.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for e in [0, 5, an.len() - 1] {
-                let f = |h: f64| {
-                    let mut xs = inputs.clone();
-                    let mut flat = xs[which].flatten_all().unwrap().to_vec1::<f64>().unwrap();
-                    flat[e] += h;
-                    xs[which] = Tensor::from_vec(flat, xs[which].shape(), &Device::Cpu).unwrap();
-                    let g = xs[0].apply_op2(&xs[1], op.clone()).unwrap();
-                    g.mul(&w).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
-                };
-                let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
-                assert!((fd - an[e]).abs() < 1e-7 * (1.0 + fd.abs()), "input {which} entry {e}: FD {fd} vs {}", an[e]);
-            }
-        }
+        check_fd(&inputs, &grads, 5, &w, &|xs| xs[0].apply_op2(&xs[1], op.clone()).unwrap());
         assert!((op.density() - m.sum_all().unwrap().to_scalar::<f64>().unwrap() / (p * q) as f64).abs() < 1e-15);
         let bad = a1.as_tensor().apply_op2(&rand(&[n2, q + 1], 44), op);
         assert!(bad.unwrap_err().to_string().contains("masked-gram"));
@@ -332,11 +325,7 @@ mod tests {
         let theirs = x.as_tensor().conv2d(w.as_tensor(), 0, 1, 1, 1).unwrap();
         assert!(max_diff(&ours, &theirs) < 1e-12);
         let r = rand(ours.dims(), 22);
-        let g1 = ours.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        let g2 = theirs.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-        for v in [&x, &w] {
-            assert!(max_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap()) < 1e-11);
-        }
+        same_gradients(&ours, &theirs, &r, &[&x, &w], 1e-11);
     }
 
     #[test]
