@@ -20,11 +20,8 @@ pub(crate) struct EvalArgs {
     /// Architecture, for a foreign PyTorch state dict without awt metadata.
     #[arg(long)]
     pub arch: Option<String>,
-    /// Dataset name (see `awt data list`).
-    #[arg(long, default_value = "fashion-mnist-mini")]
-    pub data: String,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::util::DataArgs,
     /// train or test.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -124,15 +121,21 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
 /// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
 pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
     let attacks = build_attacks(a)?;
-    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+    let ds = a.data.load()?;
     let split = pick_split(&ds, &a.split)?;
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
-        bail!("--offset {} --limit {n}: the {} split of {} has {} examples", a.offset, a.split, a.data, split.len());
+        bail!(
+            "--offset {} --limit {n}: the {} split of {} has {} examples",
+            a.offset,
+            a.split,
+            a.data.name,
+            split.len()
+        );
     }
     let expect = net.arch().input_shape();
     if expect.iter().product::<usize>() != split.image_size() {
-        bail!("{} takes inputs of shape {expect:?}, {} images are {:?}", net.arch(), a.data, split.shape);
+        bail!("{} takes inputs of shape {expect:?}, {} images are {:?}", net.arch(), a.data.name, split.shape);
     }
     let refs: Vec<&dyn Attack> = attacks.iter().map(|b| b.as_ref()).collect();
     let start = Instant::now();
@@ -171,7 +174,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let json = json!({
         "model": a.model.display().to_string(),
         "arch": net.arch().to_string(),
-        "data": a.data, "split": a.split, "offset": a.offset, "n": n,
+        "data": a.data.name, "split": a.split, "offset": a.offset, "n": n,
         "dataset_location": ds.provenance.location,
         "dataset_files": ds.provenance.files.iter().map(|f| json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
         "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
@@ -194,7 +197,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     println!(
         "{} on {} {} [{}..{}), ε = {} ({}), seed {}",
         a.model.display(),
-        a.data,
+        a.data.name,
         a.split,
         a.offset,
         a.offset + r.n,

@@ -19,10 +19,8 @@ pub(crate) struct NtkArgs {
     /// Architecture of a foreign state dict.
     #[arg(long)]
     arch: Option<String>,
-    #[arg(long, default_value = "fashion-mnist-mini")]
-    data: String,
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    data: crate::util::DataArgs,
     #[arg(long, default_value = "test")]
     split: String,
     #[arg(long, default_value_t = 0)]
@@ -64,11 +62,17 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
-    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+    let ds = a.data.load()?;
     let split = crate::eval::pick_split(&ds, &a.split)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
-            bail!("--offset {offset} --n {}: the {} split of {} has {} examples", a.n, a.split, a.data, split.len());
+            bail!(
+                "--offset {offset} --n {}: the {} split of {} has {} examples",
+                a.n,
+                a.split,
+                a.data.name,
+                split.len()
+            );
         }
         let idx: Vec<usize> = (offset..offset + a.n).collect();
         let (x, y) = split.batch(&idx, &Device::Cpu)?;
@@ -127,7 +131,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         if a.trace { "traced" } else { "full" },
         net.arch(),
         a.model.display(),
-        a.data,
+        a.data.name,
         a.split,
         a.offset,
         a.offset + a.n,

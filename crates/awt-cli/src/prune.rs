@@ -32,11 +32,9 @@ pub(crate) struct PruneArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub arch: Option<String>,
-    /// Data for SNIP and GraSP (one batch of --batch examples from the training split).
-    #[arg(long, default_value = "fashion-mnist-mini")]
-    pub data: String,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::util::DataArgs,
+    /// SNIP and GraSP score one batch of this many examples from the training split of --data.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
     /// SynFlow rounds.
@@ -89,7 +87,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     }
     let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
     let batch = || -> Result<(Tensor, Tensor)> {
-        let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+        let ds = a.data.load()?;
         let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
         let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
         Ok((x.to_dtype(net.dtype())?, y))
@@ -159,7 +157,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
 fn run_hydra(a: &PruneArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+    let ds = a.data.load()?;
     let train = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
         None => ds.train.clone(),
@@ -205,7 +203,7 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
             if r == 1 { "--init" } else { "--ticket" }.into(),
             current.display().to_string(),
             "--data".into(),
-            a.data.clone(),
+            a.data.name.clone(),
             "--adv".into(),
             "pgd".into(),
             "--eps".into(),
@@ -231,7 +229,7 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
         if let Some(n) = a.train_limit {
             args.extend(["--train-limit".into(), n.to_string()]);
         }
-        if let Some(d) = &a.data_dir {
+        if let Some(d) = &a.data.data_dir {
             args.extend(["--data-dir".into(), d.display().to_string()]);
         }
         let t = <Wrap as clap::Parser>::try_parse_from(&args).map_err(|e| anyhow::anyhow!("{e}"))?.t;
@@ -312,10 +310,8 @@ pub(crate) struct TicketArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub arch: Option<String>,
-    #[arg(long, default_value = "fashion-mnist-mini")]
-    pub data: String,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::util::DataArgs,
     /// Search length in passes over the data (or use --steps).
     #[arg(long)]
     pub epochs: Option<f64>,
@@ -405,7 +401,7 @@ impl TicketArgs {
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let teacher = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+    let ds = a.data.load()?;
     let cfg = a.config(ds.train.len())?;
     let log_path = a.out.with_extension("search.jsonl");
     let mut log_file = std::io::BufWriter::new(

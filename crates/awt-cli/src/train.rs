@@ -21,10 +21,8 @@ pub(crate) struct TrainArgs {
     /// Architecture of a fresh network (ignored with --init/--ticket, which carry theirs).
     #[arg(long, default_value = "lenet-300-100")]
     pub arch: String,
-    #[arg(long, default_value = "fashion-mnist-mini")]
-    pub data: String,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::util::DataArgs,
     /// Start from this checkpoint (its masks, if any, stay fixed).
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -136,7 +134,7 @@ impl TrainArgs {
             "arch = \"{arch}\"\ndata = \"{}\"\ninit = \"{}\"\nticket = \"{}\"\nadv = \"{}\"\neps = {}\nsteps = {}\nstep_size = {}\nbeta = {}\n\
              epochs = {}\nbatch = {}\nopt = \"{}\"\nlr = {}\nmomentum = {}\nnesterov = {}\nwd = {}\nschedule = \"{}\"\nmilestones = \"{}\"\n\
              gamma = {}\nwarmup = {}\nseed = {}\ntrain_limit = {}\neval_n = {}\neval_steps = {}\nkeep_best = {}\n",
-            self.data,
+            self.data.name,
             self.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             self.ticket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
             self.adv,
@@ -320,10 +318,10 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     let cfg = a.train_config()?;
     let net = starting_net(a)?;
     let arch = net.arch().to_string();
-    let ds = crate::util::load_data(&a.data, &a.data_dir)?;
+    let ds = a.data.load()?;
     let expect: usize = net.arch().input_shape().iter().product();
     if expect != ds.train.image_size() {
-        bail!("{arch} takes {expect} input values, {} images have {:?}", a.data, ds.train.shape);
+        bail!("{arch} takes {expect} input values, {} images have {:?}", a.data.name, ds.train.shape);
     }
     let train_split = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
@@ -380,13 +378,16 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     let mut out = net.clone();
     out.meta.insert("git_commit".into(), git_commit().into());
     out.meta.insert("train_config_hash".into(), hash.clone());
-    out.meta.insert("trained".into(), format!("{} {} eps={} epochs={} data={}", a.adv, a.opt, a.eps, a.epochs, a.data));
+    out.meta.insert(
+        "trained".into(),
+        format!("{} {} eps={} epochs={} data={}", a.adv, a.opt, a.eps, a.epochs, a.data.name),
+    );
     let model_path = a.out.join("model.safetensors");
     awt_nets::save(&out, &model_path)?;
     let metrics = read_metrics(&a.out.join("metrics.jsonl"))?;
     let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
     let summary_json = serde_json::json!({
-        "config_hash": hash, "git_commit": git_commit(), "arch": arch, "data": a.data,
+        "config_hash": hash, "git_commit": git_commit(), "arch": arch, "data": a.data.name,
         "dataset_location": ds.provenance.location,
         "dataset_files": ds.provenance.files.iter().map(|f| serde_json::json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
         "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.test.len()),

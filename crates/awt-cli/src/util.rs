@@ -5,9 +5,23 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-/// Loads `--data NAME` (with `--data-dir`, the environment's search order otherwise); errors name the flag.
-pub(crate) fn load_data(name: &str, data_dir: &Option<PathBuf>) -> Result<awt_data::Dataset> {
-    awt_data::load(name, &awt_data::LoadOptions::from_env(data_dir.clone())).with_context(|| format!("--data {name}"))
+/// The dataset flags every data-reading subcommand shares.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DataArgs {
+    /// Dataset name (see `awt data list`).
+    #[arg(long = "data", value_name = "DATASET", default_value = "fashion-mnist-mini")]
+    pub name: String,
+    /// Look here first for the dataset's files (else AWT_DATA_DIR, the system dataset folder, the HF cache).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// Loads the dataset; errors name the flag.
+    pub(crate) fn load(&self) -> Result<awt_data::Dataset> {
+        awt_data::load(&self.name, &awt_data::LoadOptions::from_env(self.data_dir.clone()))
+            .with_context(|| format!("--data {}", self.name))
+    }
 }
 
 /// The git commit this binary was built from (`-dirty` when the tree had changes).
