@@ -75,13 +75,17 @@ fn choose_data(spec: &toml::Table, awt: &Path) -> Result<String> {
 
 pub(crate) fn expand(preset: &str, spec: &toml::Table, data: &str, base: &Path) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
-    let settings = format!(
+    let mut settings = format!(
         "data={data} train={} search={} prune={} eval={}",
         get(spec, "train")?,
         get(spec, "search")?,
         get(spec, "prune")?,
         get(spec, "eval")?
     );
+    // Optional tables join the hash only when present, so older presets keep their run names.
+    if let Ok(init) = get(spec, "init") {
+        settings += &format!(" init={init}");
+    }
     for arch in list(spec, "archs")? {
         let arch = arch.as_str().context("archs are strings")?.to_string();
         for seed in list(spec, "seeds")? {
@@ -162,24 +166,24 @@ fn train_flags(run: &Run, spec: &toml::Table, data: &str, epochs: &str) -> Resul
     if let Ok(n) = v("train.train_limit") {
         f.extend(["--train-limit".to_string(), n]);
     }
+    if let Ok(wd) = v("train.wd") {
+        f.extend(["--wd".to_string(), wd]);
+    }
     Ok(f)
 }
 
 fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(String, Vec<String>)>> {
     let d = |p: &str| run.dir.join(p).display().to_string();
     let v = |p: &str| s(spec, p);
-    let mut cmds = vec![(
-        "init".to_string(),
-        vec![
-            "init".into(),
-            "--arch".into(),
-            run.arch.clone(),
-            "--seed".into(),
-            run.seed.to_string(),
-            "--out".into(),
-            d("init.safetensors"),
-        ],
-    )];
+    let mut init = vec!["init".to_string(), "--arch".into(), run.arch.clone(), "--seed".into(), run.seed.to_string()];
+    if let Ok(scheme) = v("init.scheme") {
+        init.extend(["--init".to_string(), scheme]);
+    }
+    if get(spec, "init.standardize").ok().and_then(toml::Value::as_bool) == Some(true) {
+        init.extend(["--standardize".to_string(), data.to_string()]);
+    }
+    init.extend(["--out".to_string(), d("init.safetensors")]);
+    let mut cmds = vec![("init".to_string(), init)];
     let ticket = match run.method.as_str() {
         "dense" => d("init.safetensors"),
         "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
@@ -328,7 +332,10 @@ fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(Strin
     let mut train =
         vec!["train".to_string(), if run.method == "dense" { "--init" } else { "--ticket" }.to_string(), ticket];
     train.extend(train_flags(run, spec, data, &v("train.epochs")?)?);
-    train.extend(["--track-kernel".to_string(), d("init.safetensors"), "--out".into(), d("train")]);
+    if get(spec, "train.track_kernel").ok().and_then(toml::Value::as_bool) != Some(false) {
+        train.extend(["--track-kernel".to_string(), d("init.safetensors")]);
+    }
+    train.extend(["--out".to_string(), d("train")]);
     cmds.push(("train".into(), train));
     cmds.push((
         "eval".into(),
@@ -341,7 +348,7 @@ fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(Strin
             "--limit",
             &v("eval.n")?,
             "--attack",
-            "worst",
+            &v("eval.attack").unwrap_or_else(|_| "worst".into()),
             "--eps",
             &v("train.eps")?,
             "--steps",
@@ -453,6 +460,47 @@ fn execute(
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The committed records of a finished run: `results/<preset>/<run name>/`.
+pub(crate) fn record_dir(preset: &str, run: &Run) -> PathBuf {
+    root().join("results").join(preset).join(&run.name)
+}
+
+/// True when `results/` already holds this run's records under the same configuration.
+fn recorded(preset: &str, run: &Run) -> bool {
+    std::fs::read_to_string(record_dir(preset, run).join("manifest.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|m| m["config_hash"].as_str() == Some(fnv(&run.canonical).as_str()))
+}
+
+/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
+/// manifest, evaluation, training summary and metrics, and the search log thinned to every 50th
+/// step (and the last), so a study's records stay a few megabytes.
+fn record(preset: &str, run: &Run) -> Result<()> {
+    let dst = record_dir(preset, run);
+    std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    for (src, name) in [
+        ("eval.json", "eval.json"),
+        ("train/summary.json", "train-summary.json"),
+        ("train/metrics.jsonl", "train-metrics.jsonl"),
+    ] {
+        let p = run.dir.join(src);
+        if p.exists() {
+            std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    let search = run.dir.join("ticket.search.jsonl");
+    if let Ok(text) = std::fs::read_to_string(&search) {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: Vec<&str> =
+            lines.iter().enumerate().filter(|(i, _)| i % 50 == 0 || i + 1 == lines.len()).map(|(_, l)| *l).collect();
+        std::fs::write(dst.join("search.jsonl"), kept.join("\n") + "\n")?;
+    }
+    // The manifest last: its presence marks the record complete.
+    std::fs::copy(run.dir.join("manifest.json"), dst.join("manifest.json"))?;
+    Ok(())
+}
+
 struct Opts {
     preset: String,
     only: Option<String>,
@@ -532,8 +580,18 @@ fn run_grid(o: &Opts) -> Result<Vec<Run>> {
                     if o.force && run.dir.exists() {
                         let _ = std::fs::remove_dir_all(&run.dir);
                     }
+                    let keep = spec.get("record").and_then(toml::Value::as_bool) == Some(true);
+                    if keep && !o.force && recorded(&o.preset, &run) {
+                        eprintln!("[{:>3}/{total}] {} — recorded in results/, skipped", k + 1, run.name);
+                        continue;
+                    }
                     if run.dir.join("manifest.json").exists() {
                         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
+                        if keep {
+                            if let Err(e) = record(&o.preset, &run) {
+                                errors.lock().expect("errors").push(format!("{e:#}"));
+                            }
+                        }
                         continue;
                     }
                     eprintln!(
@@ -542,7 +600,9 @@ fn run_grid(o: &Opts) -> Result<Vec<Run>> {
                         run.name,
                         started.elapsed().as_secs_f64()
                     );
-                    let res = commands(&run, &spec, &data).and_then(|c| execute(&awt, &run, &c, threads, &o.preset));
+                    let res = commands(&run, &spec, &data)
+                        .and_then(|c| execute(&awt, &run, &c, threads, &o.preset))
+                        .and_then(|t| if keep { record(&o.preset, &run).map(|_| t) } else { Ok(t) });
                     match res {
                         Ok(t) => eprintln!("[{:>3}/{total}] {} — finished in {t:.0} s", k + 1, run.name),
                         Err(e) => errors.lock().expect("errors").push(format!("{e:#}")),

@@ -39,6 +39,15 @@ pub enum Stage {
     AvgPool2,
     /// `(b, c, h, w) → (b, c·h·w)`.
     Flatten,
+    /// Input standardisation `(x − mean_c) / std_c` per channel `c` (dimension 1), or with one value
+    /// for every element. It holds no parameters: it lets attacks work in pixel units while the
+    /// network sees standardised inputs (NTT's recipe standardises by the training set's statistics).
+    Standardize {
+        /// One value, or one per channel.
+        mean: Vec<f64>,
+        /// One value, or one per channel; every value > 0.
+        std: Vec<f64>,
+    },
 }
 
 impl Stage {
@@ -117,6 +126,26 @@ impl Stage {
                 let b = h.dim(0)?;
                 h.reshape((b, ()))
             }
+            Stage::Standardize { mean, std } => {
+                if let ([m], [s]) = (mean.as_slice(), std.as_slice()) {
+                    return h.affine(1.0 / s, -m / s);
+                }
+                let shift = channel_vector(mean, h)?;
+                let scale = channel_vector(&std.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), h)?;
+                h.broadcast_sub(&shift)?.broadcast_mul(&scale)
+            }
+        }
+    }
+
+    /// For [`Stage::Standardize`], `d / std` (the vector–Jacobian product of the standardisation,
+    /// `d` shaped like its input, or with a leading signal axis folded into the batch); `d` otherwise.
+    pub fn standardize_backward(&self, d: &Tensor) -> Result<Tensor> {
+        match self {
+            Stage::Standardize { std, .. } => match std.as_slice() {
+                [s] => d.affine(1.0 / s, 0.0),
+                _ => d.broadcast_mul(&channel_vector(&std.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), d)?),
+            },
+            _ => Ok(d.clone()),
         }
     }
 
@@ -124,6 +153,21 @@ impl Stage {
     pub fn has_weight(&self) -> bool {
         matches!(self, Stage::Linear { .. } | Stage::Conv2d { .. })
     }
+}
+
+/// `v` as a `(1, C, 1, …)` tensor of `like`'s dtype, broadcastable over `like`'s channel axis.
+fn channel_vector(v: &[f64], like: &Tensor) -> Result<Tensor> {
+    let rank = like.rank();
+    if rank < 2 || like.dim(1)? != v.len() {
+        return Err(candle_core::Error::Msg(format!(
+            "standardisation has {} channel values, the input has shape {:?}",
+            v.len(),
+            like.dims()
+        )));
+    }
+    let mut shape = vec![1; rank];
+    shape[1] = v.len();
+    Tensor::from_vec(v.to_vec(), shape.as_slice(), like.device())?.to_dtype(like.dtype())
 }
 
 /// Runs `x` through `stages` in order and returns the logits.

@@ -32,9 +32,17 @@ enum Cmd {
         arch: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// kaiming-uniform (PyTorch's default) or glorot-normal.
+        /// kaiming-uniform (PyTorch's default), glorot-normal, or ntt (Glorot-normal weights,
+        /// N(0, 0.01²) biases, as NTT's code).
         #[arg(long, default_value = "kaiming-uniform")]
         init: String,
+        /// Standardise inputs inside the network by this dataset's training-set mean and std
+        /// (per channel), as NTT's recipe does; attacks still work in pixel units.
+        #[arg(long, value_name = "DATASET")]
+        standardize: Option<String>,
+        /// Where to look for the --standardize dataset first.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -73,7 +81,14 @@ enum DataCmd {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
-        Cmd::Init { arch, seed, init, out } => init_cmd(&arch, seed, &init, &out),
+        Cmd::Init { arch, seed, init, standardize, data_dir, out } => {
+            let norm = standardize.map(|name| crate::util::DataArgs { name, data_dir }).map(|d| -> Result<_> {
+                let ds = d.load().context("--standardize")?;
+                let (mean, std) = ds.train.channel_stats()?;
+                Ok(awt_nets::InputNorm { mean, std })
+            });
+            init_cmd(&arch, seed, &init, norm.transpose()?, &out)
+        }
         Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
         Cmd::Eval(a) => crate::eval::run(*a),
         Cmd::Ntk(a) => crate::ntk::run(*a),
@@ -136,12 +151,17 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
     Ok(())
 }
 
-fn init_cmd(arch: &str, seed: u64, init: &str, out: &Path) -> Result<()> {
+fn init_cmd(arch: &str, seed: u64, init: &str, norm: Option<awt_nets::InputNorm>, out: &Path) -> Result<()> {
     let arch = parse_arch(arch)?;
     let init = Init::parse(init).map_err(|e| anyhow::anyhow!("--init: {e}"))?;
     let mut net = Net::init(&arch, init, seed, DType::F32, &Device::Cpu)?;
+    net.set_input_norm(norm).context("--standardize")?;
     net.meta.insert("git_commit".into(), git_commit().into());
-    net.meta.insert("config_hash".into(), config_hash(&format!("init arch={arch} seed={seed} init={}", init.name())));
+    let mut canonical = format!("init arch={arch} seed={seed} init={}", init.name());
+    if let Some(n) = net.input_norm() {
+        canonical += &format!(" input_mean={:?} input_std={:?}", n.mean, n.std);
+    }
+    net.meta.insert("config_hash".into(), config_hash(&canonical));
     awt_nets::save(&net, out)?;
     let (p, _) = net.counts();
     println!("wrote {} ({arch}, seed {seed}, {}, {p} parameters)", out.display(), init.name());

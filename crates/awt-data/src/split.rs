@@ -74,6 +74,30 @@ impl Split {
         Ok((self.images_tensor(idx, device)?, self.labels_tensor(idx, device)?))
     }
 
+    /// Per-channel mean and (population) standard deviation of the pixel values `byte / 255`, over
+    /// every image of the split: the statistics a standardising input layer uses (NTT's recipe).
+    pub fn channel_stats(&self) -> Result<(Vec<f64>, Vec<f64>), DataError> {
+        let [c, h, w] = self.shape;
+        let plane = h * w;
+        if self.is_empty() || plane == 0 {
+            return Err(DataError::Invalid("channel statistics of an empty split".into()));
+        }
+        let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+        for img in self.images.chunks_exact(c * plane) {
+            for (ch, px) in img.chunks_exact(plane).enumerate() {
+                for &b in px {
+                    let v = f64::from(b) / 255.0;
+                    sum[ch] += v;
+                    sq[ch] += v * v;
+                }
+            }
+        }
+        let count = (self.len() * plane) as f64;
+        let mean: Vec<f64> = sum.iter().map(|s| s / count).collect();
+        let std = sq.iter().zip(&mean).map(|(q, m)| (q / count - m * m).max(0.0).sqrt()).collect();
+        Ok((mean, std))
+    }
+
     /// Count of each label 0..9.
     pub fn class_counts(&self) -> [usize; 10] {
         let mut c = [0; 10];

@@ -26,4 +26,4 @@ mod vjp;
 pub use arch::{Arch, LayerDef};
 pub use checkpoint::{CheckpointError, Loaded, load, save};
 pub use layers::{avg_pool2, forward_stages, max_pool2};
-pub use net::{Init, Net, NetError};
+pub use net::{Init, InputNorm, Net, NetError};

@@ -14,6 +14,9 @@ pub enum NetError {
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A setting of the network that cannot work, named.
+    #[error("{0}")]
+    Invalid(String),
     /// A mask was given for a tensor that is not a maskable weight.
     #[error("mask `{name}`: {why}")]
     BadMask {
@@ -25,22 +28,27 @@ pub enum NetError {
 }
 
 /// Weight initialisation scheme. Biases follow PyTorch's `nn.Linear`/`nn.Conv2d` default
-/// (uniform ±1/√fan_in) under Kaiming-uniform and are zero under Glorot-normal.
+/// (uniform ±1/√fan_in) under Kaiming-uniform, are zero under Glorot-normal, and N(0, 10⁻²) under
+/// `Ntt`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Init {
     /// PyTorch's default: `kaiming_uniform_(a=√5)`, i.e. U(±1/√fan_in).
     KaimingUniform,
-    /// Glorot (Xavier) normal: N(0, 2/(fan_in+fan_out)).
+    /// Glorot (Xavier) normal: N(0, 2/(fan_in+fan_out)), zero biases.
     GlorotNormal,
+    /// NTT's recipe (JAX stax's defaults `glorot_normal()`, `normal()`): Glorot-normal weights and
+    /// biases drawn from N(0, 0.01²).
+    Ntt,
 }
 
 impl Init {
-    /// `kaiming-uniform` or `glorot-normal`.
+    /// `kaiming-uniform`, `glorot-normal` or `ntt`.
     pub fn parse(s: &str) -> Result<Init, String> {
         match s {
             "kaiming-uniform" => Ok(Init::KaimingUniform),
             "glorot-normal" => Ok(Init::GlorotNormal),
-            _ => Err(format!("unknown init `{s}`: expected kaiming-uniform or glorot-normal")),
+            "ntt" => Ok(Init::Ntt),
+            _ => Err(format!("unknown init `{s}`: expected kaiming-uniform, glorot-normal or ntt")),
         }
     }
 
@@ -49,6 +57,62 @@ impl Init {
         match self {
             Init::KaimingUniform => "kaiming-uniform",
             Init::GlorotNormal => "glorot-normal",
+            Init::Ntt => "ntt",
+        }
+    }
+}
+
+/// Standardisation of the inputs inside the network, before its first layer: `(x − mean) / std`
+/// with one value for all inputs or one per channel. Attacks keep working in pixel units on [0, 1].
+/// Checkpoints keep it in their metadata (`input_mean`, `input_std`, comma-separated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputNorm {
+    /// One value, or one per input channel.
+    pub mean: Vec<f64>,
+    /// One value, or one per input channel; every value finite and > 0.
+    pub std: Vec<f64>,
+}
+
+impl InputNorm {
+    fn check(&self, arch: &Arch) -> Result<(), String> {
+        let channels = arch.input_shape()[0];
+        let lens_ok = self.mean.len() == self.std.len()
+            && (self.mean.len() == 1 || (arch.input_shape().len() == 3 && self.mean.len() == channels));
+        if !lens_ok {
+            return Err(format!(
+                "input standardisation needs one mean and one std, or one of each per input channel ({channels} for {arch}); got {} and {}",
+                self.mean.len(),
+                self.std.len()
+            ));
+        }
+        if let Some(m) = self.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!("input standardisation mean {m} is not finite"));
+        }
+        if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!("input standardisation std {s} must be finite and > 0"));
+        }
+        Ok(())
+    }
+
+    fn join(v: &[f64]) -> String {
+        v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Reads `input_mean` / `input_std` from checkpoint metadata (`None` when both are absent).
+    fn from_meta(meta: &BTreeMap<String, String>) -> Result<Option<InputNorm>, String> {
+        let parse = |k: &str| -> Result<Option<Vec<f64>>, String> {
+            meta.get(k)
+                .map(|s| {
+                    s.split(',')
+                        .map(|x| x.trim().parse::<f64>().map_err(|_| format!("metadata `{k}`: `{x}` is not a number")))
+                        .collect()
+                })
+                .transpose()
+        };
+        match (parse("input_mean")?, parse("input_std")?) {
+            (None, None) => Ok(None),
+            (Some(mean), Some(std)) => Ok(Some(InputNorm { mean, std })),
+            _ => Err("metadata has only one of `input_mean` and `input_std`".into()),
         }
     }
 }
@@ -59,6 +123,7 @@ pub struct Net {
     arch: Arch,
     params: BTreeMap<String, Var>,
     masks: BTreeMap<String, Tensor>,
+    input_norm: Option<InputNorm>,
     /// Free-form metadata stored in checkpoints (arch, seed, init, git commit, config hash, ...).
     pub meta: BTreeMap<String, String>,
 }
@@ -90,6 +155,10 @@ impl Net {
                     let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
                     ((0..n).map(|_| std * rw.normal()).collect(), vec![0.0; shape[0]])
                 }
+                Init::Ntt => {
+                    let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
+                    ((0..n).map(|_| std * rw.normal()).collect(), (0..shape[0]).map(|_| 0.01 * rb.normal()).collect())
+                }
             };
             // Values are drawn in f64 and rounded once, so f32 and f64 nets share their numbers.
             let w = Tensor::from_vec(w, shape.as_slice(), device)?.to_dtype(dtype)?;
@@ -101,7 +170,7 @@ impl Net {
         meta.insert("arch".into(), arch.to_string());
         meta.insert("seed".into(), seed.to_string());
         meta.insert("init".into(), init.name().into());
-        Ok(Net { arch: arch.clone(), params, masks: BTreeMap::new(), meta })
+        Ok(Net { arch: arch.clone(), params, masks: BTreeMap::new(), input_norm: None, meta })
     }
 
     /// Builds a network from parameter tensors already checked against `arch` (used by the loader).
@@ -113,7 +182,33 @@ impl Net {
     ) -> Result<Net, NetError> {
         let params =
             params.into_iter().map(|(k, v)| Ok((k, Var::from_tensor(&v)?))).collect::<Result<_, NetError>>()?;
-        Ok(Net { arch, params, masks, meta })
+        let input_norm = InputNorm::from_meta(&meta).map_err(NetError::Invalid)?;
+        if let Some(n) = &input_norm {
+            n.check(&arch).map_err(NetError::Invalid)?;
+        }
+        Ok(Net { arch, params, masks, input_norm, meta })
+    }
+
+    /// The input standardisation, if any.
+    pub fn input_norm(&self) -> Option<&InputNorm> {
+        self.input_norm.as_ref()
+    }
+
+    /// Sets (or with `None` removes) the input standardisation; it is recorded in `meta`.
+    pub fn set_input_norm(&mut self, norm: Option<InputNorm>) -> Result<(), NetError> {
+        match &norm {
+            Some(n) => {
+                n.check(&self.arch).map_err(NetError::Invalid)?;
+                self.meta.insert("input_mean".into(), InputNorm::join(&n.mean));
+                self.meta.insert("input_std".into(), InputNorm::join(&n.std));
+            }
+            None => {
+                self.meta.remove("input_mean");
+                self.meta.remove("input_std");
+            }
+        }
+        self.input_norm = norm;
+        Ok(())
     }
 
     /// The architecture.
@@ -206,7 +301,13 @@ impl Net {
             .iter()
             .map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?)))
             .collect::<Result<_, NetError>>()?;
-        Ok(Net { arch: self.arch.clone(), params, masks: self.masks.clone(), meta: self.meta.clone() })
+        Ok(Net {
+            arch: self.arch.clone(),
+            params,
+            masks: self.masks.clone(),
+            input_norm: self.input_norm.clone(),
+            meta: self.meta.clone(),
+        })
     }
 
     /// Converts every parameter and mask to `dtype` (fresh `Var`s).
@@ -218,7 +319,7 @@ impl Net {
             .collect::<Result<_, NetError>>()?;
         let masks =
             self.masks.iter().map(|(k, m)| Ok((k.clone(), m.to_dtype(dtype)?))).collect::<Result<_, NetError>>()?;
-        Ok(Net { arch: self.arch.clone(), params, masks, meta: self.meta.clone() })
+        Ok(Net { arch: self.arch.clone(), params, masks, input_norm: self.input_norm.clone(), meta: self.meta.clone() })
     }
 
     /// The parameter dtype.
@@ -229,28 +330,26 @@ impl Net {
 
 impl Staged for Net {
     fn stages(&self) -> Vec<Stage> {
-        self.arch
-            .layers()
-            .into_iter()
-            .map(|l| match l {
-                LayerDef::Linear { name, .. } => Stage::Linear {
-                    weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
-                    bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
-                    mask: self.masks.get(&format!("{name}.weight")).cloned(),
-                    name,
-                },
-                LayerDef::Conv { name, .. } => Stage::Conv2d {
-                    weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
-                    bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
-                    mask: self.masks.get(&format!("{name}.weight")).cloned(),
-                    name,
-                },
-                LayerDef::Relu => Stage::Relu,
-                LayerDef::MaxPool2 => Stage::MaxPool2,
-                LayerDef::AvgPool2 => Stage::AvgPool2,
-                LayerDef::Flatten => Stage::Flatten,
-            })
-            .collect()
+        let norm = self.input_norm.iter().map(|n| Stage::Standardize { mean: n.mean.clone(), std: n.std.clone() });
+        norm.chain(self.arch.layers().into_iter().map(|l| match l {
+            LayerDef::Linear { name, .. } => Stage::Linear {
+                weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
+                bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
+                mask: self.masks.get(&format!("{name}.weight")).cloned(),
+                name,
+            },
+            LayerDef::Conv { name, .. } => Stage::Conv2d {
+                weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
+                bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
+                mask: self.masks.get(&format!("{name}.weight")).cloned(),
+                name,
+            },
+            LayerDef::Relu => Stage::Relu,
+            LayerDef::MaxPool2 => Stage::MaxPool2,
+            LayerDef::AvgPool2 => Stage::AvgPool2,
+            LayerDef::Flatten => Stage::Flatten,
+        }))
+        .collect()
     }
 }
 
@@ -392,6 +491,67 @@ mod tests {
             assert!(diff <= 1e-12 * scale.max(1.0), "{arch}: max diff {diff} (scale {scale})");
             assert_eq!(la.to_vec1::<f64>().unwrap(), lb.to_vec1::<f64>().unwrap());
         }
+    }
+
+    #[test]
+    fn ntt_init_draws_glorot_weights_and_small_normal_biases() {
+        let g = Net::init(&Arch::Lenet300100, Init::Ntt, 3, DType::F64, &Device::Cpu).unwrap();
+        let w = g.param("fc1.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let var = w.iter().map(|x| x * x).sum::<f64>() / w.len() as f64;
+        assert!((var / (2.0 / 1084.0) - 1.0).abs() < 0.02, "{var}");
+        let b = g.param("fc1.bias").unwrap().as_tensor().to_vec1::<f64>().unwrap();
+        let bvar = b.iter().map(|x| x * x).sum::<f64>() / b.len() as f64;
+        assert!((bvar / 1e-4 - 1.0).abs() < 0.25, "{bvar}");
+        assert_eq!(Init::parse("ntt").unwrap(), Init::Ntt);
+    }
+
+    #[test]
+    fn input_standardisation_is_the_first_stage_and_round_trips_through_checkpoints() {
+        use awt_base::{Autograd, Classifier};
+        let dev = Device::Cpu;
+        let mut rng = Rng::new(4);
+        for (arch, norm) in [
+            (Arch::Lenet5Caffe, InputNorm { mean: vec![0.3], std: vec![0.5] }),
+            (Arch::Conv4, InputNorm { mean: vec![0.1, 0.2, 0.3], std: vec![0.5, 1.0, 2.0] }),
+        ] {
+            let plain = Net::init(&arch, Init::KaimingUniform, 1, DType::F64, &dev).unwrap();
+            let mut net = plain.clone();
+            net.set_input_norm(Some(norm.clone())).unwrap();
+            let mut shape = vec![2];
+            shape.extend(arch.input_shape());
+            let n: usize = shape.iter().product();
+            let x =
+                Tensor::from_vec((0..n).map(|_| rng.uniform()).collect::<Vec<f64>>(), shape.as_slice(), &dev).unwrap();
+            // By hand: (x - mean_c) / std_c per channel, then the plain network.
+            let c = shape[1];
+            let m = Tensor::from_vec(norm.mean.repeat(c / norm.mean.len()), (1, c, 1, 1), &dev).unwrap();
+            let s = Tensor::from_vec(norm.std.repeat(c / norm.std.len()), (1, c, 1, 1), &dev).unwrap();
+            let xs = x.broadcast_sub(&m).unwrap().broadcast_div(&s).unwrap();
+            let a = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            let b = plain.forward(&xs).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-12 * q.abs().max(1.0), "{arch}: {p} vs {q}");
+            }
+            // The explicit input gradient passes through the standardisation.
+            let loss = |z: &Tensor| z.sqr()?.sum(1);
+            let (_, _, ga) = Autograd(&net).loss_and_input_grad(&x, &loss).unwrap();
+            let (_, _, gb) = net.loss_and_input_grad(&x, &loss).unwrap();
+            let d =
+                (ga - gb).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+            assert!(d < 1e-10, "{arch}: input gradient differs by {d}");
+            // Checkpoints keep it.
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("n.safetensors");
+            crate::save(&net, &p).unwrap();
+            let back = crate::load(&p, None, DType::F64, &dev).unwrap().net;
+            assert_eq!(back.input_norm(), Some(&norm));
+        }
+        // Impossible settings are refused, naming what is wrong.
+        let mut net = Net::init(&Arch::Conv4, Init::KaimingUniform, 1, DType::F64, &dev).unwrap();
+        let e = net.set_input_norm(Some(InputNorm { mean: vec![0.1, 0.2], std: vec![1.0, 1.0] })).unwrap_err();
+        assert!(e.to_string().contains("per input channel"), "{e}");
+        let e = net.set_input_norm(Some(InputNorm { mean: vec![0.1], std: vec![0.0] })).unwrap_err();
+        assert!(e.to_string().contains("> 0"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub(crate) fn backward_to_input(stages: &[Stage], inputs: &[Tensor], v: &Tensor)
             }
             Stage::Relu => d.mul(&inp.gt(0.0)?.to_dtype(d.dtype())?)?,
             Stage::Flatten => d.reshape(inp.shape())?,
+            Stage::Standardize { .. } => s.standardize_backward(&d)?,
             Stage::MaxPool2 => {
                 let (b, c, h, w) = inp.dims4()?;
                 let (h2, w2) = (h / 2, w / 2);

@@ -102,6 +102,7 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                 }
                 conv_signal(&d, &w)?
             }
+            Stage::Standardize { .. } => s.standardize_backward(&d)?,
             Stage::Relu => d.mul(&expand_k(&inp.gt(0.0)?.to_dtype(dt)?)?)?,
             Stage::Flatten => {
                 let mut shape = vec![n * k];

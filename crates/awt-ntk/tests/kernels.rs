@@ -4,7 +4,7 @@
 //! of the kernel-matching loss against central finite differences in f64.
 
 use awt_base::{Rng, Staged};
-use awt_nets::{Arch, Init, Net};
+use awt_nets::{Arch, Init, InputNorm, Net};
 use awt_ntk::{Kind, metrics, reference, structured, structured_blocked, trace_full};
 use candle_core::{DType, Device, Module, Tensor};
 
@@ -43,9 +43,14 @@ fn oracle(net: &Net, x1: &Tensor, x2: &Tensor, kind: Kind) -> Tensor {
 
 /// Structured vs reference on one architecture, masked and dense, X1 = X2 and X1 ≠ X2.
 fn check_agreement(arch: Arch, dtype: DType, tol: f64, n1: usize, n2: usize) {
+    check_agreement_with(arch, None, dtype, tol, n1, n2)
+}
+
+fn check_agreement_with(arch: Arch, norm: Option<InputNorm>, dtype: DType, tol: f64, n1: usize, n2: usize) {
     // Dense; a mask denser than 0.25 (masked Gram as one dense product); a sparse one (gathered Gram).
     for keep in [None, Some(0.4), Some(0.1)] {
         let mut net = Net::init(&arch, Init::KaimingUniform, 3, dtype, &Device::Cpu).unwrap();
+        net.set_input_norm(norm.clone()).unwrap();
         if let Some(k) = keep {
             mask_randomly(&mut net, k, 9);
         }
@@ -67,6 +72,15 @@ fn check_agreement(arch: Arch, dtype: DType, tol: f64, n1: usize, n2: usize) {
             assert!(e <= tol, "{arch} {dtype:?} mask={keep:?}: traced kernel off by {e:.3e}");
         }
     }
+}
+
+#[test]
+fn structured_equals_reference_with_input_standardisation() {
+    let one = InputNorm { mean: vec![0.3], std: vec![0.4] };
+    check_agreement_with(Arch::Lenet300100, Some(one.clone()), DType::F64, 1e-10, 3, 2);
+    check_agreement_with(Arch::Lenet5Caffe, Some(one), DType::F64, 1e-10, 2, 2);
+    let per_channel = InputNorm { mean: vec![0.5, 0.4, 0.3], std: vec![0.25, 0.5, 2.0] };
+    check_agreement_with(Arch::Conv4, Some(per_channel), DType::F64, 1e-10, 2, 1);
 }
 
 #[test]
