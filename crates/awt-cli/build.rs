@@ -11,7 +11,9 @@ fn main() {
         .map(|o| !o.stdout.is_empty())
         .unwrap_or(false);
     println!("cargo:rustc-env=AWT_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
-    for p in ["../../.git/HEAD", "../../.git/index", "../../.git/refs/heads"] {
+    // The sources too: an edit after the last commit must mark the binary dirty even when git's
+    // index has not changed (a directory here means any file below it).
+    for p in ["../../.git/HEAD", "../../.git/index", "../../.git/refs/heads", "../../crates", "../../Cargo.lock"] {
         println!("cargo:rerun-if-changed={p}");
     }
 }

@@ -367,7 +367,12 @@ fn command_lines(run: &Run, spec: &toml::Table, data: &str) -> Result<Vec<(Strin
     Ok(cmds)
 }
 
+/// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
+/// while they run), else a fresh release build.
 fn awt_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AWT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
     crate::cargo(&["build", "--release", "-p", "awt-cli"])?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     Ok(target.join("release").join("awt"))
@@ -449,7 +454,9 @@ fn execute(
     let (rustc, candle) = tool_versions();
     let manifest = json!({
         "preset": preset, "name": run.name, "arch": run.arch, "method": run.method, "density": run.density, "seed": run.seed,
-        "config": run.canonical, "config_hash": fnv(&run.canonical), "git_commit": git_commit(), "rustc": rustc,
+        "config": run.canonical, "config_hash": fnv(&run.canonical),
+        // The commit the `awt` binary was built from (it may differ from the checkout's HEAD with AWT_BIN).
+        "git_commit": eval["git_commit"].as_str().map(String::from).unwrap_or_else(git_commit), "rustc": rustc,
         "crates": {"candle-core": candle, "awt": env!("CARGO_PKG_VERSION")},
         "dataset_files": eval["dataset_files"], "data": eval["data"], "dataset_location": eval["dataset_location"],
         "threads": threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
