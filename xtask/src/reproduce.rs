@@ -636,6 +636,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if o.preset == "smoke" {
         return Ok(());
     }
+    if load_spec(&o.preset)?.get("record").and_then(toml::Value::as_bool) == Some(true) {
+        // Recorded presets are reported from results/ (the study report), not into the quick report.
+        eprintln!("records in {}", root().join("results").join(&o.preset).display());
+        return Ok(());
+    }
     crate::report::write(&[base], &root().join("docs").join("reproduction.md"))
 }
 
