@@ -62,7 +62,10 @@ impl Optimizer {
         let t = self.step as i32;
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let w = var.as_tensor();
+            // Detached: an update computed from the variable's own (tracked) tensor would record an
+            // autograd graph, and the optimiser state built from it would chain every step's graph
+            // (with weight decay, memory grew by gigabytes per epoch).
+            let (g, w) = (&g.detach(), &var.as_tensor().detach());
             match self.cfg {
                 OptimizerConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
                     let mut g = g.clone();
@@ -237,6 +240,28 @@ mod tests {
             for (g, w0) in got.iter().zip([1.0, -2.0]) {
                 let want = scalar_reference(&cfg, 0.05, 7, w0);
                 assert!((g - want).abs() < 1e-12, "{cfg:?}: {g} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn optimiser_state_records_no_autograd_graph() {
+        // With weight decay the update involves the variable itself; state built from its tracked
+        // tensor chained one autograd graph per step (a leak of gigabytes per epoch). Every state
+        // tensor and the variable must stay graph-free, whatever the configuration.
+        for cfg in [
+            OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 1e-2 },
+            OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, decoupled: false },
+            OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, decoupled: true },
+        ] {
+            let w = Var::from_tensor(&Tensor::new(&[1.0f64, -2.0], &Device::Cpu).unwrap()).unwrap();
+            let mut opt = Optimizer::new(cfg.clone(), vec![("w".into(), w.clone())]);
+            for _ in 0..3 {
+                let g = (w.as_tensor().sqr().unwrap().sum_all().unwrap() * 0.5).unwrap().backward().unwrap();
+                opt.step(&g, 0.1).unwrap();
+            }
+            for (name, t) in opt.state() {
+                assert!(!t.track_op(), "{cfg:?}: state tensor {name} records an autograd graph");
             }
         }
     }
