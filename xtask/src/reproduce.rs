@@ -405,6 +405,35 @@ fn git_commit() -> String {
         .unwrap_or_default()
 }
 
+/// Holds `dir/.xtask.lock` (an OS lock released when the process ends, however it ends) so that two
+/// `cargo xtask` processes never run the same run folder; the second is told who holds it.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".xtask.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut f, &mut holder);
+            bail!(
+                "{} is in use by process {} (another cargo xtask reproduce?); split a grid between processes with --shard",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    f.set_len(0)?;
+    std::io::Write::write_all(&mut f, std::process::id().to_string().as_bytes())?;
+    Ok(f)
+}
+
 /// Runs one run's commands, skipping finished steps and resuming training.
 fn execute(
     awt: &Path,
@@ -414,6 +443,7 @@ fn execute(
     preset: &str,
 ) -> Result<f64> {
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
+    let _lock = lock(&run.dir)?;
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
@@ -594,10 +624,8 @@ fn run_grid(o: &Opts) -> Result<Vec<Run>> {
                     }
                     if run.dir.join("manifest.json").exists() {
                         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
-                        if keep {
-                            if let Err(e) = record(&o.preset, &run) {
-                                errors.lock().expect("errors").push(format!("{e:#}"));
-                            }
+                        if keep && let Err(e) = record(&o.preset, &run) {
+                            errors.lock().expect("errors").push(format!("{e:#}"));
                         }
                         continue;
                     }

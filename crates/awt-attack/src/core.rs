@@ -4,7 +4,7 @@
 use awt_base::Classifier;
 use candle_core::{D, DType, Tensor};
 
-use crate::error::{AttackError, invalid};
+use crate::error::{AttackError, finite_logits, invalid};
 use crate::loss::{LossKind, per_example_loss};
 
 /// The result of attacking a batch.
@@ -97,6 +97,7 @@ pub(crate) fn probe(
         let l = per_example_loss(&z, y, target, loss)?;
         (z, l, x.zeros_like()?)
     };
+    finite_logits(&logits)?;
     let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let resisted = match target {
         None => pred.iter().zip(y.to_vec1::<u32>()?).map(|(p, y)| *p == y).collect(),

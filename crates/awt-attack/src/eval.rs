@@ -94,7 +94,9 @@ pub fn evaluate_batch(
     let n = ids.len();
     let yv = y.to_vec1::<u32>()?;
     let correct = |xs: &Tensor| -> Result<Vec<bool>, AttackError> {
-        let p = model.logits(xs)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let z = model.logits(xs)?;
+        crate::error::finite_logits(&z)?;
+        let p = z.argmax(D::Minus1)?.to_vec1::<u32>()?;
         Ok(p.iter().zip(&yv).map(|(a, b)| a == b).collect())
     };
     let clean = correct(x)?;

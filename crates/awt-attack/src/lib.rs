@@ -42,7 +42,7 @@ mod pgd;
 
 pub use apgd::Apgd;
 pub use core::{Attack, Outcome, input_gradient};
-pub use error::AttackError;
+pub use error::{AttackError, finite_logits};
 pub use eval::{BatchEval, Checks, Warnings, evaluate_batch};
 pub use fgsm::Fgsm;
 pub use loss::{LossKind, per_example_loss};

@@ -15,7 +15,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let file_name = path.file_name().ok_or_else(|| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{} has no file name", path.display()))
     })?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let prefix = format!(".{}.tmp-", file_name.to_string_lossy());
+    remove_dead_writers_temporaries(&dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -34,6 +36,35 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Removes `<prefix><pid>` files in `dir` whose writer process no longer exists: what a writer
+/// killed between creating its temporary file and renaming it leaves behind. Only on systems with
+/// `/proc` (elsewhere nothing is removed).
+fn remove_dead_writers_temporaries(dir: &Path, prefix: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(prefix)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Bytes of memory the OS could give this process now (`MemAvailable` of `/proc/meminfo`), or
+/// `None` where that is unknown. Used to refuse, with a clear message, an allocation that would
+/// otherwise end in the kernel's out-of-memory killer.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -47,5 +78,18 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        // pid 1 is alive (init); a pid beyond the kernel's maximum never is.
+        let (dead, live) = (dir.path().join(".m.safetensors.tmp-4194999"), dir.path().join(".m.safetensors.tmp-1"));
+        std::fs::write(&dead, b"torn").unwrap();
+        std::fs::write(&live, b"in progress").unwrap();
+        super::write_atomic(&p, b"new").unwrap();
+        assert!(!dead.exists(), "a dead writer's temporary file was left");
+        assert!(live.exists(), "a live writer's temporary file was removed");
     }
 }

@@ -24,7 +24,7 @@ pub use stage::{Stage, Staged, avg_pool2, forward_stages, max_pool2};
 // then picks up through feature unification, and for the kernels of `patches::MaskedPair`.
 
 mod fsutil;
-pub use fsutil::write_atomic;
+pub use fsutil::{available_memory, write_atomic};
 
 /// Fixes `RAYON_NUM_THREADS` to the thread count candle would choose, unless it is already set, and
 /// returns the count. Without it candle looks the count up from the OS (CPU topology files) on every

@@ -8,6 +8,7 @@ use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
+use crate::output::say;
 use crate::util::{config_hash, git_commit};
 
 /// awt: adversarially robust sparse networks (AWT, NTK, attacks) on candle.
@@ -47,15 +48,19 @@ enum Cmd {
         out: PathBuf,
     },
     /// Clean and robust accuracy of a checkpoint (FGSM, PGD, APGD-CE/DLR, or the worst case).
+    #[command(allow_negative_numbers = true)]
     Eval(Box<crate::eval::EvalArgs>),
     /// The empirical NTK of a checkpoint on clean or adversarial inputs.
+    #[command(allow_negative_numbers = true)]
     Ntk(Box<crate::ntk::NtkArgs>),
     /// Adversarially train a network (dense, or sparse with a fixed mask) as a resumable run.
-    #[command(args_override_self = true)]
+    #[command(args_override_self = true, allow_negative_numbers = true)]
     Train(Box<crate::train::TrainArgs>),
     /// Prune: random, magnitude, snip, grasp, synflow at init; hydra or IMP rounds (--rewind) after training.
+    #[command(allow_negative_numbers = true)]
     Prune(Box<crate::prune::PruneArgs>),
     /// Search a ticket at initialisation by kernel and output matching (awt or ntt).
+    #[command(allow_negative_numbers = true)]
     Ticket(Box<crate::prune::TicketArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
@@ -82,7 +87,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
         Cmd::Init { arch, seed, init, standardize, data_dir, out } => {
-            let norm = standardize.map(|name| crate::util::DataArgs { name, data_dir }).map(|d| -> Result<_> {
+            let norm = standardize.map(|name| crate::util::DataArgs::named(name, data_dir)).map(|d| -> Result<_> {
                 let ds = d.load().context("--standardize")?;
                 let (mean, std) = ds.train.channel_stats()?;
                 Ok(awt_nets::InputNorm { mean, std })
@@ -105,8 +110,9 @@ pub(crate) fn parse_arch(s: &str) -> Result<Arch> {
 fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
     let opts = LoadOptions { offline: true, ..LoadOptions::from_env(data_dir) };
     let opts_net = LoadOptions::from_env(opts.data_dir.as_ref().map(|d| d.0.clone()));
-    println!("{:<20} {:<10} {:<58} details", "dataset", "status", "location");
+    say!("{:<20} {:<10} {:<58} details", "dataset", "status", "location");
     let mut notes = Vec::new();
+    let mut unusable = Vec::new();
     for spec in REGISTRY {
         // Listing never downloads: it reports what is here.
         match awt_data::locate(spec.name, &opts) {
@@ -127,12 +133,15 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
                                 ds.train.shape
                             )
                         }
-                        Err(e) => format!("UNUSABLE: {e}"),
+                        Err(e) => {
+                            unusable.push(spec.name);
+                            format!("UNUSABLE: {e}")
+                        }
                     }
                 } else {
                     "present (run with --verify to parse and check sums)".to_string()
                 };
-                println!("{:<20} {:<10} {:<58} {details}", spec.name, "found", loc.to_string());
+                say!("{:<20} {:<10} {:<58} {details}", spec.name, "found", loc.to_string());
             }
             Err(e) => {
                 let dl = if opts_net.offline || spec.hf.is_none() {
@@ -140,13 +149,16 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
                 } else {
                     "; other awt commands will try a hub download"
                 };
-                println!("{:<20} {:<10} {:<58} to get it: {}{dl}", spec.name, "missing", "-", spec.how_to_get);
+                say!("{:<20} {:<10} {:<58} to get it: {}{dl}", spec.name, "missing", "-", spec.how_to_get);
                 notes.push(e.to_string());
             }
         }
     }
     for n in notes {
-        println!("\n{n}");
+        say!("\n{n}");
+    }
+    if !unusable.is_empty() {
+        bail!("found but unusable: {} (see the table above)", unusable.join(", "));
     }
     Ok(())
 }
@@ -164,7 +176,7 @@ fn init_cmd(arch: &str, seed: u64, init: &str, norm: Option<awt_nets::InputNorm>
     net.meta.insert("config_hash".into(), config_hash(&canonical));
     awt_nets::save(&net, out)?;
     let (p, _) = net.counts();
-    println!("wrote {} ({arch}, seed {seed}, {}, {p} parameters)", out.display(), init.name());
+    say!("wrote {} ({arch}, seed {seed}, {}, {p} parameters)", out.display(), init.name());
     Ok(())
 }
 
@@ -172,13 +184,13 @@ fn inspect(model: &Path, arch: Option<&str>) -> Result<()> {
     let arch = arch.map(parse_arch).transpose()?;
     let loaded = awt_nets::load(model, arch.as_ref(), DType::F32, &Device::Cpu)?;
     let net = loaded.net;
-    println!(
+    say!(
         "{}: {}{}",
         model.display(),
         net.arch(),
         if loaded.foreign { " (foreign state dict, no awt metadata)" } else { "" }
     );
-    println!("{:<16} {:>18} {:>10} {:>10}", "tensor", "shape", "params", "density");
+    say!("{:<16} {:>18} {:>10} {:>10}", "tensor", "shape", "params", "density");
     let dens = net.densities().context("computing densities")?;
     let mut kept = 0.0;
     for (name, v) in net.params() {
@@ -186,7 +198,7 @@ fn inspect(model: &Path, arch: Option<&str>) -> Result<()> {
         if let Some(d) = d {
             kept += d * v.elem_count() as f64;
         }
-        println!(
+        say!(
             "{:<16} {:>18} {:>10} {:>10}",
             name,
             format!("{:?}", v.dims()),
@@ -195,11 +207,11 @@ fn inspect(model: &Path, arch: Option<&str>) -> Result<()> {
         );
     }
     let (all, weights) = net.counts();
-    println!("total {all} parameters, {weights} maskable weights, overall weight density {:.4}", kept / weights as f64);
+    say!("total {all} parameters, {weights} maskable weights, overall weight density {:.4}", kept / weights as f64);
     if !net.meta.is_empty() {
-        println!("metadata:");
+        say!("metadata:");
         for (k, v) in &net.meta {
-            println!("  {k} = {v}");
+            say!("  {k} = {v}");
         }
     }
     if net.masks().is_empty() && net.meta.contains_key("method") {

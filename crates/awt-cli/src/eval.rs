@@ -1,15 +1,16 @@
 //! `awt eval`: clean and robust accuracy of a checkpoint under the attacks the field reports.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings, evaluate_batch};
 use candle_core::{DType, Device};
 use clap::Args;
 use serde_json::json;
 
-use crate::util::progress;
+use crate::output::progress;
+use crate::output::say;
 
 /// Flags of `awt eval`.
 #[derive(Args, Debug, Clone)]
@@ -86,6 +87,15 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
     if !a.eps.is_finite() || a.eps < 0.0 {
         bail!("--eps must be a finite number ≥ 0, got {}", a.eps);
     }
+    if a.restarts == 0 {
+        bail!("--restarts must be ≥ 1");
+    }
+    if a.steps == 0 && matches!(a.attack.as_str(), "pgd" | "worst") {
+        bail!("--steps must be ≥ 1 for --attack {} (0 steps is no attack: use --attack none)", a.attack);
+    }
+    if a.apgd_steps == 0 && matches!(a.attack.as_str(), "apgd-ce" | "apgd-dlr" | "worst") {
+        bail!("--apgd-steps must be ≥ 1 for --attack {}", a.attack);
+    }
     let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
     if a.eps > 0.0 && (!step.is_finite() || step <= 0.0) {
         bail!("--step-size must be > 0, got {step}");
@@ -121,7 +131,10 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
 /// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
 pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
     let attacks = build_attacks(a)?;
-    let ds = a.data.load()?;
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1 (examples per batch)");
+    }
+    let ds = a.data.load_for(net)?;
     let split = pick_split(&ds, &a.split)?;
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
@@ -133,10 +146,6 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
             split.len()
         );
     }
-    let expect = net.arch().input_shape();
-    if expect.iter().product::<usize>() != split.image_size() {
-        bail!("{} takes inputs of shape {expect:?}, {} images are {:?}", net.arch(), a.data.name, split.shape);
-    }
     let refs: Vec<&dyn Attack> = attacks.iter().map(|b| b.as_ref()).collect();
     let start = Instant::now();
     let pb = progress(n as u64, "eval");
@@ -147,7 +156,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let mut warnings = Warnings::default();
     let dev = Device::Cpu;
     let idx: Vec<usize> = (a.offset..a.offset + n).collect();
-    for chunk in idx.chunks(a.batch.max(1)) {
+    for chunk in idx.chunks(a.batch) {
         let (x, y) = split.batch(chunk, &dev)?;
         let x = x.to_dtype(net.dtype())?;
         let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
@@ -171,12 +180,10 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let names: Vec<String> = refs.iter().map(|r| r.name()).collect();
     let robust_after: Vec<(String, usize)> = names.into_iter().zip(robust_after).collect();
     let robust = robust_after.last().map(|r| r.1).unwrap_or(clean);
-    let json = json!({
+    let mut json = json!({
         "model": a.model.display().to_string(),
         "arch": net.arch().to_string(),
         "data": a.data.name, "split": a.split, "offset": a.offset, "n": n,
-        "dataset_location": ds.provenance.location,
-        "dataset_files": ds.provenance.files.iter().map(|f| json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
         "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
         "robust_correct": robust, "robust_accuracy": robust as f64 / n as f64,
         "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
@@ -187,14 +194,18 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         "wall_seconds": seconds,
         "git_commit": crate::util::git_commit(),
     });
+    crate::util::merge_json(&mut json, crate::util::provenance_json(&ds));
     Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
 }
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
+    if let Some(j) = &a.json {
+        crate::util::refuse_overwriting_inputs("--json", j, &[("--model", &a.model)])?;
+    }
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let r = evaluate(&net, &a, true)?;
-    println!(
+    say!(
         "{} on {} {} [{}..{}), ε = {} ({}), seed {}",
         a.model.display(),
         a.data.name,
@@ -205,18 +216,18 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
         a.norm,
         a.seed
     );
-    println!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
-    println!("{:<24} {:>8} {:>8.2}%", "clean", r.clean, 100.0 * r.clean as f64 / r.n as f64);
+    say!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
+    say!("{:<24} {:>8} {:>8.2}%", "clean", r.clean, 100.0 * r.clean as f64 / r.n as f64);
     for (name, c) in &r.robust_after {
         let label = if r.robust_after.len() > 1 { format!("+ {name}") } else { name.clone() };
-        println!("{:<24} {:>8} {:>8.2}%", label, c, 100.0 * *c as f64 / r.n as f64);
+        say!("{:<24} {:>8} {:>8.2}%", label, c, 100.0 * *c as f64 / r.n as f64);
     }
-    println!("n = {}, {:.1} s", r.n, r.seconds);
+    say!("n = {}, {:.1} s", r.n, r.seconds);
     for w in r.warnings.messages() {
-        println!("WARNING: {w}");
+        say!("WARNING: {w}");
     }
     if let Some(p) = &a.json {
-        write_json(p, &r.json)?;
+        crate::output::write_json(p, &r.json)?;
     }
     Ok(())
 }
@@ -228,9 +239,4 @@ pub(crate) fn pick_split<'a>(ds: &'a awt_data::Dataset, split: &str) -> Result<&
         "train" => Ok(&ds.train),
         other => bail!("--split: expected train or test, got `{other}`"),
     }
-}
-
-pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {
-    let s = serde_json::to_string_pretty(v)? + "\n";
-    awt_base::write_atomic(p, s.as_bytes()).with_context(|| format!("cannot write {}", p.display()))
 }

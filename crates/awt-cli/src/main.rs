@@ -7,6 +7,7 @@
 mod commands;
 mod eval;
 mod ntk;
+mod output;
 mod prune;
 mod train;
 mod util;
@@ -34,6 +35,10 @@ fn main() {
     };
     let cli = commands::Cli::parse_from(args);
     if let Err(e) = commands::run(cli) {
+        // A reader that went away (`awt inspect m | head -1`) is not an error: stop quietly.
+        if e.downcast_ref::<output::StdoutError>().is_some_and(output::StdoutError::is_broken_pipe) {
+            std::process::exit(0);
+        }
         // One line: the cause chain joined, so scripts can grep it and users see the root cause.
         let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
         eprintln!("error: {}", chain.join(": "));

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::output::say;
 use anyhow::{Context, Result, bail};
 use awt_attack::{Attack, LossKind, Norm, Pgd};
 use awt_base::Staged;
@@ -59,10 +60,17 @@ pub(crate) struct NtkArgs {
 }
 
 pub(crate) fn run(a: NtkArgs) -> Result<()> {
+    crate::util::refuse_overwriting_inputs("--out", &a.out, &[("--model", &a.model)])?;
+    if a.block == 0 {
+        bail!("--block must be ≥ 1 (examples per block)");
+    }
+    if a.adv.is_some() && a.steps == 0 {
+        bail!("--steps must be ≥ 1 with --adv pgd (0 steps would leave the inputs at a random start)");
+    }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
-    let ds = a.data.load()?;
+    let ds = a.data.load_for(&net)?;
     let split = crate::eval::pick_split(&ds, &a.split)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
@@ -116,16 +124,24 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         other => bail!("--impl: expected structured or reference, got `{other}`"),
     };
     let secs = start.elapsed().as_secs_f64();
+    let bad = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        bail!(
+            "{}: the kernel has {bad} non-finite entries of {}: the weights or activations overflow (huge or non-finite weights?); nothing was written",
+            a.model.display(),
+            k.elem_count()
+        );
+    }
     let idx_t = |v: &[usize]| Tensor::from_vec(v.iter().map(|&i| i as u32).collect::<Vec<_>>(), v.len(), &Device::Cpu);
     let mut tensors = HashMap::from([("ntk".to_string(), k.clone()), ("indices".to_string(), idx_t(&i1)?)]);
     if !same {
         tensors.insert("indices2".to_string(), idx_t(&i2)?);
     }
-    // The kernel file has no metadata, so candle's writer is deterministic enough; write it via a temp file.
-    let tmp = a.out.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("cannot write {}", a.out.display()))?;
-    println!(
+    let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let bytes = awt_base::safetensors_bytes(&tensors, &Default::default())?;
+    awt_base::write_atomic(&a.out, &bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
+    say!(
         "{}: {} NTK of {} ({}) on {} {} [{}..{}){}, {} implementation: {:?} in {:.3} s",
         a.out.display(),
         if a.trace { "traced" } else { "full" },
@@ -142,7 +158,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     );
     if same {
         let ev = metrics::spectrum(&k)?;
-        println!(
+        say!(
             "trace {:.6e}, λ_max {:.6e}, λ_min {:.6e}, condition number {:.3e}",
             metrics::trace(&k)?,
             ev[0],
@@ -150,7 +166,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
             metrics::condition_number(&ev)
         );
     } else {
-        println!(
+        say!(
             "X1 ≠ X2: no spectrum (the kernel is not square-symmetric); Frobenius norm {:.6e}",
             k.to_dtype(DType::F64)?.sqr()?.sum_all()?.sqrt()?.to_scalar::<f64>()?
         );

@@ -12,6 +12,7 @@ use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, WeightsFrom};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
+use crate::output::say;
 use crate::util::git_commit;
 
 /// Flags of `awt prune`.
@@ -82,12 +83,9 @@ fn ce(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Masks for `a.method` on the dense `net`.
 pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, Tensor>> {
-    if !(a.density > 0.0 && a.density <= 1.0) {
-        bail!("--density must be in (0, 1], got {}", a.density);
-    }
     let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
     let batch = || -> Result<(Tensor, Tensor)> {
-        let ds = a.data.load()?;
+        let ds = a.data.load_for(net)?;
         let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
         let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
         Ok((x.to_dtype(net.dtype())?, y))
@@ -157,7 +155,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
 fn run_hydra(a: &PruneArgs) -> Result<()> {
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = a.data.load()?;
+    let ds = a.data.load_for(&net)?;
     let train = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
         None => ds.train.clone(),
@@ -249,20 +247,31 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--density` must be a fraction of weights to keep.
+fn check_density(d: f64) -> Result<()> {
+    if !(d > 0.0 && d <= 1.0) {
+        bail!("--density must be in (0, 1], got {d}");
+    }
+    Ok(())
+}
+
 pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
+    check_density(a.density)?;
+    let mut inputs = vec![("--model", a.model.as_path())];
+    if let Some(r) = &a.rewind {
+        inputs.push(("--rewind", r.as_path()));
+    }
+    crate::util::refuse_overwriting_inputs("--out", &a.out, &inputs)?;
+    if a.batch == 0 {
+        bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
+    }
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
     }
     if a.method == "imp-at" {
-        if !(a.density > 0.0 && a.density <= 1.0) {
-            bail!("--density must be in (0, 1], got {}", a.density);
-        }
         return run_imp(&a);
     }
     if a.method == "hydra" {
-        if !(a.density > 0.0 && a.density <= 1.0) {
-            bail!("--density must be in (0, 1], got {}", a.density);
-        }
         return run_hydra(&a);
     }
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
@@ -287,7 +296,7 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
 fn report(net: &Net, out: &std::path::Path) -> Result<()> {
     let d = net.densities()?;
     let per: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    println!(
+    say!(
         "wrote {} ({}, method {}): densities {}",
         out.display(),
         net.arch(),
@@ -359,12 +368,21 @@ impl TicketArgs {
             "ntt" => Method::Ntt,
             other => bail!("--method: unknown search `{other}`: expected awt or ntt"),
         };
+        if self.batch < 2 {
+            bail!("--batch must be ≥ 2 (the kernel compares its two halves), got {}", self.batch);
+        }
         let steps = match (self.steps, self.epochs) {
+            (Some(0), None) => bail!("--steps must be ≥ 1"),
             (Some(s), None) => s,
-            (None, Some(e)) => (e * (train_len / self.batch.max(1)) as f64).round() as usize,
+            (None, Some(e)) if !(e.is_finite() && e > 0.0) => bail!("--epochs must be > 0, got {e}"),
+            (None, Some(e)) => match (e * (train_len / self.batch) as f64).round() as usize {
+                0 => bail!("--epochs {e}: less than one step of --batch {} on {train_len} examples", self.batch),
+                s => s,
+            },
             (None, None) => bail!("give the search length with --epochs or --steps"),
             (Some(_), Some(_)) => bail!("--epochs and --steps are exclusive"),
         };
+        check_density(self.density)?;
         Ok(SearchConfig {
             method,
             density: self.density,
@@ -399,15 +417,18 @@ impl TicketArgs {
 }
 
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
+    let log_path = a.out.with_extension("search.jsonl");
+    for (flag, out) in [("--out", &a.out), ("--out (its search log)", &log_path)] {
+        crate::util::refuse_overwriting_inputs(flag, out, &[("--model", &a.model)])?;
+    }
     let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
     let teacher = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = a.data.load()?;
+    let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len())?;
-    let log_path = a.out.with_extension("search.jsonl");
     let mut log_file = std::io::BufWriter::new(
         std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
     );
-    let bar = crate::util::progress(cfg.steps as u64, &a.method);
+    let bar = crate::output::progress(cfg.steps as u64, &a.method);
     if a.quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -428,7 +449,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;
     if let (Some(first), Some(last)) = (t.log.first(), t.log.last()) {
-        println!(
+        say!(
             "{} search, {} steps: kernel distance {:.3} → {:.3}, output distance {:.3} → {:.3}; log in {}",
             a.method,
             cfg.steps,

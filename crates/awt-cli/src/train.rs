@@ -1,14 +1,16 @@
 //! `awt train`: adversarial training of a zoo network, dense or with a fixed mask, as a resumable run
 //! folder (config.toml, metrics.jsonl, state.safetensors, model.safetensors, summary.json).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use awt_nets::{Init, Net};
-use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError};
+use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
 use candle_core::{DType, Device};
 use clap::Args;
 
+use crate::output::say;
 use crate::util::{config_hash, git_commit};
 
 /// Flags of `awt train` (a `--config FILE.toml` with the same keys may give any of them).
@@ -127,38 +129,76 @@ pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The run's configuration as written to `config.toml`: the flags' names and values, absent
+/// options left out, so that `--config <run>/config.toml` reproduces the run.
+#[derive(serde::Serialize)]
+struct RunToml<'a> {
+    arch: &'a str,
+    data: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    init: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<String>,
+    adv: &'a str,
+    eps: f64,
+    steps: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_size: Option<f64>,
+    beta: f64,
+    epochs: usize,
+    batch: usize,
+    opt: &'a str,
+    lr: f64,
+    momentum: f64,
+    nesterov: bool,
+    wd: f64,
+    schedule: &'a str,
+    milestones: &'a str,
+    gamma: f64,
+    warmup: f64,
+    seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    train_limit: Option<usize>,
+    eval_n: usize,
+    eval_steps: usize,
+    keep_best: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    track_kernel: Option<String>,
+}
+
 impl TrainArgs {
     /// The run's configuration as TOML (the file written to the run folder), without `out`/`resume`.
-    fn canonical(&self, arch: &str) -> String {
-        format!(
-            "arch = \"{arch}\"\ndata = \"{}\"\ninit = \"{}\"\nticket = \"{}\"\nadv = \"{}\"\neps = {}\nsteps = {}\nstep_size = {}\nbeta = {}\n\
-             epochs = {}\nbatch = {}\nopt = \"{}\"\nlr = {}\nmomentum = {}\nnesterov = {}\nwd = {}\nschedule = \"{}\"\nmilestones = \"{}\"\n\
-             gamma = {}\nwarmup = {}\nseed = {}\ntrain_limit = {}\neval_n = {}\neval_steps = {}\nkeep_best = {}\n",
-            self.data.name,
-            self.init.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            self.ticket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-            self.adv,
-            self.eps,
-            self.steps,
-            self.step_size.map(|s| s.to_string()).unwrap_or_else(|| "\"default\"".into()),
-            self.beta,
-            self.epochs,
-            self.batch,
-            self.opt,
-            self.lr,
-            self.momentum,
-            self.nesterov,
-            self.wd,
-            self.schedule,
-            self.milestones,
-            self.gamma,
-            self.warmup,
-            self.seed,
-            self.train_limit.map(|n| n.to_string()).unwrap_or_else(|| "\"all\"".into()),
-            self.eval_n,
-            self.eval_steps,
-            self.keep_best,
-        )
+    fn canonical(&self, arch: &str) -> Result<String> {
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let t = RunToml {
+            arch,
+            data: &self.data.name,
+            init: path(&self.init),
+            ticket: path(&self.ticket),
+            adv: &self.adv,
+            eps: self.eps,
+            steps: self.steps,
+            step_size: self.step_size,
+            beta: self.beta,
+            epochs: self.epochs,
+            batch: self.batch,
+            opt: &self.opt,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            wd: self.wd,
+            schedule: &self.schedule,
+            milestones: &self.milestones,
+            gamma: self.gamma,
+            warmup: self.warmup,
+            seed: self.seed,
+            train_limit: self.train_limit,
+            eval_n: self.eval_n,
+            eval_steps: self.eval_steps,
+            keep_best: self.keep_best,
+            track_kernel: path(&self.track_kernel),
+        };
+        Ok(toml::to_string(&t)?)
     }
 
     /// The library configuration, validated.
@@ -226,8 +266,25 @@ impl TrainArgs {
             eval_eps: self.eps,
             eval_steps: self.eval_steps,
         };
-        cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if self.train_limit == Some(0) {
+            bail!("--train-limit must be ≥ 1 (it counts training examples)");
+        }
+        if self.eval_n == 0 {
+            bail!("--eval-n must be ≥ 1: the per-epoch evaluation needs test examples");
+        }
+        cfg.check().map_err(flag_error)?;
         Ok(cfg)
+    }
+}
+
+/// A library error in the command line's words: a setting becomes its flag.
+pub(crate) fn flag_error(e: TrainError) -> anyhow::Error {
+    match e {
+        TrainError::Setting { setting, why } => match setting {
+            "beta1" | "beta2" | "adam_eps" | "dampening" => anyhow::anyhow!("optimiser setting {setting}: {why}"),
+            _ => anyhow::anyhow!("--{} {why}", setting.replace('_', "-")),
+        },
+        other => anyhow::Error::new(other),
     }
 }
 
@@ -235,20 +292,21 @@ impl TrainArgs {
 struct CliHooks<'a> {
     net: &'a Net,
     tracker: Option<awt_ntk::Tracker>,
-    best: Option<(f64, PathBuf)>,
+    /// With --keep-best: the best robust accuracy so far, its epoch, and where the checkpoint goes.
+    best: Option<(f64, Option<usize>, PathBuf)>,
     bar: indicatif::ProgressBar,
     epochs: usize,
 }
 
 impl Hooks for CliHooks<'_> {
     fn after_step(&mut self, _epoch: usize, _global: u64) -> Result<(), TrainError> {
-        self.net.apply_masks().map_err(|e| TrainError::Invalid(e.to_string()))
+        self.net.apply_masks().map_err(TrainError::hook)
     }
 
     fn after_epoch(&mut self, m: &mut EpochMetrics) -> Result<(), TrainError> {
         if let Some(t) = &self.tracker {
             use awt_base::Staged;
-            let rec = t.measure(&self.net.stages()).map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let rec = t.measure(&self.net.stages()).map_err(TrainError::hook)?;
             for r in rec {
                 m.extra.push(("kernel_to_initial".into(), r.to_initial));
                 if let Some(d) = r.to_reference {
@@ -256,22 +314,25 @@ impl Hooks for CliHooks<'_> {
                 }
             }
         }
-        if let Some((best, path)) = &mut self.best
-            && m.robust_acc > *best
-        {
-            *best = m.robust_acc;
-            let mut net = self.net.clone();
-            net.meta.insert("best_epoch".into(), m.epoch.to_string());
-            awt_nets::save(&net, path).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        if let Some((best, best_epoch, path)) = &mut self.best {
+            // Without a robust evaluation (--eval-steps 0) the best epoch is the best clean one.
+            let score = if m.robust_acc.is_finite() { m.robust_acc } else { m.clean_acc };
+            if score > *best {
+                *best = score;
+                *best_epoch = Some(m.epoch);
+                let mut net = self.net.clone();
+                net.meta.insert("best_epoch".into(), m.epoch.to_string());
+                awt_nets::save(&net, path).map_err(TrainError::hook)?;
+            }
         }
+        let robust = if m.robust_acc.is_finite() { format!("{:.2}%", 100.0 * m.robust_acc) } else { "-".into() };
         let line = format!(
-            "epoch {:>3}/{}: loss {:.4}  adv-train acc {:.2}%  clean {:.2}%  PGD {:.2}%  lr {:.2e}  {:.0} img/s  {:.1} s",
+            "epoch {:>3}/{}: loss {:.4}  train acc {:.2}%  clean {:.2}%  PGD {robust}  lr {:.2e}  {:.0} img/s  {:.1} s",
             m.epoch + 1,
             self.epochs,
             m.train_loss,
             100.0 * m.train_acc,
             100.0 * m.clean_acc,
-            100.0 * m.robust_acc,
             m.lr,
             m.images_per_sec,
             m.seconds
@@ -291,7 +352,27 @@ impl Hooks for CliHooks<'_> {
             self.bar.set_prefix(format!("epoch {}/{}", epoch + 1, self.epochs));
         }
         self.bar.set_position(batch as u64);
-        self.bar.set_message(format!("loss {loss:.4} adv acc {:.1}%", 100.0 * acc));
+        self.bar.set_message(format!("loss {loss:.4} train acc {:.1}%", 100.0 * acc));
+    }
+
+    fn state(&self) -> BTreeMap<String, String> {
+        match &self.best {
+            Some((score, Some(epoch), _)) => {
+                BTreeMap::from([("best_score".into(), score.to_string()), ("best_epoch".into(), epoch.to_string())])
+            }
+            _ => BTreeMap::new(),
+        }
+    }
+
+    fn restore(&mut self, state: &BTreeMap<String, String>) -> Result<(), TrainError> {
+        if let Some((best, best_epoch, _)) = &mut self.best
+            && let (Some(s), Some(e)) = (state.get("best_score"), state.get("best_epoch"))
+        {
+            let bad = |what: &str| TrainError::Invalid(format!("checkpoint: bad {what} in the hook state"));
+            *best = s.parse().map_err(|_| bad("best_score"))?;
+            *best_epoch = Some(e.parse().map_err(|_| bad("best_epoch"))?);
+        }
+        Ok(())
     }
 }
 
@@ -313,32 +394,39 @@ pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
     Ok(net)
 }
 
-/// Runs `awt train`; returns the trained network and the run's metrics.
-pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, Vec<EpochMetrics>)> {
+/// The files a run writes into its folder (inputs may not be any of them).
+const RUN_FILES: [&str; 7] = [
+    "config.toml",
+    "metrics.jsonl",
+    "state.safetensors",
+    "model.safetensors",
+    "best.safetensors",
+    "summary.json",
+    ".lock",
+];
+
+/// Runs `awt train`; returns the trained network, the metrics of the epochs run, and the number of
+/// test images the per-epoch evaluation used.
+pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, Vec<EpochMetrics>, usize)> {
+    // Every check comes before the first write: a refused run leaves its folder as it was.
     let cfg = a.train_config()?;
+    let inputs: Vec<(&str, &Path)> =
+        [("--init", &a.init), ("--ticket", &a.ticket), ("--track-kernel", &a.track_kernel)]
+            .into_iter()
+            .filter_map(|(f, p)| Some((f, p.as_deref()?)))
+            .collect();
+    for file in RUN_FILES {
+        crate::util::refuse_overwriting_inputs("--out", &a.out.join(file), &inputs)?;
+    }
     let net = starting_net(a)?;
     let arch = net.arch().to_string();
-    let ds = a.data.load()?;
-    let expect: usize = net.arch().input_shape().iter().product();
-    if expect != ds.train.image_size() {
-        bail!("{arch} takes {expect} input values, {} images have {:?}", a.data.name, ds.train.shape);
-    }
+    let ds = a.data.load_for(&net)?;
     let train_split = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
         None => ds.train.clone(),
     };
-    let canonical = a.canonical(&arch);
+    let canonical = a.canonical(&arch)?;
     let hash = config_hash(&canonical);
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
-    let cfg_path = a.out.join("config.toml");
-    if !a.resume {
-        awt_base::write_atomic(&cfg_path, canonical.as_bytes())
-            .with_context(|| format!("cannot write {}", cfg_path.display()))?;
-    }
-    let bar = crate::util::progress(1, "epoch");
-    if !show_progress || a.quiet {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
     let tracker = match &a.track_kernel {
         None => None,
         Some(p) => {
@@ -363,17 +451,21 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             Some(awt_ntk::Tracker::new(&net.stages(), Some(&reference.stages()), &probes, 64)?)
         }
     };
+    let folder = RunFolder::open(&a.out, &canonical, &hash, a.resume).map_err(flag_error)?;
+    let bar = crate::output::progress(1, "epoch");
+    if !show_progress || a.quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     let mut hooks = CliHooks {
         net: &net,
         tracker,
-        best: a.keep_best.then(|| (f64::NEG_INFINITY, a.out.join("best.safetensors"))),
+        best: a.keep_best.then(|| (f64::NEG_INFINITY, None, a.out.join("best.safetensors"))),
         bar,
         epochs: a.epochs,
     };
     let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let run = RunDir { dir: a.out.clone(), config_hash: hash.clone(), resume: a.resume };
-    let summary = awt_train::train(&net, vars, &train_split, &ds.test, &cfg, &run, &mut hooks)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let summary =
+        awt_train::train(&net, vars, &train_split, &ds.test, &cfg, &folder, &mut hooks).map_err(flag_error)?;
     hooks.bar.finish_and_clear();
     let mut out = net.clone();
     out.meta.insert("git_commit".into(), git_commit().into());
@@ -386,17 +478,17 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     awt_nets::save(&out, &model_path)?;
     let metrics = read_metrics(&a.out.join("metrics.jsonl"))?;
     let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
-    let summary_json = serde_json::json!({
+    let mut summary_json = serde_json::json!({
         "config_hash": hash, "git_commit": git_commit(), "arch": arch, "data": a.data.name,
-        "dataset_location": ds.provenance.location,
-        "dataset_files": ds.provenance.files.iter().map(|f| serde_json::json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
         "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.test.len()),
         "densities": out.densities()?,
         "final": last, "epochs": metrics.len(), "resumed_from": summary.resumed_from,
         "threads": candle_core::utils::get_num_threads(),
     });
-    crate::eval::write_json(&a.out.join("summary.json"), &summary_json)?;
-    Ok((net, summary.epochs))
+    crate::util::merge_json(&mut summary_json, crate::util::provenance_json(&ds));
+    crate::output::write_json(&a.out.join("summary.json"), &summary_json)?;
+    drop(folder);
+    Ok((net, summary.epochs, a.eval_n.min(ds.test.len())))
 }
 
 pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
@@ -405,20 +497,23 @@ pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 pub(crate) fn run(a: TrainArgs) -> Result<()> {
-    let (_, epochs) = run_training(&a, true)?;
+    let (_, epochs, eval_n) = run_training(&a, true)?;
     if let Some(m) = epochs.last() {
-        println!(
-            "{}: {} epochs; final clean {:.2}%, PGD-{} {:.2}% on {} test images; model in {}",
+        let robust = if m.robust_acc.is_finite() {
+            format!(", PGD-{} {:.2}%", a.eval_steps, 100.0 * m.robust_acc)
+        } else {
+            String::new()
+        };
+        say!(
+            "{}: {} epochs; final clean {:.2}%{robust} on {} test images; model in {}",
             a.out.display(),
             a.epochs,
             100.0 * m.clean_acc,
-            a.eval_steps,
-            100.0 * m.robust_acc,
-            a.eval_n,
+            eval_n,
             a.out.join("model.safetensors").display()
         );
     } else {
-        println!("{}: nothing left to run (all {} epochs were done)", a.out.display(), a.epochs);
+        say!("{}: nothing left to run (all {} epochs were done)", a.out.display(), a.epochs);
     }
     Ok(())
 }

@@ -22,9 +22,17 @@ pub struct Idx {
 
 /// Parses an IDX file held in memory (raw or gzip, detected by the gzip magic). `path` only labels errors.
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Idx, DataError> {
+    parse_expecting(bytes, path, None)
+}
+
+/// [`parse`], refusing a header whose dimensions differ from `expect` before any data is read or
+/// decompressed: a registered dataset's files have known sizes, so a forged header cannot make
+/// the reader inflate more than the real file holds.
+pub fn parse_expecting(bytes: &[u8], path: &Path, expect: Option<&[usize]>) -> Result<Idx, DataError> {
     let gz = bytes.starts_with(&[0x1f, 0x8b]);
+    // Multi-member gzip (concatenated streams, e.g. from pigz or `cat a.gz b.gz`) is valid gzip.
     let mut reader: Box<dyn Read + '_> =
-        if gz { Box::new(flate2::read::GzDecoder::new(bytes)) } else { Box::new(bytes) };
+        if gz { Box::new(flate2::read::MultiGzDecoder::new(bytes)) } else { Box::new(bytes) };
     let mut head = [0u8; 4];
     read_exact(&mut reader, &mut head, path, "the 4-byte magic number")?;
     if head[0] != 0 || head[1] != 0 {
@@ -45,6 +53,11 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Idx, DataError> {
         let mut b = [0u8; 4];
         read_exact(&mut reader, &mut b, path, &format!("dimension {i} of the header"))?;
         dims.push(u32::from_be_bytes(b) as usize);
+    }
+    if let Some(e) = expect
+        && dims != e
+    {
+        return Err(file_err(path, format!("header declares dimensions {dims:?}, this dataset's file has {e:?}")));
     }
     let claimed = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).unwrap_or(u64::MAX);
     let header = 4 + 4 * ndim as u64;

@@ -33,6 +33,34 @@ pub struct HfSpec {
     pub test: &'static str,
 }
 
+/// One file of a registered dataset.
+#[derive(Clone, Copy, Debug)]
+pub struct FileSpec {
+    /// File name (a `.gz` name also matches its uncompressed copy without the suffix).
+    pub name: &'static str,
+    /// Pinned SHA-256 of the file as named (`None`: not pinned, checked by structure only).
+    pub sha256: Option<&'static str>,
+    /// Pinned SHA-256 of the uncompressed content of a `.gz` file, for an uncompressed copy.
+    pub raw_sha256: Option<&'static str>,
+    /// The dimensions an IDX file's header must declare; checked before anything is decompressed.
+    pub dims: Option<&'static [usize]>,
+}
+
+/// A pinned IDX file: name, SHA-256 of the `.gz`, SHA-256 of its content, header dimensions.
+const fn idx_file(
+    name: &'static str,
+    sha256: &'static str,
+    raw_sha256: Option<&'static str>,
+    dims: &'static [usize],
+) -> FileSpec {
+    FileSpec { name, sha256: Some(sha256), raw_sha256, dims: Some(dims) }
+}
+
+/// A file checked by structure only.
+const fn unpinned(name: &'static str) -> FileSpec {
+    FileSpec { name, sha256: None, raw_sha256: None, dims: None }
+}
+
 /// A registered dataset.
 #[derive(Clone, Copy, Debug)]
 pub struct DatasetSpec {
@@ -42,8 +70,8 @@ pub struct DatasetSpec {
     pub about: &'static str,
     /// File layout.
     pub format: Format,
-    /// File names and pinned SHA-256 sums (`None`: not pinned, checked by structure only).
-    pub files: &'static [(&'static str, Option<&'static str>)],
+    /// The files, with their pinned sums and expected dimensions.
+    pub files: &'static [FileSpec],
     /// Bytes of each file, when the dataset is embedded in this crate.
     pub embedded: Option<&'static [&'static [u8]]>,
     /// The hub copy, if any.
@@ -68,10 +96,30 @@ pub const REGISTRY: &[DatasetSpec] = &[
         about: "embedded subset of real Fashion-MNIST: first 10,000 train / 2,000 test images (MIT, Zalando SE)",
         format: Format::Idx,
         files: &[
-            ("train-images-idx3-ubyte.gz", Some("dbc97073061adfe46b8bf8af6112364d34cf4cf2363dd8191a14d6515e121e6b")),
-            ("train-labels-idx1-ubyte.gz", Some("0b1c9fd85da433904cd8c43816d58e9156256c8dde6e23698c4b9340b0494067")),
-            ("t10k-images-idx3-ubyte.gz", Some("34b6848fb35a59e5287bf485522433dfd8bd017eb126fde6f02e96123c8ff741")),
-            ("t10k-labels-idx1-ubyte.gz", Some("6a1ad38ad7d33240e59f70a44ddce4e9483e573ffad983d287064bd467dcbd4e")),
+            idx_file(
+                "train-images-idx3-ubyte.gz",
+                "dbc97073061adfe46b8bf8af6112364d34cf4cf2363dd8191a14d6515e121e6b",
+                Some("ed2e37ed5a3a57d212141a69fe0a0de5a7126ffba14ac3f7e76f5f52cc04b1f0"),
+                &[10000, 28, 28],
+            ),
+            idx_file(
+                "train-labels-idx1-ubyte.gz",
+                "0b1c9fd85da433904cd8c43816d58e9156256c8dde6e23698c4b9340b0494067",
+                Some("a69f2dad024ca220a8c4d85f621fdf929042d40c444abde2868903e9220ad517"),
+                &[10000],
+            ),
+            idx_file(
+                "t10k-images-idx3-ubyte.gz",
+                "34b6848fb35a59e5287bf485522433dfd8bd017eb126fde6f02e96123c8ff741",
+                Some("862035b0a96959b614c9574f4c2b0ae9584ca234813e8d6d7adb7838b12ca46b"),
+                &[2000, 28, 28],
+            ),
+            idx_file(
+                "t10k-labels-idx1-ubyte.gz",
+                "6a1ad38ad7d33240e59f70a44ddce4e9483e573ffad983d287064bd467dcbd4e",
+                Some("aa3f574d30afaf0d4d9da084a6f8541771e20693d6a97fae6e9a4953fca8f078"),
+                &[2000],
+            ),
         ],
         embedded: Some(FMNIST_MINI),
         hf: None,
@@ -82,11 +130,33 @@ pub const REGISTRY: &[DatasetSpec] = &[
         name: "fashion-mnist",
         about: "Fashion-MNIST, 60,000 train / 10,000 test 28×28 grayscale images (MIT, Zalando SE)",
         format: Format::Idx,
+        // The `.gz` sums are those the dataset's authors publish; the content sums were computed
+        // here from the verified `.gz` files, so an uncompressed copy is verified too.
         files: &[
-            ("train-images-idx3-ubyte.gz", Some("b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7")),
-            ("train-labels-idx1-ubyte.gz", Some("0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056")),
-            ("t10k-images-idx3-ubyte.gz", Some("cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa")),
-            ("t10k-labels-idx1-ubyte.gz", Some("8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05")),
+            idx_file(
+                "train-images-idx3-ubyte.gz",
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+                Some("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+                &[60000, 28, 28],
+            ),
+            idx_file(
+                "train-labels-idx1-ubyte.gz",
+                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+                Some("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+                &[60000],
+            ),
+            idx_file(
+                "t10k-images-idx3-ubyte.gz",
+                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+                Some("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+                &[10000, 28, 28],
+            ),
+            idx_file(
+                "t10k-labels-idx1-ubyte.gz",
+                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+                Some("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+                &[10000],
+            ),
         ],
         embedded: None,
         hf: Some(HfSpec {
@@ -101,11 +171,33 @@ pub const REGISTRY: &[DatasetSpec] = &[
         name: "mnist",
         about: "MNIST, 60,000 train / 10,000 test 28×28 grayscale digits",
         format: Format::Idx,
+        // MNIST's content sums are not pinned (no copy here to compute them from): an uncompressed
+        // copy loads as unpinned, and says so wherever its results are reported.
         files: &[
-            ("train-images-idx3-ubyte.gz", Some("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609")),
-            ("train-labels-idx1-ubyte.gz", Some("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c")),
-            ("t10k-images-idx3-ubyte.gz", Some("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6")),
-            ("t10k-labels-idx1-ubyte.gz", Some("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6")),
+            idx_file(
+                "train-images-idx3-ubyte.gz",
+                "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                None,
+                &[60000, 28, 28],
+            ),
+            idx_file(
+                "train-labels-idx1-ubyte.gz",
+                "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+                None,
+                &[60000],
+            ),
+            idx_file(
+                "t10k-images-idx3-ubyte.gz",
+                "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+                None,
+                &[10000, 28, 28],
+            ),
+            idx_file(
+                "t10k-labels-idx1-ubyte.gz",
+                "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+                None,
+                &[10000],
+            ),
         ],
         embedded: None,
         hf: Some(HfSpec {
@@ -123,12 +215,12 @@ pub const REGISTRY: &[DatasetSpec] = &[
         // The member files' sums are not pinned: we could not verify published values offline.
         // They are checked by structure (whole records, labels < 10) and their sums are recorded.
         files: &[
-            ("data_batch_1.bin", None),
-            ("data_batch_2.bin", None),
-            ("data_batch_3.bin", None),
-            ("data_batch_4.bin", None),
-            ("data_batch_5.bin", None),
-            ("test_batch.bin", None),
+            unpinned("data_batch_1.bin"),
+            unpinned("data_batch_2.bin"),
+            unpinned("data_batch_3.bin"),
+            unpinned("data_batch_4.bin"),
+            unpinned("data_batch_5.bin"),
+            unpinned("test_batch.bin"),
         ],
         embedded: None,
         hf: Some(HfSpec {
@@ -250,6 +342,15 @@ pub struct Provenance {
     pub files: Vec<FileCheck>,
 }
 
+impl Provenance {
+    /// `file (status)` for every file not verified against a pinned checksum: unpinned files,
+    /// uncompressed copies without a pinned content sum, accepted mismatches. Results computed from
+    /// such data should say so.
+    pub fn unverified(&self) -> Vec<String> {
+        self.files.iter().filter(|f| f.status != "verified").map(|f| format!("{} ({})", f.file, f.status)).collect()
+    }
+}
+
 /// A loaded dataset.
 #[derive(Clone, Debug)]
 pub struct Dataset {
@@ -305,7 +406,7 @@ pub fn locate(name: &str, opts: &LoadOptions) -> Result<Location, DataError> {
     let mut tried = Vec::new();
     for (dir, via) in dir_candidates(spec, opts) {
         let missing: Vec<&str> =
-            spec.files.iter().filter(|(f, _)| file_in(&dir, f).is_none()).map(|(f, _)| *f).collect();
+            spec.files.iter().filter(|f| file_in(&dir, f.name).is_none()).map(|f| f.name).collect();
         if missing.is_empty() {
             return Ok(Location::Dir { dir, via });
         }
@@ -362,17 +463,15 @@ fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn check_sum(
-    path: &Path,
-    file: &str,
-    bytes: &[u8],
-    pinned: Option<&str>,
-    opts: &LoadOptions,
-) -> Result<FileCheck, DataError> {
+/// Compares `bytes` (read from `path`) with the pinned sum of `spec`, or of its content for an
+/// uncompressed copy of a `.gz` file.
+fn check_sum(path: &Path, spec: &FileSpec, bytes: &[u8], opts: &LoadOptions) -> Result<FileCheck, DataError> {
     let sha = sha256_hex(bytes);
+    let uncompressed = !spec.name.is_empty() && !path.to_string_lossy().ends_with(spec.name);
+    let pinned = if uncompressed { spec.raw_sha256 } else { spec.sha256 };
     let status = match pinned {
+        None if uncompressed => "unpinned (uncompressed copy)".to_string(),
         None => "unpinned".to_string(),
-        Some(_) if !path.to_string_lossy().ends_with(file) => "unpinned (uncompressed copy)".to_string(),
         Some(p) if p == sha => "verified".to_string(),
         Some(p) if opts.allow_checksum_mismatch => format!("MISMATCH accepted (expected {p})"),
         Some(p) => {
@@ -384,7 +483,12 @@ fn check_sum(
             ));
         }
     };
-    Ok(FileCheck { file: file.to_string(), sha256: sha, status })
+    let file = if spec.name.is_empty() {
+        path.file_name().unwrap_or_default().to_string_lossy().to_string()
+    } else {
+        spec.name.to_string()
+    };
+    Ok(FileCheck { file, sha256: sha, status })
 }
 
 /// Train and test splits from the four parsed IDX files, in registry order.
@@ -405,33 +509,33 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         Location::Embedded => {
             let bytes = spec.embedded.expect("embedded dataset has bytes");
             let mut parsed = Vec::new();
-            for ((file, pin), b) in spec.files.iter().zip(bytes) {
-                let p = PathBuf::from(format!("<embedded>/{}/{file}", spec.name));
-                checks.push(check_sum(&p, file, b, *pin, opts)?);
-                parsed.push((idx::parse(b, &p)?, p));
+            for (f, b) in spec.files.iter().zip(bytes) {
+                let p = PathBuf::from(format!("<embedded>/{}/{}", spec.name, f.name));
+                checks.push(check_sum(&p, f, b, opts)?);
+                parsed.push((idx::parse_expecting(b, &p, f.dims)?, p));
             }
             idx_splits(parsed)?
         }
         Location::Dir { dir, .. } => {
-            let mut read = |file: &str, pin: Option<&str>| -> Result<(Vec<u8>, PathBuf), DataError> {
-                let p = file_in(dir, file).expect("located");
+            let mut read = |f: &FileSpec| -> Result<(Vec<u8>, PathBuf), DataError> {
+                let p = file_in(dir, f.name).expect("located");
                 let b = std::fs::read(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
-                checks.push(check_sum(&p, file, &b, pin, opts)?);
+                checks.push(check_sum(&p, f, &b, opts)?);
                 Ok((b, p))
             };
             match spec.format {
                 Format::Idx => {
                     let mut parts = Vec::new();
-                    for (f, pin) in spec.files {
-                        let (b, p) = read(f, *pin)?;
-                        parts.push((idx::parse(&b, &p)?, p));
+                    for f in spec.files {
+                        let (b, p) = read(f)?;
+                        parts.push((idx::parse_expecting(&b, &p, f.dims)?, p));
                     }
                     idx_splits(parts)?
                 }
                 Format::Cifar10 => {
                     let mut splits = Vec::new();
-                    for (f, pin) in spec.files {
-                        let (b, p) = read(f, *pin)?;
+                    for f in spec.files {
+                        let (b, p) = read(f)?;
                         splits.push(cifar::parse(&b, &p)?);
                     }
                     let test = splits.pop().expect("6 files");
@@ -447,8 +551,8 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         Location::Hub { train, test, .. } => {
             for p in [train, test] {
                 let b = std::fs::read(p).map_err(|e| file_err(p, format!("cannot read: {e}")))?;
-                let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                checks.push(check_sum(p, &name, &b, None, opts)?);
+                // Hub files are named by the hub's cache: checked by structure, recorded by name.
+                checks.push(check_sum(p, &unpinned(""), &b, opts)?);
             }
             (hf::read(train)?, hf::read(test)?)
         }

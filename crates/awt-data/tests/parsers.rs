@@ -32,6 +32,27 @@ fn idx_round_trip_raw_and_gzip() {
 }
 
 #[test]
+fn idx_reads_multi_member_gzip() {
+    // Valid gzip (RFC 1952 allows several members; pigz and `cat a.gz b.gz` produce them).
+    let data: Vec<u8> = (0..5 * 4 * 4).map(|i| (i * 7) as u8).collect();
+    let f = idx::encode(&[5, 4, 4], &data);
+    let mut two = gz(&f[..30]);
+    two.extend(gz(&f[30..]));
+    let p = idx::parse(&two, Path::new("multi.gz")).unwrap();
+    assert_eq!((p.dims, p.data), (vec![5, 4, 4], data));
+}
+
+#[test]
+fn idx_with_known_dimensions_refuses_another_header_before_inflating() {
+    let f = idx::encode(&[3, 2, 2], &[1; 12]);
+    assert!(idx::parse_expecting(&gz(&f), Path::new("ok.gz"), Some(&[3, 2, 2])).is_ok());
+    for b in [f.clone(), gz(&f)] {
+        let e = idx::parse_expecting(&b, Path::new("forged"), Some(&[60000, 28, 28])).unwrap_err().to_string();
+        assert!(e.starts_with("forged") && e.contains("[3, 2, 2]") && e.contains("[60000, 28, 28]"), "{e}");
+    }
+}
+
+#[test]
 fn idx_rejects_malformed_files() {
     let good = idx::encode(&[2, 2, 2], &[1; 8]);
     let mut bad_magic = good.clone();

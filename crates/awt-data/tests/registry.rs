@@ -25,36 +25,40 @@ fn embedded_subset_loads_with_verified_checksums() {
     assert!(ds.train.class_counts().iter().all(|&c| (900..1100).contains(&c)), "{:?}", ds.train.class_counts());
 }
 
-/// Writes a tiny MNIST-style folder (uncompressed and gzipped variants are both accepted).
-fn write_idx_dir(dir: &Path, n_train: usize, n_test: usize) {
+/// Writes an MNIST-shaped folder of uncompressed IDX files (the registry checks the header
+/// dimensions of MNIST's files, 60,000 and 10,000 images of 28×28, so the fixture has them too).
+fn write_idx_dir(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let tr = synthetic::prototypes(n_train, [1, 28, 28], 10, 0.2, 1);
-    let te = synthetic::prototypes(n_test, [1, 28, 28], 10, 0.2, 2);
-    std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode(&[n_train, 28, 28], &tr.images)).unwrap();
-    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode(&[n_train], &tr.labels)).unwrap();
-    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode(&[n_test, 28, 28], &te.images)).unwrap();
-    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode(&[n_test], &te.labels)).unwrap();
+    let (n_train, n_test) = (60_000, 10_000);
+    let labels = |n: usize| (0..n).map(|i| (i % 10) as u8).collect::<Vec<u8>>();
+    std::fs::write(dir.join("train-images-idx3-ubyte"), idx::encode(&[n_train, 28, 28], &vec![40; n_train * 784]))
+        .unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte"), idx::encode(&[n_train], &labels(n_train))).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx::encode(&[n_test, 28, 28], &vec![90; n_test * 784]))
+        .unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx::encode(&[n_test], &labels(n_test))).unwrap();
 }
 
 #[test]
 fn data_dir_is_searched_first_and_uncompressed_copies_are_unpinned() {
     let tmp = tempfile::tempdir().unwrap();
-    write_idx_dir(&tmp.path().join("mnist"), 30, 10);
+    write_idx_dir(&tmp.path().join("mnist"));
     let opts = opts_with(Some(tmp.path()), None);
     assert_eq!(
         locate("mnist", &opts).unwrap(),
         Location::Dir { dir: tmp.path().join("mnist"), via: "--data-dir".into() }
     );
     let ds = load("mnist", &opts).unwrap();
-    assert_eq!((ds.train.len(), ds.test.len()), (30, 10));
+    assert_eq!((ds.train.len(), ds.test.len()), (60_000, 10_000));
     assert!(ds.provenance.files.iter().all(|f| f.status.starts_with("unpinned")));
+    assert_eq!(ds.provenance.unverified().len(), 4);
 }
 
 #[test]
 fn pinned_checksum_mismatch_is_an_error_unless_overridden() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("fashion-mnist");
-    write_idx_dir(&d, 20, 10);
+    write_idx_dir(&d);
     // Rename to the .gz names the registry pins, with gzipped (wrong) content.
     for f in ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     {

@@ -144,6 +144,23 @@ impl Arch {
         }
     }
 
+    /// Number of parameters (weights and biases), or `None` when it does not fit in a `u64`.
+    pub fn param_count(&self) -> Option<u64> {
+        self.layers().iter().try_fold(0u64, |acc, l| {
+            let n = match l {
+                LayerDef::Linear { inp, out, .. } => {
+                    (*inp as u64).checked_mul(*out as u64)?.checked_add(*out as u64)?
+                }
+                LayerDef::Conv { inp, out, k, .. } => (*inp as u64)
+                    .checked_mul(*out as u64)?
+                    .checked_mul((*k as u64).checked_mul(*k as u64)?)?
+                    .checked_add(*out as u64)?,
+                _ => 0,
+            };
+            acc.checked_add(n)
+        })
+    }
+
     /// `(name, shape)` of every parameter, sorted by name (the checkpoint order).
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let mut v = Vec::new();

@@ -123,6 +123,19 @@ pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> 
             return Err(err(path, format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", vals[i])));
         }
         let t = t.to_dtype(dtype).map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+        // Finite in the file is not enough: the values must stay finite in the dtype they are used in
+        // (1e300 is a finite f64 and an infinite f32).
+        let used = t
+            .flatten_all()
+            .and_then(|t| t.to_dtype(DType::F64))
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+        if let Some(i) = used.iter().position(|v| !v.is_finite()) {
+            return Err(err(
+                path,
+                format!("tensor `{name}` holds {} at flat index {i}, which overflows {dtype:?}", vals[i]),
+            ));
+        }
         if is_mask {
             masks.insert(target, t);
         } else {

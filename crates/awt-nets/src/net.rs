@@ -128,10 +128,33 @@ pub struct Net {
     pub meta: BTreeMap<String, String>,
 }
 
+/// Refuses an architecture whose parameters alone would take more than half the memory available
+/// (an `mlp-784-100000000-10` would otherwise be killed by the OS, taking other processes with it).
+fn check_memory(arch: &Arch, dtype: DType) -> Result<(), NetError> {
+    let gb = |b: f64| b / 1e9;
+    let Some(count) = arch.param_count() else {
+        return Err(NetError::Invalid(format!("{arch}: the parameter count overflows a 64-bit integer")));
+    };
+    // Drawn in f64, then converted: 8 + dtype bytes per parameter while initialising. Training needs
+    // several times the parameters' own size again (gradients, optimiser state).
+    let need = count as f64 * (8 + dtype.size_in_bytes()) as f64;
+    if let Some(avail) = awt_base::available_memory()
+        && need > avail as f64 / 2.0
+    {
+        return Err(NetError::Invalid(format!(
+            "{arch} has {count} parameters: initialising it needs about {:.1} GB, more than half of the {:.1} GB of memory available (and training needs several times more); choose a smaller architecture",
+            gb(need),
+            gb(avail as f64)
+        )));
+    }
+    Ok(())
+}
+
 impl Net {
     /// A freshly initialised network. Each parameter draws from its own stream
     /// `Rng::new(seed).derive(name)`, so values do not depend on iteration order.
     pub fn init(arch: &Arch, init: Init, seed: u64, dtype: DType, device: &Device) -> Result<Net, NetError> {
+        check_memory(arch, dtype)?;
         let root = Rng::new(seed);
         let mut params = BTreeMap::new();
         for l in arch.layers() {

@@ -14,7 +14,7 @@ use awt_base::{Classifier, Stage, Staged};
 use awt_data::Split;
 use awt_nets::Net;
 use awt_prune::{Allocation, select};
-use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError};
+use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
 use candle_core::{Tensor, Var};
 
 use crate::search::SearchError;
@@ -68,7 +68,7 @@ impl Classifier for Scored<'_> {
 struct Refresh<'a, 'b>(&'b Scored<'a>);
 impl Hooks for Refresh<'_, '_> {
     fn after_step(&mut self, _epoch: usize, _global: u64) -> Result<(), TrainError> {
-        self.0.refresh().map_err(|e| TrainError::Invalid(e.to_string()))
+        self.0.refresh().map_err(TrainError::hook)
     }
     fn after_epoch(&mut self, _m: &mut EpochMetrics) -> Result<(), TrainError> {
         Ok(())
@@ -133,7 +133,8 @@ pub fn hydra(
         eval_steps: 0,
     };
     let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let run = RunDir { dir: work.to_path_buf(), config_hash: format!("{cfg:?}"), resume: false };
+    let config = format!("{cfg:?}");
+    let run = RunFolder::open(work, &config, &config, false).map_err(|e| SearchError::Other(e.to_string()))?;
     awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))
         .map_err(|e| SearchError::Other(e.to_string()))?;
     scored.refresh()?;

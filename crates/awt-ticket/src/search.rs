@@ -111,17 +111,32 @@ impl SearchConfig {
         if !(self.density > 0.0 && self.density <= 1.0) {
             return bad(format!("density must be in (0, 1], got {}", self.density));
         }
+        if self.steps == 0 {
+            return bad("steps must be ≥ 1".into());
+        }
         if self.batch < 2 {
             return bad(format!("batch must be ≥ 2 (it is split in two halves), got {}", self.batch));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("learning rate must be > 0, got {}", self.lr));
         }
-        if !(self.lambda_ker >= 0.0 && self.lambda_l2 >= 0.0) {
-            return bad("λ_ker and λ_l2 must be ≥ 0".into());
+        if !(self.lambda_ker.is_finite()
+            && self.lambda_ker >= 0.0
+            && self.lambda_l2.is_finite()
+            && self.lambda_l2 >= 0.0)
+        {
+            return bad("λ_ker and λ_l2 must be finite and ≥ 0".into());
         }
-        if self.method == Method::Awt && !(self.eps >= 0.0 && self.attack_step_size > 0.0) {
-            return bad("AWT needs eps ≥ 0 and a positive attack step size".into());
+        if self.method == Method::Awt
+            && !(self.eps.is_finite()
+                && self.eps >= 0.0
+                && self.attack_step_size.is_finite()
+                && self.attack_step_size > 0.0)
+        {
+            return bad("AWT needs a finite eps ≥ 0 and a finite attack step size > 0".into());
+        }
+        if self.method == Method::Awt && self.attack_steps == 0 {
+            return bad("AWT needs attack steps ≥ 1 (its inputs are PGD examples)".into());
         }
         Ok(())
     }

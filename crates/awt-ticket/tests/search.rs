@@ -40,7 +40,18 @@ fn awt_search_halves_the_held_out_adversarial_kernel_distance() {
         attack_step_size: 0.04,
         ..SearchConfig::defaults(Method::Awt, 0.05)
     };
-    let zero = search(&teacher, &ds.train, &SearchConfig { steps: 0, ..cfg.clone() }, &mut |_| {}).unwrap().net;
+    let mut zero = teacher.deep_clone().unwrap();
+    let weights = teacher
+        .weight_names()
+        .into_iter()
+        .map(|k| (k.clone(), teacher.param(&k).unwrap().as_tensor().clone()))
+        .collect();
+    let masks =
+        awt_prune::select(&awt_prune::scores::magnitude(&weights).unwrap(), 0.05, awt_prune::Allocation::Uniform)
+            .unwrap();
+    for (k, m) in &masks {
+        zero.set_mask(k, m).unwrap();
+    }
     let before = kernel_distance(&zero, &teacher, &x1, &x2).unwrap();
     let t = search(&teacher, &ds.train, &cfg, &mut |_| {}).unwrap();
     let after = kernel_distance(&t.net, &teacher, &x1, &x2).unwrap();

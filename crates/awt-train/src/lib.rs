@@ -3,7 +3,8 @@
 //! [`train`] is one readable loop: seeded shuffles, an [`Objective`] (natural, PGD-AT of Madry et
 //! al. 2018, FGSM with random start of Wong et al. 2020, TRADES of Zhang et al. 2019), an
 //! [`Optimizer`] with PyTorch's update rules, a [`Schedule`], per-epoch clean and PGD evaluation on a
-//! fixed subset, and atomic per-epoch checkpoints that `resume` continues bit-identically. It knows
+//! fixed subset, and atomic per-epoch checkpoints that `resume` continues bit-identically, in a
+//! [`RunFolder`] that one process at a time may hold and that a refused run leaves untouched. It knows
 //! nothing of pruning or NTKs: those plug in through [`Hooks`] (re-apply masks after each step, add
 //! kernel measurements to the epoch's metrics). A non-finite loss stops the run at that step with an
 //! error, leaving the last checkpoint intact.
@@ -25,14 +26,20 @@
 //!     eval_n: 1000, eval_eps: 0.1, eval_steps: 20,
 //! };
 //! let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-//! let run = RunDir { dir: "runs/example".into(), config_hash: format!("{cfg:?}"), resume: false };
+//! let run = RunFolder::open("runs/example".as_ref(), &format!("{cfg:?}"), "example", false)?;
 //! let summary = train(&net, vars, &ds.train, &ds.test, &cfg, &run, &mut NoHooks)?;
 //! println!("PGD accuracy {}", summary.epochs.last().unwrap().robust_acc);
 //! # Ok(()) }
 //! ```
 
+mod config;
+mod error;
+mod folder;
 mod optim;
 mod run;
 
+pub use config::{Objective, TrainConfig};
+pub use error::TrainError;
+pub use folder::{CONFIG, RunFolder, lock_folder};
 pub use optim::{Optimizer, OptimizerConfig, Schedule};
-pub use run::{EpochMetrics, Hooks, NoHooks, Objective, RunDir, Summary, TrainConfig, TrainError, train};
+pub use run::{EpochMetrics, Hooks, NoHooks, Summary, train};

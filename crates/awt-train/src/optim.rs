@@ -3,6 +3,66 @@
 
 use candle_core::{Tensor, Var};
 
+use crate::config::{fraction, non_negative, positive};
+use crate::error::{TrainError, setting};
+
+impl OptimizerConfig {
+    /// Checks the hyper-parameters (PyTorch's rules); the error names the setting.
+    pub fn check(&self) -> Result<(), TrainError> {
+        match *self {
+            OptimizerConfig::Sgd { momentum, dampening, nesterov, weight_decay } => {
+                fraction("momentum", momentum)?;
+                if !(0.0..=1.0).contains(&dampening) {
+                    return Err(setting("dampening", format!("must be in [0, 1], got {dampening}")));
+                }
+                non_negative("wd", weight_decay)?;
+                if nesterov && (momentum == 0.0 || dampening != 0.0) {
+                    return Err(setting("nesterov", "needs a momentum > 0 and zero dampening"));
+                }
+            }
+            OptimizerConfig::Adam { beta1, beta2, eps, weight_decay, .. } => {
+                fraction("beta1", beta1)?;
+                fraction("beta2", beta2)?;
+                positive("adam_eps", eps)?;
+                non_negative("wd", weight_decay)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Schedule {
+    /// Checks the schedule for a run of `epochs` epochs; the error names the setting.
+    pub fn check(&self, epochs: usize) -> Result<(), TrainError> {
+        match self {
+            Schedule::Constant | Schedule::Cosine => Ok(()),
+            Schedule::MultiStep { milestones, gamma } => {
+                positive("gamma", *gamma)?;
+                if let Some(w) = milestones.windows(2).find(|w| w[0] >= w[1]) {
+                    return Err(setting("milestones", format!("must increase strictly, got {} then {}", w[0], w[1])));
+                }
+                if let Some(m) = milestones.iter().find(|&&m| m == 0 || m >= epochs) {
+                    return Err(setting(
+                        "milestones",
+                        format!(
+                            "epoch {m} is not inside the run: milestones are epochs 1..{} (0-based)",
+                            epochs.saturating_sub(1)
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            Schedule::OneCycle { warmup } => {
+                if *warmup > 0.0 && *warmup < 1.0 {
+                    Ok(())
+                } else {
+                    Err(setting("warmup", format!("the warm-up fraction must be in (0, 1), got {warmup}")))
+                }
+            }
+        }
+    }
+}
+
 /// Optimiser and its hyper-parameters (the learning rate comes from the schedule).
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptimizerConfig {

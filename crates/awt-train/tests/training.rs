@@ -8,7 +8,7 @@ use awt_base::Rng;
 use awt_data::{Split, synthetic};
 use awt_nets::{Arch, Init, Net};
 use awt_train::{
-    EpochMetrics, Hooks, NoHooks, Objective, OptimizerConfig, RunDir, Schedule, TrainConfig, TrainError, train,
+    EpochMetrics, Hooks, NoHooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError, train,
 };
 use candle_core::{DType, Device, Tensor};
 
@@ -54,7 +54,9 @@ fn run(
 ) -> Result<awt_train::Summary, TrainError> {
     let (tr, te) = data();
     let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    train(net, vars, &tr, &te, c, &RunDir { dir: dir.to_path_buf(), config_hash: format!("{c:?}"), resume }, hooks)
+    let hash = format!("{c:?}");
+    let folder = RunFolder::open(dir, &hash, &hash, resume)?;
+    train(net, vars, &tr, &te, c, &folder, hooks)
 }
 
 fn weights(net: &Net) -> Vec<Vec<f32>> {
@@ -238,12 +240,146 @@ fn adversarial_training_learns_the_synthetic_task() {
 fn bad_settings_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     for (c, needle) in [
-        (TrainConfig { lr: 0.0, ..cfg(pgd(), sgd(), 1, 0) }, "learning rate"),
+        (TrainConfig { lr: 0.0, ..cfg(pgd(), sgd(), 1, 0) }, "lr"),
         (TrainConfig { epochs: 0, ..cfg(pgd(), sgd(), 1, 0) }, "epochs"),
         (cfg(Objective::Pgd { eps: -1.0, steps: 3, step_size: 0.1 }, sgd(), 1, 0), "eps"),
-        (TrainConfig { schedule: Schedule::OneCycle { warmup: 1.5 }, ..cfg(pgd(), sgd(), 1, 0) }, "warm-up"),
+        (TrainConfig { schedule: Schedule::OneCycle { warmup: 1.5 }, ..cfg(pgd(), sgd(), 1, 0) }, "warmup"),
+        (
+            TrainConfig {
+                schedule: Schedule::MultiStep { milestones: vec![1], gamma: -5.0 },
+                ..cfg(pgd(), sgd(), 3, 0)
+            },
+            "gamma",
+        ),
+        (
+            TrainConfig {
+                schedule: Schedule::MultiStep { milestones: vec![2, 1], gamma: 0.1 },
+                ..cfg(pgd(), sgd(), 3, 0)
+            },
+            "milestones",
+        ),
+        (
+            cfg(
+                pgd(),
+                OptimizerConfig::Sgd { momentum: 2.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
+                1,
+                0,
+            ),
+            "momentum",
+        ),
+        (
+            cfg(
+                pgd(),
+                OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: -1.0 },
+                1,
+                0,
+            ),
+            "wd",
+        ),
+        (
+            cfg(
+                pgd(),
+                OptimizerConfig::Adam { beta1: 1.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
+                1,
+                0,
+            ),
+            "beta1",
+        ),
+        (TrainConfig { batch_size: 0, ..cfg(pgd(), sgd(), 1, 0) }, "batch"),
+        (cfg(Objective::Pgd { eps: 0.1, steps: 0, step_size: 0.1 }, sgd(), 1, 0), "steps"),
+        (cfg(Objective::Pgd { eps: 0.1, steps: 3, step_size: f64::NAN }, sgd(), 1, 0), "step_size"),
     ] {
-        let e = run(&small_net(0), &c, tmp.path(), false, &mut NoHooks).unwrap_err().to_string();
-        assert!(e.contains(needle), "{e}");
+        let e = run(&small_net(0), &c, tmp.path(), false, &mut NoHooks).unwrap_err();
+        match &e {
+            TrainError::Setting { setting, .. } => assert_eq!(*setting, needle, "{e}"),
+            other => panic!("{needle}: expected a setting error, got {other}"),
+        }
+        // A refused configuration writes nothing.
+        assert!(std::fs::read_dir(tmp.path()).unwrap().all(|f| {
+            let n = f.unwrap().file_name();
+            n == ".lock" || n == "config.toml"
+        }));
     }
+}
+
+/// Keeps the best clean accuracy as hook state, like `awt train --keep-best`; stops the run at
+/// global step `.2` when set.
+#[derive(Default)]
+struct Best(Option<(f64, usize)>, Vec<usize>, Option<u64>);
+impl Hooks for Best {
+    fn after_step(&mut self, _epoch: usize, global: u64) -> Result<(), TrainError> {
+        if self.2 == Some(global) {
+            return Err(TrainError::Invalid("killed".into()));
+        }
+        Ok(())
+    }
+    fn after_epoch(&mut self, m: &mut EpochMetrics) -> Result<(), TrainError> {
+        if self.0.is_none_or(|(b, _)| m.clean_acc > b) {
+            self.0 = Some((m.clean_acc, m.epoch));
+        }
+        self.1.push(m.epoch);
+        Ok(())
+    }
+    fn state(&self) -> std::collections::BTreeMap<String, String> {
+        self.0.iter().map(|(b, e)| ("best".to_string(), format!("{b} {e}"))).collect()
+    }
+    fn restore(&mut self, s: &std::collections::BTreeMap<String, String>) -> Result<(), TrainError> {
+        let (b, e) = s["best"].split_once(' ').unwrap();
+        self.0 = Some((b.parse().unwrap(), e.parse().unwrap()));
+        Ok(())
+    }
+}
+
+#[test]
+fn hook_state_survives_kill_and_resume() {
+    let c = cfg(pgd(), sgd(), 4, 3);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut full = Best::default();
+    run(&small_net(4), &c, a.path(), false, &mut full).unwrap();
+    // Killed inside epoch 2 (8 steps per epoch), then resumed: the best of epochs 0–1 must be known.
+    assert!(run(&small_net(4), &c, b.path(), false, &mut Best(None, Vec::new(), Some(19))).is_err());
+    let mut resumed = Best::default();
+    run(&small_net(4), &c, b.path(), true, &mut resumed).unwrap();
+    assert_eq!(resumed.1, vec![2, 3], "the resumed run saw other epochs");
+    assert_eq!(resumed.0, full.0, "the best score was lost on resume");
+}
+
+#[test]
+fn a_refused_run_writes_nothing_and_resume_needs_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(pgd(), sgd(), 1, 0);
+    run(&small_net(0), &c, tmp.path(), false, &mut NoHooks).unwrap();
+    let before = std::fs::read(tmp.path().join("config.toml")).unwrap();
+    let other = cfg(pgd(), sgd(), 2, 1);
+    let hash = format!("{other:?}");
+    let e = RunFolder::open(tmp.path(), "a different configuration", &hash, false).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    assert_eq!(std::fs::read(tmp.path().join("config.toml")).unwrap(), before, "config.toml was overwritten");
+    let missing = tmp.path().join("nothing-here");
+    let e = RunFolder::open(&missing, "x", "x", true).unwrap_err().to_string();
+    assert!(e.contains("no such run folder"), "{e}");
+    assert!(!missing.exists(), "--resume created the folder");
+}
+
+#[test]
+fn a_run_folder_is_held_by_one_process_and_stale_temporaries_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join(".model.safetensors.tmp-999999"), b"torn").unwrap();
+    let held = RunFolder::open(tmp.path(), "x", "x", false).unwrap();
+    assert!(!tmp.path().join(".model.safetensors.tmp-999999").exists(), "stale temporary file left behind");
+    // The lock is per open file description, so a second open in this process is refused like
+    // another process would be, and the error names the holder.
+    let e = RunFolder::open(tmp.path(), "x", "x", false).unwrap_err().to_string();
+    assert!(e.contains("in use by process") && e.contains(&std::process::id().to_string()), "{e}");
+    drop(held);
+    RunFolder::open(tmp.path(), "x", "x", false).unwrap();
+}
+
+#[test]
+fn divergence_before_any_checkpoint_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = small_net(0);
+    let e = run(&net, &cfg(pgd(), sgd(), 2, 0), tmp.path(), false, &mut Poison(2, net.clone())).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("no checkpoint was written yet") && !msg.contains("intact"), "{msg}");
 }

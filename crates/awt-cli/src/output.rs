@@ -1,0 +1,50 @@
+//! Everything the binary writes for people and scripts: lines on standard output (a closed pipe
+//! ends the program quietly, as ripgrep does; any other write failure is an error), JSON files and
+//! progress bars.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Standard output could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output")]
+pub(crate) struct StdoutError(#[source] pub std::io::Error);
+
+impl StdoutError {
+    /// True when the reader went away (`awt inspect m | head -1`): not an error worth a message.
+    pub(crate) fn is_broken_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes one line to standard output.
+pub(crate) fn line(args: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args).and_then(|_| out.write_all(b"\n")).and_then(|_| out.flush()).map_err(StdoutError)
+}
+
+/// `println!` that returns an error instead of panicking when standard output is closed or full.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::output::line(format_args!($($t)*))? };
+}
+pub(crate) use say;
+
+/// Writes `v` as pretty JSON, atomically.
+pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {
+    let s = serde_json::to_string_pretty(v)? + "\n";
+    awt_base::write_atomic(p, s.as_bytes()).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}

@@ -1,0 +1,76 @@
+//! Why training stopped: every variant names the setting, file or step at fault.
+
+use std::path::{Path, PathBuf};
+
+/// Why training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss or a parameter became NaN or infinite.
+    #[error("training diverged: non-finite {what} ({loss}) at epoch {epoch}, step {step} (global step {global}); {}", match checkpoint {
+        Some(e) => format!("the checkpoint of epoch {e} in {dir} is intact (continue with --resume)"),
+        None => format!("no checkpoint was written yet in {dir} (the first epoch did not finish)"),
+    })]
+    Diverged {
+        /// Epoch (0-based).
+        epoch: usize,
+        /// Step within the epoch.
+        step: usize,
+        /// Global optimiser step.
+        global: u64,
+        /// `loss` or `parameter <name>`.
+        what: String,
+        /// The offending value.
+        loss: f64,
+        /// Run folder.
+        dir: String,
+        /// The last epoch whose checkpoint is on disk, if any.
+        checkpoint: Option<usize>,
+    },
+    /// A setting that cannot work. `setting` is the configuration key (the command-line flag
+    /// without its dashes, `_` for `-`).
+    #[error("{setting}: {why}")]
+    Setting {
+        /// The configuration key, e.g. `momentum`.
+        setting: &'static str,
+        /// What is wrong and what is allowed.
+        why: String,
+    },
+    /// A request that cannot be met (other than one setting).
+    #[error("{0}")]
+    Invalid(String),
+    /// A run-folder file that cannot be read or written, or a folder in use.
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The file or folder.
+        path: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// A hook (mask upkeep, checkpointing, kernel tracking, ...) failed.
+    #[error("{0}")]
+    Hook(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An attack failed.
+    #[error(transparent)]
+    Attack(#[from] awt_attack::AttackError),
+    /// Data could not be batched.
+    #[error(transparent)]
+    Data(#[from] awt_data::DataError),
+}
+
+impl TrainError {
+    /// A hook's error, keeping it as the source.
+    pub fn hook(e: impl std::error::Error + Send + Sync + 'static) -> TrainError {
+        TrainError::Hook(Box::new(e))
+    }
+}
+
+pub(crate) fn file_err(path: &Path, why: impl std::fmt::Display) -> TrainError {
+    TrainError::File { path: path.to_path_buf(), why: why.to_string() }
+}
+
+pub(crate) fn setting(setting: &'static str, why: impl Into<String>) -> TrainError {
+    TrainError::Setting { setting, why: why.into() }
+}
