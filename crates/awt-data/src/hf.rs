@@ -48,8 +48,17 @@ fn decode_png(bytes: &[u8], path: &Path, row: usize) -> Result<([usize; 3], Vec<
 /// Reads a hub parquet file into a split.
 pub fn read(path: &Path) -> Result<Split, DataError> {
     let f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    read_from(f, path)
+}
+
+/// Reads a hub parquet file held in memory; `path` only labels errors.
+pub fn read_bytes(bytes: Vec<u8>, path: &Path) -> Result<Split, DataError> {
+    read_from(bytes::Bytes::from(bytes), path)
+}
+
+fn read_from<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &Path) -> Result<Split, DataError> {
     let reader =
-        SerializedFileReader::new(f).map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
+        SerializedFileReader::new(source).map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
     let rows = reader.get_row_iter(None).map_err(|e| file_err(path, format!("cannot read rows: {e}")))?;
     let mut images = Vec::new();
     let mut labels = Vec::new();

@@ -61,6 +61,17 @@ pub fn save(net: &Net, path: &Path) -> Result<(), CheckpointError> {
 /// metadata (a plain PyTorch state dict) and must agree with the metadata when both exist.
 pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|x| err(path, format!("cannot read: {x}")))?;
+    load_bytes(&bytes, path, arch, dtype, device)
+}
+
+/// [`load`] from bytes in memory; `path` only labels errors.
+pub fn load_bytes(
+    bytes: &[u8],
+    path: &Path,
+    arch: Option<&Arch>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Loaded, CheckpointError> {
     if bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04") {
         return Err(err(
             path,
@@ -75,10 +86,10 @@ pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> 
             format!("truncated: {} bytes, a safetensors file has at least an 8-byte header length", bytes.len()),
         ));
     }
-    let st = safetensors::SafeTensors::deserialize(&bytes)
+    let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|x| err(path, format!("malformed or truncated safetensors file: {x}")))?;
     let (_, md) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|x| err(path, format!("malformed header: {x}")))?;
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|x| err(path, format!("malformed header: {x}")))?;
     let meta: BTreeMap<String, String> =
         md.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     let file_arch = match meta.get("arch") {

@@ -24,6 +24,6 @@ mod net;
 mod vjp;
 
 pub use arch::{Arch, LayerDef};
-pub use checkpoint::{CheckpointError, Loaded, load, save};
+pub use checkpoint::{CheckpointError, Loaded, load, load_bytes, save};
 pub use layers::{avg_pool2, forward_stages, max_pool2};
 pub use net::{Init, InputNorm, Net, NetError};
