@@ -8,7 +8,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use awt_attack::{Attack, LossKind, Norm, Pgd};
+use awt_attack::{Attack, LossKind, Pgd};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Module, Tensor};
 use criterion::{Criterion, criterion_group};
@@ -22,7 +22,7 @@ fn inputs(n: usize) -> (Tensor, Tensor) {
 }
 
 fn net(arch: &str) -> Net {
-    Net::init(&Arch::parse(arch).unwrap(), Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap()
+    Net::init(&arch.parse::<Arch>().unwrap(), Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap()
 }
 
 fn forward_backward(c: &mut Criterion) {
@@ -48,16 +48,7 @@ fn pgd_step(c: &mut Criterion) {
     let ids: Vec<u64> = (0..128).collect();
     for arch in ["lenet-300-100", "lenet5-caffe"] {
         let net = net(arch);
-        let pgd1 = Pgd {
-            eps: 0.1,
-            step_size: 0.01,
-            steps: 1,
-            norm: Norm::Linf,
-            random_start: false,
-            restarts: 1,
-            loss: LossKind::CrossEntropy,
-            seed: 0,
-        };
+        let pgd1 = Pgd { random_start: false, ..Pgd::linf(0.1, 1, 0.01, 0) };
         let pgd10 = Pgd { steps: 10, ..pgd1.clone() };
         c.bench_function(&format!("pgd1/{arch}/b128"), |b| b.iter(|| pgd1.perturb(&net, &x, &y, None, &ids).unwrap()));
         c.bench_function(&format!("pgd10/{arch}/b128"), |b| {
@@ -113,7 +104,9 @@ fn awt_step(c: &mut Criterion) {
         g.sample_size(10);
         for steps in [1, 2] {
             let cfg =
-                SearchConfig { steps, mask_every: 0, lambda_ker: 1.0, ..SearchConfig::defaults(Method::Awt, 0.05) };
+                SearchConfig { steps, mask_every: 0, lambda_ker: 1.0, ..SearchConfig::defaults(Method::Awt, 0.05) }
+                    .validate()
+                    .unwrap();
             g.bench_function(format!("{steps}_steps"), |b| {
                 b.iter(|| search(&teacher, &train, &cfg, &mut |_| {}).unwrap())
             });

@@ -3,9 +3,13 @@
 //! files are the contract.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod plan;
 mod plot;
+mod records;
+mod regress;
 mod report;
-mod reproduce;
+mod runner;
+mod spec;
 
 use std::process::Command;
 
@@ -37,9 +41,9 @@ fn main() -> Result<()> {
         }
         Some("ci") => ci(),
         Some("bench") => cargo(&["bench", "-p", "benches"]),
-        Some("reproduce") => reproduce::run(rest),
+        Some("reproduce") => runner::reproduce(rest),
         Some("report") => report::run(rest),
-        Some("regress") => reproduce::regress(rest),
+        Some("regress") => regress::regress(rest),
         Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }
@@ -63,5 +67,5 @@ fn ci() -> Result<()> {
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&["clippy", "--release", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     cargo(&["test", "--release", "--workspace"])?;
-    reproduce::regress(&[])
+    regress::regress(&[])
 }

@@ -5,21 +5,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
 
 use crate::plot::{Series, line_plot};
+use crate::records::{EpochRecord, Manifest, SearchRecord, read_json, read_jsonl};
 use crate::root;
+use crate::spec::METHODS as ORDER;
 
 struct RunData {
-    manifest: Value,
-    metrics: Vec<Value>,
-    search: Vec<Value>,
-}
-
-fn read_jsonl(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
-        .unwrap_or_default()
+    manifest: Manifest,
+    metrics: Vec<EpochRecord>,
+    search: Vec<SearchRecord>,
 }
 
 fn collect(dirs: &[PathBuf]) -> Result<Vec<RunData>> {
@@ -32,26 +27,22 @@ fn collect(dirs: &[PathBuf]) -> Result<Vec<RunData>> {
             if !m.exists() {
                 continue;
             }
-            let manifest: Value = serde_json::from_str(&std::fs::read_to_string(&m)?)
-                .with_context(|| format!("{}: bad JSON", m.display()))?;
             out.push(RunData {
-                manifest,
-                metrics: read_jsonl(&p.join("train/metrics.jsonl")),
-                search: read_jsonl(&p.join("ticket.search.jsonl")),
+                manifest: read_json(&m)?,
+                metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
+                search: read_jsonl(&p.join("ticket.search.jsonl"))?,
             });
         }
     }
-    out.sort_by_key(|r| r.manifest["name"].as_str().unwrap_or_default().to_string());
+    out.sort_by_key(|r| r.manifest.name.clone());
     Ok(out)
 }
 
 fn acc(r: &RunData, which: &str) -> f64 {
-    let e = &r.manifest["eval"];
-    let n = e["n"].as_f64().unwrap_or(f64::NAN);
     match which {
-        "clean" => e["clean_correct"].as_f64().unwrap_or(f64::NAN) / n,
-        "pgd" => e["cumulative"][0]["robust_correct"].as_f64().unwrap_or(f64::NAN) / n,
-        _ => e["robust_correct"].as_f64().unwrap_or(f64::NAN) / n,
+        "clean" => r.manifest.clean(),
+        "pgd" => r.manifest.first_attack(),
+        _ => r.manifest.robust(),
     }
 }
 
@@ -70,8 +61,6 @@ fn cell(v: &[f64]) -> String {
     if v.len() > 1 { format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s) } else { format!("{:.1}", 100.0 * m) }
 }
 
-const ORDER: [&str; 10] = ["dense", "random", "magnitude", "snip", "grasp", "synflow", "ntt", "awt", "imp-at", "hydra"];
-
 pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let runs = collect(dirs)?;
     if runs.is_empty() {
@@ -86,37 +75,27 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let mut groups: BTreeMap<(String, String, String), Vec<&RunData>> = BTreeMap::new();
     for r in &runs {
         let m = &r.manifest;
-        groups
-            .entry((
-                m["preset"].as_str().unwrap_or("?").into(),
-                m["arch"].as_str().unwrap_or("?").into(),
-                m["data"].as_str().unwrap_or("?").into(),
-            ))
-            .or_default()
-            .push(r);
+        groups.entry((m.preset.clone(), m.arch.clone(), m.data.clone())).or_default().push(r);
     }
     for ((preset, arch, data), rs) in &groups {
-        let spec = crate::reproduce::load_spec(preset).ok();
-        let sget = |k: &str| spec.as_ref().and_then(|s| s.get(k)).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        md += &format!("## {preset}: {arch} on {data}\n\n{}\n\n", sget("description"));
+        let spec = crate::spec::load(preset).ok();
+        let description = spec.as_ref().map(|s| s.description.clone()).unwrap_or_default();
+        let scaled_down = spec.as_ref().map(|s| s.scaled_down.clone()).unwrap_or_default();
+        md += &format!("## {preset}: {arch} on {data}\n\n{description}\n\n");
         if data == "fashion-mnist-mini" && preset != "smoke" {
             md += "**Data:** real Fashion-MNIST was not installed, so this ran on the embedded subset (first 10,000 training / 2,000 test images).\n\n";
         } else {
-            md += &format!(
-                "**Data:** `{data}`, found at {}.\n\n",
-                rs[0].manifest["dataset_location"].as_str().unwrap_or("?")
-            );
+            md += &format!("**Data:** `{data}`, found at {}.\n\n", rs[0].manifest.dataset_location);
         }
-        md += &format!("**Scaled down:** {}\n\n", sget("scaled_down"));
+        md += &format!("**Scaled down:** {scaled_down}\n\n");
         let first = &rs[0].manifest;
         md += &format!(
             "Evaluation: first {} test images; ε = {} (ℓ∞); PGD-{} (step 2.5ε/steps, 1 restart), then APGD-CE and APGD-DLR ({} iterations) on the points that survive; **worst** = robust to all three.\n\n",
-            first["eval"]["n"], first["attack"]["eps"], first["attack"]["steps"], first["attack"]["apgd_steps"]
+            first.eval.n, first.attack.eps, first.attack.steps, first.attack.apgd_steps
         );
         // Table.
         let densities: Vec<f64> = {
-            let mut d: Vec<f64> =
-                rs.iter().filter_map(|r| r.manifest["density"].as_f64()).filter(|&d| d < 1.0).collect();
+            let mut d: Vec<f64> = rs.iter().map(|r| r.manifest.density).filter(|&d| d < 1.0).collect();
             d.sort_by(|a, b| b.total_cmp(a));
             d.dedup();
             d
@@ -132,10 +111,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
         md += "\n";
         let sel = |method: &str, d: Option<f64>| -> Vec<&RunData> {
             rs.iter()
-                .filter(|r| {
-                    r.manifest["method"] == method
-                        && d.is_none_or(|d| (r.manifest["density"].as_f64().unwrap_or(0.0) - d).abs() < 1e-12)
-                })
+                .filter(|r| r.manifest.method == method && d.is_none_or(|d| (r.manifest.density - d).abs() < 1e-12))
                 .copied()
                 .collect()
         };
@@ -200,17 +176,14 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
         // Figures 2–3: training curves and kernel distance at the density closest to 0.05.
         let d0 = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()));
         if let Some(d0) = d0 {
-            let curves = |key: &str, scale: f64| -> Vec<Series> {
+            let curves = |key: fn(&EpochRecord) -> Option<f64>, scale: f64| -> Vec<Series> {
                 ["dense", "awt", "random", "ntt"]
                     .iter()
                     .filter_map(|m| {
                         let r = if *m == "dense" { sel("dense", None) } else { sel(m, Some(d0)) };
                         let r = r.first()?;
-                        let pts: Vec<(f64, f64)> = r
-                            .metrics
-                            .iter()
-                            .filter_map(|e| Some((e["epoch"].as_f64()? + 1.0, e[key].as_f64()? * scale)))
-                            .collect();
+                        let pts: Vec<(f64, f64)> =
+                            r.metrics.iter().filter_map(|e| Some((e.epoch as f64 + 1.0, key(e)? * scale))).collect();
                         (!pts.is_empty()).then(|| Series { name: m.to_string(), points: pts })
                     })
                     .collect()
@@ -222,7 +195,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                     &format!("robust training loss (density {d0}; dense at 1)"),
                     "epoch",
                     "adversarial training loss",
-                    &curves("train_loss", 1.0),
+                    &curves(|e| Some(e.train_loss), 1.0),
                     false,
                 ),
             )?;
@@ -233,7 +206,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                     &format!("PGD test accuracy during training (density {d0})"),
                     "epoch",
                     "PGD accuracy (%)",
-                    &curves("robust_acc", 100.0),
+                    &curves(|e| e.robust_acc, 100.0),
                     false,
                 ),
             )?;
@@ -244,7 +217,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                     &format!("adversarial NTK distance to the dense init (density {d0})"),
                     "epoch",
                     "‖Θ_t − Θ_dense,0‖ / ‖Θ_dense,0‖",
-                    &curves("kernel_to_reference", 1.0),
+                    &curves(|e| e.kernel_to_reference, 1.0),
                     false,
                 ),
             )?;
@@ -255,11 +228,13 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
             let mut ss = Vec::new();
             for m in ["awt", "ntt"] {
                 if let Some(r) = sel(m, Some(d0)).first() {
-                    for key in ["kernel_distance", "output_distance"] {
-                        let pts: Vec<(f64, f64)> =
-                            r.search.iter().filter_map(|e| Some((e["step"].as_f64()?, e[key].as_f64()?))).collect();
+                    type Getter = fn(&SearchRecord) -> f64;
+                    let kinds: [(&str, Getter); 2] =
+                        [("kernel distance", |e| e.kernel_distance), ("output distance", |e| e.output_distance)];
+                    for (key, get) in kinds {
+                        let pts: Vec<(f64, f64)> = r.search.iter().map(|e| (e.step as f64, get(e))).collect();
                         if !pts.is_empty() {
-                            ss.push(Series { name: format!("{m} {}", key.replace('_', " ")), points: pts });
+                            ss.push(Series { name: format!("{m} {key}"), points: pts });
                         }
                     }
                 }
@@ -306,7 +281,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
             }
             let kd = |m: &str| -> Option<f64> {
                 let r = if m == "dense" { sel("dense", None) } else { sel(m, Some(d0)) };
-                r.first()?.metrics.last()?["kernel_to_reference"].as_f64()
+                r.first()?.metrics.last()?.kernel_to_reference
             };
             if let (Some(a), Some(r)) = (kd("awt"), kd("random")) {
                 let verdict = if a < r { "holds" } else { "does **not** hold" };
@@ -334,31 +309,24 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
             let m = &r.manifest;
             md += &format!(
                 "| {} | `{}` | {:.0} | `{}` | {} |\n",
-                m["name"].as_str().unwrap_or("?"),
-                m["config_hash"].as_str().unwrap_or("?"),
-                m["wall_seconds"].as_f64().unwrap_or(f64::NAN),
-                &m["git_commit"].as_str().unwrap_or("?").chars().take(10).collect::<String>(),
-                m["threads"].as_str().unwrap_or("?")
+                m.name,
+                m.config_hash,
+                m.wall_seconds,
+                m.git_commit.chars().take(10).collect::<String>(),
+                m.threads
             );
         }
         let m = &rs[0].manifest;
+        let files: Vec<String> = m
+            .dataset_files
+            .iter()
+            .map(|f| format!("`{}` {} ({})", f.file, &f.sha256[..12.min(f.sha256.len())], f.status))
+            .collect();
         md += &format!(
             "\nToolchain: {}; candle-core {}. Dataset files: {}.\n\n",
-            m["rustc"].as_str().unwrap_or("?"),
-            m["crates"]["candle-core"].as_str().unwrap_or("?"),
-            m["dataset_files"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .map(|f| format!(
-                        "`{}` {} ({})",
-                        f["file"].as_str().unwrap_or("?"),
-                        &f["sha256"].as_str().unwrap_or("?")[..12.min(f["sha256"].as_str().unwrap_or("?").len())],
-                        f["status"].as_str().unwrap_or("?")
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
+            m.rustc,
+            m.crates.candle_core,
+            files.join(", ")
         );
     }
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;

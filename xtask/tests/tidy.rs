@@ -89,3 +89,137 @@ fn every_source_file_starts_with_a_module_doc() {
         assert!(text.starts_with("//!"), "{} does not start with a `//!` line saying what it holds", f.display());
     }
 }
+
+/// Lines of a source file before its inline test module (tests apart, as the size rule says).
+fn lines_before_tests(text: &str) -> usize {
+    text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).count()
+}
+
+#[test]
+fn no_source_file_grows_past_500_lines() {
+    let mut files = Vec::new();
+    for d in ["crates", "xtask", "benches"] {
+        rust_files(&root().join(d), &mut files);
+    }
+    let long: Vec<String> = files
+        .iter()
+        .filter(|f| !f.components().any(|c| c.as_os_str() == "tests"))
+        .filter_map(|f| {
+            let n = lines_before_tests(&std::fs::read_to_string(f).unwrap());
+            (n > 500).then(|| format!("{}: {n} lines", f.strip_prefix(root()).unwrap().display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
+}
+
+/// The top-level modules of a crate's `src/` a file refers to through `crate::` paths in code
+/// (comments, doc links included, are not imports).
+fn crate_refs(text: &str) -> BTreeSet<String> {
+    let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let mut out = BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name: String = item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        } else {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_modules_import_each_other_in_a_cycle() {
+    let mut src_dirs: Vec<PathBuf> = std::fs::read_dir(root().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("src"))
+        .filter(|p| p.is_dir())
+        .collect();
+    src_dirs.push(root().join("xtask/src"));
+    for src in src_dirs {
+        // module → modules it refers to (a folder `m/` belongs to module `m`).
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for f in &files {
+            let rel = f.strip_prefix(&src).unwrap();
+            let module =
+                rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
+            if module == "lib" || module == "main" {
+                continue;
+            }
+            let refs = crate_refs(&std::fs::read_to_string(f).unwrap());
+            graph.entry(module.clone()).or_default().extend(refs.into_iter().filter(|r| *r != module));
+        }
+        // Depth-first search for a back edge.
+        fn visit(
+            m: &str,
+            g: &BTreeMap<String, BTreeSet<String>>,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = path.iter().position(|p| p == m) {
+                let mut cycle = path[i..].to_vec();
+                cycle.push(m.to_string());
+                return Some(cycle);
+            }
+            if done.contains(m) {
+                return None;
+            }
+            path.push(m.to_string());
+            for next in g.get(m).into_iter().flatten() {
+                if let Some(c) = visit(next, g, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.insert(m.to_string());
+            None
+        }
+        let mut done = BTreeSet::new();
+        for m in graph.keys() {
+            if let Some(cycle) = visit(m, &graph, &mut Vec::new(), &mut done) {
+                panic!("{}: modules import each other in a cycle: {}", src.display(), cycle.join(" → "));
+            }
+        }
+    }
+}
+
+#[test]
+fn no_tracked_file_points_outside_the_repository() {
+    // A reader of the repository alone must be able to follow every reference: no paths into the
+    // material beside the checkout that a clone does not have.
+    let out = Command::new("git").args(["ls-files"]).current_dir(root()).output();
+    let files: Vec<PathBuf> = match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().map(|l| root().join(l)).collect(),
+        _ => return, // not a git checkout: nothing is tracked
+    };
+    // Built at run time, so that this file does not match itself.
+    let needles: Vec<String> = ["docs", "research", "peers", "hooks"].iter().map(|d| format!("shared/{d}/")).collect();
+    let mut bad = Vec::new();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        for (i, line) in text.lines().enumerate() {
+            if needles.iter().any(|n| line.contains(n.as_str())) {
+                bad.push(format!("{}:{}: {}", f.strip_prefix(root()).unwrap().display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "tracked files point outside the repository:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_cycle_and_size_detectors_see_what_they_should() {
+    // The detectors themselves: a test that cannot fail proves nothing.
+    let refs = crate_refs("use crate::a::X;\nuse crate::{b, c::Y};\nlet z = crate::d::f();\n/// [`crate::e`]");
+    assert_eq!(refs, ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(lines_before_tests("a\nb\n#[cfg(test)]\nmod tests {}\n"), 2);
+}

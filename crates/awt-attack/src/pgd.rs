@@ -17,16 +17,20 @@ pub enum Norm {
     L2,
 }
 
-impl Norm {
+impl std::str::FromStr for Norm {
+    type Err = awt_base::UnknownName;
+
     /// `linf` or `l2`.
-    pub fn parse(s: &str) -> Result<Norm, String> {
+    fn from_str(s: &str) -> Result<Norm, Self::Err> {
         match s {
             "linf" => Ok(Norm::Linf),
             "l2" => Ok(Norm::L2),
-            _ => Err(format!("unknown norm `{s}`: expected linf or l2")),
+            _ => Err(awt_base::UnknownName { what: "norm", got: s.to_string(), expected: "linf or l2".into() }),
         }
     }
+}
 
+impl Norm {
     /// `linf` or `l2`.
     pub fn name(self) -> &'static str {
         match self {
@@ -103,6 +107,32 @@ pub(crate) fn random_start(x: &Tensor, eps: f64, norm: Norm, streams: &mut [Rng]
 }
 
 impl Pgd {
+    /// ℓ∞ PGD from a uniform random start, one restart, cross-entropy loss: the attack of PGD
+    /// adversarial training (Madry et al. 2018) and of most robust evaluations.
+    pub fn linf(eps: f64, steps: usize, step_size: f64, seed: u64) -> Pgd {
+        Pgd {
+            eps,
+            step_size,
+            steps,
+            norm: Norm::Linf,
+            random_start: true,
+            restarts: 1,
+            loss: LossKind::CrossEntropy,
+            seed,
+        }
+    }
+
+    /// The evaluation step size of Madry et al., 2.5 ε / steps: enough steps of it cross the ball
+    /// from any start.
+    pub fn eval_step(eps: f64, steps: usize) -> f64 {
+        2.5 * eps / steps.max(1) as f64
+    }
+
+    /// The training step size when none is given, 0.25 ε (the 2.5 ε / 10 of PGD-10 training).
+    pub fn train_step(eps: f64) -> f64 {
+        0.25 * eps
+    }
+
     fn check(&self) -> Result<(), AttackError> {
         if !self.step_size.is_finite() || self.step_size <= 0.0 {
             return Err(invalid(format!("step size must be > 0, got {}", self.step_size)));

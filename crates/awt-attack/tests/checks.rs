@@ -1,4 +1,4 @@
-//! The attack checks of shared/docs/checks.md, on a LeNet-300-100 trained (without adversarial
+//! The attack checks of docs/checks.md, on a LeNet-300-100 trained (without adversarial
 //! training) on the embedded Fashion-MNIST subset.
 
 use std::sync::OnceLock;

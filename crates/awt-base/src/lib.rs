@@ -1,6 +1,16 @@
-//! Vocabulary shared by every awt crate, and nothing else: the project's own seeded random
-//! generator (candle's CPU generator cannot be seeded) and the layer view through which the NTK
-//! crate reads a network without depending on the networks crate.
+//! Vocabulary shared by every awt crate, and nothing else:
+//!
+//! - [`Rng`]: the project's own seeded random generator (candle's CPU generator cannot be seeded);
+//! - [`Stage`] / [`Staged`]: the layer view through which the NTK crate reads a network without
+//!   depending on the networks crate, with each stage's forward map and vector–Jacobian product
+//!   ([`Stage::backward`]), [`forward_stages`], [`forward_keep`] and [`backward_stages`], and the
+//!   pools [`max_pool2`] (first-maximum gradient) and [`avg_pool2`];
+//! - [`conv`]: im2col/col2im custom ops, the convolution and its adjoint;
+//! - [`Classifier`] / [`Autograd`]: the narrow interface attacks and training use (logits and the
+//!   input gradient of a per-example loss);
+//! - files: [`write_atomic`] (temp file, fsync, rename), [`safetensors_bytes`] (deterministic
+//!   safetensors serialisation), [`available_memory`];
+//! - [`pin_candle_threads`] for binaries.
 //!
 //! ```
 //! use awt_base::Rng;
@@ -10,18 +20,22 @@
 //! ```
 
 mod classifier;
-pub mod patches;
+pub mod conv;
 mod rng;
 mod st;
 mod stage;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use classifier::{Autograd, Classifier};
 pub use rng::Rng;
 pub use st::safetensors_bytes;
-pub use stage::{Stage, Staged, avg_pool2, forward_stages, max_pool2};
+pub use stage::{Stage, Staged, Weighted, avg_pool2, backward_stages, forward_keep, forward_stages, max_pool2};
 
-// gemm: for its `x86-v4` feature (AVX-512 kernels, detected at run time), which candle's own gemm
-// then picks up through feature unification, and for the kernels of `patches::MaskedPair`.
+// gemm is a dependency only for its `x86-v4` feature (AVX-512 kernels, detected at run time), which
+// candle's own gemm picks up through feature unification: every crate built on awt-base gets
+// OpenBLAS-speed matmul on CPUs that have it. No code here calls it.
+use gemm as _;
 
 mod fsutil;
 pub use fsutil::{available_memory, write_atomic};
@@ -45,3 +59,23 @@ pub unsafe fn pin_candle_threads() -> usize {
     unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
     n
 }
+
+/// A name that is none of the values a setting accepts (an architecture, an initialisation, a norm,
+/// an allocation, ...): the `FromStr` error of awt's named choices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownName {
+    /// What was being named, e.g. `architecture`.
+    pub what: &'static str,
+    /// The name given.
+    pub got: String,
+    /// The accepted names, in words.
+    pub expected: String,
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} `{}`: expected {}", self.what, self.got, self.expected)
+    }
+}
+
+impl std::error::Error for UnknownName {}

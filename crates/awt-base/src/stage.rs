@@ -1,39 +1,48 @@
 //! The layer view of a feed-forward network: an ordered list of stages holding the live parameter
-//! tensors. The NTK crate builds its structured kernel from this view; the networks crate produces
-//! it. Neither knows the other.
+//! tensors, each with its forward map and the vector–Jacobian product with respect to its input.
+//! The NTK crate builds its structured kernel from this view and the networks crate its explicit
+//! input gradient; the networks crate produces the view. Neither knows the other.
 
-use candle_core::{Result, Tensor};
+use candle_core::{D, Result, Tensor};
 
-/// One stage of a feed-forward network. Tensors are the live parameters (cloning a candle tensor
-/// is cheap and keeps the autograd identity), so a computation built from a stage's weights
-/// back-propagates into the network's variables.
+use crate::conv::{conv_signal, conv2d};
+
+/// The parameters of a weighted stage. Tensors are the live parameters (cloning a candle tensor is
+/// cheap and keeps the autograd identity), so a computation built from them back-propagates into the
+/// network's variables.
+#[derive(Clone, Debug)]
+pub struct Weighted {
+    /// Parameter name prefix, e.g. `fc1` (tensors `fc1.weight`, `fc1.bias`).
+    pub name: String,
+    /// Linear `(out, in)` or convolution `(out, in, kh, kw)`, unmasked.
+    pub weight: Tensor,
+    /// `(out,)`.
+    pub bias: Tensor,
+    /// 0/1 of the weight's shape, or `None` for dense.
+    pub mask: Option<Tensor>,
+}
+
+impl Weighted {
+    /// The effective weight `W ⊙ M` (or `W` when dense).
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        match &self.mask {
+            Some(m) => self.weight.mul(m),
+            None => Ok(self.weight.clone()),
+        }
+    }
+}
+
+/// One stage of a feed-forward network.
 #[derive(Clone, Debug)]
 pub enum Stage {
-    /// `y = x (W ⊙ M)ᵀ + b`; `weight: (out, in)`, `bias: (out,)`, `mask` like `weight` (0/1).
-    Linear {
-        /// Parameter name prefix, e.g. `fc1` (tensors `fc1.weight`, `fc1.bias`).
-        name: String,
-        /// `(out, in)`, unmasked.
-        weight: Tensor,
-        /// `(out,)`.
-        bias: Tensor,
-        /// `(out, in)` of 0/1, or `None` for dense.
-        mask: Option<Tensor>,
-    },
-    /// 2-D convolution with stride 1 and no padding; `weight: (out, in, kh, kw)`, `bias: (out,)`.
-    Conv2d {
-        /// Parameter name prefix, e.g. `conv1`.
-        name: String,
-        /// `(out, in, kh, kw)`, unmasked.
-        weight: Tensor,
-        /// `(out,)`.
-        bias: Tensor,
-        /// Like `weight` (0/1), or `None` for dense.
-        mask: Option<Tensor>,
-    },
+    /// `y = x (W ⊙ M)ᵀ + b`.
+    Linear(Weighted),
+    /// 2-D convolution with stride 1 and no padding, plus bias.
+    Conv2d(Weighted),
     /// Elementwise max(x, 0).
     Relu,
-    /// 2×2 max-pool, stride 2, floor mode.
+    /// 2×2 max-pool, stride 2, floor mode; the gradient goes to the first maximum of each window
+    /// (PyTorch's and JAX's convention).
     MaxPool2,
     /// 2×2 average pool, stride 2, floor mode.
     AvgPool2,
@@ -51,74 +60,34 @@ pub enum Stage {
 }
 
 impl Stage {
-    /// The effective weight `W ⊙ M` (or `W` when dense), for stages that have one.
-    pub fn effective_weight(&self) -> candle_core::Result<Option<Tensor>> {
+    /// The parameters of a linear or convolution stage.
+    pub fn weighted(&self) -> Option<&Weighted> {
         match self {
-            Stage::Linear { weight, mask, .. } | Stage::Conv2d { weight, mask, .. } => Ok(Some(match mask {
-                Some(m) => weight.mul(m)?,
-                None => weight.clone(),
-            })),
-            _ => Ok(None),
+            Stage::Linear(w) | Stage::Conv2d(w) => Some(w),
+            _ => None,
         }
     }
-}
 
-impl Stage {
-    /// This stage with its weight, bias and mask replaced by `f(name, weight, bias, mask)`; stages
-    /// without parameters come back unchanged.
-    pub fn map_params(
-        self,
-        f: impl FnOnce(&str, Tensor, Tensor, Option<Tensor>) -> Result<(Tensor, Tensor, Option<Tensor>)>,
-    ) -> Result<Stage> {
+    /// True for stages with weights (linear and convolution).
+    pub fn has_weight(&self) -> bool {
+        self.weighted().is_some()
+    }
+
+    /// This stage with its parameters replaced by `f(parameters)`; stages without parameters come
+    /// back unchanged.
+    pub fn map_params(self, f: impl FnOnce(Weighted) -> Result<Weighted>) -> Result<Stage> {
         Ok(match self {
-            Stage::Linear { name, weight, bias, mask } => {
-                let (weight, bias, mask) = f(&name, weight, bias, mask)?;
-                Stage::Linear { name, weight, bias, mask }
-            }
-            Stage::Conv2d { name, weight, bias, mask } => {
-                let (weight, bias, mask) = f(&name, weight, bias, mask)?;
-                Stage::Conv2d { name, weight, bias, mask }
-            }
+            Stage::Linear(w) => Stage::Linear(f(w)?),
+            Stage::Conv2d(w) => Stage::Conv2d(f(w)?),
             other => other,
         })
     }
-}
 
-/// A network that exposes its stages in forward order.
-pub trait Staged {
-    /// The stages, first to last; the last stage yields the logits `(batch, classes)`.
-    fn stages(&self) -> Vec<Stage>;
-}
-
-/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
-///
-/// Built from `reshape` + `max` rather than `Tensor::max_pool2d`, whose CPU backward scales the
-/// gradient by 1/4 (see `shared/research/candle-probe.md` §8). Finite-difference tested in awt-nets.
-pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
-    x.reshape((b, c, h / 2, 2, w / 2, 2))?.max(5)?.max(3)
-}
-
-/// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
-pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
-    x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
-}
-
-impl Stage {
     /// Applies this stage to `h`.
     pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
         match self {
-            Stage::Linear { bias, .. } => {
-                let w = self.effective_weight()?.expect("linear has a weight");
-                h.matmul(&w.t()?)?.broadcast_add(bias)
-            }
-            Stage::Conv2d { bias, .. } => {
-                let w = self.effective_weight()?.expect("conv has a weight");
-                conv2d(h, &w)?.broadcast_add(&bias.reshape((1, (), 1, 1))?)
-            }
+            Stage::Linear(p) => h.matmul(&p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
+            Stage::Conv2d(p) => conv2d(h, &p.effective_weight()?)?.broadcast_add(&p.bias.reshape((1, (), 1, 1))?),
             Stage::Relu => h.relu(),
             Stage::MaxPool2 => max_pool2(h),
             Stage::AvgPool2 => avg_pool2(h),
@@ -131,28 +100,77 @@ impl Stage {
                     return h.affine(1.0 / s, -m / s);
                 }
                 let shift = channel_vector(mean, h)?;
-                let scale = channel_vector(&std.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), h)?;
-                h.broadcast_sub(&shift)?.broadcast_mul(&scale)
+                h.broadcast_sub(&shift)?.broadcast_mul(&channel_vector(&recip(std), h)?)
             }
         }
     }
 
-    /// For [`Stage::Standardize`], `d / std` (the vector–Jacobian product of the standardisation,
-    /// `d` shaped like its input, or with a leading signal axis folded into the batch); `d` otherwise.
-    pub fn standardize_backward(&self, d: &Tensor) -> Result<Tensor> {
+    /// The vector–Jacobian product with respect to this stage's input: given the stage's `input`
+    /// (`n` examples) and signals `d` shaped like its output but with `r·n` rows — `r` signals per
+    /// example, example-major (row `i·r + s`) — returns the signals at the input, `r·n` rows. `r = 1`
+    /// is an ordinary backward pass (an attack's input gradient); the NTK pushes one signal per class.
+    ///
+    /// Built from differentiable tensor ops in the weights (ReLU and max-pool selections are detached
+    /// 0/1 masks), so a computation on the result back-propagates into the weights.
+    pub fn backward(&self, input: &Tensor, d: &Tensor) -> Result<Tensor> {
+        let n = input.dim(0)?;
+        let r = d.dim(0)? / n.max(1);
         match self {
+            Stage::Linear(p) => d.matmul(&p.effective_weight()?),
+            Stage::Conv2d(p) => conv_signal(d, &p.effective_weight()?),
+            Stage::Relu => d.mul(&repeat_rows(&input.detach().gt(0.0)?.to_dtype(d.dtype())?, r)?),
+            Stage::Flatten => {
+                let mut shape = vec![n * r];
+                shape.extend_from_slice(&input.dims()[1..]);
+                d.reshape(shape.as_slice())
+            }
             Stage::Standardize { std, .. } => match std.as_slice() {
                 [s] => d.affine(1.0 / s, 0.0),
-                _ => d.broadcast_mul(&channel_vector(&std.iter().map(|s| 1.0 / s).collect::<Vec<_>>(), d)?),
+                _ => d.broadcast_mul(&channel_vector(&recip(std), d)?),
             },
-            _ => Ok(d.clone()),
+            Stage::AvgPool2 => {
+                let (_, c, h, w) = input.dims4()?;
+                let (h2, w2) = (h / 2, w / 2);
+                let g =
+                    d.reshape((n * r, c, h2, 1, w2, 1))?.broadcast_as((n * r, c, h2, 2, w2, 2))?.affine(0.25, 0.0)?;
+                pad_to(&g.reshape((n * r, c, h2 * 2, w2 * 2))?, h, w)
+            }
+            Stage::MaxPool2 => {
+                let (_, c, h, w) = input.dims4()?;
+                let (h2, w2) = (h / 2, w / 2);
+                // One-hot of each window's first maximum, (n, c, h2, w2, 4), repeated per signal.
+                let hit = repeat_rows(&first_max_one_hot(&input.detach())?.to_dtype(d.dtype())?, r)?;
+                let g = hit.broadcast_mul(&d.unsqueeze(4)?)?; // (n·r, c, h2, w2, 4)
+                let g = g.reshape((n * r, c, h2, w2, 2, 2))?.permute((0, 1, 2, 4, 3, 5))?;
+                pad_to(&g.reshape((n * r, c, h2 * 2, w2 * 2))?, h, w)
+            }
         }
     }
+}
 
-    /// True for stages with weights (linear and convolution).
-    pub fn has_weight(&self) -> bool {
-        matches!(self, Stage::Linear { .. } | Stage::Conv2d { .. })
+/// Element-wise reciprocals.
+fn recip(v: &[f64]) -> Vec<f64> {
+    v.iter().map(|s| 1.0 / s).collect()
+}
+
+/// `m: (n, …)` → `(n·r, …)` with row `i·r + s` equal to `m[i]`.
+fn repeat_rows(m: &Tensor, r: usize) -> Result<Tensor> {
+    if r == 1 {
+        return Ok(m.clone());
     }
+    let dims = m.dims().to_vec();
+    let mut b = vec![dims[0], r];
+    b.extend_from_slice(&dims[1..]);
+    let mut out = vec![dims[0] * r];
+    out.extend_from_slice(&dims[1..]);
+    m.unsqueeze(1)?.broadcast_as(b.as_slice())?.reshape(out.as_slice())
+}
+
+/// Zero-pads `(b, c, h', w')` at the bottom/right to `(b, c, h, w)` (pools drop odd edges).
+fn pad_to(g: &Tensor, h: usize, w: usize) -> Result<Tensor> {
+    let (_, _, gh, gw) = g.dims4()?;
+    let g = if gh < h { g.pad_with_zeros(2, 0, h - gh)? } else { g.clone() };
+    if gw < w { g.pad_with_zeros(3, 0, w - gw) } else { Ok(g) }
 }
 
 /// `v` as a `(1, C, 1, …)` tensor of `like`'s dtype, broadcastable over `like`'s channel axis.
@@ -170,6 +188,51 @@ fn channel_vector(v: &[f64], like: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(v.to_vec(), shape.as_slice(), like.device())?.to_dtype(like.dtype())
 }
 
+/// The 2×2 windows of `x: (b, c, h, w)` (odd edges dropped) as `(b, c, h/2, w/2, 4)`, window entries
+/// in row-major order (top-left, top-right, bottom-left, bottom-right).
+fn pool_windows(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    x.narrow(2, 0, h2 * 2)?
+        .narrow(3, 0, w2 * 2)?
+        .reshape((b, c, h2, 2, w2, 2))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .reshape((b, c, h2, w2, 4))
+}
+
+/// One-hot `(b, c, h/2, w/2, 4)` of each 2×2 window's first maximum (row-major order).
+fn first_max_one_hot(x: &Tensor) -> Result<Tensor> {
+    let idx = pool_windows(x)?.argmax_keepdim(D::Minus1)?; // first index of the maximum
+    let pos = Tensor::arange(0u32, 4, x.device())?.reshape((1, 1, 1, 1, 4))?;
+    pos.broadcast_eq(&idx)
+}
+
+/// 2×2 max-pool, stride 2, floor mode: `(b, c, h, w) → (b, c, h/2, w/2)`.
+///
+/// Differentiable with PyTorch's and JAX's gradient: each window's gradient goes to its *first*
+/// maximum (row-major), never to every tied element (a `max` reduction's backward does the latter,
+/// which is up to 4× a subgradient; ties are common, e.g. equal activations on blank background).
+/// Built from candle ops (argmax, gather): `Tensor::max_pool2d`'s CPU backward is wrong (it scales
+/// the gradient by 1/4). Finite-difference tested in awt-nets.
+pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    let win = pool_windows(x)?;
+    let idx = win.detach().argmax_keepdim(D::Minus1)?;
+    win.contiguous()?.gather(&idx, D::Minus1)?.squeeze(D::Minus1)
+}
+
+/// 2×2 average pool, stride 2, floor mode, by reshape + mean (exact gradient, any size).
+pub fn avg_pool2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let x = x.narrow(2, 0, h / 2 * 2)?.narrow(3, 0, w / 2 * 2)?;
+    x.reshape((b, c, h / 2, 2, w / 2, 2))?.mean(5)?.mean(3)
+}
+
+/// A network that exposes its stages in forward order.
+pub trait Staged {
+    /// The stages, first to last; the last stage yields the logits `(batch, classes)`.
+    fn stages(&self) -> Vec<Stage>;
+}
+
 /// Runs `x` through `stages` in order and returns the logits.
 pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
@@ -179,15 +242,24 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
     Ok(h)
 }
 
-/// Stride-1, unpadded convolution as im2col + one matmul (differentiable through the custom op's
-/// backward): `x: (n, c, h, w)`, `w: (o, c, kh, kw)` → `(n, o, h−kh+1, w−kw+1)`. candle's CPU
-/// `conv2d` gives the same numbers more slowly (compared in the tests).
-pub(crate) fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (n, _, h, wd) = x.dims4()?;
-    let (o, c, kh, kw) = w.dims4()?;
-    let (oh, ow) = (h - kh + 1, wd - kw + 1);
-    let cols = crate::patches::im2col(x, kh, kw)?; // (n, c·kh·kw, oh·ow)
-    // (o, c·kh·kw) @ (c·kh·kw, n·oh·ow) → (o, n, oh·ow) → (n, o, oh, ow)
-    let cols = cols.transpose(0, 1)?.reshape((c * kh * kw, n * oh * ow))?;
-    w.reshape((o, c * kh * kw))?.matmul(&cols)?.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()
+/// Runs `x` through `stages`, keeping each stage's input (for [`backward_stages`]); returns the
+/// logits and the inputs.
+pub fn forward_keep(stages: &[Stage], x: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    let mut inputs = Vec::with_capacity(stages.len());
+    let mut h = x.clone();
+    for s in stages {
+        inputs.push(h.clone());
+        h = s.forward(&h)?;
+    }
+    Ok((h, inputs))
+}
+
+/// `vᵀ ∂out/∂x` through every stage, given the stage inputs of [`forward_keep`] and `v` shaped like
+/// the output (`r` signals per example as in [`Stage::backward`]).
+pub fn backward_stages(stages: &[Stage], inputs: &[Tensor], v: &Tensor) -> Result<Tensor> {
+    let mut d = v.clone();
+    for (s, inp) in stages.iter().zip(inputs).rev() {
+        d = s.backward(inp, &d)?;
+    }
+    Ok(d)
 }

@@ -8,8 +8,7 @@ use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
-use crate::output::say;
-use crate::util::{config_hash, git_commit};
+use crate::output::{config_hash, git_commit, say};
 
 /// awt: adversarially robust sparse networks (AWT, NTK, attacks) on candle.
 #[derive(Parser)]
@@ -30,13 +29,13 @@ enum Cmd {
     Init {
         /// lenet-300-100, lenet5-caffe, conv4 or mlp-<in>-...-<classes>.
         #[arg(long)]
-        arch: String,
+        arch: Arch,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// kaiming-uniform (PyTorch's default), glorot-normal, or ntt (Glorot-normal weights,
         /// N(0, 0.01²) biases, as NTT's code).
         #[arg(long, default_value = "kaiming-uniform")]
-        init: String,
+        init: Init,
         /// Standardise inputs inside the network by this dataset's training-set mean and std
         /// (per channel), as NTT's recipe does; attacks still work in pixel units.
         #[arg(long, value_name = "DATASET")]
@@ -55,19 +54,19 @@ enum Cmd {
     Ntk(Box<crate::ntk::NtkArgs>),
     /// Adversarially train a network (dense, or sparse with a fixed mask) as a resumable run.
     #[command(args_override_self = true, allow_negative_numbers = true)]
-    Train(Box<crate::train::TrainArgs>),
+    Train(Box<crate::train_args::TrainArgs>),
     /// Prune: random, magnitude, snip, grasp, synflow at init; hydra or IMP rounds (--rewind) after training.
     #[command(allow_negative_numbers = true)]
     Prune(Box<crate::prune::PruneArgs>),
     /// Search a ticket at initialisation by kernel and output matching (awt or ntt).
     #[command(allow_negative_numbers = true)]
-    Ticket(Box<crate::prune::TicketArgs>),
+    Ticket(Box<crate::ticket::TicketArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
         /// Architecture of a foreign (PyTorch) state dict without awt metadata.
         #[arg(long)]
-        arch: Option<String>,
+        arch: Option<Arch>,
     },
 }
 
@@ -87,24 +86,20 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
         Cmd::Init { arch, seed, init, standardize, data_dir, out } => {
-            let norm = standardize.map(|name| crate::util::DataArgs::named(name, data_dir)).map(|d| -> Result<_> {
+            let norm = standardize.map(|name| crate::args::DataArgs::named(name, data_dir)).map(|d| -> Result<_> {
                 let ds = d.load().context("--standardize")?;
                 let (mean, std) = ds.train.channel_stats()?;
                 Ok(awt_nets::InputNorm { mean, std })
             });
-            init_cmd(&arch, seed, &init, norm.transpose()?, &out)
+            init_cmd(&arch, seed, init, norm.transpose()?, &out)
         }
-        Cmd::Inspect { model, arch } => inspect(&model, arch.as_deref()),
+        Cmd::Inspect { model, arch } => inspect(&model, arch.as_ref()),
         Cmd::Eval(a) => crate::eval::run(*a),
         Cmd::Ntk(a) => crate::ntk::run(*a),
         Cmd::Train(a) => crate::train::run(*a),
         Cmd::Prune(a) => crate::prune::run_prune(*a),
-        Cmd::Ticket(a) => crate::prune::run_ticket(*a),
+        Cmd::Ticket(a) => crate::ticket::run_ticket(*a),
     }
-}
-
-pub(crate) fn parse_arch(s: &str) -> Result<Arch> {
-    Arch::parse(s).map_err(|e| anyhow::anyhow!("--arch: {e}"))
 }
 
 fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
@@ -163,10 +158,8 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
     Ok(())
 }
 
-fn init_cmd(arch: &str, seed: u64, init: &str, norm: Option<awt_nets::InputNorm>, out: &Path) -> Result<()> {
-    let arch = parse_arch(arch)?;
-    let init = Init::parse(init).map_err(|e| anyhow::anyhow!("--init: {e}"))?;
-    let mut net = Net::init(&arch, init, seed, DType::F32, &Device::Cpu)?;
+fn init_cmd(arch: &Arch, seed: u64, init: Init, norm: Option<awt_nets::InputNorm>, out: &Path) -> Result<()> {
+    let mut net = Net::init(arch, init, seed, DType::F32, &Device::Cpu)?;
     net.set_input_norm(norm).context("--standardize")?;
     net.meta.insert("git_commit".into(), git_commit().into());
     let mut canonical = format!("init arch={arch} seed={seed} init={}", init.name());
@@ -180,9 +173,8 @@ fn init_cmd(arch: &str, seed: u64, init: &str, norm: Option<awt_nets::InputNorm>
     Ok(())
 }
 
-fn inspect(model: &Path, arch: Option<&str>) -> Result<()> {
-    let arch = arch.map(parse_arch).transpose()?;
-    let loaded = awt_nets::load(model, arch.as_ref(), DType::F32, &Device::Cpu)?;
+fn inspect(model: &Path, arch: Option<&Arch>) -> Result<()> {
+    let loaded = awt_nets::load(model, arch, DType::F32, &Device::Cpu)?;
     let net = loaded.net;
     say!(
         "{}: {}{}",

@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings, evaluate_batch};
+use awt_nets::Arch;
 use candle_core::{DType, Device};
 use clap::Args;
 use serde_json::json;
 
-use crate::output::progress;
-use crate::output::say;
+use crate::args::{AttackArg, DataArgs, LossArg, NormArg, SplitArg, value_name};
+use crate::output::{progress, say};
 
 /// Flags of `awt eval`.
 #[derive(Args, Debug, Clone)]
@@ -20,21 +21,21 @@ pub(crate) struct EvalArgs {
     pub model: PathBuf,
     /// Architecture, for a foreign PyTorch state dict without awt metadata.
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     #[command(flatten)]
-    pub data: crate::util::DataArgs,
-    /// train or test.
-    #[arg(long, default_value = "test")]
-    pub split: String,
+    pub data: DataArgs,
+    /// The split to evaluate on.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    pub split: SplitArg,
     /// First example.
     #[arg(long, default_value_t = 0)]
     pub offset: usize,
     /// Number of examples (default: the whole split from the offset).
     #[arg(long)]
     pub limit: Option<usize>,
-    /// none, fgsm, pgd, apgd-ce, apgd-dlr, or worst (PGD + APGD-CE + APGD-DLR).
-    #[arg(long, default_value = "pgd")]
-    pub attack: String,
+    /// The attack, or sequence of attacks on the points still standing.
+    #[arg(long, value_enum, default_value_t = AttackArg::Pgd)]
+    pub attack: AttackArg,
     #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
     pub eps: f64,
     /// PGD steps.
@@ -48,12 +49,12 @@ pub(crate) struct EvalArgs {
     pub step_size: Option<f64>,
     #[arg(long, default_value_t = 1)]
     pub restarts: usize,
-    /// linf or l2.
-    #[arg(long, default_value = "linf")]
-    pub norm: String,
-    /// PGD loss: ce or cw.
-    #[arg(long, default_value = "ce")]
-    pub loss: String,
+    /// The threat model.
+    #[arg(long, value_enum, default_value_t = NormArg::Linf)]
+    pub norm: NormArg,
+    /// PGD's loss.
+    #[arg(long, value_enum, default_value_t = LossArg::Ce)]
+    pub loss: LossArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 250)]
@@ -78,11 +79,10 @@ pub(crate) struct EvalResult {
 
 /// Builds the attack list for `--attack`.
 pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
-    let norm = Norm::parse(&a.norm).map_err(|e| anyhow::anyhow!("--norm: {e}"))?;
-    let loss = match a.loss.as_str() {
-        "ce" => LossKind::CrossEntropy,
-        "cw" => LossKind::CwMargin,
-        other => bail!("--loss: unknown loss `{other}`: expected ce or cw"),
+    let norm = Norm::from(a.norm);
+    let loss = match a.loss {
+        LossArg::Ce => LossKind::CrossEntropy,
+        LossArg::Cw => LossKind::CwMargin,
     };
     if !a.eps.is_finite() || a.eps < 0.0 {
         bail!("--eps must be a finite number ≥ 0, got {}", a.eps);
@@ -90,41 +90,32 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
     if a.restarts == 0 {
         bail!("--restarts must be ≥ 1");
     }
-    if a.steps == 0 && matches!(a.attack.as_str(), "pgd" | "worst") {
-        bail!("--steps must be ≥ 1 for --attack {} (0 steps is no attack: use --attack none)", a.attack);
+    let name = value_name(&a.attack);
+    if a.steps == 0 && matches!(a.attack, AttackArg::Pgd | AttackArg::Worst) {
+        bail!("--steps must be ≥ 1 for --attack {name} (0 steps is no attack: use --attack none)");
     }
-    if a.apgd_steps == 0 && matches!(a.attack.as_str(), "apgd-ce" | "apgd-dlr" | "worst") {
-        bail!("--apgd-steps must be ≥ 1 for --attack {}", a.attack);
+    if a.apgd_steps == 0 && matches!(a.attack, AttackArg::ApgdCe | AttackArg::ApgdDlr | AttackArg::Worst) {
+        bail!("--apgd-steps must be ≥ 1 for --attack {name}");
     }
-    let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
+    let step = a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1)));
     if a.eps > 0.0 && (!step.is_finite() || step <= 0.0) {
         bail!("--step-size must be > 0, got {step}");
     }
     let step = if a.eps == 0.0 { step.max(1e-3) } else { step };
-    let pgd = Pgd {
-        eps: a.eps,
-        step_size: step,
-        steps: a.steps,
-        norm,
-        random_start: true,
-        restarts: a.restarts,
-        loss,
-        seed: a.seed,
-    };
+    let pgd = Pgd { norm, restarts: a.restarts, loss, ..Pgd::linf(a.eps, a.steps, step, a.seed) };
     let apgd = |loss| Apgd { eps: a.eps, steps: a.apgd_steps, norm, restarts: a.restarts, loss, seed: a.seed };
-    Ok(match a.attack.as_str() {
-        "none" => vec![],
-        "fgsm" => {
+    Ok(match a.attack {
+        AttackArg::None => vec![],
+        AttackArg::Fgsm => {
             if norm != Norm::Linf {
                 bail!("--attack fgsm is an ℓ∞ attack; use --norm linf");
             }
             vec![Box::new(Fgsm { eps: a.eps, loss })]
         }
-        "pgd" => vec![Box::new(pgd)],
-        "apgd-ce" => vec![Box::new(apgd(LossKind::CrossEntropy))],
-        "apgd-dlr" => vec![Box::new(apgd(LossKind::Dlr))],
-        "worst" => vec![Box::new(pgd), Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd(LossKind::Dlr))],
-        other => bail!("--attack: unknown attack `{other}`: expected none, fgsm, pgd, apgd-ce, apgd-dlr or worst"),
+        AttackArg::Pgd => vec![Box::new(pgd)],
+        AttackArg::ApgdCe => vec![Box::new(apgd(LossKind::CrossEntropy))],
+        AttackArg::ApgdDlr => vec![Box::new(apgd(LossKind::Dlr))],
+        AttackArg::Worst => vec![Box::new(pgd), Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd(LossKind::Dlr))],
     })
 }
 
@@ -135,13 +126,13 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         bail!("--batch must be ≥ 1 (examples per batch)");
     }
     let ds = a.data.load_for(net)?;
-    let split = pick_split(&ds, &a.split)?;
+    let split = a.split.of(&ds);
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
         bail!(
             "--offset {} --limit {n}: the {} split of {} has {} examples",
             a.offset,
-            a.split,
+            value_name(&a.split),
             a.data.name,
             split.len()
         );
@@ -161,7 +152,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         let x = x.to_dtype(net.dtype())?;
         let ids: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
         let checks = Checks {
-            noise_eps: if a.norm == "linf" { a.eps } else { 0.0 },
+            noise_eps: if norm_is_linf(a) { a.eps } else { 0.0 },
             noise_samples: a.noise_samples,
             seed: a.seed,
         };
@@ -183,37 +174,36 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let mut json = json!({
         "model": a.model.display().to_string(),
         "arch": net.arch().to_string(),
-        "data": a.data.name, "split": a.split, "offset": a.offset, "n": n,
+        "data": a.data.name, "split": value_name(&a.split), "offset": a.offset, "n": n,
         "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
         "robust_correct": robust, "robust_accuracy": robust as f64 / n as f64,
         "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
-        "settings": {"attack": a.attack, "eps": a.eps, "norm": a.norm, "steps": a.steps, "apgd_steps": a.apgd_steps,
-                     "step_size": a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64), "restarts": a.restarts,
-                     "loss": a.loss, "seed": a.seed, "batch": a.batch, "noise_samples": a.noise_samples},
+        "settings": {"attack": value_name(&a.attack), "eps": a.eps, "norm": value_name(&a.norm), "steps": a.steps, "apgd_steps": a.apgd_steps,
+                     "step_size": a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1))), "restarts": a.restarts,
+                     "loss": value_name(&a.loss), "seed": a.seed, "batch": a.batch, "noise_samples": a.noise_samples},
         "warnings": warnings.messages(),
         "wall_seconds": seconds,
-        "git_commit": crate::util::git_commit(),
+        "git_commit": crate::output::git_commit(),
     });
-    crate::util::merge_json(&mut json, crate::util::provenance_json(&ds));
+    crate::output::merge_json(&mut json, crate::output::provenance_json(&ds));
     Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
 }
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
     if let Some(j) = &a.json {
-        crate::util::refuse_overwriting_inputs("--json", j, &[("--model", &a.model)])?;
+        crate::files::refuse_overwriting_inputs("--json", j, &[("--model", &a.model)])?;
     }
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let r = evaluate(&net, &a, true)?;
     say!(
         "{} on {} {} [{}..{}), ε = {} ({}), seed {}",
         a.model.display(),
         a.data.name,
-        a.split,
+        value_name(&a.split),
         a.offset,
         a.offset + r.n,
         a.eps,
-        a.norm,
+        value_name(&a.norm),
         a.seed
     );
     say!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
@@ -232,11 +222,7 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `--split` of a dataset.
-pub(crate) fn pick_split<'a>(ds: &'a awt_data::Dataset, split: &str) -> Result<&'a awt_data::Split> {
-    match split {
-        "test" => Ok(&ds.test),
-        "train" => Ok(&ds.train),
-        other => bail!("--split: expected train or test, got `{other}`"),
-    }
+/// True for the ℓ∞ threat model (the uniform-noise check samples the ℓ∞ ball).
+fn norm_is_linf(a: &EvalArgs) -> bool {
+    a.norm == NormArg::Linf
 }

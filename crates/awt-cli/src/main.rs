@@ -4,15 +4,40 @@
 //! progress bars; the library crates stay silent.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod args;
 mod commands;
 mod eval;
+mod files;
 mod ntk;
 mod output;
 mod prune;
+mod ticket;
 mod train;
-mod util;
+mod train_args;
 
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+
+/// Help and version go to stdout as clap renders them; a usage error becomes one line naming the
+/// flag and the cause (`error: --arch: unknown architecture ...`), exit status 2.
+fn usage_error(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => s.split_whitespace().next().map(str::to_string),
+        _ => None,
+    };
+    let line = match (e.kind(), flag, std::error::Error::source(&e)) {
+        (ErrorKind::ValueValidation, Some(flag), Some(cause)) => format!("{flag}: {cause}"),
+        _ => e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string(),
+    };
+    eprintln!("error: {line}");
+    std::process::exit(2)
+}
 
 // candle allocates a fresh buffer per tensor op; glibc's malloc hands large ones back to the OS, so
 // each op paid its page faults again (see docs/performance.md). mimalloc keeps and reuses them.
@@ -26,14 +51,17 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let args = match train::expand_config(std::env::args().collect()) {
+    let args = match train_args::expand_config(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
             std::process::exit(1);
         }
     };
-    let cli = commands::Cli::parse_from(args);
+    let cli = match commands::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => usage_error(e),
+    };
     if let Err(e) = commands::run(cli) {
         // A reader that went away (`awt inspect m | head -1`) is not an error: stop quietly.
         if e.downcast_ref::<output::StdoutError>().is_some_and(output::StdoutError::is_broken_pipe) {

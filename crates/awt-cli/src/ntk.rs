@@ -4,13 +4,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::output::say;
 use anyhow::{Context, Result, bail};
-use awt_attack::{Attack, LossKind, Norm, Pgd};
+use awt_attack::{Attack, Pgd};
 use awt_base::Staged;
+use awt_nets::Arch;
 use awt_ntk::{Kind, metrics};
 use candle_core::{DType, Device, Module, Tensor};
 use clap::Args;
+
+use crate::args::{DataArgs, NtkAdv, NtkImpl, SplitArg, value_name};
+use crate::output::say;
 
 /// Flags of `awt ntk`.
 #[derive(Args, Debug)]
@@ -19,11 +22,11 @@ pub(crate) struct NtkArgs {
     model: PathBuf,
     /// Architecture of a foreign state dict.
     #[arg(long)]
-    arch: Option<String>,
+    arch: Option<Arch>,
     #[command(flatten)]
-    data: crate::util::DataArgs,
-    #[arg(long, default_value = "test")]
-    split: String,
+    data: DataArgs,
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
     #[arg(long, default_value_t = 0)]
     offset: usize,
     /// Examples in the kernel's rows.
@@ -32,9 +35,9 @@ pub(crate) struct NtkArgs {
     /// Start of a second batch for the columns (X1 ≠ X2); default: the same batch.
     #[arg(long)]
     offset2: Option<usize>,
-    /// `pgd`: evaluate the kernel on PGD adversarial examples of the model itself.
-    #[arg(long)]
-    adv: Option<String>,
+    /// Evaluate the kernel on adversarial examples of the model itself.
+    #[arg(long, value_enum)]
+    adv: Option<NtkAdv>,
     #[arg(long, default_value_t = 0.1)]
     eps: f64,
     #[arg(long, default_value_t = 10)]
@@ -46,9 +49,9 @@ pub(crate) struct NtkArgs {
     /// Trace over classes: (n × n) instead of (n·k × n·k).
     #[arg(long)]
     trace: bool,
-    /// structured (fast, differentiable) or reference (per-example autograd; slow oracle).
-    #[arg(long = "impl", default_value = "structured")]
-    implementation: String,
+    /// The implementation.
+    #[arg(long = "impl", value_enum, default_value_t = NtkImpl::Structured)]
+    implementation: NtkImpl,
     /// Examples per block (bounded memory).
     #[arg(long, default_value_t = 128)]
     block: usize,
@@ -60,7 +63,7 @@ pub(crate) struct NtkArgs {
 }
 
 pub(crate) fn run(a: NtkArgs) -> Result<()> {
-    crate::util::refuse_overwriting_inputs("--out", &a.out, &[("--model", &a.model)])?;
+    crate::files::refuse_overwriting_inputs("--out", &a.out, &[("--model", &a.model)])?;
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
     }
@@ -68,16 +71,15 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         bail!("--steps must be ≥ 1 with --adv pgd (0 steps would leave the inputs at a random start)");
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let net = awt_nets::load(&a.model, arch.as_ref(), dtype, &Device::Cpu)?.net;
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, &Device::Cpu)?.net;
     let ds = a.data.load_for(&net)?;
-    let split = crate::eval::pick_split(&ds, &a.split)?;
+    let split = a.split.of(&ds);
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
             bail!(
                 "--offset {offset} --n {}: the {} split of {} has {} examples",
                 a.n,
-                a.split,
+                value_name(&a.split),
                 a.data.name,
                 split.len()
             );
@@ -85,24 +87,14 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         let idx: Vec<usize> = (offset..offset + a.n).collect();
         let (x, y) = split.batch(&idx, &Device::Cpu)?;
         let x = x.to_dtype(dtype)?;
-        let x = match a.adv.as_deref() {
+        let x = match a.adv {
             None => x,
-            Some("pgd") => {
-                let step = a.step_size.unwrap_or(2.5 * a.eps / a.steps.max(1) as f64);
-                let pgd = Pgd {
-                    eps: a.eps,
-                    step_size: step,
-                    steps: a.steps,
-                    norm: Norm::Linf,
-                    random_start: true,
-                    restarts: 1,
-                    loss: LossKind::CrossEntropy,
-                    seed: a.seed,
-                };
+            Some(NtkAdv::Pgd) => {
+                let step = a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps));
+                let pgd = Pgd::linf(a.eps, a.steps, step, a.seed);
                 let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
                 pgd.perturb(&net, &x, &y, None, &ids)?.adv
             }
-            Some(other) => bail!("--adv: unknown attack `{other}`: expected pgd"),
         };
         let mut shape = vec![a.n];
         shape.extend(net.arch().input_shape());
@@ -116,12 +108,13 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let same = a.offset2.is_none();
     let kind = if a.trace { Kind::Trace } else { Kind::Full };
     let start = Instant::now();
-    let k = match a.implementation.as_str() {
-        "structured" => awt_ntk::structured_blocked(&net.stages(), &x1, if same { &x1 } else { &x2 }, kind, a.block)?,
-        "reference" => {
+    let k = match a.implementation {
+        NtkImpl::Structured => {
+            awt_ntk::structured_blocked(&net.stages(), &x1, if same { &x1 } else { &x2 }, kind, a.block)?
+        }
+        NtkImpl::Reference => {
             awt_ntk::reference(&|x: &Tensor| net.forward(x), &net.vars(), &x1, if same { &x1 } else { &x2 }, kind)?
         }
-        other => bail!("--impl: expected structured or reference, got `{other}`"),
     };
     let secs = start.elapsed().as_secs_f64();
     let bad = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().filter(|v| !v.is_finite()).count();
@@ -148,11 +141,11 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         net.arch(),
         a.model.display(),
         a.data.name,
-        a.split,
+        value_name(&a.split),
         a.offset,
         a.offset + a.n,
         if a.adv.is_some() { format!(", PGD-{} adversarial ε = {}", a.steps, a.eps) } else { String::new() },
-        a.implementation,
+        value_name(&a.implementation),
         k.dims(),
         secs
     );

@@ -1,11 +1,12 @@
 //! Everything the binary writes for people and scripts: lines on standard output (a closed pipe
-//! ends the program quietly, as ripgrep does; any other write failure is an error), JSON files and
-//! progress bars.
+//! ends the program quietly, as ripgrep does; any other write failure is an error), JSON files with
+//! their provenance fields, and progress bars.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 
 /// Standard output could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +48,32 @@ pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     );
     pb.set_prefix(what.to_string());
     pb
+}
+
+/// Adds the fields of the object `extra` to the object `v`.
+pub(crate) fn merge_json(v: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+}
+
+/// The provenance fields every result file carries.
+pub(crate) fn provenance_json(ds: &awt_data::Dataset) -> serde_json::Value {
+    let unverified = ds.provenance.unverified();
+    serde_json::json!({
+        "dataset_location": ds.provenance.location,
+        "dataset_files": ds.provenance.files.iter().map(|f| serde_json::json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
+        "dataset_verified": unverified.is_empty(),
+        "dataset_unverified": unverified,
+    })
+}
+
+/// The git commit this binary was built from (`-dirty` when the tree had changes).
+pub(crate) fn git_commit() -> &'static str {
+    env!("AWT_GIT_COMMIT")
+}
+
+/// Hex SHA-256 of a canonical config string, shortened to 16 characters.
+pub(crate) fn config_hash(canonical: &str) -> String {
+    Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

@@ -1,40 +1,42 @@
-//! `awt prune` (pruning at initialisation) and `awt ticket` (the NTT / AWT searches).
+//! `awt prune`: masks at initialisation (random, magnitude, SNIP, GraSP, SynFlow), and the
+//! train-then-prune baselines (HYDRA on a pretrained network; IMP-AT rounds, or one round with
+//! --rewind).
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use awt_base::Staged;
-use awt_nets::Net;
+use awt_nets::{Arch, Net};
 use awt_prune::{Allocation, scores, select};
-use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, WeightsFrom};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
-use crate::output::say;
-use crate::util::git_commit;
+use crate::args::{Adv, AllocArg, DataArgs, Opt, PruneMethod, value_name};
+use crate::output::{git_commit, say};
 
 /// Flags of `awt prune`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct PruneArgs {
-    /// random, magnitude, snip, grasp, synflow (at initialisation), or hydra (on an adversarially
-    /// pretrained --model); one IMP round is magnitude with --rewind.
-    #[arg(long)]
-    pub method: String,
+    /// At initialisation: random, magnitude, snip, grasp, synflow; after training: hydra (on an
+    /// adversarially pretrained --model), imp-at (rounds from the initialisation --model); one IMP
+    /// round is magnitude with --rewind.
+    #[arg(long, value_enum)]
+    pub method: PruneMethod,
     /// Fraction of weights kept, in (0, 1].
     #[arg(long)]
     pub density: f64,
-    /// uniform (per layer, the paper's default), global or erk.
-    #[arg(long, default_value = "uniform")]
-    pub allocation: String,
+    /// How the density is spread over layers.
+    #[arg(long, value_enum, default_value_t = AllocArg::Uniform)]
+    pub allocation: AllocArg,
     /// The dense network at initialisation.
     #[arg(long)]
     pub model: PathBuf,
+    /// Architecture of a foreign state dict.
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Arch>,
     #[command(flatten)]
-    pub data: crate::util::DataArgs,
+    pub data: DataArgs,
     /// SNIP and GraSP score one batch of this many examples from the training split of --data.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -57,9 +59,12 @@ pub(crate) struct PruneArgs {
     /// HYDRA: ℓ∞ radius of the robust loss.
     #[arg(long, default_value_t = 0.1)]
     pub eps: f64,
-    /// HYDRA: PGD steps of the robust loss (step size ε/4).
+    /// HYDRA / IMP-AT: PGD steps of the robust loss.
     #[arg(long, default_value_t = 10)]
     pub attack_steps: usize,
+    /// IMP-AT: PGD step size of the robust loss (default 0.25 ε).
+    #[arg(long)]
+    pub step_size: Option<f64>,
     /// HYDRA / IMP-AT: use only the first N training examples.
     #[arg(long)]
     pub train_limit: Option<usize>,
@@ -74,7 +79,7 @@ pub(crate) struct PruneArgs {
 }
 
 fn weights(net: &Net) -> BTreeMap<String, Tensor> {
-    net.weight_names().into_iter().map(|k| (k.clone(), net.param(&k).expect("weight").as_tensor().clone())).collect()
+    net.weights().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
 }
 
 fn ce(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
@@ -83,31 +88,28 @@ fn ce(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Masks for `a.method` on the dense `net`.
 pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, Tensor>> {
-    let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
+    let alloc = Allocation::from(a.allocation);
     let batch = || -> Result<(Tensor, Tensor)> {
         let ds = a.data.load_for(net)?;
         let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
         let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
         Ok((x.to_dtype(net.dtype())?, y))
     };
-    let vars: BTreeMap<String, Var> =
-        net.weight_names().into_iter().map(|k| (k.clone(), net.param(&k).expect("weight").clone())).collect();
-    let masks = match a.method.as_str() {
-        "random" => select(&scores::random(&weights(net), a.seed)?, a.density, alloc)?,
-        "magnitude" => select(&scores::magnitude(&weights(net))?, a.density, alloc)?,
-        "snip" => {
+    let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let masks = match a.method {
+        PruneMethod::Random => select(&scores::random(&weights(net), a.seed)?, a.density, alloc)?,
+        PruneMethod::Magnitude => select(&scores::magnitude(&weights(net))?, a.density, alloc)?,
+        PruneMethod::Snip => {
             let (x, y) = batch()?;
             select(&scores::snip(&|| ce(net, &x, &y), &vars)?, a.density, alloc)?
         }
-        "grasp" => {
+        PruneMethod::Grasp => {
             let (x, y) = batch()?;
             select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?, a.density, alloc)?
         }
-        "synflow" => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
-        "imp-at" => bail!("internal: imp-at is handled by run_imp"),
-        "hydra" => bail!("internal: hydra is handled by run_hydra"),
-        other => {
-            bail!("--method: unknown pruning method `{other}`: expected random, magnitude, snip, grasp or synflow")
+        PruneMethod::Synflow => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
+        PruneMethod::Hydra | PruneMethod::ImpAt => {
+            bail!("--method {}: not a mask at initialisation", value_name(&a.method))
         }
     };
     Ok(masks)
@@ -115,16 +117,15 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
 
 /// One IMP round: magnitude masks of the trained `--model` (within its masks), over the weights of `--rewind`.
 fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
-    if a.method != "magnitude" {
-        bail!("--rewind works with --method magnitude (iterative magnitude pruning), not `{}`", a.method);
+    if a.method != PruneMethod::Magnitude {
+        bail!("--rewind works with --method magnitude (iterative magnitude pruning), not {}", value_name(&a.method));
     }
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let trained = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let mut net = awt_nets::load(rewind, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let trained = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let mut net = awt_nets::load(rewind, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     if net.arch() != trained.arch() {
         bail!("--rewind {} is a {}, --model {} a {}", rewind.display(), net.arch(), a.model.display(), trained.arch());
     }
-    let alloc = Allocation::parse(&a.allocation).map_err(|e| anyhow::anyhow!("--allocation: {e}"))?;
+    let alloc = Allocation::from(a.allocation);
     let mut sc = scores::magnitude(&weights(&trained))?;
     for (k, m) in trained.masks() {
         let s = sc[k].mul(m)?;
@@ -153,8 +154,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
 
 /// HYDRA's pruning stage on an adversarially pretrained --model.
 fn run_hydra(a: &PruneArgs) -> Result<()> {
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let ds = a.data.load_for(&net)?;
     let train = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
@@ -166,7 +166,7 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
         lr: a.hydra_lr,
         eps: a.eps,
         steps: a.attack_steps,
-        step_size: 0.25 * a.eps,
+        step_size: awt_attack::Pgd::train_step(a.eps),
         batch: 128,
         seed: a.seed,
     };
@@ -180,13 +180,9 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
 }
 
 /// IMP-AT as one command: rounds of adversarial training and magnitude pruning with rewinding to
-/// the initialisation `--model` (lottery tickets); work folders sit beside `--out`.
+/// the initialisation `--model` (lottery tickets); work folders sit beside `--out`. A killed run
+/// continues where it stopped: finished rounds are kept, an interrupted training resumes.
 fn run_imp(a: &PruneArgs) -> Result<()> {
-    #[derive(clap::Parser)]
-    struct Wrap {
-        #[command(flatten)]
-        t: crate::train::TrainArgs,
-    }
     if a.imp_rounds == 0 {
         bail!("--imp-rounds must be ≥ 1");
     }
@@ -195,60 +191,54 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
     let mut current = a.model.clone();
     for r in 1..=a.imp_rounds {
         let dir = work.join(format!("round{r}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut args: Vec<String> = vec![
-            "train".into(),
-            if r == 1 { "--init" } else { "--ticket" }.into(),
-            current.display().to_string(),
-            "--data".into(),
-            a.data.name.clone(),
-            "--adv".into(),
-            "pgd".into(),
-            "--eps".into(),
-            a.eps.to_string(),
-            "--steps".into(),
-            a.attack_steps.to_string(),
-            "--epochs".into(),
-            a.imp_epochs.to_string(),
-            "--opt".into(),
-            "adam".into(),
-            "--lr".into(),
-            "0.001".into(),
-            "--eval-n".into(),
-            "200".into(),
-            "--eval-steps".into(),
-            "10".into(),
-            "--seed".into(),
-            a.seed.to_string(),
-            "--quiet".into(),
-            "--out".into(),
-            dir.display().to_string(),
-        ];
-        if let Some(n) = a.train_limit {
-            args.extend(["--train-limit".into(), n.to_string()]);
+        let ticket = if r == a.imp_rounds { a.out.clone() } else { work.join(format!("round{r}-ticket.safetensors")) };
+        if !ticket.exists() {
+            if !dir.join("model.safetensors").exists() {
+                crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, false)?;
+            }
+            let round = PruneArgs {
+                method: PruneMethod::Magnitude,
+                density: a.density.powf(r as f64 / a.imp_rounds as f64),
+                model: dir.join("model.safetensors"),
+                rewind: Some(a.model.clone()),
+                out: ticket.clone(),
+                ..a.clone()
+            };
+            run_rewind(&round, &a.model)?;
         }
-        if let Some(d) = &a.data.data_dir {
-            args.extend(["--data-dir".into(), d.display().to_string()]);
-        }
-        let t = <Wrap as clap::Parser>::try_parse_from(&args).map_err(|e| anyhow::anyhow!("{e}"))?.t;
-        crate::train::run_training(&t, false)?;
-        let next = work.join(format!("round{r}-ticket.safetensors"));
-        let round = PruneArgs {
-            method: "magnitude".into(),
-            density: a.density.powf(r as f64 / a.imp_rounds as f64),
-            model: dir.join("model.safetensors"),
-            rewind: Some(a.model.clone()),
-            out: if r == a.imp_rounds { a.out.clone() } else { next.clone() },
-            ..a.clone()
-        };
-        run_rewind(&round, &a.model)?;
-        current = next;
+        current = ticket;
     }
     Ok(())
 }
 
+/// The training of IMP round `r` from `start` (the initialisation, or the previous round's ticket):
+/// PGD-AT with --eps and --attack-steps, Adam 1e-3, batch 128, --imp-epochs epochs.
+fn imp_round(a: &PruneArgs, start: &Path, ticket: bool, dir: &Path) -> Result<crate::train_args::TrainArgs> {
+    let mut t = crate::train_args::TrainArgs::with_defaults(dir)?;
+    if ticket {
+        t.ticket = Some(start.to_path_buf());
+    } else {
+        t.init = Some(start.to_path_buf());
+    }
+    t.data = a.data.clone();
+    t.adv = Adv::Pgd;
+    t.eps = a.eps;
+    t.steps = a.attack_steps;
+    t.step_size = a.step_size;
+    t.epochs = a.imp_epochs;
+    t.opt = Opt::Adam;
+    t.lr = 1e-3;
+    t.eval_n = 200;
+    t.eval_steps = 10;
+    t.seed = a.seed;
+    t.train_limit = a.train_limit;
+    t.quiet = true;
+    t.resume = dir.join("state.safetensors").exists();
+    Ok(t)
+}
+
 /// `--density` must be a fraction of weights to keep.
-fn check_density(d: f64) -> Result<()> {
+pub(crate) fn check_density(d: f64) -> Result<()> {
     if !(d > 0.0 && d <= 1.0) {
         bail!("--density must be in (0, 1], got {d}");
     }
@@ -261,21 +251,19 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if let Some(r) = &a.rewind {
         inputs.push(("--rewind", r.as_path()));
     }
-    crate::util::refuse_overwriting_inputs("--out", &a.out, &inputs)?;
+    crate::files::refuse_overwriting_inputs("--out", &a.out, &inputs)?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
     }
-    if a.method == "imp-at" {
-        return run_imp(&a);
+    match a.method {
+        PruneMethod::ImpAt => return run_imp(&a),
+        PruneMethod::Hydra => return run_hydra(&a),
+        _ => {}
     }
-    if a.method == "hydra" {
-        return run_hydra(&a);
-    }
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let mut net = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let mut net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     if !net.masks().is_empty() {
         bail!("{}: already holds masks; prune a dense initialisation", a.model.display());
     }
@@ -284,16 +272,17 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
         net.set_mask(k, m)?;
     }
     net.apply_masks()?;
-    net.meta.insert("method".into(), a.method.clone());
+    net.meta.insert("method".into(), value_name(&a.method));
     net.meta.insert("density".into(), a.density.to_string());
-    net.meta.insert("allocation".into(), a.allocation.clone());
+    net.meta.insert("allocation".into(), value_name(&a.allocation));
     net.meta.insert("prune_seed".into(), a.seed.to_string());
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;
     report(&net, &a.out)
 }
 
-fn report(net: &Net, out: &std::path::Path) -> Result<()> {
+/// Prints where a pruned network went and its density per layer.
+pub(crate) fn report(net: &Net, out: &Path) -> Result<()> {
     let d = net.densities()?;
     let per: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
     say!(
@@ -304,161 +293,4 @@ fn report(net: &Net, out: &std::path::Path) -> Result<()> {
         per.join(", ")
     );
     Ok(())
-}
-
-/// Flags of `awt ticket`.
-#[derive(Args, Debug, Clone)]
-pub(crate) struct TicketArgs {
-    /// awt (adversarial inputs) or ntt (clean inputs).
-    #[arg(long, default_value = "awt")]
-    pub method: String,
-    #[arg(long)]
-    pub density: f64,
-    /// The dense network at initialisation (the teacher).
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub arch: Option<String>,
-    #[command(flatten)]
-    pub data: crate::util::DataArgs,
-    /// Search length in passes over the data (or use --steps).
-    #[arg(long)]
-    pub epochs: Option<f64>,
-    /// Search length in optimiser steps.
-    #[arg(long)]
-    pub steps: Option<usize>,
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 5e-4)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 1e-3)]
-    pub lambda_ker: f64,
-    #[arg(long, default_value_t = 1e-4)]
-    pub lambda_l2: f64,
-    /// Re-select the mask every F steps.
-    #[arg(long, default_value_t = 100)]
-    pub mask_every: usize,
-    #[arg(long, default_value_t = 0.1)]
-    pub eps: f64,
-    #[arg(long, default_value_t = 10)]
-    pub attack_steps: usize,
-    #[arg(long)]
-    pub attack_step_size: Option<f64>,
-    /// teacher, student or both.
-    #[arg(long, default_value = "teacher")]
-    pub adv_source: String,
-    /// adversarial or clean+adversarial.
-    #[arg(long, default_value = "adversarial")]
-    pub inputs: String,
-    /// transferred or rewind.
-    #[arg(long, default_value = "transferred")]
-    pub weights: String,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long)]
-    pub quiet: bool,
-}
-
-impl TicketArgs {
-    pub(crate) fn config(&self, train_len: usize) -> Result<SearchConfig> {
-        let method = match self.method.as_str() {
-            "awt" => Method::Awt,
-            "ntt" => Method::Ntt,
-            other => bail!("--method: unknown search `{other}`: expected awt or ntt"),
-        };
-        if self.batch < 2 {
-            bail!("--batch must be ≥ 2 (the kernel compares its two halves), got {}", self.batch);
-        }
-        let steps = match (self.steps, self.epochs) {
-            (Some(0), None) => bail!("--steps must be ≥ 1"),
-            (Some(s), None) => s,
-            (None, Some(e)) if !(e.is_finite() && e > 0.0) => bail!("--epochs must be > 0, got {e}"),
-            (None, Some(e)) => match (e * (train_len / self.batch) as f64).round() as usize {
-                0 => bail!("--epochs {e}: less than one step of --batch {} on {train_len} examples", self.batch),
-                s => s,
-            },
-            (None, None) => bail!("give the search length with --epochs or --steps"),
-            (Some(_), Some(_)) => bail!("--epochs and --steps are exclusive"),
-        };
-        check_density(self.density)?;
-        Ok(SearchConfig {
-            method,
-            density: self.density,
-            steps,
-            batch: self.batch,
-            lr: self.lr,
-            lambda_ker: self.lambda_ker,
-            lambda_l2: self.lambda_l2,
-            mask_every: self.mask_every,
-            eps: self.eps,
-            attack_steps: self.attack_steps,
-            attack_step_size: self.attack_step_size.unwrap_or(0.25 * self.eps),
-            adv_source: match self.adv_source.as_str() {
-                "teacher" => AdvSource::Teacher,
-                "student" => AdvSource::Student,
-                "both" => AdvSource::Both,
-                other => bail!("--adv-source: expected teacher, student or both, got `{other}`"),
-            },
-            inputs: match self.inputs.as_str() {
-                "adversarial" => InputMix::Adversarial,
-                "clean+adversarial" => InputMix::CleanAndAdversarial,
-                other => bail!("--inputs: expected adversarial or clean+adversarial, got `{other}`"),
-            },
-            weights: match self.weights.as_str() {
-                "transferred" => WeightsFrom::Transferred,
-                "rewind" => WeightsFrom::Rewind,
-                other => bail!("--weights: expected transferred or rewind, got `{other}`"),
-            },
-            seed: self.seed,
-        })
-    }
-}
-
-pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
-    let log_path = a.out.with_extension("search.jsonl");
-    for (flag, out) in [("--out", &a.out), ("--out (its search log)", &log_path)] {
-        crate::util::refuse_overwriting_inputs(flag, out, &[("--model", &a.model)])?;
-    }
-    let arch = a.arch.as_deref().map(crate::commands::parse_arch).transpose()?;
-    let teacher = awt_nets::load(&a.model, arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let ds = a.data.load_for(&teacher)?;
-    let cfg = a.config(ds.train.len())?;
-    let mut log_file = std::io::BufWriter::new(
-        std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
-    );
-    let bar = crate::output::progress(cfg.steps as u64, &a.method);
-    if a.quiet {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let mut write_err = None;
-    let t = awt_ticket::search(&teacher, &ds.train, &cfg, &mut |l| {
-        bar.inc(1);
-        bar.set_message(format!("kernel dist {:.3} output dist {:.3}", l.kernel_distance, l.output_distance));
-        if let Err(e) = writeln!(log_file, "{}", l.json()) {
-            write_err = Some(e);
-        }
-    })?;
-    bar.finish_and_clear();
-    if let Some(e) = write_err {
-        bail!("cannot write {}: {e}", log_path.display());
-    }
-    log_file.flush()?;
-    let mut net = t.net;
-    net.meta.insert("git_commit".into(), git_commit().into());
-    awt_nets::save(&net, &a.out)?;
-    if let (Some(first), Some(last)) = (t.log.first(), t.log.last()) {
-        say!(
-            "{} search, {} steps: kernel distance {:.3} → {:.3}, output distance {:.3} → {:.3}; log in {}",
-            a.method,
-            cfg.steps,
-            first.kernel_distance,
-            last.kernel_distance,
-            first.output_distance,
-            last.output_distance,
-            log_path.display()
-        );
-    }
-    report(&net, &a.out)
 }

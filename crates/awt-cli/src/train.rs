@@ -6,287 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use awt_nets::{Init, Net};
-use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
+use awt_train::{EpochMetrics, Hooks, RunFolder, TrainError};
 use candle_core::{DType, Device};
-use clap::Args;
 
-use crate::output::say;
-use crate::util::{config_hash, git_commit};
-
-/// Flags of `awt train` (a `--config FILE.toml` with the same keys may give any of them).
-#[derive(Args, Debug, Clone)]
-pub(crate) struct TrainArgs {
-    /// Read flags from a TOML file (`key = value`, same names as the flags); flags given on the
-    /// command line win.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Architecture of a fresh network (ignored with --init/--ticket, which carry theirs).
-    #[arg(long, default_value = "lenet-300-100")]
-    pub arch: String,
-    #[command(flatten)]
-    pub data: crate::util::DataArgs,
-    /// Start from this checkpoint (its masks, if any, stay fixed).
-    #[arg(long)]
-    pub init: Option<PathBuf>,
-    /// Start from this ticket (a checkpoint that must hold masks).
-    #[arg(long)]
-    pub ticket: Option<PathBuf>,
-    /// none, pgd, fgsm (fast AT with random start) or trades.
-    #[arg(long, default_value = "pgd")]
-    pub adv: String,
-    #[arg(long, default_value_t = 0.1)]
-    pub eps: f64,
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
-    /// Attack step size (default: 0.25 ε for PGD/TRADES, 1.25 ε for FGSM).
-    #[arg(long)]
-    pub step_size: Option<f64>,
-    /// TRADES β.
-    #[arg(long, default_value_t = 6.0)]
-    pub beta: f64,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
-    pub batch: usize,
-    /// sgd, adam or adamw.
-    #[arg(long, default_value = "sgd")]
-    pub opt: String,
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    #[arg(long)]
-    pub nesterov: bool,
-    #[arg(long, default_value_t = 0.0)]
-    pub wd: f64,
-    /// constant, cosine, multistep or onecycle.
-    #[arg(long, default_value = "constant")]
-    pub schedule: String,
-    /// multistep: comma-separated epochs.
-    #[arg(long, default_value = "")]
-    pub milestones: String,
-    #[arg(long, default_value_t = 0.1)]
-    pub gamma: f64,
-    /// onecycle: warm-up fraction.
-    #[arg(long, default_value_t = 0.3)]
-    pub warmup: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Use only the first N training examples.
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Test examples for the per-epoch evaluation.
-    #[arg(long, default_value_t = 1000)]
-    pub eval_n: usize,
-    /// PGD steps of the per-epoch evaluation.
-    #[arg(long, default_value_t = 20)]
-    pub eval_steps: usize,
-    /// Also keep best.safetensors, the epoch with the best robust test accuracy.
-    #[arg(long)]
-    pub keep_best: bool,
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Continue the run in --out.
-    #[arg(long)]
-    pub resume: bool,
-    /// No progress bar.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Track the kernel each epoch against this dense reference network (usually the dense
-    /// initialisation), on PGD examples of the reference for the first 32 test images: adds
-    /// `kernel_to_reference` and `kernel_to_initial` to metrics.jsonl.
-    #[arg(long)]
-    pub track_kernel: Option<PathBuf>,
-}
-
-/// Expands `--config FILE` into flags placed before the explicit ones (which then win).
-pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
-    let Some(pos) = args.iter().position(|a| a == "--config") else { return Ok(args) };
-    let path = args.get(pos + 1).context("--config needs a file")?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-    let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
-    let mut flags = Vec::new();
-    for (k, v) in table {
-        let flag = format!("--{}", k.replace('_', "-"));
-        match v {
-            toml::Value::Boolean(true) => flags.push(flag),
-            toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => flags.extend([flag, s]),
-            toml::Value::Integer(i) => flags.extend([flag, i.to_string()]),
-            toml::Value::Float(f) => flags.extend([flag, f.to_string()]),
-            toml::Value::Array(a) => {
-                flags.extend([flag, a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")])
-            }
-            other => bail!("{path}: key `{k}` has an unsupported value {other}"),
-        }
-    }
-    let mut out: Vec<String> = args[..pos].to_vec();
-    // Config flags go right after the subcommand, before the explicit ones.
-    let sub = out.iter().position(|a| a == "train").map(|i| i + 1).unwrap_or(out.len());
-    let rest: Vec<String> = args[pos + 2..].to_vec();
-    out.splice(sub..sub, flags);
-    out.extend(rest);
-    Ok(out)
-}
-
-/// The run's configuration as written to `config.toml`: the flags' names and values, absent
-/// options left out, so that `--config <run>/config.toml` reproduces the run.
-#[derive(serde::Serialize)]
-struct RunToml<'a> {
-    arch: &'a str,
-    data: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    init: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ticket: Option<String>,
-    adv: &'a str,
-    eps: f64,
-    steps: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step_size: Option<f64>,
-    beta: f64,
-    epochs: usize,
-    batch: usize,
-    opt: &'a str,
-    lr: f64,
-    momentum: f64,
-    nesterov: bool,
-    wd: f64,
-    schedule: &'a str,
-    milestones: &'a str,
-    gamma: f64,
-    warmup: f64,
-    seed: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    train_limit: Option<usize>,
-    eval_n: usize,
-    eval_steps: usize,
-    keep_best: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    track_kernel: Option<String>,
-}
-
-impl TrainArgs {
-    /// The run's configuration as TOML (the file written to the run folder), without `out`/`resume`.
-    fn canonical(&self, arch: &str) -> Result<String> {
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let t = RunToml {
-            arch,
-            data: &self.data.name,
-            init: path(&self.init),
-            ticket: path(&self.ticket),
-            adv: &self.adv,
-            eps: self.eps,
-            steps: self.steps,
-            step_size: self.step_size,
-            beta: self.beta,
-            epochs: self.epochs,
-            batch: self.batch,
-            opt: &self.opt,
-            lr: self.lr,
-            momentum: self.momentum,
-            nesterov: self.nesterov,
-            wd: self.wd,
-            schedule: &self.schedule,
-            milestones: &self.milestones,
-            gamma: self.gamma,
-            warmup: self.warmup,
-            seed: self.seed,
-            train_limit: self.train_limit,
-            eval_n: self.eval_n,
-            eval_steps: self.eval_steps,
-            keep_best: self.keep_best,
-            track_kernel: path(&self.track_kernel),
-        };
-        Ok(toml::to_string(&t)?)
-    }
-
-    /// The library configuration, validated.
-    pub(crate) fn train_config(&self) -> Result<TrainConfig> {
-        let objective = match self.adv.as_str() {
-            "none" => Objective::Natural,
-            "pgd" => Objective::Pgd {
-                eps: self.eps,
-                steps: self.steps,
-                step_size: self.step_size.unwrap_or(0.25 * self.eps),
-            },
-            "fgsm" => Objective::Fgsm { eps: self.eps, step_size: self.step_size.unwrap_or(1.25 * self.eps) },
-            "trades" => Objective::Trades {
-                eps: self.eps,
-                steps: self.steps,
-                step_size: self.step_size.unwrap_or(0.25 * self.eps),
-                beta: self.beta,
-            },
-            other => bail!("--adv: unknown objective `{other}`: expected none, pgd, fgsm or trades"),
-        };
-        let optimizer = match self.opt.as_str() {
-            "sgd" => OptimizerConfig::Sgd {
-                momentum: self.momentum,
-                dampening: 0.0,
-                nesterov: self.nesterov,
-                weight_decay: self.wd,
-            },
-            "adam" => {
-                OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.wd, decoupled: false }
-            }
-            "adamw" => {
-                OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: self.wd, decoupled: true }
-            }
-            other => bail!("--opt: unknown optimiser `{other}`: expected sgd, adam or adamw"),
-        };
-        let schedule = match self.schedule.as_str() {
-            "constant" => Schedule::Constant,
-            "cosine" => Schedule::Cosine,
-            "onecycle" => Schedule::OneCycle { warmup: self.warmup },
-            "multistep" => {
-                let milestones = self
-                    .milestones
-                    .split(',')
-                    .filter(|s| !s.trim().is_empty())
-                    .map(|s| {
-                        s.trim().parse::<usize>().with_context(|| format!("--milestones: `{s}` is not an epoch number"))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Schedule::MultiStep { milestones, gamma: self.gamma }
-            }
-            other => bail!("--schedule: unknown schedule `{other}`: expected constant, cosine, multistep or onecycle"),
-        };
-        if self.init.is_some() && self.ticket.is_some() {
-            bail!("--init and --ticket are exclusive");
-        }
-        let cfg = TrainConfig {
-            epochs: self.epochs,
-            batch_size: self.batch,
-            lr: self.lr,
-            optimizer,
-            schedule,
-            objective,
-            seed: self.seed,
-            eval_n: self.eval_n,
-            eval_eps: self.eps,
-            eval_steps: self.eval_steps,
-        };
-        if self.train_limit == Some(0) {
-            bail!("--train-limit must be ≥ 1 (it counts training examples)");
-        }
-        if self.eval_n == 0 {
-            bail!("--eval-n must be ≥ 1: the per-epoch evaluation needs test examples");
-        }
-        cfg.check().map_err(flag_error)?;
-        Ok(cfg)
-    }
-}
-
-/// A library error in the command line's words: a setting becomes its flag.
-pub(crate) fn flag_error(e: TrainError) -> anyhow::Error {
-    match e {
-        TrainError::Setting { setting, why } => match setting {
-            "beta1" | "beta2" | "adam_eps" | "dampening" => anyhow::anyhow!("optimiser setting {setting}: {why}"),
-            _ => anyhow::anyhow!("--{} {why}", setting.replace('_', "-")),
-        },
-        other => anyhow::Error::new(other),
-    }
-}
+use crate::output::{config_hash, git_commit, say};
+use crate::train_args::{TrainArgs, flag_error};
 
 /// Keeps masks applied, saves the best robust checkpoint, draws the progress bar.
 struct CliHooks<'a> {
@@ -294,6 +18,8 @@ struct CliHooks<'a> {
     tracker: Option<awt_ntk::Tracker>,
     /// With --keep-best: the best robust accuracy so far, its epoch, and where the checkpoint goes.
     best: Option<(f64, Option<usize>, PathBuf)>,
+    /// `metrics.jsonl`: one JSON line per finished epoch.
+    metrics: PathBuf,
     bar: indicatif::ProgressBar,
     epochs: usize,
 }
@@ -308,12 +34,13 @@ impl Hooks for CliHooks<'_> {
             use awt_base::Staged;
             let rec = t.measure(&self.net.stages()).map_err(TrainError::hook)?;
             for r in rec {
-                m.extra.push(("kernel_to_initial".into(), r.to_initial));
+                m.extra.insert("kernel_to_initial".into(), r.to_initial);
                 if let Some(d) = r.to_reference {
-                    m.extra.push(("kernel_to_reference".into(), d));
+                    m.extra.insert("kernel_to_reference".into(), d);
                 }
             }
         }
+        append_line(&self.metrics, &serde_json::to_string(m).map_err(TrainError::hook)?)?;
         if let Some((best, best_epoch, path)) = &mut self.best {
             // Without a robust evaluation (--eval-steps 0) the best epoch is the best clean one.
             let score = if m.robust_acc.is_finite() { m.robust_acc } else { m.clean_acc };
@@ -364,7 +91,12 @@ impl Hooks for CliHooks<'_> {
         }
     }
 
-    fn restore(&mut self, state: &BTreeMap<String, String>) -> Result<(), TrainError> {
+    fn restore(&mut self, epoch: usize, state: &BTreeMap<String, String>) -> Result<(), TrainError> {
+        // Keep the metrics of the checkpointed epochs only (a crash can leave a line for an epoch
+        // whose checkpoint was never written).
+        let text = std::fs::read_to_string(&self.metrics).unwrap_or_default();
+        let kept: String = text.lines().take(epoch + 1).map(|l| format!("{l}\n")).collect();
+        awt_base::write_atomic(&self.metrics, kept.as_bytes()).map_err(TrainError::hook)?;
         if let Some((best, best_epoch, _)) = &mut self.best
             && let (Some(s), Some(e)) = (state.get("best_score"), state.get("best_epoch"))
         {
@@ -376,19 +108,28 @@ impl Hooks for CliHooks<'_> {
     }
 }
 
+/// Appends `line` to `path` and syncs it to disk.
+fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
+    use std::io::Write;
+    let file_err = |e: std::io::Error| TrainError::File { path: path.to_path_buf(), why: e.to_string() };
+    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(file_err)?;
+    writeln!(f, "{line}").map_err(file_err)?;
+    f.sync_all().map_err(file_err)
+}
+
 /// Loads or initialises the network for a training run.
 pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
     let net = match (&a.init, &a.ticket) {
         (Some(p), None) | (None, Some(p)) => {
-            let arch = if a.arch.is_empty() { None } else { Some(crate::commands::parse_arch(&a.arch)?) };
+            // An awt checkpoint names its architecture; a foreign state dict takes --arch.
             let loaded = awt_nets::load(p, None, DType::F32, &Device::Cpu)
-                .or_else(|_| awt_nets::load(p, arch.as_ref(), DType::F32, &Device::Cpu))?;
+                .or_else(|_| awt_nets::load(p, Some(&a.arch), DType::F32, &Device::Cpu))?;
             if a.ticket.is_some() && loaded.net.masks().is_empty() {
                 bail!("--ticket {}: the file holds no masks (use --init for a dense starting point)", p.display());
             }
             loaded.net
         }
-        _ => Net::init(&crate::commands::parse_arch(&a.arch)?, Init::KaimingUniform, a.seed, DType::F32, &Device::Cpu)?,
+        _ => Net::init(&a.arch, Init::KaimingUniform, a.seed, DType::F32, &Device::Cpu)?,
     };
     net.apply_masks()?;
     Ok(net)
@@ -416,10 +157,10 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             .filter_map(|(f, p)| Some((f, p.as_deref()?)))
             .collect();
     for file in RUN_FILES {
-        crate::util::refuse_overwriting_inputs("--out", &a.out.join(file), &inputs)?;
+        crate::files::refuse_overwriting_inputs("--out", &a.out.join(file), &inputs)?;
     }
     let net = starting_net(a)?;
-    let arch = net.arch().to_string();
+    let arch = net.arch().clone();
     let ds = a.data.load_for(&net)?;
     let train_split = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
@@ -434,16 +175,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             let reference = awt_nets::load(p, None, DType::F32, &Device::Cpu)?.net;
             let idx: Vec<usize> = (0..32.min(ds.test.len())).collect();
             let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
-            let pgd = awt_attack::Pgd {
-                eps: a.eps,
-                step_size: 0.25 * a.eps,
-                steps: 10,
-                norm: awt_attack::Norm::Linf,
-                random_start: true,
-                restarts: 1,
-                loss: awt_attack::LossKind::CrossEntropy,
-                seed: a.seed,
-            };
+            let pgd = awt_attack::Pgd::linf(a.eps, 10, 0.25 * a.eps, a.seed);
             let xa = pgd.last_iterate(&reference, &x, &y, &idx.iter().map(|&i| i as u64).collect::<Vec<_>>())?;
             let mut shape = vec![idx.len()];
             shape.extend(reference.arch().input_shape());
@@ -452,6 +184,10 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         }
     };
     let folder = RunFolder::open(&a.out, &canonical, &hash, a.resume).map_err(flag_error)?;
+    let metrics = a.out.join("metrics.jsonl");
+    if !a.resume {
+        awt_base::write_atomic(&metrics, b"").with_context(|| format!("cannot write {}", metrics.display()))?;
+    }
     let bar = crate::output::progress(1, "epoch");
     if !show_progress || a.quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -460,6 +196,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         net: &net,
         tracker,
         best: a.keep_best.then(|| (f64::NEG_INFINITY, None, a.out.join("best.safetensors"))),
+        metrics,
         bar,
         epochs: a.epochs,
     };
@@ -472,20 +209,27 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     out.meta.insert("train_config_hash".into(), hash.clone());
     out.meta.insert(
         "trained".into(),
-        format!("{} {} eps={} epochs={} data={}", a.adv, a.opt, a.eps, a.epochs, a.data.name),
+        format!(
+            "{} {} eps={} epochs={} data={}",
+            crate::args::value_name(&a.adv),
+            crate::args::value_name(&a.opt),
+            a.eps,
+            a.epochs,
+            a.data.name
+        ),
     );
     let model_path = a.out.join("model.safetensors");
     awt_nets::save(&out, &model_path)?;
     let metrics = read_metrics(&a.out.join("metrics.jsonl"))?;
     let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
     let mut summary_json = serde_json::json!({
-        "config_hash": hash, "git_commit": git_commit(), "arch": arch, "data": a.data.name,
+        "config_hash": hash, "git_commit": git_commit(), "arch": arch.to_string(), "data": a.data.name,
         "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.test.len()),
         "densities": out.densities()?,
         "final": last, "epochs": metrics.len(), "resumed_from": summary.resumed_from,
         "threads": candle_core::utils::get_num_threads(),
     });
-    crate::util::merge_json(&mut summary_json, crate::util::provenance_json(&ds));
+    crate::output::merge_json(&mut summary_json, crate::output::provenance_json(&ds));
     crate::output::write_json(&a.out.join("summary.json"), &summary_json)?;
     drop(folder);
     Ok((net, summary.epochs, a.eval_n.min(ds.test.len())))

@@ -23,10 +23,12 @@ pub mod cifar;
 mod error;
 pub mod hf;
 pub mod idx;
+mod load;
 pub mod registry;
 mod split;
 pub mod synthetic;
 
 pub use error::DataError;
-pub use registry::{Dataset, FileCheck, LoadOptions, Location, Provenance, REGISTRY, load, locate};
+pub use load::{Dataset, FileCheck, LoadOptions, Location, Provenance, load, locate};
+pub use registry::REGISTRY;
 pub use split::{Split, batches, epoch_order};

@@ -52,9 +52,13 @@ pub enum LayerDef {
 impl Arch {
     /// Every architecture name the zoo knows (MLPs are `mlp-<w0>-<w1>-...`).
     pub const NAMES: [&'static str; 3] = ["lenet-300-100", "lenet5-caffe", "conv4"];
+}
+
+impl std::str::FromStr for Arch {
+    type Err = awt_base::UnknownName;
 
     /// Parses `lenet-300-100`, `lenet5-caffe`, `conv4` or `mlp-784-64-10`.
-    pub fn parse(name: &str) -> Result<Arch, String> {
+    fn from_str(name: &str) -> Result<Arch, Self::Err> {
         match name {
             "lenet-300-100" => Ok(Arch::Lenet300100),
             "lenet5-caffe" => Ok(Arch::Lenet5Caffe),
@@ -69,14 +73,20 @@ impl Arch {
                         _ => {}
                     }
                 }
-                Err(format!(
-                    "unknown architecture `{name}`: expected one of {} or mlp-<in>-<hidden>...-<classes> (e.g. mlp-784-64-10)",
-                    Arch::NAMES.join(", ")
-                ))
+                Err(awt_base::UnknownName {
+                    what: "architecture",
+                    got: name.to_string(),
+                    expected: format!(
+                        "one of {} or mlp-<in>-<hidden>...-<classes> (e.g. mlp-784-64-10)",
+                        Arch::NAMES.join(", ")
+                    ),
+                })
             }
         }
     }
+}
 
+impl Arch {
     /// Input shape without the batch dimension `(c, h, w)`, or `(features,)` for a generic MLP.
     pub fn input_shape(&self) -> Vec<usize> {
         match self {
@@ -206,10 +216,10 @@ mod tests {
     #[test]
     fn names_round_trip_and_bad_names_are_refused() {
         for n in ["lenet-300-100", "lenet5-caffe", "conv4", "mlp-784-64-10", "mlp-3-2"] {
-            assert_eq!(Arch::parse(n).unwrap().to_string(), n);
+            assert_eq!(n.parse::<Arch>().unwrap().to_string(), n);
         }
         for bad in ["lenet", "mlp-", "mlp-3", "mlp-3-0", "mlp-a-b"] {
-            let e = Arch::parse(bad).unwrap_err();
+            let e = bad.parse::<Arch>().unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("lenet-300-100"), "{e}");
         }
     }

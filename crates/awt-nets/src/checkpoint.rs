@@ -93,7 +93,7 @@ pub fn load_bytes(
     let meta: BTreeMap<String, String> =
         md.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     let file_arch = match meta.get("arch") {
-        Some(a) => Some(Arch::parse(a).map_err(|x| err(path, format!("metadata `arch`: {x}")))?),
+        Some(a) => Some(a.parse::<Arch>().map_err(|x| err(path, format!("metadata `arch`: {x}")))?),
         None => None,
     };
     let (arch, foreign) = match (file_arch, arch) {

@@ -1,7 +1,6 @@
-//! Forward pass over a stage list, with pools whose gradients are correct.
-
-//! (The forward pass and the pools live in `awt-base`, which the NTK crate also builds on; this
-//! module re-exports them and holds their finite-difference tests.)
+//! Forward pass over a stage list, with pools whose gradients are correct. (The forward pass and the
+//! pools live in `awt-base`, which the NTK crate also builds on; this module re-exports them and
+//! holds their finite-difference tests and the tie convention of max-pooling.)
 
 pub use awt_base::{avg_pool2, forward_stages, max_pool2};
 
@@ -47,6 +46,35 @@ mod tests {
     fn avg_pool_gradient_matches_finite_differences() {
         check_pool_gradient(avg_pool2, (2, 2, 6, 6));
         check_pool_gradient(avg_pool2, (1, 1, 5, 7));
+    }
+
+    #[test]
+    fn max_pool_sends_a_tied_windows_gradient_to_its_first_maximum() {
+        // PyTorch's and JAX's convention: one maximum (the first, row-major) per window receives
+        // the gradient. Windows: all four tied; two tied in the bottom row; a unique maximum.
+        let dev = Device::Cpu;
+        #[rustfmt::skip]
+        let x = Tensor::from_vec(vec![
+            1.0f64, 1.0,  0.0, 0.0,  0.0, 5.0,
+            1.0, 1.0,     2.0, 2.0,  1.0, 0.0,
+        ], (1, 1, 2, 6), &dev).unwrap();
+        #[rustfmt::skip]
+        let want = vec![
+            3.0, 0.0,  0.0, 0.0,  0.0, 7.0,
+            0.0, 0.0,  5.0, 0.0,  0.0, 0.0,
+        ];
+        let d = Tensor::from_vec(vec![3.0f64, 5.0, 7.0], (1, 1, 1, 3), &dev).unwrap();
+        let v = Var::from_tensor(&x).unwrap();
+        let g = max_pool2(v.as_tensor()).unwrap().mul(&d).unwrap().sum_all().unwrap().backward().unwrap();
+        let auto = g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(auto, want, "autograd through max_pool2");
+        let explicit = awt_base::Stage::MaxPool2.backward(&x, &d).unwrap();
+        assert_eq!(explicit.flatten_all().unwrap().to_vec1::<f64>().unwrap(), want, "Stage::backward");
+        // Several signals per example (as the NTK pushes one per class) route the same way.
+        let d2 = Tensor::cat(&[&d, &(&d * 2.0).unwrap()], 0).unwrap();
+        let two = awt_base::Stage::MaxPool2.backward(&x, &d2).unwrap();
+        let second = two.get(1).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert_eq!(second, want.iter().map(|w| 2.0 * w).collect::<Vec<_>>());
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! ```
 //! use awt_nets::{Arch, Init, Net};
 //! use candle_core::{Device, DType, Module, Tensor};
-//! let net = Net::init(&Arch::parse("lenet-300-100").unwrap(), Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
+//! let net = Net::init(&"lenet-300-100".parse::<Arch>().unwrap(), Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
 //! let x = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
 //! assert_eq!(net.forward(&x).unwrap().dims(), &[2, 10]);
 //! ```
@@ -21,7 +21,6 @@ mod arch;
 mod checkpoint;
 mod layers;
 mod net;
-mod vjp;
 
 pub use arch::{Arch, LayerDef};
 pub use checkpoint::{CheckpointError, Loaded, load, load_bytes, save};

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use awt_base::{Rng, Stage, Staged};
+use awt_base::{Rng, Stage, Staged, Weighted};
 use candle_core::{DType, Device, Module, Tensor, Var};
 
 use crate::arch::{Arch, LayerDef};
@@ -41,17 +41,25 @@ pub enum Init {
     Ntt,
 }
 
-impl Init {
+impl std::str::FromStr for Init {
+    type Err = awt_base::UnknownName;
+
     /// `kaiming-uniform`, `glorot-normal` or `ntt`.
-    pub fn parse(s: &str) -> Result<Init, String> {
+    fn from_str(s: &str) -> Result<Init, Self::Err> {
         match s {
             "kaiming-uniform" => Ok(Init::KaimingUniform),
             "glorot-normal" => Ok(Init::GlorotNormal),
             "ntt" => Ok(Init::Ntt),
-            _ => Err(format!("unknown init `{s}`: expected kaiming-uniform, glorot-normal or ntt")),
+            _ => Err(awt_base::UnknownName {
+                what: "init",
+                got: s.to_string(),
+                expected: "kaiming-uniform, glorot-normal or ntt".into(),
+            }),
         }
     }
+}
 
+impl Init {
     /// The name `parse` accepts.
     pub fn name(self) -> &'static str {
         match self {
@@ -351,22 +359,29 @@ impl Net {
     }
 }
 
+impl Net {
+    /// The parameters of layer `name` (present by construction: the architecture names them).
+    fn weighted(&self, name: String) -> Weighted {
+        Weighted {
+            weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
+            bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
+            mask: self.masks.get(&format!("{name}.weight")).cloned(),
+            name,
+        }
+    }
+
+    /// The maskable weights `(name, variable)`, sorted by name (biases excluded).
+    pub fn weights(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.params.iter().filter(|(k, _)| k.ends_with(".weight"))
+    }
+}
+
 impl Staged for Net {
     fn stages(&self) -> Vec<Stage> {
         let norm = self.input_norm.iter().map(|n| Stage::Standardize { mean: n.mean.clone(), std: n.std.clone() });
         norm.chain(self.arch.layers().into_iter().map(|l| match l {
-            LayerDef::Linear { name, .. } => Stage::Linear {
-                weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
-                bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
-                mask: self.masks.get(&format!("{name}.weight")).cloned(),
-                name,
-            },
-            LayerDef::Conv { name, .. } => Stage::Conv2d {
-                weight: self.params[&format!("{name}.weight")].as_tensor().clone(),
-                bias: self.params[&format!("{name}.bias")].as_tensor().clone(),
-                mask: self.masks.get(&format!("{name}.weight")).cloned(),
-                name,
-            },
+            LayerDef::Linear { name, .. } => Stage::Linear(self.weighted(name)),
+            LayerDef::Conv { name, .. } => Stage::Conv2d(self.weighted(name)),
             LayerDef::Relu => Stage::Relu,
             LayerDef::MaxPool2 => Stage::MaxPool2,
             LayerDef::AvgPool2 => Stage::AvgPool2,
@@ -410,20 +425,28 @@ impl awt_base::Classifier for Net {
         };
         // Detached weights: nothing below records an autograd graph.
         let stages: Vec<Stage> = self.stages().into_iter().map(detach_stage).collect();
-        let (logits, inputs) = crate::vjp::forward_keep(&stages, &xs.detach())?;
+        let (logits, inputs) = awt_base::forward_keep(&stages, &xs.detach())?;
         let lv = Var::from_tensor(&logits)?;
         let l = loss(lv.as_tensor())?;
         let v = match l.sum_all()?.backward()?.get(lv.as_tensor()) {
             Some(g) => g.clone(),
             None => logits.zeros_like()?,
         };
-        let g = crate::vjp::backward_to_input(&stages, &inputs, &v)?.reshape(x.shape())?;
+        let g = awt_base::backward_stages(&stages, &inputs, &v)?.reshape(x.shape())?;
         Ok((logits, l.detach(), g))
     }
 }
 
 fn detach_stage(s: Stage) -> Stage {
-    s.map_params(|_, w, b, m| Ok((w.detach(), b.detach(), m.map(|m| m.detach())))).expect("detaching cannot fail")
+    let detach = |p: Weighted| {
+        Ok(Weighted {
+            weight: p.weight.detach(),
+            bias: p.bias.detach(),
+            mask: p.mask.map(|m| m.detach()),
+            name: p.name,
+        })
+    };
+    s.map_params(detach).expect("detaching cannot fail")
 }
 
 #[cfg(test)]
@@ -525,7 +548,7 @@ mod tests {
         let b = g.param("fc1.bias").unwrap().as_tensor().to_vec1::<f64>().unwrap();
         let bvar = b.iter().map(|x| x * x).sum::<f64>() / b.len() as f64;
         assert!((bvar / 1e-4 - 1.0).abs() < 0.25, "{bvar}");
-        assert_eq!(Init::parse("ntt").unwrap(), Init::Ntt);
+        assert_eq!("ntt".parse::<Init>().unwrap(), Init::Ntt);
     }
 
     #[test]

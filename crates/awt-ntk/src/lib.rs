@@ -20,7 +20,7 @@
 //! Needs only candle and `awt-base`. Example:
 //!
 //! ```
-//! use awt_base::{Rng, Stage};
+//! use awt_base::{Rng, Stage, Weighted};
 //! use candle_core::{DType, Device, Tensor, Var};
 //! let (dev, mut r) = (Device::Cpu, Rng::new(0));
 //! let mut var = |shape: (usize, usize)| {
@@ -30,9 +30,9 @@
 //! let (w1, w2) = (var((5, 4)), var((3, 5)));
 //! let zeros = |n| Tensor::zeros(n, DType::F64, &dev).unwrap();
 //! let stages = vec![
-//!     Stage::Linear { name: "fc1".into(), weight: w1.as_tensor().clone(), bias: zeros(5), mask: None },
+//!     Stage::Linear(Weighted { name: "fc1".into(), weight: w1.as_tensor().clone(), bias: zeros(5), mask: None }),
 //!     Stage::Relu,
-//!     Stage::Linear { name: "fc2".into(), weight: w2.as_tensor().clone(), bias: zeros(3), mask: None },
+//!     Stage::Linear(Weighted { name: "fc2".into(), weight: w2.as_tensor().clone(), bias: zeros(3), mask: None }),
 //! ];
 //! let x = Tensor::from_vec((0..8).map(|i| i as f64 / 8.0).collect::<Vec<_>>(), (2, 4), &dev).unwrap();
 //! let k = awt_ntk::structured(&stages, &x, &x, awt_ntk::Kind::Full).unwrap();
@@ -44,14 +44,14 @@
 
 mod error;
 pub mod metrics;
-mod patches;
+mod ops;
 mod reference;
 mod structured;
 mod tracker;
 
 pub use error::NtkError;
 pub use reference::reference;
-pub use structured::{diagonal, structured, structured_blocked, trace_full};
+pub use structured::{structured, structured_blocked, trace_full};
 pub use tracker::{KernelRecord, Tracker};
 
 /// Full `(n1·k, n2·k)` kernel, or traced over classes `(n1, n2)`.

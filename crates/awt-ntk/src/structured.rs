@@ -2,9 +2,10 @@
 //!
 //! For the examples of one batch we form the stage inputs `a_l` (ordinary forward pass) and the
 //! backward signals `D_l[(i, c)] = ∂f_c(x_i)/∂(output of stage l)`, starting from the identity at the
-//! logits and pushed back with tensor ops: linear `D W`, ReLU and max-pool by detached 0/1 masks,
-//! average pool and flatten by reshapes, convolution by its adjoint (a differentiable col2im of `Wᵀ D`). The kernel is then Σ over weighted stages of (Novak et al., ICML 2022, "structured
-//! derivatives"):
+//! logits and pushed back by each stage's [`Stage::backward`] with one signal per class (linear
+//! `D W`, ReLU and max-pool by detached 0/1 masks, average pool and flatten by reshapes, convolution
+//! by its adjoint, a differentiable col2im of `Wᵀ D`). The kernel is then Σ over weighted stages of
+//! (Novak et al., ICML 2022, "structured derivatives"):
 //!
 //! - linear, dense: `(D₁ D₂ᵀ) ⊙ (a₁ a₂ᵀ ⊗ 1ₖₖ + 1)` (the `+ 1` is the bias);
 //! - linear, masked `M`: `Θ[(i,c),(j,c')] = Σ_p D₁[i,c,p] D₂[j,c',p] (G[i,j,p] + 1)`,
@@ -24,7 +25,9 @@ use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
-use crate::patches::{AddBlockDiag, MaskedGram, MaskedPair, ScaleBlocksAdd, conv_signal, im2col};
+use awt_base::conv::im2col;
+
+use crate::ops::{AddBlockDiag, MaskedGram, MaskedPair, ScaleBlocksAdd};
 
 /// Up to this mask density a masked linear layer's input Gram is gathered per output unit
 /// ([`MaskedGram`], work ∝ density); above it the dense `(n1·n2 × q)(q × p)` product is cheaper.
@@ -46,14 +49,9 @@ enum LayerSide {
     },
 }
 
-/// Stage inputs and backward signals of every weighted stage for the batch `x`.
+/// Stage inputs and backward signals of every weighted stage for the batch `x`, last stage first.
 fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), NtkError> {
-    let mut inputs = Vec::with_capacity(stages.len());
-    let mut h = x.clone();
-    for s in stages {
-        inputs.push(h.clone());
-        h = s.forward(&h)?;
-    }
+    let (h, inputs) = awt_base::forward_keep(stages, x)?;
     let (n, k) = h.dims2().map_err(|_| {
         NtkError::Invalid(format!("the network's output has shape {:?}, expected (batch, classes)", h.dims()))
     })?;
@@ -61,72 +59,32 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         .iter()
         .position(Stage::has_weight)
         .ok_or_else(|| NtkError::Invalid("the network has no weights".into()))?;
-    let dt = h.dtype();
-    let mut d = Tensor::eye(k, dt, x.device())?.unsqueeze(0)?.broadcast_as((n, k, k))?.reshape((n * k, k))?;
+    // One signal per class: D = ∂f_c(x_i)/∂(stage output), rows i·k + c, starting from the identity.
+    let mut d = Tensor::eye(k, h.dtype(), x.device())?.unsqueeze(0)?.broadcast_as((n, k, k))?.reshape((n * k, k))?;
     let mut out = Vec::new();
-    // `expand_k` repeats a per-example constant over the k classes of the signal batch.
-    let expand_k = |m: &Tensor| -> candle_core::Result<Tensor> {
-        let dims = m.dims().to_vec();
-        let mut b = vec![dims[0], k];
-        b.extend_from_slice(&dims[1..]);
-        let mut r = vec![dims[0] * k];
-        r.extend_from_slice(&dims[1..]);
-        m.unsqueeze(1)?.broadcast_as(b.as_slice())?.reshape(r.as_slice())
-    };
     for (idx, (s, inp)) in stages.iter().zip(&inputs).enumerate().rev() {
-        if idx < first_weighted {
-            break;
-        }
-        d = match s {
-            Stage::Linear { mask, .. } => {
+        match s {
+            Stage::Linear(p) => {
                 let identity = idx + 1 == stages.len();
-                out.push(LayerSide::Linear { a: inp.clone(), d: d.clone(), mask: effective_mask(mask)?, identity });
-                if idx == first_weighted {
-                    break;
-                }
-                d.matmul(&s.effective_weight()?.expect("weight"))?
+                out.push(LayerSide::Linear { a: inp.clone(), d: d.clone(), mask: effective_mask(&p.mask)?, identity });
             }
-            Stage::Conv2d { mask, .. } => {
-                let w = s.effective_weight()?.expect("weight");
-                let (o, c, kh, kw) = w.dims4()?;
+            Stage::Conv2d(p) => {
+                let (o, c, kh, kw) = p.weight.dims4()?;
                 let (_, _, oh, ow) = d.dims4()?;
                 let l = oh * ow;
                 let patches = im2col(inp, kh, kw)?; // (n, c·kh·kw, L)
                 let dr = d.reshape((n, k * o, l))?;
                 let g = dr.matmul(&patches.transpose(1, 2)?)?.reshape((n * k, o * c * kh * kw))?;
                 let db = d.reshape((n * k, o, l))?.sum(2)?;
-                let mask = mask.as_ref().map(|m| m.reshape((1, o * c * kh * kw))).transpose()?;
+                let mask = p.mask.as_ref().map(|m| m.reshape((1, o * c * kh * kw))).transpose()?;
                 out.push(LayerSide::Conv { g, db, mask });
-                if idx == first_weighted {
-                    break;
-                }
-                conv_signal(&d, &w)?
             }
-            Stage::Standardize { .. } => s.standardize_backward(&d)?,
-            Stage::Relu => d.mul(&expand_k(&inp.gt(0.0)?.to_dtype(dt)?)?)?,
-            Stage::Flatten => {
-                let mut shape = vec![n * k];
-                shape.extend_from_slice(&inp.dims()[1..]);
-                d.reshape(shape.as_slice())?
-            }
-            Stage::MaxPool2 => {
-                let (_, c, hh, ww) = inp.dims4()?;
-                let (h2, w2) = (hh / 2, ww / 2);
-                let crop = inp.detach().narrow(2, 0, h2 * 2)?.narrow(3, 0, w2 * 2)?.reshape((n, c, h2, 2, w2, 2))?;
-                let hit = crop.broadcast_eq(&crop.max_keepdim(5)?.max_keepdim(3)?)?.to_dtype(dt)?;
-                let hit = expand_k(&hit)?;
-                let g =
-                    hit.broadcast_mul(&d.reshape((n * k, c, h2, 1, w2, 1))?)?.reshape((n * k, c, h2 * 2, w2 * 2))?;
-                pad_to(&g, hh, ww)?
-            }
-            Stage::AvgPool2 => {
-                let (_, c, hh, ww) = inp.dims4()?;
-                let (h2, w2) = (hh / 2, ww / 2);
-                let g =
-                    d.reshape((n * k, c, h2, 1, w2, 1))?.broadcast_as((n * k, c, h2, 2, w2, 2))?.affine(0.25, 0.0)?;
-                pad_to(&g.reshape((n * k, c, h2 * 2, w2 * 2))?, hh, ww)?
-            }
-        };
+            _ => {}
+        }
+        if idx == first_weighted {
+            break;
+        }
+        d = s.backward(inp, &d)?;
     }
     Ok((out, n, k))
 }
@@ -140,12 +98,6 @@ fn effective_mask(mask: &Option<Tensor>) -> candle_core::Result<Option<Tensor>> 
         }
         _ => Ok(None),
     }
-}
-
-fn pad_to(g: &Tensor, h: usize, w: usize) -> candle_core::Result<Tensor> {
-    let (_, _, gh, gw) = g.dims4()?;
-    let g = if gh < h { g.pad_with_zeros(2, 0, h - gh)? } else { g.clone() };
-    if gw < w { g.pad_with_zeros(3, 0, w - gw) } else { Ok(g) }
 }
 
 /// `G[i,j,p] + 1 = Σ_q M[p,q] a1[i,q] a2[j,q] + 1` (the `+ 1` is the bias), `(n1, n2, p)`: gathered per
@@ -288,16 +240,4 @@ pub fn structured_blocked(
         rows.push(Tensor::cat(&cols, 1)?);
     }
     Ok(Tensor::cat(&rows, 0)?)
-}
-
-/// Per-example `k × k` blocks Θ(x_i, x_i): `(n, k, k)`.
-pub fn diagonal(stages: &[Stage], x: &Tensor) -> Result<Tensor, NtkError> {
-    let n = x.dim(0)?;
-    let blocks: Vec<Tensor> = (0..n)
-        .map(|i| {
-            let xi = x.narrow(0, i, 1)?;
-            structured(stages, &xi, &xi, Kind::Full)
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Tensor::stack(&blocks, 0)?)
 }

@@ -1,4 +1,4 @@
-//! The NTK checks of shared/docs/checks.md: structured = autograd reference for every zoo
+//! The NTK checks of docs/checks.md: structured = autograd reference for every zoo
 //! architecture (masked and not, X1 = X2 and X1 ≠ X2, clean and adversarial inputs), symmetry and
 //! PSD, traced = trace of full, all-ones mask = dense, zero mask = bias part only, and the gradient
 //! of the kernel-matching loss against central finite differences in f64.
@@ -99,20 +99,11 @@ fn structured_equals_reference_in_f32() {
 
 #[test]
 fn agreement_holds_on_adversarial_inputs() {
-    use awt_attack::{Attack, LossKind, Norm, Pgd};
+    use awt_attack::{Attack, Pgd};
     let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 4, DType::F64, &Device::Cpu).unwrap();
     let x = inputs(&Arch::Lenet300100, 3, 5, DType::F64);
     let y = Tensor::new(&[1u32, 4, 7], &Device::Cpu).unwrap();
-    let pgd = Pgd {
-        eps: 0.1,
-        step_size: 0.025,
-        steps: 5,
-        norm: Norm::Linf,
-        random_start: true,
-        restarts: 1,
-        loss: LossKind::CrossEntropy,
-        seed: 0,
-    };
+    let pgd = Pgd::linf(0.1, 5, 0.025, 0);
     let xa = pgd.perturb(&net, &x, &y, None, &[0, 1, 2]).unwrap().adv;
     let s = structured(&net.stages(), &xa, &xa, Kind::Full).unwrap();
     assert!(rel_err(&s, &oracle(&net, &xa, &xa, Kind::Full)) <= 1e-10);
@@ -143,9 +134,11 @@ fn kernel_is_symmetric_psd_transposes_and_traces() {
         );
         let blocked = structured_blocked(&st, &x1, &x2, Kind::Full, 2).unwrap();
         assert!(rel_err(&blocked, &k12) <= 1e-12);
-        let diag = awt_ntk::diagonal(&st, &x1).unwrap();
+        // One example's own k×k block is its diagonal block of the batch kernel.
+        let x_one = x1.narrow(0, 1, 1).unwrap();
+        let own = structured(&st, &x_one, &x_one, Kind::Full).unwrap();
         let block1 = k11.narrow(0, 10, 10).unwrap().narrow(1, 10, 10).unwrap();
-        assert!(rel_err(&diag.get(1).unwrap(), &block1) <= 1e-12);
+        assert!(rel_err(&own, &block1) <= 1e-12);
     }
 }
 

@@ -33,14 +33,20 @@ pub enum Allocation {
     Erk,
 }
 
-impl Allocation {
-    /// `uniform`, `global` or `erk`.
-    pub fn parse(s: &str) -> Result<Allocation, String> {
+impl std::str::FromStr for Allocation {
+    type Err = awt_base::UnknownName;
+
+    /// `uniform` (also `layerwise`), `global` or `erk`.
+    fn from_str(s: &str) -> Result<Allocation, Self::Err> {
         match s {
             "uniform" | "layerwise" => Ok(Allocation::Uniform),
             "global" => Ok(Allocation::Global),
             "erk" => Ok(Allocation::Erk),
-            _ => Err(format!("unknown allocation `{s}`: expected uniform, global or erk")),
+            _ => Err(awt_base::UnknownName {
+                what: "allocation",
+                got: s.to_string(),
+                expected: "uniform, global or erk".into(),
+            }),
         }
     }
 }
@@ -163,18 +169,4 @@ pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation
         }
     }
     Ok(masks)
-}
-
-/// `(name, kept, total)` per mask and overall.
-pub fn density_report(masks: &Masks) -> Result<Vec<(String, usize, usize)>, PruneError> {
-    let mut out = Vec::new();
-    let (mut k_all, mut n_all) = (0, 0);
-    for (k, m) in masks {
-        let kept = m.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()? as usize;
-        out.push((k.clone(), kept, m.elem_count()));
-        k_all += kept;
-        n_all += m.elem_count();
-    }
-    out.push(("total".into(), k_all, n_all));
-    Ok(out)
 }

@@ -25,4 +25,4 @@
 mod alloc;
 pub mod scores;
 
-pub use alloc::{Allocation, Masks, PruneError, density_report, layer_densities, select};
+pub use alloc::{Allocation, Masks, PruneError, layer_densities, select};

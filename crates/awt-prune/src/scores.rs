@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use awt_base::{Rng, Stage};
+use awt_base::{Rng, Stage, Weighted};
 use candle_core::{DType, Device, Tensor, Var};
 
 use crate::alloc::{Allocation, Masks, PruneError, select};
@@ -112,8 +112,11 @@ pub fn synflow(
     // Absolute weights as fresh f64 variables; biases as constants (SynFlow scores weights only).
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
     for s in stages {
-        if let Stage::Linear { name, weight, .. } | Stage::Conv2d { name, weight, .. } = s {
-            vars.insert(format!("{name}.weight"), Var::from_tensor(&weight.detach().to_dtype(DType::F64)?.abs()?)?);
+        if let Some(p) = s.weighted() {
+            vars.insert(
+                format!("{}.weight", p.name),
+                Var::from_tensor(&p.weight.detach().to_dtype(DType::F64)?.abs()?)?,
+            );
         }
     }
     let mut masks: Masks =
@@ -125,13 +128,14 @@ pub fn synflow(
         let linear: Vec<Stage> = stages
             .iter()
             .map(|s| {
-                s.clone().map_params(|name, _, bias, _| {
-                    let k = format!("{name}.weight");
-                    Ok((
-                        vars[&k].as_tensor().clone(),
-                        bias.detach().to_dtype(DType::F64)?.abs()?,
-                        Some(masks[&k].clone()),
-                    ))
+                s.clone().map_params(|p| {
+                    let k = format!("{}.weight", p.name);
+                    Ok(Weighted {
+                        weight: vars[&k].as_tensor().clone(),
+                        bias: p.bias.detach().to_dtype(DType::F64)?.abs()?,
+                        mask: Some(masks[&k].clone()),
+                        name: p.name,
+                    })
                 })
             })
             .collect::<candle_core::Result<_>>()?;

@@ -10,14 +10,14 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use awt_base::{Classifier, Stage, Staged};
+use awt_base::{Classifier, Stage, Staged, Weighted};
 use awt_data::Split;
 use awt_nets::Net;
 use awt_prune::{Allocation, select};
 use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
 use candle_core::{Tensor, Var};
 
-use crate::search::SearchError;
+use crate::error::SearchError;
 
 /// A frozen network whose weight masks come from trainable scores.
 struct Scored<'a> {
@@ -31,8 +31,7 @@ impl Scored<'_> {
     fn refresh(&self) -> Result<(), SearchError> {
         let s: BTreeMap<String, Tensor> =
             self.scores.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
-        *self.masks.borrow_mut() =
-            select(&s, self.density, Allocation::Uniform).map_err(|e| SearchError::Other(e.to_string()))?;
+        *self.masks.borrow_mut() = select(&s, self.density, Allocation::Uniform)?;
         Ok(())
     }
 
@@ -42,9 +41,10 @@ impl Scored<'_> {
             .stages()
             .into_iter()
             .map(|s| {
-                s.map_params(|name, weight, bias, _| {
-                    let k = format!("{name}.weight");
-                    Ok((weight.detach(), bias.detach(), Some(self.st_mask(&k, &masks[&k])?)))
+                s.map_params(|p| {
+                    let k = format!("{}.weight", p.name);
+                    let mask = Some(self.st_mask(&k, &masks[&k])?);
+                    Ok(Weighted { weight: p.weight.detach(), bias: p.bias.detach(), mask, name: p.name })
                 })
             })
             .collect()
@@ -109,13 +109,13 @@ pub fn hydra(
     if !pretrained.masks().is_empty() {
         return Err(SearchError::Invalid("HYDRA starts from a dense pretrained network (this one has masks)".into()));
     }
-    let frozen = pretrained.deep_clone().map_err(|e| SearchError::Other(e.to_string()))?;
+    let frozen = pretrained.deep_clone()?;
     // Scaled initialisation: scores ∝ |w| (HYDRA's choice), normalised per layer.
     let mut scores = BTreeMap::new();
-    for k in frozen.weight_names() {
-        let w = frozen.param(&k).expect("weight").as_tensor().abs()?;
+    for (k, w) in frozen.weights() {
+        let w = w.as_tensor().abs()?;
         let mx = w.flatten_all()?.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.max(1e-12);
-        scores.insert(k, Var::from_tensor(&(w / mx)?)?);
+        scores.insert(k.clone(), Var::from_tensor(&(w / mx)?)?);
     }
     let scored =
         Scored { net: &frozen, scores: scores.clone(), density: cfg.density, masks: RefCell::new(BTreeMap::new()) };
@@ -131,20 +131,20 @@ pub fn hydra(
         eval_n: 0,
         eval_eps: cfg.eps,
         eval_steps: 0,
-    };
+    }
+    .validate()?;
     let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let config = format!("{cfg:?}");
-    let run = RunFolder::open(work, &config, &config, false).map_err(|e| SearchError::Other(e.to_string()))?;
-    awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))
-        .map_err(|e| SearchError::Other(e.to_string()))?;
+    let run = RunFolder::open(work, &config, &config, false)?;
+    awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))?;
     scored.refresh()?;
     let masks = scored.masks.borrow().clone();
     drop(scored);
     let mut out = frozen;
     for (k, m) in masks.iter() {
-        out.set_mask(k, m).map_err(|e| SearchError::Other(e.to_string()))?;
+        out.set_mask(k, m)?;
     }
-    out.apply_masks().map_err(|e| SearchError::Other(e.to_string()))?;
+    out.apply_masks()?;
     out.meta.insert("method".into(), "hydra".into());
     out.meta.insert("density".into(), cfg.density.to_string());
     out.meta.insert("hydra".into(), format!("{cfg:?}"));

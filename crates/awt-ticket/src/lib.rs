@@ -1,6 +1,6 @@
 //! The ticket search of "Finding Dynamics Preserving Adversarial Winning Tickets" (Shi et al.,
 //! AISTATS 2022) and its clean-input ancestor, Neural Tangent Transfer (Liu & Zenke, ICML 2020),
-//! as specified in `shared/docs/method.md`.
+//! as specified in the repository's `docs/method.md`.
 //!
 //! Teacher: the dense network at initialisation, frozen. Student: a copy whose mask starts as the
 //! per-layer magnitude top-k of the teacher. Each step on a minibatch (halves X1, X2):
@@ -25,18 +25,21 @@
 //! let ds = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only())?;
 //! let init = awt_nets::Net::init(&awt_nets::Arch::Lenet300100, awt_nets::Init::KaimingUniform, 0,
 //!     candle_core::DType::F32, &candle_core::Device::Cpu)?;
-//! let cfg = SearchConfig { steps: 400, lambda_ker: 1.0, lr: 5e-3, ..SearchConfig::defaults(Method::Awt, 0.05) };
-//! let ticket = search(&init, &ds.train, &cfg, &mut |log| eprintln!("{}", log.json()))?;
+//! let cfg = SearchConfig { steps: 400, lambda_ker: 1.0, lr: 5e-3, ..SearchConfig::defaults(Method::Awt, 0.05) }
+//!     .validate()?;
+//! let ticket = search(&init, &ds.train, &cfg, &mut |log| eprintln!("{log:?}"))?;
 //! awt_nets::save(&ticket.net, std::path::Path::new("awt-0.05.safetensors"))?;
 //! # Ok(()) }
 //! ```
 
+mod config;
+mod error;
 mod hydra;
+mod loss;
 mod search;
 
+pub use config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
+pub use error::SearchError;
 pub use hydra::{HydraConfig, hydra};
-
-pub use search::{
-    AdvSource, InputMix, LossTerms, Method, SearchConfig, SearchError, SearchLog, Ticket, WeightsFrom, kernel_distance,
-    loss_terms, search,
-};
+pub use loss::{LossTerms, kernel_distance, loss_terms};
+pub use search::{SearchLog, Ticket, search};

@@ -3,7 +3,7 @@
 //! batch, compared with the initial magnitude mask; and the loss gradient it descends is the true
 //! one (finite differences in f64 on a small net).
 
-use awt_attack::{LossKind, Norm, Pgd};
+use awt_attack::Pgd;
 use awt_base::Staged;
 use awt_data::LoadOptions;
 use awt_nets::{Arch, Init, Net};
@@ -19,16 +19,7 @@ fn awt_search_halves_the_held_out_adversarial_kernel_distance() {
     // Held-out adversarial batch: PGD against the teacher on test images.
     let idx: Vec<usize> = (0..64).collect();
     let (x, y) = ds.test.batch(&idx, &dev).unwrap();
-    let pgd = Pgd {
-        eps: 0.1,
-        step_size: 0.025,
-        steps: 10,
-        norm: Norm::Linf,
-        random_start: true,
-        restarts: 1,
-        loss: LossKind::CrossEntropy,
-        seed: 9,
-    };
+    let pgd = Pgd::linf(0.1, 10, 0.025, 9);
     let xa = pgd.last_iterate(&teacher, &x, &y, &(0..64).collect::<Vec<u64>>()).unwrap();
     let (x1, x2) = (xa.narrow(0, 0, 32).unwrap(), xa.narrow(0, 32, 32).unwrap());
     // The initial magnitude mask, as the search starts from.
@@ -53,7 +44,7 @@ fn awt_search_halves_the_held_out_adversarial_kernel_distance() {
         zero.set_mask(k, m).unwrap();
     }
     let before = kernel_distance(&zero, &teacher, &x1, &x2).unwrap();
-    let t = search(&teacher, &ds.train, &cfg, &mut |_| {}).unwrap();
+    let t = search(&teacher, &ds.train, &cfg.validate().unwrap(), &mut |_| {}).unwrap();
     let after = kernel_distance(&t.net, &teacher, &x1, &x2).unwrap();
     assert!(after <= 0.5 * before, "held-out adversarial kernel distance {before:.3} → {after:.3}: not halved");
     // The ticket is exactly at the density, its pruned weights are zero, and the log is complete.
@@ -92,7 +83,7 @@ fn rewound_tickets_keep_the_teachers_weights_under_the_final_mask() {
         weights: WeightsFrom::Rewind,
         ..SearchConfig::defaults(Method::Ntt, 0.2)
     };
-    let t = search(&teacher, &ds.train, &cfg, &mut |_| {}).unwrap();
+    let t = search(&teacher, &ds.train, &cfg.clone().validate().unwrap(), &mut |_| {}).unwrap();
     for (k, m) in t.net.masks() {
         let expect = teacher.param(k).unwrap().as_tensor().mul(m).unwrap();
         let got = t.net.param(k).unwrap().as_tensor();
@@ -102,7 +93,7 @@ fn rewound_tickets_keep_the_teachers_weights_under_the_final_mask() {
         );
     }
     let bad = SearchConfig { density: 0.0, ..cfg };
-    assert!(search(&teacher, &ds.train, &bad, &mut |_| {}).unwrap_err().to_string().contains("density"));
+    assert!(bad.validate().unwrap_err().to_string().contains("density"));
     let _ = Tensor::zeros(1, DType::F32, &dev);
 }
 

@@ -1,7 +1,7 @@
 //! What determines a run: the objective, the optimiser, the schedule and the evaluation, checked
 //! once at the boundary (every numeric setting, by name).
 
-use crate::error::{TrainError, setting};
+use crate::error::{TrainError, non_negative, positive, setting};
 use crate::optim::{OptimizerConfig, Schedule};
 
 /// The training objective.
@@ -65,25 +65,6 @@ pub struct TrainConfig {
     pub eval_steps: usize,
 }
 
-/// `v` must be finite and ≥ 0.
-pub(crate) fn non_negative(name: &'static str, v: f64) -> Result<(), TrainError> {
-    if v.is_finite() && v >= 0.0 {
-        Ok(())
-    } else {
-        Err(setting(name, format!("must be a finite number ≥ 0, got {v}")))
-    }
-}
-
-/// `v` must be finite and > 0.
-pub(crate) fn positive(name: &'static str, v: f64) -> Result<(), TrainError> {
-    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(setting(name, format!("must be a finite number > 0, got {v}"))) }
-}
-
-/// `v` must lie in [0, 1).
-pub(crate) fn fraction(name: &'static str, v: f64) -> Result<(), TrainError> {
-    if (0.0..1.0).contains(&v) { Ok(()) } else { Err(setting(name, format!("must be in [0, 1), got {v}"))) }
-}
-
 impl Objective {
     fn check(&self) -> Result<(), TrainError> {
         match *self {
@@ -107,9 +88,27 @@ impl Objective {
     }
 }
 
+/// A [`TrainConfig`] whose every setting has been checked ([`TrainConfig::validate`]): what
+/// [`crate::train`] takes, so nothing downstream checks again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidTrainConfig(TrainConfig);
+
+impl std::ops::Deref for ValidTrainConfig {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
 impl TrainConfig {
-    /// Checks every setting once, at the boundary; the error names the setting.
-    pub fn check(&self) -> Result<(), TrainError> {
+    /// Checks every setting once, at the boundary (the error names the setting), and returns the
+    /// checked configuration.
+    pub fn validate(self) -> Result<ValidTrainConfig, TrainError> {
+        self.check()?;
+        Ok(ValidTrainConfig(self))
+    }
+
+    fn check(&self) -> Result<(), TrainError> {
         if self.epochs == 0 {
             return Err(setting("epochs", "must be ≥ 1"));
         }

@@ -74,3 +74,22 @@ pub(crate) fn file_err(path: &Path, why: impl std::fmt::Display) -> TrainError {
 pub(crate) fn setting(setting: &'static str, why: impl Into<String>) -> TrainError {
     TrainError::Setting { setting, why: why.into() }
 }
+
+/// `v` must be finite and ≥ 0.
+pub(crate) fn non_negative(name: &'static str, v: f64) -> Result<(), TrainError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(setting(name, format!("must be a finite number ≥ 0, got {v}")))
+    }
+}
+
+/// `v` must be finite and > 0.
+pub(crate) fn positive(name: &'static str, v: f64) -> Result<(), TrainError> {
+    if v.is_finite() && v > 0.0 { Ok(()) } else { Err(setting(name, format!("must be a finite number > 0, got {v}"))) }
+}
+
+/// `v` must lie in [0, 1).
+pub(crate) fn fraction(name: &'static str, v: f64) -> Result<(), TrainError> {
+    if (0.0..1.0).contains(&v) { Ok(()) } else { Err(setting(name, format!("must be in [0, 1), got {v}"))) }
+}

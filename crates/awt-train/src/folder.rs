@@ -1,5 +1,6 @@
-//! The run folder: an exclusive lock, the configuration, the per-epoch checkpoint
-//! (`state.safetensors`) and the metrics file, and the rules that keep them consistent.
+//! The run folder: an exclusive lock, the configuration and the per-epoch checkpoint
+//! (`state.safetensors`), and the rules that keep them consistent. What else a caller records per
+//! epoch (the awt binary's `metrics.jsonl`) it writes from [`crate::Hooks`].
 //!
 //! Nothing is written before every check has passed: a refused run leaves the folder as it was.
 
@@ -14,7 +15,6 @@ use crate::error::{TrainError, file_err};
 use crate::optim::Optimizer;
 
 pub(crate) const STATE: &str = "state.safetensors";
-pub(crate) const METRICS: &str = "metrics.jsonl";
 /// The configuration file a fresh run writes.
 pub const CONFIG: &str = "config.toml";
 const LOCK: &str = ".lock";
@@ -134,27 +134,6 @@ impl RunFolder {
         let bytes = std::fs::read(self.dir.join(STATE)).ok()?;
         let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
         md.metadata().as_ref()?.get("epoch")?.parse().ok()
-    }
-
-    /// Keeps the metrics lines of the first `epochs` epochs (a crash can leave a line for an epoch
-    /// whose checkpoint was never written), or empties the file for a fresh run.
-    pub(crate) fn truncate_metrics(&self, epochs: usize) -> Result<(), TrainError> {
-        let path = self.dir.join(METRICS);
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut body = text.lines().take(epochs).collect::<Vec<_>>().join("\n");
-        if !body.is_empty() {
-            body.push('\n');
-        }
-        awt_base::write_atomic(&path, body.as_bytes()).map_err(|e| file_err(&path, e))
-    }
-
-    /// Appends one line to `metrics.jsonl` and syncs it.
-    pub(crate) fn append_metrics(&self, line: &str) -> Result<(), TrainError> {
-        let path = self.dir.join(METRICS);
-        let mut f =
-            std::fs::OpenOptions::new().append(true).create(true).open(&path).map_err(|e| file_err(&path, e))?;
-        writeln!(f, "{line}").map_err(|e| file_err(&path, e))?;
-        f.sync_all().map_err(|e| file_err(&path, e))
     }
 
     /// Writes the checkpoint of `epoch`: parameters, optimiser state, and the hooks' state.

@@ -24,7 +24,8 @@
 //!     schedule: Schedule::Constant,
 //!     objective: Objective::Pgd { eps: 0.1, steps: 10, step_size: 0.025 },
 //!     eval_n: 1000, eval_eps: 0.1, eval_steps: 20,
-//! };
+//! }
+//! .validate()?;
 //! let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
 //! let run = RunFolder::open("runs/example".as_ref(), &format!("{cfg:?}"), "example", false)?;
 //! let summary = train(&net, vars, &ds.train, &ds.test, &cfg, &run, &mut NoHooks)?;
@@ -38,7 +39,7 @@ mod folder;
 mod optim;
 mod run;
 
-pub use config::{Objective, TrainConfig};
+pub use config::{Objective, TrainConfig, ValidTrainConfig};
 pub use error::TrainError;
 pub use folder::{CONFIG, RunFolder, lock_folder};
 pub use optim::{Optimizer, OptimizerConfig, Schedule};

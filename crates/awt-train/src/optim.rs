@@ -3,8 +3,7 @@
 
 use candle_core::{Tensor, Var};
 
-use crate::config::{fraction, non_negative, positive};
-use crate::error::{TrainError, setting};
+use crate::error::{TrainError, fraction, non_negative, positive, setting};
 
 impl OptimizerConfig {
     /// Checks the hyper-parameters (PyTorch's rules); the error names the setting.

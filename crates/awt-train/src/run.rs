@@ -4,18 +4,19 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use awt_attack::{Attack, LossKind, Norm, Pgd, per_example_loss};
+use awt_attack::{Attack, LossKind, Pgd, per_example_loss};
 use awt_base::{Classifier, Rng};
 use awt_data::{Split, epoch_order};
 use candle_core::{D, DType, Tensor, Var};
 
-use crate::config::{Objective, TrainConfig};
+use crate::config::{Objective, TrainConfig, ValidTrainConfig};
 use crate::error::TrainError;
 use crate::folder::RunFolder;
 use crate::optim::Optimizer;
 
-/// Metrics of one epoch (one line of `metrics.jsonl`).
-#[derive(Clone, Debug, PartialEq)]
+/// Metrics of one epoch (the awt binary writes one per line of `metrics.jsonl`; non-finite numbers
+/// serialise as null).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EpochMetrics {
     /// Epoch (0-based).
     pub epoch: usize,
@@ -33,31 +34,9 @@ pub struct EpochMetrics {
     pub images_per_sec: f64,
     /// Wall time of the epoch (training and evaluation).
     pub seconds: f64,
-    /// Extra numbers added by hooks (kernel distances, ...).
-    pub extra: Vec<(String, f64)>,
-}
-
-impl EpochMetrics {
-    fn json(&self) -> String {
-        // JSON has no NaN: non-finite numbers (e.g. no evaluation subset) are written as null.
-        let num = |v: f64| if v.is_finite() { v.to_string() } else { "null".into() };
-        let mut s = format!(
-            "{{\"epoch\":{},\"train_loss\":{},\"train_acc\":{},\"clean_acc\":{},\"robust_acc\":{},\"lr\":{},\"images_per_sec\":{},\"seconds\":{}",
-            self.epoch,
-            num(self.train_loss),
-            num(self.train_acc),
-            num(self.clean_acc),
-            num(self.robust_acc),
-            num(self.lr),
-            num(self.images_per_sec),
-            num(self.seconds)
-        );
-        for (k, v) in &self.extra {
-            s.push_str(&format!(",\"{k}\":{}", num(*v)));
-        }
-        s.push('}');
-        s
-    }
+    /// Extra numbers added by hooks (kernel distances, ...), by name.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// Plug-in points of the loop. Every method has a default that does nothing.
@@ -66,7 +45,9 @@ pub trait Hooks {
     fn after_step(&mut self, _epoch: usize, _global_step: u64) -> Result<(), TrainError> {
         Ok(())
     }
-    /// After each epoch's evaluation, before the checkpoint (e.g. add kernel distances to `m.extra`).
+    /// After each epoch's evaluation, before the epoch's checkpoint (e.g. add kernel distances to
+    /// `m.extra`, record the metrics). A crash after it and before the checkpoint repeats the epoch
+    /// on resume, and [`Hooks::restore`] says from where.
     fn after_epoch(&mut self, _m: &mut EpochMetrics) -> Result<(), TrainError> {
         Ok(())
     }
@@ -77,8 +58,9 @@ pub trait Hooks {
     fn state(&self) -> BTreeMap<String, String> {
         BTreeMap::new()
     }
-    /// Restores [`Hooks::state`] from the checkpoint a run resumes from.
-    fn restore(&mut self, _state: &BTreeMap<String, String>) -> Result<(), TrainError> {
+    /// Called once when a run resumes from the checkpoint of epoch `epoch` (0-based), with the
+    /// [`Hooks::state`] saved in it; anything recorded for later epochs is to be discarded.
+    fn restore(&mut self, _epoch: usize, _state: &BTreeMap<String, String>) -> Result<(), TrainError> {
         Ok(())
     }
 }
@@ -155,17 +137,8 @@ fn evaluate(model: &dyn Classifier, eval: &Split, cfg: &TrainConfig, dtype: DTyp
         return Err(TrainError::Invalid("the evaluation split is empty".into()));
     }
     let dev = candle_core::Device::Cpu;
-    let steps = cfg.eval_steps.max(1);
-    let pgd = Pgd {
-        eps: cfg.eval_eps,
-        step_size: (2.5 * cfg.eval_eps / steps as f64).max(1e-6),
-        steps: cfg.eval_steps,
-        norm: Norm::Linf,
-        random_start: true,
-        restarts: 1,
-        loss: LossKind::CrossEntropy,
-        seed: Rng::new(cfg.seed).derive("eval").next_u64(),
-    };
+    let step = Pgd::eval_step(cfg.eval_eps, cfg.eval_steps).max(1e-6);
+    let pgd = Pgd::linf(cfg.eval_eps, cfg.eval_steps, step, Rng::new(cfg.seed).derive("eval").next_u64());
     let (mut clean, mut robust) = (0usize, 0usize);
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(500) {
@@ -197,16 +170,7 @@ fn batch_loss(
     ids: &[u64],
     seed: u64,
 ) -> Result<(Tensor, usize), TrainError> {
-    let pgd = |eps, step_size, steps| Pgd {
-        eps,
-        step_size,
-        steps,
-        norm: Norm::Linf,
-        random_start: true,
-        restarts: 1,
-        loss: LossKind::CrossEntropy,
-        seed,
-    };
+    let pgd = |eps, step_size, steps| Pgd::linf(eps, steps, step_size, seed);
     Ok(match *objective {
         Objective::Natural => ce_and_acc(&model.logits(x)?, y)?,
         // Madry et al. train on the last PGD iterate. (The best iterate, which stops at the first
@@ -238,11 +202,10 @@ pub fn train(
     vars: Vec<(String, Var)>,
     data: &Split,
     eval: &Split,
-    cfg: &TrainConfig,
+    cfg: &ValidTrainConfig,
     run: &RunFolder,
     hooks: &mut dyn Hooks,
 ) -> Result<Summary, TrainError> {
-    cfg.check()?;
     if vars.is_empty() {
         return Err(TrainError::Invalid("the model has no parameters to train".into()));
     }
@@ -252,12 +215,10 @@ pub fn train(
     let mut opt = Optimizer::new(cfg.optimizer.clone(), vars.clone());
     let (start, resumed_from) = if run.resuming() {
         let (done, hook_state) = run.load_state(&vars, &mut opt)?;
-        hooks.restore(&hook_state)?;
-        run.truncate_metrics(done + 1)?;
+        hooks.restore(done, &hook_state)?;
         tracing::info!(epoch = done, "resumed");
         (done + 1, Some(done))
     } else {
-        run.truncate_metrics(0)?;
         (0, None)
     };
     let n = data.len();
@@ -317,10 +278,9 @@ pub fn train(
             lr,
             images_per_sec: seen as f64 / train_secs,
             seconds: t0.elapsed().as_secs_f64(),
-            extra: Vec::new(),
+            extra: BTreeMap::new(),
         };
         hooks.after_epoch(&mut m)?;
-        run.append_metrics(&m.json())?;
         run.save_state(&vars, &opt, epoch, &hooks.state())?;
         tracing::info!(epoch, loss = m.train_loss, clean = m.clean_acc, robust = m.robust_acc, "epoch done");
         epochs.push(m);

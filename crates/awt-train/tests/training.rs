@@ -1,4 +1,4 @@
-//! The training checks of shared/docs/checks.md: masks survive momentum and weight decay, an
+//! The training checks of docs/checks.md: masks survive momentum and weight decay, an
 //! all-ones mask trains bit-identically to dense, kill-and-resume equals an uninterrupted run,
 //! divergence stops within one step leaving the last checkpoint intact, and seeds fix every file.
 
@@ -54,9 +54,37 @@ fn run(
 ) -> Result<awt_train::Summary, TrainError> {
     let (tr, te) = data();
     let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let valid = c.clone().validate()?;
     let hash = format!("{c:?}");
     let folder = RunFolder::open(dir, &hash, &hash, resume)?;
-    train(net, vars, &tr, &te, c, &folder, hooks)
+    if !resume {
+        std::fs::write(dir.join("metrics.jsonl"), "").unwrap();
+    }
+    train(net, vars, &tr, &te, &valid, &folder, &mut Logged(hooks, dir.join("metrics.jsonl")))
+}
+
+/// Records each epoch's metrics as a JSON line (as the awt binary does) around another hook.
+struct Logged<'a>(&'a mut dyn Hooks, std::path::PathBuf);
+impl Hooks for Logged<'_> {
+    fn after_step(&mut self, epoch: usize, global: u64) -> Result<(), TrainError> {
+        self.0.after_step(epoch, global)
+    }
+    fn after_epoch(&mut self, m: &mut EpochMetrics) -> Result<(), TrainError> {
+        self.0.after_epoch(m)?;
+        let mut text = std::fs::read_to_string(&self.1).unwrap();
+        text += &(serde_json::to_string(m).unwrap() + "\n");
+        std::fs::write(&self.1, text).unwrap();
+        Ok(())
+    }
+    fn state(&self) -> std::collections::BTreeMap<String, String> {
+        self.0.state()
+    }
+    fn restore(&mut self, epoch: usize, s: &std::collections::BTreeMap<String, String>) -> Result<(), TrainError> {
+        let text = std::fs::read_to_string(&self.1).unwrap();
+        let kept: String = text.lines().take(epoch + 1).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&self.1, kept).unwrap();
+        self.0.restore(epoch, s)
+    }
 }
 
 fn weights(net: &Net) -> Vec<Vec<f32>> {
@@ -295,10 +323,7 @@ fn bad_settings_are_refused_by_name() {
             other => panic!("{needle}: expected a setting error, got {other}"),
         }
         // A refused configuration writes nothing.
-        assert!(std::fs::read_dir(tmp.path()).unwrap().all(|f| {
-            let n = f.unwrap().file_name();
-            n == ".lock" || n == "config.toml"
-        }));
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0, "{needle}: a refused run wrote files");
     }
 }
 
@@ -323,7 +348,7 @@ impl Hooks for Best {
     fn state(&self) -> std::collections::BTreeMap<String, String> {
         self.0.iter().map(|(b, e)| ("best".to_string(), format!("{b} {e}"))).collect()
     }
-    fn restore(&mut self, s: &std::collections::BTreeMap<String, String>) -> Result<(), TrainError> {
+    fn restore(&mut self, _epoch: usize, s: &std::collections::BTreeMap<String, String>) -> Result<(), TrainError> {
         let (b, e) = s["best"].split_once(' ').unwrap();
         self.0 = Some((b.parse().unwrap(), e.parse().unwrap()));
         Ok(())

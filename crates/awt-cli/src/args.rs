@@ -1,0 +1,262 @@
+//! The command line's shared argument types: the dataset flags, and every flag that takes one of a
+//! fixed set of values as an enum (clap lists the values in `--help` and refuses any other, naming
+//! the flag). Names written to run configurations are the same as on the command line.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+use serde::Serialize;
+
+/// The dataset flags every data-reading subcommand shares.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct DataArgs {
+    /// Dataset name (see `awt data list`).
+    #[arg(long = "data", value_name = "DATASET", default_value = "fashion-mnist-mini")]
+    pub name: String,
+    /// Look here first for the dataset's files (else AWT_DATA_DIR, the system dataset folder, the HF cache).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Use files whose SHA-256 differs from the pinned one (the results record it).
+    #[arg(long)]
+    pub allow_checksum_mismatch: bool,
+}
+
+impl DataArgs {
+    /// The flags for dataset `name` in the default places.
+    pub(crate) fn named(name: String, data_dir: Option<PathBuf>) -> DataArgs {
+        DataArgs { name, data_dir, allow_checksum_mismatch: false }
+    }
+
+    /// Loads the dataset; errors name the flag. Files not verified against a pinned checksum get a
+    /// warning here, and every result file records them (`dataset_unverified`).
+    pub(crate) fn load(&self) -> Result<awt_data::Dataset> {
+        let opts = awt_data::LoadOptions {
+            allow_checksum_mismatch: self.allow_checksum_mismatch,
+            ..awt_data::LoadOptions::from_env(self.data_dir.clone())
+        };
+        let ds = awt_data::load(&self.name, &opts).with_context(|| format!("--data {}", self.name))?;
+        let unverified = ds.provenance.unverified();
+        if !unverified.is_empty() {
+            tracing::warn!(dataset = %self.name, files = ?unverified, "files not verified against pinned checksums");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "warning: --data {}: not verified against pinned checksums: {}; results record this",
+                    self.name,
+                    unverified.join(", ")
+                );
+            }
+        }
+        Ok(ds)
+    }
+
+    /// Loads the dataset and checks that `net` can read its images and that its output has a
+    /// logit for every label (a 5-class MLP cannot train on 10 classes).
+    pub(crate) fn load_for(&self, net: &awt_nets::Net) -> Result<awt_data::Dataset> {
+        let ds = self.load()?;
+        let expect: usize = net.arch().input_shape().iter().product();
+        if expect != ds.train.image_size() {
+            anyhow::bail!(
+                "--data {}: {} takes inputs of {expect} values ({:?}), its images are {:?}",
+                self.name,
+                net.arch(),
+                net.arch().input_shape(),
+                ds.train.shape
+            );
+        }
+        let labels = ds.train.labels.iter().chain(&ds.test.labels).copied().max().map_or(0, |m| m as usize + 1);
+        if net.arch().classes() < labels {
+            anyhow::bail!(
+                "--data {}: the dataset has {labels} classes but {} has {} outputs",
+                self.name,
+                net.arch(),
+                net.arch().classes()
+            );
+        }
+        Ok(ds)
+    }
+}
+
+/// `--split`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SplitArg {
+    Train,
+    Test,
+}
+
+impl SplitArg {
+    /// The split of `ds`.
+    pub(crate) fn of(self, ds: &awt_data::Dataset) -> &awt_data::Split {
+        match self {
+            SplitArg::Train => &ds.train,
+            SplitArg::Test => &ds.test,
+        }
+    }
+}
+
+/// The name clap uses for a value (the same as in config files and JSON records).
+pub(crate) fn value_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
+}
+
+/// `awt train --adv`: the training objective.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Adv {
+    /// Cross-entropy on clean inputs.
+    None,
+    /// PGD-AT (Madry et al.), trained on the last iterate.
+    Pgd,
+    /// Fast AT: one FGSM step from a random start (Wong et al.).
+    Fgsm,
+    /// TRADES (Zhang et al.).
+    Trades,
+}
+
+/// `awt train --opt`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Opt {
+    /// SGD with momentum (PyTorch semantics).
+    Sgd,
+    /// Adam with L2 decay in the gradient.
+    Adam,
+    /// Adam with decoupled decay.
+    Adamw,
+}
+
+/// `awt train --schedule`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Sched {
+    Constant,
+    Cosine,
+    /// Multiply by --gamma at each of --milestones.
+    Multistep,
+    /// Linear warm-up over --warmup of the steps, then linear decay.
+    Onecycle,
+}
+
+/// `awt eval --attack`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttackArg {
+    /// Clean accuracy only.
+    None,
+    Fgsm,
+    Pgd,
+    ApgdCe,
+    ApgdDlr,
+    /// PGD, then APGD-CE and APGD-DLR on the points still standing.
+    Worst,
+}
+
+/// `--norm`: the threat model.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NormArg {
+    Linf,
+    L2,
+}
+
+impl From<NormArg> for awt_attack::Norm {
+    fn from(n: NormArg) -> awt_attack::Norm {
+        match n {
+            NormArg::Linf => awt_attack::Norm::Linf,
+            NormArg::L2 => awt_attack::Norm::L2,
+        }
+    }
+}
+
+/// `awt eval --loss`: PGD's loss.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LossArg {
+    /// Cross-entropy.
+    Ce,
+    /// Carlini–Wagner margin.
+    Cw,
+}
+
+/// `awt prune --method`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PruneMethod {
+    Random,
+    Magnitude,
+    Snip,
+    Grasp,
+    Synflow,
+    /// HYDRA's score optimisation on an adversarially pretrained --model.
+    Hydra,
+    /// Rounds of PGD-AT and magnitude pruning with rewinding (lottery tickets).
+    ImpAt,
+}
+
+/// `awt prune --allocation`: how a density is spread over layers.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AllocArg {
+    /// The same density in every layer (the paper's choice).
+    Uniform,
+    /// One threshold over all layers.
+    Global,
+    /// Erdős–Rényi-kernel.
+    Erk,
+}
+
+impl From<AllocArg> for awt_prune::Allocation {
+    fn from(a: AllocArg) -> awt_prune::Allocation {
+        match a {
+            AllocArg::Uniform => awt_prune::Allocation::Uniform,
+            AllocArg::Global => awt_prune::Allocation::Global,
+            AllocArg::Erk => awt_prune::Allocation::Erk,
+        }
+    }
+}
+
+/// `awt ticket --method`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SearchMethod {
+    /// Kernel and output matching on adversarial inputs.
+    Awt,
+    /// Neural Tangent Transfer: the same on clean inputs.
+    Ntt,
+}
+
+/// `awt ticket --adv-source`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AdvSourceArg {
+    Teacher,
+    Student,
+    Both,
+}
+
+/// `awt ticket --inputs`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InputsArg {
+    Adversarial,
+    #[value(name = "clean+adversarial")]
+    CleanAdversarial,
+}
+
+/// `awt ticket --weights`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightsArg {
+    /// m ⊙ θ_s, the transferred student weights.
+    Transferred,
+    /// m ⊙ θ_T, rewound to the initialisation.
+    Rewind,
+}
+
+/// `awt ntk --adv`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NtkAdv {
+    /// PGD examples of the model itself.
+    Pgd,
+}
+
+/// `awt ntk --impl`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NtkImpl {
+    /// The differentiable structured kernel (fast).
+    Structured,
+    /// Per-example autograd Jacobians (slow oracle).
+    Reference,
+}

@@ -1,0 +1,250 @@
+//! Kernel-block ops of the NTK: scaling each k×k block of a full kernel by one number, adding a
+//! scaled block kernel to a running sum, and adding a block-diagonal one, each in one pass and
+//! differentiable (hand-written backward, checked against the broadcast formulation in the tests).
+
+use awt_base::conv::cpu_slice;
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
+
+/// `out[(i,c),(j,c')] = dd[(i,c),(j,c')] · s[i,j]`: scales each k×k block of a full kernel by one
+/// number. The same product by candle's `broadcast_mul` walks a strided index per element; this op
+/// is a plain loop. Differentiable in both arguments.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ScaleBlocks {
+    /// Classes per block.
+    pub k: usize,
+}
+
+fn scale_blocks_t<T: WithDType>(dd: &[T], s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let mut out = dd.to_vec();
+    for i in 0..n1 {
+        for c in 0..k {
+            let row = &mut out[(i * k + c) * n2 * k..][..n2 * k];
+            for j in 0..n2 {
+                let f = s[i * n2 + j];
+                for v in &mut row[j * k..(j + 1) * k] {
+                    *v *= f;
+                }
+            }
+        }
+    }
+    out
+}
+
+impl candle_core::CustomOp2 for ScaleBlocks {
+    fn name(&self) -> &'static str {
+        "awt-scale-blocks"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (r, c) = l1.shape().dims2()?;
+        let (n1, n2) = l2.shape().dims2()?;
+        if r != n1 * self.k || c != n2 * self.k {
+            candle_core::bail!("scale-blocks: kernel {r}×{c} does not match scale {n1}×{n2} with k = {}", self.k);
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(scale_blocks_t(cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, n1, n2, self.k))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(scale_blocks_t(cpu_slice::<f64>(s1, l1)?, cpu_slice::<f64>(s2, l2)?, n1, n2, self.k))
+            }
+            _ => candle_core::bail!("scale-blocks: only f32 or f64, both the same"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(&self, dd: &Tensor, s: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = s.dims2()?;
+        let k = self.k;
+        let g = grad.contiguous()?;
+        let gdd = g.apply_op2_no_bwd(s, self)?;
+        let gs = g.mul(dd)?.reshape((n1, k, n2, k))?.sum(3)?.sum(1)?;
+        Ok((Some(gdd), Some(gs)))
+    }
+}
+
+fn blocks_t<T: WithDType>(acc: &[T], dd: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let mut out = acc.to_vec();
+    for i in 0..n1 {
+        for c in 0..k {
+            let row = (i * k + c) * n2 * k;
+            for j in 0..n2 {
+                let f = s[i * n2 + j];
+                match dd {
+                    // acc + dd ⊙ (s ⊗ 1ₖₖ)
+                    Some(dd) => {
+                        for cc in 0..k {
+                            let p = row + j * k + cc;
+                            out[p] += dd[p] * f;
+                        }
+                    }
+                    // acc + s ⊗ Iₖ
+                    None => out[row + j * k + c] += f,
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `acc + dd ⊙ (s ⊗ 1ₖₖ)` in one pass: a dense linear layer's kernel term added to the running
+/// kernel without materialising it. Differentiable in all three arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct ScaleBlocksAdd {
+    /// Classes per block.
+    pub k: usize,
+}
+
+impl candle_core::CustomOp3 for ScaleBlocksAdd {
+    fn name(&self) -> &'static str {
+        "awt-scale-blocks-add"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n1, n2) = l3.shape().dims2()?;
+        if l1.shape() != l2.shape() || l1.shape().dims2()? != (n1 * self.k, n2 * self.k) {
+            candle_core::bail!(
+                "scale-blocks-add: shapes {:?} {:?} {:?} do not fit k = {}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape(),
+                self.k
+            );
+        }
+        let st = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
+                cpu_slice::<f32>(s1, l1)?,
+                Some(cpu_slice::<f32>(s2, l2)?),
+                cpu_slice::<f32>(s3, l3)?,
+                n1,
+                n2,
+                self.k,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
+                cpu_slice::<f64>(s1, l1)?,
+                Some(cpu_slice::<f64>(s2, l2)?),
+                cpu_slice::<f64>(s3, l3)?,
+                n1,
+                n2,
+                self.k,
+            )),
+            _ => candle_core::bail!("scale-blocks-add: only f32 or f64, all the same"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _acc: &Tensor,
+        dd: &Tensor,
+        s: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = s.dims2()?;
+        let k = self.k;
+        let g = grad.contiguous()?;
+        let gdd = g.apply_op2_no_bwd(s, &ScaleBlocks { k })?;
+        let gs = g.mul(dd)?.reshape((n1, k, n2, k))?.sum(3)?.sum(1)?;
+        Ok((Some(g), Some(gdd), Some(gs)))
+    }
+}
+
+/// `acc + s ⊗ Iₖ`: the kernel term of an unmasked output layer, whose backward signals are the
+/// identity (Θ[(i,c),(j,c')] = [c = c'] (a_i·a_j + 1)), without a matmul. Differentiable.
+#[derive(Clone, Copy, Debug)]
+pub struct AddBlockDiag {
+    /// Classes per block.
+    pub k: usize,
+}
+
+impl candle_core::CustomOp2 for AddBlockDiag {
+    fn name(&self) -> &'static str {
+        "awt-add-block-diag"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n1, n2) = l2.shape().dims2()?;
+        if l1.shape().dims2()? != (n1 * self.k, n2 * self.k) {
+            candle_core::bail!("add-block-diag: shapes {:?} {:?} do not fit k = {}", l1.shape(), l2.shape(), self.k);
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(blocks_t(cpu_slice::<f32>(s1, l1)?, None, cpu_slice::<f32>(s2, l2)?, n1, n2, self.k))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(blocks_t(cpu_slice::<f64>(s1, l1)?, None, cpu_slice::<f64>(s2, l2)?, n1, n2, self.k))
+            }
+            _ => candle_core::bail!("add-block-diag: only f32 or f64, both the same"),
+        };
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _acc: &Tensor, s: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n1, n2) = s.dims2()?;
+        let k = self.k;
+        let eye = Tensor::eye(k, grad.dtype(), grad.device())?.reshape((1, k, 1, k))?;
+        let gs = grad.reshape((n1, k, n2, k))?.broadcast_mul(&eye)?.sum(3)?.sum(1)?;
+        Ok((Some(grad.clone()), Some(gs)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awt_base::testing::{max_diff, rand, same_gradients};
+    use candle_core::{DType, Device, Var};
+
+    #[test]
+    fn scale_blocks_equals_broadcast_mul_with_gradients() {
+        let dd = Var::from_tensor(&rand(&[6, 4], 7)).unwrap();
+        let s = Var::from_tensor(&rand(&[3, 2], 8)).unwrap();
+        let r = rand(&[6, 4], 9);
+        let fast = dd.as_tensor().apply_op2(s.as_tensor(), ScaleBlocks { k: 2 }).unwrap();
+        let slow = dd
+            .as_tensor()
+            .reshape((3, 2, 2, 2))
+            .unwrap()
+            .broadcast_mul(&s.as_tensor().reshape((3, 1, 2, 1)).unwrap())
+            .unwrap()
+            .reshape((6, 4))
+            .unwrap();
+        assert!(max_diff(&fast, &slow) < 1e-15);
+        same_gradients(&fast, &slow, &r, &[&dd, &s], 1e-14);
+    }
+
+    #[test]
+    fn fused_kernel_accumulation_ops_equal_their_definitions_with_gradients() {
+        let acc = Var::from_tensor(&rand(&[6, 4], 10)).unwrap();
+        let dd = Var::from_tensor(&rand(&[6, 4], 11)).unwrap();
+        let s = Var::from_tensor(&rand(&[3, 2], 12)).unwrap();
+        let r = rand(&[6, 4], 13);
+        let slow_scale =
+            (acc.as_tensor() + dd.as_tensor().apply_op2(s.as_tensor(), ScaleBlocks { k: 2 }).unwrap()).unwrap();
+        let fast_scale = acc.as_tensor().apply_op3(dd.as_tensor(), s.as_tensor(), ScaleBlocksAdd { k: 2 }).unwrap();
+        let eye = Tensor::eye(2, DType::F64, &Device::Cpu).unwrap().reshape((1, 2, 1, 2)).unwrap();
+        let kron = s.as_tensor().reshape((3, 1, 2, 1)).unwrap().broadcast_mul(&eye).unwrap().reshape((6, 4)).unwrap();
+        let slow_diag = (acc.as_tensor() + kron).unwrap();
+        let fast_diag = acc.as_tensor().apply_op2(s.as_tensor(), AddBlockDiag { k: 2 }).unwrap();
+        for (fast, slow) in [(fast_scale, slow_scale), (fast_diag, slow_diag)] {
+            assert!(max_diff(&fast, &slow) < 1e-14);
+            let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            let gs = slow.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&acc, &dd, &s] {
+                match (gf.get(v.as_tensor()), gs.get(v.as_tensor())) {
+                    (Some(a), Some(b)) => assert!(max_diff(a, b) < 1e-13),
+                    (None, None) => {}
+                    _ => panic!("gradient present on one side only"),
+                }
+            }
+        }
+    }
+}

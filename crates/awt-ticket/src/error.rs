@@ -1,0 +1,38 @@
+//! Why a search failed, keeping the failing crate's error as the source.
+
+/// Why a search failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// A setting that cannot work, named.
+    #[error("{0}")]
+    Invalid(String),
+    /// The loss became NaN or infinite.
+    #[error("search diverged at step {step}: non-finite loss {loss}")]
+    Diverged {
+        /// Step.
+        step: usize,
+        /// Loss.
+        loss: f64,
+    },
+    /// A tensor operation failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// A network could not be copied or masked.
+    #[error(transparent)]
+    Net(#[from] awt_nets::NetError),
+    /// The kernel could not be formed or measured.
+    #[error(transparent)]
+    Ntk(#[from] awt_ntk::NtkError),
+    /// A mask could not be selected.
+    #[error(transparent)]
+    Prune(#[from] awt_prune::PruneError),
+    /// The adversarial inputs could not be formed.
+    #[error(transparent)]
+    Attack(#[from] awt_attack::AttackError),
+    /// The data could not be batched.
+    #[error(transparent)]
+    Data(#[from] awt_data::DataError),
+    /// HYDRA's score training failed.
+    #[error(transparent)]
+    Train(#[from] awt_train::TrainError),
+}

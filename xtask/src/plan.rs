@@ -1,0 +1,288 @@
+//! A grid's runs and each run's `awt` command lines: a run is a folder named by its configuration's
+//! hash; each step names the file whose existence marks it done, so an interrupted run continues
+//! where it stopped.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+
+use crate::spec::Spec;
+
+/// One run of a grid.
+#[derive(Clone, Debug)]
+pub(crate) struct Run {
+    pub name: String,
+    pub dir: PathBuf,
+    pub arch: String,
+    pub method: String,
+    pub density: f64,
+    pub seed: u64,
+    /// Every setting that shapes the run, as text; its hash names the folder.
+    pub canonical: String,
+}
+
+/// One `awt` invocation of a run.
+#[derive(Clone, Debug)]
+pub(crate) struct Step {
+    /// Short name (`init`, `prune`, `search`, `train`, `eval`, ...).
+    pub name: String,
+    pub args: Vec<String>,
+    /// Exists once the step has finished.
+    pub done: PathBuf,
+    /// A training step (resumed with --resume when its folder holds a checkpoint).
+    pub trains: bool,
+}
+
+/// FNV-1a, 64 bits, as 16 hex digits: stable across Rust versions (unlike `DefaultHasher`).
+pub(crate) fn fnv(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    format!("{h:016x}")
+}
+
+/// The runs of `spec` on `data`, in grid order (seeds, then methods, then densities), under `base`.
+pub(crate) fn expand(spec: &Spec, data: &str, base: &Path) -> Result<Vec<Run>> {
+    let table = |k: &str| -> Result<String> {
+        spec.raw.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("spec has no `{k}`"))
+    };
+    let mut settings = format!(
+        "data={data} train={} search={} prune={} eval={}",
+        table("train")?,
+        table("search")?,
+        table("prune")?,
+        table("eval")?
+    );
+    // Optional tables join the hash only when present, so older presets keep their run names.
+    if let Some(init) = spec.raw.get("init") {
+        settings += &format!(" init={init}");
+    }
+    let mut runs = Vec::new();
+    for arch in &spec.archs {
+        for &seed in &spec.seeds {
+            for method in &spec.methods {
+                let densities = if method == "dense" { vec![1.0] } else { spec.densities.clone() };
+                for density in densities {
+                    let canonical = format!("arch={arch} method={method} density={density} seed={seed} {settings}");
+                    let name = format!("{arch}-{method}-d{density}-s{seed}");
+                    let dir = base.join(format!("{name}-{}", &fnv(&canonical)[..10]));
+                    runs.push(Run { name, dir, arch: arch.clone(), method: method.clone(), density, seed, canonical });
+                }
+            }
+        }
+    }
+    Ok(runs)
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Flags of the common training recipe, for `epochs` epochs.
+fn train_flags(run: &Run, spec: &Spec, data: &str, epochs: usize) -> Vec<String> {
+    let t = &spec.train;
+    let mut f = strings(&["--data", data, "--adv", &t.adv, "--eps", &t.eps.to_string()]);
+    f.extend(strings(&["--steps", &t.steps.to_string(), "--step-size", &t.step_size.to_string()]));
+    f.extend(strings(&["--epochs", &epochs.to_string(), "--batch", &t.batch.to_string(), "--opt", &t.opt]));
+    f.extend(strings(&["--lr", &t.lr.to_string(), "--eval-n", &t.eval_n.to_string()]));
+    f.extend(strings(&["--eval-steps", &t.eval_steps.to_string(), "--seed", &run.seed.to_string(), "--quiet"]));
+    if let Some(n) = t.train_limit {
+        f.extend(strings(&["--train-limit", &n.to_string()]));
+    }
+    if let Some(wd) = t.wd {
+        f.extend(strings(&["--wd", &wd.to_string()]));
+    }
+    f
+}
+
+/// The steps of `run`, in order; the last is the evaluation.
+pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
+    let d = |p: &str| run.dir.join(p).display().to_string();
+    let step = |name: &str, args: Vec<String>, done: String| Step {
+        name: name.into(),
+        args,
+        done: PathBuf::from(done),
+        trains: false,
+    };
+    let density = run.density.to_string();
+    let seed = run.seed.to_string();
+    let mut init = strings(&["init", "--arch", &run.arch, "--seed", &seed]);
+    if let Some(i) = &spec.init {
+        if let Some(scheme) = &i.scheme {
+            init.extend(strings(&["--init", scheme]));
+        }
+        if i.standardize {
+            init.extend(strings(&["--standardize", data]));
+        }
+    }
+    init.extend(strings(&["--out", &d("init.safetensors")]));
+    let mut out = vec![step("init", init, d("init.safetensors"))];
+    let ticket = d("ticket.safetensors");
+    match run.method.as_str() {
+        "dense" => {}
+        "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
+            let p = &spec.prune;
+            let args = strings(&[
+                "prune",
+                "--method",
+                &run.method,
+                "--density",
+                &density,
+                "--model",
+                &d("init.safetensors"),
+                "--data",
+                data,
+                "--batch",
+                &p.batch.to_string(),
+                "--rounds",
+                &p.rounds.to_string(),
+                "--seed",
+                &seed,
+                "--out",
+                &ticket,
+            ]);
+            out.push(step("prune", args, ticket.clone()));
+        }
+        "ntt" | "awt" => {
+            let s = &spec.search;
+            let args = strings(&[
+                "ticket",
+                "--method",
+                &run.method,
+                "--density",
+                &density,
+                "--model",
+                &d("init.safetensors"),
+                "--data",
+                data,
+                "--steps",
+                &s.steps.to_string(),
+                "--batch",
+                &s.batch.to_string(),
+                "--lr",
+                &s.lr.to_string(),
+                "--lambda-ker",
+                &s.lambda_ker.to_string(),
+                "--lambda-l2",
+                &s.lambda_l2.to_string(),
+                "--mask-every",
+                &s.mask_every.to_string(),
+                "--eps",
+                &spec.train.eps.to_string(),
+                "--attack-steps",
+                &s.attack_steps.to_string(),
+                "--seed",
+                &seed,
+                "--quiet",
+                "--out",
+                &ticket,
+            ]);
+            out.push(step("search", args, ticket.clone()));
+        }
+        "imp-at" => {
+            // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
+            // initialisation), as one resumable `awt prune --method imp-at`.
+            let imp = spec.imp.as_ref().expect("checked when the spec was read");
+            let mut args = strings(&[
+                "prune",
+                "--method",
+                "imp-at",
+                "--density",
+                &density,
+                "--model",
+                &d("init.safetensors"),
+                "--data",
+                data,
+                "--imp-rounds",
+                &imp.rounds.to_string(),
+                "--imp-epochs",
+                &imp.epochs.to_string(),
+                "--eps",
+                &spec.train.eps.to_string(),
+                "--attack-steps",
+                &spec.train.steps.to_string(),
+                "--step-size",
+                &spec.train.step_size.to_string(),
+                "--seed",
+                &seed,
+                "--out",
+                &ticket,
+            ]);
+            if let Some(n) = spec.train.train_limit {
+                args.extend(strings(&["--train-limit", &n.to_string()]));
+            }
+            out.push(step("imp-at", args, ticket.clone()));
+        }
+        "hydra" => {
+            // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
+            // robust loss, keep the top-k; the final training below fine-tunes the pruned weights.
+            let h = spec.hydra.as_ref().expect("checked when the spec was read");
+            let mut t = strings(&["train", "--init", &d("init.safetensors")]);
+            t.extend(train_flags(run, spec, data, h.pretrain_epochs));
+            t.extend(strings(&["--out", &d("pretrain")]));
+            out.push(Step { trains: true, ..step("pretrain-train", t, d("pretrain/model.safetensors")) });
+            let mut p = strings(&[
+                "prune",
+                "--method",
+                "hydra",
+                "--density",
+                &density,
+                "--model",
+                &d("pretrain/model.safetensors"),
+                "--data",
+                data,
+                "--hydra-epochs",
+                &h.epochs.to_string(),
+                "--hydra-lr",
+                &h.lr.to_string(),
+                "--eps",
+                &spec.train.eps.to_string(),
+                "--attack-steps",
+                &spec.train.steps.to_string(),
+                "--seed",
+                &seed,
+                "--out",
+                &ticket,
+            ]);
+            if let Some(n) = spec.train.train_limit {
+                p.extend(strings(&["--train-limit", &n.to_string()]));
+            }
+            out.push(step("hydra", p, ticket.clone()));
+        }
+        other => bail!("unknown method `{other}` in the spec"),
+    }
+    let start = if run.method == "dense" { d("init.safetensors") } else { ticket };
+    let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
+    train.extend(train_flags(run, spec, data, spec.train.epochs));
+    if spec.train.track_kernel != Some(false) {
+        train.extend(strings(&["--track-kernel", &d("init.safetensors")]));
+    }
+    train.extend(strings(&["--out", &d("train")]));
+    out.push(Step { trains: true, ..step("train", train, d("train/model.safetensors")) });
+    let e = &spec.eval;
+    let eval = strings(&[
+        "eval",
+        "--model",
+        &d("train/model.safetensors"),
+        "--data",
+        data,
+        "--limit",
+        &e.n.to_string(),
+        "--attack",
+        e.attack.as_deref().unwrap_or("worst"),
+        "--eps",
+        &spec.train.eps.to_string(),
+        "--steps",
+        &e.steps.to_string(),
+        "--apgd-steps",
+        &e.apgd_steps.to_string(),
+        "--seed",
+        &seed,
+        "--json",
+        &d("eval.json"),
+    ]);
+    out.push(step("eval", eval, d("eval.json")));
+    Ok(out)
+}

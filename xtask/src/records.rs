@@ -1,0 +1,154 @@
+//! The files a run leaves, read into small typed records: the manifest (written by the runner),
+//! and the `awt` binary's evaluation JSON, per-epoch metrics and search log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One dataset file and its checksum status.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct FileRecord {
+    pub file: String,
+    pub sha256: String,
+    pub status: String,
+}
+
+/// Robust correct count after each attack of a sequence.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct Cumulative {
+    pub attack: String,
+    pub robust_correct: u64,
+}
+
+/// The attack settings of an evaluation.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct EvalSettings {
+    pub attack: String,
+    pub eps: f64,
+    pub steps: u64,
+    pub apgd_steps: u64,
+    #[serde(flatten)]
+    pub rest: BTreeMap<String, serde_json::Value>,
+}
+
+/// `eval.json` of `awt eval`.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct EvalRecord {
+    pub data: String,
+    pub n: u64,
+    pub clean_correct: u64,
+    pub robust_correct: u64,
+    pub cumulative: Vec<Cumulative>,
+    pub settings: EvalSettings,
+    pub dataset_location: String,
+    pub dataset_files: Vec<FileRecord>,
+    /// Absent in records written before the binary reported it.
+    #[serde(default = "yes")]
+    pub dataset_verified: bool,
+    pub git_commit: String,
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The evaluation counts a manifest keeps.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct EvalCounts {
+    pub n: u64,
+    pub clean_correct: u64,
+    pub robust_correct: u64,
+    pub cumulative: Vec<Cumulative>,
+}
+
+/// Versions of the crates that matter.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct Crates {
+    #[serde(rename = "candle-core")]
+    pub candle_core: String,
+    pub awt: String,
+}
+
+/// `manifest.json`: everything needed to know what a run was and how it was obtained.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub(crate) struct Manifest {
+    pub preset: String,
+    pub name: String,
+    pub arch: String,
+    pub method: String,
+    pub density: f64,
+    pub seed: u64,
+    pub config: String,
+    pub config_hash: String,
+    pub git_commit: String,
+    pub rustc: String,
+    pub crates: Crates,
+    pub dataset_files: Vec<FileRecord>,
+    pub data: String,
+    pub dataset_location: String,
+    #[serde(default = "yes")]
+    pub dataset_verified: bool,
+    pub threads: String,
+    pub attack: EvalSettings,
+    pub eval: EvalCounts,
+    /// The evaluation's sanity-check warnings (gradient masking, ...); empty when sound.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    pub timings_seconds: BTreeMap<String, f64>,
+    pub wall_seconds: f64,
+}
+
+impl Manifest {
+    /// Clean accuracy.
+    pub fn clean(&self) -> f64 {
+        self.eval.clean_correct as f64 / self.eval.n as f64
+    }
+
+    /// Accuracy under the first attack of the sequence (PGD in `worst`).
+    pub fn first_attack(&self) -> f64 {
+        self.eval.cumulative.first().map_or(f64::NAN, |c| c.robust_correct as f64 / self.eval.n as f64)
+    }
+
+    /// Accuracy under every attack of the sequence.
+    pub fn robust(&self) -> f64 {
+        self.eval.robust_correct as f64 / self.eval.n as f64
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct EpochRecord {
+    pub epoch: u64,
+    pub train_loss: f64,
+    pub robust_acc: Option<f64>,
+    pub kernel_to_reference: Option<f64>,
+}
+
+/// One line of a search log.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct SearchRecord {
+    pub step: u64,
+    pub kernel_distance: f64,
+    pub output_distance: f64,
+}
+
+/// Reads a JSON file into `T`, naming the file on error.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not the expected JSON", p.display()))
+}
+
+/// Reads a JSON-lines file (missing: empty), naming the file and line on error.
+pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec<T>> {
+    let Ok(text) = std::fs::read_to_string(p) else { return Ok(Vec::new()) };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{} line {}: not the expected JSON", p.display(), i + 1))
+        })
+        .collect()
+}

@@ -1,0 +1,355 @@
+//! Running a grid: each run's steps through the `awt` binary (finished steps skipped, interrupted
+//! training resumed), a lock per run folder, the run's manifest, and — for recorded presets — its
+//! small records copied into `results/<preset>/`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::plan::{Run, Step, expand, fnv, steps};
+use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
+use crate::root;
+use crate::spec::{self, Spec};
+
+/// `cargo xtask reproduce` flags.
+pub(crate) struct Opts {
+    pub preset: String,
+    pub only: Option<String>,
+    pub jobs: usize,
+    pub force: bool,
+    pub list: bool,
+    pub shard: Option<(usize, usize)>,
+    pub out: Option<PathBuf>,
+}
+
+impl Opts {
+    /// Parses the flags of `reproduce`.
+    pub(crate) fn parse(args: &[String]) -> Result<Opts> {
+        let mut o =
+            Opts { preset: "quick".into(), only: None, jobs: 1, force: false, list: false, shard: None, out: None };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
+            match a.as_str() {
+                "--preset" => o.preset = val("--preset")?,
+                "--only" => o.only = Some(val("--only")?),
+                "--jobs" => {
+                    o.jobs = val("--jobs")?.parse().context("--jobs: not a number")?;
+                    if o.jobs == 0 {
+                        bail!("--jobs must be ≥ 1");
+                    }
+                }
+                "--force" => o.force = true,
+                "--list" => o.list = true,
+                "--out" => o.out = Some(PathBuf::from(val("--out")?)),
+                "--shard" => {
+                    let v = val("--shard")?;
+                    let (i, n) = v.split_once('/').context("--shard takes i/n")?;
+                    let (i, n): (usize, usize) = (i.parse()?, n.parse()?);
+                    if n == 0 || i >= n {
+                        bail!("--shard {v}: need 0 ≤ i < n");
+                    }
+                    o.shard = Some((i, n));
+                }
+                other => bail!("reproduce: unknown flag `{other}`"),
+            }
+        }
+        Ok(o)
+    }
+
+    /// Where the preset's run folders go.
+    pub(crate) fn base(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| root().join("runs").join(&self.preset))
+    }
+}
+
+/// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
+/// while they run), else a fresh release build.
+fn awt_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("AWT_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    crate::cargo(&["build", "--release", "-p", "awt-cli"])?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release").join("awt"))
+}
+
+/// Chooses the dataset: the spec's when `awt data list` finds it, else its fallback.
+fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
+    let out = Command::new(awt).args(["data", "list"]).output().context("cannot run awt data list")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text.lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
+    });
+    Ok(if found { spec.data.clone() } else { spec.fallback_data.clone() })
+}
+
+/// `rustc -V` and the locked candle-core version.
+fn tool_versions() -> (String, String) {
+    let rustc = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
+    let mut lines = lock.lines();
+    let mut candle = String::from("unknown");
+    while let Some(l) = lines.next() {
+        if l == "name = \"candle-core\"" {
+            candle = lines.next().unwrap_or_default().trim_start_matches("version = ").trim_matches('"').to_string();
+            break;
+        }
+    }
+    (rustc, candle)
+}
+
+/// Holds `dir/.xtask.lock` (an OS lock released when the process ends, however it ends) so that two
+/// `cargo xtask` processes never run the same run folder; the second is told who holds it.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join(".xtask.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut f, &mut holder);
+            bail!(
+                "{} is in use by process {} (another cargo xtask reproduce?); split a grid between processes with --shard",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    f.set_len(0)?;
+    f.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(f)
+}
+
+/// Runs one run's steps, skipping finished ones and resuming training; writes the manifest.
+fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset: &str) -> Result<f64> {
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
+    let _lock = lock(&run.dir)?;
+    std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
+    let log_path = run.dir.join("run.log");
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let start = Instant::now();
+    let mut timings = BTreeMap::new();
+    for s in steps {
+        if s.done.exists() {
+            continue;
+        }
+        let mut args = s.args.clone();
+        if s.trains && s.done.parent().is_some_and(|p| p.join("state.safetensors").exists()) {
+            args.push("--resume".into());
+        }
+        writeln!(log, "$ awt {}", args.join(" "))?;
+        let t = Instant::now();
+        let mut c = Command::new(awt);
+        c.args(&args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log.try_clone()?))
+            .env("AWT_OFFLINE", "1");
+        if let Some(n) = threads {
+            c.env("RAYON_NUM_THREADS", n.to_string());
+        }
+        let status = c.status().with_context(|| format!("cannot run {}", awt.display()))?;
+        timings.insert(s.name.clone(), t.elapsed().as_secs_f64());
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            bail!(
+                "{}: `awt {}` failed; see {}\n{}",
+                run.name,
+                s.name,
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    let eval: EvalRecord = read_json(&run.dir.join("eval.json"))?;
+    let (rustc, candle) = tool_versions();
+    let manifest = Manifest {
+        preset: preset.into(),
+        name: run.name.clone(),
+        arch: run.arch.clone(),
+        method: run.method.clone(),
+        density: run.density,
+        seed: run.seed,
+        config: run.canonical.clone(),
+        config_hash: fnv(&run.canonical),
+        // The commit the `awt` binary was built from (it may differ from the checkout's HEAD with AWT_BIN).
+        git_commit: eval.git_commit.clone(),
+        rustc,
+        crates: crate::records::Crates { candle_core: candle, awt: env!("CARGO_PKG_VERSION").into() },
+        dataset_files: eval.dataset_files.clone(),
+        data: eval.data.clone(),
+        dataset_location: eval.dataset_location.clone(),
+        dataset_verified: eval.dataset_verified,
+        threads: threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
+        attack: eval.settings.clone(),
+        eval: EvalCounts {
+            n: eval.n,
+            clean_correct: eval.clean_correct,
+            robust_correct: eval.robust_correct,
+            cumulative: eval.cumulative.clone(),
+        },
+        warnings: eval.warnings.clone(),
+        timings_seconds: timings,
+        wall_seconds: start.elapsed().as_secs_f64(),
+    };
+    std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The committed records of a finished run: `results/<preset>/<run name>/`.
+pub(crate) fn record_dir(preset: &str, run: &Run) -> PathBuf {
+    root().join("results").join(preset).join(&run.name)
+}
+
+/// True when `results/` already holds this run's records under the same configuration.
+fn recorded(preset: &str, run: &Run) -> bool {
+    read_json::<Manifest>(&record_dir(preset, run).join("manifest.json"))
+        .is_ok_and(|m| m.config_hash == fnv(&run.canonical))
+}
+
+/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
+/// manifest, evaluation, training summary and metrics, and the search log thinned to every 50th
+/// step (and the last), so a study's records stay a few megabytes.
+fn record(preset: &str, run: &Run) -> Result<()> {
+    let dst = record_dir(preset, run);
+    std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    for (src, name) in [
+        ("eval.json", "eval.json"),
+        ("train/summary.json", "train-summary.json"),
+        ("train/metrics.jsonl", "train-metrics.jsonl"),
+    ] {
+        let p = run.dir.join(src);
+        if p.exists() {
+            std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(run.dir.join("ticket.search.jsonl")) {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: Vec<&str> =
+            lines.iter().enumerate().filter(|(i, _)| i % 50 == 0 || i + 1 == lines.len()).map(|(_, l)| *l).collect();
+        std::fs::write(dst.join("search.jsonl"), kept.join("\n") + "\n")?;
+    }
+    // The manifest last: its presence marks the record complete.
+    std::fs::copy(run.dir.join("manifest.json"), dst.join("manifest.json"))?;
+    Ok(())
+}
+
+/// Runs a grid; returns its runs (none with `--list`).
+pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
+    let spec = spec::load(&o.preset)?;
+    let awt = awt_binary()?;
+    let data = choose_data(&spec, &awt)?;
+    let base = o.base();
+    let mut runs = expand(&spec, &data, &base)?;
+    if let Some(p) = &o.only {
+        runs.retain(|r| r.name.contains(p.as_str()));
+    }
+    if let Some((i, n)) = o.shard {
+        runs = runs.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, r)| r).collect();
+    }
+    if o.list {
+        #[allow(clippy::print_stdout)]
+        for r in &runs {
+            println!("cargo xtask reproduce --preset {} --only {} --out {}", o.preset, r.name, base.display());
+        }
+        return Ok(Vec::new());
+    }
+    if data != spec.data {
+        eprintln!("note: {} not found; using {data} instead (the report says so)", spec.data);
+    }
+    let total = runs.len();
+    eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
+    let queue = Arc::new(Mutex::new(runs.clone().into_iter().enumerate().collect::<Vec<_>>()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let threads = if o.jobs > 1 { Some(1) } else { None };
+    let started = Instant::now();
+    std::thread::scope(|sc| {
+        for _ in 0..o.jobs {
+            let (queue, errors, awt, spec, data) =
+                (queue.clone(), errors.clone(), awt.clone(), spec.clone(), data.clone());
+            sc.spawn(move || {
+                loop {
+                    let next = {
+                        let mut q = queue.lock().expect("queue");
+                        if q.is_empty() { None } else { Some(q.remove(0)) }
+                    };
+                    let Some((k, run)) = next else { break };
+                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, (k, total), started) {
+                        errors.lock().expect("errors").push(format!("{e:#}"));
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.lock().expect("errors");
+    if !errors.is_empty() {
+        bail!("{} run(s) failed:\n{}", errors.len(), errors.join("\n"));
+    }
+    eprintln!("all {total} runs finished in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(runs)
+}
+
+/// One run of the grid: skipped when recorded or finished, else executed (and recorded).
+#[allow(clippy::too_many_arguments)]
+fn one(
+    awt: &Path,
+    run: &Run,
+    spec: &Spec,
+    data: &str,
+    threads: Option<usize>,
+    o: &Opts,
+    (k, total): (usize, usize),
+    started: Instant,
+) -> Result<()> {
+    if o.force && run.dir.exists() {
+        let _ = std::fs::remove_dir_all(&run.dir);
+    }
+    if spec.record && !o.force && recorded(&o.preset, run) {
+        eprintln!("[{:>3}/{total}] {} — recorded in results/, skipped", k + 1, run.name);
+        return Ok(());
+    }
+    if run.dir.join("manifest.json").exists() {
+        eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
+        return if spec.record { record(&o.preset, run) } else { Ok(()) };
+    }
+    eprintln!("[{:>3}/{total}] {} — running ({:.0} s elapsed)", k + 1, run.name, started.elapsed().as_secs_f64());
+    let t = execute(awt, run, &steps(run, spec, data)?, threads, &o.preset)?;
+    if spec.record {
+        record(&o.preset, run)?;
+    }
+    eprintln!("[{:>3}/{total}] {} — finished in {t:.0} s", k + 1, run.name);
+    Ok(())
+}
+
+/// `cargo xtask reproduce`: runs the grid, then writes its report.
+pub(crate) fn reproduce(args: &[String]) -> Result<()> {
+    let o = Opts::parse(args)?;
+    let runs = run_grid(&o)?;
+    if o.list || runs.is_empty() || o.shard.is_some() || o.preset == "smoke" {
+        return Ok(());
+    }
+    if spec::load(&o.preset)?.record {
+        // Recorded presets are reported from results/ (the study report), not into the quick report.
+        eprintln!("records in {}", root().join("results").join(&o.preset).display());
+        return Ok(());
+    }
+    crate::report::write(&[o.base()], &root().join("docs").join("reproduction.md"))
+}

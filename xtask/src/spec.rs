@@ -1,0 +1,154 @@
+//! Experiment grids as data: `experiments/<preset>.toml`, read into typed settings once (a typo or
+//! a wrong type is an error naming the file and the key) and kept as TOML for the run hashes.
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::root;
+
+/// A preset: which networks, methods, densities and seeds, and every setting of their commands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Spec {
+    pub name: String,
+    pub description: String,
+    /// The dataset, and the one used when it is not installed.
+    pub data: String,
+    pub fallback_data: String,
+    pub archs: Vec<String>,
+    pub methods: Vec<String>,
+    pub densities: Vec<f64>,
+    pub seeds: Vec<u64>,
+    /// Record each finished run's small files in `results/<preset>/` (and skip what is there).
+    #[serde(default)]
+    pub record: bool,
+    /// What is smaller than the paper's scale, in words (for the report).
+    #[serde(default)]
+    pub scaled_down: String,
+    #[serde(default)]
+    pub init: Option<InitSpec>,
+    pub train: TrainSpec,
+    pub search: SearchSpec,
+    pub prune: PruneSpec,
+    pub eval: EvalSpec,
+    #[serde(default)]
+    pub imp: Option<ImpSpec>,
+    #[serde(default)]
+    pub hydra: Option<HydraSpec>,
+    /// The TOML tables as written, for the run hashes (so a run's name changes exactly when a
+    /// setting that shapes it does).
+    #[serde(skip)]
+    pub raw: toml::Table,
+}
+
+/// How networks are initialised.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InitSpec {
+    /// `awt init --init`.
+    pub scheme: Option<String>,
+    /// Standardise inputs by the dataset's training statistics.
+    #[serde(default)]
+    pub standardize: bool,
+}
+
+/// The training recipe shared by every ticket (`awt train` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrainSpec {
+    pub adv: String,
+    pub eps: f64,
+    pub steps: usize,
+    pub step_size: f64,
+    pub epochs: usize,
+    pub batch: usize,
+    pub opt: String,
+    pub lr: f64,
+    pub train_limit: Option<usize>,
+    pub eval_n: usize,
+    pub eval_steps: usize,
+    pub wd: Option<f64>,
+    /// Track each net's adversarial kernel against its dense initialisation (default true).
+    pub track_kernel: Option<bool>,
+}
+
+/// The NTT / AWT search (`awt ticket` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SearchSpec {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub lambda_ker: f64,
+    pub lambda_l2: f64,
+    pub mask_every: usize,
+    pub attack_steps: usize,
+}
+
+/// Pruning at initialisation (`awt prune` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PruneSpec {
+    pub batch: usize,
+    pub rounds: usize,
+}
+
+/// The final evaluation (`awt eval` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EvalSpec {
+    /// `awt eval --attack` (default `worst`).
+    pub attack: Option<String>,
+    pub n: usize,
+    pub steps: usize,
+    pub apgd_steps: usize,
+}
+
+/// IMP-AT: rounds of adversarial training and magnitude pruning with rewinding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImpSpec {
+    pub rounds: usize,
+    pub epochs: usize,
+}
+
+/// HYDRA: adversarial pretraining, then score optimisation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HydraSpec {
+    pub pretrain_epochs: usize,
+    pub epochs: usize,
+    pub lr: f64,
+}
+
+/// Reads and checks `experiments/<preset>.toml`.
+pub(crate) fn load(preset: &str) -> Result<Spec> {
+    let p = root().join("experiments").join(format!("{preset}.toml"));
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("no preset `{preset}`: cannot read {}", p.display()))?;
+    let raw: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
+    let mut spec: Spec = toml::from_str(&text).with_context(|| format!("{}", p.display()))?;
+    spec.raw = raw;
+    if spec.name != preset {
+        bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
+    }
+    if let Some(d) = spec.densities.iter().find(|d| !(**d > 0.0 && **d <= 1.0)) {
+        bail!("{}: density {d} is not in (0, 1]", p.display());
+    }
+    for m in &spec.methods {
+        if !METHODS.contains(&m.as_str()) {
+            bail!("{}: unknown method `{m}`: expected one of {}", p.display(), METHODS.join(", "));
+        }
+    }
+    if spec.methods.iter().any(|m| m == "imp-at") && spec.imp.is_none() {
+        bail!("{}: method imp-at needs an [imp] table", p.display());
+    }
+    if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
+        bail!("{}: method hydra needs a [hydra] table", p.display());
+    }
+    Ok(spec)
+}
+
+/// Every method a preset may list, in the order reports show them.
+pub(crate) const METHODS: [&str; 10] =
+    ["dense", "random", "magnitude", "snip", "grasp", "synflow", "ntt", "awt", "imp-at", "hydra"];
