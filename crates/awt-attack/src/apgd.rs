@@ -8,7 +8,7 @@
 use awt_base::{Classifier, Rng};
 use candle_core::Tensor;
 
-use crate::core::{Attack, Outcome, Tracker, probe, select_rows, validate, with_restarts};
+use crate::core::{Attack, Goal, Outcome, Tracker, probe_for, select_rows, validate, with_restarts};
 use crate::error::{AttackError, invalid};
 use crate::loss::LossKind;
 use crate::pgd::{Norm, ascend, project, random_start};
@@ -44,7 +44,10 @@ pub(crate) fn checkpoints(steps: usize) -> Vec<usize> {
 }
 
 impl Apgd {
-    fn run(
+    /// One run from restart `restart`'s random start, drawn from `root.fork(id).fork(restart)`;
+    /// `goal` says when a point counts as broken.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
         &self,
         model: &dyn Classifier,
         x: &Tensor,
@@ -52,12 +55,13 @@ impl Apgd {
         target: Option<&Tensor>,
         ids: &[u64],
         restart: u64,
+        root: &Rng,
+        goal: Goal,
     ) -> Result<Tracker, AttackError> {
         let n = ids.len();
-        let root = Rng::new(self.seed).derive("apgd");
         let mut streams: Vec<Rng> = ids.iter().map(|&id| root.fork(id).fork(restart)).collect();
         let x0 = if self.eps > 0.0 { random_start(x, self.eps, self.norm, &mut streams)? } else { x.clone() };
-        let mut p = probe(model, &x0, y, target, self.loss, true)?;
+        let mut p = probe_for(model, &x0, y, target, self.loss, true, goal)?;
         let mut tr = Tracker::new(&x0, &p);
         // Best-loss point for step-size resets (distinct from the fooling-first tracker).
         let mut x_max = x0.clone();
@@ -86,7 +90,7 @@ impl Apgd {
             };
             x_prev = x_cur;
             x_cur = next.detach();
-            p = probe(model, &x_cur, y, target, self.loss, k + 1 < self.steps)?;
+            p = probe_for(model, &x_cur, y, target, self.loss, k + 1 < self.steps, goal)?;
             tr.update(&x_cur, &p)?;
             let mut take = vec![0u8; n];
             for i in 0..n {
@@ -151,7 +155,9 @@ impl Attack for Apgd {
                 3 + usize::from(target.is_some())
             )));
         }
-        with_restarts(x, y, target, ids, self.restarts, |x, y, t, ids, r| self.run(model, x, y, t, ids, r))
+        let root = Rng::new(self.seed).derive("apgd");
+        let goal = Goal::of(target);
+        with_restarts(x, y, target, ids, self.restarts, |x, y, t, ids, r| self.run(model, x, y, t, ids, r, &root, goal))
     }
 }
 

@@ -23,6 +23,12 @@ pub trait Attack {
     /// Short name for tables, e.g. `pgd-20`.
     fn name(&self) -> String;
 
+    /// True for attacks that never read a gradient (Square): what they break after the gradient
+    /// attacks is evidence of gradient masking.
+    fn gradient_free(&self) -> bool {
+        false
+    }
+
     /// Attacks `x` (batch first, values in [0, 1]) with labels `y: (n,)` u32. `target` makes the
     /// attack targeted. `ids` are stable example identifiers (dataset indices) that select each
     /// example's random stream, so results do not depend on batch composition.
@@ -82,6 +88,23 @@ pub(crate) struct Probe {
     pub grad: Tensor,
 }
 
+/// What counts as success for an attack run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Goal {
+    /// The model no longer predicts the label (robust evaluation; also targeted-loss runs such as
+    /// APGD-T and FAB-T, whose target only steers the search).
+    Misclassify,
+    /// The model predicts the target (targeted attacks in the narrow sense).
+    HitTarget,
+}
+
+impl Goal {
+    /// The goal of an attack called with `target`: hit it when given, else misclassify.
+    pub(crate) fn of(target: Option<&Tensor>) -> Goal {
+        if target.is_some() { Goal::HitTarget } else { Goal::Misclassify }
+    }
+}
+
 pub(crate) fn probe(
     model: &dyn Classifier,
     x: &Tensor,
@@ -89,6 +112,19 @@ pub(crate) fn probe(
     target: Option<&Tensor>,
     loss: LossKind,
     with_grad: bool,
+) -> Result<Probe, AttackError> {
+    probe_for(model, x, y, target, loss, with_grad, Goal::of(target))
+}
+
+/// [`probe`] with an explicit success criterion.
+pub(crate) fn probe_for(
+    model: &dyn Classifier,
+    x: &Tensor,
+    y: &Tensor,
+    target: Option<&Tensor>,
+    loss: LossKind,
+    with_grad: bool,
+    goal: Goal,
 ) -> Result<Probe, AttackError> {
     let (logits, l, grad) = if with_grad {
         model.loss_and_input_grad(x, &|z: &Tensor| per_example_loss(z, y, target, loss))?
@@ -99,9 +135,9 @@ pub(crate) fn probe(
     };
     finite_logits(&logits)?;
     let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
-    let resisted = match target {
-        None => pred.iter().zip(y.to_vec1::<u32>()?).map(|(p, y)| *p == y).collect(),
-        Some(t) => pred.iter().zip(t.to_vec1::<u32>()?).map(|(p, t)| *p != t).collect(),
+    let resisted = match (goal, target) {
+        (Goal::HitTarget, Some(t)) => pred.iter().zip(t.to_vec1::<u32>()?).map(|(p, t)| *p != t).collect(),
+        _ => pred.iter().zip(y.to_vec1::<u32>()?).map(|(p, y)| *p == y).collect(),
     };
     Ok(Probe { loss: l.to_dtype(DType::F32)?.to_vec1::<f32>()?, resisted, grad })
 }

@@ -34,6 +34,10 @@ pub struct Warnings {
     pub eps0_mismatch: usize,
     /// Points that uniform noise in the ball broke although the attacks did not.
     pub noise_beats_attack: usize,
+    /// Points a gradient-free attack (Square) broke after every gradient attack before it missed them.
+    pub gradient_free_only: usize,
+    /// Points evaluated (the denominator of the gradient-free check).
+    pub evaluated: usize,
 }
 
 impl Warnings {
@@ -43,6 +47,15 @@ impl Warnings {
         self.gradient_checked += o.gradient_checked;
         self.eps0_mismatch += o.eps0_mismatch;
         self.noise_beats_attack += o.noise_beats_attack;
+        self.gradient_free_only += o.gradient_free_only;
+        self.evaluated += o.evaluated;
+    }
+
+    /// True when a gradient-free attack broke more than 1 % of the evaluated points that every
+    /// gradient attack had missed: the gradient attacks were fooled (masked gradients), and robust
+    /// accuracy from gradient attacks alone would be overstated.
+    pub fn gradient_masking_suspected(&self) -> bool {
+        self.gradient_free_only as f64 > 0.01 * self.evaluated as f64
     }
 
     /// Human-readable warnings (empty when the evaluation looks sound).
@@ -58,6 +71,14 @@ impl Warnings {
             m.push(format!(
                 "{} points changed under an ε = 0 attack: the evaluation pipeline is broken",
                 self.eps0_mismatch
+            ));
+        }
+        if self.gradient_masking_suspected() {
+            m.push(format!(
+                "GRADIENT MASKING: the gradient-free Square attack broke {} of {} points ({:.1}%) that every gradient attack missed; gradient-based robust accuracy overstates robustness",
+                self.gradient_free_only,
+                self.evaluated,
+                100.0 * self.gradient_free_only as f64 / self.evaluated.max(1) as f64
             ));
         }
         if self.noise_beats_attack > 0 {
@@ -130,6 +151,8 @@ pub fn evaluate_batch(
 
     let mut alive = clean.clone();
     let mut robust_after = Vec::new();
+    w.evaluated = n;
+    let mut gradient_attacks_ran = false;
     for a in attacks {
         let idx: Vec<usize> = (0..n).filter(|&i| alive[i]).collect();
         if !idx.is_empty() {
@@ -139,9 +162,13 @@ pub fn evaluate_batch(
             for (j, &i) in idx.iter().enumerate() {
                 if out.fooled[j] {
                     alive[i] = false;
+                    if a.gradient_free() && gradient_attacks_ran {
+                        w.gradient_free_only += 1;
+                    }
                 }
             }
         }
+        gradient_attacks_ran |= !a.gradient_free();
         robust_after.push(alive.clone());
     }
 

@@ -7,13 +7,16 @@
 //!
 //! - [`Fgsm`], [`Pgd`] (ℓ∞ or ℓ2, random start, restarts, cross-entropy or CW-margin loss, targeted),
 //!   [`Apgd`] (APGD-CE and APGD-DLR of Croce & Hein 2020: step-size halving at checkpoints,
-//!   momentum 0.75).
+//!   momentum 0.75), [`ApgdTargeted`] (APGD-T: targeted DLR over the top-9 other classes),
+//!   [`FabTargeted`] (FAB-T, ℓ∞: the closest adversarial example toward each of the top-9 classes),
+//!   [`Square`] (ℓ∞, gradient-free random search); [`autoattack`]'s standard and fast sequences.
 //! - Every attack tracks, per example, the first iterate that fools the model (else the one of highest
 //!   loss), and draws its random starts from a per-example stream `Rng::new(seed)...fork(id)`. So
 //!   more steps or more restarts can never raise robust accuracy, and results are bit-reproducible
 //!   whatever the batch order.
 //! - [`evaluate_batch`]: worst case over several attacks (robust = survives all) with per-example
-//!   outcomes, and the sanity checks of Carlini et al. 2019 / AutoAttack as [`Warnings`].
+//!   outcomes, and the sanity checks of Carlini et al. 2019 / AutoAttack as [`Warnings`] (among them:
+//!   Square breaking points every gradient attack missed, the mark of gradient masking).
 //!
 //! ```
 //! use awt_attack::{Attack, Pgd, Norm, LossKind};
@@ -33,17 +36,25 @@
 //! ```
 
 mod apgd;
+mod apgd_t;
+pub mod autoattack;
 mod core;
 mod error;
 mod eval;
+mod fab;
 mod fgsm;
 mod loss;
 mod pgd;
+mod ranking;
+mod square;
 
 pub use apgd::Apgd;
+pub use apgd_t::ApgdTargeted;
 pub use core::{Attack, Outcome, input_gradient};
 pub use error::{AttackError, finite_logits};
 pub use eval::{BatchEval, Checks, Warnings, evaluate_batch};
+pub use fab::FabTargeted;
 pub use fgsm::Fgsm;
 pub use loss::{LossKind, per_example_loss};
 pub use pgd::{Norm, Pgd};
+pub use square::Square;

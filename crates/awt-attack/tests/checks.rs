@@ -3,7 +3,10 @@
 
 use std::sync::OnceLock;
 
-use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Outcome, Pgd, evaluate_batch, input_gradient};
+use awt_attack::{
+    Apgd, ApgdTargeted, Attack, Checks, FabTargeted, Fgsm, LossKind, Norm, Outcome, Pgd, Square, evaluate_batch,
+    input_gradient,
+};
 use awt_data::{LoadOptions, epoch_order};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{D, DType, Device, Module, Tensor};
@@ -83,6 +86,9 @@ fn attacks(eps: f64) -> Vec<Box<dyn Attack>> {
         Box::new(Pgd { loss: LossKind::CwMargin, ..pgd(eps, 10, 1) }),
         Box::new(Apgd { eps, steps: 20, norm: Norm::Linf, restarts: 1, loss: LossKind::CrossEntropy, seed: 1 }),
         Box::new(Apgd { eps, steps: 20, norm: Norm::Linf, restarts: 1, loss: LossKind::Dlr, seed: 1 }),
+        Box::new(ApgdTargeted { steps: 10, targets: 3, ..ApgdTargeted::standard(eps, 1) }),
+        Box::new(FabTargeted { steps: 10, targets: 3, ..FabTargeted::standard(eps) }),
+        Box::new(Square { queries: 200, ..Square::standard(eps, 1) }),
     ]
 }
 
@@ -318,4 +324,109 @@ fn targeted_attacks_reach_their_targets() {
     let fooled = o.fooled.iter().filter(|&&b| b).count() as f32 / N as f32;
     assert!(hit > 0.8, "targeted PGD hit its target on only {hit}");
     assert!((hit - fooled).abs() < 1e-6, "`fooled` must mean `reached the target` for targeted attacks");
+}
+
+/// The AutoAttack additions: more iterations, queries or targets never raise robust accuracy (each
+/// longer run continues the shorter one exactly), and FAB's result is monotone in ε exactly (its
+/// search does not depend on ε).
+#[test]
+fn autoattack_attacks_are_monotone_in_iterations_targets_and_eps() {
+    let subset = |a: &Outcome, b: &Outcome| a.fooled.iter().zip(&b.fooled).all(|(x, y)| !*x || *y);
+    let eps = 0.02;
+    let (q1, q2) = (
+        run(&Square { queries: 100, ..Square::standard(eps, 4) }),
+        run(&Square { queries: 400, ..Square::standard(eps, 4) }),
+    );
+    assert!(subset(&q1, &q2), "a point broken with 100 queries survived 400");
+    let fab = |steps, targets, eps| FabTargeted { steps, targets, ..FabTargeted::standard(eps) };
+    let (f1, f2) = (run(&fab(10, 2, eps)), run(&fab(30, 2, eps)));
+    assert!(subset(&f1, &f2), "a point broken by FAB-T in 10 iterations survived 30");
+    let (t1, t3) = (run(&fab(10, 1, eps)), run(&fab(10, 3, eps)));
+    assert!(subset(&t1, &t3), "a point broken with 1 target survived 3");
+    let (e1, e2) = (run(&fab(10, 2, 0.01)), run(&fab(10, 2, 0.03)));
+    assert!(subset(&e1, &e2), "FAB-T broke a point at ε = 0.01 but not at 0.03");
+    let apgd_t = |targets| ApgdTargeted { steps: 10, targets, ..ApgdTargeted::standard(eps, 5) };
+    let (a1, a3) = (run(&apgd_t(1)), run(&apgd_t(3)));
+    assert!(subset(&a1, &a3), "a point broken by APGD-T with 1 target survived 3");
+    for o in [&q2, &f2, &a3] {
+        assert!(accuracy(o) < accuracy(&clean_outcome()), "an AutoAttack attack did nothing at ε = {eps}");
+    }
+    // Robust accuracy falls with ε for each (checked along a grid).
+    for make in [
+        &(|e| Box::new(Square { queries: 300, ..Square::standard(e, 4) }) as Box<dyn Attack>)
+            as &dyn Fn(f64) -> Box<dyn Attack>,
+        &|e| Box::new(ApgdTargeted { steps: 10, targets: 3, ..ApgdTargeted::standard(e, 5) }) as Box<dyn Attack>,
+    ] {
+        let accs: Vec<f64> = [0.0, 0.01, 0.03, 0.1].iter().map(|&e| accuracy(&run(make(e).as_ref()))).collect();
+        assert!(accs.windows(2).all(|w| w[1] <= w[0]), "{accs:?}");
+    }
+}
+
+#[test]
+fn autoattack_attacks_are_bit_reproducible_per_example_whatever_the_batch() {
+    let f = fixture();
+    let attacks: Vec<Box<dyn Attack>> = vec![
+        Box::new(ApgdTargeted { steps: 10, targets: 3, ..ApgdTargeted::standard(0.03, 6) }),
+        Box::new(FabTargeted { steps: 10, targets: 3, ..FabTargeted::standard(0.03) }),
+        Box::new(Square { queries: 300, ..Square::standard(0.03, 6) }),
+    ];
+    for a in attacks {
+        let full = run(a.as_ref());
+        for i in [3usize, 17, 101] {
+            let solo = a
+                .perturb(&f.net, &f.x.narrow(0, i, 1).unwrap(), &f.y.narrow(0, i, 1).unwrap(), None, &[i as u64])
+                .unwrap();
+            assert_eq!(solo.fooled[0], full.fooled[i], "{}: example {i} alone differs", a.name());
+            let d = max_abs(&(solo.adv.get(0).unwrap() - full.adv.get(i).unwrap()).unwrap());
+            assert!(d < 1e-5, "{}: example {i} alone moved {d} elsewhere", a.name());
+        }
+    }
+}
+
+/// A "defence" whose input gradient is zero: it binarises its input (no gradient flows through
+/// `ge`), as input quantisation defences do. Gradient attacks cannot move its points; a score-based
+/// attack can.
+struct Binarised<'a>(&'a Net);
+impl Module for Binarised<'_> {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.0.forward(&x.ge(0.5)?.to_dtype(DType::F32)?)
+    }
+}
+
+#[test]
+fn square_breaks_what_masked_gradients_hide_and_the_evaluation_says_so() {
+    let f = fixture();
+    let masked = Binarised(&f.net);
+    let m = awt_base::Autograd(&masked);
+    let eps = 0.3;
+    let grad_attacks: Vec<Box<dyn Attack>> = vec![
+        Box::new(Pgd::linf(eps, 20, eps / 4.0, 1)),
+        Box::new(Apgd { eps, steps: 20, norm: Norm::Linf, restarts: 1, loss: LossKind::CrossEntropy, seed: 1 }),
+        Box::new(ApgdTargeted { steps: 20, targets: 3, ..ApgdTargeted::standard(eps, 1) }),
+        Box::new(FabTargeted { steps: 20, targets: 3, ..FabTargeted::standard(eps) }),
+    ];
+    let square = Square { queries: 1000, ..Square::standard(eps, 1) };
+    let correct = |o: &Outcome| o.fooled.iter().filter(|&&b| !b).count();
+    let sq = square.perturb(&m, &f.x, &f.y, None, &f.ids).unwrap();
+    for a in &grad_attacks {
+        let g = a.perturb(&m, &f.x, &f.y, None, &f.ids).unwrap();
+        assert!(
+            correct(&sq) + 40 < correct(&g),
+            "{} left {} of {N} standing, Square {}: Square should see through the masked gradient",
+            a.name(),
+            correct(&g),
+            correct(&sq)
+        );
+    }
+    // In a sequence, Square's extra breaks are counted and flagged.
+    let refs: Vec<&dyn Attack> = grad_attacks.iter().map(|a| a.as_ref()).chain([&square as &dyn Attack]).collect();
+    let ev =
+        evaluate_batch(&m, &f.x, &f.y, &f.ids, &refs, &Checks { noise_eps: eps, noise_samples: 0, seed: 2 }).unwrap();
+    assert!(ev.warnings.gradient_masking_suspected(), "{:?}", ev.warnings);
+    assert!(ev.warnings.messages().iter().any(|m| m.contains("GRADIENT MASKING")), "{:?}", ev.warnings.messages());
+    // And on the honest model it stays quiet.
+    let refs: Vec<&dyn Attack> = vec![grad_attacks[1].as_ref(), &square];
+    let ev = evaluate_batch(&f.net, &f.x, &f.y, &f.ids, &refs, &Checks { noise_eps: 0.03, noise_samples: 0, seed: 2 })
+        .unwrap();
+    assert!(!ev.warnings.gradient_masking_suspected(), "{:?}", ev.warnings);
 }

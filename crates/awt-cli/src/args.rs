@@ -149,6 +149,16 @@ pub(crate) enum AttackArg {
     ApgdDlr,
     /// PGD, then APGD-CE and APGD-DLR on the points still standing.
     Worst,
+    /// APGD on the targeted DLR loss, over the top --targets other classes.
+    ApgdT,
+    /// FAB-T (ℓ∞): the closest adversarial example toward each of the top --targets classes.
+    FabT,
+    /// The gradient-free Square attack (ℓ∞), --square-queries queries.
+    Square,
+    /// AutoAttack's standard version: APGD-CE, APGD-T, FAB-T, Square on the points still standing.
+    Autoattack,
+    /// AutoAttack's fast subset: APGD-CE, APGD-T.
+    AutoattackFast,
 }
 
 /// `--norm`: the threat model.

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use awt_attack::{Apgd, Attack, Checks, Fgsm, LossKind, Norm, Pgd, Warnings, evaluate_batch};
+use awt_attack::{
+    Apgd, ApgdTargeted, Attack, Checks, FabTargeted, Fgsm, LossKind, Norm, Pgd, Square, Warnings, evaluate_batch,
+};
 use awt_nets::Arch;
 use candle_core::{DType, Device};
 use clap::Args;
@@ -41,9 +43,18 @@ pub(crate) struct EvalArgs {
     /// PGD steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    /// APGD iterations.
+    /// APGD iterations (APGD-CE, APGD-DLR, APGD-T).
     #[arg(long, default_value_t = 100)]
     pub apgd_steps: usize,
+    /// FAB-T iterations per target.
+    #[arg(long, default_value_t = 100)]
+    pub fab_steps: usize,
+    /// Target classes of APGD-T and FAB-T (the most likely after the predicted one).
+    #[arg(long, default_value_t = 9)]
+    pub targets: usize,
+    /// Square's queries.
+    #[arg(long, default_value_t = 5000)]
+    pub square_queries: usize,
     /// PGD step size (default 2.5·ε/steps, Madry et al.).
     #[arg(long)]
     pub step_size: Option<f64>,
@@ -94,8 +105,35 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
     if a.steps == 0 && matches!(a.attack, AttackArg::Pgd | AttackArg::Worst) {
         bail!("--steps must be ≥ 1 for --attack {name} (0 steps is no attack: use --attack none)");
     }
-    if a.apgd_steps == 0 && matches!(a.attack, AttackArg::ApgdCe | AttackArg::ApgdDlr | AttackArg::Worst) {
+    let uses_apgd = matches!(
+        a.attack,
+        AttackArg::ApgdCe
+            | AttackArg::ApgdDlr
+            | AttackArg::Worst
+            | AttackArg::ApgdT
+            | AttackArg::Autoattack
+            | AttackArg::AutoattackFast
+    );
+    if a.apgd_steps == 0 && uses_apgd {
         bail!("--apgd-steps must be ≥ 1 for --attack {name}");
+    }
+    if a.fab_steps == 0 && matches!(a.attack, AttackArg::FabT | AttackArg::Autoattack) {
+        bail!("--fab-steps must be ≥ 1 for --attack {name}");
+    }
+    if a.square_queries == 0 && matches!(a.attack, AttackArg::Square | AttackArg::Autoattack) {
+        bail!("--square-queries must be ≥ 1 for --attack {name}");
+    }
+    let aa = matches!(
+        a.attack,
+        AttackArg::ApgdT | AttackArg::FabT | AttackArg::Square | AttackArg::Autoattack | AttackArg::AutoattackFast
+    );
+    if aa && norm != Norm::Linf {
+        bail!("--attack {name}: only the ℓ∞ versions are implemented; use --norm linf");
+    }
+    if a.targets == 0
+        && matches!(a.attack, AttackArg::ApgdT | AttackArg::FabT | AttackArg::Autoattack | AttackArg::AutoattackFast)
+    {
+        bail!("--targets must be ≥ 1 for --attack {name}");
     }
     let step = a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1)));
     if a.eps > 0.0 && (!step.is_finite() || step <= 0.0) {
@@ -104,6 +142,14 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
     let step = if a.eps == 0.0 { step.max(1e-3) } else { step };
     let pgd = Pgd { norm, restarts: a.restarts, loss, ..Pgd::linf(a.eps, a.steps, step, a.seed) };
     let apgd = |loss| Apgd { eps: a.eps, steps: a.apgd_steps, norm, restarts: a.restarts, loss, seed: a.seed };
+    let apgd_t = ApgdTargeted {
+        steps: a.apgd_steps,
+        targets: a.targets,
+        restarts: a.restarts,
+        ..ApgdTargeted::standard(a.eps, a.seed)
+    };
+    let fab_t = FabTargeted { steps: a.fab_steps, targets: a.targets, ..FabTargeted::standard(a.eps) };
+    let square = Square { queries: a.square_queries, ..Square::standard(a.eps, a.seed) };
     Ok(match a.attack {
         AttackArg::None => vec![],
         AttackArg::Fgsm => {
@@ -116,6 +162,13 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
         AttackArg::ApgdCe => vec![Box::new(apgd(LossKind::CrossEntropy))],
         AttackArg::ApgdDlr => vec![Box::new(apgd(LossKind::Dlr))],
         AttackArg::Worst => vec![Box::new(pgd), Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd(LossKind::Dlr))],
+        AttackArg::ApgdT => vec![Box::new(apgd_t)],
+        AttackArg::FabT => vec![Box::new(fab_t)],
+        AttackArg::Square => vec![Box::new(square)],
+        AttackArg::Autoattack => {
+            vec![Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd_t), Box::new(fab_t), Box::new(square)]
+        }
+        AttackArg::AutoattackFast => vec![Box::new(apgd(LossKind::CrossEntropy)), Box::new(apgd_t)],
     })
 }
 
@@ -179,9 +232,12 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         "robust_correct": robust, "robust_accuracy": robust as f64 / n as f64,
         "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
         "settings": {"attack": value_name(&a.attack), "eps": a.eps, "norm": value_name(&a.norm), "steps": a.steps, "apgd_steps": a.apgd_steps,
+                     "fab_steps": a.fab_steps, "targets": a.targets, "square_queries": a.square_queries,
                      "step_size": a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1))), "restarts": a.restarts,
                      "loss": value_name(&a.loss), "seed": a.seed, "batch": a.batch, "noise_samples": a.noise_samples},
         "warnings": warnings.messages(),
+        "gradient_free_only": warnings.gradient_free_only,
+        "gradient_masking_suspected": warnings.gradient_masking_suspected(),
         "wall_seconds": seconds,
         "git_commit": crate::output::git_commit(),
     });
