@@ -227,7 +227,10 @@ mod tests {
             let c = b - t.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>();
             let d = project_linf(&t, &w, b);
             let lam = d.iter().fold(0.0f64, |m, a| m.max(a.abs()));
-            if reach(&t, &w, c, f64::INFINITY) >= c.abs() {
+            if w.iter().all(|a| *a == 0.0) {
+                // No direction changes w·x: no step.
+                assert!(d.iter().all(|e| *e == 0.0), "case {case}");
+            } else if reach(&t, &w, c, f64::INFINITY) >= c.abs() {
                 // On the hyperplane, inside the box, and no smaller radius reaches it.
                 let hit: f64 = t.iter().zip(&w).zip(&d).map(|((a, b), e)| (a + e) * b).sum();
                 assert!((hit - b).abs() < 1e-9 * (1.0 + b.abs()), "case {case}: w·x = {hit}, b = {b}");
@@ -240,7 +243,9 @@ mod tests {
                 // The box cannot reach it: the unconstrained smallest-ℓ∞ step, sign(w)·|c|/‖w‖₁.
                 let l1: f64 = w.iter().map(|a| a.abs()).sum();
                 let hit: f64 = w.iter().zip(&d).map(|(a, e)| a * e).sum();
-                assert!((hit - c).abs() < 1e-9 * (1.0 + c.abs()) && (lam - c.abs() / l1).abs() < 1e-12, "case {case}");
+                let want = c.abs() / l1;
+                assert!((hit - c).abs() < 1e-9 * (1.0 + c.abs()), "case {case}: w·d = {hit}, c = {c}");
+                assert!((lam - want).abs() < 1e-12 * (1.0 + want), "case {case}: radius {lam}, want {want}");
             }
         }
     }
