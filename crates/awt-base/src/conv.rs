@@ -39,10 +39,21 @@ pub fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a 
     }
 }
 
-fn im2col_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
+/// Writes the patches of `n` images `(c, h, w)` from `src` into `dst` as `(n, c·kh·kw, oh·ow)`:
+/// row `(ci·kh + dy)·kw + dx` holds each output position's input at offset `(dy, dx)`.
+#[allow(clippy::too_many_arguments)]
+pub fn im2col_into<T: WithDType>(
+    src: &[T],
+    dst: &mut [T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+) {
     let (oh, ow) = (h - kh + 1, w - kw + 1);
     let l = oh * ow;
-    let mut dst = vec![T::zero(); n * c * kh * kw * l];
     for b in 0..n {
         for ci in 0..c {
             let img = &src[(b * c + ci) * h * w..][..h * w];
@@ -57,13 +68,22 @@ fn im2col_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh:
             }
         }
     }
-    dst
 }
 
-fn col2im_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
+/// The adjoint of [`im2col_into`]: adds patch gradients `(n, c·kh·kw, oh·ow)` onto `dst` `(n, c, h, w)`.
+#[allow(clippy::too_many_arguments)]
+pub fn col2im_add<T: WithDType>(
+    src: &[T],
+    dst: &mut [T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+) {
     let (oh, ow) = (h - kh + 1, w - kw + 1);
     let l = oh * ow;
-    let mut dst = vec![T::zero(); n * c * h * w];
     for b in 0..n {
         for ci in 0..c {
             let img = &mut dst[(b * c + ci) * h * w..][..h * w];
@@ -80,6 +100,17 @@ fn col2im_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh:
             }
         }
     }
+}
+
+fn im2col_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
+    let mut dst = vec![T::zero(); n * c * kh * kw * (h - kh + 1) * (w - kw + 1)];
+    im2col_into(src, &mut dst, n, c, h, w, kh, kw);
+    dst
+}
+
+fn col2im_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
+    let mut dst = vec![T::zero(); n * c * h * w];
+    col2im_add(src, &mut dst, n, c, h, w, kh, kw);
     dst
 }
 

@@ -6,6 +6,8 @@
 //!   ([`Stage::backward`]), [`forward_stages`], [`forward_keep`] and [`backward_stages`], and the
 //!   pools [`max_pool2`] (first-maximum gradient) and [`avg_pool2`];
 //! - [`conv`]: im2col/col2im custom ops, the convolution and its adjoint;
+//! - [`kernels`]: the bounds-checked gemm call every hand-written CPU path shares (the project's one
+//!   `unsafe` block around a kernel);
 //! - [`Classifier`] / [`Autograd`]: the narrow interface attacks and training use (logits and the
 //!   input gradient of a per-example loss);
 //! - files: [`write_atomic`] (temp file, fsync, rename), [`safetensors_bytes`] (deterministic
@@ -21,6 +23,8 @@
 
 mod classifier;
 pub mod conv;
+pub mod fused;
+pub mod kernels;
 mod rng;
 mod st;
 mod stage;
@@ -32,10 +36,16 @@ pub use rng::Rng;
 pub use st::safetensors_bytes;
 pub use stage::{Stage, Staged, Weighted, avg_pool2, backward_stages, forward_keep, forward_stages, max_pool2};
 
-// gemm is a dependency only for its `x86-v4` feature (AVX-512 kernels, detected at run time), which
-// candle's own gemm picks up through feature unification: every crate built on awt-base gets
-// OpenBLAS-speed matmul on CPUs that have it. No code here calls it.
-use gemm as _;
+// gemm: the kernels of `kernels::gemm_into`, and its `x86-v4` feature (AVX-512 kernels, detected at
+// run time), which candle's own gemm picks up through feature unification: every crate built on
+// awt-base gets OpenBLAS-speed matmul on CPUs that have it.
+
+/// The number of threads candle's CPU ops use (read once: candle looks it up from the OS on every
+/// call otherwise).
+pub fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(candle_core::utils::get_num_threads)
+}
 
 mod fsutil;
 pub use fsutil::{available_memory, write_atomic};

@@ -6,6 +6,7 @@
 use candle_core::{D, Result, Tensor};
 
 use crate::conv::{conv_signal, conv2d};
+use crate::fused;
 
 /// The parameters of a weighted stage. Tensors are the live parameters (cloning a candle tensor is
 /// cheap and keeps the autograd identity), so a computation built from them back-propagates into the
@@ -86,6 +87,16 @@ impl Stage {
     /// Applies this stage to `h`.
     pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
         match self {
+            Stage::Linear(p) if fused::applies(h) => h.contiguous()?.apply_op3(
+                &p.effective_weight()?.contiguous()?,
+                &p.bias.contiguous()?,
+                fused::Dense { relu: false },
+            ),
+            Stage::Conv2d(p) if fused::applies(h) => h.contiguous()?.apply_op3(
+                &p.effective_weight()?.contiguous()?,
+                &p.bias.contiguous()?,
+                fused::Conv { relu: false },
+            ),
             Stage::Linear(p) => h.matmul(&p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
             Stage::Conv2d(p) => conv2d(h, &p.effective_weight()?)?.broadcast_add(&p.bias.reshape((1, (), 1, 1))?),
             Stage::Relu => h.relu(),
@@ -212,9 +223,18 @@ fn first_max_one_hot(x: &Tensor) -> Result<Tensor> {
 /// Differentiable with PyTorch's and JAX's gradient: each window's gradient goes to its *first*
 /// maximum (row-major), never to every tied element (a `max` reduction's backward does the latter,
 /// which is up to 4× a subgradient; ties are common, e.g. equal activations on blank background).
-/// Built from candle ops (argmax, gather): `Tensor::max_pool2d`'s CPU backward is wrong (it scales
-/// the gradient by 1/4). Finite-difference tested in awt-nets.
+/// On the CPU one custom op ([`fused::MaxPool`]); elsewhere built from candle ops (argmax, gather),
+/// as `Tensor::max_pool2d`'s CPU backward is wrong (it scales the gradient by 1/4). The two are
+/// tested equal, ties included; finite-difference tested in awt-nets.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
+    if fused::applies(x) {
+        return x.contiguous()?.apply_op1(fused::MaxPool);
+    }
+    max_pool2_candle(x)
+}
+
+/// [`max_pool2`] from candle ops alone (any device).
+pub(crate) fn max_pool2_candle(x: &Tensor) -> Result<Tensor> {
     let win = pool_windows(x)?;
     let idx = win.detach().argmax_keepdim(D::Minus1)?;
     win.contiguous()?.gather(&idx, D::Minus1)?.squeeze(D::Minus1)
@@ -233,11 +253,33 @@ pub trait Staged {
     fn stages(&self) -> Vec<Stage>;
 }
 
-/// Runs `x` through `stages` in order and returns the logits.
+/// Runs `x` through `stages` in order and returns the logits. On the CPU a linear or convolution
+/// stage followed by a ReLU runs as one fused op (the same numbers, one pass fewer each way).
 pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
-    for s in stages {
-        h = s.forward(&h)?;
+    let mut i = 0;
+    while i < stages.len() {
+        let fused_relu = fused::applies(&h) && matches!(stages.get(i + 1), Some(Stage::Relu));
+        h = match &stages[i] {
+            Stage::Linear(p) if fused_relu => {
+                i += 1;
+                h.contiguous()?.apply_op3(
+                    &p.effective_weight()?.contiguous()?,
+                    &p.bias.contiguous()?,
+                    fused::Dense { relu: true },
+                )?
+            }
+            Stage::Conv2d(p) if fused_relu => {
+                i += 1;
+                h.contiguous()?.apply_op3(
+                    &p.effective_weight()?.contiguous()?,
+                    &p.bias.contiguous()?,
+                    fused::Conv { relu: true },
+                )?
+            }
+            s => s.forward(&h)?,
+        };
+        i += 1;
     }
     Ok(h)
 }
@@ -262,4 +304,25 @@ pub fn backward_stages(stages: &[Stage], inputs: &[Tensor], v: &Tensor) -> Resul
         d = s.backward(inp, &d)?;
     }
     Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{max_diff, rand, same_gradients};
+    use candle_core::Var;
+
+    #[test]
+    fn the_fused_max_pool_equals_the_gather_formulation_with_gradients_and_ties() {
+        // Random values (odd sizes: the last row and column are dropped) and a blank image (ties).
+        let mut v = rand(&[2, 3, 7, 6], 9).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        v[3 * 7 * 6..].iter_mut().for_each(|p| *p = 0.5);
+        let x = Var::from_tensor(&Tensor::from_vec(v, (2, 3, 7, 6), &candle_core::Device::Cpu).unwrap()).unwrap();
+        let fast = x.as_tensor().apply_op1(fused::MaxPool).unwrap();
+        let slow = max_pool2_candle(x.as_tensor()).unwrap();
+        assert_eq!(max_diff(&fast, &slow), 0.0);
+        let r = rand(fast.dims(), 10);
+        // Both route each window's gradient to its first maximum: identical up to summation order.
+        same_gradients(&fast, &slow, &r, &[&x], 1e-15);
+    }
 }

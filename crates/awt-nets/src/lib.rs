@@ -19,6 +19,7 @@
 
 mod arch;
 mod checkpoint;
+mod fast;
 mod layers;
 mod net;
 

@@ -4,6 +4,7 @@
 //! broadcast forms and by central finite differences in the tests.
 
 use awt_base::conv::cpu_slice;
+use awt_base::kernels::{View, gemm_into};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 
 /// A masked linear layer's kernel block, `Θ[(i,c),(j,c')] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p]`, with
@@ -32,66 +33,6 @@ fn pair_dims(d1: &Shape, d2: &Shape, g: &Shape) -> Result<PairDims> {
     Ok(PairDims { n1, n2, k, p })
 }
 
-/// A matrix view for [`gemm_into`]: element (r, c) at `offset + r·rs + c·cs`.
-#[derive(Clone, Copy)]
-struct View {
-    offset: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl View {
-    fn last(&self, rows: usize, cols: usize) -> usize {
-        self.offset + (rows.max(1) - 1) * self.rs + (cols.max(1) - 1) * self.cs
-    }
-}
-
-/// `dst = a · b` (`m × kk` times `kk × n`) with gemm's kernels (the ones candle's matmul uses), on
-/// strided views into slices. Panics when a view runs past its slice, so the unsafe call is sound.
-#[allow(unsafe_code)]
-fn gemm_into<T: WithDType>(
-    (m, n, kk): (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        dv.last(m, n) < dst.len() && av.last(m, kk) < a.len() && bv.last(kk, n) < b.len(),
-        "gemm view out of bounds"
-    );
-    // SAFETY: every index the kernel touches is below the asserted bounds; dst does not alias a or b
-    // (a &mut and two & borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            kk,
-            dst.as_mut_ptr().add(dv.offset),
-            dv.cs as isize,
-            dv.rs as isize,
-            false,
-            a.as_ptr().add(av.offset),
-            av.cs as isize,
-            av.rs as isize,
-            b.as_ptr().add(bv.offset),
-            bv.cs as isize,
-            bv.rs as isize,
-            T::zero(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 fn masked_pair_fwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], dims: &PairDims) -> Vec<T> {
     let PairDims { n1, n2, k, p } = *dims;
     let mut out = vec![T::zero(); n1 * k * n2 * k];
@@ -115,6 +56,7 @@ fn masked_pair_fwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], dims: &PairDims) -
             View { offset: i * k * p, rs: p, cs: 1 },
             &r,
             View { offset: 0, rs: 1, cs: p },
+            false,
         );
     }
     out
@@ -137,6 +79,7 @@ fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: 
             View { offset: j * k, rs: row_stride, cs: 1 },
             d2,
             View { offset: j * k * p, rs: p, cs: 1 },
+            false,
         );
         for i in 0..n1 {
             let gij = &g[(i * n2 + j) * p..][..p];
@@ -165,6 +108,7 @@ fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: 
             View { offset: j * k, rs: 1, cs: row_stride },
             &sm,
             View { offset: 0, rs: p, cs: 1 },
+            false,
         );
     }
     (gd1, gd2, gg)
@@ -294,6 +238,7 @@ impl MaskedGram {
                 View { offset: 0, rs: nnz, cs: 1 },
                 &g2,
                 View { offset: 0, rs: 1, cs: nnz },
+                false,
             );
         }
         out
@@ -322,6 +267,7 @@ impl MaskedGram {
                 View { offset: p, rs: n2 * np, cs: np },
                 &g2,
                 View { offset: 0, rs: nnz, cs: 1 },
+                false,
             );
             for i in 0..n1 {
                 for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
@@ -337,6 +283,7 @@ impl MaskedGram {
                 View { offset: p, rs: np, cs: n2 * np },
                 &g1,
                 View { offset: 0, rs: nnz, cs: 1 },
+                false,
             );
             for j in 0..n2 {
                 for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {

@@ -1,0 +1,511 @@
+//! The zoo's layers as single candle custom ops on the CPU, each with a hand-written backward:
+//! a linear layer (`x Wᵀ + b`, the bias preloaded into gemm's output), a stride-1 valid convolution
+//! (per image: patches into a cache-sized buffer, one gemm; the batch split over candle's threads;
+//! the weight gradient accumulated per thread) and 2×2 max-pooling (gradient to each window's first
+//! maximum). Built from candle ops the same layers cost several allocations and strided passes each;
+//! these are what training and the NTK's forward pass run. They equal the candle formulations
+//! (tested in f64 and f32, gradients included, and by finite differences).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use crate::conv::{col2im_add, cpu_slice, im2col_into};
+use crate::kernels::{View, gemm_into, with_slice};
+
+/// True when the fused ops apply to `t`: a CPU tensor of f32 or f64.
+pub fn applies(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
+}
+
+/// Items per parallel task: `n` split evenly over candle's threads.
+fn per_task(n: usize) -> usize {
+    n.div_ceil(crate::threads().max(1)).max(1)
+}
+
+/// Dispatches `$body` on the f32/f64 storages `$a, $b, $c` bound as slices of type `T`.
+macro_rules! dispatch3 {
+    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), ($s3:ident, $l3:ident), |$a:ident, $b:ident, $c:ident| $body:expr) => {
+        match ($s1, $s2, $s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b, $c) =
+                    (cpu_slice::<f32>($s1, $l1)?, cpu_slice::<f32>($s2, $l2)?, cpu_slice::<f32>($s3, $l3)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b, $c) =
+                    (cpu_slice::<f64>($s1, $l1)?, cpu_slice::<f64>($s2, $l2)?, cpu_slice::<f64>($s3, $l3)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 or f64, all the same", $name),
+        }
+    };
+}
+
+/// `x Wᵀ + b` for `x: (n, in)`, `w: (out, in)`, `b: (out,)` → `(n, out)`; with `relu`, the
+/// rectified `max(0, x Wᵀ + b)` in the same pass (a linear stage followed by a ReLU stage).
+#[derive(Clone, Copy, Debug)]
+pub struct Dense {
+    /// Rectify the output.
+    pub relu: bool,
+}
+
+fn rectify<T: WithDType>(v: &mut [T]) {
+    for e in v.iter_mut() {
+        // NaN to 0 as well, as candle's ReLU does.
+        if (*e).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
+            *e = T::zero();
+        }
+    }
+}
+
+/// `g` with the entries where the (rectified) output `y` is not positive zeroed: the ReLU's
+/// backward, read from the op's own output.
+fn masked_grad<T: WithDType>(g: &[T], y: &[T]) -> Vec<T> {
+    g.iter().zip(y).map(|(g, y)| if *y > T::zero() { *g } else { T::zero() }).collect()
+}
+
+fn dense_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], n: usize, out_f: usize, in_f: usize, relu: bool) -> Vec<T> {
+    let mut out: Vec<T> = (0..n).flat_map(|_| b.iter().copied()).collect();
+    gemm_into(
+        (n, out_f, in_f),
+        &mut out,
+        View::rows(0, out_f),
+        x,
+        View::rows(0, in_f),
+        w,
+        View::transposed(0, in_f),
+        true,
+    );
+    if relu {
+        rectify(&mut out);
+    }
+    out
+}
+
+/// `(dx, dW, db)` of the linear layer for the pre-activation gradient `g: (n, out)`: `g W`, `gᵀ x`
+/// and the column sums of `g` (`dx` only with `need_dx`).
+fn dense_bwd<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    n: usize,
+    out_f: usize,
+    in_f: usize,
+    need_dx: bool,
+) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let dx = need_dx.then(|| {
+        let mut dx = vec![T::zero(); n * in_f];
+        gemm_into(
+            (n, in_f, out_f),
+            &mut dx,
+            View::rows(0, in_f),
+            g,
+            View::rows(0, out_f),
+            w,
+            View::rows(0, in_f),
+            false,
+        );
+        dx
+    });
+    let mut dw = vec![T::zero(); out_f * in_f];
+    gemm_into(
+        (out_f, in_f, n),
+        &mut dw,
+        View::rows(0, in_f),
+        g,
+        View::transposed(0, out_f),
+        x,
+        View::rows(0, in_f),
+        false,
+    );
+    let mut db = vec![T::zero(); out_f];
+    for row in g.chunks(out_f.max(1)) {
+        db.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
+    }
+    (dx, dw, db)
+}
+
+/// Tensors from the raw gradients of a three-input op, shaped like its inputs.
+fn grads3<T: WithDType>(
+    (dx, dw, db): (Option<Vec<T>>, Vec<T>, Vec<T>),
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    let dev = x.device();
+    let dx = dx.map(|dx| Tensor::from_vec(dx, x.shape(), dev)).transpose()?;
+    Ok((dx, Some(Tensor::from_vec(dw, w.shape(), dev)?), Some(Tensor::from_vec(db, b.shape(), dev)?)))
+}
+
+/// Runs `f` on the f32 or f64 elements of `x, w, g` and the op's output `y`.
+macro_rules! with4 {
+    ($x:expr, $w:expr, $g:expr, $y:expr, |$xs:ident, $ws:ident, $gs:ident, $ys:ident| $body:expr) => {
+        match $x.dtype() {
+            candle_core::DType::F32 => with_slice::<f32, _>($x, |$xs| {
+                with_slice::<f32, _>($w, |$ws| with_slice::<f32, _>($g, |$gs| with_slice::<f32, _>($y, |$ys| $body)))
+            })????,
+            candle_core::DType::F64 => with_slice::<f64, _>($x, |$xs| {
+                with_slice::<f64, _>($w, |$ws| with_slice::<f64, _>($g, |$gs| with_slice::<f64, _>($y, |$ys| $body)))
+            })????,
+            dt => candle_core::bail!("only f32 or f64, got {dt:?}"),
+        }
+    };
+}
+
+impl CustomOp3 for Dense {
+    fn name(&self) -> &'static str {
+        if self.relu { "awt-dense-relu" } else { "awt-dense" }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, in_f) = l1.shape().dims2()?;
+        let (out_f, win) = l2.shape().dims2()?;
+        if win != in_f || l3.shape().dims1()? != out_f {
+            candle_core::bail!("dense: x {:?}, w {:?}, b {:?} do not fit", l1.shape(), l2.shape(), l3.shape());
+        }
+        let relu = self.relu;
+        let st = dispatch3!("dense", (s1, l1), (s2, l2), (s3, l3), |x, w, b| dense_fwd(x, w, b, n, out_f, in_f, relu));
+        Ok((st, Shape::from((n, out_f))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, in_f) = x.dims2()?;
+        let out_f = w.dim(0)?;
+        let (need_dx, relu) = (x.track_op(), self.relu);
+        with4!(x, w, g, res, |xs, ws, gs, ys| {
+            let g = if relu { std::borrow::Cow::Owned(masked_grad(gs, ys)) } else { std::borrow::Cow::Borrowed(gs) };
+            grads3(dense_bwd(xs, ws, &g, n, out_f, in_f, need_dx), x, w, b)
+        })
+    }
+}
+
+/// Stride-1, unpadded convolution with bias: `x: (n, c, h, w)`, `w: (o, c, kh, kw)`, `b: (o,)` →
+/// `(n, o, h−kh+1, w−kw+1)`; with `relu`, rectified in the same pass.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv {
+    /// Rectify the output.
+    pub relu: bool,
+}
+
+struct ConvDims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+}
+
+impl ConvDims {
+    fn of(x: &Shape, w: &Shape) -> Result<ConvDims> {
+        let (n, c, h, wd) = x.dims4()?;
+        let (o, wc, kh, kw) = w.dims4()?;
+        if wc != c || kh > h || kw > wd {
+            candle_core::bail!("conv: input {x:?} and weight {w:?} do not fit");
+        }
+        Ok(ConvDims { n, c, h, w: wd, o, kh, kw })
+    }
+    fn ckk(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn l(&self) -> usize {
+        (self.h - self.kh + 1) * (self.w - self.kw + 1)
+    }
+    fn img(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
+fn conv_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], d: &ConvDims, relu: bool) -> Vec<T> {
+    let (o, ckk, l) = (d.o, d.ckk(), d.l());
+    let mut out = vec![T::zero(); d.n * o * l];
+    let t = per_task(d.n);
+    out.par_chunks_mut(t * o * l).zip(x.par_chunks(t * d.img())).for_each(|(out, src)| {
+        let mut cols = vec![T::zero(); ckk * l];
+        for (img, dst) in src.chunks(d.img()).zip(out.chunks_mut(o * l)) {
+            im2col_into(img, &mut cols, 1, d.c, d.h, d.w, d.kh, d.kw);
+            for (oc, bv) in b.iter().enumerate() {
+                dst[oc * l..(oc + 1) * l].fill(*bv);
+            }
+            gemm_into((o, l, ckk), dst, View::rows(0, l), w, View::rows(0, ckk), &cols, View::rows(0, l), true);
+            if relu {
+                rectify(dst);
+            }
+        }
+    });
+    out
+}
+
+/// Gradients of the convolution: `(dx, dw, db)` from the output gradient `g` (`dx` left zero
+/// unless `need_dx`: a network's input rarely needs one).
+fn conv_bwd<T: WithDType>(x: &[T], w: &[T], g: &[T], d: &ConvDims, need_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let (o, ckk, l) = (d.o, d.ckk(), d.l());
+    let mut dx = vec![T::zero(); d.n * d.img()];
+    let t = per_task(d.n);
+    let partial: Vec<(Vec<T>, Vec<T>)> = dx
+        .par_chunks_mut(t * d.img())
+        .zip(x.par_chunks(t * d.img()))
+        .zip(g.par_chunks(t * o * l))
+        .map(|((dx, src), g)| {
+            let (mut cols, mut dcols) = (vec![T::zero(); ckk * l], vec![T::zero(); ckk * l]);
+            let (mut dw, mut db) = (vec![T::zero(); o * ckk], vec![T::zero(); o]);
+            for ((img, dimg), gi) in src.chunks(d.img()).zip(dx.chunks_mut(d.img())).zip(g.chunks(o * l)) {
+                // dW += g_i colsᵢᵀ: (o × L)(L × ckk).
+                im2col_into(img, &mut cols, 1, d.c, d.h, d.w, d.kh, d.kw);
+                gemm_into(
+                    (o, ckk, l),
+                    &mut dw,
+                    View::rows(0, ckk),
+                    gi,
+                    View::rows(0, l),
+                    &cols,
+                    View::transposed(0, l),
+                    true,
+                );
+                if need_dx {
+                    // dx_i = col2im(Wᵀ g_i).
+                    gemm_into(
+                        (ckk, l, o),
+                        &mut dcols,
+                        View::rows(0, l),
+                        w,
+                        View::transposed(0, ckk),
+                        gi,
+                        View::rows(0, l),
+                        false,
+                    );
+                    col2im_add(&dcols, dimg, 1, d.c, d.h, d.w, d.kh, d.kw);
+                }
+                for (oc, acc) in db.iter_mut().enumerate() {
+                    *acc += gi[oc * l..(oc + 1) * l].iter().fold(T::zero(), |s, v| s + *v);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+    let (mut dw, mut db) = (vec![T::zero(); o * ckk], vec![T::zero(); o]);
+    for (pw, pb) in partial {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (need_dx.then_some(dx), dw, db)
+}
+
+impl CustomOp3 for Conv {
+    fn name(&self) -> &'static str {
+        if self.relu { "awt-conv-relu" } else { "awt-conv" }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = ConvDims::of(l1.shape(), l2.shape())?;
+        if l3.shape().dims1()? != d.o {
+            candle_core::bail!("conv: bias {:?} does not fit {} output channels", l3.shape(), d.o);
+        }
+        let relu = self.relu;
+        let st = dispatch3!("conv", (s1, l1), (s2, l2), (s3, l3), |x, w, b| conv_fwd(x, w, b, &d, relu));
+        Ok((st, Shape::from((d.n, d.o, d.h - d.kh + 1, d.w - d.kw + 1))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let d = ConvDims::of(x.shape(), w.shape())?;
+        let (need_dx, relu) = (x.track_op(), self.relu);
+        with4!(x, w, g, res, |xs, ws, gs, ys| {
+            let g = if relu { std::borrow::Cow::Owned(masked_grad(gs, ys)) } else { std::borrow::Cow::Borrowed(gs) };
+            grads3(conv_bwd(xs, ws, &g, &d, need_dx), x, w, b)
+        })
+    }
+}
+
+/// 2×2 max-pool, stride 2, floor mode, whose gradient goes to each window's first maximum
+/// (row-major), as PyTorch and JAX route it.
+#[derive(Clone, Copy, Debug)]
+pub struct MaxPool;
+
+/// The row-major position (0..4) of the first maximum of window `(r, q)` of a `w`-wide plane.
+fn first_max<T: WithDType>(plane: &[T], w: usize, r: usize, q: usize) -> usize {
+    let at = |k: usize| plane[(2 * r + k / 2) * w + 2 * q + k % 2];
+    let (mut best, mut bi) = (at(0), 0);
+    for k in 1..4 {
+        if at(k) > best {
+            best = at(k);
+            bi = k;
+        }
+    }
+    bi
+}
+
+fn pool_fwd<T: WithDType>(x: &[T], planes: usize, h: usize, w: usize) -> Vec<T> {
+    let (h2, w2) = (h / 2, w / 2);
+    let mut out = vec![T::zero(); planes * h2 * w2];
+    out.par_chunks_mut(h2 * w2).zip(x.par_chunks(h * w)).for_each(|(out, plane)| {
+        for r in 0..h2 {
+            for q in 0..w2 {
+                let k = first_max(plane, w, r, q);
+                out[r * w2 + q] = plane[(2 * r + k / 2) * w + 2 * q + k % 2];
+            }
+        }
+    });
+    out
+}
+
+fn pool_bwd<T: WithDType>(x: &[T], g: &[T], planes: usize, h: usize, w: usize) -> Vec<T> {
+    let (h2, w2) = (h / 2, w / 2);
+    let mut dx = vec![T::zero(); planes * h * w];
+    dx.par_chunks_mut(h * w).zip(x.par_chunks(h * w)).zip(g.par_chunks(h2 * w2)).for_each(|((dx, plane), g)| {
+        for r in 0..h2 {
+            for q in 0..w2 {
+                let k = first_max(plane, w, r, q);
+                dx[(2 * r + k / 2) * w + 2 * q + k % 2] = g[r * w2 + q];
+            }
+        }
+    });
+    dx
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "awt-maxpool2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let st = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(pool_fwd(cpu_slice::<f32>(s, l)?, n * c, h, w)),
+            CpuStorage::F64(_) => CpuStorage::F64(pool_fwd(cpu_slice::<f64>(s, l)?, n * c, h, w)),
+            _ => candle_core::bail!("max-pool: only f32 or f64"),
+        };
+        Ok((st, Shape::from((n, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        let (n, c, h, w) = x.dims4()?;
+        let dx = match x.dtype() {
+            candle_core::DType::F32 => Tensor::from_vec(
+                with_slice::<f32, _>(x, |xs| with_slice::<f32, _>(g, |gs| pool_bwd(xs, gs, n * c, h, w)))??,
+                x.shape(),
+                x.device(),
+            )?,
+            candle_core::DType::F64 => Tensor::from_vec(
+                with_slice::<f64, _>(x, |xs| with_slice::<f64, _>(g, |gs| pool_bwd(xs, gs, n * c, h, w)))??,
+                x.shape(),
+                x.device(),
+            )?,
+            dt => candle_core::bail!("max-pool: only f32 or f64, got {dt:?}"),
+        };
+        Ok(Some(dx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{check_fd, max_diff, rand, same_gradients};
+    use candle_core::Var;
+
+    fn rectified(t: Tensor, relu: bool) -> Tensor {
+        if relu { t.relu().unwrap() } else { t }
+    }
+
+    #[test]
+    fn dense_equals_matmul_plus_bias_with_gradients() {
+        for relu in [false, true] {
+            let x = Var::from_tensor(&rand(&[5, 7], 1)).unwrap();
+            let w = Var::from_tensor(&rand(&[4, 7], 2)).unwrap();
+            let b = Var::from_tensor(&rand(&[4], 3)).unwrap();
+            let op = Dense { relu };
+            let fast = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), op).unwrap();
+            let slow = rectified(
+                x.as_tensor().matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap(),
+                relu,
+            );
+            assert!(max_diff(&fast, &slow) < 1e-13);
+            if relu {
+                assert!(fast.flatten_all().unwrap().to_vec1::<f64>().unwrap().contains(&0.0), "no unit rectified");
+            }
+            let r = rand(&[5, 4], 4);
+            let grads = same_gradients(&fast, &slow, &r, &[&x, &w, &b], 1e-12);
+            let inputs = [x.as_tensor().clone(), w.as_tensor().clone(), b.as_tensor().clone()];
+            check_fd(&inputs, &grads, 3, &r, &|t| t[0].apply_op3(&t[1], &t[2], op).unwrap());
+        }
+    }
+
+    #[test]
+    fn conv_equals_candles_convolution_with_gradients() {
+        for relu in [false, true] {
+            let x = Var::from_tensor(&rand(&[3, 2, 9, 8], 5)).unwrap();
+            let w = Var::from_tensor(&rand(&[4, 2, 3, 3], 6)).unwrap();
+            let b = Var::from_tensor(&rand(&[4], 7)).unwrap();
+            let op = Conv { relu };
+            let fast = x.as_tensor().apply_op3(w.as_tensor(), b.as_tensor(), op).unwrap();
+            let slow = x
+                .as_tensor()
+                .conv2d(w.as_tensor(), 0, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            let slow = rectified(slow, relu);
+            assert!(max_diff(&fast, &slow) < 1e-12);
+            let r = rand(fast.dims(), 8);
+            let grads = same_gradients(&fast, &slow, &r, &[&x, &w, &b], 1e-11);
+            let inputs = [x.as_tensor().clone(), w.as_tensor().clone(), b.as_tensor().clone()];
+            check_fd(&inputs, &grads, 3, &r, &|t| t[0].apply_op3(&t[1], &t[2], op).unwrap());
+        }
+    }
+
+    #[test]
+    fn an_untracked_input_gets_no_gradient_and_the_weights_the_same_one() {
+        // A network's input is a plain tensor: the ops skip its gradient (the input-side GEMM and
+        // col2im), and the weight gradients do not change.
+        let x = rand(&[3, 2, 9, 8], 5);
+        let w = Var::from_tensor(&rand(&[4, 2, 3, 3], 6)).unwrap();
+        let b = Var::from_tensor(&rand(&[4], 7)).unwrap();
+        let fast = x.apply_op3(w.as_tensor(), b.as_tensor(), Conv { relu: true }).unwrap();
+        let slow = x
+            .conv2d(w.as_tensor(), 0, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1)).unwrap())
+            .unwrap()
+            .relu()
+            .unwrap();
+        let r = rand(fast.dims(), 8);
+        let g = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(&x).is_none());
+        same_gradients(&fast, &slow, &r, &[&w, &b], 1e-11);
+        let xf = rand(&[5, 7], 1);
+        let wf = Var::from_tensor(&rand(&[4, 7], 2)).unwrap();
+        let fast = xf.apply_op3(wf.as_tensor(), b.as_tensor(), Dense { relu: false }).unwrap();
+        let slow = xf.matmul(&wf.as_tensor().t().unwrap()).unwrap().broadcast_add(b.as_tensor()).unwrap();
+        same_gradients(&fast, &slow, &rand(&[5, 4], 4), &[&wf, &b], 1e-12);
+    }
+}

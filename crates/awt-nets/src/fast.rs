@@ -1,0 +1,307 @@
+//! The explicit input gradient on raw CPU buffers: the forward pass and the vector–Jacobian product
+//! of a stage list as loops and direct gemm calls over slices, with no autograd graph, no weight
+//! gradients and one buffer per stage. This is what every PGD, APGD and FAB step and every
+//! adversarial-training batch spends its time in; candle's per-op dispatch and allocation dominated
+//! it for the zoo's small matrices. It computes exactly what [`awt_base::Stage::backward`] does (max-pool
+//! gradient to each window's first maximum), checked against it in the tests; tensors stay at the
+//! boundary.
+
+use awt_base::conv::{col2im_add as col2im, im2col_into as im2col};
+use awt_base::kernels::{View, gemm_into, with_slice};
+use awt_base::{Stage, Weighted};
+use candle_core::{DType, Device, Tensor, Var, WithDType};
+use rayon::prelude::*;
+
+/// Images per parallel task: the batch split evenly over candle's threads.
+fn per_task(n: usize) -> usize {
+    n.div_ceil(awt_base::threads().max(1)).max(1)
+}
+
+/// What the backward pass needs of one stage's forward.
+enum Kept<T> {
+    /// Nothing (linear, convolution, flatten, standardisation, average pool: their backward needs
+    /// only the weights and shapes).
+    Nothing,
+    /// ReLU: its output (positive where the input was).
+    Relu(Vec<T>),
+    /// Max-pool: the window position (0..4, row-major) of each output's first maximum.
+    Pool(Vec<u8>),
+}
+
+/// A stage's input shape (without the batch), its effective weight if it has one, and what the
+/// backward keeps.
+struct Step<T> {
+    shape: Vec<usize>,
+    weight: Option<Tensor>,
+    kept: Kept<T>,
+}
+
+/// The contiguous elements of a CPU tensor of dtype `T`, copied.
+fn slice<T: WithDType>(t: &Tensor) -> candle_core::Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
+/// The effective weight `W ⊙ M` (the weight itself when dense: no copy).
+fn effective(p: &Weighted) -> candle_core::Result<Tensor> {
+    match &p.mask {
+        Some(m) => p.weight.detach().mul(&m.detach()),
+        None => Ok(p.weight.detach()),
+    }
+}
+
+/// What the forward pass returns: the logits, their per-example shape, and what backward needs.
+type Forward<T> = (Vec<T>, Vec<usize>, Vec<Step<T>>);
+
+/// The forward pass over `x` (batch `n`, per-example `shape`).
+fn forward<T: WithDType>(
+    stages: &[Stage],
+    x: Vec<T>,
+    n: usize,
+    mut shape: Vec<usize>,
+) -> candle_core::Result<Forward<T>> {
+    let mut h = x;
+    let mut steps = Vec::with_capacity(stages.len());
+    for s in stages {
+        let input_shape = shape.clone();
+        let mut kept = Kept::Nothing;
+        let weight = s.weighted().map(effective).transpose()?;
+        h = match s {
+            Stage::Standardize { mean, std } => {
+                let c = if mean.len() == 1 { 1 } else { shape[0] };
+                let plane = shape.iter().product::<usize>() / c;
+                let mut out = h;
+                for (e, v) in out.iter_mut().enumerate() {
+                    let ch = if c == 1 { 0 } else { (e / plane) % c };
+                    *v = T::from_f64((v.to_f64() - mean[ch]) / std[ch]);
+                }
+                out
+            }
+            Stage::Flatten => {
+                shape = vec![shape.iter().product()];
+                h
+            }
+            Stage::Relu => {
+                let out: Vec<T> = h.into_iter().map(|v| if v > T::zero() { v } else { T::zero() }).collect();
+                kept = Kept::Relu(out.clone());
+                out
+            }
+            Stage::Linear(p) => {
+                let (out_f, in_f) = p.weight.dims2()?;
+                let b = slice::<T>(&p.bias)?;
+                let mut out: Vec<T> = (0..n).flat_map(|_| b.iter().copied()).collect();
+                with_slice(weight.as_ref().expect("weighted"), |w: &[T]| {
+                    let wt = View::transposed(0, in_f);
+                    gemm_into((n, out_f, in_f), &mut out, View::rows(0, out_f), &h, View::rows(0, in_f), w, wt, true)
+                })?;
+                shape = vec![out_f];
+                out
+            }
+            Stage::Conv2d(p) => {
+                let (o, c, kh, kw) = p.weight.dims4()?;
+                let (hh, ww) = (shape[1], shape[2]);
+                let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+                let (ckk, l) = (c * kh * kw, oh * ow);
+                let b = slice::<T>(&p.bias)?;
+                let mut out = vec![T::zero(); n * o * l];
+                // Image by image (the patches of one image stay in cache), the batch split over threads.
+                with_slice(weight.as_ref().expect("weighted"), |w: &[T]| {
+                    let t = per_task(n);
+                    out.par_chunks_mut(t * o * l).zip(h.par_chunks(t * c * hh * ww)).for_each(|(out, src)| {
+                        let mut cols = vec![T::zero(); ckk * l];
+                        for (img, dst) in src.chunks(c * hh * ww).zip(out.chunks_mut(o * l)) {
+                            im2col(img, &mut cols, 1, c, hh, ww, kh, kw);
+                            for (oc, bv) in b.iter().enumerate() {
+                                dst[oc * l..(oc + 1) * l].fill(*bv);
+                            }
+                            gemm_into(
+                                (o, l, ckk),
+                                dst,
+                                View::rows(0, l),
+                                w,
+                                View::rows(0, ckk),
+                                &cols,
+                                View::rows(0, l),
+                                true,
+                            );
+                        }
+                    });
+                })?;
+                shape = vec![o, oh, ow];
+                out
+            }
+            Stage::MaxPool2 => {
+                let (c, hh, ww) = (shape[0], shape[1], shape[2]);
+                let (h2, w2) = (hh / 2, ww / 2);
+                let mut out = vec![T::zero(); n * c * h2 * w2];
+                let mut arg = vec![0u8; out.len()];
+                for plane in 0..n * c {
+                    let src = &h[plane * hh * ww..];
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let at = |k: usize| src[(2 * r + k / 2) * ww + 2 * q + k % 2];
+                            let (mut best, mut bi) = (at(0), 0u8);
+                            for k in 1..4 {
+                                if at(k) > best {
+                                    best = at(k);
+                                    bi = k as u8;
+                                }
+                            }
+                            let o = (plane * h2 + r) * w2 + q;
+                            out[o] = best;
+                            arg[o] = bi;
+                        }
+                    }
+                }
+                kept = Kept::Pool(arg);
+                shape = vec![c, h2, w2];
+                out
+            }
+            Stage::AvgPool2 => {
+                let (c, hh, ww) = (shape[0], shape[1], shape[2]);
+                let (h2, w2) = (hh / 2, ww / 2);
+                let quarter = T::from_f64(0.25);
+                let mut out = vec![T::zero(); n * c * h2 * w2];
+                for plane in 0..n * c {
+                    let src = &h[plane * hh * ww..];
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let at = |k: usize| src[(2 * r + k / 2) * ww + 2 * q + k % 2];
+                            out[(plane * h2 + r) * w2 + q] = (at(0) + at(1) + at(2) + at(3)) * quarter;
+                        }
+                    }
+                }
+                shape = vec![c, h2, w2];
+                out
+            }
+        };
+        steps.push(Step { shape: input_shape, weight, kept });
+    }
+    Ok((h, shape, steps))
+}
+
+/// The signal `d` at the logits pushed back to the input (`n` examples).
+fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n: usize) -> candle_core::Result<Vec<T>> {
+    for (s, step) in stages.iter().zip(steps).rev() {
+        let shape = &step.shape;
+        d = match (s, &step.kept) {
+            (Stage::Relu, Kept::Relu(out)) => {
+                for (g, o) in d.iter_mut().zip(out) {
+                    if *o <= T::zero() {
+                        *g = T::zero();
+                    }
+                }
+                d
+            }
+            (Stage::Linear(p), _) => {
+                let (out_f, in_f) = p.weight.dims2()?;
+                let mut din = vec![T::zero(); n * in_f];
+                with_slice(step.weight.as_ref().expect("weighted"), |w: &[T]| {
+                    let (dv, wv) = (View::rows(0, in_f), View::rows(0, in_f));
+                    gemm_into((n, in_f, out_f), &mut din, dv, &d, View::rows(0, out_f), w, wv, false)
+                })?;
+                din
+            }
+            (Stage::Conv2d(p), _) => {
+                let (o, c, kh, kw) = p.weight.dims4()?;
+                let (hh, ww) = (shape[1], shape[2]);
+                let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+                let (ckk, l) = (c * kh * kw, oh * ow);
+                let mut din = vec![T::zero(); n * c * hh * ww];
+                with_slice(step.weight.as_ref().expect("weighted"), |w: &[T]| {
+                    let t = per_task(n);
+                    din.par_chunks_mut(t * c * hh * ww).zip(d.par_chunks(t * o * l)).for_each(|(din, g)| {
+                        let mut dcols = vec![T::zero(); ckk * l];
+                        for (img, gi) in din.chunks_mut(c * hh * ww).zip(g.chunks(o * l)) {
+                            // (ckk × o) · (o × L): the patch gradients of one image, summed back onto it.
+                            let wt = View::transposed(0, ckk);
+                            gemm_into((ckk, l, o), &mut dcols, View::rows(0, l), w, wt, gi, View::rows(0, l), false);
+                            col2im(&dcols, img, 1, c, hh, ww, kh, kw);
+                        }
+                    });
+                })?;
+                din
+            }
+            (Stage::MaxPool2, Kept::Pool(arg)) => {
+                let (c, hh, ww) = (shape[0], shape[1], shape[2]);
+                let (h2, w2) = (hh / 2, ww / 2);
+                let mut din = vec![T::zero(); n * c * hh * ww];
+                for plane in 0..n * c {
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let o = (plane * h2 + r) * w2 + q;
+                            let k = arg[o] as usize;
+                            din[plane * hh * ww + (2 * r + k / 2) * ww + 2 * q + k % 2] = d[o];
+                        }
+                    }
+                }
+                din
+            }
+            (Stage::AvgPool2, _) => {
+                let (c, hh, ww) = (shape[0], shape[1], shape[2]);
+                let (h2, w2) = (hh / 2, ww / 2);
+                let quarter = T::from_f64(0.25);
+                let mut din = vec![T::zero(); n * c * hh * ww];
+                for plane in 0..n * c {
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let g = d[(plane * h2 + r) * w2 + q] * quarter;
+                            for k in 0..4 {
+                                din[plane * hh * ww + (2 * r + k / 2) * ww + 2 * q + k % 2] = g;
+                            }
+                        }
+                    }
+                }
+                din
+            }
+            (Stage::Standardize { std, .. }, _) => {
+                let c = if std.len() == 1 { 1 } else { shape[0] };
+                let plane = shape.iter().product::<usize>() / c;
+                for (e, g) in d.iter_mut().enumerate() {
+                    let ch = if c == 1 { 0 } else { (e / plane) % c };
+                    *g = T::from_f64(g.to_f64() / std[ch]);
+                }
+                d
+            }
+            (Stage::Flatten, _) => d,
+            (Stage::Relu | Stage::MaxPool2, _) => unreachable!("the forward pass kept what these need"),
+        };
+    }
+    Ok(d)
+}
+
+/// Logits at `x`, the per-example loss, and its input gradient, on raw buffers; `None` when the
+/// tensors are not f32/f64 on the CPU (the caller then uses the candle path).
+pub(crate) fn loss_and_input_grad(
+    stages: &[Stage],
+    x: &Tensor,
+    loss: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Option<(Tensor, Tensor, Tensor)>> {
+    if !matches!(x.device(), Device::Cpu) {
+        return Ok(None);
+    }
+    match x.dtype() {
+        DType::F32 => run::<f32>(stages, x, loss).map(Some),
+        DType::F64 => run::<f64>(stages, x, loss).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn run<T: WithDType>(
+    stages: &[Stage],
+    x: &Tensor,
+    loss: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let n = x.dim(0)?;
+    let (logits, out_shape, steps) = forward::<T>(stages, slice::<T>(x)?, n, x.dims()[1..].to_vec())?;
+    let k: usize = out_shape.iter().product();
+    let logits = Tensor::from_vec(logits, (n, k), x.device())?;
+    // The loss and its gradient at the logits: a few small candle ops.
+    let lv = Var::from_tensor(&logits)?;
+    let l = loss(lv.as_tensor())?;
+    let v = match l.sum_all()?.backward()?.get(lv.as_tensor()) {
+        Some(g) => slice::<T>(g)?,
+        None => vec![T::zero(); n * k],
+    };
+    let g = backward::<T>(stages, &steps, v, n)?;
+    Ok((logits, l.detach(), Tensor::from_vec(g, x.shape(), x.device())?))
+}
