@@ -19,6 +19,10 @@ pub(crate) struct Run {
     pub seed: u64,
     /// Every setting that shapes the run, as text; its hash names the folder.
     pub canonical: String,
+    /// An ablation's `awt ticket` flags (name without dashes, value), replacing the `[search]` ones.
+    pub search_flags: Vec<(String, String)>,
+    /// With `[dynamics]`: the dense run of the same network and seed, which this run is compared with.
+    pub dense_dir: Option<PathBuf>,
 }
 
 /// One `awt` invocation of a run.
@@ -56,21 +60,57 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path) -> Result<Vec<Run>> {
         table("eval")?
     );
     // Optional tables join the hash only when present, so older presets keep their run names.
-    if let Some(init) = spec.raw.get("init") {
-        settings += &format!(" init={init}");
+    for key in ["init", "dynamics"] {
+        if let Some(t) = spec.raw.get(key) {
+            settings += &format!(" {key}={t}");
+        }
     }
     let mut runs = Vec::new();
     for arch in &spec.archs {
         for &seed in &spec.seeds {
+            let mut add = |method: &str, label: &str, density: f64, flags: Vec<(String, String)>| {
+                let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+                let canonical = format!("arch={arch} method={method} density={density} seed={seed} {settings}{extra}");
+                let name = format!("{arch}-{label}-d{density}-s{seed}");
+                let dir = base.join(format!("{name}-{}", &fnv(&canonical)[..10]));
+                runs.push(Run {
+                    name,
+                    dir,
+                    arch: arch.clone(),
+                    method: method.to_string(),
+                    density,
+                    seed,
+                    canonical,
+                    search_flags: flags,
+                    dense_dir: None,
+                });
+            };
             for method in &spec.methods {
                 let densities = if method == "dense" { vec![1.0] } else { spec.densities.clone() };
                 for density in densities {
-                    let canonical = format!("arch={arch} method={method} density={density} seed={seed} {settings}");
-                    let name = format!("{arch}-{method}-d{density}-s{seed}");
-                    let dir = base.join(format!("{name}-{}", &fnv(&canonical)[..10]));
-                    runs.push(Run { name, dir, arch: arch.clone(), method: method.clone(), density, seed, canonical });
+                    add(method, method, density, Vec::new());
                 }
             }
+            for ab in &spec.ablations {
+                if !ab.seeds.contains(&seed) {
+                    continue;
+                }
+                let flags: Vec<(String, String)> = ab
+                    .flags
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                    .collect();
+                for &density in &ab.densities {
+                    add(&ab.method, &format!("{}-{}", ab.method, ab.name), density, flags.clone());
+                }
+            }
+        }
+    }
+    if spec.dynamics.is_some() {
+        let dense: Vec<(String, u64, PathBuf)> =
+            runs.iter().filter(|r| r.method == "dense").map(|r| (r.arch.clone(), r.seed, r.dir.clone())).collect();
+        for r in runs.iter_mut().filter(|r| r.method != "dense") {
+            r.dense_dir = dense.iter().find(|(a, s, _)| *a == r.arch && *s == r.seed).map(|(_, _, d)| d.clone());
         }
     }
     Ok(runs)
@@ -179,6 +219,14 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
+            let mut args = args;
+            for (flag, value) in &run.search_flags {
+                let name = format!("--{flag}");
+                match args.iter().position(|a| *a == name) {
+                    Some(i) => args[i + 1] = value.clone(),
+                    None => args.extend([name, value.clone()]),
+                }
+            }
             out.push(step("search", args, ticket.clone()));
         }
         "imp-at" => {
@@ -259,8 +307,38 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     if spec.train.track_kernel != Some(false) {
         train.extend(strings(&["--track-kernel", &d("init.safetensors")]));
     }
+    if spec.dynamics.is_some() {
+        train.push("--keep-epochs".into());
+    }
     train.extend(strings(&["--out", &d("train")]));
     out.push(Step { trains: true, ..step("train", train, d("train/model.safetensors")) });
+    if let (Some(dy), Some(dense)) = (&spec.dynamics, &run.dense_dir) {
+        let dd = |p: &str| dense.join(p).display().to_string();
+        let args = strings(&[
+            "dynamics",
+            "--dense",
+            &dd("train"),
+            "--dense-init",
+            &dd("init.safetensors"),
+            "--run",
+            &d("train"),
+            "--init",
+            &start,
+            "--data",
+            data,
+            "--probe",
+            &dy.probe.to_string(),
+            "--eps",
+            &spec.train.eps.to_string(),
+            "--steps",
+            &dy.steps.to_string(),
+            "--seed",
+            &seed,
+            "--out",
+            &d("dynamics.jsonl"),
+        ]);
+        out.push(step("dynamics", args, d("dynamics.jsonl")));
+    }
     let e = &spec.eval;
     let eval = strings(&[
         "eval",
@@ -283,6 +361,15 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         "--json",
         &d("eval.json"),
     ]);
+    if e.autoattack {
+        let mut aa = eval.clone();
+        let at = |flag: &str| aa.iter().position(|a| a == flag).expect("built above") + 1;
+        let (i, j) = (at("--attack"), at("--json"));
+        aa[i] = "autoattack".into();
+        aa[j] = d("eval-aa.json");
+        out.push(step("eval-aa", aa, d("eval-aa.json")));
+    }
+    // The worst-case evaluation last: its file marks the run evaluated.
     out.push(step("eval", eval, d("eval.json")));
     Ok(out)
 }

@@ -70,7 +70,7 @@ impl Opts {
 
 /// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
 /// while they run), else a fresh release build.
-fn awt_binary() -> Result<PathBuf> {
+pub(crate) fn awt_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("AWT_BIN") {
         return Ok(PathBuf::from(p));
     }
@@ -233,6 +233,8 @@ fn record(preset: &str, run: &Run) -> Result<()> {
     std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
     for (src, name) in [
         ("eval.json", "eval.json"),
+        ("eval-aa.json", "eval-aa.json"),
+        ("dynamics.jsonl", "dynamics.jsonl"),
         ("train/summary.json", "train-summary.json"),
         ("train/metrics.jsonl", "train-metrics.jsonl"),
     ] {

@@ -35,6 +35,12 @@ pub(crate) struct Spec {
     pub imp: Option<ImpSpec>,
     #[serde(default)]
     pub hydra: Option<HydraSpec>,
+    /// Kernel dynamics of every sparse run against the dense run of its seed (`awt dynamics`).
+    #[serde(default)]
+    pub dynamics: Option<DynamicsSpec>,
+    /// Variants of a search method, each a run per listed density and seed (`[[ablation]]`).
+    #[serde(default, rename = "ablation")]
+    pub ablations: Vec<Ablation>,
     /// The TOML tables as written, for the run hashes (so a run's name changes exactly when a
     /// setting that shapes it does).
     #[serde(skip)]
@@ -99,9 +105,36 @@ pub(crate) struct PruneSpec {
 pub(crate) struct EvalSpec {
     /// `awt eval --attack` (default `worst`).
     pub attack: Option<String>,
+    /// Also evaluate with AutoAttack's standard sequence, into `eval-aa.json`.
+    #[serde(default)]
+    pub autoattack: bool,
     pub n: usize,
     pub steps: usize,
     pub apgd_steps: usize,
+}
+
+/// `awt dynamics` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DynamicsSpec {
+    /// Probe points (the first test images).
+    pub probe: usize,
+    /// PGD steps of the probe's adversarial examples.
+    pub steps: usize,
+}
+
+/// One ablation: a search method with some `awt ticket` flags changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Ablation {
+    /// Short name; the runs are called `<method>-<name>`.
+    pub name: String,
+    /// `ntt` or `awt`.
+    pub method: String,
+    pub densities: Vec<f64>,
+    pub seeds: Vec<u64>,
+    /// `awt ticket` flags (without dashes) and their values, replacing the `[search]` ones.
+    pub flags: toml::Table,
 }
 
 /// IMP-AT: rounds of adversarial training and magnitude pruning with rewinding.
@@ -143,11 +176,36 @@ pub(crate) fn load(preset: &str) -> Result<Spec> {
     if spec.methods.iter().any(|m| m == "imp-at") && spec.imp.is_none() {
         bail!("{}: method imp-at needs an [imp] table", p.display());
     }
+    for ab in &spec.ablations {
+        if !matches!(ab.method.as_str(), "ntt" | "awt") {
+            bail!("{}: ablation `{}`: method must be ntt or awt, not `{}`", p.display(), ab.name, ab.method);
+        }
+        if let Some(d) = ab.densities.iter().find(|d| !(**d > 0.0 && **d < 1.0)) {
+            bail!("{}: ablation `{}`: density {d} is not in (0, 1)", p.display(), ab.name);
+        }
+        for k in ab.flags.keys() {
+            if !ABLATION_FLAGS.contains(&k.as_str()) {
+                bail!(
+                    "{}: ablation `{}`: flag `{k}` is not one of {}",
+                    p.display(),
+                    ab.name,
+                    ABLATION_FLAGS.join(", ")
+                );
+            }
+        }
+    }
+    if spec.dynamics.is_some() && !spec.methods.iter().any(|m| m == "dense") {
+        bail!("{}: [dynamics] compares each run with the dense run of its seed: list method dense", p.display());
+    }
     if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
         bail!("{}: method hydra needs a [hydra] table", p.display());
     }
     Ok(spec)
 }
+
+/// The `awt ticket` flags an ablation may change.
+pub(crate) const ABLATION_FLAGS: [&str; 8] =
+    ["steps", "lr", "lambda-ker", "lambda-l2", "mask-every", "weights", "inputs", "adv-source"];
 
 /// Every method a preset may list, in the order reports show them.
 pub(crate) const METHODS: [&str; 10] =

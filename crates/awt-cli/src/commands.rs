@@ -61,6 +61,9 @@ enum Cmd {
     /// Search a ticket at initialisation by kernel and output matching (awt or ntt).
     #[command(allow_negative_numbers = true)]
     Ticket(Box<crate::ticket::TicketArgs>),
+    /// Kernel dynamics of a sparse net against the dense net trained with the same seed, per epoch.
+    #[command(allow_negative_numbers = true)]
+    Dynamics(Box<crate::dynamics::DynamicsArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -96,6 +99,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Inspect { model, arch } => inspect(&model, arch.as_ref()),
         Cmd::Eval(a) => crate::eval::run(*a),
         Cmd::Ntk(a) => crate::ntk::run(*a),
+        Cmd::Dynamics(a) => crate::dynamics::run(*a),
         Cmd::Train(a) => crate::train::run(*a),
         Cmd::Prune(a) => crate::prune::run_prune(*a),
         Cmd::Ticket(a) => crate::ticket::run_ticket(*a),

@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod dynamics;
 mod eval;
 mod files;
 mod ntk;

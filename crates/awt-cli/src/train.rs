@@ -20,6 +20,8 @@ struct CliHooks<'a> {
     best: Option<(f64, Option<usize>, PathBuf)>,
     /// `metrics.jsonl`: one JSON line per finished epoch.
     metrics: PathBuf,
+    /// With --keep-epochs: the folder of the per-epoch models.
+    epochs_dir: Option<PathBuf>,
     bar: indicatif::ProgressBar,
     epochs: usize,
 }
@@ -39,6 +41,13 @@ impl Hooks for CliHooks<'_> {
                     m.extra.insert("kernel_to_reference".into(), d);
                 }
             }
+        }
+        if let Some(dir) = &self.epochs_dir {
+            std::fs::create_dir_all(dir).map_err(TrainError::hook)?;
+            let mut net = self.net.clone();
+            net.meta.insert("epoch".into(), (m.epoch + 1).to_string());
+            awt_nets::save(&net, &dir.join(format!("epoch-{:03}.safetensors", m.epoch + 1)))
+                .map_err(TrainError::hook)?;
         }
         append_line(&self.metrics, &serde_json::to_string(m).map_err(TrainError::hook)?)?;
         if let Some((best, best_epoch, path)) = &mut self.best {
@@ -197,6 +206,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         tracker,
         best: a.keep_best.then(|| (f64::NEG_INFINITY, None, a.out.join("best.safetensors"))),
         metrics,
+        epochs_dir: a.keep_epochs.then(|| a.out.join("epochs")),
         bar,
         epochs: a.epochs,
     };

@@ -82,6 +82,10 @@ pub(crate) struct TrainArgs {
     /// Also keep best.safetensors, the epoch with the best robust test accuracy.
     #[arg(long)]
     pub keep_best: bool,
+    /// Also keep the model after every epoch, as epochs/epoch-NNN.safetensors (what `awt dynamics`
+    /// compares).
+    #[arg(long)]
+    pub keep_epochs: bool,
     #[arg(long)]
     pub out: PathBuf,
     /// Continue the run in --out.
@@ -175,6 +179,8 @@ struct RunToml<'a> {
     eval_n: usize,
     eval_steps: usize,
     keep_best: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    keep_epochs: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     track_kernel: Option<String>,
 }
@@ -209,6 +215,7 @@ impl TrainArgs {
             eval_n: self.eval_n,
             eval_steps: self.eval_steps,
             keep_best: self.keep_best,
+            keep_epochs: self.keep_epochs,
             track_kernel: path(&self.track_kernel),
         };
         Ok(toml::to_string(&t)?)

@@ -223,3 +223,59 @@ fn prune_train_from_a_config_file_then_an_imp_round_with_rewinding() {
     );
     assert!(!ok && err.contains("IMP only removes weights"), "{err}");
 }
+
+#[test]
+fn dynamics_of_the_dense_net_against_itself_is_zero_and_a_sparse_net_differs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let (ok, out, err) = awt(args, &[]);
+        assert!(ok, "{args:?}: {err}");
+        out
+    };
+    run(&["init", "--arch", "mlp-784-32-10", "--seed", "3", "--out", &p("init.safetensors")]);
+    run(&["prune", "--method", "random", "--density", "0.2", "--model", &p("init.safetensors"), "--out", &p("t.safetensors")]);
+    let train = |init: &str, flag: &str, out: &str| {
+        let mut a = vec!["train", "--arch", "mlp-784-32-10", flag, init, "--epochs", "2", "--train-limit", "256"];
+        a.extend(["--batch", "64", "--steps", "2", "--eval-n", "32", "--eval-steps", "2", "--keep-epochs", "--quiet"]);
+        a.extend(["--out", out]);
+        run(&a);
+    };
+    train(&p("init.safetensors"), "--init", &p("dense"));
+    train(&p("t.safetensors"), "--ticket", &p("sparse"));
+    assert!(tmp.path().join("dense/epochs/epoch-002.safetensors").exists());
+    let dynamics = |run_dir: &str, init: &str, out: &str| -> Vec<serde_json::Value> {
+        let a = ["dynamics", "--dense", &p("dense"), "--dense-init", &p("init.safetensors"), "--run", run_dir];
+        let mut a = a.to_vec();
+        a.extend(["--init", init, "--probe", "16", "--steps", "2", "--out", out]);
+        run(&a);
+        std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    // The dense net against itself: no distance, perfect alignment, equal changes, no loss gap.
+    let same = dynamics(&p("dense"), &p("init.safetensors"), &p("same.jsonl"));
+    assert_eq!(same.len(), 3, "{same:?}");
+    for r in &same {
+        assert!(r["rel_distance"].as_f64().unwrap().abs() < 1e-6, "{r}");
+        assert!((r["alignment"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{r}");
+        assert!((r["sparse_change"].as_f64().unwrap() - r["dense_change"].as_f64().unwrap()).abs() < 1e-6, "{r}");
+        if let Some(g) = r.get("loss_gap") {
+            assert!(g.as_f64().unwrap().abs() < 1e-6, "{r}");
+        }
+    }
+    assert!(same[2]["dense_change"].as_f64().unwrap() > 0.0, "training moved the kernel: {same:?}");
+    // A 20 % random ticket: a different kernel from the start.
+    let sparse = dynamics(&p("sparse"), &p("t.safetensors"), &p("sparse.jsonl"));
+    assert_eq!(sparse.len(), 3);
+    assert!(sparse[0]["rel_distance"].as_f64().unwrap() > 0.05, "{sparse:?}");
+    // A run folder from another network is refused, naming it.
+    run(&["init", "--arch", "mlp-784-16-10", "--seed", "3", "--out", &p("other.safetensors")]);
+    let (ok, _, err) = awt(
+        &["dynamics", "--dense", &p("dense"), "--dense-init", &p("other.safetensors"), "--run", &p("sparse")]
+            .iter()
+            .copied()
+            .chain(["--init", &p("t.safetensors"), "--out", &p("bad.jsonl")])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert!(!ok && err.contains("other.safetensors"), "{err}");
+}

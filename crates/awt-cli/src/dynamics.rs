@@ -1,0 +1,157 @@
+//! `awt dynamics`: does a sparse net train like the dense one? Epoch by epoch, on one fixed probe set
+//! (the first test images and their PGD examples against the dense net *at that epoch*, the same
+//! points for both nets), the sparse net's NTK against the dense net's NTK at the same epoch — both
+//! trained with the same seed and data order — and each net's kernel against its own
+//! initialisation; plus the gap between the two training-loss curves.
+//!
+//! Needs both training folders written with `awt train --keep-epochs` (`epochs/epoch-NNN.safetensors`
+//! after each epoch); epoch 0 is the two starting checkpoints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use awt_attack::Pgd;
+use awt_base::Staged;
+use awt_nets::Net;
+use awt_ntk::Kind;
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+
+use crate::args::DataArgs;
+use crate::output::say;
+
+/// Flags of `awt dynamics`.
+#[derive(Args, Debug)]
+pub(crate) struct DynamicsArgs {
+    /// The dense net's training folder (`awt train --keep-epochs --out DIR`).
+    #[arg(long)]
+    dense: PathBuf,
+    /// The checkpoint the dense net started from.
+    #[arg(long)]
+    dense_init: PathBuf,
+    /// The sparse net's training folder.
+    #[arg(long)]
+    run: PathBuf,
+    /// The checkpoint (ticket) the sparse net started from.
+    #[arg(long)]
+    init: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Probe points: the first N test images.
+    #[arg(long, default_value_t = 64)]
+    probe: usize,
+    /// ℓ∞ radius of the probe's PGD examples.
+    #[arg(long, default_value_t = 0.1)]
+    eps: f64,
+    /// PGD steps (step size ε/4, random start from --seed).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output: one JSON line per epoch (written atomically at the end).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// The measures of one epoch.
+#[derive(Debug, serde::Serialize)]
+struct EpochDynamics {
+    epoch: usize,
+    /// ‖Θ_s − Θ_d‖ / ‖Θ_d‖ (Frobenius), both at this epoch, on the probe's PGD examples.
+    rel_distance: f64,
+    /// ⟨Θ_s, Θ_d⟩ / (‖Θ_s‖ ‖Θ_d‖).
+    alignment: f64,
+    /// ‖Θ_s,t − Θ_s,0‖ / ‖Θ_s,0‖ on the same points: how far the sparse net's kernel moved.
+    sparse_change: f64,
+    /// The same for the dense net.
+    dense_change: f64,
+    /// Training loss of the sparse net minus the dense net's over this epoch (none at epoch 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    loss_gap: Option<f64>,
+}
+
+fn epoch_file(dir: &Path, epoch: usize) -> PathBuf {
+    dir.join("epochs").join(format!("epoch-{epoch:03}.safetensors"))
+}
+
+/// Epochs 1.. saved in a training folder (stops at the first gap).
+fn saved_epochs(dir: &Path) -> usize {
+    (1..).take_while(|&e| epoch_file(dir, e).is_file()).count()
+}
+
+fn load(p: &Path) -> Result<Net> {
+    Ok(awt_nets::load(p, None, DType::F32, &Device::Cpu).with_context(|| format!("{}", p.display()))?.net)
+}
+
+/// Training losses per epoch from a folder's metrics.jsonl.
+fn losses(dir: &Path) -> Result<Vec<f64>> {
+    let m = crate::train::read_metrics(&dir.join("metrics.jsonl"))?;
+    Ok(m.iter().map(|v| v["train_loss"].as_f64().unwrap_or(f64::NAN)).collect())
+}
+
+fn frob(t: &Tensor) -> Result<f64> {
+    Ok(t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.sqrt())
+}
+
+/// (‖a − b‖ / ‖b‖, ⟨a, b⟩ / (‖a‖ ‖b‖)).
+fn compare(a: &Tensor, b: &Tensor) -> Result<(f64, f64)> {
+    let (na, nb) = (frob(a)?, frob(b)?);
+    let dot = a.mul(b)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    Ok((frob(&(a - b)?)? / nb, dot / (na * nb)))
+}
+
+fn kernel(net: &Net, x: &Tensor) -> Result<Tensor> {
+    Ok(awt_ntk::structured(&net.stages(), x, x, Kind::Full)?)
+}
+
+pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
+    if a.probe == 0 {
+        bail!("--probe must be ≥ 1");
+    }
+    let epochs = saved_epochs(&a.dense).min(saved_epochs(&a.run));
+    if epochs == 0 {
+        bail!(
+            "no epoch checkpoints in both {} and {} (train them with `awt train --keep-epochs`)",
+            a.dense.join("epochs").display(),
+            a.run.join("epochs").display()
+        );
+    }
+    let (dense0, sparse0) = (load(&a.dense_init)?, load(&a.init)?);
+    if dense0.arch() != sparse0.arch() {
+        bail!(
+            "--dense-init {} is {} but --init {} is {}: the two nets must share an architecture",
+            a.dense_init.display(),
+            dense0.arch(),
+            a.init.display(),
+            sparse0.arch()
+        );
+    }
+    let ds = a.data.load_for(&dense0)?;
+    let idx: Vec<usize> = (0..a.probe.min(ds.test.len())).collect();
+    let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+    let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
+    let mut shape = vec![idx.len()];
+    shape.extend(dense0.arch().input_shape());
+    let (ld, ls) = (losses(&a.dense)?, losses(&a.run)?);
+    let pgd = Pgd::linf(a.eps, a.steps, 0.25 * a.eps, a.seed);
+    let mut out = String::new();
+    for t in 0..=epochs {
+        let (dense, sparse) = if t == 0 {
+            (dense0.clone(), sparse0.clone())
+        } else {
+            (load(&epoch_file(&a.dense, t))?, load(&epoch_file(&a.run, t))?)
+        };
+        let xa = pgd.last_iterate(&dense, &x, &y, &ids)?.reshape(shape.as_slice())?;
+        let (kd, ks) = (kernel(&dense, &xa)?, kernel(&sparse, &xa)?);
+        let (rel_distance, alignment) = compare(&ks, &kd)?;
+        let sparse_change = compare(&ks, &kernel(&sparse0, &xa)?)?.0;
+        let dense_change = compare(&kd, &kernel(&dense0, &xa)?)?.0;
+        let loss_gap = (t > 0).then(|| ls.get(t - 1).zip(ld.get(t - 1)).map(|(s, d)| s - d)).flatten();
+        let rec = EpochDynamics { epoch: t, rel_distance, alignment, sparse_change, dense_change, loss_gap };
+        out += &serde_json::to_string(&rec)?;
+        out.push('\n');
+    }
+    awt_base::write_atomic(&a.out, out.as_bytes()).with_context(|| format!("cannot write {}", a.out.display()))?;
+    say!("{}: kernel dynamics over {epochs} epochs on {} probe points", a.out.display(), idx.len());
+    Ok(())
+}
