@@ -115,10 +115,20 @@ fn awt_step(c: &mut Criterion) {
     }
 }
 
+/// The machine's f32 GEMM rate (1024³, candle's matmul = the gemm crate's kernels), against which
+/// `cargo xtask bench --peers` reports each hot path's achieved GFLOP/s.
+fn gemm_rate(c: &mut Criterion) {
+    let mut rng = awt_base::Rng::new(2);
+    let n = 1024;
+    let a = Tensor::from_vec(rng.uniform_vec_f32(n * n, -1.0, 1.0), (n, n), &Device::Cpu).unwrap();
+    let b = Tensor::from_vec(rng.uniform_vec_f32(n * n, -1.0, 1.0), (n, n), &Device::Cpu).unwrap();
+    c.bench_function("gemm/f32/1024", |bch| bch.iter(|| a.matmul(&b).unwrap()));
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    targets = forward_backward, pgd_step, ntk, awt_step
+    targets = gemm_rate, forward_backward, pgd_step, ntk, awt_step
 }
 // criterion_main! written out, so that candle's thread count is pinned before anything runs.
 #[allow(unsafe_code)]

@@ -7,9 +7,9 @@ lambda_l2 1e-4 / density), one backward, one Adam step. Here the same, written a
 would: the kernel by the structured (per-layer) formula, which autograd differentiates twice where
 needed (a Jacobian-based kernel via torch.func costs ~100 GFLOP per step for this net).
 
-Usage: torch_awt_step.py [THREADS]   -> median ms per step
+Usage: torch_awt_step.py [THREADS]   -> one JSON line: median ms per step
 """
-import sys, time, statistics
+import json, sys, time, statistics
 import torch, torch.nn.functional as F
 
 torch.manual_seed(0)
@@ -100,5 +100,5 @@ for _ in range(3): step()
 ts = []
 for _ in range(20):
     t = time.perf_counter(); step(); ts.append((time.perf_counter() - t) * 1e3)
-print(f"torch{torch.__version__} threads={torch.get_num_threads()} AWT search step, lenet-300-100, b64: "
-      f"median {statistics.median(ts):.1f} ms (min {min(ts):.1f})")
+print(json.dumps({"peer": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "net": "lenet-300-100",
+                  "measure": "awt_step", "ms": statistics.median(ts), "min_ms": min(ts)}), flush=True)

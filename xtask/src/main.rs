@@ -3,6 +3,7 @@
 //! files are the contract.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod plan;
 mod plot;
 mod records;
@@ -26,7 +27,10 @@ commands:
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs)
   regress   [--bless]
             run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
-  bench     run the criterion benchmarks (cargo bench -p benches)
+  bench     [--peers] [--filter REGEX] [--threads N] [--no-at-epoch]
+            run the criterion benchmarks (cargo bench -p benches); with --peers also the PyTorch and
+            neural-tangents scripts of benches/peers/ (environments made on first use under target/peers/)
+            and write the side-by-side table of docs/performance.md from that one sitting
   ci        what CI runs: format check, clippy (warnings are errors), the test suite, regress
   help      this text
 ";
@@ -40,7 +44,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Some("ci") => ci(),
-        Some("bench") => cargo(&["bench", "-p", "benches"]),
+        Some("bench") => bench::bench(rest),
         Some("reproduce") => runner::reproduce(rest),
         Some("report") => report::run(rest),
         Some("regress") => regress::regress(rest),

@@ -1,0 +1,52 @@
+"""Peer: neural-tangents' empirical NTK of LeNet-300-100 (CPU), two batches of 64, as
+`ntk/lenet-300-100/n64x64/{full,traced}` of benches/bench_main.rs computes it:
+
+  full   - the (64*10) x (64*10) kernel, trace_axes=()
+  traced - the 64 x 64 kernel traced over the logits, trace_axes=(-1,)
+
+Timed for each of neural-tangents' three implementations (Jacobian contraction, NTK-vector
+products, structured derivatives), jit-compiled, compile time excluded; the best is the peer.
+Standard parameterisation (weights used as stored, like PyTorch and awt).
+
+Prints one JSON line per (measure, implementation) and one with the best: median ms.
+
+Usage: nt_bench.py [REPS]   (threads: XLA uses the machine's cores)
+"""
+import json, statistics, sys, time
+
+import jax, jax.numpy as jnp
+import neural_tangents as nt
+from neural_tangents import stax
+
+reps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+init_fn, apply_fn, _ = stax.serial(stax.Dense(300, parameterization="standard"), stax.Relu(),
+                                   stax.Dense(100, parameterization="standard"), stax.Relu(),
+                                   stax.Dense(10, parameterization="standard"))
+k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+_, params = init_fn(k1, (-1, 784))
+x1 = jax.random.uniform(k2, (64, 784))
+x2 = jax.random.uniform(k3, (64, 784))
+
+
+def median_ms(fn):
+    fn().block_until_ready()
+    fn().block_until_ready()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn().block_until_ready()
+        ts.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(ts)
+
+
+names = {1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured_derivatives"}
+for measure, axes in [("ntk_full", ()), ("ntk_traced", (-1,))]:
+    best = None
+    for impl, name in names.items():
+        kernel = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=axes, vmap_axes=0, implementation=impl))
+        ms = median_ms(lambda: kernel(x1, x2, params))
+        print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": "lenet-300-100",
+                          "measure": measure, "implementation": name, "ms": ms}), flush=True)
+        best = ms if best is None else min(best, ms)
+    print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": "lenet-300-100",
+                      "measure": measure, "implementation": "best", "ms": best}), flush=True)
