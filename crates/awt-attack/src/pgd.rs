@@ -76,6 +76,24 @@ pub(crate) fn project(x_adv: &Tensor, x: &Tensor, eps: f64, norm: Norm) -> Resul
     Ok(p.clamp(0.0, 1.0)?)
 }
 
+/// One ascent step of size `step_size` followed by the projection; the ℓ∞ case on CPU as one fused
+/// pass (`awt_base::fused::LinfStep`, equal to the composition).
+pub(crate) fn step_project(
+    x_adv: &Tensor,
+    grad: &Tensor,
+    x: &Tensor,
+    step_size: f64,
+    alpha: &Tensor,
+    eps: f64,
+    norm: Norm,
+) -> Result<Tensor, AttackError> {
+    if norm == Norm::Linf && awt_base::fused::applies(x) && x_adv.dtype() == x.dtype() && grad.dtype() == x.dtype() {
+        let op = awt_base::fused::LinfStep { alpha: step_size, eps };
+        return Ok(x_adv.contiguous()?.apply_op3(&grad.contiguous()?, &x.contiguous()?, op)?);
+    }
+    project(&ascend(x_adv, grad, alpha, norm)?, x, eps, norm)
+}
+
 /// One ascent step of size `alpha` (a tensor broadcastable per example, or a scalar tensor).
 pub(crate) fn ascend(x_adv: &Tensor, grad: &Tensor, alpha: &Tensor, norm: Norm) -> Result<Tensor, AttackError> {
     let dir = match norm {
@@ -164,7 +182,7 @@ impl Pgd {
         let mut p = probe(model, &x_adv, y, target, self.loss, self.steps > 0)?;
         let mut tr = Tracker::new(&x_adv, &p);
         for s in 0..self.steps {
-            x_adv = project(&ascend(&x_adv, &p.grad, &alpha, self.norm)?, x, self.eps, self.norm)?.detach();
+            x_adv = step_project(&x_adv, &p.grad, x, self.step_size, &alpha, self.eps, self.norm)?.detach();
             p = probe(model, &x_adv, y, target, self.loss, s + 1 < self.steps)?;
             tr.update(&x_adv, &p)?;
         }
@@ -198,7 +216,7 @@ impl Pgd {
         for _ in 0..self.steps {
             let (_, _, g) = model
                 .loss_and_input_grad(&x_adv, &|z: &Tensor| crate::loss::per_example_loss(z, y, None, self.loss))?;
-            x_adv = project(&ascend(&x_adv, &g, &alpha, self.norm)?, x, self.eps, self.norm)?.detach();
+            x_adv = step_project(&x_adv, &g, x, self.step_size, &alpha, self.eps, self.norm)?.detach();
         }
         Ok(x_adv)
     }
