@@ -11,6 +11,8 @@ mod regress;
 mod report;
 mod runner;
 mod spec;
+mod stats;
+mod study;
 
 use std::process::Command;
 
@@ -23,8 +25,9 @@ commands:
   reproduce [--preset smoke|quick|paper] [--only PATTERN] [--jobs N] [--force] [--list] [--shard i/n]
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 30 minutes on 2 cores)
-  report    [--runs DIR]... [--out FILE]
-            build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs)
+  report    [--runs DIR]... [--out FILE] | --study [--out FILE]
+            build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
+            --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/
   regress   [--bless]
             run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
   bench     [--peers] [--filter REGEX] [--threads N] [--no-at-epoch]

@@ -335,6 +335,14 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
 }
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "--study") {
+        let out = match &args[1..] {
+            [] => root().join("docs").join("study.md"),
+            [flag, file] if flag == "--out" => PathBuf::from(file),
+            _ => bail!("report --study: the only flag after it is --out FILE"),
+        };
+        return crate::study::write(&out);
+    }
     let mut dirs = Vec::new();
     let mut out = root().join("docs").join("reproduction.md");
     let mut it = args.iter();

@@ -225,9 +225,15 @@ fn recorded(preset: &str, run: &Run) -> bool {
         .is_ok_and(|m| m.config_hash == fnv(&run.canonical))
 }
 
+/// True for a search-log line whose step re-selected the mask and changed it (kept when thinning, so
+/// the records show how the mask moved).
+fn changes_mask(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["mask_changes"].as_u64()).is_some_and(|c| c > 0)
+}
+
 /// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
 /// manifest, evaluation, training summary and metrics, and the search log thinned to every 50th
-/// step (and the last), so a study's records stay a few megabytes.
+/// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
 fn record(preset: &str, run: &Run) -> Result<()> {
     let dst = record_dir(preset, run);
     std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
@@ -245,8 +251,12 @@ fn record(preset: &str, run: &Run) -> Result<()> {
     }
     if let Ok(text) = std::fs::read_to_string(run.dir.join("ticket.search.jsonl")) {
         let lines: Vec<&str> = text.lines().collect();
-        let kept: Vec<&str> =
-            lines.iter().enumerate().filter(|(i, _)| i % 50 == 0 || i + 1 == lines.len()).map(|(_, l)| *l).collect();
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| i % 50 == 0 || i + 1 == lines.len() || changes_mask(l))
+            .map(|(_, l)| *l)
+            .collect();
         std::fs::write(dst.join("search.jsonl"), kept.join("\n") + "\n")?;
     }
     // The manifest last: its presence marks the record complete.
@@ -351,7 +361,7 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     if spec::load(&o.preset)?.record {
         // Recorded presets are reported from results/ (the study report), not into the quick report.
         eprintln!("records in {}", root().join("results").join(&o.preset).display());
-        return Ok(());
+        return crate::study::write(&root().join("docs").join("study.md"));
     }
     crate::report::write(&[o.base()], &root().join("docs").join("reproduction.md"))
 }

@@ -234,7 +234,17 @@ fn dynamics_of_the_dense_net_against_itself_is_zero_and_a_sparse_net_differs() {
         out
     };
     run(&["init", "--arch", "mlp-784-32-10", "--seed", "3", "--out", &p("init.safetensors")]);
-    run(&["prune", "--method", "random", "--density", "0.2", "--model", &p("init.safetensors"), "--out", &p("t.safetensors")]);
+    run(&[
+        "prune",
+        "--method",
+        "random",
+        "--density",
+        "0.2",
+        "--model",
+        &p("init.safetensors"),
+        "--out",
+        &p("t.safetensors"),
+    ]);
     let train = |init: &str, flag: &str, out: &str| {
         let mut a = vec!["train", "--arch", "mlp-784-32-10", flag, init, "--epochs", "2", "--train-limit", "256"];
         a.extend(["--batch", "64", "--steps", "2", "--eval-n", "32", "--eval-steps", "2", "--keep-epochs", "--quiet"]);

@@ -1,0 +1,111 @@
+//! Small statistics for reports over a few seeds: mean ± sd, Student-t 95 % intervals, paired
+//! differences, and verdicts that say when the seeds cannot decide.
+
+/// Two-sided 95 % quantile of Student's t with `df` degrees of freedom (exact to 3 decimals for
+/// df ≤ 30, the normal quantile's series beyond).
+pub(crate) fn t95(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        1..=30 => T[df - 1],
+        _ => 1.960 + 2.4 / df as f64,
+    }
+}
+
+/// Mean, sample sd (0 for one value) and count; NaN mean for none.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Summary {
+    pub mean: f64,
+    pub sd: f64,
+    pub n: usize,
+}
+
+pub(crate) fn summary(v: &[f64]) -> Summary {
+    let n = v.len();
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let sd = if n > 1 { (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
+    Summary { mean, sd, n }
+}
+
+impl Summary {
+    /// The 95 % t-interval of the mean; None below two values.
+    pub(crate) fn ci95(&self) -> Option<(f64, f64)> {
+        (self.n > 1).then(|| {
+            let h = t95(self.n - 1) * self.sd / (self.n as f64).sqrt();
+            (self.mean - h, self.mean + h)
+        })
+    }
+
+    /// "m ± sd" in percent points (values are fractions), or "m" for one value, "—" for none.
+    pub(crate) fn pct(&self) -> String {
+        match self.n {
+            0 => "—".into(),
+            1 => format!("{:.1}", 100.0 * self.mean),
+            _ => format!("{:.1} ± {:.1}", 100.0 * self.mean, 100.0 * self.sd),
+        }
+    }
+
+    /// "m [lo, hi]" in percent points with the 95 % interval.
+    pub(crate) fn pct_ci(&self) -> String {
+        match self.ci95() {
+            Some((lo, hi)) => format!("{:+.1} [{:+.1}, {:+.1}]", 100.0 * self.mean, 100.0 * lo, 100.0 * hi),
+            None if self.n == 1 => format!("{:+.1} (one seed)", 100.0 * self.mean),
+            None => "—".into(),
+        }
+    }
+}
+
+/// Paired differences a − b over the keys (seeds) both have.
+pub(crate) fn paired(a: &[(u64, f64)], b: &[(u64, f64)]) -> Summary {
+    let d: Vec<f64> = a.iter().filter_map(|(s, x)| b.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect();
+    summary(&d)
+}
+
+/// The verdict on "a is at least b − margin" from the paired difference a − b (fractions): holds
+/// when the whole 95 % interval lies above −margin, does not hold when it lies below, else open.
+pub(crate) fn at_least(d: &Summary, margin: f64) -> &'static str {
+    match d.ci95() {
+        Some((lo, _)) if lo >= -margin => "holds",
+        Some((_, hi)) if hi < -margin => "does **not** hold",
+        Some(_) => "open: the interval straddles the margin",
+        None => "open: fewer than two paired seeds",
+    }
+}
+
+/// The verdict on "a is above b" (margin 0, strict): holds when the interval lies above 0.
+pub(crate) fn above(d: &Summary) -> &'static str {
+    match d.ci95() {
+        Some((lo, _)) if lo > 0.0 => "holds",
+        Some((_, hi)) if hi < 0.0 => "does **not** hold (below)",
+        Some(_) => "open: the interval contains 0",
+        None => "open: fewer than two paired seeds",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_and_verdicts() {
+        let s = summary(&[0.80, 0.82, 0.84]);
+        assert!((s.mean - 0.82).abs() < 1e-12 && (s.sd - 0.02).abs() < 1e-12);
+        let (lo, hi) = s.ci95().unwrap();
+        assert!((hi - 0.82 - 4.303 * 0.02 / 3f64.sqrt()).abs() < 1e-12 && (0.82 - lo - (hi - 0.82)).abs() < 1e-12);
+        assert_eq!(summary(&[0.5]).ci95(), None);
+        // Paired on common seeds only: seed 2 has no partner.
+        let d = paired(&[(0, 0.9), (1, 0.8), (2, 0.1)], &[(0, 0.85), (1, 0.76)]);
+        assert_eq!(d.n, 2);
+        assert!((d.mean - 0.045).abs() < 1e-12);
+        assert_eq!(above(&summary(&[0.02, 0.03, 0.025])), "holds");
+        assert_eq!(above(&summary(&[-0.02, -0.03, -0.025])), "does **not** hold (below)");
+        assert_eq!(above(&summary(&[-0.02, 0.03, 0.0])), "open: the interval contains 0");
+        assert_eq!(at_least(&summary(&[-0.004, -0.006, -0.005]), 0.01), "holds");
+        assert_eq!(at_least(&summary(&[-0.05, -0.06, -0.055]), 0.01), "does **not** hold");
+        assert_eq!(at_least(&summary(&[0.01]), 0.01), "open: fewer than two paired seeds");
+        assert!((t95(1000) - 1.9624).abs() < 1e-3 && (t95(2) - 4.303).abs() < 1e-12);
+    }
+}
