@@ -421,7 +421,7 @@ fn our_at_epoch() -> Result<f64> {
     ]);
     eprintln!("$ awt train (1 PGD-10 AT epoch on full Fashion-MNIST)");
     run(&mut train, "awt train")?;
-    let metrics = crate::records::read_jsonl::<Value>(&dir.join("train").join("train-metrics.jsonl"))?;
+    let metrics = crate::records::read_jsonl::<Value>(&dir.join("train").join("metrics.jsonl"))?;
     let ips = metrics.first().and_then(|m| m["images_per_sec"].as_f64()).context("awt train wrote no epoch metrics")?;
     Ok(60_000.0 / ips)
 }
