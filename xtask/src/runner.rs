@@ -291,7 +291,9 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
     let queue = Arc::new(Mutex::new(runs.clone().into_iter().enumerate().collect::<Vec<_>>()));
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let threads = if o.jobs > 1 { Some(1) } else { None };
+    // The cores split evenly between concurrent runs (each run's candle/rayon pool gets its share).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None };
     let started = Instant::now();
     std::thread::scope(|sc| {
         for _ in 0..o.jobs {

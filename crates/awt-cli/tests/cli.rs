@@ -289,3 +289,73 @@ fn dynamics_of_the_dense_net_against_itself_is_zero_and_a_sparse_net_differs() {
     );
     assert!(!ok && err.contains("other.safetensors"), "{err}");
 }
+
+#[test]
+fn autoattack_runs_on_every_zoo_net() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    // A small CIFAR-10 folder (binary format, 8 records per file) for conv4.
+    let bin = tmp.path().join("cifar10/cifar-10-batches-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let mut r = 1u64;
+    let mut file = || -> Vec<u8> {
+        let mut v = Vec::new();
+        for k in 0..8u8 {
+            v.push(k % 10);
+            v.extend((0..3072).map(|_| {
+                r = r.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (r >> 56) as u8
+            }));
+        }
+        v
+    };
+    for f in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"] {
+        std::fs::write(bin.join(format!("{f}.bin")), file()).unwrap();
+    }
+    let nets = [
+        ("lenet-300-100", "fashion-mnist-mini"),
+        ("lenet5-caffe", "fashion-mnist-mini"),
+        ("mlp-784-16-10", "fashion-mnist-mini"),
+        ("conv4", "cifar10"),
+    ];
+    for (arch, data) in nets {
+        let m = p(&format!("{arch}.safetensors"));
+        let (ok, _, err) = awt(&["init", "--arch", arch, "--seed", "0", "--out", &m], &[]);
+        assert!(ok, "{arch}: {err}");
+        let json = p(&format!("{arch}.json"));
+        let args = [
+            "eval",
+            "--model",
+            &m,
+            "--data",
+            data,
+            "--data-dir",
+            tmp.path().to_str().unwrap(),
+            "--limit",
+            "6",
+            "--attack",
+            "autoattack",
+            "--apgd-steps",
+            "3",
+            "--fab-steps",
+            "3",
+            "--targets",
+            "2",
+            "--square-queries",
+            "20",
+            "--json",
+            &json,
+        ];
+        let (ok, out, err) = awt(&args, &[]);
+        assert!(ok, "{arch}: {err}");
+        for a in ["apgd-ce", "apgd-t", "fab-t", "square"] {
+            assert!(out.contains(a), "{arch}: no {a} row in\n{out}");
+        }
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let cum = v["cumulative"].as_array().unwrap();
+        assert_eq!(cum.len(), 4, "{arch}: {v}");
+        let counts: Vec<u64> = cum.iter().map(|c| c["robust_correct"].as_u64().unwrap()).collect();
+        assert!(counts.windows(2).all(|w| w[1] <= w[0]), "{arch}: cumulative counts rise: {counts:?}");
+        assert!(counts[0] <= v["clean_correct"].as_u64().unwrap(), "{arch}");
+    }
+}
