@@ -56,7 +56,25 @@ pub fn read_bytes(bytes: Vec<u8>, path: &Path) -> Result<Split, DataError> {
     read_from(bytes::Bytes::from(bytes), path)
 }
 
+/// Reads a parquet source, turning a panic of the parquet crate on a malformed file (fuzzing found
+/// one: an out-of-bounds slice in parquet 60.1's plain byte-array decoder on a forged dictionary page)
+/// into an error naming the file, like every other malformed input. Only the parquet decoding runs
+/// under `catch_unwind`; it holds no state of ours that a panic could leave half-updated.
 fn read_from<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &Path) -> Result<Split, DataError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_unguarded(source, path))) {
+        Ok(r) => r,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(file_err(path, format!("malformed parquet file (the parquet decoder failed: {why})")))
+        }
+    }
+}
+
+fn read_unguarded<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &Path) -> Result<Split, DataError> {
     let reader =
         SerializedFileReader::new(source).map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
     let rows = reader.get_row_iter(None).map_err(|e| file_err(path, format!("cannot read rows: {e}")))?;

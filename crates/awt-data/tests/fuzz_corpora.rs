@@ -57,3 +57,15 @@ fn parquet_corpus_replays_without_panics() {
     }
     assert!(parsed > 0, "no corpus input parses: the seeds are gone");
 }
+
+#[test]
+fn a_parquet_file_that_panics_the_decoder_is_an_error_naming_the_file() {
+    // Found by fuzzing: a forged dictionary page makes parquet 60.1's plain byte-array decoder slice
+    // out of bounds. The reader reports it as a malformed file instead of unwinding into the caller.
+    let (p, b) = inputs("parquet")
+        .into_iter()
+        .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("crash-c3fd7b18")))
+        .expect("the regression input fuzz/regressions/parquet/crash-c3fd7b18… is missing");
+    let e = awt_data::hf::read_bytes(b, &p).unwrap_err().to_string();
+    assert!(e.contains("crash-c3fd7b18") && e.contains("malformed parquet"), "{e}");
+}
