@@ -47,12 +47,30 @@ fn decode_png(bytes: &[u8], path: &Path, row: usize) -> Result<([usize; 3], Vec<
 
 /// Reads a hub parquet file into a split.
 pub fn read(path: &Path) -> Result<Split, DataError> {
-    let f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    // The footer (its length is in the last 8 bytes) is checked before the parquet crate sees it.
+    let io = |e: std::io::Error| file_err(path, format!("cannot read: {e}"));
+    let size = f.metadata().map_err(io)?.len();
+    if size >= 12 {
+        let mut last = [0u8; 8];
+        f.seek(SeekFrom::End(-8)).map_err(io)?;
+        f.read_exact(&mut last).map_err(io)?;
+        let len = u64::from(u32::from_le_bytes(last[..4].try_into().expect("4 bytes")));
+        if len + 8 <= size {
+            let mut tail = vec![0u8; len as usize + 8];
+            f.seek(SeekFrom::End(-(len as i64 + 8))).map_err(io)?;
+            f.read_exact(&mut tail).map_err(io)?;
+            crate::footer::check(&tail).map_err(|why| file_err(path, format!("malformed parquet footer: {why}")))?;
+        }
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+    }
     read_from(f, path)
 }
 
 /// Reads a hub parquet file held in memory; `path` only labels errors.
 pub fn read_bytes(bytes: Vec<u8>, path: &Path) -> Result<Split, DataError> {
+    crate::footer::check(&bytes).map_err(|why| file_err(path, format!("malformed parquet footer: {why}")))?;
     read_from(bytes::Bytes::from(bytes), path)
 }
 

@@ -21,6 +21,7 @@
 
 pub mod cifar;
 mod error;
+mod footer;
 pub mod hf;
 pub mod idx;
 mod load;

@@ -69,3 +69,18 @@ fn a_parquet_file_that_panics_the_decoder_is_an_error_naming_the_file() {
     let e = awt_data::hf::read_bytes(b, &p).unwrap_err().to_string();
     assert!(e.contains("crash-c3fd7b18") && e.contains("malformed parquet"), "{e}");
 }
+
+#[test]
+fn a_parquet_footer_that_claims_huge_children_is_refused_before_allocating() {
+    // Found by fuzzing: a 1 kB file whose schema element claims ~1.2 G children made parquet 60.1
+    // reserve 9.9 GB before checking them. The footer is now checked first.
+    let (p, b) = inputs("parquet")
+        .into_iter()
+        .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("oom-bfc72b2f")))
+        .expect("the regression input fuzz/regressions/parquet/oom-bfc72b2f… is missing");
+    let e = awt_data::hf::read_bytes(b.clone(), &p).unwrap_err().to_string();
+    assert!(e.contains("oom-bfc72b2f") && e.contains("children"), "{e}");
+    // The same through the file path (the footer read from the end of the file).
+    let e = awt_data::hf::read(&p).unwrap_err().to_string();
+    assert!(e.contains("children"), "{e}");
+}
