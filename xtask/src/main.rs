@@ -22,9 +22,10 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  reproduce [--preset smoke|quick|paper] [--only PATTERN] [--jobs N] [--force] [--list] [--shard i/n]
+  reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--jobs N] [--force] [--list] [--shard i/n]
+            (--jobs: concurrent runs, default one per core, the cores shared between them)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
-            (default preset: quick, about 30 minutes on 2 cores)
+            (default preset: quick, about 7 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE]
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
             --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/

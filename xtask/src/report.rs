@@ -260,6 +260,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                 (!v.is_empty()).then(|| 100.0 * mean_std(&v).0)
             };
             md += "### The paper's claims beside our numbers\n\n";
+            md += "One seed at a scaled-down recipe, without intervals: these verdicts describe this run, not the paper. The study that can decide the claims (three seeds, full-length searches, paired 95 % intervals) is [docs/study.md](study.md).\n\n";
             md += "| claim (Shi et al. 2022) | measured here | verdict |\n|---|---|---|\n";
             if let (Some(awt), Some(dense)) = (w("awt"), w("dense")) {
                 let verdict =
