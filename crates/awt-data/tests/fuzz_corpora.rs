@@ -22,6 +22,14 @@ pub fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// The input of `fuzz/regressions/<target>/` whose name starts with `prefix`.
+fn regression(target: &str, prefix: &str) -> (PathBuf, Vec<u8>) {
+    inputs(target)
+        .into_iter()
+        .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .unwrap_or_else(|| panic!("the regression input fuzz/regressions/{target}/{prefix}… is missing"))
+}
+
 #[test]
 fn idx_corpus_replays_without_panics() {
     let all = inputs("idx");
@@ -62,10 +70,7 @@ fn parquet_corpus_replays_without_panics() {
 fn a_parquet_file_that_panics_the_decoder_is_an_error_naming_the_file() {
     // Found by fuzzing: a forged dictionary page makes parquet 60.1's plain byte-array decoder slice
     // out of bounds. The reader reports it as a malformed file instead of unwinding into the caller.
-    let (p, b) = inputs("parquet")
-        .into_iter()
-        .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("crash-c3fd7b18")))
-        .expect("the regression input fuzz/regressions/parquet/crash-c3fd7b18… is missing");
+    let (p, b) = regression("parquet", "crash-c3fd7b18");
     let e = awt_data::hf::read_bytes(b, &p).unwrap_err().to_string();
     assert!(e.contains("crash-c3fd7b18") && e.contains("malformed parquet"), "{e}");
 }
@@ -74,10 +79,7 @@ fn a_parquet_file_that_panics_the_decoder_is_an_error_naming_the_file() {
 fn a_parquet_footer_that_claims_huge_children_is_refused_before_allocating() {
     // Found by fuzzing: a 1 kB file whose schema element claims ~1.2 G children made parquet 60.1
     // reserve 9.9 GB before checking them. The footer is now checked first.
-    let (p, b) = inputs("parquet")
-        .into_iter()
-        .find(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("oom-bfc72b2f")))
-        .expect("the regression input fuzz/regressions/parquet/oom-bfc72b2f… is missing");
+    let (p, b) = regression("parquet", "oom-bfc72b2f");
     let e = awt_data::hf::read_bytes(b.clone(), &p).unwrap_err().to_string();
     assert!(e.contains("oom-bfc72b2f") && e.contains("children"), "{e}");
     // The same through the file path (the footer read from the end of the file).
