@@ -28,6 +28,7 @@ pub mod kernels;
 mod rng;
 mod st;
 mod stage;
+mod step;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
