@@ -57,6 +57,15 @@ pub fn save(net: &Net, path: &Path) -> Result<(), CheckpointError> {
     Ok(())
 }
 
+/// A `torch.save` file: a zip archive, or a bare pickle (protocol 2+ opens with 0x80). A safetensors
+/// file opens with its header length as a little-endian u64, whose first byte is 0x80 for one header
+/// length in 256, so a file whose JSON header opens right after those 8 bytes is never taken for a
+/// pickle (a pickle's 9th byte is an opcode or magic-number byte, never the `{` that opens the header).
+fn looks_like_torch_save(bytes: &[u8]) -> bool {
+    let safetensors_shaped = bytes.get(8) == Some(&b'{');
+    !safetensors_shaped && (bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04"))
+}
+
 /// Loads a checkpoint as `dtype` on `device`. `arch` is required for files without `arch`
 /// metadata (a plain PyTorch state dict) and must agree with the metadata when both exist.
 pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
@@ -72,7 +81,7 @@ pub fn load_bytes(
     dtype: DType,
     device: &Device,
 ) -> Result<Loaded, CheckpointError> {
-    if bytes.first() == Some(&0x80) || bytes.starts_with(b"PK\x03\x04") {
+    if looks_like_torch_save(bytes) {
         return Err(err(
             path,
             "this is a PyTorch pickle/zip file (torch.save), which awt never unpickles; convert it with \

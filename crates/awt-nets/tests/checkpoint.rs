@@ -114,6 +114,28 @@ fn foreign_state_dict_needs_arch_and_then_loads() {
     expect_error(&p, Some(&Arch::Mlp(vec![4, 5, 2])), "shape");
 }
 
+/// CI once failed on this: an IMP round's checkpoint whose header length happened to be 0x..80 was
+/// refused as a PyTorch pickle (a pickle also opens with 0x80). Every residue of the header length
+/// modulo 256 must load, whatever the first byte of the length.
+#[test]
+fn every_header_length_loads_even_one_whose_first_byte_looks_like_a_pickle() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch::Mlp(vec![3, 2]);
+    let mut firsts = std::collections::BTreeSet::new();
+    for pad in 0..300 {
+        let mut net = Net::init(&arch, Init::KaimingUniform, 0, DType::F32, &dev()).unwrap();
+        net.meta.insert("pad".into(), "x".repeat(pad));
+        let p = dir.path().join(format!("m{pad}.safetensors"));
+        save(&net, &p).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        firsts.insert(bytes[0]);
+        let back =
+            load(&p, None, DType::F32, &dev()).unwrap_or_else(|e| panic!("pad {pad}, first byte {:#x}: {e}", bytes[0]));
+        assert_eq!(back.net.meta["pad"].len(), pad);
+    }
+    assert!(firsts.contains(&0x80), "no header length with first byte 0x80 was tried: {firsts:?}");
+}
+
 #[test]
 fn malformed_files_are_reported_with_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
