@@ -364,12 +364,46 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     if e.autoattack {
         let mut aa = eval.clone();
         let at = |flag: &str| aa.iter().position(|a| a == flag).expect("built above") + 1;
-        let (i, j) = (at("--attack"), at("--json"));
+        let (i, j, k) = (at("--attack"), at("--json"), at("--limit"));
         aa[i] = "autoattack".into();
         aa[j] = d("eval-aa.json");
+        aa[k] = e.autoattack_n.unwrap_or(e.n).to_string();
         out.push(step("eval-aa", aa, d("eval-aa.json")));
     }
     // The worst-case evaluation last: its file marks the run evaluated.
     out.push(step("eval", eval, d("eval.json")));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arg<'a>(step: &'a Step, flag: &str) -> &'a str {
+        let i = step.args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{}: no {flag}", step.name));
+        &step.args[i + 1]
+    }
+
+    /// The study runs AutoAttack on its first `autoattack_n` images and the worst case on all `n`;
+    /// every preset's every run plans without error and ends with the evaluation that marks it done.
+    #[test]
+    fn every_preset_plans_and_the_study_limits_autoattack_only() {
+        for preset in ["smoke", "quick", "ntt-validation", "study", "paper"] {
+            let spec = crate::spec::load(preset).unwrap();
+            let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere")).unwrap();
+            assert!(!runs.is_empty(), "{preset}");
+            for run in &runs {
+                let steps = steps(run, &spec, "fashion-mnist").unwrap();
+                let last = steps.last().unwrap();
+                assert_eq!(last.name, "eval", "{preset} {}", run.name);
+                assert_eq!(arg(last, "--limit"), spec.eval.n.to_string());
+                if let Some(aa) = steps.iter().find(|s| s.name == "eval-aa") {
+                    assert_eq!(arg(aa, "--attack"), "autoattack");
+                    assert_eq!(arg(aa, "--limit"), spec.eval.autoattack_n.unwrap_or(spec.eval.n).to_string());
+                }
+            }
+        }
+        let study = crate::spec::load("study").unwrap();
+        assert_eq!((study.eval.n, study.eval.autoattack_n), (10_000, Some(1000)));
+    }
 }

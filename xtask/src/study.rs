@@ -47,12 +47,12 @@ impl Rec {
     }
 
     fn measure(&self, which: Measure) -> Option<f64> {
-        let n = self.m.eval.n as f64;
         match which {
+            // AutoAttack may run on a prefix of the evaluation set (`[eval] autoattack_n`).
+            Measure::AutoAttack => self.aa.as_ref().map(|a| a.robust_correct as f64 / a.n as f64),
             Measure::Clean => Some(self.m.clean()),
             Measure::Pgd => Some(self.m.first_attack()).filter(|v| v.is_finite()),
             Measure::Worst => Some(self.m.robust()),
-            Measure::AutoAttack => self.aa.as_ref().map(|a| a.robust_correct as f64 / n),
         }
     }
 
@@ -268,7 +268,13 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
 `--list` shows the runs); this section is filled in from `results/study/` as runs finish.\n\n";
         return Ok(md);
     }
-    let aa_everywhere = recs.iter().all(|r| r.aa.is_some());
+    // AutoAttack is the headline only where it covers the whole evaluation set of every run.
+    let aa_everywhere = recs.iter().all(|r| r.aa.as_ref().is_some_and(|a| a.n == r.m.eval.n));
+    let aa_n: BTreeSet<u64> = recs.iter().filter_map(|r| r.aa.as_ref().map(|a| a.n)).collect();
+    let aa_head = match (aa_n.len(), aa_n.first()) {
+        (1, Some(&k)) if k < recs[0].m.eval.n => format!("AutoAttack (first {k})"),
+        _ => "AutoAttack".to_string(),
+    };
     let (head, label) = if aa_everywhere {
         (Measure::AutoAttack, "AutoAttack")
     } else {
@@ -285,7 +291,10 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     let vs = variants(recs);
     for &d in &densities {
         writeln!(md, "### Density {d}\n")?;
-        md += "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | AutoAttack |\n|---|---|---|---|---|---|\n";
+        writeln!(
+            md,
+            "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | {aa_head} |\n|---|---|---|---|---|---|"
+        )?;
         for v in &vs {
             let cell = |m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
             let n = by_seed(recs, v, d, |r| r.measure(Measure::Clean)).len();
