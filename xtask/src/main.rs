@@ -42,8 +42,13 @@ commands:
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = if args.is_empty() { &[][..] } else { &args[1..] };
+    let asks_help = rest.iter().any(|a| a == "-h" || a == "--help");
     match args.first().map(String::as_str) {
         None | Some("help" | "-h" | "--help") => {
+            print!("{HELP}");
+            Ok(())
+        }
+        Some(_) if asks_help => {
             print!("{HELP}");
             Ok(())
         }
