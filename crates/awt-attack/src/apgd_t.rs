@@ -7,11 +7,11 @@ use awt_base::{Classifier, Rng};
 use candle_core::Tensor;
 
 use crate::apgd::Apgd;
-use crate::core::{Attack, Goal, Outcome, validate};
-use crate::error::{AttackError, finite_logits, invalid};
+use crate::core::{Attack, Goal, Outcome};
+use crate::error::{AttackError, invalid};
 use crate::loss::LossKind;
 use crate::pgd::Norm;
-use crate::ranking::{Standing, ranked_classes};
+use crate::ranking::{OwnTargets, Standing};
 
 /// APGD-T settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,22 +50,16 @@ impl Attack for ApgdTargeted {
         target: Option<&Tensor>,
         ids: &[u64],
     ) -> Result<Outcome, AttackError> {
-        if target.is_some() {
-            return Err(invalid("APGD-T chooses its own targets: call it without a target"));
+        let ranked = OwnTargets {
+            name: "APGD-T",
+            targets: self.targets,
+            min_classes: 4,
+            needs: "1 ≤ targets < classes and at least 4 classes (targeted DLR)",
         }
-        let k = validate(model, x, y, None, ids, self.eps)?;
-        if k < 4 || self.targets == 0 || self.targets >= k {
-            return Err(invalid(format!(
-                "APGD-T needs 1 ≤ targets < classes and at least 4 classes (targeted DLR): {} targets, {k} classes",
-                self.targets
-            )));
-        }
+        .rank(model, x, y, target, ids, self.eps)?;
         if self.restarts == 0 {
             return Err(invalid("restarts must be ≥ 1"));
         }
-        let logits = model.logits(x)?;
-        finite_logits(&logits)?;
-        let ranked = ranked_classes(&logits)?;
         let apgd = Apgd {
             eps: self.eps,
             steps: self.steps,
@@ -78,9 +72,7 @@ impl Attack for ApgdTargeted {
         for rank in 1..=self.targets {
             let root = Rng::new(self.seed).derive("apgd-t").fork(rank as u64);
             for restart in 0..self.restarts {
-                let Some(sub) = standing.alive(x, y, ids)? else { break };
-                let t: Vec<u32> = sub.rows.iter().map(|&i| ranked[i][rank]).collect();
-                let t = Tensor::from_vec(t, sub.rows.len(), x.device())?;
+                let Some((sub, t)) = standing.alive_toward(x, y, ids, &ranked, rank)? else { break };
                 let tr =
                     apgd.run(model, &sub.x, &sub.y, Some(&t), &sub.ids, restart as u64, &root, Goal::Misclassify)?;
                 standing.absorb(&sub.rows, &tr.fooled, &tr.best, &tr.loss)?;

@@ -17,9 +17,9 @@
 use awt_base::Classifier;
 use candle_core::{D, DType, Tensor};
 
-use crate::core::{Attack, Outcome, validate};
-use crate::error::{AttackError, finite_logits, invalid};
-use crate::ranking::{Standing, logit_gap, ranked_classes};
+use crate::core::{Attack, Outcome};
+use crate::error::{AttackError, finite_logits};
+use crate::ranking::{OwnTargets, Standing, logit_gap};
 
 /// FAB-T (ℓ∞) settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -171,21 +171,12 @@ impl Attack for FabTargeted {
         target: Option<&Tensor>,
         ids: &[u64],
     ) -> Result<Outcome, AttackError> {
-        if target.is_some() {
-            return Err(invalid("FAB-T chooses its own targets: call it without a target"));
-        }
-        let k = validate(model, x, y, None, ids, self.eps)?;
-        if self.targets == 0 || self.targets >= k {
-            return Err(invalid(format!("FAB-T needs 1 ≤ targets < classes: {} targets, {k} classes", self.targets)));
-        }
-        let logits = model.logits(x)?;
-        finite_logits(&logits)?;
-        let ranked = ranked_classes(&logits)?;
+        let ranked =
+            OwnTargets { name: "FAB-T", targets: self.targets, min_classes: 2, needs: "1 ≤ targets < classes" }
+                .rank(model, x, y, target, ids, self.eps)?;
         let mut standing = Standing::new(x)?;
         for rank in 1..=self.targets {
-            let Some(sub) = standing.alive(x, y, ids)? else { break };
-            let t: Vec<u32> = sub.rows.iter().map(|&i| ranked[i][rank]).collect();
-            let t = Tensor::from_vec(t, sub.rows.len(), x.device())?;
+            let Some((sub, t)) = standing.alive_toward(x, y, ids, &ranked, rank)? else { break };
             let (best, norm) = self.run(model, &sub.x, &sub.y, &t)?;
             // Broken only within ε (FAB's closest example may lie farther out); the example is
             // projected onto the ball so that rounding never leaves it.

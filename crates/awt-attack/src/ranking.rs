@@ -1,10 +1,49 @@
 //! What the multi-target attacks (APGD-T, FAB-T) share: the classes ranked by the clean logits,
 //! and the bookkeeping of a sequence of runs, each on the points still standing.
 
+use awt_base::Classifier;
 use candle_core::{D, Tensor};
 
-use crate::core::Outcome;
-use crate::error::AttackError;
+use crate::core::{Outcome, validate};
+use crate::error::{AttackError, finite_logits, invalid};
+
+/// What a self-targeting attack (APGD-T, FAB-T) checks before it starts.
+pub(crate) struct OwnTargets<'a> {
+    /// The attack's name in errors.
+    pub name: &'a str,
+    /// How many target classes it runs through.
+    pub targets: usize,
+    /// The fewest classes it works with (at least 2).
+    pub min_classes: usize,
+    /// The requirement as the error states it.
+    pub needs: &'a str,
+}
+
+impl OwnTargets<'_> {
+    /// The opening every self-targeting attack shares: no caller-given target, valid inputs,
+    /// `1 ≤ targets < classes` with enough classes, finite clean logits. Returns each example's
+    /// classes ranked by the clean logits ([`ranked_classes`]).
+    pub fn rank(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        y: &Tensor,
+        target: Option<&Tensor>,
+        ids: &[u64],
+        eps: f64,
+    ) -> Result<Vec<Vec<u32>>, AttackError> {
+        if target.is_some() {
+            return Err(invalid(format!("{} chooses its own targets: call it without a target", self.name)));
+        }
+        let k = validate(model, x, y, None, ids, eps)?;
+        if k < self.min_classes || self.targets == 0 || self.targets >= k {
+            return Err(invalid(format!("{} needs {}: {} targets, {k} classes", self.name, self.needs, self.targets)));
+        }
+        let logits = model.logits(x)?;
+        finite_logits(&logits)?;
+        ranked_classes(&logits)
+    }
+}
 
 /// Each example's classes by decreasing clean logit (ties: lower class first); entry 0 is the
 /// predicted class, entry `r` the `r`-th most likely other one.
@@ -62,6 +101,22 @@ impl Standing {
             ids: rows.iter().map(|&i| ids[i]).collect(),
             rows,
         }))
+    }
+
+    /// The points still standing with their `rank`-th ranked class as the target, or `None` when
+    /// none is left.
+    pub fn alive_toward(
+        &self,
+        x: &Tensor,
+        y: &Tensor,
+        ids: &[u64],
+        ranked: &[Vec<u32>],
+        rank: usize,
+    ) -> Result<Option<(Subset, Tensor)>, AttackError> {
+        let Some(sub) = self.alive(x, y, ids)? else { return Ok(None) };
+        let t: Vec<u32> = sub.rows.iter().map(|&i| ranked[i][rank]).collect();
+        let t = Tensor::from_vec(t, sub.rows.len(), x.device())?;
+        Ok(Some((sub, t)))
     }
 
     /// Takes a run's results on `rows`: broken points keep the example that broke them.
