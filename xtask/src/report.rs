@@ -154,12 +154,12 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                 })
                 .collect();
             if !pts.is_empty() {
-                series.push(Series { name: method.to_string(), points: pts });
+                series.push(Series::line(method.to_string(), pts));
             }
         }
         if !dense.is_empty() {
             let m = 100.0 * mean_std(&dense).0;
-            series.push(Series { name: "dense".into(), points: densities.iter().map(|d| (*d, m)).collect() });
+            series.push(Series::line("dense", densities.iter().map(|d| (*d, m)).collect()));
         }
         let f1 = format!("{tag}-robust-vs-density.svg");
         std::fs::write(
@@ -184,7 +184,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                         let r = r.first()?;
                         let pts: Vec<(f64, f64)> =
                             r.metrics.iter().filter_map(|e| Some((e.epoch as f64 + 1.0, key(e)? * scale))).collect();
-                        (!pts.is_empty()).then(|| Series { name: m.to_string(), points: pts })
+                        (!pts.is_empty()).then(|| Series::line(m.to_string(), pts))
                     })
                     .collect()
             };
@@ -234,7 +234,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                     for (key, get) in kinds {
                         let pts: Vec<(f64, f64)> = r.search.iter().map(|e| (e.step as f64, get(e))).collect();
                         if !pts.is_empty() {
-                            ss.push(Series { name: format!("{m} {key}"), points: pts });
+                            ss.push(Series::line(format!("{m} {key}"), pts));
                         }
                     }
                 }

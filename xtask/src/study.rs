@@ -9,10 +9,13 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::plot::{Series, line_plot};
+use crate::plot::{Figure, Series, Spread};
 use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
 use crate::stats::{above, at_least, paired, summary};
+
+mod figures;
+use figures::write_figure;
 
 /// One search-log line (the fields the study reads).
 #[derive(Clone, Debug, Deserialize)]
@@ -29,6 +32,11 @@ struct SearchLine {
 struct DynLine {
     epoch: u64,
     rel_distance: f64,
+    alignment: f64,
+    sparse_change: f64,
+    dense_change: f64,
+    #[serde(default)]
+    loss_gap: Option<f64>,
 }
 
 /// A recorded run: `results/<preset>/<run>/`.
@@ -173,22 +181,21 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
                 l.output_distance,
                 ch.len()
             )?;
-            series.push(Series {
-                name: format!("seed {}", r.m.seed),
-                points: r.search.iter().map(|s| (s.step as f64, s.kernel_distance)).collect(),
-            });
+            series.push(Series::line(
+                format!("seed {}", r.m.seed),
+                r.search.iter().map(|s| (s.step as f64, s.kernel_distance)).collect(),
+            ));
         }
         let f = "study-ntt-search.svg";
-        std::fs::write(
-            fig_dir.join(f),
-            line_plot(
-                "NTT search: kernel distance to the dense teacher",
-                "step",
-                "relative kernel distance",
-                &series,
-                false,
-            ),
-        )?;
+        let fig = Figure {
+            title: "NTT search: kernel distance to the dense teacher",
+            xlabel: "step",
+            ylabel: "relative kernel distance (log scale)",
+            logx: false,
+            logy: true,
+            spread: Spread::Band,
+        };
+        write_figure(fig_dir, f, &fig, &series)?;
         writeln!(md, "\n![NTT search](figures/{f})\n")?;
     }
     let gap = paired(
@@ -321,7 +328,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         md += "\n";
     }
     md += &claims(recs, &densities, head)?;
-    md += &figures(recs, &densities, &vs, head, fig_dir)?;
+    md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     Ok(md)
 }
 
@@ -383,65 +390,87 @@ fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
     Ok(md)
 }
 
-fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {
-    let mut series = Vec::new();
-    for v in vs.iter().filter(|v| *v != "dense" && !v.starts_with("awt-")) {
-        let pts: Vec<(f64, f64)> = densities
-            .iter()
-            .filter_map(|d| {
-                let s = summary(&values(&by_seed(recs, v, *d, |r| r.measure(head))));
-                (s.n > 0).then_some((*d, 100.0 * s.mean))
-            })
-            .collect();
-        if !pts.is_empty() {
-            series.push(Series { name: v.clone(), points: pts });
-        }
-    }
-    let dense = summary(&values(&by_seed(recs, "dense", 1.0, |r| r.measure(head))));
-    if dense.n > 0 {
-        series.push(Series {
-            name: "dense".into(),
-            points: densities.iter().map(|d| (*d, 100.0 * dense.mean)).collect(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded run made up for the report: `clean`, `pgd` and `worst` accuracies on 10,000
+    /// images, AutoAttack on the first `aa_n`, and `dynamics` per epoch.
+    fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, dynamics: Vec<DynLine>) -> Rec {
+        let n = 10_000u64;
+        let c = |a: f64| (a * n as f64).round() as u64;
+        let name = format!("lenet-300-100-{method}-d{density}-s{seed}");
+        let m = serde_json::json!({
+            "preset": "study", "name": name, "arch": "lenet-300-100", "method": method, "density": density,
+            "seed": seed, "config": "", "config_hash": "0", "git_commit": "0", "rustc": "", "data": "fashion-mnist",
+            "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
+            "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+            "eval": {"n": n, "clean_correct": c(acc.0), "robust_correct": c(acc.2),
+                     "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}]},
+            "timings_seconds": {}, "wall_seconds": 1.0,
         });
-    }
-    let f1 = "study-robust-vs-density.svg";
-    std::fs::write(
-        fig_dir.join(f1),
-        line_plot(
-            "robust accuracy vs density (mean over seeds)",
-            "density (log scale)",
-            "robust accuracy (%)",
-            &series,
-            true,
-        ),
-    )?;
-    let mut md = format!("![robust accuracy vs density](figures/{f1})\n\n");
-    let d0 = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()));
-    if let Some(d0) = d0 {
-        let mut ks = Vec::new();
-        for v in ["awt", "ntt", "random", "snip", "imp-at", "hydra"] {
-            if let Some(r) = recs.iter().find(|r| r.variant() == v && (r.m.density - d0).abs() < 1e-12 && r.m.seed == 0)
-            {
-                let pts: Vec<(f64, f64)> = r.dynamics.iter().map(|e| (e.epoch as f64, e.rel_distance)).collect();
-                if !pts.is_empty() {
-                    ks.push(Series { name: v.into(), points: pts });
-                }
-            }
-        }
-        if !ks.is_empty() {
-            let f2 = "study-kernel-dynamics.svg";
-            std::fs::write(
-                fig_dir.join(f2),
-                line_plot(
-                    &format!("adversarial NTK distance to the dense net at the same epoch (density {d0}, seed 0)"),
-                    "epoch",
-                    "‖Θ_sparse,t − Θ_dense,t‖ / ‖Θ_dense,t‖",
-                    &ks,
-                    false,
-                ),
-            )?;
-            writeln!(md, "![kernel dynamics](figures/{f2})\n")?;
+        let aa = serde_json::json!({
+            "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
+            "cumulative": [], "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+            "dataset_location": "", "dataset_files": [], "git_commit": "0",
+        });
+        Rec {
+            m: serde_json::from_value(m).unwrap(),
+            aa: Some(serde_json::from_value(aa).unwrap()),
+            search: Vec::new(),
+            dynamics,
         }
     }
-    Ok(md)
+
+    fn dyn_line(epoch: u64, d: f64) -> DynLine {
+        DynLine {
+            epoch,
+            rel_distance: d,
+            alignment: 1.0 - d / 2.0,
+            sparse_change: 0.1 * epoch as f64 + 0.01,
+            dense_change: 0.2 * epoch as f64 + 0.01,
+            loss_gap: (epoch > 0).then_some(d / 10.0),
+        }
+    }
+
+    /// Three seeds where AWT sits 5 points above random and 2 below dense: the verdicts follow the
+    /// intervals, AutoAttack on a subset is labelled and not the headline, and every figure is written
+    /// with its error bars and seed bands.
+    #[test]
+    fn the_study_section_decides_from_intervals_and_draws_its_figures() {
+        let mut recs = Vec::new();
+        for seed in 0..3u64 {
+            let j = 0.002 * seed as f64;
+            let dy = |base: f64| (0..4).map(|e| dyn_line(e, base + 0.01 * e as f64 + j)).collect::<Vec<_>>();
+            recs.push(rec("dense", 1.0, seed, (0.85, 0.62 + j, 0.60 + j), 1000, Vec::new()));
+            recs.push(rec("awt", 0.05, seed, (0.80, 0.60 + j, 0.58 + j), 1000, dy(0.3)));
+            recs.push(rec("random", 0.05, seed, (0.78, 0.55 + 2.0 * j, 0.53 + 2.0 * j), 1000, dy(0.5)));
+        }
+        let dir = tempfile_dir();
+        let md = study_section(&recs, &dir).unwrap();
+        assert!(md.contains("worst case of PGD-20, APGD-CE, APGD-DLR"), "AA on a subset became the headline:\n{md}");
+        assert!(md.contains("| AutoAttack (first 1000) |"), "{md}");
+        assert!(md.contains("| AWT − random | 3 | +4.8 [+4.3, +5.3] |"), "{md}");
+        let line =
+            |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
+        assert!(line("AWT − random | 3").ends_with("| holds |"), "{md}");
+        assert!(line("matches the dense net").contains("does **not** hold"), "{md}");
+        assert!(line("NTK dynamics").contains("| holds |"), "{md}");
+        let svg = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(svg("study-robust-vs-density.svg").contains("awt"));
+        for f in
+            ["study-dyn-distance.svg", "study-dyn-alignment.svg", "study-dyn-own-change.svg", "study-dyn-loss-gap.svg"]
+        {
+            assert!(svg(f).contains("<polygon"), "{f}: no band over seeds");
+            assert!(md.contains(&format!("(figures/{f})")), "{f} not linked");
+        }
+        assert!(svg("study-dyn-own-change.svg").contains("\ndense\n"), "the dense net's own change is missing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("awt-study-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
 }

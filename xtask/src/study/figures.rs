@@ -1,0 +1,132 @@
+//! The study report's figures: robust accuracy vs density with error bars over seeds, and the
+//! kernel dynamics of §3 (distance and alignment to the dense net at the same epoch, each net's own
+//! kernel change, the training-loss gap) over epochs with bands over seeds.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{DynLine, Measure, Rec, by_seed, values};
+use crate::plot::{Figure, Series, Spread, figure};
+use crate::stats::summary;
+
+/// Mean ± sd over seeds of `f` per x, as a series with its spread (None where nothing is recorded).
+fn seed_band(name: &str, per_seed: &[Vec<(f64, f64)>]) -> Option<Series> {
+    let mut xs: Vec<f64> = per_seed.iter().flatten().map(|p| p.0).collect();
+    xs.sort_by(f64::total_cmp);
+    xs.dedup();
+    let (mut points, mut spread) = (Vec::new(), Vec::new());
+    for x in xs {
+        let v: Vec<f64> = per_seed.iter().filter_map(|s| s.iter().find(|p| p.0 == x).map(|p| p.1)).collect();
+        let s = summary(&v);
+        points.push((x, s.mean));
+        spread.push((s.mean - s.sd, s.mean + s.sd));
+    }
+    (!points.is_empty()).then(|| Series { name: name.to_string(), points, spread })
+}
+
+pub(super) fn write_figure(fig_dir: &Path, file: &str, fig: &Figure, series: &[Series]) -> Result<()> {
+    let p = fig_dir.join(file);
+    std::fs::write(&p, figure(fig, series)).with_context(|| format!("cannot write {}", p.display()))
+}
+
+pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {
+    let mut series = Vec::new();
+    for v in vs.iter().filter(|v| *v != "dense" && !v.starts_with("awt-")) {
+        let (mut points, mut spread) = (Vec::new(), Vec::new());
+        for d in densities {
+            let s = summary(&values(&by_seed(recs, v, *d, |r| r.measure(head))));
+            if s.n > 0 {
+                points.push((*d, 100.0 * s.mean));
+                spread.push((100.0 * (s.mean - s.sd), 100.0 * (s.mean + s.sd)));
+            }
+        }
+        if !points.is_empty() {
+            series.push(Series { name: v.clone(), points, spread });
+        }
+    }
+    let dense = summary(&values(&by_seed(recs, "dense", 1.0, |r| r.measure(head))));
+    if dense.n > 0 {
+        series.push(Series::line("dense", densities.iter().map(|d| (*d, 100.0 * dense.mean)).collect()));
+    }
+    let f1 = "study-robust-vs-density.svg";
+    let fig = Figure {
+        title: "robust accuracy vs density (mean ± sd over seeds)",
+        xlabel: "density (log scale)",
+        ylabel: "robust accuracy (%)",
+        logx: true,
+        logy: false,
+        spread: Spread::Bars,
+    };
+    write_figure(fig_dir, f1, &fig, &series)?;
+    let mut md = format!("![robust accuracy vs density](figures/{f1})\n\n");
+    let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
+        return Ok(md);
+    };
+    // The dynamics of §3 over epochs, mean ± sd over seeds, at the density nearest 0.05.
+    type Get = fn(&DynLine) -> Option<f64>;
+    let measures: [(&str, &str, &str, bool, Get); 4] = [
+        (
+            "study-dyn-distance.svg",
+            "kernel distance to the dense net at the same epoch",
+            "‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖",
+            true,
+            |e| Some(e.rel_distance),
+        ),
+        (
+            "study-dyn-alignment.svg",
+            "kernel alignment with the dense net at the same epoch",
+            "⟨Θ_s,t, Θ_d,t⟩ / (‖Θ_s,t‖ ‖Θ_d,t‖)",
+            false,
+            |e| Some(e.alignment),
+        ),
+        (
+            "study-dyn-own-change.svg",
+            "each net's kernel change from its initialisation",
+            "‖Θ_t − Θ_0‖ / ‖Θ_0‖",
+            true,
+            |e| Some(e.sparse_change),
+        ),
+        ("study-dyn-loss-gap.svg", "training loss minus the dense net's", "loss gap (sparse − dense)", false, |e| {
+            e.loss_gap
+        }),
+    ];
+    let mut files = Vec::new();
+    for (file, title, ylabel, logy, get) in measures {
+        let mut ks = Vec::new();
+        for v in ["awt", "ntt", "random", "snip", "imp-at", "hydra"] {
+            let runs: Vec<&Rec> =
+                recs.iter().filter(|r| r.variant() == v && (r.m.density - d0).abs() < 1e-12).collect();
+            let per: Vec<Vec<(f64, f64)>> = runs
+                .iter()
+                .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
+                .collect();
+            ks.extend(seed_band(v, &per));
+        }
+        if file == "study-dyn-own-change.svg" {
+            // The dense net's own change, from any ticket's records (the same dense run per seed).
+            let mut per_seed = std::collections::BTreeMap::new();
+            for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
+                per_seed
+                    .entry(r.m.seed)
+                    .or_insert_with(|| r.dynamics.iter().map(|e| (e.epoch as f64, e.dense_change)).collect::<Vec<_>>());
+            }
+            ks.extend(seed_band("dense", &per_seed.into_values().collect::<Vec<_>>()));
+        }
+        if ks.is_empty() {
+            continue;
+        }
+        let title = format!("{title} (density {d0}, mean ± sd over seeds)");
+        let log_ok = ks.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
+        let fig =
+            Figure { title: &title, xlabel: "epoch", ylabel, logx: false, logy: logy && log_ok, spread: Spread::Band };
+        write_figure(fig_dir, file, &fig, &ks)?;
+        files.push(file);
+    }
+    for f in files {
+        writeln!(md, "![{}](figures/{f})", f.trim_start_matches("study-dyn-").trim_end_matches(".svg"))?;
+    }
+    md += "\n";
+    Ok(md)
+}
