@@ -302,6 +302,11 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         other => bail!("unknown method `{other}` in the spec"),
     }
     let start = if run.method == "dense" { d("init.safetensors") } else { ticket };
+    if run.method != "dense" {
+        // The ticket's structure (density and cut-off units per layer), recorded with the results.
+        let args = strings(&["inspect", &start, "--json", &d("mask.json")]);
+        out.push(step("mask", args, d("mask.json")));
+    }
     let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
     train.extend(train_flags(run, spec, data, spec.train.epochs));
     if spec.train.track_kernel != Some(false) {

@@ -235,7 +235,7 @@ fn changes_mask(line: &str) -> bool {
 }
 
 /// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
-/// manifest, evaluation, training summary and metrics, and the search log thinned to every 50th
+/// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
 /// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
 fn record(preset: &str, run: &Run) -> Result<()> {
     let dst = record_dir(preset, run);
@@ -243,6 +243,7 @@ fn record(preset: &str, run: &Run) -> Result<()> {
     for (src, name) in [
         ("eval.json", "eval.json"),
         ("eval-aa.json", "eval-aa.json"),
+        ("mask.json", "mask.json"),
         ("dynamics.jsonl", "dynamics.jsonl"),
         ("train/summary.json", "train-summary.json"),
         ("train/metrics.jsonl", "train-metrics.jsonl"),

@@ -39,10 +39,19 @@ struct DynLine {
     loss_gap: Option<f64>,
 }
 
+/// `mask.json` (`awt inspect --json`): the fields the study reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+struct MaskRecord {
+    /// Classes whose logit has no kept incoming weight (only the bias reaches them).
+    #[serde(default)]
+    classes_without_input: Option<Vec<u64>>,
+}
+
 /// A recorded run: `results/<preset>/<run>/`.
 struct Rec {
     m: Manifest,
     aa: Option<EvalRecord>,
+    mask: Option<MaskRecord>,
     search: Vec<SearchLine>,
     dynamics: Vec<DynLine>,
 }
@@ -92,6 +101,7 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
         out.push(Rec {
             m: read_json(&p.join("manifest.json"))?,
             aa: if aa.exists() { Some(read_json(&aa)?) } else { None },
+            mask: if p.join("mask.json").exists() { Some(read_json(&p.join("mask.json"))?) } else { None },
             search: read_jsonl(&p.join("search.jsonl"))?,
             dynamics: read_jsonl(&p.join("dynamics.jsonl"))?,
         });
@@ -147,9 +157,21 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
     md += "| method | seeds | clean test accuracy per seed (%) | mean ± sd |\n|---|---|---|---|\n";
     for m in methods {
         let v = by_seed(recs, m, d, |r| r.measure(Measure::Clean));
-        let per: Vec<String> = v.iter().map(|(s, x)| format!("s{s} {:.2}", 100.0 * x)).collect();
+        let per: Vec<String> = v
+            .iter()
+            .map(|(s, x)| {
+                let cut = cut_classes(recs, m, d, *s);
+                let note = match cut.len() {
+                    0 => String::new(),
+                    1 => format!(" (class {} cut off)", cut[0]),
+                    _ => format!(" (classes {cut:?} cut off)"),
+                };
+                format!("s{s} {:.2}{note}", 100.0 * x)
+            })
+            .collect();
         writeln!(md, "| {m} | {} | {} | {} |", v.len(), per.join(", "), summary(&values(&v)).pct())?;
     }
+    md += &cut_off_finding(recs, d);
     md += "\n| comparison (clean accuracy) | paired seeds | difference, points [95 % CI] | verdict on \"first above second\" |\n|---|---|---|---|\n";
     for (a, b) in [("ntt", "random"), ("ntt", "magnitude"), ("magnitude", "random"), ("ntt", "dense")] {
         let s = paired(
@@ -224,6 +246,65 @@ our NTT reproduces its authors' result in the setting they published, so it can 
     md += &search_finding(&ntt);
     md += "\n\n";
     Ok(md)
+}
+
+/// The classes a run's ticket leaves without any kept incoming weight (none recorded: empty).
+fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) -> Vec<u64> {
+    recs.iter()
+        .find(|r| {
+            r.variant() == variant && r.m.seed == seed && (variant == "dense" || (r.m.density - density).abs() < 1e-12)
+        })
+        .and_then(|r| r.mask.as_ref()?.classes_without_input.clone())
+        .unwrap_or_default()
+}
+
+/// Tickets whose last layer cuts a class off can never predict it: their clean accuracy is capped
+/// near (classes − cut) / classes of the dense net's. Says how often that happened and what it cost.
+fn cut_off_finding(recs: &[Rec], d: f64) -> String {
+    let with_mask: Vec<&Rec> = recs.iter().filter(|r| r.mask.is_some() && r.m.density < 1.0).collect();
+    let cut: Vec<&&Rec> =
+        with_mask.iter().filter(|r| !cut_classes(recs, &r.variant(), d, r.m.seed).is_empty()).collect();
+    if with_mask.is_empty() {
+        return String::new();
+    }
+    if cut.is_empty() {
+        return format!(
+            "\nNo ticket of the {} with a recorded mask leaves a class without an incoming weight.\n\n",
+            with_mask.len()
+        );
+    }
+    let names: Vec<String> = cut.iter().map(|r| format!("{} s{}", r.variant(), r.m.seed)).collect();
+    let mean = |v: &[&&Rec]| v.iter().map(|r| r.m.clean()).sum::<f64>() / v.len() as f64;
+    let uncut: Vec<&&Rec> = with_mask
+        .iter()
+        .filter(|r| r.variant() != "ntt" && cut_classes(recs, &r.variant(), d, r.m.seed).is_empty())
+        .collect();
+    let mut s = format!(
+        "\n**Cut-off classes.** At density {d} per layer the last layer keeps {:.0} % of its weights, and {} of {} tickets ({}) leave at least one class with no kept incoming weight: that class's logit is its bias alone, a constant the input cannot raise, so the class is next to never predicted: on Fashion-MNIST's balanced test set each cut class costs up to 10 points. Their mean clean accuracy is {:.1} %",
+        100.0 * d,
+        cut.len(),
+        with_mask.len(),
+        names.join(", "),
+        100.0 * mean(&cut)
+    );
+    if !uncut.is_empty() {
+        s += &format!(
+            " against {:.1} % for the other non-NTT tickets, which keep every class ({:+.1} points)",
+            100.0 * mean(&uncut),
+            100.0 * (mean(&cut) - mean(&uncut))
+        );
+    }
+    let ntt: Vec<&&Rec> = with_mask.iter().filter(|r| r.variant() == "ntt").collect();
+    let ntt_cut = ntt.iter().filter(|r| !cut_classes(recs, "ntt", d, r.m.seed).is_empty()).count();
+    if !ntt.is_empty() {
+        s += &format!(
+            ". NTT's tickets, searched to match the dense net's outputs, cut a class off in {ntt_cut} of {}",
+            ntt.len()
+        );
+    }
+    s += ". Paired differences against random or magnitude include this effect: it is part of what a layer-wise \
+random or magnitude mask does at this density, not a flaw of the runs.\n\n";
+    s
 }
 
 /// What the records say about the search itself: did the distances fall, did the mask move, and
@@ -417,6 +498,7 @@ mod tests {
         Rec {
             m: serde_json::from_value(m).unwrap(),
             aa: Some(serde_json::from_value(aa).unwrap()),
+            mask: None,
             search: Vec::new(),
             dynamics,
         }
@@ -468,8 +550,32 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The NTT validation notes which tickets cut a class off and what it cost, from `mask.json`.
+    #[test]
+    fn the_ntt_section_reports_cut_off_classes() {
+        let mut recs = Vec::new();
+        for seed in 0..2u64 {
+            recs.push(rec("dense", 1.0, seed, (0.89, 0.0, 0.0), 1000, Vec::new()));
+            for (m, acc) in [("random", 0.85), ("ntt", 0.87)] {
+                let cut = m == "random" && seed == 0;
+                let mut r = rec(m, 0.03, seed, (if cut { 0.76 } else { acc }, 0.0, 0.0), 1000, Vec::new());
+                r.mask = Some(MaskRecord { classes_without_input: Some(if cut { vec![1] } else { vec![] }) });
+                recs.push(r);
+            }
+        }
+        let dir = tempfile_dir();
+        let md = ntt_section(&recs, &dir).unwrap();
+        assert!(md.contains("| random | 2 | s0 76.00 (class 1 cut off), s1 85.00 |"), "{md}");
+        assert!(md.contains("1 of 4 tickets (random s0)"), "{md}");
+        assert!(md.contains("76.0 % against 85.0 % for the other non-NTT tickets"), "{md}");
+        assert!(md.contains("cut a class off in 0 of 2"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("awt-study-test-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("awt-study-test-{}-{k}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

@@ -70,6 +70,9 @@ enum Cmd {
         /// Architecture of a foreign (PyTorch) state dict without awt metadata.
         #[arg(long)]
         arch: Option<Arch>,
+        /// Also write the per-layer densities and cut-off units as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -96,7 +99,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             });
             init_cmd(&arch, seed, init, norm.transpose()?, &out)
         }
-        Cmd::Inspect { model, arch } => inspect(&model, arch.as_ref()),
+        Cmd::Inspect { model, arch, json } => inspect(&model, arch.as_ref(), json.as_deref()),
         Cmd::Eval(a) => crate::eval::run(*a),
         Cmd::Ntk(a) => crate::ntk::run(*a),
         Cmd::Dynamics(a) => crate::dynamics::run(*a),
@@ -177,7 +180,13 @@ fn init_cmd(arch: &Arch, seed: u64, init: Init, norm: Option<awt_nets::InputNorm
     Ok(())
 }
 
-fn inspect(model: &Path, arch: Option<&Arch>) -> Result<()> {
+/// `awt inspect`: per tensor its shape, size and density, and for each masked weight the units its
+/// mask cuts off (outputs with no kept incoming weight, inputs with no kept outgoing one); the last
+/// layer's cut-off outputs are classes the network can only reach through their bias.
+fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()> {
+    if let Some(j) = json {
+        crate::files::refuse_overwriting_inputs("--json", j, &[("MODEL", model)])?;
+    }
     let loaded = awt_nets::load(model, arch, DType::F32, &Device::Cpu)?;
     let net = loaded.net;
     say!(
@@ -186,24 +195,49 @@ fn inspect(model: &Path, arch: Option<&Arch>) -> Result<()> {
         net.arch(),
         if loaded.foreign { " (foreign state dict, no awt metadata)" } else { "" }
     );
-    say!("{:<16} {:>18} {:>10} {:>10}", "tensor", "shape", "params", "density");
+    say!("{:<16} {:>18} {:>10} {:>10} {:>22}", "tensor", "shape", "params", "density", "cut off: outputs/inputs");
     let dens = net.densities().context("computing densities")?;
     let mut kept = 0.0;
+    let mut layers = Vec::new();
     for (name, v) in net.params() {
         let d = dens.get(name).copied();
         if let Some(d) = d {
             kept += d * v.elem_count() as f64;
         }
+        let cut = net.masks().get(name).map(awt_prune::cut_off).transpose()?;
         say!(
-            "{:<16} {:>18} {:>10} {:>10}",
+            "{:<16} {:>18} {:>10} {:>10} {:>22}",
             name,
             format!("{:?}", v.dims()),
             v.elem_count(),
-            d.map(|d| format!("{d:.4}")).unwrap_or_else(|| "(bias)".into())
+            d.map(|d| format!("{d:.4}")).unwrap_or_else(|| "(bias)".into()),
+            cut.as_ref()
+                .map(|c| format!("{} / {}", c.outputs_without_input.len(), c.inputs_without_output.len()))
+                .unwrap_or_default()
         );
+        if let Some(d) = d {
+            layers.push(serde_json::json!({
+                "name": name,
+                "shape": v.dims(),
+                "density": d,
+                "outputs_without_input": cut.as_ref().map(|c| c.outputs_without_input.clone()),
+                "inputs_without_output": cut.as_ref().map(|c| c.inputs_without_output.clone()),
+            }));
+        }
     }
     let (all, weights) = net.counts();
     say!("total {all} parameters, {weights} maskable weights, overall weight density {:.4}", kept / weights as f64);
+    // The classifier is the last weighted layer in forward order.
+    let last = net.arch().param_shapes().into_iter().map(|(n, _)| n).filter(|n| n.ends_with(".weight")).last();
+    let dead_classes = match last.as_ref().and_then(|n| net.masks().get(n)) {
+        Some(m) => Some(awt_prune::cut_off(m)?.outputs_without_input),
+        None => None,
+    };
+    if let Some(c) = &dead_classes {
+        if !c.is_empty() {
+            say!("classes without any kept incoming weight (reachable only through their bias): {c:?}");
+        }
+    }
     if !net.meta.is_empty() {
         say!("metadata:");
         for (k, v) in &net.meta {
@@ -212,6 +246,19 @@ fn inspect(model: &Path, arch: Option<&Arch>) -> Result<()> {
     }
     if net.masks().is_empty() && net.meta.contains_key("method") {
         bail!("{}: metadata names a pruning method but the file holds no masks", model.display());
+    }
+    if let Some(j) = json {
+        let v = serde_json::json!({
+            "model": model.display().to_string(),
+            "arch": net.arch().to_string(),
+            "parameters": all,
+            "weights": weights,
+            "density": kept / weights as f64,
+            "layers": layers,
+            "classes_without_input": dead_classes,
+            "meta": net.meta,
+        });
+        crate::output::write_json(j, &v)?;
     }
     Ok(())
 }

@@ -71,6 +71,36 @@ fn init_is_deterministic_across_processes_and_inspect_reads_it() {
     );
 }
 
+/// A mask that leaves a class without any kept incoming weight, and an input unused: inspect names
+/// both in its table and its JSON, and says which classes only their bias reaches.
+#[test]
+fn inspect_reports_the_units_a_mask_cuts_off() {
+    use candle_core::{DType, Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let arch = awt_nets::Arch::Mlp(vec![4, 3, 2]);
+    let mut net = awt_nets::Net::init(&arch, awt_nets::Init::KaimingUniform, 0, DType::F32, &Device::Cpu).unwrap();
+    // fc1 (3×4): input 2 feeds nothing. fc2 (2×3): class 1 has no incoming weight.
+    let fc1 = Tensor::new(&[[1f32, 0., 0., 0.], [0., 1., 0., 1.], [1., 0., 0., 0.]], &Device::Cpu).unwrap();
+    let fc2 = Tensor::new(&[[1f32, 1., 0.], [0., 0., 0.]], &Device::Cpu).unwrap();
+    net.set_mask("fc1.weight", &fc1).unwrap();
+    net.set_mask("fc2.weight", &fc2).unwrap();
+    let model = tmp.path().join("m.safetensors");
+    awt_nets::save(&net, &model).unwrap();
+    let json = tmp.path().join("m.json");
+    let (ok, out, err) = awt(&["inspect", model.to_str().unwrap(), "--json", json.to_str().unwrap()], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("reachable only through their bias): [1]"), "{out}");
+    let fc1_line = out.lines().find(|l| l.starts_with("fc1.weight")).unwrap();
+    assert!(fc1_line.trim_end().ends_with("0 / 1"), "{fc1_line}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["classes_without_input"], serde_json::json!([1]));
+    assert_eq!(v["layers"][0]["inputs_without_output"], serde_json::json!([2]));
+    assert_eq!(v["layers"][1]["outputs_without_input"], serde_json::json!([1]));
+    // The JSON may not overwrite the model it describes.
+    let (ok, _, err) = awt(&["inspect", model.to_str().unwrap(), "--json", model.to_str().unwrap()], &[]);
+    assert!(!ok && err.contains("same file"), "{err}");
+}
+
 #[test]
 fn bad_input_exits_nonzero_with_one_line_naming_the_cause() {
     let tmp = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 //!   Hessian-gradient product by central finite differences of gradients because candle has no
 //!   double backward), SynFlow (Tanaka et al. 2020, data-free, iterative with an exponential
 //!   schedule).
+//! - [`cut_off`]: the units a mask leaves without any kept incoming or outgoing weight.
 //!
 //! Masks are `BTreeMap<weight name, Tensor of 0/1>` with the weights' names and shapes, as stored in
 //! checkpoints beside their weight (`<name>_mask`). Needs only candle and `awt-base`. Example:
@@ -24,5 +25,7 @@
 
 mod alloc;
 pub mod scores;
+mod structure;
 
 pub use alloc::{Allocation, Masks, PruneError, layer_densities, select};
+pub use structure::{CutOff, cut_off};
