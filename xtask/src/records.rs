@@ -152,3 +152,26 @@ pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec
         })
         .collect()
 }
+
+/// A manifest for tests: `acc` = (clean, PGD, worst) accuracy on 10,000 images.
+#[cfg(test)]
+pub(crate) fn test_manifest(
+    preset: &str,
+    method: &str,
+    density: f64,
+    seed: u64,
+    acc: (f64, f64, f64),
+) -> serde_json::Value {
+    let n = 10_000u64;
+    let c = |a: f64| (a * n as f64).round() as u64;
+    let name = format!("lenet-300-100-{method}-d{density}-s{seed}");
+    serde_json::json!({
+        "preset": preset, "name": name, "arch": "lenet-300-100", "method": method, "density": density,
+        "seed": seed, "config": "", "config_hash": "0", "git_commit": "0", "rustc": "", "data": "fashion-mnist",
+        "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
+        "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+        "eval": {"n": n, "clean_correct": c(acc.0), "robust_correct": c(acc.2),
+                 "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}]},
+        "timings_seconds": {}, "wall_seconds": 1.0,
+    })
+}

@@ -10,6 +10,7 @@ use crate::plot::{Series, line_plot};
 use crate::records::{EpochRecord, Manifest, SearchRecord, read_json, read_jsonl};
 use crate::root;
 use crate::spec::METHODS as ORDER;
+use crate::stats::{above, at_least, paired, summary};
 
 struct RunData {
     manifest: Manifest,
@@ -17,25 +18,46 @@ struct RunData {
     search: Vec<SearchRecord>,
 }
 
+/// A finished run folder's records (None when it has no manifest yet).
+fn read_run(p: &Path) -> Result<Option<RunData>> {
+    let m = p.join("manifest.json");
+    if !m.exists() {
+        return Ok(None);
+    }
+    Ok(Some(RunData {
+        manifest: read_json(&m)?,
+        metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
+        search: read_jsonl(&p.join("ticket.search.jsonl"))?,
+    }))
+}
+
+/// The finished runs under `dirs`. A run name met more than once (a folder left from an older
+/// configuration, or the same run on two machines) counts once: its newest manifest, the others
+/// named on stderr, so that stale folders never double a row or skew a mean.
 fn collect(dirs: &[PathBuf]) -> Result<Vec<RunData>> {
-    let mut out = Vec::new();
+    let mut by_name: BTreeMap<String, (std::time::SystemTime, PathBuf, RunData)> = BTreeMap::new();
     for d in dirs {
         let entries = std::fs::read_dir(d).with_context(|| format!("cannot read run folder {}", d.display()))?;
-        for e in entries {
-            let p = e?.path();
-            let m = p.join("manifest.json");
-            if !m.exists() {
-                continue;
+        let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
+        paths.sort();
+        for p in paths {
+            let Some(r) = read_run(&p)? else { continue };
+            let t = std::fs::metadata(p.join("manifest.json"))?.modified()?;
+            match by_name.get(&r.manifest.name) {
+                Some((t0, p0, _)) if *t0 >= t => {
+                    eprintln!("report: {} left out, {} is newer", p.display(), p0.display())
+                }
+                Some((_, p0, _)) => {
+                    eprintln!("report: {} left out, {} is newer", p0.display(), p.display());
+                    by_name.insert(r.manifest.name.clone(), (t, p, r));
+                }
+                None => {
+                    by_name.insert(r.manifest.name.clone(), (t, p, r));
+                }
             }
-            out.push(RunData {
-                manifest: read_json(&m)?,
-                metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
-                search: read_jsonl(&p.join("ticket.search.jsonl"))?,
-            });
         }
     }
-    out.sort_by_key(|r| r.manifest.name.clone());
-    Ok(out)
+    Ok(by_name.into_values().map(|(_, _, r)| r).collect())
 }
 
 fn acc(r: &RunData, which: &str) -> f64 {
@@ -61,11 +83,27 @@ fn cell(v: &[f64]) -> String {
     if v.len() > 1 { format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s) } else { format!("{:.1}", 100.0 * m) }
 }
 
+/// docs/reproduction.md from every run folder under `dirs` (`cargo xtask report --runs`).
 pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
     let runs = collect(dirs)?;
     if runs.is_empty() {
         bail!("no finished runs (manifest.json) under {:?}", dirs);
     }
+    write_data(&runs, out)
+}
+
+/// docs/reproduction.md from exactly these run folders (a grid just run: folders of other
+/// configurations beside them are not its runs).
+pub(crate) fn write_runs(run_dirs: &[PathBuf], out: &Path) -> Result<()> {
+    let runs: Vec<RunData> =
+        run_dirs.iter().map(|p| read_run(p)).filter_map(Result::transpose).collect::<Result<_>>()?;
+    if runs.is_empty() {
+        bail!("none of the grid's {} runs has finished (manifest.json)", run_dirs.len());
+    }
+    write_data(&runs, out)
+}
+
+fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
     let fig_dir = out.parent().unwrap_or(Path::new(".")).join("figures");
     std::fs::create_dir_all(&fig_dir)?;
     let mut md = String::from(
@@ -73,7 +111,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
     );
     // Group by (preset, arch, data).
     let mut groups: BTreeMap<(String, String, String), Vec<&RunData>> = BTreeMap::new();
-    for r in &runs {
+    for r in runs {
         let m = &r.manifest;
         groups.entry((m.preset.clone(), m.arch.clone(), m.data.clone())).or_default().push(r);
     }
@@ -251,58 +289,7 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
                 ),
             )?;
             md += &format!("![search](figures/{f5})\n\n");
-            // Claims beside numbers.
-            let w = |m: &str| -> Option<f64> {
-                let v: Vec<f64> = if m == "dense" { sel("dense", None) } else { sel(m, Some(d0)) }
-                    .iter()
-                    .map(|r| acc(r, "worst"))
-                    .collect();
-                (!v.is_empty()).then(|| 100.0 * mean_std(&v).0)
-            };
-            md += "### The paper's claims beside our numbers\n\n";
-            md += "One seed at a scaled-down recipe, without intervals: these verdicts describe this run, not the paper. The study that can decide the claims (three seeds, full-length searches, paired 95 % intervals) is [docs/study.md](study.md).\n\n";
-            md += "| claim (Shi et al. 2022) | measured here | verdict |\n|---|---|---|\n";
-            if let (Some(awt), Some(dense)) = (w("awt"), w("dense")) {
-                let verdict =
-                    if awt >= dense - 1.0 { "holds at this scale" } else { "does **not** hold at this scale" };
-                md += &format!(
-                    "| an AWT ticket trained adversarially from scratch matches the dense net's robust accuracy | AWT {awt:.1}% vs dense {dense:.1}% worst-case at density {d0} | {verdict} |\n"
-                );
-            }
-            let others: Vec<(String, f64)> = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"]
-                .iter()
-                .filter_map(|m| w(m).map(|v| (m.to_string(), v)))
-                .collect();
-            if let (Some(awt), Some(best)) = (w("awt"), others.iter().max_by(|a, b| a.1.total_cmp(&b.1))) {
-                let verdict = if awt >= best.1 { "holds" } else { "does **not** hold" };
-                md += &format!(
-                    "| AWT beats pruning at initialisation and NTT at high sparsity | AWT {awt:.1}% vs best other ({}) {:.1}% at density {d0} | {verdict} |\n",
-                    best.0, best.1
-                );
-            }
-            let kd = |m: &str| -> Option<f64> {
-                let r = if m == "dense" { sel("dense", None) } else { sel(m, Some(d0)) };
-                r.first()?.metrics.last()?.kernel_to_reference
-            };
-            if let (Some(a), Some(r)) = (kd("awt"), kd("random")) {
-                let verdict = if a < r { "holds" } else { "does **not** hold" };
-                md += &format!(
-                    "| AWT tickets preserve the dense net's adversarial NTK dynamics better than random tickets | final kernel distance to the dense init: AWT {a:.3}, random {r:.3} | {verdict} |\n"
-                );
-            }
-            let tpf: Vec<(&str, f64)> = ["imp-at", "hydra"].iter().filter_map(|m| w(m).map(|v| (*m, v))).collect();
-            match (w("awt"), tpf.iter().max_by(|a, b| a.1.total_cmp(&b.1))) {
-                (Some(a), Some((name, best))) => {
-                    let all = tpf.iter().map(|(m, v)| format!("{m} {v:.1}%")).collect::<Vec<_>>().join(", ");
-                    let verdict = if a > *best { "holds" } else { "does **not** hold" };
-                    md += &format!(
-                        "| train → prune → fine-tune adversarial pruning falls behind AWT at high sparsity | AWT {a:.1}% vs {all} worst-case at density {d0} (best: {name}) | {verdict} |\n\n"
-                    );
-                }
-                _ => {
-                    md += "| train → prune → fine-tune (IMP-AT, HYDRA) fall behind at high sparsity | not measured in these runs | open |\n\n"
-                }
-            }
+            md += &claims(rs, d0);
         }
         // Manifest summary.
         md += "### Runs\n\n| run | config hash | wall time (s) | git commit | threads |\n|---|---|---|---|---|\n";
@@ -335,6 +322,75 @@ pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The paper's claims beside the quick grid's numbers, each decided by the same paired 95 %
+/// intervals over seeds as the study (docs/study.md); with one seed every verdict stays open.
+fn claims(rs: &[&RunData], d0: f64) -> String {
+    let runs = |m: &str| -> Vec<&RunData> {
+        rs.iter()
+            .filter(|r| r.manifest.method == m && (m == "dense" || (r.manifest.density - d0).abs() < 1e-12))
+            .copied()
+            .collect()
+    };
+    let by_seed = |m: &str, f: &dyn Fn(&RunData) -> Option<f64>| -> Vec<(u64, f64)> {
+        runs(m).iter().filter_map(|r| Some((r.manifest.seed, f(r)?))).collect()
+    };
+    let worst = |m: &str| by_seed(m, &|r| Some(acc(r, "worst")));
+    let mean = |m: &str| summary(&worst(m).iter().map(|x| x.1).collect::<Vec<_>>());
+    let seeds = worst("awt").len();
+    let mut md = String::from("### The paper's claims beside our numbers\n\n");
+    md += &format!(
+        "Decided as in the study: paired differences over seeds with 95 % intervals, a verdict only where the interval \
+decides it. This grid has {seeds} seed(s) at a scaled-down recipe, so it cannot decide a claim with fewer than two; \
+the study that can (three seeds, full-length searches) is [docs/study.md](study.md).\n\n"
+    );
+    md += "| claim (Shi et al. 2022) | measured here, worst-case robust accuracy at density ";
+    md += &format!("{d0} (points) | verdict |\n|---|---|---|\n");
+    let awt = worst("awt");
+    if awt.is_empty() {
+        return md + "| all | AWT was not run | open |\n\n";
+    }
+    let dense = paired(&awt, &worst("dense"));
+    if dense.n > 0 {
+        md += &format!(
+            "| an AWT ticket trained adversarially from scratch matches the dense net's robust accuracy (within 1 point) | AWT − dense {} | {} |\n",
+            dense.pct_ci(),
+            at_least(&dense, 0.01)
+        );
+    }
+    let best = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"]
+        .into_iter()
+        .filter(|m| mean(m).n > 0)
+        .max_by(|a, b| mean(a).mean.total_cmp(&mean(b).mean));
+    if let Some(b) = best {
+        let d = paired(&awt, &worst(b));
+        md += &format!(
+            "| AWT beats pruning at initialisation and NTT at high sparsity | AWT − {b} (the best of them here) {} | {} |\n",
+            d.pct_ci(),
+            above(&d)
+        );
+    }
+    let kd = |m: &str| by_seed(m, &|r| r.metrics.last()?.kernel_to_reference);
+    let k = paired(&kd("random"), &kd("awt"));
+    if k.n > 0 {
+        md += &format!(
+            "| AWT tickets preserve the dense net's adversarial NTK dynamics better than random tickets | final kernel distance to the dense init, random − AWT {} | {} |\n",
+            k.num_ci(),
+            above(&k)
+        );
+    }
+    for m in ["imp-at", "hydra"] {
+        let d = paired(&awt, &worst(m));
+        if d.n > 0 {
+            md += &format!(
+                "| train → prune → fine-tune adversarial pruning ({m}) falls behind AWT at high sparsity | AWT − {m} {} | {} |\n",
+                d.pct_ci(),
+                above(&d)
+            );
+        }
+    }
+    md + "\n"
+}
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "--study") {
         let out = match &args[1..] {
@@ -358,4 +414,50 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         dirs.push(root().join("runs").join("quick"));
     }
     write(&dirs, &out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_folder(dir: &Path, folder: &str, method: &str, seed: u64, worst: f64) {
+        let p = dir.join(folder);
+        std::fs::create_dir_all(&p).unwrap();
+        let m = crate::records::test_manifest(
+            "quick",
+            method,
+            if method == "dense" { 1.0 } else { 0.05 },
+            seed,
+            (0.8, worst, worst),
+        );
+        std::fs::write(p.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
+    }
+
+    /// A stale folder of an older configuration never doubles a run: the newest manifest per run
+    /// name counts. The claims are decided by intervals: open with one seed, decided with three.
+    #[test]
+    fn stale_folders_count_once_and_claims_follow_the_intervals() {
+        let dir = std::env::temp_dir().join(format!("awt-report-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        run_folder(&dir, "awt-old", "awt", 0, 0.90);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run_folder(&dir, "awt-new", "awt", 0, 0.20);
+        run_folder(&dir, "dense", "dense", 0, 0.50);
+        let runs = collect(std::slice::from_ref(&dir)).unwrap();
+        assert_eq!(runs.len(), 2);
+        let awt = runs.iter().find(|r| r.manifest.method == "awt").unwrap();
+        assert!((acc(awt, "worst") - 0.20).abs() < 1e-12, "the older folder was kept");
+        let refs: Vec<&RunData> = runs.iter().collect();
+        let md = claims(&refs, 0.05);
+        assert!(md.contains("AWT − dense -30.0 (one seed) | open: fewer than two paired seeds |"), "{md}");
+        for seed in 1..3 {
+            run_folder(&dir, &format!("awt-{seed}"), "awt", seed, 0.20 + 0.01 * seed as f64);
+            run_folder(&dir, &format!("dense-{seed}"), "dense", seed, 0.50);
+        }
+        let runs = collect(std::slice::from_ref(&dir)).unwrap();
+        let refs: Vec<&RunData> = runs.iter().collect();
+        let md = claims(&refs, 0.05);
+        assert!(md.contains("3 seed(s)") && md.contains("| does **not** hold |"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

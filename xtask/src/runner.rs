@@ -369,5 +369,6 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
         eprintln!("records in {}", root().join("results").join(&o.preset).display());
         return crate::study::write(&root().join("docs").join("study.md"));
     }
-    crate::report::write(&[o.base()], &root().join("docs").join("reproduction.md"))
+    let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
+    crate::report::write_runs(&dirs, &root().join("docs").join("reproduction.md"))
 }

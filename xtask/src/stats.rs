@@ -48,6 +48,15 @@ impl Summary {
         }
     }
 
+    /// "m [lo, hi]" as plain numbers (3 decimals) with the 95 % interval.
+    pub(crate) fn num_ci(&self) -> String {
+        match self.ci95() {
+            Some((lo, hi)) => format!("{:+.3} [{lo:+.3}, {hi:+.3}]", self.mean),
+            None if self.n == 1 => format!("{:+.3} (one seed)", self.mean),
+            None => "—".into(),
+        }
+    }
+
     /// "m [lo, hi]" in percent points with the 95 % interval.
     pub(crate) fn pct_ci(&self) -> String {
         match self.ci95() {

@@ -461,8 +461,8 @@ fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
         if s.n > 0 {
             writeln!(
                 md,
-                "| AWT preserves the dense net's adversarial NTK dynamics better than a random ticket (mean kernel distance to the dense net, same epoch) | {d} | random − AWT {} (×100) | {} |",
-                s.pct_ci(),
+                "| AWT preserves the dense net's adversarial NTK dynamics better than a random ticket (mean kernel distance to the dense net, same epoch) | {d} | random − AWT {} | {} |",
+                s.num_ci(),
                 above(&s)
             )?;
         }
@@ -478,18 +478,7 @@ mod tests {
     /// A recorded run made up for the report: `clean`, `pgd` and `worst` accuracies on 10,000
     /// images, AutoAttack on the first `aa_n`, and `dynamics` per epoch.
     fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, dynamics: Vec<DynLine>) -> Rec {
-        let n = 10_000u64;
-        let c = |a: f64| (a * n as f64).round() as u64;
-        let name = format!("lenet-300-100-{method}-d{density}-s{seed}");
-        let m = serde_json::json!({
-            "preset": "study", "name": name, "arch": "lenet-300-100", "method": method, "density": density,
-            "seed": seed, "config": "", "config_hash": "0", "git_commit": "0", "rustc": "", "data": "fashion-mnist",
-            "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
-            "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
-            "eval": {"n": n, "clean_correct": c(acc.0), "robust_correct": c(acc.2),
-                     "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}]},
-            "timings_seconds": {}, "wall_seconds": 1.0,
-        });
+        let m = crate::records::test_manifest("study", method, density, seed, acc);
         let aa = serde_json::json!({
             "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
             "cumulative": [], "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
