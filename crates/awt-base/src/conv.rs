@@ -39,6 +39,28 @@ pub fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a 
     }
 }
 
+/// Dispatches `$body` on three f32 or three f64 CPU storages bound as slices `$a, $b, $c` of one
+/// element type, wrapping its `Vec` result back into a storage; `$name` labels the dtype error.
+/// Shared by the custom ops of `fused` and `step`.
+macro_rules! dispatch3 {
+    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), ($s3:ident, $l3:ident), |$a:ident, $b:ident, $c:ident| $body:expr) => {{
+        use candle_core::CpuStorage as S;
+        use $crate::conv::cpu_slice as sl;
+        match ($s1, $s2, $s3) {
+            (S::F32(_), S::F32(_), S::F32(_)) => {
+                let ($a, $b, $c) = (sl::<f32>($s1, $l1)?, sl::<f32>($s2, $l2)?, sl::<f32>($s3, $l3)?);
+                S::F32($body)
+            }
+            (S::F64(_), S::F64(_), S::F64(_)) => {
+                let ($a, $b, $c) = (sl::<f64>($s1, $l1)?, sl::<f64>($s2, $l2)?, sl::<f64>($s3, $l3)?);
+                S::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 or f64, all the same", $name),
+        }
+    }};
+}
+pub(crate) use dispatch3;
+
 /// Writes the patches of `n` images `(c, h, w)` from `src` into `dst` as `(n, c·kh·kw, oh·ow)`:
 /// row `(ci·kh + dy)·kw + dx` holds each output position's input at offset `(dy, dx)`.
 #[allow(clippy::too_many_arguments)]

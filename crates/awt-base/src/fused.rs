@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::conv::{col2im_add, cpu_slice, im2col_into};
+use crate::conv::{col2im_add, cpu_slice, dispatch3, im2col_into};
 use crate::kernels::{View, gemm_into, with_slice};
 
 pub use crate::step::LinfStep;
@@ -22,25 +22,6 @@ pub fn applies(t: &Tensor) -> bool {
 /// Items per parallel task: `n` split evenly over candle's threads.
 fn per_task(n: usize) -> usize {
     n.div_ceil(crate::threads().max(1)).max(1)
-}
-
-/// Dispatches `$body` on the f32/f64 storages `$a, $b, $c` bound as slices of type `T`.
-macro_rules! dispatch3 {
-    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), ($s3:ident, $l3:ident), |$a:ident, $b:ident, $c:ident| $body:expr) => {
-        match ($s1, $s2, $s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let ($a, $b, $c) =
-                    (cpu_slice::<f32>($s1, $l1)?, cpu_slice::<f32>($s2, $l2)?, cpu_slice::<f32>($s3, $l3)?);
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let ($a, $b, $c) =
-                    (cpu_slice::<f64>($s1, $l1)?, cpu_slice::<f64>($s2, $l2)?, cpu_slice::<f64>($s3, $l3)?);
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: only f32 or f64, all the same", $name),
-        }
-    };
 }
 
 /// `x Wᵀ + b` for `x: (n, in)`, `w: (out, in)`, `b: (out,)` → `(n, out)`; with `relu`, the

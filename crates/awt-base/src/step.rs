@@ -3,7 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, WithDType};
 
-use crate::conv::cpu_slice;
+use crate::conv::dispatch3;
 
 /// One ℓ∞ ascent step of PGD in a single pass: `clamp(clamp(x_adv + α·sign(g), x − ε, x + ε), 0, 1)`
 /// for inputs `(x_adv, g, x)` of one shape (sign(0) = 0, as candle's `sign`). Built from candle ops
@@ -71,23 +71,7 @@ impl CustomOp3 for LinfStep {
             candle_core::bail!("linf step: shapes {:?}, {:?}, {:?} differ", l1.shape(), l2.shape(), l3.shape());
         }
         let (alpha, eps) = (self.alpha, self.eps);
-        let st = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(linf_step(
-                cpu_slice::<f32>(s1, l1)?,
-                cpu_slice::<f32>(s2, l2)?,
-                cpu_slice::<f32>(s3, l3)?,
-                alpha,
-                eps,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(linf_step(
-                cpu_slice::<f64>(s1, l1)?,
-                cpu_slice::<f64>(s2, l2)?,
-                cpu_slice::<f64>(s3, l3)?,
-                alpha,
-                eps,
-            )),
-            _ => candle_core::bail!("linf step: only f32 or f64, all the same"),
-        };
+        let st = dispatch3!("linf step", (s1, l1), (s2, l2), (s3, l3), |xa, g, x| linf_step(xa, g, x, alpha, eps));
         Ok((st, l1.shape().clone()))
     }
 }
