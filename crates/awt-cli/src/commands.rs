@@ -228,15 +228,13 @@ fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()>
     let (all, weights) = net.counts();
     say!("total {all} parameters, {weights} maskable weights, overall weight density {:.4}", kept / weights as f64);
     // The classifier is the last weighted layer in forward order.
-    let last = net.arch().param_shapes().into_iter().map(|(n, _)| n).filter(|n| n.ends_with(".weight")).last();
+    let last = net.arch().param_shapes().into_iter().map(|(n, _)| n).rfind(|n| n.ends_with(".weight"));
     let dead_classes = match last.as_ref().and_then(|n| net.masks().get(n)) {
         Some(m) => Some(awt_prune::cut_off(m)?.outputs_without_input),
         None => None,
     };
-    if let Some(c) = &dead_classes {
-        if !c.is_empty() {
-            say!("classes without any kept incoming weight (reachable only through their bias): {c:?}");
-        }
+    if let Some(c) = dead_classes.as_ref().filter(|c| !c.is_empty()) {
+        say!("classes without any kept incoming weight (reachable only through their bias): {c:?}");
     }
     if !net.meta.is_empty() {
         say!("metadata:");

@@ -42,6 +42,29 @@ fn data_list_finds_embedded_and_hub_cache_offline() {
     assert!(line("cifar10").contains("missing"));
 }
 
+/// A parquet file that once crashed the parquet crate (fuzzing): the listing names the file and the
+/// cause in one line, and no "panicked at" message of the caught panic reaches stderr.
+#[test]
+fn a_parquet_file_that_crashes_the_decoder_is_one_clean_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crash = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions/parquet/crash-c3fd7b181a75fe638e6118550720de467779deda");
+    let folder = tmp.path().join("hub/datasets--ylecun--mnist");
+    let sha = "89abcdef0123456789abcdef0123456789abcdef";
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::write(folder.join("refs/main"), sha).unwrap();
+    let snap = folder.join("snapshots").join(sha).join("mnist");
+    std::fs::create_dir_all(&snap).unwrap();
+    for split in ["train", "test"] {
+        std::fs::copy(&crash, snap.join(format!("{split}-00000-of-00001.parquet"))).unwrap();
+    }
+    let one = Path::new("1");
+    let (_, out, err) = awt(&["data", "list", "--verify"], &[("HF_HOME", tmp.path()), ("HF_HUB_OFFLINE", one)]);
+    let all = format!("{out}{err}");
+    assert!(all.contains("malformed parquet"), "{all}");
+    assert!(!all.contains("panicked at"), "the caught panic still printed its message:\n{all}");
+}
+
 #[test]
 fn init_is_deterministic_across_processes_and_inspect_reads_it() {
     let tmp = tempfile::tempdir().unwrap();

@@ -74,12 +74,37 @@ pub fn read_bytes(bytes: Vec<u8>, path: &Path) -> Result<Split, DataError> {
     read_from(bytes::Bytes::from(bytes), path)
 }
 
+thread_local! {
+    /// Set while this thread decodes parquet under `catch_unwind`.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `catch_unwind(f)` without the panic hook's "thread panicked at …" message on stderr: the panic
+/// becomes an error naming the file, so the raw message would only be noise beside it. The hook is
+/// wrapped once per process and stays silent only on a thread inside this call; every other panic
+/// reaches the previous hook unchanged.
+fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    r
+}
+
 /// Reads a parquet source, turning a panic of the parquet crate on a malformed file (fuzzing found
 /// one: an out-of-bounds slice in parquet 60.1's plain byte-array decoder on a forged dictionary page)
 /// into an error naming the file, like every other malformed input. Only the parquet decoding runs
 /// under `catch_unwind`; it holds no state of ours that a panic could leave half-updated.
 fn read_from<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &Path) -> Result<Split, DataError> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_unguarded(source, path))) {
+    match quietly(|| read_unguarded(source, path)) {
         Ok(r) => r,
         Err(panic) => {
             let why = panic
