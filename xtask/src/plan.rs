@@ -139,16 +139,8 @@ fn train_flags(run: &Run, spec: &Spec, data: &str, epochs: usize) -> Vec<String>
 
 /// The steps of `run`, in order; the last is the evaluation.
 pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
-    let d = |p: &str| run.dir.join(p).display().to_string();
-    let step = |name: &str, args: Vec<String>, done: String| Step {
-        name: name.into(),
-        args,
-        done: PathBuf::from(done),
-        trains: false,
-    };
-    let density = run.density.to_string();
-    let seed = run.seed.to_string();
-    let mut init = strings(&["init", "--arch", &run.arch, "--seed", &seed]);
+    let c = Ctx { run, spec, data, seed: run.seed.to_string() };
+    let mut init = strings(&["init", "--arch", &run.arch, "--seed", &c.seed]);
     if let Some(i) = &spec.init {
         if let Some(scheme) = &i.scheme {
             init.extend(strings(&["--init", scheme]));
@@ -157,13 +149,67 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
             init.extend(strings(&["--standardize", data]));
         }
     }
-    init.extend(strings(&["--out", &d("init.safetensors")]));
-    let mut out = vec![step("init", init, d("init.safetensors"))];
-    let ticket = d("ticket.safetensors");
-    match run.method.as_str() {
-        "dense" => {}
+    init.extend(strings(&["--out", &c.d("init.safetensors")]));
+    let mut out = vec![step("init", init, c.d("init.safetensors"))];
+    out.extend(ticket_steps(&c)?);
+    let start = if run.method == "dense" { c.d("init.safetensors") } else { c.d("ticket.safetensors") };
+    if run.method != "dense" {
+        // The ticket's structure (density and cut-off units per layer), recorded with the results.
+        let args = strings(&["inspect", &start, "--json", &c.d("mask.json")]);
+        out.push(step("mask", args, c.d("mask.json")));
+    }
+    let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
+    train.extend(train_flags(run, spec, data, spec.train.epochs));
+    if spec.train.track_kernel != Some(false) {
+        train.extend(strings(&["--track-kernel", &c.d("init.safetensors")]));
+    }
+    if spec.dynamics.is_some() {
+        train.push("--keep-epochs".into());
+    }
+    train.extend(strings(&["--out", &c.d("train")]));
+    out.push(Step { trains: true, ..step("train", train, c.d("train/model.safetensors")) });
+    out.extend(dynamics_step(&c, &start));
+    out.extend(eval_steps(&c));
+    Ok(out)
+}
+
+/// What every step builder of one run needs.
+struct Ctx<'a> {
+    run: &'a Run,
+    spec: &'a Spec,
+    data: &'a str,
+    seed: String,
+}
+
+impl Ctx<'_> {
+    /// A path in the run folder, as an argument.
+    fn d(&self, p: &str) -> String {
+        self.run.dir.join(p).display().to_string()
+    }
+}
+
+fn step(name: &str, args: Vec<String>, done: String) -> Step {
+    Step { name: name.into(), args, done: PathBuf::from(done), trains: false }
+}
+
+/// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
+/// dense net.
+fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
+    let (run, spec, data, seed) = (c.run, c.spec, c.data, c.seed.as_str());
+    let density = run.density.to_string();
+    let ticket = c.d("ticket.safetensors");
+    let init = c.d("init.safetensors");
+    let eps = spec.train.eps.to_string();
+    let limit = |args: &mut Vec<String>| {
+        if let Some(n) = spec.train.train_limit {
+            args.extend(strings(&["--train-limit", &n.to_string()]));
+        }
+    };
+    Ok(match run.method.as_str() {
+        "dense" => Vec::new(),
         "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
             let p = &spec.prune;
+            let (batch, rounds) = (p.batch.to_string(), p.rounds.to_string());
             let args = strings(&[
                 "prune",
                 "--method",
@@ -171,30 +217,30 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--density",
                 &density,
                 "--model",
-                &d("init.safetensors"),
+                &init,
                 "--data",
                 data,
                 "--batch",
-                &p.batch.to_string(),
+                &batch,
                 "--rounds",
-                &p.rounds.to_string(),
+                &rounds,
                 "--seed",
-                &seed,
+                seed,
                 "--out",
                 &ticket,
             ]);
-            out.push(step("prune", args, ticket.clone()));
+            vec![step("prune", args, ticket.clone())]
         }
         "ntt" | "awt" => {
             let s = &spec.search;
-            let args = strings(&[
+            let mut args = strings(&[
                 "ticket",
                 "--method",
                 &run.method,
                 "--density",
                 &density,
                 "--model",
-                &d("init.safetensors"),
+                &init,
                 "--data",
                 data,
                 "--steps",
@@ -210,16 +256,15 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--mask-every",
                 &s.mask_every.to_string(),
                 "--eps",
-                &spec.train.eps.to_string(),
+                &eps,
                 "--attack-steps",
                 &s.attack_steps.to_string(),
                 "--seed",
-                &seed,
+                seed,
                 "--quiet",
                 "--out",
                 &ticket,
             ]);
-            let mut args = args;
             for (flag, value) in &run.search_flags {
                 let name = format!("--{flag}");
                 match args.iter().position(|a| *a == name) {
@@ -227,7 +272,7 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                     None => args.extend([name, value.clone()]),
                 }
             }
-            out.push(step("search", args, ticket.clone()));
+            vec![step("search", args, ticket.clone())]
         }
         "imp-at" => {
             // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
@@ -240,7 +285,7 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--density",
                 &density,
                 "--model",
-                &d("init.safetensors"),
+                &init,
                 "--data",
                 data,
                 "--imp-rounds",
@@ -248,29 +293,27 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--imp-epochs",
                 &imp.epochs.to_string(),
                 "--eps",
-                &spec.train.eps.to_string(),
+                &eps,
                 "--attack-steps",
                 &spec.train.steps.to_string(),
                 "--step-size",
                 &spec.train.step_size.to_string(),
                 "--seed",
-                &seed,
+                seed,
                 "--out",
                 &ticket,
             ]);
-            if let Some(n) = spec.train.train_limit {
-                args.extend(strings(&["--train-limit", &n.to_string()]));
-            }
-            out.push(step("imp-at", args, ticket.clone()));
+            limit(&mut args);
+            vec![step("imp-at", args, ticket.clone())]
         }
         "hydra" => {
             // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
-            // robust loss, keep the top-k; the final training below fine-tunes the pruned weights.
+            // robust loss, keep the top-k; the final training fine-tunes the pruned weights.
             let h = spec.hydra.as_ref().expect("checked when the spec was read");
-            let mut t = strings(&["train", "--init", &d("init.safetensors")]);
+            let mut t = strings(&["train", "--init", &init]);
             t.extend(train_flags(run, spec, data, h.pretrain_epochs));
-            t.extend(strings(&["--out", &d("pretrain")]));
-            out.push(Step { trains: true, ..step("pretrain-train", t, d("pretrain/model.safetensors")) });
+            t.extend(strings(&["--out", &c.d("pretrain")]));
+            let pretrain = Step { trains: true, ..step("pretrain-train", t, c.d("pretrain/model.safetensors")) };
             let mut p = strings(&[
                 "prune",
                 "--method",
@@ -278,7 +321,7 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--density",
                 &density,
                 "--model",
-                &d("pretrain/model.safetensors"),
+                &c.d("pretrain/model.safetensors"),
                 "--data",
                 data,
                 "--hydra-epochs",
@@ -286,98 +329,88 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
                 "--hydra-lr",
                 &h.lr.to_string(),
                 "--eps",
-                &spec.train.eps.to_string(),
+                &eps,
                 "--attack-steps",
                 &spec.train.steps.to_string(),
                 "--seed",
-                &seed,
+                seed,
                 "--out",
                 &ticket,
             ]);
-            if let Some(n) = spec.train.train_limit {
-                p.extend(strings(&["--train-limit", &n.to_string()]));
-            }
-            out.push(step("hydra", p, ticket.clone()));
+            limit(&mut p);
+            vec![pretrain, step("hydra", p, ticket.clone())]
         }
         other => bail!("unknown method `{other}` in the spec"),
-    }
-    let start = if run.method == "dense" { d("init.safetensors") } else { ticket };
-    if run.method != "dense" {
-        // The ticket's structure (density and cut-off units per layer), recorded with the results.
-        let args = strings(&["inspect", &start, "--json", &d("mask.json")]);
-        out.push(step("mask", args, d("mask.json")));
-    }
-    let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
-    train.extend(train_flags(run, spec, data, spec.train.epochs));
-    if spec.train.track_kernel != Some(false) {
-        train.extend(strings(&["--track-kernel", &d("init.safetensors")]));
-    }
-    if spec.dynamics.is_some() {
-        train.push("--keep-epochs".into());
-    }
-    train.extend(strings(&["--out", &d("train")]));
-    out.push(Step { trains: true, ..step("train", train, d("train/model.safetensors")) });
-    if let (Some(dy), Some(dense)) = (&spec.dynamics, &run.dense_dir) {
-        let dd = |p: &str| dense.join(p).display().to_string();
-        let args = strings(&[
-            "dynamics",
-            "--dense",
-            &dd("train"),
-            "--dense-init",
-            &dd("init.safetensors"),
-            "--run",
-            &d("train"),
-            "--init",
-            &start,
-            "--data",
-            data,
-            "--probe",
-            &dy.probe.to_string(),
-            "--eps",
-            &spec.train.eps.to_string(),
-            "--steps",
-            &dy.steps.to_string(),
-            "--seed",
-            &seed,
-            "--out",
-            &d("dynamics.jsonl"),
-        ]);
-        out.push(step("dynamics", args, d("dynamics.jsonl")));
-    }
-    let e = &spec.eval;
+    })
+}
+
+/// With `[dynamics]`: the kernel dynamics against the dense run of the same seed.
+fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
+    let (Some(dy), Some(dense)) = (&c.spec.dynamics, &c.run.dense_dir) else { return None };
+    let dd = |p: &str| dense.join(p).display().to_string();
+    let args = strings(&[
+        "dynamics",
+        "--dense",
+        &dd("train"),
+        "--dense-init",
+        &dd("init.safetensors"),
+        "--run",
+        &c.d("train"),
+        "--init",
+        start,
+        "--data",
+        c.data,
+        "--probe",
+        &dy.probe.to_string(),
+        "--eps",
+        &c.spec.train.eps.to_string(),
+        "--steps",
+        &dy.steps.to_string(),
+        "--seed",
+        &c.seed,
+        "--out",
+        &c.d("dynamics.jsonl"),
+    ]);
+    Some(step("dynamics", args, c.d("dynamics.jsonl")))
+}
+
+/// The final evaluations: AutoAttack (with `autoattack`, on its own `autoattack_n`), then the
+/// worst case, whose file marks the run evaluated.
+fn eval_steps(c: &Ctx) -> Vec<Step> {
+    let e = &c.spec.eval;
     let eval = strings(&[
         "eval",
         "--model",
-        &d("train/model.safetensors"),
+        &c.d("train/model.safetensors"),
         "--data",
-        data,
+        c.data,
         "--limit",
         &e.n.to_string(),
         "--attack",
         e.attack.as_deref().unwrap_or("worst"),
         "--eps",
-        &spec.train.eps.to_string(),
+        &c.spec.train.eps.to_string(),
         "--steps",
         &e.steps.to_string(),
         "--apgd-steps",
         &e.apgd_steps.to_string(),
         "--seed",
-        &seed,
+        &c.seed,
         "--json",
-        &d("eval.json"),
+        &c.d("eval.json"),
     ]);
+    let mut out = Vec::new();
     if e.autoattack {
         let mut aa = eval.clone();
         let at = |flag: &str| aa.iter().position(|a| a == flag).expect("built above") + 1;
         let (i, j, k) = (at("--attack"), at("--json"), at("--limit"));
         aa[i] = "autoattack".into();
-        aa[j] = d("eval-aa.json");
+        aa[j] = c.d("eval-aa.json");
         aa[k] = e.autoattack_n.unwrap_or(e.n).to_string();
-        out.push(step("eval-aa", aa, d("eval-aa.json")));
+        out.push(step("eval-aa", aa, c.d("eval-aa.json")));
     }
-    // The worst-case evaluation last: its file marks the run evaluated.
-    out.push(step("eval", eval, d("eval.json")));
-    Ok(out)
+    out.push(step("eval", eval, c.d("eval.json")));
+    out
 }
 
 #[cfg(test)]
