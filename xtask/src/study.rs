@@ -14,7 +14,9 @@ use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
 use crate::stats::{above, at_least, paired, summary};
 
+mod compute;
 mod figures;
+use compute::compute;
 use figures::write_figure;
 
 /// One search-log line (the fields the study reads).
@@ -245,6 +247,7 @@ our NTT reproduces its authors' result in the setting they published, so it can 
     };
     md += &search_finding(&ntt);
     md += "\n\n";
+    md += &compute(recs);
     Ok(md)
 }
 
@@ -409,6 +412,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         md += "\n";
     }
     md += &claims(recs, &densities, head)?;
+    md += &compute(recs);
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     Ok(md)
 }
@@ -527,6 +531,7 @@ mod tests {
         assert!(line("AWT − random | 3").ends_with("| holds |"), "{md}");
         assert!(line("matches the dense net").contains("does **not** hold"), "{md}");
         assert!(line("NTK dynamics").contains("| holds |"), "{md}");
+        assert!(md.contains("| awt | 3 | 0.0 | — | — | — | 0.00 |"), "compute table: {md}");
         let svg = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(svg("study-robust-vs-density.svg").contains("awt"));
         for f in

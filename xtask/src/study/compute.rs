@@ -1,0 +1,51 @@
+//! The study report's compute table: wall time per run and per phase for each variant, from the
+//! manifests' step timings.
+
+use super::{Rec, variants};
+
+/// The compute each variant took: wall time per run (median, and its phases) and in total, from
+/// the manifests' timings.
+pub(super) fn compute(recs: &[Rec]) -> String {
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let mut md = String::from(
+        "Compute (wall time on the 2-core machine; some runs shared it with builds or a second run, so medians say more than totals):\n\n\
+| ticket | runs | median per run (min) | of which ticket search / pruning | training | evaluation | total (h) |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut vs: Vec<String> = recs.iter().map(Rec::variant).collect();
+    vs.dedup();
+    let order = variants(recs);
+    vs.sort_by_key(|v| order.iter().position(|o| o == v));
+    vs.dedup();
+    let mut total = 0.0;
+    for v in &vs {
+        let rs: Vec<&Rec> = recs.iter().filter(|r| r.variant() == *v).collect();
+        // A phase's median over the runs that have it; "—" where none does.
+        let phase = |keys: &[&str]| {
+            let v: Vec<f64> = rs
+                .iter()
+                .filter(|r| keys.iter().any(|k| r.m.timings_seconds.contains_key(*k)))
+                .map(|r| keys.iter().filter_map(|k| r.m.timings_seconds.get(*k)).sum::<f64>() / 60.0)
+                .collect();
+            if v.is_empty() { "—".to_string() } else { format!("{:.1}", median(v)) }
+        };
+        let sum: f64 = rs.iter().map(|r| r.m.wall_seconds).sum();
+        total += sum;
+        md += &format!(
+            "| {v} | {} | {:.1} | {} | {} | {} | {:.2} |\n",
+            rs.len(),
+            median(rs.iter().map(|r| r.m.wall_seconds / 60.0).collect()),
+            phase(&["search", "prune", "imp-at", "hydra", "pretrain-train"]),
+            phase(&["train"]),
+            phase(&["eval", "eval-aa", "dynamics", "mask"]),
+            sum / 3600.0
+        );
+    }
+    md + &format!("\nAll recorded runs together: {:.1} h.\n\n", total / 3600.0)
+}
