@@ -384,7 +384,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         writeln!(md, "### Density {d}\n")?;
         writeln!(
             md,
-            "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | {aa_head} |\n|---|---|---|---|---|---|"
+            "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | {aa_head} | runs with a class cut off |\n|---|---|---|---|---|---|---|"
         )?;
         for v in &vs {
             let cell = |m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
@@ -392,9 +392,17 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
             if n == 0 {
                 continue;
             }
+            // Of the runs whose ticket structure is recorded (mask.json), those that leave a class
+            // without any kept incoming weight.
+            let masked: Vec<&Rec> = recs
+                .iter()
+                .filter(|r| r.variant() == *v && (r.m.density - d).abs() < 1e-12 && r.mask.is_some())
+                .collect();
+            let cut = masked.iter().filter(|r| !cut_classes(recs, v, d, r.m.seed).is_empty()).count();
+            let cut = if masked.is_empty() { "—".to_string() } else { format!("{cut} of {}", masked.len()) };
             writeln!(
                 md,
-                "| {v} | {n} | {} | {} | {} | {} |",
+                "| {v} | {n} | {} | {} | {} | {} | {cut} |",
                 cell(Measure::Clean),
                 cell(Measure::Pgd),
                 cell(Measure::Worst),
@@ -524,7 +532,7 @@ mod tests {
         let dir = tempfile_dir();
         let md = study_section(&recs, &dir).unwrap();
         assert!(md.contains("worst case of PGD-20, APGD-CE, APGD-DLR"), "AA on a subset became the headline:\n{md}");
-        assert!(md.contains("| AutoAttack (first 1000) |"), "{md}");
+        assert!(md.contains("| AutoAttack (first 1000) | runs with a class cut off |"), "{md}");
         assert!(md.contains("| AWT − random | 3 | +4.8 [+4.3, +5.3] |"), "{md}");
         let line =
             |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
