@@ -33,8 +33,9 @@ pub(crate) struct Step {
     pub args: Vec<String>,
     /// Exists once the step has finished.
     pub done: PathBuf,
-    /// A training step (resumed with --resume when its folder holds a checkpoint).
-    pub trains: bool,
+    /// A resumable step's saved state: when it exists, the step runs again with `--resume`
+    /// (training: `<folder>/state.safetensors`; a ticket search: `<ticket>.search.state.safetensors`).
+    pub resume_from: Option<PathBuf>,
 }
 
 /// FNV-1a, 64 bits, as 16 hex digits: stable across Rust versions (unlike `DefaultHasher`).
@@ -167,7 +168,10 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         train.push("--keep-epochs".into());
     }
     train.extend(strings(&["--out", &c.d("train")]));
-    out.push(Step { trains: true, ..step("train", train, c.d("train/model.safetensors")) });
+    out.push(Step {
+        resume_from: Some(c.d("train/state.safetensors").into()),
+        ..step("train", train, c.d("train/model.safetensors"))
+    });
     out.extend(dynamics_step(&c, &start));
     out.extend(eval_steps(&c));
     Ok(out)
@@ -189,7 +193,7 @@ impl Ctx<'_> {
 }
 
 fn step(name: &str, args: Vec<String>, done: String) -> Step {
-    Step { name: name.into(), args, done: PathBuf::from(done), trains: false }
+    Step { name: name.into(), args, done: PathBuf::from(done), resume_from: None }
 }
 
 /// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
@@ -272,7 +276,8 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                     None => args.extend([name, value.clone()]),
                 }
             }
-            vec![step("search", args, ticket.clone())]
+            let state = Some(c.d("ticket.search.state.safetensors").into());
+            vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
         }
         "imp-at" => {
             // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
@@ -313,7 +318,10 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             let mut t = strings(&["train", "--init", &init]);
             t.extend(train_flags(run, spec, data, h.pretrain_epochs));
             t.extend(strings(&["--out", &c.d("pretrain")]));
-            let pretrain = Step { trains: true, ..step("pretrain-train", t, c.d("pretrain/model.safetensors")) };
+            let pretrain = Step {
+                resume_from: Some(c.d("pretrain/state.safetensors").into()),
+                ..step("pretrain-train", t, c.d("pretrain/model.safetensors"))
+            };
             let mut p = strings(&[
                 "prune",
                 "--method",
@@ -435,6 +443,21 @@ mod tests {
                 let last = steps.last().unwrap();
                 assert_eq!(last.name, "eval", "{preset} {}", run.name);
                 assert_eq!(arg(last, "--limit"), spec.eval.n.to_string());
+                // Training and searches resume from their saved state; nothing else claims one.
+                for st in &steps {
+                    let want = match st.name.as_str() {
+                        "train" => Some("train/state.safetensors"),
+                        "pretrain-train" => Some("pretrain/state.safetensors"),
+                        "search" => Some("ticket.search.state.safetensors"),
+                        _ => None,
+                    };
+                    assert_eq!(
+                        st.resume_from.as_ref().map(|p| p.strip_prefix(&run.dir).unwrap().to_path_buf()),
+                        want.map(PathBuf::from),
+                        "{}",
+                        st.name
+                    );
+                }
                 if let Some(aa) = steps.iter().find(|s| s.name == "eval-aa") {
                     assert_eq!(arg(aa, "--attack"), "autoattack");
                     assert_eq!(arg(aa, "--limit"), spec.eval.autoattack_n.unwrap_or(spec.eval.n).to_string());

@@ -141,7 +141,7 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
-/// Runs one run's steps, skipping finished ones and resuming training; writes the manifest.
+/// Runs one run's steps, skipping finished ones and resuming training and searches; writes the manifest.
 fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset: &str) -> Result<f64> {
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     let _lock = lock(&run.dir)?;
@@ -155,7 +155,7 @@ fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset
             continue;
         }
         let mut args = s.args.clone();
-        if s.trains && s.done.parent().is_some_and(|p| p.join("state.safetensors").exists()) {
+        if s.resume_from.as_ref().is_some_and(|p| p.exists()) {
             args.push("--resume".into());
         }
         writeln!(log, "$ awt {}", args.join(" "))?;

@@ -66,6 +66,13 @@ pub(crate) struct TicketArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub quiet: bool,
+    /// Save the search's state every N steps beside the ticket (`<out>.search.state.safetensors`,
+    /// removed when the ticket is written); 0: never.
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Continue the search from its saved state (same flags, model and data), bit-identically.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 impl TicketArgs {
@@ -120,27 +127,104 @@ impl TicketArgs {
     }
 }
 
+/// Keeps the search log's lines before `step` (a search resumed there writes the rest again) and
+/// returns the first line's kernel and output distances.
+fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot resume: cannot read {}", path.display()))?;
+    let mut kept = String::new();
+    let mut first = None;
+    for (i, line) in text.lines().enumerate() {
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            // A line cut short by the interruption ends the usable log.
+            Err(_) => break,
+        };
+        if v["step"].as_u64() != Some(i as u64) || i >= step {
+            break;
+        }
+        if i == 0 {
+            first = Some((
+                v["kernel_distance"].as_f64().unwrap_or(f64::NAN),
+                v["output_distance"].as_f64().unwrap_or(f64::NAN),
+            ));
+        }
+        kept += line;
+        kept.push('\n');
+    }
+    let have = kept.lines().count();
+    if have < step {
+        bail!("cannot resume: {} holds {have} complete steps, the saved state is at step {step}", path.display());
+    }
+    awt_base::write_atomic(path, kept.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(first)
+}
+
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     let log_path = a.out.with_extension("search.jsonl");
-    for (flag, out) in [("--out", &a.out), ("--out (its search log)", &log_path)] {
+    let state_path = a.out.with_extension("search.state.safetensors");
+    for (flag, out) in
+        [("--out", &a.out), ("--out (its search log)", &log_path), ("--out (its search state)", &state_path)]
+    {
         crate::files::refuse_overwriting_inputs(flag, out, &[("--model", &a.model)])?;
     }
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len())?;
-    let mut log_file = std::io::BufWriter::new(
-        std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?,
+    // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
+    let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
+    let identity = format!(
+        "{cfg:?} teacher={} data={} train={}",
+        crate::output::config_hash(&String::from_utf8_lossy(&model_bytes)),
+        ds.name,
+        ds.train.len()
     );
+    let (resume, mut first) = if a.resume {
+        if !state_path.exists() {
+            bail!(
+                "--resume: no saved search state at {} (the search has not checkpointed yet, or it finished)",
+                state_path.display()
+            );
+        }
+        let st = awt_ticket::SearchState::load(&state_path, &identity)?;
+        let first = truncate_log(&log_path, st.step)?;
+        (Some(st), first)
+    } else {
+        if state_path.exists() {
+            eprintln!(
+                "starting the search afresh: the saved state {} will be replaced (--resume continues it)",
+                state_path.display()
+            );
+        }
+        (None, None)
+    };
+    let start = resume.as_ref().map_or(0, |s| s.step);
+    let log = if resume.is_some() {
+        std::fs::OpenOptions::new().append(true).open(&log_path)
+    } else {
+        std::fs::File::create(&log_path)
+    };
+    let log_file = std::cell::RefCell::new(std::io::BufWriter::new(
+        log.with_context(|| format!("cannot open {}", log_path.display()))?,
+    ));
     let bar = crate::output::progress(cfg.steps as u64, &value_name(&a.method));
+    bar.set_position(start as u64);
     if a.quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
+    let log_err = |e: std::io::Error| awt_ticket::SearchError::File { path: log_path.clone(), why: e.to_string() };
     let mut write_err = None;
-    let t = awt_ticket::search(&teacher, &ds.train, &cfg, &mut |l| {
+    let mut save = |st: &awt_ticket::SearchState| {
+        // The log reaches the disk before a state that claims its steps.
+        log_file.borrow_mut().flush().map_err(log_err)?;
+        st.save(&state_path, &identity)
+    };
+    let ck = awt_ticket::Checkpoints { every: a.checkpoint_every, resume, save: &mut save };
+    let t = awt_ticket::search_resumable(&teacher, &ds.train, &cfg, ck, &mut |l| {
         bar.inc(1);
         bar.set_message(format!("kernel dist {:.3} output dist {:.3}", l.kernel_distance, l.output_distance));
         let line = serde_json::to_string(l).map_err(std::io::Error::other);
-        if let Err(e) = line.and_then(|line| writeln!(log_file, "{line}")) {
+        if let Err(e) = line.and_then(|line| writeln!(log_file.borrow_mut(), "{line}")) {
             write_err = Some(e);
         }
     })?;
@@ -148,18 +232,24 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     if let Some(e) = write_err {
         bail!("cannot write {}: {e}", log_path.display());
     }
-    log_file.flush()?;
+    log_file.borrow_mut().flush().with_context(|| format!("cannot write {}", log_path.display()))?;
     let mut net = t.net;
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;
-    if let (Some(first), Some(last)) = (t.log.first(), t.log.last()) {
+    // The ticket is written: its state is no longer needed.
+    if state_path.exists() {
+        std::fs::remove_file(&state_path).with_context(|| format!("cannot remove {}", state_path.display()))?;
+    }
+    if first.is_none() {
+        first = t.log.first().map(|l| (l.kernel_distance, l.output_distance));
+    }
+    if let (Some((k0, o0)), Some(last)) = (first, t.log.last()) {
         say!(
-            "{} search, {} steps: kernel distance {:.3} → {:.3}, output distance {:.3} → {:.3}; log in {}",
+            "{} search, {} steps{}: kernel distance {k0:.3} → {:.3}, output distance {o0:.3} → {:.3}; log in {}",
             value_name(&a.method),
             cfg.steps,
-            first.kernel_distance,
+            if start > 0 { format!(" (resumed at step {start})") } else { String::new() },
             last.kernel_distance,
-            first.output_distance,
             last.output_distance,
             log_path.display()
         );

@@ -461,3 +461,72 @@ fn a_checksum_mismatch_can_be_accepted_by_the_flag_the_error_names() {
     let (success, _, err) = awt(&with);
     assert!(success && err.contains("MISMATCH accepted"), "{err}");
 }
+
+/// A ticket search killed after a checkpoint resumes with `--resume` and ends bit-identical to an
+/// uninterrupted one (ticket and search log); the state file goes once the ticket is written; a
+/// resume without a state, or with a state of other settings, is an error naming the file.
+#[test]
+fn a_killed_ticket_search_resumes_bit_identically() {
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path(), "init.safetensors");
+    let args = |out: &Path, lr: &'static str| -> Vec<String> {
+        [
+            "ticket",
+            "--method",
+            "awt",
+            "--density",
+            "0.2",
+            "--model",
+            s(&init),
+            "--data",
+            "fashion-mnist-mini",
+            "--steps",
+            "400",
+            "--batch",
+            "32",
+            "--attack-steps",
+            "2",
+            "--mask-every",
+            "10",
+            "--lr",
+            lr,
+            "--checkpoint-every",
+            "7",
+            "--quiet",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let (full, part) = (tmp.path().join("full.safetensors"), tmp.path().join("part.safetensors"));
+    ok(&refs(&args(&full, "5e-4")));
+    let state = part.with_extension("search.state.safetensors");
+    fails(&refs(&[args(&part, "5e-4"), vec!["--resume".into()]].concat()), "part.search.state.safetensors");
+    let mut child = awt_cmd(&refs(&args(&part, "5e-4"))).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    // Past a few checkpoints, so that the log holds steps beyond the last saved state.
+    let log = part.with_extension("search.jsonl");
+    let steps = || std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
+    while steps() < 30 && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(state.exists(), "no search state after {} logged steps", steps());
+    fails(&refs(&[args(&part, "1e-3"), vec!["--resume".into()]].concat()), "belongs to another search");
+    let out = ok(&refs(&[args(&part, "5e-4"), vec!["--resume".into()]].concat()));
+    assert!(out.contains("resumed at step"), "{out}");
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    assert!(read(&full) == read(&part), "the resumed ticket differs from the uninterrupted one");
+    assert_eq!(
+        std::fs::read_to_string(full.with_extension("search.jsonl")).unwrap(),
+        std::fs::read_to_string(&log).unwrap(),
+        "the resumed search log differs"
+    );
+    assert!(!state.exists() && !full.with_extension("search.state.safetensors").exists(), "state files left behind");
+}

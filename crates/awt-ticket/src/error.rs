@@ -6,6 +6,14 @@ pub enum SearchError {
     /// A setting that cannot work, named.
     #[error("{0}")]
     Invalid(String),
+    /// A search-state file that cannot be read, written or used.
+    #[error("{}: {why}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        why: String,
+    },
     /// The loss became NaN or infinite.
     #[error("search diverged at step {step}: non-finite loss {loss}")]
     Diverged {

@@ -37,9 +37,11 @@ mod error;
 mod hydra;
 mod loss;
 mod search;
+mod state;
 
 pub use config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
 pub use error::SearchError;
 pub use hydra::{HydraConfig, hydra};
 pub use loss::{LossTerms, kernel_distance, loss_terms};
-pub use search::{SearchLog, Ticket, search};
+pub use search::{Checkpoints, SearchLog, Ticket, search, search_resumable};
+pub use state::SearchState;

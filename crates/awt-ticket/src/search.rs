@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use crate::config::{AdvSource, InputMix, Method, ValidSearchConfig, WeightsFrom};
 use crate::error::SearchError;
 use crate::loss::{LossTerms, loss_terms};
+use crate::state::{SearchState, restore, state};
 
 /// One step of the search log (the awt binary writes one per line of `<ticket>.search.jsonl`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -63,11 +64,34 @@ fn rel(a: &Tensor, b: &Tensor) -> Result<f64, SearchError> {
     Ok(metrics::relative_distance(a, b)?)
 }
 
+/// Saving and resuming a long search.
+pub struct Checkpoints<'a> {
+    /// Save a state every this many steps (0: never).
+    pub every: usize,
+    /// Continue from this state instead of the start.
+    pub resume: Option<SearchState>,
+    /// Called with each state to keep; an error stops the search.
+    pub save: &'a mut dyn FnMut(&SearchState) -> Result<(), SearchError>,
+}
+
 /// Runs the search from the dense initialisation `teacher` on `data`.
 pub fn search(
     teacher: &Net,
     data: &Split,
     cfg: &ValidSearchConfig,
+    progress: &mut dyn FnMut(&SearchLog),
+) -> Result<Ticket, SearchError> {
+    let mut never = |_: &SearchState| Ok(());
+    search_resumable(teacher, data, cfg, Checkpoints { every: 0, resume: None, save: &mut never }, progress)
+}
+
+/// [`search`], saving a [`SearchState`] every `ck.every` steps and starting from `ck.resume` when
+/// given. The returned log holds the steps this call ran.
+pub fn search_resumable(
+    teacher: &Net,
+    data: &Split,
+    cfg: &ValidSearchConfig,
+    ck: Checkpoints,
     progress: &mut dyn FnMut(&SearchLog),
 ) -> Result<Ticket, SearchError> {
     if !teacher.masks().is_empty() {
@@ -85,6 +109,19 @@ pub fn search(
         OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
         weight_vars,
     );
+    let first = match &ck.resume {
+        Some(st) if st.step > cfg.steps => {
+            return Err(SearchError::Invalid(format!(
+                "the search state is at step {}, beyond the {} steps asked for",
+                st.step, cfg.steps
+            )));
+        }
+        Some(st) => {
+            restore(st, &mut student, &mut masks, &mut opt)?;
+            st.step
+        }
+        None => 0,
+    };
     let n = data.len();
     if n < cfg.batch {
         return Err(SearchError::Invalid(format!("the data has {n} examples, fewer than one batch of {}", cfg.batch)));
@@ -96,7 +133,7 @@ pub fn search(
         s.extend(teacher.arch().input_shape());
         s
     };
-    for step in 0..cfg.steps {
+    for step in first..cfg.steps {
         let epoch = (step / per_epoch) as u64;
         let b = step % per_epoch;
         let order = epoch_order(n, cfg.seed, epoch);
@@ -161,6 +198,9 @@ pub fn search(
         };
         progress(&entry);
         log.push(entry);
+        if ck.every > 0 && (step + 1) % ck.every == 0 && step + 1 < cfg.steps {
+            (ck.save)(&state(step + 1, &student, &masks, &opt)?)?;
+        }
     }
     // The ticket: the final mask with transferred or rewound weights.
     let mut ticket = match cfg.weights {

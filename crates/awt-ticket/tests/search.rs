@@ -190,3 +190,56 @@ fn search_loss_gradient_matches_finite_differences_in_f64() {
         }
     }
 }
+
+/// A search stopped at a saved state and resumed from it ends bit-identical to one never stopped:
+/// the same ticket weights and masks, the same log from the resumed step on, and the state's
+/// optimiser moments carried over (a resume with fresh Adam moments would differ). For NTT and for
+/// AWT (whose per-step attack seed derives from the step), across mask re-selections.
+#[test]
+fn a_resumed_search_is_bit_identical_to_an_uninterrupted_one() {
+    use awt_ticket::{Checkpoints, SearchState, search_resumable};
+    let dev = Device::Cpu;
+    let ds = awt_data::load("fashion-mnist-mini", &LoadOptions::offline_embedded_only()).unwrap();
+    let teacher = Net::init(&Arch::Mlp(vec![784, 32, 16, 10]), Init::KaimingUniform, 3, DType::F32, &dev).unwrap();
+    for method in [Method::Ntt, Method::Awt] {
+        let cfg = SearchConfig { steps: 24, mask_every: 5, attack_steps: 2, ..SearchConfig::defaults(method, 0.2) }
+            .validate()
+            .unwrap();
+        let full = search(&teacher, &ds.train, &cfg, &mut |_| {}).unwrap();
+        let mut states: Vec<SearchState> = Vec::new();
+        let mut keep = |s: &SearchState| {
+            states.push(s.clone());
+            Ok(())
+        };
+        let ck = Checkpoints { every: 7, resume: None, save: &mut keep };
+        let again = search_resumable(&teacher, &ds.train, &cfg, ck, &mut |_| {}).unwrap();
+        assert_eq!(states.iter().map(|s| s.step).collect::<Vec<_>>(), vec![7, 14, 21]);
+        assert_eq!(again.log, full.log, "checkpointing changed the search");
+        let flat = |n: &Net| -> Vec<Vec<f32>> {
+            n.params()
+                .values()
+                .map(|v| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .chain(n.masks().values().map(|m| m.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+                .collect()
+        };
+        let mut never = |_: &SearchState| Ok(());
+        // Through the state file, as `awt ticket --resume` reads it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.search.state.safetensors");
+        states[1].save(&file, "this search").unwrap();
+        let e = SearchState::load(&file, "another search").unwrap_err().to_string();
+        assert!(e.contains("t.search.state.safetensors") && e.contains("another search"), "{e}");
+        let from = SearchState::load(&file, "this search").unwrap();
+        assert_eq!((from.step, from.opt_steps), (14, states[1].opt_steps));
+        let ck = Checkpoints { every: 0, resume: Some(from.clone()), save: &mut never };
+        let resumed = search_resumable(&teacher, &ds.train, &cfg, ck, &mut |_| {}).unwrap();
+        assert_eq!(resumed.log, full.log[14..], "{method:?}: the resumed log differs");
+        assert_eq!(flat(&resumed.net), flat(&full.net), "{method:?}: the resumed ticket differs");
+        // The optimiser's moments matter: dropping them changes the result.
+        let mut no_moments = from;
+        no_moments.tensors.retain(|(k, _)| !k.starts_with("opt."));
+        let ck = Checkpoints { every: 0, resume: Some(no_moments), save: &mut never };
+        let wrong = search_resumable(&teacher, &ds.train, &cfg, ck, &mut |_| {}).unwrap();
+        assert_ne!(flat(&wrong.net), flat(&full.net), "{method:?}: the test cannot tell a bad resume");
+    }
+}
