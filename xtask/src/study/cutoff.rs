@@ -1,0 +1,64 @@
+//! Tickets that cut a class off: a class whose logit keeps no incoming weight (from each run's
+//! `mask.json`), which caps a ticket's accuracy whatever its training does.
+
+use super::Rec;
+
+/// The classes a run's ticket leaves without any kept incoming weight (none recorded: empty).
+pub(super) fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) -> Vec<u64> {
+    recs.iter()
+        .find(|r| {
+            r.variant() == variant && r.m.seed == seed && (variant == "dense" || (r.m.density - density).abs() < 1e-12)
+        })
+        .and_then(|r| r.mask.as_ref()?.classes_without_input.clone())
+        .unwrap_or_default()
+}
+
+/// Tickets whose last layer cuts a class off can never predict it: their clean accuracy is capped
+/// near (classes − cut) / classes of the dense net's. Says how often that happened and what it cost.
+pub(super) fn cut_off_finding(recs: &[Rec], d: f64) -> String {
+    let with_mask: Vec<&Rec> = recs.iter().filter(|r| r.mask.is_some() && r.m.density < 1.0).collect();
+    let cut: Vec<&&Rec> =
+        with_mask.iter().filter(|r| !cut_classes(recs, &r.variant(), d, r.m.seed).is_empty()).collect();
+    if with_mask.is_empty() {
+        // Still end the table above.
+        return "\n".into();
+    }
+    if cut.is_empty() {
+        return format!(
+            "\nNo ticket of the {} with a recorded mask leaves a class without an incoming weight.\n\n",
+            with_mask.len()
+        );
+    }
+    let names: Vec<String> = cut.iter().map(|r| format!("{} s{}", r.variant(), r.m.seed)).collect();
+    let mean = |v: &[&&Rec]| v.iter().map(|r| r.m.clean()).sum::<f64>() / v.len() as f64;
+    let uncut: Vec<&&Rec> = with_mask
+        .iter()
+        .filter(|r| r.variant() != "ntt" && cut_classes(recs, &r.variant(), d, r.m.seed).is_empty())
+        .collect();
+    let mut s = format!(
+        "\n**Cut-off classes.** At density {d} per layer the last layer keeps {:.0} % of its weights, and {} of {} tickets ({}) leave at least one class with no kept incoming weight: that class's logit is its bias alone, a constant the input cannot raise, so the class is next to never predicted: on Fashion-MNIST's balanced test set each cut class costs up to 10 points. Their mean clean accuracy is {:.1} %",
+        100.0 * d,
+        cut.len(),
+        with_mask.len(),
+        names.join(", "),
+        100.0 * mean(&cut)
+    );
+    if !uncut.is_empty() {
+        s += &format!(
+            " against {:.1} % for the other non-NTT tickets, which keep every class ({:+.1} points)",
+            100.0 * mean(&uncut),
+            100.0 * (mean(&cut) - mean(&uncut))
+        );
+    }
+    let ntt: Vec<&&Rec> = with_mask.iter().filter(|r| r.variant() == "ntt").collect();
+    let ntt_cut = ntt.iter().filter(|r| !cut_classes(recs, "ntt", d, r.m.seed).is_empty()).count();
+    if !ntt.is_empty() {
+        s += &format!(
+            ". NTT's tickets, searched to match the dense net's outputs, cut a class off in {ntt_cut} of {}",
+            ntt.len()
+        );
+    }
+    s += ". Paired differences against random or magnitude include this effect: it is part of what a layer-wise \
+random or magnitude mask does at this density, not a flaw of the runs.\n\n";
+    s
+}
