@@ -47,5 +47,12 @@ pub(super) fn compute(recs: &[Rec]) -> String {
             sum / 3600.0
         );
     }
-    md + &format!("\nAll recorded runs together: {:.1} h.\n\n", total / 3600.0)
+    // Which `awt` builds produced the records (the same numbers up to floating-point order, but
+    // a reader should be able to tell).
+    let mut builds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for r in recs {
+        *builds.entry(r.m.git_commit.chars().take(7).collect()).or_default() += 1;
+    }
+    let builds: Vec<String> = builds.iter().map(|(c, n)| format!("`{c}` ({n} runs)")).collect();
+    md + &format!("\nAll recorded runs together: {:.1} h. Built from commit {}.\n\n", total / 3600.0, builds.join(", "))
 }
