@@ -14,17 +14,24 @@ fn awt(args: &[&str], envs: &[(&str, &Path)]) -> (bool, String, String) {
     (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
 }
 
-#[test]
-fn data_list_finds_embedded_and_hub_cache_offline() {
-    let tmp = tempfile::tempdir().unwrap();
-    // A hub cache holding ylecun/mnist in the hub's parquet format.
-    let split = awt_data::synthetic::prototypes(12, [1, 28, 28], 10, 0.2, 1);
-    let folder = tmp.path().join("hub/datasets--ylecun--mnist");
+/// A hub cache under `home` (as `HF_HOME`) with an empty snapshot of ylecun/mnist; returns the
+/// folder its parquet files go in.
+fn mnist_hub_snapshot(home: &Path) -> std::path::PathBuf {
+    let folder = home.join("hub/datasets--ylecun--mnist");
     let sha = "89abcdef0123456789abcdef0123456789abcdef";
     std::fs::create_dir_all(folder.join("refs")).unwrap();
     std::fs::write(folder.join("refs/main"), sha).unwrap();
     let snap = folder.join("snapshots").join(sha).join("mnist");
     std::fs::create_dir_all(&snap).unwrap();
+    snap
+}
+
+#[test]
+fn data_list_finds_embedded_and_hub_cache_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A hub cache holding ylecun/mnist in the hub's parquet format.
+    let split = awt_data::synthetic::prototypes(12, [1, 28, 28], 10, 0.2, 1);
+    let snap = mnist_hub_snapshot(tmp.path());
     awt_data::hf::write(&split, "image", &snap.join("train-00000-of-00001.parquet")).unwrap();
     awt_data::hf::write(&split, "image", &snap.join("test-00000-of-00001.parquet")).unwrap();
     let one = Path::new("1");
@@ -49,12 +56,7 @@ fn a_parquet_file_that_crashes_the_decoder_is_one_clean_error() {
     let tmp = tempfile::tempdir().unwrap();
     let crash = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fuzz/regressions/parquet/crash-c3fd7b181a75fe638e6118550720de467779deda");
-    let folder = tmp.path().join("hub/datasets--ylecun--mnist");
-    let sha = "89abcdef0123456789abcdef0123456789abcdef";
-    std::fs::create_dir_all(folder.join("refs")).unwrap();
-    std::fs::write(folder.join("refs/main"), sha).unwrap();
-    let snap = folder.join("snapshots").join(sha).join("mnist");
-    std::fs::create_dir_all(&snap).unwrap();
+    let snap = mnist_hub_snapshot(tmp.path());
     for split in ["train", "test"] {
         std::fs::copy(&crash, snap.join(format!("{split}-00000-of-00001.parquet"))).unwrap();
     }
