@@ -1,0 +1,103 @@
+//! Tests of the parent module.
+
+use super::*;
+
+/// A recorded run made up for the report: `clean`, `pgd` and `worst` accuracies on 10,000
+/// images, AutoAttack on the first `aa_n`, and `dynamics` per epoch.
+fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, dynamics: Vec<DynLine>) -> Rec {
+    let m = crate::records::test_manifest("study", method, density, seed, acc);
+    let aa = serde_json::json!({
+        "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
+        "cumulative": [], "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+        "dataset_location": "", "dataset_files": [], "git_commit": "0",
+    });
+    Rec {
+        m: serde_json::from_value(m).unwrap(),
+        aa: Some(serde_json::from_value(aa).unwrap()),
+        mask: None,
+        search: Vec::new(),
+        dynamics,
+    }
+}
+
+fn dyn_line(epoch: u64, d: f64) -> DynLine {
+    DynLine {
+        epoch,
+        rel_distance: d,
+        alignment: 1.0 - d / 2.0,
+        sparse_change: 0.1 * epoch as f64 + 0.01,
+        dense_change: 0.2 * epoch as f64 + 0.01,
+        loss_gap: (epoch > 0).then_some(d / 10.0),
+    }
+}
+
+/// Three seeds where AWT sits 5 points above random and 2 below dense: the verdicts follow the
+/// intervals, AutoAttack on a subset is labelled and not the headline, and every figure is written
+/// with its error bars and seed bands.
+#[test]
+fn the_study_section_decides_from_intervals_and_draws_its_figures() {
+    let mut recs = Vec::new();
+    for seed in 0..3u64 {
+        let j = 0.002 * seed as f64;
+        let dy = |base: f64| (0..4).map(|e| dyn_line(e, base + 0.01 * e as f64 + j)).collect::<Vec<_>>();
+        recs.push(rec("dense", 1.0, seed, (0.85, 0.62 + j, 0.60 + j), 1000, Vec::new()));
+        recs.push(rec("awt", 0.05, seed, (0.80, 0.60 + j, 0.58 + j), 1000, dy(0.3)));
+        recs.push(rec("random", 0.05, seed, (0.78, 0.55 + 2.0 * j, 0.53 + 2.0 * j), 1000, dy(0.5)));
+    }
+    let dir = tempfile_dir();
+    let md = study_section(&recs, &dir).unwrap();
+    assert!(md.contains("worst case of PGD-20, APGD-CE, APGD-DLR"), "AA on a subset became the headline:\n{md}");
+    assert!(md.contains("| AutoAttack (first 1000) | runs with a class cut off |"), "{md}");
+    assert!(md.contains("| AWT − random | 3 | +4.8 [+4.3, +5.3] |"), "{md}");
+    let line = |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
+    assert!(line("AWT − random | 3").ends_with("| holds |"), "{md}");
+    assert!(line("matches the dense net").contains("does **not** hold"), "{md}");
+    assert!(line("NTK dynamics").contains("| holds |"), "{md}");
+    assert!(md.contains("| awt | 3 | 0.0 | — | — | — | 0.00 |"), "compute table: {md}");
+    let svg = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    assert!(svg("study-robust-vs-density.svg").contains("awt"));
+    for f in ["study-dyn-distance.svg", "study-dyn-alignment.svg", "study-dyn-own-change.svg", "study-dyn-loss-gap.svg"]
+    {
+        assert!(svg(f).contains("<polygon"), "{f}: no band over seeds");
+        assert!(md.contains(&format!("(figures/{f})")), "{f} not linked");
+    }
+    assert!(svg("study-dyn-own-change.svg").contains("\ndense\n"), "the dense net's own change is missing");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The NTT validation notes which tickets cut a class off and what it cost, from `mask.json`.
+#[test]
+fn the_ntt_section_reports_cut_off_classes() {
+    let mut recs = Vec::new();
+    for seed in 0..2u64 {
+        recs.push(rec("dense", 1.0, seed, (0.89, 0.0, 0.0), 1000, Vec::new()));
+        for (m, acc) in [("random", 0.85), ("ntt", 0.87)] {
+            let cut = m == "random" && seed == 0;
+            let mut r = rec(m, 0.03, seed, (if cut { 0.76 } else { acc }, 0.0, 0.0), 1000, Vec::new());
+            r.mask = Some(MaskRecord { classes_without_input: Some(if cut { vec![1] } else { vec![] }) });
+            recs.push(r);
+        }
+    }
+    let dir = tempfile_dir();
+    let md = ntt_section(&recs, &dir).unwrap();
+    assert!(md.contains("| random | 2 | s0 76.00 (class 1 cut off), s1 85.00 |"), "{md}");
+    assert!(md.contains("1 of 4 tickets (random s0)"), "{md}");
+    assert!(md.contains("76.0 % against 85.0 % for the other non-NTT tickets"), "{md}");
+    assert!(md.contains("cut a class off in 0 of 2"), "{md}");
+    assert!(md.contains("NTT is above random in 2 of 2 seeds (every seed by chance alone, if neither were better: probability 0.250)"), "{md}");
+    // Without the seed whose random ticket cuts a class off, one pair is left: 87 − 85.
+    assert!(md.contains("| ntt − random, seeds where both keep every class | 1 | +2.0 (one seed) |"), "{md}");
+    assert!(
+        md.contains("|\n\n| comparison (clean accuracy)") || md.contains(".\n\n| comparison (clean accuracy)"),
+        "{md}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("awt-study-test-{}-{k}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
