@@ -48,8 +48,13 @@ pub(crate) fn fnv(s: &str) -> String {
     format!("{h:016x}")
 }
 
+/// The headline robust accuracy `results/` records for a run, given its name and canonical settings
+/// (`None` when it is not recorded under exactly those settings).
+pub(crate) type Recorded<'a> = &'a dyn Fn(&str, &str) -> Option<f64>;
+
 /// The runs of `spec` on `data`, in grid order (seeds, then methods, then densities), under `base`.
-pub(crate) fn expand(spec: &Spec, data: &str, base: &Path) -> Result<Vec<Run>> {
+/// An ablation's `follow_up_seeds` join once `recorded` shows it beating its plain method.
+pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -> Result<Vec<Run>> {
     let table = |k: &str| -> Result<String> {
         spec.raw.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("spec has no `{k}`"))
     };
@@ -66,12 +71,32 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path) -> Result<Vec<Run>> {
             settings += &format!(" {key}={t}");
         }
     }
+    let canonical = |arch: &str, method: &str, density: f64, seed: u64, flags: &[(String, String)]| {
+        let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+        format!("arch={arch} method={method} density={density} seed={seed} {settings}{extra}")
+    };
+    let ablation_flags = |ab: &crate::spec::Ablation| -> Vec<(String, String)> {
+        ab.flags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect()
+    };
+    // Does the ablation beat its plain method at its first seed (both recorded)?
+    let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: f64| -> bool {
+        let Some(&s) = ab.seeds.first() else { return false };
+        let own = recorded(
+            &format!("{arch}-{}-{}-d{density}-s{s}", ab.method, ab.name),
+            &canonical(arch, &ab.method, density, s, &ablation_flags(ab)),
+        );
+        let plain =
+            recorded(&format!("{arch}-{}-d{density}-s{s}", ab.method), &canonical(arch, &ab.method, density, s, &[]));
+        matches!((own, plain), (Some(a), Some(p)) if a > p)
+    };
     let mut runs = Vec::new();
     for arch in &spec.archs {
         for &seed in &spec.seeds {
             let mut add = |method: &str, label: &str, density: f64, flags: Vec<(String, String)>| {
-                let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-                let canonical = format!("arch={arch} method={method} density={density} seed={seed} {settings}{extra}");
+                let canonical = canonical(arch, method, density, seed, &flags);
                 let name = format!("{arch}-{label}-d{density}-s{seed}");
                 let dir = base.join(format!("{name}-{}", &fnv(&canonical)[..10]));
                 runs.push(Run {
@@ -93,16 +118,11 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path) -> Result<Vec<Run>> {
                 }
             }
             for ab in &spec.ablations {
-                if !ab.seeds.contains(&seed) {
-                    continue;
-                }
-                let flags: Vec<(String, String)> = ab
-                    .flags
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                    .collect();
                 for &density in &ab.densities {
-                    add(&ab.method, &format!("{}-{}", ab.method, ab.name), density, flags.clone());
+                    let follow_up = ab.follow_up_seeds.contains(&seed) && beats_plain(arch, ab, density);
+                    if ab.seeds.contains(&seed) || follow_up {
+                        add(&ab.method, &format!("{}-{}", ab.method, ab.name), density, ablation_flags(ab));
+                    }
                 }
             }
         }
@@ -436,7 +456,7 @@ mod tests {
     fn every_preset_plans_and_the_study_limits_autoattack_only() {
         for preset in ["smoke", "quick", "ntt-validation", "study", "paper"] {
             let spec = crate::spec::load(preset).unwrap();
-            let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere")).unwrap();
+            let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
             assert!(!runs.is_empty(), "{preset}");
             for run in &runs {
                 let steps = steps(run, &spec, "fashion-mnist").unwrap();
@@ -466,5 +486,48 @@ mod tests {
         }
         let study = crate::spec::load("study").unwrap();
         assert_eq!((study.eval.n, study.eval.autoattack_n), (10_000, Some(1000)));
+    }
+
+    /// An ablation's follow-up seeds join the grid exactly when the records show it above plain AWT
+    /// at its first seed under the run's current settings; run names and hashes do not move.
+    #[test]
+    fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
+        let spec = crate::spec::load("study").unwrap();
+        assert!(spec.ablations.iter().all(|a| a.follow_up_seeds == [1, 2]), "the study promotes to seeds 1 and 2");
+        let base = Path::new("/nowhere");
+        let plain = expand(&spec, "fashion-mnist", base, &|_, _| None).unwrap();
+        let canon: std::collections::BTreeMap<String, String> =
+            plain.iter().map(|r| (r.name.clone(), r.canonical.clone())).collect();
+        let count = |runs: &[Run], label: &str| runs.iter().filter(|r| r.name.contains(label)).count();
+        // Records: plain AWT 0.60; ker10 0.61 (beats it); steps400 0.59 (does not); clean-adv 0.70 but
+        // recorded under other settings (a stale record must not promote it).
+        let recorded = |name: &str, c: &str| -> Option<f64> {
+            let current = canon.get(name).is_some_and(|k| k == c);
+            let v = match name {
+                "lenet-300-100-awt-d0.05-s0" => 0.60,
+                "lenet-300-100-awt-ker10-d0.05-s0" => 0.61,
+                "lenet-300-100-awt-steps400-d0.05-s0" => 0.59,
+                "lenet-300-100-awt-clean-adv-d0.05-s0" => return (!current).then_some(0.70),
+                _ => return None,
+            };
+            current.then_some(v)
+        };
+        let grown = expand(&spec, "fashion-mnist", base, &recorded).unwrap();
+        assert_eq!(grown.len(), plain.len() + 2);
+        assert_eq!(count(&grown, "-awt-ker10-"), 3);
+        assert_eq!(count(&grown, "-awt-steps400-"), 1);
+        assert_eq!(count(&grown, "-awt-clean-adv-"), 1);
+        for seed in [1, 2] {
+            let r = grown.iter().find(|r| r.name == format!("lenet-300-100-awt-ker10-d0.05-s{seed}")).unwrap();
+            assert_eq!(r.search_flags, vec![("lambda-ker".to_string(), "10.0".to_string())]);
+            assert!(r.dense_dir.as_ref().unwrap().to_string_lossy().contains(&format!("dense-d1-s{seed}-")));
+        }
+        for r in &plain {
+            let same = grown.iter().find(|g| g.name == r.name).unwrap();
+            assert_eq!(same.dir, r.dir, "a promotion renames nothing");
+        }
+        // Without plain AWT's record nothing is promoted.
+        let no_plain = |n: &str, c: &str| if n == "lenet-300-100-awt-d0.05-s0" { None } else { recorded(n, c) };
+        assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len());
     }
 }

@@ -274,7 +274,14 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let awt = awt_binary()?;
     let data = choose_data(&spec, &awt)?;
     let base = o.base();
-    let mut runs = expand(&spec, &data, &base)?;
+    let results = root().join("results").join(&o.preset);
+    let recorded = |name: &str, canonical: &str| {
+        read_json::<Manifest>(&results.join(name).join("manifest.json"))
+            .ok()
+            .filter(|m| m.config_hash == fnv(canonical))
+            .map(|m| m.robust())
+    };
+    let mut runs = expand(&spec, &data, &base, &recorded)?;
     if let Some(p) = &o.only {
         runs.retain(|r| r.name.contains(p.as_str()));
     }

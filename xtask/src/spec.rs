@@ -137,6 +137,11 @@ pub(crate) struct Ablation {
     pub method: String,
     pub densities: Vec<f64>,
     pub seeds: Vec<u64>,
+    /// Seeds added once the ablation beats its plain method: when `results/` records both at the
+    /// first of `seeds` (same density, current configuration) and the ablation's headline robust accuracy
+    /// (the worst case over the evaluation's attacks) is higher, these seeds join the grid.
+    #[serde(default)]
+    pub follow_up_seeds: Vec<u64>,
     /// `awt ticket` flags (without dashes) and their values, replacing the `[search]` ones.
     pub flags: toml::Table,
 }
