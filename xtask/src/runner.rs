@@ -141,6 +141,40 @@ fn lock(dir: &Path) -> Result<std::fs::File> {
     Ok(f)
 }
 
+/// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Clock {
+    steps: BTreeMap<String, f64>,
+    /// Wall time of the earlier sittings.
+    wall_before: f64,
+}
+
+impl Clock {
+    const FILE: &str = "timings.json";
+
+    /// The earlier sittings' clock; a fresh one when there is none (or it cannot be read: timings
+    /// are a record, never a reason to refuse a run).
+    fn load(dir: &Path) -> Clock {
+        let mut c: Clock = read_json(&dir.join(Self::FILE)).unwrap_or_default();
+        // What the earlier sittings spent, this sitting's time added on top as it goes.
+        c.wall_before = c.wall_before.max(c.steps.values().sum());
+        c
+    }
+
+    fn wall(&self, start: Instant) -> f64 {
+        self.wall_before + start.elapsed().as_secs_f64()
+    }
+
+    /// Written through a temporary file, so a kill mid-write leaves the previous clock.
+    fn save(&self, dir: &Path, start: Instant) -> Result<()> {
+        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start) };
+        let tmp = dir.join(".timings.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
+        std::fs::rename(&tmp, dir.join(Self::FILE))?;
+        Ok(())
+    }
+}
+
 /// Runs one run's steps, skipping finished ones and resuming training and searches; writes the manifest.
 fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset: &str) -> Result<f64> {
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
@@ -149,7 +183,9 @@ fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let start = Instant::now();
-    let mut timings = BTreeMap::new();
+    // Step timings carry across sittings (`timings.json`, flushed while a step runs), so a run
+    // resumed after a kill still reports the compute it took in all.
+    let mut clock = Clock::load(&run.dir);
     for s in steps {
         if s.done.exists() {
             continue;
@@ -168,8 +204,22 @@ fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset
         if let Some(n) = threads {
             c.env("RAYON_NUM_THREADS", n.to_string());
         }
-        let status = c.status().with_context(|| format!("cannot run {}", awt.display()))?;
-        timings.insert(s.name.clone(), t.elapsed().as_secs_f64());
+        let mut child = c.spawn().with_context(|| format!("cannot run {}", awt.display()))?;
+        let before = clock.steps.get(&s.name).copied().unwrap_or(0.0);
+        let mut flushed = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if flushed.elapsed().as_secs() >= 30 {
+                clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+                clock.save(&run.dir, start)?;
+                flushed = Instant::now();
+            }
+        };
+        clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+        clock.save(&run.dir, start)?;
         if !status.success() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(5).collect();
@@ -210,8 +260,8 @@ fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset
             cumulative: eval.cumulative.clone(),
         },
         warnings: eval.warnings.clone(),
-        timings_seconds: timings,
-        wall_seconds: start.elapsed().as_secs_f64(),
+        timings_seconds: clock.steps.clone(),
+        wall_seconds: clock.wall(start),
     };
     std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
@@ -378,4 +428,51 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     }
     let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
     crate::report::write_runs(&dirs, &root().join("docs").join("reproduction.md"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run that fails (or is killed) in its second step and is resumed later reports the compute
+    /// of both sittings: the first step's time from the first sitting, the second step's from both.
+    #[test]
+    fn step_timings_carry_across_sittings() {
+        let dir = std::env::temp_dir().join(format!("awt-clock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = Run {
+            name: "r".into(),
+            dir: dir.clone(),
+            arch: "lenet-300-100".into(),
+            method: "dense".into(),
+            density: 1.0,
+            seed: 0,
+            canonical: "c".into(),
+            search_flags: Vec::new(),
+            dense_dir: None,
+        };
+        let step = |name: &str, script: &str, done: &str| Step {
+            name: name.into(),
+            args: vec!["-c".into(), script.replace("DIR", &dir.to_string_lossy())],
+            done: dir.join(done),
+            resume_from: None,
+        };
+        let sh = Path::new("/bin/sh");
+        let first = [step("a", "sleep 0.4; touch DIR/a.done", "a.done"), step("b", "sleep 0.3; exit 1", "b.done")];
+        assert!(execute(sh, &run, &first, None, "test").is_err());
+        let eval = serde_json::json!({
+            "data": "fashion-mnist", "n": 10, "clean_correct": 9, "robust_correct": 5, "cumulative": [],
+            "settings": {"attack": "pgd", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+            "dataset_location": "", "dataset_files": [], "git_commit": "0",
+        });
+        std::fs::write(dir.join("eval.json"), eval.to_string()).unwrap();
+        let second = [step("a", "exit 1", "a.done"), step("b", "sleep 0.2; touch DIR/b.done", "b.done")];
+        execute(sh, &run, &second, None, "test").unwrap();
+        let m: Manifest = read_json(&dir.join("manifest.json")).unwrap();
+        let (a, b) = (m.timings_seconds["a"], m.timings_seconds["b"]);
+        assert!((0.4..1.5).contains(&a), "step a: {a} s");
+        assert!((0.5..2.0).contains(&b), "step b counts both sittings: {b} s");
+        assert!(m.wall_seconds >= a + b, "wall {} < {a} + {b}", m.wall_seconds);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

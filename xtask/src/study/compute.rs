@@ -24,8 +24,14 @@ pub(super) fn compute(recs: &[Rec]) -> String {
     vs.sort_by_key(|v| order.iter().position(|o| o == v));
     vs.dedup();
     let mut total = 0.0;
+    // A run resumed by a build that did not yet carry step timings across sittings lacks the
+    // first step's time (`init`); its medians come from the complete runs where there are any.
+    let complete = |r: &Rec| r.m.timings_seconds.contains_key("init");
+    let partial: Vec<String> = recs.iter().filter(|r| !complete(r)).map(|r| r.m.name.clone()).collect();
     for v in &vs {
-        let rs: Vec<&Rec> = recs.iter().filter(|r| r.variant() == *v).collect();
+        let all: Vec<&Rec> = recs.iter().filter(|r| r.variant() == *v).collect();
+        let whole: Vec<&Rec> = all.iter().copied().filter(|r| complete(r)).collect();
+        let rs = if whole.is_empty() { all.clone() } else { whole };
         // A phase's median over the runs that have it; "—" where none does.
         let phase = |keys: &[&str]| {
             let v: Vec<f64> = rs
@@ -35,11 +41,11 @@ pub(super) fn compute(recs: &[Rec]) -> String {
                 .collect();
             if v.is_empty() { "—".to_string() } else { format!("{:.1}", median(v)) }
         };
-        let sum: f64 = rs.iter().map(|r| r.m.wall_seconds).sum();
+        let sum: f64 = all.iter().map(|r| r.m.wall_seconds).sum();
         total += sum;
         md += &format!(
             "| {v} | {} | {:.1} | {} | {} | {} | {:.2} |\n",
-            rs.len(),
+            all.len(),
             median(rs.iter().map(|r| r.m.wall_seconds / 60.0).collect()),
             phase(&["search", "prune", "imp-at", "hydra", "pretrain-train"]),
             phase(&["train"]),
@@ -54,5 +60,17 @@ pub(super) fn compute(recs: &[Rec]) -> String {
         *builds.entry(r.m.git_commit.chars().take(7).collect()).or_default() += 1;
     }
     let builds: Vec<String> = builds.iter().map(|(c, n)| format!("`{c}` ({n} runs)")).collect();
-    md + &format!("\nAll recorded runs together: {:.1} h. Built from commit {}.\n\n", total / 3600.0, builds.join(", "))
+    md += &format!("\nAll recorded runs together: {:.1} h. Built from commit {}.", total / 3600.0, builds.join(", "));
+    if !partial.is_empty() {
+        md += &format!(
+            " {} run{} ({}) {} resumed before step timings carried across sittings: {} earlier sittings are missing, so {} time counts low (left out of the medians, kept in the totals).",
+            partial.len(),
+            if partial.len() == 1 { "" } else { "s" },
+            partial.join(", "),
+            if partial.len() == 1 { "was" } else { "were" },
+            if partial.len() == 1 { "its" } else { "their" },
+            if partial.len() == 1 { "its" } else { "their" },
+        );
+    }
+    md + "\n\n"
 }
