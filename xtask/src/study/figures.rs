@@ -1,6 +1,7 @@
 //! The study report's figures: robust accuracy vs density with error bars over seeds, and the
 //! kernel dynamics of §3 (distance and alignment to the dense net at the same epoch, each net's own
-//! kernel change, the training-loss gap) over epochs with bands over seeds.
+//! kernel change, the training-loss gap) over epochs with bands over seeds, and the NTT/AWT search
+//! curves.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -61,6 +62,7 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
     };
     write_figure(fig_dir, f1, &fig, &series)?;
     let mut md = format!("![robust accuracy vs density](figures/{f1})\n\n");
+    md += &search_curves(recs, densities, fig_dir)?;
     let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
         return Ok(md);
     };
@@ -129,4 +131,34 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
     }
     md += "\n";
     Ok(md)
+}
+
+/// The NTT and AWT searches of the grid: kernel distance to the dense teacher over the search
+/// steps, mean ± sd over seeds, one curve per method and density.
+fn search_curves(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<String> {
+    let mut series = Vec::new();
+    for v in ["ntt", "awt"] {
+        for &d in densities {
+            let per: Vec<Vec<(f64, f64)>> = recs
+                .iter()
+                .filter(|r| r.variant() == v && (r.m.density - d).abs() < 1e-12 && !r.search.is_empty())
+                .map(|r| r.search.iter().map(|s| (s.step as f64, s.kernel_distance)).collect())
+                .collect();
+            series.extend(seed_band(&format!("{v} d{d}"), &per));
+        }
+    }
+    if series.is_empty() {
+        return Ok(String::new());
+    }
+    let f = "study-search.svg";
+    let fig = Figure {
+        title: "searches: kernel distance to the dense teacher (mean ± sd over seeds)",
+        xlabel: "search step",
+        ylabel: "‖Θ_s − Θ_d‖ / ‖Θ_d‖ on the batch",
+        logx: false,
+        logy: false,
+        spread: Spread::Band,
+    };
+    write_figure(fig_dir, f, &fig, &series)?;
+    Ok(format!("![search curves](figures/{f})\n\n"))
 }

@@ -1,0 +1,150 @@
+//! The study report's AWT ablations (each variant against plain AWT, and whether it earns seeds 1
+//! and 2) and the "beyond the paper" check: does any variant reach the dense net's robust accuracy
+//! within its interval at density 0.05?
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use super::{Measure, Rec, by_seed, values};
+use crate::spec::Spec;
+use crate::stats::{paired, summary};
+
+/// Seeds a variant needs before the report decides whether it reaches the dense net.
+const FULL_SEEDS: usize = 3;
+
+/// What an ablation changes, from the spec (`steps = 400`), or its name when the spec is not at hand.
+fn changed(spec: Option<&Spec>, variant: &str) -> String {
+    spec.and_then(|s| s.ablations.iter().find(|a| format!("{}-{}", a.method, a.name) == variant))
+        .map(|a| {
+            let f: Vec<String> =
+                a.flags.iter().map(|(k, v)| format!("--{k} {}", v.as_str().unwrap_or(&v.to_string()))).collect();
+            f.join(", ")
+        })
+        .unwrap_or_else(|| variant.to_string())
+}
+
+/// The ablation table at each density where an `awt-…` variant is recorded.
+pub(super) fn ablations(
+    recs: &[Rec],
+    vs: &[String],
+    densities: &[f64],
+    head: Measure,
+    spec: Option<&Spec>,
+) -> Result<String> {
+    let abl: Vec<&String> = vs.iter().filter(|v| v.starts_with("awt-")).collect();
+    let mut md = String::new();
+    for &d in densities {
+        let plain = by_seed(recs, "awt", d, |r| r.measure(head));
+        let rows: Vec<&&String> = abl.iter().filter(|v| !by_seed(recs, v, d, |r| r.measure(head)).is_empty()).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        writeln!(
+            md,
+            "### AWT ablations (density {d})\n\nEach variant changes one setting of plain AWT's search; differences are paired with plain AWT by seed. \
+A variant above plain AWT at its first seed is run at seeds 1 and 2 as well (`follow_up_seeds` in `experiments/study.toml`).\n"
+        )?;
+        md += "| variant | changed | seeds | clean | PGD-20 | worst | − plain AWT, robust (points) | next |\n|---|---|---|---|---|---|---|---|\n";
+        let cell = |v: &str, m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
+        if !plain.is_empty() {
+            writeln!(
+                md,
+                "| awt (plain) | the study's `[search]` | {} | {} | {} | {} | — | — |",
+                plain.len(),
+                cell("awt", Measure::Clean),
+                cell("awt", Measure::Pgd),
+                cell("awt", Measure::Worst)
+            )?;
+        }
+        for v in rows {
+            let own = by_seed(recs, v, d, |r| r.measure(head));
+            let diff = paired(&own, &plain);
+            let next = match diff.n {
+                0 => "waits for plain AWT's record".to_string(),
+                1 if diff.mean > 0.0 => "above plain AWT: seeds 1 and 2 follow".to_string(),
+                1 => "not above plain AWT: not followed up".to_string(),
+                _ => format!("above plain AWT: {}", crate::stats::above(&diff)),
+            };
+            writeln!(
+                md,
+                "| {v} | {} | {} | {} | {} | {} | {} | {next} |",
+                changed(spec, v),
+                own.len(),
+                cell(v, Measure::Clean),
+                cell(v, Measure::Pgd),
+                cell(v, Measure::Worst),
+                diff.pct_ci()
+            )?;
+        }
+        md += "\n";
+    }
+    Ok(md)
+}
+
+/// Whether any variant's paired interval against the dense net reaches it (the interval's top at or
+/// above 0) at density 0.05, with enough seeds to say; said plainly either way.
+pub(super) fn named_method(recs: &[Rec], vs: &[String], head: Measure) -> Result<String> {
+    let d = 0.05;
+    let dense = by_seed(recs, "dense", 1.0, |r| r.measure(head));
+    let rows: Vec<(&String, crate::stats::Summary)> = vs
+        .iter()
+        .filter(|v| *v != "dense")
+        .map(|v| (v, paired(&by_seed(recs, v, d, |r| r.measure(head)), &dense)))
+        .filter(|(_, s)| s.n > 0)
+        .collect();
+    if rows.is_empty() {
+        return Ok(String::new());
+    }
+    let mut md = format!(
+        "### Beyond the paper: does any variant reach the dense net at density {d}?\n\n\
+A variant reaches the dense net when the 95 % interval of its paired difference to the dense net's robust accuracy \
+(the headline measure above) reaches 0; that is decided only with {FULL_SEEDS} or more paired seeds. \
+With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not shown to fall short\", not \"shown equal\".\n\n\
+| variant | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|\n"
+    );
+    let (mut reach, mut short, mut open) = (Vec::new(), 0, 0);
+    for (v, s) in &rows {
+        let verdict = match s.ci95() {
+            Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
+                reach.push(v.as_str());
+                "**yes**: the interval reaches 0"
+            }
+            Some(_) if s.n >= FULL_SEEDS => {
+                short += 1;
+                "no: the whole interval is below 0"
+            }
+            _ => {
+                open += 1;
+                "not decided: fewer than 3 seeds"
+            }
+        };
+        writeln!(md, "| {v} | {} | {} | {verdict} |", s.n, s.pct_ci())?;
+    }
+    md += "\n";
+    if !reach.is_empty() {
+        writeln!(
+            md,
+            "**Finding.** {} reach{} the dense net's robust accuracy within the interval at density {d} — the candidate{} for a named method.\n",
+            reach.join(", "),
+            if reach.len() == 1 { "es" } else { "" },
+            if reach.len() == 1 { "" } else { "s" }
+        )?;
+    } else if open == 0 {
+        writeln!(
+            md,
+            "**Finding.** No variant reaches the dense net's robust accuracy at density {d}: every one of the {short} decided variants falls short by its whole interval, so there is no new named method.\n"
+        )?;
+    } else if short == 0 {
+        writeln!(
+            md,
+            "**Finding.** Not decided yet: no variant has {FULL_SEEDS} paired seeds so far ({open} recorded with fewer).\n"
+        )?;
+    } else {
+        writeln!(
+            md,
+            "**Finding.** Not decided yet: none of the {short} variants with {FULL_SEEDS} seeds reaches the dense net; {open} have fewer seeds so far.\n"
+        )?;
+    }
+    Ok(md)
+}
