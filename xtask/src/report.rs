@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::plot::{Series, line_plot};
 use crate::records::{EpochRecord, Manifest, SearchRecord, read_json, read_jsonl};
 use crate::root;
 use crate::spec::METHODS as ORDER;
 use crate::stats::{above, at_least, paired, summary};
+
+mod group;
+use group::Group;
 
 struct RunData {
     manifest: Manifest,
@@ -115,207 +117,8 @@ fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
         let m = &r.manifest;
         groups.entry((m.preset.clone(), m.arch.clone(), m.data.clone())).or_default().push(r);
     }
-    for ((preset, arch, data), rs) in &groups {
-        let spec = crate::spec::load(preset).ok();
-        let description = spec.as_ref().map(|s| s.description.clone()).unwrap_or_default();
-        let scaled_down = spec.as_ref().map(|s| s.scaled_down.clone()).unwrap_or_default();
-        md += &format!("## {preset}: {arch} on {data}\n\n{description}\n\n");
-        if data == "fashion-mnist-mini" && preset != "smoke" {
-            md += "**Data:** real Fashion-MNIST was not installed, so this ran on the embedded subset (first 10,000 training / 2,000 test images).\n\n";
-        } else {
-            md += &format!("**Data:** `{data}`, found at {}.\n\n", rs[0].manifest.dataset_location);
-        }
-        md += &format!("**Scaled down:** {scaled_down}\n\n");
-        let first = &rs[0].manifest;
-        md += &format!(
-            "Evaluation: first {} test images; ε = {} (ℓ∞); PGD-{} (step 2.5ε/steps, 1 restart), then APGD-CE and APGD-DLR ({} iterations) on the points that survive; **worst** = robust to all three.\n\n",
-            first.eval.n, first.attack.eps, first.attack.steps, first.attack.apgd_steps
-        );
-        // Table.
-        let densities: Vec<f64> = {
-            let mut d: Vec<f64> = rs.iter().map(|r| r.manifest.density).filter(|&d| d < 1.0).collect();
-            d.sort_by(|a, b| b.total_cmp(a));
-            d.dedup();
-            d
-        };
-        md += "Accuracy in % (clean / PGD-20 / worst case), mean ± std over seeds.\n\n| method |";
-        for d in &densities {
-            md += &format!(" density {d} |");
-        }
-        md += "\n|---|";
-        for _ in &densities {
-            md += "---|";
-        }
-        md += "\n";
-        let sel = |method: &str, d: Option<f64>| -> Vec<&RunData> {
-            rs.iter()
-                .filter(|r| r.manifest.method == method && d.is_none_or(|d| (r.manifest.density - d).abs() < 1e-12))
-                .copied()
-                .collect()
-        };
-        let triple = |v: &[&RunData]| -> String {
-            let f = |w: &str| cell(&v.iter().map(|r| acc(r, w)).collect::<Vec<_>>());
-            format!("{} / {} / {}", f("clean"), f("pgd"), f("worst"))
-        };
-        for method in ORDER {
-            if method == "dense" {
-                let v = sel("dense", None);
-                if !v.is_empty() {
-                    md += &format!(
-                        "| dense (density 1) | {} |{}\n",
-                        triple(&v),
-                        " |".repeat(densities.len().saturating_sub(1))
-                    );
-                }
-                continue;
-            }
-            if sel(method, None).is_empty() {
-                continue;
-            }
-            md += &format!("| {method} |");
-            for d in &densities {
-                md += &format!(" {} |", triple(&sel(method, Some(*d))));
-            }
-            md += "\n";
-        }
-        md += "\nIMP-AT: lottery tickets by iterative magnitude pruning of adversarially trained nets, rewound to the initialisation (rounds and epochs per round in the spec's `[imp]`). HYDRA: importance scores optimised under the PGD-AT loss of an adversarially pretrained net (straight-through top-k), then fine-tuned with the common recipe (`[hydra]` in the spec). Both train before they prune, so they use more training compute than the methods at initialisation: the comparison is not compute-matched.\n\n";
-        let tag = format!("{preset}-{arch}");
-        // Figure 1: worst-case robust accuracy vs density.
-        let mut series = Vec::new();
-        let dense = sel("dense", None).iter().map(|r| acc(r, "worst")).collect::<Vec<_>>();
-        for method in ORDER.iter().filter(|m| **m != "dense") {
-            let pts: Vec<(f64, f64)> = densities
-                .iter()
-                .filter_map(|d| {
-                    let v: Vec<f64> = sel(method, Some(*d)).iter().map(|r| acc(r, "worst")).collect();
-                    (!v.is_empty()).then(|| (*d, 100.0 * mean_std(&v).0))
-                })
-                .collect();
-            if !pts.is_empty() {
-                series.push(Series::line(method.to_string(), pts));
-            }
-        }
-        if !dense.is_empty() {
-            let m = 100.0 * mean_std(&dense).0;
-            series.push(Series::line("dense", densities.iter().map(|d| (*d, m)).collect()));
-        }
-        let f1 = format!("{tag}-robust-vs-density.svg");
-        std::fs::write(
-            fig_dir.join(&f1),
-            line_plot(
-                &format!("{arch}: worst-case robust accuracy vs density"),
-                "density (log scale)",
-                "robust accuracy (%)",
-                &series,
-                true,
-            ),
-        )?;
-        md += &format!("![robust accuracy vs density](figures/{f1})\n\n");
-        // Figures 2–3: training curves and kernel distance at the density closest to 0.05.
-        let d0 = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()));
-        if let Some(d0) = d0 {
-            let curves = |key: fn(&EpochRecord) -> Option<f64>, scale: f64| -> Vec<Series> {
-                ["dense", "awt", "random", "ntt"]
-                    .iter()
-                    .filter_map(|m| {
-                        let r = if *m == "dense" { sel("dense", None) } else { sel(m, Some(d0)) };
-                        let r = r.first()?;
-                        let pts: Vec<(f64, f64)> =
-                            r.metrics.iter().filter_map(|e| Some((e.epoch as f64 + 1.0, key(e)? * scale))).collect();
-                        (!pts.is_empty()).then(|| Series::line(m.to_string(), pts))
-                    })
-                    .collect()
-            };
-            let f2 = format!("{tag}-train-loss.svg");
-            std::fs::write(
-                fig_dir.join(&f2),
-                line_plot(
-                    &format!("robust training loss (density {d0}; dense at 1)"),
-                    "epoch",
-                    "adversarial training loss",
-                    &curves(|e| Some(e.train_loss), 1.0),
-                    false,
-                ),
-            )?;
-            let f3 = format!("{tag}-robust-vs-epoch.svg");
-            std::fs::write(
-                fig_dir.join(&f3),
-                line_plot(
-                    &format!("PGD test accuracy during training (density {d0})"),
-                    "epoch",
-                    "PGD accuracy (%)",
-                    &curves(|e| e.robust_acc, 100.0),
-                    false,
-                ),
-            )?;
-            let f4 = format!("{tag}-kernel-distance.svg");
-            std::fs::write(
-                fig_dir.join(&f4),
-                line_plot(
-                    &format!("adversarial NTK distance to the dense init (density {d0})"),
-                    "epoch",
-                    "‖Θ_t − Θ_dense,0‖ / ‖Θ_dense,0‖",
-                    &curves(|e| e.kernel_to_reference, 1.0),
-                    false,
-                ),
-            )?;
-            md += &format!(
-                "![training loss](figures/{f2}) ![robust accuracy vs epoch](figures/{f3})\n\n![kernel distance during training](figures/{f4})\n\n"
-            );
-            // Figure 5: the searches.
-            let mut ss = Vec::new();
-            for m in ["awt", "ntt"] {
-                if let Some(r) = sel(m, Some(d0)).first() {
-                    type Getter = fn(&SearchRecord) -> f64;
-                    let kinds: [(&str, Getter); 2] =
-                        [("kernel distance", |e| e.kernel_distance), ("output distance", |e| e.output_distance)];
-                    for (key, get) in kinds {
-                        let pts: Vec<(f64, f64)> = r.search.iter().map(|e| (e.step as f64, get(e))).collect();
-                        if !pts.is_empty() {
-                            ss.push(Series::line(format!("{m} {key}"), pts));
-                        }
-                    }
-                }
-            }
-            let f5 = format!("{tag}-search.svg");
-            std::fs::write(
-                fig_dir.join(&f5),
-                line_plot(
-                    &format!("ticket search on the training batches (density {d0})"),
-                    "step",
-                    "relative distance to the teacher",
-                    &ss,
-                    false,
-                ),
-            )?;
-            md += &format!("![search](figures/{f5})\n\n");
-            md += &claims(rs, d0);
-        }
-        // Manifest summary.
-        md += "### Runs\n\n| run | config hash | wall time (s) | git commit | threads |\n|---|---|---|---|---|\n";
-        for r in rs {
-            let m = &r.manifest;
-            md += &format!(
-                "| {} | `{}` | {:.0} | `{}` | {} |\n",
-                m.name,
-                m.config_hash,
-                m.wall_seconds,
-                m.git_commit.chars().take(10).collect::<String>(),
-                m.threads
-            );
-        }
-        let m = &rs[0].manifest;
-        let files: Vec<String> = m
-            .dataset_files
-            .iter()
-            .map(|f| format!("`{}` {} ({})", f.file, &f.sha256[..12.min(f.sha256.len())], f.status))
-            .collect();
-        md += &format!(
-            "\nToolchain: {}; candle-core {}. Dataset files: {}.\n\n",
-            m.rustc,
-            m.crates.candle_core,
-            files.join(", ")
-        );
+    for ((preset, arch, data), rs) in groups {
+        md += &Group::new(preset, arch, data, rs).section(&fig_dir)?;
     }
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
