@@ -12,14 +12,16 @@ use serde::Deserialize;
 use crate::plot::{Figure, Series, Spread};
 use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
-use crate::stats::{above, at_least, paired, summary};
+use crate::stats::{above, paired, summary};
 
 mod beyond;
+mod claims;
 mod compute;
 mod cutoff;
 mod figures;
+use claims::claims;
 use compute::compute;
-use cutoff::{cut_classes, cut_off_finding};
+use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
 use figures::write_figure;
 
 /// One search-log line (the fields the study reads).
@@ -44,6 +46,12 @@ struct DynLine {
     loss_gap: Option<f64>,
 }
 
+/// One line of a training run's `train-metrics.jsonl` (the fields the study reads).
+#[derive(Clone, Debug, Deserialize)]
+struct TrainLine {
+    train_loss: f64,
+}
+
 /// `mask.json` (`awt inspect --json`): the fields the study reads.
 #[derive(Clone, Debug, Default, Deserialize)]
 struct MaskRecord {
@@ -59,6 +67,8 @@ struct Rec {
     mask: Option<MaskRecord>,
     search: Vec<SearchLine>,
     dynamics: Vec<DynLine>,
+    /// The final training's epochs (empty where not recorded).
+    train: Vec<TrainLine>,
 }
 
 impl Rec {
@@ -109,6 +119,7 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
             mask: if p.join("mask.json").exists() { Some(read_json(&p.join("mask.json"))?) } else { None },
             search: read_jsonl(&p.join("search.jsonl"))?,
             dynamics: read_jsonl(&p.join("dynamics.jsonl"))?,
+            train: read_jsonl(&p.join("train-metrics.jsonl"))?,
         });
     }
     out.sort_by(|a, b| a.m.name.cmp(&b.m.name));
@@ -368,7 +379,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         writeln!(md, "### Density {d}\n")?;
         writeln!(
             md,
-            "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | {aa_head} | runs with a class cut off |\n|---|---|---|---|---|---|---|"
+            "| ticket | seeds | clean | PGD-20 | worst (PGD, APGD-CE, APGD-DLR) | {aa_head} | runs with a class cut off | runs whose training stalled |\n|---|---|---|---|---|---|---|---|"
         )?;
         for v in &vs {
             let cell = |m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
@@ -384,15 +395,26 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
                 .collect();
             let cut = masked.iter().filter(|r| !cut_classes(recs, v, d, r.m.seed).is_empty()).count();
             let cut = if masked.is_empty() { "—".to_string() } else { format!("{cut} of {}", masked.len()) };
+            let trained: Vec<bool> = recs
+                .iter()
+                .filter(|r| r.variant() == *v && (v == "dense" || (r.m.density - d).abs() < 1e-12))
+                .filter_map(stalled)
+                .collect();
+            let stall = if trained.is_empty() {
+                "—".to_string()
+            } else {
+                format!("{} of {}", trained.iter().filter(|s| **s).count(), trained.len())
+            };
             writeln!(
                 md,
-                "| {v} | {n} | {} | {} | {} | {} | {cut} |",
+                "| {v} | {n} | {} | {} | {} | {} | {cut} | {stall} |",
                 cell(Measure::Clean),
                 cell(Measure::Pgd),
                 cell(Measure::Worst),
                 cell(Measure::AutoAttack)
             )?;
         }
+        md += &stalled_finding(recs, d);
         md += "\n| AWT − other, robust accuracy (points) | paired seeds | difference [95 % CI] | verdict on \"AWT above\" |\n|---|---|---|---|\n";
         let awt = by_seed(recs, "awt", d, |r| r.measure(head));
         for v in vs.iter().filter(|v| *v != "awt") {
@@ -408,75 +430,6 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &beyond::named_method(recs, &vs, head)?;
     md += &compute(recs);
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
-    Ok(md)
-}
-
-/// The paper's claims beside the measured paired differences.
-fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
-    let mut md = String::from(
-        "### The paper's claims, decided by the intervals\n\n| claim (Shi et al. 2022) | density | measured (points, 95 % CI) | verdict |\n|---|---|---|---|\n",
-    );
-    for &d in densities {
-        let awt = by_seed(recs, "awt", d, |r| r.measure(head));
-        if awt.is_empty() {
-            continue;
-        }
-        let dense = paired(&awt, &by_seed(recs, "dense", d, |r| r.measure(head)));
-        writeln!(
-            md,
-            "| an AWT ticket matches the dense net's robust accuracy (within 1 point) | {d} | AWT − dense {} | {} |",
-            dense.pct_ci(),
-            at_least(&dense, 0.01)
-        )?;
-        let at_init = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"];
-        let best = at_init
-            .iter()
-            .map(|m| (*m, summary(&values(&by_seed(recs, m, d, |r| r.measure(head))))))
-            .filter(|(_, s)| s.n > 0)
-            .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
-        if let Some((m, _)) = best {
-            let s = paired(&awt, &by_seed(recs, m, d, |r| r.measure(head)));
-            writeln!(
-                md,
-                "| AWT beats pruning at initialisation and NTT (against the best of them here, {m}) | {d} | AWT − {m} {} | {} |",
-                s.pct_ci(),
-                above(&s)
-            )?;
-        }
-        for m in ["imp-at", "hydra"] {
-            let s = paired(&awt, &by_seed(recs, m, d, |r| r.measure(head)));
-            if s.n > 0 {
-                writeln!(
-                    md,
-                    "| train → prune → fine-tune ({m}) falls behind AWT at high sparsity | {d} | AWT − {m} {} | {} |",
-                    s.pct_ci(),
-                    above(&s)
-                )?;
-            }
-        }
-        // The dynamics claim on §3's measures, each averaged over the trained epochs; the sign is
-        // chosen so that "above" favours AWT.
-        type Get = fn(&DynLine) -> Option<f64>;
-        let measures: [(&str, &str, bool, Get); 3] = [
-            ("mean kernel distance to the dense net, same epoch", "random − AWT", true, |e| Some(e.rel_distance)),
-            ("mean kernel alignment with the dense net, same epoch", "AWT − random", false, |e| Some(e.alignment)),
-            ("mean |training-loss gap| to the dense net", "random − AWT", true, |e| e.loss_gap.map(f64::abs)),
-        ];
-        for (what, label, lower_is_better, get) in measures {
-            let per = |m: &str| by_seed(recs, m, d, |r| r.mean_dynamics(get));
-            let s =
-                if lower_is_better { paired(&per("random"), &per("awt")) } else { paired(&per("awt"), &per("random")) };
-            if s.n > 0 {
-                writeln!(
-                    md,
-                    "| AWT preserves the dense net's adversarial NTK dynamics better than a random ticket ({what}) | {d} | {label} {} | {} |",
-                    s.num_ci(),
-                    above(&s)
-                )?;
-            }
-        }
-    }
-    md += "\n";
     Ok(md)
 }
 

@@ -1,5 +1,6 @@
-//! Tickets that cut a class off: a class whose logit keeps no incoming weight (from each run's
-//! `mask.json`), which caps a ticket's accuracy whatever its training does.
+//! What keeps a ticket's accuracy from measuring its mask: a class cut off (a class whose logit
+//! keeps no incoming weight, from each run's `mask.json`), which caps the accuracy whatever training
+//! does, and training that stalled (from `train-metrics.jsonl`).
 
 use super::Rec;
 
@@ -61,4 +62,39 @@ pub(super) fn cut_off_finding(recs: &[Rec], d: f64) -> String {
     s += ". Paired differences against random or magnitude include this effect: it is part of what a layer-wise \
 random or magnitude mask does at this density, not a flaw of the runs.\n\n";
     s
+}
+
+/// A run's training stalled when its last epoch's training loss is still at least 90 % of chance
+/// (ln 10 for ten classes); None where the training curve is not recorded.
+pub(super) fn stalled(r: &Rec) -> Option<bool> {
+    r.train.last().map(|l| l.train_loss >= 0.9 * 10f64.ln())
+}
+
+/// Names the runs at density `d` whose training stalled (empty when none did).
+pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
+    let names: Vec<String> = recs
+        .iter()
+        .filter(|r| (r.m.density - d).abs() < 1e-12 && stalled(r) == Some(true))
+        .map(|r| {
+            format!(
+                "{} s{} (final training loss {:.2})",
+                r.variant(),
+                r.m.seed,
+                r.train.last().map_or(f64::NAN, |l| l.train_loss)
+            )
+        })
+        .collect();
+    if names.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n**Stalled training.** {} ended {} training with a loss of at least 90 % of chance (ln 10 ≈ 2.30): under this recipe \
+{} did not learn, so {} accuracy measures a failed training more than a mask. A likely cause, not tested here: every ticket \
+keeps its initial weights' scale (no variance-preserving rescaling after pruning), so at low density little signal reaches \
+the output.\n",
+        names.join(", "),
+        if names.len() == 1 { "its" } else { "their" },
+        if names.len() == 1 { "it" } else { "they" },
+        if names.len() == 1 { "its" } else { "their" },
+    )
 }

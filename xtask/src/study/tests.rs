@@ -17,6 +17,7 @@ fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, d
         mask: None,
         search: Vec::new(),
         dynamics,
+        train: Vec::new(),
     }
 }
 
@@ -44,6 +45,11 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
         recs.push(rec("awt", 0.05, seed, (0.80, 0.60 + j, 0.58 + j), 1000, dy(0.3)));
         recs.push(rec("random", 0.05, seed, (0.78, 0.55 + 2.0 * j, 0.53 + 2.0 * j), 1000, dy(0.5)));
     }
+    // Random seed 2's training stalled near chance; the others learned.
+    for r in recs.iter_mut() {
+        let last = if r.m.method == "random" && r.m.seed == 2 { 2.25 } else { 1.0 };
+        r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: last }];
+    }
     // Dense seed 0 has every step's time; the others were resumed before timings carried over.
     recs[0].m.timings_seconds.insert("init".into(), 1.0);
     recs[0].m.wall_seconds = 600.0;
@@ -54,6 +60,10 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     assert!(md.contains("worst case of PGD-20, APGD-CE, APGD-DLR"), "AA on a subset became the headline:\n{md}");
     assert!(md.contains("| AutoAttack (first 1000) | runs with a class cut off |"), "{md}");
     assert!(md.contains("| AWT − random | 3 | +4.8 [+4.3, +5.3] |"), "{md}");
+    assert!(md.contains("| runs with a class cut off | runs whose training stalled |"), "{md}");
+    assert!(md.lines().any(|l| l.starts_with("| random | 3 |") && l.ends_with("| — | 1 of 3 |")), "{md}");
+    assert!(md.lines().any(|l| l.starts_with("| awt | 3 |") && l.ends_with("| 0 of 3 |")), "{md}");
+    assert!(md.contains("**Stalled training.** random s2 (final training loss 2.25) ended its training"), "{md}");
     let line = |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
     assert!(line("AWT − random | 3").ends_with("| holds |"), "{md}");
     assert!(line("matches the dense net").contains("does **not** hold"), "{md}");
