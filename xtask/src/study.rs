@@ -19,6 +19,7 @@ mod claims;
 mod compute;
 mod cutoff;
 mod figures;
+mod search;
 use claims::claims;
 use compute::compute;
 use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
@@ -32,6 +33,10 @@ struct SearchLine {
     output_distance: f64,
     #[serde(default)]
     mask_changes: u64,
+    #[serde(default)]
+    kernel_term: Option<f64>,
+    #[serde(default)]
+    output_term: Option<f64>,
 }
 
 /// One line of `dynamics.jsonl` (`awt dynamics`).
@@ -224,20 +229,11 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
         let mut series = Vec::new();
         for r in &ntt {
             let (f, l) = (&r.search[0], &r.search[r.search.len() - 1]);
-            let ch: Vec<&SearchLine> = r.search.iter().filter(|s| s.mask_changes > 0).collect();
-            let moved = match (ch.first(), ch.last()) {
-                (Some(a), Some(b)) => format!("{} → {}", a.mask_changes, b.mask_changes),
-                _ => "none recorded".into(),
-            };
+            let (changes, moved) = search::mask_moves(r);
             writeln!(
                 md,
                 "| {} | {:.3} → {:.3} | {:.3} → {:.3} | {} | {moved} |",
-                r.m.seed,
-                f.kernel_distance,
-                l.kernel_distance,
-                f.output_distance,
-                l.output_distance,
-                ch.len()
+                r.m.seed, f.kernel_distance, l.kernel_distance, f.output_distance, l.output_distance, changes
             )?;
             series.push(Series::line(
                 format!("seed {}", r.m.seed),
@@ -428,6 +424,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &claims(recs, &densities, head)?;
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;
+    md += &search::searches(recs)?;
     md += &compute(recs);
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     Ok(md)

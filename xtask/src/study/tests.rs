@@ -95,12 +95,25 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
 #[test]
 fn ablations_and_the_named_method_check_follow_the_records() {
     let mut recs = Vec::new();
-    let line = |v: f64| SearchLine { step: 0, kernel_distance: v, output_distance: v, mask_changes: 0 };
+    let line = |v: f64| SearchLine {
+        step: 0,
+        kernel_distance: v,
+        output_distance: v,
+        mask_changes: 0,
+        kernel_term: Some(2000.0),
+        output_term: Some(1.0),
+    };
     for seed in 0..3u64 {
         let j = 0.004 * seed as f64;
         recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60 + j), 1000, Vec::new()));
         let mut awt = rec("awt", 0.05, seed, (0.80, 0.58, 0.55 + j), 1000, Vec::new());
-        awt.search = vec![line(0.99), SearchLine { step: 100, ..line(0.4 + j) }];
+        // Seed 1's search ends with its logits far from the teacher's.
+        let out = if seed == 1 { 1.5 } else { 0.3 };
+        awt.search = vec![
+            line(0.99),
+            SearchLine { step: 100, ..line(0.3) },
+            SearchLine { step: 200, output_distance: out, ..line(0.4 + j) },
+        ];
         recs.push(awt);
         // Close to dense, seeds on both sides: its interval reaches 0.
         let wobble = [0.01, -0.012, 0.004][seed as usize];
@@ -124,6 +137,8 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     assert!(line("| awt-ker10 | 1 | -3.0 (one seed) |").ends_with("| not decided: fewer than 3 seeds |"), "{md}");
     assert!(line("| awt-wide | 3 | +0.1 [").ends_with("| **yes**: the interval reaches 0 |"), "{md}");
     assert!(md.contains("**Finding.** awt-wide reaches the dense net's robust accuracy"), "{md}");
+    assert!(md.contains("| awt | 0.05 | 1 | 0.990 → 0.300 (100) → 0.404 | 0.990 → 1.500 | 2000 | 0 |"), "{md}");
+    assert!(md.contains("In 1 of 3 searches (awt d0.05 s1) the last step's output distance is above 1"), "{md}");
     let svg = std::fs::read_to_string(dir.join("study-search.svg")).unwrap();
     assert!(svg.contains("awt d0.05") && svg.contains("<polygon"), "search curves without their band");
     assert!(md.contains("(figures/study-search.svg)"), "{md}");
