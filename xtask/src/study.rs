@@ -338,12 +338,31 @@ fn variants(recs: &[Rec]) -> Vec<String> {
     v
 }
 
+/// How much of the planned grid `results/` holds (a record counts only under its run's current settings).
+fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
+    let find = |name: &str, canonical: &str| {
+        recs.iter().find(|r| r.m.name == name && r.m.config_hash == crate::plan::fnv(canonical))
+    };
+    let runs = crate::plan::expand(spec, &spec.data, Path::new("results"), &|n, c| find(n, c).map(|r| r.m.robust()))?;
+    let done = runs.iter().filter(|r| find(&r.name, &r.canonical).is_some()).count();
+    let follow = runs.len() - crate::plan::expand(spec, &spec.data, Path::new("results"), &|_, _| None)?.len();
+    let mut md = format!("**Progress:** {done} of the {} planned runs are recorded", runs.len());
+    if follow > 0 {
+        md += &format!(" ({follow} of them ablation follow-ups earned so far)");
+    }
+    md += "; every table below is over what is recorded.\n\n";
+    Ok(md)
+}
+
 /// Section 2: the study grid.
 fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     let mut md = String::from("## 2. The adversarial study\n\n");
     let spec = crate::spec::load("study").ok();
     if let Some(s) = &spec {
         writeln!(md, "{}\n", s.description)?;
+    }
+    if let Some(s) = &spec {
+        md += &progress(s, recs)?;
     }
     if recs.is_empty() {
         md += "No run of the study grid is recorded yet. It runs with `cargo xtask reproduce --preset study` (resumable; \

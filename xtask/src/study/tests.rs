@@ -61,6 +61,8 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     assert!(md.contains("| AutoAttack (first 1000) | runs with a class cut off |"), "{md}");
     assert!(md.contains("| AWT − random | 3 | +4.8 [+4.3, +5.3] |"), "{md}");
     assert!(md.contains("| runs with a class cut off | runs whose training stalled |"), "{md}");
+    // These made-up records carry no run's configuration hash, so none counts as a run of the grid.
+    assert!(md.contains("**Progress:** 0 of the "), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| random | 3 |") && l.ends_with("| — | 1 of 3 |")), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| awt | 3 |") && l.ends_with("| 0 of 3 |")), "{md}");
     assert!(md.contains("**Stalled training.** random s2 (final training loss 2.25) ended its training"), "{md}");
