@@ -56,7 +56,7 @@ pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
         let measures: [(&str, &str, bool, Get); 3] = [
             ("mean kernel distance to the dense net, same epoch", "random − AWT", true, |e| Some(e.rel_distance)),
             ("mean kernel alignment with the dense net, same epoch", "AWT − random", false, |e| Some(e.alignment)),
-            ("mean |training-loss gap| to the dense net", "random − AWT", true, |e| e.loss_gap.map(f64::abs)),
+            ("mean absolute training-loss gap to the dense net", "random − AWT", true, |e| e.loss_gap.map(f64::abs)),
         ];
         for (what, label, lower_is_better, get) in measures {
             let per = |m: &str| by_seed(recs, m, d, |r| r.mean_dynamics(get));

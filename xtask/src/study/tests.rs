@@ -75,6 +75,7 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
         "{md}"
     );
     assert!(line("training-loss gap").ends_with("| holds |"), "{md}");
+    assert_tables_well_formed(&md);
     // Beyond the paper: AWT (2 points under dense, tight) and random both fall short by their whole interval.
     assert!(line("| awt | 3 | -2.0 [").ends_with("| no: the whole interval is below 0 |"), "{md}");
     assert!(md.contains("**Finding.** No variant reaches the dense net's robust accuracy at density 0.05"), "{md}");
@@ -144,6 +145,7 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     let svg = std::fs::read_to_string(dir.join("study-search.svg")).unwrap();
     assert!(svg.contains("awt d0.05") && svg.contains("<polygon"), "search curves without their band");
     assert!(md.contains("(figures/study-search.svg)"), "{md}");
+    assert_tables_well_formed(&md);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -166,6 +168,7 @@ fn the_ntt_section_reports_cut_off_classes() {
     assert!(md.contains("1 of 4 tickets (random s0)"), "{md}");
     assert!(md.contains("76.0 % against 85.0 % for the other non-NTT tickets"), "{md}");
     assert!(md.contains("cut a class off in 0 of 2"), "{md}");
+    assert_tables_well_formed(&md);
     assert!(md.contains("NTT is above random in 2 of 2 seeds (every seed by chance alone, if neither were better: probability 0.250)"), "{md}");
     // Without the seed whose random ticket cuts a class off, one pair is left: 87 − 85.
     assert!(md.contains("| ntt − random, seeds where both keep every class | 1 | +2.0 (one seed) |"), "{md}");
@@ -174,6 +177,23 @@ fn the_ntt_section_reports_cut_off_classes() {
         "{md}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every markdown table has as many cells in each row as in its header (a stray `|` in a cell
+/// would shift the columns).
+fn assert_tables_well_formed(md: &str) {
+    let mut width = None;
+    for l in md.lines() {
+        if !l.starts_with('|') {
+            width = None;
+            continue;
+        }
+        let n = l.matches('|').count();
+        match width {
+            None => width = Some(n),
+            Some(w) => assert_eq!(n, w, "a table row with another number of cells: {l}"),
+        }
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
