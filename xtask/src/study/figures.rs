@@ -130,7 +130,44 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
         writeln!(md, "![{}](figures/{f})", f.trim_start_matches("study-dyn-").trim_end_matches(".svg"))?;
     }
     md += "\n";
+    md += &distance_table(recs, d0);
     Ok(md)
+}
+
+/// The kernel distance to the dense net at initialisation, after the first epoch and at the end,
+/// mean ± sd over seeds: whether a match at initialisation survives training.
+fn distance_table(recs: &[Rec], d0: f64) -> String {
+    let at = |v: &str, pick: fn(&[DynLine]) -> Option<&DynLine>| -> String {
+        let vals: Vec<f64> = recs
+            .iter()
+            .filter(|r| r.variant() == v && (r.m.density - d0).abs() < 1e-12)
+            .filter_map(|r| pick(&r.dynamics).map(|e| e.rel_distance))
+            .collect();
+        let s = summary(&vals);
+        match s.n {
+            0 => "—".into(),
+            1 => format!("{:.3}", s.mean),
+            _ => format!("{:.3} ± {:.3}", s.mean, s.sd),
+        }
+    };
+    let mut md = format!(
+        "Kernel distance to the dense net of the same seed at the same epoch (density {d0}; mean ± sd over seeds):\n\n\
+| ticket | at initialisation | after epoch 1 | at the end |\n|---|---|---|---|\n"
+    );
+    let mut rows = 0;
+    for v in ["awt", "ntt", "random", "magnitude", "snip", "grasp", "synflow", "imp-at", "hydra"] {
+        let first = at(v, |d| d.iter().find(|e| e.epoch == 0));
+        if first == "—" && at(v, |d| d.last()) == "—" {
+            continue;
+        }
+        rows += 1;
+        md +=
+            &format!("| {v} | {first} | {} | {} |\n", at(v, |d| d.iter().find(|e| e.epoch == 1)), at(v, |d| d.last()));
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    md + "\n"
 }
 
 /// The NTT and AWT searches of the grid: kernel distance to the dense teacher over the search
