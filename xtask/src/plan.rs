@@ -508,13 +508,17 @@ mod tests {
                 "lenet-300-100-awt-ker10-d0.05-s0" => 0.61,
                 "lenet-300-100-awt-steps400-d0.05-s0" => 0.59,
                 "lenet-300-100-awt-clean-adv-d0.05-s0" => return (!current).then_some(0.70),
+                // NTT's own ablation is compared with plain NTT, not AWT.
+                "lenet-300-100-ntt-d0.05-s0" => 0.50,
+                "lenet-300-100-ntt-ker1e-3-d0.05-s0" => 0.55,
                 _ => return None,
             };
             current.then_some(v)
         };
         let grown = expand(&spec, "fashion-mnist", base, &recorded).unwrap();
-        assert_eq!(grown.len(), plain.len() + 2);
+        assert_eq!(grown.len(), plain.len() + 4);
         assert_eq!(count(&grown, "-awt-ker10-"), 3);
+        assert_eq!(count(&grown, "-ntt-ker1e-3-"), 3);
         assert_eq!(count(&grown, "-awt-steps400-"), 1);
         assert_eq!(count(&grown, "-awt-clean-adv-"), 1);
         for seed in [1, 2] {
@@ -526,8 +530,8 @@ mod tests {
             let same = grown.iter().find(|g| g.name == r.name).unwrap();
             assert_eq!(same.dir, r.dir, "a promotion renames nothing");
         }
-        // Without plain AWT's record nothing is promoted.
+        // Without plain AWT's record no AWT ablation is promoted (NTT's still is: it has plain NTT's).
         let no_plain = |n: &str, c: &str| if n == "lenet-300-100-awt-d0.05-s0" { None } else { recorded(n, c) };
-        assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len());
+        assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len() + 2);
     }
 }

@@ -1,5 +1,5 @@
-//! The study report's AWT ablations (each variant against plain AWT, and whether it earns seeds 1
-//! and 2) and the "beyond the paper" check: does any variant reach the dense net's robust accuracy
+//! The study report's ablations (each AWT or NTT variant against its plain method, and whether it
+//! earns seeds 1 and 2) and the "beyond the paper" check: does any variant reach the dense net's robust accuracy
 //! within its interval at density 0.05?
 
 use std::fmt::Write as _;
@@ -24,7 +24,8 @@ fn changed(spec: Option<&Spec>, variant: &str) -> String {
         .unwrap_or_else(|| variant.to_string())
 }
 
-/// The ablation table at each density where an `awt-…` variant is recorded.
+/// The ablation tables, one per searched method (AWT, NTT) and density where a variant of it is
+/// recorded, each variant against its plain method.
 pub(super) fn ablations(
     recs: &[Rec],
     vs: &[String],
@@ -32,53 +33,73 @@ pub(super) fn ablations(
     head: Measure,
     spec: Option<&Spec>,
 ) -> Result<String> {
-    let abl: Vec<&String> = vs.iter().filter(|v| v.starts_with("awt-")).collect();
     let mut md = String::new();
-    for &d in densities {
-        let plain = by_seed(recs, "awt", d, |r| r.measure(head));
-        let rows: Vec<&&String> = abl.iter().filter(|v| !by_seed(recs, v, d, |r| r.measure(head)).is_empty()).collect();
-        if rows.is_empty() {
-            continue;
+    for (method, label) in [("awt", "AWT"), ("ntt", "NTT")] {
+        let prefix = format!("{method}-");
+        let abl: Vec<&String> = vs.iter().filter(|v| v.starts_with(&prefix)).collect();
+        for &d in densities {
+            md += &ablation_table(recs, &abl, d, head, spec, (method, label))?;
         }
+    }
+    Ok(md)
+}
+
+/// One method's ablations at density `d` (empty when none is recorded there).
+fn ablation_table(
+    recs: &[Rec],
+    abl: &[&String],
+    d: f64,
+    head: Measure,
+    spec: Option<&Spec>,
+    (method, label): (&str, &str),
+) -> Result<String> {
+    let mut md = String::new();
+    let plain = by_seed(recs, method, d, |r| r.measure(head));
+    let rows: Vec<&&String> = abl.iter().filter(|v| !by_seed(recs, v, d, |r| r.measure(head)).is_empty()).collect();
+    if rows.is_empty() {
+        return Ok(md);
+    }
+    writeln!(
+        md,
+        "### {label} ablations (density {d})\n\nEach variant changes one setting of plain {label}'s search; differences are paired with plain {label} by seed. \
+A variant above plain {label} at its first seed is run at seeds 1 and 2 as well (`follow_up_seeds` in `experiments/study.toml`).\n"
+    )?;
+    writeln!(
+        md,
+        "| variant | changed | seeds | clean | PGD-20 | worst | − plain {label}, robust (points) | next |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    let cell = |v: &str, m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
+    if !plain.is_empty() {
         writeln!(
             md,
-            "### AWT ablations (density {d})\n\nEach variant changes one setting of plain AWT's search; differences are paired with plain AWT by seed. \
-A variant above plain AWT at its first seed is run at seeds 1 and 2 as well (`follow_up_seeds` in `experiments/study.toml`).\n"
+            "| {method} (plain) | the study's `[search]` | {} | {} | {} | {} | — | — |",
+            plain.len(),
+            cell(method, Measure::Clean),
+            cell(method, Measure::Pgd),
+            cell(method, Measure::Worst)
         )?;
-        md += "| variant | changed | seeds | clean | PGD-20 | worst | − plain AWT, robust (points) | next |\n|---|---|---|---|---|---|---|---|\n";
-        let cell = |v: &str, m: Measure| summary(&values(&by_seed(recs, v, d, |r| r.measure(m)))).pct();
-        if !plain.is_empty() {
-            writeln!(
-                md,
-                "| awt (plain) | the study's `[search]` | {} | {} | {} | {} | — | — |",
-                plain.len(),
-                cell("awt", Measure::Clean),
-                cell("awt", Measure::Pgd),
-                cell("awt", Measure::Worst)
-            )?;
-        }
-        for v in rows {
-            let own = by_seed(recs, v, d, |r| r.measure(head));
-            let diff = paired(&own, &plain);
-            let next = match diff.n {
-                0 => "waits for plain AWT's record".to_string(),
-                1 if diff.mean > 0.0 => "above plain AWT: seeds 1 and 2 follow".to_string(),
-                1 => "not above plain AWT: not followed up".to_string(),
-                _ => format!("above plain AWT: {}", crate::stats::above(&diff)),
-            };
-            writeln!(
-                md,
-                "| {v} | {} | {} | {} | {} | {} | {} | {next} |",
-                changed(spec, v),
-                own.len(),
-                cell(v, Measure::Clean),
-                cell(v, Measure::Pgd),
-                cell(v, Measure::Worst),
-                diff.pct_ci()
-            )?;
-        }
-        md += "\n";
     }
+    for v in rows {
+        let own = by_seed(recs, v, d, |r| r.measure(head));
+        let diff = paired(&own, &plain);
+        let next = match diff.n {
+            0 => format!("waits for plain {label}'s record"),
+            1 if diff.mean > 0.0 => format!("above plain {label}: seeds 1 and 2 follow"),
+            1 => format!("not above plain {label}: not followed up"),
+            _ => format!("above plain {label}: {}", crate::stats::above(&diff)),
+        };
+        writeln!(
+            md,
+            "| {v} | {} | {} | {} | {} | {} | {} | {next} |",
+            changed(spec, v),
+            own.len(),
+            cell(v, Measure::Clean),
+            cell(v, Measure::Pgd),
+            cell(v, Measure::Worst),
+            diff.pct_ci()
+        )?;
+    }
+    md += "\n";
     Ok(md)
 }
 

@@ -123,6 +123,8 @@ fn ablations_and_the_named_method_check_follow_the_records() {
         recs.push(rec("awt-wide", 0.05, seed, (0.84, 0.61, 0.60 + j + wobble), 1000, Vec::new()));
     }
     recs.push(rec("awt-ker10", 0.05, 0, (0.80, 0.59, 0.57), 1000, Vec::new()));
+    recs.push(rec("ntt", 0.05, 0, (0.78, 0.58, 0.56), 1000, Vec::new()));
+    recs.push(rec("ntt-ker1e-3", 0.05, 0, (0.79, 0.60, 0.58), 1000, Vec::new()));
     recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.57, 0.54), 1000, Vec::new()));
     let dir = tempfile_dir();
     let md = study_section(&recs, &dir).unwrap();
@@ -140,6 +142,13 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     assert!(line("| awt-ker10 | 1 | -3.0 (one seed) |").ends_with("| not decided: fewer than 3 seeds |"), "{md}");
     assert!(line("| awt-wide | 3 | +0.1 [").ends_with("| **yes**: the interval reaches 0 |"), "{md}");
     assert!(md.contains("**Finding.** awt-wide reaches the dense net's robust accuracy"), "{md}");
+    // NTT's variants are compared with plain NTT, in their own table.
+    assert!(md.contains("### NTT ablations (density 0.05)"), "{md}");
+    assert!(
+        line("| ntt-ker1e-3 | --lambda-ker 0.001 |")
+            .ends_with("| +2.0 (one seed) | above plain NTT: seeds 1 and 2 follow |"),
+        "{md}"
+    );
     assert!(md.contains("| awt | 0.05 | 1 | 0.990 → 0.300 (100) → 0.404 | 0.990 → 1.500 | 2000 | 0 |"), "{md}");
     assert!(md.contains("In 1 of 3 searches (awt d0.05 s1) the last step's output distance is above 1"), "{md}");
     let svg = std::fs::read_to_string(dir.join("study-search.svg")).unwrap();
