@@ -50,6 +50,9 @@ pub(crate) struct EvalRecord {
     pub git_commit: String,
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// Points only a gradient-free attack (Square) broke; absent in older records.
+    #[serde(default)]
+    pub gradient_free_only: Option<u64>,
 }
 
 fn yes() -> bool {

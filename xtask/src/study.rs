@@ -14,6 +14,7 @@ use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
 use crate::stats::{above, paired, summary};
 
+mod aa;
 mod beyond;
 mod claims;
 mod compute;
@@ -444,6 +445,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;
     md += &search::searches(recs)?;
+    md += &aa::autoattack_gain(recs, &vs, &densities)?;
     md += &compute(recs);
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     Ok(md)

@@ -8,7 +8,8 @@ fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, d
     let m = crate::records::test_manifest("study", method, density, seed, acc);
     let aa = serde_json::json!({
         "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
-        "cumulative": [], "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+        "cumulative": [{"attack": "apgd-ce", "robust_correct": (acc.2 * aa_n as f64) as u64 + 5}],
+        "gradient_free_only": 2, "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
         "dataset_location": "", "dataset_files": [], "git_commit": "0",
     });
     Rec {
@@ -76,6 +77,14 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     );
     assert!(line("training-loss gap").ends_with("| holds |"), "{md}");
     assert_tables_well_formed(&md);
+    // Kernel distance to the dense net at initialisation, after epoch 1 and at the end.
+    assert!(md.contains("| awt | 0.302 ± 0.002 | 0.312 ± 0.002 | 0.332 ± 0.002 |"), "distance table:\n{md}");
+    // AutoAttack's later attacks take 10 of 1000 beyond APGD-CE in every run, Square alone 2.
+    assert!(md.lines().any(|l| l.starts_with("| awt | 0.05 | 3 |") && l.ends_with("| -1.0 | 0.2 |")), "{md}");
+    assert!(
+        md.contains("Over 9 runs the later attacks take 1.0 points on average beyond APGD-CE (at most 1.0); Square alone broke points in 9 of 9 runs."),
+        "{md}"
+    );
     // Beyond the paper: AWT (2 points under dense, tight) and random both fall short by their whole interval.
     assert!(line("| awt | 3 | -2.0 [").ends_with("| no: the whole interval is below 0 |"), "{md}");
     assert!(md.contains("**Finding.** No variant reaches the dense net's robust accuracy at density 0.05"), "{md}");
