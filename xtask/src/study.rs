@@ -349,7 +349,7 @@ fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
     let follow = runs.len() - crate::plan::expand(spec, &spec.data, Path::new("results"), &|_, _| None)?.len();
     let mut md = format!("**Progress:** {done} of the {} planned runs are recorded", runs.len());
     if follow > 0 {
-        md += &format!(" ({follow} of them ablation follow-ups earned so far)");
+        md += &format!(" (the plan includes {follow} ablation follow-up runs earned so far)");
     }
     md += "; every table below is over what is recorded.\n\n";
     Ok(md)
