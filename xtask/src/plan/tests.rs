@@ -1,0 +1,93 @@
+//! Tests of the parent module.
+
+use super::*;
+
+fn arg<'a>(step: &'a Step, flag: &str) -> &'a str {
+    let i = step.args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("{}: no {flag}", step.name));
+    &step.args[i + 1]
+}
+
+/// The study runs AutoAttack on its first `autoattack_n` images and the worst case on all `n`;
+/// every preset's every run plans without error and ends with the evaluation that marks it done.
+#[test]
+fn every_preset_plans_and_the_study_limits_autoattack_only() {
+    for preset in ["smoke", "quick", "ntt-validation", "study", "paper"] {
+        let spec = crate::spec::load(preset).unwrap();
+        let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+        assert!(!runs.is_empty(), "{preset}");
+        for run in &runs {
+            let steps = steps(run, &spec, "fashion-mnist").unwrap();
+            let last = steps.last().unwrap();
+            assert_eq!(last.name, "eval", "{preset} {}", run.name);
+            assert_eq!(arg(last, "--limit"), spec.eval.n.to_string());
+            // Training and searches resume from their saved state; nothing else claims one.
+            for st in &steps {
+                let want = match st.name.as_str() {
+                    "train" => Some("train/state.safetensors"),
+                    "pretrain-train" => Some("pretrain/state.safetensors"),
+                    "search" => Some("ticket.search.state.safetensors"),
+                    _ => None,
+                };
+                assert_eq!(
+                    st.resume_from.as_ref().map(|p| p.strip_prefix(&run.dir).unwrap().to_path_buf()),
+                    want.map(PathBuf::from),
+                    "{}",
+                    st.name
+                );
+            }
+            if let Some(aa) = steps.iter().find(|s| s.name == "eval-aa") {
+                assert_eq!(arg(aa, "--attack"), "autoattack");
+                assert_eq!(arg(aa, "--limit"), spec.eval.autoattack_n.unwrap_or(spec.eval.n).to_string());
+            }
+        }
+    }
+    let study = crate::spec::load("study").unwrap();
+    assert_eq!((study.eval.n, study.eval.autoattack_n), (10_000, Some(1000)));
+}
+
+/// An ablation's follow-up seeds join the grid exactly when the records show it above plain AWT
+/// at its first seed under the run's current settings; run names and hashes do not move.
+#[test]
+fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
+    let spec = crate::spec::load("study").unwrap();
+    assert!(spec.ablations.iter().all(|a| a.follow_up_seeds == [1, 2]), "the study promotes to seeds 1 and 2");
+    let base = Path::new("/nowhere");
+    let plain = expand(&spec, "fashion-mnist", base, &|_, _| None).unwrap();
+    let canon: std::collections::BTreeMap<String, String> =
+        plain.iter().map(|r| (r.name.clone(), r.canonical.clone())).collect();
+    let count = |runs: &[Run], label: &str| runs.iter().filter(|r| r.name.contains(label)).count();
+    // Records: plain AWT 0.60; ker10 0.61 (beats it); steps400 0.59 (does not); clean-adv 0.70 but
+    // recorded under other settings (a stale record must not promote it).
+    let recorded = |name: &str, c: &str| -> Option<f64> {
+        let current = canon.get(name).is_some_and(|k| k == c);
+        let v = match name {
+            "lenet-300-100-awt-d0.05-s0" => 0.60,
+            "lenet-300-100-awt-ker10-d0.05-s0" => 0.61,
+            "lenet-300-100-awt-steps400-d0.05-s0" => 0.59,
+            "lenet-300-100-awt-clean-adv-d0.05-s0" => return (!current).then_some(0.70),
+            // NTT's own ablation is compared with plain NTT, not AWT.
+            "lenet-300-100-ntt-d0.05-s0" => 0.50,
+            "lenet-300-100-ntt-ker1e-3-d0.05-s0" => 0.55,
+            _ => return None,
+        };
+        current.then_some(v)
+    };
+    let grown = expand(&spec, "fashion-mnist", base, &recorded).unwrap();
+    assert_eq!(grown.len(), plain.len() + 4);
+    assert_eq!(count(&grown, "-awt-ker10-"), 3);
+    assert_eq!(count(&grown, "-ntt-ker1e-3-"), 3);
+    assert_eq!(count(&grown, "-awt-steps400-"), 1);
+    assert_eq!(count(&grown, "-awt-clean-adv-"), 1);
+    for seed in [1, 2] {
+        let r = grown.iter().find(|r| r.name == format!("lenet-300-100-awt-ker10-d0.05-s{seed}")).unwrap();
+        assert_eq!(r.search_flags, vec![("lambda-ker".to_string(), "10.0".to_string())]);
+        assert!(r.dense_dir.as_ref().unwrap().to_string_lossy().contains(&format!("dense-d1-s{seed}-")));
+    }
+    for r in &plain {
+        let same = grown.iter().find(|g| g.name == r.name).unwrap();
+        assert_eq!(same.dir, r.dir, "a promotion renames nothing");
+    }
+    // Without plain AWT's record no AWT ablation is promoted (NTT's still is: it has plain NTT's).
+    let no_plain = |n: &str, c: &str| if n == "lenet-300-100-awt-d0.05-s0" { None } else { recorded(n, c) };
+    assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len() + 2);
+}
