@@ -132,12 +132,14 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
     Ok(out)
 }
 
+/// The runs of one variant at one density (the dense net's at any density).
+fn runs_of<'a>(recs: &'a [Rec], variant: &'a str, density: f64) -> impl Iterator<Item = &'a Rec> + 'a {
+    recs.iter().filter(move |r| r.variant() == variant && (variant == "dense" || (r.m.density - density).abs() < 1e-12))
+}
+
 /// (seed, value) of one variant at one density (the dense net at any density).
 fn by_seed(recs: &[Rec], variant: &str, density: f64, f: impl Fn(&Rec) -> Option<f64>) -> Vec<(u64, f64)> {
-    recs.iter()
-        .filter(|r| r.variant() == variant && (variant == "dense" || (r.m.density - density).abs() < 1e-12))
-        .filter_map(|r| Some((r.m.seed, f(r)?)))
-        .collect()
+    runs_of(recs, variant, density).filter_map(|r| Some((r.m.seed, f(r)?))).collect()
 }
 
 fn values(v: &[(u64, f64)]) -> Vec<f64> {
@@ -411,11 +413,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
                 .collect();
             let cut = masked.iter().filter(|r| !cut_classes(recs, v, d, r.m.seed).is_empty()).count();
             let cut = if masked.is_empty() { "—".to_string() } else { format!("{cut} of {}", masked.len()) };
-            let trained: Vec<bool> = recs
-                .iter()
-                .filter(|r| r.variant() == *v && (v == "dense" || (r.m.density - d).abs() < 1e-12))
-                .filter_map(stalled)
-                .collect();
+            let trained: Vec<bool> = runs_of(recs, v, d).filter_map(stalled).collect();
             let stall = if trained.is_empty() {
                 "—".to_string()
             } else {

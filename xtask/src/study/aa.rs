@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::Rec;
+use super::{Rec, runs_of};
 use crate::stats::summary;
 
 /// The table over every run with an AutoAttack record, by variant and density (empty when none).
@@ -16,9 +16,7 @@ pub(super) fn autoattack_gain(recs: &[Rec], vs: &[String], densities: &[f64]) ->
     let mut square_only = Vec::new();
     for &d in densities {
         for v in vs {
-            let runs: Vec<&Rec> = recs
-                .iter()
-                .filter(|r| r.variant() == *v && (v == "dense" || (r.m.density - d).abs() < 1e-12))
+            let runs: Vec<&Rec> = runs_of(recs, v, d)
                 .filter(|r| r.aa.as_ref().is_some_and(|a| a.cumulative.first().is_some_and(|c| c.attack == "apgd-ce")))
                 .collect();
             if runs.is_empty() || (v == "dense" && d != densities[0]) {

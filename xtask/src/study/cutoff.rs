@@ -2,14 +2,12 @@
 //! keeps no incoming weight, from each run's `mask.json`), which caps the accuracy whatever training
 //! does, and training that stalled (from `train-metrics.jsonl`).
 
-use super::Rec;
+use super::{Rec, runs_of};
 
 /// The classes a run's ticket leaves without any kept incoming weight (none recorded: empty).
 pub(super) fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) -> Vec<u64> {
-    recs.iter()
-        .find(|r| {
-            r.variant() == variant && r.m.seed == seed && (variant == "dense" || (r.m.density - density).abs() < 1e-12)
-        })
+    runs_of(recs, variant, density)
+        .find(|r| r.m.seed == seed)
         .and_then(|r| r.mask.as_ref()?.classes_without_input.clone())
         .unwrap_or_default()
 }

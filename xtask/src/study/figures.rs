@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{DynLine, Measure, Rec, by_seed, values};
+use super::{DynLine, Measure, Rec, by_seed, runs_of, values};
 use crate::plot::{Figure, Series, Spread, figure};
 use crate::stats::summary;
 
@@ -98,8 +98,7 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
     for (file, title, ylabel, logy, get) in measures {
         let mut ks = Vec::new();
         for v in ["awt", "ntt", "random", "snip", "imp-at", "hydra"] {
-            let runs: Vec<&Rec> =
-                recs.iter().filter(|r| r.variant() == v && (r.m.density - d0).abs() < 1e-12).collect();
+            let runs: Vec<&Rec> = runs_of(recs, v, d0).collect();
             let per: Vec<Vec<(f64, f64)>> = runs
                 .iter()
                 .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
@@ -138,11 +137,7 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
 /// mean ± sd over seeds: whether a match at initialisation survives training.
 fn distance_table(recs: &[Rec], d0: f64) -> String {
     let at = |v: &str, pick: fn(&[DynLine]) -> Option<&DynLine>| -> String {
-        let vals: Vec<f64> = recs
-            .iter()
-            .filter(|r| r.variant() == v && (r.m.density - d0).abs() < 1e-12)
-            .filter_map(|r| pick(&r.dynamics).map(|e| e.rel_distance))
-            .collect();
+        let vals: Vec<f64> = runs_of(recs, v, d0).filter_map(|r| pick(&r.dynamics).map(|e| e.rel_distance)).collect();
         let s = summary(&vals);
         match s.n {
             0 => "—".into(),
@@ -176,9 +171,8 @@ fn search_curves(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<Stri
     let mut series = Vec::new();
     for v in ["ntt", "awt"] {
         for &d in densities {
-            let per: Vec<Vec<(f64, f64)>> = recs
-                .iter()
-                .filter(|r| r.variant() == v && (r.m.density - d).abs() < 1e-12 && !r.search.is_empty())
+            let per: Vec<Vec<(f64, f64)>> = runs_of(recs, v, d)
+                .filter(|r| !r.search.is_empty())
                 .map(|r| r.search.iter().map(|s| (s.step as f64, s.kernel_distance)).collect())
                 .collect();
             series.extend(seed_band(&format!("{v} d{d}"), &per));
