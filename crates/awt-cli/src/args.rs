@@ -221,6 +221,15 @@ impl From<AllocArg> for awt_prune::Allocation {
     }
 }
 
+/// `awt prune --rescale`: what happens to a mask's kept weights at initialisation.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RescaleArg {
+    /// They keep their initial values (the paper's baselines).
+    None,
+    /// Each unit's kept incoming weights are scaled to the norm of its dense incoming weights.
+    UnitNorm,
+}
+
 /// `awt ticket --method`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SearchMethod {

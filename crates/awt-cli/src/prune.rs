@@ -12,7 +12,7 @@ use awt_prune::{Allocation, scores, select};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
-use crate::args::{Adv, AllocArg, DataArgs, Opt, PruneMethod, value_name};
+use crate::args::{Adv, AllocArg, DataArgs, Opt, PruneMethod, RescaleArg, value_name};
 use crate::output::{git_commit, say};
 
 /// Flags of `awt prune`.
@@ -29,6 +29,10 @@ pub(crate) struct PruneArgs {
     /// How the density is spread over layers.
     #[arg(long, value_enum, default_value_t = AllocArg::Uniform)]
     pub allocation: AllocArg,
+    /// Masks at initialisation: scale each unit's kept incoming weights back to its dense norm
+    /// (unit-norm; ≈ 1/√density for a random mask), or keep them as initialised (none).
+    #[arg(long, value_enum, default_value_t = RescaleArg::None)]
+    pub rescale: RescaleArg,
     /// The dense network at initialisation.
     #[arg(long)]
     pub model: PathBuf,
@@ -255,6 +259,13 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }
+    if a.rescale != RescaleArg::None
+        && (a.rewind.is_some() || matches!(a.method, PruneMethod::ImpAt | PruneMethod::Hydra))
+    {
+        bail!(
+            "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow), not to --rewind, hydra or imp-at"
+        );
+    }
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
     }
@@ -270,6 +281,15 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     let masks = prune_masks(&net, &a)?;
     for (k, m) in &masks {
         net.set_mask(k, m)?;
+    }
+    if a.rescale == RescaleArg::UnitNorm {
+        // Before the masks zero the pruned weights: each unit's dense norm is the target.
+        for (k, v) in net.weights() {
+            if let Some(m) = masks.get(k) {
+                v.set(&awt_prune::rescale_kept(v.as_tensor(), m)?)?;
+            }
+        }
+        net.meta.insert("rescale".into(), value_name(&a.rescale));
     }
     net.apply_masks()?;
     net.meta.insert("method".into(), value_name(&a.method));

@@ -126,6 +126,62 @@ fn inspect_reports_the_units_a_mask_cuts_off() {
     assert!(!ok && err.contains("same file"), "{err}");
 }
 
+/// `prune --rescale unit-norm`: the same mask as without it, each unit's kept weights scaled back to
+/// its dense norm (recorded in the checkpoint's metadata); refused where there is no initialisation mask.
+#[test]
+fn rescaled_masks_keep_the_mask_and_each_units_dense_norm() {
+    use candle_core::{DType, Device, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let (ok, _, err) = awt(args, &[]);
+        assert!(ok, "{args:?}: {err}");
+    };
+    run(&["init", "--arch", "mlp-784-32-10", "--seed", "3", "--out", &p("init.safetensors")]);
+    let init_path = p("init.safetensors");
+    let prune = |extra: &[&str], out: &str| {
+        let mut a = vec!["prune", "--method", "random", "--density", "0.1", "--model", init_path.as_str()];
+        a.extend_from_slice(extra);
+        let o = p(out);
+        a.extend(["--out", o.as_str()]);
+        run(&a);
+        awt_nets::load(Path::new(&o), None, DType::F32, &Device::Cpu).unwrap()
+    };
+    let plain = prune(&[], "plain.safetensors");
+    let scaled = prune(&["--rescale", "unit-norm"], "scaled.safetensors");
+    let init = awt_nets::load(Path::new(&p("init.safetensors")), None, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(scaled.net.meta.get("rescale").map(String::as_str), Some("unit-norm"));
+    assert!(!plain.net.meta.contains_key("rescale"));
+    let rows = |t: &Tensor| t.sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1::<f32>().unwrap();
+    for (k, m) in plain.net.masks() {
+        let same = scaled.net.masks()[k].eq(m).unwrap().to_dtype(DType::F32).unwrap().mean_all().unwrap();
+        assert_eq!(same.to_scalar::<f32>().unwrap(), 1.0, "{k}: the mask changed");
+        let (s, d) = (rows(scaled.net.params()[k].as_tensor()), rows(init.net.params()[k].as_tensor()));
+        let kept = m.sum(1).unwrap().to_vec1::<f32>().unwrap();
+        for ((s, d), kept) in s.iter().zip(&d).zip(&kept) {
+            let want = if *kept > 0.0 { *d } else { 0.0 };
+            assert!((s - want).abs() <= 1e-4 * d.max(1e-3), "{k}: row norm {s}, dense {d}, kept {kept}");
+        }
+    }
+    let (ok, _, err) = awt(
+        &[
+            "prune",
+            "--method",
+            "hydra",
+            "--density",
+            "0.1",
+            "--model",
+            &p("init.safetensors"),
+            "--rescale",
+            "unit-norm",
+            "--out",
+            &p("h"),
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("--rescale applies to masks at initialisation"), "{err}");
+}
+
 #[test]
 fn bad_input_exits_nonzero_with_one_line_naming_the_cause() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,6 +9,8 @@
 //!   double backward), SynFlow (Tanaka et al. 2020, data-free, iterative with an exponential
 //!   schedule).
 //! - [`cut_off`]: the units a mask leaves without any kept incoming or outgoing weight.
+//! - [`rescale_kept`]: a ticket's kept weights scaled so each unit keeps its dense incoming norm
+//!   (variance-preserving, for masks at initialisation at low density).
 //!
 //! Masks are `BTreeMap<weight name, Tensor of 0/1>` with the weights' names and shapes, as stored in
 //! checkpoints beside their weight (`<name>_mask`). Needs only candle and `awt-base`. Example:
@@ -24,8 +26,10 @@
 //! ```
 
 mod alloc;
+mod rescale;
 pub mod scores;
 mod structure;
 
 pub use alloc::{Allocation, Masks, PruneError, layer_densities, select};
+pub use rescale::rescale_kept;
 pub use structure::{CutOff, cut_off};
