@@ -19,8 +19,9 @@ pub(crate) struct Run {
     pub seed: u64,
     /// Every setting that shapes the run, as text; its hash names the folder.
     pub canonical: String,
-    /// An ablation's `awt ticket` flags (name without dashes, value), replacing the `[search]` ones.
-    pub search_flags: Vec<(String, String)>,
+    /// An ablation's flags of the ticket step (`awt ticket` or `awt prune`; name without dashes,
+    /// value), replacing the `[search]` or `[prune]` ones.
+    pub flags: Vec<(String, String)>,
     /// With `[dynamics]`: the dense run of the same network and seed, which this run is compared with.
     pub dense_dir: Option<PathBuf>,
 }
@@ -107,7 +108,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     density,
                     seed,
                     canonical,
-                    search_flags: flags,
+                    flags,
                     dense_dir: None,
                 });
             };
@@ -216,6 +217,18 @@ fn step(name: &str, args: Vec<String>, done: String) -> Step {
     Step { name: name.into(), args, done: PathBuf::from(done), resume_from: None }
 }
 
+/// `args` with an ablation's `flags` (name without dashes, value) replacing or joining its own.
+fn with_flags(mut args: Vec<String>, flags: &[(String, String)]) -> Vec<String> {
+    for (flag, value) in flags {
+        let name = format!("--{flag}");
+        match args.iter().position(|a| *a == name) {
+            Some(i) => args[i + 1] = value.clone(),
+            None => args.extend([name, value.clone()]),
+        }
+    }
+    args
+}
+
 /// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
 /// dense net.
 fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
@@ -253,11 +266,11 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
-            vec![step("prune", args, ticket.clone())]
+            vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
         }
         "ntt" | "awt" => {
             let s = &spec.search;
-            let mut args = strings(&[
+            let args = strings(&[
                 "ticket",
                 "--method",
                 &run.method,
@@ -289,13 +302,7 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
-            for (flag, value) in &run.search_flags {
-                let name = format!("--{flag}");
-                match args.iter().position(|a| *a == name) {
-                    Some(i) => args[i + 1] = value.clone(),
-                    None => args.extend([name, value.clone()]),
-                }
-            }
+            let args = with_flags(args, &run.flags);
             let state = Some(c.d("ticket.search.state.safetensors").into());
             vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
         }

@@ -448,7 +448,7 @@ mod tests {
             density: 1.0,
             seed: 0,
             canonical: "c".into(),
-            search_flags: Vec::new(),
+            flags: Vec::new(),
             dense_dir: None,
         };
         let step = |name: &str, script: &str, done: &str| Step {

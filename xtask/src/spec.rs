@@ -1,6 +1,8 @@
 //! Experiment grids as data: `experiments/<preset>.toml`, read into typed settings once (a typo or
 //! a wrong type is an error naming the file and the key) and kept as TOML for the run hashes.
 
+use std::path::Path;
+
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
@@ -127,13 +129,14 @@ pub(crate) struct DynamicsSpec {
     pub steps: usize,
 }
 
-/// One ablation: a search method with some `awt ticket` flags changed.
+/// One ablation: a method with some flags of its ticket step changed (`awt ticket` for a search,
+/// `awt prune` for a mask at initialisation).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Ablation {
     /// Short name; the runs are called `<method>-<name>`.
     pub name: String,
-    /// `ntt` or `awt`.
+    /// A search (`ntt`, `awt`) or a mask at initialisation (`random`, `magnitude`, `snip`, `grasp`, `synflow`).
     pub method: String,
     pub densities: Vec<f64>,
     pub seeds: Vec<u64>,
@@ -142,7 +145,8 @@ pub(crate) struct Ablation {
     /// (the worst case over the evaluation's attacks) is higher, these seeds join the grid.
     #[serde(default)]
     pub follow_up_seeds: Vec<u64>,
-    /// `awt ticket` flags (without dashes) and their values, replacing the `[search]` ones.
+    /// Flags of the ticket step (without dashes) and their values, replacing the `[search]` or
+    /// `[prune]` ones: [`ABLATION_FLAGS`] for a search, [`PRUNE_ABLATION_FLAGS`] for a mask.
     pub flags: toml::Table,
 }
 
@@ -168,8 +172,13 @@ pub(crate) fn load(preset: &str) -> Result<Spec> {
     let p = root().join("experiments").join(format!("{preset}.toml"));
     let text =
         std::fs::read_to_string(&p).with_context(|| format!("no preset `{preset}`: cannot read {}", p.display()))?;
+    parse(&text, &p, preset)
+}
+
+/// A preset's `text`, read from `p`, checked.
+fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     let raw: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
-    let mut spec: Spec = toml::from_str(&text).with_context(|| format!("{}", p.display()))?;
+    let mut spec: Spec = toml::from_str(text).with_context(|| format!("{}", p.display()))?;
     spec.raw = raw;
     if spec.name != preset {
         bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
@@ -186,19 +195,26 @@ pub(crate) fn load(preset: &str) -> Result<Spec> {
         bail!("{}: method imp-at needs an [imp] table", p.display());
     }
     for ab in &spec.ablations {
-        if !matches!(ab.method.as_str(), "ntt" | "awt") {
-            bail!("{}: ablation `{}`: method must be ntt or awt, not `{}`", p.display(), ab.name, ab.method);
-        }
+        let allowed: &[&str] = match ab.method.as_str() {
+            "ntt" | "awt" => &ABLATION_FLAGS,
+            "random" | "magnitude" | "snip" | "grasp" | "synflow" => &PRUNE_ABLATION_FLAGS,
+            m => bail!(
+                "{}: ablation `{}`: method must be a search (ntt, awt) or a mask at initialisation (random, magnitude, snip, grasp, synflow), not `{m}`",
+                p.display(),
+                ab.name
+            ),
+        };
         if let Some(d) = ab.densities.iter().find(|d| !(**d > 0.0 && **d < 1.0)) {
             bail!("{}: ablation `{}`: density {d} is not in (0, 1)", p.display(), ab.name);
         }
         for k in ab.flags.keys() {
-            if !ABLATION_FLAGS.contains(&k.as_str()) {
+            if !allowed.contains(&k.as_str()) {
                 bail!(
-                    "{}: ablation `{}`: flag `{k}` is not one of {}",
+                    "{}: ablation `{}`: flag `{k}` of method {} is not one of {}",
                     p.display(),
                     ab.name,
-                    ABLATION_FLAGS.join(", ")
+                    ab.method,
+                    allowed.join(", ")
                 );
             }
         }
@@ -224,6 +240,38 @@ pub(crate) fn load(preset: &str) -> Result<Spec> {
 pub(crate) const ABLATION_FLAGS: [&str; 8] =
     ["steps", "lr", "lambda-ker", "lambda-l2", "mask-every", "weights", "inputs", "adv-source"];
 
+/// The `awt prune` flags an ablation of a mask at initialisation may change.
+pub(crate) const PRUNE_ABLATION_FLAGS: [&str; 2] = ["rescale", "allocation"];
+
 /// Every method a preset may list, in the order reports show them.
 pub(crate) const METHODS: [&str; 10] =
     ["dense", "random", "magnitude", "snip", "grasp", "synflow", "ntt", "awt", "imp-at", "hydra"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ablation may change only its method's ticket-step flags; other methods are refused by name.
+    #[test]
+    fn ablations_are_checked_against_their_methods_flags() {
+        let p = root().join("experiments/study.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let spec = parse(&text, &p, "study").unwrap();
+        assert!(spec.ablations.iter().any(|a| a.method == "random" && a.flags.contains_key("rescale")));
+        let with = |ablation: &str| parse(&format!("{text}\n[[ablation]]\n{ablation}\n"), &p, "study");
+        let e = with("name = \"x\"\nmethod = \"snip\"\ndensities = [0.05]\nseeds = [0]\nflags = { steps = 10 }")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("flag `steps` of method snip is not one of rescale, allocation"), "{e}");
+        let e = with(
+            "name = \"x\"\nmethod = \"awt\"\ndensities = [0.05]\nseeds = [0]\nflags = { rescale = \"unit-norm\" }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("flag `rescale` of method awt is not one of steps,"), "{e}");
+        let e = with("name = \"x\"\nmethod = \"hydra\"\ndensities = [0.05]\nseeds = [0]\nflags = {}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ablation `x`: method must be a search (ntt, awt) or a mask at initialisation"), "{e}");
+    }
+}

@@ -80,13 +80,19 @@ fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
     assert_eq!(count(&grown, "-awt-clean-adv-"), 1);
     for seed in [1, 2] {
         let r = grown.iter().find(|r| r.name == format!("lenet-300-100-awt-ker10-d0.05-s{seed}")).unwrap();
-        assert_eq!(r.search_flags, vec![("lambda-ker".to_string(), "10.0".to_string())]);
+        assert_eq!(r.flags, vec![("lambda-ker".to_string(), "10.0".to_string())]);
         assert!(r.dense_dir.as_ref().unwrap().to_string_lossy().contains(&format!("dense-d1-s{seed}-")));
     }
     for r in &plain {
         let same = grown.iter().find(|g| g.name == r.name).unwrap();
         assert_eq!(same.dir, r.dir, "a promotion renames nothing");
     }
+    // A mask's ablation changes its `awt prune` step.
+    let r = grown.iter().find(|r| r.name == "lenet-300-100-random-rescaled-d0.02-s0").unwrap();
+    let prune = &steps(r, &spec, "fashion-mnist").unwrap()[1];
+    assert_eq!(prune.name, "prune");
+    assert_eq!(arg(prune, "--rescale"), "unit-norm");
+    assert_eq!(arg(prune, "--method"), "random");
     // Without plain AWT's record no AWT ablation is promoted (NTT's still is: it has plain NTT's).
     let no_plain = |n: &str, c: &str| if n == "lenet-300-100-awt-d0.05-s0" { None } else { recorded(n, c) };
     assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len() + 2);

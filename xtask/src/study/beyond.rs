@@ -1,4 +1,4 @@
-//! The study report's ablations (each AWT or NTT variant against its plain method, and whether it
+//! The study report's ablations (each variant of AWT, NTT or a mask at initialisation against its plain method, and whether it
 //! earns seeds 1 and 2) and the "beyond the paper" check: does any variant reach the dense net's robust accuracy
 //! within its interval at density 0.05?
 
@@ -24,8 +24,8 @@ fn changed(spec: Option<&Spec>, variant: &str) -> String {
         .unwrap_or_else(|| variant.to_string())
 }
 
-/// The ablation tables, one per searched method (AWT, NTT) and density where a variant of it is
-/// recorded, each variant against its plain method.
+/// The ablation tables, one per method (AWT, NTT, then the masks at initialisation) and density
+/// where a variant of it is recorded, each variant against its plain method.
 pub(super) fn ablations(
     recs: &[Rec],
     vs: &[String],
@@ -34,7 +34,9 @@ pub(super) fn ablations(
     spec: Option<&Spec>,
 ) -> Result<String> {
     let mut md = String::new();
-    for (method, label) in [("awt", "AWT"), ("ntt", "NTT")] {
+    let methods = [("awt", "AWT"), ("ntt", "NTT"), ("random", "random"), ("magnitude", "magnitude")];
+    let more = [("snip", "SNIP"), ("grasp", "GraSP"), ("synflow", "SynFlow")];
+    for (method, label) in methods.into_iter().chain(more) {
         let prefix = format!("{method}-");
         let abl: Vec<&String> = vs.iter().filter(|v| v.starts_with(&prefix)).collect();
         for &d in densities {
@@ -59,9 +61,10 @@ fn ablation_table(
     if rows.is_empty() {
         return Ok(md);
     }
+    let (what, table) = if matches!(method, "awt" | "ntt") { ("search", "[search]") } else { ("pruning", "[prune]") };
     writeln!(
         md,
-        "### {label} ablations (density {d})\n\nEach variant changes one setting of plain {label}'s search; differences are paired with plain {label} by seed. \
+        "### {label} ablations (density {d})\n\nEach variant changes one setting of plain {label}'s {what}; differences are paired with plain {label} by seed. \
 A variant above plain {label} at its first seed is run at seeds 1 and 2 as well (`follow_up_seeds` in `experiments/study.toml`).\n"
     )?;
     writeln!(
@@ -72,7 +75,7 @@ A variant above plain {label} at its first seed is run at seeds 1 and 2 as well 
     if !plain.is_empty() {
         writeln!(
             md,
-            "| {method} (plain) | the study's `[search]` | {} | {} | {} | {} | — | — |",
+            "| {method} (plain) | the study's `{table}` | {} | {} | {} | {} | — | — |",
             plain.len(),
             cell(method, Measure::Clean),
             cell(method, Measure::Pgd),

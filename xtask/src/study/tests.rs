@@ -138,6 +138,8 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     recs.push(rec("ntt", 0.05, 0, (0.78, 0.58, 0.56), 1000, Vec::new()));
     recs.push(rec("ntt-ker1e-3", 0.05, 0, (0.79, 0.60, 0.58), 1000, Vec::new()));
     recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.57, 0.54), 1000, Vec::new()));
+    recs.push(rec("random", 0.02, 0, (0.20, 0.15, 0.14), 1000, Vec::new()));
+    recs.push(rec("random-rescaled", 0.02, 0, (0.50, 0.40, 0.38), 1000, Vec::new()));
     let dir = tempfile_dir();
     let md = study_section(&recs, &dir).unwrap();
     let line = |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
@@ -163,6 +165,19 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     assert!(
         line("| ntt-ker1e-3 | --lambda-ker 0.001 |")
             .ends_with("| +2.0 (one seed) | above plain NTT: seeds 1 and 2 follow |"),
+        "{md}"
+    );
+    // A mask's variant is compared with the plain mask of its method.
+    assert!(
+        md.contains(
+            "### random ablations (density 0.02)\n\nEach variant changes one setting of plain random's pruning;"
+        ),
+        "{md}"
+    );
+    assert!(line("| random (plain) | the study's `[prune]` | 1 | 20.0 | 15.0 | 14.0 |").ends_with("| — | — |"), "{md}");
+    assert!(
+        line("| random-rescaled | --rescale unit-norm |")
+            .ends_with("| +24.0 (one seed) | above plain random: seeds 1 and 2 follow |"),
         "{md}"
     );
     assert!(md.contains("| awt | 0.05 | 1 | 0.990 → 0.300 (100) → 0.404 | 0.990 → 1.500 | 2000 | 0 |"), "{md}");
