@@ -87,9 +87,9 @@ pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
     }
     format!(
         "\n**Stalled training.** {} ended {} training with a loss of at least 90 % of chance (ln 10 ≈ 2.30): under this recipe \
-{} did not learn, so {} accuracy measures a failed training more than a mask. A likely cause, not tested here: every ticket \
-keeps its initial weights' scale (no variance-preserving rescaling after pruning), so at low density little signal reaches \
-the output.\n",
+{} did not learn, so {} accuracy measures a failed training more than a mask. A likely cause: a mask at initialisation \
+keeps its initial weights' scale, so at low density little signal reaches the output; the `-rescaled` ablations (the same \
+masks, each unit's kept weights scaled back to its dense norm) test that.\n",
         names.join(", "),
         if names.len() == 1 { "its" } else { "their" },
         if names.len() == 1 { "it" } else { "they" },
