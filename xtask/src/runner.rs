@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +15,8 @@ use crate::plan::{Run, Step, expand, fnv, steps};
 use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
 use crate::root;
 use crate::spec::{self, Spec};
+
+mod queue;
 
 /// `cargo xtask reproduce` flags.
 pub(crate) struct Opts {
@@ -331,13 +333,18 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
             .filter(|m| m.config_hash == fnv(canonical))
             .map(|m| m.robust())
     };
-    let mut runs = expand(&spec, &data, &base, &recorded)?;
-    if let Some(p) = &o.only {
-        runs.retain(|r| r.name.contains(p.as_str()));
-    }
-    if let Some((i, n)) = o.shard {
-        runs = runs.into_iter().enumerate().filter(|(k, _)| k % n == i).map(|(_, r)| r).collect();
-    }
+    // The plan from the current records, narrowed to this process's part of it.
+    let plan = || -> Result<Vec<Run>> {
+        let mut runs = expand(&spec, &data, &base, &recorded)?;
+        if let Some(p) = &o.only {
+            runs.retain(|r| r.name.contains(p.as_str()));
+        }
+        if let Some(shard) = o.shard {
+            runs.retain(|r| queue::in_shard(r, shard));
+        }
+        Ok(runs)
+    };
+    let runs = plan()?;
     if o.list {
         #[allow(clippy::print_stdout)]
         for r in &runs {
@@ -350,34 +357,43 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     }
     let total = runs.len();
     eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
-    let queue = Arc::new(Mutex::new(runs.clone().into_iter().enumerate().collect::<Vec<_>>()));
-    let errors = Arc::new(Mutex::new(Vec::new()));
+    // Only ablations with follow-up seeds can make a record change the plan.
+    let replans = spec.record && spec.ablations.iter().any(|a| !a.follow_up_seeds.is_empty());
+    let queue = Mutex::new(queue::Queue::new(runs));
+    let errors = Mutex::new(Vec::new());
     // The cores split evenly between concurrent runs (each run's candle/rayon pool gets its share).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None };
     let started = Instant::now();
     std::thread::scope(|sc| {
         for _ in 0..o.jobs {
-            let (queue, errors, awt, spec, data) =
-                (queue.clone(), errors.clone(), awt.clone(), spec.clone(), data.clone());
-            sc.spawn(move || {
+            sc.spawn(|| {
                 loop {
-                    let next = {
-                        let mut q = queue.lock().expect("queue");
-                        if q.is_empty() { None } else { Some(q.remove(0)) }
-                    };
-                    let Some((k, run)) = next else { break };
-                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, (k, total), started) {
+                    let next = queue.lock().expect("queue").next();
+                    let Some((k, n, run)) = next else { break };
+                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, (k, n), started) {
                         errors.lock().expect("errors").push(format!("{e:#}"));
+                    } else if replans {
+                        let mut q = queue.lock().expect("queue");
+                        match plan() {
+                            Ok(fresh) => {
+                                for name in q.replan(fresh) {
+                                    eprintln!("{name} joins the plan: an ablation it follows up beat its plain method");
+                                }
+                            }
+                            Err(e) => errors.lock().expect("errors").push(format!("re-planning: {e:#}")),
+                        }
                     }
                 }
             });
         }
     });
-    let errors = errors.lock().expect("errors");
+    let errors = errors.into_inner().expect("errors");
     if !errors.is_empty() {
         bail!("{} run(s) failed:\n{}", errors.len(), errors.join("\n"));
     }
+    let runs = queue.into_inner().expect("queue").plan().to_vec();
+    let total = runs.len();
     eprintln!("all {total} runs finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(runs)
 }

@@ -1,0 +1,105 @@
+//! A grid's work queue: the runs in plan order, re-planned whenever a run is recorded, so that the
+//! follow-up runs an ablation earns join the sitting that earned them (no restart needed).
+
+use std::collections::HashSet;
+
+use crate::plan::{Run, fnv};
+
+/// The runs of a plan not yet taken by a worker.
+pub(super) struct Queue {
+    plan: Vec<Run>,
+    taken: HashSet<String>,
+}
+
+impl Queue {
+    pub(super) fn new(plan: Vec<Run>) -> Queue {
+        Queue { plan, taken: HashSet::new() }
+    }
+
+    /// The first run of the plan no worker has taken, with its position in the plan and the plan's
+    /// length; it counts as taken from now on.
+    pub(super) fn next(&mut self) -> Option<(usize, usize, Run)> {
+        let (k, run) = self.plan.iter().enumerate().find(|(_, r)| !self.taken.contains(&r.name))?;
+        self.taken.insert(run.name.clone());
+        Some((k, self.plan.len(), run.clone()))
+    }
+
+    /// Replaces the plan with `fresh` (runs already taken are not run again); returns the names
+    /// of the runs that joined.
+    pub(super) fn replan(&mut self, fresh: Vec<Run>) -> Vec<String> {
+        let old: HashSet<&str> = self.plan.iter().map(|r| r.name.as_str()).collect();
+        let joined = fresh.iter().filter(|r| !old.contains(r.name.as_str())).map(|r| r.name.clone()).collect();
+        self.plan = fresh;
+        joined
+    }
+
+    pub(super) fn plan(&self) -> &[Run] {
+        &self.plan
+    }
+}
+
+/// Whether `run` belongs to shard `i` of `n`: decided by its name's hash, so a run stays in the same
+/// shard however the plan around it grows (earned follow-ups join between other runs).
+pub(super) fn in_shard(run: &Run, (i, n): (usize, usize)) -> bool {
+    let h = u64::from_str_radix(&fnv(&run.name), 16).expect("fnv gives 16 hex digits");
+    h % n as u64 == i as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn runs(names: &[&str]) -> Vec<Run> {
+        names
+            .iter()
+            .map(|n| Run {
+                name: n.to_string(),
+                dir: Path::new("/nowhere").join(n),
+                arch: "lenet-300-100".into(),
+                method: "awt".into(),
+                density: 0.05,
+                seed: 0,
+                canonical: n.to_string(),
+                flags: Vec::new(),
+                dense_dir: None,
+            })
+            .collect()
+    }
+
+    /// A run that joins the plan is taken in its plan position, before the later runs; taken runs
+    /// never come back; positions and totals follow the current plan.
+    #[test]
+    fn runs_that_join_the_plan_are_taken_in_plan_order_and_nothing_runs_twice() {
+        let mut q = Queue::new(runs(&["a-s0", "b-s0", "a-s1", "b-s1"]));
+        assert_eq!(q.next().map(|(k, n, r)| (k, n, r.name)), Some((0, 4, "a-s0".into())));
+        assert_eq!(q.next().map(|(k, n, r)| (k, n, r.name)), Some((1, 4, "b-s0".into())));
+        let joined = q.replan(runs(&["a-s0", "b-s0", "a-s1", "x-s1", "b-s1"]));
+        assert_eq!(joined, vec!["x-s1".to_string()]);
+        let rest: Vec<(usize, usize, String)> =
+            std::iter::from_fn(|| q.next()).map(|(k, n, r)| (k, n, r.name)).collect();
+        assert_eq!(rest, vec![(2, 5, "a-s1".into()), (3, 5, "x-s1".into()), (4, 5, "b-s1".into())]);
+        assert!(q.replan(runs(&["a-s0", "x-s1"])).is_empty());
+        assert!(q.next().is_none(), "every run of the plan was taken");
+        assert_eq!(q.plan().len(), 2);
+    }
+
+    /// Every run is in exactly one shard, the same one whatever else the plan holds, and a real
+    /// plan spreads over every shard.
+    #[test]
+    fn a_runs_shard_depends_on_its_name_alone() {
+        let spec = crate::spec::load("study").unwrap();
+        let plan = crate::plan::expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+        let n = 4;
+        let mut sizes = [0usize; 4];
+        for r in &plan {
+            let shards: Vec<usize> = (0..n).filter(|&i| in_shard(r, (i, n))).collect();
+            assert_eq!(shards.len(), 1, "{}: in shards {shards:?}", r.name);
+            sizes[shards[0]] += 1;
+            let alone = &runs(&[r.name.as_str()])[0];
+            assert!(in_shard(alone, (shards[0], n)), "{}: its shard moved with the plan", r.name);
+        }
+        assert!(sizes.iter().all(|&s| s * 2 * n > plan.len()), "shards of {} runs: {sizes:?}", plan.len());
+    }
+}
