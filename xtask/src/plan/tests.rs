@@ -75,7 +75,9 @@ fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
     let grown = expand(&spec, "fashion-mnist", base, &recorded).unwrap();
     assert_eq!(grown.len(), plain.len() + 4);
     assert_eq!(count(&grown, "-awt-ker10-"), 3);
-    assert_eq!(count(&grown, "-ntt-ker1e-3-"), 3);
+    assert_eq!(count(&grown, "-ntt-ker1e-3-d0.05-"), 3);
+    // Promotion is per density: nothing is recorded at 0.02, so only its seed 0 is planned there.
+    assert_eq!(count(&grown, "-ntt-ker1e-3-d0.02-"), 1);
     assert_eq!(count(&grown, "-awt-steps400-"), 1);
     assert_eq!(count(&grown, "-awt-clean-adv-"), 1);
     for seed in [1, 2] {
