@@ -1,4 +1,5 @@
-//! The study report's figures: robust accuracy vs density with error bars over seeds, and the
+//! The study report's figures: robust accuracy vs density with error bars over seeds (the methods;
+//! then the variants recorded at two or more densities, each beside its plain method), and the
 //! kernel dynamics of §3 (distance and alignment to the dense net at the same epoch, each net's own
 //! kernel change, the training-loss gap) over epochs with bands over seeds, and the NTT/AWT search
 //! curves.
@@ -32,24 +33,36 @@ pub(super) fn write_figure(fig_dir: &Path, file: &str, fig: &Figure, series: &[S
     std::fs::write(&p, figure(fig, series)).with_context(|| format!("cannot write {}", p.display()))
 }
 
-pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {
-    let mut series = Vec::new();
-    for v in vs.iter().filter(|v| *v != "dense" && !v.starts_with("awt-")) {
-        let (mut points, mut spread) = (Vec::new(), Vec::new());
-        for d in densities {
-            let s = summary(&values(&by_seed(recs, v, *d, |r| r.measure(head))));
-            if s.n > 0 {
-                points.push((*d, 100.0 * s.mean));
-                spread.push((100.0 * (s.mean - s.sd), 100.0 * (s.mean + s.sd)));
-            }
-        }
-        if !points.is_empty() {
-            series.push(Series { name: v.clone(), points, spread });
+/// Robust accuracy per density, mean ± sd over seeds (None where nothing is recorded).
+fn over_density(recs: &[Rec], v: &str, densities: &[f64], head: Measure) -> Option<Series> {
+    let (mut points, mut spread) = (Vec::new(), Vec::new());
+    for d in densities {
+        let s = summary(&values(&by_seed(recs, v, *d, |r| r.measure(head))));
+        if s.n > 0 {
+            points.push((*d, 100.0 * s.mean));
+            spread.push((100.0 * (s.mean - s.sd), 100.0 * (s.mean + s.sd)));
         }
     }
+    (!points.is_empty()).then(|| Series { name: v.to_string(), points, spread })
+}
+
+/// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
+fn plain_of(v: &str) -> Option<&'static str> {
+    let methods = crate::spec::METHODS;
+    (!methods.contains(&v)).then(|| methods.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
+}
+
+pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {
+    // The methods themselves; their variants get a figure of their own (below).
+    let mut series: Vec<Series> = vs
+        .iter()
+        .filter(|v| *v != "dense" && plain_of(v).is_none())
+        .filter_map(|v| over_density(recs, v, densities, head))
+        .collect();
     let dense = summary(&values(&by_seed(recs, "dense", 1.0, |r| r.measure(head))));
+    let dense_line = || Series::line("dense", densities.iter().map(|d| (*d, 100.0 * dense.mean)).collect());
     if dense.n > 0 {
-        series.push(Series::line("dense", densities.iter().map(|d| (*d, 100.0 * dense.mean)).collect()));
+        series.push(dense_line());
     }
     let f1 = "study-robust-vs-density.svg";
     let fig = Figure {
@@ -62,6 +75,25 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
     };
     write_figure(fig_dir, f1, &fig, &series)?;
     let mut md = format!("![robust accuracy vs density](figures/{f1})\n\n");
+    // Variants recorded at two or more densities, each beside its plain method.
+    let mut paired: Vec<Series> = Vec::new();
+    for v in vs {
+        let Some(plain) = plain_of(v) else { continue };
+        let Some(s) = over_density(recs, v, densities, head).filter(|s| s.points.len() > 1) else { continue };
+        if !paired.iter().any(|p| p.name == plain) {
+            paired.extend(over_density(recs, plain, densities, head));
+        }
+        paired.push(s);
+    }
+    if !paired.is_empty() {
+        if dense.n > 0 {
+            paired.push(dense_line());
+        }
+        let f = "study-variants-vs-density.svg";
+        let fig = Figure { title: "variants beside their plain method (mean ± sd over seeds)", ..fig };
+        write_figure(fig_dir, f, &fig, &paired)?;
+        md += &format!("![variants vs density](figures/{f})\n\n");
+    }
     md += &search_curves(recs, densities, fig_dir)?;
     let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
         return Ok(md);

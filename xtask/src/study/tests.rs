@@ -140,6 +140,8 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.57, 0.54), 1000, Vec::new()));
     recs.push(rec("random", 0.02, 0, (0.20, 0.15, 0.14), 1000, Vec::new()));
     recs.push(rec("random-rescaled", 0.02, 0, (0.50, 0.40, 0.38), 1000, Vec::new()));
+    recs.push(rec("random", 0.05, 0, (0.70, 0.57, 0.56), 1000, Vec::new()));
+    recs.push(rec("random-rescaled", 0.05, 0, (0.72, 0.59, 0.58), 1000, Vec::new()));
     let dir = tempfile_dir();
     let md = study_section(&recs, &dir).unwrap();
     let line = |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
@@ -176,12 +178,19 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     );
     assert!(line("| random (plain) | the study's `[prune]` | 1 | 20.0 | 15.0 | 14.0 |").ends_with("| — | — |"), "{md}");
     assert!(
-        line("| random-rescaled | --rescale unit-norm |")
+        line("| random-rescaled | --rescale unit-norm | 1 | 50.0 |")
             .ends_with("| +24.0 (one seed) | above plain random: seeds 1 and 2 follow |"),
         "{md}"
     );
     assert!(md.contains("| awt | 0.05 | 1 | 0.990 → 0.300 (100) → 0.404 | 0.990 → 1.500 | 2000 | 0 |"), "{md}");
     assert!(md.contains("In 1 of 3 searches (awt d0.05 s1) the last step's output distance is above 1"), "{md}");
+    // A variant recorded at two densities is drawn beside its plain method, not among the methods.
+    let variants = std::fs::read_to_string(dir.join("study-variants-vs-density.svg")).unwrap();
+    assert!(variants.contains("\nrandom-rescaled\n") && variants.contains("\nrandom\n"), "{variants}");
+    assert!(!variants.contains("\nawt-ker10\n"), "a one-density variant is no line");
+    let main = std::fs::read_to_string(dir.join("study-robust-vs-density.svg")).unwrap();
+    assert!(!main.contains("random-rescaled") && main.contains("\nrandom\n"), "{main}");
+    assert!(md.contains("(figures/study-variants-vs-density.svg)"), "{md}");
     let svg = std::fs::read_to_string(dir.join("study-search.svg")).unwrap();
     assert!(svg.contains("awt d0.05") && svg.contains("<polygon"), "search curves without their band");
     assert!(md.contains("(figures/study-search.svg)"), "{md}");
