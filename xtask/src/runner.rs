@@ -392,7 +392,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     if !errors.is_empty() {
         bail!("{} run(s) failed:\n{}", errors.len(), errors.join("\n"));
     }
-    let runs = queue.into_inner().expect("queue").plan().to_vec();
+    let runs = queue.into_inner().expect("queue").into_plan();
     let total = runs.len();
     eprintln!("all {total} runs finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(runs)

@@ -132,6 +132,12 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
     Ok(out)
 }
 
+/// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
+pub(super) fn plain_of(v: &str) -> Option<&'static str> {
+    let methods = crate::spec::METHODS;
+    (!methods.contains(&v)).then(|| methods.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
+}
+
 /// The runs of one variant at one density (the dense net's at any density).
 fn runs_of<'a>(recs: &'a [Rec], variant: &'a str, density: f64) -> impl Iterator<Item = &'a Rec> + 'a {
     recs.iter().filter(move |r| r.variant() == variant && (variant == "dense" || (r.m.density - density).abs() < 1e-12))

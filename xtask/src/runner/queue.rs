@@ -33,8 +33,9 @@ impl Queue {
         joined
     }
 
-    pub(super) fn plan(&self) -> &[Run] {
-        &self.plan
+    /// The plan as it stands at the end.
+    pub(super) fn into_plan(self) -> Vec<Run> {
+        self.plan
     }
 }
 
@@ -82,7 +83,7 @@ mod tests {
         assert_eq!(rest, vec![(2, 5, "a-s1".into()), (3, 5, "x-s1".into()), (4, 5, "b-s1".into())]);
         assert!(q.replan(runs(&["a-s0", "x-s1"])).is_empty());
         assert!(q.next().is_none(), "every run of the plan was taken");
-        assert_eq!(q.plan().len(), 2);
+        assert_eq!(q.into_plan().len(), 2);
     }
 
     /// Every run is in exactly one shard, the same one whatever else the plan holds, and a real

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{Measure, Rec, by_seed, values};
+use super::{Measure, Rec, by_seed, plain_of, values};
 use crate::spec::Spec;
 use crate::stats::{paired, summary};
 
@@ -24,6 +24,18 @@ fn changed(spec: Option<&Spec>, variant: &str) -> String {
         .unwrap_or_else(|| variant.to_string())
 }
 
+/// The methods an ablation may vary, in the report's order (the searches first), with their names
+/// in prose.
+const ABLATED: [(&str, &str); 7] = [
+    ("awt", "AWT"),
+    ("ntt", "NTT"),
+    ("random", "random"),
+    ("magnitude", "magnitude"),
+    ("snip", "SNIP"),
+    ("grasp", "GraSP"),
+    ("synflow", "SynFlow"),
+];
+
 /// The ablation tables, one per method (AWT, NTT, then the masks at initialisation) and density
 /// where a variant of it is recorded, each variant against its plain method.
 pub(super) fn ablations(
@@ -34,11 +46,8 @@ pub(super) fn ablations(
     spec: Option<&Spec>,
 ) -> Result<String> {
     let mut md = String::new();
-    let methods = [("awt", "AWT"), ("ntt", "NTT"), ("random", "random"), ("magnitude", "magnitude")];
-    let more = [("snip", "SNIP"), ("grasp", "GraSP"), ("synflow", "SynFlow")];
-    for (method, label) in methods.into_iter().chain(more) {
-        let prefix = format!("{method}-");
-        let abl: Vec<&String> = vs.iter().filter(|v| v.starts_with(&prefix)).collect();
+    for (method, label) in ABLATED {
+        let abl: Vec<&String> = vs.iter().filter(|v| plain_of(v) == Some(method)).collect();
         for &d in densities {
             md += &ablation_table(recs, &abl, d, head, spec, (method, label))?;
         }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{DynLine, Measure, Rec, by_seed, runs_of, values};
+use super::{DynLine, Measure, Rec, by_seed, plain_of, runs_of, values};
 use crate::plot::{Figure, Series, Spread, figure};
 use crate::stats::summary;
 
@@ -44,12 +44,6 @@ fn over_density(recs: &[Rec], v: &str, densities: &[f64], head: Measure) -> Opti
         }
     }
     (!points.is_empty()).then(|| Series { name: v.to_string(), points, spread })
-}
-
-/// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
-fn plain_of(v: &str) -> Option<&'static str> {
-    let methods = crate::spec::METHODS;
-    (!methods.contains(&v)).then(|| methods.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
 }
 
 pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {
