@@ -66,6 +66,12 @@ struct MaskRecord {
     classes_without_input: Option<Vec<u64>>,
 }
 
+/// The method with its ablation of a run named `<arch>-<variant>-d<density>-s<seed>`.
+fn variant_of(name: &str, arch: &str) -> String {
+    let name = name.strip_prefix(&format!("{arch}-")).unwrap_or(name);
+    name.rfind("-d").map_or(name, |i| &name[..i]).to_string()
+}
+
 /// A recorded run: `results/<preset>/<run>/`.
 struct Rec {
     m: Manifest,
@@ -80,8 +86,7 @@ struct Rec {
 impl Rec {
     /// The method with its ablation: the run name without the architecture and `-d…-s…`.
     fn variant(&self) -> String {
-        let name = self.m.name.strip_prefix(&format!("{}-", self.m.arch)).unwrap_or(&self.m.name);
-        name.rfind("-d").map_or(name, |i| &name[..i]).to_string()
+        variant_of(&self.m.name, &self.m.arch)
     }
 
     fn measure(&self, which: Measure) -> Option<f64> {
@@ -359,7 +364,18 @@ fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
     if follow > 0 {
         md += &format!(" (the plan includes {follow} ablation follow-up runs earned so far)");
     }
-    md += "; every table below is over what is recorded.\n\n";
+    md += "; every table below is over what is recorded.";
+    let left: Vec<String> =
+        runs.iter().filter(|r| find(&r.name, &r.canonical).is_none()).map(|r| variant_of(&r.name, &r.arch)).collect();
+    if let Some(h) = compute::hours_left(recs, &left) {
+        md += &format!(
+            " At the recorded median time per run of each variant, the {} runs left need about {h:.1} h of running: \
+about {:.1} h of wall time with two at once on the 2-core machine (`--jobs 2`).",
+            left.len(),
+            h / 2.0
+        );
+    }
+    md += "\n\n";
     Ok(md)
 }
 

@@ -230,6 +230,37 @@ fn the_ntt_section_reports_cut_off_classes() {
 
 /// Every markdown table has as many cells in each row as in its header (a stray `|` in a cell
 /// would shift the columns).
+/// The time left is each run's variant's median over its complete runs, else its plain method's, else
+/// every complete run's; runs missing a sitting's timings do not count.
+#[test]
+fn the_time_left_comes_from_the_medians_of_complete_runs() {
+    let timed = |method: &str, seed: u64, wall: f64, complete: bool| {
+        let mut r = rec(method, 0.05, seed, (0.8, 0.6, 0.6), 1000, Vec::new());
+        if complete {
+            r.m.timings_seconds.insert("init".into(), 1.0);
+        }
+        r.m.wall_seconds = wall;
+        r
+    };
+    let recs = vec![
+        timed("awt", 0, 1800.0, true),
+        timed("awt", 1, 3600.0, true),
+        timed("awt", 2, 7200.0, true),
+        timed("random", 0, 360.0, true),
+        timed("random", 1, 99_999.0, false),
+    ];
+    let left = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let h = |v: &[&str]| compute::hours_left(&recs, &left(v)).unwrap();
+    assert!((h(&["awt"]) - 1.0).abs() < 1e-12, "awt's median is 3600 s");
+    assert!((h(&["random"]) - 0.1).abs() < 1e-12, "the incomplete random run is left out");
+    assert!((h(&["awt-ker1e-3"]) - 1.0).abs() < 1e-12, "a variant with no record takes its plain method's");
+    // No record of the method either: the median of all four complete runs, (1800 + 3600) / 2.
+    assert!((h(&["snip"]) - 0.75).abs() < 1e-12);
+    assert!((h(&["awt", "random", "snip"]) - 1.85).abs() < 1e-12);
+    assert!(compute::hours_left(&recs, &[]).is_none());
+    assert!(compute::hours_left(&recs[4..], &left(&["awt"])).is_none(), "nothing complete: no estimate");
+}
+
 fn assert_tables_well_formed(md: &str) {
     let mut width = None;
     for l in md.lines() {
