@@ -68,28 +68,46 @@ pub(super) fn stalled(r: &Rec) -> Option<bool> {
     r.train.last().map(|l| l.train_loss >= 0.9 * 10f64.ln())
 }
 
-/// Names the runs at density `d` whose training stalled (empty when none did).
+/// Names the runs at density `d` whose training stalled (empty when none did), and what the same
+/// mask with its units rescaled to their dense norm (the `<method>-rescaled` ablation of the same
+/// seed) did where it is recorded.
 pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
-    let names: Vec<String> = recs
-        .iter()
-        .filter(|r| (r.m.density - d).abs() < 1e-12 && stalled(r) == Some(true))
-        .map(|r| {
-            format!(
-                "{} s{} (final training loss {:.2})",
-                r.variant(),
-                r.m.seed,
-                r.train.last().map_or(f64::NAN, |l| l.train_loss)
-            )
-        })
-        .collect();
-    if names.is_empty() {
+    let at_d = |r: &&Rec| (r.m.density - d).abs() < 1e-12;
+    let loss = |r: &Rec| r.train.last().map_or(f64::NAN, |l| l.train_loss);
+    let stuck: Vec<&Rec> = recs.iter().filter(at_d).filter(|r| stalled(r) == Some(true)).collect();
+    if stuck.is_empty() {
         return String::new();
     }
+    let names: Vec<String> =
+        stuck.iter().map(|r| format!("{} s{} (final training loss {:.2})", r.variant(), r.m.seed, loss(r))).collect();
+    let twins: Vec<String> = stuck
+        .iter()
+        .filter_map(|r| {
+            let v = format!("{}-rescaled", r.variant());
+            let t = recs.iter().filter(at_d).find(|t| t.variant() == v && t.m.seed == r.m.seed)?;
+            let verb = if stalled(t) == Some(true) { "stalled as well" } else { "trained" };
+            Some(format!(
+                "{v} s{} {verb} (final training loss {:.2}; robust accuracy {:.1} % against {:.1} %)",
+                t.m.seed,
+                loss(t),
+                100.0 * t.m.robust(),
+                100.0 * r.m.robust()
+            ))
+        })
+        .collect();
+    let test = if twins.is_empty() {
+        "the `-rescaled` ablations (the same masks, each unit's kept weights scaled back to its dense norm) test that."
+            .to_string()
+    } else {
+        format!(
+            "the `-rescaled` ablations test that (the same masks, each unit's kept weights scaled back to its dense norm): {}.",
+            twins.join("; ")
+        )
+    };
     format!(
         "\n**Stalled training.** {} ended {} training with a loss of at least 90 % of chance (ln 10 ≈ 2.30): under this recipe \
 {} did not learn, so {} accuracy measures a failed training more than a mask. A likely cause: a mask at initialisation \
-keeps its initial weights' scale, so at low density little signal reaches the output; the `-rescaled` ablations (the same \
-masks, each unit's kept weights scaled back to its dense norm) test that.\n",
+keeps its initial weights' scale, so at low density little signal reaches the output; {test}\n",
         names.join(", "),
         if names.len() == 1 { "its" } else { "their" },
         if names.len() == 1 { "it" } else { "they" },

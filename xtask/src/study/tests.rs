@@ -67,6 +67,7 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     assert!(md.lines().any(|l| l.starts_with("| random | 3 |") && l.ends_with("| — | 1 of 3 |")), "{md}");
     assert!(md.lines().any(|l| l.starts_with("| awt | 3 |") && l.ends_with("| 0 of 3 |")), "{md}");
     assert!(md.contains("**Stalled training.** random s2 (final training loss 2.25) ended its training"), "{md}");
+    assert!(md.contains("the `-rescaled` ablations (the same masks, each unit's kept weights scaled back to its dense norm) test that."), "{md}");
     let line = |needle: &str| md.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("no `{needle}`:\n{md}"));
     assert!(line("AWT − random | 3").ends_with("| holds |"), "{md}");
     assert!(line("matches the dense net").contains("does **not** hold"), "{md}");
@@ -138,8 +139,13 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     recs.push(rec("ntt", 0.05, 0, (0.78, 0.58, 0.56), 1000, Vec::new()));
     recs.push(rec("ntt-ker1e-3", 0.05, 0, (0.79, 0.60, 0.58), 1000, Vec::new()));
     recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.57, 0.54), 1000, Vec::new()));
-    recs.push(rec("random", 0.02, 0, (0.20, 0.15, 0.14), 1000, Vec::new()));
-    recs.push(rec("random-rescaled", 0.02, 0, (0.50, 0.40, 0.38), 1000, Vec::new()));
+    // Random's mask stalled at 0.02; the same mask rescaled trained.
+    let trained = |mut r: Rec, last: f64| {
+        r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: last }];
+        r
+    };
+    recs.push(trained(rec("random", 0.02, 0, (0.20, 0.15, 0.14), 1000, Vec::new()), 2.26));
+    recs.push(trained(rec("random-rescaled", 0.02, 0, (0.50, 0.40, 0.38), 1000, Vec::new()), 1.2));
     recs.push(rec("random", 0.05, 0, (0.70, 0.57, 0.56), 1000, Vec::new()));
     recs.push(rec("random-rescaled", 0.05, 0, (0.72, 0.59, 0.58), 1000, Vec::new()));
     let dir = tempfile_dir();
@@ -180,6 +186,11 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     assert!(
         line("| random-rescaled | --rescale unit-norm | 1 | 50.0 |")
             .ends_with("| +24.0 (one seed) | above plain random: seeds 1 and 2 follow |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("the `-rescaled` ablations test that (the same masks, each unit's kept weights scaled back to its dense norm): \
+random-rescaled s0 trained (final training loss 1.20; robust accuracy 38.0 % against 14.0 %)."),
         "{md}"
     );
     assert!(md.contains("| awt | 0.05 | 1 | 0.990 → 0.300 (100) → 0.404 | 0.990 → 1.500 | 2000 | 0 |"), "{md}");
