@@ -22,8 +22,10 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--jobs N] [--force] [--list] [--shard i/n]
-            (--jobs: concurrent runs, default one per core, the cores shared between them)
+  reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--first PATTERN,...] [--jobs N]
+            [--force] [--list] [--shard i/n]
+            (--jobs: concurrent runs, default one per core, the cores shared between them;
+            --first: the runs whose name matches these patterns first, in that order, then the rest)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 7 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE]

@@ -34,7 +34,16 @@ pub(crate) fn regress(args: &[String]) -> Result<()> {
         bail!("regress: unknown flag `{a}`");
     }
     let out = root().join("target").join("regress");
-    let o = Opts { preset: "smoke".into(), only: None, jobs: 1, force: true, list: false, shard: None, out: Some(out) };
+    let o = Opts {
+        preset: "smoke".into(),
+        only: None,
+        first: Vec::new(),
+        jobs: 1,
+        force: true,
+        list: false,
+        shard: None,
+        out: Some(out),
+    };
     let mut now = BTreeMap::new();
     for r in &run_grid(&o)? {
         let m: Manifest = read_json(&r.dir.join("manifest.json"))?;

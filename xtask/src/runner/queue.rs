@@ -39,6 +39,14 @@ impl Queue {
     }
 }
 
+/// Reorders a plan so that the runs whose name contains `patterns[0]` come first, then those of
+/// `patterns[1]`, ..., then the rest; each group keeps the plan's order. Applied to every re-plan
+/// too, so the order holds while follow-ups join (`--first`: decide the question that matters most
+/// before the rest of a long grid).
+pub(super) fn put_first(plan: &mut [Run], patterns: &[String]) {
+    plan.sort_by_key(|r| patterns.iter().position(|p| r.name.contains(p.as_str())).unwrap_or(patterns.len()));
+}
+
 /// Whether `run` belongs to shard `i` of `n`: decided by its name's hash, so a run stays in the same
 /// shard however the plan around it grows (earned follow-ups join between other runs).
 pub(super) fn in_shard(run: &Run, (i, n): (usize, usize)) -> bool {
@@ -84,6 +92,23 @@ mod tests {
         assert!(q.replan(runs(&["a-s0", "x-s1"])).is_empty());
         assert!(q.next().is_none(), "every run of the plan was taken");
         assert_eq!(q.into_plan().len(), 2);
+    }
+
+    /// `--first`: the first pattern's runs, then the second's, then the rest, each group in plan
+    /// order; a run matching two patterns goes with the first; no pattern leaves the plan as it is.
+    #[test]
+    fn runs_put_first_keep_their_order_within_each_group() {
+        let names = |p: &[Run]| p.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+        let plan = runs(&["dense-s1", "awt-s1", "awt-ker-s1", "dense-s2", "awt-s2", "awt-ker-s2"]);
+        let mut p = plan.clone();
+        put_first(&mut p, &["awt-ker".into(), "dense".into()]);
+        assert_eq!(names(&p), ["awt-ker-s1", "awt-ker-s2", "dense-s1", "dense-s2", "awt-s1", "awt-s2"]);
+        let mut p = plan.clone();
+        put_first(&mut p, &["awt".into(), "awt-ker".into()]);
+        assert_eq!(names(&p), ["awt-s1", "awt-ker-s1", "awt-s2", "awt-ker-s2", "dense-s1", "dense-s2"]);
+        let mut p = plan.clone();
+        put_first(&mut p, &[]);
+        assert_eq!(names(&p), names(&plan));
     }
 
     /// Every run is in exactly one shard, the same one whatever else the plan holds, and a real
