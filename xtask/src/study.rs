@@ -9,7 +9,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::plot::{Figure, Series, Spread};
 use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
 use crate::stats::{above, paired, summary};
@@ -20,11 +19,13 @@ mod claims;
 mod compute;
 mod cutoff;
 mod figures;
+mod ntt;
 mod search;
 use claims::claims;
 use compute::compute;
 use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
 use figures::write_figure;
+use ntt::{ntt_density, ntt_section, ntt_verdict};
 
 /// One search-log line (the fields the study reads).
 #[derive(Clone, Debug, Deserialize)]
@@ -166,182 +167,46 @@ pub(crate) fn write(out: &Path) -> Result<()> {
 Differences are paired by seed (same initialisation, data order and attack seeds) and given with 95 % Student-t intervals; \
 a verdict is only given where the interval decides it.\n\n",
     );
-    md += &ntt_section(&load("ntt-validation")?, &fig_dir)?;
-    md += &study_section(&load("study")?, &fig_dir)?;
+    let (ntt, study) = (load("ntt-validation")?, load("study")?);
+    md += &at_a_glance(&ntt, &study)?;
+    md += &ntt_section(&ntt, &fig_dir)?;
+    md += &study_section(&study, &fig_dir)?;
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())
 }
 
-/// Section 1: NTT where its authors published a result.
-fn ntt_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
-    let mut md = String::from("## 1. NTT validated where its authors published a result\n\n");
-    if recs.is_empty() {
-        md += "Not run yet: `cargo xtask reproduce --preset ntt-validation`.\n\n";
+/// The verdicts of both sections before the sections that derive them: NTT against random in
+/// natural training, the paper's claims with a column per density, and whether an AWT variant
+/// reaches the dense net.
+fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
+    let mut md = String::from("## At a glance\n\n");
+    if !ntt.is_empty() {
+        let d = ntt_density(ntt);
+        writeln!(
+            md,
+            "**NTT where its authors published a result** (§1; clean accuracy, natural training, density {d}): {}\n",
+            ntt_verdict(ntt, d)
+        )?;
+    }
+    if study.is_empty() {
+        md += "**The adversarial study** (§2): no run recorded yet.\n\n";
         return Ok(md);
     }
-    if let Ok(spec) = crate::spec::load("ntt-validation") {
-        writeln!(md, "{}\n", spec.description)?;
-        writeln!(md, "**Differences from NTT's demo:** {}\n", spec.scaled_down)?;
+    let (head, label) = headline(study);
+    writeln!(
+        md,
+        "**The paper's claims** (§2; robust accuracy under {label}; paired differences over seeds with 95 % intervals, \
+\"(one seed)\" where only one is recorded so far):\n"
+    )?;
+    md += &claims::glance(study, &sparse_densities(study), head)?;
+    if let Some((_, finding)) = beyond::named_method_parts(study, &variants(study), head)? {
+        let finding = finding.trim_end();
+        let finding = finding.strip_prefix("**Finding.** ").unwrap_or(finding);
+        write!(md, "\n**Beyond the paper** (does an AWT variant reach the dense net at density 0.05?): {finding}\n")?;
     }
-    md += "NTT's demo notebook (LeNet-300-100 on MNIST, density 0.03, two runs) reports 96.46 % test accuracy for NTT in both runs \
-against 93.78 % and 93.15 % for a random sparse net: NTT about 3 points above random. There is no MNIST on this machine, \
-so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the expectation is the sign and rough size of the gap.\n\n";
-    let d = recs.iter().map(|r| r.m.density).fold(f64::NAN, |a, b| if b < 1.0 { b } else { a });
-    let methods = ["dense", "random", "magnitude", "ntt"];
-    md += "| method | seeds | clean test accuracy per seed (%) | mean ± sd |\n|---|---|---|---|\n";
-    for m in methods {
-        let v = by_seed(recs, m, d, |r| r.measure(Measure::Clean));
-        let per: Vec<String> = v
-            .iter()
-            .map(|(s, x)| {
-                let cut = cut_classes(recs, m, d, *s);
-                let note = match cut.len() {
-                    0 => String::new(),
-                    1 => format!(" (class {} cut off)", cut[0]),
-                    _ => format!(" (classes {cut:?} cut off)"),
-                };
-                format!("s{s} {:.2}{note}", 100.0 * x)
-            })
-            .collect();
-        writeln!(md, "| {m} | {} | {} | {} |", v.len(), per.join(", "), summary(&values(&v)).pct())?;
-    }
-    md += &cut_off_finding(recs, d);
-    md += "| comparison (clean accuracy) | paired seeds | difference, points [95 % CI] | verdict on \"first above second\" |\n|---|---|---|---|\n";
-    for (a, b) in [("ntt", "random"), ("ntt", "magnitude"), ("magnitude", "random"), ("ntt", "dense")] {
-        let s = paired(
-            &by_seed(recs, a, d, |r| r.measure(Measure::Clean)),
-            &by_seed(recs, b, d, |r| r.measure(Measure::Clean)),
-        );
-        writeln!(md, "| {a} − {b} | {} | {} | {} |", s.n, s.pct_ci(), above(&s))?;
-    }
-    // The same without the seeds where either ticket cuts a class off: what is left of the gap
-    // once that structural effect is set aside (only where mask records exist).
-    let whole = |m: &str| {
-        by_seed(recs, m, d, |r| r.measure(Measure::Clean))
-            .into_iter()
-            .filter(|(seed, _)| m == "dense" || cut_classes(recs, m, d, *seed).is_empty())
-            .collect::<Vec<_>>()
-    };
-    if recs.iter().any(|r| r.mask.is_some()) {
-        for (a, b) in [("ntt", "random"), ("ntt", "magnitude")] {
-            let s = paired(&whole(a), &whole(b));
-            writeln!(
-                md,
-                "| {a} − {b}, seeds where both keep every class | {} | {} | {} |",
-                s.n,
-                s.pct_ci(),
-                above(&s)
-            )?;
-        }
-    }
-    // What the search did: the distances it closed and the masks it moved.
-    let ntt: Vec<&Rec> = recs.iter().filter(|r| r.variant() == "ntt" && !r.search.is_empty()).collect();
-    if !ntt.is_empty() {
-        md += "\nWhat the NTT search did (on its training batches; the kernel is the empirical NTK between the batch's two halves):\n\n";
-        md += "| seed | kernel distance, first → last step | output distance, first → last | mask re-selections that changed it | weights changed at the first → last re-selection |\n|---|---|---|---|---|\n";
-        let mut series = Vec::new();
-        for r in &ntt {
-            let (f, l) = (&r.search[0], &r.search[r.search.len() - 1]);
-            let (changes, moved) = search::mask_moves(r);
-            writeln!(
-                md,
-                "| {} | {:.3} → {:.3} | {:.3} → {:.3} | {} | {moved} |",
-                r.m.seed, f.kernel_distance, l.kernel_distance, f.output_distance, l.output_distance, changes
-            )?;
-            series.push(Series::line(
-                format!("seed {}", r.m.seed),
-                r.search.iter().map(|s| (s.step as f64, s.kernel_distance)).collect(),
-            ));
-        }
-        let f = "study-ntt-search.svg";
-        let fig = Figure {
-            title: "NTT search: kernel distance to the dense teacher",
-            xlabel: "step",
-            ylabel: "relative kernel distance (log scale)",
-            logx: false,
-            logy: true,
-            spread: Spread::Band,
-        };
-        write_figure(fig_dir, f, &fig, &series)?;
-        writeln!(md, "\n![NTT search](figures/{f})\n")?;
-    }
-    let gap = paired(
-        &by_seed(recs, "ntt", d, |r| r.measure(Measure::Clean)),
-        &by_seed(recs, "random", d, |r| r.measure(Measure::Clean)),
-    );
-    md += "**Finding.** ";
-    md += &match gap.ci95() {
-        Some((lo, _)) if lo > 0.0 => format!(
-            "NTT is above random by {:.1} points on average (interval above 0), the direction and roughly the size of the demo's gap: \
-our NTT reproduces its authors' result in the setting they published, so it can stand as a baseline in the adversarial study.",
-            100.0 * gap.mean
-        ),
-        Some((_, hi)) if hi < 0.0 => "NTT is *below* random: our NTT does not reproduce its authors' result, and the adversarial study's NTT rows cannot be trusted until this is explained.".into(),
-        Some(_) => format!(
-            "NTT − random is {:.1} points on average but the interval over {} seeds contains 0: not yet decided.",
-            100.0 * gap.mean,
-            gap.n
-        ),
-        None => format!(
-            "{} paired seed(s) so far: NTT − random {}; the verdict waits for more seeds.",
-            gap.n,
-            gap.pct_ci()
-        ),
-    };
-    // How often NTT is above random seed by seed: the sign, whatever the spread.
-    let (nr, rr) = (
-        by_seed(recs, "ntt", d, |r| r.measure(Measure::Clean)),
-        by_seed(recs, "random", d, |r| r.measure(Measure::Clean)),
-    );
-    let pairs: Vec<f64> = nr.iter().filter_map(|(s, a)| rr.iter().find(|(t, _)| t == s).map(|(_, b)| a - b)).collect();
-    if pairs.len() > 1 {
-        let up = pairs.iter().filter(|x| **x > 0.0).count();
-        let chance = if up == pairs.len() {
-            format!(" (every seed by chance alone, if neither were better: probability {:.3})", 0.5f64.powi(up as i32))
-        } else {
-            String::new()
-        };
-        md += &format!(
-            " NTT is above random in {up} of {} seeds{chance}; over the seeds where both tickets keep every class, \
-NTT − random is {}.",
-            pairs.len(),
-            paired(&whole("ntt"), &whole("random")).pct_ci()
-        );
-    }
-    md += &search_finding(&ntt);
-    md += "\n\n";
-    md += &compute(recs);
+    md += "\n";
     Ok(md)
-}
-
-/// What the records say about the search itself: did the distances fall, did the mask move, and
-/// which weights were trained.
-fn search_finding(ntt: &[&Rec]) -> String {
-    if ntt.is_empty() {
-        return String::new();
-    }
-    let fell = ntt
-        .iter()
-        .filter(|r| r.search.last().map(|l| l.kernel_distance) < r.search.first().map(|f| f.kernel_distance))
-        .count();
-    let moved = ntt.iter().filter(|r| r.search.iter().any(|s| s.mask_changes > 0)).count();
-    let settles = ntt
-        .iter()
-        .filter(|r| {
-            let ch: Vec<u64> = r.search.iter().map(|s| s.mask_changes).filter(|c| *c > 0).collect();
-            ch.len() > 1 && ch[ch.len() - 1] < ch[0]
-        })
-        .count();
-    let rewound = ntt.iter().filter(|r| r.m.config.contains("weights = \"rewind\"")).count();
-    format!(
-        " In {fell} of {n} NTT searches the kernel distance to the dense teacher fell from first to last step; in {moved} of {n} \
-the periodic layer-wise magnitude re-selection changed the mask, and in {settles} of {n} it changed fewer weights at the last \
-re-selection than at the first (the mask settles). The ticket trained is the student's transferred weights in {} of {n} runs \
-(rewound to the initialisation in {rewound}).",
-        ntt.len() - rewound,
-        n = ntt.len()
-    )
 }
 
 /// The variants of a grid in a fixed order: dense, the spec's methods, then the ablations.
@@ -379,6 +244,24 @@ about {:.1} h of wall time with two at once on the 2-core machine (`--jobs 2`)."
     Ok(md)
 }
 
+/// The headline measure and its name: AutoAttack where it covers the whole evaluation set of every
+/// run, else the worst case of the gradient attacks.
+fn headline(recs: &[Rec]) -> (Measure, &'static str) {
+    if recs.iter().all(|r| r.aa.as_ref().is_some_and(|a| a.n == r.m.eval.n)) {
+        (Measure::AutoAttack, "AutoAttack")
+    } else {
+        (Measure::Worst, "worst case of PGD-20, APGD-CE, APGD-DLR")
+    }
+}
+
+/// The recorded densities below 1, highest first.
+fn sparse_densities(recs: &[Rec]) -> Vec<f64> {
+    let mut densities: Vec<f64> = recs.iter().map(|r| r.m.density).filter(|d| *d < 1.0).collect();
+    densities.sort_by(|a, b| b.total_cmp(a));
+    densities.dedup();
+    densities
+}
+
 /// Section 2: the study grid.
 fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     let mut md = String::from("## 2. The adversarial study\n\n");
@@ -394,26 +277,18 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
 `--list` shows the runs); this section is filled in from `results/study/` as runs finish.\n\n";
         return Ok(md);
     }
-    // AutoAttack is the headline only where it covers the whole evaluation set of every run.
-    let aa_everywhere = recs.iter().all(|r| r.aa.as_ref().is_some_and(|a| a.n == r.m.eval.n));
     let aa_n: BTreeSet<u64> = recs.iter().filter_map(|r| r.aa.as_ref().map(|a| a.n)).collect();
     let aa_head = match (aa_n.len(), aa_n.first()) {
         (1, Some(&k)) if k < recs[0].m.eval.n => format!("AutoAttack (first {k})"),
         _ => "AutoAttack".to_string(),
     };
-    let (head, label) = if aa_everywhere {
-        (Measure::AutoAttack, "AutoAttack")
-    } else {
-        (Measure::Worst, "worst case of PGD-20, APGD-CE, APGD-DLR")
-    };
+    let (head, label) = headline(recs);
     writeln!(
         md,
         "The headline measure is robust accuracy under **{label}** on the first {} test images.\n",
         recs[0].m.eval.n
     )?;
-    let mut densities: Vec<f64> = recs.iter().map(|r| r.m.density).filter(|d| *d < 1.0).collect();
-    densities.sort_by(|a, b| b.total_cmp(a));
-    densities.dedup();
+    let densities = sparse_densities(recs);
     let vs = variants(recs);
     for &d in &densities {
         writeln!(md, "### Density {d}\n")?;

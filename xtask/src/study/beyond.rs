@@ -125,6 +125,11 @@ fn candidate(v: &str) -> bool {
 /// or above 0) at density 0.05, with enough seeds to say; said plainly either way. The baselines
 /// are decided the same way, for reference.
 pub(super) fn named_method(recs: &[Rec], vs: &[String], head: Measure) -> Result<String> {
+    Ok(named_method_parts(recs, vs, head)?.map(|(table, finding)| table + &finding).unwrap_or_default())
+}
+
+/// [`named_method`]'s heading and table, and its finding apart (`None` when no AWT variant is recorded).
+pub(super) fn named_method_parts(recs: &[Rec], vs: &[String], head: Measure) -> Result<Option<(String, String)>> {
     let d = 0.05;
     let dense = by_seed(recs, "dense", 1.0, |r| r.measure(head));
     let rows: Vec<(&String, crate::stats::Summary)> = vs
@@ -134,7 +139,7 @@ pub(super) fn named_method(recs: &[Rec], vs: &[String], head: Measure) -> Result
         .filter(|(_, s)| s.n > 0)
         .collect();
     if !rows.iter().any(|(v, _)| candidate(v)) {
-        return Ok(String::new());
+        return Ok(None);
     }
     let mut md = format!(
         "### Beyond the paper: does an AWT variant reach the dense net at density {d}?\n\n\
@@ -177,9 +182,10 @@ AWT and its ablations are the candidates for a new named method; the baselines a
             if others.len() == 1 { "es" } else { "" }
         )
     };
+    let mut finding = String::new();
     if !reach.is_empty() {
         writeln!(
-            md,
+            finding,
             "**Finding.** {} reach{} the dense net's robust accuracy within the interval at density {d} — the candidate{} for a named method.{baselines}\n",
             reach.join(", "),
             if reach.len() == 1 { "es" } else { "" },
@@ -187,19 +193,19 @@ AWT and its ablations are the candidates for a new named method; the baselines a
         )?;
     } else if open == 0 {
         writeln!(
-            md,
+            finding,
             "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: each of the {short} falls short by its whole interval, so there is no new named method.{baselines}\n"
         )?;
     } else if short == 0 {
         writeln!(
-            md,
+            finding,
             "**Finding.** Not decided yet: no AWT variant has {FULL_SEEDS} paired seeds so far ({open} recorded with fewer).{baselines}\n"
         )?;
     } else {
         writeln!(
-            md,
+            finding,
             "**Finding.** Not decided yet: none of the {short} AWT variants with {FULL_SEEDS} seeds reaches the dense net; {open} have fewer seeds so far.{baselines}\n"
         )?;
     }
-    Ok(md)
+    Ok(Some((md, finding)))
 }

@@ -7,23 +7,80 @@ use anyhow::Result;
 use super::{DynLine, Measure, Rec, by_seed, summary, values};
 use crate::stats::{above, at_least, paired};
 
+/// One claim of the paper at one density, decided by its interval.
+pub(super) struct Claim {
+    /// The claim, the same at every density.
+    claim: String,
+    /// What it is compared against where that depends on the density (the best method at initialisation).
+    against: String,
+    density: f64,
+    /// The paired difference with its interval.
+    measured: String,
+    verdict: &'static str,
+}
+
 /// The paper's claims beside the measured paired differences.
 pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
     let mut md = String::from(
         "### The paper's claims, decided by the intervals\n\n| claim (Shi et al. 2022) | density | measured (points, 95 % CI) | verdict |\n|---|---|---|---|\n",
     );
+    for c in claim_rows(recs, densities, head) {
+        writeln!(md, "| {}{} | {} | {} | {} |", c.claim, c.against, c.density, c.measured, c.verdict)?;
+    }
+    md += "\n";
+    Ok(md)
+}
+
+/// The claims again, one row each with a column per density: the verdicts at a glance.
+pub(super) fn glance(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
+    let rows = claim_rows(recs, densities, head);
+    if rows.is_empty() {
+        return Ok(String::new());
+    }
+    let mut md = String::from("| the paper's claim |");
+    for d in densities {
+        write!(md, " density {d} |")?;
+    }
+    md += "\n|---|";
+    md += &"---|".repeat(densities.len());
+    md += "\n";
+    let mut seen: Vec<&str> = Vec::new();
+    for c in &rows {
+        if seen.contains(&c.claim.as_str()) {
+            continue;
+        }
+        seen.push(&c.claim);
+        write!(md, "| {} |", c.claim)?;
+        for &d in densities {
+            match rows.iter().find(|r| r.claim == c.claim && r.density == d) {
+                Some(r) => write!(md, " {} → {} |", r.measured, r.verdict)?,
+                None => md += " — |",
+            }
+        }
+        md += "\n";
+    }
+    Ok(md)
+}
+
+/// Every claim at every density where AWT is recorded.
+fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
+    let mut rows = Vec::new();
+    let mut push = |claim: &str, against: String, density: f64, measured: String, verdict: &'static str| {
+        rows.push(Claim { claim: claim.into(), against, density, measured, verdict })
+    };
     for &d in densities {
         let awt = by_seed(recs, "awt", d, |r| r.measure(head));
         if awt.is_empty() {
             continue;
         }
         let dense = paired(&awt, &by_seed(recs, "dense", d, |r| r.measure(head)));
-        writeln!(
-            md,
-            "| an AWT ticket matches the dense net's robust accuracy (within 1 point) | {d} | AWT − dense {} | {} |",
-            dense.pct_ci(),
-            at_least(&dense, 0.01)
-        )?;
+        push(
+            "an AWT ticket matches the dense net's robust accuracy (within 1 point)",
+            String::new(),
+            d,
+            format!("AWT − dense {}", dense.pct_ci()),
+            at_least(&dense, 0.01),
+        );
         let at_init = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"];
         let best = at_init
             .iter()
@@ -32,22 +89,24 @@ pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
             .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
         if let Some((m, _)) = best {
             let s = paired(&awt, &by_seed(recs, m, d, |r| r.measure(head)));
-            writeln!(
-                md,
-                "| AWT beats pruning at initialisation and NTT (against the best of them here, {m}) | {d} | AWT − {m} {} | {} |",
-                s.pct_ci(),
-                above(&s)
-            )?;
+            push(
+                "AWT beats pruning at initialisation and NTT",
+                format!(" (against the best of them here, {m})"),
+                d,
+                format!("AWT − {m} {}", s.pct_ci()),
+                above(&s),
+            );
         }
         for m in ["imp-at", "hydra"] {
             let s = paired(&awt, &by_seed(recs, m, d, |r| r.measure(head)));
             if s.n > 0 {
-                writeln!(
-                    md,
-                    "| train → prune → fine-tune ({m}) falls behind AWT at high sparsity | {d} | AWT − {m} {} | {} |",
-                    s.pct_ci(),
-                    above(&s)
-                )?;
+                push(
+                    &format!("train → prune → fine-tune ({m}) falls behind AWT at high sparsity"),
+                    String::new(),
+                    d,
+                    format!("AWT − {m} {}", s.pct_ci()),
+                    above(&s),
+                );
             }
         }
         // The dynamics claim on §3's measures, each averaged over the trained epochs; the sign is
@@ -63,15 +122,17 @@ pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
             let s =
                 if lower_is_better { paired(&per("random"), &per("awt")) } else { paired(&per("awt"), &per("random")) };
             if s.n > 0 {
-                writeln!(
-                    md,
-                    "| AWT preserves the dense net's adversarial NTK dynamics better than a random ticket ({what}) | {d} | {label} {} | {} |",
-                    s.num_ci(),
-                    above(&s)
-                )?;
+                push(
+                    &format!(
+                        "AWT preserves the dense net's adversarial NTK dynamics better than a random ticket ({what})"
+                    ),
+                    String::new(),
+                    d,
+                    format!("{label} {}", s.num_ci()),
+                    above(&s),
+                );
             }
         }
     }
-    md += "\n";
-    Ok(md)
+    rows
 }

@@ -100,6 +100,21 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
         assert!(md.contains(&format!("(figures/{f})")), "{f} not linked");
     }
     assert!(svg("study-dyn-own-change.svg").contains("\ndense\n"), "the dense net's own change is missing");
+    // The same verdicts at a glance, a column per density.
+    let glance = at_a_glance(&[], &recs).unwrap();
+    assert!(glance.contains("| the paper's claim | density 0.05 |\n|---|---|\n"), "{glance}");
+    let row = glance.lines().find(|l| l.starts_with("| an AWT ticket matches")).unwrap_or_else(|| panic!("{glance}"));
+    assert!(row.contains("| AWT − dense -2.0 [") && row.ends_with("] → does **not** hold |"), "{row}");
+    let row = glance.lines().find(|l| l.starts_with("| AWT beats pruning at initialisation and NTT |")).unwrap();
+    assert!(row.contains("AWT − random +") && row.ends_with("→ holds |"), "{row}");
+    assert!(
+        glance.contains(
+            "**Beyond the paper** (does an AWT variant reach the dense net at density 0.05?): No AWT variant reaches"
+        ),
+        "{glance}"
+    );
+    assert_tables_well_formed(&glance);
+    assert!(at_a_glance(&[], &[]).unwrap().contains("no run recorded yet"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -232,6 +247,8 @@ fn the_ntt_section_reports_cut_off_classes() {
     assert!(md.contains("NTT is above random in 2 of 2 seeds (every seed by chance alone, if neither were better: probability 0.250)"), "{md}");
     // Without the seed whose random ticket cuts a class off, one pair is left: 87 − 85.
     assert!(md.contains("| ntt − random, seeds where both keep every class | 1 | +2.0 (one seed) |"), "{md}");
+    let glance = at_a_glance(&recs, &[]).unwrap();
+    assert!(glance.contains("(§1; clean accuracy, natural training, density 0.03): NTT − random is "), "{glance}");
     assert!(
         md.contains("|\n\n| comparison (clean accuracy)") || md.contains(".\n\n| comparison (clean accuracy)"),
         "{md}"
@@ -239,8 +256,6 @@ fn the_ntt_section_reports_cut_off_classes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// Every markdown table has as many cells in each row as in its header (a stray `|` in a cell
-/// would shift the columns).
 /// The time left is each run's variant's median over its complete runs, else its plain method's, else
 /// every complete run's; runs missing a sitting's timings do not count.
 #[test]
@@ -272,6 +287,8 @@ fn the_time_left_comes_from_the_medians_of_complete_runs() {
     assert!(compute::hours_left(&recs[4..], &left(&["awt"])).is_none(), "nothing complete: no estimate");
 }
 
+/// Every markdown table has as many cells in each row as in its header (a stray `|` in a cell
+/// would shift the columns).
 fn assert_tables_well_formed(md: &str) {
     let mut width = None;
     for l in md.lines() {
