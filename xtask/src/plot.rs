@@ -7,6 +7,9 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
+mod forest;
+pub(crate) use forest::{Row, forest};
+
 /// One line of a plot.
 pub(crate) struct Series {
     pub name: String,

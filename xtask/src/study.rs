@@ -339,6 +339,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &claims(recs, &densities, head)?;
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;
+    md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir)?;
     md += &search::searches(recs)?;
     md += &aa::autoattack_gain(recs, &vs, &densities)?;
     md += &compute(recs);

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::{DynLine, Measure, Rec, by_seed, plain_of, runs_of, values};
-use crate::plot::{Figure, Series, Spread, figure};
-use crate::stats::summary;
+use crate::plot::{Figure, Row, Series, Spread, figure, forest};
+use crate::stats::{paired, summary};
 
 /// Mean ± sd over seeds of `f` per x, as a series with its spread (None where nothing is recorded).
 fn seed_band(name: &str, per_seed: &[Vec<(f64, f64)>]) -> Option<Series> {
@@ -44,6 +44,44 @@ fn over_density(recs: &[Rec], v: &str, densities: &[f64], head: Measure) -> Opti
         }
     }
     (!points.is_empty()).then(|| Series { name: v.to_string(), points, spread })
+}
+
+/// Each ticket's paired difference to the dense net of the same seed at each density, best first,
+/// as forest plots: the dot the mean, the bar its 95 % interval (hollow: one seed, no interval).
+pub(super) fn vs_dense(
+    recs: &[Rec],
+    vs: &[String],
+    densities: &[f64],
+    head: Measure,
+    fig_dir: &Path,
+) -> Result<String> {
+    let dense = by_seed(recs, "dense", 1.0, |r| r.measure(head));
+    let mut md = String::new();
+    for &d in densities {
+        let mut rows: Vec<Row> = vs
+            .iter()
+            .filter(|v| *v != "dense")
+            .map(|v| (v, paired(&by_seed(recs, v, d, |r| r.measure(head)), &dense)))
+            .filter(|(_, s)| s.n > 0)
+            .map(|(v, s)| Row {
+                label: format!("{v} ({} seed{})", s.n, if s.n == 1 { "" } else { "s" }),
+                value: 100.0 * s.mean,
+                ci: s.ci95().map(|(lo, hi)| (100.0 * lo, 100.0 * hi)),
+                group: usize::from(!(v == "awt" || v.starts_with("awt-"))),
+            })
+            .collect();
+        if rows.is_empty() {
+            continue;
+        }
+        rows.sort_by(|a, b| b.value.total_cmp(&a.value));
+        let f = format!("study-vs-dense-d{d}.svg");
+        let title = format!("robust accuracy − the dense net's, density {d} (paired by seed, 95 % interval)");
+        let svg = forest(&title, "points", &rows, &["AWT and its variants", "baselines"]);
+        let p = fig_dir.join(&f);
+        std::fs::write(&p, svg).with_context(|| format!("cannot write {}", p.display()))?;
+        writeln!(md, "![each ticket against the dense net, density {d}](figures/{f})\n")?;
+    }
+    Ok(md)
 }
 
 pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Measure, fig_dir: &Path) -> Result<String> {

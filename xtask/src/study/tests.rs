@@ -100,6 +100,11 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
         assert!(md.contains(&format!("(figures/{f})")), "{f} not linked");
     }
     assert!(svg("study-dyn-own-change.svg").contains("\ndense\n"), "the dense net's own change is missing");
+    // Each ticket against the dense net, drawn with its interval.
+    assert!(md.contains("(figures/study-vs-dense-d0.05.svg)"), "{md}");
+    let forest = svg("study-vs-dense-d0.05.svg");
+    assert!(forest.contains("\nawt (3 seeds)\n") && forest.contains("\nrandom (3 seeds)\n"), "{forest}");
+    assert!(!forest.contains("\ndense (3 seeds)\n"), "the dense net against itself");
     // The same verdicts at a glance, a column per density.
     let glance = at_a_glance(&[], &recs).unwrap();
     assert!(glance.contains("| the paper's claim | density 0.05 |\n|---|---|\n"), "{glance}");
