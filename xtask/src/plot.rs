@@ -4,6 +4,7 @@
 
 use std::ops::Range;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
@@ -199,6 +200,17 @@ fn draw_all(root: &Area, fig: &Figure, series: &[Series]) -> Result<(), String> 
     root.present().map_err(e)
 }
 
+/// The look every figure's mesh shares: faint minor and light major grid lines, label sizes.
+fn house_style<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    m: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    m.max_light_lines(4)
+        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
+        .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 13))
+}
+
 /// A tick label: few significant digits, no trailing zeros.
 fn tick(v: f64) -> String {
     if v == 0.0 {
@@ -239,18 +251,12 @@ where
         (lo, hi, integral) = (lo.min(x), hi.max(x), integral && x.fract() == 0.0);
     }
     let x_labels = if integral && !fig.logx && hi >= lo && hi - lo < 8.0 { (hi - lo) as usize + 1 } else { 8 };
-    ch.configure_mesh()
-        .x_desc(fig.xlabel)
+    house_style(ch.configure_mesh().x_desc(fig.xlabel))
         .y_desc(fig.ylabel)
         .x_labels(x_labels)
         .y_labels(8)
         .x_label_formatter(&fmt)
         .y_label_formatter(&fmt)
-        .max_light_lines(4)
-        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
-        .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 13))
         .draw()
         .map_err(e)?;
     for (i, s) in series.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{COLORS, esc, tick};
+use super::{COLORS, esc, house_style, tick};
 
 /// One row of a forest plot.
 pub(crate) struct Row {
@@ -59,18 +59,12 @@ fn draw(root: &super::Area, title: &str, xlabel: &str, rows: &[Row], groups: &[&
         SegmentValue::CenterOf(i) if *i < rows.len() => rows[n - 1 - i].label.clone(),
         _ => String::new(),
     };
-    ch.configure_mesh()
-        .x_desc(xlabel)
+    house_style(ch.configure_mesh().x_desc(xlabel))
         .x_labels(8)
         .x_label_formatter(&|v: &f64| tick(*v))
         .y_labels(n)
         .y_label_formatter(&ylabel)
         .disable_y_mesh()
-        .max_light_lines(4)
-        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
-        .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 13))
         .draw()
         .map_err(e)?;
     let zero = vec![(0.0, SegmentValue::Exact(0)), (0.0, SegmentValue::Last)];
