@@ -1,22 +1,24 @@
-//! Running a grid: each run's steps through the `awt` binary (finished steps skipped, interrupted
-//! training resumed), a lock per run folder, the run's manifest, and — for recorded presets — its
-//! small records copied into `results/<preset>/`.
+//! Running a grid: `reproduce`'s flags, workers taking runs from the queue (re-planned as records
+//! come in), the dense run a comparison needs trained first, and — for recorded presets — each
+//! finished run's small records copied into `results/<preset>/`. One run folder's execution (lock,
+//! steps, timings, manifest) is `runner/exec`.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, Step, expand, fnv, steps};
-use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
+use crate::records::{Manifest, read_json};
 use crate::root;
 use crate::spec::{self, Spec};
 
+mod exec;
 mod queue;
+
+use exec::{execute, wait_lock};
 
 /// `cargo xtask reproduce` flags.
 pub(crate) struct Opts {
@@ -110,180 +112,6 @@ fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
         w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
     });
     Ok(if found { spec.data.clone() } else { spec.fallback_data.clone() })
-}
-
-/// `rustc -V` and the locked candle-core version.
-fn tool_versions() -> (String, String) {
-    let rustc = Command::new("rustc")
-        .arg("-V")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
-    let mut lines = lock.lines();
-    let mut candle = String::from("unknown");
-    while let Some(l) = lines.next() {
-        if l == "name = \"candle-core\"" {
-            candle = lines.next().unwrap_or_default().trim_start_matches("version = ").trim_matches('"').to_string();
-            break;
-        }
-    }
-    (rustc, candle)
-}
-
-/// Holds `dir/.xtask.lock` (an OS lock released when the process ends, however it ends) so that two
-/// `cargo xtask` processes never run the same run folder; the second is told who holds it.
-fn lock(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join(".xtask.lock");
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = std::io::Read::read_to_string(&mut f, &mut holder);
-            bail!(
-                "{} is in use by process {} (another cargo xtask reproduce?); split a grid between processes with --shard",
-                dir.display(),
-                holder.trim()
-            );
-        }
-        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock {}: {e}", path.display()),
-    }
-    f.set_len(0)?;
-    f.write_all(std::process::id().to_string().as_bytes())?;
-    Ok(f)
-}
-
-/// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Clock {
-    steps: BTreeMap<String, f64>,
-    /// Wall time of the earlier sittings.
-    wall_before: f64,
-}
-
-impl Clock {
-    const FILE: &str = "timings.json";
-
-    /// The earlier sittings' clock; a fresh one when there is none (or it cannot be read: timings
-    /// are a record, never a reason to refuse a run).
-    fn load(dir: &Path) -> Clock {
-        let mut c: Clock = read_json(&dir.join(Self::FILE)).unwrap_or_default();
-        // What the earlier sittings spent, this sitting's time added on top as it goes.
-        c.wall_before = c.wall_before.max(c.steps.values().sum());
-        c
-    }
-
-    fn wall(&self, start: Instant) -> f64 {
-        self.wall_before + start.elapsed().as_secs_f64()
-    }
-
-    /// Written through a temporary file, so a kill mid-write leaves the previous clock.
-    fn save(&self, dir: &Path, start: Instant) -> Result<()> {
-        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start) };
-        let tmp = dir.join(".timings.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
-        std::fs::rename(&tmp, dir.join(Self::FILE))?;
-        Ok(())
-    }
-}
-
-/// Runs one run's steps, skipping finished ones and resuming training and searches; writes the manifest.
-fn execute(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>, preset: &str) -> Result<f64> {
-    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
-    let _lock = lock(&run.dir)?;
-    std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
-    let log_path = run.dir.join("run.log");
-    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let start = Instant::now();
-    // Step timings carry across sittings (`timings.json`, flushed while a step runs), so a run
-    // resumed after a kill still reports the compute it took in all.
-    let mut clock = Clock::load(&run.dir);
-    for s in steps {
-        if s.done.exists() {
-            continue;
-        }
-        let mut args = s.args.clone();
-        if s.resume_from.as_ref().is_some_and(|p| p.exists()) {
-            args.push("--resume".into());
-        }
-        writeln!(log, "$ awt {}", args.join(" "))?;
-        let t = Instant::now();
-        let mut c = Command::new(awt);
-        c.args(&args)
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log.try_clone()?))
-            .env("AWT_OFFLINE", "1");
-        if let Some(n) = threads {
-            c.env("RAYON_NUM_THREADS", n.to_string());
-        }
-        let mut child = c.spawn().with_context(|| format!("cannot run {}", awt.display()))?;
-        let before = clock.steps.get(&s.name).copied().unwrap_or(0.0);
-        let mut flushed = Instant::now();
-        let status = loop {
-            if let Some(st) = child.try_wait()? {
-                break st;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            if flushed.elapsed().as_secs() >= 30 {
-                clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
-                clock.save(&run.dir, start)?;
-                flushed = Instant::now();
-            }
-        };
-        clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
-        clock.save(&run.dir, start)?;
-        if !status.success() {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            bail!(
-                "{}: `awt {}` failed; see {}\n{}",
-                run.name,
-                s.name,
-                log_path.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
-    let eval: EvalRecord = read_json(&run.dir.join("eval.json"))?;
-    let (rustc, candle) = tool_versions();
-    let manifest = Manifest {
-        preset: preset.into(),
-        name: run.name.clone(),
-        arch: run.arch.clone(),
-        method: run.method.clone(),
-        density: run.density,
-        seed: run.seed,
-        config: run.canonical.clone(),
-        config_hash: fnv(&run.canonical),
-        // The commit the `awt` binary was built from (it may differ from the checkout's HEAD with AWT_BIN).
-        git_commit: eval.git_commit.clone(),
-        rustc,
-        crates: crate::records::Crates { candle_core: candle, awt: env!("CARGO_PKG_VERSION").into() },
-        dataset_files: eval.dataset_files.clone(),
-        data: eval.data.clone(),
-        dataset_location: eval.dataset_location.clone(),
-        dataset_verified: eval.dataset_verified,
-        threads: threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
-        attack: eval.settings.clone(),
-        eval: EvalCounts {
-            n: eval.n,
-            clean_correct: eval.clean_correct,
-            robust_correct: eval.robust_correct,
-            cumulative: eval.cumulative.clone(),
-        },
-        warnings: eval.warnings.clone(),
-        timings_seconds: clock.steps.clone(),
-        wall_seconds: clock.wall(start),
-    };
-    std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
-    Ok(start.elapsed().as_secs_f64())
 }
 
 /// The committed records of a finished run: `results/<preset>/<run name>/`.
@@ -416,6 +244,39 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
+/// A run compared with the dense run of its seed (`[dynamics]`) needs that run's per-epoch
+/// checkpoints before its own dynamics step. Where they are missing — the dense run comes later in
+/// the plan (`--first`), another worker is training it, or it was recorded on another machine —
+/// this worker runs the dense run's steps first, waiting for its folder's lock while someone else
+/// holds it (the dense run is bit-reproducible, so running it again changes nothing). It records
+/// the dense run only where `results/` does not hold it yet.
+fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o: &Opts) -> Result<()> {
+    let Some(dir) = &run.dense_dir else { return Ok(()) };
+    let own = steps(run, spec, data)?;
+    if !own.iter().any(|s| s.name == "dynamics" && !s.done.exists()) {
+        return Ok(());
+    }
+    let dense = expand(spec, data, &o.base(), &|_, _| None)?
+        .into_iter()
+        .find(|r| &r.dir == dir)
+        .with_context(|| format!("{}: its dense run {} is not in the grid", run.name, dir.display()))?;
+    let dense_steps = steps(&dense, spec, data)?;
+    let trained = |st: &[Step]| st.iter().filter(|s| s.name == "train").all(|s| s.done.exists());
+    if trained(&dense_steps) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = wait_lock(dir, &run.name, true)?;
+    if !trained(&dense_steps) {
+        eprintln!("      {} needs {} trained first: running it", run.name, dense.name);
+        execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
+        if spec.record && !recorded(&o.preset, &dense) {
+            record(&o.preset, &dense)?;
+        }
+    }
+    Ok(())
+}
+
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).
 #[allow(clippy::too_many_arguments)]
 fn one(
@@ -440,7 +301,15 @@ fn one(
         return if spec.record { record(&o.preset, run) } else { Ok(()) };
     }
     eprintln!("[{:>3}/{total}] {} — running ({:.0} s elapsed)", k + 1, run.name, started.elapsed().as_secs_f64());
-    let t = execute(awt, run, &steps(run, spec, data)?, threads, &o.preset)?;
+    ensure_dense(awt, run, spec, data, threads, o)?;
+    std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
+    let lock = wait_lock(&run.dir, &run.name, false)?;
+    // Another worker may have run it meanwhile, for a run that needed it first.
+    if run.dir.join("manifest.json").exists() {
+        eprintln!("[{:>3}/{total}] {} — finished by another worker", k + 1, run.name);
+        return if spec.record && !recorded(&o.preset, run) { record(&o.preset, run) } else { Ok(()) };
+    }
+    let t = execute(lock, awt, run, &steps(run, spec, data)?, threads, &o.preset)?;
     if spec.record {
         record(&o.preset, run)?;
     }
@@ -462,51 +331,4 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     }
     let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
     crate::report::write_runs(&dirs, &root().join("docs").join("reproduction.md"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A run that fails (or is killed) in its second step and is resumed later reports the compute
-    /// of both sittings: the first step's time from the first sitting, the second step's from both.
-    #[test]
-    fn step_timings_carry_across_sittings() {
-        let dir = std::env::temp_dir().join(format!("awt-clock-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let run = Run {
-            name: "r".into(),
-            dir: dir.clone(),
-            arch: "lenet-300-100".into(),
-            method: "dense".into(),
-            density: 1.0,
-            seed: 0,
-            canonical: "c".into(),
-            flags: Vec::new(),
-            dense_dir: None,
-        };
-        let step = |name: &str, script: &str, done: &str| Step {
-            name: name.into(),
-            args: vec!["-c".into(), script.replace("DIR", &dir.to_string_lossy())],
-            done: dir.join(done),
-            resume_from: None,
-        };
-        let sh = Path::new("/bin/sh");
-        let first = [step("a", "sleep 0.4; touch DIR/a.done", "a.done"), step("b", "sleep 0.3; exit 1", "b.done")];
-        assert!(execute(sh, &run, &first, None, "test").is_err());
-        let eval = serde_json::json!({
-            "data": "fashion-mnist", "n": 10, "clean_correct": 9, "robust_correct": 5, "cumulative": [],
-            "settings": {"attack": "pgd", "eps": 0.1, "steps": 20, "apgd_steps": 100},
-            "dataset_location": "", "dataset_files": [], "git_commit": "0",
-        });
-        std::fs::write(dir.join("eval.json"), eval.to_string()).unwrap();
-        let second = [step("a", "exit 1", "a.done"), step("b", "sleep 0.2; touch DIR/b.done", "b.done")];
-        execute(sh, &run, &second, None, "test").unwrap();
-        let m: Manifest = read_json(&dir.join("manifest.json")).unwrap();
-        let (a, b) = (m.timings_seconds["a"], m.timings_seconds["b"]);
-        assert!((0.4..1.5).contains(&a), "step a: {a} s");
-        assert!((0.5..2.0).contains(&b), "step b counts both sittings: {b} s");
-        assert!(m.wall_seconds >= a + b, "wall {} < {a} + {b}", m.wall_seconds);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

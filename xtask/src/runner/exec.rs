@@ -1,0 +1,298 @@
+//! Running one run folder: its lock (two processes never run the same folder; workers of one
+//! process wait for each other), its steps through the `awt` binary (finished steps skipped,
+//! interrupted training and searches resumed), step timings kept across sittings, and its manifest.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::plan::{Run, Step, fnv};
+use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
+use crate::root;
+
+/// `rustc -V` and the locked candle-core version.
+fn tool_versions() -> (String, String) {
+    let rustc = Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).unwrap_or_default();
+    let mut lines = lock.lines();
+    let mut candle = String::from("unknown");
+    while let Some(l) = lines.next() {
+        if l == "name = \"candle-core\"" {
+            candle = lines.next().unwrap_or_default().trim_start_matches("version = ").trim_matches('"').to_string();
+            break;
+        }
+    }
+    (rustc, candle)
+}
+
+/// Holds `dir/.xtask.lock` (an OS lock released when the process ends, however it ends) so that two
+/// `cargo xtask` processes never run the same run folder: without `any_holder` the second is told who
+/// holds it. While this process (another worker, running a dense run that a comparison needs first)
+/// or, with `any_holder`, anyone holds it, waits (polling every second); `who` is named in the line that says so.
+pub(super) fn wait_lock(dir: &Path, who: &str, any_holder: bool) -> Result<std::fs::File> {
+    let mut said = false;
+    loop {
+        match try_lock(dir)? {
+            Ok(f) => return Ok(f),
+            // An empty holder has taken the lock but not yet written its id.
+            Err(holder) if any_holder || holder.is_empty() || holder == std::process::id().to_string() => {
+                if !said {
+                    eprintln!("      {who} waits for {} (in use by process {holder})", dir.display());
+                    said = true;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            Err(holder) => bail!(
+                "{} is in use by process {holder} (another cargo xtask reproduce?); split a grid between processes with --shard",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// The lock of [`wait_lock`], or the process id of whoever holds it (another process, or another worker
+/// of this one).
+fn try_lock(dir: &Path) -> Result<std::result::Result<std::fs::File, String>> {
+    let path = dir.join(".xtask.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = std::io::Read::read_to_string(&mut f, &mut holder);
+            return Ok(Err(holder.trim().to_string()));
+        }
+        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock {}: {e}", path.display()),
+    }
+    f.set_len(0)?;
+    f.write_all(std::process::id().to_string().as_bytes())?;
+    Ok(Ok(f))
+}
+
+/// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Clock {
+    steps: BTreeMap<String, f64>,
+    /// Wall time of the earlier sittings.
+    wall_before: f64,
+}
+
+impl Clock {
+    const FILE: &str = "timings.json";
+
+    /// The earlier sittings' clock; a fresh one when there is none (or it cannot be read: timings
+    /// are a record, never a reason to refuse a run).
+    fn load(dir: &Path) -> Clock {
+        let mut c: Clock = read_json(&dir.join(Self::FILE)).unwrap_or_default();
+        // What the earlier sittings spent, this sitting's time added on top as it goes.
+        c.wall_before = c.wall_before.max(c.steps.values().sum());
+        c
+    }
+
+    fn wall(&self, start: Instant) -> f64 {
+        self.wall_before + start.elapsed().as_secs_f64()
+    }
+
+    /// Written through a temporary file, so a kill mid-write leaves the previous clock.
+    fn save(&self, dir: &Path, start: Instant) -> Result<()> {
+        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start) };
+        let tmp = dir.join(".timings.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
+        std::fs::rename(&tmp, dir.join(Self::FILE))?;
+        Ok(())
+    }
+}
+
+/// Runs one run's steps, skipping finished ones and resuming training and searches; writes the
+/// manifest. `_lock` is the run folder's ([`wait_lock`]), released when this returns.
+pub(super) fn execute(
+    _lock: std::fs::File,
+    awt: &Path,
+    run: &Run,
+    steps: &[Step],
+    threads: Option<usize>,
+    preset: &str,
+) -> Result<f64> {
+    std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
+    let log_path = run.dir.join("run.log");
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let start = Instant::now();
+    // Step timings carry across sittings (`timings.json`, flushed while a step runs), so a run
+    // resumed after a kill still reports the compute it took in all.
+    let mut clock = Clock::load(&run.dir);
+    for s in steps {
+        if s.done.exists() {
+            continue;
+        }
+        let mut args = s.args.clone();
+        if s.resume_from.as_ref().is_some_and(|p| p.exists()) {
+            args.push("--resume".into());
+        }
+        writeln!(log, "$ awt {}", args.join(" "))?;
+        let t = Instant::now();
+        let mut c = Command::new(awt);
+        c.args(&args)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log.try_clone()?))
+            .env("AWT_OFFLINE", "1");
+        if let Some(n) = threads {
+            c.env("RAYON_NUM_THREADS", n.to_string());
+        }
+        let mut child = c.spawn().with_context(|| format!("cannot run {}", awt.display()))?;
+        let before = clock.steps.get(&s.name).copied().unwrap_or(0.0);
+        let mut flushed = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait()? {
+                break st;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if flushed.elapsed().as_secs() >= 30 {
+                clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+                clock.save(&run.dir, start)?;
+                flushed = Instant::now();
+            }
+        };
+        clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+        clock.save(&run.dir, start)?;
+        if !status.success() {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(5).collect();
+            bail!(
+                "{}: `awt {}` failed; see {}\n{}",
+                run.name,
+                s.name,
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+    let eval: EvalRecord = read_json(&run.dir.join("eval.json"))?;
+    let (rustc, candle) = tool_versions();
+    let manifest = Manifest {
+        preset: preset.into(),
+        name: run.name.clone(),
+        arch: run.arch.clone(),
+        method: run.method.clone(),
+        density: run.density,
+        seed: run.seed,
+        config: run.canonical.clone(),
+        config_hash: fnv(&run.canonical),
+        // The commit the `awt` binary was built from (it may differ from the checkout's HEAD with AWT_BIN).
+        git_commit: eval.git_commit.clone(),
+        rustc,
+        crates: crate::records::Crates { candle_core: candle, awt: env!("CARGO_PKG_VERSION").into() },
+        dataset_files: eval.dataset_files.clone(),
+        data: eval.data.clone(),
+        dataset_location: eval.dataset_location.clone(),
+        dataset_verified: eval.dataset_verified,
+        threads: threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
+        attack: eval.settings.clone(),
+        eval: EvalCounts {
+            n: eval.n,
+            clean_correct: eval.clean_correct,
+            robust_correct: eval.robust_correct,
+            cumulative: eval.cumulative.clone(),
+        },
+        warnings: eval.warnings.clone(),
+        timings_seconds: clock.steps.clone(),
+        wall_seconds: clock.wall(start),
+    };
+    std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder held by another worker of this process is waited for; one held by another
+    /// process is refused with its id, or waited for where any holder is to be waited for.
+    #[test]
+    fn run_folders_wait_for_their_own_workers_and_refuse_other_processes() {
+        let dir = std::env::temp_dir().join(format!("awt-lock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let held = wait_lock(&dir, "a", false).unwrap();
+        let t = Instant::now();
+        let waiter = std::thread::spawn({
+            let dir = dir.clone();
+            move || wait_lock(&dir, "b", false).map(|_| ())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+        assert!(t.elapsed().as_millis() >= 300, "did not wait for the other worker");
+        // Another process (flock(1) from util-linux) holds the lock; the file names process 1.
+        let file = dir.join(".xtask.lock");
+        std::fs::write(&file, "1").unwrap();
+        let mut other = Command::new("flock").arg("-x").arg(&file).args(["sleep", "2"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let err = wait_lock(&dir, "c", false).unwrap_err().to_string();
+        assert!(err.contains("is in use by process 1 (another cargo xtask reproduce?)"), "{err}");
+        let t = Instant::now();
+        wait_lock(&dir, "d", true).unwrap();
+        assert!(t.elapsed().as_millis() >= 500, "did not wait for the other process");
+        other.wait().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A run that fails (or is killed) in its second step and is resumed later reports the compute
+    /// of both sittings: the first step's time from the first sitting, the second step's from both.
+    #[test]
+    fn step_timings_carry_across_sittings() {
+        let dir = std::env::temp_dir().join(format!("awt-clock-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let run = Run {
+            name: "r".into(),
+            dir: dir.clone(),
+            arch: "lenet-300-100".into(),
+            method: "dense".into(),
+            density: 1.0,
+            seed: 0,
+            canonical: "c".into(),
+            flags: Vec::new(),
+            dense_dir: None,
+        };
+        let step = |name: &str, script: &str, done: &str| Step {
+            name: name.into(),
+            args: vec!["-c".into(), script.replace("DIR", &dir.to_string_lossy())],
+            done: dir.join(done),
+            resume_from: None,
+        };
+        let sh = Path::new("/bin/sh");
+        let first = [step("a", "sleep 0.4; touch DIR/a.done", "a.done"), step("b", "sleep 0.3; exit 1", "b.done")];
+        let execute = |steps: &[Step]| {
+            std::fs::create_dir_all(&dir).unwrap();
+            super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, None, "test")
+        };
+        assert!(execute(&first).is_err());
+        let eval = serde_json::json!({
+            "data": "fashion-mnist", "n": 10, "clean_correct": 9, "robust_correct": 5, "cumulative": [],
+            "settings": {"attack": "pgd", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+            "dataset_location": "", "dataset_files": [], "git_commit": "0",
+        });
+        std::fs::write(dir.join("eval.json"), eval.to_string()).unwrap();
+        let second = [step("a", "exit 1", "a.done"), step("b", "sleep 0.2; touch DIR/b.done", "b.done")];
+        execute(&second).unwrap();
+        let m: Manifest = read_json(&dir.join("manifest.json")).unwrap();
+        let (a, b) = (m.timings_seconds["a"], m.timings_seconds["b"]);
+        assert!((0.4..1.5).contains(&a), "step a: {a} s");
+        assert!((0.5..2.0).contains(&b), "step b counts both sittings: {b} s");
+        assert!(m.wall_seconds >= a + b, "wall {} < {a} + {b}", m.wall_seconds);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
