@@ -332,3 +332,54 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
     crate::report::write_runs(&dirs, &root().join("docs").join("reproduction.md"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run compared with the dense run of its seed fails at its dynamics step while that dense
+    /// run is untrained (the real `awt dynamics` refuses, as the stand-in does); `ensure_dense`
+    /// trains the dense run first, even when it is outside the plan, and leaves it alone once trained.
+    #[test]
+    fn a_comparison_trains_its_dense_run_first() {
+        let tmp = std::env::temp_dir().join(format!("awt-dense-first-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
+        let fake = tmp.join("awt");
+        let eval = r#"{"data":"d","n":10,"clean_correct":9,"robust_correct":5,"cumulative":[],"settings":{"attack":"pgd","eps":0.1,"steps":20,"apgd_steps":100},"dataset_location":"","dataset_files":[],"git_commit":"0"}"#;
+        let script = format!(
+            "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
+case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\
+  inspect) echo '{{}}' > \"$json\";;\n  dynamics) [ -d \"$dense/epochs\" ] || {{ echo 'no epoch checkpoints' >&2; exit 1; }}; touch \"$out\";;\n\
+  *) touch \"$out\";;\nesac\n"
+        );
+        std::fs::write(&fake, script).unwrap();
+        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+        let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))
+            .unwrap()
+            .replace("name = \"smoke\"", "name = \"t\"")
+            + "\n[dynamics]\nprobe = 4\nsteps = 1\n";
+        let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
+        let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
+        let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
+        let random = plan.iter().find(|r| r.method == "random").unwrap();
+        let dense = plan.iter().find(|r| r.method == "dense").unwrap();
+        assert_eq!(random.dense_dir.as_ref(), Some(&dense.dir));
+        let run = |r: &Run| {
+            std::fs::create_dir_all(&r.dir).unwrap();
+            execute(wait_lock(&r.dir, "t", false).unwrap(), &fake, r, &steps(r, &spec, "d").unwrap(), None, "t")
+        };
+        let err = format!("{:#}", run(random).unwrap_err());
+        assert!(err.contains("`awt dynamics` failed") && err.contains("no epoch checkpoints"), "{err}");
+        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
+        assert!(dense.dir.join("train/epochs").is_dir() && dense.dir.join("manifest.json").exists());
+        run(random).unwrap();
+        assert!(random.dir.join("dynamics.jsonl").exists());
+        // Trained already: nothing runs again.
+        let before = std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap();
+        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
+        assert_eq!(std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap(), before);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+}

@@ -176,7 +176,7 @@ pub(crate) fn load(preset: &str) -> Result<Spec> {
 }
 
 /// A preset's `text`, read from `p`, checked.
-fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
+pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     let raw: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
     let mut spec: Spec = toml::from_str(text).with_context(|| format!("{}", p.display()))?;
     spec.raw = raw;
