@@ -218,6 +218,8 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
                     let next = queue.lock().expect("queue").next();
                     let Some((k, n, run)) = next else { break };
                     if let Err(e) = one(&awt, &run, &spec, &data, threads, o, (k, n), started) {
+                        // Said at once (a long grid goes on with its other runs), and again at the end.
+                        eprintln!("[{:>3}/{n}] {} — FAILED: {e:#}", k + 1, run.name);
                         errors.lock().expect("errors").push(format!("{e:#}"));
                     } else if replans {
                         let mut q = queue.lock().expect("queue");
