@@ -149,7 +149,7 @@ With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not sho
 AWT and its ablations are the candidates for a new named method; the baselines are decided the same way for reference.\n\n\
 | ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|---|\n"
     );
-    let (mut reach, mut others, mut short, mut open) = (Vec::new(), Vec::new(), 0, 0);
+    let (mut reach, mut others, mut short, mut open) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (v, s) in &rows {
         let verdict = match s.ci95() {
             Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
@@ -161,7 +161,9 @@ AWT and its ablations are the candidates for a new named method; the baselines a
                 "**yes**: the interval reaches 0"
             }
             Some(_) if s.n >= FULL_SEEDS => {
-                short += usize::from(candidate(v));
+                if candidate(v) {
+                    short.push(format!("{v} ({})", s.pct_ci()));
+                }
                 "no: the whole interval is below 0"
             }
             _ => {
@@ -191,21 +193,27 @@ AWT and its ablations are the candidates for a new named method; the baselines a
             if reach.len() == 1 { "es" } else { "" },
             if reach.len() == 1 { "" } else { "s" }
         )?;
-    } else if open == 0 {
-        writeln!(
-            finding,
-            "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: each of the {short} falls short by its whole interval, so there is no new named method.{baselines}\n"
-        )?;
-    } else if short == 0 {
+    } else if short.is_empty() {
         writeln!(
             finding,
             "**Finding.** Not decided yet: no AWT variant has {FULL_SEEDS} paired seeds so far ({open} recorded with fewer).{baselines}\n"
         )?;
     } else {
-        writeln!(
-            finding,
-            "**Finding.** Not decided yet: none of the {short} AWT variants with {FULL_SEEDS} seeds reaches the dense net; {open} have fewer seeds so far.{baselines}\n"
-        )?;
+        let fall = if short.len() == 1 { "falls" } else { "fall" };
+        let short = short.join(", ");
+        if open == 0 {
+            writeln!(
+                finding,
+                "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: {short} {fall} short by the whole interval, so there is no new named method.{baselines}\n"
+            )?;
+        } else {
+            writeln!(
+                finding,
+                "**Finding.** Not decided yet: {short} {fall} short of the dense net by the whole interval; {open} AWT variant{} {} fewer than {FULL_SEEDS} seeds so far.{baselines}\n",
+                if open == 1 { "" } else { "s" },
+                if open == 1 { "has" } else { "have" }
+            )?;
+        }
     }
     Ok(Some((md, finding)))
 }

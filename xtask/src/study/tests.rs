@@ -89,7 +89,11 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     // Beyond the paper: AWT (2 points under dense, tight) and random both fall short by their whole interval.
     assert!(line("| awt | yes | 3 | -2.0 [").ends_with("| no: the whole interval is below 0 |"), "{md}");
     assert!(line("| random | baseline | 3 |").ends_with("| no: the whole interval is below 0 |"), "{md}");
-    assert!(md.contains("**Finding.** No AWT variant reaches the dense net's robust accuracy at density 0.05: each of the 1 falls short"), "{md}");
+    assert!(
+        md.contains("**Finding.** No AWT variant reaches the dense net's robust accuracy at density 0.05: awt (-2.0 ["),
+        "{md}"
+    );
+    assert!(md.contains("]) falls short by the whole interval, so there is no new named method."), "{md}");
     assert!(!md.contains("### AWT ablations"), "no ablation recorded, no table:\n{md}");
     assert!(md.contains("| awt | 3 | 0.0 | — | — | — | 0.00 |"), "compute table: {md}");
     let svg = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -259,6 +263,25 @@ fn the_ntt_section_reports_cut_off_classes() {
         "{md}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With one AWT variant decided short of the dense net and another not yet at three seeds, the
+/// finding names the first with its interval and counts the other.
+#[test]
+fn the_named_method_finding_names_who_falls_short_while_others_wait() {
+    let mut recs = Vec::new();
+    for seed in 0..3u64 {
+        let j = 0.002 * seed as f64;
+        recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60 + j), 1000, Vec::new()));
+        recs.push(rec("awt", 0.05, seed, (0.80, 0.60, 0.58 + j), 1000, Vec::new()));
+    }
+    recs.push(rec("awt-ker10", 0.05, 0, (0.80, 0.60, 0.59), 1000, Vec::new()));
+    let vs = variants(&recs);
+    let (_, finding) = beyond::named_method_parts(&recs, &vs, Measure::Worst).unwrap().unwrap();
+    assert!(
+        finding.starts_with("**Finding.** Not decided yet: awt (-2.0 [-2.0, -2.0]) falls short of the dense net by the whole interval; 1 AWT variant has fewer than 3 seeds so far."),
+        "{finding}"
+    );
 }
 
 /// The time left is each run's variant's median over its complete runs, else its plain method's, else
