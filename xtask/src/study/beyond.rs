@@ -115,6 +115,16 @@ A variant above plain {label} at its first seed is run at seeds 1 and 2 as well 
     Ok(md)
 }
 
+/// An AWT ablation whose first seed did not beat plain AWT's (worst-case robust accuracy, as the
+/// plan decides follow-ups): it earns no more seeds, so it is out of the running, not undecided.
+fn not_followed_up(recs: &[Rec], v: &str, d: f64) -> bool {
+    let first = paired(
+        &by_seed(recs, v, d, |r| r.measure(Measure::Worst)),
+        &by_seed(recs, "awt", d, |r| r.measure(Measure::Worst)),
+    );
+    plain_of(v) == Some("awt") && first.n == 1 && first.mean <= 0.0
+}
+
 /// A candidate for a new named method: AWT or one of its ablations (the baselines are existing
 /// methods; they are shown for reference).
 fn candidate(v: &str) -> bool {
@@ -149,7 +159,7 @@ With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not sho
 AWT and its ablations are the candidates for a new named method; the baselines are decided the same way for reference.\n\n\
 | ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|---|\n"
     );
-    let (mut reach, mut others, mut short, mut open) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut reach, mut others, mut short, mut dropped, mut open) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for (v, s) in &rows {
         let verdict = match s.ci95() {
             Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
@@ -165,6 +175,10 @@ AWT and its ablations are the candidates for a new named method; the baselines a
                     short.push(format!("{v} ({})", s.pct_ci()));
                 }
                 "no: the whole interval is below 0"
+            }
+            _ if not_followed_up(recs, v, d) => {
+                dropped.push(v.as_str());
+                "no: not above plain AWT at its first seed, so not run at more"
             }
             _ => {
                 open += usize::from(candidate(v));
@@ -193,27 +207,41 @@ AWT and its ablations are the candidates for a new named method; the baselines a
             if reach.len() == 1 { "es" } else { "" },
             if reach.len() == 1 { "" } else { "s" }
         )?;
+    } else if open == 0 {
+        let mut why = Vec::new();
+        if !short.is_empty() {
+            why.push(format!(
+                "{} {} short by the whole interval",
+                short.join(", "),
+                if short.len() == 1 { "falls" } else { "fall" }
+            ));
+        }
+        if !dropped.is_empty() {
+            why.push(format!(
+                "{} {} not above plain AWT at the first seed",
+                dropped.join(", "),
+                if dropped.len() == 1 { "was" } else { "were" }
+            ));
+        }
+        writeln!(
+            finding,
+            "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: {}, so there is no new named method.{baselines}\n",
+            why.join("; ")
+        )?;
     } else if short.is_empty() {
         writeln!(
             finding,
             "**Finding.** Not decided yet: no AWT variant has {FULL_SEEDS} paired seeds so far ({open} recorded with fewer).{baselines}\n"
         )?;
     } else {
-        let fall = if short.len() == 1 { "falls" } else { "fall" };
-        let short = short.join(", ");
-        if open == 0 {
-            writeln!(
-                finding,
-                "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: {short} {fall} short by the whole interval, so there is no new named method.{baselines}\n"
-            )?;
-        } else {
-            writeln!(
-                finding,
-                "**Finding.** Not decided yet: {short} {fall} short of the dense net by the whole interval; {open} AWT variant{} {} fewer than {FULL_SEEDS} seeds so far.{baselines}\n",
-                if open == 1 { "" } else { "s" },
-                if open == 1 { "has" } else { "have" }
-            )?;
-        }
+        writeln!(
+            finding,
+            "**Finding.** Not decided yet: {} {} short of the dense net by the whole interval; {open} AWT variant{} {} fewer than {FULL_SEEDS} seeds so far.{baselines}\n",
+            short.join(", "),
+            if short.len() == 1 { "falls" } else { "fall" },
+            if open == 1 { "" } else { "s" },
+            if open == 1 { "has" } else { "have" }
+        )?;
     }
     Ok(Some((md, finding)))
 }

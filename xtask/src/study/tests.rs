@@ -265,8 +265,8 @@ fn the_ntt_section_reports_cut_off_classes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// With one AWT variant decided short of the dense net and another not yet at three seeds, the
-/// finding names the first with its interval and counts the other.
+/// With one AWT variant decided short of the dense net, one not yet at three seeds and one that
+/// earned no more seeds, the finding names the first with its interval and counts only the second.
 #[test]
 fn the_named_method_finding_names_who_falls_short_while_others_wait() {
     let mut recs = Vec::new();
@@ -276,10 +276,25 @@ fn the_named_method_finding_names_who_falls_short_while_others_wait() {
         recs.push(rec("awt", 0.05, seed, (0.80, 0.60, 0.58 + j), 1000, Vec::new()));
     }
     recs.push(rec("awt-ker10", 0.05, 0, (0.80, 0.60, 0.59), 1000, Vec::new()));
+    // Below plain AWT at its first seed: never followed up, so out of the running rather than open.
+    recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.60, 0.57), 1000, Vec::new()));
     let vs = variants(&recs);
+    let md = beyond::named_method(&recs, &vs, Measure::Worst).unwrap();
+    assert!(
+        md.contains("| awt-steps400 | yes | 1 | -3.0 (one seed) | no: not above plain AWT at its first seed, so not run at more |"),
+        "{md}"
+    );
     let (_, finding) = beyond::named_method_parts(&recs, &vs, Measure::Worst).unwrap().unwrap();
     assert!(
         finding.starts_with("**Finding.** Not decided yet: awt (-2.0 [-2.0, -2.0]) falls short of the dense net by the whole interval; 1 AWT variant has fewer than 3 seeds so far."),
+        "{finding}"
+    );
+    // Without the variant still waiting, it is decided.
+    recs.retain(|r| r.m.method != "awt-ker10");
+    let (_, finding) = beyond::named_method_parts(&recs, &variants(&recs), Measure::Worst).unwrap().unwrap();
+    assert!(
+        finding.starts_with("**Finding.** No AWT variant reaches the dense net's robust accuracy at density 0.05: awt (-2.0 [-2.0, -2.0]) \
+falls short by the whole interval; awt-steps400 was not above plain AWT at the first seed, so there is no new named method."),
         "{finding}"
     );
 }
