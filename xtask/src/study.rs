@@ -194,9 +194,13 @@ fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
         return Ok(md);
     }
     let (head, label) = headline(study);
+    let so_far = match crate::spec::load("study").and_then(|spec| planned(&spec, study)) {
+        Ok(runs) => format!(", from {} of the {} planned runs", runs.iter().filter(|r| r.1).count(), runs.len()),
+        Err(_) => String::new(),
+    };
     writeln!(
         md,
-        "**The paper's claims** (§2; robust accuracy under {label}; paired differences over seeds with 95 % intervals, \
+        "**The paper's claims** (§2{so_far}; robust accuracy under {label}; paired differences over seeds with 95 % intervals, \
 \"(one seed)\" where only one is recorded so far):\n"
     )?;
     md += &claims::glance(study, &sparse_densities(study), head)?;
@@ -217,21 +221,33 @@ fn variants(recs: &[Rec]) -> Vec<String> {
     v
 }
 
-/// How much of the planned grid `results/` holds (a record counts only under its run's current settings).
-fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
+/// The runs the plan holds given the records (follow-ups earned so far included), each with whether
+/// it is recorded (under its run's current settings).
+fn planned(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<Vec<(crate::plan::Run, bool)>> {
     let find = |name: &str, canonical: &str| {
         recs.iter().find(|r| r.m.name == name && r.m.config_hash == crate::plan::fnv(canonical))
     };
     let runs = crate::plan::expand(spec, &spec.data, Path::new("results"), &|n, c| find(n, c).map(|r| r.m.robust()))?;
-    let done = runs.iter().filter(|r| find(&r.name, &r.canonical).is_some()).count();
+    Ok(runs
+        .into_iter()
+        .map(|r| {
+            let done = find(&r.name, &r.canonical).is_some();
+            (r, done)
+        })
+        .collect())
+}
+
+/// How much of the planned grid `results/` holds (a record counts only under its run's current settings).
+fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
+    let runs = planned(spec, recs)?;
+    let done = runs.iter().filter(|r| r.1).count();
     let follow = runs.len() - crate::plan::expand(spec, &spec.data, Path::new("results"), &|_, _| None)?.len();
     let mut md = format!("**Progress:** {done} of the {} planned runs are recorded", runs.len());
     if follow > 0 {
         md += &format!(" (the plan includes {follow} ablation follow-up runs earned so far)");
     }
     md += "; every table below is over what is recorded.";
-    let left: Vec<String> =
-        runs.iter().filter(|r| find(&r.name, &r.canonical).is_none()).map(|r| variant_of(&r.name, &r.arch)).collect();
+    let left: Vec<String> = runs.iter().filter(|r| !r.1).map(|(r, _)| variant_of(&r.name, &r.arch)).collect();
     if let Some(h) = compute::hours_left(recs, &left) {
         md += &format!(
             " At the recorded median time per run of each variant, the {} runs left need about {h:.1} h of running: \

@@ -112,6 +112,10 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     // The same verdicts at a glance, a column per density.
     let glance = at_a_glance(&[], &recs).unwrap();
     assert!(glance.contains("| the paper's claim | density 0.05 |\n|---|---|\n"), "{glance}");
+    assert!(
+        glance.contains("**The paper's claims** (§2, from 0 of the "),
+        "made-up records are no planned run: {glance}"
+    );
     let row = glance.lines().find(|l| l.starts_with("| an AWT ticket matches")).unwrap_or_else(|| panic!("{glance}"));
     assert!(row.contains("| AWT − dense -2.0 [") && row.ends_with("] → does **not** hold |"), "{row}");
     let row = glance.lines().find(|l| l.starts_with("| AWT beats pruning at initialisation and NTT |")).unwrap();
