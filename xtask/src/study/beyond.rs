@@ -155,7 +155,9 @@ pub(super) fn named_method_parts(recs: &[Rec], vs: &[String], head: Measure) -> 
         "### Beyond the paper: does an AWT variant reach the dense net at density {d}?\n\n\
 A ticket reaches the dense net when the 95 % interval of its paired difference to the dense net's robust accuracy \
 (the headline measure above) reaches 0; that is decided only with {FULL_SEEDS} or more paired seeds. \
-With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not shown to fall short\", not \"shown equal\". \
+With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not shown to fall short\", not \"shown equal\"; \
+and with several candidates one may reach by chance more often than one interval in twenty would suggest (no correction \
+for the number of candidates is made, which favours finding one). \
 AWT and its ablations are the candidates for a new named method; the baselines are decided the same way for reference.\n\n\
 | ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|---|\n"
     );
