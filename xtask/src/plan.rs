@@ -39,6 +39,12 @@ pub(crate) struct Step {
     pub resume_from: Option<PathBuf>,
 }
 
+/// The method with its ablation of a run named `<arch>-<variant>-d<density>-s<seed>`.
+pub(crate) fn variant_of(name: &str, arch: &str) -> String {
+    let name = name.strip_prefix(&format!("{arch}-")).unwrap_or(name);
+    name.rfind("-d").map_or(name, |i| &name[..i]).to_string()
+}
+
 /// FNV-1a, 64 bits, as 16 hex digits: stable across Rust versions (unlike `DefaultHasher`).
 pub(crate) fn fnv(s: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -120,6 +120,44 @@ impl Manifest {
     pub fn robust(&self) -> f64 {
         self.eval.robust_correct as f64 / self.eval.n as f64
     }
+
+    /// The method with its ablation (`awt-ker1e-3`).
+    pub fn variant(&self) -> String {
+        crate::plan::variant_of(&self.name, &self.arch)
+    }
+
+    /// Whether the wall time covers every sitting: a run resumed by a build that did not yet carry
+    /// step timings across sittings lacks the first step's time (`init`).
+    pub fn timed_in_full(&self) -> bool {
+        self.timings_seconds.contains_key("init")
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count; NaN for none).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Hours of running the `left` runs (their variants) need at the recorded median wall time per run
+/// of the same variant, else of its plain method, else of every recorded run; only runs timed in
+/// full count. `None` when nothing is left or nothing is timed in full.
+pub(crate) fn hours_left<'a>(recorded: impl IntoIterator<Item = &'a Manifest>, left: &[String]) -> Option<f64> {
+    let whole: Vec<&Manifest> = recorded.into_iter().filter(|m| m.timed_in_full()).collect();
+    if left.is_empty() || whole.is_empty() {
+        return None;
+    }
+    let of = |v: &str| {
+        let m = median(whole.iter().filter(|m| m.variant() == v).map(|m| m.wall_seconds).collect());
+        m.is_finite().then_some(m)
+    };
+    let all = median(whole.iter().map(|m| m.wall_seconds).collect());
+    let secs: f64 = left.iter().map(|v| of(v).or_else(|| crate::spec::plain_of(v).and_then(of)).unwrap_or(all)).sum();
+    Some(secs / 3600.0)
 }
 
 /// One line of `metrics.jsonl`.

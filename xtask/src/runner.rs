@@ -215,9 +215,13 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
         for _ in 0..o.jobs {
             sc.spawn(|| {
                 loop {
-                    let next = queue.lock().expect("queue").next();
+                    let (next, rest) = {
+                        let mut q = queue.lock().expect("queue");
+                        (q.next(), q.untaken())
+                    };
                     let Some((k, n, run)) = next else { break };
-                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, (k, n), started) {
+                    let place = Place { k, n, rest, started };
+                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, &place) {
                         // Said at once (a long grid goes on with its other runs), and again at the end.
                         eprintln!("[{:>3}/{n}] {} — FAILED: {e:#}", k + 1, run.name);
                         errors.lock().expect("errors").push(format!("{e:#}"));
@@ -279,18 +283,33 @@ fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<
     Ok(())
 }
 
-/// One run of the grid: skipped when recorded or finished, else executed (and recorded).
-#[allow(clippy::too_many_arguments)]
-fn one(
-    awt: &Path,
-    run: &Run,
-    spec: &Spec,
-    data: &str,
-    threads: Option<usize>,
-    o: &Opts,
-    (k, total): (usize, usize),
+/// Where a run stands in its sitting: its position `k` in the plan of `n`, the runs no worker has
+/// taken yet, and when the sitting started.
+struct Place {
+    k: usize,
+    n: usize,
+    rest: Vec<Run>,
     started: Instant,
-) -> Result<()> {
+}
+
+/// ", about H h to go": this run and the untaken ones not yet recorded, at the recorded median time
+/// per run of their variants, shared among `jobs` workers (nothing where no run is recorded yet).
+fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> String {
+    let Ok(entries) = std::fs::read_dir(root().join("results").join(preset)) else { return String::new() };
+    let done: Vec<Manifest> = entries.filter_map(|e| read_json(&e.ok()?.path().join("manifest.json")).ok()).collect();
+    let left: Vec<String> = std::iter::once(run)
+        .chain(rest.iter().filter(|r| !recorded(preset, r)))
+        .map(|r| crate::plan::variant_of(&r.name, &r.arch))
+        .collect();
+    match crate::records::hours_left(&done, &left) {
+        Some(h) => format!(", about {:.1} h to go", h / jobs as f64),
+        None => String::new(),
+    }
+}
+
+/// One run of the grid: skipped when recorded or finished, else executed (and recorded).
+fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o: &Opts, at: &Place) -> Result<()> {
+    let (k, total) = (at.k, at.n);
     if o.force && run.dir.exists() {
         let _ = std::fs::remove_dir_all(&run.dir);
     }
@@ -302,7 +321,13 @@ fn one(
         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
         return if spec.record { record(&o.preset, run) } else { Ok(()) };
     }
-    eprintln!("[{:>3}/{total}] {} — running ({:.0} s elapsed)", k + 1, run.name, started.elapsed().as_secs_f64());
+    let eta = if spec.record { to_go(&o.preset, run, &at.rest, o.jobs) } else { String::new() };
+    eprintln!(
+        "[{:>3}/{total}] {} — running ({:.0} s elapsed{eta})",
+        k + 1,
+        run.name,
+        at.started.elapsed().as_secs_f64()
+    );
     ensure_dense(awt, run, spec, data, threads, o)?;
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     let lock = wait_lock(&run.dir, &run.name, false)?;
@@ -338,6 +363,34 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The time to go comes from the recorded medians of the preset and is shared among the workers;
+    /// a preset with no records says nothing.
+    #[test]
+    fn the_time_to_go_comes_from_the_records() {
+        let spec = spec::load("study").unwrap();
+        let plan = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+        // A seed the study does not run: never recorded, whatever the records hold.
+        let awt = &Run {
+            name: "lenet-300-100-awt-d0.05-s9".into(),
+            ..plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap().clone()
+        };
+        let hours = |s: String| -> f64 {
+            s.strip_prefix(", about ")
+                .and_then(|s| s.strip_suffix(" h to go"))
+                .unwrap_or_else(|| panic!("{s}"))
+                .parse()
+                .unwrap()
+        };
+        let one = hours(to_go("study", awt, &[], 1));
+        assert!((0.05..3.0).contains(&one), "one AWT run: {one} h");
+        let two = hours(to_go("study", awt, std::slice::from_ref(awt), 2));
+        assert!((two - one).abs() < 0.051, "two such runs on two workers take one's time: {two} against {one}");
+        // A recorded run in the rest adds nothing: it will be skipped.
+        let recorded = plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap().clone();
+        assert_eq!(to_go("study", awt, &[recorded], 1), to_go("study", awt, &[], 1));
+        assert_eq!(to_go("no-such-preset", awt, &[], 1), "");
+    }
 
     /// A run compared with the dense run of its seed fails at its dynamics step while that dense
     /// run is untrained (the real `awt dynamics` refuses, as the stand-in does); `ensure_dense`

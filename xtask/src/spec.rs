@@ -167,6 +167,11 @@ pub(crate) struct HydraSpec {
     pub lr: f64,
 }
 
+/// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
+pub(crate) fn plain_of(v: &str) -> Option<&'static str> {
+    (!METHODS.contains(&v)).then(|| METHODS.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
+}
+
 /// Reads and checks `experiments/<preset>.toml`.
 pub(crate) fn load(preset: &str) -> Result<Spec> {
     let p = root().join("experiments").join(format!("{preset}.toml"));

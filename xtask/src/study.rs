@@ -9,8 +9,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::plan::variant_of;
 use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
 use crate::root;
+pub(super) use crate::spec::plain_of;
 use crate::stats::{above, paired, summary};
 
 mod aa;
@@ -67,12 +69,6 @@ struct MaskRecord {
     classes_without_input: Option<Vec<u64>>,
 }
 
-/// The method with its ablation of a run named `<arch>-<variant>-d<density>-s<seed>`.
-fn variant_of(name: &str, arch: &str) -> String {
-    let name = name.strip_prefix(&format!("{arch}-")).unwrap_or(name);
-    name.rfind("-d").map_or(name, |i| &name[..i]).to_string()
-}
-
 /// A recorded run: `results/<preset>/<run>/`.
 struct Rec {
     m: Manifest,
@@ -87,7 +83,7 @@ struct Rec {
 impl Rec {
     /// The method with its ablation: the run name without the architecture and `-d…-s…`.
     fn variant(&self) -> String {
-        variant_of(&self.m.name, &self.m.arch)
+        self.m.variant()
     }
 
     fn measure(&self, which: Measure) -> Option<f64> {
@@ -136,12 +132,6 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
     }
     out.sort_by(|a, b| a.m.name.cmp(&b.m.name));
     Ok(out)
-}
-
-/// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
-pub(super) fn plain_of(v: &str) -> Option<&'static str> {
-    let methods = crate::spec::METHODS;
-    (!methods.contains(&v)).then(|| methods.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
 }
 
 /// The runs of one variant at one density (the dense net's at any density).

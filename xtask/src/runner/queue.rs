@@ -24,6 +24,11 @@ impl Queue {
         Some((k, self.plan.len(), run.clone()))
     }
 
+    /// The runs of the plan no worker has taken yet.
+    pub(super) fn untaken(&self) -> Vec<Run> {
+        self.plan.iter().filter(|r| !self.taken.contains(&r.name)).cloned().collect()
+    }
+
     /// Replaces the plan with `fresh` (runs already taken are not run again); returns the names
     /// of the runs that joined.
     pub(super) fn replan(&mut self, fresh: Vec<Run>) -> Vec<String> {

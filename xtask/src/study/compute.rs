@@ -1,39 +1,12 @@
 //! The study report's compute table: wall time per run and per phase for each variant, from the
 //! manifests' step timings.
 
-use super::{Rec, plain_of, variants};
+use super::{Rec, variants};
+use crate::records::median;
 
-/// The middle value (the mean of the middle two for an even count; NaN for none).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// A run's wall time counts in medians only when it covers every sitting: a run resumed by a build
-/// that did not yet carry step timings across sittings lacks the first step's time (`init`).
-fn complete(r: &Rec) -> bool {
-    r.m.timings_seconds.contains_key("init")
-}
-
-/// Hours of running the `left` runs (their variants) need at the recorded median wall time per run
-/// of the same variant, else of its plain method, else of every recorded run; `None` when nothing
-/// is left or nothing complete is recorded.
+/// Hours of running the `left` runs need, from the recorded runs' median times ([`crate::records::hours_left`]).
 pub(super) fn hours_left(recs: &[Rec], left: &[String]) -> Option<f64> {
-    let whole: Vec<&Rec> = recs.iter().filter(|r| complete(r)).collect();
-    if left.is_empty() || whole.is_empty() {
-        return None;
-    }
-    let of = |v: &str| {
-        let m = median(whole.iter().filter(|r| r.variant() == v).map(|r| r.m.wall_seconds).collect());
-        m.is_finite().then_some(m)
-    };
-    let all = median(whole.iter().map(|r| r.m.wall_seconds).collect());
-    let secs: f64 = left.iter().map(|v| of(v).or_else(|| plain_of(v).and_then(of)).unwrap_or(all)).sum();
-    Some(secs / 3600.0)
+    crate::records::hours_left(recs.iter().map(|r| &r.m), left)
 }
 
 /// The compute each variant took: wall time per run (median, and its phases) and in total, from
@@ -50,10 +23,10 @@ pub(super) fn compute(recs: &[Rec]) -> String {
     vs.dedup();
     let mut total = 0.0;
     // A variant's medians come from its complete runs where there are any.
-    let partial: Vec<String> = recs.iter().filter(|r| !complete(r)).map(|r| r.m.name.clone()).collect();
+    let partial: Vec<String> = recs.iter().filter(|r| !r.m.timed_in_full()).map(|r| r.m.name.clone()).collect();
     for v in &vs {
         let all: Vec<&Rec> = recs.iter().filter(|r| r.variant() == *v).collect();
-        let whole: Vec<&Rec> = all.iter().copied().filter(|r| complete(r)).collect();
+        let whole: Vec<&Rec> = all.iter().copied().filter(|r| r.m.timed_in_full()).collect();
         let rs = if whole.is_empty() { all.clone() } else { whole };
         // A phase's median over the runs that have it; "—" where none does.
         let phase = |keys: &[&str]| {
