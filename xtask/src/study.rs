@@ -337,7 +337,16 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         for v in vs.iter().filter(|v| *v != "awt") {
             let s = paired(&awt, &by_seed(recs, v, d, |r| r.measure(head)));
             if s.n > 0 {
-                writeln!(md, "| AWT − {v} | {} | {} | {} |", s.n, s.pct_ci(), above(&s))?;
+                let verdict = match beyond::not_followed_up(recs, v, d) {
+                    Some(plain) if s.n == 1 => {
+                        format!(
+                            "none: {v} was not above plain {} at its first seed, so not run at more",
+                            beyond::prose(plain)
+                        )
+                    }
+                    _ => above(&s).to_string(),
+                };
+                writeln!(md, "| AWT − {v} | {} | {} | {verdict} |", s.n, s.pct_ci())?;
             }
         }
         md += "\n";

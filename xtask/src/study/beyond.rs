@@ -115,14 +115,21 @@ A variant above plain {label} at its first seed is run at seeds 1 and 2 as well 
     Ok(md)
 }
 
-/// An AWT ablation whose first seed did not beat plain AWT's (worst-case robust accuracy, as the
-/// plan decides follow-ups): it earns no more seeds, so it is out of the running, not undecided.
-fn not_followed_up(recs: &[Rec], v: &str, d: f64) -> bool {
+/// A method's name in prose (`AWT`, `SNIP`), as the ablation tables write it.
+pub(super) fn prose(method: &str) -> &str {
+    ABLATED.iter().find(|(m, _)| *m == method).map_or(method, |(_, label)| label)
+}
+
+/// The plain method of an ablation that did not beat it at its first seed (worst-case robust
+/// accuracy, as the plan decides follow-ups): such a variant earns no more seeds, so it is out of the
+/// running, not undecided. `None` for a method itself or a variant still in the running.
+pub(super) fn not_followed_up(recs: &[Rec], v: &str, d: f64) -> Option<&'static str> {
+    let plain = plain_of(v)?;
     let first = paired(
         &by_seed(recs, v, d, |r| r.measure(Measure::Worst)),
-        &by_seed(recs, "awt", d, |r| r.measure(Measure::Worst)),
+        &by_seed(recs, plain, d, |r| r.measure(Measure::Worst)),
     );
-    plain_of(v) == Some("awt") && first.n == 1 && first.mean <= 0.0
+    (first.n == 1 && first.mean <= 0.0).then_some(plain)
 }
 
 /// A candidate for a new named method: AWT or one of its ablations (the baselines are existing
@@ -170,22 +177,26 @@ AWT and its ablations are the candidates for a new named method; the baselines a
                 } else {
                     others.push(v.as_str())
                 }
-                "**yes**: the interval reaches 0"
+                "**yes**: the interval reaches 0".to_string()
             }
             Some(_) if s.n >= FULL_SEEDS => {
                 if candidate(v) {
                     short.push(format!("{v} ({})", s.pct_ci()));
                 }
-                "no: the whole interval is below 0"
+                "no: the whole interval is below 0".to_string()
             }
-            _ if not_followed_up(recs, v, d) => {
-                dropped.push(v.as_str());
-                "no: not above plain AWT at its first seed, so not run at more"
-            }
-            _ => {
-                open += usize::from(candidate(v));
-                "not decided: fewer than 3 seeds"
-            }
+            _ => match not_followed_up(recs, v, d) {
+                Some(plain) => {
+                    if candidate(v) {
+                        dropped.push(v.as_str());
+                    }
+                    format!("no: not above plain {} at its first seed, so not run at more", prose(plain))
+                }
+                None => {
+                    open += usize::from(candidate(v));
+                    "not decided: fewer than 3 seeds".into()
+                }
+            },
         };
         let cand = if candidate(v) { "yes" } else { "baseline" };
         writeln!(md, "| {v} | {cand} | {} | {} | {verdict} |", s.n, s.pct_ci())?;

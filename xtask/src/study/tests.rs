@@ -190,6 +190,17 @@ fn ablations_and_the_named_method_check_follow_the_records() {
         "{md}"
     );
     assert!(line("| awt-ker10 | yes | 1 | -3.0 (one seed) |").ends_with("| not decided: fewer than 3 seeds |"), "{md}");
+    // An ablation below its plain method at its first seed is no open question anywhere.
+    assert!(
+        line("| AWT − awt-steps400 | 1 |")
+            .ends_with("| none: awt-steps400 was not above plain AWT at its first seed, so not run at more |"),
+        "{md}"
+    );
+    assert!(
+        line("| awt-steps400 | yes | 1 |")
+            .ends_with("| no: not above plain AWT at its first seed, so not run at more |"),
+        "{md}"
+    );
     assert!(line("| awt-wide | yes | 3 | +0.1 [").ends_with("| **yes**: the interval reaches 0 |"), "{md}");
     assert!(line("| imp-at | baseline | 3 |").ends_with("| **yes**: the interval reaches 0 |"), "{md}");
     assert!(
