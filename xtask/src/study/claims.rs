@@ -8,7 +8,7 @@ use super::{DynLine, Measure, Rec, by_seed, summary, values};
 use crate::stats::{above, at_least, paired};
 
 /// One claim of the paper at one density, decided by its interval.
-pub(super) struct Claim {
+struct Claim {
     /// The claim, the same at every density.
     claim: String,
     /// What it is compared against where that depends on the density (the best method at initialisation).
