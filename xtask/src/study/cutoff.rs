@@ -104,10 +104,19 @@ pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
             twins.join("; ")
         )
     };
+    // The weights' scale explains only a mask kept at its initial weights, not a searched ticket.
+    let at_init = ["random", "magnitude", "snip", "grasp", "synflow"];
+    let cause = if stuck.iter().any(|r| at_init.contains(&r.m.method.as_str())) {
+        format!(
+            " For a mask at initialisation a likely cause: it keeps its initial weights' scale, so at low density little signal \
+reaches the output; {test}"
+        )
+    } else {
+        String::new()
+    };
     format!(
         "\n**Stalled training.** {} ended {} training with a loss of at least 90 % of chance (ln 10 ≈ 2.30): under this recipe \
-{} did not learn, so {} accuracy measures a failed training more than a mask. A likely cause: a mask at initialisation \
-keeps its initial weights' scale, so at low density little signal reaches the output; {test}\n",
+{} did not learn, so {} accuracy measures a failed training more than a mask.{cause}\n",
         names.join(", "),
         if names.len() == 1 { "its" } else { "their" },
         if names.len() == 1 { "it" } else { "they" },

@@ -314,6 +314,17 @@ falls short by the whole interval; awt-steps400 was not above plain AWT at the f
     );
 }
 
+/// A searched ticket that stalls is named without the weight-scale explanation, which fits only
+/// masks kept at their initial weights.
+#[test]
+fn a_stalled_search_gets_no_mask_scale_explanation() {
+    let mut r = rec("awt", 0.02, 1, (0.17, 0.13, 0.128), 1000, Vec::new());
+    r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: 2.21 }];
+    let md = stalled_finding(&[r], 0.02);
+    assert!(md.contains("awt s1 (final training loss 2.21) ended its training"), "{md}");
+    assert!(md.ends_with("failed training more than a mask.\n") && !md.contains("likely cause"), "{md}");
+}
+
 /// The time left is each run's variant's median over its complete runs, else its plain method's, else
 /// every complete run's; runs missing a sitting's timings do not count.
 #[test]
