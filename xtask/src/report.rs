@@ -160,8 +160,9 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
             at_least(&dense, 0.01)
         );
     }
-    let best = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"]
+    let best = crate::spec::MASKS_AT_INIT
         .into_iter()
+        .chain(["ntt"])
         .filter(|m| mean(m).n > 0)
         .max_by(|a, b| mean(a).mean.total_cmp(&mean(b).mean));
     if let Some(b) = best {

@@ -202,7 +202,7 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     for ab in &spec.ablations {
         let allowed: &[&str] = match ab.method.as_str() {
             "ntt" | "awt" => &ABLATION_FLAGS,
-            "random" | "magnitude" | "snip" | "grasp" | "synflow" => &PRUNE_ABLATION_FLAGS,
+            m if MASKS_AT_INIT.contains(&m) => &PRUNE_ABLATION_FLAGS,
             m => bail!(
                 "{}: ablation `{}`: method must be a search (ntt, awt) or a mask at initialisation (random, magnitude, snip, grasp, synflow), not `{m}`",
                 p.display(),
@@ -247,6 +247,9 @@ pub(crate) const ABLATION_FLAGS: [&str; 8] =
 
 /// The `awt prune` flags an ablation of a mask at initialisation may change.
 pub(crate) const PRUNE_ABLATION_FLAGS: [&str; 2] = ["rescale", "allocation"];
+
+/// The masks chosen at initialisation and trained from their initial weights (`awt prune`).
+pub(crate) const MASKS_AT_INIT: [&str; 5] = ["random", "magnitude", "snip", "grasp", "synflow"];
 
 /// Every method a preset may list, in the order reports show them.
 pub(crate) const METHODS: [&str; 10] =

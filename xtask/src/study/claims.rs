@@ -81,9 +81,9 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
             format!("AWT − dense {}", dense.pct_ci()),
             at_least(&dense, 0.01),
         );
-        let at_init = ["random", "magnitude", "snip", "grasp", "synflow", "ntt"];
-        let best = at_init
+        let best = crate::spec::MASKS_AT_INIT
             .iter()
+            .chain(&["ntt"])
             .map(|m| (*m, summary(&values(&by_seed(recs, m, d, |r| r.measure(head))))))
             .filter(|(_, s)| s.n > 0)
             .max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));

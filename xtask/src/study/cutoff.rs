@@ -105,8 +105,7 @@ pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
         )
     };
     // The weights' scale explains only a mask kept at its initial weights, not a searched ticket.
-    let at_init = ["random", "magnitude", "snip", "grasp", "synflow"];
-    let cause = if stuck.iter().any(|r| at_init.contains(&r.m.method.as_str())) {
+    let cause = if stuck.iter().any(|r| crate::spec::MASKS_AT_INIT.contains(&r.m.method.as_str())) {
         format!(
             " For a mask at initialisation a likely cause: it keeps its initial weights' scale, so at low density little signal \
 reaches the output; {test}"
