@@ -20,6 +20,7 @@ mod beyond;
 mod claims;
 mod compute;
 mod cutoff;
+mod dynamics;
 mod figures;
 mod ntt;
 mod search;
@@ -268,7 +269,7 @@ fn sparse_densities(recs: &[Rec]) -> Vec<f64> {
     densities
 }
 
-/// Section 2: the study grid.
+/// Sections 2–4: the study grid, its kernel dynamics and the compute it took.
 fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     let mut md = String::from("## 2. The adversarial study\n\n");
     let spec = crate::spec::load("study").ok();
@@ -355,10 +356,13 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;
     md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir)?;
-    md += &search::searches(recs)?;
-    md += &aa::autoattack_gain(recs, &vs, &densities)?;
-    md += &compute(recs);
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
+    md += &search::searches(recs)?;
+    md += &figures::search_curves(recs, &densities, fig_dir)?;
+    md += &aa::autoattack_gain(recs, &vs, &densities)?;
+    md += &dynamics::section(recs, &densities, fig_dir)?;
+    md += "## 4. Compute\n\n";
+    md += &compute(recs);
     Ok(md)
 }
 

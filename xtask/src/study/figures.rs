@@ -1,20 +1,19 @@
-//! The study report's figures: robust accuracy vs density with error bars over seeds (the methods;
-//! then the variants recorded at two or more densities, each beside its plain method), and the
-//! kernel dynamics of §3 (distance and alignment to the dense net at the same epoch, each net's own
-//! kernel change, the training-loss gap) over epochs with bands over seeds, and the NTT/AWT search
-//! curves.
+//! The study report's figures of §2: each ticket against the dense net (forest plots), robust
+//! accuracy vs density with error bars over seeds (the methods; then the variants recorded at two or
+//! more densities, each beside its plain method), and the NTT/AWT search curves. The seed bands are
+//! shared with §3's dynamics figures (`dynamics.rs`).
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{DynLine, Measure, Rec, by_seed, plain_of, runs_of, values};
+use super::{Measure, Rec, by_seed, plain_of, runs_of, values};
 use crate::plot::{Figure, Row, Series, Spread, figure, forest};
 use crate::stats::{paired, summary};
 
 /// Mean ± sd over seeds of `f` per x, as a series with its spread (None where nothing is recorded).
-fn seed_band(name: &str, per_seed: &[Vec<(f64, f64)>]) -> Option<Series> {
+pub(super) fn seed_band(name: &str, per_seed: &[Vec<(f64, f64)>]) -> Option<Series> {
     let mut xs: Vec<f64> = per_seed.iter().flatten().map(|p| p.0).collect();
     xs.sort_by(f64::total_cmp);
     xs.dedup();
@@ -126,112 +125,12 @@ pub(super) fn figures(recs: &[Rec], densities: &[f64], vs: &[String], head: Meas
         write_figure(fig_dir, f, &fig, &paired)?;
         md += &format!("![variants vs density](figures/{f})\n\n");
     }
-    md += &search_curves(recs, densities, fig_dir)?;
-    let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
-        return Ok(md);
-    };
-    // The dynamics of §3 over epochs, mean ± sd over seeds, at the density nearest 0.05.
-    type Get = fn(&DynLine) -> Option<f64>;
-    let measures: [(&str, &str, &str, bool, Get); 4] = [
-        (
-            "study-dyn-distance.svg",
-            "kernel distance to the dense net at the same epoch",
-            "‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖",
-            true,
-            |e| Some(e.rel_distance),
-        ),
-        (
-            "study-dyn-alignment.svg",
-            "kernel alignment with the dense net at the same epoch",
-            "⟨Θ_s,t, Θ_d,t⟩ / (‖Θ_s,t‖ ‖Θ_d,t‖)",
-            false,
-            |e| Some(e.alignment),
-        ),
-        (
-            "study-dyn-own-change.svg",
-            "each net's kernel change from its initialisation",
-            "‖Θ_t − Θ_0‖ / ‖Θ_0‖",
-            true,
-            |e| Some(e.sparse_change),
-        ),
-        ("study-dyn-loss-gap.svg", "training loss minus the dense net's", "loss gap (sparse − dense)", false, |e| {
-            e.loss_gap
-        }),
-    ];
-    let mut files = Vec::new();
-    for (file, title, ylabel, logy, get) in measures {
-        let mut ks = Vec::new();
-        for v in ["awt", "ntt", "random", "snip", "imp-at", "hydra"] {
-            let runs: Vec<&Rec> = runs_of(recs, v, d0).collect();
-            let per: Vec<Vec<(f64, f64)>> = runs
-                .iter()
-                .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
-                .collect();
-            ks.extend(seed_band(v, &per));
-        }
-        if file == "study-dyn-own-change.svg" {
-            // The dense net's own change, from any ticket's records (the same dense run per seed).
-            let mut per_seed = std::collections::BTreeMap::new();
-            for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
-                per_seed
-                    .entry(r.m.seed)
-                    .or_insert_with(|| r.dynamics.iter().map(|e| (e.epoch as f64, e.dense_change)).collect::<Vec<_>>());
-            }
-            ks.extend(seed_band("dense", &per_seed.into_values().collect::<Vec<_>>()));
-        }
-        if ks.is_empty() {
-            continue;
-        }
-        let title = format!("{title} (density {d0}, mean ± sd over seeds)");
-        let log_ok = ks.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
-        let fig =
-            Figure { title: &title, xlabel: "epoch", ylabel, logx: false, logy: logy && log_ok, spread: Spread::Band };
-        write_figure(fig_dir, file, &fig, &ks)?;
-        files.push(file);
-    }
-    for f in files {
-        writeln!(md, "![{}](figures/{f})", f.trim_start_matches("study-dyn-").trim_end_matches(".svg"))?;
-    }
-    md += "\n";
-    md += &distance_table(recs, d0);
     Ok(md)
-}
-
-/// The kernel distance to the dense net at initialisation, after the first epoch and at the end,
-/// mean ± sd over seeds: whether a match at initialisation survives training.
-fn distance_table(recs: &[Rec], d0: f64) -> String {
-    let at = |v: &str, pick: fn(&[DynLine]) -> Option<&DynLine>| -> String {
-        let vals: Vec<f64> = runs_of(recs, v, d0).filter_map(|r| pick(&r.dynamics).map(|e| e.rel_distance)).collect();
-        let s = summary(&vals);
-        match s.n {
-            0 => "—".into(),
-            1 => format!("{:.3}", s.mean),
-            _ => format!("{:.3} ± {:.3}", s.mean, s.sd),
-        }
-    };
-    let mut md = format!(
-        "Kernel distance to the dense net of the same seed at the same epoch (density {d0}; mean ± sd over seeds):\n\n\
-| ticket | at initialisation | after epoch 1 | at the end |\n|---|---|---|---|\n"
-    );
-    let mut rows = 0;
-    for v in ["awt", "ntt", "random", "magnitude", "snip", "grasp", "synflow", "imp-at", "hydra"] {
-        let first = at(v, |d| d.iter().find(|e| e.epoch == 0));
-        if first == "—" && at(v, |d| d.last()) == "—" {
-            continue;
-        }
-        rows += 1;
-        md +=
-            &format!("| {v} | {first} | {} | {} |\n", at(v, |d| d.iter().find(|e| e.epoch == 1)), at(v, |d| d.last()));
-    }
-    if rows == 0 {
-        return String::new();
-    }
-    md + "\n"
 }
 
 /// The NTT and AWT searches of the grid: kernel distance to the dense teacher over the search
 /// steps, mean ± sd over seeds, one curve per method and density.
-fn search_curves(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<String> {
+pub(super) fn search_curves(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<String> {
     let mut series = Vec::new();
     for v in ["ntt", "awt"] {
         for &d in densities {

@@ -4,7 +4,14 @@ use super::*;
 
 /// A recorded run made up for the report: `clean`, `pgd` and `worst` accuracies on 10,000
 /// images, AutoAttack on the first `aa_n`, and `dynamics` per epoch.
-fn rec(method: &str, density: f64, seed: u64, acc: (f64, f64, f64), aa_n: u64, dynamics: Vec<DynLine>) -> Rec {
+pub(super) fn rec(
+    method: &str,
+    density: f64,
+    seed: u64,
+    acc: (f64, f64, f64),
+    aa_n: u64,
+    dynamics: Vec<DynLine>,
+) -> Rec {
     let m = crate::records::test_manifest("study", method, density, seed, acc);
     let aa = serde_json::json!({
         "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
@@ -79,7 +86,8 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     assert!(line("training-loss gap").ends_with("| holds |"), "{md}");
     assert_tables_well_formed(&md);
     // Kernel distance to the dense net at initialisation, after epoch 1 and at the end.
-    assert!(md.contains("| awt | 0.302 ± 0.002 | 0.312 ± 0.002 | 0.332 ± 0.002 |"), "distance table:\n{md}");
+    assert!(md.contains("| awt | 3 | 0.302 ± 0.002 | 0.312 ± 0.002 | 0.332 ± 0.002 |"), "dynamics table:\n{md}");
+    assert!(md.contains("\n## 3. Dynamics") && md.contains("\n## 4. Compute\n"), "{md}");
     // AutoAttack's later attacks take 10 of 1000 beyond APGD-CE in every run, Square alone 2.
     assert!(md.lines().any(|l| l.starts_with("| awt | 0.05 | 3 |") && l.ends_with("| -1.0 | 0.2 |")), "{md}");
     assert!(
@@ -373,7 +381,7 @@ fn assert_tables_well_formed(md: &str) {
     }
 }
 
-fn tempfile_dir() -> std::path::PathBuf {
+pub(super) fn tempfile_dir() -> std::path::PathBuf {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("awt-study-test-{}-{k}", std::process::id()));

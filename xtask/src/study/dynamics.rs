@@ -1,0 +1,309 @@
+//! §3 of the study report: the kernel dynamics, measured against the dense net *at the same epoch*
+//! (the issue's "right way"): per ticket and density a table of the four measures, what became of
+//! the match a search made at initialisation, and the measures over epochs with bands over seeds.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::figures::{seed_band, write_figure};
+use super::{DynLine, Rec, runs_of, summary};
+use crate::plot::{Figure, Spread};
+
+/// The tickets whose dynamics the section shows, in this order.
+const TICKETS: [&str; 9] = ["awt", "ntt", "random", "magnitude", "snip", "grasp", "synflow", "imp-at", "hydra"];
+
+/// The tickets drawn over epochs (the others sit in the tables): the searched ones, the baseline
+/// the claim compares with, the best mask at initialisation and the train → prune methods.
+const DRAWN: [&str; 6] = ["awt", "ntt", "random", "snip", "imp-at", "hydra"];
+
+/// "m ± sd" over seeds, "m" for one, "—" for none: 3 decimals, 1 from 10 up (the own change of a
+/// kernel that starts small runs to tens of its norm).
+fn cell(v: &[f64]) -> String {
+    let s = summary(v);
+    let p = if s.mean.abs() >= 10.0 { 1 } else { 3 };
+    match s.n {
+        0 => "—".into(),
+        1 => format!("{:.p$}", s.mean),
+        _ => format!("{:.p$} ± {:.p$}", s.mean, s.sd),
+    }
+}
+
+/// Per seed, one value taken from a run's dynamics (runs without it left out).
+fn per_run(recs: &[Rec], v: &str, d: f64, pick: impl Fn(&[DynLine]) -> Option<f64>) -> Vec<f64> {
+    runs_of(recs, v, d).filter_map(|r| pick(&r.dynamics)).collect()
+}
+
+fn at_epoch(dy: &[DynLine], epoch: u64, f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
+    dy.iter().find(|e| e.epoch == epoch).and_then(f)
+}
+
+fn at_end(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
+    dy.last().filter(|e| e.epoch >= 1).and_then(f)
+}
+
+/// Mean over the trained epochs (epoch ≥ 1), as the claims average them.
+fn over_training(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
+    let v: Vec<f64> = dy.iter().filter(|e| e.epoch >= 1).filter_map(f).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Section 3: the dynamics of every recorded ticket against the dense net of its seed.
+pub(super) fn section(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<String> {
+    let mut md = String::from("## 3. Dynamics, measured against the dense net at the same epoch\n\n");
+    if !recs.iter().any(|r| !r.dynamics.is_empty()) {
+        md += "No kernel dynamics recorded yet (`[dynamics]` in the preset; `awt dynamics`).\n\n";
+        return Ok(md);
+    }
+    // The dense net's own kernel change at the end, from any ticket's records (one dense run per seed).
+    let mut dense_end = std::collections::BTreeMap::new();
+    for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
+        if let Some(c) = at_end(&r.dynamics, |e| Some(e.dense_change)) {
+            dense_end.entry(r.m.seed).or_insert(c);
+        }
+    }
+    let dense_end: Vec<f64> = dense_end.into_values().collect();
+    writeln!(
+        md,
+        "At initialisation (epoch 0) and after each training epoch, every ticket and the dense net trained with the same \
+seed and data order are compared on one fixed probe set: the first test images and their PGD examples against the dense \
+net at that epoch, the same points for every net of a seed. Θ is each net's empirical NTK on those points (every logit). \
+Measured: the relative distance ‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖ and the alignment ⟨Θ_s,t, Θ_d,t⟩ / (‖Θ_s,t‖ ‖Θ_d,t‖) to the \
+dense net at the same epoch; each net's own kernel change ‖Θ_t − Θ_0‖ / ‖Θ_0‖ from its initialisation; and the gap \
+between its training loss and the dense net's per epoch. By the end of training the dense net's own kernel has moved {} \
+times its initial norm, so closeness to the dense *initial* kernel says little about training; these measures follow the \
+dense net as it trains. How to read them: a distance near 1 with an alignment well above 0 means a kernel pointing the \
+dense net's way but much smaller; a net whose kernel starts that small (a mask keeping its initial weights' scale) \
+shows an own change of many times its initial norm.\n",
+        cell(&dense_end)
+    )?;
+    for &d in densities {
+        md += &table(recs, d);
+    }
+    let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
+        return Ok(md);
+    };
+    md += &finding(recs, d0);
+    md += &figures(recs, d0, fig_dir)?;
+    Ok(md)
+}
+
+/// One density's table: the kernel distance at initialisation, after epoch 1 and at the end, its
+/// mean over training, the alignment, the own change, and the loss gap, each mean ± sd over seeds.
+fn table(recs: &[Rec], d: f64) -> String {
+    let mut md = format!(
+        "Density {d} (mean ± sd over seeds; \"mean\" is over the trained epochs, as the claims use it):\n\n\
+| ticket | seeds | kernel distance at init | after epoch 1 | at the end | mean | alignment, mean | own kernel change at the end | loss gap, epoch 1 | at the end | mean absolute gap |\n\
+|---|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    let mut rows = 0;
+    for v in TICKETS {
+        let n = runs_of(recs, v, d).filter(|r| !r.dynamics.is_empty()).count();
+        if n == 0 {
+            continue;
+        }
+        rows += 1;
+        let dist = |e: &DynLine| Some(e.rel_distance);
+        let gap = |e: &DynLine| e.loss_gap;
+        let cols = [
+            cell(&per_run(recs, v, d, |dy| at_epoch(dy, 0, dist))),
+            cell(&per_run(recs, v, d, |dy| at_epoch(dy, 1, dist))),
+            cell(&per_run(recs, v, d, |dy| at_end(dy, dist))),
+            cell(&per_run(recs, v, d, |dy| over_training(dy, dist))),
+            cell(&per_run(recs, v, d, |dy| over_training(dy, |e| Some(e.alignment)))),
+            cell(&per_run(recs, v, d, |dy| at_end(dy, |e| Some(e.sparse_change)))),
+            cell(&per_run(recs, v, d, |dy| at_epoch(dy, 1, gap))),
+            cell(&per_run(recs, v, d, |dy| at_end(dy, gap))),
+            cell(&per_run(recs, v, d, |dy| over_training(dy, |e| e.loss_gap.map(f64::abs)))),
+        ];
+        writeln!(md, "| {v} | {n} | {} |", cols.join(" | ")).ok();
+    }
+    if rows == 0 {
+        return String::new();
+    }
+    md + "\n"
+}
+
+/// What became of the searched match: AWT's kernel distance and loss gap beside random's at
+/// initialisation, after the first epoch and at the end (means over seeds).
+fn finding(recs: &[Rec], d: f64) -> String {
+    let m = |v: &str, pick: &dyn Fn(&[DynLine]) -> Option<f64>| mean(&per_run(recs, v, d, pick));
+    let dist = |e: &DynLine| Some(e.rel_distance);
+    let gap = |e: &DynLine| e.loss_gap;
+    let (Some(a0), Some(a1), Some(ae), Some(r0), Some(r1), Some(re)) = (
+        m("awt", &|dy| at_epoch(dy, 0, dist)),
+        m("awt", &|dy| at_epoch(dy, 1, dist)),
+        m("awt", &|dy| at_end(dy, dist)),
+        m("random", &|dy| at_epoch(dy, 0, dist)),
+        m("random", &|dy| at_epoch(dy, 1, dist)),
+        m("random", &|dy| at_end(dy, dist)),
+    ) else {
+        return String::new();
+    };
+    let mut md = format!(
+        "**Finding** (density {d}, means over seeds). At initialisation AWT's kernel is {a0:.3} from the dense net's \
+against {r0:.3} for a random ticket: "
+    );
+    let lead0 = r0 - a0;
+    if lead0 > 0.0 {
+        let kept = |lead: f64| 100.0 * lead / lead0;
+        write!(
+            md,
+            "the search matched the kernel, a lead of {lead0:.3}. After one epoch of adversarial training the distances \
+are {a1:.3} and {r1:.3} (a lead of {:.3}, {:.0} % of it left), and at the end {ae:.3} and {re:.3} ({:.0} % left).",
+            r1 - a1,
+            kept(r1 - a1),
+            kept(re - ae)
+        )
+        .ok();
+    } else {
+        write!(
+            md,
+            "the search did not bring it closer. After one epoch: {a1:.3} and {r1:.3}; at the end {ae:.3} and {re:.3}."
+        )
+        .ok();
+    }
+    if let (Some(g1), Some(ge), Some(q1), Some(qe)) = (
+        m("awt", &|dy| at_epoch(dy, 1, gap)),
+        m("awt", &|dy| at_end(dy, gap)),
+        m("random", &|dy| at_epoch(dy, 1, gap)),
+        m("random", &|dy| at_end(dy, gap)),
+    ) {
+        write!(
+            md,
+            " AWT's training loss is {g1:+.2} from the dense net's in the first epoch (random's {q1:+.2}) and {ge:+.2} in the \
+last (random's {qe:+.2})."
+        )
+        .ok();
+    }
+    md + "\n\n"
+}
+
+/// The four measures over epochs, mean ± sd over seeds, at one density.
+fn figures(recs: &[Rec], d0: f64, fig_dir: &Path) -> Result<String> {
+    type Get = fn(&DynLine) -> Option<f64>;
+    let measures: [(&str, &str, &str, bool, Get); 4] = [
+        (
+            "study-dyn-distance.svg",
+            "kernel distance to the dense net at the same epoch",
+            "‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖",
+            true,
+            |e| Some(e.rel_distance),
+        ),
+        (
+            "study-dyn-alignment.svg",
+            "kernel alignment with the dense net at the same epoch",
+            "⟨Θ_s,t, Θ_d,t⟩ / (‖Θ_s,t‖ ‖Θ_d,t‖)",
+            false,
+            |e| Some(e.alignment),
+        ),
+        (
+            "study-dyn-own-change.svg",
+            "each net's kernel change from its initialisation",
+            "‖Θ_t − Θ_0‖ / ‖Θ_0‖",
+            true,
+            |e| Some(e.sparse_change),
+        ),
+        ("study-dyn-loss-gap.svg", "training loss minus the dense net's", "loss gap (sparse − dense)", false, |e| {
+            e.loss_gap
+        }),
+    ];
+    let mut md = String::new();
+    for (file, title, ylabel, logy, get) in measures {
+        let mut ks = Vec::new();
+        for v in DRAWN {
+            let per: Vec<Vec<(f64, f64)>> = runs_of(recs, v, d0)
+                .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
+                .collect();
+            ks.extend(seed_band(v, &per));
+        }
+        if file == "study-dyn-own-change.svg" {
+            // The dense net's own change, from any ticket's records (the same dense run per seed).
+            let mut per_seed = std::collections::BTreeMap::new();
+            for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
+                per_seed
+                    .entry(r.m.seed)
+                    .or_insert_with(|| r.dynamics.iter().map(|e| (e.epoch as f64, e.dense_change)).collect::<Vec<_>>());
+            }
+            ks.extend(seed_band("dense", &per_seed.into_values().collect::<Vec<_>>()));
+        }
+        if ks.is_empty() {
+            continue;
+        }
+        let title = format!("{title} (density {d0}, mean ± sd over seeds)");
+        let log_ok = ks.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
+        let fig =
+            Figure { title: &title, xlabel: "epoch", ylabel, logx: false, logy: logy && log_ok, spread: Spread::Band };
+        write_figure(fig_dir, file, &fig, &ks)?;
+        writeln!(md, "![{title}](figures/{file})\n")?;
+    }
+    Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{rec, tempfile_dir};
+    use super::*;
+
+    fn line(epoch: u64, distance: f64, gap: f64) -> DynLine {
+        DynLine {
+            epoch,
+            rel_distance: distance,
+            alignment: 1.0 - distance / 2.0,
+            sparse_change: if epoch == 0 { 0.0 } else { 40.0 },
+            dense_change: if epoch == 0 { 0.0 } else { 1.5 },
+            loss_gap: (epoch > 0).then_some(gap),
+        }
+    }
+
+    /// AWT starts 0.6 closer to the dense kernel than random but keeps a sixth of that lead after
+    /// an epoch: the table gives each measure at its epoch with the spread over seeds, the finding
+    /// says how much of the lead is left, and a ticket without dynamics gets no row.
+    #[test]
+    fn the_dynamics_section_follows_the_searched_match_through_training() {
+        let mut recs = Vec::new();
+        for seed in 0..2u64 {
+            let j = 0.01 * seed as f64;
+            let dy = |d: [f64; 3], g: [f64; 2]| vec![line(0, d[0] + j, 0.0), line(1, d[1], g[0]), line(2, d[2], g[1])];
+            recs.push(rec("awt", 0.05, seed, (0.8, 0.6, 0.58), 1000, dy([0.4, 0.8, 0.7], [3.0, 0.3])));
+            recs.push(rec("random", 0.05, seed, (0.8, 0.6, 0.57), 1000, dy([1.0, 0.9, 0.8], [0.5, 0.2])));
+            recs.push(rec("snip", 0.05, seed, (0.8, 0.6, 0.57), 1000, Vec::new()));
+        }
+        let dir = tempfile_dir();
+        let md = section(&recs, &[0.05], &dir).unwrap();
+        let row = |t: &str| md.lines().find(|l| l.starts_with(&format!("| {t} |"))).unwrap_or_else(|| panic!("{md}"));
+        assert_eq!(
+            row("awt"),
+            "| awt | 2 | 0.405 ± 0.007 | 0.800 ± 0.000 | 0.700 ± 0.000 | 0.750 ± 0.000 | 0.625 ± 0.000 | 40.0 ± 0.0 \
+| 3.000 ± 0.000 | 0.300 ± 0.000 | 1.650 ± 0.000 |"
+        );
+        assert!(row("random").starts_with("| random | 2 | 1.005 ± 0.007 | 0.900 ± 0.000 |"), "{md}");
+        assert!(!md.contains("| snip |"), "no dynamics recorded, no row:\n{md}");
+        assert!(md.contains("has moved 1.500 ± 0.000 times its initial norm"), "{md}");
+        assert!(
+            md.contains(
+                "AWT's kernel is 0.405 from the dense net's against 1.005 for a random ticket: the search matched the \
+kernel, a lead of 0.600. After one epoch of adversarial training the distances are 0.800 and 0.900 (a lead of 0.100, 17 % \
+of it left), and at the end 0.700 and 0.800 (17 % left). AWT's training loss is +3.00 from the dense net's in the first \
+epoch (random's +0.50) and +0.30 in the last (random's +0.20)."
+            ),
+            "{md}"
+        );
+        for f in
+            ["study-dyn-distance.svg", "study-dyn-alignment.svg", "study-dyn-own-change.svg", "study-dyn-loss-gap.svg"]
+        {
+            assert!(md.contains(&format!("(figures/{f})")), "{f} not linked:\n{md}");
+            assert!(dir.join(f).exists(), "{f} not written");
+        }
+        // Nothing recorded: the section says so and draws nothing.
+        let none: Vec<Rec> = recs.into_iter().filter(|r| r.dynamics.is_empty()).collect();
+        let md = section(&none, &[0.05], &dir).unwrap();
+        assert!(md.contains("No kernel dynamics recorded yet"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
