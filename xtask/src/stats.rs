@@ -94,6 +94,49 @@ pub(crate) fn above(d: &Summary) -> &'static str {
     }
 }
 
+/// Ranks from 1, ties given their mean rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        for &k in &order[i..=j] {
+            r[k] = (i + j) as f64 / 2.0 + 1.0;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation of paired values, and whether it differs from 0 at the 5 % level
+/// (two-sided, t = ρ √((n − 2) / (1 − ρ²)) on n − 2 degrees of freedom). None below 4 pairs or
+/// where either side is constant.
+pub(crate) fn spearman(x: &[f64], y: &[f64]) -> Option<(f64, bool)> {
+    let n = x.len();
+    if n != y.len() || n < 4 {
+        return None;
+    }
+    let (rx, ry) = (ranks(x), ranks(y));
+    let m = (n as f64 + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in rx.iter().zip(&ry) {
+        sxy += (a - m) * (b - m);
+        sxx += (a - m) * (a - m);
+        syy += (b - m) * (b - m);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    let rho = sxy / (sxx * syy).sqrt();
+    let t = if rho.abs() >= 1.0 { f64::INFINITY } else { rho.abs() * ((n as f64 - 2.0) / (1.0 - rho * rho)).sqrt() };
+    Some((rho, t > t95(n - 2)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +159,21 @@ mod tests {
         assert_eq!(at_least(&summary(&[-0.05, -0.06, -0.055]), 0.01), "does **not** hold");
         assert_eq!(at_least(&summary(&[0.01]), 0.01), "open: fewer than two paired seeds");
         assert!((t95(1000) - 1.9624).abs() < 1e-3 && (t95(2) - 4.303).abs() < 1e-12);
+    }
+
+    /// Against hand-computed values: a monotone relation is ±1 whatever its shape, ties share
+    /// their mean rank, and too few or constant values give none.
+    #[test]
+    fn rank_correlation() {
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(spearman(&x, &[1.0, 4.0, 9.0, 16.0, 100.0]), Some((1.0, true)));
+        assert_eq!(spearman(&x, &[5.0, 4.0, 3.0, 2.0, -7.0]), Some((-1.0, true)));
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        // Ranks 1 2 3 4 5 against 2 1 4 3 5: d² sums to 4, ρ = 1 − 6·4 / (5·24) = 0.8; t = 0.8·√(3/0.36) ≈ 2.31
+        // is below t95(3) = 3.18, so not different from 0.
+        let (rho, decided) = spearman(&x, &[2.0, 1.0, 4.0, 3.0, 5.0]).unwrap();
+        assert!((rho - 0.8).abs() < 1e-12 && !decided, "{rho}");
+        assert_eq!(spearman(&x[..3], &[1.0, 2.0, 3.0]), None);
+        assert_eq!(spearman(&x, &[1.0; 5]), None);
     }
 }

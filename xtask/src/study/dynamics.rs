@@ -8,11 +8,9 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::figures::{seed_band, write_figure};
-use super::{DynLine, Rec, runs_of, summary};
+use super::{DynLine, Measure, Rec, runs_of, summary};
 use crate::plot::{Figure, Spread};
-
-/// The tickets whose dynamics the section shows, in this order.
-const TICKETS: [&str; 9] = ["awt", "ntt", "random", "magnitude", "snip", "grasp", "synflow", "imp-at", "hydra"];
+use crate::stats::spearman;
 
 /// The tickets drawn over epochs (the others sit in the tables): the searched ones, the baseline
 /// the claim compares with, the best mask at initialisation and the train → prune methods.
@@ -54,7 +52,9 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 /// Section 3: the dynamics of every recorded ticket against the dense net of its seed.
-pub(super) fn section(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> Result<String> {
+/// `vs`: the tickets (methods, then ablations) in report order.
+/// `head`: the robust accuracy the dynamics are set against.
+pub(super) fn section(recs: &[Rec], vs: &[String], densities: &[f64], head: Measure, fig_dir: &Path) -> Result<String> {
     let mut md = String::from("## 3. Dynamics, measured against the dense net at the same epoch\n\n");
     if !recs.iter().any(|r| !r.dynamics.is_empty()) {
         md += "No kernel dynamics recorded yet (`[dynamics]` in the preset; `awt dynamics`).\n\n";
@@ -83,26 +83,27 @@ shows an own change of many times its initial norm.\n",
         cell(&dense_end)
     )?;
     for &d in densities {
-        md += &table(recs, d);
+        md += &table(recs, vs, d);
     }
     let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
         return Ok(md);
     };
     md += &finding(recs, d0);
+    md += &correlation(recs, d0, head);
     md += &figures(recs, d0, fig_dir)?;
     Ok(md)
 }
 
 /// One density's table: the kernel distance at initialisation, after epoch 1 and at the end, its
 /// mean over training, the alignment, the own change, and the loss gap, each mean ± sd over seeds.
-fn table(recs: &[Rec], d: f64) -> String {
+fn table(recs: &[Rec], vs: &[String], d: f64) -> String {
     let mut md = format!(
         "Density {d} (mean ± sd over seeds; \"mean\" is over the trained epochs, as the claims use it):\n\n\
 | ticket | seeds | kernel distance at init | after epoch 1 | at the end | mean | alignment, mean | own kernel change at the end | loss gap, epoch 1 | at the end | mean absolute gap |\n\
 |---|---|---|---|---|---|---|---|---|---|---|\n"
     );
     let mut rows = 0;
-    for v in TICKETS {
+    for v in vs.iter().map(String::as_str).filter(|v| *v != "dense") {
         let n = runs_of(recs, v, d).filter(|r| !r.dynamics.is_empty()).count();
         if n == 0 {
             continue;
@@ -182,6 +183,36 @@ last (random's {qe:+.2})."
         .ok();
     }
     md + "\n\n"
+}
+
+/// Whether closeness to the dense kernel goes with robustness over every run of one density: the
+/// rank correlation of robust accuracy with the kernel distance at initialisation and over training.
+fn correlation(recs: &[Rec], d: f64, head: Measure) -> String {
+    let runs: Vec<&Rec> = recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12 && !r.dynamics.is_empty()).collect();
+    let dist = |e: &DynLine| Some(e.rel_distance);
+    let rho = |pick: &dyn Fn(&[DynLine]) -> Option<f64>| {
+        let (x, y): (Vec<f64>, Vec<f64>) =
+            runs.iter().filter_map(|r| Some((pick(&r.dynamics)?, r.measure(head)?))).unzip();
+        spearman(&x, &y).map(|(rho, decided)| {
+            let said = if decided {
+                "different from 0 at the 5 % level"
+            } else {
+                "not distinguishable from 0 at the 5 % level"
+            };
+            (x.len(), format!("ρ = {rho:+.2}, {said}"))
+        })
+    };
+    let (Some((n, init)), Some((_, during))) = (rho(&|dy| at_epoch(dy, 0, dist)), rho(&|dy| over_training(dy, dist)))
+    else {
+        return String::new();
+    };
+    format!(
+        "**Does a closer kernel go with robustness?** Over the {n} runs at density {d} (every ticket and variant, every \
+seed), the rank correlation (Spearman) of robust accuracy with the kernel distance to the dense net at initialisation is \
+{init}; with the mean distance over training, {during}. If staying close to the dense net's kernel made a ticket robust, \
+both would be clearly negative. The runs share seeds and families of masks, so this describes the grid rather than \
+testing a hypothesis.\n\n"
+    )
 }
 
 /// The four measures over epochs, mean ± sd over seeds, at one density.
@@ -275,7 +306,8 @@ mod tests {
             recs.push(rec("snip", 0.05, seed, (0.8, 0.6, 0.57), 1000, Vec::new()));
         }
         let dir = tempfile_dir();
-        let md = section(&recs, &[0.05], &dir).unwrap();
+        let vs = ["awt", "random", "snip"].map(String::from);
+        let md = section(&recs, &vs, &[0.05], Measure::Worst, &dir).unwrap();
         let row = |t: &str| md.lines().find(|l| l.starts_with(&format!("| {t} |"))).unwrap_or_else(|| panic!("{md}"));
         assert_eq!(
             row("awt"),
@@ -302,7 +334,7 @@ epoch (random's +0.50) and +0.30 in the last (random's +0.20)."
         }
         // Nothing recorded: the section says so and draws nothing.
         let none: Vec<Rec> = recs.into_iter().filter(|r| r.dynamics.is_empty()).collect();
-        let md = section(&none, &[0.05], &dir).unwrap();
+        let md = section(&none, &vs, &[0.05], Measure::Worst, &dir).unwrap();
         assert!(md.contains("No kernel dynamics recorded yet"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
