@@ -200,6 +200,9 @@ fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
         let finding = finding.strip_prefix("**Finding.** ").unwrap_or(finding);
         write!(md, "\n**Beyond the paper** (does an AWT variant reach the dense net at density 0.05?): {finding}\n")?;
     }
+    if let Some(g) = dynamics::glance(study, &sparse_densities(study), head) {
+        write!(md, "\n{g}\n")?;
+    }
     md += "\n";
     Ok(md)
 }

@@ -85,9 +85,7 @@ shows an own change of many times its initial norm.\n",
     for &d in densities {
         md += &table(recs, vs, d);
     }
-    let Some(d0) = densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs())) else {
-        return Ok(md);
-    };
+    let Some(d0) = nearest(densities) else { return Ok(md) };
     md += &finding(recs, d0);
     md += &correlation(recs, d0, head);
     md += &figures(recs, d0, fig_dir)?;
@@ -130,45 +128,63 @@ fn table(recs: &[Rec], vs: &[String], d: f64) -> String {
     md + "\n"
 }
 
+/// AWT's and random's mean kernel distance to the dense net (over seeds) at initialisation, after
+/// the first epoch and at the end.
+struct Lead {
+    awt: [f64; 3],
+    random: [f64; 3],
+}
+
+impl Lead {
+    fn of(recs: &[Rec], d: f64) -> Option<Lead> {
+        let dist = |e: &DynLine| Some(e.rel_distance);
+        let three = |v: &str| -> Option<[f64; 3]> {
+            Some([
+                mean(&per_run(recs, v, d, |dy| at_epoch(dy, 0, dist)))?,
+                mean(&per_run(recs, v, d, |dy| at_epoch(dy, 1, dist)))?,
+                mean(&per_run(recs, v, d, |dy| at_end(dy, dist)))?,
+            ])
+        };
+        Some(Lead { awt: three("awt")?, random: three("random")? })
+    }
+
+    /// Random's distance minus AWT's at initialisation, after epoch 1, at the end.
+    fn lead(&self, i: usize) -> f64 {
+        self.random[i] - self.awt[i]
+    }
+
+    /// The share of the initial lead left after epoch 1 and at the end, in percent (None without a lead).
+    fn left(&self) -> Option<(f64, f64)> {
+        let l0 = self.lead(0);
+        (l0 > 0.0).then(|| (100.0 * self.lead(1) / l0, 100.0 * self.lead(2) / l0))
+    }
+}
+
 /// What became of the searched match: AWT's kernel distance and loss gap beside random's at
 /// initialisation, after the first epoch and at the end (means over seeds).
 fn finding(recs: &[Rec], d: f64) -> String {
-    let m = |v: &str, pick: &dyn Fn(&[DynLine]) -> Option<f64>| mean(&per_run(recs, v, d, pick));
-    let dist = |e: &DynLine| Some(e.rel_distance);
-    let gap = |e: &DynLine| e.loss_gap;
-    let (Some(a0), Some(a1), Some(ae), Some(r0), Some(r1), Some(re)) = (
-        m("awt", &|dy| at_epoch(dy, 0, dist)),
-        m("awt", &|dy| at_epoch(dy, 1, dist)),
-        m("awt", &|dy| at_end(dy, dist)),
-        m("random", &|dy| at_epoch(dy, 0, dist)),
-        m("random", &|dy| at_epoch(dy, 1, dist)),
-        m("random", &|dy| at_end(dy, dist)),
-    ) else {
-        return String::new();
-    };
+    let Some(l) = Lead::of(recs, d) else { return String::new() };
+    let ([a0, a1, ae], [r0, r1, re]) = (l.awt, l.random);
     let mut md = format!(
         "**Finding** (density {d}, means over seeds). At initialisation AWT's kernel is {a0:.3} from the dense net's \
 against {r0:.3} for a random ticket: "
     );
-    let lead0 = r0 - a0;
-    if lead0 > 0.0 {
-        let kept = |lead: f64| 100.0 * lead / lead0;
-        write!(
+    match l.left() {
+        Some((k1, ke)) => write!(
             md,
-            "the search matched the kernel, a lead of {lead0:.3}. After one epoch of adversarial training the distances \
-are {a1:.3} and {r1:.3} (a lead of {:.3}, {:.0} % of it left), and at the end {ae:.3} and {re:.3} ({:.0} % left).",
-            r1 - a1,
-            kept(r1 - a1),
-            kept(re - ae)
-        )
-        .ok();
-    } else {
-        write!(
+            "the search matched the kernel, a lead of {:.3}. After one epoch of adversarial training the distances \
+are {a1:.3} and {r1:.3} (a lead of {:.3}, {k1:.0} % of it left), and at the end {ae:.3} and {re:.3} ({ke:.0} % left).",
+            l.lead(0),
+            l.lead(1)
+        ),
+        None => write!(
             md,
             "the search did not bring it closer. After one epoch: {a1:.3} and {r1:.3}; at the end {ae:.3} and {re:.3}."
-        )
-        .ok();
+        ),
     }
+    .ok();
+    let m = |v: &str, pick: &dyn Fn(&[DynLine]) -> Option<f64>| mean(&per_run(recs, v, d, pick));
+    let gap = |e: &DynLine| e.loss_gap;
     if let (Some(g1), Some(ge), Some(q1), Some(qe)) = (
         m("awt", &|dy| at_epoch(dy, 1, gap)),
         m("awt", &|dy| at_end(dy, gap)),
@@ -185,34 +201,84 @@ last (random's {qe:+.2})."
     md + "\n\n"
 }
 
-/// Whether closeness to the dense kernel goes with robustness over every run of one density: the
-/// rank correlation of robust accuracy with the kernel distance at initialisation and over training.
+/// Spearman's ρ of robust accuracy with the kernel distance to the dense net over every run of one
+/// density, at initialisation and over training, each with whether it differs from 0 at 5 %.
+struct Corr {
+    n: usize,
+    init: (f64, bool),
+    during: (f64, bool),
+}
+
+impl Corr {
+    fn of(recs: &[Rec], d: f64, head: Measure) -> Option<Corr> {
+        let runs: Vec<&Rec> =
+            recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12 && !r.dynamics.is_empty()).collect();
+        let dist = |e: &DynLine| Some(e.rel_distance);
+        let rho = |pick: &dyn Fn(&[DynLine]) -> Option<f64>| {
+            let (x, y): (Vec<f64>, Vec<f64>) =
+                runs.iter().filter_map(|r| Some((pick(&r.dynamics)?, r.measure(head)?))).unzip();
+            spearman(&x, &y).map(|r| (x.len(), r))
+        };
+        let (n, init) = rho(&|dy| at_epoch(dy, 0, dist))?;
+        let (_, during) = rho(&|dy| over_training(dy, dist))?;
+        Some(Corr { n, init, during })
+    }
+}
+
+fn rho_said((rho, decided): (f64, bool)) -> String {
+    let said =
+        if decided { "different from 0 at the 5 % level" } else { "not distinguishable from 0 at the 5 % level" };
+    format!("ρ = {rho:+.2}, {said}")
+}
+
+/// Whether closeness to the dense kernel goes with robustness over every run of one density.
 fn correlation(recs: &[Rec], d: f64, head: Measure) -> String {
-    let runs: Vec<&Rec> = recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12 && !r.dynamics.is_empty()).collect();
-    let dist = |e: &DynLine| Some(e.rel_distance);
-    let rho = |pick: &dyn Fn(&[DynLine]) -> Option<f64>| {
-        let (x, y): (Vec<f64>, Vec<f64>) =
-            runs.iter().filter_map(|r| Some((pick(&r.dynamics)?, r.measure(head)?))).unzip();
-        spearman(&x, &y).map(|(rho, decided)| {
-            let said = if decided {
-                "different from 0 at the 5 % level"
-            } else {
-                "not distinguishable from 0 at the 5 % level"
-            };
-            (x.len(), format!("ρ = {rho:+.2}, {said}"))
-        })
-    };
-    let (Some((n, init)), Some((_, during))) = (rho(&|dy| at_epoch(dy, 0, dist)), rho(&|dy| over_training(dy, dist)))
-    else {
-        return String::new();
-    };
+    let Some(c) = Corr::of(recs, d, head) else { return String::new() };
     format!(
-        "**Does a closer kernel go with robustness?** Over the {n} runs at density {d} (every ticket and variant, every \
+        "**Does a closer kernel go with robustness?** Over the {} runs at density {d} (every ticket and variant, every \
 seed), the rank correlation (Spearman) of robust accuracy with the kernel distance to the dense net at initialisation is \
-{init}; with the mean distance over training, {during}. If staying close to the dense net's kernel made a ticket robust, \
+{}; with the mean distance over training, {}. If staying close to the dense net's kernel made a ticket robust, \
 both would be clearly negative. The runs share seeds and families of masks, so this describes the grid rather than \
-testing a hypothesis.\n\n"
+testing a hypothesis.\n\n",
+        c.n,
+        rho_said(c.init),
+        rho_said(c.during)
     )
+}
+
+/// The section's findings in one paragraph for the report's top, at the density nearest 0.05.
+pub(super) fn glance(recs: &[Rec], densities: &[f64], head: Measure) -> Option<String> {
+    let d = nearest(densities)?;
+    let mut parts = Vec::new();
+    if let Some(l) = Lead::of(recs, d) {
+        parts.push(match l.left() {
+            Some((k1, ke)) => format!(
+                "AWT's tickets start {:.3} closer to the dense net's kernel than random tickets (relative distance); \
+{k1:.0} % of that lead is left after the first epoch of training, {ke:.0} % at the end",
+                l.lead(0)
+            ),
+            None => "AWT's tickets do not start closer to the dense net's kernel than random tickets".to_string(),
+        });
+    }
+    if let Some(c) = Corr::of(recs, d, head) {
+        let which = match (c.init.1, c.during.1) {
+            (false, false) => "neither distinguishable from 0",
+            (true, true) => "both different from 0",
+            (true, false) => "only the first different from 0",
+            (false, true) => "only the second different from 0",
+        };
+        parts.push(format!(
+            "over the {} runs, robust accuracy is rank-correlated with the kernel distance to the dense net by ρ = {:+.2} \
+at initialisation and {:+.2} over training ({which} at the 5 % level)",
+            c.n, c.init.0, c.during.0
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("**Dynamics** (§3, density {d}): {}.", parts.join("; ")))
+}
+
+/// The density nearest 0.05, where the paper's main comparison sits.
+fn nearest(densities: &[f64]) -> Option<f64> {
+    densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()))
 }
 
 /// The four measures over epochs, mean ± sd over seeds, at one density.
