@@ -33,6 +33,8 @@ pub(crate) enum Spread {
     Bars,
     /// A shaded band between the low and high curves (many x values, e.g. epochs).
     Band,
+    /// No line and no spread: a dot per point (a scatter, e.g. one dot per run).
+    Points,
 }
 
 /// A figure's labels and axes.
@@ -271,6 +273,11 @@ where
         let spread: Vec<(f64, f64, f64, f64)> =
             pts.iter().filter_map(|&(j, (x, y))| s.spread.get(j).map(|&(lo, hi)| (x, y, lo, hi))).collect();
         match fig.spread {
+            Spread::Points => {
+                let dots = pts.iter().map(|p| Circle::new(p.1, 4, c.mix(0.8).filled()));
+                ch.draw_series(dots).map_err(e)?;
+                continue;
+            }
             Spread::Band if spread.len() > 1 => {
                 let mut poly: Vec<(f64, f64)> = spread.iter().map(|p| (p.0, p.3)).collect();
                 poly.extend(spread.iter().rev().map(|p| (p.0, p.2)));
@@ -334,16 +341,22 @@ mod tests {
             },
             Series::line("dense & co", vec![(0.02, 60.0), (0.05, 60.0), (0.0, 1.0)]),
         ];
-        for spread in [Spread::Bars, Spread::Band] {
+        for spread in [Spread::Bars, Spread::Band, Spread::Points] {
             let f = Figure { title: "t <1>", xlabel: "density", ylabel: "acc", logx: true, logy: true, spread };
             let a = figure(&f, &s);
             assert_eq!(a, figure(&f, &s));
             assert!(a.starts_with("<svg"), "{a}");
             assert!(a.contains("dense &amp; co") && a.contains("t &lt;1&gt;"), "labels escaped");
             assert!(!a.contains("cannot draw"), "{a}");
+            let lines = a.matches("<polyline").count();
             match spread {
                 Spread::Band => assert!(a.contains("<polygon"), "no band"),
                 Spread::Bars => assert!(!a.contains("<polygon"), "a band where bars were asked"),
+                // A scatter draws the dots alone: no band, no series line (the legend keys remain).
+                Spread::Points => {
+                    assert!(!a.contains("<polygon") && a.matches("<circle").count() == 4, "{a}");
+                    assert!(lines < figure(&Figure { spread: Spread::Bars, ..f }, &s).matches("<polyline").count());
+                }
             }
         }
         // No finite point at all still gives a (blank) figure.

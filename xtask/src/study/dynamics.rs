@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::figures::{seed_band, write_figure};
-use super::{DynLine, Measure, Rec, runs_of, summary};
-use crate::plot::{Figure, Spread};
+use super::{DynLine, Measure, Rec, plain_of, runs_of, summary};
+use crate::plot::{Figure, Series, Spread};
 use crate::stats::spearman;
 
 /// The tickets drawn over epochs (the others sit in the tables): the searched ones, the baseline
@@ -88,6 +88,7 @@ shows an own change of many times its initial norm.\n",
     let Some(d0) = nearest(densities) else { return Ok(md) };
     md += &finding(recs, d0);
     md += &correlation(recs, d0, head);
+    md += &scatter(recs, d0, head, fig_dir)?;
     md += &figures(recs, d0, fig_dir)?;
     Ok(md)
 }
@@ -246,6 +247,66 @@ testing a hypothesis.\n\n",
     )
 }
 
+/// The series a run's dot joins in the scatter: plain AWT, its variants together, else the plain
+/// method (a mask's variants with it), so that the families stay within the palette.
+fn family(v: &str) -> String {
+    if v.starts_with("awt-") { "awt variants".into() } else { plain_of(v).unwrap_or(v).to_string() }
+}
+
+/// Robust accuracy against the kernel distance to the dense net, one dot per run, at
+/// initialisation and averaged over training: the correlation above, drawn.
+fn scatter(recs: &[Rec], d: f64, head: Measure, fig_dir: &Path) -> Result<String> {
+    type Pick = fn(&[DynLine]) -> Option<f64>;
+    let views: [(&str, &str, &str, Pick); 2] = [
+        (
+            "study-dyn-vs-robust-init.svg",
+            "kernel distance at initialisation",
+            "kernel distance to the dense net at initialisation",
+            |dy| at_epoch(dy, 0, |e| Some(e.rel_distance)),
+        ),
+        (
+            "study-dyn-vs-robust-mean.svg",
+            "mean kernel distance over training",
+            "mean kernel distance to the dense net, same epoch",
+            |dy| over_training(dy, |e| Some(e.rel_distance)),
+        ),
+    ];
+    let mut md = String::new();
+    for (file, what, xlabel, pick) in views {
+        let mut series: Vec<Series> = Vec::new();
+        for r in recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12) {
+            let (Some(x), Some(y)) = (pick(&r.dynamics), r.measure(head)) else { continue };
+            let name = family(&r.variant());
+            match series.iter_mut().find(|s| s.name == name) {
+                Some(s) => s.points.push((x, 100.0 * y)),
+                None => series.push(Series::line(name, vec![(x, 100.0 * y)])),
+            }
+        }
+        if series.is_empty() {
+            continue;
+        }
+        // AWT and its variants first (the palette's first colours), then the methods' order.
+        let order = |s: &Series| match s.name.as_str() {
+            "awt" => (0, 0),
+            "awt variants" => (1, 0),
+            m => (2, crate::spec::METHODS.iter().position(|x| *x == m).unwrap_or(usize::MAX)),
+        };
+        series.sort_by_key(order);
+        let title = format!("robust accuracy vs {what} (density {d}, one dot per run)");
+        let fig = Figure {
+            title: &title,
+            xlabel,
+            ylabel: "robust accuracy (%)",
+            logx: false,
+            logy: false,
+            spread: Spread::Points,
+        };
+        write_figure(fig_dir, file, &fig, &series)?;
+        writeln!(md, "![{title}](figures/{file})\n")?;
+    }
+    Ok(md)
+}
+
 /// The section's findings in one paragraph for the report's top, at the density nearest 0.05.
 pub(super) fn glance(recs: &[Rec], densities: &[f64], head: Measure) -> Option<String> {
     let d = nearest(densities)?;
@@ -392,9 +453,14 @@ epoch (random's +0.50) and +0.30 in the last (random's +0.20)."
             ),
             "{md}"
         );
-        for f in
-            ["study-dyn-distance.svg", "study-dyn-alignment.svg", "study-dyn-own-change.svg", "study-dyn-loss-gap.svg"]
-        {
+        for f in [
+            "study-dyn-distance.svg",
+            "study-dyn-alignment.svg",
+            "study-dyn-own-change.svg",
+            "study-dyn-loss-gap.svg",
+            "study-dyn-vs-robust-init.svg",
+            "study-dyn-vs-robust-mean.svg",
+        ] {
             assert!(md.contains(&format!("(figures/{f})")), "{f} not linked:\n{md}");
             assert!(dir.join(f).exists(), "{f} not written");
         }
