@@ -68,10 +68,14 @@ pub(super) fn section(recs: &[Rec], vs: &[String], densities: &[f64], head: Meas
         }
     }
     let dense_end: Vec<f64> = dense_end.into_values().collect();
+    let probe = match crate::spec::load("study").ok().and_then(|s| s.dynamics) {
+        Some(d) => format!("the first {} test images and their PGD-{} examples", d.probe, d.steps),
+        None => "the first test images and their PGD examples".to_string(),
+    };
     writeln!(
         md,
         "At initialisation (epoch 0) and after each training epoch, every ticket and the dense net trained with the same \
-seed and data order are compared on one fixed probe set: the first test images and their PGD examples against the dense \
+seed and data order are compared on one fixed probe set: {probe} against the dense \
 net at that epoch, the same points for every net of a seed. Θ is each net's empirical NTK on those points (every logit). \
 Measured: the relative distance ‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖ and the alignment ⟨Θ_s,t, Θ_d,t⟩ / (‖Θ_s,t‖ ‖Θ_d,t‖) to the \
 dense net at the same epoch; each net's own kernel change ‖Θ_t − Θ_0‖ / ‖Θ_0‖ from its initialisation; and the gap \
