@@ -23,9 +23,10 @@ cargo xtask <command>
 
 commands:
   reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--first PATTERN,...] [--jobs N]
-            [--force] [--list] [--shard i/n]
+            [--force] [--list] [--shard i/n] [--commit]
             (--jobs: concurrent runs, default one per core, the cores shared between them;
-            --first: the runs whose name matches these patterns first, in that order, then the rest)
+            --first: the runs whose name matches these patterns first, in that order, then the rest;
+            --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 7 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE]

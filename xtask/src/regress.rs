@@ -41,6 +41,7 @@ pub(crate) fn regress(args: &[String]) -> Result<()> {
         jobs: 1,
         force: true,
         list: false,
+        commit: false,
         shard: None,
         out: Some(out),
     };

@@ -16,6 +16,7 @@ use crate::root;
 use crate::spec::{self, Spec};
 
 mod exec;
+mod publish;
 mod queue;
 
 use exec::{execute, wait_lock};
@@ -29,6 +30,8 @@ pub(crate) struct Opts {
     pub jobs: usize,
     pub force: bool,
     pub list: bool,
+    /// Commit each new record with the regenerated study report (`--commit`, recorded presets).
+    pub commit: bool,
     pub shard: Option<(usize, usize)>,
     pub out: Option<PathBuf>,
 }
@@ -46,6 +49,7 @@ impl Opts {
             jobs: cores,
             force: false,
             list: false,
+            commit: false,
             shard: None,
             out: None,
         };
@@ -70,6 +74,7 @@ impl Opts {
                 }
                 "--force" => o.force = true,
                 "--list" => o.list = true,
+                "--commit" => o.commit = true,
                 "--out" => o.out = Some(PathBuf::from(val("--out")?)),
                 "--shard" => {
                     let v = val("--shard")?;
@@ -134,6 +139,15 @@ fn changes_mask(line: &str) -> bool {
 /// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
 /// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
 /// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
+/// [`record`], then with `--commit` the commit of the record and the regenerated report.
+fn keep(o: &Opts, run: &Run) -> Result<()> {
+    record(&o.preset, run)?;
+    if o.commit {
+        publish::publish(&o.preset, &run.name);
+    }
+    Ok(())
+}
+
 fn record(preset: &str, run: &Run) -> Result<()> {
     let dst = record_dir(preset, run);
     std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
@@ -168,6 +182,12 @@ fn record(preset: &str, run: &Run) -> Result<()> {
 /// Runs a grid; returns its runs (none with `--list`).
 pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let spec = spec::load(&o.preset)?;
+    if o.commit && !spec.record {
+        bail!(
+            "--commit: preset `{}` keeps no records in results/ (only recorded presets, such as study, do)",
+            o.preset
+        );
+    }
     let awt = awt_binary()?;
     let data = choose_data(&spec, &awt)?;
     let base = o.base();
@@ -277,7 +297,7 @@ fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<
         eprintln!("      {} needs {} trained first: running it", run.name, dense.name);
         execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
         if spec.record && !recorded(&o.preset, &dense) {
-            record(&o.preset, &dense)?;
+            keep(o, &dense)?;
         }
     }
     Ok(())
@@ -319,7 +339,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
     }
     if run.dir.join("manifest.json").exists() {
         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
-        return if spec.record { record(&o.preset, run) } else { Ok(()) };
+        return if spec.record { keep(o, run) } else { Ok(()) };
     }
     let eta = if spec.record { to_go(&o.preset, run, &at.rest, o.jobs) } else { String::new() };
     eprintln!(
@@ -334,11 +354,11 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
     // Another worker may have run it meanwhile, for a run that needed it first.
     if run.dir.join("manifest.json").exists() {
         eprintln!("[{:>3}/{total}] {} — finished by another worker", k + 1, run.name);
-        return if spec.record && !recorded(&o.preset, run) { record(&o.preset, run) } else { Ok(()) };
+        return if spec.record && !recorded(&o.preset, run) { keep(o, run) } else { Ok(()) };
     }
     let t = execute(lock, awt, run, &steps(run, spec, data)?, threads, &o.preset)?;
     if spec.record {
-        record(&o.preset, run)?;
+        keep(o, run)?;
     }
     eprintln!("[{:>3}/{total}] {} — finished in {t:.0} s", k + 1, run.name);
     Ok(())

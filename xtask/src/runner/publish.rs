@@ -1,0 +1,118 @@
+//! `reproduce --commit`: each run recorded into `results/<preset>/` is committed at once, with the
+//! study report regenerated from the records, so a grid that spans sittings loses nothing finished
+//! when a sitting ends. Only the preset's records and the report are committed, whatever else the
+//! working tree holds or has staged.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result, bail};
+
+use crate::root;
+
+/// Workers finish runs at the same time; one commit at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Regenerates docs/study.md from `results/` and commits it with the preset's records. A failure
+/// (no git, no identity, a locked index) is said and the grid goes on: the records are on disk,
+/// and the next run's commit takes them along.
+pub(super) fn publish(preset: &str, run: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let report = root().join("docs").join("study.md");
+    let paths = [format!("results/{preset}"), "docs/study.md".into(), "docs/figures".into()];
+    let done = crate::study::write(&report)
+        .and_then(|()| git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated")));
+    match done {
+        Ok(true) => eprintln!("      {run}: records and report committed"),
+        Ok(false) => {}
+        Err(e) => eprintln!("      {run}: not committed ({e:#}); its records are in results/{preset}/"),
+    }
+}
+
+/// Commits the current content of `paths` (new files included) in the repository at `repo`, and
+/// nothing else; false when they hold no change.
+pub(crate) fn git_commit(repo: &Path, paths: &[String], message: &str) -> Result<bool> {
+    let git = |args: &[&str]| -> Result<std::process::Output> {
+        Command::new("git").arg("-C").arg(repo).args(args).output().context("cannot run git")
+    };
+    // Paths not made yet (no figure drawn so far) are left out: git refuses a pathspec matching nothing.
+    let paths: Vec<&str> = paths.iter().map(String::as_str).filter(|p| repo.join(p).exists()).collect();
+    if paths.is_empty() {
+        return Ok(false);
+    }
+    let out = git(&[&["add", "--"], paths.as_slice()].concat())?;
+    if !out.status.success() {
+        bail!("git add: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let out = git(&[&["diff", "--cached", "--quiet", "--"], paths.as_slice()].concat())?;
+    match out.status.code() {
+        Some(0) => return Ok(false),
+        Some(1) => {}
+        _ => bail!("git diff: {}", String::from_utf8_lossy(&out.stderr).trim()),
+    }
+    // A pathspec commits those paths only, leaving anything else staged as it was.
+    let commit = [&["commit", "-q", "-m", message, "--"], paths.as_slice()].concat();
+    let out = git(&commit)?;
+    if !out.status.success() {
+        bail!("git commit: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(repo: &Path, args: &[&str]) -> String {
+        let out = Command::new("git").arg("-C").arg(repo).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// A new record and the report are committed together; a file staged by someone else stays
+    /// staged and out of the commit; nothing new, no commit; outside a repository, an error.
+    #[test]
+    fn a_record_is_committed_alone_with_its_report() {
+        let repo = std::env::temp_dir().join(format!("awt-publish-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&repo);
+        std::fs::create_dir_all(repo.join("results/study/run-a")).unwrap();
+        std::fs::create_dir_all(repo.join("docs")).unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["config", "user.email", "t@example.org"]);
+        git(&repo, &["config", "user.name", "t"]);
+        std::fs::write(repo.join("docs/study.md"), "old\n").unwrap();
+        git(&repo, &["add", "docs/study.md"]);
+        git(&repo, &["commit", "-q", "-m", "start"]);
+        std::fs::write(repo.join("results/study/run-a/manifest.json"), "{}\n").unwrap();
+        std::fs::write(repo.join("docs/study.md"), "new\n").unwrap();
+        std::fs::write(repo.join("unrelated.rs"), "fn main() {}\n").unwrap();
+        git(&repo, &["add", "unrelated.rs"]);
+        let paths = ["results/study".to_string(), "docs/study.md".into(), "docs/figures".into()];
+        assert!(git_commit(&repo, &paths, "study: run-a recorded").unwrap());
+        assert_eq!(git(&repo, &["log", "-1", "--format=%s"]).trim(), "study: run-a recorded");
+        let files = git(&repo, &["show", "--name-only", "--format=", "HEAD"]);
+        assert_eq!(files.lines().collect::<Vec<_>>(), ["docs/study.md", "results/study/run-a/manifest.json"]);
+        assert_eq!(
+            git(&repo, &["diff", "--cached", "--name-only"]).trim(),
+            "unrelated.rs",
+            "still staged, not committed"
+        );
+        assert!(!git_commit(&repo, &paths, "again").unwrap(), "nothing new, no commit");
+        assert_eq!(git(&repo, &["rev-list", "--count", "HEAD"]).trim(), "2");
+        std::fs::remove_dir_all(&repo).unwrap();
+        let nowhere = std::env::temp_dir().join(format!("awt-publish-none-{}", std::process::id()));
+        std::fs::create_dir_all(nowhere.join("results/study")).unwrap();
+        assert!(git_commit(&nowhere, &paths, "x").is_err());
+        std::fs::remove_dir_all(&nowhere).unwrap();
+    }
+
+    /// A preset that keeps no records has nothing to commit: refused before anything runs.
+    #[test]
+    fn commit_needs_a_recorded_preset() {
+        let o = super::super::Opts::parse(&["--preset".into(), "smoke".into(), "--commit".into()]).unwrap();
+        assert!(o.commit);
+        let e = super::super::run_grid(&o).unwrap_err().to_string();
+        assert!(e.contains("--commit: preset `smoke` keeps no records"), "{e}");
+    }
+}
