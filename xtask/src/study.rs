@@ -99,8 +99,7 @@ impl Rec {
 
     /// Mean of a dynamics measure over the trained epochs (epoch ≥ 1).
     fn mean_dynamics(&self, f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
-        let v: Vec<f64> = self.dynamics.iter().filter(|d| d.epoch >= 1).filter_map(f).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        dynamics::over_training(&self.dynamics, f)
     }
 }
 

@@ -41,8 +41,8 @@ fn at_end(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
     dy.last().filter(|e| e.epoch >= 1).and_then(f)
 }
 
-/// Mean over the trained epochs (epoch ≥ 1), as the claims average them.
-fn over_training(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
+/// Mean over the trained epochs (epoch ≥ 1): the claims' average too.
+pub(super) fn over_training(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = dy.iter().filter(|e| e.epoch >= 1).filter_map(f).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
