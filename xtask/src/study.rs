@@ -354,6 +354,9 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
         }
         md += "\n";
     }
+    if let Some(s) = &spec {
+        md += &claims::budgets(s, recs);
+    }
     md += &claims(recs, &densities, head)?;
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;

@@ -31,6 +31,45 @@ pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
     Ok(md)
 }
 
+/// What each train → prune method's net has seen before the common final training, from the spec:
+/// the claim about them is judged at these budgets. Empty where neither is recorded.
+pub(super) fn budgets(spec: &crate::spec::Spec, recs: &[Rec]) -> String {
+    let has = |m: &str| recs.iter().any(|r| r.m.method == m);
+    let t = &spec.train;
+    let mut parts = Vec::new();
+    if let (true, Some(i)) = (has("imp-at"), &spec.imp) {
+        parts.push(format!(
+            "IMP-AT finds its mask with {} rounds of {} epochs of adversarial training ({} epochs) and rewinds to the \
+initialisation, so its final net has the common training only",
+            i.rounds,
+            i.epochs,
+            i.rounds * i.epochs
+        ));
+    }
+    if let (true, Some(h)) = (has("hydra"), &spec.hydra) {
+        parts.push(format!(
+            "HYDRA starts from the dense net adversarially trained for {} epochs, optimises its scores for {} more, and its \
+final training fine-tunes those trained weights: its weights see {} epochs of adversarial training against {} for every \
+other ticket and the dense net",
+            h.pretrain_epochs,
+            h.epochs,
+            h.pretrain_epochs + t.epochs,
+            t.epochs
+        ));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "**Training budgets.** Every ticket's final training is the same {} epochs of PGD-{} adversarial training from its own \
+starting weights; what comes before differs. {}. The train → prune → fine-tune claim below is judged at these budgets, \
+which favour HYDRA.\n\n",
+        t.epochs,
+        t.steps,
+        parts.join("; ")
+    )
+}
+
 /// The claims again, one row each with a column per density: the verdicts at a glance.
 pub(super) fn glance(recs: &[Rec], densities: &[f64], head: Measure) -> Result<String> {
     let rows = claim_rows(recs, densities, head);

@@ -419,3 +419,31 @@ fn the_committed_study_report_is_what_the_records_give() {
     assert!(figures > 0, "the report drew no figure");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The budget note follows the spec and names only the train → prune methods recorded: HYDRA's
+/// fine-tuned weights see its pretraining and the common training together.
+#[test]
+fn the_training_budgets_come_from_the_spec() {
+    let spec = crate::spec::load("study").unwrap();
+    let (h, i, t) = (spec.hydra.clone().unwrap(), spec.imp.clone().unwrap(), spec.train.clone());
+    let awt = rec("awt", 0.05, 0, (0.8, 0.6, 0.58), 1000, Vec::new());
+    assert_eq!(claims::budgets(&spec, std::slice::from_ref(&awt)), "", "neither recorded, no note");
+    let recs = [awt, rec("hydra", 0.05, 0, (0.8, 0.6, 0.6), 1000, Vec::new())];
+    let md = claims::budgets(&spec, &recs);
+    assert!(md.contains(&format!("same {} epochs of PGD-{} adversarial training", t.epochs, t.steps)), "{md}");
+    assert!(
+        md.contains(&format!(
+            "its weights see {} epochs of adversarial training against {} for every other ticket",
+            h.pretrain_epochs + t.epochs,
+            t.epochs
+        )),
+        "{md}"
+    );
+    assert!(!md.contains("IMP-AT"), "IMP-AT not recorded: {md}");
+    let recs = [rec("imp-at", 0.05, 0, (0.8, 0.6, 0.6), 1000, Vec::new())];
+    let md = claims::budgets(&spec, &recs);
+    assert!(
+        md.contains(&format!("{} rounds of {} epochs", i.rounds, i.epochs)) && !md.contains("HYDRA starts"),
+        "{md}"
+    );
+}
