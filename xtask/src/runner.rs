@@ -139,8 +139,12 @@ fn changes_mask(line: &str) -> bool {
 /// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
 /// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
 /// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
-/// [`record`], then with `--commit` the commit of the record and the regenerated report.
+/// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
+/// at a time: a commit must not take another run's record half copied, nor a report older than
+/// the records it commits.
 fn keep(o: &Opts, run: &Run) -> Result<()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     record(&o.preset, run)?;
     if o.commit {
         publish::publish(&o.preset, &run.name);

@@ -5,20 +5,15 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
 use crate::root;
 
-/// Workers finish runs at the same time; one commit at a time.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
 /// Regenerates docs/study.md from `results/` and commits it with the preset's records. A failure
 /// (no git, no identity, a locked index) is said and the grid goes on: the records are on disk,
-/// and the next run's commit takes them along.
+/// and the next run's commit takes them along. The caller holds the records still while it runs.
 pub(super) fn publish(preset: &str, run: &str) {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let report = root().join("docs").join("study.md");
     let paths = [format!("results/{preset}"), "docs/study.md".into(), "docs/figures".into()];
     let done = crate::study::write(&report)
