@@ -100,8 +100,17 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
         matches!((own, plain), (Some(a), Some(p)) if a > p)
     };
     let mut runs = Vec::new();
+    // The grid's seeds with every method, then `[[more_seeds]]` with theirs.
+    let mut seed_methods: Vec<(u64, Vec<String>)> = spec.seeds.iter().map(|&s| (s, spec.methods.clone())).collect();
+    for more in &spec.more_seeds {
+        for &s in &more.seeds {
+            let methods = spec.methods.iter().filter(|m| more.methods.contains(m)).cloned().collect();
+            seed_methods.push((s, methods));
+        }
+    }
     for arch in &spec.archs {
-        for &seed in &spec.seeds {
+        for (seed, methods) in &seed_methods {
+            let seed = *seed;
             let mut add = |method: &str, label: &str, density: f64, flags: Vec<(String, String)>| {
                 let canonical = canonical(arch, method, density, seed, &flags);
                 let name = format!("{arch}-{label}-d{density}-s{seed}");
@@ -118,7 +127,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     dense_dir: None,
                 });
             };
-            for method in &spec.methods {
+            for method in methods {
                 let densities = if method == "dense" { vec![1.0] } else { spec.densities.clone() };
                 for density in densities {
                     add(method, method, density, Vec::new());

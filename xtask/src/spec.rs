@@ -43,6 +43,10 @@ pub(crate) struct Spec {
     /// Variants of a search method, each a run per listed density and seed (`[[ablation]]`).
     #[serde(default, rename = "ablation")]
     pub ablations: Vec<Ablation>,
+    /// Seeds beyond `seeds` for some of the methods only (`[[more_seeds]]`), where a comparison
+    /// needs more seeds than the whole grid does.
+    #[serde(default)]
+    pub more_seeds: Vec<MoreSeeds>,
     /// The TOML tables as written, for the run hashes (so a run's name changes exactly when a
     /// setting that shapes it does).
     #[serde(skip)]
@@ -150,6 +154,20 @@ pub(crate) struct Ablation {
     pub flags: toml::Table,
 }
 
+/// More seeds for some methods of the grid: the same runs as the grid's at those seeds (same
+/// names and settings), for these methods only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MoreSeeds {
+    /// Methods of the grid's `methods`.
+    pub methods: Vec<String>,
+    /// Seeds not in the grid's `seeds`.
+    pub seeds: Vec<u64>,
+    /// Why these runs are there, in words (kept beside them in the preset).
+    #[serde(default)]
+    pub why: String,
+}
+
 /// IMP-AT: rounds of adversarial training and magnitude pruning with rewinding.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,6 +240,27 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
                     allowed.join(", ")
                 );
             }
+        }
+    }
+    for more in &spec.more_seeds {
+        if let Some(m) = more.methods.iter().find(|m| !spec.methods.contains(m)) {
+            bail!(
+                "{}: [[more_seeds]]: method `{m}` is not one of the grid's methods ({})",
+                p.display(),
+                spec.methods.join(", ")
+            );
+        }
+        if let Some(s) = more.seeds.iter().find(|s| spec.seeds.contains(s)) {
+            bail!("{}: [[more_seeds]]: seed {s} is already one of the grid's seeds", p.display());
+        }
+        if more.methods.is_empty() || more.seeds.is_empty() {
+            bail!("{}: [[more_seeds]] needs methods and seeds", p.display());
+        }
+        if spec.dynamics.is_some() && !more.methods.iter().any(|m| m == "dense") {
+            bail!(
+                "{}: [[more_seeds]]: with [dynamics] every run needs the dense run of its seed: list dense",
+                p.display()
+            );
         }
     }
     if spec.dynamics.is_some() && !spec.methods.iter().any(|m| m == "dense") {

@@ -99,3 +99,43 @@ fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
     let no_plain = |n: &str, c: &str| if n == "lenet-300-100-awt-d0.05-s0" { None } else { recorded(n, c) };
     assert_eq!(expand(&spec, "fashion-mnist", base, &no_plain).unwrap().len(), plain.len() + 2);
 }
+
+/// `[[more_seeds]]` adds the listed methods at the listed seeds only, named and hashed as the grid's
+/// own runs, and moves no run already planned.
+#[test]
+fn more_seeds_add_runs_for_their_methods_only() {
+    let p = crate::root().join("experiments/ntt-validation.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let strip = |t: &str| t.split("\n[[more_seeds]]").next().unwrap().to_string();
+    let grid = crate::spec::parse(&strip(&text), &p, "ntt-validation").unwrap();
+    let more =
+        format!("{}\n[[more_seeds]]\nmethods = [\"ntt\", \"random\"]\nseeds = [5, 6]\nwhy = \"w\"\n", strip(&text));
+    let spec = crate::spec::parse(&more, &p, "ntt-validation").unwrap();
+    let base = Path::new("/nowhere");
+    let a = expand(&grid, "fashion-mnist", base, &|_, _| None).unwrap();
+    let b = expand(&spec, "fashion-mnist", base, &|_, _| None).unwrap();
+    assert_eq!(b.len(), a.len() + 4);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.name, &x.dir), (&y.name, &y.dir), "a planned run moved");
+    }
+    let extra: Vec<&str> = b[a.len()..].iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        extra,
+        [
+            "lenet-300-100-random-d0.03-s5",
+            "lenet-300-100-ntt-d0.03-s5",
+            "lenet-300-100-random-d0.03-s6",
+            "lenet-300-100-ntt-d0.03-s6"
+        ]
+    );
+    // The same settings as the grid's run of that method: only the seed differs.
+    let s0 = a.iter().find(|r| r.name == "lenet-300-100-ntt-d0.03-s0").unwrap();
+    assert_eq!(b[a.len() + 1].canonical, s0.canonical.replace("seed=0", "seed=5"));
+    // Refused: a method outside the grid, a seed of the grid.
+    let bad = |m: &str, s: &str| {
+        let t = format!("{}\n[[more_seeds]]\nmethods = [{m}]\nseeds = [{s}]\n", strip(&text));
+        crate::spec::parse(&t, &p, "ntt-validation").unwrap_err().to_string()
+    };
+    assert!(bad("\"awt\"", "5").contains("method `awt` is not one of the grid's methods"));
+    assert!(bad("\"ntt\"", "0").contains("seed 0 is already one of the grid's seeds"));
+}

@@ -51,6 +51,10 @@ pub(super) fn ntt_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     if let Ok(spec) = crate::spec::load("ntt-validation") {
         writeln!(md, "{}\n", spec.description)?;
         writeln!(md, "**Differences from NTT's demo:** {}\n", spec.scaled_down)?;
+        for more in &spec.more_seeds {
+            let seeds: Vec<String> = more.seeds.iter().map(u64::to_string).collect();
+            writeln!(md, "**More seeds** ({} only: {}): {}\n", more.methods.join(", "), seeds.join(", "), more.why)?;
+        }
     }
     md += "NTT's demo notebook (LeNet-300-100 on MNIST, density 0.03, two runs) reports 96.46 % test accuracy for NTT in both runs \
 against 93.78 % and 93.15 % for a random sparse net: NTT about 3 points above random. There is no MNIST on this machine, \
