@@ -136,9 +136,6 @@ fn changes_mask(line: &str) -> bool {
     serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["mask_changes"].as_u64()).is_some_and(|c| c > 0)
 }
 
-/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
-/// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
-/// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
 /// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
 /// at a time: a commit must not take another run's record half copied, nor a report older than
 /// the records it commits.
@@ -152,6 +149,9 @@ fn keep(o: &Opts, run: &Run) -> Result<()> {
     Ok(())
 }
 
+/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
+/// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
+/// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
 fn record(preset: &str, run: &Run) -> Result<()> {
     let dst = record_dir(preset, run);
     std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
