@@ -365,7 +365,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &search::searches(recs)?;
     md += &figures::search_curves(recs, &densities, fig_dir)?;
     md += &aa::autoattack_gain(recs, &vs, &densities)?;
-    md += &dynamics::section(recs, &vs, &densities, head, fig_dir)?;
+    md += &dynamics::section(recs, &vs, &densities, head, spec.as_ref().and_then(|s| s.dynamics.as_ref()), fig_dir)?;
     md += "## 4. Compute\n\n";
     md += &compute(recs);
     Ok(md)

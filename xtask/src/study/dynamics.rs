@@ -53,8 +53,15 @@ fn mean(v: &[f64]) -> Option<f64> {
 
 /// Section 3: the dynamics of every recorded ticket against the dense net of its seed.
 /// `vs`: the tickets (methods, then ablations) in report order.
-/// `head`: the robust accuracy the dynamics are set against.
-pub(super) fn section(recs: &[Rec], vs: &[String], densities: &[f64], head: Measure, fig_dir: &Path) -> Result<String> {
+/// `head`: the robust accuracy the dynamics are set against; `probe`: the preset's `[dynamics]`.
+pub(super) fn section(
+    recs: &[Rec],
+    vs: &[String],
+    densities: &[f64],
+    head: Measure,
+    probe: Option<&crate::spec::DynamicsSpec>,
+    fig_dir: &Path,
+) -> Result<String> {
     let mut md = String::from("## 3. Dynamics, measured against the dense net at the same epoch\n\n");
     if !recs.iter().any(|r| !r.dynamics.is_empty()) {
         md += "No kernel dynamics recorded yet (`[dynamics]` in the preset; `awt dynamics`).\n\n";
@@ -68,7 +75,7 @@ pub(super) fn section(recs: &[Rec], vs: &[String], densities: &[f64], head: Meas
         }
     }
     let dense_end: Vec<f64> = dense_end.into_values().collect();
-    let probe = match crate::spec::load("study").ok().and_then(|s| s.dynamics) {
+    let probe = match probe {
         Some(d) => format!("the first {} test images and their PGD-{} examples", d.probe, d.steps),
         None => "the first test images and their PGD examples".to_string(),
     };
@@ -438,7 +445,9 @@ mod tests {
         }
         let dir = tempfile_dir();
         let vs = ["awt", "random", "snip"].map(String::from);
-        let md = section(&recs, &vs, &[0.05], Measure::Worst, &dir).unwrap();
+        let probe = crate::spec::DynamicsSpec { probe: 64, steps: 10 };
+        let md = section(&recs, &vs, &[0.05], Measure::Worst, Some(&probe), &dir).unwrap();
+        assert!(md.contains("one fixed probe set: the first 64 test images and their PGD-10 examples against"), "{md}");
         let row = |t: &str| md.lines().find(|l| l.starts_with(&format!("| {t} |"))).unwrap_or_else(|| panic!("{md}"));
         assert_eq!(
             row("awt"),
@@ -470,7 +479,7 @@ epoch (random's +0.50) and +0.30 in the last (random's +0.20)."
         }
         // Nothing recorded: the section says so and draws nothing.
         let none: Vec<Rec> = recs.into_iter().filter(|r| r.dynamics.is_empty()).collect();
-        let md = section(&none, &vs, &[0.05], Measure::Worst, &dir).unwrap();
+        let md = section(&none, &vs, &[0.05], Measure::Worst, None, &dir).unwrap();
         assert!(md.contains("No kernel dynamics recorded yet"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
