@@ -41,6 +41,16 @@ fn at_end(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
     dy.last().filter(|e| e.epoch >= 1).and_then(f)
 }
 
+/// The dense net's side of the dynamics, one per seed in seed order: every ticket of a seed is
+/// compared with the same dense run, so the first ticket's records carry it.
+fn dense_per_seed(recs: &[Rec]) -> Vec<&[DynLine]> {
+    let mut per_seed = std::collections::BTreeMap::new();
+    for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
+        per_seed.entry(r.m.seed).or_insert(r.dynamics.as_slice());
+    }
+    per_seed.into_values().collect()
+}
+
 /// Mean over the trained epochs (epoch ≥ 1): the claims' average too.
 pub(super) fn over_training(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
     let v: Vec<f64> = dy.iter().filter(|e| e.epoch >= 1).filter_map(f).collect();
@@ -67,14 +77,9 @@ pub(super) fn section(
         md += "No kernel dynamics recorded yet (`[dynamics]` in the preset; `awt dynamics`).\n\n";
         return Ok(md);
     }
-    // The dense net's own kernel change at the end, from any ticket's records (one dense run per seed).
-    let mut dense_end = std::collections::BTreeMap::new();
-    for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
-        if let Some(c) = at_end(&r.dynamics, |e| Some(e.dense_change)) {
-            dense_end.entry(r.m.seed).or_insert(c);
-        }
-    }
-    let dense_end: Vec<f64> = dense_end.into_values().collect();
+    // The dense net's own kernel change at the end.
+    let dense_end: Vec<f64> =
+        dense_per_seed(recs).iter().filter_map(|dy| at_end(dy, |e| Some(e.dense_change))).collect();
     let probe = match probe {
         Some(d) => format!("the first {} test images and their PGD-{} examples", d.probe, d.steps),
         None => "the first test images and their PGD examples".to_string(),
@@ -392,14 +397,12 @@ fn figures(recs: &[Rec], d0: f64, fig_dir: &Path) -> Result<String> {
             ks.extend(seed_band(v, &per));
         }
         if file == "study-dyn-own-change.svg" {
-            // The dense net's own change, from any ticket's records (the same dense run per seed).
-            let mut per_seed = std::collections::BTreeMap::new();
-            for r in recs.iter().filter(|r| !r.dynamics.is_empty()) {
-                per_seed
-                    .entry(r.m.seed)
-                    .or_insert_with(|| r.dynamics.iter().map(|e| (e.epoch as f64, e.dense_change)).collect::<Vec<_>>());
-            }
-            ks.extend(seed_band("dense", &per_seed.into_values().collect::<Vec<_>>()));
+            // The dense net's own change.
+            let per_seed: Vec<Vec<(f64, f64)>> = dense_per_seed(recs)
+                .iter()
+                .map(|dy| dy.iter().map(|e| (e.epoch as f64, e.dense_change)).collect())
+                .collect();
+            ks.extend(seed_band("dense", &per_seed));
         }
         if ks.is_empty() {
             continue;
