@@ -278,8 +278,9 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
 /// checkpoints before its own dynamics step. Where they are missing — the dense run comes later in
 /// the plan (`--first`), another worker is training it, or it was recorded on another machine —
 /// this worker runs the dense run's steps first, waiting for its folder's lock while someone else
-/// holds it (the dense run is bit-reproducible, so running it again changes nothing). It records
-/// the dense run only where `results/` does not hold it yet.
+/// holds it. A dense run `results/` holds already is only trained again (no evaluation, not
+/// recorded again), and its epochs must repeat the recorded ones ([`same_training`]); any other
+/// is run whole and recorded.
 fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o: &Opts) -> Result<()> {
     let Some(dir) = &run.dense_dir else { return Ok(()) };
     let own = steps(run, spec, data)?;
@@ -299,10 +300,60 @@ fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<
     let lock = wait_lock(dir, &run.name, true)?;
     if !trained(&dense_steps) {
         eprintln!("      {} needs {} trained first: running it", run.name, dense.name);
-        execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
-        if spec.record && !recorded(&o.preset, &dense) {
-            keep(o, &dense)?;
+        if spec.record && recorded(&o.preset, &dense) {
+            // Recorded on another machine (checkpoints are never recorded): only its training is
+            // needed again, and it must be the recorded training, or every comparison with it would
+            // be made against a net the records do not describe.
+            let upto = dense_steps.iter().position(|s| s.name == "train").map_or(dense_steps.len(), |i| i + 1);
+            exec::run_steps(awt, &dense, &dense_steps[..upto], threads)?;
+            drop(lock);
+            same_training(
+                &record_dir(&o.preset, &dense).join("train-metrics.jsonl"),
+                &dir.join("train/metrics.jsonl"),
+            )?;
+        } else {
+            execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
+            if spec.record {
+                keep(o, &dense)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Whether a run trained again (`fresh`, its `metrics.jsonl`) repeats the `recorded` training epoch
+/// for epoch: the same losses and accuracies as recorded (timings aside). An error names both
+/// files and the first epoch that differs.
+fn same_training(recorded: &Path, fresh: &Path) -> Result<()> {
+    let epochs = |p: &Path| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut m: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(l).with_context(|| format!("{}: not a metrics line: {l}", p.display()))?;
+                m.remove("images_per_sec");
+                m.remove("seconds");
+                Ok(m)
+            })
+            .collect()
+    };
+    let (a, b) = (epochs(recorded)?, epochs(fresh)?);
+    let differs = a.iter().zip(&b).position(|(x, y)| x != y);
+    if a.len() != b.len() || differs.is_some() {
+        let at = differs.map_or(format!("{} epochs against {}", b.len(), a.len()), |i| {
+            format!(
+                "epoch {i}: {} against the recorded {}",
+                serde_json::Value::from(b[i].clone()),
+                serde_json::Value::from(a[i].clone())
+            )
+        });
+        bail!(
+            "{} does not repeat the recorded training {} ({at}); the comparisons need the recorded net: \
+             rerun it with the awt binary that recorded it (its manifest names the commit) or re-record it with --force",
+            fresh.display(),
+            recorded.display()
+        );
     }
     Ok(())
 }
@@ -459,6 +510,43 @@ case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\
         let before = std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap();
         ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
         assert_eq!(std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap(), before);
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    /// A dense run trained again on a new machine is checked against its record: timings may
+    /// differ, nothing else; a changed loss or a missing epoch is an error naming both files.
+    #[test]
+    fn a_retrained_run_must_repeat_its_record() {
+        let tmp = std::env::temp_dir().join(format!("awt-same-training-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let line = |e: u32, loss: f64, secs: f64| {
+            format!(
+                r#"{{"epoch":{e},"train_loss":{loss},"train_acc":0.5,"clean_acc":0.78,"robust_acc":0.589,"lr":0.001,"images_per_sec":{},"seconds":{secs}}}"#,
+                1000.0 / secs
+            )
+        };
+        let rec = tmp.join("train-metrics.jsonl");
+        std::fs::write(&rec, format!("{}\n{}\n", line(0, 1.3089876888275147, 24.7), line(1, 1.0226703521728515, 24.2)))
+            .unwrap();
+        let fresh = tmp.join("metrics.jsonl");
+        std::fs::write(
+            &fresh,
+            format!("{}\n{}\n", line(0, 1.3089876888275147, 18.0), line(1, 1.0226703521728515, 17.1)),
+        )
+        .unwrap();
+        same_training(&rec, &fresh).unwrap();
+        std::fs::write(&fresh, format!("{}\n{}\n", line(0, 1.3089876888275147, 18.0), line(1, 1.0226703521729, 17.1)))
+            .unwrap();
+        let err = format!("{:#}", same_training(&rec, &fresh).unwrap_err());
+        assert!(
+            err.contains("epoch 1")
+                && err.contains(&rec.display().to_string())
+                && err.contains(&fresh.display().to_string()),
+            "{err}"
+        );
+        std::fs::write(&fresh, format!("{}\n", line(0, 1.3089876888275147, 18.0))).unwrap();
+        let err = format!("{:#}", same_training(&rec, &fresh).unwrap_err());
+        assert!(err.contains("1 epochs against 2"), "{err}");
         std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

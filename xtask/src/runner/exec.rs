@@ -85,7 +85,7 @@ fn try_lock(dir: &Path) -> Result<std::result::Result<std::fs::File, String>> {
 
 /// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
 #[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Clock {
+pub(super) struct Clock {
     steps: BTreeMap<String, f64>,
     /// Wall time of the earlier sittings.
     wall_before: f64,
@@ -127,6 +127,13 @@ pub(super) fn execute(
     threads: Option<usize>,
     preset: &str,
 ) -> Result<f64> {
+    let (clock, start) = run_steps(awt, run, steps, threads)?;
+    write_manifest(run, preset, threads, &clock, start)
+}
+
+/// Runs `steps` of `run` (the caller holds the folder's lock), skipping finished ones and resuming
+/// training and searches; no manifest. Returns the run's clock and when this sitting started.
+pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>) -> Result<(Clock, Instant)> {
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
@@ -180,6 +187,11 @@ pub(super) fn execute(
             );
         }
     }
+    Ok((clock, start))
+}
+
+/// The manifest of a run whose steps have all finished: what ran, with what, and what it measured.
+fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock, start: Instant) -> Result<f64> {
     let eval: EvalRecord = read_json(&run.dir.join("eval.json"))?;
     let (rustc, candle) = tool_versions();
     let manifest = Manifest {
