@@ -23,10 +23,11 @@ cargo xtask <command>
 
 commands:
   reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--first PATTERN,...] [--jobs N]
-            [--force] [--list] [--shard i/n] [--commit]
+            [--force] [--list] [--shard i/n] [--commit] [--within DURATION]
             (--jobs: concurrent runs, default one per core, the cores shared between them;
             --first: the runs whose name matches these patterns first, in that order, then the rest;
-            --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated)
+            --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated;
+            --within 2h30m, recorded presets: start only runs whose recorded median time still fits)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 7 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE]

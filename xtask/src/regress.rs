@@ -44,6 +44,7 @@ pub(crate) fn regress(args: &[String]) -> Result<()> {
         commit: false,
         shard: None,
         out: Some(out),
+        within: None,
     };
     let mut now = BTreeMap::new();
     for r in &run_grid(&o)? {

@@ -34,6 +34,8 @@ pub(crate) struct Opts {
     pub commit: bool,
     pub shard: Option<(usize, usize)>,
     pub out: Option<PathBuf>,
+    /// Start only runs expected to finish this many seconds after the grid started (`--within 2h30m`).
+    pub within: Option<f64>,
 }
 
 impl Opts {
@@ -52,6 +54,7 @@ impl Opts {
             commit: false,
             shard: None,
             out: None,
+            within: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -76,6 +79,7 @@ impl Opts {
                 "--list" => o.list = true,
                 "--commit" => o.commit = true,
                 "--out" => o.out = Some(PathBuf::from(val("--out")?)),
+                "--within" => o.within = Some(duration("--within", &val("--within")?)?),
                 "--shard" => {
                     let v = val("--shard")?;
                     let (i, n) = v.split_once('/').context("--shard takes i/n")?;
@@ -95,6 +99,32 @@ impl Opts {
     pub(crate) fn base(&self) -> PathBuf {
         self.out.clone().unwrap_or_else(|| root().join("runs").join(&self.preset))
     }
+}
+
+/// A duration written as hours, minutes and seconds (`2h30m`, `90m`, `45s`, `1h`), in seconds.
+fn duration(flag: &str, text: &str) -> Result<f64> {
+    let bad = || anyhow::anyhow!("{flag} {text}: not a duration; write it like 2h30m, 90m or 45s");
+    let (mut secs, mut number, mut any) = (0.0, String::new(), false);
+    for c in text.trim().chars() {
+        match c {
+            '0'..='9' | '.' => number.push(c),
+            'h' | 'm' | 's' => {
+                let v: f64 = number.parse().map_err(|_| bad())?;
+                secs += v * match c {
+                    'h' => 3600.0,
+                    'm' => 60.0,
+                    _ => 1.0,
+                };
+                number.clear();
+                any = true;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    if !any || !number.is_empty() || secs <= 0.0 {
+        return Err(bad());
+    }
+    Ok(secs)
 }
 
 /// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
@@ -241,9 +271,18 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
                 loop {
                     let (next, rest) = {
                         let mut q = queue.lock().expect("queue");
-                        (q.next(), q.untaken())
+                        let elapsed = started.elapsed().as_secs_f64();
+                        (q.next_where(|r| fits(o, r, elapsed)), q.untaken())
                     };
-                    let Some((k, n, run)) = next else { break };
+                    let Some((k, n, run)) = next else {
+                        if !rest.is_empty() {
+                            eprintln!(
+                                "      a worker stops: none of the {} runs not yet started is expected to finish within --within",
+                                rest.len()
+                            );
+                        }
+                        break;
+                    };
                     let place = Place { k, n, rest, started };
                     if let Err(e) = one(&awt, &run, &spec, &data, threads, o, &place) {
                         // Said at once (a long grid goes on with its other runs), and again at the end.
@@ -370,8 +409,7 @@ struct Place {
 /// ", about H h to go": this run and the untaken ones not yet recorded, at the recorded median time
 /// per run of their variants, shared among `jobs` workers (nothing where no run is recorded yet).
 fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> String {
-    let Ok(entries) = std::fs::read_dir(root().join("results").join(preset)) else { return String::new() };
-    let done: Vec<Manifest> = entries.filter_map(|e| read_json(&e.ok()?.path().join("manifest.json")).ok()).collect();
+    let Some(done) = recorded_manifests(preset) else { return String::new() };
     let left: Vec<String> = std::iter::once(run)
         .chain(rest.iter().filter(|r| !recorded(preset, r)))
         .map(|r| crate::plan::variant_of(&r.name, &r.arch))
@@ -380,6 +418,41 @@ fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> String {
         Some(h) => format!(", about {:.1} h to go", h / jobs as f64),
         None => String::new(),
     }
+}
+
+/// The manifests `results/<preset>/` holds (`None` where it does not exist).
+fn recorded_manifests(preset: &str) -> Option<Vec<Manifest>> {
+    let entries = std::fs::read_dir(root().join("results").join(preset)).ok()?;
+    Some(entries.filter_map(|e| read_json(&e.ok()?.path().join("manifest.json")).ok()).collect())
+}
+
+/// The seconds `run` is expected to take, from the recorded median time per run of its variant,
+/// with its seed's dense net trained first where a comparison needs that and it is not trained
+/// here yet (the recorded median of the dense runs' `init` and `train` steps); `None` without
+/// records to go by.
+fn expected_secs(preset: &str, run: &Run) -> Option<f64> {
+    let done = recorded_manifests(preset)?;
+    let own = crate::records::hours_left(&done, &[crate::plan::variant_of(&run.name, &run.arch)])? * 3600.0;
+    let dense = match &run.dense_dir {
+        Some(d) if !d.join("train/model.safetensors").exists() => crate::records::median(
+            done.iter()
+                .filter(|m| m.method == "dense" && m.timed_in_full())
+                .map(|m| ["init", "train"].iter().filter_map(|s| m.timings_seconds.get(*s)).sum())
+                .collect(),
+        ),
+        _ => 0.0,
+    };
+    Some(own + if dense.is_finite() { dense } else { 0.0 })
+}
+
+/// Whether `run` may start `elapsed` seconds into a sitting limited to `within` seconds: recorded
+/// runs (skipped at once) and runs with no estimate always may; others when their expected time fits.
+fn fits(o: &Opts, run: &Run, elapsed: f64) -> bool {
+    let Some(within) = o.within else { return true };
+    if recorded(&o.preset, run) {
+        return true;
+    }
+    expected_secs(&o.preset, run).is_none_or(|t| elapsed + t <= within)
 }
 
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).
@@ -465,6 +538,43 @@ mod tests {
         let recorded = plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap().clone();
         assert_eq!(to_go("study", awt, &[recorded], 1), to_go("study", awt, &[], 1));
         assert_eq!(to_go("no-such-preset", awt, &[], 1), "");
+    }
+
+    /// `--within`: durations are read with their units and refused without; a run starts only
+    /// when its expected time (its variant's recorded median, and its dense net's training where
+    /// that is not here) fits in what is left; recorded runs and runs with nothing to go by always may.
+    #[test]
+    fn within_starts_only_runs_expected_to_fit() {
+        assert_eq!(duration("--within", "2h30m").unwrap(), 9000.0);
+        assert_eq!(duration("--within", "90m").unwrap(), 5400.0);
+        assert_eq!(duration("--within", "1h15s").unwrap(), 3615.0);
+        for bad in ["", "90", "2x", "h", "0m", "1h30"] {
+            let err = duration("--within", bad).unwrap_err().to_string();
+            assert!(err.contains("--within") && err.contains("not a duration"), "{bad}: {err}");
+        }
+        let spec = spec::load("study").unwrap();
+        let plan = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+        let awt = &Run {
+            name: "lenet-300-100-awt-d0.05-s9".into(),
+            ..plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap().clone()
+        };
+        let own = to_go("study", awt, &[], 1);
+        let t = expected_secs("study", awt).unwrap();
+        let one: f64 = own.trim_start_matches(", about ").trim_end_matches(" h to go").parse().unwrap();
+        // Its dense net is not trained in /nowhere: it adds minutes to the run's own median.
+        assert!(t > one * 3600.0 - 180.0 && t < one * 3600.0 + 1800.0, "{t} s against {one} h");
+        let with = |w: &str| Opts::parse(&["--preset".into(), "study".into(), "--within".into(), w.into()]).unwrap();
+        assert!(fits(&with("100h"), awt, 0.0));
+        assert!(!fits(&with("1m"), awt, 0.0));
+        assert!(!fits(&with("100h"), awt, 100.0 * 3600.0 - 1.0));
+        assert!(fits(&Opts::parse(&["--preset".into(), "study".into()]).unwrap(), awt, 1e9));
+        let recorded = plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap();
+        assert!(fits(&with("1m"), recorded, 0.0));
+        assert!(fits(
+            &Opts::parse(&["--preset".into(), "no-such-preset".into(), "--within".into(), "1m".into()]).unwrap(),
+            awt,
+            0.0
+        ));
     }
 
     /// A run compared with the dense run of its seed fails at its dynamics step while that dense

@@ -16,10 +16,10 @@ impl Queue {
         Queue { plan, taken: HashSet::new() }
     }
 
-    /// The first run of the plan no worker has taken, with its position in the plan and the plan's
-    /// length; it counts as taken from now on.
-    pub(super) fn next(&mut self) -> Option<(usize, usize, Run)> {
-        let (k, run) = self.plan.iter().enumerate().find(|(_, r)| !self.taken.contains(&r.name))?;
+    /// The first run of the plan no worker has taken for which `ok` holds, with its position in the
+    /// plan and the plan's length; it counts as taken from now on.
+    pub(super) fn next_where(&mut self, ok: impl Fn(&Run) -> bool) -> Option<(usize, usize, Run)> {
+        let (k, run) = self.plan.iter().enumerate().find(|(_, r)| !self.taken.contains(&r.name) && ok(r))?;
         self.taken.insert(run.name.clone());
         Some((k, self.plan.len(), run.clone()))
     }
@@ -87,16 +87,28 @@ mod tests {
     #[test]
     fn runs_that_join_the_plan_are_taken_in_plan_order_and_nothing_runs_twice() {
         let mut q = Queue::new(runs(&["a-s0", "b-s0", "a-s1", "b-s1"]));
-        assert_eq!(q.next().map(|(k, n, r)| (k, n, r.name)), Some((0, 4, "a-s0".into())));
-        assert_eq!(q.next().map(|(k, n, r)| (k, n, r.name)), Some((1, 4, "b-s0".into())));
+        assert_eq!(q.next_where(|_| true).map(|(k, n, r)| (k, n, r.name)), Some((0, 4, "a-s0".into())));
+        assert_eq!(q.next_where(|_| true).map(|(k, n, r)| (k, n, r.name)), Some((1, 4, "b-s0".into())));
         let joined = q.replan(runs(&["a-s0", "b-s0", "a-s1", "x-s1", "b-s1"]));
         assert_eq!(joined, vec!["x-s1".to_string()]);
         let rest: Vec<(usize, usize, String)> =
-            std::iter::from_fn(|| q.next()).map(|(k, n, r)| (k, n, r.name)).collect();
+            std::iter::from_fn(|| q.next_where(|_| true)).map(|(k, n, r)| (k, n, r.name)).collect();
         assert_eq!(rest, vec![(2, 5, "a-s1".into()), (3, 5, "x-s1".into()), (4, 5, "b-s1".into())]);
         assert!(q.replan(runs(&["a-s0", "x-s1"])).is_empty());
-        assert!(q.next().is_none(), "every run of the plan was taken");
+        assert!(q.next_where(|_| true).is_none(), "every run of the plan was taken");
         assert_eq!(q.into_plan().len(), 2);
+    }
+
+    /// `--within`: a run that does not fit is passed over, not taken, and the next one that fits
+    /// is taken; with none fitting nothing is taken.
+    #[test]
+    fn runs_that_do_not_fit_are_passed_over_and_stay_untaken() {
+        let mut q = Queue::new(runs(&["long-s0", "short-s0", "long-s1"]));
+        let short = |r: &Run| r.name.starts_with("short");
+        assert_eq!(q.next_where(short).map(|(k, _, r)| (k, r.name)), Some((1, "short-s0".into())));
+        assert!(q.next_where(short).is_none());
+        let names: Vec<String> = q.untaken().into_iter().map(|r| r.name).collect();
+        assert_eq!(names, ["long-s0", "long-s1"]);
     }
 
     /// `--first`: the first pattern's runs, then the second's, then the rest, each group in plan
