@@ -10,15 +10,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::plan::{Run, Step, expand, fnv, steps};
+use crate::plan::{Run, expand, fnv, steps};
 use crate::records::{Manifest, read_json};
 use crate::root;
 use crate::spec::{self, Spec};
 
+mod dense;
 mod exec;
 mod publish;
 mod queue;
 
+use dense::ensure_dense;
 use exec::{execute, wait_lock};
 
 /// `cargo xtask reproduce` flags.
@@ -307,94 +309,20 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     if !errors.is_empty() {
         bail!("{} run(s) failed:\n{}", errors.len(), errors.join("\n"));
     }
-    let runs = queue.into_inner().expect("queue").into_plan();
-    let total = runs.len();
-    eprintln!("all {total} runs finished in {:.0} s", started.elapsed().as_secs_f64());
-    Ok(runs)
-}
-
-/// A run compared with the dense run of its seed (`[dynamics]`) needs that run's per-epoch
-/// checkpoints before its own dynamics step. Where they are missing — the dense run comes later in
-/// the plan (`--first`), another worker is training it, or it was recorded on another machine —
-/// this worker runs the dense run's steps first, waiting for its folder's lock while someone else
-/// holds it. A dense run `results/` holds already is only trained again (no evaluation, not
-/// recorded again), and its epochs must repeat the recorded ones ([`same_training`]); any other
-/// is run whole and recorded.
-fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o: &Opts) -> Result<()> {
-    let Some(dir) = &run.dense_dir else { return Ok(()) };
-    let own = steps(run, spec, data)?;
-    if !own.iter().any(|s| s.name == "dynamics" && !s.done.exists()) {
-        return Ok(());
-    }
-    let dense = expand(spec, data, &o.base(), &|_, _| None)?
-        .into_iter()
-        .find(|r| &r.dir == dir)
-        .with_context(|| format!("{}: its dense run {} is not in the grid", run.name, dir.display()))?;
-    let dense_steps = steps(&dense, spec, data)?;
-    let trained = |st: &[Step]| st.iter().filter(|s| s.name == "train").all(|s| s.done.exists());
-    if trained(&dense_steps) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let lock = wait_lock(dir, &run.name, true)?;
-    if !trained(&dense_steps) {
-        eprintln!("      {} needs {} trained first: running it", run.name, dense.name);
-        if spec.record && recorded(&o.preset, &dense) {
-            // Recorded on another machine (checkpoints are never recorded): only its training is
-            // needed again, and it must be the recorded training, or every comparison with it would
-            // be made against a net the records do not describe.
-            let upto = dense_steps.iter().position(|s| s.name == "train").map_or(dense_steps.len(), |i| i + 1);
-            exec::run_steps(awt, &dense, &dense_steps[..upto], threads)?;
-            drop(lock);
-            same_training(
-                &record_dir(&o.preset, &dense).join("train-metrics.jsonl"),
-                &dir.join("train/metrics.jsonl"),
-            )?;
-        } else {
-            execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
-            if spec.record {
-                keep(o, &dense)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Whether a run trained again (`fresh`, its `metrics.jsonl`) repeats the `recorded` training epoch
-/// for epoch: the same losses and accuracies as recorded (timings aside). An error names both
-/// files and the first epoch that differs.
-fn same_training(recorded: &Path, fresh: &Path) -> Result<()> {
-    let epochs = |p: &Path| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let mut m: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(l).with_context(|| format!("{}: not a metrics line: {l}", p.display()))?;
-                m.remove("images_per_sec");
-                m.remove("seconds");
-                Ok(m)
-            })
-            .collect()
-    };
-    let (a, b) = (epochs(recorded)?, epochs(fresh)?);
-    let differs = a.iter().zip(&b).position(|(x, y)| x != y);
-    if a.len() != b.len() || differs.is_some() {
-        let at = differs.map_or(format!("{} epochs against {}", b.len(), a.len()), |i| {
-            format!(
-                "epoch {i}: {} against the recorded {}",
-                serde_json::Value::from(b[i].clone()),
-                serde_json::Value::from(a[i].clone())
-            )
-        });
-        bail!(
-            "{} does not repeat the recorded training {} ({at}); the comparisons need the recorded net: \
-             rerun it with the awt binary that recorded it (its manifest names the commit) or re-record it with --force",
-            fresh.display(),
-            recorded.display()
+    let queue = queue.into_inner().expect("queue");
+    let left = queue.untaken().len();
+    let runs = queue.into_plan();
+    let secs = started.elapsed().as_secs_f64();
+    if left == 0 {
+        eprintln!("all {} runs finished in {secs:.0} s", runs.len());
+    } else {
+        eprintln!(
+            "{} of {} runs finished in {secs:.0} s; {left} left for a later sitting (they would not fit --within)",
+            runs.len() - left,
+            runs.len()
         );
     }
-    Ok(())
+    Ok(runs)
 }
 
 /// Where a run stands in its sitting: its position `k` in the plan of `n`, the runs no worker has
@@ -575,88 +503,5 @@ mod tests {
             awt,
             0.0
         ));
-    }
-
-    /// A run compared with the dense run of its seed fails at its dynamics step while that dense
-    /// run is untrained (the real `awt dynamics` refuses, as the stand-in does); `ensure_dense`
-    /// trains the dense run first, even when it is outside the plan, and leaves it alone once trained.
-    #[test]
-    fn a_comparison_trains_its_dense_run_first() {
-        let tmp = std::env::temp_dir().join(format!("awt-dense-first-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).unwrap();
-        // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
-        let fake = tmp.join("awt");
-        let eval = r#"{"data":"d","n":10,"clean_correct":9,"robust_correct":5,"cumulative":[],"settings":{"attack":"pgd","eps":0.1,"steps":20,"apgd_steps":100},"dataset_location":"","dataset_files":[],"git_commit":"0"}"#;
-        let script = format!(
-            "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
-case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\
-  inspect) echo '{{}}' > \"$json\";;\n  dynamics) [ -d \"$dense/epochs\" ] || {{ echo 'no epoch checkpoints' >&2; exit 1; }}; touch \"$out\";;\n\
-  *) touch \"$out\";;\nesac\n"
-        );
-        std::fs::write(&fake, script).unwrap();
-        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-        let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))
-            .unwrap()
-            .replace("name = \"smoke\"", "name = \"t\"")
-            + "\n[dynamics]\nprobe = 4\nsteps = 1\n";
-        let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
-        let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
-        let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
-        let random = plan.iter().find(|r| r.method == "random").unwrap();
-        let dense = plan.iter().find(|r| r.method == "dense").unwrap();
-        assert_eq!(random.dense_dir.as_ref(), Some(&dense.dir));
-        let run = |r: &Run| {
-            std::fs::create_dir_all(&r.dir).unwrap();
-            execute(wait_lock(&r.dir, "t", false).unwrap(), &fake, r, &steps(r, &spec, "d").unwrap(), None, "t")
-        };
-        let err = format!("{:#}", run(random).unwrap_err());
-        assert!(err.contains("`awt dynamics` failed") && err.contains("no epoch checkpoints"), "{err}");
-        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
-        assert!(dense.dir.join("train/epochs").is_dir() && dense.dir.join("manifest.json").exists());
-        run(random).unwrap();
-        assert!(random.dir.join("dynamics.jsonl").exists());
-        // Trained already: nothing runs again.
-        let before = std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap();
-        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
-        assert_eq!(std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap(), before);
-        std::fs::remove_dir_all(&tmp).unwrap();
-    }
-
-    /// A dense run trained again on a new machine is checked against its record: timings may
-    /// differ, nothing else; a changed loss or a missing epoch is an error naming both files.
-    #[test]
-    fn a_retrained_run_must_repeat_its_record() {
-        let tmp = std::env::temp_dir().join(format!("awt-same-training-{}", std::process::id()));
-        std::fs::create_dir_all(&tmp).unwrap();
-        let line = |e: u32, loss: f64, secs: f64| {
-            format!(
-                r#"{{"epoch":{e},"train_loss":{loss},"train_acc":0.5,"clean_acc":0.78,"robust_acc":0.589,"lr":0.001,"images_per_sec":{},"seconds":{secs}}}"#,
-                1000.0 / secs
-            )
-        };
-        let rec = tmp.join("train-metrics.jsonl");
-        std::fs::write(&rec, format!("{}\n{}\n", line(0, 1.3089876888275147, 24.7), line(1, 1.0226703521728515, 24.2)))
-            .unwrap();
-        let fresh = tmp.join("metrics.jsonl");
-        std::fs::write(
-            &fresh,
-            format!("{}\n{}\n", line(0, 1.3089876888275147, 18.0), line(1, 1.0226703521728515, 17.1)),
-        )
-        .unwrap();
-        same_training(&rec, &fresh).unwrap();
-        std::fs::write(&fresh, format!("{}\n{}\n", line(0, 1.3089876888275147, 18.0), line(1, 1.0226703521729, 17.1)))
-            .unwrap();
-        let err = format!("{:#}", same_training(&rec, &fresh).unwrap_err());
-        assert!(
-            err.contains("epoch 1")
-                && err.contains(&rec.display().to_string())
-                && err.contains(&fresh.display().to_string()),
-            "{err}"
-        );
-        std::fs::write(&fresh, format!("{}\n", line(0, 1.3089876888275147, 18.0))).unwrap();
-        let err = format!("{:#}", same_training(&rec, &fresh).unwrap_err());
-        assert!(err.contains("1 epochs against 2"), "{err}");
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }
