@@ -55,8 +55,14 @@ pub(super) fn compute(recs: &[Rec]) -> String {
     for r in recs {
         *builds.entry(r.m.git_commit.chars().take(7).collect()).or_default() += 1;
     }
-    let builds: Vec<String> = builds.iter().map(|(c, n)| format!("`{c}` ({n} runs)")).collect();
-    md += &format!("\nAll recorded runs together: {:.1} h. Built from commit {}.", total / 3600.0, builds.join(", "));
+    let builds: Vec<String> =
+        builds.iter().map(|(c, n)| format!("`{c}` ({n} run{})", if *n == 1 { "" } else { "s" })).collect();
+    md += &format!(
+        "\nAll recorded runs together: {:.1} h. Built from commit{} {}.",
+        total / 3600.0,
+        if builds.len() == 1 { "" } else { "s" },
+        builds.join(", ")
+    );
     if !partial.is_empty() {
         md += &format!(
             " {} run{} ({}) {} resumed before step timings carried across sittings: {} earlier sittings are missing, so {} time counts low (left out of the medians, kept in the totals).",
