@@ -20,12 +20,17 @@ pub(crate) struct DataArgs {
     /// Use files whose SHA-256 differs from the pinned one (the results record it).
     #[arg(long)]
     pub allow_checksum_mismatch: bool,
+    /// Hold the last N training images out as a validation split: training, searches and pruning
+    /// use the rest, held-out evaluations (`--split validation`, training's per-epoch evaluation)
+    /// use them, and the test split is not read for either.
+    #[arg(long, value_name = "N")]
+    pub validation: Option<usize>,
 }
 
 impl DataArgs {
     /// The flags for dataset `name` in the default places.
     pub(crate) fn named(name: String, data_dir: Option<PathBuf>) -> DataArgs {
-        DataArgs { name, data_dir, allow_checksum_mismatch: false }
+        DataArgs { name, data_dir, allow_checksum_mismatch: false, validation: None }
     }
 
     /// Loads the dataset; errors name the flag. Files not verified against a pinned checksum get a
@@ -35,7 +40,10 @@ impl DataArgs {
             allow_checksum_mismatch: self.allow_checksum_mismatch,
             ..awt_data::LoadOptions::from_env(self.data_dir.clone())
         };
-        let ds = awt_data::load(&self.name, &opts).with_context(|| format!("--data {}", self.name))?;
+        let mut ds = awt_data::load(&self.name, &opts).with_context(|| format!("--data {}", self.name))?;
+        if let Some(n) = self.validation {
+            ds.hold_out_validation(n).with_context(|| format!("--validation {n}"))?;
+        }
         let unverified = ds.provenance.unverified();
         if !unverified.is_empty() {
             tracing::warn!(dataset = %self.name, files = ?unverified, "files not verified against pinned checksums");
@@ -83,14 +91,20 @@ impl DataArgs {
 pub(crate) enum SplitArg {
     Train,
     Test,
+    /// The training images held out by `--validation N`.
+    Validation,
 }
 
 impl SplitArg {
-    /// The split of `ds`.
-    pub(crate) fn of(self, ds: &awt_data::Dataset) -> &awt_data::Split {
+    /// The split of `ds`; the validation split exists only when `--validation` held one out.
+    pub(crate) fn of(self, ds: &awt_data::Dataset) -> Result<&awt_data::Split> {
         match self {
-            SplitArg::Train => &ds.train,
-            SplitArg::Test => &ds.test,
+            SplitArg::Train => Ok(&ds.train),
+            SplitArg::Test => Ok(&ds.test),
+            SplitArg::Validation => ds
+                .validation
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("--split validation needs --validation N (the images to hold out)")),
         }
     }
 }

@@ -43,6 +43,10 @@ enum Cmd {
         /// Where to look for the --standardize dataset first.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// With --standardize: the statistics leave out the last N training images (the
+        /// validation split of `--validation N` in the other commands).
+        #[arg(long, value_name = "N", requires = "standardize")]
+        validation: Option<usize>,
         #[arg(long)]
         out: PathBuf,
     },
@@ -91,8 +95,9 @@ enum DataCmd {
 pub(crate) fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
-        Cmd::Init { arch, seed, init, standardize, data_dir, out } => {
-            let norm = standardize.map(|name| crate::args::DataArgs::named(name, data_dir)).map(|d| -> Result<_> {
+        Cmd::Init { arch, seed, init, standardize, data_dir, validation, out } => {
+            let data = |name| crate::args::DataArgs { validation, ..crate::args::DataArgs::named(name, data_dir) };
+            let norm = standardize.map(data).map(|d| -> Result<_> {
                 let ds = d.load().context("--standardize")?;
                 let (mean, std) = ds.train.channel_stats()?;
                 Ok(awt_nets::InputNorm { mean, std })

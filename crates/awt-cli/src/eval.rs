@@ -179,7 +179,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         bail!("--batch must be ≥ 1 (examples per batch)");
     }
     let ds = a.data.load_for(net)?;
-    let split = a.split.of(&ds);
+    let split = a.split.of(&ds)?;
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
         bail!(

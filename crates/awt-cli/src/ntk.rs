@@ -73,7 +73,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, &Device::Cpu)?.net;
     let ds = a.data.load_for(&net)?;
-    let split = a.split.of(&ds);
+    let split = a.split.of(&ds)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
             bail!(

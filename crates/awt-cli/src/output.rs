@@ -60,12 +60,18 @@ pub(crate) fn merge_json(v: &mut serde_json::Value, extra: serde_json::Value) {
 /// The provenance fields every result file carries.
 pub(crate) fn provenance_json(ds: &awt_data::Dataset) -> serde_json::Value {
     let unverified = ds.provenance.unverified();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "dataset_location": ds.provenance.location,
         "dataset_files": ds.provenance.files.iter().map(|f| serde_json::json!({"file": f.file, "sha256": f.sha256, "status": f.status})).collect::<Vec<_>>(),
         "dataset_verified": unverified.is_empty(),
         "dataset_unverified": unverified,
-    })
+    });
+    // Only with `--validation`, so records made without it keep their bytes.
+    if let Some(val) = &ds.validation {
+        v["validation_held_out"] = serde_json::json!(val.len());
+        v["train_examples_after_hold_out"] = serde_json::json!(ds.train.len());
+    }
+    v
 }
 
 /// The git commit this binary was built from (`-dirty` when the tree had changes).

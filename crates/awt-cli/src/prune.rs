@@ -176,7 +176,7 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
     };
     let work = a.out.with_extension("hydra");
     let _ = std::fs::remove_dir_all(&work);
-    let mut ticket = awt_ticket::hydra(&net, &train, &ds.test, &cfg, &work)?;
+    let mut ticket = awt_ticket::hydra(&net, &train, ds.eval_split().0, &cfg, &work)?;
     ticket.meta.insert("git_commit".into(), git_commit().into());
     ticket.meta.insert("pretrained".into(), a.model.display().to_string());
     awt_nets::save(&ticket, &a.out)?;

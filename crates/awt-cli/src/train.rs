@@ -182,8 +182,9 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         Some(p) => {
             use awt_base::Staged;
             let reference = awt_nets::load(p, None, DType::F32, &Device::Cpu)?.net;
-            let idx: Vec<usize> = (0..32.min(ds.test.len())).collect();
-            let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
+            let probe = ds.eval_split().0;
+            let idx: Vec<usize> = (0..32.min(probe.len())).collect();
+            let (x, y) = probe.batch(&idx, &Device::Cpu)?;
             let pgd = awt_attack::Pgd::linf(a.eps, 10, 0.25 * a.eps, a.seed);
             let xa = pgd.last_iterate(&reference, &x, &y, &idx.iter().map(|&i| i as u64).collect::<Vec<_>>())?;
             let mut shape = vec![idx.len()];
@@ -212,7 +213,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     };
     let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let summary =
-        awt_train::train(&net, vars, &train_split, &ds.test, &cfg, &folder, &mut hooks).map_err(flag_error)?;
+        awt_train::train(&net, vars, &train_split, ds.eval_split().0, &cfg, &folder, &mut hooks).map_err(flag_error)?;
     hooks.bar.finish_and_clear();
     let mut out = net.clone();
     out.meta.insert("git_commit".into(), git_commit().into());
@@ -234,15 +235,18 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
     let mut summary_json = serde_json::json!({
         "config_hash": hash, "git_commit": git_commit(), "arch": arch.to_string(), "data": a.data.name,
-        "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.test.len()),
+        "train_examples": train_split.len(), "eval_n": a.eval_n.min(ds.eval_split().0.len()),
         "densities": out.densities()?,
         "final": last, "epochs": metrics.len(), "resumed_from": summary.resumed_from,
         "threads": candle_core::utils::get_num_threads(),
     });
     crate::output::merge_json(&mut summary_json, crate::output::provenance_json(&ds));
+    if ds.validation.is_some() {
+        summary_json["eval_split"] = "validation".into();
+    }
     crate::output::write_json(&a.out.join("summary.json"), &summary_json)?;
     drop(folder);
-    Ok((net, summary.epochs, a.eval_n.min(ds.test.len())))
+    Ok((net, summary.epochs, a.eval_n.min(ds.eval_split().0.len())))
 }
 
 pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {

@@ -151,6 +151,9 @@ impl TrainArgs {
 struct RunToml<'a> {
     arch: String,
     data: &'a str,
+    /// `--validation`: absent without it, so earlier runs keep their configuration and hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validation: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     init: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -192,6 +195,7 @@ impl TrainArgs {
         let t = RunToml {
             arch: arch.to_string(),
             data: &self.data.name,
+            validation: self.data.validation,
             init: path(&self.init),
             ticket: path(&self.ticket),
             adv: self.adv,

@@ -470,3 +470,60 @@ fn autoattack_runs_on_every_zoo_net() {
         assert!(counts[0] <= v["clean_correct"].as_u64().unwrap(), "{arch}");
     }
 }
+
+/// `--validation N` holds the last N training images out: `--split validation` is exactly the
+/// training split's tail, without the flag it is refused by name, and a training run evaluates on
+/// it, trains on the rest and records both in its summary and configuration.
+#[test]
+fn validation_is_held_out_of_the_training_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    let (ok, _, err) = awt(&["init", "--arch", "mlp-784-32-10", "--seed", "3", "--out", &p("init.safetensors")], &[]);
+    assert!(ok, "{err}");
+    let init = p("init.safetensors");
+    let eval = |extra: &[&str], json: &str| -> serde_json::Value {
+        let mut a = vec!["eval", "--model", &init, "--attack", "pgd", "--steps", "2"];
+        a.extend_from_slice(extra);
+        let j = p(json);
+        a.extend(["--json", j.as_str()]);
+        let (ok, _, err) = awt(&a, &[]);
+        assert!(ok, "{err}");
+        serde_json::from_slice(&std::fs::read(p(json)).unwrap()).unwrap()
+    };
+    let val = eval(&["--validation", "300", "--split", "validation"], "val.json");
+    let tail = eval(&["--split", "train", "--offset", "9700"], "tail.json");
+    assert_eq!((val["split"].as_str(), val["n"].as_u64()), (Some("validation"), Some(300)));
+    assert_eq!(val["validation_held_out"], 300);
+    assert_eq!(val["train_examples_after_hold_out"], 9700);
+    for k in ["clean_correct", "robust_correct"] {
+        assert_eq!(val[k], tail[k], "{k}: the validation split is not the training split's tail");
+    }
+    assert!(tail.get("validation_held_out").is_none(), "a record without --validation must not mention it");
+    let (ok, _, err) = awt(&["eval", "--model", &p("init.safetensors"), "--split", "validation"], &[]);
+    assert!(!ok && err.contains("--split validation needs --validation N"), "{err}");
+    let (ok, _, err) = awt(&["eval", "--model", &p("init.safetensors"), "--validation", "10000"], &[]);
+    assert!(!ok && err.contains("--validation 10000") && err.contains("cannot hold out 10000"), "{err}");
+    let (ok, _, err) = awt(
+        &[
+            "train",
+            "--init",
+            &p("init.safetensors"),
+            "--adv",
+            "none",
+            "--epochs",
+            "1",
+            "--validation",
+            "500",
+            "--eval-n",
+            "50",
+            "--quiet",
+            "--out",
+            &p("run"),
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(p("run/summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["eval_split"].as_str(), summary["train_examples"].as_u64()), (Some("validation"), Some(9500)));
+    assert!(std::fs::read_to_string(p("run/config.toml")).unwrap().contains("validation = 500"));
+}

@@ -130,8 +130,40 @@ pub struct Dataset {
     pub train: Split,
     /// Test split.
     pub test: Split,
+    /// The validation split held out of the training split by [`Dataset::hold_out_validation`]
+    /// (none as loaded).
+    pub validation: Option<Split>,
     /// Where it came from and its checksums.
     pub provenance: Provenance,
+}
+
+impl Dataset {
+    /// Holds the last `n` training examples out as the validation split: training keeps the first
+    /// `len − n`. Selection on held-out data then never reads the test split. Once only.
+    pub fn hold_out_validation(&mut self, n: usize) -> Result<(), DataError> {
+        let len = self.train.len();
+        if self.validation.is_some() {
+            return Err(DataError::Invalid(format!("{}: a validation split is already held out", self.name)));
+        }
+        if n == 0 || n >= len {
+            return Err(DataError::Invalid(format!(
+                "{}: cannot hold out {n} of its {len} training examples as validation (need 1..{len})",
+                self.name
+            )));
+        }
+        self.validation = Some(self.train.subset(len - n, n)?);
+        self.train = self.train.subset(0, len - n)?;
+        Ok(())
+    }
+
+    /// The split held-out evaluations use: the validation split when one is held out, else the test
+    /// split; with its name (`validation` or `test`).
+    pub fn eval_split(&self) -> (&Split, &'static str) {
+        match &self.validation {
+            Some(v) => (v, "validation"),
+            None => (&self.test, "test"),
+        }
+    }
 }
 
 fn dir_candidates(spec: &DatasetSpec, opts: &LoadOptions) -> Vec<(PathBuf, String)> {
@@ -343,6 +375,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         name: name.to_string(),
         train,
         test,
+        validation: None,
         provenance: Provenance { location: loc.to_string(), files: checks },
     })
 }

@@ -159,3 +159,25 @@ fn system_fashion_mnist_when_installed() {
     assert_eq!(mini.train, ds.train.subset(0, 10_000).unwrap());
     assert_eq!(mini.test, ds.test.subset(0, 2_000).unwrap());
 }
+
+/// The validation split is the last `n` training examples, training keeps the rest, the test split
+/// is untouched; a second hold-out and sizes that leave nothing are refused by name.
+#[test]
+fn validation_is_the_end_of_the_training_split() {
+    let full = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only()).unwrap();
+    let mut ds = full.clone();
+    assert_eq!(ds.eval_split().1, "test");
+    ds.hold_out_validation(1000).unwrap();
+    let n = full.train.len();
+    assert_eq!(ds.train, full.train.subset(0, n - 1000).unwrap());
+    assert_eq!(ds.validation.as_ref().unwrap(), &full.train.subset(n - 1000, 1000).unwrap());
+    assert_eq!(ds.test, full.test);
+    let (split, name) = ds.eval_split();
+    assert_eq!((split.len(), name), (1000, "validation"));
+    let e = ds.hold_out_validation(10).unwrap_err().to_string();
+    assert!(e.contains("already held out"), "{e}");
+    for bad in [0, n] {
+        let e = full.clone().hold_out_validation(bad).unwrap_err().to_string();
+        assert!(e.contains(&format!("cannot hold out {bad} of its {n} training examples")), "{e}");
+    }
+}
