@@ -72,6 +72,9 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
         table("prune")?,
         table("eval")?
     );
+    if let Some(n) = spec.validation {
+        settings += &format!(" validation={n}");
+    }
     // Optional tables join the hash only when present, so older presets keep their run names.
     for key in ["init", "dynamics"] {
         if let Some(t) = spec.raw.get(key) {
@@ -171,6 +174,9 @@ fn train_flags(run: &Run, spec: &Spec, data: &str, epochs: usize) -> Vec<String>
     if let Some(wd) = t.wd {
         f.extend(strings(&["--wd", &wd.to_string()]));
     }
+    if let Some(s) = &t.schedule {
+        f.extend(strings(&["--schedule", s]));
+    }
     f
 }
 
@@ -184,6 +190,9 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         }
         if i.standardize {
             init.extend(strings(&["--standardize", data]));
+            if let Some(n) = spec.validation {
+                init.extend(strings(&["--validation", &n.to_string()]));
+            }
         }
     }
     init.extend(strings(&["--out", &c.d("init.safetensors")]));
@@ -204,12 +213,22 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         train.push("--keep-epochs".into());
     }
     train.extend(strings(&["--out", &c.d("train")]));
+    if run.method == "dense" {
+        // A dense ablation changes the training budget (`epochs`, `schedule`).
+        train = with_flags(train, &run.flags);
+    }
     out.push(Step {
         resume_from: Some(c.d("train/state.safetensors").into()),
         ..step("train", train, c.d("train/model.safetensors"))
     });
     out.extend(dynamics_step(&c, &start));
     out.extend(eval_steps(&c));
+    if let Some(n) = spec.validation {
+        // Every step that reads the data set holds the same images out.
+        for s in out.iter_mut().filter(|s| s.args.iter().any(|a| a == "--data")) {
+            s.args.extend(strings(&["--validation", &n.to_string()]));
+        }
+    }
     Ok(out)
 }
 
@@ -449,6 +468,10 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
         "--json",
         &c.d("eval.json"),
     ]);
+    let mut eval = eval;
+    if let Some(split) = &e.split {
+        eval.extend(strings(&["--split", split]));
+    }
     let mut out = Vec::new();
     if e.autoattack {
         let mut aa = eval.clone();

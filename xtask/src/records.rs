@@ -53,6 +53,12 @@ pub(crate) struct EvalRecord {
     /// Points only a gradient-free attack (Square) broke; absent in older records.
     #[serde(default)]
     pub gradient_free_only: Option<u64>,
+    /// The split scored (`test`, `validation`, `train`); absent in older records.
+    #[serde(default)]
+    pub split: Option<String>,
+    /// Training images held out as validation (`awt --validation`); absent without it.
+    #[serde(default)]
+    pub validation_held_out: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -103,6 +109,13 @@ pub(crate) struct Manifest {
     pub warnings: Vec<String>,
     pub timings_seconds: BTreeMap<String, f64>,
     pub wall_seconds: f64,
+    /// With a validation hold-out: the split the evaluation was scored on (`validation` or `test`)
+    /// and the images held out. Absent for presets without one (they score the test split), so their
+    /// manifests keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_held_out: Option<u64>,
 }
 
 impl Manifest {

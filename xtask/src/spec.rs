@@ -21,6 +21,11 @@ pub(crate) struct Spec {
     pub methods: Vec<String>,
     pub densities: Vec<f64>,
     pub seeds: Vec<u64>,
+    /// Hold the last this many training images out as a validation split (`awt --validation`):
+    /// every step trains, searches and prunes on the rest, training's per-epoch evaluation uses it,
+    /// and `[eval] split` says which split the final evaluation scores.
+    #[serde(default)]
+    pub validation: Option<usize>,
     /// Record each finished run's small files in `results/<preset>/` (and skip what is there).
     #[serde(default)]
     pub record: bool,
@@ -80,6 +85,8 @@ pub(crate) struct TrainSpec {
     pub eval_n: usize,
     pub eval_steps: usize,
     pub wd: Option<f64>,
+    /// `awt train --schedule` (default constant).
+    pub schedule: Option<String>,
     /// Track each net's adversarial kernel against its dense initialisation (default true).
     pub track_kernel: Option<bool>,
 }
@@ -121,6 +128,8 @@ pub(crate) struct EvalSpec {
     pub n: usize,
     pub steps: usize,
     pub apgd_steps: usize,
+    /// `awt eval --split`: `test` (default) or `validation` (needs the preset's `validation`).
+    pub split: Option<String>,
 }
 
 /// `awt dynamics` settings.
@@ -220,14 +229,19 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     for ab in &spec.ablations {
         let allowed: &[&str] = match ab.method.as_str() {
             "ntt" | "awt" => &ABLATION_FLAGS,
+            "dense" => &TRAIN_ABLATION_FLAGS,
             m if MASKS_AT_INIT.contains(&m) => &PRUNE_ABLATION_FLAGS,
             m => bail!(
-                "{}: ablation `{}`: method must be a search (ntt, awt) or a mask at initialisation (random, magnitude, snip, grasp, synflow), not `{m}`",
+                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow) or dense, not `{m}`",
                 p.display(),
                 ab.name
             ),
         };
-        if let Some(d) = ab.densities.iter().find(|d| !(**d > 0.0 && **d < 1.0)) {
+        if ab.method == "dense" {
+            if ab.densities != [1.0] {
+                bail!("{}: ablation `{}`: the dense net's densities are [1.0]", p.display(), ab.name);
+            }
+        } else if let Some(d) = ab.densities.iter().find(|d| !(**d > 0.0 && **d < 1.0)) {
             bail!("{}: ablation `{}`: density {d} is not in (0, 1)", p.display(), ab.name);
         }
         for k in ab.flags.keys() {
@@ -274,6 +288,16 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
             bail!("{}: [eval] autoattack_n = {k} must be in 1..={} (n)", p.display(), spec.eval.n);
         }
     }
+    match (spec.eval.split.as_deref(), spec.validation) {
+        (None | Some("test"), _) | (Some("validation"), Some(_)) => {}
+        (Some("validation"), None) => {
+            bail!(
+                "{}: [eval] split = \"validation\" needs `validation = N` (the training images to hold out)",
+                p.display()
+            )
+        }
+        (Some(other), _) => bail!("{}: [eval] split = \"{other}\": expected \"test\" or \"validation\"", p.display()),
+    }
     if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
         bail!("{}: method hydra needs a [hydra] table", p.display());
     }
@@ -283,6 +307,9 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
 /// The `awt ticket` flags an ablation may change.
 pub(crate) const ABLATION_FLAGS: [&str; 8] =
     ["steps", "lr", "lambda-ker", "lambda-l2", "mask-every", "weights", "inputs", "adv-source"];
+
+/// The `awt train` flags an ablation of the dense net may change (training budget selection).
+pub(crate) const TRAIN_ABLATION_FLAGS: [&str; 2] = ["epochs", "schedule"];
 
 /// The `awt prune` flags an ablation of a mask at initialisation may change.
 pub(crate) const PRUNE_ABLATION_FLAGS: [&str; 2] = ["rescale", "allocation"];

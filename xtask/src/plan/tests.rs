@@ -11,7 +11,7 @@ fn arg<'a>(step: &'a Step, flag: &str) -> &'a str {
 /// every preset's every run plans without error and ends with the evaluation that marks it done.
 #[test]
 fn every_preset_plans_and_the_study_limits_autoattack_only() {
-    for preset in ["smoke", "quick", "ntt-validation", "study", "paper"] {
+    for preset in ["smoke", "quick", "ntt-validation", "study", "paper", "select-mlp-budget"] {
         let spec = crate::spec::load(preset).unwrap();
         let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
         assert!(!runs.is_empty(), "{preset}");
@@ -138,4 +138,35 @@ fn more_seeds_add_runs_for_their_methods_only() {
     };
     assert!(bad("\"awt\"", "5").contains("method `awt` is not one of the grid's methods"));
     assert!(bad("\"ntt\"", "0").contains("seed 0 is already one of the grid's seeds"));
+}
+
+/// Study v2's budget selection: every step that reads the data holds the same 10,000 images out (the
+/// initialisation's statistics too), the evaluation scores the validation split, the dense ablations
+/// change only the training budget, and the hold-out is part of every run's hash.
+#[test]
+fn the_budget_selection_trains_on_the_training_part_and_scores_validation() {
+    let spec = crate::spec::load("select-mlp-budget").unwrap();
+    let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(runs.len(), 12, "{names:?}");
+    assert!(runs.iter().all(|r| r.method == "dense" && r.canonical.contains(" validation=10000")));
+    let budget = |name: &str| {
+        let run = runs.iter().find(|r| r.name == name).unwrap();
+        let steps = steps(run, &spec, "fashion-mnist").unwrap();
+        for st in steps.iter().filter(|s| s.args.iter().any(|a| a == "--data" || a == "--standardize")) {
+            assert_eq!(arg(st, "--validation"), "10000", "{}", st.name);
+        }
+        assert_eq!(arg(steps.last().unwrap(), "--split"), "validation");
+        let train = steps.iter().find(|s| s.name == "train").unwrap();
+        (arg(train, "--epochs").to_string(), arg(train, "--schedule").to_string())
+    };
+    assert_eq!(budget("lenet-300-100-dense-d1-s100"), ("10".into(), "constant".into()));
+    assert_eq!(budget("lenet-300-100-dense-e30-d1-s101"), ("30".into(), "constant".into()));
+    assert_eq!(budget("lenet-300-100-dense-cos20-d1-s100"), ("20".into(), "cosine".into()));
+    assert_eq!(budget("lenet-300-100-dense-cos10-d1-s100"), ("10".into(), "cosine".into()));
+    // A validation split the preset does not hold out is refused by name.
+    let p = crate::root().join("experiments/select-mlp-budget.toml");
+    let text = std::fs::read_to_string(&p).unwrap().replace("validation = 10000\n", "");
+    let e = crate::spec::parse(&text, &p, "select-mlp-budget").unwrap_err().to_string();
+    assert!(e.contains("split = \"validation\" needs `validation = N`"), "{e}");
 }

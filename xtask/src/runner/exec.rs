@@ -222,6 +222,8 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         warnings: eval.warnings.clone(),
         timings_seconds: clock.steps.clone(),
         wall_seconds: clock.wall(start),
+        split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
+        validation_held_out: eval.validation_held_out,
     };
     std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
