@@ -75,6 +75,9 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     if let Some(n) = spec.validation {
         settings += &format!(" validation={n}");
     }
+    if let Some(o) = &spec.output_layer {
+        settings += &format!(" output_layer={o}");
+    }
     // Optional tables join the hash only when present, so older presets keep their run names.
     for key in ["init", "dynamics"] {
         if let Some(t) = spec.raw.get(key) {
@@ -229,6 +232,12 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
             s.args.extend(strings(&["--validation", &n.to_string()]));
         }
     }
+    if let Some(o) = &spec.output_layer {
+        // Every step that makes a mask follows the one output-layer rule.
+        for s in out.iter_mut().filter(|s| ["prune", "ticket"].contains(&s.args[0].as_str())) {
+            s.args.extend(strings(&["--output-layer", o]));
+        }
+    }
     Ok(out)
 }
 
@@ -281,7 +290,7 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
         "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
             let p = &spec.prune;
             let (batch, rounds) = (p.batch.to_string(), p.rounds.to_string());
-            let args = strings(&[
+            let mut args = strings(&[
                 "prune",
                 "--method",
                 &run.method,
@@ -300,6 +309,9 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
+            if let Some(alloc) = p.allocation.get(&run.method) {
+                args.extend(strings(&["--allocation", alloc]));
+            }
             vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
         }
         "ntt" | "awt" => {

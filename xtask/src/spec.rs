@@ -26,6 +26,10 @@ pub(crate) struct Spec {
     /// and `[eval] split` says which split the final evaluation scores.
     #[serde(default)]
     pub validation: Option<usize>,
+    /// `dense`: every mask keeps the output layer whole, counted in the density (`awt prune` and
+    /// `awt ticket --output-layer`); default `pruned`.
+    #[serde(default)]
+    pub output_layer: Option<String>,
     /// Record each finished run's small files in `results/<preset>/` (and skip what is there).
     #[serde(default)]
     pub record: bool,
@@ -110,6 +114,10 @@ pub(crate) struct SearchSpec {
 pub(crate) struct PruneSpec {
     pub batch: usize,
     pub rounds: usize,
+    /// `awt prune --allocation` per method (e.g. `{ snip = "global" }`, as SNIP's paper ranks);
+    /// methods not listed prune per layer.
+    #[serde(default)]
+    pub allocation: std::collections::BTreeMap<String, String>,
 }
 
 /// The final evaluation (`awt eval` flags).
@@ -288,6 +296,16 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
             bail!("{}: [eval] autoattack_n = {k} must be in 1..={} (n)", p.display(), spec.eval.n);
         }
     }
+    if let Some(m) = spec.prune.allocation.keys().find(|m| !MASKS_AT_INIT.contains(&m.as_str())) {
+        bail!(
+            "{}: [prune] allocation: `{m}` is not a mask at initialisation ({})",
+            p.display(),
+            MASKS_AT_INIT.join(", ")
+        );
+    }
+    if let Some(o) = spec.output_layer.as_deref().filter(|o| !["dense", "pruned"].contains(o)) {
+        bail!("{}: output_layer = \"{o}\": expected \"dense\" or \"pruned\"", p.display());
+    }
     match (spec.eval.split.as_deref(), spec.validation) {
         (None | Some("test"), _) | (Some("validation"), Some(_)) => {}
         (Some("validation"), None) => {
@@ -346,6 +364,6 @@ mod tests {
         let e = with("name = \"x\"\nmethod = \"hydra\"\ndensities = [0.05]\nseeds = [0]\nflags = {}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("ablation `x`: method must be a search (ntt, awt) or a mask at initialisation"), "{e}");
+        assert!(e.contains("ablation `x`: method must be a search (ntt, awt), a mask at initialisation"), "{e}");
     }
 }

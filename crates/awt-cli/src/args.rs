@@ -293,3 +293,23 @@ pub(crate) enum NtkImpl {
     /// Per-example autograd Jacobians (slow oracle).
     Reference,
 }
+
+/// `--output-layer`: whether masks prune the output layer like the others.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum OutputLayerArg {
+    /// Pruned at the density like every other layer (a class can lose every incoming weight).
+    #[default]
+    Pruned,
+    /// Kept whole and counted in the overall density; the other layers share the rest.
+    Dense,
+}
+
+impl OutputLayerArg {
+    /// The layers to keep dense in `arch`'s masks.
+    pub(crate) fn keep_dense(self, arch: &awt_nets::Arch) -> Vec<String> {
+        match self {
+            OutputLayerArg::Pruned => Vec::new(),
+            OutputLayerArg::Dense => vec![arch.output_weight()],
+        }
+    }
+}

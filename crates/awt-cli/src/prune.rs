@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
-use awt_prune::{Allocation, scores, select};
+use awt_prune::{Allocation, scores, select_keeping};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
-use crate::args::{Adv, AllocArg, DataArgs, Opt, PruneMethod, RescaleArg, value_name};
+use crate::args::{Adv, AllocArg, DataArgs, Opt, OutputLayerArg, PruneMethod, RescaleArg, value_name};
 use crate::output::{git_commit, say};
 
 /// Flags of `awt prune`.
@@ -29,6 +29,9 @@ pub(crate) struct PruneArgs {
     /// How the density is spread over layers.
     #[arg(long, value_enum, default_value_t = AllocArg::Uniform)]
     pub allocation: AllocArg,
+    /// Prune the output layer like the others, or keep it dense (counted in --density).
+    #[arg(long, value_enum, default_value_t = OutputLayerArg::Pruned)]
+    pub output_layer: OutputLayerArg,
     /// Masks at initialisation: scale each unit's kept incoming weights back to its dense norm
     /// (unit-norm; ≈ 1/√density for a random mask), or keep them as initialised (none).
     #[arg(long, value_enum, default_value_t = RescaleArg::None)]
@@ -100,18 +103,22 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
         Ok((x.to_dtype(net.dtype())?, y))
     };
     let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let dense = a.output_layer.keep_dense(net.arch());
+    let select = |s: &BTreeMap<String, Tensor>| select_keeping(s, a.density, alloc, &dense);
     let masks = match a.method {
-        PruneMethod::Random => select(&scores::random(&weights(net), a.seed)?, a.density, alloc)?,
-        PruneMethod::Magnitude => select(&scores::magnitude(&weights(net))?, a.density, alloc)?,
+        PruneMethod::Random => select(&scores::random(&weights(net), a.seed)?)?,
+        PruneMethod::Magnitude => select(&scores::magnitude(&weights(net))?)?,
         PruneMethod::Snip => {
             let (x, y) = batch()?;
-            select(&scores::snip(&|| ce(net, &x, &y), &vars)?, a.density, alloc)?
+            select(&scores::snip(&|| ce(net, &x, &y), &vars)?)?
         }
         PruneMethod::Grasp => {
             let (x, y) = batch()?;
-            select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?, a.density, alloc)?
+            select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?)?
         }
-        PruneMethod::Synflow => scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds)?,
+        PruneMethod::Synflow => {
+            scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
+        }
         PruneMethod::Hydra | PruneMethod::ImpAt => {
             bail!("--method {}: not a mask at initialisation", value_name(&a.method))
         }
@@ -141,7 +148,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
             bail!("--density {} is above the current density {d:.4} of `{k}`: IMP only removes weights", a.density);
         }
     }
-    let masks = select(&sc, a.density, alloc)?;
+    let masks = select_keeping(&sc, a.density, alloc, &a.output_layer.keep_dense(net.arch()))?;
     net.clear_masks();
     for (k, m) in &masks {
         net.set_mask(k, m)?;
@@ -173,6 +180,7 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
         step_size: awt_attack::Pgd::train_step(a.eps),
         batch: 128,
         seed: a.seed,
+        keep_dense: a.output_layer.keep_dense(net.arch()),
     };
     let work = a.out.with_extension("hydra");
     let _ = std::fs::remove_dir_all(&work);
@@ -295,6 +303,9 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     net.meta.insert("method".into(), value_name(&a.method));
     net.meta.insert("density".into(), a.density.to_string());
     net.meta.insert("allocation".into(), value_name(&a.allocation));
+    if a.output_layer == OutputLayerArg::Dense {
+        net.meta.insert("output_layer".into(), "dense".into());
+    }
     net.meta.insert("prune_seed".into(), a.seed.to_string());
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;

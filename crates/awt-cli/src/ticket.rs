@@ -9,7 +9,7 @@ use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, W
 use candle_core::{DType, Device};
 use clap::Args;
 
-use crate::args::{AdvSourceArg, DataArgs, InputsArg, SearchMethod, WeightsArg, value_name};
+use crate::args::{AdvSourceArg, DataArgs, InputsArg, OutputLayerArg, SearchMethod, WeightsArg, value_name};
 use crate::output::{git_commit, say};
 
 /// Flags of `awt ticket`.
@@ -60,6 +60,9 @@ pub(crate) struct TicketArgs {
     /// Which weights the ticket keeps.
     #[arg(long, value_enum, default_value_t = WeightsArg::Transferred)]
     pub weights: WeightsArg,
+    /// Prune the output layer like the others, or keep it dense (counted in --density).
+    #[arg(long, value_enum, default_value_t = OutputLayerArg::Pruned)]
+    pub output_layer: OutputLayerArg,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long)]
@@ -76,7 +79,7 @@ pub(crate) struct TicketArgs {
 }
 
 impl TicketArgs {
-    pub(crate) fn config(&self, train_len: usize) -> Result<ValidSearchConfig> {
+    pub(crate) fn config(&self, train_len: usize, arch: &Arch) -> Result<ValidSearchConfig> {
         let method = match self.method {
             SearchMethod::Awt => Method::Awt,
             SearchMethod::Ntt => Method::Ntt,
@@ -122,6 +125,7 @@ impl TicketArgs {
                 WeightsArg::Rewind => WeightsFrom::Rewind,
             },
             seed: self.seed,
+            keep_dense: self.output_layer.keep_dense(arch),
         }
         .validate()?)
     }
@@ -170,7 +174,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     }
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let ds = a.data.load_for(&teacher)?;
-    let cfg = a.config(ds.train.len())?;
+    let cfg = a.config(ds.train.len(), teacher.arch())?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
     let identity = format!(

@@ -527,3 +527,44 @@ fn validation_is_held_out_of_the_training_split() {
     assert_eq!((summary["eval_split"].as_str(), summary["train_examples"].as_u64()), (Some("validation"), Some(9500)));
     assert!(std::fs::read_to_string(p("run/config.toml")).unwrap().contains("validation = 500"));
 }
+
+/// `--output-layer dense`: masks at initialisation (per layer and global, SynFlow's rounds too) keep
+/// the output layer whole and count it in the density; the ticket says so in its metadata.
+#[test]
+fn masks_keep_the_output_layer_dense_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    let (ok, _, err) = awt(&["init", "--arch", "lenet-300-100", "--out", &p("init.safetensors")], &[]);
+    assert!(ok, "{err}");
+    for (method, alloc) in [("random", "uniform"), ("synflow", "global"), ("random", "global")] {
+        let out = p(&format!("{method}-{alloc}.safetensors"));
+        let (ok, stdout, err) = awt(
+            &[
+                "prune",
+                "--method",
+                method,
+                "--density",
+                "0.02",
+                "--allocation",
+                alloc,
+                "--rounds",
+                "5",
+                "--output-layer",
+                "dense",
+                "--model",
+                &p("init.safetensors"),
+                "--out",
+                &out,
+            ],
+            &[],
+        );
+        assert!(ok, "{method}: {err}");
+        assert!(stdout.contains("fc3.weight 1.0000"), "{method}: {stdout}");
+        let net =
+            awt_nets::load(Path::new(&out), None, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().net;
+        let kept: usize = net.masks().values().map(|m| m.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize).sum();
+        assert_eq!(net.masks().len(), 3);
+        assert!(kept.abs_diff(5324) <= 2, "{method}: {kept} kept");
+        assert_eq!(net.meta["output_layer"], "dense");
+    }
+}

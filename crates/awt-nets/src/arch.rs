@@ -154,6 +154,16 @@ impl Arch {
         }
     }
 
+    /// The output layer's weight (`fc3.weight` in LeNet-300-100): the layer a mask keeps dense when
+    /// no class may be cut off.
+    pub fn output_weight(&self) -> String {
+        let last = self.layers().into_iter().rev().find_map(|l| match l {
+            LayerDef::Linear { name, .. } | LayerDef::Conv { name, .. } => Some(name),
+            _ => None,
+        });
+        format!("{}.weight", last.expect("every architecture has a weighted layer"))
+    }
+
     /// Number of parameters (weights and biases), or `None` when it does not fit in a `u64`.
     pub fn param_count(&self) -> Option<u64> {
         self.layers().iter().try_fold(0u64, |acc, l| {

@@ -170,3 +170,41 @@ pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation
     }
     Ok(masks)
 }
+
+/// Masks keeping the highest `scores` at overall `density`, with the layers named in `dense` kept
+/// whole (e.g. the output layer, so that no class can be cut off) and counted in the density: the
+/// other layers share what is left, `round(density · total) − Σ dense sizes` weights, under
+/// `alloc`. With no `dense` layer this is [`select`] exactly.
+pub fn select_keeping(
+    scores: &BTreeMap<String, Tensor>,
+    density: f64,
+    alloc: Allocation,
+    dense: &[String],
+) -> Result<Masks, PruneError> {
+    if dense.is_empty() {
+        return select(scores, density, alloc);
+    }
+    check_density(density)?;
+    if let Some(k) = dense.iter().find(|k| !scores.contains_key(*k)) {
+        return Err(invalid(format!("layer `{k}` to keep dense is not among the pruned weights")));
+    }
+    let size = |s: &Tensor| s.elem_count();
+    let total: usize = scores.values().map(size).sum();
+    let kept_dense: usize = dense.iter().map(|k| size(&scores[k])).sum();
+    let rest: BTreeMap<String, Tensor> =
+        scores.iter().filter(|(k, _)| !dense.contains(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let rest_total = total - kept_dense;
+    let budget = (density * total as f64).round() as i64 - kept_dense as i64;
+    if rest.is_empty() || budget <= 0 {
+        return Err(invalid(format!(
+            "density {density} keeps {} of {total} weights, no more than the {kept_dense} of the layers kept dense ({})",
+            (density * total as f64).round(),
+            dense.join(", ")
+        )));
+    }
+    let mut masks = select(&rest, (budget as f64 / rest_total as f64).min(1.0), alloc)?;
+    for k in dense {
+        masks.insert(k.clone(), scores[k].ones_like()?);
+    }
+    Ok(masks)
+}

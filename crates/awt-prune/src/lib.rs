@@ -30,6 +30,6 @@ mod rescale;
 pub mod scores;
 mod structure;
 
-pub use alloc::{Allocation, Masks, PruneError, layer_densities, select};
+pub use alloc::{Allocation, Masks, PruneError, layer_densities, select, select_keeping};
 pub use rescale::rescale_kept;
 pub use structure::{CutOff, cut_off};

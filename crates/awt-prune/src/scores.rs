@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use awt_base::{Rng, Stage, Weighted};
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::alloc::{Allocation, Masks, PruneError, select};
+use crate::alloc::{Allocation, Masks, PruneError};
 
 /// Scores keyed by weight name.
 pub type Scores = BTreeMap<String, Tensor>;
@@ -97,13 +97,15 @@ pub fn grasp(
 
 /// SynFlow (Tanaka et al. 2020): data-free and iterative. Each of `rounds` rounds scores
 /// `|w| ⊙ ∂R/∂|w|` with `R = Σ f(1; |w| ⊙ m)` (all-ones input, absolute weights, current masks, in f64),
-/// and re-selects masks at density `d^(r/rounds)` (the exponential schedule).
+/// and re-selects masks at density `d^(r/rounds)` (the exponential schedule). The layers named in
+/// `dense` are kept whole and counted in the density ([`crate::select_keeping`]).
 pub fn synflow(
     stages: &[Stage],
     input_shape: &[usize],
     density: f64,
     alloc: Allocation,
     rounds: usize,
+    dense: &[String],
 ) -> Result<Masks, PruneError> {
     if rounds == 0 {
         return Err(PruneError::Invalid("SynFlow needs at least one round".into()));
@@ -146,7 +148,7 @@ pub fn synflow(
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.mul(&masks[k])?)))
             .collect::<candle_core::Result<_>>()?;
         let d = density.powf(r as f64 / rounds as f64);
-        masks = select(&scores, d, alloc)?;
+        masks = crate::select_keeping(&scores, d, alloc, dense)?;
     }
     Ok(masks)
 }

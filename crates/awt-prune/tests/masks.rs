@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use awt_base::{Rng, Staged};
 use awt_nets::{Arch, Init, Net};
-use awt_prune::{Allocation, layer_densities, scores, select};
+use awt_prune::{Allocation, layer_densities, scores, select, select_keeping};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn weights(net: &Net) -> BTreeMap<String, Tensor> {
@@ -159,8 +159,8 @@ fn grasp_hessian_gradient_product_is_exact_on_a_quadratic() {
 #[test]
 fn synflow_reaches_the_density_without_emptying_layers_and_is_deterministic() {
     let net = Net::init(&Arch::Lenet5Caffe, Init::KaimingUniform, 2, DType::F32, &Device::Cpu).unwrap();
-    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20).unwrap();
-    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20).unwrap();
+    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20, &[]).unwrap();
+    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20, &[]).unwrap();
     for (k, m) in &a {
         assert_eq!(vals(m), vals(&b[k]));
     }
@@ -168,4 +168,39 @@ fn synflow_reaches_the_density_without_emptying_layers_and_is_deterministic() {
         let kept = vals(m).iter().sum::<f64>() as usize;
         assert_eq!(kept, (0.05 * m.elem_count() as f64).round() as usize, "{name}");
     }
+}
+
+/// The output layer kept dense: all its weights kept and counted in the density, the hidden layers
+/// sharing the rest (exactly under global ranking, to a weight per layer per layer-wise); no `dense`
+/// is `select` itself; a density that cannot pay for the kept layer, or an unknown layer, is refused.
+#[test]
+fn output_layer_kept_dense_counts_in_the_density() {
+    let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 4, DType::F32, &Device::Cpu).unwrap();
+    let sc = scores::random(&weights(&net), 9).unwrap();
+    let out = Arch::Lenet300100.output_weight();
+    assert_eq!(out, "fc3.weight");
+    let kept = |m: &BTreeMap<String, Tensor>, k: &str| vals(&m[k]).iter().filter(|&&x| x == 1.0).count();
+    for alloc in [Allocation::Uniform, Allocation::Global] {
+        let m = select_keeping(&sc, 0.02, alloc, std::slice::from_ref(&out)).unwrap();
+        assert_eq!(kept(&m, "fc3.weight"), 1000);
+        let all: usize = m.keys().map(|k| kept(&m, k)).sum();
+        assert!(all.abs_diff(5324) <= 2, "{alloc:?}: {all} kept of 5,324");
+        if alloc == Allocation::Global {
+            assert_eq!(all, 5324);
+        } else {
+            // Both hidden layers at the same density, 4,324 / 265,200.
+            let d = 4324.0 / 265_200.0;
+            assert_eq!(kept(&m, "fc1.weight"), (d * 235_200.0_f64).round() as usize);
+            assert_eq!(kept(&m, "fc2.weight"), (d * 30_000.0_f64).round() as usize);
+        }
+    }
+    let plain = select(&sc, 0.05, Allocation::Uniform).unwrap();
+    let same = select_keeping(&sc, 0.05, Allocation::Uniform, &[]).unwrap();
+    for k in plain.keys() {
+        assert_eq!(vals(&plain[k]), vals(&same[k]));
+    }
+    let e = select_keeping(&sc, 0.003, Allocation::Uniform, std::slice::from_ref(&out)).unwrap_err().to_string();
+    assert!(e.contains("no more than the 1000 of the layers kept dense (fc3.weight)"), "{e}");
+    let e = select_keeping(&sc, 0.05, Allocation::Uniform, &["fc9.weight".into()]).unwrap_err().to_string();
+    assert!(e.contains("`fc9.weight` to keep dense is not among the pruned weights"), "{e}");
 }

@@ -73,6 +73,9 @@ pub struct SearchConfig {
     pub weights: WeightsFrom,
     /// Seed of shuffles and attack starts.
     pub seed: u64,
+    /// Layers every mask keeps whole, counted in the density (e.g. the output layer, so that no
+    /// class is cut off); empty: every layer is pruned at the density.
+    pub keep_dense: Vec<String>,
 }
 
 impl SearchConfig {
@@ -94,6 +97,7 @@ impl SearchConfig {
             inputs: InputMix::Adversarial,
             weights: WeightsFrom::Transferred,
             seed: 0,
+            keep_dense: Vec::new(),
         }
     }
 

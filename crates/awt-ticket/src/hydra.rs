@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use awt_base::{Classifier, Stage, Staged, Weighted};
 use awt_data::Split;
 use awt_nets::Net;
-use awt_prune::{Allocation, select};
+use awt_prune::{Allocation, select_keeping};
 use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
 use candle_core::{Tensor, Var};
 
@@ -24,6 +24,7 @@ struct Scored<'a> {
     net: &'a Net,
     scores: BTreeMap<String, Var>,
     density: f64,
+    keep_dense: &'a [String],
     masks: RefCell<BTreeMap<String, Tensor>>,
 }
 
@@ -31,7 +32,7 @@ impl Scored<'_> {
     fn refresh(&self) -> Result<(), SearchError> {
         let s: BTreeMap<String, Tensor> =
             self.scores.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
-        *self.masks.borrow_mut() = select(&s, self.density, Allocation::Uniform)?;
+        *self.masks.borrow_mut() = select_keeping(&s, self.density, Allocation::Uniform, self.keep_dense)?;
         Ok(())
     }
 
@@ -94,6 +95,8 @@ pub struct HydraConfig {
     pub batch: usize,
     /// Seed.
     pub seed: u64,
+    /// Layers kept whole, counted in the density (e.g. the output layer).
+    pub keep_dense: Vec<String>,
 }
 
 /// Runs HYDRA's pruning stage on an adversarially `pretrained` network; returns it masked by the
@@ -117,8 +120,13 @@ pub fn hydra(
         let mx = w.flatten_all()?.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.max(1e-12);
         scores.insert(k.clone(), Var::from_tensor(&(w / mx)?)?);
     }
-    let scored =
-        Scored { net: &frozen, scores: scores.clone(), density: cfg.density, masks: RefCell::new(BTreeMap::new()) };
+    let scored = Scored {
+        net: &frozen,
+        scores: scores.clone(),
+        density: cfg.density,
+        keep_dense: &cfg.keep_dense,
+        masks: RefCell::new(BTreeMap::new()),
+    };
     scored.refresh()?;
     let tcfg = TrainConfig {
         epochs: cfg.epochs,

@@ -7,7 +7,7 @@ use awt_base::Rng;
 use awt_data::{Split, epoch_order};
 use awt_nets::Net;
 use awt_ntk::metrics;
-use awt_prune::{Allocation, select};
+use awt_prune::{Allocation, select_keeping};
 use awt_train::{Optimizer, OptimizerConfig};
 use candle_core::{DType, Device, Tensor, Var};
 
@@ -46,10 +46,14 @@ pub struct Ticket {
     pub log: Vec<SearchLog>,
 }
 
-fn layerwise_magnitude(net: &Net, density: f64) -> Result<BTreeMap<String, Tensor>, SearchError> {
+fn layerwise_magnitude(
+    net: &Net,
+    density: f64,
+    keep_dense: &[String],
+) -> Result<BTreeMap<String, Tensor>, SearchError> {
     let w: BTreeMap<String, Tensor> =
         net.weights().map(|(k, v)| Ok((k.clone(), v.as_tensor().abs()?))).collect::<Result<_, candle_core::Error>>()?;
-    Ok(select(&w, density, Allocation::Uniform)?)
+    Ok(select_keeping(&w, density, Allocation::Uniform, keep_dense)?)
 }
 
 fn count_changes(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> Result<usize, SearchError> {
@@ -100,7 +104,7 @@ pub fn search_resumable(
     let dev = Device::Cpu;
     let teacher = teacher.deep_clone()?;
     let mut student = teacher.deep_clone()?;
-    let mut masks = layerwise_magnitude(&teacher, cfg.density)?;
+    let mut masks = layerwise_magnitude(&teacher, cfg.density, &cfg.keep_dense)?;
     for (k, m) in &masks {
         student.set_mask(k, m)?;
     }
@@ -178,7 +182,7 @@ pub fn search_resumable(
         opt.step(&grads, cfg.lr)?;
         let mut changes = 0;
         if cfg.mask_every > 0 && (step + 1) % cfg.mask_every == 0 && step + cfg.mask_every < cfg.steps {
-            let new = layerwise_magnitude(&student, cfg.density)?;
+            let new = layerwise_magnitude(&student, cfg.density, &cfg.keep_dense)?;
             changes = count_changes(&masks, &new)?;
             for (k, m) in &new {
                 student.set_mask(k, m)?;
@@ -222,7 +226,7 @@ pub fn search_resumable(
         format!(
             "steps={} batch={} lr={} lambda_ker={} lambda_l2={} mask_every={} eps={} attack_steps={} attack_step_size={} adv_source={:?} inputs={:?} weights={:?} seed={}",
             cfg.steps, cfg.batch, cfg.lr, cfg.lambda_ker, cfg.lambda_l2, cfg.mask_every, cfg.eps, cfg.attack_steps, cfg.attack_step_size, cfg.adv_source, cfg.inputs, cfg.weights, cfg.seed
-        ),
+        ) + &if cfg.keep_dense.is_empty() { String::new() } else { format!(" keep_dense={}", cfg.keep_dense.join(",")) },
     );
     Ok(Ticket { net: ticket, log })
 }

@@ -115,6 +115,7 @@ fn hydra_optimises_scores_under_the_robust_loss_and_keeps_pretrained_weights() {
         step_size: 0.04,
         batch: 128,
         seed: 0,
+        keep_dense: vec!["fc2.weight".into()],
     };
     let t = awt_ticket::hydra(&pretrained, &train, &ds.test, &cfg, &tmp).unwrap();
     let weights = pretrained
@@ -126,7 +127,9 @@ fn hydra_optimises_scores_under_the_robust_loss_and_keeps_pretrained_weights() {
     let mut moved = 0.0;
     for (k, m) in t.masks() {
         let kept = m.sum_all().unwrap().to_scalar::<f32>().unwrap() as usize;
-        assert_eq!(kept, (0.1 * m.elem_count() as f64).round() as usize, "{k}");
+        // The output layer is kept whole and counted in the density; fc1 keeps the rest of 10 %.
+        let want = if k == "fc2.weight" { 640 } else { (0.1f64 * 50_816.0).round() as usize - 640 };
+        assert_eq!(kept, want, "{k}");
         let expect =
             pretrained.param(k).unwrap().as_tensor().mul(m).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(t.param(k).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), expect);
@@ -242,4 +245,30 @@ fn a_resumed_search_is_bit_identical_to_an_uninterrupted_one() {
         let wrong = search_resumable(&teacher, &ds.train, &cfg, ck, &mut |_| {}).unwrap();
         assert_ne!(flat(&wrong.net), flat(&full.net), "{method:?}: the test cannot tell a bad resume");
     }
+}
+
+/// With the output layer kept dense, every re-selected mask keeps it whole, the other layers share
+/// the rest of the density, and the ticket's metadata says so.
+#[test]
+fn a_search_keeps_the_output_layer_dense_when_asked() {
+    let ds = awt_data::load("fashion-mnist-mini", &LoadOptions::offline_embedded_only()).unwrap();
+    let teacher =
+        Net::init(&Arch::Mlp(vec![784, 32, 16, 10]), Init::KaimingUniform, 3, DType::F32, &Device::Cpu).unwrap();
+    let cfg = SearchConfig {
+        steps: 12,
+        mask_every: 5,
+        attack_steps: 2,
+        keep_dense: vec!["fc3.weight".into()],
+        ..SearchConfig::defaults(Method::Awt, 0.05)
+    }
+    .validate()
+    .unwrap();
+    let t = search(&teacher, &ds.train, &cfg, &mut |_| {}).unwrap();
+    let kept = |k: &str| t.net.masks()[k].sum_all().unwrap().to_scalar::<f32>().unwrap() as usize;
+    assert_eq!(kept("fc3.weight"), 160);
+    // round(0.05 · 25,760) = 1,288 weights in all, 1,128 of them in fc1 and fc2.
+    let rest = kept("fc1.weight") + kept("fc2.weight");
+    assert!(rest.abs_diff(1128) <= 1, "{rest}");
+    assert!(t.log.iter().any(|l| l.mask_changes > 0), "the masks were never re-selected");
+    assert!(t.net.meta["search"].ends_with(" keep_dense=fc3.weight"), "{}", t.net.meta["search"]);
 }
