@@ -35,7 +35,7 @@ pub(crate) struct Step {
     /// Exists once the step has finished.
     pub done: PathBuf,
     /// A resumable step's saved state: when it exists, the step runs again with `--resume`
-    /// (training: `<folder>/state.safetensors`; a ticket search: `<ticket>.search.state.safetensors`).
+    /// (training: `<folder>/state.safetensors`; a ticket search: `<ticket file name>.search.state.safetensors`).
     pub resume_from: Option<PathBuf>,
 }
 
@@ -349,7 +349,7 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 &ticket,
             ]);
             let args = with_flags(args, &run.flags);
-            let state = Some(c.d("ticket.search.state.safetensors").into());
+            let state = Some(c.d("ticket.safetensors.search.state.safetensors").into());
             vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
         }
         "imp-at" => {

@@ -29,7 +29,7 @@ fn read_run(p: &Path) -> Result<Option<RunData>> {
     Ok(Some(RunData {
         manifest: read_json(&m)?,
         metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
-        search: read_jsonl(&p.join("ticket.search.jsonl"))?,
+        search: read_jsonl(&p.join("ticket.safetensors.search.jsonl"))?,
     }))
 }
 

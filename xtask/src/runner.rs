@@ -176,7 +176,7 @@ fn record(preset: &str, run: &Run) -> Result<()> {
             std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
-    if let Ok(text) = std::fs::read_to_string(run.dir.join("ticket.search.jsonl")) {
+    if let Ok(text) = std::fs::read_to_string(run.dir.join("ticket.safetensors.search.jsonl")) {
         let lines: Vec<&str> = text.lines().collect();
         let kept: Vec<&str> = lines
             .iter()

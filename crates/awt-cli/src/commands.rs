@@ -189,9 +189,7 @@ fn init_cmd(arch: &Arch, seed: u64, init: Init, norm: Option<awt_nets::InputNorm
 /// mask cuts off (outputs with no kept incoming weight, inputs with no kept outgoing one); the last
 /// layer's cut-off outputs are classes the network can only reach through their bias.
 fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()> {
-    if let Some(j) = json {
-        crate::files::refuse_overwriting_inputs("--json", j, &[("MODEL", model)])?;
-    }
+    let _owned = json.map(|j| crate::files::own("--json", j, &[], &[("MODEL", model)])).transpose()?;
     let loaded = awt_nets::load(model, arch, DType::F32, &Device::Cpu)?;
     let net = loaded.net;
     say!(

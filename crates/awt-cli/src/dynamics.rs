@@ -104,10 +104,65 @@ fn kernel(net: &Net, x: &Tensor) -> Result<Tensor> {
     Ok(awt_ntk::structured(&net.stages(), x, x, Kind::Full)?)
 }
 
+/// The checkpoint a training folder started from, from its `config.toml`: `("init" | "ticket", path)`.
+fn started_from(dir: &Path) -> Result<(String, PathBuf)> {
+    let p = dir.join(awt_train::CONFIG);
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("cannot read {} (not a training folder?)", p.display()))?;
+    let t: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
+    for key in ["ticket", "init"] {
+        if let Some(v) = t.get(key).and_then(|v| v.as_str()) {
+            return Ok((key.to_string(), PathBuf::from(v)));
+        }
+    }
+    bail!("{}: records neither `init` nor `ticket`", p.display())
+}
+
+/// Refuses inputs that do not belong together: `--dense` must be a dense run started from
+/// `--dense-init`, `--run` a run started from `--init` (the folders' `config.toml` record both).
+/// Mixed-up inputs would give plausible, wrong numbers.
+fn check_inputs_belong_together(a: &DynamicsArgs) -> Result<()> {
+    let (dense_kind, dense_from) = started_from(&a.dense)?;
+    if dense_kind == "ticket" {
+        bail!(
+            "--dense {} trained a ticket ({}), not the dense net: are --dense and --run swapped?",
+            a.dense.display(),
+            dense_from.display()
+        );
+    }
+    for (flag, dir, start, start_flag) in
+        [("--dense", &a.dense, &a.dense_init, "--dense-init"), ("--run", &a.run, &a.init, "--init")]
+    {
+        let (_, from) = started_from(dir)?;
+        if !crate::files::same_file(&from, start) {
+            bail!(
+                "{flag} {} started from {}, not from {start_flag} {}: give the checkpoint that run started from",
+                dir.display(),
+                from.display(),
+                start.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
     if a.probe == 0 {
         bail!("--probe must be ≥ 1");
     }
+    check_inputs_belong_together(&a)?;
+    // Every file read is an input the output may not replace.
+    let epoch_files: Vec<PathBuf> = [&a.dense, &a.run]
+        .iter()
+        .flat_map(|d| {
+            (1..=saved_epochs(d))
+                .map(move |e| epoch_file(d, e))
+                .chain([d.join("metrics.jsonl"), d.join(awt_train::CONFIG)])
+        })
+        .collect();
+    let mut inputs: Vec<(&str, &Path)> = vec![("--dense-init", &a.dense_init), ("--init", &a.init)];
+    inputs.extend(epoch_files.iter().map(|p| ("an epoch checkpoint or record of --dense/--run", p.as_path())));
+    let _owned = crate::files::own("--out", &a.out, &[], &inputs)?;
     let epochs = saved_epochs(&a.dense).min(saved_epochs(&a.run));
     if epochs == 0 {
         bail!(

@@ -246,9 +246,8 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
 }
 
 pub(crate) fn run(a: EvalArgs) -> Result<()> {
-    if let Some(j) = &a.json {
-        crate::files::refuse_overwriting_inputs("--json", j, &[("--model", &a.model)])?;
-    }
+    let _owned =
+        a.json.as_deref().map(|j| crate::files::own("--json", j, &[], &[("--model", &a.model)])).transpose()?;
     let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let r = evaluate(&net, &a, true)?;
     say!(

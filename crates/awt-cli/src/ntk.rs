@@ -63,7 +63,7 @@ pub(crate) struct NtkArgs {
 }
 
 pub(crate) fn run(a: NtkArgs) -> Result<()> {
-    crate::files::refuse_overwriting_inputs("--out", &a.out, &[("--model", &a.model)])?;
+    let _owned = crate::files::own("--out", &a.out, &[], &[("--model", &a.model)])?;
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
     }

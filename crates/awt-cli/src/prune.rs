@@ -182,7 +182,8 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
         seed: a.seed,
         keep_dense: a.output_layer.keep_dense(net.arch()),
     };
-    let work = a.out.with_extension("hydra");
+    // The work folder belongs to this output (its name is derived from it, and the output is locked).
+    let work = crate::files::beside(&a.out, "hydra");
     let _ = std::fs::remove_dir_all(&work);
     let mut ticket = awt_ticket::hydra(&net, &train, ds.eval_split().0, &cfg, &work)?;
     ticket.meta.insert("git_commit".into(), git_commit().into());
@@ -198,12 +199,12 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
     if a.imp_rounds == 0 {
         bail!("--imp-rounds must be ≥ 1");
     }
-    let work = a.out.with_extension("imp");
-    std::fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
+    let work = crate::files::beside(&a.out, "imp");
+    imp_work_folder(a, &work)?;
     let mut current = a.model.clone();
     for r in 1..=a.imp_rounds {
         let dir = work.join(format!("round{r}"));
-        let ticket = if r == a.imp_rounds { a.out.clone() } else { work.join(format!("round{r}-ticket.safetensors")) };
+        let ticket = work.join(format!("round{r}-ticket.safetensors"));
         if !ticket.exists() {
             if !dir.join("model.safetensors").exists() {
                 crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, false)?;
@@ -220,7 +221,61 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
         }
         current = ticket;
     }
-    Ok(())
+    // The last round's ticket is the output (written again, so an output replaced since is restored).
+    let net = awt_nets::load(&current, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    awt_nets::save(&net, &a.out)?;
+    report(&net, &a.out)
+}
+
+/// Everything that shapes IMP-AT's rounds, as text: the settings and the initialisation's bytes.
+fn imp_identity(a: &PruneArgs) -> Result<String> {
+    let model = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
+    Ok(format!(
+        "model={}\ndensity={}\nallocation={}\noutput_layer={}\nimp_rounds={}\nimp_epochs={}\neps={}\nattack_steps={}\nstep_size={:?}\nseed={}\ntrain_limit={:?}\ndata={}\nvalidation={:?}\n",
+        crate::output::config_hash(&String::from_utf8_lossy(&model)),
+        a.density,
+        value_name(&a.allocation),
+        value_name(&a.output_layer),
+        a.imp_rounds,
+        a.imp_epochs,
+        a.eps,
+        a.attack_steps,
+        a.step_size,
+        a.seed,
+        a.train_limit,
+        a.data.name,
+        a.data.validation,
+    ))
+}
+
+/// Opens IMP-AT's work folder: a new one records the settings; an existing one continues only if
+/// it was made by the same settings and initialisation, else the command stops naming what differs
+/// (rounds of another run must never be built on).
+fn imp_work_folder(a: &PruneArgs, work: &Path) -> Result<()> {
+    let identity = imp_identity(a)?;
+    let file = work.join("settings.txt");
+    if work.exists() {
+        let had = std::fs::read_to_string(&file).unwrap_or_default();
+        if had != identity {
+            let differs: Vec<&str> = identity
+                .lines()
+                .filter(|l| !had.lines().any(|h| h == *l))
+                .map(|l| l.split('=').next().unwrap_or(l))
+                .collect();
+            bail!(
+                "{} holds IMP rounds made with other settings ({}): remove it to start afresh, or choose another --out",
+                work.display(),
+                if had.is_empty() {
+                    "no settings recorded".to_string()
+                } else {
+                    format!("{} differ", differs.join(", "))
+                }
+            );
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    awt_base::write_atomic(&file, identity.as_bytes()).with_context(|| format!("cannot write {}", file.display()))
 }
 
 /// The training of IMP round `r` from `start` (the initialisation, or the previous round's ticket):
@@ -263,7 +318,8 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if let Some(r) = &a.rewind {
         inputs.push(("--rewind", r.as_path()));
     }
-    crate::files::refuse_overwriting_inputs("--out", &a.out, &inputs)?;
+    let (imp_work, hydra_work) = (crate::files::beside(&a.out, "imp"), crate::files::beside(&a.out, "hydra"));
+    let _owned = crate::files::own("--out", &a.out, &[&imp_work, &hydra_work], &inputs)?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }

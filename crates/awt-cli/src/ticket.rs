@@ -165,13 +165,9 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)
 }
 
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
-    let log_path = a.out.with_extension("search.jsonl");
-    let state_path = a.out.with_extension("search.state.safetensors");
-    for (flag, out) in
-        [("--out", &a.out), ("--out (its search log)", &log_path), ("--out (its search state)", &state_path)]
-    {
-        crate::files::refuse_overwriting_inputs(flag, out, &[("--model", &a.model)])?;
-    }
+    let log_path = crate::files::beside(&a.out, "search.jsonl");
+    let state_path = crate::files::beside(&a.out, "search.state.safetensors");
+    let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &[("--model", &a.model)])?;
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len(), teacher.arch())?;

@@ -505,12 +505,12 @@ fn a_killed_ticket_search_resumes_bit_identically() {
     };
     let (full, part) = (tmp.path().join("full.safetensors"), tmp.path().join("part.safetensors"));
     ok(&refs(&args(&full, "5e-4")));
-    let state = part.with_extension("search.state.safetensors");
-    fails(&refs(&[args(&part, "5e-4"), vec!["--resume".into()]].concat()), "part.search.state.safetensors");
+    let state = part.with_file_name("part.safetensors.search.state.safetensors");
+    fails(&refs(&[args(&part, "5e-4"), vec!["--resume".into()]].concat()), "part.safetensors.search.state.safetensors");
     let mut child = awt_cmd(&refs(&args(&part, "5e-4"))).stderr(Stdio::null()).spawn().unwrap();
     let t0 = Instant::now();
     // Past a few checkpoints, so that the log holds steps beyond the last saved state.
-    let log = part.with_extension("search.jsonl");
+    let log = part.with_file_name("part.safetensors.search.jsonl");
     let steps = || std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
     while steps() < 30 && t0.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(1));
@@ -524,9 +524,12 @@ fn a_killed_ticket_search_resumes_bit_identically() {
     let read = |p: &Path| std::fs::read(p).unwrap();
     assert!(read(&full) == read(&part), "the resumed ticket differs from the uninterrupted one");
     assert_eq!(
-        std::fs::read_to_string(full.with_extension("search.jsonl")).unwrap(),
+        std::fs::read_to_string(full.with_file_name("full.safetensors.search.jsonl")).unwrap(),
         std::fs::read_to_string(&log).unwrap(),
         "the resumed search log differs"
     );
-    assert!(!state.exists() && !full.with_extension("search.state.safetensors").exists(), "state files left behind");
+    assert!(
+        !state.exists() && !full.with_file_name("full.safetensors.search.state.safetensors").exists(),
+        "state files left behind"
+    );
 }

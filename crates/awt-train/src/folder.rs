@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Tensor, Var};
@@ -33,32 +32,12 @@ pub struct RunFolder {
 /// and the holder.
 pub fn lock_folder(dir: &Path, what: &str) -> Result<File, TrainError> {
     let path = dir.join(LOCK);
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| file_err(&path, format!("cannot open the lock file: {e}")))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-            return Err(file_err(
-                dir,
-                format!("{what} is in use by {who}; wait for it to finish or choose another folder"),
-            ));
+    awt_base::lock_exclusive(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => {
+            file_err(dir, format!("{what} is in use by {e}; wait for it to finish or choose another folder"))
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(file_err(&path, format!("cannot lock: {e}"))),
-    }
-    let pid = std::process::id().to_string();
-    let written =
-        f.set_len(0).and_then(|_| f.rewind()).and_then(|_| f.write_all(pid.as_bytes())).and_then(|_| f.flush());
-    written.map_err(|e| file_err(&path, format!("cannot write the lock file: {e}")))?;
-    Ok(f)
+        _ => file_err(&path, format!("cannot lock: {e}")),
+    })
 }
 
 /// Removes the temporary files a killed writer left behind (`.<name>.tmp-<pid>` of

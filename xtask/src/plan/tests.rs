@@ -25,7 +25,7 @@ fn every_preset_plans_and_the_study_limits_autoattack_only() {
                 let want = match st.name.as_str() {
                     "train" => Some("train/state.safetensors"),
                     "pretrain-train" => Some("pretrain/state.safetensors"),
-                    "search" => Some("ticket.search.state.safetensors"),
+                    "search" => Some("ticket.safetensors.search.state.safetensors"),
                     _ => None,
                 };
                 assert_eq!(

@@ -1,0 +1,247 @@
+//! Reliability, second round: every writing command owns its outputs. One test per defect class a
+//! hostile user found in the commands added after the first round (ticket searches, IMP-AT work
+//! folders, `dynamics`, training into a folder that is not a run); each fails without its fix.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn awt_cmd(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_awt"));
+    c.args(args).env_remove("AWT_DATA_DIR").env("AWT_LOG", "off");
+    c
+}
+
+fn awt(args: &[&str]) -> (bool, String, String) {
+    let o = awt_cmd(args).output().unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, out, err) = awt(args);
+    assert!(success, "{args:?} failed: {err}");
+    out
+}
+
+fn fails(args: &[&str], needle: &str) -> String {
+    let (success, _, err) = awt(args);
+    assert!(!success, "{args:?} succeeded, expected an error naming {needle}");
+    assert!(err.contains(needle), "{args:?}: the error does not name {needle}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    err
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn init(dir: &Path) -> PathBuf {
+    let p = dir.join("init.safetensors");
+    ok(&["init", "--arch", "mlp-784-32-10", "--seed", "1", "--out", s(&p)]);
+    p
+}
+
+fn ticket_args<'a>(init: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "ticket",
+        "--method",
+        "ntt",
+        "--density",
+        "0.2",
+        "--model",
+        init,
+        "--steps",
+        steps,
+        "--batch",
+        "16",
+        "--mask-every",
+        "5",
+        "--quiet",
+        "--out",
+        out,
+    ]
+}
+
+/// Class 1: two searches on one `--out`. The second is refused while the first runs, naming the
+/// process that holds the output, and the first finishes with a whole log.
+#[test]
+fn a_second_search_on_the_same_output_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let out = tmp.path().join("t.safetensors");
+    let mut first = awt_cmd(&ticket_args(s(&init), s(&out), "2000")).stderr(Stdio::null()).spawn().unwrap();
+    let log = tmp.path().join("t.safetensors.search.jsonl");
+    let t0 = Instant::now();
+    while !log.exists() && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let err = fails(&ticket_args(s(&init), s(&out), "5"), "is being written by process");
+    assert!(err.contains(&first.id().to_string()), "the holder is not named: {err}");
+    assert!(first.wait().unwrap().success());
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.lines().count(), 2000, "the first search's log was spliced");
+    assert!(lines.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    // Once the first is done the output is free again.
+    ok(&ticket_args(s(&init), s(&out), "5"));
+}
+
+/// Class 3: helper files are named by appending to the output's name, so `t.v1` and `t.v2` keep
+/// their own logs (replacing the extension gave both `t.search.jsonl`).
+#[test]
+fn helpers_of_distinct_outputs_are_distinct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let (v1, v2) = (tmp.path().join("t.v1"), tmp.path().join("t.v2"));
+    ok(&ticket_args(s(&init), s(&v1), "6"));
+    ok(&ticket_args(s(&init), s(&v2), "9"));
+    let lines = |p: &str| std::fs::read_to_string(tmp.path().join(p)).unwrap().lines().count();
+    assert_eq!((lines("t.v1.search.jsonl"), lines("t.v2.search.jsonl")), (6, 9));
+    assert!(!tmp.path().join("t.search.jsonl").exists());
+}
+
+fn imp_args<'a>(init: &'a str, out: &'a str, density: &'a str) -> Vec<&'a str> {
+    vec![
+        "prune",
+        "--method",
+        "imp-at",
+        "--density",
+        density,
+        "--model",
+        init,
+        "--imp-rounds",
+        "2",
+        "--imp-epochs",
+        "1",
+        "--attack-steps",
+        "1",
+        "--train-limit",
+        "128",
+        "--out",
+        out,
+    ]
+}
+
+/// Class 2: IMP-AT's work folder remembers the settings that made its rounds. A rerun with other
+/// settings is refused, naming them, instead of building on stale rounds (or exiting 0 with nothing
+/// written); the same settings continue; an output named like a work folder gets its own.
+#[test]
+fn imp_rounds_made_by_other_settings_are_never_reused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let out = tmp.path().join("imp-0.1");
+    ok(&imp_args(s(&init), s(&out), "0.25"));
+    let first = std::fs::read(&out).unwrap();
+    assert!(tmp.path().join("imp-0.1.imp/settings.txt").exists());
+    fails(&imp_args(s(&init), s(&out), "0.1"), "density differ");
+    assert_eq!(std::fs::read(&out).unwrap(), first, "a refused rerun changed the ticket");
+    let other = tmp.path().join("other-init.safetensors");
+    ok(&["init", "--arch", "mlp-784-32-10", "--seed", "2", "--out", s(&other)]);
+    fails(&imp_args(s(&other), s(&out), "0.25"), "model differ");
+    // The same settings again: the recorded rounds are the run's own, the ticket is the same.
+    ok(&imp_args(s(&init), s(&out), "0.25"));
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+    // `imp-0.2` has its own work folder (it shared `imp-0.imp` when helpers replaced the extension).
+    let out2 = tmp.path().join("imp-0.2");
+    ok(&imp_args(s(&init), s(&out2), "0.1"));
+    assert!(tmp.path().join("imp-0.2.imp/settings.txt").exists());
+    // An output named like a work folder writes the ticket, not into the folder.
+    let y = tmp.path().join("y.imp");
+    ok(&imp_args(s(&init), s(&y), "0.25"));
+    assert!(y.is_file(), "--out y.imp did not write the ticket");
+}
+
+/// Trains a small dense or sparse run with kept epochs into `out`.
+fn train(start_flag: &str, start: &Path, out: &Path) {
+    ok(&[
+        "train",
+        start_flag,
+        s(start),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "128",
+        "--batch",
+        "64",
+        "--steps",
+        "1",
+        "--eval-n",
+        "16",
+        "--eval-steps",
+        "1",
+        "--keep-epochs",
+        "--quiet",
+        "--out",
+        s(out),
+    ]);
+}
+
+/// Classes 4 and 6: `dynamics` refuses an `--out` that is one of its inputs (an epoch checkpoint,
+/// the ticket) and inputs that do not belong together (`--dense` and `--run` swapped, an `--init`
+/// the run did not start from), instead of destroying a file or printing plausible, wrong numbers.
+#[test]
+fn dynamics_owns_its_output_and_checks_its_inputs_belong_together() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let init = init(tmp.path());
+    ok(&["prune", "--method", "random", "--density", "0.3", "--model", s(&init), "--out", s(&p("t.safetensors"))]);
+    train("--init", &init, &p("dense"));
+    train("--ticket", &p("t.safetensors"), &p("sparse"));
+    let run = |dense: &Path, dense_init: &Path, run: &Path, start: &Path, out: &Path| {
+        [
+            "dynamics",
+            "--dense",
+            s(dense),
+            "--dense-init",
+            s(dense_init),
+            "--run",
+            s(run),
+            "--init",
+            s(start),
+            "--probe",
+            "4",
+            "--steps",
+            "1",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+    };
+    fn args(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let (dense, sparse, ticket) = (p("dense"), p("sparse"), p("t.safetensors"));
+    let epoch = p("sparse/epochs/epoch-001.safetensors");
+    let before = std::fs::read(&epoch).unwrap();
+    let v = run(&dense, &init, &sparse, &ticket, &epoch);
+    fails(&args(&v), "would destroy the input");
+    assert_eq!(std::fs::read(&epoch).unwrap(), before);
+    let v = run(&dense, &init, &sparse, &ticket, &ticket);
+    fails(&args(&v), "would destroy the input");
+    let v = run(&sparse, &ticket, &dense, &init, &p("d.jsonl"));
+    fails(&args(&v), "are --dense and --run swapped?");
+    let v = run(&dense, &init, &sparse, &init, &p("d.jsonl"));
+    fails(&args(&v), "not from --init");
+    let v = run(&dense, &init, &sparse, &ticket, &p("d.jsonl"));
+    ok(&args(&v));
+}
+
+/// Class 5: `train --out` into an existing folder that holds a run's file names but is not a run
+/// is refused, and the user's files are left as they were.
+#[test]
+fn training_into_a_folder_that_is_not_a_run_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let folder = tmp.path().join("mine");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("model.safetensors"), b"the user's model").unwrap();
+    std::fs::write(folder.join("metrics.jsonl"), b"the user's metrics\n").unwrap();
+    let err = fails(
+        &["train", "--init", s(&init), "--epochs", "1", "--train-limit", "64", "--quiet", "--out", s(&folder)],
+        "is not a training run",
+    );
+    assert!(err.contains("model.safetensors") || err.contains("metrics.jsonl"), "{err}");
+    assert_eq!(std::fs::read(folder.join("model.safetensors")).unwrap(), b"the user's model");
+    assert_eq!(std::fs::read(folder.join("metrics.jsonl")).unwrap(), b"the user's metrics\n");
+}
