@@ -22,9 +22,10 @@ const HELP: &str = "\
 cargo xtask <command>
 
 commands:
-  reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only PATTERN] [--first PATTERN,...] [--jobs N]
+  reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only RUN,...] [--first PATTERN,...] [--jobs N]
             [--force] [--list] [--shard i/n] [--commit] [--within DURATION]
-            (--jobs: concurrent runs, default one per core, the cores shared between them;
+            (--only: these runs, by their exact names as --list prints them;
+            --jobs: concurrent runs, default one per core, the cores shared between them;
             --first: the runs whose name matches these patterns first, in that order, then the rest;
             --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated;
             --within 2h30m, recorded presets: start only runs whose recorded median time still fits)

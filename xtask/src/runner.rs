@@ -213,8 +213,8 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     // The plan from the current records, narrowed to this process's part of it.
     let plan = || -> Result<Vec<Run>> {
         let mut runs = expand(&spec, &data, &base, &recorded)?;
-        if let Some(p) = &o.only {
-            runs.retain(|r| r.name.contains(p.as_str()));
+        if let Some(names) = &o.only {
+            queue::only(&mut runs, names);
         }
         if let Some(shard) = o.shard {
             runs.retain(|r| queue::in_shard(r, shard));
@@ -234,6 +234,14 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
         eprintln!("note: {} not found; using {data} instead (the report says so)", spec.data);
     }
     let total = runs.len();
+    if total == 0 {
+        let why = match (&o.only, o.shard) {
+            (Some(names), _) => format!("--only {names} names no run of the grid (`--list` prints every run's name)"),
+            (None, Some((i, n))) => format!("--shard {i}/{n} holds none of the grid's runs"),
+            (None, None) => "the grid is empty".to_string(),
+        };
+        bail!("reproduce {}: nothing to run: {why}", o.preset);
+    }
     eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
     // Only ablations with follow-up seeds can make a record change the plan.
     let replans = spec.record && spec.ablations.iter().any(|a| !a.follow_up_seeds.is_empty());

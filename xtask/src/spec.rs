@@ -220,6 +220,33 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     let raw: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
     let mut spec: Spec = toml::from_str(text).with_context(|| format!("{}", p.display()))?;
     spec.raw = raw;
+    // A repeated entry would run once but count twice (two "seeds" giving a zero-width interval).
+    fn repeated<T: PartialEq + std::fmt::Display>(v: &[T]) -> Option<&T> {
+        v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)).map(|(_, x)| x)
+    }
+    for (key, dup) in [
+        ("archs", repeated(&spec.archs).map(ToString::to_string)),
+        ("methods", repeated(&spec.methods).map(ToString::to_string)),
+        ("densities", repeated(&spec.densities).map(ToString::to_string)),
+        ("seeds", repeated(&spec.seeds).map(ToString::to_string)),
+    ] {
+        if let Some(d) = dup {
+            bail!("{}: `{key}` lists {d} twice", p.display());
+        }
+    }
+    let labels: Vec<String> = spec.ablations.iter().map(|a| format!("{}-{}", a.method, a.name)).collect();
+    if let Some(d) = repeated(&labels) {
+        bail!("{}: two [[ablation]] tables are named {d}", p.display());
+    }
+    for ab in &spec.ablations {
+        if let Some(d) = repeated(&ab.seeds).or(repeated(&ab.follow_up_seeds)) {
+            bail!("{}: ablation `{}` lists seed {d} twice", p.display(), ab.name);
+        }
+    }
+    let more: Vec<u64> = spec.more_seeds.iter().flat_map(|m| m.seeds.clone()).collect();
+    if let Some(d) = repeated(&more) {
+        bail!("{}: [[more_seeds]] lists seed {d} twice", p.display());
+    }
     if spec.name != preset {
         bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
     }
@@ -365,5 +392,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ablation `x`: method must be a search (ntt, awt), a mask at initialisation"), "{e}");
+    }
+
+    /// A repeated seed, method or ablation would run once but count twice; each is refused by name.
+    #[test]
+    fn repeated_grid_entries_are_refused() {
+        let p = root().join("experiments/study.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let e = parse(&text.replace("seeds = [0, 1, 2]", "seeds = [0, 1, 1]"), &p, "study").unwrap_err().to_string();
+        assert!(e.contains("`seeds` lists 1 twice"), "{e}");
+        let e = parse(&text.replace("\"imp-at\", \"hydra\"]", "\"imp-at\", \"hydra\", \"awt\"]"), &p, "study")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`methods` lists awt twice"), "{e}");
+        let e = parse(&format!("{text}\n[[ablation]]\nname = \"ker10\"\nmethod = \"awt\"\ndensities = [0.02]\nseeds = [0]\nflags = {{ lambda-ker = 10.0 }}\n"), &p, "study")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two [[ablation]] tables are named awt-ker10"), "{e}");
     }
 }

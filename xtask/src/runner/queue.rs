@@ -59,6 +59,13 @@ pub(super) fn in_shard(run: &Run, (i, n): (usize, usize)) -> bool {
     h % n as u64 == i as u64
 }
 
+/// `--only NAME,...`: the runs with exactly these names (a command printed by `--list` runs its
+/// own run and no other; a substring match let `...-s1` also run `...-s10`).
+pub(super) fn only(runs: &mut Vec<Run>, names: &str) {
+    let wanted: Vec<&str> = names.split(',').map(str::trim).collect();
+    runs.retain(|r| wanted.contains(&r.name.as_str()));
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -97,6 +104,20 @@ mod tests {
         assert!(q.replan(runs(&["a-s0", "x-s1"])).is_empty());
         assert!(q.next_where(|_| true).is_none(), "every run of the plan was taken");
         assert_eq!(q.into_plan().len(), 2);
+    }
+
+    /// `--only` takes exact names: a run whose name contains the given one is not taken.
+    #[test]
+    fn only_takes_runs_by_their_exact_names() {
+        let mut plan = runs(&["net-awt-d0.05-s1", "net-awt-d0.05-s10", "net-ntt-d0.05-s1"]);
+        only(&mut plan, "net-awt-d0.05-s1");
+        assert_eq!(plan.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["net-awt-d0.05-s1"]);
+        let mut plan = runs(&["net-awt-d0.05-s1", "net-awt-d0.05-s10", "net-ntt-d0.05-s1"]);
+        only(&mut plan, "net-ntt-d0.05-s1, net-awt-d0.05-s10");
+        assert_eq!(plan.len(), 2);
+        let mut plan = runs(&["net-awt-d0.05-s1"]);
+        only(&mut plan, "awt");
+        assert!(plan.is_empty());
     }
 
     /// `--within`: a run that does not fit is passed over, not taken, and the next one that fits
