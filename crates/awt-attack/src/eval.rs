@@ -17,7 +17,8 @@ pub struct BatchEval {
     /// `robust_after[j][i]`: example i still correctly classified after attacks 0..=j (each attack
     /// runs only on the points that survived the previous ones, as in AutoAttack).
     pub robust_after: Vec<Vec<bool>>,
-    /// Robust to every attack (the last entry of `robust_after`, or `clean` with no attack).
+    /// Robust to every attack and to the uniform-noise check (the last entry of `robust_after`
+    /// less the points noise broke, or `clean` with no attack).
     pub robust: Vec<bool>,
     /// Sanity checks.
     pub warnings: Warnings,
@@ -51,11 +52,14 @@ impl Warnings {
         self.evaluated += o.evaluated;
     }
 
-    /// True when a gradient-free attack broke more than 1 % of the evaluated points that every
-    /// gradient attack had missed: the gradient attacks were fooled (masked gradients), and robust
-    /// accuracy from gradient attacks alone would be overstated.
+    /// True when any sign of gradient masking was seen: a gradient-free attack broke more than 1 % of
+    /// the evaluated points that every gradient attack had missed, uniform noise broke a point the
+    /// attacks missed, or a correctly classified point has an all-zero input gradient. Every
+    /// warning of [`Warnings::messages`] that names gradient masking sets it.
     pub fn gradient_masking_suspected(&self) -> bool {
         self.gradient_free_only as f64 > 0.01 * self.evaluated as f64
+            || self.zero_gradient > 0
+            || self.noise_beats_attack > 0
     }
 
     /// Human-readable warnings (empty when the evaluation looks sound).
@@ -172,7 +176,8 @@ pub fn evaluate_batch(
         robust_after.push(alive.clone());
     }
 
-    if noise_samples > 0 && noise_eps > 0.0 {
+    // The noise check tests the attacks: without any there is nothing to test.
+    if noise_samples > 0 && noise_eps > 0.0 && !attacks.is_empty() {
         let idx: Vec<usize> = (0..n).filter(|&i| alive[i]).collect();
         if !idx.is_empty() {
             let it = Tensor::from_vec(idx.iter().map(|&i| i as u32).collect::<Vec<_>>(), idx.len(), x.device())?;
@@ -190,8 +195,14 @@ pub fn evaluate_batch(
                 }
             }
             w.noise_beats_attack = broke.iter().filter(|&&b| b).count();
+            // A point that noise in the ball breaks is not robust, whatever the attacks missed.
+            for (j, &i) in idx.iter().enumerate() {
+                if broke[j] {
+                    alive[i] = false;
+                }
+            }
         }
     }
-    let robust = robust_after.last().cloned().unwrap_or_else(|| clean.clone());
+    let robust = if attacks.is_empty() { clean.clone() } else { alive };
     Ok(BatchEval { clean, robust_after, robust, warnings: w })
 }

@@ -219,6 +219,14 @@ fn noise_check_fires_when_the_attack_is_useless() {
     assert!(ev.warnings.zero_gradient > 0, "{:?}", ev.warnings);
     assert!(ev.warnings.noise_beats_attack > 0, "{:?}", ev.warnings);
     assert!(ev.warnings.messages().iter().any(|m| m.contains("gradient masking")));
+    assert!(ev.warnings.gradient_masking_suspected(), "a masking warning with masking not suspected");
+    // Points noise broke are not counted robust.
+    let count = |v: &[bool]| v.iter().filter(|&&b| b).count();
+    assert_eq!(count(&ev.robust), count(ev.robust_after.last().unwrap()) - ev.warnings.noise_beats_attack);
+    // Without an attack there is nothing for noise to test: no check, no warning, robust = clean.
+    let none =
+        evaluate_batch(&m, &f.x, &f.y, &f.ids, &[], &Checks { noise_eps: 0.3, noise_samples: 4, seed: 5 }).unwrap();
+    assert_eq!((none.warnings.noise_beats_attack, none.robust.clone()), (0, none.clean.clone()));
 }
 
 #[test]

@@ -196,7 +196,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     if !show_progress {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let (mut clean, mut robust_after) = (0usize, vec![0usize; refs.len()]);
+    let (mut clean, mut robust, mut robust_after) = (0usize, 0usize, vec![0usize; refs.len()]);
     let mut warnings = Warnings::default();
     let dev = Device::Cpu;
     let idx: Vec<usize> = (a.offset..a.offset + n).collect();
@@ -211,6 +211,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         };
         let be = evaluate_batch(net, &x, &y, &ids, &refs, &checks)?;
         clean += be.clean.iter().filter(|&&c| c).count();
+        robust += be.robust.iter().filter(|&&c| c).count();
         for (j, r) in be.robust_after.iter().enumerate() {
             robust_after[j] += r.iter().filter(|&&c| c).count();
         }
@@ -223,13 +224,16 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let seconds = start.elapsed().as_secs_f64();
     let names: Vec<String> = refs.iter().map(|r| r.name()).collect();
     let robust_after: Vec<(String, usize)> = names.into_iter().zip(robust_after).collect();
-    let robust = robust_after.last().map(|r| r.1).unwrap_or(clean);
+    // Without an attack there is no robust accuracy to report (it is not the clean one).
+    let robust_json = if refs.is_empty() { json!(null) } else { json!(robust) };
+    let robust_acc = if refs.is_empty() { json!(null) } else { json!(robust as f64 / n as f64) };
     let mut json = json!({
         "model": a.model.display().to_string(),
         "arch": net.arch().to_string(),
         "data": a.data.name, "split": value_name(&a.split), "offset": a.offset, "n": n,
         "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
-        "robust_correct": robust, "robust_accuracy": robust as f64 / n as f64,
+        "robust_correct": robust_json, "robust_accuracy": robust_acc,
+        "noise_broken": warnings.noise_beats_attack,
         "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
         "settings": {"attack": value_name(&a.attack), "eps": a.eps, "norm": value_name(&a.norm), "steps": a.steps, "apgd_steps": a.apgd_steps,
                      "fab_steps": a.fab_steps, "targets": a.targets, "square_queries": a.square_queries,
@@ -266,6 +270,10 @@ pub(crate) fn run(a: EvalArgs) -> Result<()> {
     for (name, c) in &r.robust_after {
         let label = if r.robust_after.len() > 1 { format!("+ {name}") } else { name.clone() };
         say!("{:<24} {:>8} {:>8.2}%", label, c, 100.0 * *c as f64 / r.n as f64);
+    }
+    if r.warnings.noise_beats_attack > 0 {
+        let robust = r.robust_after.last().map_or(0, |x| x.1) - r.warnings.noise_beats_attack;
+        say!("{:<24} {:>8} {:>8.2}%", "+ uniform noise", robust, 100.0 * robust as f64 / r.n as f64);
     }
     say!("n = {}, {:.1} s", r.n, r.seconds);
     for w in r.warnings.messages() {

@@ -136,6 +136,16 @@ pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
             if a.ticket.is_some() && loaded.net.masks().is_empty() {
                 bail!("--ticket {}: the file holds no masks (use --init for a dense starting point)", p.display());
             }
+            // A mask that keeps no weight of a layer cuts the network in two: nothing trains
+            // through it (`awt prune` refuses to make one; a hand-made or foreign file may hold one).
+            for (k, m) in loaded.net.masks() {
+                if m.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()? == 0.0 {
+                    bail!(
+                        "{}: the mask of `{k}` keeps no weight: the layer is emptied, the net cannot train",
+                        p.display()
+                    );
+                }
+            }
             loaded.net
         }
         _ => Net::init(&a.arch, Init::KaimingUniform, a.seed, DType::F32, &Device::Cpu)?,
