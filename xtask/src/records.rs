@@ -59,6 +59,10 @@ pub(crate) struct EvalRecord {
     /// Training images held out as validation (`awt --validation`); absent without it.
     #[serde(default)]
     pub validation_held_out: Option<u64>,
+    /// Points the uniform-noise check broke after every attack missed them (not counted robust);
+    /// absent in older records.
+    #[serde(default)]
+    pub noise_broken: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -72,6 +76,9 @@ pub(crate) struct EvalCounts {
     pub clean_correct: u64,
     pub robust_correct: u64,
     pub cumulative: Vec<Cumulative>,
+    /// Points the uniform-noise check broke after the last attack (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_broken: Option<u64>,
 }
 
 /// Versions of the crates that matter.
@@ -143,6 +150,125 @@ impl Manifest {
     /// step timings across sittings lacks the first step's time (`init`).
     pub fn timed_in_full(&self) -> bool {
         self.timings_seconds.contains_key("init")
+    }
+}
+
+/// Reads a run's `manifest.json` and checks it before anything believes it.
+pub(crate) fn read_manifest(file: &Path) -> Result<Manifest> {
+    let m: Manifest = read_json(file)?;
+    m.check(file)?;
+    Ok(m)
+}
+
+/// The inline TOML table `key={ ... }` of a run's canonical settings, if present.
+fn setting_table(config: &str, key: &str) -> Option<toml::Table> {
+    let start = config.find(&format!(" {key}={{"))? + key.len() + 2;
+    let end = start + config[start..].find('}')? + 1;
+    format!("t = {}", &config[start..end]).parse::<toml::Table>().ok()?.get("t")?.as_table().cloned()
+}
+
+impl Manifest {
+    /// The record's invariants, each failure an error naming the file and the field: the name
+    /// agrees with the folder, architecture, method, density and seed; the configuration with its
+    /// hash; the counts with each other (robust ≤ clean ≤ n, each attack ≤ the one before, the
+    /// final count = the last attack's less what noise broke); the attack settings with the
+    /// configuration's `[eval]` and `[train]` tables; the data with the configuration's.
+    pub(crate) fn check(&self, file: &Path) -> Result<()> {
+        let bad = |field: &str, why: String| anyhow::anyhow!("{}: `{field}` {why}", file.display());
+        let folder =
+            file.parent().and_then(Path::file_name).map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let hash = crate::plan::fnv(&self.config);
+        if folder != self.name && folder != format!("{}-{}", self.name, &hash[..10]) {
+            return Err(bad("name", format!("is {} but the record lies in folder {folder}", self.name)));
+        }
+        if self.config_hash != hash {
+            return Err(bad("config_hash", format!("is {} but the configuration hashes to {hash}", self.config_hash)));
+        }
+        let head = format!("arch={} method={} density={} seed={} ", self.arch, self.method, self.density, self.seed);
+        if !self.config.starts_with(&head) {
+            return Err(bad(
+                "config",
+                format!("does not begin with `{head}` (the record's arch, method, density, seed)"),
+            ));
+        }
+        let tail = format!("-d{}-s{}", self.density, self.seed);
+        if !self.name.starts_with(&format!("{}-", self.arch)) || !self.name.ends_with(&tail) {
+            return Err(bad("name", format!("{} does not read `{}-<method>{tail}`", self.name, self.arch)));
+        }
+        if !(self.density > 0.0 && self.density <= 1.0) || (self.method == "dense" && self.density != 1.0) {
+            return Err(bad("density", format!("{} is not a density of method {}", self.density, self.method)));
+        }
+        if !self.config.contains(&format!(" data={} ", self.data)) {
+            return Err(bad("data", format!("{} is not the configuration's data set", self.data)));
+        }
+        if !self.dataset_verified {
+            return Err(bad(
+                "dataset_verified",
+                "is false: the run read files not verified against pinned checksums".into(),
+            ));
+        }
+        let e = &self.eval;
+        if e.n == 0 || e.clean_correct > e.n {
+            return Err(bad("eval.clean_correct", format!("{} of n = {}", e.clean_correct, e.n)));
+        }
+        if e.robust_correct > e.clean_correct {
+            return Err(bad(
+                "eval.robust_correct",
+                format!("{} is above clean_correct {}", e.robust_correct, e.clean_correct),
+            ));
+        }
+        let mut before = e.clean_correct;
+        for c in &e.cumulative {
+            if c.robust_correct > before {
+                return Err(bad(
+                    "eval.cumulative",
+                    format!("{} leaves {} robust, more than the {before} before it", c.attack, c.robust_correct),
+                ));
+            }
+            before = c.robust_correct;
+        }
+        let want =
+            if e.cumulative.is_empty() { e.clean_correct } else { before - e.noise_broken.unwrap_or(0).min(before) };
+        if e.robust_correct != want {
+            return Err(bad(
+                "eval.robust_correct",
+                format!("{} disagrees with the per-attack counts ({want})", e.robust_correct),
+            ));
+        }
+        if let Some(t) = setting_table(&self.config, "eval") {
+            let int = |k: &str| t.get(k).and_then(toml::Value::as_integer).map(|v| v as u64);
+            let checks = [
+                ("n", int("n"), e.n),
+                ("steps", int("steps"), self.attack.steps),
+                ("apgd_steps", int("apgd_steps"), self.attack.apgd_steps),
+            ];
+            for (k, conf, rec) in checks {
+                if let Some(c) = conf.filter(|c| *c != rec) {
+                    return Err(bad(
+                        &format!("eval/attack {k}"),
+                        format!("is {rec} but the configuration's [eval] says {c}"),
+                    ));
+                }
+            }
+            let attack = t.get("attack").and_then(toml::Value::as_str).unwrap_or("worst");
+            if e.cumulative.len() > 0 && self.attack.attack != attack {
+                return Err(bad(
+                    "attack.attack",
+                    format!("is {} but the configuration's [eval] says {attack}", self.attack.attack),
+                ));
+            }
+        }
+        if let Some(eps) =
+            setting_table(&self.config, "train").and_then(|t| t.get("eps").and_then(toml::Value::as_float))
+        {
+            if (eps - self.attack.eps).abs() > 1e-12 {
+                return Err(bad(
+                    "attack.eps",
+                    format!("is {} but the configuration's [train] eps is {eps}", self.attack.eps),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -219,13 +345,64 @@ pub(crate) fn test_manifest(
     let n = 10_000u64;
     let c = |a: f64| (a * n as f64).round() as u64;
     let name = format!("lenet-300-100-{method}-d{density}-s{seed}");
+    let config = format!(
+        "arch=lenet-300-100 method={method} density={density} seed={seed} data=fashion-mnist train={{ eps = 0.1 }} eval={{ apgd_steps = 100, n = 10000, steps = 20 }}"
+    );
     serde_json::json!({
         "preset": preset, "name": name, "arch": "lenet-300-100", "method": method, "density": density,
-        "seed": seed, "config": "", "config_hash": "0", "git_commit": "0", "rustc": "", "data": "fashion-mnist",
+        "seed": seed, "config_hash": crate::plan::fnv(&config), "config": config, "git_commit": "0", "rustc": "",
+        "data": "fashion-mnist",
         "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
         "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
         "eval": {"n": n, "clean_correct": c(acc.0), "robust_correct": c(acc.2),
-                 "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}]},
+                 "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}, {"attack": "apgd-ce", "robust_correct": c(acc.2)}]},
         "timings_seconds": {}, "wall_seconds": 1.0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every invariant of a record is checked before it is used, and a broken one is an error
+    /// naming the file and the field: counts above n or above clean, a final count that disagrees
+    /// with the per-attack ones, a seed or density the folder's name contradicts, attack settings the
+    /// configuration does not give, unverified data, a hash that is not the configuration's.
+    #[test]
+    fn a_record_is_checked_before_it_is_believed() {
+        let dir = std::env::temp_dir().join(format!("awt-records-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let good = test_manifest("study", "awt", 0.05, 1, (0.8, 0.6, 0.55));
+        let write = |v: &serde_json::Value, folder: &str| -> std::path::PathBuf {
+            let p = dir.join(folder);
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("manifest.json"), v.to_string()).unwrap();
+            p.join("manifest.json")
+        };
+        let name = "lenet-300-100-awt-d0.05-s1";
+        read_manifest(&write(&good, name)).unwrap();
+        let broken = |edit: &dyn Fn(&mut serde_json::Value), folder: &str, field: &str| {
+            let mut v = good.clone();
+            edit(&mut v);
+            let e = format!("{:#}", read_manifest(&write(&v, folder)).unwrap_err());
+            assert!(e.contains(folder) && e.contains(&format!("`{field}`")), "{field}: {e}");
+        };
+        broken(&|v| v["eval"]["robust_correct"] = 10_001.into(), name, "eval.robust_correct");
+        broken(&|v| v["eval"]["clean_correct"] = 10_001.into(), name, "eval.clean_correct");
+        broken(&|v| v["eval"]["robust_correct"] = 5400.into(), name, "eval.robust_correct");
+        broken(&|v| v["eval"]["cumulative"][1]["robust_correct"] = 6100.into(), name, "eval.cumulative");
+        broken(&|v| v["attack"]["steps"] = 10.into(), name, "eval/attack steps");
+        broken(&|v| v["attack"]["eps"] = 0.3.into(), name, "attack.eps");
+        broken(&|v| v["dataset_verified"] = false.into(), name, "dataset_verified");
+        broken(&|v| v["data"] = "fashion-mnist-mini".into(), name, "data");
+        broken(&|v| v["config_hash"] = "0".into(), name, "config_hash");
+        broken(&|_| {}, "lenet-300-100-awt-d0.05-s2", "name");
+        broken(&|v| v["seed"] = 2.into(), name, "config");
+        // Noise-broken points are subtracted from the last attack's count.
+        let mut v = good.clone();
+        v["eval"]["noise_broken"] = 3.into();
+        v["eval"]["robust_correct"] = 5497.into();
+        read_manifest(&write(&v, name)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

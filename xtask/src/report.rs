@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::records::{EpochRecord, Manifest, SearchRecord, read_json, read_jsonl};
+use crate::records::{EpochRecord, Manifest, SearchRecord, read_jsonl};
 use crate::root;
 use crate::spec::METHODS as ORDER;
 use crate::stats::{above, at_least, paired, summary};
@@ -27,7 +27,7 @@ fn read_run(p: &Path) -> Result<Option<RunData>> {
         return Ok(None);
     }
     Ok(Some(RunData {
-        manifest: read_json(&m)?,
+        manifest: crate::records::read_manifest(&m)?,
         metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
         search: read_jsonl(&p.join("ticket.safetensors.search.jsonl"))?,
     }))
@@ -224,16 +224,22 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn run_folder(dir: &Path, folder: &str, method: &str, seed: u64, worst: f64) {
-        let p = dir.join(folder);
-        std::fs::create_dir_all(&p).unwrap();
-        let m = crate::records::test_manifest(
+    /// A run folder named as the runner names them (`<run>-<hash>`); `salt` varies the configuration
+    /// (and so the folder), as a folder left from an older configuration differs.
+    fn run_folder(dir: &Path, salt: &str, method: &str, seed: u64, worst: f64) {
+        let mut m = crate::records::test_manifest(
             "quick",
             method,
             if method == "dense" { 1.0 } else { 0.05 },
             seed,
             (0.8, worst, worst),
         );
+        let config = format!("{} salt={salt}", m["config"].as_str().unwrap());
+        let hash = crate::plan::fnv(&config);
+        m["config"] = config.into();
+        m["config_hash"] = hash.clone().into();
+        let p = dir.join(format!("{}-{}", m["name"].as_str().unwrap(), &hash[..10]));
+        std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("manifest.json"), serde_json::to_string(&m).unwrap()).unwrap();
     }
 
@@ -243,7 +249,7 @@ mod tests {
     fn stale_folders_count_once_and_claims_follow_the_intervals() {
         let dir = std::env::temp_dir().join(format!("awt-report-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        run_folder(&dir, "awt-old", "awt", 0, 0.90);
+        run_folder(&dir, "awt-old", "awt", 0, 0.75);
         std::thread::sleep(std::time::Duration::from_millis(20));
         run_folder(&dir, "awt-new", "awt", 0, 0.20);
         run_folder(&dir, "dense", "dense", 0, 0.50);

@@ -24,6 +24,7 @@ mod dynamics;
 mod figures;
 mod ntt;
 mod search;
+mod warnings;
 use claims::claims;
 use compute::compute;
 use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
@@ -122,7 +123,7 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
         }
         let aa = p.join("eval-aa.json");
         out.push(Rec {
-            m: read_json(&p.join("manifest.json"))?,
+            m: crate::records::read_manifest(&p.join("manifest.json"))?,
             aa: if aa.exists() { Some(read_json(&aa)?) } else { None },
             mask: if p.join("mask.json").exists() { Some(read_json(&p.join("mask.json"))?) } else { None },
             search: read_jsonl(&p.join("search.jsonl"))?,
@@ -161,6 +162,7 @@ a verdict is only given where the interval decides it.\n\n",
     md += &at_a_glance(&ntt, &study)?;
     md += &ntt_section(&ntt, &fig_dir)?;
     md += &study_section(&study, &fig_dir)?;
+    md += &warnings::section(&[("ntt-validation", &ntt), ("study", &study)]);
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())

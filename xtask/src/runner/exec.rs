@@ -218,6 +218,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
             clean_correct: eval.clean_correct,
             robust_correct: eval.robust_correct,
             cumulative: eval.cumulative.clone(),
+            noise_broken: eval.noise_broken.filter(|&k| k > 0),
         },
         warnings: eval.warnings.clone(),
         timings_seconds: clock.steps.clone(),
