@@ -31,9 +31,10 @@ commands:
             --within 2h30m, recorded presets: start only runs whose recorded median time still fits)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 7 minutes on 2 cores)
-  report    [--runs DIR]... [--out FILE] | --study [--out FILE]
+  report    [--runs DIR]... [--out FILE] | --study [--out FILE] | --check
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
-            --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/
+            --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/;
+            --check: docs/reproduction.md as just produced equals the committed one (wall times, commits aside)
   regress   [--bless]
             run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
   bench     [--peers] [--filter REGEX] [--threads N] [--no-at-epoch]

@@ -11,6 +11,7 @@ use crate::root;
 use crate::spec::METHODS as ORDER;
 use crate::stats::{above, at_least, paired, summary};
 
+mod check;
 mod group;
 use group::Group;
 
@@ -204,6 +205,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         };
         return crate::study::write(&out);
     }
+    if args.first().is_some_and(|a| a == "--check") {
+        return check::check(&root(), "docs/reproduction.md");
+    }
     let mut dirs = Vec::new();
     let mut out = root().join("docs").join("reproduction.md");
     let mut it = args.iter();
@@ -268,6 +272,41 @@ mod tests {
         let refs: Vec<&RunData> = runs.iter().collect();
         let md = claims(&refs, 0.05);
         assert!(md.contains("3 seed(s)") && md.contains("| does **not** hold |"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The table's header names the attack the records ran (PGD-10 here, not a fixed "PGD-20"), and
+    /// the embedded subset chosen by a preset is not reported as "real data not installed".
+    #[test]
+    fn the_report_says_what_the_records_ran() {
+        let dir = std::env::temp_dir().join(format!("awt-report-header-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (method, seed) in [("dense", 0), ("awt", 0)] {
+            let mut m = crate::records::test_manifest(
+                "smoke",
+                method,
+                if method == "dense" { 1.0 } else { 0.05 },
+                seed,
+                (0.8, 0.5, 0.5),
+            );
+            m["attack"]["steps"] = 10.into();
+            m["data"] = "fashion-mnist-mini".into();
+            let config = m["config"]
+                .as_str()
+                .unwrap()
+                .replace("steps = 20", "steps = 10")
+                .replace("data=fashion-mnist ", "data=fashion-mnist-mini ");
+            m["config_hash"] = crate::plan::fnv(&config).into();
+            m["config"] = config.into();
+            let p = dir.join(format!("{}-{}", m["name"].as_str().unwrap(), &m["config_hash"].as_str().unwrap()[..10]));
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("manifest.json"), m.to_string()).unwrap();
+        }
+        let out = dir.join("report.md");
+        write(std::slice::from_ref(&dir), &out).unwrap();
+        let md = std::fs::read_to_string(&out).unwrap();
+        assert!(md.contains("(clean / PGD-10 / worst case)") && !md.contains("PGD-20"), "{md}");
+        assert!(md.contains("the embedded subset") && !md.contains("was not installed"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

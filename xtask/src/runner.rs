@@ -359,5 +359,11 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
         return crate::study::write(&root().join("docs").join("study.md"));
     }
     let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
-    crate::report::write_runs(&dirs, &root().join("docs").join("reproduction.md"))
+    crate::report::write_runs(&dirs, &report_path(&o))
+}
+
+/// Where a grid's report goes: only the quick preset's is the committed docs/reproduction.md; any
+/// other preset's goes beside its runs, so a custom grid never replaces the committed report.
+fn report_path(o: &Opts) -> std::path::PathBuf {
+    if o.preset == "quick" { root().join("docs").join("reproduction.md") } else { o.base().join("report.md") }
 }

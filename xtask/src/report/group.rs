@@ -50,8 +50,11 @@ impl<'a> Group<'a> {
         let description = spec.as_ref().map(|s| s.description.clone()).unwrap_or_default();
         let scaled_down = spec.as_ref().map(|s| s.scaled_down.clone()).unwrap_or_default();
         let mut md = format!("## {preset}: {arch} on {data}\n\n{description}\n\n");
-        if data == "fashion-mnist-mini" && preset != "smoke" {
+        let chosen = spec.as_ref().map(|s| s.data.as_str());
+        if data == "fashion-mnist-mini" && chosen != Some("fashion-mnist-mini") {
             md += "**Data:** real Fashion-MNIST was not installed, so this ran on the embedded subset (first 10,000 training / 2,000 test images).\n\n";
+        } else if data == "fashion-mnist-mini" {
+            md += "**Data:** the embedded subset (first 10,000 training / 2,000 test images of Fashion-MNIST), as the preset chooses.\n\n";
         } else {
             md += &format!("**Data:** `{data}`, found at {}.\n\n", self.rs[0].manifest.dataset_location);
         }
@@ -66,7 +69,8 @@ impl<'a> Group<'a> {
 
     /// Accuracy per method and density (clean / PGD / worst, mean ± sd over seeds).
     fn table(&self) -> String {
-        let mut md = String::from("Accuracy in % (clean / PGD-20 / worst case), mean ± std over seeds.\n\n| method |");
+        let steps = self.rs[0].manifest.attack.steps;
+        let mut md = format!("Accuracy in % (clean / PGD-{steps} / worst case), mean ± std over seeds.\n\n| method |");
         for d in &self.densities {
             md += &format!(" density {d} |");
         }
