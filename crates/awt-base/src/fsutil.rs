@@ -58,11 +58,58 @@ fn remove_dead_writers_temporaries(dir: &Path, prefix: &str) {
 /// Bytes of memory the OS could give this process now (`MemAvailable` of `/proc/meminfo`), or
 /// `None` where that is unknown. Used to refuse, with a clear message, an allocation that would
 /// otherwise end in the kernel's out-of-memory killer.
+///
+/// A cap on the process is honoured too: a cgroup v2 limit (`memory.max` less `memory.current`) and
+/// an address-space limit (`ulimit -v`, less the address space already mapped), whichever is lowest.
 pub fn available_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
+    let mut avail = kb.checked_mul(1024)?;
+    let read_u64 = |p: &str| std::fs::read_to_string(p).ok().and_then(|t| t.trim().parse::<u64>().ok());
+    if let (Some(max), Some(cur)) = (read_u64("/sys/fs/cgroup/memory.max"), read_u64("/sys/fs/cgroup/memory.current")) {
+        avail = avail.min(max.saturating_sub(cur));
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let soft_as = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(cap) = soft_as {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let vm_kb = status
+            .lines()
+            .find(|l| l.starts_with("VmSize:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        avail = avail.min(cap.saturating_sub(vm_kb.saturating_mul(1024)));
+    }
+    Some(avail)
+}
+
+/// Reads a whole file that must be a regular file of at most `max` bytes: a device (`/dev/zero`), a
+/// FIFO or a folder is refused at once (reading one would never end or would hang), and so is a
+/// file larger than any valid one can be, before any byte is read. Errors have kind `InvalidInput`.
+pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    let meta = std::fs::metadata(path)?;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a device, FIFO or socket)" };
+        return Err(invalid(format!("{what}, not a file that can be read")));
+    }
+    if meta.len() > max {
+        return Err(invalid(format!("{} bytes, more than any valid file of its kind ({max} at most)", meta.len())));
+    }
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // `take` bounds the read even if the file grows while it is read.
+    std::fs::File::open(path)?.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid(format!("grew past {max} bytes while being read")));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -181,8 +181,15 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
             sparse0.arch()
         );
     }
+    // Four full kernels of (probe · classes)² entries live at once (both nets now and at epoch 0),
+    // with their difference and f64 copies in the comparison.
+    let side = (a.probe * dense0.arch().classes()) as f64;
+    crate::output::check_memory(&format!("--probe {}", a.probe), side * side * 4.0 * 8.0)?;
     let ds = a.data.load_for(&dense0)?;
-    let idx: Vec<usize> = (0..a.probe.min(ds.test.len())).collect();
+    if a.probe > ds.test.len() {
+        bail!("--probe {}: the test split of {} has {} images", a.probe, a.data.name, ds.test.len());
+    }
+    let idx: Vec<usize> = (0..a.probe).collect();
     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
     let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
     let mut shape = vec![idx.len()];

@@ -58,8 +58,36 @@ pub(crate) struct NtkArgs {
     /// Compute in f64.
     #[arg(long)]
     f64: bool,
+    /// Summarise the kernel's spectrum (λ_max, λ_min, condition number): O((n·k)³), so by default
+    /// only up to dimension 2,000 (`always` or `never` to choose).
+    #[arg(long, value_enum, default_value_t = SpectrumArg::Auto)]
+    spectrum: SpectrumArg,
     #[arg(long)]
     out: PathBuf,
+}
+
+/// `awt ntk --spectrum`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum SpectrumArg {
+    /// Up to dimension 2,000.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Peak bytes of an `awt ntk` run: the kernel (rows × cols entries) and its f64 copies (the
+/// finiteness check, the file's bytes, the spectrum's matrices), and for the reference the
+/// per-example Jacobians of both batches (entries × parameters).
+fn ntk_bytes(rows: f64, cols: f64, elem: f64, params: f64, reference: bool, spectrum: bool) -> f64 {
+    let kernel = rows * cols;
+    let mut b = kernel * (2.0 * elem + 16.0);
+    if spectrum {
+        b += 3.0 * rows * rows * 8.0;
+    }
+    if reference {
+        b += (rows + cols) * params * elem;
+    }
+    b
 }
 
 pub(crate) fn run(a: NtkArgs) -> Result<()> {
@@ -72,6 +100,15 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, &Device::Cpu)?.net;
+    let classes = net.arch().classes() as f64;
+    let per = if a.trace { 1.0 } else { classes };
+    let (rows, cols) = (a.n as f64 * per, a.n as f64 * per);
+    let dim = if a.offset2.is_none() { a.n * per as usize } else { 0 };
+    let spectrum = dim > 0 && (a.spectrum == SpectrumArg::Always || (a.spectrum == SpectrumArg::Auto && dim <= 2000));
+    let params = net.arch().param_count().unwrap_or(u64::MAX) as f64;
+    let elem = if a.f64 { 8.0 } else { 4.0 };
+    let reference = a.implementation == NtkImpl::Reference;
+    crate::output::check_memory(&format!("--n {}", a.n), ntk_bytes(rows, cols, elem, params, reference, spectrum))?;
     let ds = a.data.load_for(&net)?;
     let split = a.split.of(&ds)?;
     let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
@@ -149,7 +186,12 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         k.dims(),
         secs
     );
-    if same {
+    if same && !spectrum {
+        say!(
+            "spectrum not computed (dimension {dim}: O(dim³) time; --spectrum always computes it); trace {:.6e}",
+            metrics::trace(&k)?
+        );
+    } else if same {
         let ev = metrics::spectrum(&k)?;
         say!(
             "trace {:.6e}, λ_max {:.6e}, λ_min {:.6e}, condition number {:.3e}",

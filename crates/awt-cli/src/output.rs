@@ -83,3 +83,19 @@ pub(crate) fn git_commit() -> &'static str {
 pub(crate) fn config_hash(canonical: &str) -> String {
     Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
+
+/// Refuses, before allocating, work that would need more memory than the machine can give now
+/// (`bytes`, an estimate of the peak), naming the setting that sized it and the estimate.
+pub(crate) fn check_memory(setting: &str, bytes: f64) -> anyhow::Result<()> {
+    let gb = |b: f64| b / 1e9;
+    if let Some(avail) = awt_base::available_memory() {
+        if bytes > avail as f64 {
+            anyhow::bail!(
+                "{setting}: needs about {:.1} GB of memory, {:.1} GB are available; lower it",
+                gb(bytes),
+                gb(avail as f64)
+            );
+        }
+    }
+    Ok(())
+}

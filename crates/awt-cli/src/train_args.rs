@@ -105,7 +105,10 @@ pub(crate) struct TrainArgs {
 pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
     let Some(pos) = args.iter().position(|a| a == "--config") else { return Ok(args) };
     let path = args.get(pos + 1).context("--config needs a file")?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    // A configuration is a few hundred bytes: a megabyte bounds it, and a device or FIFO is refused.
+    let bytes =
+        awt_base::read_bounded(Path::new(path), 1 << 20).with_context(|| format!("--config {path}: cannot read"))?;
+    let text = String::from_utf8(bytes).with_context(|| format!("--config {path}: not UTF-8 text"))?;
     let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
     let mut flags = Vec::new();
     for (k, v) in table {

@@ -69,7 +69,9 @@ fn looks_like_torch_save(bytes: &[u8]) -> bool {
 /// Loads a checkpoint as `dtype` on `device`. `arch` is required for files without `arch`
 /// metadata (a plain PyTorch state dict) and must agree with the metadata when both exist.
 pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
-    let bytes = std::fs::read(path).map_err(|x| err(path, format!("cannot read: {x}")))?;
+    // No valid checkpoint is larger than the memory it would be loaded into.
+    let max = awt_base::available_memory().unwrap_or(u64::MAX);
+    let bytes = awt_base::read_bounded(path, max).map_err(|x| err(path, format!("cannot read: {x}")))?;
     load_bytes(&bytes, path, arch, dtype, device)
 }
 
