@@ -87,7 +87,10 @@ impl Opts {
                 "--shard" => {
                     let v = val("--shard")?;
                     let (i, n) = v.split_once('/').context("--shard takes i/n")?;
-                    let (i, n): (usize, usize) = (i.parse()?, n.parse()?);
+                    let whole = |s: &str| {
+                        s.parse::<usize>().with_context(|| format!("--shard {v}: i and n must be whole numbers"))
+                    };
+                    let (i, n) = (whole(i)?, whole(n)?);
                     if n == 0 || i >= n {
                         bail!("--shard {v}: need 0 ≤ i < n");
                     }
@@ -366,4 +369,23 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
 /// other preset's goes beside its runs, so a custom grid never replaces the committed report.
 fn report_path(o: &Opts) -> std::path::PathBuf {
     if o.preset == "quick" { root().join("docs").join("reproduction.md") } else { o.base().join("report.md") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A malformed `--shard` names the flag and what it takes.
+    #[test]
+    fn a_bad_shard_names_the_flag() {
+        for (v, want) in [
+            ("a/b", "--shard a/b: i and n must be whole numbers"),
+            ("3", "--shard takes i/n"),
+            ("4/4", "--shard 4/4: need 0 ≤ i < n"),
+        ] {
+            let Err(e) = Opts::parse(&["--shard".into(), v.into()]) else { panic!("--shard {v} was accepted") };
+            let e = format!("{e:#}");
+            assert!(e.contains(want), "{v}: {e}");
+        }
+    }
 }

@@ -180,6 +180,9 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     }
     let ds = a.data.load_for(net)?;
     let split = a.split.of(&ds)?;
+    if a.limit == Some(0) {
+        bail!("--limit must be ≥ 1 (examples to evaluate)");
+    }
     let n = a.limit.unwrap_or(split.len().saturating_sub(a.offset));
     if a.offset + n > split.len() || n == 0 {
         bail!(

@@ -34,7 +34,19 @@ fn usage_error(e: clap::Error) -> ! {
     };
     let line = match (e.kind(), flag, std::error::Error::source(&e)) {
         (ErrorKind::ValueValidation, Some(flag), Some(cause)) => format!("{flag}: {cause}"),
-        _ => e.to_string().lines().next().unwrap_or_default().trim_start_matches("error: ").to_string(),
+        _ => {
+            // The first line, and when it ends with a colon the lines it introduces (the missing
+            // arguments), up to the usage text.
+            let text = e.to_string();
+            let mut lines = text.lines();
+            let mut line = lines.next().unwrap_or_default().trim_start_matches("error: ").to_string();
+            if line.ends_with(':') {
+                let more: Vec<&str> =
+                    lines.map(str::trim).take_while(|l| !l.starts_with("Usage:")).filter(|l| !l.is_empty()).collect();
+                line = format!("{line} {}", more.join(", "));
+            }
+            line
+        }
     };
     eprintln!("error: {line}");
     std::process::exit(2)

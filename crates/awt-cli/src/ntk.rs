@@ -38,11 +38,13 @@ pub(crate) struct NtkArgs {
     /// Evaluate the kernel on adversarial examples of the model itself.
     #[arg(long, value_enum)]
     adv: Option<NtkAdv>,
-    #[arg(long, default_value_t = 0.1)]
-    eps: f64,
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    #[arg(long)]
+    /// With --adv: the attack's ℓ∞ radius (default 0.1).
+    #[arg(long, requires = "adv")]
+    eps: Option<f64>,
+    /// With --adv: PGD steps (default 10).
+    #[arg(long, requires = "adv")]
+    steps: Option<usize>,
+    #[arg(long, requires = "adv")]
     step_size: Option<f64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -95,7 +97,8 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
     }
-    if a.adv.is_some() && a.steps == 0 {
+    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
+    if a.adv.is_some() && steps == 0 {
         bail!("--steps must be ≥ 1 with --adv pgd (0 steps would leave the inputs at a random start)");
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
@@ -111,10 +114,10 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     crate::output::check_memory(&format!("--n {}", a.n), ntk_bytes(rows, cols, elem, params, reference, spectrum))?;
     let ds = a.data.load_for(&net)?;
     let split = a.split.of(&ds)?;
-    let batch = |offset: usize| -> Result<(Tensor, Vec<usize>)> {
+    let batch = |flag: &str, offset: usize| -> Result<(Tensor, Vec<usize>)> {
         if a.n == 0 || offset + a.n > split.len() {
             bail!(
-                "--offset {offset} --n {}: the {} split of {} has {} examples",
+                "{flag} {offset} --n {}: the {} split of {} has {} examples",
                 a.n,
                 value_name(&a.split),
                 a.data.name,
@@ -127,8 +130,8 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         let x = match a.adv {
             None => x,
             Some(NtkAdv::Pgd) => {
-                let step = a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps));
-                let pgd = Pgd::linf(a.eps, a.steps, step, a.seed);
+                let step = a.step_size.unwrap_or(Pgd::eval_step(eps, steps));
+                let pgd = Pgd::linf(eps, steps, step, a.seed);
                 let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
                 pgd.perturb(&net, &x, &y, None, &ids)?.adv
             }
@@ -137,9 +140,9 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         shape.extend(net.arch().input_shape());
         Ok((x.reshape(shape.as_slice())?, idx))
     };
-    let (x1, i1) = batch(a.offset)?;
+    let (x1, i1) = batch("--offset", a.offset)?;
     let (x2, i2) = match a.offset2 {
-        Some(o) => batch(o)?,
+        Some(o) => batch("--offset2", o)?,
         None => (x1.clone(), i1.clone()),
     };
     let same = a.offset2.is_none();
@@ -181,7 +184,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         value_name(&a.split),
         a.offset,
         a.offset + a.n,
-        if a.adv.is_some() { format!(", PGD-{} adversarial ε = {}", a.steps, a.eps) } else { String::new() },
+        if a.adv.is_some() { format!(", PGD-{steps} adversarial ε = {eps}") } else { String::new() },
         value_name(&a.implementation),
         k.dims(),
         secs

@@ -199,6 +199,9 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
     if a.imp_rounds == 0 {
         bail!("--imp-rounds must be ≥ 1");
     }
+    if a.imp_epochs == 0 {
+        bail!("--imp-epochs must be ≥ 1 (training epochs of each round)");
+    }
     let work = crate::files::beside(&a.out, "imp");
     imp_work_folder(a, &work)?;
     let mut current = a.model.clone();

@@ -173,8 +173,22 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     let cfg = a.config(ds.train.len(), teacher.arch())?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
-    let identity = format!(
-        "{cfg:?} teacher={} data={} train={}",
+    // One `key=value` line per setting, so a mismatched resume names the settings that differ.
+    let mut fields: Vec<String> = Vec::new();
+    for l in format!("{:#?}", *cfg).lines().skip(1).filter(|l| *l != "}") {
+        // A field starts at the first indent; deeper lines continue its value (a list's items).
+        match l.strip_prefix("    ").filter(|r| !r.starts_with(' ')).and_then(|r| r.split_once(": ")) {
+            Some((k, v)) => fields.push(format!("{k}={}", v.trim_end_matches(','))),
+            None => {
+                if let Some(last) = fields.last_mut() {
+                    last.push_str(l.trim());
+                }
+            }
+        }
+    }
+    let mut identity: String = fields.iter().map(|f| format!("{f}\n")).collect();
+    identity += &format!(
+        "teacher={}\ndata={}\ntrain={}\n",
         crate::output::config_hash(&String::from_utf8_lossy(&model_bytes)),
         ds.name,
         ds.train.len()

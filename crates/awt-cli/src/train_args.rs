@@ -230,6 +230,22 @@ impl TrainArgs {
 
     /// The library configuration, validated.
     pub(crate) fn train_config(&self) -> Result<ValidTrainConfig> {
+        // Checked before the step size is derived from it, so the error names the flag given.
+        if self.adv != Adv::None && !(self.eps.is_finite() && self.eps > 0.0) {
+            bail!(
+                "--eps must be > 0 with --adv {} (the attack's radius in pixels), got {}",
+                crate::args::value_name(&self.adv),
+                self.eps
+            );
+        }
+        if self.schedule == Sched::Multistep && self.milestones.is_empty() {
+            bail!(
+                "--schedule multistep needs --milestones (the epochs at which the learning rate is multiplied by --gamma)"
+            );
+        }
+        if self.schedule != Sched::Multistep && !self.milestones.is_empty() {
+            bail!("--milestones applies to --schedule multistep only");
+        }
         let step = |default: f64| self.step_size.unwrap_or(default);
         let objective = match self.adv {
             Adv::None => Objective::Natural,

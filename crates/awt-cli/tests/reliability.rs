@@ -518,7 +518,10 @@ fn a_killed_ticket_search_resumes_bit_identically() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(state.exists(), "no search state after {} logged steps", steps());
-    fails(&refs(&[args(&part, "1e-3"), vec!["--resume".into()]].concat()), "belongs to another search");
+    fails(
+        &refs(&[args(&part, "1e-3"), vec!["--resume".into()]].concat()),
+        "these settings differ: lr=0.001 (saved: 0.0005)",
+    );
     let out = ok(&refs(&[args(&part, "5e-4"), vec!["--resume".into()]].concat()));
     assert!(out.contains("resumed at step"), "{out}");
     let read = |p: &Path| std::fs::read(p).unwrap();

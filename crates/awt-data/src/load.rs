@@ -205,10 +205,25 @@ pub fn locate(name: &str, opts: &LoadOptions) -> Result<Location, DataError> {
     if spec.embedded.is_some() {
         return Ok(Location::Embedded);
     }
+    // A folder named by hand that does not exist is a typo, never a reason to fall back silently.
+    if let Some((d, via)) = &opts.data_dir {
+        if !d.is_dir() {
+            return Err(DataError::Invalid(format!("{via} {}: no such folder", d.display())));
+        }
+    }
     let mut tried = Vec::new();
     for (dir, via) in dir_candidates(spec, opts) {
-        let missing: Vec<&str> =
-            spec.files.iter().filter(|f| file_in(&dir, f.name).is_none()).map(|f| f.name).collect();
+        let missing: Vec<String> = spec
+            .files
+            .iter()
+            .filter(|f| file_in(&dir, f.name).is_none())
+            .map(|f| match std::fs::metadata(dir.join(f.name)) {
+                // There, but not a file that can be read (a folder, a FIFO, a device).
+                Ok(m) if m.is_dir() => format!("{} (a folder, not a file)", f.name),
+                Ok(_) => format!("{} (not a regular file)", f.name),
+                Err(_) => f.name.to_string(),
+            })
+            .collect();
         if missing.is_empty() {
             return Ok(Location::Dir { dir, via });
         }

@@ -181,3 +181,18 @@ fn validation_is_the_end_of_the_training_split() {
         assert!(e.contains(&format!("cannot hold out {bad} of its {n} training examples")), "{e}");
     }
 }
+
+/// A dataset file that is a folder or a FIFO is named as such, not as "missing"; a `--data-dir`
+/// that does not exist is an error naming it, not a silent fall-back to the system copy.
+#[test]
+fn files_that_are_not_files_and_typoed_folders_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("fashion-mnist");
+    std::fs::create_dir_all(d.join("train-images-idx3-ubyte.gz")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(d.join("t10k-images-idx3-ubyte.gz")).status().unwrap().success());
+    let e = locate("fashion-mnist", &opts_with(Some(tmp.path()), None)).unwrap_err().to_string();
+    assert!(e.contains("train-images-idx3-ubyte.gz (a folder, not a file)"), "{e}");
+    assert!(e.contains("t10k-images-idx3-ubyte.gz (not a regular file)"), "{e}");
+    let e = locate("fashion-mnist", &opts_with(Some(&tmp.path().join("typo")), None)).unwrap_err().to_string();
+    assert!(e.contains("--data-dir") && e.contains("typo: no such folder"), "{e}");
+}

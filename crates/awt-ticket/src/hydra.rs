@@ -142,7 +142,19 @@ pub fn hydra(
     }
     .validate()?;
     let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let config = format!("{cfg:?}");
+    // The work folder's config.toml, as TOML like every run folder's (not a debug dump).
+    let config = format!(
+        "stage = \"hydra-scores\"\ndensity = {}\nepochs = {}\nlr = {}\neps = {}\nsteps = {}\nstep_size = {}\nbatch = {}\nseed = {}\nkeep_dense = [{}]\n",
+        cfg.density,
+        cfg.epochs,
+        cfg.lr,
+        cfg.eps,
+        cfg.steps,
+        cfg.step_size,
+        cfg.batch,
+        cfg.seed,
+        cfg.keep_dense.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
+    );
     let run = RunFolder::open(work, &config, &config, false)?;
     awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))?;
     scored.refresh()?;

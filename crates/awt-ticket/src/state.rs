@@ -49,9 +49,29 @@ impl SearchState {
         let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("malformed: {e}")))?;
         let meta: BTreeMap<String, String> = md.metadata().clone().unwrap_or_default().into_iter().collect();
         if meta.get("search").map(String::as_str) != Some(config) {
+            let saved = meta.get("search").map_or("", String::as_str);
+            // Descriptions of `key=value` lines: name the settings that differ, not the whole of both.
+            let differ: Vec<String> = config
+                .lines()
+                .filter(|l| !saved.lines().any(|s| s == *l))
+                .map(|l| {
+                    let key = l.split('=').next().unwrap_or(l);
+                    let was = saved.lines().find(|s| s.split('=').next() == Some(key)).and_then(|s| s.split_once('='));
+                    match was {
+                        Some((_, v)) => format!("{l} (saved: {v})"),
+                        None => l.to_string(),
+                    }
+                })
+                .collect();
+            let what = if saved.is_empty() {
+                "it records no description".to_string()
+            } else if differ.is_empty() || !config.contains('\n') {
+                format!("saved for {saved}")
+            } else {
+                format!("these settings differ: {}", differ.join("; "))
+            };
             return Err(err(format!(
-                "the saved state belongs to another search ({}), not this one ({config}): remove it or run without --resume",
-                meta.get("search").map_or("no description", String::as_str)
+                "the saved state belongs to another search ({what}): remove it or run without --resume"
             )));
         }
         let num = |k: &str| -> Result<u64, SearchError> {

@@ -237,8 +237,6 @@ pub fn train(
             let (x, y) = data.batch(idx, &dev)?;
             let x = x.to_dtype(vars[0].1.dtype())?;
             let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-            let (loss, ok) = batch_loss(model, &cfg.objective, &x, &y, &ids, attack_seed(cfg.seed, epoch, b))?;
-            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             let diverged = |what: String, v: f64| TrainError::Diverged {
                 epoch,
                 step: b,
@@ -248,6 +246,15 @@ pub fn train(
                 dir: run.dir().display().to_string(),
                 checkpoint: run.checkpoint_epoch(),
             };
+            // Weights that grew past what f32 holds make the logits overflow inside the attack:
+            // that is the training diverging, not a broken evaluation.
+            let (loss, ok) = match batch_loss(model, &cfg.objective, &x, &y, &ids, attack_seed(cfg.seed, epoch, b)) {
+                Err(TrainError::Attack(awt_attack::AttackError::NonFinite { .. })) => {
+                    return Err(diverged("logits".into(), f64::NAN));
+                }
+                r => r?,
+            };
+            let lv = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !lv.is_finite() {
                 return Err(diverged("loss".into(), lv));
             }

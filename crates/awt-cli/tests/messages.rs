@@ -1,0 +1,100 @@
+//! Reliability, second round: each error names the flag or file at fault (class 15). Every case
+//! here was once reported under another flag, or not at all.
+
+use std::path::Path;
+use std::process::Command;
+
+fn awt(args: &[&str]) -> (bool, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_awt"))
+        .args(args)
+        .env_remove("AWT_DATA_DIR")
+        .env("AWT_LOG", "off")
+        .output()
+        .unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn says(args: &[&str], needle: &str) {
+    let (ok, _, err) = awt(args);
+    assert!(!ok, "{args:?} succeeded");
+    assert!(err.contains(needle), "{args:?}: expected `{needle}` in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn errors_name_the_flag_at_fault() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let init = p("i.safetensors");
+    assert!(awt(&["init", "--arch", "mlp-784-32-10", "--out", s(&init)]).0);
+    let run = p("run");
+    let train = |extra: &[&str]| {
+        let mut a = vec!["train", "--init", s(&init), "--epochs", "1", "--train-limit", "64", "--quiet"];
+        a.extend_from_slice(extra);
+        a.extend(["--out", s(&run)]);
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    says(&refs(&train(&["--eps", "0"])), "--eps must be > 0 with --adv pgd");
+    says(&refs(&train(&["--schedule", "multistep"])), "--schedule multistep needs --milestones");
+    says(&refs(&train(&["--milestones", "3"])), "--milestones applies to --schedule multistep only");
+    let (ok, _, err) =
+        awt(&refs(&train(&["--opt", "adamw", "--wd", "1e10", "--steps", "1", "--eval-n", "8", "--batch", "16"])));
+    assert!(!ok && err.contains("training diverged"), "{err}");
+    says(&["ntk", "--model", s(&init), "--n", "8", "--offset2", "1995", "--out", s(&p("k"))], "--offset2 1995 --n 8");
+    says(&["ntk", "--model", s(&init), "--n", "8", "--eps", "0.2", "--out", s(&p("k"))], "--adv");
+    says(&["eval", "--model", s(&init), "--limit", "0"], "--limit must be ≥ 1");
+    says(
+        &[
+            "prune",
+            "--method",
+            "imp-at",
+            "--density",
+            "0.5",
+            "--model",
+            s(&init),
+            "--imp-epochs",
+            "0",
+            "--out",
+            s(&p("t")),
+        ],
+        "--imp-epochs must be ≥ 1",
+    );
+    says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "--data-dir");
+    says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "no such folder");
+}
+
+/// HYDRA's work folder holds a `config.toml` that is TOML (it held a debug dump).
+#[test]
+fn hydra_writes_its_configuration_as_toml() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (init, out) = (tmp.path().join("i.safetensors"), tmp.path().join("h.safetensors"));
+    assert!(awt(&["init", "--arch", "mlp-784-32-10", "--out", s(&init)]).0);
+    let (ok, _, err) = awt(&[
+        "prune",
+        "--method",
+        "hydra",
+        "--density",
+        "0.3",
+        "--model",
+        s(&init),
+        "--hydra-epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--attack-steps",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(tmp.path().join("h.safetensors.hydra/config.toml")).unwrap();
+    let t: toml::Table = text.parse().unwrap_or_else(|e| panic!("not TOML: {e}\n{text}"));
+    assert_eq!(t["density"].as_float(), Some(0.3));
+}
