@@ -24,6 +24,7 @@ mod dynamics;
 mod figures;
 mod ntt;
 mod search;
+mod selection;
 mod warnings;
 use claims::claims;
 use compute::compute;
@@ -164,6 +165,9 @@ a verdict is only given where the interval decides it.\n\n",
     md += &study_section(&study, &fig_dir)?;
     md += &warnings::section(&[("ntt-validation", &ntt), ("study", &study)]);
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
+    // Study v2's selections, beside the report.
+    let sel = out.with_file_name("selection.md");
+    std::fs::write(&sel, selection::report()?).with_context(|| format!("cannot write {}", sel.display()))?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())
 }

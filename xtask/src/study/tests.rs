@@ -410,6 +410,7 @@ fn the_committed_study_report_is_what_the_records_give() {
         }
     };
     same(&dir.join("study.md"), &docs.join("study.md"));
+    same(&dir.join("selection.md"), &docs.join("selection.md"));
     let mut figures = 0;
     for e in std::fs::read_dir(dir.join("figures")).unwrap() {
         let p = e.unwrap().path();
