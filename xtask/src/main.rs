@@ -4,6 +4,9 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+// The protocol's decision rule; the study v2 report (issue 23) is its user, written next.
+#[allow(dead_code)]
+mod decide;
 mod plan;
 mod plot;
 mod records;
