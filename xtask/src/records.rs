@@ -121,6 +121,9 @@ pub(crate) struct Manifest {
     /// manifests keep their bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<String>,
+    /// The CPU (model, vector instructions) the run computed on; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_held_out: Option<u64>,
 }

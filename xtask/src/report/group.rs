@@ -221,8 +221,9 @@ impl<'a> Group<'a> {
             .iter()
             .map(|f| format!("`{}` {} ({})", f.file, &f.sha256[..12.min(f.sha256.len())], f.status))
             .collect();
+        let cpu = m.cpu.as_deref().map(|c| format!(" CPU: {c}.")).unwrap_or_default();
         md += &format!(
-            "\nToolchain: {}; candle-core {}. Dataset files: {}.\n\n",
+            "\nToolchain: {}; candle-core {}.{cpu} Dataset files: {}.\n\n",
             m.rustc,
             m.crates.candle_core,
             files.join(", ")

@@ -15,6 +15,24 @@ use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
 use crate::root;
 
 /// `rustc -V` and the locked candle-core version.
+/// The CPU the run computed on: its model name and the widest vector instructions the matrix
+/// kernels pick at run time (`avx512f` or `avx2`), which change floating-point results in the last
+/// digits; None where /proc/cpuinfo cannot be read.
+pub(crate) fn cpu() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let model = info.lines().find(|l| l.starts_with("model name"))?.split_once(':')?.1.trim().to_string();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd = if has("avx512f") {
+        "avx512f"
+    } else if has("avx2") {
+        "avx2"
+    } else {
+        "no avx2"
+    };
+    Some(format!("{model}, {simd}"))
+}
+
 fn tool_versions() -> (String, String) {
     let rustc = Command::new("rustc")
         .arg("-V")
@@ -223,6 +241,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         warnings: eval.warnings.clone(),
         timings_seconds: clock.steps.clone(),
         wall_seconds: clock.wall(start),
+        cpu: cpu(),
         split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
         validation_held_out: eval.validation_held_out,
     };
