@@ -24,6 +24,10 @@ pub(crate) struct Run {
     pub flags: Vec<(String, String)>,
     /// With `[dynamics]`: the dense run of the same network and seed, which this run is compared with.
     pub dense_dir: Option<PathBuf>,
+    /// A search with rewound weights whose transferred-weights twin (same settings otherwise) is in
+    /// the grid: that run's folder. Once its ticket exists this run rewinds it instead of searching
+    /// again (`awt ticket --rewind-from`, which gives the same file a search would).
+    pub rewind_from: Option<PathBuf>,
 }
 
 /// One `awt` invocation of a run.
@@ -131,6 +135,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     canonical,
                     flags,
                     dense_dir: None,
+                    rewind_from: None,
                 });
             };
             for method in methods {
@@ -148,6 +153,24 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                 }
             }
         }
+    }
+    // A rewound-weights search's twin: same network, method, density, seed and flags but `weights`.
+    let twins: Vec<(usize, PathBuf)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.flags.iter().any(|(k, v)| k == "weights" && v == "rewind"))
+        .filter_map(|(i, r)| {
+            let want: Vec<&(String, String)> = r.flags.iter().filter(|(k, _)| k != "weights").collect();
+            let twin = runs.iter().find(|t| {
+                (&t.arch, &t.method, t.density, t.seed) == (&r.arch, &r.method, r.density, r.seed)
+                    && t.flags.len() == want.len()
+                    && want.iter().all(|f| t.flags.contains(f))
+            })?;
+            Some((i, twin.dir.clone()))
+        })
+        .collect();
+    for (i, dir) in twins {
+        runs[i].rewind_from = Some(dir);
     }
     if spec.dynamics.is_some() {
         let dense: Vec<(String, u64, PathBuf)> =
@@ -348,7 +371,13 @@ fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
-            let args = with_flags(args, &run.flags);
+            let mut args = with_flags(args, &run.flags);
+            let twin = run.rewind_from.as_ref().map(|d| d.join("ticket.safetensors")).filter(|t| t.exists());
+            if let Some(t) = twin {
+                // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
+                args.extend(strings(&["--rewind-from", &t.display().to_string()]));
+                return Ok(vec![step("search", args, ticket.clone())]);
+            }
             let state = Some(c.d("ticket.safetensors.search.state.safetensors").into());
             vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
         }

@@ -76,6 +76,10 @@ pub(crate) struct TicketArgs {
     /// Continue the search from its saved state (same flags, model and data), bit-identically.
     #[arg(long)]
     pub resume: bool,
+    /// With --weights rewind: do not search again, rewind this ticket, made by the same search with
+    /// transferred weights from the same --model (the result, and its log, are the search's own).
+    #[arg(long, value_name = "TICKET")]
+    pub rewind_from: Option<PathBuf>,
 }
 
 impl TicketArgs {
@@ -173,6 +177,10 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     let cfg = a.config(ds.train.len(), teacher.arch())?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
+    let teacher_hash = crate::output::config_hash(&String::from_utf8_lossy(&model_bytes));
+    if let Some(from) = &a.rewind_from {
+        return rewind_from(&a, from, &teacher, &cfg, &teacher_hash, &log_path);
+    }
     // One `key=value` line per setting, so a mismatched resume names the settings that differ.
     let mut fields: Vec<String> = Vec::new();
     for l in format!("{:#?}", *cfg).lines().skip(1).filter(|l| *l != "}") {
@@ -187,12 +195,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
         }
     }
     let mut identity: String = fields.iter().map(|f| format!("{f}\n")).collect();
-    identity += &format!(
-        "teacher={}\ndata={}\ntrain={}\n",
-        crate::output::config_hash(&String::from_utf8_lossy(&model_bytes)),
-        ds.name,
-        ds.train.len()
-    );
+    identity += &format!("teacher={}\ndata={}\ntrain={}\n", teacher_hash, ds.name, ds.train.len());
     let (resume, mut first) = if a.resume {
         if !state_path.exists() {
             bail!(
@@ -249,6 +252,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     log_file.borrow_mut().flush().with_context(|| format!("cannot write {}", log_path.display()))?;
     let mut net = t.net;
     net.meta.insert("git_commit".into(), git_commit().into());
+    net.meta.insert("teacher".into(), teacher_hash);
     awt_nets::save(&net, &a.out)?;
     // The ticket is written: its state is no longer needed.
     if state_path.exists() {
@@ -268,5 +272,39 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
             log_path.display()
         );
     }
+    crate::prune::report(&net, &a.out)
+}
+
+/// `--rewind-from`: the rewound ticket of a finished search with transferred weights, without
+/// searching again; its search log is copied beside the output, since it is this search's log.
+fn rewind_from(
+    a: &TicketArgs,
+    from: &std::path::Path,
+    teacher: &awt_nets::Net,
+    cfg: &ValidSearchConfig,
+    teacher_hash: &str,
+    log_path: &std::path::Path,
+) -> Result<()> {
+    if a.weights != WeightsArg::Rewind {
+        bail!("--rewind-from needs --weights rewind");
+    }
+    if a.resume {
+        bail!("--rewind-from does not search, so there is nothing to --resume");
+    }
+    let _lock = crate::files::own("--rewind-from", from, &[], &[("--out", &a.out)])?;
+    let transferred = awt_nets::load(from, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    if transferred.meta.get("teacher").map(String::as_str) != Some(teacher_hash) {
+        bail!("--rewind-from {}: its search did not start from --model {}", from.display(), a.model.display());
+    }
+    let mut net = awt_ticket::rewind_ticket(teacher, &transferred, cfg)
+        .with_context(|| format!("--rewind-from {}", from.display()))?;
+    net.meta.insert("git_commit".into(), git_commit().into());
+    net.meta.insert("teacher".into(), teacher_hash.to_string());
+    let from_log = crate::files::beside(from, "search.jsonl");
+    let log = std::fs::read(&from_log)
+        .with_context(|| format!("--rewind-from: cannot read its log {}", from_log.display()))?;
+    awt_base::write_atomic(log_path, &log).with_context(|| format!("cannot write {}", log_path.display()))?;
+    awt_nets::save(&net, &a.out)?;
+    say!("{}: rewound from {} (no search run again)", a.out.display(), from.display());
     crate::prune::report(&net, &a.out)
 }

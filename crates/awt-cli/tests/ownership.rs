@@ -245,3 +245,34 @@ fn training_into_a_folder_that_is_not_a_run_is_refused() {
     assert_eq!(std::fs::read(folder.join("model.safetensors")).unwrap(), b"the user's model");
     assert_eq!(std::fs::read(folder.join("metrics.jsonl")).unwrap(), b"the user's metrics\n");
 }
+
+/// `--rewind-from` gives, without searching again, the very file and log a search with rewound
+/// weights writes; a ticket of another search (or teacher) is refused.
+#[test]
+fn a_rewound_ticket_from_a_finished_search_equals_a_rewound_search() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let p = |n: &str| tmp.path().join(n);
+    let (transferred, searched, rewound) = (p("t.safetensors"), p("s.safetensors"), p("r.safetensors"));
+    ok(&ticket_args(s(&init), s(&transferred), "12"));
+    let mut a = ticket_args(s(&init), s(&searched), "12");
+    a.extend(["--weights", "rewind"]);
+    ok(&a);
+    let mut a = ticket_args(s(&init), s(&rewound), "12");
+    a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
+    let out = ok(&a);
+    assert!(out.contains("no search run again"), "{out}");
+    assert!(std::fs::read(&searched).unwrap() == std::fs::read(&rewound).unwrap(), "the rewound tickets differ");
+    assert_eq!(
+        std::fs::read_to_string(p("s.safetensors.search.jsonl")).unwrap(),
+        std::fs::read_to_string(p("r.safetensors.search.jsonl")).unwrap()
+    );
+    // Another search's ticket: refused, naming what it records.
+    let x = p("x.safetensors");
+    let mut a = ticket_args(s(&init), s(&x), "13");
+    a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
+    fails(&a, "was not made by this search with transferred weights");
+    let mut a = ticket_args(s(&init), s(&x), "12");
+    a.extend(["--rewind-from", s(&transferred)]);
+    fails(&a, "--rewind-from needs --weights rewind");
+}

@@ -43,5 +43,5 @@ pub use config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, W
 pub use error::SearchError;
 pub use hydra::{HydraConfig, hydra};
 pub use loss::{LossTerms, kernel_distance, loss_terms};
-pub use search::{Checkpoints, SearchLog, Ticket, search, search_resumable};
+pub use search::{Checkpoints, SearchLog, Ticket, rewind_ticket, search, search_resumable};
 pub use state::SearchState;

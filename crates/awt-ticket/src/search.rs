@@ -11,7 +11,7 @@ use awt_prune::{Allocation, select_keeping};
 use awt_train::{Optimizer, OptimizerConfig};
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::config::{AdvSource, InputMix, Method, ValidSearchConfig, WeightsFrom};
+use crate::config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
 use crate::error::SearchError;
 use crate::loss::{LossTerms, loss_terms};
 use crate::state::{SearchState, restore, state};
@@ -218,15 +218,62 @@ pub fn search_resumable(
         }
     };
     ticket.apply_masks()?;
+    label(&mut ticket, cfg);
+    Ok(Ticket { net: ticket, log })
+}
+
+/// The search's settings as a ticket's metadata records them.
+fn describe(cfg: &SearchConfig) -> String {
+    format!(
+        "steps={} batch={} lr={} lambda_ker={} lambda_l2={} mask_every={} eps={} attack_steps={} attack_step_size={} adv_source={:?} inputs={:?} weights={:?} seed={}",
+        cfg.steps,
+        cfg.batch,
+        cfg.lr,
+        cfg.lambda_ker,
+        cfg.lambda_l2,
+        cfg.mask_every,
+        cfg.eps,
+        cfg.attack_steps,
+        cfg.attack_step_size,
+        cfg.adv_source,
+        cfg.inputs,
+        cfg.weights,
+        cfg.seed
+    ) + &if cfg.keep_dense.is_empty() { String::new() } else { format!(" keep_dense={}", cfg.keep_dense.join(",")) }
+}
+
+fn label(ticket: &mut Net, cfg: &SearchConfig) {
     let m = &mut ticket.meta;
     m.insert("method".into(), format!("{:?}", cfg.method).to_lowercase());
     m.insert("density".into(), cfg.density.to_string());
-    m.insert(
-        "search".into(),
-        format!(
-            "steps={} batch={} lr={} lambda_ker={} lambda_l2={} mask_every={} eps={} attack_steps={} attack_step_size={} adv_source={:?} inputs={:?} weights={:?} seed={}",
-            cfg.steps, cfg.batch, cfg.lr, cfg.lambda_ker, cfg.lambda_l2, cfg.mask_every, cfg.eps, cfg.attack_steps, cfg.attack_step_size, cfg.adv_source, cfg.inputs, cfg.weights, cfg.seed
-        ) + &if cfg.keep_dense.is_empty() { String::new() } else { format!(" keep_dense={}", cfg.keep_dense.join(",")) },
-    );
-    Ok(Ticket { net: ticket, log })
+    m.insert("search".into(), describe(cfg));
+}
+
+/// The rewound ticket of a search already run with transferred weights: rewinding changes only the
+/// ticket's final weights (the teacher's, under the same final mask), so the search need not run
+/// again. `transferred` must be that search's ticket — the same settings but `weights`, which its
+/// metadata is checked against — and the result equals, tensor for tensor and in its metadata, what
+/// [`search`] with `cfg` (rewound weights) returns.
+pub fn rewind_ticket(teacher: &Net, transferred: &Net, cfg: &ValidSearchConfig) -> Result<Net, SearchError> {
+    if cfg.weights != WeightsFrom::Rewind {
+        return Err(SearchError::Invalid("rewinding a ticket needs the rewound-weights setting".into()));
+    }
+    let want = describe(&SearchConfig { weights: WeightsFrom::Transferred, ..(**cfg).clone() });
+    let have = transferred.meta.get("search").map_or("nothing", String::as_str);
+    if have != want {
+        return Err(SearchError::Invalid(format!(
+            "the ticket to rewind was not made by this search with transferred weights: it records `{have}`, this search is `{want}`"
+        )));
+    }
+    let mut t = teacher.deep_clone()?;
+    for k in teacher.weight_names() {
+        let m = transferred
+            .masks()
+            .get(&k)
+            .ok_or_else(|| SearchError::Invalid(format!("the ticket to rewind has no mask for `{k}`")))?;
+        t.set_mask(&k, m)?;
+    }
+    t.apply_masks()?;
+    label(&mut t, cfg);
+    Ok(t)
 }

@@ -170,3 +170,26 @@ fn the_budget_selection_trains_on_the_training_part_and_scores_validation() {
     let e = crate::spec::parse(&text, &p, "select-mlp-budget").unwrap_err().to_string();
     assert!(e.contains("split = \"validation\" needs `validation = N`"), "{e}");
 }
+
+/// A search with rewound weights rewinds its transferred-weights twin's ticket once that exists,
+/// and searches (resumably) while it does not; runs without a twin are untouched.
+#[test]
+fn a_rewound_search_rewinds_its_twins_ticket_when_there_is_one() {
+    let spec = crate::spec::load("study").unwrap();
+    let base = std::env::temp_dir().join(format!("awt-plan-rewind-{}", std::process::id()));
+    let runs = expand(&spec, "fashion-mnist", &base, &|_, _| None).unwrap();
+    let rewind = runs.iter().find(|r| r.name == "lenet-300-100-awt-rewind-d0.05-s0").unwrap();
+    let plain = runs.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap();
+    assert_eq!(rewind.rewind_from.as_ref(), Some(&plain.dir));
+    assert!(runs.iter().filter(|r| r.rewind_from.is_some()).all(|r| r.name.contains("-rewind-")));
+    let search = |r: &Run| steps(r, &spec, "fashion-mnist").unwrap().into_iter().find(|s| s.name == "search").unwrap();
+    let before = search(rewind);
+    assert!(!before.args.iter().any(|a| a == "--rewind-from") && before.resume_from.is_some());
+    std::fs::create_dir_all(&plain.dir).unwrap();
+    std::fs::write(plain.dir.join("ticket.safetensors"), b"x").unwrap();
+    let after = search(rewind);
+    assert_eq!(arg(&after, "--rewind-from"), plain.dir.join("ticket.safetensors").display().to_string());
+    assert!(after.resume_from.is_none());
+    assert!(!search(plain).args.iter().any(|a| a == "--rewind-from"));
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -300,6 +300,7 @@ mod tests {
             canonical: "c".into(),
             flags: Vec::new(),
             dense_dir: None,
+            rewind_from: None,
         };
         let step = |name: &str, script: &str, done: &str| Step {
             name: name.into(),

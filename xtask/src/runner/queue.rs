@@ -85,6 +85,7 @@ mod tests {
                 canonical: n.to_string(),
                 flags: Vec::new(),
                 dense_dir: None,
+                rewind_from: None,
             })
             .collect()
     }
