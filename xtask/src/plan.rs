@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::spec::Spec;
 
@@ -90,7 +90,13 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     }
     let canonical = |arch: &str, method: &str, density: f64, seed: u64, flags: &[(String, String)]| {
         let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-        format!("arch={arch} method={method} density={density} seed={seed} {settings}{extra}")
+        // A method's own table shapes its runs (study v2 presets hash it; earlier ones did not).
+        let own = match (spec.hash_method_tables, method) {
+            (true, "imp-at") => spec.raw.get("imp").map(|t| format!(" imp={t}")).unwrap_or_default(),
+            (true, "hydra") => spec.raw.get("hydra").map(|t| format!(" hydra={t}")).unwrap_or_default(),
+            _ => String::new(),
+        };
+        format!("arch={arch} method={method} density={density} seed={seed} {settings}{own}{extra}")
     };
     let ablation_flags = |ab: &crate::spec::Ablation| -> Vec<(String, String)> {
         ab.flags
@@ -231,7 +237,13 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         out.push(step("mask", args, c.d("mask.json")));
     }
     let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
-    train.extend(train_flags(run, spec, data, spec.train.epochs));
+    // IMP-AT's final training and HYDRA's fine-tuning have their own length where the spec gives one.
+    let epochs = match run.method.as_str() {
+        "imp-at" => c.flag("final-epochs").or(spec.imp.as_ref().and_then(|i| i.final_epochs)),
+        "hydra" => c.flag("finetune-epochs").or(spec.hydra.as_ref().and_then(|h| h.finetune_epochs)),
+        _ => None,
+    };
+    train.extend(train_flags(run, spec, data, epochs.unwrap_or(spec.train.epochs)));
     if spec.train.track_kernel != Some(false) {
         train.extend(strings(&["--track-kernel", &c.d("init.safetensors")]));
     }
@@ -273,6 +285,11 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// A numeric flag of the run's ablation (`final-epochs`), if it sets one.
+    fn flag(&self, key: &str) -> Option<usize> {
+        self.run.flags.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok())
+    }
+
     /// A path in the run folder, as an argument.
     fn d(&self, p: &str) -> String {
         self.run.dir.join(p).display().to_string()
@@ -293,165 +310,6 @@ fn with_flags(mut args: Vec<String>, flags: &[(String, String)]) -> Vec<String> 
         }
     }
     args
-}
-
-/// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
-/// dense net.
-fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
-    let (run, spec, data, seed) = (c.run, c.spec, c.data, c.seed.as_str());
-    let density = run.density.to_string();
-    let ticket = c.d("ticket.safetensors");
-    let init = c.d("init.safetensors");
-    let eps = spec.train.eps.to_string();
-    let limit = |args: &mut Vec<String>| {
-        if let Some(n) = spec.train.train_limit {
-            args.extend(strings(&["--train-limit", &n.to_string()]));
-        }
-    };
-    Ok(match run.method.as_str() {
-        "dense" => Vec::new(),
-        "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
-            let p = &spec.prune;
-            let (batch, rounds) = (p.batch.to_string(), p.rounds.to_string());
-            let mut args = strings(&[
-                "prune",
-                "--method",
-                &run.method,
-                "--density",
-                &density,
-                "--model",
-                &init,
-                "--data",
-                data,
-                "--batch",
-                &batch,
-                "--rounds",
-                &rounds,
-                "--seed",
-                seed,
-                "--out",
-                &ticket,
-            ]);
-            if let Some(alloc) = p.allocation.get(&run.method) {
-                args.extend(strings(&["--allocation", alloc]));
-            }
-            vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
-        }
-        "ntt" | "awt" => {
-            let s = &spec.search;
-            let args = strings(&[
-                "ticket",
-                "--method",
-                &run.method,
-                "--density",
-                &density,
-                "--model",
-                &init,
-                "--data",
-                data,
-                "--steps",
-                &s.steps.to_string(),
-                "--batch",
-                &s.batch.to_string(),
-                "--lr",
-                &s.lr.to_string(),
-                "--lambda-ker",
-                &s.lambda_ker.to_string(),
-                "--lambda-l2",
-                &s.lambda_l2.to_string(),
-                "--mask-every",
-                &s.mask_every.to_string(),
-                "--eps",
-                &eps,
-                "--attack-steps",
-                &s.attack_steps.to_string(),
-                "--seed",
-                seed,
-                "--quiet",
-                "--out",
-                &ticket,
-            ]);
-            let mut args = with_flags(args, &run.flags);
-            let twin = run.rewind_from.as_ref().map(|d| d.join("ticket.safetensors")).filter(|t| t.exists());
-            if let Some(t) = twin {
-                // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
-                args.extend(strings(&["--rewind-from", &t.display().to_string()]));
-                return Ok(vec![step("search", args, ticket.clone())]);
-            }
-            let state = Some(c.d("ticket.safetensors.search.state.safetensors").into());
-            vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
-        }
-        "imp-at" => {
-            // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
-            // initialisation), as one resumable `awt prune --method imp-at`.
-            let imp = spec.imp.as_ref().expect("checked when the spec was read");
-            let mut args = strings(&[
-                "prune",
-                "--method",
-                "imp-at",
-                "--density",
-                &density,
-                "--model",
-                &init,
-                "--data",
-                data,
-                "--imp-rounds",
-                &imp.rounds.to_string(),
-                "--imp-epochs",
-                &imp.epochs.to_string(),
-                "--eps",
-                &eps,
-                "--attack-steps",
-                &spec.train.steps.to_string(),
-                "--step-size",
-                &spec.train.step_size.to_string(),
-                "--seed",
-                seed,
-                "--out",
-                &ticket,
-            ]);
-            limit(&mut args);
-            vec![step("imp-at", args, ticket.clone())]
-        }
-        "hydra" => {
-            // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
-            // robust loss, keep the top-k; the final training fine-tunes the pruned weights.
-            let h = spec.hydra.as_ref().expect("checked when the spec was read");
-            let mut t = strings(&["train", "--init", &init]);
-            t.extend(train_flags(run, spec, data, h.pretrain_epochs));
-            t.extend(strings(&["--out", &c.d("pretrain")]));
-            let pretrain = Step {
-                resume_from: Some(c.d("pretrain/state.safetensors").into()),
-                ..step("pretrain-train", t, c.d("pretrain/model.safetensors"))
-            };
-            let mut p = strings(&[
-                "prune",
-                "--method",
-                "hydra",
-                "--density",
-                &density,
-                "--model",
-                &c.d("pretrain/model.safetensors"),
-                "--data",
-                data,
-                "--hydra-epochs",
-                &h.epochs.to_string(),
-                "--hydra-lr",
-                &h.lr.to_string(),
-                "--eps",
-                &eps,
-                "--attack-steps",
-                &spec.train.steps.to_string(),
-                "--seed",
-                seed,
-                "--out",
-                &ticket,
-            ]);
-            limit(&mut p);
-            vec![pretrain, step("hydra", p, ticket.clone())]
-        }
-        other => bail!("unknown method `{other}` in the spec"),
-    })
 }
 
 /// With `[dynamics]`: the kernel dynamics against the dense run of the same seed.
@@ -526,6 +384,9 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
     out.push(step("eval", eval, c.d("eval.json")));
     out
 }
+
+mod ticket;
+use ticket::ticket_steps;
 
 #[cfg(test)]
 mod tests;

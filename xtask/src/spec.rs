@@ -26,6 +26,10 @@ pub(crate) struct Spec {
     /// and `[eval] split` says which split the final evaluation scores.
     #[serde(default)]
     pub validation: Option<usize>,
+    /// The `[imp]` and `[hydra]` tables join the run hash of their methods' runs (study v2 presets;
+    /// earlier presets left them out and keep their run names).
+    #[serde(default)]
+    pub hash_method_tables: bool,
     /// `dense`: every mask keeps the output layer whole, counted in the density (`awt prune` and
     /// `awt ticket --output-layer`); default `pruned`.
     #[serde(default)]
@@ -191,6 +195,9 @@ pub(crate) struct MoreSeeds {
 pub(crate) struct ImpSpec {
     pub rounds: usize,
     pub epochs: usize,
+    /// Epochs of the final training of the ticket (default: `[train] epochs`); compute-matched
+    /// IMP-AT shortens it so rounds and final training add up to the dense net's budget.
+    pub final_epochs: Option<usize>,
 }
 
 /// HYDRA: adversarial pretraining, then score optimisation.
@@ -200,6 +207,8 @@ pub(crate) struct HydraSpec {
     pub pretrain_epochs: usize,
     pub epochs: usize,
     pub lr: f64,
+    /// Epochs of fine-tuning the pruned net (default: `[train] epochs`).
+    pub finetune_epochs: Option<usize>,
 }
 
 /// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
@@ -265,9 +274,11 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
         let allowed: &[&str] = match ab.method.as_str() {
             "ntt" | "awt" => &ABLATION_FLAGS,
             "dense" => &TRAIN_ABLATION_FLAGS,
+            "imp-at" => &IMP_ABLATION_FLAGS,
+            "hydra" => &HYDRA_ABLATION_FLAGS,
             m if MASKS_AT_INIT.contains(&m) => &PRUNE_ABLATION_FLAGS,
             m => bail!(
-                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow) or dense, not `{m}`",
+                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow), imp-at, hydra or dense, not `{m}`",
                 p.display(),
                 ab.name
             ),
@@ -356,6 +367,12 @@ pub(crate) const ABLATION_FLAGS: [&str; 8] =
 /// The `awt train` flags an ablation of the dense net may change (training budget selection).
 pub(crate) const TRAIN_ABLATION_FLAGS: [&str; 2] = ["epochs", "schedule"];
 
+/// IMP-AT's schedule an ablation may change: epochs per round, epochs of the final training.
+pub(crate) const IMP_ABLATION_FLAGS: [&str; 2] = ["imp-epochs", "final-epochs"];
+
+/// HYDRA's schedule an ablation may change: pretraining, score optimisation, fine-tuning epochs.
+pub(crate) const HYDRA_ABLATION_FLAGS: [&str; 3] = ["pretrain-epochs", "hydra-epochs", "finetune-epochs"];
+
 /// The `awt prune` flags an ablation of a mask at initialisation may change.
 pub(crate) const PRUNE_ABLATION_FLAGS: [&str; 2] = ["rescale", "allocation"];
 
@@ -388,10 +405,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("flag `rescale` of method awt is not one of steps,"), "{e}");
-        let e = with("name = \"x\"\nmethod = \"hydra\"\ndensities = [0.05]\nseeds = [0]\nflags = {}")
+        let e = with("name = \"x\"\nmethod = \"ntk\"\ndensities = [0.05]\nseeds = [0]\nflags = {}")
             .unwrap_err()
             .to_string();
         assert!(e.contains("ablation `x`: method must be a search (ntt, awt), a mask at initialisation"), "{e}");
+        let e = with("name = \"x\"\nmethod = \"hydra\"\ndensities = [0.05]\nseeds = [0]\nflags = { steps = 3 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("flag `steps` of method hydra is not one of pretrain-epochs, hydra-epochs, finetune-epochs"),
+            "{e}"
+        );
     }
 
     /// A repeated seed, method or ablation would run once but count twice; each is refused by name.

@@ -193,3 +193,39 @@ fn a_rewound_search_rewinds_its_twins_ticket_when_there_is_one() {
     assert!(!search(plain).args.iter().any(|a| a == "--rewind-from"));
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// IMP-AT and HYDRA at their own schedules and compute-matched (protocol §3): the final training's,
+/// the rounds' and the fine-tuning's epochs follow the tables and the ablation's flags, and with
+/// `hash_method_tables` a change of `[imp]` renames the IMP-AT runs only.
+#[test]
+fn imp_and_hydra_schedules_follow_their_tables_and_ablations() {
+    let p = crate::root().join("experiments/study.toml");
+    let text =
+        std::fs::read_to_string(&p).unwrap().replacen("record = true", "record = true\nhash_method_tables = true", 1);
+    let text = text.replace("[imp]\nrounds = 3\nepochs = 5", "[imp]\nrounds = 3\nepochs = 5\nfinal_epochs = 30");
+    let extra = "\n[[ablation]]\nname = \"matched\"\nmethod = \"imp-at\"\ndensities = [0.05]\nseeds = [0]\nflags = { imp-epochs = 5, final-epochs = 15 }\n\
+\n[[ablation]]\nname = \"matched\"\nmethod = \"hydra\"\ndensities = [0.05]\nseeds = [0]\nflags = { pretrain-epochs = 15, hydra-epochs = 5, finetune-epochs = 10 }\n";
+    let spec = crate::spec::parse(&format!("{text}{extra}"), &p, "study").unwrap();
+    let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+    let epochs = |name: &str, step_name: &str, flag: &str| -> String {
+        let r = runs.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}"));
+        let st = steps(r, &spec, "fashion-mnist").unwrap();
+        arg(st.iter().find(|s| s.name == step_name).unwrap(), flag).to_string()
+    };
+    assert_eq!(epochs("lenet-300-100-imp-at-d0.05-s0", "train", "--epochs"), "30");
+    assert_eq!(epochs("lenet-300-100-imp-at-matched-d0.05-s0", "train", "--epochs"), "15");
+    assert_eq!(epochs("lenet-300-100-imp-at-matched-d0.05-s0", "imp-at", "--imp-epochs"), "5");
+    assert_eq!(epochs("lenet-300-100-hydra-d0.05-s0", "train", "--epochs"), "10");
+    assert_eq!(epochs("lenet-300-100-hydra-matched-d0.05-s0", "pretrain-train", "--epochs"), "15");
+    assert_eq!(epochs("lenet-300-100-hydra-matched-d0.05-s0", "hydra", "--hydra-epochs"), "5");
+    assert_eq!(epochs("lenet-300-100-hydra-matched-d0.05-s0", "train", "--epochs"), "10");
+    assert_eq!(epochs("lenet-300-100-awt-d0.05-s0", "train", "--epochs"), "10");
+    // The [imp] table is in IMP-AT's hash only.
+    let other =
+        crate::spec::parse(&format!("{}{extra}", text.replace("final_epochs = 30", "final_epochs = 29")), &p, "study")
+            .unwrap();
+    let again = expand(&other, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+    for (a, b) in runs.iter().zip(&again) {
+        assert_eq!(a.dir == b.dir, a.method != "imp-at", "{}", a.name);
+    }
+}

@@ -1,0 +1,166 @@
+//! The steps that make a run's ticket from its initialisation, one builder per kind of method:
+//! masks at initialisation (`awt prune`), the NTT/AWT search (`awt ticket`, or a rewind of its
+//! twin's ticket), IMP-AT's rounds and HYDRA's pretraining and score optimisation.
+
+use anyhow::{Result, bail};
+
+use super::{Ctx, Step, step, strings, train_flags, with_flags};
+
+/// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
+/// dense net.
+pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
+    let (run, spec, data, seed) = (c.run, c.spec, c.data, c.seed.as_str());
+    let density = run.density.to_string();
+    let ticket = c.d("ticket.safetensors");
+    let init = c.d("init.safetensors");
+    let eps = spec.train.eps.to_string();
+    let limit = |args: &mut Vec<String>| {
+        if let Some(n) = spec.train.train_limit {
+            args.extend(strings(&["--train-limit", &n.to_string()]));
+        }
+    };
+    Ok(match run.method.as_str() {
+        "dense" => Vec::new(),
+        "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
+            let p = &spec.prune;
+            let (batch, rounds) = (p.batch.to_string(), p.rounds.to_string());
+            let mut args = strings(&[
+                "prune",
+                "--method",
+                &run.method,
+                "--density",
+                &density,
+                "--model",
+                &init,
+                "--data",
+                data,
+                "--batch",
+                &batch,
+                "--rounds",
+                &rounds,
+                "--seed",
+                seed,
+                "--out",
+                &ticket,
+            ]);
+            if let Some(alloc) = p.allocation.get(&run.method) {
+                args.extend(strings(&["--allocation", alloc]));
+            }
+            vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
+        }
+        "ntt" | "awt" => {
+            let s = &spec.search;
+            let args = strings(&[
+                "ticket",
+                "--method",
+                &run.method,
+                "--density",
+                &density,
+                "--model",
+                &init,
+                "--data",
+                data,
+                "--steps",
+                &s.steps.to_string(),
+                "--batch",
+                &s.batch.to_string(),
+                "--lr",
+                &s.lr.to_string(),
+                "--lambda-ker",
+                &s.lambda_ker.to_string(),
+                "--lambda-l2",
+                &s.lambda_l2.to_string(),
+                "--mask-every",
+                &s.mask_every.to_string(),
+                "--eps",
+                &eps,
+                "--attack-steps",
+                &s.attack_steps.to_string(),
+                "--seed",
+                seed,
+                "--quiet",
+                "--out",
+                &ticket,
+            ]);
+            let mut args = with_flags(args, &run.flags);
+            let twin = run.rewind_from.as_ref().map(|d| d.join("ticket.safetensors")).filter(|t| t.exists());
+            if let Some(t) = twin {
+                // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
+                args.extend(strings(&["--rewind-from", &t.display().to_string()]));
+                return Ok(vec![step("search", args, ticket.clone())]);
+            }
+            let state = Some(c.d("ticket.safetensors.search.state.safetensors").into());
+            vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
+        }
+        "imp-at" => {
+            // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
+            // initialisation), as one resumable `awt prune --method imp-at`.
+            let imp = spec.imp.as_ref().expect("checked when the spec was read");
+            let mut args = strings(&[
+                "prune",
+                "--method",
+                "imp-at",
+                "--density",
+                &density,
+                "--model",
+                &init,
+                "--data",
+                data,
+                "--imp-rounds",
+                &imp.rounds.to_string(),
+                "--imp-epochs",
+                &c.flag("imp-epochs").unwrap_or(imp.epochs).to_string(),
+                "--eps",
+                &eps,
+                "--attack-steps",
+                &spec.train.steps.to_string(),
+                "--step-size",
+                &spec.train.step_size.to_string(),
+                "--seed",
+                seed,
+                "--out",
+                &ticket,
+            ]);
+            limit(&mut args);
+            vec![step("imp-at", args, ticket.clone())]
+        }
+        "hydra" => {
+            // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
+            // robust loss, keep the top-k; the final training fine-tunes the pruned weights.
+            let h = spec.hydra.as_ref().expect("checked when the spec was read");
+            let mut t = strings(&["train", "--init", &init]);
+            t.extend(train_flags(run, spec, data, c.flag("pretrain-epochs").unwrap_or(h.pretrain_epochs)));
+            t.extend(strings(&["--out", &c.d("pretrain")]));
+            let pretrain = Step {
+                resume_from: Some(c.d("pretrain/state.safetensors").into()),
+                ..step("pretrain-train", t, c.d("pretrain/model.safetensors"))
+            };
+            let mut p = strings(&[
+                "prune",
+                "--method",
+                "hydra",
+                "--density",
+                &density,
+                "--model",
+                &c.d("pretrain/model.safetensors"),
+                "--data",
+                data,
+                "--hydra-epochs",
+                &c.flag("hydra-epochs").unwrap_or(h.epochs).to_string(),
+                "--hydra-lr",
+                &h.lr.to_string(),
+                "--eps",
+                &eps,
+                "--attack-steps",
+                &spec.train.steps.to_string(),
+                "--seed",
+                seed,
+                "--out",
+                &ticket,
+            ]);
+            limit(&mut p);
+            vec![pretrain, step("hydra", p, ticket.clone())]
+        }
+        other => bail!("unknown method `{other}` in the spec"),
+    })
+}
