@@ -43,21 +43,7 @@ pub(crate) struct Step {
     pub resume_from: Option<PathBuf>,
 }
 
-/// The method with its ablation of a run named `<arch>-<variant>-d<density>-s<seed>`.
-pub(crate) fn variant_of(name: &str, arch: &str) -> String {
-    let name = name.strip_prefix(&format!("{arch}-")).unwrap_or(name);
-    name.rfind("-d").map_or(name, |i| &name[..i]).to_string()
-}
-
-/// FNV-1a, 64 bits, as 16 hex digits: stable across Rust versions (unlike `DefaultHasher`).
-pub(crate) fn fnv(s: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    format!("{h:016x}")
-}
+pub(crate) use crate::names::{fnv, variant_of};
 
 /// The headline robust accuracy `results/` records for a run, given its name and canonical settings
 /// (`None` when it is not recorded under exactly those settings).

@@ -146,7 +146,7 @@ impl Manifest {
 
     /// The method with its ablation (`awt-ker1e-3`).
     pub fn variant(&self) -> String {
-        crate::plan::variant_of(&self.name, &self.arch)
+        crate::names::variant_of(&self.name, &self.arch)
     }
 
     /// Whether the wall time covers every sitting: a run resumed by a build that did not yet carry
@@ -180,7 +180,7 @@ impl Manifest {
         let bad = |field: &str, why: String| anyhow::anyhow!("{}: `{field}` {why}", file.display());
         let folder =
             file.parent().and_then(Path::file_name).map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-        let hash = crate::plan::fnv(&self.config);
+        let hash = crate::names::fnv(&self.config);
         if folder != self.name && folder != format!("{}-{}", self.name, &hash[..10]) {
             return Err(bad("name", format!("is {} but the record lies in folder {folder}", self.name)));
         }
@@ -353,7 +353,7 @@ pub(crate) fn test_manifest(
     );
     serde_json::json!({
         "preset": preset, "name": name, "arch": "lenet-300-100", "method": method, "density": density,
-        "seed": seed, "config_hash": crate::plan::fnv(&config), "config": config, "git_commit": "0", "rustc": "",
+        "seed": seed, "config_hash": crate::names::fnv(&config), "config": config, "git_commit": "0", "rustc": "",
         "data": "fashion-mnist",
         "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
         "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
@@ -407,5 +407,23 @@ mod tests {
         v["eval"]["robust_correct"] = 5497.into();
         read_manifest(&write(&v, name)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The fuzz corpus of the record reader (`fuzz/corpus/records`, grown by `cargo fuzz run records`)
+    /// replayed: every input is read and checked without a panic.
+    #[test]
+    fn the_record_fuzz_corpus_replays_without_panic() {
+        let dir = crate::root().join("fuzz/corpus/records");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
+                let _ = m.check(Path::new("/results/x/manifest.json"));
+                let _ = m.check(&Path::new("/results").join(&m.name).join("manifest.json"));
+            }
+            let _ = serde_json::from_slice::<EvalRecord>(&bytes);
+            n += 1;
+        }
+        assert!(n >= 5, "{n} corpus files in {}", dir.display());
     }
 }

@@ -434,4 +434,20 @@ mod tests {
             .to_string();
         assert!(e.contains("two [[ablation]] tables are named awt-ker10"), "{e}");
     }
+
+    /// The fuzz corpus of the preset parser (`fuzz/corpus/preset`) replayed without a panic; its seeds,
+    /// the shipped presets renamed `fuzz`, parse.
+    #[test]
+    fn the_preset_fuzz_corpus_replays_without_panic() {
+        let dir = root().join("fuzz/corpus/preset");
+        let (mut n, mut parsed) = (0, 0);
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                parsed += usize::from(parse(text, Path::new("fuzz.toml"), "fuzz").is_ok());
+            }
+            n += 1;
+        }
+        assert!(n >= 6 && parsed >= 6, "{parsed} of {n} corpus files parsed in {}", dir.display());
+    }
 }
