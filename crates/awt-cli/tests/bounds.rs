@@ -1,23 +1,11 @@
 //! Reliability, second round: every allocation sized by a setting is estimated and refused, naming
 //! the setting, before it is made; inputs are read only from regular files of plausible size.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn awt(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_awt"))
-        .args(args)
-        .env_remove("AWT_DATA_DIR")
-        .env("AWT_LOG", "off")
-        .output()
-        .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{awt, s};
 
 fn fails_fast(args: &[&str], needle: &str) {
     let t0 = Instant::now();

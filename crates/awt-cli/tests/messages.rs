@@ -1,22 +1,8 @@
 //! Reliability, second round: each error names the flag or file at fault (class 15). Every case
 //! here was once reported under another flag, or not at all.
 
-use std::path::Path;
-use std::process::Command;
-
-fn awt(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_awt"))
-        .args(args)
-        .env_remove("AWT_DATA_DIR")
-        .env("AWT_LOG", "off")
-        .output()
-        .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{awt, s};
 
 fn says(args: &[&str], needle: &str) {
     let (ok, _, err) = awt(args);

@@ -3,37 +3,11 @@
 //! folders, `dynamics`, training into a folder that is not a run); each fails without its fix.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn awt_cmd(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_awt"));
-    c.args(args).env_remove("AWT_DATA_DIR").env("AWT_LOG", "off");
-    c
-}
-
-fn awt(args: &[&str]) -> (bool, String, String) {
-    let o = awt_cmd(args).output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, out, err) = awt(args);
-    assert!(success, "{args:?} failed: {err}");
-    out
-}
-
-fn fails(args: &[&str], needle: &str) -> String {
-    let (success, _, err) = awt(args);
-    assert!(!success, "{args:?} succeeded, expected an error naming {needle}");
-    assert!(err.contains(needle), "{args:?}: the error does not name {needle}: {err}");
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-    err
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{awt_cmd, fails, ok, s};
 
 fn init(dir: &Path) -> PathBuf {
     let p = dir.join("init.safetensors");

@@ -1,21 +1,7 @@
 //! Reliability, second round: results that were silently wrong. Each test fails without its fix.
 
-use std::path::Path;
-use std::process::Command;
-
-fn awt(args: &[&str]) -> (bool, String, String) {
-    let o = Command::new(env!("CARGO_BIN_EXE_awt"))
-        .args(args)
-        .env_remove("AWT_DATA_DIR")
-        .env("AWT_LOG", "off")
-        .output()
-        .unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{awt, s};
 
 /// Class 10: `eval --attack none` measures no robustness: no robust accuracy (it was the clean one),
 /// and no gradient-masking warning from a noise check that had no attack to test.
