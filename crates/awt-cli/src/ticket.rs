@@ -291,7 +291,8 @@ fn rewind_from(
     if a.resume {
         bail!("--rewind-from does not search, so there is nothing to --resume");
     }
-    let _lock = crate::files::own("--rewind-from", from, &[], &[("--out", &a.out)])?;
+    // Tickets are written atomically, so a finished one is read whole without taking its lock.
+    crate::files::refuse_overwriting_inputs("--out", &a.out, &[("--rewind-from", from)])?;
     let transferred = awt_nets::load(from, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     if transferred.meta.get("teacher").map(String::as_str) != Some(teacher_hash) {
         bail!("--rewind-from {}: its search did not start from --model {}", from.display(), a.model.display());
