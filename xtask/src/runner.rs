@@ -375,6 +375,15 @@ fn report_path(o: &Opts) -> std::path::PathBuf {
 mod tests {
     use super::*;
 
+    /// Only the quick preset writes the committed docs/reproduction.md; any other grid's report goes
+    /// beside its runs.
+    #[test]
+    fn only_the_quick_preset_writes_the_committed_report() {
+        let path = |preset: &str| report_path(&Opts::parse(&["--preset".into(), preset.into()]).ok().unwrap());
+        assert_eq!(path("quick"), root().join("docs/reproduction.md"));
+        assert_eq!(path("smoke"), root().join("runs/smoke/report.md"));
+    }
+
     /// A malformed `--shard` names the flag and what it takes.
     #[test]
     fn a_bad_shard_names_the_flag() {

@@ -36,6 +36,11 @@ fn errors_name_the_flag_at_fault() {
     says(&["ntk", "--model", s(&init), "--n", "8", "--offset2", "1995", "--out", s(&p("k"))], "--offset2 1995 --n 8");
     says(&["ntk", "--model", s(&init), "--n", "8", "--eps", "0.2", "--out", s(&p("k"))], "--adv");
     says(&["eval", "--model", s(&init), "--limit", "0"], "--limit must be ≥ 1");
+    // An output that cannot be written is found before the work, not after it.
+    let t0 = std::time::Instant::now();
+    says(&["eval", "--model", s(&init), "--json", s(&init.join("e.json"))], "--json");
+    says(&["ntk", "--model", s(&init), "--n", "8", "--out", s(&init.join("k"))], "--out");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5), "refused only after the work");
     says(
         &[
             "prune",
