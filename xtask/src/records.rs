@@ -254,7 +254,7 @@ impl Manifest {
                 }
             }
             let attack = t.get("attack").and_then(toml::Value::as_str).unwrap_or("worst");
-            if e.cumulative.len() > 0 && self.attack.attack != attack {
+            if !e.cumulative.is_empty() && self.attack.attack != attack {
                 return Err(bad(
                     "attack.attack",
                     format!("is {} but the configuration's [eval] says {attack}", self.attack.attack),
@@ -263,14 +263,12 @@ impl Manifest {
         }
         if let Some(eps) =
             setting_table(&self.config, "train").and_then(|t| t.get("eps").and_then(toml::Value::as_float))
-        {
-            if (eps - self.attack.eps).abs() > 1e-12 {
+            && (eps - self.attack.eps).abs() > 1e-12 {
                 return Err(bad(
                     "attack.eps",
                     format!("is {} but the configuration's [train] eps is {eps}", self.attack.eps),
                 ));
             }
-        }
         Ok(())
     }
 }

@@ -206,10 +206,10 @@ pub fn locate(name: &str, opts: &LoadOptions) -> Result<Location, DataError> {
         return Ok(Location::Embedded);
     }
     // A folder named by hand that does not exist is a typo, never a reason to fall back silently.
-    if let Some((d, via)) = &opts.data_dir {
-        if !d.is_dir() {
-            return Err(DataError::Invalid(format!("{via} {}: no such folder", d.display())));
-        }
+    if let Some((d, via)) = &opts.data_dir
+        && !d.is_dir()
+    {
+        return Err(DataError::Invalid(format!("{via} {}: no such folder", d.display())));
     }
     let mut tried = Vec::new();
     for (dir, via) in dir_candidates(spec, opts) {
