@@ -115,6 +115,43 @@ fn awt_step(c: &mut Criterion) {
     }
 }
 
+/// Where one LeNet-5 / MLP AWT search step's time goes (issue 25): PGD-10 against the dense teacher
+/// at batch 64, the teacher's 32×32 full kernel (detached), and the student's masked kernel at
+/// density 0.05 with the backward of the kernel loss.
+fn awt_parts(c: &mut Criterion) {
+    use awt_base::Staged;
+    use awt_ntk::{Kind, structured};
+    use std::collections::BTreeMap;
+    let (x, y) = inputs(64);
+    let ids: Vec<u64> = (0..64).collect();
+    for arch in ["lenet-300-100", "lenet5-caffe"] {
+        let teacher = net(arch);
+        let mut student = teacher.deep_clone().unwrap();
+        let w: BTreeMap<String, Tensor> =
+            teacher.weights().map(|(k, v)| (k.clone(), v.as_tensor().abs().unwrap())).collect();
+        let masks = awt_prune::select_keeping(&w, 0.05, awt_prune::Allocation::Uniform, &[]).unwrap();
+        for (k, m) in &masks {
+            student.set_mask(k, m).unwrap();
+        }
+        let (x1, x2) = (x.narrow(0, 0, 32).unwrap(), x.narrow(0, 32, 32).unwrap());
+        let target = structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach();
+        let pgd = Pgd::linf(0.1, 10, 0.025, 0);
+        let mut g = c.benchmark_group(format!("awt_parts/{arch}/b64"));
+        g.sample_size(10);
+        g.bench_function("pgd10_teacher", |b| b.iter(|| pgd.last_iterate(&teacher, &x, &y, &ids).unwrap()));
+        g.bench_function("teacher_kernel", |b| {
+            b.iter(|| structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach())
+        });
+        g.bench_function("student_kernel_loss_gradient", |b| {
+            b.iter(|| {
+                let k = structured(&student.stages(), &x1, &x2, Kind::Full).unwrap();
+                (k - &target).unwrap().sqr().unwrap().mean_all().unwrap().backward().unwrap()
+            })
+        });
+        g.finish();
+    }
+}
+
 /// The machine's f32 GEMM rate (1024³, candle's matmul = the gemm crate's kernels), against which
 /// `cargo xtask bench --peers` reports each hot path's achieved GFLOP/s.
 fn gemm_rate(c: &mut Criterion) {
@@ -128,7 +165,7 @@ fn gemm_rate(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    targets = gemm_rate, forward_backward, pgd_step, ntk, awt_step
+    targets = gemm_rate, forward_backward, pgd_step, ntk, awt_step, awt_parts
 }
 // criterion_main! written out, so that candle's thread count is pinned before anything runs.
 #[allow(unsafe_code)]

@@ -20,7 +20,7 @@ pub fn applies(t: &Tensor) -> bool {
 }
 
 /// Items per parallel task: `n` split evenly over candle's threads.
-fn per_task(n: usize) -> usize {
+pub(crate) fn per_task(n: usize) -> usize {
     n.div_ceil(crate::threads().max(1)).max(1)
 }
 
@@ -185,14 +185,14 @@ pub struct Conv {
     pub relu: bool,
 }
 
-struct ConvDims {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
+pub(crate) struct ConvDims {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) o: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
 }
 
 impl ConvDims {
@@ -215,7 +215,7 @@ impl ConvDims {
     }
 }
 
-fn conv_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], d: &ConvDims, relu: bool) -> Vec<T> {
+pub(crate) fn conv_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], d: &ConvDims, relu: bool) -> Vec<T> {
     let (o, ckk, l) = (d.o, d.ckk(), d.l());
     let mut out = vec![T::zero(); d.n * o * l];
     let t = per_task(d.n);
@@ -238,17 +238,48 @@ fn conv_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], d: &ConvDims, relu: bool) -
 /// Gradients of the convolution: `(dx, dw, db)` from the output gradient `g` (`dx` left zero
 /// unless `need_dx`: a network's input rarely needs one).
 fn conv_bwd<T: WithDType>(x: &[T], w: &[T], g: &[T], d: &ConvDims, need_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+    let dx = need_dx.then(|| conv_dx(w, g, d));
+    let (dw, db) = conv_dw(x, g, d);
+    (dx, dw, db)
+}
+
+/// The convolution's input gradient `dx_i = col2im(Wᵀ g_i)` for every image `i` (the adjoint of the
+/// convolution applied to `g`).
+pub(crate) fn conv_dx<T: WithDType>(w: &[T], g: &[T], d: &ConvDims) -> Vec<T> {
     let (o, ckk, l) = (d.o, d.ckk(), d.l());
     let mut dx = vec![T::zero(); d.n * d.img()];
     let t = per_task(d.n);
-    let partial: Vec<(Vec<T>, Vec<T>)> = dx
-        .par_chunks_mut(t * d.img())
-        .zip(x.par_chunks(t * d.img()))
+    dx.par_chunks_mut(t * d.img()).zip(g.par_chunks(t * o * l)).for_each(|(dx, g)| {
+        let mut dcols = vec![T::zero(); ckk * l];
+        for (dimg, gi) in dx.chunks_mut(d.img()).zip(g.chunks(o * l)) {
+            gemm_into(
+                (ckk, l, o),
+                &mut dcols,
+                View::rows(0, l),
+                w,
+                View::transposed(0, ckk),
+                gi,
+                View::rows(0, l),
+                false,
+            );
+            col2im_add(&dcols, dimg, 1, d.c, d.h, d.w, d.kh, d.kw);
+        }
+    });
+    dx
+}
+
+/// The convolution's weight and bias gradients `Σ_i g_i colsᵢᵀ` and `Σ_i Σ_pos g_i`, accumulated per
+/// thread.
+pub(crate) fn conv_dw<T: WithDType>(x: &[T], g: &[T], d: &ConvDims) -> (Vec<T>, Vec<T>) {
+    let (o, ckk, l) = (d.o, d.ckk(), d.l());
+    let t = per_task(d.n);
+    let partial: Vec<(Vec<T>, Vec<T>)> = x
+        .par_chunks(t * d.img())
         .zip(g.par_chunks(t * o * l))
-        .map(|((dx, src), g)| {
-            let (mut cols, mut dcols) = (vec![T::zero(); ckk * l], vec![T::zero(); ckk * l]);
+        .map(|(src, g)| {
+            let mut cols = vec![T::zero(); ckk * l];
             let (mut dw, mut db) = (vec![T::zero(); o * ckk], vec![T::zero(); o]);
-            for ((img, dimg), gi) in src.chunks(d.img()).zip(dx.chunks_mut(d.img())).zip(g.chunks(o * l)) {
+            for (img, gi) in src.chunks(d.img()).zip(g.chunks(o * l)) {
                 // dW += g_i colsᵢᵀ: (o × L)(L × ckk).
                 im2col_into(img, &mut cols, 1, d.c, d.h, d.w, d.kh, d.kw);
                 gemm_into(
@@ -261,20 +292,6 @@ fn conv_bwd<T: WithDType>(x: &[T], w: &[T], g: &[T], d: &ConvDims, need_dx: bool
                     View::transposed(0, l),
                     true,
                 );
-                if need_dx {
-                    // dx_i = col2im(Wᵀ g_i).
-                    gemm_into(
-                        (ckk, l, o),
-                        &mut dcols,
-                        View::rows(0, l),
-                        w,
-                        View::transposed(0, ckk),
-                        gi,
-                        View::rows(0, l),
-                        false,
-                    );
-                    col2im_add(&dcols, dimg, 1, d.c, d.h, d.w, d.kh, d.kw);
-                }
                 for (oc, acc) in db.iter_mut().enumerate() {
                     *acc += gi[oc * l..(oc + 1) * l].iter().fold(T::zero(), |s, v| s + *v);
                 }
@@ -287,7 +304,7 @@ fn conv_bwd<T: WithDType>(x: &[T], w: &[T], g: &[T], d: &ConvDims, need_dx: bool
         dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
-    (need_dx.then_some(dx), dw, db)
+    (dw, db)
 }
 
 impl CustomOp3 for Conv {
@@ -336,7 +353,7 @@ impl CustomOp3 for Conv {
 pub struct MaxPool;
 
 /// The row-major position (0..4) of the first maximum of window `(r, q)` of a `w`-wide plane.
-fn first_max<T: WithDType>(plane: &[T], w: usize, r: usize, q: usize) -> usize {
+pub(crate) fn first_max<T: WithDType>(plane: &[T], w: usize, r: usize, q: usize) -> usize {
     let at = |k: usize| plane[(2 * r + k / 2) * w + 2 * q + k % 2];
     let (mut best, mut bi) = (at(0), 0);
     for k in 1..4 {

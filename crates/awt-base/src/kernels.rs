@@ -22,6 +22,32 @@ pub fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> can
     }
 }
 
+/// `Σ_t a[t] b[t]` over the shorter of the two, with eight partial sums (so the compiler vectorises
+/// it; the summation order differs from a plain loop's).
+pub fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [T::zero(); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let mut s = ca.remainder().iter().zip(cb.remainder()).fold(T::zero(), |s, (x, y)| s + *x * *y);
+    for (x, y) in ca.zip(cb) {
+        for t in 0..8 {
+            acc[t] += x[t] * y[t];
+        }
+    }
+    for v in acc {
+        s += v;
+    }
+    s
+}
+
+/// `out += f · a`, elementwise over the shorter of the two.
+pub fn axpy<T: WithDType>(out: &mut [T], f: T, a: &[T]) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o += f * x;
+    }
+}
+
 /// A matrix view into a slice: element `(r, c)` at `offset + r·rs + c·cs`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct View {

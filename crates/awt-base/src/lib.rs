@@ -5,7 +5,8 @@
 //!   depending on the networks crate, with each stage's forward map and vector–Jacobian product
 //!   ([`Stage::backward`]), [`forward_stages`], [`forward_keep`] and [`backward_stages`], and the
 //!   pools [`max_pool2`] (first-maximum gradient) and [`avg_pool2`];
-//! - [`conv`]: im2col/col2im custom ops, the convolution and its adjoint;
+//! - [`conv`]: im2col/col2im custom ops, the convolution and its adjoint; [`signal`]: the backward
+//!   signal maps (ReLU, max-pool, convolution — sparse under a sparse mask) as single CPU ops;
 //! - [`kernels`]: the bounds-checked gemm call every hand-written CPU path shares (the project's one
 //!   `unsafe` block around a kernel);
 //! - [`Classifier`] / [`Autograd`]: the narrow interface attacks and training use (logits and the
@@ -26,6 +27,7 @@ pub mod conv;
 pub mod fused;
 pub mod kernels;
 mod rng;
+pub mod signal;
 mod st;
 mod stage;
 mod step;

@@ -7,6 +7,7 @@ use candle_core::{D, Result, Tensor};
 
 use crate::conv::{conv_signal, conv2d};
 use crate::fused;
+use crate::signal::{self, PoolRoute, ReluRoute};
 
 /// The parameters of a weighted stage. Tensors are the live parameters (cloning a candle tensor is
 /// cheap and keeps the autograd identity), so a computation built from them back-propagates into the
@@ -128,6 +129,10 @@ impl Stage {
         let r = d.dim(0)? / n.max(1);
         match self {
             Stage::Linear(p) => d.matmul(&p.effective_weight()?),
+            // On the CPU the signal maps are single ops (`signal`); elsewhere candle ops.
+            Stage::Conv2d(p) if fused::applies(d) => signal::conv_signal(d, p),
+            Stage::Relu if fused::applies(d) => d.contiguous()?.apply_op2(&input.detach().contiguous()?, ReluRoute),
+            Stage::MaxPool2 if fused::applies(d) => d.contiguous()?.apply_op2(&input.detach().contiguous()?, PoolRoute),
             Stage::Conv2d(p) => conv_signal(d, &p.effective_weight()?),
             Stage::Relu => d.mul(&repeat_rows(&input.detach().gt(0.0)?.to_dtype(d.dtype())?, r)?),
             Stage::Flatten => {

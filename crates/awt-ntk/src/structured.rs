@@ -11,27 +11,31 @@
 //! - linear, masked `M`: `Θ[(i,c),(j,c')] = Σ_p D₁[i,c,p] D₂[j,c',p] (G[i,j,p] + 1)`,
 //!   `G[i,j,p] = Σ_q M_pq a₁[i,q] a₂[j,q]` (only kept weights contribute);
 //! - convolution: per-example weight gradients `g[(i,c)] = D[i,c] · patches(a_i)ᵀ` (patches by
-//!   a differentiable im2col custom op), masked by `M`, contracted pairwise: `(g₁ ⊙ M) g₂ᵀ`, plus the
-//!   bias term `(Σ_pos D₁)(Σ_pos D₂)ᵀ`. (The patch-Gram alternative is not implemented: for the
-//!   zoo's layers the per-example form is as cheap or cheaper, and it is the only one that admits
-//!   a mask.)
+//!   a differentiable im2col custom op), contracted pairwise: `g₁ g₂ᵀ`, plus the bias term
+//!   `(Σ_pos D₁)(Σ_pos D₂)ᵀ`. Under a sparse mask `g` is formed at the kept weights only
+//!   ([`KeptConvGrad`], work ∝ density), so the contraction runs over the kept weights; a dense
+//!   mask multiplies `g₁` by `M`. (The patch-Gram alternative is not implemented: for the zoo's
+//!   layers the per-example form is as cheap or cheaper, and it is the only one that admits a mask.)
 //!
 //! Every op is differentiable and the masks are constants, so `backward()` on any scalar of the
 //! result gives its exact gradient with respect to the weights (almost everywhere: ReLU and max-pool
 //! selections are piecewise constant).
 
 use awt_base::Stage;
+use awt_base::signal::density;
 use candle_core::{D, Tensor};
 
 use crate::Kind;
 use crate::error::NtkError;
 use awt_base::conv::im2col;
 
-use crate::ops::{AddBlockDiag, MaskedGram, MaskedPair, ScaleBlocksAdd};
+use crate::ops::{AddBlockDiag, KeptConvGrad, MaskedGram, MaskedPair, ScaleBlocksAdd};
 
-/// Up to this mask density a masked linear layer's input Gram is gathered per output unit
-/// ([`MaskedGram`], work ∝ density); above it the dense `(n1·n2 × q)(q × p)` product is cheaper.
-const SPARSE_GRAM_DENSITY: f64 = 0.25;
+/// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
+/// is gathered per output unit ([`MaskedGram`], work ∝ density) and a masked convolution's
+/// per-example gradients are formed at the kept weights only ([`KeptConvGrad`]); above it the dense
+/// products are cheaper.
+const SPARSE_GRAM_DENSITY: f64 = awt_base::signal::SPARSE_DENSITY;
 
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
@@ -72,12 +76,25 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                 let (o, c, kh, kw) = p.weight.dims4()?;
                 let (_, _, oh, ow) = d.dims4()?;
                 let l = oh * ow;
-                let patches = im2col(inp, kh, kw)?; // (n, c·kh·kw, L)
-                let dr = d.reshape((n, k * o, l))?;
-                let g = dr.matmul(&patches.transpose(1, 2)?)?.reshape((n * k, o * c * kh * kw))?;
+                let q = c * kh * kw;
+                let patches = im2col(inp, kh, kw)?; // (n, q, L)
                 let db = d.reshape((n * k, o, l))?.sum(2)?;
-                let mask = p.mask.as_ref().map(|m| m.reshape((1, o * c * kh * kw))).transpose()?;
-                out.push(LayerSide::Conv { g, db, mask });
+                let mask = effective_mask(&p.mask)?.map(|m| m.reshape((o, q))).transpose()?;
+                match mask {
+                    // Sparse: the per-example gradients at the kept weights only (work ∝ density).
+                    Some(m) if density(&m)? <= SPARSE_GRAM_DENSITY => {
+                        let op = KeptConvGrad::new(&m)?;
+                        let kept = op.kept();
+                        let g = d.reshape((n, k, o, l))?.contiguous()?.apply_op2(&patches.contiguous()?, op)?;
+                        out.push(LayerSide::Conv { g: g.reshape((n * k, kept))?, db, mask: None });
+                    }
+                    mask => {
+                        let dr = d.reshape((n, k * o, l))?;
+                        let g = dr.matmul(&patches.transpose(1, 2)?)?.reshape((n * k, o * q))?;
+                        let mask = mask.map(|m| m.reshape((1, o * q))).transpose()?;
+                        out.push(LayerSide::Conv { g, db, mask });
+                    }
+                }
             }
             _ => {}
         }
@@ -105,8 +122,7 @@ fn effective_mask(mask: &Option<Tensor>) -> candle_core::Result<Option<Tensor>> 
 fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
     let (n1, n2) = (a1.dim(0)?, a2.dim(0)?);
     let (out, inp) = m.dims2()?;
-    let density = m.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? / m.elem_count().max(1) as f64;
-    let g = if density <= SPARSE_GRAM_DENSITY {
+    let g = if density(m)? <= SPARSE_GRAM_DENSITY {
         a1.contiguous()?.apply_op2(&a2.contiguous()?, MaskedGram::new(m)?)?
     } else {
         let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;

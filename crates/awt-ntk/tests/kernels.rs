@@ -47,7 +47,8 @@ fn check_agreement(arch: Arch, dtype: DType, tol: f64, n1: usize, n2: usize) {
 }
 
 fn check_agreement_with(arch: Arch, norm: Option<InputNorm>, dtype: DType, tol: f64, n1: usize, n2: usize) {
-    // Dense; a mask denser than 0.25 (masked Gram as one dense product); a sparse one (gathered Gram).
+    // Dense; a mask denser than 0.25 (masked Gram as one dense product); a sparse one (gathered Gram;
+    // convolution gradients at the kept weights only).
     for keep in [None, Some(0.4), Some(0.1)] {
         let mut net = Net::init(&arch, Init::KaimingUniform, 3, dtype, &Device::Cpu).unwrap();
         net.set_input_norm(norm.clone()).unwrap();
@@ -209,4 +210,6 @@ fn kernel_loss_gradient_matches_finite_differences_in_f64() {
     // Below the sparse-Gram threshold, with some output units left without any input.
     check_kernel_loss_gradient(Arch::Mlp(vec![12, 9, 7, 4]), 3, 6, 0.15);
     check_kernel_loss_gradient(Arch::Lenet5Caffe, 2, 3, 0.5);
+    // The convolutions' kernels from the per-example gradients at the kept weights only.
+    check_kernel_loss_gradient(Arch::Lenet5Caffe, 2, 3, 0.15);
 }

@@ -1,0 +1,428 @@
+//! The backward-signal maps of [`Stage::backward`](crate::Stage::backward) as single CPU custom ops:
+//! the structured NTK pushes `r` signals per example (one per class) back through every stage and
+//! differentiates through them, so each map and its adjoint run over `r` times the batch.
+//!
+//! - [`ReluRoute`]: `d ⊙ [x > 0]`, the mask read per example (not repeated `r` times);
+//! - [`PoolRoute`]: a 2×2 max-pool's signal, each window's value to its first maximum (a scatter;
+//!   its adjoint a gather);
+//! - [`ConvSignal`]: a convolution's adjoint `col2im(Wᵀ D)`: one gemm per signal into a reused
+//!   buffer, or, under a sparse mask, a loop over the kept weights only (work ∝ density).
+//!
+//! Built from candle ops the same maps cost several full-size temporaries each (repeated masks,
+//! one-hots, permutes, pads) in both directions. Each equals its candle formulation, gradients
+//! included, and passes central finite differences (tests below).
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+use crate::Weighted;
+use crate::conv::cpu_slice;
+use crate::fused::{ConvDims, conv_dw, conv_dx, conv_fwd, first_max, per_task};
+use crate::kernels::{axpy, dot};
+
+/// Up to this mask density a convolution's signal loops over the kept weights ([`ConvSignal`]);
+/// above it one dense product per signal is cheaper. The NTK's sparse paths use the same threshold.
+pub const SPARSE_DENSITY: f64 = 0.25;
+
+/// Runs `$body` on two f32 or two f64 storages bound as slices, wrapping its `Vec` result.
+macro_rules! dispatch2 {
+    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), |$a:ident, $b:ident| $body:expr) => {{
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b) = (cpu_slice::<f32>($s1, $l1)?, cpu_slice::<f32>($s2, $l2)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b) = (cpu_slice::<f64>($s1, $l1)?, cpu_slice::<f64>($s2, $l2)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 or f64, both the same", $name),
+        }
+    }};
+}
+
+/// Applies a CPU op without recording it (the backward passes here are linear maps of `grad`).
+fn apply<C: CustomOp2>(a: &Tensor, b: &Tensor, op: C) -> Result<Tensor> {
+    a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)
+}
+
+/// Signals per example: `nn = n·r`.
+fn repeats(nn: usize, n: usize, what: &str) -> Result<usize> {
+    if n == 0 || !nn.is_multiple_of(n) {
+        candle_core::bail!("{what}: {nn} signals are not a whole number per example of {n}");
+    }
+    Ok(nn / n)
+}
+
+/// `d ⊙ [x > 0]` for signals `d: (n·r, …)` and the ReLU's inputs `x: (n, …)` (signal `i·r + s` reads
+/// example `i`'s mask). Differentiable in `d`; `x` is a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct ReluRoute;
+
+fn relu_route<T: WithDType>(d: &[T], x: &[T], n: usize) -> Vec<T> {
+    let m = x.len() / n.max(1);
+    let r = d.len() / x.len().max(1);
+    let mut out = d.to_vec();
+    if m == 0 {
+        return out;
+    }
+    out.par_chunks_mut(m).enumerate().for_each(|(row, o)| {
+        for (v, &xv) in o.iter_mut().zip(&x[row / r * m..][..m]) {
+            if xv <= T::zero() {
+                *v = T::zero();
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for ReluRoute {
+    fn name(&self) -> &'static str {
+        "awt-relu-route"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nn, n) = (l1.shape().dims()[0], l2.shape().dims()[0]);
+        repeats(nn, n, "relu-route")?;
+        if l1.shape().dims()[1..] != l2.shape().dims()[1..] {
+            candle_core::bail!("relu-route: signals {:?} do not fit inputs {:?}", l1.shape(), l2.shape());
+        }
+        let st = dispatch2!("relu-route", (s1, l1), (s2, l2), |d, x| relu_route(d, x, n));
+        Ok((st, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(apply(grad, x, ReluRoute)?), None))
+    }
+}
+
+/// A 2×2 max-pool's backward signal: `d: (n·r, c, h/2, w/2)` to `(n·r, c, h, w)`, each window's value
+/// at the first maximum (row-major) of the pool's input `x: (n, c, h, w)`, zero elsewhere (odd edges
+/// included). Differentiable in `d` (its adjoint gathers); `x` is a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolRoute;
+
+/// Scatter (`gather = false`: `d` pooled-size → `out` full-size) or gather (`true`: full-size `d` →
+/// pooled-size `out`) through each window's first maximum.
+fn pool_route<T: WithDType>(d: &[T], x: &[T], n: usize, c: usize, h: usize, w: usize, gather: bool) -> Vec<T> {
+    let (h2, w2) = (h / 2, w / 2);
+    let planes = x.len() / (h * w).max(1);
+    let r = if gather { d.len() / x.len().max(1) } else { d.len() / (planes * h2 * w2).max(1) };
+    let (small, big) = (h2 * w2, h * w);
+    let out_plane = if gather { small } else { big };
+    let mut out = vec![T::zero(); n * r * c * out_plane];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(c * out_plane).enumerate().for_each(|(sig, o)| {
+        let ex = sig / r;
+        for ci in 0..c {
+            let plane = &x[(ex * c + ci) * big..][..big];
+            let src = &d[(sig * c + ci) * if gather { big } else { small }..];
+            let dst = &mut o[ci * out_plane..][..out_plane];
+            for rr in 0..h2 {
+                for q in 0..w2 {
+                    let k = first_max(plane, w, rr, q);
+                    let at = (2 * rr + k / 2) * w + 2 * q + k % 2;
+                    if gather {
+                        dst[rr * w2 + q] = src[at];
+                    } else {
+                        dst[at] = src[rr * w2 + q];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp2 for PoolRoute {
+    fn name(&self) -> &'static str {
+        "awt-pool-route"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (nn, dc, h2, w2) = l1.shape().dims4()?;
+        let (n, c, h, w) = l2.shape().dims4()?;
+        let r = repeats(nn, n, "pool-route")?;
+        if (dc, h2, w2) != (c, h / 2, w / 2) {
+            candle_core::bail!("pool-route: signals {:?} do not fit pool inputs {:?}", l1.shape(), l2.shape());
+        }
+        let st = dispatch2!("pool-route", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, false));
+        Ok((st, Shape::from((n * r, c, h, w))))
+    }
+
+    fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(apply(grad, x, PoolGather)?), None))
+    }
+}
+
+/// The adjoint of [`PoolRoute`]: `(n·r, c, h, w) → (n·r, c, h/2, w/2)`, each window's first-maximum
+/// entry.
+#[derive(Clone, Copy, Debug)]
+struct PoolGather;
+
+impl CustomOp2 for PoolGather {
+    fn name(&self) -> &'static str {
+        "awt-pool-gather"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let nn = l1.shape().dims4()?.0;
+        let (n, c, h, w) = l2.shape().dims4()?;
+        let r = repeats(nn, n, "pool-gather")?;
+        let st = dispatch2!("pool-gather", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, true));
+        Ok((st, Shape::from((n * r, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(apply(grad, x, PoolRoute)?), None))
+    }
+}
+
+/// A stride-1 unpadded convolution's backward signal `col2im(Wᵀ D)`: `d: (N, o, oh, ow)`,
+/// `w: (o, c, kh, kw)` → `(N, c, oh+kh−1, ow+kw−1)`. With a support (the kept weights of a sparse
+/// mask, flat indices into `w`) only those weights are read — the op is then the signal of `w`
+/// restricted to its support, and its weight gradient is zero off it. Differentiable in `d` and `w`.
+#[derive(Clone, Debug)]
+pub struct ConvSignal {
+    support: Option<Arc<Vec<usize>>>,
+}
+
+impl ConvSignal {
+    /// The dense signal.
+    pub fn dense() -> ConvSignal {
+        ConvSignal { support: None }
+    }
+
+    /// The signal of the weights where `mask` is non-zero.
+    pub fn sparse(mask: &Tensor) -> Result<ConvSignal> {
+        let m = mask.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        Ok(ConvSignal {
+            support: Some(Arc::new(m.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect())),
+        })
+    }
+
+    fn dims(d: &Shape, w: &Shape) -> Result<ConvDims> {
+        let (nn, o, oh, ow) = d.dims4()?;
+        let (wo, c, kh, kw) = w.dims4()?;
+        if wo != o || kh == 0 || kw == 0 {
+            candle_core::bail!("conv-signal: signals {d:?} do not fit weights {w:?}");
+        }
+        Ok(ConvDims { n: nn, c, h: oh + kh - 1, w: ow + kw - 1, o, kh, kw })
+    }
+}
+
+/// Coordinates `(o, c, dy, dx)` of flat weight index `e`.
+fn coords(e: usize, dm: &ConvDims) -> (usize, usize, usize, usize) {
+    let kk = dm.kh * dm.kw;
+    let (o, rem) = (e / (dm.c * kk), e % (dm.c * kk));
+    (o, rem / kk, rem % kk / dm.kw, rem % dm.kw)
+}
+
+/// The sparse signal: `out[N, c, y+dy, x+dx] += w[e] d[N, o, y, x]` over the kept `e = (o, c, dy, dx)`.
+fn sparse_fwd<T: WithDType>(d: &[T], w: &[T], support: &[usize], dm: &ConvDims) -> Vec<T> {
+    let (oh, ow) = (dm.h - dm.kh + 1, dm.w - dm.kw + 1);
+    let (img, sig) = (dm.c * dm.h * dm.w, dm.o * oh * ow);
+    let mut out = vec![T::zero(); dm.n * img];
+    out.par_chunks_mut(img.max(1)).zip(d.par_chunks(sig.max(1))).for_each(|(out, dn)| {
+        for &e in support {
+            let (o, c, dy, dx) = coords(e, dm);
+            for y in 0..oh {
+                let dst = &mut out[(c * dm.h + y + dy) * dm.w + dx..][..ow];
+                axpy(dst, w[e], &dn[(o * oh + y) * ow..][..ow]);
+            }
+        }
+    });
+    out
+}
+
+/// Gradients of `⟨grad, sparse signal⟩` with respect to `d` and `w` (zero off the support).
+fn sparse_bwd<T: WithDType>(d: &[T], w: &[T], g: &[T], support: &[usize], dm: &ConvDims) -> (Vec<T>, Vec<T>) {
+    let (oh, ow) = (dm.h - dm.kh + 1, dm.w - dm.kw + 1);
+    let (img, sig) = (dm.c * dm.h * dm.w, dm.o * oh * ow);
+    let mut gd = vec![T::zero(); dm.n * sig];
+    let t = per_task(dm.n);
+    let partial: Vec<Vec<T>> = gd
+        .par_chunks_mut((t * sig).max(1))
+        .zip(d.par_chunks((t * sig).max(1)))
+        .zip(g.par_chunks((t * img).max(1)))
+        .map(|((gd, d), g)| {
+            let mut gw = vec![T::zero(); support.len()];
+            for ((gdn, dn), gn) in gd.chunks_mut(sig.max(1)).zip(d.chunks(sig.max(1))).zip(g.chunks(img.max(1))) {
+                for (s, &e) in support.iter().enumerate() {
+                    let (o, c, dy, dx) = coords(e, dm);
+                    for y in 0..oh {
+                        let gr = &gn[(c * dm.h + y + dy) * dm.w + dx..][..ow];
+                        let at = (o * oh + y) * ow;
+                        axpy(&mut gdn[at..at + ow], w[e], gr);
+                        gw[s] += dot(&dn[at..at + ow], gr);
+                    }
+                }
+            }
+            gw
+        })
+        .collect();
+    let mut gw = vec![T::zero(); w.len()];
+    for p in partial {
+        for (&e, v) in support.iter().zip(p) {
+            gw[e] += v;
+        }
+    }
+    (gd, gw)
+}
+
+impl CustomOp2 for ConvSignal {
+    fn name(&self) -> &'static str {
+        "awt-conv-signal"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dm = ConvSignal::dims(l1.shape(), l2.shape())?;
+        let st = match &self.support {
+            None => dispatch2!("conv-signal", (s1, l1), (s2, l2), |d, w| conv_dx(w, d, &dm)),
+            Some(sup) => dispatch2!("conv-signal", (s1, l1), (s2, l2), |d, w| sparse_fwd(d, w, sup, &dm)),
+        };
+        Ok((st, Shape::from((dm.n, dm.c, dm.h, dm.w))))
+    }
+
+    fn bwd(&self, d: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dm = ConvSignal::dims(d.shape(), w.shape())?;
+        fn run<T: WithDType>(
+            op: &ConvSignal,
+            d: &Tensor,
+            w: &Tensor,
+            grad: &Tensor,
+            dm: &ConvDims,
+        ) -> Result<(Tensor, Tensor)> {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
+            let (ds, ws, gs) = (flat(d)?, flat(w)?, flat(grad)?);
+            let (gd, gw) = match &op.support {
+                // The signal is the convolution's input gradient, so its adjoint in `d` is the
+                // convolution of `grad`, and its weight gradient that of a convolution of `grad`
+                // whose output gradient is `d`.
+                None => (conv_fwd(&gs, &ws, &vec![T::zero(); dm.o], dm, false), conv_dw(&gs, &ds, dm).0),
+                Some(sup) => sparse_bwd(&ds, &ws, &gs, sup, dm),
+            };
+            Ok((Tensor::from_vec(gd, d.shape(), d.device())?, Tensor::from_vec(gw, w.shape(), w.device())?))
+        }
+        let (a, b) = match d.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, d, w, grad, &dm)?,
+            candle_core::DType::F64 => run::<f64>(self, d, w, grad, &dm)?,
+            dt => candle_core::bail!("conv-signal: only f32 or f64, got {dt:?}"),
+        };
+        Ok((Some(a), Some(b)))
+    }
+}
+
+/// Kept weights over all weights of a mask.
+pub fn density(mask: &Tensor) -> Result<f64> {
+    Ok(mask.ne(0.0)?.to_dtype(candle_core::DType::F64)?.sum_all()?.to_scalar::<f64>()?
+        / mask.elem_count().max(1) as f64)
+}
+
+/// The backward signal of a convolution stage on the CPU: sparse under a mask of density at most
+/// [`SPARSE_DENSITY`], dense otherwise (differentiable in `d` and the stage's weight).
+pub fn conv_signal(d: &Tensor, p: &Weighted) -> Result<Tensor> {
+    let op = match &p.mask {
+        Some(m) if density(m)? <= SPARSE_DENSITY => ConvSignal::sparse(m)?,
+        _ => ConvSignal::dense(),
+    };
+    d.contiguous()?.apply_op2(&p.effective_weight()?.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv;
+    use crate::testing::{check_fd, max_diff, rand, same_gradients};
+    use candle_core::{Device, Var};
+
+    /// Repeats each example's row `r` times (the candle formulation's layout).
+    fn repeat(m: &Tensor, r: usize) -> Tensor {
+        let mut shape = m.dims().to_vec();
+        let mut b = vec![shape[0], r];
+        b.extend_from_slice(&shape[1..]);
+        shape[0] *= r;
+        m.unsqueeze(1).unwrap().broadcast_as(b.as_slice()).unwrap().reshape(shape.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn relu_route_equals_the_repeated_mask_with_gradients() {
+        let (n, r) = (2, 3);
+        let x = rand(&[n, 2, 3, 2], 1);
+        let d = Var::from_tensor(&rand(&[n * r, 2, 3, 2], 2)).unwrap();
+        let fast = d.as_tensor().apply_op2(&x, ReluRoute).unwrap();
+        let slow = d.as_tensor().mul(&repeat(&x.gt(0.0).unwrap().to_dtype(x.dtype()).unwrap(), r)).unwrap();
+        assert_eq!(max_diff(&fast, &slow), 0.0);
+        let w = rand(fast.dims(), 3);
+        same_gradients(&fast, &slow, &w, &[&d], 1e-15);
+        assert!(d.as_tensor().apply_op2(&rand(&[n, 2, 3, 3], 4), ReluRoute).is_err());
+    }
+
+    #[test]
+    fn pool_route_is_the_max_pool_input_gradient_with_ties_and_odd_edges() {
+        // Odd sizes (the last row and column are dropped) and a blank example (ties).
+        let (n, r, c, h, w) = (2, 3, 2, 5, 7);
+        let mut v = rand(&[n, c, h, w], 5).flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        v[c * h * w..].iter_mut().for_each(|p| *p = 0.5);
+        let x = Var::from_tensor(&Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()).unwrap();
+        let d = Var::from_tensor(&rand(&[n * r, c, h / 2, w / 2], 6)).unwrap();
+        let fast = d.as_tensor().apply_op2(x.as_tensor(), PoolRoute).unwrap();
+        // Signal s of example i is the input gradient of ⟨max_pool2(x_i), d_s⟩.
+        for s in 0..n * r {
+            let xi = x.as_tensor().narrow(0, s / r, 1).unwrap();
+            let xv = Var::from_tensor(&xi).unwrap();
+            let pooled = crate::max_pool2(xv.as_tensor()).unwrap();
+            let gr =
+                pooled.mul(&d.as_tensor().narrow(0, s, 1).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+            assert_eq!(max_diff(gr.get(xv.as_tensor()).unwrap(), &fast.narrow(0, s, 1).unwrap()), 0.0);
+        }
+        // Its adjoint (a gather) is its gradient, and finite differences agree.
+        let g = rand(fast.dims(), 7);
+        let grads = d
+            .as_tensor()
+            .apply_op2(x.as_tensor(), PoolRoute)
+            .unwrap()
+            .mul(&g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gd = grads.get(d.as_tensor()).unwrap().clone();
+        check_fd(&[d.as_tensor().clone()], &[gd], 9, &g, &|xs| xs[0].apply_op2(x.as_tensor(), PoolRoute).unwrap());
+        assert!(d.as_tensor().apply_op2(&rand(&[n, c, h + 2, w], 8), PoolRoute).is_err());
+    }
+
+    #[test]
+    fn conv_signal_dense_and_sparse_equal_col2im_of_the_masked_weights_with_gradients() {
+        let (nn, o, c, oh, ow, kh, kw) = (3, 4, 3, 5, 6, 3, 2);
+        let d = Var::from_tensor(&rand(&[nn, o, oh, ow], 10)).unwrap();
+        let w = Var::from_tensor(&rand(&[o, c, kh, kw], 11)).unwrap();
+        let mut rng = crate::Rng::new(12);
+        let m: Vec<f64> = (0..o * c * kh * kw).map(|_| f64::from(u8::from(rng.uniform() < 0.2))).collect();
+        let m = Tensor::from_vec(m, (o, c, kh, kw), &Device::Cpu).unwrap();
+        let g = rand(&[nn, c, oh + kh - 1, ow + kw - 1], 13);
+        for (op, weight) in [
+            (ConvSignal::dense(), w.as_tensor().clone()),
+            (ConvSignal::sparse(&m).unwrap(), w.as_tensor().mul(&m).unwrap()),
+        ] {
+            let fast = d.as_tensor().apply_op2(&weight, op.clone()).unwrap();
+            let slow = conv::conv_signal(d.as_tensor(), &weight).unwrap();
+            assert!(max_diff(&fast, &slow) < 1e-12);
+            let grads = same_gradients(&fast, &slow, &g, &[&d, &w], 1e-11);
+            // Finite differences of the op itself in (d, weight).
+            let inputs = [d.as_tensor().clone(), w.as_tensor().clone()];
+            let masked = op.support.is_some();
+            let of = |xs: &[Tensor]| {
+                let wt = if masked { xs[1].mul(&m).unwrap() } else { xs[1].clone() };
+                xs[0].apply_op2(&wt, op.clone()).unwrap()
+            };
+            check_fd(&inputs, &grads, 17, &g, &of);
+        }
+        assert!(d.as_tensor().apply_op2(&rand(&[o + 1, c, kh, kw], 14), ConvSignal::dense()).is_err());
+    }
+}
