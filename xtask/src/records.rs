@@ -263,12 +263,13 @@ impl Manifest {
         }
         if let Some(eps) =
             setting_table(&self.config, "train").and_then(|t| t.get("eps").and_then(toml::Value::as_float))
-            && (eps - self.attack.eps).abs() > 1e-12 {
-                return Err(bad(
-                    "attack.eps",
-                    format!("is {} but the configuration's [train] eps is {eps}", self.attack.eps),
-                ));
-            }
+            && (eps - self.attack.eps).abs() > 1e-12
+        {
+            return Err(bad(
+                "attack.eps",
+                format!("is {} but the configuration's [train] eps is {eps}", self.attack.eps),
+            ));
+        }
         Ok(())
     }
 }

@@ -89,12 +89,13 @@ pub(crate) fn config_hash(canonical: &str) -> String {
 pub(crate) fn check_memory(setting: &str, bytes: f64) -> anyhow::Result<()> {
     let gb = |b: f64| b / 1e9;
     if let Some(avail) = awt_base::available_memory()
-        && bytes > avail as f64 {
-            anyhow::bail!(
-                "{setting}: needs about {:.1} GB of memory, {:.1} GB are available; lower it",
-                gb(bytes),
-                gb(avail as f64)
-            );
-        }
+        && bytes > avail as f64
+    {
+        anyhow::bail!(
+            "{setting}: needs about {:.1} GB of memory, {:.1} GB are available; lower it",
+            gb(bytes),
+            gb(avail as f64)
+        );
+    }
     Ok(())
 }

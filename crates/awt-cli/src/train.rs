@@ -180,14 +180,16 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     }
     // A folder that holds a run's file names but no run configuration is somebody else's: a fresh
     // run would replace their files.
-    if !a.resume && !a.out.join(awt_train::CONFIG).exists()
-        && let Some(f) = RUN_FILES.iter().find(|f| a.out.join(f).exists()) {
-            bail!(
-                "--out {} holds {f} but is not a training run (no {}): its files would be replaced; choose another --out",
-                a.out.display(),
-                awt_train::CONFIG
-            );
-        }
+    if !a.resume
+        && !a.out.join(awt_train::CONFIG).exists()
+        && let Some(f) = RUN_FILES.iter().find(|f| a.out.join(f).exists())
+    {
+        bail!(
+            "--out {} holds {f} but is not a training run (no {}): its files would be replaced; choose another --out",
+            a.out.display(),
+            awt_train::CONFIG
+        );
+    }
     let net = starting_net(a)?;
     let arch = net.arch().clone();
     let ds = a.data.load_for(&net)?;
