@@ -1,16 +1,19 @@
-"""Peer: neural-tangents' empirical NTK of LeNet-300-100 (CPU), two batches of 64, as
-`ntk/lenet-300-100/n64x64/{full,traced}` of benches/bench_main.rs computes it:
+"""Peer: neural-tangents' empirical NTK of LeNet-300-100 or LeNet-5 (CPU), two batches of 64, as
+`ntk/<net>/n64x64/{full,traced}` of benches/bench_main.rs computes it:
 
   full   - the (64*10) x (64*10) kernel, trace_axes=()
   traced - the 64 x 64 kernel traced over the logits, trace_axes=(-1,)
 
 Timed for each of neural-tangents' three implementations (Jacobian contraction, NTK-vector
 products, structured derivatives), jit-compiled, compile time excluded; the best is the peer.
-Standard parameterisation (weights used as stored, like PyTorch and awt).
+Standard parameterisation (weights used as stored, like PyTorch and awt). LeNet-5 is the Caffe
+variant with average pooling (`lenet5-caffe-avgpool`: stax has no max-pool layer); an implementation
+whose first call takes seconds is timed over fewer repetitions (at least one, about 20 s in all).
 
 Prints one JSON line per (measure, implementation) and one with the best: median ms.
 
-Usage: nt_bench.py [REPS]   (threads: XLA uses the machine's cores)
+Usage: nt_bench.py [REPS] [NET]   (NET: lenet-300-100, the default, or lenet5-caffe-avgpool; threads:
+XLA uses the machine's cores)
 """
 import json, statistics, sys, time
 
@@ -19,20 +22,34 @@ import neural_tangents as nt
 from neural_tangents import stax
 
 reps = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-init_fn, apply_fn, _ = stax.serial(stax.Dense(300, parameterization="standard"), stax.Relu(),
-                                   stax.Dense(100, parameterization="standard"), stax.Relu(),
-                                   stax.Dense(10, parameterization="standard"))
+net = sys.argv[2] if len(sys.argv) > 2 else "lenet-300-100"
 k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
-_, params = init_fn(k1, (-1, 784))
-x1 = jax.random.uniform(k2, (64, 784))
-x2 = jax.random.uniform(k3, (64, 784))
+if net == "lenet-300-100":
+    init_fn, apply_fn, _ = stax.serial(stax.Dense(300, parameterization="standard"), stax.Relu(),
+                                       stax.Dense(100, parameterization="standard"), stax.Relu(),
+                                       stax.Dense(10, parameterization="standard"))
+    shape = (784,)
+elif net == "lenet5-caffe-avgpool":
+    conv = lambda o: stax.Conv(o, (5, 5), padding="VALID", parameterization="standard")
+    pool = lambda: stax.AvgPool((2, 2), strides=(2, 2), padding="VALID")
+    init_fn, apply_fn, _ = stax.serial(conv(20), stax.Relu(), pool(), conv(50), stax.Relu(), pool(), stax.Flatten(),
+                                       stax.Dense(500, parameterization="standard"), stax.Relu(),
+                                       stax.Dense(10, parameterization="standard"))
+    shape = (28, 28, 1)
+else:
+    sys.exit(f"nt_bench: unknown net {net!r}")
+_, params = init_fn(k1, (-1,) + shape)
+x1 = jax.random.uniform(k2, (64,) + shape)
+x2 = jax.random.uniform(k3, (64,) + shape)
 
 
 def median_ms(fn):
     fn().block_until_ready()
+    t = time.perf_counter()
     fn().block_until_ready()
+    first = time.perf_counter() - t
     ts = []
-    for _ in range(reps):
+    for _ in range(max(1, min(reps, int(20.0 / max(first, 1e-9))))):
         t = time.perf_counter()
         fn().block_until_ready()
         ts.append((time.perf_counter() - t) * 1e3)
@@ -45,8 +62,8 @@ for measure, axes in [("ntk_full", ()), ("ntk_traced", (-1,))]:
     for impl, name in names.items():
         kernel = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=axes, vmap_axes=0, implementation=impl))
         ms = median_ms(lambda: kernel(x1, x2, params))
-        print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": "lenet-300-100",
+        print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": net,
                           "measure": measure, "implementation": name, "ms": ms}), flush=True)
         best = ms if best is None else min(best, ms)
-    print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": "lenet-300-100",
+    print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": net,
                       "measure": measure, "implementation": "best", "ms": best}), flush=True)

@@ -1,4 +1,4 @@
-"""Peer: one epoch of PGD-10 adversarial training of LeNet-300-100 in PyTorch (CPU) on the full
+"""Peer: one epoch of PGD-10 adversarial training of LeNet-300-100 or LeNet-5 (Caffe) in PyTorch (CPU) on the full
 Fashion-MNIST training set, the recipe `cargo xtask bench --peers` times awt on:
 
   eps 0.1, step 0.025, 10 steps, random start, projection onto the eps-ball and [0, 1];
@@ -8,7 +8,7 @@ Reads the four IDX files (gzipped or not) from DATA_DIR (train-images-idx3-ubyte
 Prints one JSON line: seconds for the epoch (data already in memory), images per second and the
 final training loss (a sanity check that it trained).
 
-Usage: torch_at_epoch.py DATA_DIR [THREADS]
+Usage: torch_at_epoch.py DATA_DIR [THREADS] [NET]   (NET: lenet-300-100, the default, or lenet5-caffe)
 """
 import gzip, json, os, struct, sys, time
 
@@ -32,7 +32,14 @@ torch.set_num_threads(threads)
 torch.manual_seed(0)
 x = torch.from_numpy(idx(os.path.join(data, "train-images-idx3-ubyte")).astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
 y = torch.from_numpy(idx(os.path.join(data, "train-labels-idx1-ubyte")).astype(np.int64))
-model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+net = sys.argv[3] if len(sys.argv) > 3 else "lenet-300-100"
+if net == "lenet-300-100":
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+elif net == "lenet5-caffe":
+    model = nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(800, 500), nn.ReLU(), nn.Linear(500, 10))
+else:
+    sys.exit(f"torch_at_epoch: unknown net {net!r}")
 opt = torch.optim.Adam(model.parameters(), lr=1e-3)
 EPS, ALPHA, STEPS, BATCH = 0.1, 0.025, 10, 128
 
@@ -60,5 +67,5 @@ for i in range(0, len(x), BATCH):
     loss_sum += loss.item() * len(idxs)
     seen += len(idxs)
 secs = time.perf_counter() - start
-print(json.dumps({"peer": f"torch {torch.__version__}", "threads": threads, "net": "lenet-300-100", "measure": "at_epoch",
+print(json.dumps({"peer": f"torch {torch.__version__}", "threads": threads, "net": net, "measure": "at_epoch",
                   "s": secs, "images_per_sec": seen / secs, "train_loss": loss_sum / seen}), flush=True)
