@@ -172,6 +172,7 @@ criterion_group! {
 fn main() {
     // SAFETY: first statement of main; no other thread exists yet.
     unsafe { awt_base::pin_candle_threads() };
+    awt_base::keep_freed_memory();
     benches();
     Criterion::default().configure_from_args().final_summary();
 }

@@ -73,6 +73,37 @@ pub unsafe fn pin_candle_threads() -> usize {
     n
 }
 
+/// Tells mimalloc (the binaries' allocator) never to return freed memory to the OS. Kernel and
+/// signal tensors of several MB are allocated and freed at every step; returned to the OS, each
+/// was faulted in and zeroed again on its next allocation (13 % of a LeNet-5 kernel-gradient step
+/// in page faults, docs/performance.md). The process keeps its peak footprint instead. Binaries call
+/// it at the start of `main`.
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+pub fn keep_freed_memory() {
+    // SAFETY: sets a process-wide allocator option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// `mi_option_purge_delay`, index 15 of mimalloc's option enum in its v2 and v3 headers (default
+/// 1000 ms in v3, 10 ms in v2; −1: never purge). The Rust bindings do not name it; a test checks
+/// its default.
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+#[cfg(all(test, feature = "mimalloc"))]
+#[allow(unsafe_code)]
+#[test]
+fn keep_freed_memory_sets_mimallocs_purge_delay() {
+    // SAFETY: reads a process-wide allocator option.
+    let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        assert!([1000, 10].contains(&get()), "option 15 is not mimalloc's purge delay (default 1000 or 10 ms)");
+    }
+    keep_freed_memory();
+    assert_eq!(get(), -1);
+}
+
 /// A name that is none of the values a setting accepts (an architecture, an initialisation, a norm,
 /// an allocation, ...): the `FromStr` error of awt's named choices.
 #[derive(Clone, Debug, PartialEq, Eq)]
