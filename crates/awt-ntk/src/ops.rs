@@ -8,5 +8,5 @@ mod conv;
 mod masked;
 
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
-pub(crate) use conv::KeptConvGrad;
+pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
 pub(crate) use masked::{MaskedGram, MaskedPair};

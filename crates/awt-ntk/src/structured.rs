@@ -29,7 +29,7 @@ use crate::Kind;
 use crate::error::NtkError;
 use awt_base::conv::im2col;
 
-use crate::ops::{AddBlockDiag, KeptConvGrad, MaskedGram, MaskedPair, ScaleBlocksAdd};
+use crate::ops::{AddBlockDiag, KeptConvGrad, MaskedGram, MaskedPair, PerExampleGrad, ScaleBlocksAdd};
 
 /// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
 /// is gathered per output unit ([`MaskedGram`], work ∝ density) and a masked convolution's
@@ -89,8 +89,8 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                         out.push(LayerSide::Conv { g: g.reshape((n * k, kept))?, db, mask: None });
                     }
                     mask => {
-                        let dr = d.reshape((n, k * o, l))?;
-                        let g = dr.matmul(&patches.transpose(1, 2)?)?.reshape((n * k, o * q))?;
+                        let dr = d.reshape((n, k * o, l))?.contiguous()?;
+                        let g = dr.apply_op2(&patches.contiguous()?, PerExampleGrad)?.reshape((n * k, o * q))?;
                         let mask = mask.map(|m| m.reshape((1, o * q))).transpose()?;
                         out.push(LayerSide::Conv { g, db, mask });
                     }

@@ -3,11 +3,12 @@
 //! patch entry `q`), with `g[(i,c),(o,q)] = Σ_l D[i,c,o,l] P[i,q,l]` (backward signals `D`, image
 //! patches `P` at output positions `l`). Under a 0/1 mask only the kept weights contribute, so
 //! forming `g` at those alone costs the mask's density times the dense per-example product, and the
-//! kernel's product shrinks the same way. Hand-written backward, checked against the dense
+//! kernel's product shrinks the same way. The dense per-example gradients ([`PerExampleGrad`]) are
+//! one gemm per example on strided views. Hand-written backward passes, checked against the dense
 //! formulation and by central finite differences in the tests.
 
 use awt_base::conv::cpu_slice;
-use awt_base::kernels::{axpy, dot};
+use awt_base::kernels::{View, axpy, dot, gemm_into};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -154,6 +155,113 @@ impl candle_core::CustomOp2 for KeptConvGrad {
     }
 }
 
+/// Per-example products `G[i] = D[i] P[i]ᵀ` for `D: (n, r, L)` and `P: (n, q, L)`, the result
+/// `(n, r, q)`: a convolution's dense per-example weight gradients (`r` = classes × output channels,
+/// `q` = patch entries, `L` = output positions). One gemm per example on strided views (candle's
+/// batched matmul copies the transposed operand first), the batch split over candle's threads.
+/// Differentiable in both arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct PerExampleGrad;
+
+fn per_example_dims(d: &Shape, p: &Shape) -> Result<(usize, usize, usize, usize)> {
+    let (n, r, l) = d.dims3()?;
+    let (pn, q, pl) = p.dims3()?;
+    if (pn, pl) != (n, l) {
+        candle_core::bail!("per-example-grad: signals {d:?} and patches {p:?} do not fit (n, r, L) (n, q, L)");
+    }
+    Ok((n, r, q, l))
+}
+
+/// Runs `f(i, out_i)` for every example's block of `out` (`chunk` elements each), in parallel.
+fn per_example<T: WithDType>(out: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if chunk > 0 {
+        out.par_chunks_mut(chunk).enumerate().for_each(|(i, o)| f(i, o));
+    }
+}
+
+impl candle_core::CustomOp2 for PerExampleGrad {
+    fn name(&self) -> &'static str {
+        "awt-per-example-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, r, q, l) = per_example_dims(l1.shape(), l2.shape())?;
+        fn run<T: WithDType>(d: &[T], p: &[T], (n, r, q, l): (usize, usize, usize, usize)) -> Vec<T> {
+            let mut out = vec![T::zero(); n * r * q];
+            per_example(&mut out, r * q, |i, o| {
+                gemm_into(
+                    (r, q, l),
+                    o,
+                    View::rows(0, q),
+                    d,
+                    View::rows(i * r * l, l),
+                    p,
+                    View::transposed(i * q * l, l),
+                    false,
+                )
+            });
+            out
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(run(cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, (n, r, q, l)))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(run(cpu_slice::<f64>(s1, l1)?, cpu_slice::<f64>(s2, l2)?, (n, r, q, l)))
+            }
+            _ => candle_core::bail!("per-example-grad: only f32 or f64, both the same"),
+        };
+        Ok((st, Shape::from((n, r, q))))
+    }
+
+    fn bwd(&self, d: &Tensor, p: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dims = per_example_dims(d.shape(), p.shape())?;
+        fn run<T: WithDType>(
+            d: &Tensor,
+            p: &Tensor,
+            grad: &Tensor,
+            (n, r, q, l): (usize, usize, usize, usize),
+        ) -> Result<(Tensor, Tensor)> {
+            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
+            let (ds, ps, gs) = (flat(d)?, flat(p)?, flat(grad)?);
+            // ∂/∂D[i] = G'[i] P[i] (r × q)(q × L);  ∂/∂P[i] = G'[i]ᵀ D[i] (q × r)(r × L)
+            let mut gd = vec![T::zero(); n * r * l];
+            per_example(&mut gd, r * l, |i, o| {
+                gemm_into(
+                    (r, l, q),
+                    o,
+                    View::rows(0, l),
+                    &gs,
+                    View::rows(i * r * q, q),
+                    &ps,
+                    View::rows(i * q * l, l),
+                    false,
+                )
+            });
+            let mut gp = vec![T::zero(); n * q * l];
+            per_example(&mut gp, q * l, |i, o| {
+                gemm_into(
+                    (q, l, r),
+                    o,
+                    View::rows(0, l),
+                    &gs,
+                    View::transposed(i * r * q, q),
+                    &ds,
+                    View::rows(i * r * l, l),
+                    false,
+                )
+            });
+            Ok((Tensor::from_vec(gd, d.shape(), d.device())?, Tensor::from_vec(gp, p.shape(), p.device())?))
+        }
+        let (a, b) = match d.dtype() {
+            candle_core::DType::F32 => run::<f32>(d, p, grad, dims)?,
+            candle_core::DType::F64 => run::<f64>(d, p, grad, dims)?,
+            dt => candle_core::bail!("per-example-grad: only f32 or f64, got {dt:?}"),
+        };
+        Ok((Some(a), Some(b)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +306,21 @@ mod tests {
         check_fd(&inputs, &grads, 11, &w, &|xs| xs[0].apply_op2(&xs[1], op.clone()).unwrap());
         let bad = d.as_tensor().apply_op2(&rand(&[n, q + 1, l], 54), op);
         assert!(bad.unwrap_err().to_string().contains("kept-conv-grad"));
+    }
+
+    #[test]
+    fn per_example_grad_equals_the_batched_matmul_with_gradients() {
+        let (n, r, q, l) = (3, 5, 4, 7);
+        let d = Var::from_tensor(&rand(&[n, r, l], 60)).unwrap();
+        let p = Var::from_tensor(&rand(&[n, q, l], 61)).unwrap();
+        let fast = d.as_tensor().apply_op2(p.as_tensor(), PerExampleGrad).unwrap();
+        let slow = d.as_tensor().matmul(&p.as_tensor().transpose(1, 2).unwrap()).unwrap();
+        assert!(max_diff(&fast, &slow) < 1e-13);
+        let w = rand(&[n, r, q], 62);
+        let grads = same_gradients(&fast, &slow, &w, &[&d, &p], 1e-13);
+        let inputs = [d.as_tensor().clone(), p.as_tensor().clone()];
+        check_fd(&inputs, &grads, 13, &w, &|xs| xs[0].apply_op2(&xs[1], PerExampleGrad).unwrap());
+        let bad = d.as_tensor().apply_op2(&rand(&[n, q, l + 1], 63), PerExampleGrad);
+        assert!(bad.unwrap_err().to_string().contains("per-example-grad"));
     }
 }
