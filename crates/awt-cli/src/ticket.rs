@@ -103,7 +103,7 @@ impl TicketArgs {
             (Some(_), Some(_)) => bail!("--epochs and --steps are exclusive"),
         };
         crate::prune::check_density(self.density)?;
-        Ok(SearchConfig {
+        let cfg = SearchConfig {
             method,
             density: self.density,
             steps,
@@ -130,8 +130,10 @@ impl TicketArgs {
             },
             seed: self.seed,
             keep_dense: self.output_layer.keep_dense(arch),
-        }
-        .validate()?)
+        };
+        // f32 throughout the search; refused before the search allocates its signals and kernels.
+        crate::output::check_memory(&format!("--batch {}", self.batch), awt_ticket::memory_estimate(arch, &cfg, 4))?;
+        Ok(cfg.validate()?)
     }
 }
 

@@ -14,7 +14,7 @@ fn fails_fast(args: &[&str], needle: &str) {
     assert!(t0.elapsed() < Duration::from_secs(20), "{args:?}: refused only after {:?}", t0.elapsed());
 }
 
-/// Class 13: `ntk --n` and `dynamics --probe` are refused with their memory estimate before
+/// Class 13: `ntk --n`, `dynamics --probe` and `ticket --batch` are refused with their memory estimate before
 /// allocating; `--probe` past the test split is an error, not a silent cap; the spectrum's O(n³) is
 /// skipped above dimension 2,000 unless asked for.
 #[test]
@@ -27,6 +27,28 @@ fn allocations_sized_by_a_setting_are_estimated_first() {
         "--n 1000000: needs about",
     );
     assert!(!p("k").exists());
+    // The search's signals and kernels grow with --batch (issue 25): refused before they are made.
+    fails_fast(
+        &[
+            "ticket",
+            "--model",
+            s(&p("i.safetensors")),
+            "--data",
+            "fashion-mnist-mini",
+            "--method",
+            "awt",
+            "--density",
+            "0.05",
+            "--steps",
+            "1",
+            "--batch",
+            "1000000000",
+            "--out",
+            s(&p("t.safetensors")),
+        ],
+        "--batch 1000000000: needs about",
+    );
+    assert!(!p("t.safetensors").exists());
     let (ok, out, err) = awt(&["ntk", "--model", s(&p("i.safetensors")), "--n", "210", "--out", s(&p("k"))]);
     assert!(ok, "{err}");
     assert!(out.contains("spectrum not computed (dimension 2100"), "{out}");

@@ -164,6 +164,26 @@ impl Arch {
         format!("{}.weight", last.expect("every architecture has a weighted layer"))
     }
 
+    /// Per-example element count of every layer's output, in forward order (the input excluded).
+    pub fn activation_sizes(&self) -> Vec<usize> {
+        let mut shape = self.input_shape();
+        self.layers()
+            .iter()
+            .map(|l| {
+                match l {
+                    LayerDef::Linear { out, .. } => shape = vec![*out],
+                    LayerDef::Conv { out, k, .. } => {
+                        shape = vec![*out, shape[1].saturating_sub(k - 1), shape[2].saturating_sub(k - 1)]
+                    }
+                    LayerDef::MaxPool2 | LayerDef::AvgPool2 => shape = vec![shape[0], shape[1] / 2, shape[2] / 2],
+                    LayerDef::Flatten => shape = vec![shape.iter().product()],
+                    LayerDef::Relu => {}
+                }
+                shape.iter().product()
+            })
+            .collect()
+    }
+
     /// Number of parameters (weights and biases), or `None` when it does not fit in a `u64`.
     pub fn param_count(&self) -> Option<u64> {
         self.layers().iter().try_fold(0u64, |acc, l| {
@@ -243,5 +263,16 @@ mod tests {
             count(Arch::Conv4),
             64 * 27 + 64 + 64 * 64 * 9 + 64 + 128 * 64 * 9 + 128 + 128 * 128 * 9 + 128 + 3200 * 512 + 512 + 5120 + 10
         );
+    }
+
+    #[test]
+    fn activation_sizes_follow_the_layers_to_the_logits() {
+        // LeNet-5: conv 24×24×20, ReLU, pool 12×12×20, conv 8×8×50, ReLU, pool 4×4×50, flatten, 500, ReLU, 10.
+        let v = [11520, 11520, 2880, 3200, 3200, 800, 800, 500, 500, 10];
+        assert_eq!(Arch::Lenet5Caffe.activation_sizes(), v);
+        assert_eq!(Arch::Lenet300100.activation_sizes(), [784, 300, 300, 100, 100, 10]);
+        for a in [Arch::Lenet300100, Arch::Lenet5Caffe, Arch::Conv4, Arch::Mlp(vec![3, 2])] {
+            assert_eq!(*a.activation_sizes().last().unwrap(), a.classes(), "{a}");
+        }
     }
 }

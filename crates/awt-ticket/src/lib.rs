@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod hydra;
 mod loss;
+mod memory;
 mod search;
 mod state;
 
@@ -43,5 +44,6 @@ pub use config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, W
 pub use error::SearchError;
 pub use hydra::{HydraConfig, hydra};
 pub use loss::{LossTerms, kernel_distance, loss_terms};
+pub use memory::memory_estimate;
 pub use search::{Checkpoints, SearchLog, Ticket, rewind_ticket, search, search_resumable};
 pub use state::SearchState;
