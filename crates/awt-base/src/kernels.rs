@@ -22,6 +22,17 @@ pub fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> can
     }
 }
 
+/// [`with_slice`] of three tensors at once: custom ops' backward passes read their inputs in place
+/// (a `to_vec1` copy of each cost milliseconds on the NTK's signal tensors).
+pub fn with_slices3<T: WithDType, R>(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    f: impl FnOnce(&[T], &[T], &[T]) -> R,
+) -> candle_core::Result<R> {
+    with_slice(a, |a| with_slice(b, |b| with_slice(c, |c| f(a, b, c))))??
+}
+
 /// `Σ_t a[t] b[t]` over the shorter of the two, with eight partial sums (so the compiler vectorises
 /// it; the summation order differs from a plain loop's).
 pub fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use crate::Weighted;
 use crate::conv::cpu_slice;
 use crate::fused::{ConvDims, conv_dw, conv_dx, conv_fwd, first_max, per_task};
-use crate::kernels::{axpy, dot};
+use crate::kernels::{axpy, dot, with_slices3};
 
 /// Up to this mask density a convolution's signal loops over the kept weights ([`ConvSignal`]);
 /// above it one dense product per signal is cheaper. The NTK's sparse paths use the same threshold.
@@ -102,11 +102,26 @@ impl CustomOp2 for ReluRoute {
 /// at the first maximum (row-major) of the pool's input `x: (n, c, h, w)`, zero elsewhere (odd edges
 /// included). Differentiable in `d` (its adjoint gathers); `x` is a constant.
 #[derive(Clone, Copy, Debug)]
-pub struct PoolRoute;
+pub struct PoolRoute {
+    /// The pool's input is a ReLU's output: apply that ReLU's backward too, in the same pass (the
+    /// signal reaches a maximum only where it is positive, i.e. where the ReLU's input was).
+    pub after_relu: bool,
+}
 
 /// Scatter (`gather = false`: `d` pooled-size → `out` full-size) or gather (`true`: full-size `d` →
-/// pooled-size `out`) through each window's first maximum.
-fn pool_route<T: WithDType>(d: &[T], x: &[T], n: usize, c: usize, h: usize, w: usize, gather: bool) -> Vec<T> {
+/// pooled-size `out`) through each window's first maximum (only where it is positive with
+/// `positive`).
+#[allow(clippy::too_many_arguments)]
+fn pool_route<T: WithDType>(
+    d: &[T],
+    x: &[T],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    gather: bool,
+    positive: bool,
+) -> Vec<T> {
     let (h2, w2) = (h / 2, w / 2);
     let planes = x.len() / (h * w).max(1);
     let r = if gather { d.len() / x.len().max(1) } else { d.len() / (planes * h2 * w2).max(1) };
@@ -126,6 +141,9 @@ fn pool_route<T: WithDType>(d: &[T], x: &[T], n: usize, c: usize, h: usize, w: u
                 for q in 0..w2 {
                     let k = first_max(plane, w, rr, q);
                     let at = (2 * rr + k / 2) * w + 2 * q + k % 2;
+                    if positive && plane[at] <= T::zero() {
+                        continue;
+                    }
                     if gather {
                         dst[rr * w2 + q] = src[at];
                     } else {
@@ -150,19 +168,22 @@ impl CustomOp2 for PoolRoute {
         if (dc, h2, w2) != (c, h / 2, w / 2) {
             candle_core::bail!("pool-route: signals {:?} do not fit pool inputs {:?}", l1.shape(), l2.shape());
         }
-        let st = dispatch2!("pool-route", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, false));
+        let relu = self.after_relu;
+        let st = dispatch2!("pool-route", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, false, relu));
         Ok((st, Shape::from((n * r, c, h, w))))
     }
 
     fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(apply(grad, x, PoolGather)?), None))
+        Ok((Some(apply(grad, x, PoolGather { after_relu: self.after_relu })?), None))
     }
 }
 
 /// The adjoint of [`PoolRoute`]: `(n·r, c, h, w) → (n·r, c, h/2, w/2)`, each window's first-maximum
 /// entry.
 #[derive(Clone, Copy, Debug)]
-struct PoolGather;
+struct PoolGather {
+    after_relu: bool,
+}
 
 impl CustomOp2 for PoolGather {
     fn name(&self) -> &'static str {
@@ -173,12 +194,13 @@ impl CustomOp2 for PoolGather {
         let nn = l1.shape().dims4()?.0;
         let (n, c, h, w) = l2.shape().dims4()?;
         let r = repeats(nn, n, "pool-gather")?;
-        let st = dispatch2!("pool-gather", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, true));
+        let relu = self.after_relu;
+        let st = dispatch2!("pool-gather", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, true, relu));
         Ok((st, Shape::from((n * r, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(apply(grad, x, PoolRoute)?), None))
+        Ok((Some(apply(grad, x, PoolRoute { after_relu: self.after_relu })?), None))
     }
 }
 
@@ -297,15 +319,13 @@ impl CustomOp2 for ConvSignal {
             grad: &Tensor,
             dm: &ConvDims,
         ) -> Result<(Tensor, Tensor)> {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-            let (ds, ws, gs) = (flat(d)?, flat(w)?, flat(grad)?);
-            let (gd, gw) = match &op.support {
+            let (gd, gw) = with_slices3::<T, _>(d, w, grad, |ds, ws, gs| match &op.support {
                 // The signal is the convolution's input gradient, so its adjoint in `d` is the
                 // convolution of `grad`, and its weight gradient that of a convolution of `grad`
                 // whose output gradient is `d`.
-                None => (conv_fwd(&gs, &ws, &vec![T::zero(); dm.o], dm, false), conv_dw(&gs, &ds, dm).0),
-                Some(sup) => sparse_bwd(&ds, &ws, &gs, sup, dm),
-            };
+                None => (conv_fwd(gs, ws, &vec![T::zero(); dm.o], dm, false), conv_dw(gs, ds, dm).0),
+                Some(sup) => sparse_bwd(ds, ws, gs, sup, dm),
+            })?;
             Ok((Tensor::from_vec(gd, d.shape(), d.device())?, Tensor::from_vec(gw, w.shape(), w.device())?))
         }
         let (a, b) = match d.dtype() {
@@ -370,7 +390,7 @@ mod tests {
         v[c * h * w..].iter_mut().for_each(|p| *p = 0.5);
         let x = Var::from_tensor(&Tensor::from_vec(v, (n, c, h, w), &Device::Cpu).unwrap()).unwrap();
         let d = Var::from_tensor(&rand(&[n * r, c, h / 2, w / 2], 6)).unwrap();
-        let fast = d.as_tensor().apply_op2(x.as_tensor(), PoolRoute).unwrap();
+        let fast = d.as_tensor().apply_op2(x.as_tensor(), PoolRoute { after_relu: false }).unwrap();
         // Signal s of example i is the input gradient of ⟨max_pool2(x_i), d_s⟩.
         for s in 0..n * r {
             let xi = x.as_tensor().narrow(0, s / r, 1).unwrap();
@@ -384,7 +404,7 @@ mod tests {
         let g = rand(fast.dims(), 7);
         let grads = d
             .as_tensor()
-            .apply_op2(x.as_tensor(), PoolRoute)
+            .apply_op2(x.as_tensor(), PoolRoute { after_relu: false })
             .unwrap()
             .mul(&g)
             .unwrap()
@@ -393,8 +413,27 @@ mod tests {
             .backward()
             .unwrap();
         let gd = grads.get(d.as_tensor()).unwrap().clone();
-        check_fd(&[d.as_tensor().clone()], &[gd], 9, &g, &|xs| xs[0].apply_op2(x.as_tensor(), PoolRoute).unwrap());
-        assert!(d.as_tensor().apply_op2(&rand(&[n, c, h + 2, w], 8), PoolRoute).is_err());
+        check_fd(&[d.as_tensor().clone()], &[gd], 9, &g, &|xs| {
+            xs[0].apply_op2(x.as_tensor(), PoolRoute { after_relu: false }).unwrap()
+        });
+        assert!(d.as_tensor().apply_op2(&rand(&[n, c, h + 2, w], 8), PoolRoute { after_relu: false }).is_err());
+    }
+
+    #[test]
+    fn pool_route_after_relu_equals_the_pool_then_the_relu_signal_with_gradients() {
+        let (n, r, c, h, w) = (2, 3, 2, 6, 5);
+        // Pre-activations with negative windows (all-zero after the ReLU: ties at 0) and positive ones.
+        let z = rand(&[n, c, h, w], 20);
+        let x = z.relu().unwrap();
+        let d = Var::from_tensor(&rand(&[n * r, c, h / 2, w / 2], 21)).unwrap();
+        let fused = d.as_tensor().apply_op2(&x, PoolRoute { after_relu: true }).unwrap();
+        let two =
+            d.as_tensor().apply_op2(&x, PoolRoute { after_relu: false }).unwrap().apply_op2(&z, ReluRoute).unwrap();
+        assert_eq!(max_diff(&fused, &two), 0.0);
+        let g = rand(fused.dims(), 22);
+        let grads = same_gradients(&fused, &two, &g, &[&d], 1e-15);
+        let op = |xs: &[Tensor]| xs[0].apply_op2(&x, PoolRoute { after_relu: true }).unwrap();
+        check_fd(&[d.as_tensor().clone()], &grads, 5, &g, &op);
     }
 
     #[test]

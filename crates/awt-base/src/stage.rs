@@ -132,7 +132,9 @@ impl Stage {
             // On the CPU the signal maps are single ops (`signal`); elsewhere candle ops.
             Stage::Conv2d(p) if fused::applies(d) => signal::conv_signal(d, p),
             Stage::Relu if fused::applies(d) => d.contiguous()?.apply_op2(&input.detach().contiguous()?, ReluRoute),
-            Stage::MaxPool2 if fused::applies(d) => d.contiguous()?.apply_op2(&input.detach().contiguous()?, PoolRoute),
+            Stage::MaxPool2 if fused::applies(d) => {
+                d.contiguous()?.apply_op2(&input.detach().contiguous()?, PoolRoute { after_relu: false })
+            }
             Stage::Conv2d(p) => conv_signal(d, &p.effective_weight()?),
             Stage::Relu => d.mul(&repeat_rows(&input.detach().gt(0.0)?.to_dtype(d.dtype())?, r)?),
             Stage::Flatten => {

@@ -22,7 +22,8 @@
 //! selections are piecewise constant).
 
 use awt_base::Stage;
-use awt_base::signal::density;
+use awt_base::fused;
+use awt_base::signal::{PoolRoute, density};
 use candle_core::{D, Tensor};
 
 use crate::Kind;
@@ -66,7 +67,11 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
     // One signal per class: D = ∂f_c(x_i)/∂(stage output), rows i·k + c, starting from the identity.
     let mut d = Tensor::eye(k, h.dtype(), x.device())?.unsqueeze(0)?.broadcast_as((n, k, k))?.reshape((n * k, k))?;
     let mut out = Vec::new();
+    let mut relu_done = false;
     for (idx, (s, inp)) in stages.iter().zip(&inputs).enumerate().rev() {
+        if std::mem::take(&mut relu_done) {
+            continue; // this ReLU's backward ran with the max-pool after it
+        }
         match s {
             Stage::Linear(p) => {
                 let identity = idx + 1 == stages.len();
@@ -100,6 +105,12 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         }
         if idx == first_weighted {
             break;
+        }
+        // A max-pool over a ReLU's output: both signal maps in one pass (CPU).
+        if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && fused::applies(&d) {
+            d = d.contiguous()?.apply_op2(&inp.detach().contiguous()?, PoolRoute { after_relu: true })?;
+            relu_done = true;
+            continue;
         }
         d = s.backward(inp, &d)?;
     }

@@ -8,7 +8,7 @@
 //! formulation and by central finite differences in the tests.
 
 use awt_base::conv::cpu_slice;
-use awt_base::kernels::{View, axpy, dot, gemm_into};
+use awt_base::kernels::{View, axpy, dot, gemm_into, with_slices3};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -142,8 +142,7 @@ impl candle_core::CustomOp2 for KeptConvGrad {
             grad: &Tensor,
             dm: &Dims,
         ) -> Result<(Tensor, Tensor)> {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-            let (x, y) = op.bwd_t(&flat(d)?, &flat(p)?, &flat(grad)?, dm);
+            let (x, y) = with_slices3::<T, _>(d, p, grad, |d, p, g| op.bwd_t(d, p, g, dm))?;
             Ok((Tensor::from_vec(x, d.shape(), d.device())?, Tensor::from_vec(y, p.shape(), p.device())?))
         }
         let (x, y) = match d.dtype() {
@@ -222,18 +221,25 @@ impl candle_core::CustomOp2 for PerExampleGrad {
             grad: &Tensor,
             (n, r, q, l): (usize, usize, usize, usize),
         ) -> Result<(Tensor, Tensor)> {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-            let (ds, ps, gs) = (flat(d)?, flat(p)?, flat(grad)?);
-            // ∂/∂D[i] = G'[i] P[i] (r × q)(q × L);  ∂/∂P[i] = G'[i]ᵀ D[i] (q × r)(r × L)
+            let (gd, gp) = with_slices3::<T, _>(d, p, grad, |ds, ps, gs| per_example_bwd(ds, ps, gs, (n, r, q, l)))?;
+            Ok((Tensor::from_vec(gd, d.shape(), d.device())?, Tensor::from_vec(gp, p.shape(), p.device())?))
+        }
+        /// ∂/∂D[i] = G'[i] P[i] (r × q)(q × L);  ∂/∂P[i] = G'[i]ᵀ D[i] (q × r)(r × L)
+        fn per_example_bwd<T: WithDType>(
+            ds: &[T],
+            ps: &[T],
+            gs: &[T],
+            (n, r, q, l): (usize, usize, usize, usize),
+        ) -> (Vec<T>, Vec<T>) {
             let mut gd = vec![T::zero(); n * r * l];
             per_example(&mut gd, r * l, |i, o| {
                 gemm_into(
                     (r, l, q),
                     o,
                     View::rows(0, l),
-                    &gs,
+                    gs,
                     View::rows(i * r * q, q),
-                    &ps,
+                    ps,
                     View::rows(i * q * l, l),
                     false,
                 )
@@ -244,14 +250,14 @@ impl candle_core::CustomOp2 for PerExampleGrad {
                     (q, l, r),
                     o,
                     View::rows(0, l),
-                    &gs,
+                    gs,
                     View::transposed(i * r * q, q),
-                    &ds,
+                    ds,
                     View::rows(i * r * l, l),
                     false,
                 )
             });
-            Ok((Tensor::from_vec(gd, d.shape(), d.device())?, Tensor::from_vec(gp, p.shape(), p.device())?))
+            (gd, gp)
         }
         let (a, b) = match d.dtype() {
             candle_core::DType::F32 => run::<f32>(d, p, grad, dims)?,

@@ -4,7 +4,7 @@
 //! broadcast forms and by central finite differences in the tests.
 
 use awt_base::conv::cpu_slice;
-use awt_base::kernels::{View, gemm_into};
+use awt_base::kernels::{View, gemm_into, with_slice, with_slices3};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 
 /// A masked linear layer's kernel block, `Θ[(i,c),(j,c')] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p]`, with
@@ -163,8 +163,9 @@ impl candle_core::CustomOp3 for MaskedPair {
             grad: &Tensor,
             dims: &PairDims,
         ) -> Result<(Tensor, Tensor, Tensor)> {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-            let (a, b, c) = masked_pair_bwd(&flat(d1)?, &flat(d2)?, &flat(g)?, &flat(grad)?, dims);
+            let (a, b, c) = with_slice::<T, _>(grad, |gr| {
+                with_slices3::<T, _>(d1, d2, g, |x, y, z| masked_pair_bwd(x, y, z, gr, dims))
+            })??;
             let dev = d1.device();
             Ok((
                 Tensor::from_vec(a, d1.shape(), dev)?,
@@ -332,8 +333,7 @@ impl candle_core::CustomOp2 for MaskedGram {
             grad: &Tensor,
             (n1, n2): (usize, usize),
         ) -> Result<(Tensor, Tensor)> {
-            let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
-            let (x, y) = op.bwd_t(&flat(a1)?, &flat(a2)?, &flat(grad)?, n1, n2);
+            let (x, y) = with_slices3::<T, _>(a1, a2, grad, |a, b, g| op.bwd_t(a, b, g, n1, n2))?;
             Ok((Tensor::from_vec(x, a1.shape(), a1.device())?, Tensor::from_vec(y, a2.shape(), a2.device())?))
         }
         let (x, y) = match a1.dtype() {
