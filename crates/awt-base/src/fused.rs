@@ -48,7 +48,11 @@ fn masked_grad<T: WithDType>(g: &[T], y: &[T]) -> Vec<T> {
 }
 
 fn dense_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], n: usize, out_f: usize, in_f: usize, relu: bool) -> Vec<T> {
-    let mut out: Vec<T> = (0..n).flat_map(|_| b.iter().copied()).collect();
+    // The bias in every row, copied by rows (a `flat_map` collect pushes element by element).
+    let mut out: Vec<T> = Vec::with_capacity(n * out_f);
+    for _ in 0..n {
+        out.extend_from_slice(b);
+    }
     gemm_into(
         (n, out_f, in_f),
         &mut out,

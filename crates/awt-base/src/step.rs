@@ -20,37 +20,21 @@ pub struct LinfStep {
 fn linf_step<T: WithDType>(xa: &[T], g: &[T], x: &[T], alpha: f64, eps: f64) -> Vec<T> {
     let (alpha, eps) = (T::from_f64(alpha), T::from_f64(eps));
     let (zero, one) = (T::zero(), T::one());
-    let step = |(&a, &g): (&T, &T)| -> T {
-        if g > zero {
-            a + alpha
-        } else if g < zero {
-            a - alpha
-        } else {
-            a
-        }
+    // Selects, not branches: the gradient's sign is unpredictable, and a branchy loop mispredicted
+    // on most elements (13 % of an MLP PGD step).
+    // `clamp(v, lo, hi)` as two selects; a NaN stays NaN, as in the if-else chain it replaces.
+    let clamp = |v: T, lo: T, hi: T| {
+        let v = if v < lo { lo } else { v };
+        if v > hi { hi } else { v }
     };
-    xa.iter()
-        .zip(g)
-        .zip(x)
-        .map(|(ag, &x0)| {
-            let v = step(ag);
-            let (lo, hi) = (x0 - eps, x0 + eps);
-            let v = if v < lo {
-                lo
-            } else if v > hi {
-                hi
-            } else {
-                v
-            };
-            if v < zero {
-                zero
-            } else if v > one {
-                one
-            } else {
-                v
-            }
-        })
-        .collect()
+    let mut out = vec![zero; xa.len()];
+    for (((o, &a), &gi), &x0) in out.iter_mut().zip(xa).zip(g).zip(x) {
+        let up = if gi > zero { alpha } else { zero };
+        let down = if gi < zero { alpha } else { zero };
+        // a + α, a − α or a, exactly (adding or subtracting zero changes nothing).
+        *o = clamp(clamp(a + up - down, x0 - eps, x0 + eps), zero, one);
+    }
+    out
 }
 
 impl CustomOp3 for LinfStep {
