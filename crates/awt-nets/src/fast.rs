@@ -12,6 +12,9 @@ use awt_base::{Stage, Weighted};
 use candle_core::{DType, Device, Tensor, Var, WithDType};
 use rayon::prelude::*;
 
+/// Elements per parallel task of the elementwise loops (ReLU forward and backward).
+const CHUNK: usize = 1 << 16;
+
 /// Images per parallel task: the batch split evenly over candle's threads.
 fn per_task(n: usize) -> usize {
     n.div_ceil(awt_base::threads().max(1)).max(1)
@@ -82,11 +85,13 @@ fn forward<T: WithDType>(
             }
             Stage::Relu => {
                 let mut out = h;
-                for v in out.iter_mut() {
-                    if !(*v > T::zero()) {
-                        *v = T::zero();
+                out.par_chunks_mut(CHUNK).for_each(|c| {
+                    for v in c.iter_mut() {
+                        if !(*v > T::zero()) {
+                            *v = T::zero();
+                        }
                     }
-                }
+                });
                 kept = Kept::Relu(out.clone());
                 out
             }
@@ -144,24 +149,26 @@ fn forward<T: WithDType>(
                 let (h2, w2) = (hh / 2, ww / 2);
                 let mut out = vec![T::zero(); n * c * h2 * w2];
                 let mut arg = vec![0u8; out.len()];
-                for plane in 0..n * c {
-                    let src = &h[plane * hh * ww..];
-                    for r in 0..h2 {
-                        for q in 0..w2 {
-                            let at = |k: usize| src[(2 * r + k / 2) * ww + 2 * q + k % 2];
-                            let (mut best, mut bi) = (at(0), 0u8);
-                            for k in 1..4 {
-                                if at(k) > best {
-                                    best = at(k);
-                                    bi = k as u8;
+                // Plane by plane, the planes split over candle's threads.
+                let planes = (h2 * w2).max(1);
+                out.par_chunks_mut(planes).zip(arg.par_chunks_mut(planes)).zip(h.par_chunks(hh * ww)).for_each(
+                    |((out, arg), src)| {
+                        for r in 0..h2 {
+                            for q in 0..w2 {
+                                let at = |k: usize| src[(2 * r + k / 2) * ww + 2 * q + k % 2];
+                                let (mut best, mut bi) = (at(0), 0u8);
+                                for k in 1..4 {
+                                    if at(k) > best {
+                                        best = at(k);
+                                        bi = k as u8;
+                                    }
                                 }
+                                out[r * w2 + q] = best;
+                                arg[r * w2 + q] = bi;
                             }
-                            let o = (plane * h2 + r) * w2 + q;
-                            out[o] = best;
-                            arg[o] = bi;
                         }
-                    }
-                }
+                    },
+                );
                 kept = Kept::Pool(arg);
                 shape = vec![c, h2, w2];
                 out
@@ -195,11 +202,13 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
         let shape = &step.shape;
         d = match (s, &step.kept) {
             (Stage::Relu, Kept::Relu(out)) => {
-                for (g, o) in d.iter_mut().zip(out) {
-                    if *o <= T::zero() {
-                        *g = T::zero();
+                d.par_chunks_mut(CHUNK).zip(out.par_chunks(CHUNK)).for_each(|(d, out)| {
+                    for (g, o) in d.iter_mut().zip(out) {
+                        if *o <= T::zero() {
+                            *g = T::zero();
+                        }
                     }
-                }
+                });
                 d
             }
             (Stage::Linear(p), _) => {
@@ -235,15 +244,17 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
                 let (c, hh, ww) = (shape[0], shape[1], shape[2]);
                 let (h2, w2) = (hh / 2, ww / 2);
                 let mut din = vec![T::zero(); n * c * hh * ww];
-                for plane in 0..n * c {
-                    for r in 0..h2 {
-                        for q in 0..w2 {
-                            let o = (plane * h2 + r) * w2 + q;
-                            let k = arg[o] as usize;
-                            din[plane * hh * ww + (2 * r + k / 2) * ww + 2 * q + k % 2] = d[o];
+                let planes = (h2 * w2).max(1);
+                din.par_chunks_mut(hh * ww).zip(arg.par_chunks(planes)).zip(d.par_chunks(planes)).for_each(
+                    |((din, arg), d)| {
+                        for r in 0..h2 {
+                            for q in 0..w2 {
+                                let k = arg[r * w2 + q] as usize;
+                                din[(2 * r + k / 2) * ww + 2 * q + k % 2] = d[r * w2 + q];
+                            }
                         }
-                    }
-                }
+                    },
+                );
                 din
             }
             (Stage::AvgPool2, _) => {
