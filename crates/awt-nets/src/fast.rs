@@ -87,7 +87,7 @@ fn forward<T: WithDType>(
                 let mut out = h;
                 out.par_chunks_mut(CHUNK).for_each(|c| {
                     for v in c.iter_mut() {
-                        if !(*v > T::zero()) {
+                        if (*v).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
                             *v = T::zero();
                         }
                     }
