@@ -237,24 +237,31 @@ impl ConvSignal {
     }
 }
 
-/// Coordinates `(o, c, dy, dx)` of flat weight index `e`.
-fn coords(e: usize, dm: &ConvDims) -> (usize, usize, usize, usize) {
+/// Per kept weight `e = (o, c, dy, dx)`: `(e, offset of signal channel o, offset of output channel c
+/// at (dy, dx))`, decoded once per call (divisions per signal and weight cost as much as the work).
+fn offsets(support: &[usize], dm: &ConvDims) -> Vec<(usize, usize, usize)> {
+    let (oh, ow) = (dm.h - dm.kh + 1, dm.w - dm.kw + 1);
     let kk = dm.kh * dm.kw;
-    let (o, rem) = (e / (dm.c * kk), e % (dm.c * kk));
-    (o, rem / kk, rem % kk / dm.kw, rem % dm.kw)
+    support
+        .iter()
+        .map(|&e| {
+            let (o, rem) = (e / (dm.c * kk), e % (dm.c * kk));
+            let (c, dy, dx) = (rem / kk, rem % kk / dm.kw, rem % dm.kw);
+            (e, o * oh * ow, (c * dm.h + dy) * dm.w + dx)
+        })
+        .collect()
 }
 
 /// The sparse signal: `out[N, c, y+dy, x+dx] += w[e] d[N, o, y, x]` over the kept `e = (o, c, dy, dx)`.
 fn sparse_fwd<T: WithDType>(d: &[T], w: &[T], support: &[usize], dm: &ConvDims) -> Vec<T> {
     let (oh, ow) = (dm.h - dm.kh + 1, dm.w - dm.kw + 1);
     let (img, sig) = (dm.c * dm.h * dm.w, dm.o * oh * ow);
+    let kept = offsets(support, dm);
     let mut out = vec![T::zero(); dm.n * img];
     out.par_chunks_mut(img.max(1)).zip(d.par_chunks(sig.max(1))).for_each(|(out, dn)| {
-        for &e in support {
-            let (o, c, dy, dx) = coords(e, dm);
+        for &(e, src, dst) in &kept {
             for y in 0..oh {
-                let dst = &mut out[(c * dm.h + y + dy) * dm.w + dx..][..ow];
-                axpy(dst, w[e], &dn[(o * oh + y) * ow..][..ow]);
+                axpy(&mut out[dst + y * dm.w..][..ow], w[e], &dn[src + y * ow..][..ow]);
             }
         }
     });
@@ -265,6 +272,7 @@ fn sparse_fwd<T: WithDType>(d: &[T], w: &[T], support: &[usize], dm: &ConvDims) 
 fn sparse_bwd<T: WithDType>(d: &[T], w: &[T], g: &[T], support: &[usize], dm: &ConvDims) -> (Vec<T>, Vec<T>) {
     let (oh, ow) = (dm.h - dm.kh + 1, dm.w - dm.kw + 1);
     let (img, sig) = (dm.c * dm.h * dm.w, dm.o * oh * ow);
+    let kept = offsets(support, dm);
     let mut gd = vec![T::zero(); dm.n * sig];
     let t = per_task(dm.n);
     let partial: Vec<Vec<T>> = gd
@@ -272,15 +280,14 @@ fn sparse_bwd<T: WithDType>(d: &[T], w: &[T], g: &[T], support: &[usize], dm: &C
         .zip(d.par_chunks((t * sig).max(1)))
         .zip(g.par_chunks((t * img).max(1)))
         .map(|((gd, d), g)| {
-            let mut gw = vec![T::zero(); support.len()];
+            let mut gw = vec![T::zero(); kept.len()];
             for ((gdn, dn), gn) in gd.chunks_mut(sig.max(1)).zip(d.chunks(sig.max(1))).zip(g.chunks(img.max(1))) {
-                for (s, &e) in support.iter().enumerate() {
-                    let (o, c, dy, dx) = coords(e, dm);
+                for (acc, &(e, src, dst)) in gw.iter_mut().zip(&kept) {
                     for y in 0..oh {
-                        let gr = &gn[(c * dm.h + y + dy) * dm.w + dx..][..ow];
-                        let at = (o * oh + y) * ow;
+                        let gr = &gn[dst + y * dm.w..][..ow];
+                        let at = src + y * ow;
                         axpy(&mut gdn[at..at + ow], w[e], gr);
-                        gw[s] += dot(&dn[at..at + ow], gr);
+                        *acc += dot(&dn[at..at + ow], gr);
                     }
                 }
             }
