@@ -179,10 +179,11 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         crate::files::refuse_overwriting_inputs("--out", &a.out.join(file), &inputs)?;
     }
     // A folder that holds a run's file names but no run configuration is somebody else's: a fresh
-    // run would replace their files.
+    // run would replace their files. A lone lock file holds nothing: it is what a run killed before
+    // writing its configuration leaves, and that run must start again with the same command.
     if !a.resume
         && !a.out.join(awt_train::CONFIG).exists()
-        && let Some(f) = RUN_FILES.iter().find(|f| a.out.join(f).exists())
+        && let Some(f) = RUN_FILES.iter().filter(|f| **f != ".lock").find(|f| a.out.join(f).exists())
     {
         bail!(
             "--out {} holds {f} but is not a training run (no {}): its files would be replaced; choose another --out",

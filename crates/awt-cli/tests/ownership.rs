@@ -218,6 +218,13 @@ fn training_into_a_folder_that_is_not_a_run_is_refused() {
     assert!(err.contains("model.safetensors") || err.contains("metrics.jsonl"), "{err}");
     assert_eq!(std::fs::read(folder.join("model.safetensors")).unwrap(), b"the user's model");
     assert_eq!(std::fs::read(folder.join("metrics.jsonl")).unwrap(), b"the user's metrics\n");
+    // A run killed before it wrote its configuration leaves only its lock file: the same command
+    // starts it again (found by the kill-anywhere reliability test, whose kill landed there once).
+    let killed = tmp.path().join("killed");
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join(".lock"), b"").unwrap();
+    ok(&["train", "--init", s(&init), "--epochs", "1", "--train-limit", "64", "--quiet", "--out", s(&killed)]);
+    assert!(killed.join("config.toml").exists());
 }
 
 /// `--rewind-from` gives, without searching again, the very file and log a search with rewound
