@@ -57,9 +57,13 @@ impl Warnings {
     /// attacks missed, or a correctly classified point has an all-zero input gradient. Every
     /// warning of [`Warnings::messages`] that names gradient masking sets it.
     pub fn gradient_masking_suspected(&self) -> bool {
+        self.gradient_free_beats_gradients() || self.zero_gradient > 0 || self.noise_beats_attack > 0
+    }
+
+    /// A gradient-free attack broke more than 1 % of the evaluated points that every gradient attack
+    /// had missed.
+    fn gradient_free_beats_gradients(&self) -> bool {
         self.gradient_free_only as f64 > 0.01 * self.evaluated as f64
-            || self.zero_gradient > 0
-            || self.noise_beats_attack > 0
     }
 
     /// Human-readable warnings (empty when the evaluation looks sound).
@@ -77,7 +81,9 @@ impl Warnings {
                 self.eps0_mismatch
             ));
         }
-        if self.gradient_masking_suspected() {
+        // Only Square's own finding: noise and zero gradients have their own messages (this one,
+        // printed for them too, said "Square broke 0 of N points").
+        if self.gradient_free_beats_gradients() {
             m.push(format!(
                 "GRADIENT MASKING: the gradient-free Square attack broke {} of {} points ({:.1}%) that every gradient attack missed; gradient-based robust accuracy overstates robustness",
                 self.gradient_free_only,
@@ -205,4 +211,25 @@ pub fn evaluate_batch(
     }
     let robust = if attacks.is_empty() { clean.clone() } else { alive };
     Ok(BatchEval { clean, robust_after, robust, warnings: w })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_masking_message_names_its_own_cause() {
+        // Noise broke one point, Square none: masking is suspected, the noise says so, Square is not blamed.
+        let w = Warnings { noise_beats_attack: 1, evaluated: 10_000, ..Warnings::default() };
+        let m = w.messages();
+        assert!(w.gradient_masking_suspected());
+        assert!(m.iter().any(|m| m.contains("uniform noise")) && !m.iter().any(|m| m.contains("Square")), "{m:?}");
+        // Square broke 2 % that the gradient attacks missed: its message, with the count.
+        let w = Warnings { gradient_free_only: 200, evaluated: 10_000, ..Warnings::default() };
+        let m = w.messages();
+        assert!(w.gradient_masking_suspected() && m.len() == 1 && m[0].contains("broke 200 of 10000"), "{m:?}");
+        // Under 1 %: nothing.
+        let w = Warnings { gradient_free_only: 100, evaluated: 10_000, ..Warnings::default() };
+        assert!(!w.gradient_masking_suspected() && w.messages().is_empty());
+    }
 }
