@@ -5,9 +5,6 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "../../xtask/src/names.rs"]
-#[allow(dead_code)]
-mod names;
 #[path = "../../xtask/src/spec.rs"]
 #[allow(dead_code)]
 mod spec;

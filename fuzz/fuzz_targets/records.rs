@@ -4,9 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-#[path = "../../xtask/src/names.rs"]
-#[allow(dead_code)]
-mod names;
 #[path = "../../xtask/src/records.rs"]
 #[allow(dead_code)]
 mod records;
@@ -22,8 +19,8 @@ fn root() -> PathBuf {
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(m) = serde_json::from_slice::<records::Manifest>(data) {
-        let _ = m.check(Path::new("/results/x/manifest.json"));
-        let _ = m.check(&Path::new("/results").join(&m.name).join("manifest.json"));
+        let _ = records::check(&m, Path::new("/results/x/manifest.json"));
+        let _ = records::check(&m, &Path::new("/results").join(&m.name).join("manifest.json"));
         let _ = (m.clean(), m.robust(), m.first_attack(), m.variant());
     }
     let _ = serde_json::from_slice::<records::EvalRecord>(data);

@@ -5,6 +5,7 @@
 //! Peers run in virtual environments created on first use under `target/peers/` (pinned versions,
 //! from PyPI), or in the interpreters named by `AWT_PEER_TORCH_PYTHON` / `AWT_PEER_JAX_PYTHON`.
 
+use awt_runs::layout;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -399,7 +400,7 @@ fn our_at_epoch(net: &str) -> Result<f64> {
     let dir = root().join("target").join("bench-at-epoch");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let init = dir.join("init.safetensors");
+    let init = dir.join(layout::INIT);
     let s = |p: &Path| p.display().to_string();
     let mut init_cmd = Command::new(&awt);
     init_cmd.args(["init", "--arch", net, "--seed", "0", "--out", &s(&init)]);
@@ -439,7 +440,7 @@ fn our_at_epoch(net: &str) -> Result<f64> {
     ]);
     eprintln!("$ awt train (1 PGD-10 AT epoch of {net} on full Fashion-MNIST)");
     run(&mut train, "awt train")?;
-    let metrics = crate::records::read_jsonl::<Value>(&dir.join("train").join("metrics.jsonl"))?;
+    let metrics = crate::records::read_jsonl::<Value>(&dir.join(layout::TRAIN).join(layout::METRICS))?;
     let ips = metrics.first().and_then(|m| m["images_per_sec"].as_f64()).context("awt train wrote no epoch metrics")?;
     Ok(60_000.0 / ips)
 }

@@ -7,7 +7,6 @@ mod bench;
 // The protocol's decision rule; the study v2 report (issue 23) is its user, written next.
 #[allow(dead_code)]
 mod decide;
-mod names;
 mod plan;
 mod plot;
 mod records;

@@ -2,6 +2,7 @@
 //! hash; each step names the file whose existence marks it done, so an interrupted run continues
 //! where it stopped.
 
+use awt_runs::layout;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -43,7 +44,12 @@ pub(crate) struct Step {
     pub resume_from: Option<PathBuf>,
 }
 
-pub(crate) use crate::names::{fnv, variant_of};
+pub(crate) use awt_runs::fnv;
+
+/// The method with its ablation of a run named `<arch>-<variant>-d<density>-s<seed>`.
+pub(crate) fn variant_of(name: &str, arch: &str) -> String {
+    awt_runs::variant_in(name, arch).to_string()
+}
 
 /// The headline robust accuracy `results/` records for a run, given its name and canonical settings
 /// (`None` when it is not recorded under exactly those settings).
@@ -213,14 +219,14 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
             }
         }
     }
-    init.extend(strings(&["--out", &c.d("init.safetensors")]));
-    let mut out = vec![step("init", init, c.d("init.safetensors"))];
+    init.extend(strings(&["--out", &c.d(layout::INIT)]));
+    let mut out = vec![step("init", init, c.d(layout::INIT))];
     out.extend(ticket_steps(&c)?);
-    let start = if run.method == "dense" { c.d("init.safetensors") } else { c.d("ticket.safetensors") };
+    let start = if run.method == "dense" { c.d(layout::INIT) } else { c.d(layout::TICKET) };
     if run.method != "dense" {
         // The ticket's structure (density and cut-off units per layer), recorded with the results.
-        let args = strings(&["inspect", &start, "--json", &c.d("mask.json")]);
-        out.push(step("mask", args, c.d("mask.json")));
+        let args = strings(&["inspect", &start, "--json", &c.d(layout::MASK)]);
+        out.push(step("mask", args, c.d(layout::MASK)));
     }
     let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
     // IMP-AT's final training and HYDRA's fine-tuning have their own length where the spec gives one.
@@ -231,19 +237,19 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     };
     train.extend(train_flags(run, spec, data, epochs.unwrap_or(spec.train.epochs)));
     if spec.train.track_kernel != Some(false) {
-        train.extend(strings(&["--track-kernel", &c.d("init.safetensors")]));
+        train.extend(strings(&["--track-kernel", &c.d(layout::INIT)]));
     }
     if spec.dynamics.is_some() {
         train.push("--keep-epochs".into());
     }
-    train.extend(strings(&["--out", &c.d("train")]));
+    train.extend(strings(&["--out", &c.d(layout::TRAIN)]));
     if run.method == "dense" {
         // A dense ablation changes the training budget (`epochs`, `schedule`).
         train = with_flags(train, &run.flags);
     }
     out.push(Step {
-        resume_from: Some(c.d("train/state.safetensors").into()),
-        ..step("train", train, c.d("train/model.safetensors"))
+        resume_from: Some(c.d(&format!("{}/{}", layout::TRAIN, layout::STATE)).into()),
+        ..step("train", train, c.d(&format!("{}/{}", layout::TRAIN, layout::MODEL)))
     });
     out.extend(dynamics_step(&c, &start));
     out.extend(eval_steps(&c));
@@ -305,11 +311,11 @@ fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
     let args = strings(&[
         "dynamics",
         "--dense",
-        &dd("train"),
+        &dd(layout::TRAIN),
         "--dense-init",
-        &dd("init.safetensors"),
+        &dd(layout::INIT),
         "--run",
-        &c.d("train"),
+        &c.d(layout::TRAIN),
         "--init",
         start,
         "--data",
@@ -323,9 +329,9 @@ fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
         "--seed",
         &c.seed,
         "--out",
-        &c.d("dynamics.jsonl"),
+        &c.d(layout::DYNAMICS),
     ]);
-    Some(step("dynamics", args, c.d("dynamics.jsonl")))
+    Some(step("dynamics", args, c.d(layout::DYNAMICS)))
 }
 
 /// The final evaluations: AutoAttack (with `autoattack`, on its own `autoattack_n`), then the
@@ -335,7 +341,7 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
     let eval = strings(&[
         "eval",
         "--model",
-        &c.d("train/model.safetensors"),
+        &c.d(&format!("{}/{}", layout::TRAIN, layout::MODEL)),
         "--data",
         c.data,
         "--limit",
@@ -351,7 +357,7 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
         "--seed",
         &c.seed,
         "--json",
-        &c.d("eval.json"),
+        &c.d(layout::EVAL),
     ]);
     let mut eval = eval;
     if let Some(split) = &e.split {
@@ -363,11 +369,11 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
         let at = |flag: &str| aa.iter().position(|a| a == flag).expect("built above") + 1;
         let (i, j, k) = (at("--attack"), at("--json"), at("--limit"));
         aa[i] = "autoattack".into();
-        aa[j] = c.d("eval-aa.json");
+        aa[j] = c.d(layout::EVAL_AA);
         aa[k] = e.autoattack_n.unwrap_or(e.n).to_string();
-        out.push(step("eval-aa", aa, c.d("eval-aa.json")));
+        out.push(step("eval-aa", aa, c.d(layout::EVAL_AA)));
     }
-    out.push(step("eval", eval, c.d("eval.json")));
+    out.push(step("eval", eval, c.d(layout::EVAL)));
     out
 }
 

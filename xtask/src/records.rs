@@ -1,165 +1,19 @@
-//! The files a run leaves, read into small typed records: the manifest (written by the runner),
-//! and the `awt` binary's evaluation JSON, per-epoch metrics and search log.
+//! The files a run leaves, read into the run contract's records (`awt_runs::records`): reading
+//! them, and the manifest's invariants checked before anything believes it.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-/// One dataset file and its checksum status.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct FileRecord {
-    pub file: String,
-    pub sha256: String,
-    pub status: String,
-}
-
-/// Robust correct count after each attack of a sequence.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct Cumulative {
-    pub attack: String,
-    pub robust_correct: u64,
-}
-
-/// The attack settings of an evaluation.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct EvalSettings {
-    pub attack: String,
-    pub eps: f64,
-    pub steps: u64,
-    pub apgd_steps: u64,
-    #[serde(flatten)]
-    pub rest: BTreeMap<String, serde_json::Value>,
-}
-
-/// `eval.json` of `awt eval`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct EvalRecord {
-    pub data: String,
-    pub n: u64,
-    pub clean_correct: u64,
-    pub robust_correct: u64,
-    pub cumulative: Vec<Cumulative>,
-    pub settings: EvalSettings,
-    pub dataset_location: String,
-    pub dataset_files: Vec<FileRecord>,
-    /// Absent in records written before the binary reported it.
-    #[serde(default = "yes")]
-    pub dataset_verified: bool,
-    pub git_commit: String,
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    /// Points only a gradient-free attack (Square) broke; absent in older records.
-    #[serde(default)]
-    pub gradient_free_only: Option<u64>,
-    /// The split scored (`test`, `validation`, `train`); absent in older records.
-    #[serde(default)]
-    pub split: Option<String>,
-    /// Training images held out as validation (`awt --validation`); absent without it.
-    #[serde(default)]
-    pub validation_held_out: Option<u64>,
-    /// Points the uniform-noise check broke after every attack missed them (not counted robust);
-    /// absent in older records.
-    #[serde(default)]
-    pub noise_broken: Option<u64>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-/// The evaluation counts a manifest keeps.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct EvalCounts {
-    pub n: u64,
-    pub clean_correct: u64,
-    pub robust_correct: u64,
-    pub cumulative: Vec<Cumulative>,
-    /// Points the uniform-noise check broke after the last attack (absent when none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub noise_broken: Option<u64>,
-}
-
-/// Versions of the crates that matter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct Crates {
-    #[serde(rename = "candle-core")]
-    pub candle_core: String,
-    pub awt: String,
-}
-
-/// `manifest.json`: everything needed to know what a run was and how it was obtained.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-pub(crate) struct Manifest {
-    pub preset: String,
-    pub name: String,
-    pub arch: String,
-    pub method: String,
-    pub density: f64,
-    pub seed: u64,
-    pub config: String,
-    pub config_hash: String,
-    pub git_commit: String,
-    pub rustc: String,
-    pub crates: Crates,
-    pub dataset_files: Vec<FileRecord>,
-    pub data: String,
-    pub dataset_location: String,
-    #[serde(default = "yes")]
-    pub dataset_verified: bool,
-    pub threads: String,
-    pub attack: EvalSettings,
-    pub eval: EvalCounts,
-    /// The evaluation's sanity-check warnings (gradient masking, ...); empty when sound.
-    #[serde(default)]
-    pub warnings: Vec<String>,
-    pub timings_seconds: BTreeMap<String, f64>,
-    pub wall_seconds: f64,
-    /// With a validation hold-out: the split the evaluation was scored on (`validation` or `test`)
-    /// and the images held out. Absent for presets without one (they score the test split), so their
-    /// manifests keep their bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub split: Option<String>,
-    /// The CPU (model, vector instructions) the run computed on; absent in older records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_held_out: Option<u64>,
-}
-
-impl Manifest {
-    /// Clean accuracy.
-    pub fn clean(&self) -> f64 {
-        self.eval.clean_correct as f64 / self.eval.n as f64
-    }
-
-    /// Accuracy under the first attack of the sequence (PGD in `worst`).
-    pub fn first_attack(&self) -> f64 {
-        self.eval.cumulative.first().map_or(f64::NAN, |c| c.robust_correct as f64 / self.eval.n as f64)
-    }
-
-    /// Accuracy under every attack of the sequence.
-    pub fn robust(&self) -> f64 {
-        self.eval.robust_correct as f64 / self.eval.n as f64
-    }
-
-    /// The method with its ablation (`awt-ker1e-3`).
-    pub fn variant(&self) -> String {
-        crate::names::variant_of(&self.name, &self.arch)
-    }
-
-    /// Whether the wall time covers every sitting: a run resumed by a build that did not yet carry
-    /// step timings across sittings lacks the first step's time (`init`).
-    pub fn timed_in_full(&self) -> bool {
-        self.timings_seconds.contains_key("init")
-    }
-}
+pub(crate) use awt_runs::records::{
+    Crates, Cumulative, Eval as EvalRecord, EvalCounts, Manifest, SearchLine as SearchRecord,
+};
 
 /// Reads a run's `manifest.json` and checks it before anything believes it.
 pub(crate) fn read_manifest(file: &Path) -> Result<Manifest> {
     let m: Manifest = read_json(file)?;
-    m.check(file)?;
+    check(&m, file)?;
     Ok(m)
 }
 
@@ -170,108 +24,97 @@ fn setting_table(config: &str, key: &str) -> Option<toml::Table> {
     format!("t = {}", &config[start..end]).parse::<toml::Table>().ok()?.get("t")?.as_table().cloned()
 }
 
-impl Manifest {
-    /// The record's invariants, each failure an error naming the file and the field: the name
-    /// agrees with the folder, architecture, method, density and seed; the configuration with its
-    /// hash; the counts with each other (robust ≤ clean ≤ n, each attack ≤ the one before, the
-    /// final count = the last attack's less what noise broke); the attack settings with the
-    /// configuration's `[eval]` and `[train]` tables; the data with the configuration's.
-    pub(crate) fn check(&self, file: &Path) -> Result<()> {
-        let bad = |field: &str, why: String| anyhow::anyhow!("{}: `{field}` {why}", file.display());
-        let folder =
-            file.parent().and_then(Path::file_name).map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
-        let hash = crate::names::fnv(&self.config);
-        if folder != self.name && folder != format!("{}-{}", self.name, &hash[..10]) {
-            return Err(bad("name", format!("is {} but the record lies in folder {folder}", self.name)));
-        }
-        if self.config_hash != hash {
-            return Err(bad("config_hash", format!("is {} but the configuration hashes to {hash}", self.config_hash)));
-        }
-        let head = format!("arch={} method={} density={} seed={} ", self.arch, self.method, self.density, self.seed);
-        if !self.config.starts_with(&head) {
-            return Err(bad(
-                "config",
-                format!("does not begin with `{head}` (the record's arch, method, density, seed)"),
-            ));
-        }
-        let tail = format!("-d{}-s{}", self.density, self.seed);
-        if !self.name.starts_with(&format!("{}-", self.arch)) || !self.name.ends_with(&tail) {
-            return Err(bad("name", format!("{} does not read `{}-<method>{tail}`", self.name, self.arch)));
-        }
-        if !(self.density > 0.0 && self.density <= 1.0) || (self.method == "dense" && self.density != 1.0) {
-            return Err(bad("density", format!("{} is not a density of method {}", self.density, self.method)));
-        }
-        if !self.config.contains(&format!(" data={} ", self.data)) {
-            return Err(bad("data", format!("{} is not the configuration's data set", self.data)));
-        }
-        if !self.dataset_verified {
-            return Err(bad(
-                "dataset_verified",
-                "is false: the run read files not verified against pinned checksums".into(),
-            ));
-        }
-        let e = &self.eval;
-        if e.n == 0 || e.clean_correct > e.n {
-            return Err(bad("eval.clean_correct", format!("{} of n = {}", e.clean_correct, e.n)));
-        }
-        if e.robust_correct > e.clean_correct {
-            return Err(bad(
-                "eval.robust_correct",
-                format!("{} is above clean_correct {}", e.robust_correct, e.clean_correct),
-            ));
-        }
-        let mut before = e.clean_correct;
-        for c in &e.cumulative {
-            if c.robust_correct > before {
-                return Err(bad(
-                    "eval.cumulative",
-                    format!("{} leaves {} robust, more than the {before} before it", c.attack, c.robust_correct),
-                ));
-            }
-            before = c.robust_correct;
-        }
-        let want =
-            if e.cumulative.is_empty() { e.clean_correct } else { before - e.noise_broken.unwrap_or(0).min(before) };
-        if e.robust_correct != want {
-            return Err(bad(
-                "eval.robust_correct",
-                format!("{} disagrees with the per-attack counts ({want})", e.robust_correct),
-            ));
-        }
-        if let Some(t) = setting_table(&self.config, "eval") {
-            let int = |k: &str| t.get(k).and_then(toml::Value::as_integer).map(|v| v as u64);
-            let checks = [
-                ("n", int("n"), e.n),
-                ("steps", int("steps"), self.attack.steps),
-                ("apgd_steps", int("apgd_steps"), self.attack.apgd_steps),
-            ];
-            for (k, conf, rec) in checks {
-                if let Some(c) = conf.filter(|c| *c != rec) {
-                    return Err(bad(
-                        &format!("eval/attack {k}"),
-                        format!("is {rec} but the configuration's [eval] says {c}"),
-                    ));
-                }
-            }
-            let attack = t.get("attack").and_then(toml::Value::as_str).unwrap_or("worst");
-            if !e.cumulative.is_empty() && self.attack.attack != attack {
-                return Err(bad(
-                    "attack.attack",
-                    format!("is {} but the configuration's [eval] says {attack}", self.attack.attack),
-                ));
-            }
-        }
-        if let Some(eps) =
-            setting_table(&self.config, "train").and_then(|t| t.get("eps").and_then(toml::Value::as_float))
-            && (eps - self.attack.eps).abs() > 1e-12
-        {
-            return Err(bad(
-                "attack.eps",
-                format!("is {} but the configuration's [train] eps is {eps}", self.attack.eps),
-            ));
-        }
-        Ok(())
+/// The record's invariants, each failure an error naming the file and the field: the name
+/// agrees with the folder, architecture, method, density and seed; the configuration with its
+/// hash; the counts with each other (robust ≤ clean ≤ n, each attack ≤ the one before, the
+/// final count = the last attack's less what noise broke); the attack settings with the
+/// configuration's `[eval]` and `[train]` tables; the data with the configuration's.
+pub(crate) fn check(m: &Manifest, file: &Path) -> Result<()> {
+    let bad = |field: &str, why: String| anyhow::anyhow!("{}: `{field}` {why}", file.display());
+    let folder = file.parent().and_then(Path::file_name).map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+    let hash = awt_runs::fnv(&m.config);
+    if folder != m.name && folder != format!("{}-{}", m.name, &hash[..10]) {
+        return Err(bad("name", format!("is {} but the record lies in folder {folder}", m.name)));
     }
+    if m.config_hash != hash {
+        return Err(bad("config_hash", format!("is {} but the configuration hashes to {hash}", m.config_hash)));
+    }
+    let head = format!("arch={} method={} density={} seed={} ", m.arch, m.method, m.density, m.seed);
+    if !m.config.starts_with(&head) {
+        return Err(bad("config", format!("does not begin with `{head}` (the record's arch, method, density, seed)")));
+    }
+    let tail = format!("-d{}-s{}", m.density, m.seed);
+    if !m.name.starts_with(&format!("{}-", m.arch)) || !m.name.ends_with(&tail) {
+        return Err(bad("name", format!("{} does not read `{}-<method>{tail}`", m.name, m.arch)));
+    }
+    if m.method.is_dense() && m.density != awt_runs::Density::ONE {
+        return Err(bad("density", format!("{} is not a density of method {}", m.density, m.method)));
+    }
+    if !m.config.contains(&format!(" data={} ", m.data)) {
+        return Err(bad("data", format!("{} is not the configuration's data set", m.data)));
+    }
+    if !m.dataset_verified {
+        return Err(bad(
+            "dataset_verified",
+            "is false: the run read files not verified against pinned checksums".into(),
+        ));
+    }
+    let e = &m.eval;
+    if e.n == 0 || e.clean_correct > e.n {
+        return Err(bad("eval.clean_correct", format!("{} of n = {}", e.clean_correct, e.n)));
+    }
+    if e.robust_correct > e.clean_correct {
+        return Err(bad(
+            "eval.robust_correct",
+            format!("{} is above clean_correct {}", e.robust_correct, e.clean_correct),
+        ));
+    }
+    let mut before = e.clean_correct;
+    for c in &e.cumulative {
+        if c.robust_correct > before {
+            return Err(bad(
+                "eval.cumulative",
+                format!("{} leaves {} robust, more than the {before} before it", c.attack, c.robust_correct),
+            ));
+        }
+        before = c.robust_correct;
+    }
+    let want = if e.cumulative.is_empty() { e.clean_correct } else { before - e.noise_broken.unwrap_or(0).min(before) };
+    if e.robust_correct != want {
+        return Err(bad(
+            "eval.robust_correct",
+            format!("{} disagrees with the per-attack counts ({want})", e.robust_correct),
+        ));
+    }
+    if let Some(t) = setting_table(&m.config, "eval") {
+        let int = |k: &str| t.get(k).and_then(toml::Value::as_integer).map(|v| v as u64);
+        let checks = [
+            ("n", int("n"), e.n),
+            ("steps", int("steps"), m.attack.steps),
+            ("apgd_steps", int("apgd_steps"), m.attack.apgd_steps),
+        ];
+        for (k, conf, rec) in checks {
+            if let Some(c) = conf.filter(|c| *c != rec) {
+                return Err(bad(
+                    &format!("eval/attack {k}"),
+                    format!("is {rec} but the configuration's [eval] says {c}"),
+                ));
+            }
+        }
+        let attack = t.get("attack").and_then(toml::Value::as_str).unwrap_or("worst");
+        if !e.cumulative.is_empty() && m.attack.attack != attack {
+            return Err(bad(
+                "attack.attack",
+                format!("is {} but the configuration's [eval] says {attack}", m.attack.attack),
+            ));
+        }
+    }
+    if let Some(eps) = setting_table(&m.config, "train").and_then(|t| t.get("eps").and_then(toml::Value::as_float))
+        && (eps - m.attack.eps).abs() > 1e-12
+    {
+        return Err(bad("attack.eps", format!("is {} but the configuration's [train] eps is {eps}", m.attack.eps)));
+    }
+    Ok(())
 }
 
 /// The middle value (the mean of the middle two for an even count; NaN for none).
@@ -310,14 +153,6 @@ pub(crate) struct EpochRecord {
     pub kernel_to_reference: Option<f64>,
 }
 
-/// One line of a search log.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct SearchRecord {
-    pub step: u64,
-    pub kernel_distance: f64,
-    pub output_distance: f64,
-}
-
 /// Reads a JSON file into `T`, naming the file on error.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> Result<T> {
     let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -335,6 +170,59 @@ pub(crate) fn read_jsonl<T: serde::de::DeserializeOwned>(p: &Path) -> Result<Vec
         .collect()
 }
 
+/// An `eval.json` for tests (one line): `n` points, `clean` correct, `robust` after one PGD attack.
+#[cfg(test)]
+pub(crate) fn test_eval(n: u64, clean: u64, robust: u64) -> String {
+    let settings = awt_runs::records::EvalSettings {
+        apgd_steps: 100,
+        attack: "pgd".into(),
+        batch: 250,
+        eps: 0.1,
+        fab_steps: None,
+        loss: "ce".into(),
+        noise_samples: 4,
+        norm: "linf".into(),
+        restarts: 1,
+        seed: 0,
+        square_queries: None,
+        step_size: 0.0125,
+        steps: 20,
+        targets: None,
+    };
+    let acc = |c: u64| c as f64 / n as f64;
+    let e = EvalRecord {
+        arch: "lenet-300-100".into(),
+        clean_accuracy: acc(clean),
+        clean_correct: clean,
+        cumulative: vec![awt_runs::records::EvalStep {
+            attack: "pgd-20".into(),
+            robust_accuracy: acc(robust),
+            robust_correct: robust,
+        }],
+        data: "fashion-mnist".into(),
+        dataset_files: Vec::new(),
+        dataset_location: String::new(),
+        dataset_unverified: None,
+        dataset_verified: None,
+        git_commit: "0".into(),
+        gradient_free_only: None,
+        gradient_masking_suspected: None,
+        model: String::new(),
+        n,
+        noise_broken: None,
+        offset: 0,
+        robust_accuracy: Some(acc(robust)),
+        robust_correct: Some(robust),
+        settings,
+        split: None,
+        train_examples_after_hold_out: None,
+        validation_held_out: None,
+        wall_seconds: 1.0,
+        warnings: Vec::new(),
+    };
+    serde_json::to_string(&e).expect("serialisable")
+}
+
 /// A manifest for tests: `acc` = (clean, PGD, worst) accuracy on 10,000 images.
 #[cfg(test)]
 pub(crate) fn test_manifest(
@@ -346,16 +234,19 @@ pub(crate) fn test_manifest(
 ) -> serde_json::Value {
     let n = 10_000u64;
     let c = |a: f64| (a * n as f64).round() as u64;
+    // `method` may be a variant (`awt-ker10`): the name keeps it, the method field is its method.
     let name = format!("lenet-300-100-{method}-d{density}-s{seed}");
+    let method = method.parse::<awt_runs::Variant>().expect("a method or variant").method;
     let config = format!(
         "arch=lenet-300-100 method={method} density={density} seed={seed} data=fashion-mnist train={{ eps = 0.1 }} eval={{ apgd_steps = 100, n = 10000, steps = 20 }}"
     );
     serde_json::json!({
-        "preset": preset, "name": name, "arch": "lenet-300-100", "method": method, "density": density,
-        "seed": seed, "config_hash": crate::names::fnv(&config), "config": config, "git_commit": "0", "rustc": "",
+        "preset": preset, "name": name, "arch": "lenet-300-100", "method": method.name(), "density": density,
+        "seed": seed, "config_hash": awt_runs::fnv(&config), "config": config, "git_commit": "0", "rustc": "",
         "data": "fashion-mnist",
         "crates": {"candle-core": "0", "awt": "0"}, "dataset_files": [], "dataset_location": "", "threads": "2",
-        "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+        "attack": {"attack": "worst", "eps": 0.1, "steps": 20, "apgd_steps": 100, "batch": 250, "loss": "ce",
+                   "noise_samples": 4, "norm": "linf", "restarts": 1, "seed": seed, "step_size": 0.0125},
         "eval": {"n": n, "clean_correct": c(acc.0), "robust_correct": c(acc.2),
                  "cumulative": [{"attack": "pgd", "robust_correct": c(acc.1)}, {"attack": "apgd-ce", "robust_correct": c(acc.2)}]},
         "timings_seconds": {}, "wall_seconds": 1.0,
@@ -417,8 +308,8 @@ mod tests {
         for e in std::fs::read_dir(&dir).unwrap() {
             let bytes = std::fs::read(e.unwrap().path()).unwrap();
             if let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) {
-                let _ = m.check(Path::new("/results/x/manifest.json"));
-                let _ = m.check(&Path::new("/results").join(&m.name).join("manifest.json"));
+                let _ = check(&m, Path::new("/results/x/manifest.json"));
+                let _ = check(&m, &Path::new("/results").join(&m.name).join("manifest.json"));
             }
             let _ = serde_json::from_slice::<EvalRecord>(&bytes);
             n += 1;

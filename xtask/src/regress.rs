@@ -2,6 +2,7 @@
 //! committed baseline, with a two-sided band (an unexplained rise in robust accuracy usually means a
 //! weakened attack).
 
+use awt_runs::layout;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
@@ -48,7 +49,7 @@ pub(crate) fn regress(args: &[String]) -> Result<()> {
     };
     let mut now = BTreeMap::new();
     for r in &run_grid(&o)? {
-        let m: Manifest = read_json(&r.dir.join("manifest.json"))?;
+        let m: Manifest = read_json(&r.dir.join(layout::MANIFEST))?;
         now.insert(
             r.name.clone(),
             Counts { n: m.eval.n, clean_correct: m.eval.clean_correct, robust_correct: m.eval.robust_correct },

@@ -1,6 +1,7 @@
 //! `cargo xtask report`: docs/reproduction.md and its SVG figures from run folders (one or many
 //! folders, e.g. gathered from a cluster), never drawn by hand.
 
+use awt_runs::layout;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -23,14 +24,14 @@ struct RunData {
 
 /// A finished run folder's records (None when it has no manifest yet).
 fn read_run(p: &Path) -> Result<Option<RunData>> {
-    let m = p.join("manifest.json");
+    let m = p.join(layout::MANIFEST);
     if !m.exists() {
         return Ok(None);
     }
     Ok(Some(RunData {
         manifest: crate::records::read_manifest(&m)?,
-        metrics: read_jsonl(&p.join("train/metrics.jsonl"))?,
-        search: read_jsonl(&p.join("ticket.safetensors.search.jsonl"))?,
+        metrics: read_jsonl(&p.join(layout::TRAIN).join(layout::METRICS))?,
+        search: read_jsonl(&layout::beside(&p.join(layout::TICKET), layout::SEARCH_LOG))?,
     }))
 }
 
@@ -45,7 +46,7 @@ fn collect(dirs: &[PathBuf]) -> Result<Vec<RunData>> {
         paths.sort();
         for p in paths {
             let Some(r) = read_run(&p)? else { continue };
-            let t = std::fs::metadata(p.join("manifest.json"))?.modified()?;
+            let t = std::fs::metadata(p.join(layout::MANIFEST))?.modified()?;
             match by_name.get(&r.manifest.name) {
                 Some((t0, p0, _)) if *t0 >= t => {
                     eprintln!("report: {} left out, {} is newer", p.display(), p0.display())
@@ -131,7 +132,9 @@ fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
 fn claims(rs: &[&RunData], d0: f64) -> String {
     let runs = |m: &str| -> Vec<&RunData> {
         rs.iter()
-            .filter(|r| r.manifest.method == m && (m == "dense" || (r.manifest.density - d0).abs() < 1e-12))
+            .filter(|r| {
+                r.manifest.method.name() == m && (m == "dense" || (r.manifest.density.get() - d0).abs() < 1e-12)
+            })
             .copied()
             .collect()
     };
@@ -161,7 +164,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
             at_least(&dense, 0.01)
         );
     }
-    let best = crate::spec::MASKS_AT_INIT
+    let best = crate::spec::masks_at_init()
         .into_iter()
         .chain(["ntt"])
         .filter(|m| mean(m).n > 0)
@@ -259,7 +262,7 @@ mod tests {
         run_folder(&dir, "dense", "dense", 0, 0.50);
         let runs = collect(std::slice::from_ref(&dir)).unwrap();
         assert_eq!(runs.len(), 2);
-        let awt = runs.iter().find(|r| r.manifest.method == "awt").unwrap();
+        let awt = runs.iter().find(|r| r.manifest.method == awt_runs::Method::Awt).unwrap();
         assert!((acc(awt, "worst") - 0.20).abs() < 1e-12, "the older folder was kept");
         let refs: Vec<&RunData> = runs.iter().collect();
         let md = claims(&refs, 0.05);

@@ -3,6 +3,7 @@
 //! finished run's small records copied into `results/<preset>/`. One run folder's execution (lock,
 //! steps, timings, manifest) is `runner/exec`.
 
+use awt_runs::layout;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, expand, fnv, steps};
-use crate::records::{Manifest, read_json};
+use crate::records::{Manifest, SearchRecord, read_json};
 use crate::root;
 use crate::spec::{self, Spec};
 
@@ -137,14 +138,14 @@ pub(crate) fn record_dir(preset: &str, run: &Run) -> PathBuf {
 
 /// True when `results/` already holds this run's records under the same configuration.
 fn recorded(preset: &str, run: &Run) -> bool {
-    read_json::<Manifest>(&record_dir(preset, run).join("manifest.json"))
+    read_json::<Manifest>(&record_dir(preset, run).join(layout::MANIFEST))
         .is_ok_and(|m| m.config_hash == fnv(&run.canonical))
 }
 
 /// True for a search-log line whose step re-selected the mask and changed it (kept when thinning, so
 /// the records show how the mask moved).
 fn changes_mask(line: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(line).ok().and_then(|v| v["mask_changes"].as_u64()).is_some_and(|c| c > 0)
+    serde_json::from_str::<SearchRecord>(line).is_ok_and(|l| l.mask_changes > 0)
 }
 
 /// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
@@ -166,20 +167,13 @@ fn keep(o: &Opts, run: &Run) -> Result<()> {
 fn record(preset: &str, run: &Run) -> Result<()> {
     let dst = record_dir(preset, run);
     std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    for (src, name) in [
-        ("eval.json", "eval.json"),
-        ("eval-aa.json", "eval-aa.json"),
-        ("mask.json", "mask.json"),
-        ("dynamics.jsonl", "dynamics.jsonl"),
-        ("train/summary.json", "train-summary.json"),
-        ("train/metrics.jsonl", "train-metrics.jsonl"),
-    ] {
+    for (src, name) in layout::RECORD_COPIES {
         let p = run.dir.join(src);
         if p.exists() {
             std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
         }
     }
-    if let Ok(text) = std::fs::read_to_string(run.dir.join("ticket.safetensors.search.jsonl")) {
+    if let Ok(text) = std::fs::read_to_string(layout::beside(&run.dir.join(layout::TICKET), layout::SEARCH_LOG)) {
         let lines: Vec<&str> = text.lines().collect();
         let kept: Vec<&str> = lines
             .iter()
@@ -187,10 +181,10 @@ fn record(preset: &str, run: &Run) -> Result<()> {
             .filter(|(i, l)| i % 50 == 0 || i + 1 == lines.len() || changes_mask(l))
             .map(|(_, l)| *l)
             .collect();
-        std::fs::write(dst.join("search.jsonl"), kept.join("\n") + "\n")?;
+        std::fs::write(dst.join(layout::RECORD_SEARCH), kept.join("\n") + "\n")?;
     }
     // The manifest last: its presence marks the record complete.
-    std::fs::copy(run.dir.join("manifest.json"), dst.join("manifest.json"))?;
+    std::fs::copy(run.dir.join(layout::MANIFEST), dst.join(layout::MANIFEST))?;
     Ok(())
 }
 
@@ -208,7 +202,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let base = o.base();
     let results = root().join("results").join(&o.preset);
     let recorded = |name: &str, canonical: &str| {
-        read_json::<Manifest>(&results.join(name).join("manifest.json"))
+        read_json::<Manifest>(&results.join(name).join(layout::MANIFEST))
             .ok()
             .filter(|m| m.config_hash == fnv(canonical))
             .map(|m| m.robust())
@@ -322,7 +316,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
         eprintln!("[{:>3}/{total}] {} — recorded in results/, skipped", k + 1, run.name);
         return Ok(());
     }
-    if run.dir.join("manifest.json").exists() {
+    if run.dir.join(layout::MANIFEST).exists() {
         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
         return if spec.record { keep(o, run) } else { Ok(()) };
     }
@@ -337,7 +331,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     let lock = wait_lock(&run.dir, &run.name, false)?;
     // Another worker may have run it meanwhile, for a run that needed it first.
-    if run.dir.join("manifest.json").exists() {
+    if run.dir.join(layout::MANIFEST).exists() {
         eprintln!("[{:>3}/{total}] {} — finished by another worker", k + 1, run.name);
         return if spec.record && !recorded(&o.preset, run) { keep(o, run) } else { Ok(()) };
     }

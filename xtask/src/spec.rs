@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use awt_runs::{Method, TicketRecipe, Variant};
+
 use crate::root;
 
 /// A preset: which networks, methods, densities and seeds, and every setting of their commands.
@@ -171,7 +173,7 @@ pub(crate) struct Ablation {
     #[serde(default)]
     pub follow_up_seeds: Vec<u64>,
     /// Flags of the ticket step (without dashes) and their values, replacing the `[search]` or
-    /// `[prune]` ones: [`ABLATION_FLAGS`] for a search, [`PRUNE_ABLATION_FLAGS`] for a mask.
+    /// `[prune]` ones, those `awt_runs::Method::ablation_flags` allows.
     pub flags: toml::Table,
 }
 
@@ -213,7 +215,7 @@ pub(crate) struct HydraSpec {
 
 /// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.
 pub(crate) fn plain_of(v: &str) -> Option<&'static str> {
-    (!METHODS.contains(&v)).then(|| METHODS.iter().copied().find(|m| v.starts_with(&format!("{m}-")))).flatten()
+    v.parse::<Variant>().ok().filter(|v| v.ablation.is_some()).map(|v| v.method.name())
 }
 
 /// Reads and checks `experiments/<preset>.toml`.
@@ -263,24 +265,21 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
         bail!("{}: density {d} is not in (0, 1]", p.display());
     }
     for m in &spec.methods {
-        if !METHODS.contains(&m.as_str()) {
-            bail!("{}: unknown method `{m}`: expected one of {}", p.display(), METHODS.join(", "));
+        if let Err(e) = m.parse::<Method>() {
+            bail!("{}: {e}", p.display());
         }
     }
     if spec.methods.iter().any(|m| m == "imp-at") && spec.imp.is_none() {
         bail!("{}: method imp-at needs an [imp] table", p.display());
     }
     for ab in &spec.ablations {
-        let allowed: &[&str] = match ab.method.as_str() {
-            "ntt" | "awt" => &ABLATION_FLAGS,
-            "dense" => &TRAIN_ABLATION_FLAGS,
-            "imp-at" => &IMP_ABLATION_FLAGS,
-            "hydra" => &HYDRA_ABLATION_FLAGS,
-            m if MASKS_AT_INIT.contains(&m) => &PRUNE_ABLATION_FLAGS,
-            m => bail!(
-                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow), imp-at, hydra or dense, not `{m}`",
+        let allowed = match ab.method.parse::<Method>() {
+            Ok(m) => m.ablation_flags(),
+            Err(_) => bail!(
+                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow), imp-at, hydra or dense, not `{}`",
                 p.display(),
-                ab.name
+                ab.name,
+                ab.method
             ),
         };
         if ab.method == "dense" {
@@ -334,11 +333,11 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
             bail!("{}: [eval] autoattack_n = {k} must be in 1..={} (n)", p.display(), spec.eval.n);
         }
     }
-    if let Some(m) = spec.prune.allocation.keys().find(|m| !MASKS_AT_INIT.contains(&m.as_str())) {
+    if let Some(m) = spec.prune.allocation.keys().find(|m| !masks_at_init().contains(&m.as_str())) {
         bail!(
             "{}: [prune] allocation: `{m}` is not a mask at initialisation ({})",
             p.display(),
-            MASKS_AT_INIT.join(", ")
+            masks_at_init().join(", ")
         );
     }
     if let Some(o) = spec.output_layer.as_deref().filter(|o| !["dense", "pruned"].contains(o)) {
@@ -360,28 +359,21 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     Ok(spec)
 }
 
-/// The `awt ticket` flags an ablation may change.
-pub(crate) const ABLATION_FLAGS: [&str; 8] =
-    ["steps", "lr", "lambda-ker", "lambda-l2", "mask-every", "weights", "inputs", "adv-source"];
-
-/// The `awt train` flags an ablation of the dense net may change (training budget selection).
-pub(crate) const TRAIN_ABLATION_FLAGS: [&str; 2] = ["epochs", "schedule"];
-
-/// IMP-AT's schedule an ablation may change: epochs per round, epochs of the final training.
-pub(crate) const IMP_ABLATION_FLAGS: [&str; 2] = ["imp-epochs", "final-epochs"];
-
-/// HYDRA's schedule an ablation may change: pretraining, score optimisation, fine-tuning epochs.
-pub(crate) const HYDRA_ABLATION_FLAGS: [&str; 3] = ["pretrain-epochs", "hydra-epochs", "finetune-epochs"];
-
-/// The `awt prune` flags an ablation of a mask at initialisation may change.
-pub(crate) const PRUNE_ABLATION_FLAGS: [&str; 2] = ["rescale", "allocation"];
+/// Every method a preset may list, in the order reports show them (`awt_runs::Method::ALL`).
+pub(crate) const METHODS: [&str; Method::ALL.len()] = {
+    let mut out = [""; Method::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = Method::ALL[i].name();
+        i += 1;
+    }
+    out
+};
 
 /// The masks chosen at initialisation and trained from their initial weights (`awt prune`).
-pub(crate) const MASKS_AT_INIT: [&str; 5] = ["random", "magnitude", "snip", "grasp", "synflow"];
-
-/// Every method a preset may list, in the order reports show them.
-pub(crate) const METHODS: [&str; 10] =
-    ["dense", "random", "magnitude", "snip", "grasp", "synflow", "ntt", "awt", "imp-at", "hydra"];
+pub(crate) fn masks_at_init() -> Vec<&'static str> {
+    Method::names_by(TicketRecipe::MaskAtInit)
+}
 
 #[cfg(test)]
 mod tests {

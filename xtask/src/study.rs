@@ -2,6 +2,7 @@
 //! `results/` — the NTT validation and the study grid — with mean ± sd over seeds, paired differences
 //! with 95 % t-intervals, and verdicts that say so when the seeds cannot decide. Never drawn by hand.
 
+use awt_runs::layout;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -32,31 +33,7 @@ use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
 use figures::write_figure;
 use ntt::{ntt_density, ntt_section, ntt_verdict};
 
-/// One search-log line (the fields the study reads).
-#[derive(Clone, Debug, Deserialize)]
-struct SearchLine {
-    step: u64,
-    kernel_distance: f64,
-    output_distance: f64,
-    #[serde(default)]
-    mask_changes: u64,
-    #[serde(default)]
-    kernel_term: Option<f64>,
-    #[serde(default)]
-    output_term: Option<f64>,
-}
-
-/// One line of `dynamics.jsonl` (`awt dynamics`).
-#[derive(Clone, Debug, Deserialize)]
-struct DynLine {
-    epoch: u64,
-    rel_distance: f64,
-    alignment: f64,
-    sparse_change: f64,
-    dense_change: f64,
-    #[serde(default)]
-    loss_gap: Option<f64>,
-}
+use awt_runs::records::{DynamicsLine as DynLine, SearchLine};
 
 /// One line of a training run's `train-metrics.jsonl` (the fields the study reads).
 #[derive(Clone, Debug, Deserialize)]
@@ -92,7 +69,7 @@ impl Rec {
     fn measure(&self, which: Measure) -> Option<f64> {
         match which {
             // AutoAttack may run on a prefix of the evaluation set (`[eval] autoattack_n`).
-            Measure::AutoAttack => self.aa.as_ref().map(|a| a.robust_correct as f64 / a.n as f64),
+            Measure::AutoAttack => self.aa.as_ref().and_then(|a| Some(a.robust_correct? as f64 / a.n as f64)),
             Measure::Clean => Some(self.m.clean()),
             Measure::Pgd => Some(self.m.first_attack()).filter(|v| v.is_finite()),
             Measure::Worst => Some(self.m.robust()),
@@ -119,17 +96,17 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
     let mut out = Vec::new();
     for e in entries {
         let p = e?.path();
-        if !p.join("manifest.json").exists() {
+        if !p.join(layout::MANIFEST).exists() {
             continue;
         }
-        let aa = p.join("eval-aa.json");
+        let aa = p.join(layout::EVAL_AA);
         out.push(Rec {
-            m: crate::records::read_manifest(&p.join("manifest.json"))?,
+            m: crate::records::read_manifest(&p.join(layout::MANIFEST))?,
             aa: if aa.exists() { Some(read_json(&aa)?) } else { None },
-            mask: if p.join("mask.json").exists() { Some(read_json(&p.join("mask.json"))?) } else { None },
-            search: read_jsonl(&p.join("search.jsonl"))?,
-            dynamics: read_jsonl(&p.join("dynamics.jsonl"))?,
-            train: read_jsonl(&p.join("train-metrics.jsonl"))?,
+            mask: if p.join(layout::MASK).exists() { Some(read_json(&p.join(layout::MASK))?) } else { None },
+            search: read_jsonl(&p.join(layout::RECORD_SEARCH))?,
+            dynamics: read_jsonl(&p.join(layout::DYNAMICS))?,
+            train: read_jsonl(&p.join(layout::RECORD_TRAIN_METRICS))?,
         });
     }
     out.sort_by(|a, b| a.m.name.cmp(&b.m.name));
@@ -138,7 +115,8 @@ fn load(preset: &str) -> Result<Vec<Rec>> {
 
 /// The runs of one variant at one density (the dense net's at any density).
 fn runs_of<'a>(recs: &'a [Rec], variant: &'a str, density: f64) -> impl Iterator<Item = &'a Rec> + 'a {
-    recs.iter().filter(move |r| r.variant() == variant && (variant == "dense" || (r.m.density - density).abs() < 1e-12))
+    recs.iter()
+        .filter(move |r| r.variant() == variant && (variant == "dense" || (r.m.density.get() - density).abs() < 1e-12))
 }
 
 /// (seed, value) of one variant at one density (the dense net at any density).
@@ -271,7 +249,7 @@ fn headline(recs: &[Rec]) -> (Measure, &'static str) {
 
 /// The recorded densities below 1, highest first.
 fn sparse_densities(recs: &[Rec]) -> Vec<f64> {
-    let mut densities: Vec<f64> = recs.iter().map(|r| r.m.density).filter(|d| *d < 1.0).collect();
+    let mut densities: Vec<f64> = recs.iter().map(|r| r.m.density.get()).filter(|d| *d < 1.0).collect();
     densities.sort_by(|a, b| b.total_cmp(a));
     densities.dedup();
     densities
@@ -321,7 +299,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
             // without any kept incoming weight.
             let masked: Vec<&Rec> = recs
                 .iter()
-                .filter(|r| r.variant() == *v && (r.m.density - d).abs() < 1e-12 && r.mask.is_some())
+                .filter(|r| r.variant() == *v && (r.m.density.get() - d).abs() < 1e-12 && r.mask.is_some())
                 .collect();
             let cut = masked.iter().filter(|r| !cut_classes(recs, v, d, r.m.seed).is_empty()).count();
             let cut = if masked.is_empty() { "—".to_string() } else { format!("{cut} of {}", masked.len()) };

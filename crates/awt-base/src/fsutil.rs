@@ -112,31 +112,6 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Takes an exclusive OS-level lock on the file `path` (created if missing; the lock dies with the
-/// process) and writes this process's id into it. When another process holds it, the error's kind
-/// is `WouldBlock` and its message names the holder ("process 1234"). The one lock every writing
-/// command uses: run folders (`<dir>/.lock`) and single outputs (`.<name>.lock` beside them).
-pub fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
-            let holder = holder.trim();
-            let who = if holder.is_empty() { "another process".to_string() } else { format!("process {holder}") };
-            return Err(std::io::Error::new(std::io::ErrorKind::WouldBlock, who));
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(e),
-    }
-    f.set_len(0)?;
-    f.rewind()?;
-    f.write_all(std::process::id().to_string().as_bytes())?;
-    f.flush()?;
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

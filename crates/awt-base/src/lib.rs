@@ -51,7 +51,7 @@ pub fn threads() -> usize {
 }
 
 mod fsutil;
-pub use fsutil::{available_memory, lock_exclusive, read_bounded, write_atomic};
+pub use fsutil::{available_memory, read_bounded, write_atomic};
 
 /// Fixes `RAYON_NUM_THREADS` to the thread count candle would choose, unless it is already set, and
 /// returns the count. Without it candle looks the count up from the OS (CPU topology files) on every

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use awt_data::{LoadOptions, REGISTRY};
 use awt_nets::{Arch, Init, Net};
+use awt_runs::records::{MaskLayer, MaskReport};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
@@ -219,13 +220,14 @@ fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()>
                 .unwrap_or_default()
         );
         if let Some(d) = d {
-            layers.push(serde_json::json!({
-                "name": name,
-                "shape": v.dims(),
-                "density": d,
-                "outputs_without_input": cut.as_ref().map(|c| c.outputs_without_input.clone()),
-                "inputs_without_output": cut.as_ref().map(|c| c.inputs_without_output.clone()),
-            }));
+            let ids = |v: &[usize]| v.iter().map(|&i| i as u64).collect::<Vec<u64>>();
+            layers.push(MaskLayer {
+                density: d,
+                inputs_without_output: cut.as_ref().map(|c| ids(&c.inputs_without_output)),
+                name: name.clone(),
+                outputs_without_input: cut.as_ref().map(|c| ids(&c.outputs_without_input)),
+                shape: ids(v.dims()),
+            });
         }
     }
     let (all, weights) = net.counts();
@@ -249,16 +251,16 @@ fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()>
         bail!("{}: metadata names a pruning method but the file holds no masks", model.display());
     }
     if let Some(j) = json {
-        let v = serde_json::json!({
-            "model": model.display().to_string(),
-            "arch": net.arch().to_string(),
-            "parameters": all,
-            "weights": weights,
-            "density": kept / weights as f64,
-            "layers": layers,
-            "classes_without_input": dead_classes,
-            "meta": net.meta,
-        });
+        let v = MaskReport {
+            arch: net.arch().to_string(),
+            classes_without_input: dead_classes.map(|c| c.into_iter().map(|i| i as u64).collect()),
+            density: kept / weights as f64,
+            layers,
+            meta: net.meta.clone(),
+            model: model.display().to_string(),
+            parameters: all as u64,
+            weights: weights as u64,
+        };
         crate::output::write_json(j, &v)?;
     }
     Ok(())

@@ -7,6 +7,8 @@
 //! Needs both training folders written with `awt train --keep-epochs` (`epochs/epoch-NNN.safetensors`
 //! after each epoch); epoch 0 is the two starting checkpoints.
 
+use awt_runs::layout;
+use awt_runs::records::DynamicsLine;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -53,25 +55,8 @@ pub(crate) struct DynamicsArgs {
     out: PathBuf,
 }
 
-/// The measures of one epoch.
-#[derive(Debug, serde::Serialize)]
-struct EpochDynamics {
-    epoch: usize,
-    /// ‖Θ_s − Θ_d‖ / ‖Θ_d‖ (Frobenius), both at this epoch, on the probe's PGD examples.
-    rel_distance: f64,
-    /// ⟨Θ_s, Θ_d⟩ / (‖Θ_s‖ ‖Θ_d‖).
-    alignment: f64,
-    /// ‖Θ_s,t − Θ_s,0‖ / ‖Θ_s,0‖ on the same points: how far the sparse net's kernel moved.
-    sparse_change: f64,
-    /// The same for the dense net.
-    dense_change: f64,
-    /// Training loss of the sparse net minus the dense net's over this epoch (none at epoch 0).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    loss_gap: Option<f64>,
-}
-
 fn epoch_file(dir: &Path, epoch: usize) -> PathBuf {
-    dir.join("epochs").join(format!("epoch-{epoch:03}.safetensors"))
+    dir.join(layout::EPOCHS).join(format!("epoch-{epoch:03}.safetensors"))
 }
 
 /// Epochs 1.. saved in a training folder (stops at the first gap).
@@ -85,7 +70,7 @@ fn load(p: &Path) -> Result<Net> {
 
 /// Training losses per epoch from a folder's metrics.jsonl.
 fn losses(dir: &Path) -> Result<Vec<f64>> {
-    let m = crate::train::read_metrics(&dir.join("metrics.jsonl"))?;
+    let m = crate::train::read_metrics(&dir.join(layout::METRICS))?;
     Ok(m.iter().map(|v| v["train_loss"].as_f64().unwrap_or(f64::NAN)).collect())
 }
 
@@ -157,7 +142,7 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
         .flat_map(|d| {
             (1..=saved_epochs(d))
                 .map(move |e| epoch_file(d, e))
-                .chain([d.join("metrics.jsonl"), d.join(awt_train::CONFIG)])
+                .chain([d.join(layout::METRICS), d.join(layout::CONFIG)])
         })
         .collect();
     let mut inputs: Vec<(&str, &Path)> = vec![("--dense-init", &a.dense_init), ("--init", &a.init)];
@@ -167,8 +152,8 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
     if epochs == 0 {
         bail!(
             "no epoch checkpoints in both {} and {} (train them with `awt train --keep-epochs`)",
-            a.dense.join("epochs").display(),
-            a.run.join("epochs").display()
+            a.dense.join(layout::EPOCHS).display(),
+            a.run.join(layout::EPOCHS).display()
         );
     }
     let (dense0, sparse0) = (load(&a.dense_init)?, load(&a.init)?);
@@ -209,7 +194,7 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
         let sparse_change = compare(&ks, &kernel(&sparse0, &xa)?)?.0;
         let dense_change = compare(&kd, &kernel(&dense0, &xa)?)?.0;
         let loss_gap = (t > 0).then(|| ls.get(t - 1).zip(ld.get(t - 1)).map(|(s, d)| s - d)).flatten();
-        let rec = EpochDynamics { epoch: t, rel_distance, alignment, sparse_change, dense_change, loss_gap };
+        let rec = DynamicsLine { epoch: t as u64, rel_distance, alignment, sparse_change, dense_change, loss_gap };
         out += &serde_json::to_string(&rec)?;
         out.push('\n');
     }

@@ -8,9 +8,9 @@ use awt_attack::{
     Apgd, ApgdTargeted, Attack, Checks, FabTargeted, Fgsm, LossKind, Norm, Pgd, Square, Warnings, evaluate_batch,
 };
 use awt_nets::Arch;
+use awt_runs::records::{Eval, EvalSettings, EvalStep};
 use candle_core::{DType, Device};
 use clap::Args;
-use serde_json::json;
 
 use crate::args::{AttackArg, DataArgs, LossArg, NormArg, SplitArg, value_name};
 use crate::output::{progress, say};
@@ -85,7 +85,7 @@ pub(crate) struct EvalResult {
     pub robust_after: Vec<(String, usize)>,
     pub warnings: Warnings,
     pub seconds: f64,
-    pub json: serde_json::Value,
+    pub json: Eval,
 }
 
 /// Builds the attack list for `--attack`.
@@ -227,28 +227,53 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let seconds = start.elapsed().as_secs_f64();
     let names: Vec<String> = refs.iter().map(|r| r.name()).collect();
     let robust_after: Vec<(String, usize)> = names.into_iter().zip(robust_after).collect();
-    // Without an attack there is no robust accuracy to report (it is not the clean one).
-    let robust_json = if refs.is_empty() { json!(null) } else { json!(robust) };
-    let robust_acc = if refs.is_empty() { json!(null) } else { json!(robust as f64 / n as f64) };
-    let mut json = json!({
-        "model": a.model.display().to_string(),
-        "arch": net.arch().to_string(),
-        "data": a.data.name, "split": value_name(&a.split), "offset": a.offset, "n": n,
-        "clean_correct": clean, "clean_accuracy": clean as f64 / n as f64,
-        "robust_correct": robust_json, "robust_accuracy": robust_acc,
-        "noise_broken": warnings.noise_beats_attack,
-        "cumulative": robust_after.iter().map(|(k, v)| json!({"attack": k, "robust_correct": v, "robust_accuracy": *v as f64 / n as f64})).collect::<Vec<_>>(),
-        "settings": {"attack": value_name(&a.attack), "eps": a.eps, "norm": value_name(&a.norm), "steps": a.steps, "apgd_steps": a.apgd_steps,
-                     "fab_steps": a.fab_steps, "targets": a.targets, "square_queries": a.square_queries,
-                     "step_size": a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1))), "restarts": a.restarts,
-                     "loss": value_name(&a.loss), "seed": a.seed, "batch": a.batch, "noise_samples": a.noise_samples},
-        "warnings": warnings.messages(),
-        "gradient_free_only": warnings.gradient_free_only,
-        "gradient_masking_suspected": warnings.gradient_masking_suspected(),
-        "wall_seconds": seconds,
-        "git_commit": crate::output::git_commit(),
-    });
-    crate::output::merge_json(&mut json, crate::output::provenance_json(&ds));
+    let acc = |c: usize| c as f64 / n as f64;
+    let d = crate::output::DatasetFields::of(&ds);
+    let json = Eval {
+        arch: net.arch().to_string(),
+        clean_accuracy: acc(clean),
+        clean_correct: clean as u64,
+        cumulative: robust_after
+            .iter()
+            .map(|(k, v)| EvalStep { attack: k.clone(), robust_accuracy: acc(*v), robust_correct: *v as u64 })
+            .collect(),
+        data: a.data.name.clone(),
+        dataset_files: d.files,
+        dataset_location: d.location,
+        dataset_unverified: Some(d.unverified),
+        dataset_verified: Some(d.verified),
+        git_commit: crate::output::git_commit().to_string(),
+        gradient_free_only: Some(warnings.gradient_free_only as u64),
+        gradient_masking_suspected: Some(warnings.gradient_masking_suspected()),
+        model: a.model.display().to_string(),
+        n: n as u64,
+        noise_broken: Some(warnings.noise_beats_attack as u64),
+        offset: a.offset as u64,
+        // Without an attack there is no robust accuracy to report (it is not the clean one).
+        robust_accuracy: (!refs.is_empty()).then(|| acc(robust)),
+        robust_correct: (!refs.is_empty()).then_some(robust as u64),
+        settings: EvalSettings {
+            apgd_steps: a.apgd_steps as u64,
+            attack: value_name(&a.attack),
+            batch: a.batch as u64,
+            eps: a.eps,
+            fab_steps: Some(a.fab_steps as u64),
+            loss: value_name(&a.loss),
+            noise_samples: a.noise_samples as u64,
+            norm: value_name(&a.norm),
+            restarts: a.restarts as u64,
+            seed: a.seed,
+            square_queries: Some(a.square_queries as u64),
+            step_size: a.step_size.unwrap_or(Pgd::eval_step(a.eps, a.steps.max(1))),
+            steps: a.steps as u64,
+            targets: Some(a.targets as u64),
+        },
+        split: Some(value_name(&a.split)),
+        train_examples_after_hold_out: d.held_out.map(|h| h.1),
+        validation_held_out: d.held_out.map(|h| h.0),
+        wall_seconds: seconds,
+        warnings: warnings.messages(),
+    };
     Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
 }
 

@@ -36,13 +36,8 @@ pub(crate) fn refuse_overwriting_inputs(flag: &str, out: &Path, inputs: &[(&str,
     Ok(())
 }
 
-/// A helper file or folder of the output `out`: its file name with `.suffix` appended
-/// (`t.v1` → `t.v1.search.jsonl`), so that distinct outputs never share a helper.
-pub(crate) fn beside(out: &Path, suffix: &str) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".{suffix}"));
-    out.with_file_name(name)
-}
+/// A helper file or folder of an output (`t.v1` → `t.v1.search.jsonl`).
+pub(crate) use awt_runs::layout::beside;
 
 /// What a writing command holds while it writes: the lock on its output, released at exit.
 #[must_use = "the output stays owned only while this is alive"]
@@ -70,7 +65,7 @@ pub(crate) fn own(flag: &str, out: &Path, helpers: &[&Path], inputs: &[(&str, &P
         .map_err(|e| anyhow::anyhow!("{flag} {}: cannot create {}: {e}", out.display(), dir.display()))?;
     let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let lock = dir.join(format!(".{name}.lock"));
-    match awt_base::lock_exclusive(&lock) {
+    match awt_runs::lock::lock_exclusive(&lock) {
         Ok(f) => Ok(Owned { _lock: f }),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => anyhow::bail!(
             "{flag} {} is being written by {e}; wait for it to finish or choose another {flag}",

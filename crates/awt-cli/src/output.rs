@@ -33,7 +33,7 @@ macro_rules! say {
 pub(crate) use say;
 
 /// Writes `v` as pretty JSON, atomically.
-pub(crate) fn write_json(p: &Path, v: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json(p: &Path, v: &impl serde::Serialize) -> Result<()> {
     let s = serde_json::to_string_pretty(v)? + "\n";
     awt_base::write_atomic(p, s.as_bytes()).with_context(|| format!("cannot write {}", p.display()))
 }
@@ -54,6 +54,38 @@ pub(crate) fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 pub(crate) fn merge_json(v: &mut serde_json::Value, extra: serde_json::Value) {
     if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
         o.extend(e);
+    }
+}
+
+/// The data set's provenance as the typed records carry it.
+pub(crate) struct DatasetFields {
+    pub location: String,
+    pub files: Vec<awt_runs::records::FileRecord>,
+    pub verified: bool,
+    pub unverified: Vec<String>,
+    /// With `--validation`: (images held out, training images left).
+    pub held_out: Option<(u64, u64)>,
+}
+
+impl DatasetFields {
+    pub fn of(ds: &awt_data::Dataset) -> DatasetFields {
+        let unverified = ds.provenance.unverified();
+        DatasetFields {
+            location: ds.provenance.location.clone(),
+            files: ds
+                .provenance
+                .files
+                .iter()
+                .map(|f| awt_runs::records::FileRecord {
+                    file: f.file.clone(),
+                    sha256: f.sha256.clone(),
+                    status: f.status.clone(),
+                })
+                .collect(),
+            verified: unverified.is_empty(),
+            unverified,
+            held_out: ds.validation.as_ref().map(|v| (v.len() as u64, ds.train.len() as u64)),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
 use awt_prune::{Allocation, scores, select_keeping};
+use awt_runs::layout;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
@@ -209,13 +210,13 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
         let dir = work.join(format!("round{r}"));
         let ticket = work.join(format!("round{r}-ticket.safetensors"));
         if !ticket.exists() {
-            if !dir.join("model.safetensors").exists() {
+            if !dir.join(layout::MODEL).exists() {
                 crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, false)?;
             }
             let round = PruneArgs {
                 method: PruneMethod::Magnitude,
                 density: a.density.powf(r as f64 / a.imp_rounds as f64),
-                model: dir.join("model.safetensors"),
+                model: dir.join(layout::MODEL),
                 rewind: Some(a.model.clone()),
                 out: ticket.clone(),
                 ..a.clone()
@@ -303,7 +304,7 @@ fn imp_round(a: &PruneArgs, start: &Path, ticket: bool, dir: &Path) -> Result<cr
     t.seed = a.seed;
     t.train_limit = a.train_limit;
     t.quiet = true;
-    t.resume = dir.join("state.safetensors").exists();
+    t.resume = dir.join(layout::STATE).exists();
     Ok(t)
 }
 

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use awt_nets::Arch;
-use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
+use awt_runs::layout;
+use awt_ticket::{AdvSource, InputMix, Method, SearchConfig, SearchLog, ValidSearchConfig, WeightsFrom};
 use candle_core::{DType, Device};
 use clap::Args;
 
 use crate::args::{AdvSourceArg, DataArgs, InputsArg, OutputLayerArg, SearchMethod, WeightsArg, value_name};
+use crate::files::beside;
 use crate::output::{git_commit, say};
 
 /// Flags of `awt ticket`.
@@ -145,19 +147,16 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)
     let mut kept = String::new();
     let mut first = None;
     for (i, line) in text.lines().enumerate() {
-        let v: serde_json::Value = match serde_json::from_str(line) {
+        let v: SearchLog = match serde_json::from_str(line) {
             Ok(v) => v,
             // A line cut short by the interruption ends the usable log.
             Err(_) => break,
         };
-        if v["step"].as_u64() != Some(i as u64) || i >= step {
+        if v.step != i as u64 || i >= step {
             break;
         }
         if i == 0 {
-            first = Some((
-                v["kernel_distance"].as_f64().unwrap_or(f64::NAN),
-                v["output_distance"].as_f64().unwrap_or(f64::NAN),
-            ));
+            first = Some((v.kernel_distance, v.output_distance));
         }
         kept += line;
         kept.push('\n');
@@ -171,8 +170,8 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)
 }
 
 pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
-    let log_path = crate::files::beside(&a.out, "search.jsonl");
-    let state_path = crate::files::beside(&a.out, "search.state.safetensors");
+    let log_path = beside(&a.out, layout::SEARCH_LOG);
+    let state_path = beside(&a.out, layout::SEARCH_STATE);
     let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &[("--model", &a.model)])?;
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
     let ds = a.data.load_for(&teacher)?;
@@ -303,7 +302,7 @@ fn rewind_from(
         .with_context(|| format!("--rewind-from {}", from.display()))?;
     net.meta.insert("git_commit".into(), git_commit().into());
     net.meta.insert("teacher".into(), teacher_hash.to_string());
-    let from_log = crate::files::beside(from, "search.jsonl");
+    let from_log = beside(from, layout::SEARCH_LOG);
     let log = std::fs::read(&from_log)
         .with_context(|| format!("--rewind-from: cannot read its log {}", from_log.display()))?;
     awt_base::write_atomic(log_path, &log).with_context(|| format!("cannot write {}", log_path.display()))?;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use awt_nets::{Init, Net};
+// The files a run writes into its folder (inputs may not be any of them).
+use awt_runs::layout::{self, TRAIN_FILES};
 use awt_train::{EpochMetrics, Hooks, RunFolder, TrainError};
 use candle_core::{DType, Device};
 
@@ -154,17 +156,6 @@ pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
     Ok(net)
 }
 
-/// The files a run writes into its folder (inputs may not be any of them).
-const RUN_FILES: [&str; 7] = [
-    "config.toml",
-    "metrics.jsonl",
-    "state.safetensors",
-    "model.safetensors",
-    "best.safetensors",
-    "summary.json",
-    ".lock",
-];
-
 /// Runs `awt train`; returns the trained network, the metrics of the epochs run, and the number of
 /// test images the per-epoch evaluation used.
 pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, Vec<EpochMetrics>, usize)> {
@@ -175,7 +166,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             .into_iter()
             .filter_map(|(f, p)| Some((f, p.as_deref()?)))
             .collect();
-    for file in RUN_FILES {
+    for file in TRAIN_FILES {
         crate::files::refuse_overwriting_inputs("--out", &a.out.join(file), &inputs)?;
     }
     // A folder that holds a run's file names but no run configuration is somebody else's: a fresh
@@ -183,7 +174,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     // writing its configuration leaves, and that run must start again with the same command.
     if !a.resume
         && !a.out.join(awt_train::CONFIG).exists()
-        && let Some(f) = RUN_FILES.iter().filter(|f| **f != ".lock").find(|f| a.out.join(f).exists())
+        && let Some(f) = TRAIN_FILES.iter().filter(|f| **f != layout::LOCK).find(|f| a.out.join(f).exists())
     {
         bail!(
             "--out {} holds {f} but is not a training run (no {}): its files would be replaced; choose another --out",
@@ -217,7 +208,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         }
     };
     let folder = RunFolder::open(&a.out, &canonical, &hash, a.resume).map_err(flag_error)?;
-    let metrics = a.out.join("metrics.jsonl");
+    let metrics = a.out.join(layout::METRICS);
     if !a.resume {
         awt_base::write_atomic(&metrics, b"").with_context(|| format!("cannot write {}", metrics.display()))?;
     }
@@ -228,9 +219,9 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     let mut hooks = CliHooks {
         net: &net,
         tracker,
-        best: a.keep_best.then(|| (f64::NEG_INFINITY, None, a.out.join("best.safetensors"))),
+        best: a.keep_best.then(|| (f64::NEG_INFINITY, None, a.out.join(layout::BEST))),
         metrics,
-        epochs_dir: a.keep_epochs.then(|| a.out.join("epochs")),
+        epochs_dir: a.keep_epochs.then(|| a.out.join(layout::EPOCHS)),
         bar,
         epochs: a.epochs,
     };
@@ -252,9 +243,9 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             a.data.name
         ),
     );
-    let model_path = a.out.join("model.safetensors");
+    let model_path = a.out.join(layout::MODEL);
     awt_nets::save(&out, &model_path)?;
-    let metrics = read_metrics(&a.out.join("metrics.jsonl"))?;
+    let metrics = read_metrics(&a.out.join(layout::METRICS))?;
     let last = metrics.last().cloned().unwrap_or(serde_json::Value::Null);
     let mut summary_json = serde_json::json!({
         "config_hash": hash, "git_commit": git_commit(), "arch": arch.to_string(), "data": a.data.name,
@@ -267,7 +258,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
     if ds.validation.is_some() {
         summary_json["eval_split"] = "validation".into();
     }
-    crate::output::write_json(&a.out.join("summary.json"), &summary_json)?;
+    crate::output::write_json(&a.out.join(layout::SUMMARY), &summary_json)?;
     drop(folder);
     Ok((net, summary.epochs, a.eval_n.min(ds.eval_split().0.len())))
 }
@@ -291,7 +282,7 @@ pub(crate) fn run(a: TrainArgs) -> Result<()> {
             a.epochs,
             100.0 * m.clean_acc,
             eval_n,
-            a.out.join("model.safetensors").display()
+            a.out.join(layout::MODEL).display()
         );
     } else {
         say!("{}: nothing left to run (all {} epochs were done)", a.out.display(), a.epochs);

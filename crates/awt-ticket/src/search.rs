@@ -16,26 +16,9 @@ use crate::error::SearchError;
 use crate::loss::{LossTerms, loss_terms};
 use crate::state::{SearchState, restore, state};
 
-/// One step of the search log (the awt binary writes one per line of `<ticket>.search.jsonl`).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct SearchLog {
-    /// Step (0-based).
-    pub step: usize,
-    /// Total loss.
-    pub loss: f64,
-    /// λ_ker · kernel MSE.
-    pub kernel_term: f64,
-    /// Output MSE.
-    pub output_term: f64,
-    /// (λ_l2/d) Σ‖m⊙W‖².
-    pub l2_term: f64,
-    /// ‖Θ_s − Θ_T‖/‖Θ_T‖ on this batch.
-    pub kernel_distance: f64,
-    /// ‖f_s − f_T‖/‖f_T‖ on this batch.
-    pub output_distance: f64,
-    /// Weights whose mask bit changed at this step (0 except at re-selections).
-    pub mask_changes: usize,
-}
+/// One step of the search log (the awt binary writes one per line of `<ticket>.search.jsonl`): the
+/// run contract's record.
+pub use awt_runs::records::SearchLine as SearchLog;
 
 /// The result: a network holding the ticket's masks and weights, and the log.
 #[derive(Debug)]
@@ -191,14 +174,14 @@ pub fn search_resumable(
         }
         let s = |t: &Tensor| -> Result<f64, SearchError> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let entry = SearchLog {
-            step,
+            step: step as u64,
             loss: lv,
             kernel_term: s(&kernel_term)?,
             output_term: s(&output_term)?,
             l2_term: s(&l2_term)?,
             kernel_distance: rel(&ks.detach(), &kt)?,
             output_distance: rel(&fs.detach(), &ft)?,
-            mask_changes: changes,
+            mask_changes: changes as u64,
         };
         progress(&entry);
         log.push(entry);

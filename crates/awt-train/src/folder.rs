@@ -13,10 +13,10 @@ use candle_core::{Tensor, Var};
 use crate::error::{TrainError, file_err};
 use crate::optim::Optimizer;
 
-pub(crate) const STATE: &str = "state.safetensors";
 /// The configuration file a fresh run writes.
-pub const CONFIG: &str = "config.toml";
-const LOCK: &str = ".lock";
+pub use awt_runs::layout::CONFIG;
+use awt_runs::layout::LOCK;
+pub(crate) use awt_runs::layout::STATE;
 
 /// An open run folder, locked by this process until dropped.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub struct RunFolder {
 /// and the holder.
 pub fn lock_folder(dir: &Path, what: &str) -> Result<File, TrainError> {
     let path = dir.join(LOCK);
-    awt_base::lock_exclusive(&path).map_err(|e| match e.kind() {
+    awt_runs::lock::lock_exclusive(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock => {
             file_err(dir, format!("{what} is in use by {e}; wait for it to finish or choose another folder"))
         }

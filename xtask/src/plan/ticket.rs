@@ -2,7 +2,9 @@
 //! masks at initialisation (`awt prune`), the NTT/AWT search (`awt ticket`, or a rewind of its
 //! twin's ticket), IMP-AT's rounds and HYDRA's pretraining and score optimisation.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use awt_runs::layout;
+use awt_runs::{Method, TicketRecipe};
 
 use super::{Ctx, Step, step, strings, train_flags, with_flags};
 
@@ -11,17 +13,18 @@ use super::{Ctx, Step, step, strings, train_flags, with_flags};
 pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
     let (run, spec, data, seed) = (c.run, c.spec, c.data, c.seed.as_str());
     let density = run.density.to_string();
-    let ticket = c.d("ticket.safetensors");
-    let init = c.d("init.safetensors");
+    let ticket = c.d(layout::TICKET);
+    let init = c.d(layout::INIT);
     let eps = spec.train.eps.to_string();
     let limit = |args: &mut Vec<String>| {
         if let Some(n) = spec.train.train_limit {
             args.extend(strings(&["--train-limit", &n.to_string()]));
         }
     };
-    Ok(match run.method.as_str() {
-        "dense" => Vec::new(),
-        "random" | "magnitude" | "snip" | "grasp" | "synflow" => {
+    let method: Method = run.method.parse()?;
+    Ok(match method.recipe() {
+        TicketRecipe::None => Vec::new(),
+        TicketRecipe::MaskAtInit => {
             let p = &spec.prune;
             let (batch, rounds) = (p.batch.to_string(), p.rounds.to_string());
             let mut args = strings(&[
@@ -48,7 +51,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             }
             vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
         }
-        "ntt" | "awt" => {
+        TicketRecipe::Search => {
             let s = &spec.search;
             let args = strings(&[
                 "ticket",
@@ -83,23 +86,23 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 &ticket,
             ]);
             let mut args = with_flags(args, &run.flags);
-            let twin = run.rewind_from.as_ref().map(|d| d.join("ticket.safetensors")).filter(|t| t.exists());
+            let twin = run.rewind_from.as_ref().map(|d| d.join(layout::TICKET)).filter(|t| t.exists());
             if let Some(t) = twin {
                 // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
                 args.extend(strings(&["--rewind-from", &t.display().to_string()]));
                 return Ok(vec![step("search", args, ticket.clone())]);
             }
-            let state = Some(c.d("ticket.safetensors.search.state.safetensors").into());
+            let state = Some(c.d(&format!("{}.{}", layout::TICKET, layout::SEARCH_STATE)).into());
             vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
         }
-        "imp-at" => {
+        TicketRecipe::ImpAt => {
             // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the
             // initialisation), as one resumable `awt prune --method imp-at`.
             let imp = spec.imp.as_ref().expect("checked when the spec was read");
             let mut args = strings(&[
                 "prune",
                 "--method",
-                "imp-at",
+                method.name(),
                 "--density",
                 &density,
                 "--model",
@@ -124,7 +127,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             limit(&mut args);
             vec![step("imp-at", args, ticket.clone())]
         }
-        "hydra" => {
+        TicketRecipe::Hydra => {
             // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
             // robust loss, keep the top-k; the final training fine-tunes the pruned weights.
             let h = spec.hydra.as_ref().expect("checked when the spec was read");
@@ -132,17 +135,17 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             t.extend(train_flags(run, spec, data, c.flag("pretrain-epochs").unwrap_or(h.pretrain_epochs)));
             t.extend(strings(&["--out", &c.d("pretrain")]));
             let pretrain = Step {
-                resume_from: Some(c.d("pretrain/state.safetensors").into()),
-                ..step("pretrain-train", t, c.d("pretrain/model.safetensors"))
+                resume_from: Some(c.d(&format!("pretrain/{}", layout::STATE)).into()),
+                ..step("pretrain-train", t, c.d(&format!("pretrain/{}", layout::MODEL)))
             };
             let mut p = strings(&[
                 "prune",
                 "--method",
-                "hydra",
+                method.name(),
                 "--density",
                 &density,
                 "--model",
-                &c.d("pretrain/model.safetensors"),
+                &c.d(&format!("pretrain/{}", layout::MODEL)),
                 "--data",
                 data,
                 "--hydra-epochs",
@@ -161,6 +164,5 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             limit(&mut p);
             vec![pretrain, step("hydra", p, ticket.clone())]
         }
-        other => bail!("unknown method `{other}` in the spec"),
     })
 }

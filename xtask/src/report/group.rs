@@ -20,7 +20,7 @@ pub(super) struct Group<'a> {
 
 impl<'a> Group<'a> {
     pub(super) fn new(preset: String, arch: String, data: String, rs: Vec<&'a RunData>) -> Group<'a> {
-        let mut densities: Vec<f64> = rs.iter().map(|r| r.manifest.density).filter(|&d| d < 1.0).collect();
+        let mut densities: Vec<f64> = rs.iter().map(|r| r.manifest.density.get()).filter(|&d| d < 1.0).collect();
         densities.sort_by(|a, b| b.total_cmp(a));
         densities.dedup();
         Group { preset, arch, data, rs, densities }
@@ -30,7 +30,9 @@ impl<'a> Group<'a> {
     fn sel(&self, method: &str, d: Option<f64>) -> Vec<&'a RunData> {
         self.rs
             .iter()
-            .filter(|r| r.manifest.method == method && d.is_none_or(|d| (r.manifest.density - d).abs() < 1e-12))
+            .filter(|r| {
+                r.manifest.method.name() == method && d.is_none_or(|d| (r.manifest.density.get() - d).abs() < 1e-12)
+            })
             .copied()
             .collect()
     }

@@ -1,6 +1,7 @@
 //! The dense run a comparison needs: trained before the comparison's dynamics step, and, when it
 //! was recorded on another machine, trained again exactly as recorded.
 
+use awt_runs::layout;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -51,8 +52,8 @@ pub(super) fn ensure_dense(
             exec::run_steps(awt, &dense, &dense_steps[..upto], threads)?;
             drop(lock);
             same_training(
-                &record_dir(&o.preset, &dense).join("train-metrics.jsonl"),
-                &dir.join("train/metrics.jsonl"),
+                &record_dir(&o.preset, &dense).join(layout::RECORD_TRAIN_METRICS),
+                &dir.join(layout::TRAIN).join(layout::METRICS),
             )?;
         } else {
             execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
@@ -119,7 +120,7 @@ mod tests {
         std::fs::create_dir_all(&tmp).unwrap();
         // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
         let fake = tmp.join("awt");
-        let eval = r#"{"data":"d","n":10,"clean_correct":9,"robust_correct":5,"cumulative":[],"settings":{"attack":"pgd","eps":0.1,"steps":20,"apgd_steps":100},"dataset_location":"","dataset_files":[],"git_commit":"0"}"#;
+        let eval = crate::records::test_eval(10, 9, 5);
         let script = format!(
             "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
 case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\

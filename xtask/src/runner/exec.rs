@@ -2,6 +2,7 @@
 //! process wait for each other), its steps through the `awt` binary (finished steps skipped,
 //! interrupted training and searches resumed), step timings kept across sittings, and its manifest.
 
+use awt_runs::layout;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, Step, fnv};
-use crate::records::{EvalCounts, EvalRecord, Manifest, read_json};
+use crate::records::{Cumulative, EvalCounts, EvalRecord, Manifest, read_json};
 use crate::root;
 
 /// `rustc -V` and the locked candle-core version.
@@ -79,26 +80,12 @@ pub(super) fn wait_lock(dir: &Path, who: &str, any_holder: bool) -> Result<std::
 /// The lock of [`wait_lock`], or the process id of whoever holds it (another process, or another worker
 /// of this one).
 fn try_lock(dir: &Path) -> Result<std::result::Result<std::fs::File, String>> {
-    let path = dir.join(".xtask.lock");
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    match f.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            let mut holder = String::new();
-            let _ = std::io::Read::read_to_string(&mut f, &mut holder);
-            return Ok(Err(holder.trim().to_string()));
-        }
-        Err(std::fs::TryLockError::Error(e)) => bail!("cannot lock {}: {e}", path.display()),
+    let path = dir.join(awt_runs::layout::RUNNER_LOCK);
+    match awt_runs::lock::try_lock(&path) {
+        Ok(f) => Ok(Ok(f)),
+        Err(awt_runs::lock::LockError::Held(holder)) => Ok(Err(holder)),
+        Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
-    f.set_len(0)?;
-    f.write_all(std::process::id().to_string().as_bytes())?;
-    Ok(Ok(f))
 }
 
 /// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
@@ -110,7 +97,7 @@ pub(super) struct Clock {
 }
 
 impl Clock {
-    const FILE: &str = "timings.json";
+    const FILE: &str = layout::TIMINGS;
 
     /// The earlier sittings' clock; a fresh one when there is none (or it cannot be read: timings
     /// are a record, never a reason to refuse a run).
@@ -210,14 +197,14 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], threads: Option<u
 
 /// The manifest of a run whose steps have all finished: what ran, with what, and what it measured.
 fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock, start: Instant) -> Result<f64> {
-    let eval: EvalRecord = read_json(&run.dir.join("eval.json"))?;
+    let eval: EvalRecord = read_json(&run.dir.join(layout::EVAL))?;
     let (rustc, candle) = tool_versions();
     let manifest = Manifest {
         preset: preset.into(),
         name: run.name.clone(),
         arch: run.arch.clone(),
-        method: run.method.clone(),
-        density: run.density,
+        method: run.method.parse()?,
+        density: awt_runs::Density::new(run.density)?,
         seed: run.seed,
         config: run.canonical.clone(),
         config_hash: fnv(&run.canonical),
@@ -228,14 +215,18 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         dataset_files: eval.dataset_files.clone(),
         data: eval.data.clone(),
         dataset_location: eval.dataset_location.clone(),
-        dataset_verified: eval.dataset_verified,
+        dataset_verified: eval.verified(),
         threads: threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
-        attack: eval.settings.clone(),
+        attack: (&eval.settings).into(),
         eval: EvalCounts {
             n: eval.n,
             clean_correct: eval.clean_correct,
-            robust_correct: eval.robust_correct,
-            cumulative: eval.cumulative.clone(),
+            robust_correct: eval.robust_correct.context("eval.json: no robust count (no attack ran)")?,
+            cumulative: eval
+                .cumulative
+                .iter()
+                .map(|c| Cumulative { attack: c.attack.clone(), robust_correct: c.robust_correct })
+                .collect(),
             noise_broken: eval.noise_broken.filter(|&k| k > 0),
         },
         warnings: eval.warnings.clone(),
@@ -245,7 +236,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
         validation_held_out: eval.validation_held_out,
     };
-    std::fs::write(run.dir.join("manifest.json"), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    std::fs::write(run.dir.join(layout::MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -315,15 +306,10 @@ mod tests {
             super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, None, "test")
         };
         assert!(execute(&first).is_err());
-        let eval = serde_json::json!({
-            "data": "fashion-mnist", "n": 10, "clean_correct": 9, "robust_correct": 5, "cumulative": [],
-            "settings": {"attack": "pgd", "eps": 0.1, "steps": 20, "apgd_steps": 100},
-            "dataset_location": "", "dataset_files": [], "git_commit": "0",
-        });
-        std::fs::write(dir.join("eval.json"), eval.to_string()).unwrap();
+        std::fs::write(dir.join(layout::EVAL), crate::records::test_eval(10, 9, 5)).unwrap();
         let second = [step("a", "exit 1", "a.done"), step("b", "sleep 0.2; touch DIR/b.done", "b.done")];
         execute(&second).unwrap();
-        let m: Manifest = read_json(&dir.join("manifest.json")).unwrap();
+        let m: Manifest = read_json(&dir.join(layout::MANIFEST)).unwrap();
         let (a, b) = (m.timings_seconds["a"], m.timings_seconds["b"]);
         assert!((0.4..1.5).contains(&a), "step a: {a} s");
         assert!((0.5..2.0).contains(&b), "step b counts both sittings: {b} s");

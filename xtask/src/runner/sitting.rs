@@ -1,6 +1,7 @@
 //! A sitting's clock: `--within` durations, the time a run is expected to take and whether it still
 //! fits, and the time to go shown beside each run — all from the recorded median times.
 
+use awt_runs::layout;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -62,7 +63,7 @@ pub(super) fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> Strin
 /// The manifests `results/<preset>/` holds (`None` where it does not exist).
 pub(super) fn recorded_manifests(preset: &str) -> Option<Vec<Manifest>> {
     let entries = std::fs::read_dir(root().join("results").join(preset)).ok()?;
-    Some(entries.filter_map(|e| read_json(&e.ok()?.path().join("manifest.json")).ok()).collect())
+    Some(entries.filter_map(|e| read_json(&e.ok()?.path().join(layout::MANIFEST)).ok()).collect())
 }
 
 /// The seconds `run` is expected to take, from the recorded median time per run of its variant,
@@ -73,9 +74,9 @@ pub(super) fn expected_secs(preset: &str, run: &Run) -> Option<f64> {
     let done = recorded_manifests(preset)?;
     let own = crate::records::hours_left(&done, &[crate::plan::variant_of(&run.name, &run.arch)])? * 3600.0;
     let dense = match &run.dense_dir {
-        Some(d) if !d.join("train/model.safetensors").exists() => crate::records::median(
+        Some(d) if !d.join(layout::TRAIN).join(layout::MODEL).exists() => crate::records::median(
             done.iter()
-                .filter(|m| m.method == "dense" && m.timed_in_full())
+                .filter(|m| m.method.is_dense() && m.timed_in_full())
                 .map(|m| ["init", "train"].iter().filter_map(|s| m.timings_seconds.get(*s)).sum())
                 .collect(),
         ),

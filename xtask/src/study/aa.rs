@@ -25,7 +25,8 @@ pub(super) fn autoattack_gain(recs: &[Rec], vs: &[String], densities: &[f64]) ->
             let pct = |r: &Rec, k: u64| 100.0 * k as f64 / r.aa.as_ref().map_or(1, |a| a.n) as f64;
             let first: Vec<f64> =
                 runs.iter().map(|r| pct(r, r.aa.as_ref().map_or(0, |a| a.cumulative[0].robust_correct))).collect();
-            let last: Vec<f64> = runs.iter().map(|r| pct(r, r.aa.as_ref().map_or(0, |a| a.robust_correct))).collect();
+            let last: Vec<f64> =
+                runs.iter().map(|r| pct(r, r.aa.as_ref().map_or(0, |a| a.robust_correct.unwrap_or(0)))).collect();
             let sq: Vec<f64> = runs.iter().filter_map(|r| Some(pct(r, r.aa.as_ref()?.gradient_free_only?))).collect();
             gains.extend(first.iter().zip(&last).map(|(a, b)| a - b));
             square_only.extend(sq.iter().copied());

@@ -34,7 +34,7 @@ pub(super) fn claims(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
 /// What each train → prune method's net has seen before the common final training, from the spec:
 /// the claim about them is judged at these budgets. Empty where neither is recorded.
 pub(super) fn budgets(spec: &crate::spec::Spec, recs: &[Rec]) -> String {
-    let has = |m: &str| recs.iter().any(|r| r.m.method == m);
+    let has = |m: &str| recs.iter().any(|r| r.m.method.name() == m);
     let t = &spec.train;
     let mut parts = Vec::new();
     if let (true, Some(i)) = (has("imp-at"), &spec.imp) {
@@ -120,7 +120,7 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
             format!("AWT − dense {}", dense.pct_ci()),
             at_least(&dense, 0.01),
         );
-        let best = crate::spec::MASKS_AT_INIT
+        let best = crate::spec::masks_at_init()
             .iter()
             .chain(&["ntt"])
             .map(|m| (*m, summary(&values(&by_seed(recs, m, d, |r| r.measure(head))))))

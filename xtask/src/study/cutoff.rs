@@ -15,7 +15,7 @@ pub(super) fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) 
 /// Tickets whose last layer cuts a class off can never predict it: their clean accuracy is capped
 /// near (classes − cut) / classes of the dense net's. Says how often that happened and what it cost.
 pub(super) fn cut_off_finding(recs: &[Rec], d: f64) -> String {
-    let with_mask: Vec<&Rec> = recs.iter().filter(|r| r.mask.is_some() && r.m.density < 1.0).collect();
+    let with_mask: Vec<&Rec> = recs.iter().filter(|r| r.mask.is_some() && r.m.density.get() < 1.0).collect();
     let cut: Vec<&&Rec> =
         with_mask.iter().filter(|r| !cut_classes(recs, &r.variant(), d, r.m.seed).is_empty()).collect();
     if with_mask.is_empty() {
@@ -72,7 +72,7 @@ pub(super) fn stalled(r: &Rec) -> Option<bool> {
 /// mask with its units rescaled to their dense norm (the `<method>-rescaled` ablation of the same
 /// seed) did where it is recorded.
 pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
-    let at_d = |r: &&Rec| (r.m.density - d).abs() < 1e-12;
+    let at_d = |r: &&Rec| (r.m.density.get() - d).abs() < 1e-12;
     let loss = |r: &Rec| r.train.last().map_or(f64::NAN, |l| l.train_loss);
     let stuck: Vec<&Rec> = recs.iter().filter(at_d).filter(|r| stalled(r) == Some(true)).collect();
     if stuck.is_empty() {
@@ -105,7 +105,7 @@ pub(super) fn stalled_finding(recs: &[Rec], d: f64) -> String {
         )
     };
     // The weights' scale explains only a mask kept at its initial weights, not a searched ticket.
-    let cause = if stuck.iter().any(|r| crate::spec::MASKS_AT_INIT.contains(&r.m.method.as_str())) {
+    let cause = if stuck.iter().any(|r| r.m.method.recipe() == awt_runs::TicketRecipe::MaskAtInit) {
         format!(
             " For a mask at initialisation a likely cause: it keeps its initial weights' scale, so at low density little signal \
 reaches the output; {test}"

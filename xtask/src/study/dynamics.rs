@@ -229,7 +229,7 @@ struct Corr {
 impl Corr {
     fn of(recs: &[Rec], d: f64, head: Measure) -> Option<Corr> {
         let runs: Vec<&Rec> =
-            recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12 && !r.dynamics.is_empty()).collect();
+            recs.iter().filter(|r| (r.m.density.get() - d).abs() < 1e-12 && !r.dynamics.is_empty()).collect();
         let dist = |e: &DynLine| Some(e.rel_distance);
         let rho = |pick: &dyn Fn(&[DynLine]) -> Option<f64>| {
             let (x, y): (Vec<f64>, Vec<f64>) =
@@ -290,7 +290,7 @@ fn scatter(recs: &[Rec], d: f64, head: Measure, fig_dir: &Path) -> Result<String
     let mut md = String::new();
     for (file, what, xlabel, pick) in views {
         let mut series: Vec<Series> = Vec::new();
-        for r in recs.iter().filter(|r| (r.m.density - d).abs() < 1e-12) {
+        for r in recs.iter().filter(|r| (r.m.density.get() - d).abs() < 1e-12) {
             let (Some(x), Some(y)) = (pick(&r.dynamics), r.measure(head)) else { continue };
             let name = family(&r.variant());
             match series.iter_mut().find(|s| s.name == name) {

@@ -38,7 +38,7 @@ our NTT reproduces its authors' result in the setting they published, so it can 
 
 /// The density of the NTT validation (its one sparse density; NaN when nothing is recorded).
 pub(super) fn ntt_density(recs: &[Rec]) -> f64 {
-    recs.iter().map(|r| r.m.density).fold(f64::NAN, |a, b| if b < 1.0 { b } else { a })
+    recs.iter().map(|r| r.m.density.get()).fold(f64::NAN, |a, b| if b < 1.0 { b } else { a })
 }
 
 /// Section 1: NTT where its authors published a result.

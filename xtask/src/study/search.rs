@@ -23,7 +23,7 @@ pub(super) fn searches(recs: &[Rec]) -> Result<String> {
     let mut md = String::new();
     let order = variants(recs);
     let mut runs: Vec<&Rec> = recs.iter().filter(|r| !r.search.is_empty()).collect();
-    runs.sort_by_key(|r| (order.iter().position(|v| *v == r.variant()), (-r.m.density * 1e6) as i64, r.m.seed));
+    runs.sort_by_key(|r| (order.iter().position(|v| *v == r.variant()), (-r.m.density.get() * 1e6) as i64, r.m.seed));
     if runs.is_empty() {
         return Ok(md);
     }
@@ -34,18 +34,15 @@ distances are relative to the teacher's, so 1 is as far as an all-zero kernel or
     for r in &runs {
         let (f, l) = (&r.search[0], &r.search[r.search.len() - 1]);
         let low = r.search.iter().min_by(|a, b| a.kernel_distance.total_cmp(&b.kernel_distance)).unwrap_or(f);
-        let ratio = match (f.kernel_term, f.output_term) {
-            (Some(k), Some(o)) if o > 0.0 => format!("{:.0}", k / o),
-            _ => "—".into(),
-        };
+        let ratio = if f.output_term > 0.0 { format!("{:.0}", f.kernel_term / f.output_term) } else { "—".into() };
         if l.output_distance > 1.0 {
-            far.push(format!("{} d{} s{}", r.variant(), r.m.density, r.m.seed));
+            far.push(format!("{} d{} s{}", r.variant(), r.m.density.get(), r.m.seed));
         }
         writeln!(
             md,
             "| {} | {} | {} | {:.3} → {:.3} ({}) → {:.3} | {:.3} → {:.3} | {ratio} | {} |",
             r.variant(),
-            r.m.density,
+            r.m.density.get(),
             r.m.seed,
             f.kernel_distance,
             low.kernel_distance,

@@ -13,10 +13,15 @@ pub(super) fn rec(
     dynamics: Vec<DynLine>,
 ) -> Rec {
     let m = crate::records::test_manifest("study", method, density, seed, acc);
+    let (robust, first) = ((acc.2 * aa_n as f64) as u64 - 5, (acc.2 * aa_n as f64) as u64 + 5);
     let aa = serde_json::json!({
-        "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "robust_correct": (acc.2 * aa_n as f64) as u64 - 5,
-        "cumulative": [{"attack": "apgd-ce", "robust_correct": (acc.2 * aa_n as f64) as u64 + 5}],
-        "gradient_free_only": 2, "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100},
+        "arch": "lenet-300-100", "model": "", "offset": 0, "wall_seconds": 1.0, "split": "test",
+        "data": "fashion-mnist", "n": aa_n, "clean_correct": aa_n, "clean_accuracy": 1.0,
+        "robust_correct": robust, "robust_accuracy": robust as f64 / aa_n as f64,
+        "cumulative": [{"attack": "apgd-ce", "robust_correct": first, "robust_accuracy": first as f64 / aa_n as f64}],
+        "gradient_free_only": 2,
+        "settings": {"attack": "autoattack", "eps": 0.1, "steps": 20, "apgd_steps": 100, "batch": 250, "loss": "ce",
+                     "noise_samples": 4, "norm": "linf", "restarts": 1, "seed": seed, "step_size": 0.0125},
         "dataset_location": "", "dataset_files": [], "git_commit": "0",
     });
     Rec {
@@ -55,7 +60,7 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     }
     // Random seed 2's training stalled near chance; the others learned.
     for r in recs.iter_mut() {
-        let last = if r.m.method == "random" && r.m.seed == 2 { 2.25 } else { 1.0 };
+        let last = if r.m.method == awt_runs::Method::Random && r.m.seed == 2 { 2.25 } else { 1.0 };
         r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: last }];
     }
     // Dense seed 0 has every step's time; the others were resumed before timings carried over.
@@ -150,8 +155,10 @@ fn ablations_and_the_named_method_check_follow_the_records() {
         kernel_distance: v,
         output_distance: v,
         mask_changes: 0,
-        kernel_term: Some(2000.0),
-        output_term: Some(1.0),
+        loss: 0.0,
+        kernel_term: 2000.0,
+        output_term: 1.0,
+        l2_term: 0.0,
     };
     for seed in 0..3u64 {
         let j = 0.004 * seed as f64;
@@ -313,7 +320,7 @@ fn the_named_method_finding_names_who_falls_short_while_others_wait() {
         "{finding}"
     );
     // Without the variant still waiting, it is decided.
-    recs.retain(|r| r.m.method != "awt-ker10");
+    recs.retain(|r| r.variant() != "awt-ker10");
     let (_, finding) = beyond::named_method_parts(&recs, &variants(&recs), Measure::Worst).unwrap().unwrap();
     assert!(
         finding.starts_with("**Finding.** No AWT variant reaches the dense net's robust accuracy at density 0.05: awt (-2.0 [-2.0, -2.0]) \

@@ -1,0 +1,403 @@
+//! The records of a run, written by the `awt` binary (evaluation, mask report, search and
+//! dynamics lines) or the runner (manifest), and read back by xtask. Field order is serialisation
+//! order: the binary's records keep their keys sorted, as every record under `results/` has them, so
+//! re-serialising a committed record gives its bytes back (tested on all of them). Fields that
+//! older records lack are `Option`s left out when absent.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Density, Method};
+
+/// One dataset file and its checksum status (`verified`, …).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct FileRecord {
+    /// The file's name.
+    pub file: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// `verified` when it matched the pinned checksum.
+    pub status: String,
+}
+
+/// Robust accuracy after one attack of a sequence, in an evaluation.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EvalStep {
+    /// The attack (`pgd-20`, `apgd-ce`, …).
+    pub attack: String,
+    /// `robust_correct / n`.
+    pub robust_accuracy: f64,
+    /// Points still classified correctly after this attack and every one before it.
+    pub robust_correct: u64,
+}
+
+/// The attack settings of an evaluation (`eval.json` `settings`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EvalSettings {
+    /// APGD iterations.
+    pub apgd_steps: u64,
+    /// The attack or sequence (`worst`, `pgd`, `autoattack`, …).
+    pub attack: String,
+    /// Images per batch.
+    pub batch: u64,
+    /// Perturbation budget.
+    pub eps: f64,
+    /// FAB-T iterations (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fab_steps: Option<u64>,
+    /// PGD's loss (`ce`, `dlr`).
+    pub loss: String,
+    /// Uniform-noise samples per point of the sanity check.
+    pub noise_samples: u64,
+    /// Threat model (`linf`, `l2`).
+    pub norm: String,
+    /// Random restarts.
+    pub restarts: u64,
+    /// The attacks' seed.
+    pub seed: u64,
+    /// Square's query budget (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub square_queries: Option<u64>,
+    /// PGD's step size.
+    pub step_size: f64,
+    /// PGD iterations.
+    pub steps: u64,
+    /// Target classes of the targeted attacks (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<u64>,
+}
+
+/// `eval.json`: `awt eval --json`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Eval {
+    /// The architecture evaluated.
+    pub arch: String,
+    /// `clean_correct / n`.
+    pub clean_accuracy: f64,
+    /// Points classified correctly without attack.
+    pub clean_correct: u64,
+    /// Robust counts after each attack of the sequence.
+    pub cumulative: Vec<EvalStep>,
+    /// The data set.
+    pub data: String,
+    /// Its files and their checksum status.
+    pub dataset_files: Vec<FileRecord>,
+    /// Where they were read from.
+    pub dataset_location: String,
+    /// Files read without a pinned checksum match (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_unverified: Option<Vec<String>>,
+    /// Whether every file matched its pinned checksum (absent in older records: they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_verified: Option<bool>,
+    /// The binary's commit.
+    pub git_commit: String,
+    /// Points only a gradient-free attack (Square) broke (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_free_only: Option<u64>,
+    /// Whether the sanity checks suspect gradient masking (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_masking_suspected: Option<bool>,
+    /// The checkpoint evaluated.
+    pub model: String,
+    /// Points evaluated.
+    pub n: u64,
+    /// Points the uniform-noise check broke after every attack missed them (not counted robust);
+    /// absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_broken: Option<u64>,
+    /// The first point's index in the split.
+    pub offset: u64,
+    /// `robust_correct / n`; null without an attack.
+    pub robust_accuracy: Option<f64>,
+    /// Points robust to every attack and the noise check; null without an attack.
+    pub robust_correct: Option<u64>,
+    /// The attack settings.
+    pub settings: EvalSettings,
+    /// The split scored (`test`, `validation`, `train`); absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// Training images left after the validation hold-out (only with `--validation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples_after_hold_out: Option<u64>,
+    /// Training images held out as validation (only with `--validation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_held_out: Option<u64>,
+    /// Seconds the evaluation took.
+    pub wall_seconds: f64,
+    /// The sanity checks' warnings; empty when sound.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+impl Eval {
+    /// Whether the data files were verified (records from before the field was written were).
+    pub fn verified(&self) -> bool {
+        self.dataset_verified.unwrap_or(true)
+    }
+
+    /// Robust accuracy; NaN without an attack.
+    pub fn robust(&self) -> f64 {
+        self.robust_correct.map_or(f64::NAN, |r| r as f64 / self.n as f64)
+    }
+}
+
+/// One layer of a mask report.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct MaskLayer {
+    /// Fraction of the layer's weights kept.
+    pub density: f64,
+    /// Inputs all of whose outgoing weights are pruned.
+    pub inputs_without_output: Option<Vec<u64>>,
+    /// The weight tensor's name.
+    pub name: String,
+    /// Outputs all of whose incoming weights are pruned.
+    pub outputs_without_input: Option<Vec<u64>>,
+    /// The weight tensor's shape.
+    pub shape: Vec<u64>,
+}
+
+/// `mask.json`: `awt inspect --json`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct MaskReport {
+    /// The architecture.
+    pub arch: String,
+    /// Classes whose logit has no kept incoming weight (only the bias reaches them); null when the
+    /// classifier is unmasked.
+    pub classes_without_input: Option<Vec<u64>>,
+    /// Overall weight density.
+    pub density: f64,
+    /// The masked layers, in forward order.
+    pub layers: Vec<MaskLayer>,
+    /// The checkpoint's metadata.
+    pub meta: BTreeMap<String, String>,
+    /// The checkpoint inspected.
+    pub model: String,
+    /// Parameters in all.
+    pub parameters: u64,
+    /// Maskable weights.
+    pub weights: u64,
+}
+
+/// One step of a ticket search (`<ticket>.search.jsonl`, one per line).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct SearchLine {
+    /// Step (0-based).
+    pub step: u64,
+    /// Total loss.
+    pub loss: f64,
+    /// λ_ker · kernel MSE.
+    pub kernel_term: f64,
+    /// Output MSE.
+    pub output_term: f64,
+    /// (λ_l2/d) Σ‖m⊙W‖².
+    pub l2_term: f64,
+    /// ‖Θ_s − Θ_T‖/‖Θ_T‖ on this batch.
+    pub kernel_distance: f64,
+    /// ‖f_s − f_T‖/‖f_T‖ on this batch.
+    pub output_distance: f64,
+    /// Weights whose mask bit changed at this step (0 except at re-selections).
+    pub mask_changes: u64,
+}
+
+/// One epoch of `awt dynamics` (`dynamics.jsonl`).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct DynamicsLine {
+    /// Epoch (0 = initialisation).
+    pub epoch: u64,
+    /// ‖Θ_s − Θ_d‖ / ‖Θ_d‖ (Frobenius), both at this epoch, on the probe's PGD examples.
+    pub rel_distance: f64,
+    /// ⟨Θ_s, Θ_d⟩ / (‖Θ_s‖ ‖Θ_d‖).
+    pub alignment: f64,
+    /// ‖Θ_s,t − Θ_s,0‖ / ‖Θ_s,0‖ on the same points: how far the sparse net's kernel moved.
+    pub sparse_change: f64,
+    /// The same for the dense net.
+    pub dense_change: f64,
+    /// Training loss of the sparse net minus the dense net's over this epoch (none at epoch 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_gap: Option<f64>,
+}
+
+/// Robust count after one attack, in a manifest.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Cumulative {
+    /// The attack.
+    pub attack: String,
+    /// Points still robust after it.
+    pub robust_correct: u64,
+}
+
+/// The evaluation counts a manifest keeps.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EvalCounts {
+    /// Points evaluated.
+    pub n: u64,
+    /// Clean correct.
+    pub clean_correct: u64,
+    /// Robust to everything.
+    pub robust_correct: u64,
+    /// After each attack.
+    pub cumulative: Vec<Cumulative>,
+    /// Points the uniform-noise check broke after the last attack (absent when none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_broken: Option<u64>,
+}
+
+/// A manifest's attack settings: the evaluation's, the four that name the threat first.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct AttackSettings {
+    /// See [`EvalSettings`].
+    pub attack: String,
+    /// Perturbation budget.
+    pub eps: f64,
+    /// PGD iterations.
+    pub steps: u64,
+    /// APGD iterations.
+    pub apgd_steps: u64,
+    /// Images per batch.
+    pub batch: u64,
+    /// FAB-T iterations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fab_steps: Option<u64>,
+    /// PGD's loss.
+    pub loss: String,
+    /// Uniform-noise samples per point.
+    pub noise_samples: u64,
+    /// Threat model.
+    pub norm: String,
+    /// Random restarts.
+    pub restarts: u64,
+    /// The attacks' seed.
+    pub seed: u64,
+    /// Square's query budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub square_queries: Option<u64>,
+    /// PGD's step size.
+    pub step_size: f64,
+    /// Target classes of the targeted attacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<u64>,
+}
+
+impl From<&EvalSettings> for AttackSettings {
+    fn from(s: &EvalSettings) -> AttackSettings {
+        AttackSettings {
+            attack: s.attack.clone(),
+            eps: s.eps,
+            steps: s.steps,
+            apgd_steps: s.apgd_steps,
+            batch: s.batch,
+            fab_steps: s.fab_steps,
+            loss: s.loss.clone(),
+            noise_samples: s.noise_samples,
+            norm: s.norm.clone(),
+            restarts: s.restarts,
+            seed: s.seed,
+            square_queries: s.square_queries,
+            step_size: s.step_size,
+            targets: s.targets,
+        }
+    }
+}
+
+/// Versions of the crates that matter.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Crates {
+    /// candle-core's version.
+    #[serde(rename = "candle-core")]
+    pub candle_core: String,
+    /// The workspace's version.
+    pub awt: String,
+}
+
+/// `manifest.json`: everything needed to know what a run was and how it was obtained.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Manifest {
+    /// The preset of the grid.
+    pub preset: String,
+    /// The run's name ([`crate::RunName`]).
+    pub name: String,
+    /// The architecture.
+    pub arch: String,
+    /// The method.
+    pub method: Method,
+    /// The density.
+    pub density: Density,
+    /// The seed.
+    pub seed: u64,
+    /// The canonical settings string.
+    pub config: String,
+    /// Its [`crate::fnv`] hash.
+    pub config_hash: String,
+    /// The commit of the binary that ran.
+    pub git_commit: String,
+    /// `rustc -V`.
+    pub rustc: String,
+    /// Versions.
+    pub crates: Crates,
+    /// The data files.
+    pub dataset_files: Vec<FileRecord>,
+    /// The data set.
+    pub data: String,
+    /// Where it was read from.
+    pub dataset_location: String,
+    /// Whether every file matched its pinned checksum (records from before the field: they did).
+    #[serde(default = "yes")]
+    pub dataset_verified: bool,
+    /// Threads the binary used.
+    pub threads: String,
+    /// The evaluation's attack settings.
+    pub attack: AttackSettings,
+    /// The evaluation's counts.
+    pub eval: EvalCounts,
+    /// The evaluation's sanity-check warnings (gradient masking, ...); empty when sound.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Seconds per step, over all sittings.
+    pub timings_seconds: BTreeMap<String, f64>,
+    /// Seconds in all.
+    pub wall_seconds: f64,
+    /// With a validation hold-out: the split the evaluation was scored on (`validation` or `test`).
+    /// Absent for presets without one (they score the test split), so their manifests keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    /// The CPU (model, vector instructions) the run computed on; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    /// Training images held out as validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_held_out: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Manifest {
+    /// Clean accuracy.
+    pub fn clean(&self) -> f64 {
+        self.eval.clean_correct as f64 / self.eval.n as f64
+    }
+
+    /// Accuracy under the first attack of the sequence (PGD in `worst`).
+    pub fn first_attack(&self) -> f64 {
+        self.eval.cumulative.first().map_or(f64::NAN, |c| c.robust_correct as f64 / self.eval.n as f64)
+    }
+
+    /// Accuracy under every attack of the sequence.
+    pub fn robust(&self) -> f64 {
+        self.eval.robust_correct as f64 / self.eval.n as f64
+    }
+
+    /// The method with its ablation (`awt-ker1e-3`).
+    pub fn variant(&self) -> String {
+        crate::variant_in(&self.name, &self.arch).to_string()
+    }
+
+    /// Whether the wall time covers every sitting: a run resumed by a build that did not yet carry
+    /// step timings across sittings lacks the first step's time (`init`).
+    pub fn timed_in_full(&self) -> bool {
+        self.timings_seconds.contains_key("init")
+    }
+}
