@@ -3,16 +3,18 @@
 //! xtask's own source files.
 #![no_main]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[path = "../../xtask/src/spec.rs"]
 #[allow(dead_code)]
 mod spec;
 
 /// spec.rs reads presets from the repository root; the fuzz targets never load a file.
-#[allow(dead_code)]
-fn root() -> PathBuf {
-    PathBuf::from("/nonexistent")
+mod workspace {
+    #[allow(dead_code)]
+    pub(crate) fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from("/nonexistent")
+    }
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -2,19 +2,21 @@
 //! arbitrary bytes: errors are fine, panics are not. Compiled from xtask's own source files.
 #![no_main]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[path = "../../xtask/src/records.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod records;
 #[path = "../../xtask/src/spec.rs"]
 #[allow(dead_code)]
 mod spec;
 
 /// spec.rs reads presets from the repository root; the fuzz targets never load a file.
-#[allow(dead_code)]
-fn root() -> PathBuf {
-    PathBuf::from("/nonexistent")
+mod workspace {
+    #[allow(dead_code)]
+    pub(crate) fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from("/nonexistent")
+    }
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

@@ -14,7 +14,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::root;
+use crate::workspace::root;
 
 /// `cargo xtask bench` flags.
 struct Opts {
@@ -177,7 +177,7 @@ pub(crate) fn bench(args: &[String]) -> Result<()> {
     if let Some(f) = &o.filter {
         cargo_args.push(f);
     }
-    crate::cargo(&cargo_args)?;
+    crate::workspace::cargo(&cargo_args)?;
     if !o.peers {
         return Ok(());
     }

@@ -16,10 +16,11 @@ mod runner;
 mod spec;
 mod stats;
 mod study;
+mod workspace;
 
-use std::process::Command;
+use workspace::cargo;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 const HELP: &str = "\
 cargo xtask <command>
@@ -68,21 +69,6 @@ fn main() -> Result<()> {
         Some("regress") => regress::regress(rest),
         Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),
     }
-}
-
-pub(crate) fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
-}
-
-pub(crate) fn cargo(args: &[&str]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("$ cargo {}", args.join(" "));
-    let status =
-        Command::new(&cargo).args(args).current_dir(root()).status().with_context(|| format!("cannot run {cargo}"))?;
-    if !status.success() {
-        bail!("`cargo {}` failed ({status})", args.join(" "));
-    }
-    Ok(())
 }
 
 fn ci() -> Result<()> {

@@ -303,7 +303,7 @@ mod tests {
     /// replayed: every input is read and checked without a panic.
     #[test]
     fn the_record_fuzz_corpus_replays_without_panic() {
-        let dir = crate::root().join("fuzz/corpus/records");
+        let dir = crate::workspace::root().join("fuzz/corpus/records");
         let mut n = 0;
         for e in std::fs::read_dir(&dir).unwrap() {
             let bytes = std::fs::read(e.unwrap().path()).unwrap();

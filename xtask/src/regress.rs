@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::records::{Manifest, read_json};
-use crate::root;
 use crate::runner::{Opts, run_grid};
+use crate::workspace::root;
 
 /// One run's counts in `experiments/smoke-baseline.json`.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]

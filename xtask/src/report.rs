@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::records::{EpochRecord, Manifest, SearchRecord, read_jsonl};
-use crate::root;
 use crate::spec::METHODS as ORDER;
 use crate::stats::{above, at_least, paired, summary};
+use crate::workspace::root;
 
 mod check;
 mod group;

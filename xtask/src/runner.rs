@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, expand, fnv, steps};
 use crate::records::{Manifest, SearchRecord, read_json};
-use crate::root;
 use crate::spec::{self, Spec};
+use crate::workspace::root;
 
 mod dense;
 mod exec;
@@ -115,7 +115,7 @@ pub(crate) fn awt_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("AWT_BIN") {
         return Ok(PathBuf::from(p));
     }
-    crate::cargo(&["build", "--release", "-p", "awt-cli"])?;
+    crate::workspace::cargo(&["build", "--release", "-p", "awt-cli"])?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     Ok(target.join("release").join("awt"))
 }

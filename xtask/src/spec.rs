@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use awt_runs::{Method, TicketRecipe, Variant};
 
-use crate::root;
+use crate::workspace::root;
 
 /// A preset: which networks, methods, densities and seeds, and every setting of their commands.
 #[derive(Debug, Clone, Deserialize)]
@@ -378,6 +378,17 @@ pub(crate) fn masks_at_init() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/ARCHITECTURE.md "How to add a method": the quick and study presets list every method of
+    /// the run contract, in report order, so a new method is run and reported from its first commit.
+    #[test]
+    fn the_quick_and_study_presets_run_every_method() {
+        for preset in ["quick", "study"] {
+            let p = root().join(format!("experiments/{preset}.toml"));
+            let spec = parse(&std::fs::read_to_string(&p).unwrap(), &p, preset).unwrap();
+            assert_eq!(spec.methods, METHODS, "{}", p.display());
+        }
+    }
 
     /// An ablation may change only its method's ticket-step flags; other methods are refused by name.
     #[test]

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use crate::plan::variant_of;
 use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
-use crate::root;
 pub(super) use crate::spec::plain_of;
 use crate::stats::{above, paired, summary};
+use crate::workspace::root;
 
 mod aa;
 mod beyond;

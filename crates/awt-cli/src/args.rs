@@ -313,3 +313,35 @@ impl OutputLayerArg {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use awt_runs::{Method, TicketRecipe};
+    use clap::ValueEnum;
+
+    use super::{PruneMethod, SearchMethod};
+
+    /// The binary's `--method` choices are the run contract's methods, each under the subcommand
+    /// its recipe names: `awt prune` for masks at initialisation, IMP-AT and HYDRA, `awt ticket` for
+    /// the searches. A method added to `awt_runs::Method` fails here until the binary runs it.
+    #[test]
+    fn method_flags_are_the_contracts_methods() {
+        let names = |v: &[Option<clap::builder::PossibleValue>]| -> Vec<String> {
+            v.iter().flatten().map(|p| p.get_name().to_string()).collect()
+        };
+        let prune = names(&PruneMethod::value_variants().iter().map(|m| m.to_possible_value()).collect::<Vec<_>>());
+        let search = names(&SearchMethod::value_variants().iter().map(|m| m.to_possible_value()).collect::<Vec<_>>());
+        let by = |rs: &[TicketRecipe]| -> Vec<String> {
+            let mut v: Vec<String> =
+                Method::ALL.iter().filter(|m| rs.contains(&m.recipe())).map(|m| m.name().to_string()).collect();
+            v.sort();
+            v
+        };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(prune), by(&[TicketRecipe::MaskAtInit, TicketRecipe::ImpAt, TicketRecipe::Hydra]));
+        assert_eq!(sorted(search), by(&[TicketRecipe::Search]));
+    }
+}

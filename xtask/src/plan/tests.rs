@@ -104,7 +104,7 @@ fn ablations_that_beat_plain_awt_gain_their_follow_up_seeds() {
 /// own runs, and moves no run already planned.
 #[test]
 fn more_seeds_add_runs_for_their_methods_only() {
-    let p = crate::root().join("experiments/ntt-validation.toml");
+    let p = crate::workspace::root().join("experiments/ntt-validation.toml");
     let text = std::fs::read_to_string(&p).unwrap();
     let strip = |t: &str| t.split("\n[[more_seeds]]").next().unwrap().to_string();
     let grid = crate::spec::parse(&strip(&text), &p, "ntt-validation").unwrap();
@@ -165,7 +165,7 @@ fn the_budget_selection_trains_on_the_training_part_and_scores_validation() {
     assert_eq!(budget("lenet-300-100-dense-cos20-d1-s100"), ("20".into(), "cosine".into()));
     assert_eq!(budget("lenet-300-100-dense-cos10-d1-s100"), ("10".into(), "cosine".into()));
     // A validation split the preset does not hold out is refused by name.
-    let p = crate::root().join("experiments/select-mlp-budget.toml");
+    let p = crate::workspace::root().join("experiments/select-mlp-budget.toml");
     let text = std::fs::read_to_string(&p).unwrap().replace("validation = 10000\n", "");
     let e = crate::spec::parse(&text, &p, "select-mlp-budget").unwrap_err().to_string();
     assert!(e.contains("split = \"validation\" needs `validation = N`"), "{e}");
@@ -199,7 +199,7 @@ fn a_rewound_search_rewinds_its_twins_ticket_when_there_is_one() {
 /// `hash_method_tables` a change of `[imp]` renames the IMP-AT runs only.
 #[test]
 fn imp_and_hydra_schedules_follow_their_tables_and_ablations() {
-    let p = crate::root().join("experiments/study.toml");
+    let p = crate::workspace::root().join("experiments/study.toml");
     let text =
         std::fs::read_to_string(&p).unwrap().replacen("record = true", "record = true\nhash_method_tables = true", 1);
     let text = text.replace("[imp]\nrounds = 3\nepochs = 5", "[imp]\nrounds = 3\nepochs = 5\nfinal_epochs = 30");

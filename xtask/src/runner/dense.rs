@@ -107,8 +107,8 @@ mod tests {
     use std::process::Command;
 
     use super::*;
-    use crate::root;
     use crate::spec;
+    use crate::workspace::root;
 
     /// A run compared with the dense run of its seed fails at its dynamics step while that dense
     /// run is untrained (the real `awt dynamics` refuses, as the stand-in does); `ensure_dense`

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, Step, fnv};
 use crate::records::{Cumulative, EvalCounts, EvalRecord, Manifest, read_json};
-use crate::root;
+use crate::workspace::root;
 
 /// `rustc -V` and the locked candle-core version.
 /// The CPU the run computed on: its model name and the widest vector instructions the matrix

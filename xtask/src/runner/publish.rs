@@ -8,7 +8,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::root;
+use crate::workspace::root;
 
 /// Regenerates docs/study.md from `results/` and commits it with the preset's records. A failure
 /// (no git, no identity, a locked index) is said and the grid goes on: the records are on disk,

@@ -9,7 +9,7 @@ use anyhow::Result;
 use super::{Opts, recorded};
 use crate::plan::Run;
 use crate::records::{Manifest, read_json};
-use crate::root;
+use crate::workspace::root;
 
 /// A duration written as hours, minutes and seconds (`2h30m`, `90m`, `45s`, `1h`), in seconds.
 pub(super) fn duration(flag: &str, text: &str) -> Result<f64> {
