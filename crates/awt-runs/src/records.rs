@@ -1,6 +1,7 @@
 //! The records of a run, written by the `awt` binary (evaluation, mask report, search and
 //! dynamics lines) or the runner (manifest), and read back by xtask. Field order is serialisation
-//! order: the binary's records keep their keys sorted, as every record under `results/` has them, so
+//! order (the evaluation's settings, shared with the manifest, are written sorted by their own
+//! serialiser): the binary's records keep their keys sorted, as every record under `results/` has them, so
 //! re-serialising a committed record gives its bytes back (tested on all of them). Fields that
 //! older records lack are `Option`s left out when absent.
 
@@ -30,42 +31,6 @@ pub struct EvalStep {
     pub robust_accuracy: f64,
     /// Points still classified correctly after this attack and every one before it.
     pub robust_correct: u64,
-}
-
-/// The attack settings of an evaluation (`eval.json` `settings`).
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct EvalSettings {
-    /// APGD iterations.
-    pub apgd_steps: u64,
-    /// The attack or sequence (`worst`, `pgd`, `autoattack`, …).
-    pub attack: String,
-    /// Images per batch.
-    pub batch: u64,
-    /// Perturbation budget.
-    pub eps: f64,
-    /// FAB-T iterations (absent in older records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fab_steps: Option<u64>,
-    /// PGD's loss (`ce`, `dlr`).
-    pub loss: String,
-    /// Uniform-noise samples per point of the sanity check.
-    pub noise_samples: u64,
-    /// Threat model (`linf`, `l2`).
-    pub norm: String,
-    /// Random restarts.
-    pub restarts: u64,
-    /// The attacks' seed.
-    pub seed: u64,
-    /// Square's query budget (absent in older records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub square_queries: Option<u64>,
-    /// PGD's step size.
-    pub step_size: f64,
-    /// PGD iterations.
-    pub steps: u64,
-    /// Target classes of the targeted attacks (absent in older records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<u64>,
 }
 
 /// `eval.json`: `awt eval --json`.
@@ -113,7 +78,8 @@ pub struct Eval {
     pub robust_accuracy: Option<f64>,
     /// Points robust to every attack and the noise check; null without an attack.
     pub robust_correct: Option<u64>,
-    /// The attack settings.
+    /// The attack settings (keys sorted here, as the binary has always written them).
+    #[serde(serialize_with = "sorted_settings")]
     pub settings: EvalSettings,
     /// The split scored (`test`, `validation`, `train`); absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,10 +210,11 @@ pub struct EvalCounts {
     pub noise_broken: Option<u64>,
 }
 
-/// A manifest's attack settings: the evaluation's, the four that name the threat first.
+/// The attack settings of an evaluation: `eval.json`'s `settings` (keys sorted there) and a
+/// manifest's `attack` (this order: the four that name the threat first).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-pub struct AttackSettings {
-    /// See [`EvalSettings`].
+pub struct EvalSettings {
+    /// The attack or sequence (`worst`, `pgd`, `autoattack`, …).
     pub attack: String,
     /// Perturbation budget.
     pub eps: f64,
@@ -280,25 +247,31 @@ pub struct AttackSettings {
     pub targets: Option<u64>,
 }
 
-impl From<&EvalSettings> for AttackSettings {
-    fn from(s: &EvalSettings) -> AttackSettings {
-        AttackSettings {
-            attack: s.attack.clone(),
-            eps: s.eps,
-            steps: s.steps,
-            apgd_steps: s.apgd_steps,
-            batch: s.batch,
-            fab_steps: s.fab_steps,
-            loss: s.loss.clone(),
-            noise_samples: s.noise_samples,
-            norm: s.norm.clone(),
-            restarts: s.restarts,
-            seed: s.seed,
-            square_queries: s.square_queries,
-            step_size: s.step_size,
-            targets: s.targets,
-        }
+/// [`EvalSettings`] with its keys in sorted order (`eval.json`); absent options left out.
+fn sorted_settings<S: serde::Serializer>(e: &EvalSettings, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    m.serialize_entry("apgd_steps", &e.apgd_steps)?;
+    m.serialize_entry("attack", &e.attack)?;
+    m.serialize_entry("batch", &e.batch)?;
+    m.serialize_entry("eps", &e.eps)?;
+    if let Some(v) = e.fab_steps {
+        m.serialize_entry("fab_steps", &v)?;
     }
+    m.serialize_entry("loss", &e.loss)?;
+    m.serialize_entry("noise_samples", &e.noise_samples)?;
+    m.serialize_entry("norm", &e.norm)?;
+    m.serialize_entry("restarts", &e.restarts)?;
+    m.serialize_entry("seed", &e.seed)?;
+    if let Some(v) = e.square_queries {
+        m.serialize_entry("square_queries", &v)?;
+    }
+    m.serialize_entry("step_size", &e.step_size)?;
+    m.serialize_entry("steps", &e.steps)?;
+    if let Some(v) = e.targets {
+        m.serialize_entry("targets", &v)?;
+    }
+    m.end()
 }
 
 /// Versions of the crates that matter.
@@ -348,7 +321,7 @@ pub struct Manifest {
     /// Threads the binary used.
     pub threads: String,
     /// The evaluation's attack settings.
-    pub attack: AttackSettings,
+    pub attack: EvalSettings,
     /// The evaluation's counts.
     pub eval: EvalCounts,
     /// The evaluation's sanity-check warnings (gradient masking, ...); empty when sound.

@@ -217,7 +217,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         dataset_location: eval.dataset_location.clone(),
         dataset_verified: eval.verified(),
         threads: threads.map(|t| t.to_string()).unwrap_or_else(|| "default".into()),
-        attack: (&eval.settings).into(),
+        attack: eval.settings.clone(),
         eval: EvalCounts {
             n: eval.n,
             clean_correct: eval.clean_correct,
