@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
+use awt_runs::{Density, Method, TicketRecipe};
+
 use crate::spec::Spec;
 
 /// One run of a grid.
@@ -15,8 +17,8 @@ pub(crate) struct Run {
     pub name: String,
     pub dir: PathBuf,
     pub arch: String,
-    pub method: String,
-    pub density: f64,
+    pub method: Method,
+    pub density: Density,
     pub seed: u64,
     /// Every setting that shapes the run, as text; its hash names the folder.
     pub canonical: String,
@@ -127,8 +129,8 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     name,
                     dir,
                     arch: arch.clone(),
-                    method: method.to_string(),
-                    density,
+                    method: method.parse().expect("methods are checked when the spec is read"),
+                    density: Density::new(density).expect("densities are checked when the spec is read"),
                     seed,
                     canonical,
                     flags,
@@ -172,8 +174,8 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     }
     if spec.dynamics.is_some() {
         let dense: Vec<(String, u64, PathBuf)> =
-            runs.iter().filter(|r| r.method == "dense").map(|r| (r.arch.clone(), r.seed, r.dir.clone())).collect();
-        for r in runs.iter_mut().filter(|r| r.method != "dense") {
+            runs.iter().filter(|r| r.method.is_dense()).map(|r| (r.arch.clone(), r.seed, r.dir.clone())).collect();
+        for r in runs.iter_mut().filter(|r| !r.method.is_dense()) {
             r.dense_dir = dense.iter().find(|(a, s, _)| *a == r.arch && *s == r.seed).map(|(_, _, d)| d.clone());
         }
     }
@@ -222,17 +224,17 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     init.extend(strings(&["--out", &c.d(layout::INIT)]));
     let mut out = vec![step("init", init, c.d(layout::INIT))];
     out.extend(ticket_steps(&c)?);
-    let start = if run.method == "dense" { c.d(layout::INIT) } else { c.d(layout::TICKET) };
-    if run.method != "dense" {
+    let start = if run.method.is_dense() { c.d(layout::INIT) } else { c.d(layout::TICKET) };
+    if !run.method.is_dense() {
         // The ticket's structure (density and cut-off units per layer), recorded with the results.
         let args = strings(&["inspect", &start, "--json", &c.d(layout::MASK)]);
         out.push(step("mask", args, c.d(layout::MASK)));
     }
-    let mut train = strings(&["train", if run.method == "dense" { "--init" } else { "--ticket" }, &start]);
+    let mut train = strings(&["train", if run.method.is_dense() { "--init" } else { "--ticket" }, &start]);
     // IMP-AT's final training and HYDRA's fine-tuning have their own length where the spec gives one.
-    let epochs = match run.method.as_str() {
-        "imp-at" => c.flag("final-epochs").or(spec.imp.as_ref().and_then(|i| i.final_epochs)),
-        "hydra" => c.flag("finetune-epochs").or(spec.hydra.as_ref().and_then(|h| h.finetune_epochs)),
+    let epochs = match run.method.recipe() {
+        TicketRecipe::ImpAt => c.flag("final-epochs").or(spec.imp.as_ref().and_then(|i| i.final_epochs)),
+        TicketRecipe::Hydra => c.flag("finetune-epochs").or(spec.hydra.as_ref().and_then(|h| h.finetune_epochs)),
         _ => None,
     };
     train.extend(train_flags(run, spec, data, epochs.unwrap_or(spec.train.epochs)));
@@ -243,7 +245,7 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         train.push("--keep-epochs".into());
     }
     train.extend(strings(&["--out", &c.d(layout::TRAIN)]));
-    if run.method == "dense" {
+    if run.method.is_dense() {
         // A dense ablation changes the training budget (`epochs`, `schedule`).
         train = with_flags(train, &run.flags);
     }

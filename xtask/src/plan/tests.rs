@@ -149,7 +149,7 @@ fn the_budget_selection_trains_on_the_training_part_and_scores_validation() {
     let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
     let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(runs.len(), 12, "{names:?}");
-    assert!(runs.iter().all(|r| r.method == "dense" && r.canonical.contains(" validation=10000")));
+    assert!(runs.iter().all(|r| r.method.is_dense() && r.canonical.contains(" validation=10000")));
     let budget = |name: &str| {
         let run = runs.iter().find(|r| r.name == name).unwrap();
         let steps = steps(run, &spec, "fashion-mnist").unwrap();
@@ -226,6 +226,6 @@ fn imp_and_hydra_schedules_follow_their_tables_and_ablations() {
             .unwrap();
     let again = expand(&other, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
     for (a, b) in runs.iter().zip(&again) {
-        assert_eq!(a.dir == b.dir, a.method != "imp-at", "{}", a.name);
+        assert_eq!(a.dir == b.dir, a.method != awt_runs::Method::ImpAt, "{}", a.name);
     }
 }

@@ -3,8 +3,8 @@
 //! twin's ticket), IMP-AT's rounds and HYDRA's pretraining and score optimisation.
 
 use anyhow::Result;
+use awt_runs::TicketRecipe;
 use awt_runs::layout;
-use awt_runs::{Method, TicketRecipe};
 
 use super::{Ctx, Step, step, strings, train_flags, with_flags};
 
@@ -21,7 +21,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             args.extend(strings(&["--train-limit", &n.to_string()]));
         }
     };
-    let method: Method = run.method.parse()?;
+    let method = run.method;
     Ok(match method.recipe() {
         TicketRecipe::None => Vec::new(),
         TicketRecipe::MaskAtInit => {
@@ -30,7 +30,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             let mut args = strings(&[
                 "prune",
                 "--method",
-                &run.method,
+                method.name(),
                 "--density",
                 &density,
                 "--model",
@@ -46,7 +46,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 "--out",
                 &ticket,
             ]);
-            if let Some(alloc) = p.allocation.get(&run.method) {
+            if let Some(alloc) = p.allocation.get(method.name()) {
                 args.extend(strings(&["--allocation", alloc]));
             }
             vec![step("prune", with_flags(args, &run.flags), ticket.clone())]
@@ -56,7 +56,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             let args = strings(&[
                 "ticket",
                 "--method",
-                &run.method,
+                method.name(),
                 "--density",
                 &density,
                 "--model",

@@ -136,8 +136,8 @@ case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\
         let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
         let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
         let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
-        let random = plan.iter().find(|r| r.method == "random").unwrap();
-        let dense = plan.iter().find(|r| r.method == "dense").unwrap();
+        let random = plan.iter().find(|r| r.method == awt_runs::Method::Random).unwrap();
+        let dense = plan.iter().find(|r| r.method.is_dense()).unwrap();
         assert_eq!(random.dense_dir.as_ref(), Some(&dense.dir));
         let run = |r: &Run| {
             std::fs::create_dir_all(&r.dir).unwrap();
