@@ -200,18 +200,24 @@ pub(crate) enum LossArg {
     Cw,
 }
 
-/// `awt prune --method`.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PruneMethod {
-    Random,
-    Magnitude,
-    Snip,
-    Grasp,
-    Synflow,
-    /// HYDRA's score optimisation on an adversarially pretrained --model.
-    Hydra,
-    /// Rounds of PGD-AT and magnitude pruning with rewinding (lottery tickets).
-    ImpAt,
+/// `awt prune --method`: the run contract's methods that `awt prune` makes (masks at initialisation,
+/// IMP-AT, HYDRA), so the list is not restated here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PruneMethod(pub awt_runs::Method);
+
+impl ValueEnum for PruneMethod {
+    fn value_variants<'a>() -> &'a [Self] {
+        use awt_runs::{Method, TicketRecipe};
+        static ALL: std::sync::LazyLock<Vec<PruneMethod>> = std::sync::LazyLock::new(|| {
+            let made_by_prune = [TicketRecipe::MaskAtInit, TicketRecipe::Hydra, TicketRecipe::ImpAt];
+            Method::ALL.into_iter().filter(|m| made_by_prune.contains(&m.recipe())).map(PruneMethod).collect()
+        });
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.0.about()))
+    }
 }
 
 /// `awt prune --allocation`: how a density is spread over layers.

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
 use awt_prune::{Allocation, scores, select_keeping};
-use awt_runs::layout;
+use awt_runs::{Method, layout};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
@@ -106,21 +106,21 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
     let dense = a.output_layer.keep_dense(net.arch());
     let select = |s: &BTreeMap<String, Tensor>| select_keeping(s, a.density, alloc, &dense);
-    let masks = match a.method {
-        PruneMethod::Random => select(&scores::random(&weights(net), a.seed)?)?,
-        PruneMethod::Magnitude => select(&scores::magnitude(&weights(net))?)?,
-        PruneMethod::Snip => {
+    let masks = match a.method.0 {
+        Method::Random => select(&scores::random(&weights(net), a.seed)?)?,
+        Method::Magnitude => select(&scores::magnitude(&weights(net))?)?,
+        Method::Snip => {
             let (x, y) = batch()?;
             select(&scores::snip(&|| ce(net, &x, &y), &vars)?)?
         }
-        PruneMethod::Grasp => {
+        Method::Grasp => {
             let (x, y) = batch()?;
             select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?)?
         }
-        PruneMethod::Synflow => {
+        Method::Synflow => {
             scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
         }
-        PruneMethod::Hydra | PruneMethod::ImpAt => {
+        Method::Hydra | Method::ImpAt | Method::Dense | Method::Ntt | Method::Awt => {
             bail!("--method {}: not a mask at initialisation", value_name(&a.method))
         }
     };
@@ -129,7 +129,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
 
 /// One IMP round: magnitude masks of the trained `--model` (within its masks), over the weights of `--rewind`.
 fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
-    if a.method != PruneMethod::Magnitude {
+    if a.method.0 != Method::Magnitude {
         bail!("--rewind works with --method magnitude (iterative magnitude pruning), not {}", value_name(&a.method));
     }
     let trained = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
@@ -214,7 +214,7 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
                 crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, false)?;
             }
             let round = PruneArgs {
-                method: PruneMethod::Magnitude,
+                method: PruneMethod(Method::Magnitude),
                 density: a.density.powf(r as f64 / a.imp_rounds as f64),
                 model: dir.join(layout::MODEL),
                 rewind: Some(a.model.clone()),
@@ -327,9 +327,7 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }
-    if a.rescale != RescaleArg::None
-        && (a.rewind.is_some() || matches!(a.method, PruneMethod::ImpAt | PruneMethod::Hydra))
-    {
+    if a.rescale != RescaleArg::None && (a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra)) {
         bail!(
             "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow), not to --rewind, hydra or imp-at"
         );
@@ -337,9 +335,9 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r);
     }
-    match a.method {
-        PruneMethod::ImpAt => return run_imp(&a),
-        PruneMethod::Hydra => return run_hydra(&a),
+    match a.method.0 {
+        Method::ImpAt => return run_imp(&a),
+        Method::Hydra => return run_hydra(&a),
         _ => {}
     }
     let mut net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;

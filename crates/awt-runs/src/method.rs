@@ -78,6 +78,22 @@ impl Method {
         }
     }
 
+    /// One line on what the method does (command-line help).
+    pub fn about(self) -> &'static str {
+        match self {
+            Method::Dense => "the dense net",
+            Method::Random => "uniformly random mask at initialisation",
+            Method::Magnitude => "the largest initial weights",
+            Method::Snip => "SNIP: connection sensitivity |g ⊙ w| on a batch",
+            Method::Grasp => "GraSP: gradient signal preservation on a batch",
+            Method::Synflow => "SynFlow: iterative synaptic flow, data-free",
+            Method::Ntt => "Neural Tangent Transfer: match the dense net's outputs and NTK on clean inputs",
+            Method::Awt => "adversarial winning ticket: match them on adversarial inputs",
+            Method::ImpAt => "rounds of PGD-AT and magnitude pruning with rewinding (lottery tickets)",
+            Method::Hydra => "HYDRA's score optimisation on an adversarially pretrained --model",
+        }
+    }
+
     /// How the method makes its ticket.
     pub const fn recipe(self) -> TicketRecipe {
         match self {
