@@ -2,25 +2,21 @@
 //! `results/` — the NTT validation and the study grid — with mean ± sd over seeds, paired differences
 //! with 95 % t-intervals, and verdicts that say so when the seeds cannot decide. Never drawn by hand.
 
-use awt_runs::layout;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 
 use crate::plan::variant_of;
-use crate::records::{EvalRecord, Manifest, read_json, read_jsonl};
-pub(super) use crate::spec::plain_of;
 use crate::stats::{above, paired, summary};
-use crate::workspace::root;
 
 mod aa;
 mod beyond;
 mod claims;
 mod compute;
 mod cutoff;
+mod data;
 mod dynamics;
 mod figures;
 mod ntt;
@@ -29,104 +25,9 @@ mod selection;
 mod warnings;
 use claims::claims;
 use compute::compute;
-use cutoff::{cut_classes, cut_off_finding, stalled, stalled_finding};
-use figures::write_figure;
+use cutoff::{cut_classes, stalled, stalled_finding};
+use data::{Measure, Rec, by_seed, load, runs_of, values, variants};
 use ntt::{ntt_density, ntt_section, ntt_verdict};
-
-use awt_runs::records::{DynamicsLine as DynLine, SearchLine};
-
-/// One line of a training run's `train-metrics.jsonl` (the fields the study reads).
-#[derive(Clone, Debug, Deserialize)]
-struct TrainLine {
-    train_loss: f64,
-}
-
-/// `mask.json` (`awt inspect --json`): the fields the study reads.
-#[derive(Clone, Debug, Default, Deserialize)]
-struct MaskRecord {
-    /// Classes whose logit has no kept incoming weight (only the bias reaches them).
-    #[serde(default)]
-    classes_without_input: Option<Vec<u64>>,
-}
-
-/// A recorded run: `results/<preset>/<run>/`.
-struct Rec {
-    m: Manifest,
-    aa: Option<EvalRecord>,
-    mask: Option<MaskRecord>,
-    search: Vec<SearchLine>,
-    dynamics: Vec<DynLine>,
-    /// The final training's epochs (empty where not recorded).
-    train: Vec<TrainLine>,
-}
-
-impl Rec {
-    /// The method with its ablation: the run name without the architecture and `-d…-s…`.
-    fn variant(&self) -> String {
-        self.m.variant()
-    }
-
-    fn measure(&self, which: Measure) -> Option<f64> {
-        match which {
-            // AutoAttack may run on a prefix of the evaluation set (`[eval] autoattack_n`).
-            Measure::AutoAttack => self.aa.as_ref().and_then(|a| Some(a.robust_correct? as f64 / a.n as f64)),
-            Measure::Clean => Some(self.m.clean()),
-            Measure::Pgd => Some(self.m.first_attack()).filter(|v| v.is_finite()),
-            Measure::Worst => Some(self.m.robust()),
-        }
-    }
-
-    /// Mean of a dynamics measure over the trained epochs (epoch ≥ 1).
-    fn mean_dynamics(&self, f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
-        dynamics::over_training(&self.dynamics, f)
-    }
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Measure {
-    Clean,
-    Pgd,
-    Worst,
-    AutoAttack,
-}
-
-fn load(preset: &str) -> Result<Vec<Rec>> {
-    let dir = root().join("results").join(preset);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(Vec::new()) };
-    let mut out = Vec::new();
-    for e in entries {
-        let p = e?.path();
-        if !p.join(layout::MANIFEST).exists() {
-            continue;
-        }
-        let aa = p.join(layout::EVAL_AA);
-        out.push(Rec {
-            m: crate::records::read_manifest(&p.join(layout::MANIFEST))?,
-            aa: if aa.exists() { Some(read_json(&aa)?) } else { None },
-            mask: if p.join(layout::MASK).exists() { Some(read_json(&p.join(layout::MASK))?) } else { None },
-            search: read_jsonl(&p.join(layout::RECORD_SEARCH))?,
-            dynamics: read_jsonl(&p.join(layout::DYNAMICS))?,
-            train: read_jsonl(&p.join(layout::RECORD_TRAIN_METRICS))?,
-        });
-    }
-    out.sort_by(|a, b| a.m.name.cmp(&b.m.name));
-    Ok(out)
-}
-
-/// The runs of one variant at one density (the dense net's at any density).
-fn runs_of<'a>(recs: &'a [Rec], variant: &'a str, density: f64) -> impl Iterator<Item = &'a Rec> + 'a {
-    recs.iter()
-        .filter(move |r| r.variant() == variant && (variant == "dense" || (r.m.density.get() - density).abs() < 1e-12))
-}
-
-/// (seed, value) of one variant at one density (the dense net at any density).
-fn by_seed(recs: &[Rec], variant: &str, density: f64, f: impl Fn(&Rec) -> Option<f64>) -> Vec<(u64, f64)> {
-    runs_of(recs, variant, density).filter_map(|r| Some((r.m.seed, f(r)?))).collect()
-}
-
-fn values(v: &[(u64, f64)]) -> Vec<f64> {
-    v.iter().map(|x| x.1).collect()
-}
 
 /// Writes docs/study.md and docs/figures/study-*.svg.
 pub(crate) fn write(out: &Path) -> Result<()> {
@@ -191,13 +92,6 @@ fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
 }
 
 /// The variants of a grid in a fixed order: dense, the spec's methods, then the ablations.
-fn variants(recs: &[Rec]) -> Vec<String> {
-    let order = crate::spec::METHODS;
-    let mut v: Vec<String> = recs.iter().map(Rec::variant).collect::<BTreeSet<_>>().into_iter().collect();
-    v.sort_by_key(|x| (order.iter().position(|m| m == x).unwrap_or(order.len()), x.clone()));
-    v
-}
-
 /// The runs the plan holds given the records (follow-ups earned so far included), each with whether
 /// it is recorded (under its run's current settings).
 fn planned(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<Vec<(crate::plan::Run, bool)>> {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{Rec, runs_of};
+use super::data::{Rec, runs_of};
 use crate::stats::summary;
 
 /// The table over every run with an AutoAttack record, by variant and density (empty when none).

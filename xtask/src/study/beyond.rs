@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{Measure, Rec, by_seed, plain_of, values};
+use super::data::{Measure, Rec, by_seed, values};
 use crate::spec::Spec;
+use crate::spec::plain_of;
 use crate::stats::{paired, summary};
 
 /// Seeds a variant needs before the report decides whether it reaches the dense net.

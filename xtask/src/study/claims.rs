@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{DynLine, Measure, Rec, by_seed, summary, values};
+use super::data::{DynLine, Measure, Rec, by_seed, values};
+use crate::stats::summary;
 use crate::stats::{above, at_least, paired};
 
 /// One claim of the paper at one density, decided by its interval.

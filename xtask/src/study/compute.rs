@@ -1,7 +1,7 @@
 //! The study report's compute table: wall time per run and per phase for each variant, from the
 //! manifests' step timings.
 
-use super::{Rec, variants};
+use super::data::{Rec, variants};
 use crate::records::median;
 
 /// Hours of running the `left` runs need, from the recorded runs' median times ([`crate::records::hours_left`]).

@@ -2,7 +2,7 @@
 //! keeps no incoming weight, from each run's `mask.json`), which caps the accuracy whatever training
 //! does, and training that stalled (from `train-metrics.jsonl`).
 
-use super::{Rec, runs_of};
+use super::data::{Rec, runs_of};
 
 /// The classes a run's ticket leaves without any kept incoming weight (none recorded: empty).
 pub(super) fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) -> Vec<u64> {

@@ -7,10 +7,12 @@ use std::path::Path;
 
 use anyhow::Result;
 
+use super::data::{DynLine, Measure, Rec, over_training, runs_of};
 use super::figures::{seed_band, write_figure};
-use super::{DynLine, Measure, Rec, plain_of, runs_of, summary};
 use crate::plot::{Figure, Series, Spread};
+use crate::spec::plain_of;
 use crate::stats::spearman;
+use crate::stats::summary;
 
 /// The tickets drawn over epochs (the others sit in the tables): the searched ones, the baseline
 /// the claim compares with, the best mask at initialisation and the train → prune methods.
@@ -49,12 +51,6 @@ fn dense_per_seed(recs: &[Rec]) -> Vec<&[DynLine]> {
         per_seed.entry(r.m.seed).or_insert(r.dynamics.as_slice());
     }
     per_seed.into_values().collect()
-}
-
-/// Mean over the trained epochs (epoch ≥ 1): the claims' average too.
-pub(super) fn over_training(dy: &[DynLine], f: impl Fn(&DynLine) -> Option<f64>) -> Option<f64> {
-    let v: Vec<f64> = dy.iter().filter(|e| e.epoch >= 1).filter_map(f).collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 fn mean(v: &[f64]) -> Option<f64> {

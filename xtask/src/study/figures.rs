@@ -8,8 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Measure, Rec, by_seed, plain_of, runs_of, values};
+use super::data::{Measure, Rec, by_seed, runs_of, values};
 use crate::plot::{Figure, Row, Series, Spread, figure, forest};
+use crate::spec::plain_of;
 use crate::stats::{paired, summary};
 
 /// Mean ± sd over seeds of `f` per x, as a series with its spread (None where nothing is recorded).

@@ -6,7 +6,11 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{Measure, Rec, by_seed, compute, cut_classes, cut_off_finding, search, values, write_figure};
+use super::compute::compute;
+use super::cutoff::{cut_classes, cut_off_finding};
+use super::data::{Measure, Rec, by_seed, values};
+use super::figures::write_figure;
+use super::search;
 use crate::plot::{Figure, Series, Spread};
 use crate::stats::{above, paired, summary};
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{Rec, SearchLine, variants};
+use super::data::{Rec, SearchLine, variants};
 
 /// "first → last" of the mask re-selections that changed the mask, or that none is recorded.
 pub(super) fn mask_moves(r: &Rec) -> (usize, String) {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{Rec, load};
+use super::data::{Rec, load};
 use crate::spec::Spec;
 
 /// One candidate: a variant of the preset, what it sets, and its validation scores by seed.
@@ -33,7 +33,7 @@ fn flag(spec: &Spec, variant: &str, method: &str, key: &str) -> Option<String> {
 }
 
 fn scores(recs: &[Rec], variant: &str, density: f64) -> Vec<(u64, f64)> {
-    super::by_seed(recs, variant, density, |r| Some(r.m.robust()))
+    super::data::by_seed(recs, variant, density, |r| Some(r.m.robust()))
 }
 
 /// The candidates of `method` at `density` in `spec`: the base runs and each ablation of the method.

@@ -1,6 +1,8 @@
 //! Tests of the parent module.
 
+use super::data::{DynLine, MaskRecord, SearchLine, TrainLine};
 use super::*;
+use crate::workspace::root;
 
 /// A recorded run made up for the report: `clean`, `pgd` and `worst` accuracies on 10,000
 /// images, AutoAttack on the first `aa_n`, and `dynamics` per epoch.

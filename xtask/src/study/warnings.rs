@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Rec;
+use super::data::Rec;
 
 /// The warnings of `recs` (per preset, in order), one table row each, with what they mean.
 pub(super) fn section(presets: &[(&str, &[Rec])]) -> String {
