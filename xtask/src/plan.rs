@@ -7,44 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use awt_runs::{Density, Method, TicketRecipe};
+use awt_runs::{Density, TicketRecipe};
 
 use crate::spec::Spec;
-
-/// One run of a grid.
-#[derive(Clone, Debug)]
-pub(crate) struct Run {
-    pub name: String,
-    pub dir: PathBuf,
-    pub arch: String,
-    pub method: Method,
-    pub density: Density,
-    pub seed: u64,
-    /// Every setting that shapes the run, as text; its hash names the folder.
-    pub canonical: String,
-    /// An ablation's flags of the ticket step (`awt ticket` or `awt prune`; name without dashes,
-    /// value), replacing the `[search]` or `[prune]` ones.
-    pub flags: Vec<(String, String)>,
-    /// With `[dynamics]`: the dense run of the same network and seed, which this run is compared with.
-    pub dense_dir: Option<PathBuf>,
-    /// A search with rewound weights whose transferred-weights twin (same settings otherwise) is in
-    /// the grid: that run's folder. Once its ticket exists this run rewinds it instead of searching
-    /// again (`awt ticket --rewind-from`, which gives the same file a search would).
-    pub rewind_from: Option<PathBuf>,
-}
-
-/// One `awt` invocation of a run.
-#[derive(Clone, Debug)]
-pub(crate) struct Step {
-    /// Short name (`init`, `prune`, `search`, `train`, `eval`, ...).
-    pub name: String,
-    pub args: Vec<String>,
-    /// Exists once the step has finished.
-    pub done: PathBuf,
-    /// A resumable step's saved state: when it exists, the step runs again with `--resume`
-    /// (training: `<folder>/state.safetensors`; a ticket search: `<ticket file name>.search.state.safetensors`).
-    pub resume_from: Option<PathBuf>,
-}
 
 pub(crate) use awt_runs::fnv;
 
@@ -182,30 +147,6 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     Ok(runs)
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-/// Flags of the common training recipe, for `epochs` epochs.
-fn train_flags(run: &Run, spec: &Spec, data: &str, epochs: usize) -> Vec<String> {
-    let t = &spec.train;
-    let mut f = strings(&["--data", data, "--adv", &t.adv, "--eps", &t.eps.to_string()]);
-    f.extend(strings(&["--steps", &t.steps.to_string(), "--step-size", &t.step_size.to_string()]));
-    f.extend(strings(&["--epochs", &epochs.to_string(), "--batch", &t.batch.to_string(), "--opt", &t.opt]));
-    f.extend(strings(&["--lr", &t.lr.to_string(), "--eval-n", &t.eval_n.to_string()]));
-    f.extend(strings(&["--eval-steps", &t.eval_steps.to_string(), "--seed", &run.seed.to_string(), "--quiet"]));
-    if let Some(n) = t.train_limit {
-        f.extend(strings(&["--train-limit", &n.to_string()]));
-    }
-    if let Some(wd) = t.wd {
-        f.extend(strings(&["--wd", &wd.to_string()]));
-    }
-    if let Some(s) = &t.schedule {
-        f.extend(strings(&["--schedule", s]));
-    }
-    f
-}
-
 /// The steps of `run`, in order; the last is the evaluation.
 pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     let c = Ctx { run, spec, data, seed: run.seed.to_string() };
@@ -268,42 +209,6 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
         }
     }
     Ok(out)
-}
-
-/// What every step builder of one run needs.
-struct Ctx<'a> {
-    run: &'a Run,
-    spec: &'a Spec,
-    data: &'a str,
-    seed: String,
-}
-
-impl Ctx<'_> {
-    /// A numeric flag of the run's ablation (`final-epochs`), if it sets one.
-    fn flag(&self, key: &str) -> Option<usize> {
-        self.run.flags.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok())
-    }
-
-    /// A path in the run folder, as an argument.
-    fn d(&self, p: &str) -> String {
-        self.run.dir.join(p).display().to_string()
-    }
-}
-
-fn step(name: &str, args: Vec<String>, done: String) -> Step {
-    Step { name: name.into(), args, done: PathBuf::from(done), resume_from: None }
-}
-
-/// `args` with an ablation's `flags` (name without dashes, value) replacing or joining its own.
-fn with_flags(mut args: Vec<String>, flags: &[(String, String)]) -> Vec<String> {
-    for (flag, value) in flags {
-        let name = format!("--{flag}");
-        match args.iter().position(|a| *a == name) {
-            Some(i) => args[i + 1] = value.clone(),
-            None => args.extend([name, value.clone()]),
-        }
-    }
-    args
 }
 
 /// With `[dynamics]`: the kernel dynamics against the dense run of the same seed.
@@ -379,7 +284,11 @@ fn eval_steps(c: &Ctx) -> Vec<Step> {
     out
 }
 
+mod argv;
+mod run;
 mod ticket;
+use argv::{Ctx, step, strings, train_flags, with_flags};
+pub(crate) use run::{Run, Step};
 use ticket::ticket_steps;
 
 #[cfg(test)]

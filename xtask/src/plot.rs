@@ -4,12 +4,14 @@
 
 use std::ops::Range;
 
-use plotters::chart::MeshStyle;
 use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged, ValueFormatter};
 use plotters::prelude::*;
 
 mod forest;
+mod style;
+
 pub(crate) use forest::{Row, forest};
+use style::{Area, COLORS, esc, house_style, tick};
 
 /// One line of a plot.
 pub(crate) struct Series {
@@ -46,19 +48,6 @@ pub(crate) struct Figure<'a> {
     pub logy: bool,
     pub spread: Spread,
 }
-
-const COLORS: [RGBColor; 10] = [
-    RGBColor(0x1f, 0x77, 0xb4),
-    RGBColor(0xd6, 0x27, 0x28),
-    RGBColor(0x2c, 0xa0, 0x2c),
-    RGBColor(0xff, 0x7f, 0x0e),
-    RGBColor(0x94, 0x67, 0xbd),
-    RGBColor(0x8c, 0x56, 0x4b),
-    RGBColor(0xe3, 0x77, 0xc2),
-    RGBColor(0x7f, 0x7f, 0x7f),
-    RGBColor(0xbc, 0xbd, 0x22),
-    RGBColor(0x17, 0xbe, 0xcf),
-];
 
 const SIZE: (u32, u32) = (720, 420);
 const LEGEND_W: u32 = 170;
@@ -125,10 +114,6 @@ pub(crate) fn figure(fig: &Figure, series: &[Series]) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 /// A log₁₀ axis whose ticks are round at any span: 1-2-5 or 1…9 multiples of powers of ten, and plain
 /// round linear ticks inside one decade (plotters' own log axis labels powers of ten only, which
 /// leaves a sub-decade range with one tick or none).
@@ -180,8 +165,6 @@ fn log_ticks(r: &Range<f64>, max: usize, fine: bool) -> Vec<f64> {
     }
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-
 fn draw_all(root: &Area, fig: &Figure, series: &[Series]) -> Result<(), String> {
     let e = |x: DrawingAreaErrorKind<_>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
@@ -200,34 +183,6 @@ fn draw_all(root: &Area, fig: &Figure, series: &[Series]) -> Result<(), String> 
         legend.draw(&Text::new(s.name.clone(), (38, y - 7), ("sans-serif", 13))).map_err(e)?;
     }
     root.present().map_err(e)
-}
-
-/// The look every figure's mesh shares: faint minor and light major grid lines, label sizes.
-fn house_style<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
-    m: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
-) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
-    m.max_light_lines(4)
-        .light_line_style(RGBColor(0xf2, 0xf2, 0xf2))
-        .bold_line_style(RGBColor(0xcc, 0xcc, 0xcc))
-        .label_style(("sans-serif", 12))
-        .axis_desc_style(("sans-serif", 13))
-}
-
-/// A tick label: few significant digits, no trailing zeros.
-fn tick(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    let s = if a >= 1000.0 {
-        format!("{v:.0}")
-    } else if a >= 1.0 {
-        format!("{v:.2}")
-    } else {
-        let digits = (-a.log10().floor()) as usize + 2;
-        format!("{v:.digits$}")
-    };
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
 }
 
 fn chart<X, Y>(area: &Area, fig: &Figure, series: &[Series], x: X, y: Y) -> Result<(), String>

@@ -1,91 +1,19 @@
 //! `cargo xtask report`: docs/reproduction.md and its SVG figures from run folders (one or many
 //! folders, e.g. gathered from a cluster), never drawn by hand.
 
-use awt_runs::layout;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::records::{EpochRecord, Manifest, SearchRecord, read_jsonl};
-use crate::spec::METHODS as ORDER;
-use crate::stats::{above, at_least, paired, summary};
 use crate::workspace::root;
 
 mod check;
+mod claims;
+mod data;
 mod group;
+use data::{RunData, collect, read_run};
 use group::Group;
-
-struct RunData {
-    manifest: Manifest,
-    metrics: Vec<EpochRecord>,
-    search: Vec<SearchRecord>,
-}
-
-/// A finished run folder's records (None when it has no manifest yet).
-fn read_run(p: &Path) -> Result<Option<RunData>> {
-    let m = p.join(layout::MANIFEST);
-    if !m.exists() {
-        return Ok(None);
-    }
-    Ok(Some(RunData {
-        manifest: crate::records::read_manifest(&m)?,
-        metrics: read_jsonl(&p.join(layout::TRAIN).join(layout::METRICS))?,
-        search: read_jsonl(&layout::beside(&p.join(layout::TICKET), layout::SEARCH_LOG))?,
-    }))
-}
-
-/// The finished runs under `dirs`. A run name met more than once (a folder left from an older
-/// configuration, or the same run on two machines) counts once: its newest manifest, the others
-/// named on stderr, so that stale folders never double a row or skew a mean.
-fn collect(dirs: &[PathBuf]) -> Result<Vec<RunData>> {
-    let mut by_name: BTreeMap<String, (std::time::SystemTime, PathBuf, RunData)> = BTreeMap::new();
-    for d in dirs {
-        let entries = std::fs::read_dir(d).with_context(|| format!("cannot read run folder {}", d.display()))?;
-        let mut paths: Vec<PathBuf> = entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
-        paths.sort();
-        for p in paths {
-            let Some(r) = read_run(&p)? else { continue };
-            let t = std::fs::metadata(p.join(layout::MANIFEST))?.modified()?;
-            match by_name.get(&r.manifest.name) {
-                Some((t0, p0, _)) if *t0 >= t => {
-                    eprintln!("report: {} left out, {} is newer", p.display(), p0.display())
-                }
-                Some((_, p0, _)) => {
-                    eprintln!("report: {} left out, {} is newer", p0.display(), p.display());
-                    by_name.insert(r.manifest.name.clone(), (t, p, r));
-                }
-                None => {
-                    by_name.insert(r.manifest.name.clone(), (t, p, r));
-                }
-            }
-        }
-    }
-    Ok(by_name.into_values().map(|(_, _, r)| r).collect())
-}
-
-fn acc(r: &RunData, which: &str) -> f64 {
-    match which {
-        "clean" => r.manifest.clean(),
-        "pgd" => r.manifest.first_attack(),
-        _ => r.manifest.robust(),
-    }
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let m = v.iter().sum::<f64>() / v.len() as f64;
-    let s =
-        if v.len() > 1 { (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt() } else { 0.0 };
-    (m, s)
-}
-
-fn cell(v: &[f64]) -> String {
-    if v.is_empty() {
-        return "—".into();
-    }
-    let (m, s) = mean_std(v);
-    if v.len() > 1 { format!("{:.1} ± {:.1}", 100.0 * m, 100.0 * s) } else { format!("{:.1}", 100.0 * m) }
-}
 
 /// docs/reproduction.md from every run folder under `dirs` (`cargo xtask report --runs`).
 pub(crate) fn write(dirs: &[PathBuf], out: &Path) -> Result<()> {
@@ -127,78 +55,6 @@ fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The paper's claims beside the quick grid's numbers, each decided by the same paired 95 %
-/// intervals over seeds as the study (docs/study.md); with one seed every verdict stays open.
-fn claims(rs: &[&RunData], d0: f64) -> String {
-    let runs = |m: &str| -> Vec<&RunData> {
-        rs.iter()
-            .filter(|r| {
-                r.manifest.method.name() == m && (m == "dense" || (r.manifest.density.get() - d0).abs() < 1e-12)
-            })
-            .copied()
-            .collect()
-    };
-    let by_seed = |m: &str, f: &dyn Fn(&RunData) -> Option<f64>| -> Vec<(u64, f64)> {
-        runs(m).iter().filter_map(|r| Some((r.manifest.seed, f(r)?))).collect()
-    };
-    let worst = |m: &str| by_seed(m, &|r| Some(acc(r, "worst")));
-    let mean = |m: &str| summary(&worst(m).iter().map(|x| x.1).collect::<Vec<_>>());
-    let seeds = worst("awt").len();
-    let mut md = String::from("### The paper's claims beside our numbers\n\n");
-    md += &format!(
-        "Decided as in the study: paired differences over seeds with 95 % intervals, a verdict only where the interval \
-decides it. This grid has {seeds} seed(s) at a scaled-down recipe, so it cannot decide a claim with fewer than two; \
-the study that can (three seeds, full-length searches) is [docs/study.md](study.md).\n\n"
-    );
-    md += "| claim (Shi et al. 2022) | measured here, worst-case robust accuracy at density ";
-    md += &format!("{d0} (points) | verdict |\n|---|---|---|\n");
-    let awt = worst("awt");
-    if awt.is_empty() {
-        return md + "| all | AWT was not run | open |\n\n";
-    }
-    let dense = paired(&awt, &worst("dense"));
-    if dense.n > 0 {
-        md += &format!(
-            "| an AWT ticket trained adversarially from scratch matches the dense net's robust accuracy (within 1 point) | AWT − dense {} | {} |\n",
-            dense.pct_ci(),
-            at_least(&dense, 0.01)
-        );
-    }
-    let best = crate::spec::masks_at_init()
-        .into_iter()
-        .chain(["ntt"])
-        .filter(|m| mean(m).n > 0)
-        .max_by(|a, b| mean(a).mean.total_cmp(&mean(b).mean));
-    if let Some(b) = best {
-        let d = paired(&awt, &worst(b));
-        md += &format!(
-            "| AWT beats pruning at initialisation and NTT at high sparsity | AWT − {b} (the best of them here) {} | {} |\n",
-            d.pct_ci(),
-            above(&d)
-        );
-    }
-    let kd = |m: &str| by_seed(m, &|r| r.metrics.last()?.kernel_to_reference);
-    let k = paired(&kd("random"), &kd("awt"));
-    if k.n > 0 {
-        md += &format!(
-            "| AWT tickets preserve the dense net's adversarial NTK dynamics better than random tickets | final kernel distance to the dense init, random − AWT {} | {} |\n",
-            k.num_ci(),
-            above(&k)
-        );
-    }
-    for m in ["imp-at", "hydra"] {
-        let d = paired(&awt, &worst(m));
-        if d.n > 0 {
-            md += &format!(
-                "| train → prune → fine-tune adversarial pruning ({m}) falls behind AWT at high sparsity | AWT − {m} {} | {} |\n",
-                d.pct_ci(),
-                above(&d)
-            );
-        }
-    }
-    md + "\n"
-}
-
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "--study") {
         let out = match &args[1..] {
@@ -229,6 +85,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::claims::claims;
+    use super::data::acc;
     use super::*;
 
     /// A run folder named as the runner names them (`<run>-<hash>`); `salt` varies the configuration

@@ -12,102 +12,24 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::plan::{Run, expand, fnv, steps};
-use crate::records::{Manifest, SearchRecord, read_json};
+use crate::records::{Manifest, read_json};
 use crate::spec::{self, Spec};
 use crate::workspace::root;
 
 mod dense;
 mod exec;
+mod opts;
 mod publish;
 mod queue;
+mod record;
 mod sitting;
+
+pub(crate) use opts::Opts;
+use record::{keep, recorded};
 
 use dense::ensure_dense;
 use exec::{execute, wait_lock};
-use sitting::{Place, duration, fits, to_go};
-
-/// `cargo xtask reproduce` flags.
-pub(crate) struct Opts {
-    pub preset: String,
-    pub only: Option<String>,
-    /// Name patterns whose runs go first (`--first a,b`: every run matching `a`, then `b`, then the rest).
-    pub first: Vec<String>,
-    pub jobs: usize,
-    pub force: bool,
-    pub list: bool,
-    /// Commit each new record with the regenerated study report (`--commit`, recorded presets).
-    pub commit: bool,
-    pub shard: Option<(usize, usize)>,
-    pub out: Option<PathBuf>,
-    /// Start only runs expected to finish this many seconds after the grid started (`--within 2h30m`).
-    pub within: Option<f64>,
-}
-
-impl Opts {
-    /// Parses the flags of `reproduce`.
-    pub(crate) fn parse(args: &[String]) -> Result<Opts> {
-        // One run per core by default: on the 2-core machine the smoke grid took 27 s as 2 runs of 1 thread
-        // against 47 s as 1 run of 2 threads (small batches parallelise worse across threads than runs do).
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let mut o = Opts {
-            preset: "quick".into(),
-            only: None,
-            first: Vec::new(),
-            jobs: cores,
-            force: false,
-            list: false,
-            commit: false,
-            shard: None,
-            out: None,
-            within: None,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
-            match a.as_str() {
-                "--preset" => o.preset = val("--preset")?,
-                "--only" => o.only = Some(val("--only")?),
-                "--first" => {
-                    o.first =
-                        val("--first")?.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
-                    if o.first.is_empty() {
-                        bail!("--first takes name patterns separated by commas");
-                    }
-                }
-                "--jobs" => {
-                    o.jobs = val("--jobs")?.parse().context("--jobs: not a number")?;
-                    if o.jobs == 0 {
-                        bail!("--jobs must be ≥ 1");
-                    }
-                }
-                "--force" => o.force = true,
-                "--list" => o.list = true,
-                "--commit" => o.commit = true,
-                "--out" => o.out = Some(PathBuf::from(val("--out")?)),
-                "--within" => o.within = Some(duration("--within", &val("--within")?)?),
-                "--shard" => {
-                    let v = val("--shard")?;
-                    let (i, n) = v.split_once('/').context("--shard takes i/n")?;
-                    let whole = |s: &str| {
-                        s.parse::<usize>().with_context(|| format!("--shard {v}: i and n must be whole numbers"))
-                    };
-                    let (i, n) = (whole(i)?, whole(n)?);
-                    if n == 0 || i >= n {
-                        bail!("--shard {v}: need 0 ≤ i < n");
-                    }
-                    o.shard = Some((i, n));
-                }
-                other => bail!("reproduce: unknown flag `{other}`"),
-            }
-        }
-        Ok(o)
-    }
-
-    /// Where the preset's run folders go.
-    pub(crate) fn base(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| root().join("runs").join(&self.preset))
-    }
-}
+use sitting::{Place, fits, to_go};
 
 /// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
 /// while they run), else a fresh release build.
@@ -129,63 +51,6 @@ fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
         w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
     });
     Ok(if found { spec.data.clone() } else { spec.fallback_data.clone() })
-}
-
-/// The committed records of a finished run: `results/<preset>/<run name>/`.
-pub(crate) fn record_dir(preset: &str, run: &Run) -> PathBuf {
-    root().join("results").join(preset).join(&run.name)
-}
-
-/// True when `results/` already holds this run's records under the same configuration.
-fn recorded(preset: &str, run: &Run) -> bool {
-    read_json::<Manifest>(&record_dir(preset, run).join(layout::MANIFEST))
-        .is_ok_and(|m| m.config_hash == fnv(&run.canonical))
-}
-
-/// True for a search-log line whose step re-selected the mask and changed it (kept when thinning, so
-/// the records show how the mask moved).
-fn changes_mask(line: &str) -> bool {
-    serde_json::from_str::<SearchRecord>(line).is_ok_and(|l| l.mask_changes > 0)
-}
-
-/// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
-/// at a time: a commit must not take another run's record half copied, nor a report older than
-/// the records it commits.
-fn keep(o: &Opts, run: &Run) -> Result<()> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    record(&o.preset, run)?;
-    if o.commit {
-        publish::publish(&o.preset, &run.name);
-    }
-    Ok(())
-}
-
-/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
-/// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
-/// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
-fn record(preset: &str, run: &Run) -> Result<()> {
-    let dst = record_dir(preset, run);
-    std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    for (src, name) in layout::RECORD_COPIES {
-        let p = run.dir.join(src);
-        if p.exists() {
-            std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
-        }
-    }
-    if let Ok(text) = std::fs::read_to_string(layout::beside(&run.dir.join(layout::TICKET), layout::SEARCH_LOG)) {
-        let lines: Vec<&str> = text.lines().collect();
-        let kept: Vec<&str> = lines
-            .iter()
-            .enumerate()
-            .filter(|(i, l)| i % 50 == 0 || i + 1 == lines.len() || changes_mask(l))
-            .map(|(_, l)| *l)
-            .collect();
-        std::fs::write(dst.join(layout::RECORD_SEARCH), kept.join("\n") + "\n")?;
-    }
-    // The manifest last: its presence marks the record complete.
-    std::fs::copy(run.dir.join(layout::MANIFEST), dst.join(layout::MANIFEST))?;
-    Ok(())
 }
 
 /// Runs a grid; returns its runs (none with `--list`).

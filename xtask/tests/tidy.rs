@@ -119,6 +119,56 @@ fn no_source_file_grows_past_500_lines() {
     assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
 
+/// The first path segments of a file's `super::` references outside its tests (`super::data::Rec`
+/// → `data`; `super::{a, b}` → `a`, `b`).
+fn super_refs(text: &str) -> BTreeSet<String> {
+    let code = &text[..text.find("#[cfg(test)]").unwrap_or(text.len())];
+    let mut out = BTreeSet::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        let mut rest = line;
+        while let Some(i) = rest.find("super::") {
+            rest = &rest[i + "super::".len()..];
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(g) => g[..g.find('}').unwrap_or(g.len())].split(',').collect(),
+                None => vec![rest],
+            };
+            for n in names {
+                let name: String = n.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// No module of xtask imports from its parent: a child module (`src/<parent>/<child>.rs`) reaches
+/// only its siblings through `super::` (shared items live in a sibling such as `study/data.rs`).
+#[test]
+fn no_xtask_module_imports_from_its_parent() {
+    let mut files = Vec::new();
+    rust_files(&root().join("xtask/src"), &mut files);
+    let mut bad = Vec::new();
+    for f in files.iter().filter(|f| f.file_name().is_some_and(|n| n != "tests.rs")) {
+        let dir = f.parent().unwrap();
+        if dir == root().join("xtask/src") {
+            continue;
+        }
+        for name in super_refs(&std::fs::read_to_string(f).unwrap()) {
+            if !dir.join(format!("{name}.rs")).exists() {
+                bad.push(format!("{}: super::{name}", f.strip_prefix(root()).unwrap().display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "these take items from their parent module; move them to a sibling:\n{}", bad.join("\n"));
+    // The rule sees what it should.
+    assert_eq!(
+        super_refs("use super::{data::Rec, x};\nfn f() { super::y(); }\n#[cfg(test)]\nuse super::z;"),
+        ["data", "x", "y"].map(String::from).into()
+    );
+}
+
 /// The top-level modules of a crate's `src/` a file refers to through `crate::` paths in code
 /// (comments, doc links included, are not imports).
 fn crate_refs(text: &str) -> BTreeSet<String> {

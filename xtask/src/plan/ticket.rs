@@ -6,7 +6,8 @@ use anyhow::Result;
 use awt_runs::TicketRecipe;
 use awt_runs::layout;
 
-use super::{Ctx, Step, step, strings, train_flags, with_flags};
+use super::argv::{Ctx, step, strings, train_flags, with_flags};
+use super::run::Step;
 
 /// The steps that make the ticket (`ticket.safetensors`) from the initialisation: none for the
 /// dense net.

@@ -3,7 +3,7 @@
 
 use plotters::prelude::*;
 
-use super::{COLORS, esc, house_style, tick};
+use super::style::{Area, COLORS, esc, house_style, tick};
 
 /// One row of a forest plot.
 pub(crate) struct Row {
@@ -36,7 +36,7 @@ pub(crate) fn forest(title: &str, xlabel: &str, rows: &[Row], groups: &[&str]) -
     }
 }
 
-fn draw(root: &super::Area, title: &str, xlabel: &str, rows: &[Row], groups: &[&str]) -> Result<(), String> {
+fn draw(root: &Area, title: &str, xlabel: &str, rows: &[Row], groups: &[&str]) -> Result<(), String> {
     let e = |x: DrawingAreaErrorKind<_>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let (plot, legend) = root.split_horizontally(WIDTH - LEGEND_W);

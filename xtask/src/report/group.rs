@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{ORDER, RunData, acc, cell, claims, mean_std};
+use crate::spec::METHODS as ORDER;
+
+use super::claims::claims;
+use super::data::{RunData, acc, cell, mean_std};
 use crate::plot::{Series, line_plot};
 use crate::records::{EpochRecord, SearchRecord};
 

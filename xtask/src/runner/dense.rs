@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::exec::{self, execute, wait_lock};
-use super::{Opts, keep, record_dir, recorded};
+use super::opts::Opts;
+use super::record::{keep, record_dir, recorded};
 use crate::plan::{Run, Step, expand, steps};
 use crate::spec::Spec;
 

@@ -4,38 +4,11 @@
 use awt_runs::layout;
 use std::time::Instant;
 
-use anyhow::Result;
-
-use super::{Opts, recorded};
+use super::opts::Opts;
+use super::record::recorded;
 use crate::plan::Run;
 use crate::records::{Manifest, read_json};
 use crate::workspace::root;
-
-/// A duration written as hours, minutes and seconds (`2h30m`, `90m`, `45s`, `1h`), in seconds.
-pub(super) fn duration(flag: &str, text: &str) -> Result<f64> {
-    let bad = || anyhow::anyhow!("{flag} {text}: not a duration; write it like 2h30m, 90m or 45s");
-    let (mut secs, mut number, mut any) = (0.0, String::new(), false);
-    for c in text.trim().chars() {
-        match c {
-            '0'..='9' | '.' => number.push(c),
-            'h' | 'm' | 's' => {
-                let v: f64 = number.parse().map_err(|_| bad())?;
-                secs += v * match c {
-                    'h' => 3600.0,
-                    'm' => 60.0,
-                    _ => 1.0,
-                };
-                number.clear();
-                any = true;
-            }
-            _ => return Err(bad()),
-        }
-    }
-    if !any || !number.is_empty() || secs <= 0.0 {
-        return Err(bad());
-    }
-    Ok(secs)
-}
 
 /// Where a run stands in its sitting: its position `k` in the plan of `n`, the runs no worker has
 /// taken yet, and when the sitting started.
@@ -101,6 +74,7 @@ mod tests {
 
     use super::*;
     use crate::plan::expand;
+    use crate::runner::opts::duration;
     use crate::spec;
 
     /// The time to go comes from the recorded medians of the preset and is shared among the workers;

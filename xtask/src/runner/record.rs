@@ -1,0 +1,72 @@
+//! A finished run's records in `results/<preset>/<run name>/`: whether they are there under the
+//! run's settings, copying them (the search log thinned), and with `--commit` committing them.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use awt_runs::layout;
+
+use crate::plan::{Run, fnv};
+use crate::records::{Manifest, SearchRecord, read_json};
+use crate::workspace::root;
+
+use super::opts::Opts;
+use super::publish;
+
+/// The committed records of a finished run: `results/<preset>/<run name>/`.
+pub(crate) fn record_dir(preset: &str, run: &Run) -> PathBuf {
+    root().join("results").join(preset).join(&run.name)
+}
+
+/// True when `results/` already holds this run's records under the same configuration.
+pub(super) fn recorded(preset: &str, run: &Run) -> bool {
+    read_json::<Manifest>(&record_dir(preset, run).join(layout::MANIFEST))
+        .is_ok_and(|m| m.config_hash == fnv(&run.canonical))
+}
+
+/// True for a search-log line whose step re-selected the mask and changed it (kept when thinning, so
+/// the records show how the mask moved).
+fn changes_mask(line: &str) -> bool {
+    serde_json::from_str::<SearchRecord>(line).is_ok_and(|l| l.mask_changes > 0)
+}
+
+/// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
+/// at a time: a commit must not take another run's record half copied, nor a report older than
+/// the records it commits.
+pub(super) fn keep(o: &Opts, run: &Run) -> Result<()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    record(&o.preset, run)?;
+    if o.commit {
+        publish::publish(&o.preset, &run.name);
+    }
+    Ok(())
+}
+
+/// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
+/// manifest, evaluation, the ticket's structure, training summary and metrics, and the search log thinned to every 50th
+/// step (and the last, and every step that changed the mask), so a study's records stay a few megabytes.
+fn record(preset: &str, run: &Run) -> Result<()> {
+    let dst = record_dir(preset, run);
+    std::fs::create_dir_all(&dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    for (src, name) in layout::RECORD_COPIES {
+        let p = run.dir.join(src);
+        if p.exists() {
+            std::fs::copy(&p, dst.join(name)).with_context(|| format!("cannot copy {}", p.display()))?;
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(layout::beside(&run.dir.join(layout::TICKET), layout::SEARCH_LOG)) {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept: Vec<&str> = lines
+            .iter()
+            .enumerate()
+            .filter(|(i, l)| i % 50 == 0 || i + 1 == lines.len() || changes_mask(l))
+            .map(|(_, l)| *l)
+            .collect();
+        std::fs::write(dst.join(layout::RECORD_SEARCH), kept.join("\n") + "\n")?;
+    }
+    // The manifest last: its presence marks the record complete.
+    std::fs::copy(run.dir.join(layout::MANIFEST), dst.join(layout::MANIFEST))?;
+    Ok(())
+}
