@@ -143,7 +143,7 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
                         }
                         Err(e) => {
                             unusable.push(spec.name);
-                            format!("UNUSABLE: {e}")
+                            format!("UNUSABLE: {}", crate::output::chain(&e))
                         }
                     }
                 } else {
@@ -158,7 +158,7 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
                     "; other awt commands will try a hub download"
                 };
                 say!("{:<20} {:<10} {:<58} to get it: {}{dl}", spec.name, "missing", "-", spec.how_to_get);
-                notes.push(e.to_string());
+                notes.push(crate::output::chain(&e));
             }
         }
     }

@@ -57,6 +57,17 @@ pub(crate) fn merge_json(v: &mut serde_json::Value, extra: serde_json::Value) {
     }
 }
 
+/// An error and its causes on one line, joined by `: ` (errors keep their cause as `source()`).
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out += &format!(": {c}");
+        cause = c.source();
+    }
+    out
+}
+
 /// The data set's provenance as the typed records carry it.
 pub(crate) struct DatasetFields {
     pub location: String,

@@ -230,7 +230,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
     if a.quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let log_err = |e: std::io::Error| awt_ticket::SearchError::File { path: log_path.clone(), why: e.to_string() };
+    let log_err = |e: std::io::Error| awt_ticket::SearchError::file_io(&log_path, "cannot write", e);
     let mut write_err = None;
     let mut save = |st: &awt_ticket::SearchState| {
         // The log reaches the disk before a state that claims its steps.

@@ -122,7 +122,7 @@ impl Hooks for CliHooks<'_> {
 /// Appends `line` to `path` and syncs it to disk.
 fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
     use std::io::Write;
-    let file_err = |e: std::io::Error| TrainError::File { path: path.to_path_buf(), why: e.to_string() };
+    let file_err = |e: std::io::Error| TrainError::file_io(path, "cannot write", e);
     let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path).map_err(file_err)?;
     writeln!(f, "{line}").map_err(file_err)?;
     f.sync_all().map_err(file_err)

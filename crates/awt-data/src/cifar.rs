@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::error::{DataError, file_err};
+use crate::error::{DataError, file_err, file_io};
 use crate::split::Split;
 
 /// Bytes per record.
@@ -47,7 +47,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Split, DataError> {
 pub fn load_files(paths: &[std::path::PathBuf]) -> Result<Split, DataError> {
     let mut out: Option<Split> = None;
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|e| file_err(p, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(p).map_err(|e| file_io(p, "cannot read", e))?;
         let s = parse(&bytes, p)?;
         out = Some(match out {
             None => s,

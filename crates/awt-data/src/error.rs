@@ -12,6 +12,10 @@ pub enum DataError {
         path: PathBuf,
         /// What is wrong with it.
         why: String,
+        /// The error underneath (an I/O error, …), where there is one: the cause chain shows it
+        /// after `why`.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The dataset was found nowhere.
     #[error("dataset `{name}` not found. Tried:\n{}\n{hint}", tried.iter().map(|t| format!("  - {t}")).collect::<Vec<_>>().join("\n"))]
@@ -32,5 +36,14 @@ pub enum DataError {
 }
 
 pub(crate) fn file_err(path: &std::path::Path, why: impl Into<String>) -> DataError {
-    DataError::File { path: path.to_path_buf(), why: why.into() }
+    DataError::File { path: path.to_path_buf(), why: why.into(), source: None }
+}
+
+/// `what` failed on `path` because of `e`, kept as the source.
+pub(crate) fn file_io(
+    path: &std::path::Path,
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> DataError {
+    DataError::File { path: path.to_path_buf(), why: what.into(), source: Some(Box::new(e)) }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
-use crate::error::{DataError, file_err};
+use crate::error::{DataError, file_err, file_io};
 use crate::split::Split;
 
 /// Largest image side we decode (the datasets have 28 or 32); guards allocations on corrupt files.
@@ -48,9 +48,9 @@ fn decode_png(bytes: &[u8], path: &Path, row: usize) -> Result<([usize; 3], Vec<
 /// Reads a hub parquet file into a split.
 pub fn read(path: &Path) -> Result<Split, DataError> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open: {e}")))?;
+    let mut f = std::fs::File::open(path).map_err(|e| file_io(path, "cannot open", e))?;
     // The footer (its length is in the last 8 bytes) is checked before the parquet crate sees it.
-    let io = |e: std::io::Error| file_err(path, format!("cannot read: {e}"));
+    let io = |e: std::io::Error| file_io(path, "cannot read", e);
     let size = f.metadata().map_err(io)?.len();
     if size >= 12 {
         let mut last = [0u8; 8];
@@ -118,14 +118,13 @@ fn read_from<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &
 }
 
 fn read_unguarded<R: parquet::file::reader::ChunkReader + 'static>(source: R, path: &Path) -> Result<Split, DataError> {
-    let reader =
-        SerializedFileReader::new(source).map_err(|e| file_err(path, format!("not a readable parquet file: {e}")))?;
-    let rows = reader.get_row_iter(None).map_err(|e| file_err(path, format!("cannot read rows: {e}")))?;
+    let reader = SerializedFileReader::new(source).map_err(|e| file_io(path, "not a readable parquet file", e))?;
+    let rows = reader.get_row_iter(None).map_err(|e| file_io(path, "cannot read rows", e))?;
     let mut images = Vec::new();
     let mut labels = Vec::new();
     let mut shape: Option<[usize; 3]> = None;
     for (i, row) in rows.enumerate() {
-        let row = row.map_err(|e| file_err(path, format!("row {i}: {e}")))?;
+        let row = row.map_err(|e| file_io(path, format!("row {i}"), e))?;
         let mut img: Option<Vec<u8>> = None;
         let mut label: Option<i64> = None;
         for (name, field) in row.get_column_iter() {

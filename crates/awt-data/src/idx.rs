@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use crate::error::{DataError, file_err};
+use crate::error::{DataError, file_err, file_io};
 use crate::split::Split;
 
 /// Deflate cannot expand data by more than about 1032:1, so a gzip file whose IDX header claims
@@ -73,7 +73,7 @@ pub fn parse_expecting(bytes: &[u8], path: &Path, expect: Option<&[usize]>) -> R
         ));
     }
     let mut data = Vec::new();
-    reader.take(claimed + 1).read_to_end(&mut data).map_err(|e| file_err(path, format!("cannot decompress: {e}")))?;
+    reader.take(claimed + 1).read_to_end(&mut data).map_err(|e| file_io(path, "cannot decompress", e))?;
     if (data.len() as u64) < claimed {
         return Err(file_err(
             path,
@@ -91,14 +91,14 @@ fn read_exact(r: &mut dyn Read, buf: &mut [u8], path: &Path, what: &str) -> Resu
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             file_err(path, format!("truncated: ends inside {what}"))
         } else {
-            file_err(path, format!("cannot read {what}: {e}"))
+            file_io(path, format!("cannot read {what}"), e)
         }
     })
 }
 
 /// Reads and parses an IDX file from disk.
 pub fn read(path: &Path) -> Result<Idx, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| file_io(path, "cannot read", e))?;
     parse(&bytes, path)
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{DataError, file_err};
+use crate::error::{DataError, file_err, file_io};
 use crate::registry::{DatasetSpec, FileSpec, Format, HfSpec, spec, unpinned};
 use crate::split::Split;
 use crate::{cifar, hf, idx};
@@ -336,7 +336,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         Location::Dir { dir, .. } => {
             let mut read = |f: &FileSpec| -> Result<(Vec<u8>, PathBuf), DataError> {
                 let p = file_in(dir, f.name).expect("located");
-                let b = std::fs::read(&p).map_err(|e| file_err(&p, format!("cannot read: {e}")))?;
+                let b = std::fs::read(&p).map_err(|e| file_io(&p, "cannot read", e))?;
                 checks.push(check_sum(&p, f, &b, opts)?);
                 Ok((b, p))
             };
@@ -367,7 +367,7 @@ pub fn load(name: &str, opts: &LoadOptions) -> Result<Dataset, DataError> {
         }
         Location::Hub { train, test, .. } => {
             for p in [train, test] {
-                let b = std::fs::read(p).map_err(|e| file_err(p, format!("cannot read: {e}")))?;
+                let b = std::fs::read(p).map_err(|e| file_io(p, "cannot read", e))?;
                 // Hub files are named by the hub's cache: checked by structure, recorded by name.
                 checks.push(check_sum(p, &unpinned(""), &b, opts)?);
             }

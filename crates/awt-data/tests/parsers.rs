@@ -102,3 +102,16 @@ fn cifar_parses_records_and_rejects_bad_files() {
     assert!(e.contains("label 12 in record 1"), "{e}");
     assert!(cifar::parse(&[], Path::new("b.bin")).unwrap_err().to_string().contains("empty"));
 }
+
+/// An unreadable file's error names the file and what failed, and keeps the I/O error as its
+/// source (the cause chain shows it; nothing is flattened into a string).
+#[test]
+fn an_io_error_is_kept_as_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("train-images-idx3-ubyte");
+    let e = idx::read(&missing).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: cannot read", missing.display()));
+    let source = std::error::Error::source(&e).expect("the I/O error is the source");
+    let io = source.downcast_ref::<std::io::Error>().expect("an io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound);
+}

@@ -21,6 +21,10 @@ pub struct CheckpointError {
     pub path: PathBuf,
     /// What is wrong, naming the tensor where there is one.
     pub why: String,
+    /// The error underneath (I/O, safetensors, candle), where there is one: the cause chain shows it
+    /// after `why`.
+    #[source]
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 /// A loaded checkpoint.
@@ -33,7 +37,16 @@ pub struct Loaded {
 }
 
 fn err(path: &Path, why: impl Into<String>) -> CheckpointError {
-    CheckpointError { path: path.to_path_buf(), why: why.into() }
+    CheckpointError { path: path.to_path_buf(), why: why.into(), source: None }
+}
+
+/// `what` failed on `path` because of `e`, kept as the source.
+fn err_from(
+    path: &Path,
+    what: impl Into<String>,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> CheckpointError {
+    CheckpointError { path: path.to_path_buf(), why: what.into(), source: Some(Box::new(e)) }
 }
 
 /// Saves `net` (weights multiplied by their masks, masks beside them, `net.meta` as metadata).
@@ -52,7 +65,7 @@ pub fn save(net: &Net, path: &Path) -> Result<(), CheckpointError> {
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let bytes = awt_base::safetensors_bytes(&tensors, &net.meta).map_err(e)?;
-    awt_base::write_atomic(path, &bytes).map_err(|x| err(path, format!("cannot write: {x}")))?;
+    awt_base::write_atomic(path, &bytes).map_err(|x| err_from(path, "cannot write", x))?;
     tracing::debug!(path = %path.display(), tensors = tensors.len(), "checkpoint saved");
     Ok(())
 }
@@ -71,7 +84,7 @@ fn looks_like_torch_save(bytes: &[u8]) -> bool {
 pub fn load(path: &Path, arch: Option<&Arch>, dtype: DType, device: &Device) -> Result<Loaded, CheckpointError> {
     // No valid checkpoint is larger than the memory it would be loaded into.
     let max = awt_base::available_memory().unwrap_or(u64::MAX);
-    let bytes = awt_base::read_bounded(path, max).map_err(|x| err(path, format!("cannot read: {x}")))?;
+    let bytes = awt_base::read_bounded(path, max).map_err(|x| err_from(path, "cannot read", x))?;
     load_bytes(&bytes, path, arch, dtype, device)
 }
 
@@ -98,13 +111,12 @@ pub fn load_bytes(
         ));
     }
     let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|x| err(path, format!("malformed or truncated safetensors file: {x}")))?;
-    let (_, md) =
-        safetensors::SafeTensors::read_metadata(bytes).map_err(|x| err(path, format!("malformed header: {x}")))?;
+        .map_err(|x| err_from(path, "malformed or truncated safetensors file", x))?;
+    let (_, md) = safetensors::SafeTensors::read_metadata(bytes).map_err(|x| err_from(path, "malformed header", x))?;
     let meta: BTreeMap<String, String> =
         md.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
     let file_arch = match meta.get("arch") {
-        Some(a) => Some(a.parse::<Arch>().map_err(|x| err(path, format!("metadata `arch`: {x}")))?),
+        Some(a) => Some(a.parse::<Arch>().map_err(|x| err_from(path, "metadata `arch`", x))?),
         None => None,
     };
     let (arch, foreign) = match (file_arch, arch) {
@@ -139,19 +151,21 @@ pub fn load_bytes(
         let t = candle_core::safetensors::Load::load(&view, device)
             .and_then(|t| t.to_dtype(DType::F64))
             .map_err(|x| err(path, format!("tensor `{name}`: cannot read {:?} data: {x}", view.dtype())))?;
-        let vals =
-            t.flatten_all().and_then(|t| t.to_vec1::<f64>()).map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+        let vals = t
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
         if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
             return Err(err(path, format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", vals[i])));
         }
-        let t = t.to_dtype(dtype).map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+        let t = t.to_dtype(dtype).map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
         // Finite in the file is not enough: the values must stay finite in the dtype they are used in
         // (1e300 is a finite f64 and an infinite f32).
         let used = t
             .flatten_all()
             .and_then(|t| t.to_dtype(DType::F64))
             .and_then(|t| t.to_vec1::<f64>())
-            .map_err(|x| err(path, format!("tensor `{name}`: {x}")))?;
+            .map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
         if let Some(i) = used.iter().position(|v| !v.is_finite()) {
             return Err(err(
                 path,

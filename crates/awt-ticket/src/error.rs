@@ -13,6 +13,10 @@ pub enum SearchError {
         path: std::path::PathBuf,
         /// What is wrong.
         why: String,
+        /// The error underneath (an I/O error, …), where there is one: the cause chain shows it
+        /// after `why`.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The loss became NaN or infinite.
     #[error("search diverged at step {step}: non-finite loss {loss}")]
@@ -43,4 +47,15 @@ pub enum SearchError {
     /// HYDRA's score training failed.
     #[error(transparent)]
     Train(#[from] awt_train::TrainError),
+}
+
+impl SearchError {
+    /// `what` failed on the file `path` because of `e`, kept as the source.
+    pub fn file_io(
+        path: &std::path::Path,
+        what: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> SearchError {
+        SearchError::File { path: path.to_path_buf(), why: what.into(), source: Some(Box::new(e)) }
+    }
 }

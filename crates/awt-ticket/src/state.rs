@@ -29,7 +29,7 @@ impl SearchState {
     /// Writes the state to `path` atomically, tagged with `config`, a description of the search it
     /// belongs to (settings, teacher, data), which [`SearchState::load`] must be given again.
     pub fn save(&self, path: &Path, config: &str) -> Result<(), SearchError> {
-        let err = |why: String| SearchError::File { path: path.to_path_buf(), why };
+        let err = |why: String| SearchError::File { path: path.to_path_buf(), why, source: None };
         let mut tensors = self.tensors.clone();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let meta = BTreeMap::from([
@@ -38,15 +38,16 @@ impl SearchState {
             ("search".to_string(), config.to_string()),
         ]);
         let bytes = awt_base::safetensors_bytes(&tensors, &meta).map_err(|e| err(e.to_string()))?;
-        awt_base::write_atomic(path, &bytes).map_err(|e| err(format!("cannot write: {e}")))
+        awt_base::write_atomic(path, &bytes).map_err(|e| SearchError::file_io(path, "cannot write", e))
     }
 
     /// Reads a state written by [`SearchState::save`] for the same `config`; a state of another
     /// search, or a damaged file, is an error naming the file.
     pub fn load(path: &Path, config: &str) -> Result<SearchState, SearchError> {
-        let err = |why: String| SearchError::File { path: path.to_path_buf(), why };
-        let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
-        let (_, md) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("malformed: {e}")))?;
+        let err = |why: String| SearchError::File { path: path.to_path_buf(), why, source: None };
+        let bytes = std::fs::read(path).map_err(|e| SearchError::file_io(path, "cannot read", e))?;
+        let (_, md) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| SearchError::file_io(path, "malformed", e))?;
         let meta: BTreeMap<String, String> = md.metadata().clone().unwrap_or_default().into_iter().collect();
         if meta.get("search").map(String::as_str) != Some(config) {
             let saved = meta.get("search").map_or("", String::as_str);
@@ -78,7 +79,8 @@ impl SearchState {
             meta.get(k).and_then(|v| v.parse().ok()).ok_or_else(|| err(format!("no `{k}` in the metadata")))
         };
         let (step, opt_steps) = (num("step")? as usize, num("optimizer_steps")?);
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| err(format!("malformed: {e}")))?;
+        let st =
+            safetensors::SafeTensors::deserialize(&bytes).map_err(|e| SearchError::file_io(path, "malformed", e))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
             let t = candle_core::safetensors::Load::load(&view, &candle_core::Device::Cpu)

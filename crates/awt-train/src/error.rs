@@ -45,6 +45,10 @@ pub enum TrainError {
         path: PathBuf,
         /// What went wrong.
         why: String,
+        /// The error underneath (an I/O error, …), where there is one: the cause chain shows it
+        /// after `why`.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A hook (mask upkeep, checkpointing, kernel tracking, ...) failed.
     #[error("{0}")]
@@ -68,7 +72,18 @@ impl TrainError {
 }
 
 pub(crate) fn file_err(path: &Path, why: impl std::fmt::Display) -> TrainError {
-    TrainError::File { path: path.to_path_buf(), why: why.to_string() }
+    TrainError::File { path: path.to_path_buf(), why: why.to_string(), source: None }
+}
+
+impl TrainError {
+    /// `what` failed on the run-folder file `path` because of `e`, kept as the source.
+    pub fn file_io(
+        path: &Path,
+        what: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> TrainError {
+        TrainError::File { path: path.to_path_buf(), why: what.into(), source: Some(Box::new(e)) }
+    }
 }
 
 pub(crate) fn setting(setting: &'static str, why: impl Into<String>) -> TrainError {

@@ -36,7 +36,7 @@ pub fn lock_folder(dir: &Path, what: &str) -> Result<File, TrainError> {
         std::io::ErrorKind::WouldBlock => {
             file_err(dir, format!("{what} is in use by {e}; wait for it to finish or choose another folder"))
         }
-        _ => file_err(&path, format!("cannot lock: {e}")),
+        _ => TrainError::file_io(&path, "cannot lock", e),
     })
 }
 
@@ -67,7 +67,7 @@ impl RunFolder {
                 return Err(file_err(dir, "cannot resume: no such run folder (drop --resume to start a new run)"));
             }
         } else {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, format!("cannot create the run folder: {e}")))?;
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::file_io(dir, "cannot create the run folder", e))?;
         }
         let lock = lock_folder(dir, "this run folder")?;
         let state = dir.join(STATE);
@@ -88,7 +88,7 @@ impl RunFolder {
         remove_stale_temporaries(dir);
         if !resume {
             let p = dir.join(CONFIG);
-            awt_base::write_atomic(&p, config.as_bytes()).map_err(|e| file_err(&p, format!("cannot write: {e}")))?;
+            awt_base::write_atomic(&p, config.as_bytes()).map_err(|e| TrainError::file_io(&p, "cannot write", e))?;
         }
         Ok(RunFolder { dir: dir.to_path_buf(), config_hash: config_hash.to_string(), resume, _lock: lock })
     }
@@ -145,7 +145,7 @@ impl RunFolder {
         opt: &mut Optimizer,
     ) -> Result<(usize, BTreeMap<String, String>), TrainError> {
         let path = self.dir.join(STATE);
-        let bytes = std::fs::read(&path).map_err(|e| file_err(&path, format!("cannot resume: {e}")))?;
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::file_io(&path, "cannot resume", e))?;
         let meta = state_metadata(&path, &bytes)?;
         if meta.get("config_hash").map(String::as_str) != Some(self.config_hash.as_str()) {
             return Err(hash_mismatch(&path, meta.get("config_hash"), &self.config_hash));
@@ -158,7 +158,7 @@ impl RunFolder {
         let mut all = HashMap::new();
         for (name, view) in st.tensors() {
             let t = candle_core::safetensors::Load::load(&view, &dev)
-                .map_err(|e| file_err(&path, format!("tensor `{name}`: {e}")))?;
+                .map_err(|e| TrainError::file_io(&path, format!("tensor `{name}`"), e))?;
             all.insert(name, t);
         }
         for (name, v) in vars {
@@ -189,7 +189,7 @@ fn hash_mismatch(path: &Path, saved: Option<&String>, ours: &str) -> TrainError 
 }
 
 fn check_state_hash(path: &Path, config_hash: &str) -> Result<(), TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| file_err(path, format!("cannot resume: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| TrainError::file_io(path, "cannot resume", e))?;
     let meta = state_metadata(path, &bytes)?;
     match meta.get("config_hash") {
         Some(h) if h == config_hash => Ok(()),

@@ -408,3 +408,16 @@ fn divergence_before_any_checkpoint_says_so() {
     let msg = e.to_string();
     assert!(msg.contains("no checkpoint was written yet") && !msg.contains("intact"), "{msg}");
 }
+
+/// A run folder that cannot be created is an error naming it and what failed, with the I/O error
+/// as its source.
+#[test]
+fn a_folder_that_cannot_be_made_keeps_the_io_error_as_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a folder").unwrap();
+    let e = awt_train::RunFolder::open(&file.join("run"), "c", "h", false).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: cannot create the run folder", file.join("run").display()));
+    let io = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).expect("io source");
+    assert_eq!(io.kind(), std::io::ErrorKind::NotADirectory);
+}
