@@ -119,6 +119,30 @@ fn no_source_file_grows_past_500_lines() {
     assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
 
+/// docs/ARCHITECTURE.md's codemap stays honest: every crate has a row, and the row names (in
+/// backticks) each public module of the crate's `lib.rs`.
+#[test]
+fn the_codemap_names_every_crates_public_modules() {
+    let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let codemap = doc.split("## Codemap").nth(1).expect("a `## Codemap` section").split("\n## ").next().unwrap();
+    let mut missing = Vec::new();
+    for e in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = e.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let Ok(lib) = std::fs::read_to_string(dir.join("src/lib.rs")) else { continue };
+        let Some(row) = codemap.lines().find(|l| l.starts_with(&format!("| `crates/{name}` |"))) else {
+            missing.push(format!("{name}: no row"));
+            continue;
+        };
+        for m in lib.lines().filter_map(|l| l.strip_prefix("pub mod ")).map(|l| l.trim_end_matches(';')) {
+            if !row.contains(&format!("`{m}`")) {
+                missing.push(format!("{name}: `{m}`"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/ARCHITECTURE.md's codemap misses:\n{}", missing.join("\n"));
+}
+
 /// The first path segments of a file's `super::` references outside its tests (`super::data::Rec`
 /// → `data`; `super::{a, b}` → `a`, `b`).
 fn super_refs(text: &str) -> BTreeSet<String> {
