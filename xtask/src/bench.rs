@@ -436,12 +436,13 @@ fn our_at_epoch(net: &str) -> Result<f64> {
         "0",
         "--quiet",
         "--out",
-        &s(&dir.join("train")),
+        &s(&dir.join(layout::TRAIN)),
     ]);
     eprintln!("$ awt train (1 PGD-10 AT epoch of {net} on full Fashion-MNIST)");
     run(&mut train, "awt train")?;
-    let metrics = crate::records::read_jsonl::<Value>(&dir.join(layout::TRAIN).join(layout::METRICS))?;
-    let ips = metrics.first().and_then(|m| m["images_per_sec"].as_f64()).context("awt train wrote no epoch metrics")?;
+    let metrics: Vec<crate::records::EpochRecord> =
+        crate::records::read_jsonl(&dir.join(layout::TRAIN).join(layout::METRICS))?;
+    let ips = metrics.first().map(|m| m.images_per_sec).context("awt train wrote no epoch metrics")?;
     Ok(60_000.0 / ips)
 }
 

@@ -4,10 +4,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
 
 pub(crate) use awt_runs::records::{
-    Crates, Cumulative, Eval as EvalRecord, EvalCounts, Manifest, SearchLine as SearchRecord,
+    Crates, Cumulative, EpochLine as EpochRecord, Eval as EvalRecord, EvalCounts, Manifest, SearchLine as SearchRecord,
 };
 
 /// Reads a run's `manifest.json` and checks it before anything believes it.
@@ -142,15 +141,6 @@ pub(crate) fn hours_left<'a>(recorded: impl IntoIterator<Item = &'a Manifest>, l
     let all = median(whole.iter().map(|m| m.wall_seconds).collect());
     let secs: f64 = left.iter().map(|v| of(v).or_else(|| crate::spec::plain_of(v).and_then(of)).unwrap_or(all)).sum();
     Some(secs / 3600.0)
-}
-
-/// One line of `metrics.jsonl`.
-#[derive(Clone, Debug, Deserialize)]
-pub(crate) struct EpochRecord {
-    pub epoch: u64,
-    pub train_loss: f64,
-    pub robust_acc: Option<f64>,
-    pub kernel_to_reference: Option<f64>,
 }
 
 /// Reads a JSON file into `T`, naming the file on error.

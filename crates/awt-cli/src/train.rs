@@ -38,9 +38,9 @@ impl Hooks for CliHooks<'_> {
             use awt_base::Staged;
             let rec = t.measure(&self.net.stages()).map_err(TrainError::hook)?;
             for r in rec {
-                m.extra.insert("kernel_to_initial".into(), r.to_initial);
+                m.extra.insert(EpochMetrics::KERNEL_TO_INITIAL.into(), r.to_initial);
                 if let Some(d) = r.to_reference {
-                    m.extra.insert("kernel_to_reference".into(), d);
+                    m.extra.insert(EpochMetrics::KERNEL_TO_REFERENCE.into(), d);
                 }
             }
         }

@@ -167,6 +167,59 @@ pub struct SearchLine {
     pub mask_changes: u64,
 }
 
+/// One epoch of a training run (`metrics.jsonl`, one per line; `train-metrics.jsonl` in a record).
+/// Non-finite numbers are written as null and read back as NaN.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct EpochLine {
+    /// Epoch (0-based).
+    pub epoch: usize,
+    /// Mean training loss on the (adversarial) batches.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub train_loss: f64,
+    /// Accuracy on the (adversarial) training batches.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub train_acc: f64,
+    /// Clean accuracy on the evaluation subset.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub clean_acc: f64,
+    /// PGD accuracy on the evaluation subset (NaN, written as null, when `eval_steps` is 0).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub robust_acc: f64,
+    /// Learning rate at the epoch's last step.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub lr: f64,
+    /// Training throughput.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub images_per_sec: f64,
+    /// Wall time of the epoch (training and evaluation).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub seconds: f64,
+    /// Extra numbers added by hooks ([`EpochLine::KERNEL_TO_REFERENCE`], ...), by name.
+    #[serde(flatten, deserialize_with = "nan_map")]
+    pub extra: BTreeMap<String, f64>,
+}
+
+impl EpochLine {
+    /// `extra` key: the kernel's relative distance to the reference (dense) net's initial kernel.
+    pub const KERNEL_TO_REFERENCE: &str = "kernel_to_reference";
+    /// `extra` key: the kernel's relative distance to its own initial kernel.
+    pub const KERNEL_TO_INITIAL: &str = "kernel_to_initial";
+
+    /// A finite `extra` number, if the line has it.
+    pub fn extra(&self, key: &str) -> Option<f64> {
+        self.extra.get(key).copied().filter(|v| v.is_finite())
+    }
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nan_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let m = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
+}
+
 /// One epoch of `awt dynamics` (`dynamics.jsonl`).
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct DynamicsLine {
@@ -372,5 +425,42 @@ impl Manifest {
     /// step timings across sittings lacks the first step's time (`init`).
     pub fn timed_in_full(&self) -> bool {
         self.timings_seconds.contains_key("init")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Non-finite numbers of an epoch line are written as null and read back as NaN, hook numbers
+    /// included; key order is the struct's, then the hooks' sorted.
+    #[test]
+    fn epoch_lines_carry_nan_as_null() {
+        let mut m = EpochLine {
+            epoch: 3,
+            train_loss: 0.5,
+            train_acc: 0.8,
+            clean_acc: 0.7,
+            robust_acc: f64::NAN,
+            lr: 1e-3,
+            images_per_sec: 100.0,
+            seconds: 2.0,
+            extra: BTreeMap::new(),
+        };
+        m.extra.insert(EpochLine::KERNEL_TO_REFERENCE.into(), 0.25);
+        m.extra.insert(EpochLine::KERNEL_TO_INITIAL.into(), f64::NAN);
+        let text = serde_json::to_string(&m).unwrap();
+        assert!(
+            text.contains(r#""robust_acc":null"#)
+                && text.ends_with(r#""kernel_to_initial":null,"kernel_to_reference":0.25}"#),
+            "{text}"
+        );
+        let back: EpochLine = serde_json::from_str(&text).unwrap();
+        assert!(back.robust_acc.is_nan() && back.extra[EpochLine::KERNEL_TO_INITIAL].is_nan());
+        assert_eq!(
+            (back.extra(EpochLine::KERNEL_TO_REFERENCE), back.extra(EpochLine::KERNEL_TO_INITIAL)),
+            (Some(0.25), None)
+        );
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
     }
 }

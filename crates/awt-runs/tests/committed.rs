@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use awt_runs::layout::{DYNAMICS, EVAL, EVAL_AA, MANIFEST, MASK, RECORD_SEARCH};
-use awt_runs::records::{DynamicsLine, Eval, Manifest, MaskReport, SearchLine};
+use awt_runs::layout::{DYNAMICS, EVAL, EVAL_AA, MANIFEST, MASK, RECORD_SEARCH, RECORD_TRAIN_METRICS};
+use awt_runs::records::{DynamicsLine, EpochLine, Eval, Manifest, MaskReport, SearchLine};
 use awt_runs::{Density, RunName};
 
 fn records() -> Vec<PathBuf> {
@@ -52,14 +52,18 @@ fn same_lines<T: serde::Serialize + serde::de::DeserializeOwned>(file: &Path) ->
 
 #[test]
 fn the_binarys_records_re_serialise_to_their_bytes() {
-    let (mut evals, mut masks, mut searches, mut dynamics) = (0, 0, 0, 0);
+    let (mut evals, mut masks, mut searches, mut dynamics, mut epochs) = (0, 0, 0, 0, 0);
     for r in records() {
         evals += same_bytes::<Eval>(&r.join(EVAL)) + same_bytes::<Eval>(&r.join(EVAL_AA));
         masks += same_bytes::<MaskReport>(&r.join(MASK));
         searches += same_lines::<SearchLine>(&r.join(RECORD_SEARCH));
         dynamics += same_lines::<DynamicsLine>(&r.join(DYNAMICS));
+        epochs += same_lines::<EpochLine>(&r.join(RECORD_TRAIN_METRICS));
     }
-    assert!(evals > 100 && masks > 100 && searches > 50 && dynamics > 10, "{evals} {masks} {searches} {dynamics}");
+    assert!(
+        evals > 100 && masks > 100 && searches > 50 && dynamics > 10 && epochs > 100,
+        "{evals} {masks} {searches} {dynamics} {epochs}"
+    );
 }
 
 #[test]

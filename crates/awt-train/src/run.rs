@@ -15,29 +15,8 @@ use crate::folder::RunFolder;
 use crate::optim::Optimizer;
 
 /// Metrics of one epoch (the awt binary writes one per line of `metrics.jsonl`; non-finite numbers
-/// serialise as null).
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct EpochMetrics {
-    /// Epoch (0-based).
-    pub epoch: usize,
-    /// Mean training loss on the (adversarial) batches.
-    pub train_loss: f64,
-    /// Accuracy on the (adversarial) training batches.
-    pub train_acc: f64,
-    /// Clean accuracy on the evaluation subset.
-    pub clean_acc: f64,
-    /// PGD accuracy on the evaluation subset (NaN, written as null, when `eval_steps` is 0).
-    pub robust_acc: f64,
-    /// Learning rate at the epoch's last step.
-    pub lr: f64,
-    /// Training throughput.
-    pub images_per_sec: f64,
-    /// Wall time of the epoch (training and evaluation).
-    pub seconds: f64,
-    /// Extra numbers added by hooks (kernel distances, ...), by name.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, f64>,
-}
+/// serialise as null): the run contract's line.
+pub use awt_runs::records::EpochLine as EpochMetrics;
 
 /// Plug-in points of the loop. Every method has a default that does nothing.
 pub trait Hooks {

@@ -1,5 +1,6 @@
 //! The paper's claims beside the quick grid's numbers.
 
+use crate::records::EpochRecord;
 use crate::stats::{above, at_least, paired, summary};
 
 use super::data::{RunData, acc};
@@ -54,7 +55,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
             above(&d)
         );
     }
-    let kd = |m: &str| by_seed(m, &|r| r.metrics.last()?.kernel_to_reference);
+    let kd = |m: &str| by_seed(m, &|r| r.metrics.last()?.extra(EpochRecord::KERNEL_TO_REFERENCE));
     let k = paired(&kd("random"), &kd("awt"));
     if k.n > 0 {
         md += &format!(

@@ -170,12 +170,23 @@ impl<'a> Group<'a> {
         std::fs::write(fig_dir.join(&f2), svg)?;
         let f3 = format!("{tag}-robust-vs-epoch.svg");
         let t3 = format!("PGD test accuracy during training (density {d0})");
-        let svg = line_plot(&t3, "epoch", "PGD accuracy (%)", &curves(|e| e.robust_acc, 100.0), false);
+        let svg = line_plot(
+            &t3,
+            "epoch",
+            "PGD accuracy (%)",
+            &curves(|e| Some(e.robust_acc).filter(|v| v.is_finite()), 100.0),
+            false,
+        );
         std::fs::write(fig_dir.join(&f3), svg)?;
         let f4 = format!("{tag}-kernel-distance.svg");
         let t4 = format!("adversarial NTK distance to the dense init (density {d0})");
-        let svg =
-            line_plot(&t4, "epoch", "‖Θ_t − Θ_dense,0‖ / ‖Θ_dense,0‖", &curves(|e| e.kernel_to_reference, 1.0), false);
+        let svg = line_plot(
+            &t4,
+            "epoch",
+            "‖Θ_t − Θ_dense,0‖ / ‖Θ_dense,0‖",
+            &curves(|e| e.extra(EpochRecord::KERNEL_TO_REFERENCE), 1.0),
+            false,
+        );
         std::fs::write(fig_dir.join(&f4), svg)?;
         Ok(format!(
             "![training loss](figures/{f2}) ![robust accuracy vs epoch](figures/{f3})\n\n![kernel distance during training](figures/{f4})\n\n"

@@ -13,11 +13,8 @@ use crate::workspace::root;
 
 pub(super) use awt_runs::records::{DynamicsLine as DynLine, SearchLine};
 
-/// One line of a training run's `train-metrics.jsonl` (the fields the study reads).
-#[derive(Clone, Debug, Deserialize)]
-pub(super) struct TrainLine {
-    pub(super) train_loss: f64,
-}
+/// One line of a training run's `train-metrics.jsonl`.
+pub(super) use awt_runs::records::EpochLine as TrainLine;
 
 /// `mask.json` (`awt inspect --json`): the fields the study reads.
 #[derive(Clone, Debug, Default, Deserialize)]

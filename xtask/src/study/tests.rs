@@ -36,6 +36,21 @@ pub(super) fn rec(
     }
 }
 
+/// A training-metrics line with this loss (the other numbers do not matter here).
+fn train_line(train_loss: f64) -> TrainLine {
+    TrainLine {
+        epoch: 0,
+        train_loss,
+        train_acc: 0.5,
+        clean_acc: 0.5,
+        robust_acc: 0.4,
+        lr: 1e-3,
+        images_per_sec: 1.0,
+        seconds: 1.0,
+        extra: Default::default(),
+    }
+}
+
 fn dyn_line(epoch: u64, d: f64) -> DynLine {
     DynLine {
         epoch,
@@ -63,7 +78,7 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     // Random seed 2's training stalled near chance; the others learned.
     for r in recs.iter_mut() {
         let last = if r.m.method == awt_runs::Method::Random && r.m.seed == 2 { 2.25 } else { 1.0 };
-        r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: last }];
+        r.train = vec![train_line(2.3), train_line(last)];
     }
     // Dense seed 0 has every step's time; the others were resumed before timings carried over.
     recs[0].m.timings_seconds.insert("init".into(), 1.0);
@@ -186,7 +201,7 @@ fn ablations_and_the_named_method_check_follow_the_records() {
     recs.push(rec("awt-steps400", 0.05, 0, (0.80, 0.57, 0.54), 1000, Vec::new()));
     // Random's mask stalled at 0.02; the same mask rescaled trained.
     let trained = |mut r: Rec, last: f64| {
-        r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: last }];
+        r.train = vec![train_line(2.3), train_line(last)];
         r
     };
     recs.push(trained(rec("random", 0.02, 0, (0.20, 0.15, 0.14), 1000, Vec::new()), 2.26));
@@ -336,7 +351,7 @@ falls short by the whole interval; awt-steps400 was not above plain AWT at the f
 #[test]
 fn a_stalled_search_gets_no_mask_scale_explanation() {
     let mut r = rec("awt", 0.02, 1, (0.17, 0.13, 0.128), 1000, Vec::new());
-    r.train = vec![TrainLine { train_loss: 2.3 }, TrainLine { train_loss: 2.21 }];
+    r.train = vec![train_line(2.3), train_line(2.21)];
     let md = stalled_finding(&[r], 0.02);
     assert!(md.contains("awt s1 (final training loss 2.21) ended its training"), "{md}");
     assert!(md.ends_with("failed training more than a mask.\n") && !md.contains("likely cause"), "{md}");
