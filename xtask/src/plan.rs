@@ -6,6 +6,7 @@ use awt_runs::layout;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use awt_runs::argv::Argv;
 
 use awt_runs::{Density, TicketRecipe};
 
@@ -149,46 +150,41 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
 
 /// The steps of `run`, in order; the last is the evaluation.
 pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
-    let c = Ctx { run, spec, data, seed: run.seed.to_string() };
-    let mut init = strings(&["init", "--arch", &run.arch, "--seed", &c.seed]);
+    let c = Ctx { run, spec, data };
+    let mut init = Argv::new("init").flag("--arch", &run.arch).flag("--seed", run.seed);
     if let Some(i) = &spec.init {
-        if let Some(scheme) = &i.scheme {
-            init.extend(strings(&["--init", scheme]));
-        }
+        init = init.flag_opt("--init", i.scheme.as_ref());
         if i.standardize {
-            init.extend(strings(&["--standardize", data]));
-            if let Some(n) = spec.validation {
-                init.extend(strings(&["--validation", &n.to_string()]));
-            }
+            init = init.flag("--standardize", data).flag_opt("--validation", spec.validation);
         }
     }
-    init.extend(strings(&["--out", &c.d(layout::INIT)]));
-    let mut out = vec![step("init", init, c.d(layout::INIT))];
+    let mut out = vec![step("init", init.flag("--out", c.d(layout::INIT)), c.d(layout::INIT))];
     out.extend(ticket_steps(&c)?);
     let start = if run.method.is_dense() { c.d(layout::INIT) } else { c.d(layout::TICKET) };
     if !run.method.is_dense() {
         // The ticket's structure (density and cut-off units per layer), recorded with the results.
-        let args = strings(&["inspect", &start, "--json", &c.d(layout::MASK)]);
+        let args = Argv::new("inspect").arg(&start).flag("--json", c.d(layout::MASK));
         out.push(step("mask", args, c.d(layout::MASK)));
     }
-    let mut train = strings(&["train", if run.method.is_dense() { "--init" } else { "--ticket" }, &start]);
     // IMP-AT's final training and HYDRA's fine-tuning have their own length where the spec gives one.
     let epochs = match run.method.recipe() {
         TicketRecipe::ImpAt => c.flag("final-epochs").or(spec.imp.as_ref().and_then(|i| i.final_epochs)),
         TicketRecipe::Hydra => c.flag("finetune-epochs").or(spec.hydra.as_ref().and_then(|h| h.finetune_epochs)),
         _ => None,
     };
-    train.extend(train_flags(run, spec, data, epochs.unwrap_or(spec.train.epochs)));
+    let mut train = Argv::new("train")
+        .flag(if run.method.is_dense() { "--init" } else { "--ticket" }, &start)
+        .then(c.train_flags(epochs.unwrap_or(spec.train.epochs)));
     if spec.train.track_kernel != Some(false) {
-        train.extend(strings(&["--track-kernel", &c.d(layout::INIT)]));
+        train = train.flag("--track-kernel", c.d(layout::INIT));
     }
     if spec.dynamics.is_some() {
-        train.push("--keep-epochs".into());
+        train = train.switch("--keep-epochs");
     }
-    train.extend(strings(&["--out", &c.d(layout::TRAIN)]));
+    train = train.flag("--out", c.d(layout::TRAIN));
     if run.method.is_dense() {
         // A dense ablation changes the training budget (`epochs`, `schedule`).
-        train = with_flags(train, &run.flags);
+        train = train.ablated(&run.flags);
     }
     out.push(Step {
         resume_from: Some(c.d(&format!("{}/{}", layout::TRAIN, layout::STATE)).into()),
@@ -199,13 +195,13 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
     if let Some(n) = spec.validation {
         // Every step that reads the data set holds the same images out.
         for s in out.iter_mut().filter(|s| s.args.iter().any(|a| a == "--data")) {
-            s.args.extend(strings(&["--validation", &n.to_string()]));
+            s.args.extend(["--validation".to_string(), n.to_string()]);
         }
     }
     if let Some(o) = &spec.output_layer {
         // Every step that makes a mask follows the one output-layer rule.
         for s in out.iter_mut().filter(|s| ["prune", "ticket"].contains(&s.args[0].as_str())) {
-            s.args.extend(strings(&["--output-layer", o]));
+            s.args.extend(["--output-layer".to_string(), o.clone()]);
         }
     }
     Ok(out)
@@ -215,29 +211,17 @@ pub(crate) fn steps(run: &Run, spec: &Spec, data: &str) -> Result<Vec<Step>> {
 fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
     let (Some(dy), Some(dense)) = (&c.spec.dynamics, &c.run.dense_dir) else { return None };
     let dd = |p: &str| dense.join(p).display().to_string();
-    let args = strings(&[
-        "dynamics",
-        "--dense",
-        &dd(layout::TRAIN),
-        "--dense-init",
-        &dd(layout::INIT),
-        "--run",
-        &c.d(layout::TRAIN),
-        "--init",
-        start,
-        "--data",
-        c.data,
-        "--probe",
-        &dy.probe.to_string(),
-        "--eps",
-        &c.spec.train.eps.to_string(),
-        "--steps",
-        &dy.steps.to_string(),
-        "--seed",
-        &c.seed,
-        "--out",
-        &c.d(layout::DYNAMICS),
-    ]);
+    let args = Argv::new("dynamics")
+        .flag("--dense", dd(layout::TRAIN))
+        .flag("--dense-init", dd(layout::INIT))
+        .flag("--run", c.d(layout::TRAIN))
+        .flag("--init", start)
+        .flag("--data", c.data)
+        .flag("--probe", dy.probe)
+        .flag("--eps", c.spec.train.eps)
+        .flag("--steps", dy.steps)
+        .flag("--seed", c.run.seed)
+        .flag("--out", c.d(layout::DYNAMICS));
     Some(step("dynamics", args, c.d(layout::DYNAMICS)))
 }
 
@@ -245,49 +229,16 @@ fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
 /// worst case, whose file marks the run evaluated.
 fn eval_steps(c: &Ctx) -> Vec<Step> {
     let e = &c.spec.eval;
-    let eval = strings(&[
-        "eval",
-        "--model",
-        &c.d(&format!("{}/{}", layout::TRAIN, layout::MODEL)),
-        "--data",
-        c.data,
-        "--limit",
-        &e.n.to_string(),
-        "--attack",
-        e.attack.as_deref().unwrap_or("worst"),
-        "--eps",
-        &c.spec.train.eps.to_string(),
-        "--steps",
-        &e.steps.to_string(),
-        "--apgd-steps",
-        &e.apgd_steps.to_string(),
-        "--seed",
-        &c.seed,
-        "--json",
-        &c.d(layout::EVAL),
-    ]);
-    let mut eval = eval;
-    if let Some(split) = &e.split {
-        eval.extend(strings(&["--split", split]));
-    }
-    let mut out = Vec::new();
-    if e.autoattack {
-        let mut aa = eval.clone();
-        let at = |flag: &str| aa.iter().position(|a| a == flag).expect("built above") + 1;
-        let (i, j, k) = (at("--attack"), at("--json"), at("--limit"));
-        aa[i] = "autoattack".into();
-        aa[j] = c.d(layout::EVAL_AA);
-        aa[k] = e.autoattack_n.unwrap_or(e.n).to_string();
-        out.push(step("eval-aa", aa, c.d(layout::EVAL_AA)));
-    }
-    out.push(step("eval", eval, c.d(layout::EVAL)));
-    out
+    let model = c.d(&format!("{}/{}", layout::TRAIN, layout::MODEL));
+    let worst = e.worst(&model, c.data, c.spec.train.eps, c.run.seed, &c.d(layout::EVAL));
+    let aa = e.autoattack(&worst, &c.d(layout::EVAL_AA)).map(|aa| step("eval-aa", aa, c.d(layout::EVAL_AA)));
+    aa.into_iter().chain([step("eval", worst, c.d(layout::EVAL))]).collect()
 }
 
 mod argv;
 mod run;
 mod ticket;
-use argv::{Ctx, step, strings, train_flags, with_flags};
+use argv::{Ctx, step};
 pub(crate) use run::{Run, Step};
 use ticket::ticket_steps;
 

@@ -8,6 +8,12 @@ use serde::Deserialize;
 
 use awt_runs::{Method, TicketRecipe, Variant};
 
+// Each command's settings are the run contract's (`awt_runs::settings`), with the command lines they give.
+pub(crate) use awt_runs::settings::{
+    Dynamics as DynamicsSpec, Eval as EvalSpec, Hydra as HydraSpec, Imp as ImpSpec, Init as InitSpec,
+    Prune as PruneSpec, Search as SearchSpec, Train as TrainSpec,
+};
+
 use crate::workspace::root;
 
 /// A preset: which networks, methods, densities and seeds, and every setting of their commands.
@@ -68,94 +74,6 @@ pub(crate) struct Spec {
     pub raw: toml::Table,
 }
 
-/// How networks are initialised.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct InitSpec {
-    /// `awt init --init`.
-    pub scheme: Option<String>,
-    /// Standardise inputs by the dataset's training statistics.
-    #[serde(default)]
-    pub standardize: bool,
-}
-
-/// The training recipe shared by every ticket (`awt train` flags).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct TrainSpec {
-    pub adv: String,
-    pub eps: f64,
-    pub steps: usize,
-    pub step_size: f64,
-    pub epochs: usize,
-    pub batch: usize,
-    pub opt: String,
-    pub lr: f64,
-    pub train_limit: Option<usize>,
-    pub eval_n: usize,
-    pub eval_steps: usize,
-    pub wd: Option<f64>,
-    /// `awt train --schedule` (default constant).
-    pub schedule: Option<String>,
-    /// Track each net's adversarial kernel against its dense initialisation (default true).
-    pub track_kernel: Option<bool>,
-}
-
-/// The NTT / AWT search (`awt ticket` flags).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SearchSpec {
-    pub steps: usize,
-    pub batch: usize,
-    pub lr: f64,
-    pub lambda_ker: f64,
-    pub lambda_l2: f64,
-    pub mask_every: usize,
-    pub attack_steps: usize,
-}
-
-/// Pruning at initialisation (`awt prune` flags).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PruneSpec {
-    pub batch: usize,
-    pub rounds: usize,
-    /// `awt prune --allocation` per method (e.g. `{ snip = "global" }`, as SNIP's paper ranks);
-    /// methods not listed prune per layer.
-    #[serde(default)]
-    pub allocation: std::collections::BTreeMap<String, String>,
-}
-
-/// The final evaluation (`awt eval` flags).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EvalSpec {
-    /// `awt eval --attack` (default `worst`).
-    pub attack: Option<String>,
-    /// Also evaluate with AutoAttack's standard sequence, into `eval-aa.json`.
-    #[serde(default)]
-    pub autoattack: bool,
-    /// AutoAttack on the first this many test images (default: all `n`). Its Square attack makes it
-    /// the dearest evaluation by far (≈ 25 minutes per LeNet-300-100 on 10,000 images on 2 cores).
-    #[serde(default)]
-    pub autoattack_n: Option<usize>,
-    pub n: usize,
-    pub steps: usize,
-    pub apgd_steps: usize,
-    /// `awt eval --split`: `test` (default) or `validation` (needs the preset's `validation`).
-    pub split: Option<String>,
-}
-
-/// `awt dynamics` settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DynamicsSpec {
-    /// Probe points (the first test images).
-    pub probe: usize,
-    /// PGD steps of the probe's adversarial examples.
-    pub steps: usize,
-}
-
 /// One ablation: a method with some flags of its ticket step changed (`awt ticket` for a search,
 /// `awt prune` for a mask at initialisation).
 #[derive(Debug, Clone, Deserialize)]
@@ -189,28 +107,6 @@ pub(crate) struct MoreSeeds {
     /// Why these runs are there, in words (kept beside them in the preset).
     #[serde(default)]
     pub why: String,
-}
-
-/// IMP-AT: rounds of adversarial training and magnitude pruning with rewinding.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ImpSpec {
-    pub rounds: usize,
-    pub epochs: usize,
-    /// Epochs of the final training of the ticket (default: `[train] epochs`); compute-matched
-    /// IMP-AT shortens it so rounds and final training add up to the dense net's budget.
-    pub final_epochs: Option<usize>,
-}
-
-/// HYDRA: adversarial pretraining, then score optimisation.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct HydraSpec {
-    pub pretrain_epochs: usize,
-    pub epochs: usize,
-    pub lr: f64,
-    /// Epochs of fine-tuning the pruned net (default: `[train] epochs`).
-    pub finetune_epochs: Option<usize>,
 }
 
 /// The plain method a variant changes (`random` for `random-rescaled`); None for a method itself.

@@ -265,3 +265,113 @@ fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod contract_tests {
+    use awt_runs::argv::Argv;
+    use awt_runs::settings::{Eval, Hydra, Imp, Prune, Search, TicketJob, Train};
+    use awt_runs::{Density, Method};
+    use clap::Parser;
+
+    use super::{Cli, Cmd};
+    use crate::args::value_name;
+
+    fn parse(a: Argv) -> Cmd {
+        let argv = std::iter::once("awt".to_string()).chain(a.into_vec());
+        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).cmd
+    }
+
+    fn job(method: Method) -> TicketJob<'static> {
+        let density = Density::new(0.05).unwrap();
+        TicketJob { method, density, model: "m.safetensors", data: "fashion-mnist", eps: 0.1, seed: 7, out: "t" }
+    }
+
+    /// Every command line the run contract builds (`awt_runs::settings`, what xtask runs) parses
+    /// with the binary's own flags to the settings it was built from: the flag names, their values'
+    /// spelling and their meaning agree on both sides.
+    #[test]
+    fn argv_from_the_contract_parses_to_the_same_settings() {
+        let train = Train {
+            adv: "pgd".into(),
+            eps: 0.1,
+            steps: 10,
+            step_size: 0.025,
+            epochs: 30,
+            batch: 128,
+            opt: "adam".into(),
+            lr: 0.001,
+            train_limit: Some(5000),
+            eval_n: 1000,
+            eval_steps: 20,
+            wd: Some(5e-4),
+            schedule: Some("cosine".into()),
+            track_kernel: None,
+        };
+        let Cmd::Train(t) =
+            parse(Argv::new("train").flag("--init", "i").then(train.flags("fashion-mnist", 7, 3)).flag("--out", "o"))
+        else {
+            panic!("not train")
+        };
+        assert_eq!(
+            (t.eps, t.steps, t.step_size, t.epochs, t.batch, t.lr, t.train_limit, t.eval_n, t.eval_steps, t.wd, t.seed),
+            (0.1, 10, Some(0.025), 3, 128, 0.001, Some(5000), 1000, 20, 5e-4, 7)
+        );
+        assert_eq!(
+            (value_name(&t.adv), value_name(&t.opt), value_name(&t.schedule)),
+            ("pgd".into(), "adam".into(), "cosine".into())
+        );
+        assert!(t.quiet && t.data.name == "fashion-mnist");
+
+        let s = Search {
+            steps: 300,
+            batch: 64,
+            lr: 5e-4,
+            lambda_ker: 1e-3,
+            lambda_l2: 1e-4,
+            mask_every: 100,
+            attack_steps: 10,
+        };
+        let Cmd::Ticket(k) = parse(s.ticket(&job(Method::Awt))) else { panic!("not ticket") };
+        assert_eq!(
+            (k.steps, k.batch, k.lr, k.lambda_ker, k.lambda_l2, k.mask_every, k.eps, k.attack_steps, k.seed, k.density),
+            (Some(300), 64, 5e-4, 1e-3, 1e-4, 100, 0.1, 10, 7, 0.05)
+        );
+        assert!(value_name(&k.method) == "awt" && k.quiet && k.model.to_str() == Some("m.safetensors"));
+
+        let p = Prune { batch: 256, rounds: 100, allocation: [("snip".to_string(), "global".to_string())].into() };
+        let Cmd::Prune(m) = parse(p.mask(&job(Method::Snip))) else { panic!("not prune") };
+        assert_eq!((m.method.0, m.batch, m.rounds, m.density, m.seed), (Method::Snip, 256, 100, 0.05, 7));
+        assert_eq!(value_name(&m.allocation), "global");
+
+        let Cmd::Prune(i) =
+            parse(Imp { rounds: 3, epochs: 2, final_epochs: None }.rounds(&job(Method::ImpAt), 2, &train))
+        else {
+            panic!("not prune")
+        };
+        assert_eq!(
+            (i.method.0, i.imp_rounds, i.imp_epochs, i.eps, i.attack_steps, i.step_size, i.train_limit),
+            (Method::ImpAt, 3, 2, 0.1, 10, Some(0.025), Some(5000))
+        );
+
+        let h = Hydra { pretrain_epochs: 5, epochs: 4, lr: 0.1, finetune_epochs: None };
+        let Cmd::Prune(y) = parse(h.scores(&job(Method::Hydra), 4, &train)) else { panic!("not prune") };
+        assert_eq!((y.method.0, y.hydra_epochs, y.hydra_lr, y.eps, y.attack_steps), (Method::Hydra, 4, 0.1, 0.1, 10));
+
+        let e = Eval {
+            attack: None,
+            autoattack: true,
+            autoattack_n: Some(500),
+            n: 10_000,
+            steps: 20,
+            apgd_steps: 100,
+            split: Some("validation".into()),
+        };
+        let worst = e.worst("m", "fashion-mnist", 0.1, 7, "e.json");
+        let Cmd::Eval(w) = parse(worst.clone()) else { panic!("not eval") };
+        assert_eq!((w.limit, w.eps, w.steps, w.apgd_steps, w.seed), (Some(10_000), 0.1, 20, 100, 7));
+        assert_eq!((value_name(&w.attack), value_name(&w.split)), ("worst".into(), "validation".into()));
+        let Cmd::Eval(aa) = parse(e.autoattack(&worst, "aa.json").unwrap()) else { panic!("not eval") };
+        assert_eq!((value_name(&aa.attack), aa.limit), ("autoattack".into(), Some(500)));
+        assert_eq!(aa.json.as_deref().and_then(|p| p.to_str()), Some("aa.json"));
+    }
+}

@@ -8,7 +8,9 @@
 //! - [`RunName`] / [`Variant`]: a run's name `<arch>-<variant>-d<density>-s<seed>`, printed and
 //!   parsed; [`fnv`], the stable hash of a run's settings;
 //! - [`Density`]: a weight density, checked once when it is made;
-//! - [`lock`]: the one exclusive lock every writer of a run folder or output takes.
+//! - [`lock`]: the one exclusive lock every writer of a run folder or output takes;
+//! - [`settings`]: each command's settings as a preset writes them, and the command lines they give
+//!   (built with [`argv::Argv`]): every flag spelled once.
 //!
 //! ```
 //! use awt_runs::{Density, Method, RunName};
@@ -18,12 +20,14 @@
 //! assert_eq!(n.to_string(), "lenet-300-100-awt-ker1e-3-d0.05-s100");
 //! ```
 
+pub mod argv;
 mod density;
 pub mod layout;
 pub mod lock;
 mod method;
 mod name;
 pub mod records;
+pub mod settings;
 
 pub use density::{Density, SettingError};
 pub use method::{Method, TicketRecipe, UnknownMethod};

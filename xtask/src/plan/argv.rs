@@ -1,42 +1,21 @@
-//! Building a step's `awt` command line: the context every builder of one run shares, the training
-//! recipe's flags, and an ablation's flags replacing or joining a step's own.
+//! What every step builder of one run shares: the run, its preset, the data, and paths in its
+//! folder; a step from a command line. The command lines themselves come from the run contract
+//! (`awt_runs::settings`, built with `awt_runs::argv::Argv`).
 
 use std::path::PathBuf;
+
+use awt_runs::argv::Argv;
+use awt_runs::settings::TicketJob;
 
 use crate::spec::Spec;
 
 use super::run::{Run, Step};
-
-pub(super) fn strings(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
-}
-
-/// Flags of the common training recipe, for `epochs` epochs.
-pub(super) fn train_flags(run: &Run, spec: &Spec, data: &str, epochs: usize) -> Vec<String> {
-    let t = &spec.train;
-    let mut f = strings(&["--data", data, "--adv", &t.adv, "--eps", &t.eps.to_string()]);
-    f.extend(strings(&["--steps", &t.steps.to_string(), "--step-size", &t.step_size.to_string()]));
-    f.extend(strings(&["--epochs", &epochs.to_string(), "--batch", &t.batch.to_string(), "--opt", &t.opt]));
-    f.extend(strings(&["--lr", &t.lr.to_string(), "--eval-n", &t.eval_n.to_string()]));
-    f.extend(strings(&["--eval-steps", &t.eval_steps.to_string(), "--seed", &run.seed.to_string(), "--quiet"]));
-    if let Some(n) = t.train_limit {
-        f.extend(strings(&["--train-limit", &n.to_string()]));
-    }
-    if let Some(wd) = t.wd {
-        f.extend(strings(&["--wd", &wd.to_string()]));
-    }
-    if let Some(s) = &t.schedule {
-        f.extend(strings(&["--schedule", s]));
-    }
-    f
-}
 
 /// What every step builder of one run needs.
 pub(super) struct Ctx<'a> {
     pub(super) run: &'a Run,
     pub(super) spec: &'a Spec,
     pub(super) data: &'a str,
-    pub(super) seed: String,
 }
 
 impl Ctx<'_> {
@@ -49,20 +28,27 @@ impl Ctx<'_> {
     pub(super) fn d(&self, p: &str) -> String {
         self.run.dir.join(p).display().to_string()
     }
-}
 
-pub(super) fn step(name: &str, args: Vec<String>, done: String) -> Step {
-    Step { name: name.into(), args, done: PathBuf::from(done), resume_from: None }
-}
+    /// The recipe's `awt train` flags for `epochs` epochs.
+    pub(super) fn train_flags(&self, epochs: usize) -> Argv {
+        self.spec.train.flags(self.data, self.run.seed, epochs)
+    }
 
-/// `args` with an ablation's `flags` (name without dashes, value) replacing or joining its own.
-pub(super) fn with_flags(mut args: Vec<String>, flags: &[(String, String)]) -> Vec<String> {
-    for (flag, value) in flags {
-        let name = format!("--{flag}");
-        match args.iter().position(|a| *a == name) {
-            Some(i) => args[i + 1] = value.clone(),
-            None => args.extend([name, value.clone()]),
+    /// The ticket job of this run starting from `model`, writing `out`.
+    pub(super) fn job<'a>(&'a self, model: &'a str, out: &'a str) -> TicketJob<'a> {
+        TicketJob {
+            method: self.run.method,
+            density: self.run.density,
+            model,
+            data: self.data,
+            eps: self.spec.train.eps,
+            seed: self.run.seed,
+            out,
         }
     }
-    args
+}
+
+/// The step `name` running `args`, done once `done` exists.
+pub(super) fn step(name: &str, args: Argv, done: String) -> Step {
+    Step { name: name.into(), args: args.into_vec(), done: PathBuf::from(done), resume_from: None }
 }
