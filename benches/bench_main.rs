@@ -103,10 +103,14 @@ fn awt_step(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("awt_search/{arch}/b64"));
         g.sample_size(10);
         for steps in [1, 2] {
-            let cfg =
-                SearchConfig { steps, mask_every: 0, lambda_ker: 1.0, ..SearchConfig::defaults(Method::Awt, 0.05) }
-                    .validate()
-                    .unwrap();
+            let cfg = SearchConfig {
+                steps,
+                mask_every: 0,
+                lambda_ker: 1.0,
+                ..SearchConfig::defaults(Method::Awt, awt_runs::Density::new(0.05).unwrap())
+            }
+            .validate()
+            .unwrap();
             g.bench_function(format!("{steps}_steps"), |b| {
                 b.iter(|| search(&teacher, &train, &cfg, &mut |_| {}).unwrap())
             });
@@ -129,7 +133,9 @@ fn awt_parts(c: &mut Criterion) {
         let mut student = teacher.deep_clone().unwrap();
         let w: BTreeMap<String, Tensor> =
             teacher.weights().map(|(k, v)| (k.clone(), v.as_tensor().abs().unwrap())).collect();
-        let masks = awt_prune::select_keeping(&w, 0.05, awt_prune::Allocation::Uniform, &[]).unwrap();
+        let masks =
+            awt_prune::select_keeping(&w, awt_runs::Density::new(0.05).unwrap(), awt_prune::Allocation::Uniform, &[])
+                .unwrap();
         for (k, m) in &masks {
             student.set_mask(k, m).unwrap();
         }

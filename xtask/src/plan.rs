@@ -48,7 +48,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
             settings += &format!(" {key}={t}");
         }
     }
-    let canonical = |arch: &str, method: &str, density: f64, seed: u64, flags: &[(String, String)]| {
+    let canonical = |arch: &str, method: &str, density: Density, seed: u64, flags: &[(String, String)]| {
         let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
         // A method's own table shapes its runs (study v2 presets hash it; earlier ones did not).
         let own = match (spec.hash_method_tables, method) {
@@ -65,7 +65,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
             .collect()
     };
     // Does the ablation beat its plain method at its first seed (both recorded)?
-    let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: f64| -> bool {
+    let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: Density| -> bool {
         let Some(&s) = ab.seeds.first() else { return false };
         let own = recorded(
             &format!("{arch}-{}-{}-d{density}-s{s}", ab.method, ab.name),
@@ -87,7 +87,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     for arch in &spec.archs {
         for (seed, methods) in &seed_methods {
             let seed = *seed;
-            let mut add = |method: &str, label: &str, density: f64, flags: Vec<(String, String)>| {
+            let mut add = |method: &str, label: &str, density: Density, flags: Vec<(String, String)>| {
                 let canonical = canonical(arch, method, density, seed, &flags);
                 let name = format!("{arch}-{label}-d{density}-s{seed}");
                 let dir = base.join(format!("{name}-{}", &fnv(&canonical)[..10]));
@@ -96,7 +96,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     dir,
                     arch: arch.clone(),
                     method: method.parse().expect("methods are checked when the spec is read"),
-                    density: Density::new(density).expect("densities are checked when the spec is read"),
+                    density,
                     seed,
                     canonical,
                     flags,
@@ -105,7 +105,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                 });
             };
             for method in methods {
-                let densities = if method == "dense" { vec![1.0] } else { spec.densities.clone() };
+                let densities = if method == "dense" { vec![Density::ONE] } else { spec.densities.clone() };
                 for density in densities {
                     add(method, method, density, Vec::new());
                 }

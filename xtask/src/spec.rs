@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use awt_runs::{Method, TicketRecipe, Variant};
+use awt_runs::{Density, Method, TicketRecipe, Variant};
 
 // Each command's settings are the run contract's (`awt_runs::settings`), with the command lines they give.
 pub(crate) use awt_runs::settings::{
@@ -27,7 +27,7 @@ pub(crate) struct Spec {
     pub fallback_data: String,
     pub archs: Vec<String>,
     pub methods: Vec<String>,
-    pub densities: Vec<f64>,
+    pub densities: Vec<Density>,
     pub seeds: Vec<u64>,
     /// Hold the last this many training images out as a validation split (`awt --validation`):
     /// every step trains, searches and prunes on the rest, training's per-epoch evaluation uses it,
@@ -83,7 +83,7 @@ pub(crate) struct Ablation {
     pub name: String,
     /// A search (`ntt`, `awt`) or a mask at initialisation (`random`, `magnitude`, `snip`, `grasp`, `synflow`).
     pub method: String,
-    pub densities: Vec<f64>,
+    pub densities: Vec<Density>,
     pub seeds: Vec<u64>,
     /// Seeds added once the ablation beats its plain method: when `results/` records both at the
     /// first of `seeds` (same density, current configuration) and the ablation's headline robust accuracy
@@ -157,9 +157,6 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     if spec.name != preset {
         bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
     }
-    if let Some(d) = spec.densities.iter().find(|d| !(**d > 0.0 && **d <= 1.0)) {
-        bail!("{}: density {d} is not in (0, 1]", p.display());
-    }
     for m in &spec.methods {
         if let Err(e) = m.parse::<Method>() {
             bail!("{}: {e}", p.display());
@@ -179,10 +176,10 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
             ),
         };
         if ab.method == "dense" {
-            if ab.densities != [1.0] {
+            if ab.densities != [Density::ONE] {
                 bail!("{}: ablation `{}`: the dense net's densities are [1.0]", p.display(), ab.name);
             }
-        } else if let Some(d) = ab.densities.iter().find(|d| !(**d > 0.0 && **d < 1.0)) {
+        } else if let Some(d) = ab.densities.iter().find(|d| **d == Density::ONE) {
             bail!("{}: ablation `{}`: density {d} is not in (0, 1)", p.display(), ab.name);
         }
         for k in ab.flags.keys() {

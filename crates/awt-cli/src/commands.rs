@@ -333,14 +333,25 @@ mod contract_tests {
         };
         let Cmd::Ticket(k) = parse(s.ticket(&job(Method::Awt))) else { panic!("not ticket") };
         assert_eq!(
-            (k.steps, k.batch, k.lr, k.lambda_ker, k.lambda_l2, k.mask_every, k.eps, k.attack_steps, k.seed, k.density),
+            (
+                k.steps,
+                k.batch,
+                k.lr,
+                k.lambda_ker,
+                k.lambda_l2,
+                k.mask_every,
+                k.eps,
+                k.attack_steps,
+                k.seed,
+                k.density.get()
+            ),
             (Some(300), 64, 5e-4, 1e-3, 1e-4, 100, 0.1, 10, 7, 0.05)
         );
         assert!(value_name(&k.method) == "awt" && k.quiet && k.model.to_str() == Some("m.safetensors"));
 
         let p = Prune { batch: 256, rounds: 100, allocation: [("snip".to_string(), "global".to_string())].into() };
         let Cmd::Prune(m) = parse(p.mask(&job(Method::Snip))) else { panic!("not prune") };
-        assert_eq!((m.method.0, m.batch, m.rounds, m.density, m.seed), (Method::Snip, 256, 100, 0.05, 7));
+        assert_eq!((m.method.0, m.batch, m.rounds, m.density.get(), m.seed), (Method::Snip, 256, 100, 0.05, 7));
         assert_eq!(value_name(&m.allocation), "global");
 
         let Cmd::Prune(i) =

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
 use awt_prune::{Allocation, scores, select_keeping};
-use awt_runs::{Method, layout};
+use awt_runs::{Density, Method, layout};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
@@ -26,7 +26,7 @@ pub(crate) struct PruneArgs {
     pub method: PruneMethod,
     /// Fraction of weights kept, in (0, 1].
     #[arg(long)]
-    pub density: f64,
+    pub density: Density,
     /// How the density is spread over layers.
     #[arg(long, value_enum, default_value_t = AllocArg::Uniform)]
     pub allocation: AllocArg,
@@ -145,7 +145,7 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
     }
     let before = trained.densities()?;
     for (k, d) in &before {
-        if a.density > *d + 1e-12 {
+        if a.density.get() > *d + 1e-12 {
             bail!("--density {} is above the current density {d:.4} of `{k}`: IMP only removes weights", a.density);
         }
     }
@@ -215,7 +215,7 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
             }
             let round = PruneArgs {
                 method: PruneMethod(Method::Magnitude),
-                density: a.density.powf(r as f64 / a.imp_rounds as f64),
+                density: Density::new(a.density.get().powf(r as f64 / a.imp_rounds as f64))?,
                 model: dir.join(layout::MODEL),
                 rewind: Some(a.model.clone()),
                 out: ticket.clone(),
@@ -308,16 +308,7 @@ fn imp_round(a: &PruneArgs, start: &Path, ticket: bool, dir: &Path) -> Result<cr
     Ok(t)
 }
 
-/// `--density` must be a fraction of weights to keep.
-pub(crate) fn check_density(d: f64) -> Result<()> {
-    if !(d > 0.0 && d <= 1.0) {
-        bail!("--density must be in (0, 1], got {d}");
-    }
-    Ok(())
-}
-
 pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
-    check_density(a.density)?;
     let mut inputs = vec![("--model", a.model.as_path())];
     if let Some(r) = &a.rewind {
         inputs.push(("--rewind", r.as_path()));

@@ -20,8 +20,9 @@ pub(crate) struct TicketArgs {
     /// The search.
     #[arg(long, value_enum, default_value_t = SearchMethod::Awt)]
     pub method: SearchMethod,
+    /// Fraction of weights kept, in (0, 1].
     #[arg(long)]
-    pub density: f64,
+    pub density: awt_runs::Density,
     /// The dense network at initialisation (the teacher).
     #[arg(long)]
     pub model: PathBuf,
@@ -104,7 +105,6 @@ impl TicketArgs {
             (None, None) => bail!("give the search length with --epochs or --steps"),
             (Some(_), Some(_)) => bail!("--epochs and --steps are exclusive"),
         };
-        crate::prune::check_density(self.density)?;
         let cfg = SearchConfig {
             method,
             density: self.density,

@@ -1,5 +1,6 @@
 //! From scores to masks: density allocation and exact top-k selection.
 
+use awt_runs::Density;
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
@@ -54,10 +55,10 @@ impl std::str::FromStr for Allocation {
 /// Per-layer densities for [`Allocation::Uniform`] and [`Allocation::Erk`] (global has none a priori).
 pub fn layer_densities(
     shapes: &BTreeMap<String, Vec<usize>>,
-    density: f64,
+    density: Density,
     alloc: Allocation,
 ) -> Result<BTreeMap<String, f64>, PruneError> {
-    check_density(density)?;
+    let density = density.get();
     match alloc {
         Allocation::Uniform | Allocation::Global => Ok(shapes.keys().map(|k| (k.clone(), density)).collect()),
         Allocation::Erk => {
@@ -91,13 +92,6 @@ pub fn layer_densities(
     }
 }
 
-fn check_density(d: f64) -> Result<(), PruneError> {
-    if !(d.is_finite() && d > 0.0 && d <= 1.0) {
-        return Err(invalid(format!("density must be in (0, 1], got {d}")));
-    }
-    Ok(())
-}
-
 /// Indices of the `keep` largest entries of `v`; ties go to the lower index.
 fn top_k(v: &[f64], keep: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
@@ -115,8 +109,7 @@ fn mask_from(n: usize, keep: &[usize], like: &Tensor) -> Result<Tensor, PruneErr
 }
 
 /// Masks keeping the highest `scores` at `density` under `alloc`. NaN scores are an error.
-pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation) -> Result<Masks, PruneError> {
-    check_density(density)?;
+pub fn select(scores: &BTreeMap<String, Tensor>, density: Density, alloc: Allocation) -> Result<Masks, PruneError> {
     if scores.is_empty() {
         return Err(invalid("no weights to prune"));
     }
@@ -136,7 +129,7 @@ pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation
                 .enumerate()
                 .flat_map(|(l, v)| v.iter().enumerate().map(move |(i, &s)| (s, l, i)))
                 .collect();
-            let keep = (density * all.len() as f64).round() as usize;
+            let keep = (density.get() * all.len() as f64).round() as usize;
             let scores_only: Vec<f64> = all.iter().map(|t| t.0).collect();
             let kept = top_k(&scores_only, keep);
             let mut per: Vec<Vec<usize>> = vec![Vec::new(); flat.len()];
@@ -177,14 +170,14 @@ pub fn select(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation
 /// `alloc`. With no `dense` layer this is [`select`] exactly.
 pub fn select_keeping(
     scores: &BTreeMap<String, Tensor>,
-    density: f64,
+    density: Density,
     alloc: Allocation,
     dense: &[String],
 ) -> Result<Masks, PruneError> {
     if dense.is_empty() {
         return select(scores, density, alloc);
     }
-    check_density(density)?;
+    let density = density.get();
     if let Some(k) = dense.iter().find(|k| !scores.contains_key(*k)) {
         return Err(invalid(format!("layer `{k}` to keep dense is not among the pruned weights")));
     }
@@ -202,7 +195,9 @@ pub fn select_keeping(
             dense.join(", ")
         )));
     }
-    let mut masks = select(&rest, (budget as f64 / rest_total as f64).min(1.0), alloc)?;
+    let rest_density =
+        Density::new((budget as f64 / rest_total as f64).min(1.0)).map_err(|e| invalid(e.to_string()))?;
+    let mut masks = select(&rest, rest_density, alloc)?;
     for k in dense {
         masks.insert(k.clone(), scores[k].ones_like()?);
     }

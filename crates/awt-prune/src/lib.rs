@@ -21,7 +21,7 @@
 //! use candle_core::{Device, Tensor};
 //! let w = Tensor::new(&[[0.3f32, -0.9, 0.1], [0.5, -0.2, 0.8]], &Device::Cpu).unwrap();
 //! let weights = BTreeMap::from([("fc1.weight".to_string(), w)]);
-//! let masks = select(&scores::magnitude(&weights).unwrap(), 0.5, Allocation::Uniform).unwrap();
+//! let masks = select(&scores::magnitude(&weights).unwrap(), awt_runs::Density::new(0.5).unwrap(), Allocation::Uniform).unwrap();
 //! assert_eq!(masks["fc1.weight"].to_vec2::<f32>().unwrap(), vec![vec![0.0, 1.0, 0.0], vec![1.0, 0.0, 1.0]]);
 //! ```
 

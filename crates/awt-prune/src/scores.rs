@@ -1,5 +1,6 @@
 //! Pruning scores at initialisation. Higher score = more important = kept.
 
+use awt_runs::Density;
 use std::collections::BTreeMap;
 
 use awt_base::{Rng, Stage, Weighted};
@@ -102,7 +103,7 @@ pub fn grasp(
 pub fn synflow(
     stages: &[Stage],
     input_shape: &[usize],
-    density: f64,
+    density: Density,
     alloc: Allocation,
     rounds: usize,
     dense: &[String],
@@ -147,7 +148,7 @@ pub fn synflow(
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.mul(&masks[k])?)))
             .collect::<candle_core::Result<_>>()?;
-        let d = density.powf(r as f64 / rounds as f64);
+        let d = Density::new(density.get().powf(r as f64 / rounds as f64)).expect("a power in (0, 1] of a density");
         masks = crate::select_keeping(&scores, d, alloc, dense)?;
     }
     Ok(masks)

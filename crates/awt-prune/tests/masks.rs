@@ -7,6 +7,11 @@ use awt_nets::{Arch, Init, Net};
 use awt_prune::{Allocation, layer_densities, scores, select, select_keeping};
 use candle_core::{DType, Device, Tensor, Var};
 
+/// The density `x`.
+fn d(x: f64) -> awt_runs::Density {
+    awt_runs::Density::new(x).unwrap()
+}
+
 fn weights(net: &Net) -> BTreeMap<String, Tensor> {
     net.weight_names().into_iter().map(|k| (k.clone(), net.param(&k).unwrap().as_tensor().clone())).collect()
 }
@@ -17,7 +22,7 @@ fn vals(t: &Tensor) -> Vec<f64> {
 
 /// Every mask is 0/1 with its weight's shape; each layer keeps round(d·n); kept ≥ pruned.
 fn check_masks(scores: &BTreeMap<String, Tensor>, density: f64, alloc: Allocation) {
-    let masks = select(scores, density, alloc).unwrap();
+    let masks = select(scores, d(density), alloc).unwrap();
     assert_eq!(masks.keys().collect::<Vec<_>>(), scores.keys().collect::<Vec<_>>());
     let total: usize = scores.values().map(|s| s.elem_count()).sum();
     let mut kept_all = 0;
@@ -75,22 +80,23 @@ fn selection_is_exact_for_every_allocation() {
 #[test]
 fn ties_are_broken_by_lower_index_and_bad_densities_are_refused() {
     let s = BTreeMap::from([("a.weight".to_string(), Tensor::ones((2, 5), DType::F32, &Device::Cpu).unwrap())]);
-    let m = select(&s, 0.3, Allocation::Uniform).unwrap();
+    let m = select(&s, d(0.3), Allocation::Uniform).unwrap();
     assert_eq!(vals(&m["a.weight"]), vec![1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
-    for d in [0.0, -0.1, 1.5, f64::NAN] {
-        assert!(select(&s, d, Allocation::Uniform).unwrap_err().to_string().contains("density"), "{d}");
+    // A density out of (0, 1] cannot be made: `select` takes an `awt_runs::Density`.
+    for bad in [0.0, -0.1, 1.5, f64::NAN] {
+        assert!(awt_runs::Density::new(bad).unwrap_err().to_string().contains("density"), "{bad}");
     }
     // A density that keeps no weight of a layer is an error naming the layer.
-    let e = select(&s, 0.01, Allocation::Uniform).unwrap_err().to_string();
+    let e = select(&s, d(0.01), Allocation::Uniform).unwrap_err().to_string();
     assert!(e.contains("a.weight") && e.contains("empty"), "{e}");
     let nan = BTreeMap::from([("b.weight".to_string(), Tensor::new(&[1.0f32, f32::NAN], &Device::Cpu).unwrap())]);
-    assert!(select(&nan, 0.5, Allocation::Uniform).unwrap_err().to_string().contains("NaN"));
+    assert!(select(&nan, d(0.5), Allocation::Uniform).unwrap_err().to_string().contains("NaN"));
 }
 
 #[test]
 fn erk_densities_favour_small_layers_and_meet_the_budget() {
     let shapes = BTreeMap::from([("big".to_string(), vec![300, 784]), ("small".to_string(), vec![10, 100])]);
-    let d = layer_densities(&shapes, 0.05, Allocation::Erk).unwrap();
+    let d = layer_densities(&shapes, d(0.05), Allocation::Erk).unwrap();
     assert!(d["small"] > d["big"] && d["small"] <= 1.0);
     let kept = d["big"] * 235200.0 + d["small"] * 1000.0;
     assert!((kept - 0.05 * 236200.0).abs() < 1e-6);
@@ -159,8 +165,8 @@ fn grasp_hessian_gradient_product_is_exact_on_a_quadratic() {
 #[test]
 fn synflow_reaches_the_density_without_emptying_layers_and_is_deterministic() {
     let net = Net::init(&Arch::Lenet5Caffe, Init::KaimingUniform, 2, DType::F32, &Device::Cpu).unwrap();
-    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20, &[]).unwrap();
-    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], 0.05, Allocation::Uniform, 20, &[]).unwrap();
+    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], d(0.05), Allocation::Uniform, 20, &[]).unwrap();
+    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], d(0.05), Allocation::Uniform, 20, &[]).unwrap();
     for (k, m) in &a {
         assert_eq!(vals(m), vals(&b[k]));
     }
@@ -181,7 +187,7 @@ fn output_layer_kept_dense_counts_in_the_density() {
     assert_eq!(out, "fc3.weight");
     let kept = |m: &BTreeMap<String, Tensor>, k: &str| vals(&m[k]).iter().filter(|&&x| x == 1.0).count();
     for alloc in [Allocation::Uniform, Allocation::Global] {
-        let m = select_keeping(&sc, 0.02, alloc, std::slice::from_ref(&out)).unwrap();
+        let m = select_keeping(&sc, d(0.02), alloc, std::slice::from_ref(&out)).unwrap();
         assert_eq!(kept(&m, "fc3.weight"), 1000);
         let all: usize = m.keys().map(|k| kept(&m, k)).sum();
         assert!(all.abs_diff(5324) <= 2, "{alloc:?}: {all} kept of 5,324");
@@ -194,13 +200,13 @@ fn output_layer_kept_dense_counts_in_the_density() {
             assert_eq!(kept(&m, "fc2.weight"), (d * 30_000.0_f64).round() as usize);
         }
     }
-    let plain = select(&sc, 0.05, Allocation::Uniform).unwrap();
-    let same = select_keeping(&sc, 0.05, Allocation::Uniform, &[]).unwrap();
+    let plain = select(&sc, d(0.05), Allocation::Uniform).unwrap();
+    let same = select_keeping(&sc, d(0.05), Allocation::Uniform, &[]).unwrap();
     for k in plain.keys() {
         assert_eq!(vals(&plain[k]), vals(&same[k]));
     }
-    let e = select_keeping(&sc, 0.003, Allocation::Uniform, std::slice::from_ref(&out)).unwrap_err().to_string();
+    let e = select_keeping(&sc, d(0.003), Allocation::Uniform, std::slice::from_ref(&out)).unwrap_err().to_string();
     assert!(e.contains("no more than the 1000 of the layers kept dense (fc3.weight)"), "{e}");
-    let e = select_keeping(&sc, 0.05, Allocation::Uniform, &["fc9.weight".into()]).unwrap_err().to_string();
+    let e = select_keeping(&sc, d(0.05), Allocation::Uniform, &["fc9.weight".into()]).unwrap_err().to_string();
     assert!(e.contains("`fc9.weight` to keep dense is not among the pruned weights"), "{e}");
 }

@@ -1,6 +1,7 @@
 //! Every option of the NTT / AWT search, with method.md's defaults, checked once.
 
 use crate::error::SearchError;
+use awt_runs::Density;
 
 /// Which search.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub struct SearchConfig {
     /// NTT or AWT.
     pub method: Method,
     /// Target density per layer.
-    pub density: f64,
+    pub density: Density,
     /// Optimiser steps.
     pub steps: usize,
     /// Minibatch size (split into two halves for the kernel).
@@ -80,7 +81,7 @@ pub struct SearchConfig {
 
 impl SearchConfig {
     /// method.md's defaults for `method` at `density` (MNIST-size MLP settings of NTT's code).
-    pub fn defaults(method: Method, density: f64) -> SearchConfig {
+    pub fn defaults(method: Method, density: Density) -> SearchConfig {
         SearchConfig {
             method,
             density,
@@ -109,9 +110,6 @@ impl SearchConfig {
 
     fn check(&self) -> Result<(), SearchError> {
         let bad = |s: String| Err(SearchError::Invalid(s));
-        if !(self.density > 0.0 && self.density <= 1.0) {
-            return bad(format!("density must be in (0, 1], got {}", self.density));
-        }
         if self.steps == 0 {
             return bad("steps must be ≥ 1".into());
         }

@@ -7,6 +7,7 @@
 //! `m + s − stopgrad(s)`. Training reuses `awt-train` unchanged: the scores are the trained
 //! parameters and the scored network is just another `Classifier`.
 
+use awt_runs::Density;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
@@ -23,7 +24,7 @@ use crate::error::SearchError;
 struct Scored<'a> {
     net: &'a Net,
     scores: BTreeMap<String, Var>,
-    density: f64,
+    density: Density,
     keep_dense: &'a [String],
     masks: RefCell<BTreeMap<String, Tensor>>,
 }
@@ -80,7 +81,7 @@ impl Hooks for Refresh<'_, '_> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HydraConfig {
     /// Target density per layer.
-    pub density: f64,
+    pub density: Density,
     /// Epochs of score optimisation.
     pub epochs: usize,
     /// Score learning rate (SGD with momentum 0.9, cosine schedule; HYDRA uses 0.1).

@@ -25,7 +25,8 @@
 //! let ds = awt_data::load("fashion-mnist-mini", &awt_data::LoadOptions::offline_embedded_only())?;
 //! let init = awt_nets::Net::init(&awt_nets::Arch::Lenet300100, awt_nets::Init::KaimingUniform, 0,
 //!     candle_core::DType::F32, &candle_core::Device::Cpu)?;
-//! let cfg = SearchConfig { steps: 400, lambda_ker: 1.0, lr: 5e-3, ..SearchConfig::defaults(Method::Awt, 0.05) }
+//! let density = awt_runs::Density::new(0.05).unwrap();
+//! let cfg = SearchConfig { steps: 400, lambda_ker: 1.0, lr: 5e-3, ..SearchConfig::defaults(Method::Awt, density) }
 //!     .validate()?;
 //! let ticket = search(&init, &ds.train, &cfg, &mut |log| eprintln!("{log:?}"))?;
 //! awt_nets::save(&ticket.net, std::path::Path::new("awt-0.05.safetensors"))?;

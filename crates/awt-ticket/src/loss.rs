@@ -54,7 +54,7 @@ pub fn loss_terms(
         };
         l2 = (l2 + w.sqr()?.sum_all()?)?;
     }
-    let l2_term = (l2 * (cfg.lambda_l2 / cfg.density))?;
+    let l2_term = (l2 * (cfg.lambda_l2 / cfg.density.get()))?;
     Ok(LossTerms { kernel_term, output_term, l2_term, ks, kt, fs, ft })
 }
 

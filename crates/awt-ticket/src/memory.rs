@@ -43,7 +43,10 @@ mod tests {
 
     #[test]
     fn the_estimate_grows_with_the_batch_and_the_net() {
-        let cfg = |batch| SearchConfig { batch, ..SearchConfig::defaults(Method::Awt, 0.05) };
+        let cfg = |batch| SearchConfig {
+            batch,
+            ..SearchConfig::defaults(Method::Awt, awt_runs::Density::new(0.05).unwrap())
+        };
         let mlp = memory_estimate(&Arch::Lenet300100, &cfg(64), 4);
         let lenet5 = memory_estimate(&Arch::Lenet5Caffe, &cfg(64), 4);
         // LeNet-5 at batch 64 peaked at 452 MB of resident memory (dataset included), at 256 at 1.35 GB.

@@ -1,5 +1,6 @@
 //! The search loop: teacher and student, per-batch loss, Adam, mask re-selection, and the ticket.
 
+use awt_runs::Density;
 use std::collections::BTreeMap;
 
 use awt_attack::Pgd;
@@ -31,7 +32,7 @@ pub struct Ticket {
 
 fn layerwise_magnitude(
     net: &Net,
-    density: f64,
+    density: Density,
     keep_dense: &[String],
 ) -> Result<BTreeMap<String, Tensor>, SearchError> {
     let w: BTreeMap<String, Tensor> =

@@ -130,7 +130,7 @@ method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
         for method in ["ntt", "awt"] {
             for &d in &spec.densities {
                 let _ = writeln!(md, "### {} at density {d}\n", method.to_uppercase());
-                let c: Vec<Candidate> = candidates(&spec, &recs, method, d)
+                let c: Vec<Candidate> = candidates(&spec, &recs, method, d.get())
                     .into_iter()
                     .filter(|x| !x.variant.ends_with("-rewind"))
                     .collect();
