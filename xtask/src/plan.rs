@@ -26,43 +26,9 @@ pub(crate) type Recorded<'a> = &'a dyn Fn(&str, &str) -> Option<f64>;
 /// The runs of `spec` on `data`, in grid order (seeds, then methods, then densities), under `base`.
 /// An ablation's `follow_up_seeds` join once `recorded` shows it beating its plain method.
 pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -> Result<Vec<Run>> {
-    let table = |k: &str| -> Result<String> {
-        spec.raw.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("spec has no `{k}`"))
-    };
-    let mut settings = format!(
-        "data={data} train={} search={} prune={} eval={}",
-        table("train")?,
-        table("search")?,
-        table("prune")?,
-        table("eval")?
-    );
-    if let Some(n) = spec.validation {
-        settings += &format!(" validation={n}");
-    }
-    if let Some(o) = &spec.output_layer {
-        settings += &format!(" output_layer={o}");
-    }
-    // Optional tables join the hash only when present, so older presets keep their run names.
-    for key in ["init", "dynamics"] {
-        if let Some(t) = spec.raw.get(key) {
-            settings += &format!(" {key}={t}");
-        }
-    }
+    let settings = shared_settings(spec, data)?;
     let canonical = |arch: &str, method: &str, density: Density, seed: u64, flags: &[(String, String)]| {
-        let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
-        // A method's own table shapes its runs (study v2 presets hash it; earlier ones did not).
-        let own = match (spec.hash_method_tables, method) {
-            (true, "imp-at") => spec.raw.get("imp").map(|t| format!(" imp={t}")).unwrap_or_default(),
-            (true, "hydra") => spec.raw.get("hydra").map(|t| format!(" hydra={t}")).unwrap_or_default(),
-            _ => String::new(),
-        };
-        format!("arch={arch} method={method} density={density} seed={seed} {settings}{own}{extra}")
-    };
-    let ablation_flags = |ab: &crate::spec::Ablation| -> Vec<(String, String)> {
-        ab.flags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect()
+        canonical_text(spec, &settings, RunKey { arch, method, density, seed }, flags)
     };
     // Does the ablation beat its plain method at its first seed (both recorded)?
     let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: Density| -> bool {
@@ -120,7 +86,69 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
             }
         }
     }
-    // A rewound-weights search's twin: same network, method, density, seed and flags but `weights`.
+    link_twins(&mut runs);
+    if spec.dynamics.is_some() {
+        link_dense(&mut runs);
+    }
+    Ok(runs)
+}
+
+/// The settings every run of the grid shares, as the canonical text its hash covers.
+fn shared_settings(spec: &Spec, data: &str) -> Result<String> {
+    let table = |k: &str| -> Result<String> {
+        spec.raw.get(k).map(|v| v.to_string()).ok_or_else(|| anyhow::anyhow!("spec has no `{k}`"))
+    };
+    let mut settings = format!(
+        "data={data} train={} search={} prune={} eval={}",
+        table("train")?,
+        table("search")?,
+        table("prune")?,
+        table("eval")?
+    );
+    if let Some(n) = spec.validation {
+        settings += &format!(" validation={n}");
+    }
+    if let Some(o) = &spec.output_layer {
+        settings += &format!(" output_layer={o}");
+    }
+    // Optional tables join the hash only when present, so older presets keep their run names.
+    for key in ["init", "dynamics"] {
+        if let Some(t) = spec.raw.get(key) {
+            settings += &format!(" {key}={t}");
+        }
+    }
+    Ok(settings)
+}
+
+/// What names one run of a grid.
+struct RunKey<'a> {
+    arch: &'a str,
+    method: &'a str,
+    density: Density,
+    seed: u64,
+}
+
+/// Every setting that shapes a run, as text: its hash names the run's folder.
+fn canonical_text(spec: &Spec, settings: &str, k: RunKey, flags: &[(String, String)]) -> String {
+    let RunKey { arch, method, density, seed } = k;
+    let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    // A method's own table shapes its runs (study v2 presets hash it; earlier ones did not).
+    let own = match (spec.hash_method_tables, method) {
+        (true, "imp-at") => spec.raw.get("imp").map(|t| format!(" imp={t}")).unwrap_or_default(),
+        (true, "hydra") => spec.raw.get("hydra").map(|t| format!(" hydra={t}")).unwrap_or_default(),
+        _ => String::new(),
+    };
+    format!("arch={arch} method={method} density={density} seed={seed} {settings}{own}{extra}")
+}
+
+/// An ablation's flags as (name without dashes, value).
+fn ablation_flags(ab: &crate::spec::Ablation) -> Vec<(String, String)> {
+    ab.flags.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect()
+}
+
+/// A rewound-weights search's twin: same network, method, density, seed and flags but `weights`; its
+/// folder becomes the run's `rewind_from`.
+fn link_twins(runs: &mut [Run]) {
     let twins: Vec<(usize, PathBuf)> = runs
         .iter()
         .enumerate()
@@ -138,14 +166,15 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     for (i, dir) in twins {
         runs[i].rewind_from = Some(dir);
     }
-    if spec.dynamics.is_some() {
-        let dense: Vec<(String, u64, PathBuf)> =
-            runs.iter().filter(|r| r.method.is_dense()).map(|r| (r.arch.clone(), r.seed, r.dir.clone())).collect();
-        for r in runs.iter_mut().filter(|r| !r.method.is_dense()) {
-            r.dense_dir = dense.iter().find(|(a, s, _)| *a == r.arch && *s == r.seed).map(|(_, _, d)| d.clone());
-        }
+}
+
+/// With `[dynamics]`: each sparse run's dense run of the same network and seed.
+fn link_dense(runs: &mut [Run]) {
+    let dense: Vec<(String, u64, PathBuf)> =
+        runs.iter().filter(|r| r.method.is_dense()).map(|r| (r.arch.clone(), r.seed, r.dir.clone())).collect();
+    for r in runs.iter_mut().filter(|r| !r.method.is_dense()) {
+        r.dense_dir = dense.iter().find(|(a, s, _)| *a == r.arch && *s == r.seed).map(|(_, _, d)| d.clone());
     }
-    Ok(runs)
 }
 
 /// The steps of `run`, in order; the last is the evaluation.

@@ -127,7 +127,19 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     let raw: toml::Table = text.parse().with_context(|| format!("{}: not valid TOML", p.display()))?;
     let mut spec: Spec = toml::from_str(text).with_context(|| format!("{}", p.display()))?;
     spec.raw = raw;
-    // A repeated entry would run once but count twice (two "seeds" giving a zero-width interval).
+    no_repeats(&spec, p)?;
+    if spec.name != preset {
+        bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
+    }
+    check_methods(&spec, p)?;
+    check_more_seeds(&spec, p)?;
+    check_tables(&spec, p)?;
+    Ok(spec)
+}
+
+/// No grid entry, ablation name or seed listed twice: a repeated entry would run once but count
+/// twice (two "seeds" giving a zero-width interval).
+fn no_repeats(spec: &Spec, p: &Path) -> Result<()> {
     fn repeated<T: PartialEq + std::fmt::Display>(v: &[T]) -> Option<&T> {
         v.iter().enumerate().find(|(i, x)| v[..*i].contains(x)).map(|(_, x)| x)
     }
@@ -154,9 +166,12 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     if let Some(d) = repeated(&more) {
         bail!("{}: [[more_seeds]] lists seed {d} twice", p.display());
     }
-    if spec.name != preset {
-        bail!("{}: `name = \"{}\"` differs from the file's preset name `{preset}`", p.display(), spec.name);
-    }
+    Ok(())
+}
+
+/// Every method is one, with the tables it needs; every ablation names a method, densities it can
+/// have and only the flags its method takes.
+fn check_methods(spec: &Spec, p: &Path) -> Result<()> {
     for m in &spec.methods {
         if let Err(e) = m.parse::<Method>() {
             bail!("{}: {e}", p.display());
@@ -194,6 +209,14 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
             }
         }
     }
+    if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
+        bail!("{}: method hydra needs a [hydra] table", p.display());
+    }
+    Ok(())
+}
+
+/// `[[more_seeds]]` adds seeds the grid lacks, for methods it has (the dense one with `[dynamics]`).
+fn check_more_seeds(spec: &Spec, p: &Path) -> Result<()> {
     for more in &spec.more_seeds {
         if let Some(m) = more.methods.iter().find(|m| !spec.methods.contains(m)) {
             bail!(
@@ -218,6 +241,12 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
     if spec.dynamics.is_some() && !spec.methods.iter().any(|m| m == "dense") {
         bail!("{}: [dynamics] compares each run with the dense run of its seed: list method dense", p.display());
     }
+    Ok(())
+}
+
+/// The settings tables agree with each other: AutoAttack's subset, allocations, the output-layer
+/// rule, the evaluated split.
+fn check_tables(spec: &Spec, p: &Path) -> Result<()> {
     if let Some(k) = spec.eval.autoattack_n {
         if !spec.eval.autoattack {
             bail!("{}: [eval] autoattack_n is set but autoattack is not", p.display());
@@ -246,10 +275,7 @@ pub(crate) fn parse(text: &str, p: &Path, preset: &str) -> Result<Spec> {
         }
         (Some(other), _) => bail!("{}: [eval] split = \"{other}\": expected \"test\" or \"validation\"", p.display()),
     }
-    if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
-        bail!("{}: method hydra needs a [hydra] table", p.display());
-    }
-    Ok(spec)
+    Ok(())
 }
 
 /// Every method a preset may list, in the order reports show them (`awt_runs::Method::ALL`).
