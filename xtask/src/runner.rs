@@ -97,12 +97,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     }
     let total = runs.len();
     if total == 0 {
-        let why = match (&o.only, o.shard) {
-            (Some(names), _) => format!("--only {names} names no run of the grid (`--list` prints every run's name)"),
-            (None, Some((i, n))) => format!("--shard {i}/{n} holds none of the grid's runs"),
-            (None, None) => "the grid is empty".to_string(),
-        };
-        bail!("reproduce {}: nothing to run: {why}", o.preset);
+        bail!("reproduce {}: nothing to run: {}", o.preset, nothing_to_run(o));
     }
     eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
     // Only ablations with follow-up seeds can make a record change the plan.
@@ -113,49 +108,95 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None };
     let started = Instant::now();
+    let grid = Grid {
+        o,
+        spec: &spec,
+        awt: &awt,
+        data: &data,
+        threads,
+        queue: &queue,
+        errors: &errors,
+        started,
+        replans,
+        plan: &plan,
+    };
     std::thread::scope(|sc| {
         for _ in 0..o.jobs {
-            sc.spawn(|| {
-                loop {
-                    let (next, rest) = {
-                        let mut q = queue.lock().expect("queue");
-                        let elapsed = started.elapsed().as_secs_f64();
-                        (q.next_where(|r| fits(o, r, elapsed)), q.untaken())
-                    };
-                    let Some((k, n, run)) = next else {
-                        if !rest.is_empty() {
-                            eprintln!(
-                                "      a worker stops: none of the {} runs not yet started is expected to finish within --within",
-                                rest.len()
-                            );
-                        }
-                        break;
-                    };
-                    let place = Place { k, n, rest, started };
-                    if let Err(e) = one(&awt, &run, &spec, &data, threads, o, &place) {
-                        // Said at once (a long grid goes on with its other runs), and again at the end.
-                        eprintln!("[{:>3}/{n}] {} — FAILED: {e:#}", k + 1, run.name);
-                        errors.lock().expect("errors").push(format!("{e:#}"));
-                    } else if replans {
-                        let mut q = queue.lock().expect("queue");
-                        match plan() {
-                            Ok(fresh) => {
-                                for name in q.replan(fresh) {
-                                    eprintln!("{name} joins the plan: an ablation it follows up beat its plain method");
-                                }
-                            }
-                            Err(e) => errors.lock().expect("errors").push(format!("re-planning: {e:#}")),
-                        }
-                    }
-                }
-            });
+            sc.spawn(|| work(&grid));
         }
     });
     let errors = errors.into_inner().expect("errors");
     if !errors.is_empty() {
         bail!("{} run(s) failed:\n{}", errors.len(), errors.join("\n"));
     }
-    let queue = queue.into_inner().expect("queue");
+    Ok(finished(queue.into_inner().expect("queue"), started))
+}
+
+/// Why a grid has no run to start.
+fn nothing_to_run(o: &Opts) -> String {
+    match (&o.only, o.shard) {
+        (Some(names), _) => format!("--only {names} names no run of the grid (`--list` prints every run's name)"),
+        (None, Some((i, n))) => format!("--shard {i}/{n} holds none of the grid's runs"),
+        (None, None) => "the grid is empty".to_string(),
+    }
+}
+
+/// What every worker of one grid shares.
+struct Grid<'a> {
+    o: &'a Opts,
+    spec: &'a Spec,
+    awt: &'a Path,
+    data: &'a str,
+    threads: Option<usize>,
+    queue: &'a Mutex<queue::Queue>,
+    errors: &'a Mutex<Vec<String>>,
+    started: Instant,
+    /// Whether a finished run can change the plan (ablations with follow-up seeds).
+    replans: bool,
+    /// The plan from the current records.
+    plan: &'a (dyn Fn() -> Result<Vec<Run>> + Sync),
+}
+
+/// One worker: takes the next run that fits, runs it, and re-plans after it where a record can
+/// change the plan; stops when no run is left (or none fits `--within`).
+fn work(g: &Grid) {
+    let (o, started) = (g.o, g.started);
+    loop {
+        let (next, rest) = {
+            let mut q = g.queue.lock().expect("queue");
+            let elapsed = started.elapsed().as_secs_f64();
+            (q.next_where(|r| fits(o, r, elapsed)), q.untaken())
+        };
+        let Some((k, n, run)) = next else {
+            if !rest.is_empty() {
+                eprintln!(
+                    "      a worker stops: none of the {} runs not yet started is expected to finish within --within",
+                    rest.len()
+                );
+            }
+            break;
+        };
+        let place = Place { k, n, rest, started };
+        if let Err(e) = one(g.awt, &run, g.spec, g.data, g.threads, o, &place) {
+            // Said at once (a long grid goes on with its other runs), and again at the end.
+            eprintln!("[{:>3}/{n}] {} — FAILED: {e:#}", k + 1, run.name);
+            g.errors.lock().expect("errors").push(format!("{e:#}"));
+        } else if g.replans {
+            let mut q = g.queue.lock().expect("queue");
+            match (g.plan)() {
+                Ok(fresh) => {
+                    for name in q.replan(fresh) {
+                        eprintln!("{name} joins the plan: an ablation it follows up beat its plain method");
+                    }
+                }
+                Err(e) => g.errors.lock().expect("errors").push(format!("re-planning: {e:#}")),
+            }
+        }
+    }
+}
+
+/// Says how the sitting ended; returns the plan.
+fn finished(queue: queue::Queue, started: Instant) -> Vec<Run> {
     let left = queue.untaken().len();
     let runs = queue.into_plan();
     let secs = started.elapsed().as_secs_f64();
@@ -168,7 +209,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
             runs.len()
         );
     }
-    Ok(runs)
+    runs
 }
 
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).

@@ -64,6 +64,24 @@ pub(super) fn ntt_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
 against 93.78 % and 93.15 % for a random sparse net: NTT about 3 points above random. There is no MNIST on this machine, \
 so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the expectation is the sign and rough size of the gap.\n\n";
     let d = ntt_density(recs);
+    md += &accuracy_table(recs, d)?;
+    md += &cut_off_finding(recs, d);
+    md += &comparisons(recs, d)?;
+    // What the search did: the distances it closed and the masks it moved.
+    let ntt: Vec<&Rec> = recs.iter().filter(|r| r.variant() == "ntt" && !r.search.is_empty()).collect();
+    md += &search_table(&ntt, fig_dir)?;
+    md += "**Finding.** ";
+    md += &ntt_verdict(recs, d);
+    md += &sign_count(recs, d);
+    md += &search_finding(&ntt);
+    md += "\n\n";
+    md += &compute(recs);
+    Ok(md)
+}
+
+/// Clean accuracy per seed of each method at density `d`, cut-off classes noted.
+fn accuracy_table(recs: &[Rec], d: f64) -> Result<String> {
+    let mut md = String::new();
     let methods = ["dense", "random", "magnitude", "ntt"];
     md += "| method | seeds | clean test accuracy per seed (%) | mean ± sd |\n|---|---|---|---|\n";
     for m in methods {
@@ -82,7 +100,22 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
             .collect();
         writeln!(md, "| {m} | {} | {} | {} |", v.len(), per.join(", "), summary(&values(&v)).pct())?;
     }
-    md += &cut_off_finding(recs, d);
+    Ok(md)
+}
+
+/// Seeds of `m` at density `d` where its ticket keeps every class (the dense net: all).
+fn whole(recs: &[Rec], m: &str, d: f64) -> Vec<(u64, f64)> {
+    by_seed(recs, m, d, |r| r.measure(Measure::Clean))
+        .into_iter()
+        .filter(|(seed, _)| m == "dense" || cut_classes(recs, m, d, *seed).is_empty())
+        .collect()
+}
+
+/// The paired comparisons of clean accuracy, then the same without the seeds where either ticket
+/// cuts a class off: what is left of the gap once that structural effect is set aside (only where
+/// mask records exist).
+fn comparisons(recs: &[Rec], d: f64) -> Result<String> {
+    let mut md = String::new();
     md += "| comparison (clean accuracy) | paired seeds | difference, points [95 % CI] | verdict on \"first above second\" |\n|---|---|---|---|\n";
     for (a, b) in [("ntt", "random"), ("ntt", "magnitude"), ("magnitude", "random"), ("ntt", "dense")] {
         let s = paired(
@@ -91,17 +124,9 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
         );
         writeln!(md, "| {a} − {b} | {} | {} | {} |", s.n, s.pct_ci(), above(&s))?;
     }
-    // The same without the seeds where either ticket cuts a class off: what is left of the gap
-    // once that structural effect is set aside (only where mask records exist).
-    let whole = |m: &str| {
-        by_seed(recs, m, d, |r| r.measure(Measure::Clean))
-            .into_iter()
-            .filter(|(seed, _)| m == "dense" || cut_classes(recs, m, d, *seed).is_empty())
-            .collect::<Vec<_>>()
-    };
     if recs.iter().any(|r| r.mask.is_some()) {
         for (a, b) in [("ntt", "random"), ("ntt", "magnitude")] {
-            let s = paired(&whole(a), &whole(b));
+            let s = paired(&whole(recs, a, d), &whole(recs, b, d));
             writeln!(
                 md,
                 "| {a} − {b}, seeds where both keep every class | {} | {} | {} |",
@@ -111,13 +136,17 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
             )?;
         }
     }
-    // What the search did: the distances it closed and the masks it moved.
-    let ntt: Vec<&Rec> = recs.iter().filter(|r| r.variant() == "ntt" && !r.search.is_empty()).collect();
+    Ok(md)
+}
+
+/// Each NTT search's distances and mask moves, and its kernel distance over the steps as a figure.
+fn search_table(ntt: &[&Rec], fig_dir: &Path) -> Result<String> {
+    let mut md = String::new();
     if !ntt.is_empty() {
         md += "\nWhat the NTT search did (on its training batches; the kernel is the empirical NTK between the batch's two halves):\n\n";
         md += "| seed | kernel distance, first → last step | output distance, first → last | mask re-selections that changed it | weights changed at the first → last re-selection |\n|---|---|---|---|---|\n";
         let mut series = Vec::new();
-        for r in &ntt {
+        for r in ntt {
             let (f, l) = (&r.search[0], &r.search[r.search.len() - 1]);
             let (changes, moved) = search::mask_moves(r);
             writeln!(
@@ -142,32 +171,31 @@ so the same recipe runs on Fashion-MNIST, where every accuracy is lower; the exp
         write_figure(fig_dir, f, &fig, &series)?;
         writeln!(md, "\n![NTT search](figures/{f})\n")?;
     }
-    md += "**Finding.** ";
-    md += &ntt_verdict(recs, d);
-    // How often NTT is above random seed by seed: the sign, whatever the spread.
+    Ok(md)
+}
+
+/// How often NTT is above random seed by seed: the sign, whatever the spread.
+fn sign_count(recs: &[Rec], d: f64) -> String {
     let (nr, rr) = (
         by_seed(recs, "ntt", d, |r| r.measure(Measure::Clean)),
         by_seed(recs, "random", d, |r| r.measure(Measure::Clean)),
     );
     let pairs: Vec<f64> = nr.iter().filter_map(|(s, a)| rr.iter().find(|(t, _)| t == s).map(|(_, b)| a - b)).collect();
-    if pairs.len() > 1 {
-        let up = pairs.iter().filter(|x| **x > 0.0).count();
-        let chance = if up == pairs.len() {
-            format!(" (every seed by chance alone, if neither were better: probability {:.3})", 0.5f64.powi(up as i32))
-        } else {
-            String::new()
-        };
-        md += &format!(
-            " NTT is above random in {up} of {} seeds{chance}; over the seeds where both tickets keep every class, \
-NTT − random is {}.",
-            pairs.len(),
-            paired(&whole("ntt"), &whole("random")).pct_ci()
-        );
+    if pairs.len() < 2 {
+        return String::new();
     }
-    md += &search_finding(&ntt);
-    md += "\n\n";
-    md += &compute(recs);
-    Ok(md)
+    let up = pairs.iter().filter(|x| **x > 0.0).count();
+    let chance = if up == pairs.len() {
+        format!(" (every seed by chance alone, if neither were better: probability {:.3})", 0.5f64.powi(up as i32))
+    } else {
+        String::new()
+    };
+    format!(
+        " NTT is above random in {up} of {} seeds{chance}; over the seeds where both tickets keep every class, \
+NTT − random is {}.",
+        pairs.len(),
+        paired(&whole(recs, "ntt", d), &whole(recs, "random", d)).pct_ci()
+    )
 }
 
 /// What the records say about the search itself: did the distances fall, did the mask move, and
