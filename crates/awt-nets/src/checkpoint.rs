@@ -96,42 +96,13 @@ pub fn load_bytes(
     dtype: DType,
     device: &Device,
 ) -> Result<Loaded, CheckpointError> {
-    if looks_like_torch_save(bytes) {
-        return Err(err(
-            path,
-            "this is a PyTorch pickle/zip file (torch.save), which awt never unpickles; convert it with \
-             `python -c \"import torch; from safetensors.torch import save_file; \
-             save_file(torch.load('IN.pt', weights_only=True), 'OUT.safetensors')\"` and pass --arch",
-        ));
-    }
-    if bytes.len() < 8 {
-        return Err(err(
-            path,
-            format!("truncated: {} bytes, a safetensors file has at least an 8-byte header length", bytes.len()),
-        ));
-    }
+    refuse_non_safetensors(bytes, path)?;
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|x| err_from(path, "malformed or truncated safetensors file", x))?;
     let (_, md) = safetensors::SafeTensors::read_metadata(bytes).map_err(|x| err_from(path, "malformed header", x))?;
     let meta: BTreeMap<String, String> =
         md.metadata().as_ref().map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default();
-    let file_arch = match meta.get("arch") {
-        Some(a) => Some(a.parse::<Arch>().map_err(|x| err_from(path, "metadata `arch`", x))?),
-        None => None,
-    };
-    let (arch, foreign) = match (file_arch, arch) {
-        (Some(f), Some(a)) if &f != a => {
-            return Err(err(path, format!("the file is a `{f}` but `{a}` was requested")));
-        }
-        (Some(f), _) => (f, false),
-        (None, Some(a)) => (a.clone(), true),
-        (None, None) => {
-            return Err(err(
-                path,
-                "no `arch` in the metadata (a plain PyTorch state dict?): name the architecture with --arch",
-            ));
-        }
-    };
+    let (arch, foreign) = which_arch(meta.get("arch"), arch, path)?;
     let shapes: BTreeMap<String, Vec<usize>> = arch.param_shapes().into_iter().collect();
     let mut params = BTreeMap::new();
     let mut masks = BTreeMap::new();
@@ -145,33 +116,7 @@ pub fn load_bytes(
             extra.push(name.clone());
             continue;
         };
-        if view.shape() != shape.as_slice() {
-            return Err(err(path, format!("tensor `{name}` has shape {:?}, `{arch}` needs {shape:?}", view.shape())));
-        }
-        let t = candle_core::safetensors::Load::load(&view, device)
-            .and_then(|t| t.to_dtype(DType::F64))
-            .map_err(|x| err(path, format!("tensor `{name}`: cannot read {:?} data: {x}", view.dtype())))?;
-        let vals = t
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f64>())
-            .map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
-        if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
-            return Err(err(path, format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", vals[i])));
-        }
-        let t = t.to_dtype(dtype).map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
-        // Finite in the file is not enough: the values must stay finite in the dtype they are used in
-        // (1e300 is a finite f64 and an infinite f32).
-        let used = t
-            .flatten_all()
-            .and_then(|t| t.to_dtype(DType::F64))
-            .and_then(|t| t.to_vec1::<f64>())
-            .map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
-        if let Some(i) = used.iter().position(|v| !v.is_finite()) {
-            return Err(err(
-                path,
-                format!("tensor `{name}` holds {} at flat index {i}, which overflows {dtype:?}", vals[i]),
-            ));
-        }
+        let t = read_tensor(&view, &name, shape, &arch, path, dtype, device)?;
         if is_mask {
             masks.insert(target, t);
         } else {
@@ -195,4 +140,79 @@ pub fn load_bytes(
         net.meta.insert("source".into(), "foreign state dict".into());
     }
     Ok(Loaded { net, foreign })
+}
+
+/// A PyTorch pickle, or bytes too short to be a safetensors file, named for what they are.
+fn refuse_non_safetensors(bytes: &[u8], path: &Path) -> Result<(), CheckpointError> {
+    if looks_like_torch_save(bytes) {
+        return Err(err(
+            path,
+            "this is a PyTorch pickle/zip file (torch.save), which awt never unpickles; convert it with \
+             `python -c \"import torch; from safetensors.torch import save_file; \
+             save_file(torch.load('IN.pt', weights_only=True), 'OUT.safetensors')\"` and pass --arch",
+        ));
+    }
+    if bytes.len() < 8 {
+        return Err(err(
+            path,
+            format!("truncated: {} bytes, a safetensors file has at least an 8-byte header length", bytes.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// The architecture: the file's (which a requested one must equal), else the requested one for a
+/// foreign state dict (`true`).
+fn which_arch(file: Option<&String>, arch: Option<&Arch>, path: &Path) -> Result<(Arch, bool), CheckpointError> {
+    let file_arch = match file {
+        Some(a) => Some(a.parse::<Arch>().map_err(|x| err_from(path, "metadata `arch`", x))?),
+        None => None,
+    };
+    match (file_arch, arch) {
+        (Some(f), Some(a)) if &f != a => Err(err(path, format!("the file is a `{f}` but `{a}` was requested"))),
+        (Some(f), _) => Ok((f, false)),
+        (None, Some(a)) => Ok((a.clone(), true)),
+        (None, None) => {
+            Err(err(path, "no `arch` in the metadata (a plain PyTorch state dict?): name the architecture with --arch"))
+        }
+    }
+}
+
+/// One tensor of the file, of the `shape` `arch` needs, read into `dtype`; its values finite in the
+/// file and in `dtype`.
+fn read_tensor(
+    view: &safetensors::tensor::TensorView<'_>,
+    name: &str,
+    shape: &[usize],
+    arch: &Arch,
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+) -> Result<Tensor, CheckpointError> {
+    if view.shape() != shape {
+        return Err(err(path, format!("tensor `{name}` has shape {:?}, `{arch}` needs {shape:?}", view.shape())));
+    }
+    let t = candle_core::safetensors::Load::load(view, device)
+        .and_then(|t| t.to_dtype(DType::F64))
+        .map_err(|x| err(path, format!("tensor `{name}`: cannot read {:?} data: {x}", view.dtype())))?;
+    let vals =
+        t.flatten_all().and_then(|t| t.to_vec1::<f64>()).map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
+    if let Some(i) = vals.iter().position(|v| !v.is_finite()) {
+        return Err(err(path, format!("tensor `{name}` holds a non-finite value ({}) at flat index {i}", vals[i])));
+    }
+    let t = t.to_dtype(dtype).map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
+    // Finite in the file is not enough: the values must stay finite in the dtype they are used in
+    // (1e300 is a finite f64 and an infinite f32).
+    let used = t
+        .flatten_all()
+        .and_then(|t| t.to_dtype(DType::F64))
+        .and_then(|t| t.to_vec1::<f64>())
+        .map_err(|x| err_from(path, format!("tensor `{name}`"), x))?;
+    if let Some(i) = used.iter().position(|v| !v.is_finite()) {
+        return Err(err(
+            path,
+            format!("tensor `{name}` holds {} at flat index {i}, which overflows {dtype:?}", vals[i]),
+        ));
+    }
+    Ok(t)
 }

@@ -85,7 +85,6 @@ pub fn search_resumable(
     if !teacher.masks().is_empty() {
         return Err(SearchError::Invalid("the teacher must be a dense network (it has masks)".into()));
     }
-    let dev = Device::Cpu;
     let teacher = teacher.deep_clone()?;
     let mut student = teacher.deep_clone()?;
     let mut masks = layerwise_magnitude(&teacher, cfg.density, &cfg.keep_dense)?;
@@ -122,39 +121,7 @@ pub fn search_resumable(
         s
     };
     for step in first..cfg.steps {
-        let epoch = (step / per_epoch) as u64;
-        let b = step % per_epoch;
-        let order = epoch_order(n, cfg.seed, epoch);
-        let idx = &order[b * cfg.batch..(b + 1) * cfg.batch];
-        let (x, y) = data.batch(idx, &dev)?;
-        let x = x.to_dtype(teacher.dtype())?;
-        let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-        let inputs = match cfg.method {
-            Method::Ntt => x.clone(),
-            Method::Awt => {
-                let seed = Rng::new(cfg.seed).derive("search-attack").fork(step as u64).next_u64();
-                let pgd = Pgd::linf(cfg.eps, cfg.attack_steps, cfg.attack_step_size, seed);
-                let adv = |m: &Net, xs: &Tensor, ys: &Tensor, is: &[u64]| pgd.last_iterate(m, xs, ys, is);
-                let xa = match cfg.adv_source {
-                    AdvSource::Teacher => adv(&teacher, &x, &y, &ids)?,
-                    AdvSource::Student => adv(&student, &x, &y, &ids)?,
-                    AdvSource::Both => {
-                        let h = cfg.batch / 2;
-                        let a = adv(&teacher, &x.narrow(0, 0, h)?, &y.narrow(0, 0, h)?, &ids[..h])?;
-                        let s =
-                            adv(&student, &x.narrow(0, h, cfg.batch - h)?, &y.narrow(0, h, cfg.batch - h)?, &ids[h..])?;
-                        Tensor::cat(&[&a, &s], 0)?
-                    }
-                };
-                match cfg.inputs {
-                    InputMix::Adversarial => xa.detach(),
-                    InputMix::CleanAndAdversarial => Tensor::cat(&[&x, &xa.detach()], 0)?,
-                }
-            }
-        };
-        let mut shape = input_shape.clone();
-        shape[0] = inputs.dim(0)?;
-        let inputs = inputs.reshape(shape.as_slice())?;
+        let inputs = step_inputs(step, data, per_epoch, &input_shape, &teacher, &student, cfg)?;
         let terms = loss_terms(&student, &teacher, &inputs, &masks, cfg)?;
         let LossTerms { kernel_term, output_term, l2_term, ks, kt, fs, ft } = terms;
         let loss = ((&kernel_term + &output_term)? + &l2_term)?;
@@ -164,15 +131,11 @@ pub fn search_resumable(
         }
         let grads = loss.backward()?;
         opt.step(&grads, cfg.lr)?;
-        let mut changes = 0;
-        if cfg.mask_every > 0 && (step + 1) % cfg.mask_every == 0 && step + cfg.mask_every < cfg.steps {
-            let new = layerwise_magnitude(&student, cfg.density, &cfg.keep_dense)?;
-            changes = count_changes(&masks, &new)?;
-            for (k, m) in &new {
-                student.set_mask(k, m)?;
-            }
-            masks = new;
-        }
+        let changes = if cfg.mask_every > 0 && (step + 1) % cfg.mask_every == 0 && step + cfg.mask_every < cfg.steps {
+            reselect(&mut student, &mut masks, cfg)?
+        } else {
+            0
+        };
         let s = |t: &Tensor| -> Result<f64, SearchError> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?) };
         let entry = SearchLog {
             step: step as u64,
@@ -190,12 +153,83 @@ pub fn search_resumable(
             (ck.save)(&state(step + 1, &student, &masks, &opt)?)?;
         }
     }
-    // The ticket: the final mask with transferred or rewound weights.
+    Ok(Ticket { net: final_ticket(cfg, &teacher, student, &masks)?, log })
+}
+
+/// The search step `step`'s inputs: its batch of the seeded epoch order, clean (NTT) or attacked
+/// (AWT: PGD on the teacher, the student or half each, alone or beside the clean images).
+fn step_inputs(
+    step: usize,
+    data: &Split,
+    per_epoch: usize,
+    input_shape: &[usize],
+    teacher: &Net,
+    student: &Net,
+    cfg: &ValidSearchConfig,
+) -> Result<Tensor, SearchError> {
+    let dev = Device::Cpu;
+    let n = data.len();
+    let epoch = (step / per_epoch) as u64;
+    let b = step % per_epoch;
+    let order = epoch_order(n, cfg.seed, epoch);
+    let idx = &order[b * cfg.batch..(b + 1) * cfg.batch];
+    let (x, y) = data.batch(idx, &dev)?;
+    let x = x.to_dtype(teacher.dtype())?;
+    let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+    let inputs = match cfg.method {
+        Method::Ntt => x.clone(),
+        Method::Awt => {
+            let seed = Rng::new(cfg.seed).derive("search-attack").fork(step as u64).next_u64();
+            let pgd = Pgd::linf(cfg.eps, cfg.attack_steps, cfg.attack_step_size, seed);
+            let adv = |m: &Net, xs: &Tensor, ys: &Tensor, is: &[u64]| pgd.last_iterate(m, xs, ys, is);
+            let xa = match cfg.adv_source {
+                AdvSource::Teacher => adv(teacher, &x, &y, &ids)?,
+                AdvSource::Student => adv(student, &x, &y, &ids)?,
+                AdvSource::Both => {
+                    let h = cfg.batch / 2;
+                    let a = adv(teacher, &x.narrow(0, 0, h)?, &y.narrow(0, 0, h)?, &ids[..h])?;
+                    let s = adv(student, &x.narrow(0, h, cfg.batch - h)?, &y.narrow(0, h, cfg.batch - h)?, &ids[h..])?;
+                    Tensor::cat(&[&a, &s], 0)?
+                }
+            };
+            match cfg.inputs {
+                InputMix::Adversarial => xa.detach(),
+                InputMix::CleanAndAdversarial => Tensor::cat(&[&x, &xa.detach()], 0)?,
+            }
+        }
+    };
+    let mut shape = input_shape.to_vec();
+    shape[0] = inputs.dim(0)?;
+    Ok(inputs.reshape(shape.as_slice())?)
+}
+
+/// Re-selects the student's masks by layer-wise magnitude; returns how many weights changed.
+fn reselect(
+    student: &mut Net,
+    masks: &mut BTreeMap<String, Tensor>,
+    cfg: &ValidSearchConfig,
+) -> Result<usize, SearchError> {
+    let new = layerwise_magnitude(student, cfg.density, &cfg.keep_dense)?;
+    let changes = count_changes(masks, &new)?;
+    for (k, m) in &new {
+        student.set_mask(k, m)?;
+    }
+    *masks = new;
+    Ok(changes)
+}
+
+/// The ticket: the final mask with transferred (the student's) or rewound (the teacher's) weights.
+fn final_ticket(
+    cfg: &ValidSearchConfig,
+    teacher: &Net,
+    student: Net,
+    masks: &BTreeMap<String, Tensor>,
+) -> Result<Net, SearchError> {
     let mut ticket = match cfg.weights {
         WeightsFrom::Transferred => student,
         WeightsFrom::Rewind => {
             let mut t = teacher.deep_clone()?;
-            for (k, m) in &masks {
+            for (k, m) in masks {
                 t.set_mask(k, m)?;
             }
             t
@@ -203,7 +237,7 @@ pub fn search_resumable(
     };
     ticket.apply_masks()?;
     label(&mut ticket, cfg);
-    Ok(Ticket { net: ticket, log })
+    Ok(ticket)
 }
 
 /// The search's settings as a ticket's metadata records them.
