@@ -169,40 +169,67 @@ for the number of candidates is made, which favours finding one). \
 AWT and its ablations are the candidates for a new named method; the baselines are decided the same way for reference.\n\n\
 | ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|---|\n"
     );
-    let (mut reach, mut others, mut short, mut dropped, mut open) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut o = Outcomes::default();
     for (v, s) in &rows {
-        let verdict = match s.ci95() {
-            Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
-                if candidate(v) {
-                    reach.push(v.as_str())
-                } else {
-                    others.push(v.as_str())
-                }
-                "**yes**: the interval reaches 0".to_string()
-            }
-            Some(_) if s.n >= FULL_SEEDS => {
-                if candidate(v) {
-                    short.push(format!("{v} ({})", s.pct_ci()));
-                }
-                "no: the whole interval is below 0".to_string()
-            }
-            _ => match not_followed_up(recs, v, d) {
-                Some(plain) => {
-                    if candidate(v) {
-                        dropped.push(v.as_str());
-                    }
-                    format!("no: not above plain {} at its first seed, so not run at more", prose(plain))
-                }
-                None => {
-                    open += usize::from(candidate(v));
-                    "not decided: fewer than 3 seeds".into()
-                }
-            },
-        };
+        let verdict = verdict(recs, v, s, d, &mut o);
         let cand = if candidate(v) { "yes" } else { "baseline" };
         writeln!(md, "| {v} | {cand} | {} | {} | {verdict} |", s.n, s.pct_ci())?;
     }
     md += "\n";
+    Ok(Some((md, finding(&o, d)?)))
+}
+
+/// Where the candidates and baselines stand against the dense net.
+#[derive(Default)]
+struct Outcomes<'a> {
+    /// Candidates whose interval reaches 0.
+    reach: Vec<&'a str>,
+    /// Baselines whose interval reaches 0.
+    others: Vec<&'a str>,
+    /// Candidates short by the whole interval, with it.
+    short: Vec<String>,
+    /// Candidates not followed up (not above their plain method at the first seed).
+    dropped: Vec<&'a str>,
+    /// Candidates with too few seeds.
+    open: usize,
+}
+
+/// The verdict on variant `v` (paired difference `s` to the dense net at density `d`), noted in `o`.
+fn verdict<'a>(recs: &[Rec], v: &'a str, s: &crate::stats::Summary, d: f64, o: &mut Outcomes<'a>) -> String {
+    match s.ci95() {
+        Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
+            if candidate(v) {
+                o.reach.push(v)
+            } else {
+                o.others.push(v)
+            }
+            "**yes**: the interval reaches 0".to_string()
+        }
+        Some(_) if s.n >= FULL_SEEDS => {
+            if candidate(v) {
+                o.short.push(format!("{v} ({})", s.pct_ci()));
+            }
+            "no: the whole interval is below 0".to_string()
+        }
+        _ => match not_followed_up(recs, v, d) {
+            Some(plain) => {
+                if candidate(v) {
+                    o.dropped.push(v);
+                }
+                format!("no: not above plain {} at its first seed, so not run at more", prose(plain))
+            }
+            None => {
+                o.open += usize::from(candidate(v));
+                "not decided: fewer than 3 seeds".into()
+            }
+        },
+    }
+}
+
+/// The finding: which candidates reach the dense net, or why none does, or what is still open.
+fn finding(o: &Outcomes, d: f64) -> Result<String> {
+    let Outcomes { reach, others, short, dropped, open } = o;
+    let open = *open;
     let baselines = if others.is_empty() {
         String::new()
     } else {
@@ -257,5 +284,5 @@ AWT and its ablations are the candidates for a new named method; the baselines a
             if open == 1 { "has" } else { "have" }
         )?;
     }
-    Ok(Some((md, finding)))
+    Ok(finding)
 }
