@@ -114,32 +114,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
     crate::output::check_memory(&format!("--n {}", a.n), ntk_bytes(rows, cols, elem, params, reference, spectrum))?;
     let ds = a.data.load_for(&net)?;
     let split = a.split.of(&ds)?;
-    let batch = |flag: &str, offset: usize| -> Result<(Tensor, Vec<usize>)> {
-        if a.n == 0 || offset + a.n > split.len() {
-            bail!(
-                "{flag} {offset} --n {}: the {} split of {} has {} examples",
-                a.n,
-                value_name(&a.split),
-                a.data.name,
-                split.len()
-            );
-        }
-        let idx: Vec<usize> = (offset..offset + a.n).collect();
-        let (x, y) = split.batch(&idx, &Device::Cpu)?;
-        let x = x.to_dtype(dtype)?;
-        let x = match a.adv {
-            None => x,
-            Some(NtkAdv::Pgd) => {
-                let step = a.step_size.unwrap_or(Pgd::eval_step(eps, steps));
-                let pgd = Pgd::linf(eps, steps, step, a.seed);
-                let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-                pgd.perturb(&net, &x, &y, None, &ids)?.adv
-            }
-        };
-        let mut shape = vec![a.n];
-        shape.extend(net.arch().input_shape());
-        Ok((x.reshape(shape.as_slice())?, idx))
-    };
+    let batch = |flag: &str, offset: usize| inputs(&a, &net, split, dtype, flag, offset);
     let (x1, i1) = batch("--offset", a.offset)?;
     let (x2, i2) = match a.offset2 {
         Some(o) => batch("--offset2", o)?,
@@ -165,15 +140,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
             k.elem_count()
         );
     }
-    let idx_t = |v: &[usize]| Tensor::from_vec(v.iter().map(|&i| i as u32).collect::<Vec<_>>(), v.len(), &Device::Cpu);
-    let mut tensors = HashMap::from([("ntk".to_string(), k.clone()), ("indices".to_string(), idx_t(&i1)?)]);
-    if !same {
-        tensors.insert("indices2".to_string(), idx_t(&i2)?);
-    }
-    let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let bytes = awt_base::safetensors_bytes(&tensors, &Default::default())?;
-    awt_base::write_atomic(&a.out, &bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
+    write_kernel(&a, &k, &i1, (!same).then_some(i2.as_slice()))?;
     say!(
         "{}: {} NTK of {} ({}) on {} {} [{}..{}){}, {} implementation: {:?} in {:.3} s",
         a.out.display(),
@@ -189,16 +156,73 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         k.dims(),
         secs
     );
+    report_spectrum(&k, same, spectrum, dim)
+}
+
+/// `--n` examples of the split from `offset` (named by `flag` in errors), attacked with `--adv`,
+/// shaped for the network; with their indices.
+fn inputs(
+    a: &NtkArgs,
+    net: &awt_nets::Net,
+    split: &awt_data::Split,
+    dtype: DType,
+    flag: &str,
+    offset: usize,
+) -> Result<(Tensor, Vec<usize>)> {
+    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
+    if a.n == 0 || offset + a.n > split.len() {
+        bail!(
+            "{flag} {offset} --n {}: the {} split of {} has {} examples",
+            a.n,
+            value_name(&a.split),
+            a.data.name,
+            split.len()
+        );
+    }
+    let idx: Vec<usize> = (offset..offset + a.n).collect();
+    let (x, y) = split.batch(&idx, &Device::Cpu)?;
+    let x = x.to_dtype(dtype)?;
+    let x = match a.adv {
+        None => x,
+        Some(NtkAdv::Pgd) => {
+            let step = a.step_size.unwrap_or(Pgd::eval_step(eps, steps));
+            let pgd = Pgd::linf(eps, steps, step, a.seed);
+            let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
+            pgd.perturb(net, &x, &y, None, &ids)?.adv
+        }
+    };
+    let mut shape = vec![a.n];
+    shape.extend(net.arch().input_shape());
+    Ok((x.reshape(shape.as_slice())?, idx))
+}
+
+/// Writes the kernel and the indices of its rows (and of its columns when they differ) to `--out`.
+fn write_kernel(a: &NtkArgs, k: &Tensor, i1: &[usize], i2: Option<&[usize]>) -> Result<()> {
+    let idx_t = |v: &[usize]| Tensor::from_vec(v.iter().map(|&i| i as u32).collect::<Vec<_>>(), v.len(), &Device::Cpu);
+    let mut tensors = HashMap::from([("ntk".to_string(), k.clone()), ("indices".to_string(), idx_t(i1)?)]);
+    if let Some(i2) = i2 {
+        tensors.insert("indices2".to_string(), idx_t(i2)?);
+    }
+    let mut tensors: Vec<(String, Tensor)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let bytes = awt_base::safetensors_bytes(&tensors, &Default::default())?;
+    awt_base::write_atomic(&a.out, &bytes).with_context(|| format!("cannot write {}", a.out.display()))?;
+    Ok(())
+}
+
+/// The kernel's trace and spectrum (a square kernel of small enough `dim`, or `--spectrum always`),
+/// or its Frobenius norm when rows and columns differ.
+fn report_spectrum(k: &Tensor, same: bool, spectrum: bool, dim: usize) -> Result<()> {
     if same && !spectrum {
         say!(
             "spectrum not computed (dimension {dim}: O(dim³) time; --spectrum always computes it); trace {:.6e}",
-            metrics::trace(&k)?
+            metrics::trace(k)?
         );
     } else if same {
-        let ev = metrics::spectrum(&k)?;
+        let ev = metrics::spectrum(k)?;
         say!(
             "trace {:.6e}, λ_max {:.6e}, λ_min {:.6e}, condition number {:.3e}",
-            metrics::trace(&k)?,
+            metrics::trace(k)?,
             ev[0],
             ev[ev.len() - 1],
             metrics::condition_number(&ev)
