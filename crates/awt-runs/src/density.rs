@@ -23,9 +23,17 @@ impl std::error::Error for SettingError {}
 /// A weight density in (0, 1]: the only way to make one is [`Density::new`] (or parsing, or
 /// deserialising, which call it), so code that holds a `Density` need not check it again.
 /// Prints as the `f64` it holds (`0.05`, `1`), the form run names and argv use.
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, PartialEq, PartialOrd, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Density(f64);
+
+/// As the `f64` it holds: configurations printed with `{:?}` (kept in checkpoint metadata and
+/// search-state identities) read as they did when the density was a plain number.
+impl fmt::Debug for Density {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 impl Density {
     /// The dense net's density.
@@ -95,6 +103,8 @@ mod tests {
     #[test]
     fn prints_as_its_number() {
         assert_eq!(Density::ONE.to_string(), "1");
+        assert_eq!(format!("{:?}", Density::new(0.05).unwrap()), format!("{:?}", 0.05f64));
+        assert_eq!(format!("{:?}", Density::ONE), "1.0");
         assert_eq!("0.02".parse::<Density>().unwrap().to_string(), "0.02");
     }
 }
