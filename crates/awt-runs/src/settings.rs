@@ -98,6 +98,17 @@ pub struct TicketJob<'a> {
     pub out: &'a str,
 }
 
+impl TicketJob<'_> {
+    /// `awt <command> --method --density --model --data` of this job: how every ticket command begins.
+    fn command(&self, command: &str) -> Argv {
+        Argv::new(command)
+            .flag("--method", self.method)
+            .flag("--density", self.density)
+            .flag("--model", self.model)
+            .flag("--data", self.data)
+    }
+}
+
 /// The NTT / AWT search (`awt ticket`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,11 +132,7 @@ pub struct Search {
 impl Search {
     /// `awt ticket` for `job` (progress quiet).
     pub fn ticket(&self, job: &TicketJob) -> Argv {
-        Argv::new("ticket")
-            .flag("--method", job.method)
-            .flag("--density", job.density)
-            .flag("--model", job.model)
-            .flag("--data", job.data)
+        job.command("ticket")
             .flag("--steps", self.steps)
             .flag("--batch", self.batch)
             .flag("--lr", self.lr)
@@ -157,11 +164,7 @@ pub struct Prune {
 impl Prune {
     /// `awt prune` of a mask at initialisation for `job`.
     pub fn mask(&self, job: &TicketJob) -> Argv {
-        Argv::new("prune")
-            .flag("--method", job.method)
-            .flag("--density", job.density)
-            .flag("--model", job.model)
-            .flag("--data", job.data)
+        job.command("prune")
             .flag("--batch", self.batch)
             .flag("--rounds", self.rounds)
             .flag("--seed", job.seed)
@@ -186,11 +189,7 @@ pub struct Imp {
 impl Imp {
     /// `awt prune --method imp-at` for `job`, each round `epochs` epochs of the recipe `train`.
     pub fn rounds(&self, job: &TicketJob, epochs: usize, train: &Train) -> Argv {
-        Argv::new("prune")
-            .flag("--method", job.method)
-            .flag("--density", job.density)
-            .flag("--model", job.model)
-            .flag("--data", job.data)
+        job.command("prune")
             .flag("--imp-rounds", self.rounds)
             .flag("--imp-epochs", epochs)
             .flag("--eps", job.eps)
@@ -220,11 +219,7 @@ impl Hydra {
     /// `awt prune --method hydra` for `job` (its model the pretrained net), `epochs` epochs of score
     /// optimisation under the recipe `train`'s attack.
     pub fn scores(&self, job: &TicketJob, epochs: usize, train: &Train) -> Argv {
-        Argv::new("prune")
-            .flag("--method", job.method)
-            .flag("--density", job.density)
-            .flag("--model", job.model)
-            .flag("--data", job.data)
+        job.command("prune")
             .flag("--hydra-epochs", epochs)
             .flag("--hydra-lr", self.lr)
             .flag("--eps", job.eps)
