@@ -119,6 +119,41 @@ fn no_source_file_grows_past_500_lines() {
     assert!(long.is_empty(), "split these by concern:\n{}", long.join("\n"));
 }
 
+/// Library code makes every tensor on the device of the model or data it belongs to: outside tests
+/// and docs, `Device::Cpu` is named only where a file is written or read for its bytes, or as the
+/// fallback of an empty parameter list (each place listed here, with why).
+#[test]
+fn library_code_names_the_cpu_only_where_listed() {
+    const ALLOWED: [(&str, &str); 7] = [
+        ("crates/awt-cli/src/output.rs", "`--device cpu` itself"),
+        ("crates/awt-cli/src/commands.rs", "init and inspect compute nothing: they read and write files"),
+        ("crates/awt-cli/src/ntk.rs", "the kernel's example indices, written to a file"),
+        ("crates/awt-nets/src/net.rs", "the device of a net without parameters"),
+        ("crates/awt-prune/src/scores.rs", "SynFlow on a net without weights"),
+        ("crates/awt-train/src/folder.rs", "a checkpoint of no parameters"),
+        ("crates/awt-base/src/testing.rs", "test helpers (feature `test-util`)"),
+    ];
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    let mut named = Vec::new();
+    let mut used = Vec::new();
+    for f in files.iter().filter(|f| !f.components().any(|c| c.as_os_str() == "tests") && !f.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(root()).unwrap().to_string_lossy().replace('\\', "/");
+        let code =
+            text.lines().take_while(|l| !l.starts_with("#[cfg(test)]")).filter(|l| !l.trim_start().starts_with("//"));
+        if code.clone().any(|l| l.contains("Device::Cpu")) {
+            match ALLOWED.iter().any(|(p, _)| *p == rel) {
+                true => used.push(rel),
+                false => named.push(rel),
+            }
+        }
+    }
+    assert!(named.is_empty(), "make these tensors on the model's or the data's device: {named:?}");
+    let stale: Vec<&str> = ALLOWED.iter().map(|(p, _)| *p).filter(|p| !used.iter().any(|u| u == p)).collect();
+    assert!(stale.is_empty(), "no longer name the CPU (take them off the list): {stale:?}");
+}
+
 /// docs/ARCHITECTURE.md's codemap stays honest: every crate has a row, and the row names (in
 /// backticks) each public module of the crate's `lib.rs`.
 #[test]

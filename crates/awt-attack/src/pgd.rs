@@ -87,7 +87,8 @@ pub(crate) fn step_project(
     eps: f64,
     norm: Norm,
 ) -> Result<Tensor, AttackError> {
-    if norm == Norm::Linf && awt_base::fused::applies(x) && x_adv.dtype() == x.dtype() && grad.dtype() == x.dtype() {
+    if norm == Norm::Linf && awt_base::device::cpu_kernels(x) && x_adv.dtype() == x.dtype() && grad.dtype() == x.dtype()
+    {
         let op = awt_base::fused::LinfStep { alpha: step_size, eps };
         return Ok(x_adv.contiguous()?.apply_op3(&grad.contiguous()?, &x.contiguous()?, op)?);
     }

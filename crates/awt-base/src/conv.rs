@@ -32,6 +32,7 @@ pub struct Col2im {
 
 /// The elements of a contiguous CPU tensor as a slice (custom ops make their inputs contiguous).
 pub fn cpu_slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    crate::device::kernel_gate("a custom op")?;
     let sl = s.as_slice::<T>()?;
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&sl[a..b]),
@@ -180,15 +181,32 @@ impl CustomOp1 for Col2im {
     }
 }
 
-/// Differentiable patches of `a: (n, c, h, w)`.
+/// Differentiable patches of `a: (n, c, h, w)`: the custom op on the CPU, shifted slices elsewhere.
 pub fn im2col(a: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
-    a.contiguous()?.apply_op1(Im2col { kh, kw })
+    if crate::device::cpu_kernels(a) {
+        return a.contiguous()?.apply_op1(Im2col { kh, kw });
+    }
+    let (n, c, h, w) = a.dims4()?;
+    if kh > h || kw > w || kh == 0 || kw == 0 {
+        candle_core::bail!("im2col: a {kh}x{kw} kernel does not fit a {h}x{w} image");
+    }
+    let (oh, ow) = (h - kh + 1, w - kw + 1);
+    let mut shifts = Vec::with_capacity(kh * kw);
+    for dy in 0..kh {
+        for dx in 0..kw {
+            shifts.push(a.narrow(2, dy, oh)?.narrow(3, dx, ow)?);
+        }
+    }
+    Tensor::stack(&shifts, 2)?.reshape((n, c * kh * kw, oh * ow))
 }
 
 /// Stride-1, unpadded convolution as im2col + one matmul (differentiable through the custom op's
 /// backward): `x: (n, c, h, w)`, `w: (o, c, kh, kw)` → `(n, o, h−kh+1, w−kw+1)`. candle's CPU
-/// `conv2d` gives the same numbers more slowly (compared in the tests).
+/// `conv2d` gives the same numbers more slowly (compared in the tests); other devices use it.
 pub fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !crate::device::cpu_kernels(x) {
+        return x.conv2d(w, 0, 1, 1, 1);
+    }
     let (n, _, h, wd) = x.dims4()?;
     let (o, c, kh, kw) = w.dims4()?;
     let (oh, ow) = (h - kh + 1, wd - kw + 1);
@@ -201,6 +219,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// Backward signal through a stride-1 unpadded convolution, differentiable in `d` and `w`:
 /// `col2im(Wᵀ D)`, `d: (N, o, oh, ow)`, `w: (o, c, kh, kw)` → `(N, c, oh+kh−1, ow+kw−1)`.
 pub fn conv_signal(d: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !crate::device::cpu_kernels(d) {
+        // The adjoint of the convolution: candle's transposed convolution (any device).
+        return d.conv_transpose2d(w, 0, 0, 1, 1);
+    }
     let (nn, o, oh, ow) = d.dims4()?;
     let (_, c, kh, kw) = w.dims4()?;
     let l = oh * ow;
@@ -265,5 +287,33 @@ mod tests {
         // ⟨conv_signal(d, w), r⟩ = ⟨d, conv(r, w)⟩, so its w-gradient is that of ⟨d, conv(r, w)⟩.
         let alt = r.conv2d(w.as_tensor(), 0, 1, 1, 1).unwrap().mul(&d).unwrap().sum_all().unwrap().backward().unwrap();
         assert!(max_diff(&gw, alt.get(w.as_tensor()).unwrap()) < 1e-10);
+    }
+
+    #[test]
+    fn the_device_generic_convolution_paths_equal_the_custom_ops_with_gradients() {
+        let x = Var::from_tensor(&rand(&[2, 3, 9, 8], 30)).unwrap();
+        let w = Var::from_tensor(&rand(&[4, 3, 3, 2], 31)).unwrap();
+        let d = Var::from_tensor(&rand(&[2, 4, 7, 7], 32)).unwrap();
+        let fast = [
+            im2col(x.as_tensor(), 3, 2).unwrap(),
+            conv2d(x.as_tensor(), w.as_tensor()).unwrap(),
+            conv_signal(d.as_tensor(), w.as_tensor()).unwrap(),
+        ];
+        let generic = crate::device::generic_path(|| {
+            [
+                im2col(x.as_tensor(), 3, 2).unwrap(),
+                conv2d(x.as_tensor(), w.as_tensor()).unwrap(),
+                conv_signal(d.as_tensor(), w.as_tensor()).unwrap(),
+            ]
+        });
+        let vars: [&[&Var]; 3] = [&[&x], &[&x, &w], &[&d, &w]];
+        for (i, (f, g)) in fast.iter().zip(&generic).enumerate() {
+            assert!(max_diff(f, g) < 1e-12, "output {i}");
+            let r = rand(f.dims(), 33 + i as u64);
+            same_gradients(f, g, &r, vars[i], 1e-11);
+        }
+        // Inside the generic path the custom ops themselves refuse to run.
+        let refused = crate::device::generic_path(|| x.as_tensor().apply_op1(Im2col { kh: 3, kw: 2 }));
+        assert!(refused.unwrap_err().to_string().contains("device-generic path"));
     }
 }

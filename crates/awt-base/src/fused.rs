@@ -14,11 +14,6 @@ use crate::kernels::{View, gemm_into, with_slice};
 
 pub use crate::step::LinfStep;
 
-/// True when the fused ops apply to `t`: a CPU tensor of f32 or f64.
-pub fn applies(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), candle_core::DType::F32 | candle_core::DType::F64)
-}
-
 /// Items per parallel task: `n` split evenly over candle's threads.
 pub(crate) fn per_task(n: usize) -> usize {
     n.div_ceil(crate::threads().max(1)).max(1)

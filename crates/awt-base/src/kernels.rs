@@ -8,6 +8,7 @@ use candle_core::{Tensor, WithDType};
 /// Calls `f` with the elements of a CPU tensor of dtype `T`, borrowed from candle's storage (no
 /// copy when the tensor is contiguous).
 pub fn with_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> candle_core::Result<R> {
+    crate::device::kernel_gate("a raw-buffer kernel")?;
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {

@@ -13,6 +13,7 @@
 //!   input gradient of a per-example loss);
 //! - files: [`write_atomic`] (temp file, fsync, rename), [`safetensors_bytes`] (deterministic
 //!   safetensors serialisation), [`available_memory`];
+//! - [`device`]: the device-generic path (what a GPU runs) and the switch that tests it on the CPU;
 //! - [`pin_candle_threads`] for binaries.
 //!
 //! ```
@@ -24,6 +25,7 @@
 
 mod classifier;
 pub mod conv;
+pub mod device;
 pub mod fused;
 pub mod kernels;
 mod rng;

@@ -6,8 +6,8 @@
 use candle_core::{D, Result, Tensor};
 
 use crate::conv::{conv_signal, conv2d};
-use crate::fused;
 use crate::signal::{self, PoolRoute, ReluRoute};
+use crate::{device, fused};
 
 /// The parameters of a weighted stage. Tensors are the live parameters (cloning a candle tensor is
 /// cheap and keeps the autograd identity), so a computation built from them back-propagates into the
@@ -88,12 +88,12 @@ impl Stage {
     /// Applies this stage to `h`.
     pub fn forward(&self, h: &Tensor) -> Result<Tensor> {
         match self {
-            Stage::Linear(p) if fused::applies(h) => h.contiguous()?.apply_op3(
+            Stage::Linear(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
                 fused::Dense { relu: false },
             ),
-            Stage::Conv2d(p) if fused::applies(h) => h.contiguous()?.apply_op3(
+            Stage::Conv2d(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
                 fused::Conv { relu: false },
@@ -130,9 +130,11 @@ impl Stage {
         match self {
             Stage::Linear(p) => d.matmul(&p.effective_weight()?),
             // On the CPU the signal maps are single ops (`signal`); elsewhere candle ops.
-            Stage::Conv2d(p) if fused::applies(d) => signal::conv_signal(d, p),
-            Stage::Relu if fused::applies(d) => d.contiguous()?.apply_op2(&input.detach().contiguous()?, ReluRoute),
-            Stage::MaxPool2 if fused::applies(d) => {
+            Stage::Conv2d(p) if device::cpu_kernels(d) => signal::conv_signal(d, p),
+            Stage::Relu if device::cpu_kernels(d) => {
+                d.contiguous()?.apply_op2(&input.detach().contiguous()?, ReluRoute)
+            }
+            Stage::MaxPool2 if device::cpu_kernels(d) => {
                 d.contiguous()?.apply_op2(&input.detach().contiguous()?, PoolRoute { after_relu: false })
             }
             Stage::Conv2d(p) => conv_signal(d, &p.effective_weight()?),
@@ -234,7 +236,7 @@ fn first_max_one_hot(x: &Tensor) -> Result<Tensor> {
 /// as `Tensor::max_pool2d`'s CPU backward is wrong (it scales the gradient by 1/4). The two are
 /// tested equal, ties included; finite-difference tested in awt-nets.
 pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
-    if fused::applies(x) {
+    if device::cpu_kernels(x) {
         return x.contiguous()?.apply_op1(fused::MaxPool);
     }
     max_pool2_candle(x)
@@ -266,7 +268,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
     let mut h = x.clone();
     let mut i = 0;
     while i < stages.len() {
-        let fused_relu = fused::applies(&h) && matches!(stages.get(i + 1), Some(Stage::Relu));
+        let fused_relu = device::cpu_kernels(&h) && matches!(stages.get(i + 1), Some(Stage::Relu));
         h = match &stages[i] {
             Stage::Linear(p) if fused_relu => {
                 i += 1;

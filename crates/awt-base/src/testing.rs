@@ -13,9 +13,10 @@ pub fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec((0..n).map(|_| r.normal()).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
 }
 
-/// The largest absolute entry of `a − b`.
+/// The largest absolute entry of `a − b` (any float dtype).
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    d.to_dtype(candle_core::DType::F64).unwrap().to_scalar::<f64>().unwrap()
 }
 
 /// Asserts that ⟨fast, r⟩ and ⟨slow, r⟩ have the same gradient (to `tol`) with respect to each of

@@ -15,6 +15,11 @@ use crate::output::{config_hash, git_commit, say};
 #[derive(Parser)]
 #[command(name = "awt", version, about)]
 pub(crate) struct Cli {
+    /// Where to compute: cpu (default), cuda or cuda:N (a binary built with `cargo xtask
+    /// gpu-build`), or auto (CUDA device 0 when there is one, else the CPU). Commands that only
+    /// read or write files (data, init, inspect) compute on the CPU whatever it says.
+    #[arg(long, global = true, default_value = "cpu", value_name = "cpu|cuda[:N]|auto")]
+    device: awt_runs::DeviceSpec,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -94,6 +99,7 @@ enum DataCmd {
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
+    let dev = || crate::output::open_device(cli.device);
     match cli.cmd {
         Cmd::Data { cmd: DataCmd::List { data_dir, verify } } => data_list(data_dir, verify),
         Cmd::Init { arch, seed, init, standardize, data_dir, validation, out } => {
@@ -106,12 +112,12 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             init_cmd(&arch, seed, init, norm.transpose()?, &out)
         }
         Cmd::Inspect { model, arch, json } => inspect(&model, arch.as_ref(), json.as_deref()),
-        Cmd::Eval(a) => crate::eval::run(*a),
-        Cmd::Ntk(a) => crate::ntk::run(*a),
-        Cmd::Dynamics(a) => crate::dynamics::run(*a),
-        Cmd::Train(a) => crate::train::run(*a),
-        Cmd::Prune(a) => crate::prune::run_prune(*a),
-        Cmd::Ticket(a) => crate::ticket::run_ticket(*a),
+        Cmd::Eval(a) => crate::eval::run(*a, &dev()?),
+        Cmd::Ntk(a) => crate::ntk::run(*a, &dev()?),
+        Cmd::Dynamics(a) => crate::dynamics::run(*a, &dev()?),
+        Cmd::Train(a) => crate::train::run(*a, &dev()?),
+        Cmd::Prune(a) => crate::prune::run_prune(*a, &dev()?),
+        Cmd::Ticket(a) => crate::ticket::run_ticket(*a, &dev()?),
     }
 }
 

@@ -64,8 +64,8 @@ fn saved_epochs(dir: &Path) -> usize {
     (1..).take_while(|&e| epoch_file(dir, e).is_file()).count()
 }
 
-fn load(p: &Path) -> Result<Net> {
-    Ok(awt_nets::load(p, None, DType::F32, &Device::Cpu).with_context(|| format!("{}", p.display()))?.net)
+fn load(p: &Path, dev: &Device) -> Result<Net> {
+    Ok(awt_nets::load(p, None, DType::F32, dev).with_context(|| format!("{}", p.display()))?.net)
 }
 
 /// Training losses per epoch from a folder's metrics.jsonl.
@@ -131,7 +131,7 @@ fn check_inputs_belong_together(a: &DynamicsArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
+pub(crate) fn run(a: DynamicsArgs, dev: &Device) -> Result<()> {
     if a.probe == 0 {
         bail!("--probe must be ≥ 1");
     }
@@ -156,7 +156,7 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
             a.run.join(layout::EPOCHS).display()
         );
     }
-    let (dense0, sparse0) = (load(&a.dense_init)?, load(&a.init)?);
+    let (dense0, sparse0) = (load(&a.dense_init, dev)?, load(&a.init, dev)?);
     if dense0.arch() != sparse0.arch() {
         bail!(
             "--dense-init {} is {} but --init {} is {}: the two nets must share an architecture",
@@ -176,7 +176,7 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
     }
     let idx: Vec<usize> = (0..a.probe).collect();
     let ids: Vec<u64> = idx.iter().map(|&i| i as u64).collect();
-    let (x, y) = ds.test.batch(&idx, &Device::Cpu)?;
+    let (x, y) = ds.test.batch(&idx, dev)?;
     let mut shape = vec![idx.len()];
     shape.extend(dense0.arch().input_shape());
     let (ld, ls) = (losses(&a.dense)?, losses(&a.run)?);
@@ -186,7 +186,7 @@ pub(crate) fn run(a: DynamicsArgs) -> Result<()> {
         let (dense, sparse) = if t == 0 {
             (dense0.clone(), sparse0.clone())
         } else {
-            (load(&epoch_file(&a.dense, t))?, load(&epoch_file(&a.run, t))?)
+            (load(&epoch_file(&a.dense, t), dev)?, load(&epoch_file(&a.run, t), dev)?)
         };
         let xa = pgd.last_iterate(&dense, &x, &y, &ids)?.reshape(shape.as_slice())?;
         let (kd, ks) = (kernel(&dense, &xa)?, kernel(&sparse, &xa)?);

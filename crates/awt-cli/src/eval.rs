@@ -201,7 +201,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     }
     let (mut clean, mut robust, mut robust_after) = (0usize, 0usize, vec![0usize; refs.len()]);
     let mut warnings = Warnings::default();
-    let dev = Device::Cpu;
+    let dev = net.device();
     let idx: Vec<usize> = (a.offset..a.offset + n).collect();
     for chunk in idx.chunks(a.batch) {
         let (x, y) = split.batch(chunk, &dev)?;
@@ -277,10 +277,10 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
 }
 
-pub(crate) fn run(a: EvalArgs) -> Result<()> {
+pub(crate) fn run(a: EvalArgs, dev: &Device) -> Result<()> {
     let _owned =
         a.json.as_deref().map(|j| crate::files::own("--json", j, &[], &[("--model", &a.model)])).transpose()?;
-    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let r = evaluate(&net, &a, true)?;
     say!(
         "{} on {} {} [{}..{}), ε = {} ({}), seed {}",

@@ -92,7 +92,7 @@ fn ntk_bytes(rows: f64, cols: f64, elem: f64, params: f64, reference: bool, spec
     b
 }
 
-pub(crate) fn run(a: NtkArgs) -> Result<()> {
+pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
     let _owned = crate::files::own("--out", &a.out, &[], &[("--model", &a.model)])?;
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
@@ -102,7 +102,7 @@ pub(crate) fn run(a: NtkArgs) -> Result<()> {
         bail!("--steps must be ≥ 1 with --adv pgd (0 steps would leave the inputs at a random start)");
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
-    let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, &Device::Cpu)?.net;
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, dev)?.net;
     let classes = net.arch().classes() as f64;
     let per = if a.trace { 1.0 } else { classes };
     let (rows, cols) = (a.n as f64 * per, a.n as f64 * per);
@@ -180,7 +180,7 @@ fn inputs(
         );
     }
     let idx: Vec<usize> = (offset..offset + a.n).collect();
-    let (x, y) = split.batch(&idx, &Device::Cpu)?;
+    let (x, y) = split.batch(&idx, &net.device())?;
     let x = x.to_dtype(dtype)?;
     let x = match a.adv {
         None => x,

@@ -142,3 +142,29 @@ pub(crate) fn check_memory(setting: &str, bytes: f64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The candle device `--device` names; an error that names the flag when it cannot be opened (a
+/// binary built without CUDA, a missing GPU or driver). `auto` falls back to the CPU, saying so.
+pub(crate) fn open_device(spec: awt_runs::DeviceSpec) -> Result<candle_core::Device> {
+    use awt_runs::DeviceSpec;
+    let cuda = |n: usize| -> Result<candle_core::Device> {
+        if !candle_core::utils::cuda_is_available() {
+            anyhow::bail!(
+                "--device {spec}: this awt binary was built without CUDA (build one with `cargo xtask gpu-build`, \
+                 see docs/reproducing.md)"
+            );
+        }
+        candle_core::Device::new_cuda(n).with_context(|| format!("--device {spec}: cannot open CUDA device {n}"))
+    };
+    match spec {
+        DeviceSpec::Cpu => Ok(candle_core::Device::Cpu),
+        DeviceSpec::Cuda(n) => cuda(n),
+        DeviceSpec::Auto => match cuda(0) {
+            Ok(d) => Ok(d),
+            Err(e) => {
+                tracing::info!(reason = %chain(e.as_ref()), "--device auto: computing on the CPU");
+                Ok(candle_core::Device::Cpu)
+            }
+        },
+    }
+}

@@ -100,7 +100,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     let batch = || -> Result<(Tensor, Tensor)> {
         let ds = a.data.load_for(net)?;
         let idx: Vec<usize> = awt_data::epoch_order(ds.train.len(), a.seed, 0).into_iter().take(a.batch).collect();
-        let (x, y) = ds.train.batch(&idx, &Device::Cpu)?;
+        let (x, y) = ds.train.batch(&idx, &net.device())?;
         Ok((x.to_dtype(net.dtype())?, y))
     };
     let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -128,12 +128,12 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
 }
 
 /// One IMP round: magnitude masks of the trained `--model` (within its masks), over the weights of `--rewind`.
-fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
+fn run_rewind(a: &PruneArgs, rewind: &std::path::Path, dev: &Device) -> Result<()> {
     if a.method.0 != Method::Magnitude {
         bail!("--rewind works with --method magnitude (iterative magnitude pruning), not {}", value_name(&a.method));
     }
-    let trained = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
-    let mut net = awt_nets::load(rewind, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let trained = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
+    let mut net = awt_nets::load(rewind, a.arch.as_ref(), DType::F32, dev)?.net;
     if net.arch() != trained.arch() {
         bail!("--rewind {} is a {}, --model {} a {}", rewind.display(), net.arch(), a.model.display(), trained.arch());
     }
@@ -165,8 +165,8 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path) -> Result<()> {
 }
 
 /// HYDRA's pruning stage on an adversarially pretrained --model.
-fn run_hydra(a: &PruneArgs) -> Result<()> {
-    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+fn run_hydra(a: &PruneArgs, dev: &Device) -> Result<()> {
+    let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&net)?;
     let train = match a.train_limit {
         Some(n) => ds.train.subset(0, n.min(ds.train.len()))?,
@@ -196,7 +196,7 @@ fn run_hydra(a: &PruneArgs) -> Result<()> {
 /// IMP-AT as one command: rounds of adversarial training and magnitude pruning with rewinding to
 /// the initialisation `--model` (lottery tickets); work folders sit beside `--out`. A killed run
 /// continues where it stopped: finished rounds are kept, an interrupted training resumes.
-fn run_imp(a: &PruneArgs) -> Result<()> {
+fn run_imp(a: &PruneArgs, dev: &Device) -> Result<()> {
     if a.imp_rounds == 0 {
         bail!("--imp-rounds must be ≥ 1");
     }
@@ -211,7 +211,7 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
         let ticket = work.join(format!("round{r}-ticket.safetensors"));
         if !ticket.exists() {
             if !dir.join(layout::MODEL).exists() {
-                crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, false)?;
+                crate::train::run_training(&imp_round(a, &current, r > 1, &dir)?, dev, false)?;
             }
             let round = PruneArgs {
                 method: PruneMethod(Method::Magnitude),
@@ -221,12 +221,12 @@ fn run_imp(a: &PruneArgs) -> Result<()> {
                 out: ticket.clone(),
                 ..a.clone()
             };
-            run_rewind(&round, &a.model)?;
+            run_rewind(&round, &a.model, dev)?;
         }
         current = ticket;
     }
     // The last round's ticket is the output (written again, so an output replaced since is restored).
-    let net = awt_nets::load(&current, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let net = awt_nets::load(&current, a.arch.as_ref(), DType::F32, dev)?.net;
     awt_nets::save(&net, &a.out)?;
     report(&net, &a.out)
 }
@@ -308,7 +308,7 @@ fn imp_round(a: &PruneArgs, start: &Path, ticket: bool, dir: &Path) -> Result<cr
     Ok(t)
 }
 
-pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
+pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     let mut inputs = vec![("--model", a.model.as_path())];
     if let Some(r) = &a.rewind {
         inputs.push(("--rewind", r.as_path()));
@@ -324,14 +324,14 @@ pub(crate) fn run_prune(a: PruneArgs) -> Result<()> {
         );
     }
     if let Some(r) = a.rewind.clone() {
-        return run_rewind(&a, &r);
+        return run_rewind(&a, &r, dev);
     }
     match a.method.0 {
-        Method::ImpAt => return run_imp(&a),
-        Method::Hydra => return run_hydra(&a),
+        Method::ImpAt => return run_imp(&a, dev),
+        Method::Hydra => return run_hydra(&a, dev),
         _ => {}
     }
-    let mut net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let mut net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     if !net.masks().is_empty() {
         bail!("{}: already holds masks; prune a dense initialisation", a.model.display());
     }

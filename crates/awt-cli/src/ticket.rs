@@ -169,11 +169,11 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)
     Ok(first)
 }
 
-pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
+pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let log_path = beside(&a.out, layout::SEARCH_LOG);
     let state_path = beside(&a.out, layout::SEARCH_STATE);
     let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &[("--model", &a.model)])?;
-    let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len(), teacher.arch())?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
@@ -204,7 +204,7 @@ pub(crate) fn run_ticket(a: TicketArgs) -> Result<()> {
                 state_path.display()
             );
         }
-        let st = awt_ticket::SearchState::load(&state_path, &identity)?;
+        let st = awt_ticket::SearchState::load(&state_path, &identity, dev)?;
         let first = truncate_log(&log_path, st.step)?;
         (Some(st), first)
     } else {
@@ -294,7 +294,7 @@ fn rewind_from(
     }
     // Tickets are written atomically, so a finished one is read whole without taking its lock.
     crate::files::refuse_overwriting_inputs("--out", &a.out, &[("--rewind-from", from)])?;
-    let transferred = awt_nets::load(from, a.arch.as_ref(), DType::F32, &Device::Cpu)?.net;
+    let transferred = awt_nets::load(from, a.arch.as_ref(), DType::F32, &teacher.device())?.net;
     if transferred.meta.get("teacher").map(String::as_str) != Some(teacher_hash) {
         bail!("--rewind-from {}: its search did not start from --model {}", from.display(), a.model.display());
     }

@@ -129,12 +129,12 @@ fn append_line(path: &Path, line: &str) -> Result<(), TrainError> {
 }
 
 /// Loads or initialises the network for a training run.
-pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
+pub(crate) fn starting_net(a: &TrainArgs, dev: &Device) -> Result<Net> {
     let net = match (&a.init, &a.ticket) {
         (Some(p), None) | (None, Some(p)) => {
             // An awt checkpoint names its architecture; a foreign state dict takes --arch.
-            let loaded = awt_nets::load(p, None, DType::F32, &Device::Cpu)
-                .or_else(|_| awt_nets::load(p, Some(&a.arch), DType::F32, &Device::Cpu))?;
+            let loaded = awt_nets::load(p, None, DType::F32, dev)
+                .or_else(|_| awt_nets::load(p, Some(&a.arch), DType::F32, dev))?;
             if a.ticket.is_some() && loaded.net.masks().is_empty() {
                 bail!("--ticket {}: the file holds no masks (use --init for a dense starting point)", p.display());
             }
@@ -150,7 +150,7 @@ pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
             }
             loaded.net
         }
-        _ => Net::init(&a.arch, Init::KaimingUniform, a.seed, DType::F32, &Device::Cpu)?,
+        _ => Net::init(&a.arch, Init::KaimingUniform, a.seed, DType::F32, dev)?,
     };
     net.apply_masks()?;
     Ok(net)
@@ -158,7 +158,11 @@ pub(crate) fn starting_net(a: &TrainArgs) -> Result<Net> {
 
 /// Runs `awt train`; returns the trained network, the metrics of the epochs run, and the number of
 /// test images the per-epoch evaluation used.
-pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, Vec<EpochMetrics>, usize)> {
+pub(crate) fn run_training(
+    a: &TrainArgs,
+    dev: &Device,
+    show_progress: bool,
+) -> Result<(Net, Vec<EpochMetrics>, usize)> {
     // Every check comes before the first write: a refused run leaves its folder as it was.
     let cfg = a.train_config()?;
     let inputs: Vec<(&str, &Path)> =
@@ -182,7 +186,7 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
             awt_train::CONFIG
         );
     }
-    let net = starting_net(a)?;
+    let net = starting_net(a, dev)?;
     let arch = net.arch().clone();
     let ds = a.data.load_for(&net)?;
     let train_split = match a.train_limit {
@@ -195,10 +199,10 @@ pub(crate) fn run_training(a: &TrainArgs, show_progress: bool) -> Result<(Net, V
         None => None,
         Some(p) => {
             use awt_base::Staged;
-            let reference = awt_nets::load(p, None, DType::F32, &Device::Cpu)?.net;
+            let reference = awt_nets::load(p, None, DType::F32, dev)?.net;
             let probe = ds.eval_split().0;
             let idx: Vec<usize> = (0..32.min(probe.len())).collect();
-            let (x, y) = probe.batch(&idx, &Device::Cpu)?;
+            let (x, y) = probe.batch(&idx, dev)?;
             let pgd = awt_attack::Pgd::linf(a.eps, 10, 0.25 * a.eps, a.seed);
             let xa = pgd.last_iterate(&reference, &x, &y, &idx.iter().map(|&i| i as u64).collect::<Vec<_>>())?;
             let mut shape = vec![idx.len()];
@@ -268,8 +272,8 @@ pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
     text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("{}: bad line", p.display()))).collect()
 }
 
-pub(crate) fn run(a: TrainArgs) -> Result<()> {
-    let (_, epochs, eval_n) = run_training(&a, true)?;
+pub(crate) fn run(a: TrainArgs, dev: &Device) -> Result<()> {
+    let (_, epochs, eval_n) = run_training(&a, dev, true)?;
     if let Some(m) = epochs.last() {
         let robust = if m.robust_acc.is_finite() {
             format!(", PGD-{} {:.2}%", a.eval_steps, 100.0 * m.robust_acc)

@@ -9,7 +9,7 @@
 use awt_base::conv::{col2im_add as col2im, im2col_into as im2col};
 use awt_base::kernels::{View, gemm_into, with_slice};
 use awt_base::{Stage, Weighted};
-use candle_core::{DType, Device, Tensor, Var, WithDType};
+use candle_core::{DType, Tensor, Var, WithDType};
 use rayon::prelude::*;
 
 /// Elements per parallel task of the elementwise loops (ReLU forward and backward).
@@ -297,7 +297,7 @@ pub(crate) fn loss_and_input_grad(
     x: &Tensor,
     loss: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
 ) -> candle_core::Result<Option<(Tensor, Tensor, Tensor)>> {
-    if !matches!(x.device(), Device::Cpu) {
+    if !awt_base::device::cpu_kernels(x) {
         return Ok(None);
     }
     match x.dtype() {

@@ -357,6 +357,11 @@ impl Net {
     pub fn dtype(&self) -> DType {
         self.params.values().next().map(|v| v.dtype()).unwrap_or(DType::F32)
     }
+
+    /// The device the parameters live on (every tensor made for this network goes there).
+    pub fn device(&self) -> Device {
+        self.params.values().next().map(|v| v.device().clone()).unwrap_or(Device::Cpu)
+    }
 }
 
 impl Net {

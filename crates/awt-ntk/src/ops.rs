@@ -2,11 +2,159 @@
 //! formulation: kernel-block scaling and accumulation ([`blocks`]), and the masked linear layer's
 //! kernel contraction and input Gram ([`masked`]), and the masked convolution's per-example
 //! gradients at the kept weights ([`conv`]).
+//!
+//! The kernel reaches them only through the functions below, which take the op on the CPU
+//! ([`awt_base::device::cpu_kernels`]) and the same quantity from plain candle ops on every other
+//! device (and inside [`awt_base::device::generic_path`]); the two are tested equal, gradients
+//! included.
 
 mod blocks;
 mod conv;
 mod masked;
 
+use awt_base::device::cpu_kernels;
+use candle_core::{Result, Tensor};
+
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
 pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
 pub(crate) use masked::{MaskedGram, MaskedPair};
+
+/// `acc + kron(s, I_k)`: `acc: (n1·k, n2·k)`, `s: (n1, n2)`.
+pub(crate) fn add_block_diag(acc: &Tensor, s: &Tensor, k: usize) -> Result<Tensor> {
+    if cpu_kernels(acc) {
+        return acc.apply_op2(s, AddBlockDiag { k });
+    }
+    let (n1, n2) = s.dims2()?;
+    let eye = Tensor::eye(k, s.dtype(), s.device())?.reshape((1, k, 1, k))?;
+    acc + s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))?
+}
+
+/// `acc + dd ⊙ (s ⊗ 1_{k×k})`: each k×k block of `dd: (n1·k, n2·k)` scaled by `s[i, j]`.
+pub(crate) fn scale_blocks_add(acc: &Tensor, dd: &Tensor, s: &Tensor, k: usize) -> Result<Tensor> {
+    if cpu_kernels(acc) {
+        return acc.apply_op3(dd, s, ScaleBlocksAdd { k });
+    }
+    let (n1, n2) = s.dims2()?;
+    acc + dd.reshape((n1, k, n2, k))?.broadcast_mul(&s.reshape((n1, 1, n2, 1))?)?.reshape((n1 * k, n2 * k))?
+}
+
+/// `Θ[(i,c),(j,c')] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p]` ([`MaskedPair`]), `(n1·k, n2·k)`.
+pub(crate) fn masked_pair(d1: &Tensor, d2: &Tensor, g: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(d1) {
+        return d1.contiguous()?.apply_op3(&d2.contiguous()?, &g.contiguous()?, MaskedPair);
+    }
+    let (n1, k, p) = d1.dims3()?;
+    let n2 = d2.dim(0)?;
+    // e[i, (j, c'), p] = g[i,j,p] d2[j,c',p]; then one batched product per example i.
+    let e = g.reshape((n1, n2, 1, p))?.broadcast_mul(&d2.reshape((1, n2, k, p))?)?.reshape((n1, n2 * k, p))?;
+    d1.matmul(&e.transpose(1, 2)?)?.reshape((n1 * k, n2 * k))
+}
+
+/// `G[i,j,p] = Σ_q M[p,q] a1[i,q] a2[j,q]` ([`MaskedGram`]), `(n1, n2, p)`.
+pub(crate) fn masked_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(a1) {
+        return a1.contiguous()?.apply_op2(&a2.contiguous()?, MaskedGram::new(m)?);
+    }
+    let (n1, n2, q) = (a1.dim(0)?, a2.dim(0)?, a1.dim(1)?);
+    let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, q))?;
+    aa.matmul(&m.t()?)?.reshape((n1, n2, m.dim(0)?))
+}
+
+/// Per-example weight gradients of a convolution, `d: (n, r, L)`, `patches: (n, Q, L)` →
+/// `(n, r, Q)` ([`PerExampleGrad`]).
+pub(crate) fn per_example_grad(d: &Tensor, patches: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(d) {
+        return d.contiguous()?.apply_op2(&patches.contiguous()?, PerExampleGrad);
+    }
+    d.matmul(&patches.transpose(1, 2)?)
+}
+
+/// The per-example weight gradients at the kept weights of the 0/1 mask `m: (o, Q)`
+/// ([`KeptConvGrad`]): `d: (n, k, o, L)`, `patches: (n, Q, L)` → `(n, k, kept)`, kept weights in
+/// row-major order.
+pub(crate) fn kept_conv_grad(d: &Tensor, patches: &Tensor, m: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(d) {
+        return d.contiguous()?.apply_op2(&patches.contiguous()?, KeptConvGrad::new(m)?);
+    }
+    let (n, k, o, l) = d.dims4()?;
+    let q = patches.dim(1)?;
+    let kept: Vec<u32> = m
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| **v != 0.0)
+        .map(|(i, _)| i as u32)
+        .collect();
+    let idx = Tensor::from_vec(kept.clone(), kept.len(), d.device())?;
+    let dense = d.reshape((n, k * o, l))?.matmul(&patches.transpose(1, 2)?)?.reshape((n, k, o * q))?;
+    dense.index_select(&idx, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awt_base::device::generic_path;
+    use awt_base::testing::{max_diff, rand};
+    use candle_core::{DType, Var};
+
+    /// Runs `f` on the CPU ops and on the generic path; the values and the gradients of ⟨f, r⟩ with
+    /// respect to every input agree.
+    fn same_both_ways(inputs: &[Tensor], f: &dyn Fn(&[Tensor]) -> Result<Tensor>, tol: f64) {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let fast = f(&ts).unwrap();
+        let generic = generic_path(|| f(&ts)).unwrap();
+        assert!(max_diff(&fast, &generic) < tol, "values differ by {}", max_diff(&fast, &generic));
+        let r = rand(fast.dims(), 99).to_dtype(fast.dtype()).unwrap();
+        let gf = fast.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
+        let gg = generic_path(|| generic.mul(&r).unwrap().sum_all().unwrap().backward()).unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (a, b) = (gf.get(v.as_tensor()).unwrap(), gg.get(v.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < tol, "gradient {i} differs by {}", max_diff(a, b));
+        }
+    }
+
+    #[test]
+    fn every_op_equals_its_device_generic_formulation_with_gradients() {
+        let (n1, n2, k, p, q) = (3, 4, 2, 5, 7);
+        same_both_ways(&[rand(&[n1 * k, n2 * k], 1), rand(&[n1, n2], 2)], &|t| add_block_diag(&t[0], &t[1], k), 1e-14);
+        same_both_ways(
+            &[rand(&[n1 * k, n2 * k], 3), rand(&[n1 * k, n2 * k], 4), rand(&[n1, n2], 5)],
+            &|t| scale_blocks_add(&t[0], &t[1], &t[2], k),
+            1e-14,
+        );
+        same_both_ways(
+            &[rand(&[n1, k, p], 6), rand(&[n2, k, p], 7), rand(&[n1, n2, p], 8)],
+            &|t| masked_pair(&t[0], &t[1], &t[2]),
+            1e-13,
+        );
+        // A 0/1 mask with an empty row, a full row and scattered ones.
+        let mask = |rows: usize, cols: usize, seed: u64| {
+            let mut r = awt_base::Rng::new(seed);
+            let v: Vec<f64> = (0..rows * cols)
+                .map(|e| match e / cols {
+                    0 => 0.0,
+                    1 => 1.0,
+                    _ => f64::from(u8::from(r.uniform() < 0.4)),
+                })
+                .collect();
+            Tensor::from_vec(v, (rows, cols), &candle_core::Device::Cpu).unwrap()
+        };
+        let m = mask(p, q, 9);
+        same_both_ways(&[rand(&[n1, q], 10), rand(&[n2, q], 11)], &|t| masked_gram(&t[0], &t[1], &m), 1e-13);
+        let (o, l) = (4, 6);
+        same_both_ways(&[rand(&[n1, k * o, l], 12), rand(&[n1, q, l], 13)], &|t| per_example_grad(&t[0], &t[1]), 1e-13);
+        let m = mask(o, q, 14);
+        same_both_ways(
+            &[rand(&[n1, k, o, l], 15), rand(&[n1, q, l], 16)],
+            &|t| kept_conv_grad(&t[0], &t[1], &m),
+            1e-13,
+        );
+        // In f32 too (the search's dtype).
+        let f32s = [rand(&[n1, k, p], 17), rand(&[n2, k, p], 18), rand(&[n1, n2, p], 19)]
+            .map(|t| t.to_dtype(DType::F32).unwrap());
+        same_both_ways(&f32s, &|t| masked_pair(&t[0], &t[1], &t[2]), 1e-4);
+    }
+}

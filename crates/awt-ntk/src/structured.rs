@@ -22,7 +22,7 @@
 //! selections are piecewise constant).
 
 use awt_base::Stage;
-use awt_base::fused;
+use awt_base::device;
 use awt_base::signal::{PoolRoute, density};
 use candle_core::{D, Tensor};
 
@@ -30,7 +30,7 @@ use crate::Kind;
 use crate::error::NtkError;
 use awt_base::conv::im2col;
 
-use crate::ops::{AddBlockDiag, KeptConvGrad, MaskedGram, MaskedPair, PerExampleGrad, ScaleBlocksAdd};
+use crate::ops::{add_block_diag, kept_conv_grad, masked_gram, masked_pair, per_example_grad, scale_blocks_add};
 
 /// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
 /// is gathered per output unit ([`MaskedGram`], work ∝ density) and a masked convolution's
@@ -88,14 +88,12 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                 match mask {
                     // Sparse: the per-example gradients at the kept weights only (work ∝ density).
                     Some(m) if density(&m)? <= SPARSE_GRAM_DENSITY => {
-                        let op = KeptConvGrad::new(&m)?;
-                        let kept = op.kept();
-                        let g = d.reshape((n, k, o, l))?.contiguous()?.apply_op2(&patches.contiguous()?, op)?;
+                        let g = kept_conv_grad(&d.reshape((n, k, o, l))?, &patches, &m)?;
+                        let kept = g.dim(2)?;
                         out.push(LayerSide::Conv { g: g.reshape((n * k, kept))?, db, mask: None });
                     }
                     mask => {
-                        let dr = d.reshape((n, k * o, l))?.contiguous()?;
-                        let g = dr.apply_op2(&patches.contiguous()?, PerExampleGrad)?.reshape((n * k, o * q))?;
+                        let g = per_example_grad(&d.reshape((n, k * o, l))?, &patches)?.reshape((n * k, o * q))?;
                         let mask = mask.map(|m| m.reshape((1, o * q))).transpose()?;
                         out.push(LayerSide::Conv { g, db, mask });
                     }
@@ -107,7 +105,8 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
             break;
         }
         // A max-pool over a ReLU's output: both signal maps in one pass (CPU).
-        if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && fused::applies(&d) {
+        if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && device::cpu_kernels(&d)
+        {
             d = d.contiguous()?.apply_op2(&inp.detach().contiguous()?, PoolRoute { after_relu: true })?;
             relu_done = true;
             continue;
@@ -134,7 +133,7 @@ fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Resul
     let (n1, n2) = (a1.dim(0)?, a2.dim(0)?);
     let (out, inp) = m.dims2()?;
     let g = if density(m)? <= SPARSE_GRAM_DENSITY {
-        a1.contiguous()?.apply_op2(&a2.contiguous()?, MaskedGram::new(m)?)?
+        masked_gram(a1, a2, m)?
     } else {
         let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
         aa.matmul(&m.t()?)?.reshape((n1, n2, out))?
@@ -149,7 +148,7 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let out = m.dim(0)?;
             let g = masked_input_gram(a1, a2, m)?;
-            d1.reshape((n1, k, out))?.contiguous()?.apply_op3(&d2.reshape((n2, k, out))?.contiguous()?, &g, MaskedPair)
+            masked_pair(&d1.reshape((n1, k, out))?, &d2.reshape((n2, k, out))?, &g)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
             let g1 = match mask {
@@ -228,9 +227,9 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
             };
             let s = (a1.matmul(&a2.t()?)? + 1.0)?;
             total = Some(if *identity {
-                acc.apply_op2(&s, AddBlockDiag { k })?
+                add_block_diag(&acc, &s, k)?
             } else {
-                acc.apply_op3(&d1.matmul(&d2.t()?)?, &s, ScaleBlocksAdd { k })?
+                scale_blocks_add(&acc, &d1.matmul(&d2.t()?)?, &s, k)?
             });
             continue;
         }

@@ -111,7 +111,8 @@ pub fn synflow(
     if rounds == 0 {
         return Err(PruneError::Invalid("SynFlow needs at least one round".into()));
     }
-    let dev = Device::Cpu;
+    // On the device of the network's weights.
+    let dev = stages.iter().find_map(Stage::weighted).map_or(Device::Cpu, |p| p.weight.device().clone());
     // Absolute weights as fresh f64 variables; biases as constants (SynFlow scores weights only).
     let mut vars: BTreeMap<String, Var> = BTreeMap::new();
     for s in stages {

@@ -7,7 +7,7 @@
 //! - [`Method`]: the pruning methods as a type, with the properties the pipeline branches on;
 //! - [`RunName`] / [`Variant`]: a run's name `<arch>-<variant>-d<density>-s<seed>`, printed and
 //!   parsed; [`fnv`], the stable hash of a run's settings;
-//! - [`Density`]: a weight density, checked once when it is made;
+//! - [`Density`]: a weight density, checked once when it is made; [`DeviceSpec`]: `--device`;
 //! - [`lock`]: the one exclusive lock every writer of a run folder or output takes;
 //! - [`settings`]: each command's settings as a preset writes them, and the command lines they give
 //!   (built with [`argv::Argv`]): every flag spelled once.
@@ -22,6 +22,7 @@
 
 pub mod argv;
 mod density;
+mod device;
 pub mod layout;
 pub mod lock;
 mod method;
@@ -30,5 +31,6 @@ pub mod records;
 pub mod settings;
 
 pub use density::{Density, SettingError};
+pub use device::DeviceSpec;
 pub use method::{Method, TicketRecipe, UnknownMethod};
 pub use name::{BadName, RunName, Variant, fnv, variant_in};

@@ -10,7 +10,7 @@ use awt_nets::Net;
 use awt_ntk::metrics;
 use awt_prune::{Allocation, select_keeping};
 use awt_train::{Optimizer, OptimizerConfig};
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
 use crate::error::SearchError;
@@ -167,7 +167,7 @@ fn step_inputs(
     student: &Net,
     cfg: &ValidSearchConfig,
 ) -> Result<Tensor, SearchError> {
-    let dev = Device::Cpu;
+    let dev = teacher.device();
     let n = data.len();
     let epoch = (step / per_epoch) as u64;
     let b = step % per_epoch;

@@ -41,9 +41,9 @@ impl SearchState {
         awt_base::write_atomic(path, &bytes).map_err(|e| SearchError::file_io(path, "cannot write", e))
     }
 
-    /// Reads a state written by [`SearchState::save`] for the same `config`; a state of another
-    /// search, or a damaged file, is an error naming the file.
-    pub fn load(path: &Path, config: &str) -> Result<SearchState, SearchError> {
+    /// Reads a state written by [`SearchState::save`] for the same `config` onto `device` (the
+    /// student's); a state of another search, or a damaged file, is an error naming the file.
+    pub fn load(path: &Path, config: &str, device: &candle_core::Device) -> Result<SearchState, SearchError> {
         let err = |why: String| SearchError::File { path: path.to_path_buf(), why, source: None };
         let bytes = std::fs::read(path).map_err(|e| SearchError::file_io(path, "cannot read", e))?;
         let (_, md) =
@@ -83,7 +83,7 @@ impl SearchState {
             safetensors::SafeTensors::deserialize(&bytes).map_err(|e| SearchError::file_io(path, "malformed", e))?;
         let mut tensors = Vec::new();
         for (name, view) in st.tensors() {
-            let t = candle_core::safetensors::Load::load(&view, &candle_core::Device::Cpu)
+            let t = candle_core::safetensors::Load::load(&view, device)
                 .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
             tensors.push((name, t));
         }

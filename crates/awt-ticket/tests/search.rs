@@ -234,9 +234,9 @@ fn a_resumed_search_is_bit_identical_to_an_uninterrupted_one() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("t.search.state.safetensors");
         states[1].save(&file, "this search").unwrap();
-        let e = SearchState::load(&file, "another search").unwrap_err().to_string();
+        let e = SearchState::load(&file, "another search", &Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("t.search.state.safetensors") && e.contains("another search"), "{e}");
-        let from = SearchState::load(&file, "this search").unwrap();
+        let from = SearchState::load(&file, "this search", &Device::Cpu).unwrap();
         assert_eq!((from.step, from.opt_steps), (14, states[1].opt_steps));
         let ck = Checkpoints { every: 0, resume: Some(from.clone()), save: &mut never };
         let resumed = search_resumable(&teacher, &ds.train, &cfg, ck, &mut |_| {}).unwrap();

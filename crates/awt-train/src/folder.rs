@@ -154,7 +154,11 @@ impl RunFolder {
             meta.get("epoch").and_then(|e| e.parse().ok()).ok_or_else(|| file_err(&path, "no epoch in metadata"))?;
         let steps: u64 = meta.get("optimizer_steps").and_then(|e| e.parse().ok()).unwrap_or(0);
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| file_err(&path, e))?;
-        let dev = candle_core::Device::Cpu;
+        // The checkpoint's tensors go to the device of the model they belong to.
+        let dev = match vars.first() {
+            Some((_, v)) => v.device().clone(),
+            None => candle_core::Device::Cpu,
+        };
         let mut all = HashMap::new();
         for (name, view) in st.tensors() {
             let t = candle_core::safetensors::Load::load(&view, &dev)

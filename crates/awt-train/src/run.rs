@@ -107,7 +107,12 @@ fn attack_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
 }
 
 /// Clean and PGD accuracy on the first `cfg.eval_n` examples of `eval`.
-fn evaluate(model: &dyn Classifier, eval: &Split, cfg: &TrainConfig, dtype: DType) -> Result<(f64, f64), TrainError> {
+fn evaluate(
+    model: &dyn Classifier,
+    eval: &Split,
+    cfg: &TrainConfig,
+    (dtype, dev): (DType, &candle_core::Device),
+) -> Result<(f64, f64), TrainError> {
     if cfg.eval_n == 0 {
         return Ok((f64::NAN, f64::NAN));
     }
@@ -115,13 +120,12 @@ fn evaluate(model: &dyn Classifier, eval: &Split, cfg: &TrainConfig, dtype: DTyp
     if n == 0 {
         return Err(TrainError::Invalid("the evaluation split is empty".into()));
     }
-    let dev = candle_core::Device::Cpu;
     let step = Pgd::eval_step(cfg.eval_eps, cfg.eval_steps).max(1e-6);
     let pgd = Pgd::linf(cfg.eval_eps, cfg.eval_steps, step, Rng::new(cfg.seed).derive("eval").next_u64());
     let (mut clean, mut robust) = (0usize, 0usize);
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(500) {
-        let (x, y) = eval.batch(chunk, &dev)?;
+        let (x, y) = eval.batch(chunk, dev)?;
         let x = x.to_dtype(dtype)?;
         let z = model.logits(&x)?;
         awt_attack::finite_logits(&z)?;
@@ -203,7 +207,8 @@ pub fn train(
     let n = data.len();
     let batches_per_epoch = n.div_ceil(cfg.batch_size);
     let total_steps = (batches_per_epoch * cfg.epochs) as u64;
-    let dev = candle_core::Device::Cpu;
+    // Batches go to the device of the model's parameters.
+    let dev = vars[0].1.device().clone();
     let mut epochs: Vec<EpochMetrics> = Vec::new();
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
@@ -254,7 +259,7 @@ pub fn train(
             hooks.progress(epoch, b + 1, batches_per_epoch, loss_sum / seen as f64, correct as f64 / seen as f64);
         }
         let train_secs = t0.elapsed().as_secs_f64();
-        let (clean_acc, robust_acc) = evaluate(model, eval, cfg, vars[0].1.dtype())?;
+        let (clean_acc, robust_acc) = evaluate(model, eval, cfg, (vars[0].1.dtype(), &dev))?;
         let mut m = EpochMetrics {
             epoch,
             train_loss: loss_sum / seen as f64,

@@ -49,6 +49,7 @@ impl KeptConvGrad {
     }
 
     /// Number of kept weights.
+    #[cfg(test)]
     pub fn kept(&self) -> usize {
         self.kept
     }
