@@ -27,12 +27,13 @@ cargo xtask <command>
 
 commands:
   reproduce [--preset smoke|quick|ntt-validation|study|paper] [--only RUN,...] [--first PATTERN,...] [--jobs N]
-            [--force] [--list] [--shard i/n] [--commit] [--within DURATION]
+            [--force] [--list] [--shard i/n] [--commit] [--within DURATION] [--device cpu|cuda[:N]|auto]
             (--only: these runs, by their exact names as --list prints them;
             --jobs: concurrent runs, default one per core, the cores shared between them;
             --first: the runs whose name matches these patterns first, in that order, then the rest;
             --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated;
-            --within 2h30m, recorded presets: start only runs whose recorded median time still fits)
+            --within 2h30m, recorded presets: start only runs whose recorded median time still fits;
+            --device: where every awt step computes, recorded in each eval.json and manifest; default cpu)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, about 6 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE] | --check

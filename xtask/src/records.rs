@@ -194,6 +194,7 @@ pub(crate) fn test_eval(n: u64, clean: u64, robust: u64) -> String {
         dataset_location: String::new(),
         dataset_unverified: None,
         dataset_verified: None,
+        device: None,
         git_commit: "0".into(),
         gradient_free_only: None,
         gradient_masking_suspected: None,

@@ -28,7 +28,7 @@ pub(crate) use opts::Opts;
 use record::{keep, recorded};
 
 use dense::ensure_dense;
-use exec::{execute, wait_lock};
+use exec::{Child, execute, wait_lock};
 use sitting::{Place, fits, to_go};
 
 /// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
@@ -106,14 +106,14 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let errors = Mutex::new(Vec::new());
     // The cores split evenly between concurrent runs (each run's candle/rayon pool gets its share).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None };
+    let child = Child { threads: if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None }, device: o.device };
     let started = Instant::now();
     let grid = Grid {
         o,
         spec: &spec,
         awt: &awt,
         data: &data,
-        threads,
+        child,
         queue: &queue,
         errors: &errors,
         started,
@@ -147,7 +147,7 @@ struct Grid<'a> {
     spec: &'a Spec,
     awt: &'a Path,
     data: &'a str,
-    threads: Option<usize>,
+    child: Child,
     queue: &'a Mutex<queue::Queue>,
     errors: &'a Mutex<Vec<String>>,
     started: Instant,
@@ -177,7 +177,7 @@ fn work(g: &Grid) {
             break;
         };
         let place = Place { k, n, rest, started };
-        if let Err(e) = one(g.awt, &run, g.spec, g.data, g.threads, o, &place) {
+        if let Err(e) = one(g.awt, &run, g.spec, g.data, g.child, o, &place) {
             // Said at once (a long grid goes on with its other runs), and again at the end.
             eprintln!("[{:>3}/{n}] {} — FAILED: {e:#}", k + 1, run.name);
             g.errors.lock().expect("errors").push(format!("{e:#}"));
@@ -213,7 +213,7 @@ fn finished(queue: queue::Queue, started: Instant) -> Vec<Run> {
 }
 
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).
-fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o: &Opts, at: &Place) -> Result<()> {
+fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, at: &Place) -> Result<()> {
     let (k, total) = (at.k, at.n);
     if o.force && run.dir.exists() {
         let _ = std::fs::remove_dir_all(&run.dir);
@@ -233,7 +233,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
         run.name,
         at.started.elapsed().as_secs_f64()
     );
-    ensure_dense(awt, run, spec, data, threads, o)?;
+    ensure_dense(awt, run, spec, data, child, o)?;
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     let lock = wait_lock(&run.dir, &run.name, false)?;
     // Another worker may have run it meanwhile, for a run that needed it first.
@@ -241,7 +241,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, threads: Option<usize>, o
         eprintln!("[{:>3}/{total}] {} — finished by another worker", k + 1, run.name);
         return if spec.record && !recorded(&o.preset, run) { keep(o, run) } else { Ok(()) };
     }
-    let t = execute(lock, awt, run, &steps(run, spec, data)?, threads, &o.preset)?;
+    let t = execute(lock, awt, run, &steps(run, spec, data)?, child, &o.preset)?;
     if spec.record {
         keep(o, run)?;
     }
@@ -296,5 +296,18 @@ mod tests {
             let e = format!("{e:#}");
             assert!(e.contains(want), "{v}: {e}");
         }
+    }
+
+    /// `--device` parses to the contract's type, names itself when wrong, and a GPU grid runs one
+    /// job at a time unless told otherwise.
+    #[test]
+    fn the_device_flag_parses_and_a_gpu_grid_queues_its_runs() {
+        let parse = |a: &[&str]| Opts::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = parse(&["--device", "cuda:1"]).unwrap();
+        assert_eq!((o.device, o.jobs), (awt_runs::DeviceSpec::Cuda(1), 1));
+        assert_eq!(parse(&["--device", "cuda", "--jobs", "3"]).unwrap().jobs, 3);
+        assert_eq!(parse(&[]).unwrap().device, awt_runs::DeviceSpec::Cpu);
+        let e = format!("{:#}", parse(&["--device", "gpu"]).err().unwrap());
+        assert!(e.starts_with("--device: device `gpu` is not one of"), "{e}");
     }
 }

@@ -242,6 +242,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
         dataset_location: d.location,
         dataset_unverified: Some(d.unverified),
         dataset_verified: Some(d.verified),
+        device: crate::output::device_name(&net.device()),
         git_commit: crate::output::git_commit().to_string(),
         gradient_free_only: Some(warnings.gradient_free_only as u64),
         gradient_masking_suspected: Some(warnings.gradient_masking_suspected()),

@@ -168,3 +168,13 @@ pub(crate) fn open_device(spec: awt_runs::DeviceSpec) -> Result<candle_core::Dev
         },
     }
 }
+
+/// How records name a device: `None` for the CPU (records made before devices were recorded ran
+/// there), `cuda:N` / `metal:N` otherwise.
+pub(crate) fn device_name(d: &candle_core::Device) -> Option<String> {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => None,
+        candle_core::DeviceLocation::Cuda { gpu_id } => Some(format!("cuda:{gpu_id}")),
+        candle_core::DeviceLocation::Metal { gpu_id } => Some(format!("metal:{gpu_id}")),
+    }
+}

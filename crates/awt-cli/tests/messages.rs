@@ -89,3 +89,35 @@ fn hydra_writes_its_configuration_as_toml() {
     let t: toml::Table = text.parse().unwrap_or_else(|e| panic!("not TOML: {e}\n{text}"));
     assert_eq!(t["density"].as_float(), Some(0.3));
 }
+
+/// `--device`: a wrong value and a device this binary cannot open are one line naming the flag;
+/// `auto` on a machine without CUDA computes on the CPU and records nothing about it (CPU records
+/// keep their bytes).
+#[test]
+fn the_device_flag_names_itself_and_auto_falls_back_to_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = tmp.path().join("i.safetensors");
+    assert!(awt(&["init", "--arch", "mlp-784-32-10", "--out", s(&init)]).0);
+    let eval = |device: &str, json: &std::path::Path| {
+        awt(&["eval", "--model", s(&init), "--limit", "8", "--steps", "2", "--device", device, "--json", s(json)])
+    };
+    says(&["eval", "--model", s(&init), "--device", "gpu"], "--device: device `gpu` is not one of cpu, cuda");
+    if !cfg!(feature = "cuda") {
+        says(
+            &["eval", "--model", s(&init), "--device", "cuda:0"],
+            "--device cuda:0: this awt binary was built without CUDA",
+        );
+    }
+    let (cpu, auto) = (tmp.path().join("cpu.json"), tmp.path().join("auto.json"));
+    assert!(eval("cpu", &cpu).0);
+    let (ok, _, err) = eval("auto", &auto);
+    assert!(ok, "{err}");
+    let read = |p: &std::path::Path| {
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        (v["clean_correct"].clone(), v["robust_correct"].clone(), v.get("device").cloned())
+    };
+    if !cfg!(feature = "cuda") {
+        assert_eq!(read(&cpu), read(&auto));
+        assert_eq!(read(&auto).2, None);
+    }
+}

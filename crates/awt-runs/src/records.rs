@@ -56,6 +56,10 @@ pub struct Eval {
     /// Whether every file matched its pinned checksum (absent in older records: they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_verified: Option<bool>,
+    /// The device the evaluation ran on when it was not the CPU (`cuda:0`); absent for the CPU
+    /// (and in every record from before the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// The binary's commit.
     pub git_commit: String,
     /// Points only a gradient-free attack (Square) broke (absent in older records).
@@ -394,6 +398,9 @@ pub struct Manifest {
     /// Training images held out as validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_held_out: Option<u64>,
+    /// The device the evaluation ran on when it was not the CPU (`cuda:0`); absent for the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 fn yes() -> bool {

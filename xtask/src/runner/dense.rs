@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use super::exec::{self, execute, wait_lock};
+use super::exec::{self, Child, execute, wait_lock};
 use super::opts::Opts;
 use super::record::{keep, record_dir, recorded};
 use crate::plan::{Run, Step, expand, steps};
@@ -19,14 +19,7 @@ use crate::spec::Spec;
 /// holds it. A dense run `results/` holds already is only trained again (no evaluation, not
 /// recorded again), and its epochs must repeat the recorded ones ([`same_training`]); any other
 /// is run whole and recorded.
-pub(super) fn ensure_dense(
-    awt: &Path,
-    run: &Run,
-    spec: &Spec,
-    data: &str,
-    threads: Option<usize>,
-    o: &Opts,
-) -> Result<()> {
+pub(super) fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts) -> Result<()> {
     let Some(dir) = &run.dense_dir else { return Ok(()) };
     let own = steps(run, spec, data)?;
     if !own.iter().any(|s| s.name == "dynamics" && !s.done.exists()) {
@@ -50,14 +43,14 @@ pub(super) fn ensure_dense(
             // needed again, and it must be the recorded training, or every comparison with it would
             // be made against a net the records do not describe.
             let upto = dense_steps.iter().position(|s| s.name == "train").map_or(dense_steps.len(), |i| i + 1);
-            exec::run_steps(awt, &dense, &dense_steps[..upto], threads)?;
+            exec::run_steps(awt, &dense, &dense_steps[..upto], child)?;
             drop(lock);
             same_training(
                 &record_dir(&o.preset, &dense).join(layout::RECORD_TRAIN_METRICS),
                 &dir.join(layout::TRAIN).join(layout::METRICS),
             )?;
         } else {
-            execute(lock, awt, &dense, &dense_steps, threads, &o.preset)?;
+            execute(lock, awt, &dense, &dense_steps, child, &o.preset)?;
             if spec.record {
                 keep(o, &dense)?;
             }
@@ -142,17 +135,17 @@ case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\
         assert_eq!(random.dense_dir.as_ref(), Some(&dense.dir));
         let run = |r: &Run| {
             std::fs::create_dir_all(&r.dir).unwrap();
-            execute(wait_lock(&r.dir, "t", false).unwrap(), &fake, r, &steps(r, &spec, "d").unwrap(), None, "t")
+            execute(wait_lock(&r.dir, "t", false).unwrap(), &fake, r, &steps(r, &spec, "d").unwrap(), Child::CPU, "t")
         };
         let err = format!("{:#}", run(random).unwrap_err());
         assert!(err.contains("`awt dynamics` failed") && err.contains("no epoch checkpoints"), "{err}");
-        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
+        ensure_dense(&fake, random, &spec, "d", Child::CPU, &o).unwrap();
         assert!(dense.dir.join("train/epochs").is_dir() && dense.dir.join("manifest.json").exists());
         run(random).unwrap();
         assert!(random.dir.join("dynamics.jsonl").exists());
         // Trained already: nothing runs again.
         let before = std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap();
-        ensure_dense(&fake, random, &spec, "d", None, &o).unwrap();
+        ensure_dense(&fake, random, &spec, "d", Child::CPU, &o).unwrap();
         assert_eq!(std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap(), before);
         std::fs::remove_dir_all(&tmp).unwrap();
     }

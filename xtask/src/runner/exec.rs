@@ -2,7 +2,7 @@
 //! process wait for each other), its steps through the `awt` binary (finished steps skipped,
 //! interrupted training and searches resumed), step timings kept across sittings, and its manifest.
 
-use awt_runs::layout;
+use awt_runs::{DeviceSpec, layout};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -122,6 +122,20 @@ impl Clock {
     }
 }
 
+/// How each `awt` child process runs: its share of the cores (`RAYON_NUM_THREADS`; `None`: all)
+/// and its device (`--device`, given to every step when it is not the CPU).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Child {
+    pub threads: Option<usize>,
+    pub device: DeviceSpec,
+}
+
+impl Child {
+    /// All the cores, on the CPU.
+    #[cfg(test)]
+    pub const CPU: Child = Child { threads: None, device: DeviceSpec::Cpu };
+}
+
 /// Runs one run's steps, skipping finished ones and resuming training and searches; writes the
 /// manifest. `_lock` is the run folder's ([`wait_lock`]), released when this returns.
 pub(super) fn execute(
@@ -129,16 +143,16 @@ pub(super) fn execute(
     awt: &Path,
     run: &Run,
     steps: &[Step],
-    threads: Option<usize>,
+    child: Child,
     preset: &str,
 ) -> Result<f64> {
-    let (clock, start) = run_steps(awt, run, steps, threads)?;
-    write_manifest(run, preset, threads, &clock, start)
+    let (clock, start) = run_steps(awt, run, steps, child)?;
+    write_manifest(run, preset, child.threads, &clock, start)
 }
 
 /// Runs `steps` of `run` (the caller holds the folder's lock), skipping finished ones and resuming
 /// training and searches; no manifest. Returns the run's clock and when this sitting started.
-pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], threads: Option<usize>) -> Result<(Clock, Instant)> {
+pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> Result<(Clock, Instant)> {
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
@@ -154,6 +168,9 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], threads: Option<u
         if s.resume_from.as_ref().is_some_and(|p| p.exists()) {
             args.push("--resume".into());
         }
+        if child.device != DeviceSpec::Cpu {
+            args.extend(["--device".into(), child.device.to_string()]);
+        }
         writeln!(log, "$ awt {}", args.join(" "))?;
         let t = Instant::now();
         let mut c = Command::new(awt);
@@ -161,7 +178,7 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], threads: Option<u
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log.try_clone()?))
             .env("AWT_OFFLINE", "1");
-        if let Some(n) = threads {
+        if let Some(n) = child.threads {
             c.env("RAYON_NUM_THREADS", n.to_string());
         }
         let mut child = c.spawn().with_context(|| format!("cannot run {}", awt.display()))?;
@@ -235,6 +252,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         cpu: cpu(),
         split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
         validation_held_out: eval.validation_held_out,
+        device: eval.device.clone(),
     };
     std::fs::write(run.dir.join(layout::MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
@@ -303,7 +321,7 @@ mod tests {
         let first = [step("a", "sleep 0.4; touch DIR/a.done", "a.done"), step("b", "sleep 0.3; exit 1", "b.done")];
         let execute = |steps: &[Step]| {
             std::fs::create_dir_all(&dir).unwrap();
-            super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, None, "test")
+            super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, Child::CPU, "test")
         };
         assert!(execute(&first).is_err());
         std::fs::write(dir.join(layout::EVAL), crate::records::test_eval(10, 9, 5)).unwrap();

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use awt_runs::DeviceSpec;
+
 use crate::workspace::root;
 
 /// `cargo xtask reproduce` flags.
@@ -21,6 +23,8 @@ pub(crate) struct Opts {
     pub out: Option<PathBuf>,
     /// Start only runs expected to finish this many seconds after the grid started (`--within 2h30m`).
     pub within: Option<f64>,
+    /// Where every `awt` step computes (`--device`; the CPU unless told).
+    pub device: DeviceSpec,
 }
 
 impl Opts {
@@ -40,7 +44,9 @@ impl Opts {
             shard: None,
             out: None,
             within: None,
+            device: DeviceSpec::Cpu,
         };
+        let mut jobs_given = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut val = |name: &str| it.next().cloned().with_context(|| format!("{name} needs a value"));
@@ -55,6 +61,7 @@ impl Opts {
                     }
                 }
                 "--jobs" => {
+                    jobs_given = true;
                     o.jobs = val("--jobs")?.parse().context("--jobs: not a number")?;
                     if o.jobs == 0 {
                         bail!("--jobs must be ≥ 1");
@@ -64,6 +71,7 @@ impl Opts {
                 "--list" => o.list = true,
                 "--commit" => o.commit = true,
                 "--out" => o.out = Some(PathBuf::from(val("--out")?)),
+                "--device" => o.device = val("--device")?.parse().context("--device")?,
                 "--within" => o.within = Some(duration("--within", &val("--within")?)?),
                 "--shard" => {
                     let v = val("--shard")?;
@@ -79,6 +87,10 @@ impl Opts {
                 }
                 other => bail!("reproduce: unknown flag `{other}`"),
             }
+        }
+        if o.device != DeviceSpec::Cpu && !jobs_given {
+            // One GPU: runs queue for it rather than split it (and the CPU's cores) between them.
+            o.jobs = 1;
         }
         Ok(o)
     }
