@@ -26,12 +26,22 @@ def idx(path):
     sys.exit(f"torch_at_epoch: no {path}[.gz]")
 
 
+# AWT_PEER_DEVICE=cuda runs the same on the GPU (the device check, scripts/gpu-check.sh); the clock
+# is read after torch.cuda.synchronize().
+DEV = torch.device(os.environ.get("AWT_PEER_DEVICE", "cpu"))
+torch.set_default_device(DEV)
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
 data = sys.argv[1]
 threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-x = torch.from_numpy(idx(os.path.join(data, "train-images-idx3-ubyte")).astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
-y = torch.from_numpy(idx(os.path.join(data, "train-labels-idx1-ubyte")).astype(np.int64))
+x = torch.from_numpy(idx(os.path.join(data, "train-images-idx3-ubyte")).astype(np.float32) / 255.0).reshape(-1, 1, 28, 28).to(DEV)
+y = torch.from_numpy(idx(os.path.join(data, "train-labels-idx1-ubyte")).astype(np.int64)).to(DEV)
 net = sys.argv[3] if len(sys.argv) > 3 else "lenet-300-100"
 if net == "lenet-300-100":
     model = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
@@ -66,6 +76,7 @@ for i in range(0, len(x), BATCH):
     opt.step()
     loss_sum += loss.item() * len(idxs)
     seen += len(idxs)
+sync()
 secs = time.perf_counter() - start
 print(json.dumps({"peer": f"torch {torch.__version__}", "threads": threads, "net": net, "measure": "at_epoch",
-                  "s": secs, "images_per_sec": seen / secs, "train_loss": loss_sum / seen}), flush=True)
+                  "device": str(DEV), "images": seen, "s": secs, "images_per_sec": seen / secs, "train_loss": loss_sum / seen}), flush=True)

@@ -14,8 +14,19 @@ linear layers' terms as for the MLP.
 Usage: torch_awt_step.py [THREADS] [NET]   (NET: lenet-300-100, the default, or lenet5-caffe)
        -> one JSON line: median ms per step
 """
-import json, sys, time, statistics
+import json, os, sys, time, statistics
 import torch, torch.nn.functional as F
+
+# AWT_PEER_DEVICE=cuda runs the same on the GPU (the device check, scripts/gpu-check.sh); the clock
+# is read after torch.cuda.synchronize().
+DEV = torch.device(os.environ.get("AWT_PEER_DEVICE", "cpu"))
+torch.set_default_device(DEV)
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
 
 torch.manual_seed(0)
 torch.set_num_threads(int(sys.argv[1]) if len(sys.argv) > 1 else 2)
@@ -154,8 +165,10 @@ def step():
 
 mlp = NET == "lenet-300-100"
 for _ in range(3 if mlp else 2): step()
+sync()
 ts = []
 for _ in range(20 if mlp else 5):
-    t = time.perf_counter(); step(); ts.append((time.perf_counter() - t) * 1e3)
+    t = time.perf_counter(); step(); sync(); ts.append((time.perf_counter() - t) * 1e3)
 print(json.dumps({"peer": f"torch {torch.__version__}", "threads": torch.get_num_threads(), "net": NET,
-                  "measure": "awt_step", "ms": statistics.median(ts), "min_ms": min(ts)}), flush=True)
+                  "measure": "awt_step", "ms": statistics.median(ts), "min_ms": min(ts),
+                  "device": str(DEV)}), flush=True)

@@ -9,9 +9,19 @@ Prints one JSON line per (net, measure): the median of several timed repetitions
 
 Usage: torch_bench.py [THREADS] [REPS]
 """
-import json, statistics, sys, time
+import json, os, statistics, sys, time
 
 import torch, torch.nn as nn, torch.nn.functional as F
+
+# AWT_PEER_DEVICE=cuda runs the same on the GPU (the device check, scripts/gpu-check.sh); the clock
+# is read after torch.cuda.synchronize().
+DEV = torch.device(os.environ.get("AWT_PEER_DEVICE", "cpu"))
+torch.set_default_device(DEV)
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
 
 threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 reps = int(sys.argv[2]) if len(sys.argv) > 2 else 50
@@ -31,10 +41,12 @@ def lenet5_caffe():
 def median_ms(fn, reps, warm=5):
     for _ in range(warm):
         fn()
+    sync()
     times = []
     for _ in range(reps):
         t = time.perf_counter()
         fn()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
 
@@ -55,4 +67,4 @@ for name, build, r in [("lenet-300-100", lenet_300_100, reps), ("lenet5-caffe", 
 
     for measure, fn in [("fwd_bwd", fwd_bwd), ("pgd_step", pgd_step)]:
         print(json.dumps({"peer": f"torch {torch.__version__}", "threads": threads, "net": name, "measure": measure,
-                          "ms": median_ms(fn, r)}), flush=True)
+                          "ms": median_ms(fn, r), "device": str(DEV)}), flush=True)

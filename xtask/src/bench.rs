@@ -449,12 +449,21 @@ fn our_at_epoch(net: &str) -> Result<f64> {
 /// Replaces the text between `<!-- bench:begin -->` and `<!-- bench:end -->` of `doc` (appending
 /// the section when the markers are missing), written atomically.
 fn write_section(doc: &Path, table: &str) -> Result<()> {
-    const BEGIN: &str = "<!-- bench:begin (written by cargo xtask bench --peers) -->";
-    const END: &str = "<!-- bench:end -->";
+    splice(
+        doc,
+        ("<!-- bench:begin (written by cargo xtask bench --peers) -->", "<!-- bench:end -->"),
+        "Side by side",
+        table,
+    )
+}
+
+/// Replaces the text between the markers `begin` and `end` of `doc` by `text` (appending it under
+/// `## heading` when the markers are missing), written atomically.
+pub(crate) fn splice(doc: &Path, (begin, end): (&str, &str), heading: &str, text: &str) -> Result<()> {
     let old = std::fs::read_to_string(doc).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{BEGIN}\n{table}{}", &old[..a], &old[b..]),
-        _ => format!("{old}\n## Side by side\n\n{BEGIN}\n{table}{END}\n"),
+    let new = match (old.find(begin), old.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
+        _ => format!("{old}\n## {heading}\n\n{begin}\n{text}{end}\n"),
     };
     let tmp = doc.with_extension("md.tmp");
     std::fs::write(&tmp, new).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -4,6 +4,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod gpu;
+mod gpu_report;
 // The protocol's decision rule; the study v2 report (issue 23) is its user, written next.
 #[allow(dead_code)]
 mod decide;
@@ -46,6 +48,13 @@ commands:
             run the criterion benchmarks (cargo bench -p benches); with --peers also the PyTorch and
             neural-tangents scripts of benches/peers/ (environments made on first use under target/peers/)
             and write the side-by-side table of docs/performance.md from that one sitting
+  gpu-build [--compute-cap 90]
+            build the awt binary with candle's CUDA backend (--device cuda) here, without a system CUDA:
+            the CUDA 13.0 toolkit from PyPI wheels under target/cuda/, a link-time libcuda stub; writes
+            target/cuda/awt and target/cuda/awt.xz (for a CUDA 13.0 driver, sm_90 by default); see
+            docs/reproducing.md, section On a GPU
+  gpu-report DIR
+            the GPU section of docs/performance.md from the files scripts/gpu-check.sh wrote into DIR
   ci        what CI runs: format check, clippy (warnings are errors), the test suite, regress
   help      this text
 ";
@@ -68,6 +77,8 @@ fn main() -> Result<()> {
         Some("reproduce") => runner::reproduce(rest),
         Some("report") => report::run(rest),
         Some("regress") => regress::regress(rest),
+        Some("gpu-build") => gpu::gpu_build(rest),
+        Some("gpu-report") => gpu_report::gpu_report(rest),
         Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),
     }
 }

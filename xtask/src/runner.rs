@@ -265,10 +265,15 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     crate::report::write_runs(&dirs, &report_path(&o))
 }
 
-/// Where a grid's report goes: only the quick preset's is the committed docs/reproduction.md; any
-/// other preset's goes beside its runs, so a custom grid never replaces the committed report.
+/// Where a grid's report goes: only the quick preset's, run into its usual folder, is the committed
+/// docs/reproduction.md; any other grid's (another preset, or `--out` elsewhere, as the device check
+/// does) goes beside its runs, so a custom grid never replaces the committed report.
 fn report_path(o: &Opts) -> std::path::PathBuf {
-    if o.preset == "quick" { root().join("docs").join("reproduction.md") } else { o.base().join("report.md") }
+    if o.preset == "quick" && o.out.is_none() {
+        root().join("docs").join("reproduction.md")
+    } else {
+        o.base().join("report.md")
+    }
 }
 
 #[cfg(test)]
@@ -282,6 +287,8 @@ mod tests {
         let path = |preset: &str| report_path(&Opts::parse(&["--preset".into(), preset.into()]).ok().unwrap());
         assert_eq!(path("quick"), root().join("docs/reproduction.md"));
         assert_eq!(path("smoke"), root().join("runs/smoke/report.md"));
+        let elsewhere = Opts::parse(&["--out".into(), "/tmp/q".into()]).unwrap();
+        assert_eq!(report_path(&elsewhere), std::path::Path::new("/tmp/q/report.md"));
     }
 
     /// A malformed `--shard` names the flag and what it takes.

@@ -74,6 +74,10 @@ enum Cmd {
     /// Kernel dynamics of a sparse net against the dense net trained with the same seed, per epoch.
     #[command(allow_negative_numbers = true)]
     Dynamics(Box<crate::dynamics::DynamicsArgs>),
+    /// Does --device compute what the CPU computes (logits, gradients, PGD-20, the NTK, a search
+    /// step), and how fast (the rows of docs/performance.md)? With --device cpu: a dry run on the
+    /// device-generic path.
+    CheckDevice(Box<crate::device_check::CheckArgs>),
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -118,6 +122,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Cmd::Train(a) => crate::train::run(*a, &dev()?),
         Cmd::Prune(a) => crate::prune::run_prune(*a, &dev()?),
         Cmd::Ticket(a) => crate::ticket::run_ticket(*a, &dev()?),
+        Cmd::CheckDevice(a) => crate::device_check::run(*a, &dev()?),
     }
 }
 

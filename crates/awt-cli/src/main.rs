@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod device_check;
 mod dynamics;
 mod eval;
 mod files;

@@ -121,3 +121,29 @@ fn the_device_flag_names_itself_and_auto_falls_back_to_the_cpu() {
         assert_eq!(read(&auto).2, None);
     }
 }
+
+/// `awt check-device --device cpu` is the device check's dry run: the CPU's device-generic path
+/// against its kernels agrees to rounding (the numbers a GPU run reports in the same form).
+#[test]
+fn the_device_checks_dry_run_agrees_to_rounding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("check.json");
+    let (ok, _, err) = awt(&["check-device", "--n", "32", "--reps", "0", "--epoch-n", "0", "--json", s(&json)]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["device"], "cpu (device-generic path)");
+    let nets = v["nets"].as_array().unwrap();
+    assert_eq!(nets.len(), 2);
+    for n in nets {
+        let a = &n["agreement"];
+        for k in
+            ["logits_rel", "input_grad_rel", "weight_grad_rel_max", "ntk64_full_rel", "search_step_weights_rel_max"]
+        {
+            let x = a[k].as_f64().unwrap();
+            assert!(x < 1e-5, "{}: {k} = {x}", n["arch"]);
+        }
+        assert_eq!(a["pgd20_robust"]["examples_differing"], 0);
+        assert_eq!(a["search_step_mask_entries_differing"], 0);
+        assert_eq!(a["same_class"], "32/32");
+    }
+}
