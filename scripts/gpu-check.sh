@@ -23,6 +23,7 @@ n=${GPU_CHECK_N:-1000}
 reps=${GPU_CHECK_REPS:-10}
 epoch_n=${GPU_CHECK_EPOCH_N:-10000}
 train_n=${GPU_CHECK_TRAIN_N:-10000}
+preset=${GPU_CHECK_PRESET:-quick}
 left() { echo $((budget - ($(date +%s) - start))); }
 out=${OUT:-target/gpu-check}
 mkdir -p "$out"
@@ -101,11 +102,11 @@ log "phase 2: PyTorch peers on $peer_device"
     done
 } > "$out/peers.jsonl" 2> "$out/peers.err" || log "a peer failed (see peers.err)"
 
-# 3. The quick preset end to end on the device, in the time left.
+# 3. The quick preset (GPU_CHECK_PRESET) end to end on the device, in the time left.
 if [[ -x target/release/xtask ]] && (( $(left) > 60 )); then
-    log "phase 3: the quick preset with --device $device ($(left) s left)"
+    log "phase 3: the $preset preset with --device $device ($(left) s left)"
     set +e
-    AWT_BIN="$bin" timeout "$(( $(left) - 20 ))" target/release/xtask reproduce --preset quick --device "$device" \
+    AWT_BIN="$bin" timeout "$(( $(left) - 20 ))" target/release/xtask reproduce --preset "$preset" --device "$device" \
         --out "$work/quick" > "$out/quick.txt" 2>&1
     echo "exit status $?" >> "$out/quick.txt"
     set -e

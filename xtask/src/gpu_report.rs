@@ -77,10 +77,14 @@ pub(crate) fn section(dir: &Path) -> Result<String> {
         for n in check["nets"].as_array().context("no nets")? {
             let a = &n["agreement"];
             let r = &a["pgd20_robust"];
+            // Fresh nets are named by their seed; the trained ones by their temporary path.
+            let name = match n["net"].as_str() {
+                Some(s) if s.contains("(seed") => s.to_string(),
+                _ => format!("{} (adversarially trained, one epoch)", n["arch"].as_str().unwrap_or("?")),
+            };
             writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} / {} of {} ({}) |",
-                n["net"].as_str().unwrap_or("?"),
+                "| {name} | {} | {} | {} | {} | {} | {} / {} of {} ({}) |",
                 e(&a["logits_rel"]),
                 e(&a["input_grad_rel"]),
                 e(&a["weight_grad_rel_max"]),
@@ -127,7 +131,12 @@ pub(crate) fn section(dir: &Path) -> Result<String> {
             d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "json")).collect()
         })
         .unwrap_or_default();
-    writeln!(s, "\nThe quick preset with `--device cuda`: {} runs finished in the check's time.", quick.len())?;
+    writeln!(
+        s,
+        "\nThe quick preset with `--device {}`: {} runs finished in the check's time.",
+        fresh["device"].as_str().unwrap_or("?"),
+        quick.len()
+    )?;
     Ok(s)
 }
 
