@@ -1,6 +1,11 @@
 //! The one decision rule of study v2 (docs/protocol.md §7), in code: each statement is a one-sided
 //! Student-t test on paired per-seed differences at α = 0.025 (the 95 % interval's bounds), and a
-//! family of primary claims is corrected by Holm's step-down procedure. Every report uses these.
+//! family of primary claims is corrected by Holm's step-down procedure. Every report uses these:
+//! [`matches`] and [`beats`] read a statement off an interval where no family is corrected
+//! (the first study, the quick report, the exploratory rows), [`test`] / [`holm`] / [`verdict`]
+//! decide a family.
+
+use crate::stats::Summary;
 
 /// α of each one-sided test (the two-sided 95 % interval).
 pub(crate) const ALPHA: f64 = 0.025;
@@ -151,6 +156,30 @@ pub(crate) fn holm(p: &[f64]) -> Vec<f64> {
     adj
 }
 
+/// "X matches the reference" (the dense net), read from the 95 % interval of the paired differences
+/// X − reference (fractions), as the protocol's table states it: holds when the lower bound is at
+/// least −1 point, does not hold when the upper bound is below −1 point, else open. The same
+/// decision as [`test`] with [`Statement::Matches`] outside a family (tested below).
+pub(crate) fn matches(d: &Summary) -> &'static str {
+    match d.ci95() {
+        Some((lo, _)) if lo >= -MARGIN => "holds",
+        Some((_, hi)) if hi < -MARGIN => "does **not** hold",
+        Some(_) => "open: the interval straddles the margin",
+        None => "open: fewer than two paired seeds",
+    }
+}
+
+/// "X beats the reference", read from the interval as [`matches`]: holds when the lower bound is
+/// above 0, does not hold (the reference beats X) when the upper bound is below 0.
+pub(crate) fn beats(d: &Summary) -> &'static str {
+    match d.ci95() {
+        Some((lo, _)) if lo > 0.0 => "holds",
+        Some((_, hi)) if hi < 0.0 => "does **not** hold (below)",
+        Some(_) => "open: the interval contains 0",
+        None => "open: fewer than two paired seeds",
+    }
+}
+
 /// The verdict in words, from a tested statement and its (Holm-adjusted, where it is in a family)
 /// p-value.
 pub(crate) fn verdict(t: &Tested, p: f64) -> &'static str {
@@ -194,6 +223,16 @@ mod tests {
         }
         // A value from the normal limit: F(1.959964) → 0.975 as df grows.
         assert!((t_cdf(1.959_964, 1e6) - 0.975).abs() < 1e-5);
+    }
+
+    /// Fewer than two paired seeds: no interval, so no verdict.
+    #[test]
+    fn one_seed_decides_nothing() {
+        let one = crate::stats::summary(&[0.05]);
+        assert_eq!(
+            (matches(&one), beats(&one)),
+            ("open: fewer than two paired seeds", "open: fewer than two paired seeds")
+        );
     }
 
     /// Holm on a worked example, and its monotonicity and cap.
@@ -241,6 +280,14 @@ mod tests {
                 "open"
             };
             assert_eq!(verdict(&b, b.p), want, "{d:?}");
+            // The interval readings say the same, in their words.
+            assert_eq!(matches(&s).split(':').next().unwrap(), verdict(&m, m.p), "{d:?}");
+            let in_words = match verdict(&b, b.p) {
+                "better" => "holds",
+                "worse" => "does **not** hold (below)",
+                _ => "open",
+            };
+            assert_eq!(beats(&s).split(':').next().unwrap(), in_words, "{d:?}");
             let e = test(Statement::Equivalent, d);
             let want = if lo > -MARGIN && hi < MARGIN { "equivalent (within ±1 point)" } else { "not shown" };
             assert_eq!(verdict(&e, e.p), want, "{d:?}");

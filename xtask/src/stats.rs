@@ -73,27 +73,6 @@ pub(crate) fn paired(a: &[(u64, f64)], b: &[(u64, f64)]) -> Summary {
     summary(&d)
 }
 
-/// The verdict on "a is at least b − margin" from the paired difference a − b (fractions): holds
-/// when the whole 95 % interval lies above −margin, does not hold when it lies below, else open.
-pub(crate) fn at_least(d: &Summary, margin: f64) -> &'static str {
-    match d.ci95() {
-        Some((lo, _)) if lo >= -margin => "holds",
-        Some((_, hi)) if hi < -margin => "does **not** hold",
-        Some(_) => "open: the interval straddles the margin",
-        None => "open: fewer than two paired seeds",
-    }
-}
-
-/// The verdict on "a is above b" (margin 0, strict): holds when the interval lies above 0.
-pub(crate) fn above(d: &Summary) -> &'static str {
-    match d.ci95() {
-        Some((lo, _)) if lo > 0.0 => "holds",
-        Some((_, hi)) if hi < 0.0 => "does **not** hold (below)",
-        Some(_) => "open: the interval contains 0",
-        None => "open: fewer than two paired seeds",
-    }
-}
-
 /// Ranks from 1, ties given their mean rank.
 fn ranks(v: &[f64]) -> Vec<f64> {
     let mut order: Vec<usize> = (0..v.len()).collect();
@@ -152,12 +131,6 @@ mod tests {
         let d = paired(&[(0, 0.9), (1, 0.8), (2, 0.1)], &[(0, 0.85), (1, 0.76)]);
         assert_eq!(d.n, 2);
         assert!((d.mean - 0.045).abs() < 1e-12);
-        assert_eq!(above(&summary(&[0.02, 0.03, 0.025])), "holds");
-        assert_eq!(above(&summary(&[-0.02, -0.03, -0.025])), "does **not** hold (below)");
-        assert_eq!(above(&summary(&[-0.02, 0.03, 0.0])), "open: the interval contains 0");
-        assert_eq!(at_least(&summary(&[-0.004, -0.006, -0.005]), 0.01), "holds");
-        assert_eq!(at_least(&summary(&[-0.05, -0.06, -0.055]), 0.01), "does **not** hold");
-        assert_eq!(at_least(&summary(&[0.01]), 0.01), "open: fewer than two paired seeds");
         assert!((t95(1000) - 1.9624).abs() < 1e-3 && (t95(2) - 4.303).abs() < 1e-12);
     }
 

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::decide::beats;
 use crate::plan::variant_of;
-use crate::stats::{above, paired, summary};
+use crate::stats::{paired, summary};
 
 mod aa;
 mod beyond;
@@ -53,7 +54,7 @@ a verdict is only given where the interval decides it.\n\n",
 
 /// The verdicts of both sections before the sections that derive them: NTT against random in
 /// natural training, the paper's claims with a column per density, and whether an AWT variant
-/// reaches the dense net.
+/// matches the dense net.
 fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
     let mut md = String::from("## At a glance\n\n");
     if !ntt.is_empty() {
@@ -82,7 +83,7 @@ fn at_a_glance(ntt: &[Rec], study: &[Rec]) -> Result<String> {
     if let Some((_, finding)) = beyond::named_method_parts(study, &variants(study), head)? {
         let finding = finding.trim_end();
         let finding = finding.strip_prefix("**Finding.** ").unwrap_or(finding);
-        write!(md, "\n**Beyond the paper** (does an AWT variant reach the dense net at density 0.05?): {finding}\n")?;
+        write!(md, "\n**Beyond the paper** (does an AWT variant match the dense net at density 0.05?): {finding}\n")?;
     }
     if let Some(g) = dynamics::glance(study, &sparse_densities(study), head) {
         write!(md, "\n{g}\n")?;
@@ -225,7 +226,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
                             beyond::prose(plain)
                         )
                     }
-                    _ => above(&s).to_string(),
+                    _ => beats(&s).to_string(),
                 };
                 writeln!(md, "| AWT − {v} | {} | {} | {verdict} |", s.n, s.pct_ci())?;
             }

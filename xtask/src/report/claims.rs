@@ -1,7 +1,8 @@
 //! The paper's claims beside the quick grid's numbers.
 
+use crate::decide::{beats, matches};
 use crate::records::EpochRecord;
-use crate::stats::{above, at_least, paired, summary};
+use crate::stats::{paired, summary};
 
 use super::data::{RunData, acc};
 
@@ -39,7 +40,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
         md += &format!(
             "| an AWT ticket trained adversarially from scratch matches the dense net's robust accuracy (within 1 point) | AWT − dense {} | {} |\n",
             dense.pct_ci(),
-            at_least(&dense, 0.01)
+            matches(&dense)
         );
     }
     let best = crate::spec::masks_at_init()
@@ -52,7 +53,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
         md += &format!(
             "| AWT beats pruning at initialisation and NTT at high sparsity | AWT − {b} (the best of them here) {} | {} |\n",
             d.pct_ci(),
-            above(&d)
+            beats(&d)
         );
     }
     let kd = |m: &str| by_seed(m, &|r| r.metrics.last()?.extra(EpochRecord::KERNEL_TO_REFERENCE));
@@ -61,7 +62,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
         md += &format!(
             "| AWT tickets preserve the dense net's adversarial NTK dynamics better than random tickets | final kernel distance to the dense init, random − AWT {} | {} |\n",
             k.num_ci(),
-            above(&k)
+            beats(&k)
         );
     }
     for m in ["imp-at", "hydra"] {
@@ -70,7 +71,7 @@ the study that can (three seeds, full-length searches) is [docs/study.md](study.
             md += &format!(
                 "| train → prune → fine-tune adversarial pruning ({m}) falls behind AWT at high sparsity | AWT − {m} {} | {} |\n",
                 d.pct_ci(),
-                above(&d)
+                beats(&d)
             );
         }
     }

@@ -1,6 +1,6 @@
 //! The study report's ablations (each variant of AWT, NTT or a mask at initialisation against its plain method, and whether it
-//! earns seeds 1 and 2) and the "beyond the paper" check: does any variant reach the dense net's robust accuracy
-//! within its interval at density 0.05?
+//! earns seeds 1 and 2) and the "beyond the paper" check: does any variant match the dense net's robust accuracy at
+//! density 0.05, by the protocol's one rule (`decide::matches`: the interval's lower bound at least −1 point)?
 
 use std::fmt::Write as _;
 
@@ -10,9 +10,6 @@ use super::data::{Measure, Rec, by_seed, values};
 use crate::spec::Spec;
 use crate::spec::plain_of;
 use crate::stats::{paired, summary};
-
-/// Seeds a variant needs before the report decides whether it reaches the dense net.
-const FULL_SEEDS: usize = 3;
 
 /// What an ablation changes, from the spec (`steps = 400`), or its name when the spec is not at hand.
 fn changed(spec: Option<&Spec>, variant: &str) -> String {
@@ -99,7 +96,7 @@ A variant above plain {label} at its first seed is run at seeds 1 and 2 as well 
             0 => format!("waits for plain {label}'s record"),
             1 if diff.mean > 0.0 => format!("above plain {label}: seeds 1 and 2 follow"),
             1 => format!("not above plain {label}: not followed up"),
-            _ => format!("above plain {label}: {}", crate::stats::above(&diff)),
+            _ => format!("above plain {label}: {}", crate::decide::beats(&diff)),
         };
         writeln!(
             md,
@@ -139,9 +136,10 @@ fn candidate(v: &str) -> bool {
     v == "awt" || v.starts_with("awt-")
 }
 
-/// Whether any AWT variant's paired interval against the dense net reaches it (the interval's top at
-/// or above 0) at density 0.05, with enough seeds to say; said plainly either way. The baselines
-/// are decided the same way, for reference.
+/// Whether any AWT variant matches the dense net at density 0.05 (docs/protocol.md §7: the lower
+/// bound of its paired interval at least −1 point; not matching when the upper bound is below −1
+/// point; open otherwise, and with fewer than two paired seeds); said plainly either way. The
+/// baselines are decided the same way, for reference.
 pub(super) fn named_method(recs: &[Rec], vs: &[String], head: Measure) -> Result<String> {
     Ok(named_method_parts(recs, vs, head)?.map(|(table, finding)| table + &finding).unwrap_or_default())
 }
@@ -160,14 +158,13 @@ pub(super) fn named_method_parts(recs: &[Rec], vs: &[String], head: Measure) -> 
         return Ok(None);
     }
     let mut md = format!(
-        "### Beyond the paper: does an AWT variant reach the dense net at density {d}?\n\n\
-A ticket reaches the dense net when the 95 % interval of its paired difference to the dense net's robust accuracy \
-(the headline measure above) reaches 0; that is decided only with {FULL_SEEDS} or more paired seeds. \
-With three seeds the interval is wide (t = 4.30), so \"reaches\" means \"not shown to fall short\", not \"shown equal\"; \
-and with several candidates one may reach by chance more often than one interval in twenty would suggest (no correction \
-for the number of candidates is made, which favours finding one). \
+        "### Beyond the paper: does an AWT variant match the dense net at density {d}?\n\n\
+Decided by the one rule of docs/protocol.md §7: a ticket matches the dense net when the 95 % interval of its paired \
+difference to the dense net's robust accuracy (the headline measure above) has its lower bound at or above −1 point, \
+and does not when its upper bound is below −1 point; otherwise, and with fewer than two paired seeds, it is open. \
+These are exploratory rows (selected on the test set, first study; no correction for the number of candidates). \
 AWT and its ablations are the candidates for a new named method; the baselines are decided the same way for reference.\n\n\
-| ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | reaches the dense net? |\n|---|---|---|---|---|\n"
+| ticket | candidate | paired seeds | − dense, robust (points) [95 % CI] | matches the dense net? |\n|---|---|---|---|---|\n"
     );
     let mut o = Outcomes::default();
     for (v, s) in &rows {
@@ -182,106 +179,105 @@ AWT and its ablations are the candidates for a new named method; the baselines a
 /// Where the candidates and baselines stand against the dense net.
 #[derive(Default)]
 struct Outcomes<'a> {
-    /// Candidates whose interval reaches 0.
-    reach: Vec<&'a str>,
-    /// Baselines whose interval reaches 0.
+    /// Candidates that match the dense net.
+    matched: Vec<&'a str>,
+    /// Baselines that match it.
     others: Vec<&'a str>,
-    /// Candidates short by the whole interval, with it.
+    /// Candidates that do not match it, with their interval.
     short: Vec<String>,
     /// Candidates not followed up (not above their plain method at the first seed).
     dropped: Vec<&'a str>,
-    /// Candidates with too few seeds.
+    /// Candidates still open (the interval straddles −1 point, or fewer than two seeds).
     open: usize,
 }
 
 /// The verdict on variant `v` (paired difference `s` to the dense net at density `d`), noted in `o`.
 fn verdict<'a>(recs: &[Rec], v: &'a str, s: &crate::stats::Summary, d: f64, o: &mut Outcomes<'a>) -> String {
-    match s.ci95() {
-        Some((_, hi)) if s.n >= FULL_SEEDS && hi >= 0.0 => {
-            if candidate(v) {
-                o.reach.push(v)
+    let cand = candidate(v);
+    match crate::decide::matches(s) {
+        "holds" => {
+            if cand {
+                o.matched.push(v)
             } else {
                 o.others.push(v)
             }
-            "**yes**: the interval reaches 0".to_string()
+            "**yes**: the lower bound is at or above −1 point".to_string()
         }
-        Some(_) if s.n >= FULL_SEEDS => {
-            if candidate(v) {
+        "does **not** hold" => {
+            if cand {
                 o.short.push(format!("{v} ({})", s.pct_ci()));
             }
-            "no: the whole interval is below 0".to_string()
+            "no: the upper bound is below −1 point".to_string()
+        }
+        _ if s.n >= 2 => {
+            o.open += usize::from(cand);
+            "open: the interval straddles −1 point".to_string()
         }
         _ => match not_followed_up(recs, v, d) {
             Some(plain) => {
-                if candidate(v) {
+                if cand {
                     o.dropped.push(v);
                 }
                 format!("no: not above plain {} at its first seed, so not run at more", prose(plain))
             }
             None => {
-                o.open += usize::from(candidate(v));
-                "not decided: fewer than 3 seeds".into()
+                o.open += usize::from(cand);
+                "open: fewer than two paired seeds".into()
             }
         },
     }
 }
 
-/// The finding: which candidates reach the dense net, or why none does, or what is still open.
+/// "a, b match" / "a matches".
+fn they(names: &[&str], verb: (&str, &str)) -> String {
+    format!("{} {}", names.join(", "), if names.len() == 1 { verb.0 } else { verb.1 })
+}
+
+/// The finding: which candidates match the dense net, or why none does, or what is still open.
 fn finding(o: &Outcomes, d: f64) -> Result<String> {
-    let Outcomes { reach, others, short, dropped, open } = o;
+    let Outcomes { matched, others, short, dropped, open } = o;
     let open = *open;
     let baselines = if others.is_empty() {
         String::new()
     } else {
-        format!(
-            " Of the baselines, {} reach{} it too (existing methods, not new ones).",
-            others.join(", "),
-            if others.len() == 1 { "es" } else { "" }
-        )
+        let too = if o.matched.is_empty() { "" } else { " too" };
+        format!(" Of the baselines, {} it{too} (existing methods, not new ones).", they(others, ("matches", "match")))
     };
+    let short_names: Vec<&str> = short.iter().map(String::as_str).collect();
     let mut finding = String::new();
-    if !reach.is_empty() {
+    if !matched.is_empty() {
         writeln!(
             finding,
-            "**Finding.** {} reach{} the dense net's robust accuracy within the interval at density {d} — the candidate{} for a named method.{baselines}\n",
-            reach.join(", "),
-            if reach.len() == 1 { "es" } else { "" },
-            if reach.len() == 1 { "" } else { "s" }
+            "**Finding.** {} the dense net's robust accuracy at density {d} (lower bound at or above −1 point) — the \
+             candidate{} for a named method.{baselines}\n",
+            they(matched, ("matches", "match")),
+            if matched.len() == 1 { "" } else { "s" }
         )?;
     } else if open == 0 {
         let mut why = Vec::new();
         if !short.is_empty() {
-            why.push(format!(
-                "{} {} short by the whole interval",
-                short.join(", "),
-                if short.len() == 1 { "falls" } else { "fall" }
-            ));
+            why.push(format!("{} below −1 point by the whole interval", they(&short_names, ("falls", "fall"))));
         }
         if !dropped.is_empty() {
-            why.push(format!(
-                "{} {} not above plain AWT at the first seed",
-                dropped.join(", "),
-                if dropped.len() == 1 { "was" } else { "were" }
-            ));
+            why.push(format!("{} not above plain AWT at the first seed", they(dropped, ("was", "were"))));
         }
         writeln!(
             finding,
-            "**Finding.** No AWT variant reaches the dense net's robust accuracy at density {d}: {}, so there is no new named method.{baselines}\n",
+            "**Finding.** No AWT variant matches the dense net's robust accuracy at density {d}: {}, so there is no new \
+             named method.{baselines}\n",
             why.join("; ")
         )?;
-    } else if short.is_empty() {
-        writeln!(
-            finding,
-            "**Finding.** Not decided yet: no AWT variant has {FULL_SEEDS} paired seeds so far ({open} recorded with fewer).{baselines}\n"
-        )?;
     } else {
+        let fallen = if short.is_empty() {
+            String::new()
+        } else {
+            format!("{}; ", they(&short_names, ("does not match", "do not match")))
+        };
         writeln!(
             finding,
-            "**Finding.** Not decided yet: {} {} short of the dense net by the whole interval; {open} AWT variant{} {} fewer than {FULL_SEEDS} seeds so far.{baselines}\n",
-            short.join(", "),
-            if short.len() == 1 { "falls" } else { "fall" },
-            if open == 1 { "" } else { "s" },
-            if open == 1 { "has" } else { "have" }
+            "**Finding.** No AWT variant is shown to match the dense net at density {d}: {fallen}{open} AWT variant{} \
+             open (the interval straddles −1 point, or fewer than two seeds).{baselines}\n",
+            if open == 1 { " is" } else { "s are" }
         )?;
     }
     Ok(finding)

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::data::{DynLine, Measure, Rec, by_seed, values};
+use crate::decide::{beats, matches};
+use crate::stats::paired;
 use crate::stats::summary;
-use crate::stats::{above, at_least, paired};
 
 /// One claim of the paper at one density, decided by its interval.
 struct Claim {
@@ -119,7 +120,7 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
             String::new(),
             d,
             format!("AWT − dense {}", dense.pct_ci()),
-            at_least(&dense, 0.01),
+            matches(&dense),
         );
         let best = crate::spec::masks_at_init()
             .iter()
@@ -134,7 +135,7 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
                 format!(" (against the best of them here, {m})"),
                 d,
                 format!("AWT − {m} {}", s.pct_ci()),
-                above(&s),
+                beats(&s),
             );
         }
         for m in ["imp-at", "hydra"] {
@@ -145,7 +146,7 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
                     String::new(),
                     d,
                     format!("AWT − {m} {}", s.pct_ci()),
-                    above(&s),
+                    beats(&s),
                 );
             }
         }
@@ -169,7 +170,7 @@ fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
                     String::new(),
                     d,
                     format!("{label} {}", s.num_ci()),
-                    above(&s),
+                    beats(&s),
                 );
             }
         }

@@ -11,8 +11,9 @@ use super::cutoff::{cut_classes, cut_off_finding};
 use super::data::{Measure, Rec, by_seed, values};
 use super::figures::write_figure;
 use super::search;
+use crate::decide::beats;
 use crate::plot::{Figure, Series, Spread};
-use crate::stats::{above, paired, summary};
+use crate::stats::{paired, summary};
 
 /// The NTT validation's verdict: NTT − random in clean accuracy at density `d`, by its interval.
 pub(super) fn ntt_verdict(recs: &[Rec], d: f64) -> String {
@@ -122,7 +123,7 @@ fn comparisons(recs: &[Rec], d: f64) -> Result<String> {
             &by_seed(recs, a, d, |r| r.measure(Measure::Clean)),
             &by_seed(recs, b, d, |r| r.measure(Measure::Clean)),
         );
-        writeln!(md, "| {a} − {b} | {} | {} | {} |", s.n, s.pct_ci(), above(&s))?;
+        writeln!(md, "| {a} − {b} | {} | {} | {} |", s.n, s.pct_ci(), beats(&s))?;
     }
     if recs.iter().any(|r| r.mask.is_some()) {
         for (a, b) in [("ntt", "random"), ("ntt", "magnitude")] {
@@ -132,7 +133,7 @@ fn comparisons(recs: &[Rec], d: f64) -> Result<String> {
                 "| {a} − {b}, seeds where both keep every class | {} | {} | {} |",
                 s.n,
                 s.pct_ci(),
-                above(&s)
+                beats(&s)
             )?;
         }
     }
