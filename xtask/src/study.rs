@@ -23,6 +23,7 @@ mod figures;
 mod ntt;
 mod search;
 mod selection;
+mod verdicts;
 mod warnings;
 use claims::claims;
 use compute::compute;
@@ -40,7 +41,13 @@ Differences are paired by seed (same initialisation, data order and attack seeds
 a verdict is only given where the interval decides it.\n\n",
     );
     let (ntt, study) = (load("ntt-validation")?, load("study")?);
-    md += &at_a_glance(&ntt, &study)?;
+    let (final_mlp, final_lenet5) = (load("final-mlp")?, load("final-lenet5")?);
+    let (v2_glance, v2) = verdicts::section(&[
+        ("LeNet-300-100", &final_mlp, &verdicts::MLP, &[0.05, 0.02]),
+        ("LeNet-5-Caffe", &final_lenet5, &verdicts::LENET5, &[0.05]),
+    ])?;
+    md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
+    md += &v2;
     md += &ntt_section(&ntt, &fig_dir)?;
     md += &study_section(&study, &fig_dir)?;
     md += &warnings::section(&[("ntt-validation", &ntt), ("study", &study)]);

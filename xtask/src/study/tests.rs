@@ -51,7 +51,7 @@ fn train_line(train_loss: f64) -> TrainLine {
     }
 }
 
-fn dyn_line(epoch: u64, d: f64) -> DynLine {
+pub(super) fn dyn_line(epoch: u64, d: f64) -> DynLine {
     DynLine {
         epoch,
         rel_distance: d,

@@ -1,0 +1,254 @@
+//! Study v2's primary verdicts (docs/protocol.md §7): per net and density, the family of primary
+//! claims, each a statement on the paired per-seed differences (AWT − reference), tested one-sided
+//! at α = 0.025 and corrected together by Holm's procedure; and the summary "At a glance" reads
+//! them in the protocol's order — AWT vs NTT, AWT vs the dense net, AWT vs each baseline at
+//! initialisation, AWT vs train-prune-fine-tune, then dynamics. Rendered only once a final preset
+//! has records (until then docs/study.md does not change).
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+
+use super::data::{Measure, Rec, by_seed};
+use crate::decide::{Statement, holm, test, verdict};
+
+/// The run variants the final presets give each role (the selected settings are the presets' own
+/// `[search]` tables, so AWT and NTT are the plain methods there).
+pub(super) struct Roles {
+    pub awt: &'static str,
+    pub ntt: &'static str,
+    pub dense: &'static str,
+    /// Baselines at initialisation, each against AWT.
+    pub at_init: &'static [&'static str],
+    /// Train → prune → fine-tune, compute-matched.
+    pub after_training: &'static [&'static str],
+    pub random: &'static str,
+}
+
+/// LeNet-300-100's roles (`final-mlp`): 9 primary claims per density.
+pub(super) const MLP: Roles = Roles {
+    awt: "awt",
+    ntt: "ntt",
+    dense: "dense",
+    at_init: &["random", "snip", "synflow"],
+    after_training: &["imp-at-matched", "hydra-matched"],
+    random: "random",
+};
+
+/// LeNet-5-Caffe's (`final-lenet5`): 7 claims, without SNIP and IMP-AT.
+pub(super) const LENET5: Roles = Roles {
+    awt: "awt",
+    ntt: "ntt",
+    dense: "dense",
+    at_init: &["random", "synflow"],
+    after_training: &["hydra-matched"],
+    random: "random",
+};
+
+/// One primary claim, decided.
+pub(super) struct Claim {
+    pub what: String,
+    pub statement: Statement,
+    /// Paired differences (fractions; the kernel distance in its own units).
+    pub diffs: Vec<f64>,
+    pub p: f64,
+    pub p_holm: f64,
+    pub verdict: &'static str,
+}
+
+/// Mean over every epoch 0..T, epoch 0 included (protocol §6).
+fn over_all_epochs(r: &Rec) -> Option<f64> {
+    let v: Vec<f64> = r.dynamics.iter().map(|e| e.rel_distance).collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// a − b over the seeds both have.
+fn diffs(a: &[(u64, f64)], b: &[(u64, f64)]) -> Vec<f64> {
+    a.iter().filter_map(|(s, x)| b.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect()
+}
+
+/// The family of one cell (net `recs`, density `d`), Holm-corrected; claims without two paired
+/// seeds are left out (they give no interval), and said so by the caller's table.
+pub(super) fn family(recs: &[Rec], d: f64, roles: &Roles) -> Vec<Claim> {
+    let head = |r: &Rec| r.measure(Measure::Worst);
+    let awt = by_seed(recs, roles.awt, d, head);
+    let mut raw: Vec<(String, Statement, Vec<f64>)> = Vec::new();
+    let ntt = diffs(&awt, &by_seed(recs, roles.ntt, d, head));
+    raw.push(("AWT is equivalent to NTT (within ±1 point)".into(), Statement::Equivalent, ntt.clone()));
+    raw.push(("AWT vs NTT".into(), Statement::Beats, ntt));
+    raw.push((
+        "AWT matches the dense net".into(),
+        Statement::Matches,
+        diffs(&awt, &by_seed(recs, roles.dense, d, head)),
+    ));
+    for b in roles.at_init.iter().chain(roles.after_training) {
+        raw.push((format!("AWT vs {b}"), Statement::Beats, diffs(&awt, &by_seed(recs, b, d, head))));
+    }
+    let kd = |v: &str| by_seed(recs, v, d, over_all_epochs);
+    raw.push((
+        "AWT keeps closer to the dense net's adversarial NTK than a random ticket (random − AWT mean kernel distance, epochs 0..T)"
+            .into(),
+        Statement::Beats,
+        diffs(&kd(roles.random), &kd(roles.awt)),
+    ));
+    raw.retain(|(_, _, d)| d.len() >= 2);
+    let tested: Vec<_> = raw.iter().map(|(_, s, d)| test(*s, d)).collect();
+    let adj = holm(&tested.iter().map(|t| t.p).collect::<Vec<_>>());
+    raw.into_iter()
+        .zip(tested.iter().zip(adj))
+        .map(|((what, statement, diffs), (t, p_holm))| Claim {
+            what,
+            statement,
+            diffs,
+            p: t.p,
+            p_holm,
+            verdict: verdict(t, p_holm),
+        })
+        .collect()
+}
+
+/// The cell's table: every claim with its interval, raw and Holm-adjusted p and verdict.
+pub(super) fn table(claims: &[Claim], kernel_units: bool) -> Result<String> {
+    let mut md = String::from(
+        "| primary claim | statement | paired seeds | AWT − reference [95 % CI] | p | p (Holm) | verdict |\n|---|---|---|---|---|---|---|\n",
+    );
+    for c in claims {
+        let s = crate::stats::summary(&c.diffs);
+        let kernel = kernel_units && c.what.contains("kernel distance");
+        let ci = if kernel { s.num_ci() } else { s.pct_ci() };
+        let statement = match c.statement {
+            Statement::Equivalent => "equivalent (TOST)",
+            Statement::Matches => "matches (≥ −1 point)",
+            Statement::Beats => "beats",
+        };
+        writeln!(md, "| {} | {statement} | {} | {ci} | {:.3} | {:.3} | {} |", c.what, s.n, c.p, c.p_holm, c.verdict)?;
+    }
+    Ok(md)
+}
+
+/// One line per question, in the protocol's order, from the decided claims.
+pub(super) fn glance(claims: &[Claim], net: &str, d: f64) -> String {
+    let get = |what: &str| claims.iter().find(|c| c.what == what);
+    let say = |what: &str| get(what).map_or("no verdict (fewer than two paired seeds)", |c| c.verdict);
+    let mut parts =
+        vec![format!("AWT vs NTT: {} / {}", say("AWT is equivalent to NTT (within ±1 point)"), say("AWT vs NTT"))];
+    parts.push(format!("AWT matches the dense net: {}", say("AWT matches the dense net")));
+    let vs: Vec<String> = claims
+        .iter()
+        .filter(|c| c.what.starts_with("AWT vs ") && c.what != "AWT vs NTT")
+        .map(|c| format!("{} {}", c.what.trim_start_matches("AWT vs "), c.verdict))
+        .collect();
+    if !vs.is_empty() {
+        parts.push(format!("AWT against each baseline: {}", vs.join(", ")));
+    }
+    if let Some(c) = claims.iter().find(|c| c.what.contains("kernel distance")) {
+        parts.push(format!("dynamics (random − AWT kernel distance > 0): {}", c.verdict));
+    }
+    format!("- **{net}, density {d}** (Holm over {} claims): {}.\n", claims.len(), parts.join("; "))
+}
+
+/// One net's final records: its name, its runs, its roles and its densities.
+pub(super) type Cell<'a> = (&'a str, &'a [Rec], &'a Roles, &'a [f64]);
+
+/// Study v2's lines for "At a glance" and its section, both empty while no final preset has a
+/// record.
+pub(super) fn section(cells: &[Cell]) -> Result<(String, String)> {
+    let (mut glance_md, mut md) = (String::new(), String::new());
+    for (net, recs, roles, densities) in cells {
+        if recs.is_empty() {
+            continue;
+        }
+        if md.is_empty() {
+            md += "## Study v2: the final comparison (test split, fresh seeds)\n\n\
+Settings selected on the validation split (docs/selection.md); evaluation seeds never used in a selection; the \
+primary claims of each net and density decided by docs/protocol.md §7 after Holm's correction within the cell.\n\n";
+        }
+        for &d in *densities {
+            let claims = family(recs, d, roles);
+            writeln!(md, "### {net}, density {d}\n")?;
+            if claims.is_empty() {
+                md += "No claim has two paired seeds yet.\n\n";
+                continue;
+            }
+            md += &table(&claims, true)?;
+            md += "\n";
+            glance_md += &glance(&claims, net, d);
+        }
+    }
+    if !glance_md.is_empty() {
+        glance_md = format!(
+            "**Study v2, the final comparison** (test split, fresh seeds; primary claims after Holm):\n\n{glance_md}\n"
+        );
+    }
+    Ok((glance_md, md))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{dyn_line, rec};
+    use super::*;
+
+    /// Five seeds made up so that each claim has a known answer: AWT 0.2 points above NTT (tight:
+    /// equivalent and better at once — "better, by less than a point"), 0.5 under the dense net (matches), 4 above random and SNIP, level
+    /// with SynFlow (open), 3 under both compute-matched baselines (worse), and nearer the dense
+    /// kernel than random by 0.1 at every epoch (better). Holm adjusts, the table and the summary
+    /// say so, and a claim without two seeds is left out.
+    #[test]
+    fn the_primary_family_is_decided_after_holm() {
+        let jitter = [0.0, 0.001, -0.001, 0.002, -0.002];
+        let mut recs = Vec::new();
+        for seed in 0..5u64 {
+            let j = jitter[seed as usize];
+            let at = |m: &str, d: f64, acc: f64| rec(m, d, seed, (0.8, acc, acc), 1000, Vec::new());
+            recs.push(at("dense", 1.0, 0.600 + j));
+            let mut awt = at("awt", 0.05, 0.595 + j + j / 2.0);
+            awt.dynamics = (0..4).map(|e| dyn_line(e, 0.30 + j)).collect();
+            recs.push(awt);
+            recs.push(at("ntt", 0.05, 0.593 + j));
+            let mut random = at("random", 0.05, 0.555 + j);
+            random.dynamics = (0..4).map(|e| dyn_line(e, 0.40 + j / 2.0)).collect();
+            recs.push(random);
+            recs.push(at("snip", 0.05, 0.555 - j));
+            recs.push(at("synflow", 0.05, 0.595 - 3.0 * j));
+            recs.push(at("imp-at-matched", 0.05, 0.625 + j));
+            recs.push(at("hydra-matched", 0.05, 0.625 - j));
+        }
+        let claims = family(&recs, 0.05, &MLP);
+        assert_eq!(claims.len(), 9);
+        let v = |what: &str| claims.iter().find(|c| c.what == what).map(|c| c.verdict).unwrap_or("missing");
+        assert_eq!(v("AWT is equivalent to NTT (within ±1 point)"), "equivalent (within ±1 point)");
+        assert_eq!(v("AWT vs NTT"), "better");
+        assert_eq!(v("AWT matches the dense net"), "holds");
+        assert_eq!((v("AWT vs random"), v("AWT vs snip")), ("better", "better"));
+        assert_eq!(v("AWT vs synflow"), "open");
+        assert_eq!((v("AWT vs imp-at-matched"), v("AWT vs hydra-matched")), ("worse", "worse"));
+        assert_eq!(claims.last().unwrap().verdict, "better", "the dynamics claim");
+        // Holm never lowers a p-value, and the smallest is multiplied by the family's size.
+        assert!(claims.iter().all(|c| c.p_holm >= c.p && c.p_holm <= 1.0));
+        let min = claims.iter().min_by(|a, b| a.p.total_cmp(&b.p)).unwrap();
+        assert!((min.p_holm - (9.0 * min.p).min(1.0)).abs() < 1e-12);
+        let md = table(&claims, true).unwrap();
+        assert_eq!(md.lines().count(), 2 + 9, "{md}");
+        assert!(md.contains("| AWT vs imp-at-matched | beats | 5 | -3.0 ["), "{md}");
+        let line = glance(&claims, "LeNet-300-100", 0.05);
+        assert!(line.starts_with("- **LeNet-300-100, density 0.05** (Holm over 9 claims): AWT vs NTT: equivalent (within ±1 point) / better; AWT matches the dense net: holds;"), "{line}");
+        assert!(
+            line.contains("imp-at-matched worse")
+                && line.ends_with("dynamics (random − AWT kernel distance > 0): better.\n"),
+            "{line}"
+        );
+        // LeNet-5's family has no SNIP and no IMP-AT; one seed of HYDRA is no claim at all.
+        recs.retain(|r| r.variant() != "hydra-matched" || r.m.seed == 0);
+        let five = family(&recs, 0.05, &LENET5);
+        assert_eq!(five.len(), 6, "{:?}", five.iter().map(|c| &c.what).collect::<Vec<_>>());
+        assert!(five.iter().all(|c| !c.what.contains("snip") && !c.what.contains("hydra")));
+        // The section: nothing without records, a table per density with them.
+        assert_eq!(section(&[("LeNet-5-Caffe", &[], &LENET5, &[0.05])]).unwrap(), (String::new(), String::new()));
+        let (g, md) = section(&[("LeNet-300-100", &recs, &MLP, &[0.05, 0.02])]).unwrap();
+        assert!(
+            g.starts_with("**Study v2, the final comparison**") && g.contains("- **LeNet-300-100, density 0.05**"),
+            "{g}"
+        );
+        assert!(md.contains("### LeNet-300-100, density 0.02\n\nNo claim has two paired seeds yet."), "{md}");
+    }
+}
