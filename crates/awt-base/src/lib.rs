@@ -60,11 +60,21 @@ pub use fsutil::{available_memory, read_bounded, write_atomic};
 /// matmul: a file read per op, which cost about a third of a small-batch PGD step here (see
 /// docs/performance.md). Binaries call it first thing in `main`.
 ///
+/// Also sets `CANDLE_BARRIER_POOL_SPIN_LIMIT=0` unless it is set: candle's own pool for element-wise
+/// ops (beside rayon's, which gemm and the fused ops use) otherwise keeps its workers spinning for
+/// 25,000 rounds after each op, and on a small machine they spin on the cores the next op needs
+/// (22 % of an MLP training step's samples in `perf`; that step 2.18 → 1.63 ms with the workers
+/// parking at once, docs/performance.md).
+///
 /// # Safety
 /// Changes the process environment: call it before any other thread exists (nothing may read or
 /// write the environment concurrently).
 #[allow(unsafe_code)]
 pub unsafe fn pin_candle_threads() -> usize {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: the caller guarantees that no other thread exists yet.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0") };
+    }
     let set = std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse::<usize>().ok()).filter(|&n| n > 0);
     if let Some(n) = set {
         return n;
