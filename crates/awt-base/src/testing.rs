@@ -6,6 +6,20 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::Rng;
 
+/// A 0/1 f64 mask `(rows, cols)` with the cases sparse kernels get wrong: an empty first row, a
+/// full second row, and the other entries kept with probability `keep` (from `seed`).
+pub fn edge_mask(rows: usize, cols: usize, keep: f64, seed: u64) -> Tensor {
+    let mut r = Rng::new(seed);
+    let m: Vec<f64> = (0..rows * cols)
+        .map(|e| match e / cols {
+            0 => 0.0,
+            1 => 1.0,
+            _ => f64::from(u8::from(r.uniform() < keep)),
+        })
+        .collect();
+    Tensor::from_vec(m, (rows, cols), &Device::Cpu).unwrap()
+}
+
 /// A tensor of `shape` with standard-normal f64 entries from `seed`.
 pub fn rand(shape: &[usize], seed: u64) -> Tensor {
     let mut r = Rng::new(seed);

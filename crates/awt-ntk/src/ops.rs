@@ -96,7 +96,7 @@ pub(crate) fn kept_conv_grad(d: &Tensor, patches: &Tensor, m: &Tensor) -> Result
 mod tests {
     use super::*;
     use awt_base::device::generic_path;
-    use awt_base::testing::{max_diff, rand};
+    use awt_base::testing::{edge_mask, max_diff, rand};
     use candle_core::{DType, Var};
 
     /// Runs `f` on the CPU ops and on the generic path; the values and the gradients of ⟨f, r⟩ with
@@ -130,23 +130,11 @@ mod tests {
             &|t| masked_pair(&t[0], &t[1], &t[2]),
             1e-13,
         );
-        // A 0/1 mask with an empty row, a full row and scattered ones.
-        let mask = |rows: usize, cols: usize, seed: u64| {
-            let mut r = awt_base::Rng::new(seed);
-            let v: Vec<f64> = (0..rows * cols)
-                .map(|e| match e / cols {
-                    0 => 0.0,
-                    1 => 1.0,
-                    _ => f64::from(u8::from(r.uniform() < 0.4)),
-                })
-                .collect();
-            Tensor::from_vec(v, (rows, cols), &candle_core::Device::Cpu).unwrap()
-        };
-        let m = mask(p, q, 9);
+        let m = edge_mask(p, q, 0.4, 9);
         same_both_ways(&[rand(&[n1, q], 10), rand(&[n2, q], 11)], &|t| masked_gram(&t[0], &t[1], &m), 1e-13);
         let (o, l) = (4, 6);
         same_both_ways(&[rand(&[n1, k * o, l], 12), rand(&[n1, q, l], 13)], &|t| per_example_grad(&t[0], &t[1]), 1e-13);
-        let m = mask(o, q, 14);
+        let m = edge_mask(o, q, 0.4, 14);
         same_both_ways(
             &[rand(&[n1, k, o, l], 15), rand(&[n1, q, l], 16)],
             &|t| kept_conv_grad(&t[0], &t[1], &m),

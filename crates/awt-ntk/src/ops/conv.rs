@@ -272,8 +272,7 @@ impl candle_core::CustomOp2 for PerExampleGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awt_base::Rng;
-    use awt_base::testing::{check_fd, max_diff, rand, same_gradients};
+    use awt_base::testing::{check_fd, edge_mask, max_diff, rand, same_gradients};
     use candle_core::{Device, Var};
 
     #[test]
@@ -281,17 +280,9 @@ mod tests {
         let (n, k, o, q, l) = (3, 2, 4, 6, 13);
         let d = Var::from_tensor(&rand(&[n, k, o, l], 50)).unwrap();
         let p = Var::from_tensor(&rand(&[n, q, l], 51)).unwrap();
-        // A 0/1 mask with an empty row, a full row and scattered ones.
-        let mut r = Rng::new(52);
-        let m: Vec<f64> = (0..o * q)
-            .map(|e| match e / q {
-                0 => 0.0,
-                1 => 1.0,
-                _ => f64::from(u8::from(r.uniform() < 0.4)),
-            })
-            .collect();
-        let kept_idx: Vec<u32> = m.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i as u32).collect();
-        let m = Tensor::from_vec(m, (o, q), &Device::Cpu).unwrap();
+        let m = edge_mask(o, q, 0.4, 52);
+        let flat = m.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let kept_idx: Vec<u32> = flat.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i as u32).collect();
         let op = KeptConvGrad::new(&m).unwrap();
         assert_eq!(op.kept(), kept_idx.len());
         let fast = d.as_tensor().apply_op2(p.as_tensor(), op.clone()).unwrap();

@@ -348,9 +348,8 @@ impl candle_core::CustomOp2 for MaskedGram {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use awt_base::Rng;
-    use awt_base::testing::{check_fd, max_diff, rand, same_gradients};
-    use candle_core::{Device, Var};
+    use awt_base::testing::{check_fd, edge_mask, max_diff, rand, same_gradients};
+    use candle_core::Var;
 
     #[test]
     fn masked_pair_equals_the_broadcast_formulation_with_gradients() {
@@ -388,16 +387,7 @@ mod tests {
         let (n1, n2, p, q) = (3, 4, 5, 7);
         let a1 = Var::from_tensor(&rand(&[n1, q], 40)).unwrap();
         let a2 = Var::from_tensor(&rand(&[n2, q], 41)).unwrap();
-        // A 0/1 mask with an empty row, a full row and a scattered one.
-        let mut r = Rng::new(42);
-        let m: Vec<f64> = (0..p * q)
-            .map(|e| match e / q {
-                0 => 0.0,
-                1 => 1.0,
-                _ => f64::from(u8::from(r.uniform() < 0.3)),
-            })
-            .collect();
-        let m = Tensor::from_vec(m, (p, q), &Device::Cpu).unwrap();
+        let m = edge_mask(p, q, 0.3, 42);
         let op = MaskedGram::new(&m).unwrap();
         let fast = a1.as_tensor().apply_op2(a2.as_tensor(), op.clone()).unwrap();
         let aa = a1.as_tensor().unsqueeze(1).unwrap().broadcast_mul(&a2.as_tensor().unsqueeze(0).unwrap()).unwrap();
