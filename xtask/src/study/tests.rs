@@ -481,3 +481,19 @@ fn the_training_budgets_come_from_the_spec() {
         "{md}"
     );
 }
+
+/// AWT against NTT at matched λ_ker 1e-3: equivalence and direction by the one rule.
+#[test]
+fn the_matched_comparison_reads_equivalence_and_direction() {
+    let mut recs = Vec::new();
+    for (seed, (a, n)) in [(0.600, 0.598), (0.602, 0.601), (0.598, 0.597)].into_iter().enumerate() {
+        recs.push(rec("awt-ker1e-3", 0.05, seed as u64, (0.8, a, a), 1000, Vec::new()));
+        recs.push(rec("ntt-ker1e-3", 0.05, seed as u64, (0.8, n, n), 1000, Vec::new()));
+    }
+    let g = matched_glance(&recs, Measure::Worst).unwrap();
+    assert!(
+        g.contains("density 0.05: AWT − NTT +0.1 [-0.0, +0.3] → equivalent within ±1 point, and neither shown better."),
+        "{g}"
+    );
+    assert_eq!(matched_glance(&recs[..2], Measure::Worst).unwrap(), "", "one seed: no line");
+}
