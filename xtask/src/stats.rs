@@ -67,10 +67,14 @@ impl Summary {
     }
 }
 
-/// Paired differences a − b over the keys (seeds) both have.
+/// The paired differences a − b over the keys (seeds) both have, in `a`'s order.
+pub(crate) fn paired_diffs(a: &[(u64, f64)], b: &[(u64, f64)]) -> Vec<f64> {
+    a.iter().filter_map(|(s, x)| b.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect()
+}
+
+/// The summary of [`paired_diffs`].
 pub(crate) fn paired(a: &[(u64, f64)], b: &[(u64, f64)]) -> Summary {
-    let d: Vec<f64> = a.iter().filter_map(|(s, x)| b.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect();
-    summary(&d)
+    summary(&paired_diffs(a, b))
 }
 
 /// Ranks from 1, ties given their mean rank.

@@ -69,8 +69,7 @@ fn matched_glance(study: &[Rec], head: Measure) -> Result<String> {
             by_seed(study, "awt-ker1e-3", d, |r| r.measure(head)),
             by_seed(study, "ntt-ker1e-3", d, |r| r.measure(head)),
         );
-        let diffs: Vec<f64> =
-            a.iter().filter_map(|(s, x)| n.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect();
+        let diffs = crate::stats::paired_diffs(&a, &n);
         if diffs.len() < 2 {
             continue;
         }

@@ -11,6 +11,7 @@ use anyhow::Result;
 
 use super::data::{Measure, Rec, by_seed};
 use crate::decide::{Statement, holm, test, verdict};
+use crate::stats::paired_diffs as diffs;
 
 /// The run variants the final presets give each role (the selected settings are the presets' own
 /// `[search]` tables, so AWT and NTT are the plain methods there).
@@ -60,11 +61,6 @@ pub(super) struct Claim {
 fn over_all_epochs(r: &Rec) -> Option<f64> {
     let v: Vec<f64> = r.dynamics.iter().map(|e| e.rel_distance).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-/// a − b over the seeds both have.
-fn diffs(a: &[(u64, f64)], b: &[(u64, f64)]) -> Vec<f64> {
-    a.iter().filter_map(|(s, x)| b.iter().find(|(t, _)| t == s).map(|(_, y)| x - y)).collect()
 }
 
 /// The family of one cell (net `recs`, density `d`), Holm-corrected; claims without two paired
