@@ -148,6 +148,7 @@ fn awt_parts(c: &mut Criterion) {
         g.bench_function("teacher_kernel", |b| {
             b.iter(|| structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach())
         });
+        g.bench_function("student_kernel", |b| b.iter(|| structured(&student.stages(), &x1, &x2, Kind::Full).unwrap()));
         g.bench_function("student_kernel_loss_gradient", |b| {
             b.iter(|| {
                 let k = structured(&student.stages(), &x1, &x2, Kind::Full).unwrap();
