@@ -50,14 +50,17 @@ pub(crate) fn masked_pair(d1: &Tensor, d2: &Tensor, g: &Tensor) -> Result<Tensor
     d1.matmul(&e.transpose(1, 2)?)?.reshape((n1 * k, n2 * k))
 }
 
-/// `G[i,j,p] = Σ_q M[p,q] a1[i,q] a2[j,q]` ([`MaskedGram`]), `(n1, n2, p)`.
-pub(crate) fn masked_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> Result<Tensor> {
+/// `G[i,j,p] = Σ_q M[p,q] a1[i,q] a2[j,q]` ([`MaskedGram`]), `(n1, n2, p)`; `G + 1` with `plus_one`.
+pub(crate) fn masked_gram(a1: &Tensor, a2: &Tensor, m: &Tensor, plus_one: bool) -> Result<Tensor> {
     if cpu_kernels(a1) {
-        return a1.contiguous()?.apply_op2(&a2.contiguous()?, MaskedGram::new(m)?);
+        let op = MaskedGram::new(m)?;
+        let op = if plus_one { op.plus_one() } else { op };
+        return a1.contiguous()?.apply_op2(&a2.contiguous()?, op);
     }
     let (n1, n2, q) = (a1.dim(0)?, a2.dim(0)?, a1.dim(1)?);
     let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, q))?;
-    aa.matmul(&m.t()?)?.reshape((n1, n2, m.dim(0)?))
+    let g = aa.matmul(&m.t()?)?.reshape((n1, n2, m.dim(0)?))?;
+    if plus_one { g + 1.0 } else { Ok(g) }
 }
 
 /// Per-example weight gradients of a convolution, `d: (n, r, L)`, `patches: (n, Q, L)` →
@@ -131,7 +134,7 @@ mod tests {
             1e-13,
         );
         let m = edge_mask(p, q, 0.4, 9);
-        same_both_ways(&[rand(&[n1, q], 10), rand(&[n2, q], 11)], &|t| masked_gram(&t[0], &t[1], &m), 1e-13);
+        same_both_ways(&[rand(&[n1, q], 10), rand(&[n2, q], 11)], &|t| masked_gram(&t[0], &t[1], &m, true), 1e-13);
         let (o, l) = (4, 6);
         same_both_ways(&[rand(&[n1, k * o, l], 12), rand(&[n1, q, l], 13)], &|t| per_example_grad(&t[0], &t[1]), 1e-13);
         let m = edge_mask(o, q, 0.4, 14);

@@ -23,7 +23,7 @@
 
 use awt_base::Stage;
 use awt_base::device;
-use awt_base::signal::{PoolRoute, density};
+use awt_base::signal::{PoolRoute, density, mask_values};
 use candle_core::{D, Tensor};
 
 use crate::Kind;
@@ -120,9 +120,7 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
 /// (the masked formula sums in another order).
 fn effective_mask(mask: &Option<Tensor>) -> candle_core::Result<Option<Tensor>> {
     match mask {
-        Some(m) if m.flatten_all()?.min(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()? < 1.0 => {
-            Ok(Some(m.detach()))
-        }
+        Some(m) if mask_values(m)?.iter().any(|v| *v < 1.0) => Ok(Some(m.detach())),
         _ => Ok(None),
     }
 }
@@ -132,13 +130,11 @@ fn effective_mask(mask: &Option<Tensor>) -> candle_core::Result<Option<Tensor>> 
 fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
     let (n1, n2) = (a1.dim(0)?, a2.dim(0)?);
     let (out, inp) = m.dims2()?;
-    let g = if density(m)? <= SPARSE_GRAM_DENSITY {
-        masked_gram(a1, a2, m)?
-    } else {
-        let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-        aa.matmul(&m.t()?)?.reshape((n1, n2, out))?
-    };
-    g + 1.0
+    if density(m)? <= SPARSE_GRAM_DENSITY {
+        return masked_gram(a1, a2, m, true);
+    }
+    let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
+    aa.matmul(&m.t()?)?.reshape((n1, n2, out))? + 1.0
 }
 
 /// One weighted stage's block of the full kernel, `(n1·k, n2·k)`, for the layers not accumulated

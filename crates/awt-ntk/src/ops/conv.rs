@@ -36,9 +36,11 @@ impl KeptConvGrad {
     /// Reads a 0/1 mask `(o, Q)` once (its non-zero pattern).
     pub fn new(mask: &Tensor) -> Result<KeptConvGrad> {
         let (_, q) = mask.dims2()?;
-        let m = mask.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
-        let rows: Vec<Vec<usize>> =
-            m.iter().map(|r| r.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect()).collect();
+        let m = awt_base::signal::mask_values(mask)?;
+        let rows: Vec<Vec<usize>> = m
+            .chunks(q.max(1))
+            .map(|r| r.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i).collect())
+            .collect();
         let mut first = Vec::with_capacity(rows.len());
         let mut kept = 0;
         for r in &rows {

@@ -6,6 +6,7 @@
 use awt_base::conv::cpu_slice;
 use awt_base::kernels::{View, gemm_into, with_slice, with_slices3};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// A masked linear layer's kernel block, `Θ[(i,c),(j,c')] = Σ_p d1[i,c,p] g[i,j,p] d2[j,c',p]`, with
 /// `d1: (n1, k, p)`, `d2: (n2, k, p)` the backward signals and `g: (n1, n2, p)` the masked input
@@ -36,80 +37,111 @@ fn pair_dims(d1: &Shape, d2: &Shape, g: &Shape) -> Result<PairDims> {
 fn masked_pair_fwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], dims: &PairDims) -> Vec<T> {
     let PairDims { n1, n2, k, p } = *dims;
     let mut out = vec![T::zero(); n1 * k * n2 * k];
-    let mut r = vec![T::zero(); n2 * k * p];
-    for i in 0..n1 {
-        // R[(j,c'),·] = g[i,j,·] ⊙ d2[j,c',·]; rows (i,·) of Θ are d1[i] (k × p) · Rᵀ (p × n2·k).
-        for j in 0..n2 {
-            let gij = &g[(i * n2 + j) * p..][..p];
-            for cc in 0..k {
-                let row = (j * k + cc) * p;
-                for ((o, &x), &y) in r[row..row + p].iter_mut().zip(&d2[row..row + p]).zip(gij) {
-                    *o = x * y;
+    // Example by example (rows i·k..(i+1)·k of Θ), the examples split over threads.
+    out.par_chunks_mut((k * n2 * k).max(1)).enumerate().for_each_init(
+        || vec![T::zero(); n2 * k * p],
+        |r, (i, rows)| {
+            // R[(j,c'),·] = g[i,j,·] ⊙ d2[j,c',·]; rows (i,·) of Θ are d1[i] (k × p) · Rᵀ (p × n2·k).
+            for j in 0..n2 {
+                let gij = &g[(i * n2 + j) * p..][..p];
+                for cc in 0..k {
+                    let row = (j * k + cc) * p;
+                    for ((o, &x), &y) in r[row..row + p].iter_mut().zip(&d2[row..row + p]).zip(gij) {
+                        *o = x * y;
+                    }
                 }
             }
-        }
-        gemm_into(
-            (k, n2 * k, p),
-            &mut out,
-            View { offset: i * k * n2 * k, rs: n2 * k, cs: 1 },
-            d1,
-            View { offset: i * k * p, rs: p, cs: 1 },
-            &r,
-            View { offset: 0, rs: 1, cs: p },
-            false,
-        );
-    }
+            gemm_into(
+                (k, n2 * k, p),
+                rows,
+                View { offset: 0, rs: n2 * k, cs: 1 },
+                d1,
+                View { offset: i * k * p, rs: p, cs: 1 },
+                r,
+                View { offset: 0, rs: 1, cs: p },
+                false,
+            );
+        },
+    );
     out
 }
 
-/// Gradients of `⟨grad, Θ⟩` with respect to d1, d2 and g.
+/// Examples of the second side per parallel task of [`masked_pair_bwd`] (fixed, so that the sum of
+/// the tasks' partial gradients does not depend on the thread count).
+const PAIR_BLOCK: usize = 4;
+
+/// Gradients of `⟨grad, Θ⟩` with respect to d1, d2 and g, over blocks of [`PAIR_BLOCK`] second-side
+/// examples in parallel; the blocks' partial `d1` gradients are summed in block order.
 fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: &PairDims) -> (Vec<T>, Vec<T>, Vec<T>) {
     let PairDims { n1, n2, k, p } = *dims;
-    let (mut gd1, mut gd2, mut gg) =
-        (vec![T::zero(); n1 * k * p], vec![T::zero(); n2 * k * p], vec![T::zero(); n1 * n2 * p]);
-    let (mut u, mut sm) = (vec![T::zero(); n1 * k * p], vec![T::zero(); n1 * k * p]);
+    let mut gd2 = vec![T::zero(); n2 * k * p];
     let row_stride = n2 * k;
-    for j in 0..n2 {
-        // U[(i,c),·] = Σ_c' grad[(i,c),(j,c')] d2[j,c',·]: the grad's column block j (n1·k × k) · d2[j].
-        gemm_into(
-            (n1 * k, p, k),
-            &mut u,
-            View { offset: 0, rs: p, cs: 1 },
-            grad,
-            View { offset: j * k, rs: row_stride, cs: 1 },
-            d2,
-            View { offset: j * k * p, rs: p, cs: 1 },
-            false,
-        );
-        for i in 0..n1 {
-            let gij = &g[(i * n2 + j) * p..][..p];
-            for c in 0..k {
-                let row = (i * k + c) * p;
-                let (uc, d1c) = (&u[row..row + p], &d1[row..row + p]);
-                // ∂/∂g[i,j,·] = Σ_c d1[i,c,·] U[(i,c),·];  ∂/∂d1[i,c,·] = Σ_j g[i,j,·] U[(i,c),·]
-                for ((o, &x), &y) in gg[(i * n2 + j) * p..][..p].iter_mut().zip(d1c).zip(uc) {
-                    *o += x * y;
+    // Per block: its partial ∂/∂d1 and its examples' ∂/∂g as (j, i, ·).
+    let parts: Vec<(Vec<T>, Vec<T>)> = gd2
+        .par_chunks_mut((PAIR_BLOCK * k * p).max(1))
+        .enumerate()
+        .map(|(b, gd2)| {
+            let j0 = b * PAIR_BLOCK;
+            let jn = gd2.len() / (k * p).max(1);
+            let (mut gd1, mut gg) = (vec![T::zero(); n1 * k * p], vec![T::zero(); jn * n1 * p]);
+            let (mut u, mut sm) = (vec![T::zero(); n1 * k * p], vec![T::zero(); n1 * k * p]);
+            for jj in 0..jn {
+                let j = j0 + jj;
+                // U[(i,c),·] = Σ_c' grad[(i,c),(j,c')] d2[j,c',·]: the grad's column block j (n1·k × k) · d2[j].
+                gemm_into(
+                    (n1 * k, p, k),
+                    &mut u,
+                    View { offset: 0, rs: p, cs: 1 },
+                    grad,
+                    View { offset: j * k, rs: row_stride, cs: 1 },
+                    d2,
+                    View { offset: j * k * p, rs: p, cs: 1 },
+                    false,
+                );
+                for i in 0..n1 {
+                    let gij = &g[(i * n2 + j) * p..][..p];
+                    for c in 0..k {
+                        let row = (i * k + c) * p;
+                        let (uc, d1c) = (&u[row..row + p], &d1[row..row + p]);
+                        // ∂/∂g[i,j,·] = Σ_c d1[i,c,·] U[(i,c),·];  ∂/∂d1[i,c,·] = Σ_j g[i,j,·] U[(i,c),·]
+                        for ((o, &x), &y) in gg[(jj * n1 + i) * p..][..p].iter_mut().zip(d1c).zip(uc) {
+                            *o += x * y;
+                        }
+                        for ((o, &x), &y) in gd1[row..row + p].iter_mut().zip(gij).zip(uc) {
+                            *o += x * y;
+                        }
+                        // S[(i,c),·] = g[i,j,·] ⊙ d1[i,c,·]
+                        for ((o, &x), &y) in sm[row..row + p].iter_mut().zip(gij).zip(d1c) {
+                            *o = x * y;
+                        }
+                    }
                 }
-                for ((o, &x), &y) in gd1[row..row + p].iter_mut().zip(gij).zip(uc) {
-                    *o += x * y;
-                }
-                // S[(i,c),·] = g[i,j,·] ⊙ d1[i,c,·]
-                for ((o, &x), &y) in sm[row..row + p].iter_mut().zip(gij).zip(d1c) {
-                    *o = x * y;
-                }
+                // ∂/∂d2[j] = (grad's column block j)ᵀ (k × n1·k) · S (n1·k × p)
+                gemm_into(
+                    (k, p, n1 * k),
+                    gd2,
+                    View { offset: jj * k * p, rs: p, cs: 1 },
+                    grad,
+                    View { offset: j * k, rs: 1, cs: row_stride },
+                    &sm,
+                    View { offset: 0, rs: p, cs: 1 },
+                    false,
+                );
+            }
+            (gd1, gg)
+        })
+        .collect();
+    let (mut gd1, mut gg) = (vec![T::zero(); n1 * k * p], vec![T::zero(); n1 * n2 * p]);
+    for (b, (part, gb)) in parts.into_iter().enumerate() {
+        for (o, v) in gd1.iter_mut().zip(part) {
+            *o += v;
+        }
+        for (jj, rows) in gb.chunks(n1 * p).enumerate() {
+            let j = b * PAIR_BLOCK + jj;
+            for (i, row) in rows.chunks(p).enumerate() {
+                gg[(i * n2 + j) * p..][..p].copy_from_slice(row);
             }
         }
-        // ∂/∂d2[j] = (grad's column block j)ᵀ (k × n1·k) · S (n1·k × p)
-        gemm_into(
-            (k, p, n1 * k),
-            &mut gd2,
-            View { offset: j * k * p, rs: p, cs: 1 },
-            grad,
-            View { offset: j * k, rs: 1, cs: row_stride },
-            &sm,
-            View { offset: 0, rs: p, cs: 1 },
-            false,
-        );
     }
     (gd1, gd2, gg)
 }
@@ -192,16 +224,27 @@ pub struct MaskedGram {
     /// Per output unit, the kept input indices and the mask's values there.
     rows: Vec<(Vec<usize>, Vec<f64>)>,
     q: usize,
+    /// Added to every entry (1 for the bias term: `G + 1` in one pass, not a second op whose
+    /// backward pass copies the gradient once more).
+    offset: f64,
 }
 
 impl MaskedGram {
     /// Reads the mask `(p, q)` once (its non-zero pattern).
     pub fn new(mask: &Tensor) -> Result<MaskedGram> {
         let (_, q) = mask.dims2()?;
-        let m = mask.to_dtype(candle_core::DType::F64)?.to_vec2::<f64>()?;
-        let rows =
-            m.iter().map(|r| r.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).unzip()).collect();
-        Ok(MaskedGram { rows, q })
+        let m = awt_base::signal::mask_values(mask)?;
+        let rows = m
+            .chunks(q.max(1))
+            .map(|r| r.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, v)| (i, *v)).unzip())
+            .collect();
+        Ok(MaskedGram { rows, q, offset: 0.0 })
+    }
+
+    /// The op that returns `G + 1` (the masked linear layer's bias term included).
+    pub fn plus_one(mut self) -> MaskedGram {
+        self.offset = 1.0;
+        self
     }
 
     /// Kept weights over all weights.
@@ -220,80 +263,110 @@ impl MaskedGram {
         }
     }
 
+    /// Per output unit `p` (in parallel) one `n1 × n2` gemm into the `(p, n1·n2)` layout, where each
+    /// unit's block is contiguous, then one transpose to `(n1·n2, p)`.
     fn fwd_t<T: WithDType>(&self, a1: &[T], a2: &[T], n1: usize, n2: usize) -> Vec<T> {
-        let np = self.rows.len();
-        let mut out = vec![T::zero(); n1 * n2 * np];
-        let (mut g1, mut g2) = (Vec::new(), Vec::new());
-        for p in 0..np {
-            let nnz = self.rows[p].0.len();
-            if nnz == 0 {
-                continue;
-            }
-            self.gather(a1, n1, p, &mut g1);
-            self.gather(a2, n2, p, &mut g2);
-            gemm_into(
-                (n1, n2, nnz),
-                &mut out,
-                View { offset: p, rs: n2 * np, cs: np },
-                &g1,
-                View { offset: 0, rs: nnz, cs: 1 },
-                &g2,
-                View { offset: 0, rs: 1, cs: nnz },
-                false,
-            );
+        let (np, nn) = (self.rows.len(), n1 * n2);
+        let mut by_unit = vec![T::zero(); np * nn];
+        by_unit.par_chunks_mut(nn.max(1)).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(g1, g2), (p, block)| {
+                let nnz = self.rows[p].0.len();
+                if nnz == 0 {
+                    return;
+                }
+                self.gather(a1, n1, p, g1);
+                self.gather(a2, n2, p, g2);
+                gemm_into(
+                    (n1, n2, nnz),
+                    block,
+                    View::rows(0, n2),
+                    g1,
+                    View { offset: 0, rs: nnz, cs: 1 },
+                    g2,
+                    View { offset: 0, rs: 1, cs: nnz },
+                    false,
+                );
+            },
+        );
+        let mut out = transpose(&by_unit, np, nn);
+        if self.offset != 0.0 {
+            let c = T::from_f64(self.offset);
+            out.par_chunks_mut(1 << 16).for_each(|ch| ch.iter_mut().for_each(|v| *v += c));
         }
         out
     }
 
-    /// Gradients of `⟨grad, G⟩` with respect to a1 and a2.
+    /// Gradients of `⟨grad, G⟩` with respect to a1 and a2: per block of [`GRAM_BLOCK`] output units
+    /// (in parallel) a partial gradient, the partials summed in block order.
     fn bwd_t<T: WithDType>(&self, a1: &[T], a2: &[T], grad: &[T], n1: usize, n2: usize) -> (Vec<T>, Vec<T>) {
-        let (np, q) = (self.rows.len(), self.q);
+        let (np, q, nn) = (self.rows.len(), self.q, n1 * n2);
+        let grad = transpose(grad, nn, np); // (p, n1·n2): each unit's gradient contiguous
+        let parts: Vec<(Vec<T>, Vec<T>)> = grad
+            .par_chunks((GRAM_BLOCK * nn).max(1))
+            .enumerate()
+            .map(|(b, grads)| {
+                let (mut ga1, mut ga2) = (vec![T::zero(); n1 * q], vec![T::zero(); n2 * q]);
+                let (mut g1, mut g2, mut t) = (Vec::new(), Vec::new(), Vec::new());
+                for (pp, gp) in grads.chunks(nn.max(1)).enumerate() {
+                    let p = b * GRAM_BLOCK + pp;
+                    let (idx, val) = &self.rows[p];
+                    let nnz = idx.len();
+                    if nnz == 0 {
+                        continue;
+                    }
+                    self.gather(a1, n1, p, &mut g1);
+                    self.gather(a2, n2, p, &mut g2);
+                    // ∂/∂a1[i, idx] = m[p, idx] ⊙ (grad[:, :, p] (n1 × n2) · gathered a2 (n2 × nnz))[i]
+                    t.resize(n1.max(n2) * nnz, T::zero());
+                    let tv = View { offset: 0, rs: nnz, cs: 1 };
+                    gemm_into((n1, nnz, n2), &mut t, tv, gp, View::rows(0, n2), &g2, tv, false);
+                    for i in 0..n1 {
+                        for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
+                            ga1[i * q + qq] += t[i * nnz + s] * T::from_f64(v);
+                        }
+                    }
+                    // ∂/∂a2[j, idx] = m[p, idx] ⊙ (grad[:, :, p]ᵀ (n2 × n1) · gathered a1 (n1 × nnz))[j]
+                    gemm_into((n2, nnz, n1), &mut t, tv, gp, View::transposed(0, n2), &g1, tv, false);
+                    for j in 0..n2 {
+                        for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
+                            ga2[j * q + qq] += t[j * nnz + s] * T::from_f64(v);
+                        }
+                    }
+                }
+                (ga1, ga2)
+            })
+            .collect();
         let (mut ga1, mut ga2) = (vec![T::zero(); n1 * q], vec![T::zero(); n2 * q]);
-        let (mut g1, mut g2, mut t) = (Vec::new(), Vec::new(), Vec::new());
-        for p in 0..np {
-            let (idx, val) = &self.rows[p];
-            let nnz = idx.len();
-            if nnz == 0 {
-                continue;
-            }
-            self.gather(a1, n1, p, &mut g1);
-            self.gather(a2, n2, p, &mut g2);
-            // ∂/∂a1[i, idx] = m[p, idx] ⊙ (grad[:, :, p] (n1 × n2) · gathered a2 (n2 × nnz))[i]
-            t.resize(n1.max(n2) * nnz, T::zero());
-            gemm_into(
-                (n1, nnz, n2),
-                &mut t,
-                View { offset: 0, rs: nnz, cs: 1 },
-                grad,
-                View { offset: p, rs: n2 * np, cs: np },
-                &g2,
-                View { offset: 0, rs: nnz, cs: 1 },
-                false,
-            );
-            for i in 0..n1 {
-                for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
-                    ga1[i * q + qq] += t[i * nnz + s] * T::from_f64(v);
-                }
-            }
-            // ∂/∂a2[j, idx] = m[p, idx] ⊙ (grad[:, :, p]ᵀ (n2 × n1) · gathered a1 (n1 × nnz))[j]
-            gemm_into(
-                (n2, nnz, n1),
-                &mut t,
-                View { offset: 0, rs: nnz, cs: 1 },
-                grad,
-                View { offset: p, rs: np, cs: n2 * np },
-                &g1,
-                View { offset: 0, rs: nnz, cs: 1 },
-                false,
-            );
-            for j in 0..n2 {
-                for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
-                    ga2[j * q + qq] += t[j * nnz + s] * T::from_f64(v);
-                }
-            }
+        for (p1, p2) in parts {
+            ga1.iter_mut().zip(p1).for_each(|(o, v)| *o += v);
+            ga2.iter_mut().zip(p2).for_each(|(o, v)| *o += v);
         }
         (ga1, ga2)
     }
+}
+
+/// Output units per parallel task of [`MaskedGram`]'s backward (fixed: the partial sums' order does
+/// not depend on the thread count).
+const GRAM_BLOCK: usize = 32;
+
+/// `(rows, cols)` row-major → `(cols, rows)` row-major, in 32 × 32 tiles, rows of the result split
+/// over threads.
+fn transpose<T: WithDType>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const TILE: usize = 32;
+    let mut out = vec![T::zero(); rows * cols];
+    out.par_chunks_mut((TILE * rows).max(1)).enumerate().for_each(|(cb, dst)| {
+        let c0 = cb * TILE;
+        let cn = dst.len() / rows.max(1);
+        for r0 in (0..rows).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in 0..cn {
+                    dst[c * rows + r] = src[r * cols + c0 + c];
+                }
+            }
+        }
+    });
+    out
 }
 
 impl candle_core::CustomOp2 for MaskedGram {
@@ -353,7 +426,8 @@ mod tests {
 
     #[test]
     fn masked_pair_equals_the_broadcast_formulation_with_gradients() {
-        let (n1, n2, k, p) = (3, 4, 2, 5);
+        // 9 second-side examples: two full blocks of the backward and a partial one.
+        let (n1, n2, k, p) = (3, 9, 2, 5);
         let d1 = Var::from_tensor(&rand(&[n1, k, p], 30)).unwrap();
         let d2 = Var::from_tensor(&rand(&[n2, k, p], 31)).unwrap();
         let g = Var::from_tensor(&rand(&[n1, n2, p], 32)).unwrap();
@@ -384,7 +458,8 @@ mod tests {
 
     #[test]
     fn masked_gram_equals_the_dense_form_with_gradients() {
-        let (n1, n2, p, q) = (3, 4, 5, 7);
+        // 37 output units: a full block of the backward and a partial one, partial transpose tiles.
+        let (n1, n2, p, q) = (3, 4, 37, 7);
         let a1 = Var::from_tensor(&rand(&[n1, q], 40)).unwrap();
         let a2 = Var::from_tensor(&rand(&[n2, q], 41)).unwrap();
         let m = edge_mask(p, q, 0.3, 42);
@@ -393,6 +468,8 @@ mod tests {
         let aa = a1.as_tensor().unsqueeze(1).unwrap().broadcast_mul(&a2.as_tensor().unsqueeze(0).unwrap()).unwrap();
         let slow = aa.reshape((n1 * n2, q)).unwrap().matmul(&m.t().unwrap()).unwrap().reshape((n1, n2, p)).unwrap();
         assert!(max_diff(&fast, &slow) < 1e-13);
+        let plus = a1.as_tensor().apply_op2(a2.as_tensor(), op.clone().plus_one()).unwrap();
+        assert!(max_diff(&plus, &(&slow + 1.0).unwrap()) < 1e-13);
         let w = rand(&[n1, n2, p], 43);
         let grads = same_gradients(&fast, &slow, &w, &[&a1, &a2], 1e-13);
         // Central finite differences of ⟨G, w⟩ for a few entries of each input.
