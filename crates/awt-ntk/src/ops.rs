@@ -72,27 +72,26 @@ pub(crate) fn per_example_grad(d: &Tensor, patches: &Tensor) -> Result<Tensor> {
     d.matmul(&patches.transpose(1, 2)?)
 }
 
-/// The per-example weight gradients at the kept weights of the 0/1 mask `m: (o, Q)`
-/// ([`KeptConvGrad`]): `d: (n, k, o, L)`, `patches: (n, Q, L)` → `(n, k, kept)`, kept weights in
-/// row-major order.
+/// A masked convolution's per-example weight gradients at the kept weights, then its bias
+/// gradients ([`KeptConvGrad`]): `d: (n·k, o, oh, ow)`, `patches: (n, Q, oh·ow)` →
+/// `(n·k, kept + o)`, kept weights in row-major order.
 pub(crate) fn kept_conv_grad(d: &Tensor, patches: &Tensor, m: &Tensor) -> Result<Tensor> {
     if cpu_kernels(d) {
         return d.contiguous()?.apply_op2(&patches.contiguous()?, KeptConvGrad::new(m)?);
     }
-    let (n, k, o, l) = d.dims4()?;
-    let q = patches.dim(1)?;
-    let kept: Vec<u32> = m
-        .flatten_all()?
-        .to_dtype(candle_core::DType::F32)?
-        .to_vec1::<f32>()?
+    let (nk, o, oh, ow) = d.dims4()?;
+    let (n, q, l) = (patches.dim(0)?, patches.dim(1)?, oh * ow);
+    let kept: Vec<u32> = awt_base::signal::mask_values(m)?
         .iter()
         .enumerate()
         .filter(|(_, v)| **v != 0.0)
         .map(|(i, _)| i as u32)
         .collect();
-    let idx = Tensor::from_vec(kept.clone(), kept.len(), d.device())?;
-    let dense = d.reshape((n, k * o, l))?.matmul(&patches.transpose(1, 2)?)?.reshape((n, k, o * q))?;
-    dense.index_select(&idx, 2)
+    let n_kept = kept.len();
+    let idx = Tensor::from_vec(kept, n_kept, d.device())?;
+    let dense = d.reshape((n, nk / n.max(1) * o, l))?.matmul(&patches.transpose(1, 2)?)?.reshape((nk, o * q))?;
+    let bias = d.reshape((nk, o, l))?.sum(2)?;
+    Tensor::cat(&[&dense.index_select(&idx, 1)?, &bias], 1)
 }
 
 #[cfg(test)]
@@ -139,7 +138,7 @@ mod tests {
         same_both_ways(&[rand(&[n1, k * o, l], 12), rand(&[n1, q, l], 13)], &|t| per_example_grad(&t[0], &t[1]), 1e-13);
         let m = edge_mask(o, q, 0.4, 14);
         same_both_ways(
-            &[rand(&[n1, k, o, l], 15), rand(&[n1, q, l], 16)],
+            &[rand(&[n1 * k, o, 2, l / 2], 15), rand(&[n1, q, l], 16)],
             &|t| kept_conv_grad(&t[0], &t[1], &m),
             1e-13,
         );

@@ -41,17 +41,10 @@ const SPARSE_GRAM_DENSITY: f64 = awt_base::signal::SPARSE_DENSITY;
 /// What one weighted stage contributes for one batch.
 enum LayerSide {
     /// `identity`: the signals are the identity (an output layer with nothing after it).
-    Linear {
-        a: Tensor,
-        d: Tensor,
-        mask: Option<Tensor>,
-        identity: bool,
-    },
-    Conv {
-        g: Tensor,
-        db: Tensor,
-        mask: Option<Tensor>,
-    },
+    Linear { a: Tensor, d: Tensor, mask: Option<Tensor>, identity: bool },
+    /// `g`: per-example weight gradients (rows `(i, c)`), with the bias gradients as their last
+    /// columns when `db` is `None`.
+    Conv { g: Tensor, db: Option<Tensor>, mask: Option<Tensor> },
 }
 
 /// Stage inputs and backward signals of every weighted stage for the batch `x`, last stage first.
@@ -83,19 +76,19 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
                 let l = oh * ow;
                 let q = c * kh * kw;
                 let patches = im2col(inp, kh, kw)?; // (n, q, L)
-                let db = d.reshape((n * k, o, l))?.sum(2)?;
                 let mask = effective_mask(&p.mask)?.map(|m| m.reshape((o, q))).transpose()?;
                 match mask {
-                    // Sparse: the per-example gradients at the kept weights only (work ∝ density).
+                    // Sparse: the per-example gradients at the kept weights only (work ∝ density),
+                    // with the bias gradients in the same rows.
                     Some(m) if density(&m)? <= SPARSE_GRAM_DENSITY => {
-                        let g = kept_conv_grad(&d.reshape((n, k, o, l))?, &patches, &m)?;
-                        let kept = g.dim(2)?;
-                        out.push(LayerSide::Conv { g: g.reshape((n * k, kept))?, db, mask: None });
+                        let g = kept_conv_grad(&d, &patches, &m)?;
+                        out.push(LayerSide::Conv { g, db: None, mask: None });
                     }
                     mask => {
                         let g = per_example_grad(&d.reshape((n, k * o, l))?, &patches)?.reshape((n * k, o * q))?;
+                        let db = d.reshape((n * k, o, l))?.sum(2)?;
                         let mask = mask.map(|m| m.reshape((1, o * q))).transpose()?;
-                        out.push(LayerSide::Conv { g, db, mask });
+                        out.push(LayerSide::Conv { g, db: Some(db), mask });
                     }
                 }
             }
@@ -151,7 +144,11 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
                 Some(m) => g1.broadcast_mul(m)?,
                 None => g1.clone(),
             };
-            g1.matmul(&g2.t()?)? + b1.matmul(&b2.t()?)?
+            let w = g1.matmul(&g2.t()?)?;
+            match (b1, b2) {
+                (Some(b1), Some(b2)) => w + b1.matmul(&b2.t()?)?,
+                _ => Ok(w),
+            }
         }
         _ => Err(candle_core::Error::Msg("mismatched layer sides".into())),
     }
@@ -181,9 +178,14 @@ fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -
                 None => g1.clone(),
             };
             let p = g1.dim(1)?;
-            let o = b1.dim(1)?;
             let w = g1.reshape((n1, k * p))?.matmul(&g2.reshape((n2, k * p))?.t()?)?;
-            w + b1.reshape((n1, k * o))?.matmul(&b2.reshape((n2, k * o))?.t()?)?
+            match (b1, b2) {
+                (Some(b1), Some(b2)) => {
+                    let o = b1.dim(1)?;
+                    w + b1.reshape((n1, k * o))?.matmul(&b2.reshape((n2, k * o))?.t()?)?
+                }
+                _ => Ok(w),
+            }
         }
         _ => Err(candle_core::Error::Msg("mismatched layer sides".into())),
     }

@@ -12,9 +12,13 @@ use awt_base::kernels::{View, axpy, dot, gemm_into, with_slices3};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-/// `G[i,c,e] = Σ_l D[i,c,o_e,l] P[i,q_e,l]` for the kept weights `e` of a convolution's mask, with
-/// `D: (n, k, o, L)` and `P: (n, Q, L)`; the result is `(n, k, kept)`, kept weights in row-major
-/// order of the mask `(o, Q)`. Differentiable in `D` and `P` (the mask is a constant).
+/// `G[(i,c),e] = Σ_l D[(i,c),o_e,l] P[i,q_e,l]` for the kept weights `e` of a convolution's mask,
+/// then the bias gradients `Σ_l D[(i,c),o,l]`, with `D: (n·k, o, oh, ow)` (the signals as the
+/// kernel's backward pass makes them: no reshape node, whose backward pass would copy the largest
+/// tensor of the graph twice more) and `P: (n, Q, L)`; the result is `(n·k, kept + o)`, kept weights
+/// in row-major order of the mask `(o, Q)`. One product of two such results is the layer's kernel
+/// block, weights and bias. Differentiable in `D` and `P` (the mask is a constant); no gradient is
+/// formed for an argument that needs none (the first layer's patches of the input).
 #[derive(Clone, Debug)]
 pub struct KeptConvGrad {
     /// Per output channel, the kept patch entries.
@@ -57,62 +61,75 @@ impl KeptConvGrad {
     }
 
     fn dims(&self, d: &Shape, p: &Shape) -> Result<Dims> {
-        let (n, k, o, l) = d.dims4()?;
-        let (pn, pq, pl) = p.dims3()?;
-        if (pn, pq, pl) != (n, self.q, l) || o != self.rows.len() {
+        let (nk, o, oh, ow) = d.dims4()?;
+        let (n, pq, l) = p.dims3()?;
+        if n == 0 || nk % n != 0 || pq != self.q || l != oh * ow || o != self.rows.len() {
             candle_core::bail!(
                 "kept-conv-grad: signals {d:?} and patches {p:?} do not fit a mask of {} × {}",
                 self.rows.len(),
                 self.q
             );
         }
-        Ok(Dims { n, k, o, l })
+        Ok(Dims { n, k: nk / n, o, l })
+    }
+
+    /// Values per row of the result: the kept weights, then one bias per output channel.
+    fn width(&self) -> usize {
+        self.kept + self.rows.len()
     }
 
     fn fwd_t<T: WithDType>(&self, d: &[T], p: &[T], dm: &Dims) -> Vec<T> {
         let Dims { n, k, o, l } = *dm;
-        let q = self.q;
-        let mut out = vec![T::zero(); n * k * self.kept];
-        if self.kept == 0 {
-            return out;
-        }
-        out.par_chunks_mut(k * self.kept).enumerate().for_each(|(i, out_i)| {
+        let (q, w) = (self.q, self.width());
+        let mut out = vec![T::zero(); n * k * w];
+        out.par_chunks_mut((k * w).max(1)).enumerate().for_each(|(i, out_i)| {
             let (d_i, p_i) = (&d[i * k * o * l..][..k * o * l], &p[i * q * l..][..q * l]);
-            for c in 0..k {
+            for (c, row_out) in out_i.chunks_mut(w).enumerate() {
                 for (oo, (row, &f)) in self.rows.iter().zip(&self.first).enumerate() {
                     let sig = &d_i[(c * o + oo) * l..][..l];
                     for (s, &qq) in row.iter().enumerate() {
-                        out_i[c * self.kept + f + s] = dot(sig, &p_i[qq * l..][..l]);
+                        row_out[f + s] = dot(sig, &p_i[qq * l..][..l]);
                     }
+                    row_out[self.kept + oo] = sig.iter().fold(T::zero(), |a, &v| a + v);
                 }
             }
         });
         out
     }
 
-    /// Gradients of `⟨grad, G⟩` with respect to `D` and `P`.
-    fn bwd_t<T: WithDType>(&self, d: &[T], p: &[T], grad: &[T], dm: &Dims) -> (Vec<T>, Vec<T>) {
+    /// Gradients of `⟨grad, G⟩` with respect to `D` and, with `need_p`, `P`.
+    fn bwd_t<T: WithDType>(&self, d: &[T], p: &[T], grad: &[T], dm: &Dims, need_p: bool) -> (Vec<T>, Vec<T>) {
         let Dims { n, k, o, l } = *dm;
-        let q = self.q;
-        let (mut gd, mut gp) = (vec![T::zero(); n * k * o * l], vec![T::zero(); n * q * l]);
-        if self.kept == 0 {
-            return (gd, gp);
-        }
-        gd.par_chunks_mut(k * o * l).zip(gp.par_chunks_mut(q * l)).enumerate().for_each(|(i, (gd_i, gp_i))| {
+        let (q, w) = (self.q, self.width());
+        let mut gd = vec![T::zero(); n * k * o * l];
+        let mut gp = vec![T::zero(); if need_p { n * q * l } else { 0 }];
+        let gp_chunk = if need_p { q * l } else { 0 };
+        let mut gp_rows: Vec<&mut [T]> = if need_p {
+            gp.chunks_mut(gp_chunk.max(1)).collect()
+        } else {
+            (0..n).map(|_| Default::default()).collect()
+        };
+        gd.par_chunks_mut((k * o * l).max(1)).zip(gp_rows.par_iter_mut()).enumerate().for_each(|(i, (gd_i, gp_i))| {
             let (d_i, p_i) = (&d[i * k * o * l..][..k * o * l], &p[i * q * l..][..q * l]);
-            let g_i = &grad[i * k * self.kept..][..k * self.kept];
+            let g_i = &grad[i * k * w..][..k * w];
             for c in 0..k {
                 for (oo, (row, &f)) in self.rows.iter().zip(&self.first).enumerate() {
                     let at = (c * o + oo) * l;
+                    // The bias: ∂/∂D[(i,c),o,·] += grad[(i,c), kept + o].
+                    let b = g_i[c * w + self.kept + oo];
+                    gd_i[at..at + l].iter_mut().for_each(|v| *v += b);
                     for (s, &qq) in row.iter().enumerate() {
-                        let w = g_i[c * self.kept + f + s];
-                        // ∂/∂D[i,c,o,·] += grad · P[i,q,·];  ∂/∂P[i,q,·] += grad · D[i,c,o,·]
-                        axpy(&mut gd_i[at..at + l], w, &p_i[qq * l..][..l]);
-                        axpy(&mut gp_i[qq * l..][..l], w, &d_i[at..at + l]);
+                        let wv = g_i[c * w + f + s];
+                        // ∂/∂D[(i,c),o,·] += grad · P[i,q,·];  ∂/∂P[i,q,·] += grad · D[(i,c),o,·]
+                        axpy(&mut gd_i[at..at + l], wv, &p_i[qq * l..][..l]);
+                        if need_p {
+                            axpy(&mut gp_i[qq * l..][..l], wv, &d_i[at..at + l]);
+                        }
                     }
                 }
             }
         });
+        drop(gp_rows);
         (gd, gp)
     }
 }
@@ -133,27 +150,30 @@ impl candle_core::CustomOp2 for KeptConvGrad {
             }
             _ => candle_core::bail!("kept-conv-grad: only f32 or f64, both the same"),
         };
-        Ok((st, Shape::from((dm.n, dm.k, self.kept))))
+        Ok((st, Shape::from((dm.n * dm.k, self.width()))))
     }
 
     fn bwd(&self, d: &Tensor, p: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dm = self.dims(d.shape(), p.shape())?;
+        let need_p = p.track_op();
         fn run<T: WithDType>(
             op: &KeptConvGrad,
             d: &Tensor,
             p: &Tensor,
             grad: &Tensor,
             dm: &Dims,
-        ) -> Result<(Tensor, Tensor)> {
-            let (x, y) = with_slices3::<T, _>(d, p, grad, |d, p, g| op.bwd_t(d, p, g, dm))?;
-            Ok((Tensor::from_vec(x, d.shape(), d.device())?, Tensor::from_vec(y, p.shape(), p.device())?))
+            need_p: bool,
+        ) -> Result<(Tensor, Option<Tensor>)> {
+            let (x, y) = with_slices3::<T, _>(d, p, grad, |d, p, g| op.bwd_t(d, p, g, dm, need_p))?;
+            let gp = if need_p { Some(Tensor::from_vec(y, p.shape(), p.device())?) } else { None };
+            Ok((Tensor::from_vec(x, d.shape(), d.device())?, gp))
         }
         let (x, y) = match d.dtype() {
-            candle_core::DType::F32 => run::<f32>(self, d, p, grad, &dm)?,
-            candle_core::DType::F64 => run::<f64>(self, d, p, grad, &dm)?,
+            candle_core::DType::F32 => run::<f32>(self, d, p, grad, &dm, need_p)?,
+            candle_core::DType::F64 => run::<f64>(self, d, p, grad, &dm, need_p)?,
             dt => candle_core::bail!("kept-conv-grad: only f32 or f64, got {dt:?}"),
         };
-        Ok((Some(x), Some(y)))
+        Ok((Some(x), y))
     }
 }
 
@@ -279,31 +299,43 @@ mod tests {
 
     #[test]
     fn kept_conv_grad_equals_the_dense_per_example_gradient_at_the_kept_weights() {
-        let (n, k, o, q, l) = (3, 2, 4, 6, 13);
-        let d = Var::from_tensor(&rand(&[n, k, o, l], 50)).unwrap();
+        let (n, k, o, q, oh, ow) = (3, 2, 4, 6, 3, 5);
+        let l = oh * ow;
+        let d = Var::from_tensor(&rand(&[n * k, o, oh, ow], 50)).unwrap();
         let p = Var::from_tensor(&rand(&[n, q, l], 51)).unwrap();
         let m = edge_mask(o, q, 0.4, 52);
         let flat = m.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let kept_idx: Vec<u32> = flat.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, _)| i as u32).collect();
         let op = KeptConvGrad::new(&m).unwrap();
         assert_eq!(op.kept(), kept_idx.len());
+        // The dense per-example gradient (n·k, o·Q) by a batched matmul, its kept columns, then the
+        // bias gradients (the signals summed over positions).
+        let slow_of = |d: &Tensor, p: &Tensor| {
+            let dense = d
+                .reshape((n, k * o, l))
+                .unwrap()
+                .matmul(&p.transpose(1, 2).unwrap())
+                .unwrap()
+                .reshape((n * k, o * q))
+                .unwrap();
+            let idx = Tensor::from_vec(kept_idx.clone(), kept_idx.len(), &Device::Cpu).unwrap();
+            let bias = d.reshape((n * k, o, l)).unwrap().sum(2).unwrap();
+            Tensor::cat(&[&dense.index_select(&idx, 1).unwrap(), &bias], 1).unwrap()
+        };
         let fast = d.as_tensor().apply_op2(p.as_tensor(), op.clone()).unwrap();
-        // The dense per-example gradient (n, k, o·Q) by a batched matmul, then its kept columns.
-        let dense = d
-            .as_tensor()
-            .reshape((n, k * o, l))
-            .unwrap()
-            .matmul(&p.as_tensor().transpose(1, 2).unwrap())
-            .unwrap()
-            .reshape((n, k, o * q))
-            .unwrap();
-        let idx = Tensor::from_vec(kept_idx.clone(), kept_idx.len(), &Device::Cpu).unwrap();
-        let slow = dense.index_select(&idx, 2).unwrap();
+        let slow = slow_of(d.as_tensor(), p.as_tensor());
+        assert_eq!(fast.dims(), &[n * k, kept_idx.len() + o]);
         assert!(max_diff(&fast, &slow) < 1e-13);
-        let w = rand(&[n, k, kept_idx.len()], 53);
+        let w = rand(&[n * k, kept_idx.len() + o], 53);
         let grads = same_gradients(&fast, &slow, &w, &[&d, &p], 1e-13);
         let inputs = [d.as_tensor().clone(), p.as_tensor().clone()];
         check_fd(&inputs, &grads, 11, &w, &|xs| xs[0].apply_op2(&xs[1], op.clone()).unwrap());
+        // Patches that need no gradient (the input's): the signals' gradient is the same.
+        let fixed = p.as_tensor().detach();
+        let g = d.as_tensor().apply_op2(&fixed, op.clone()).unwrap().mul(&w).unwrap().sum_all().unwrap();
+        let g = g.backward().unwrap();
+        assert!(max_diff(g.get(d.as_tensor()).unwrap(), &grads[0]) < 1e-13);
+        assert!(g.get(&fixed).is_none());
         let bad = d.as_tensor().apply_op2(&rand(&[n, q + 1, l], 54), op);
         assert!(bad.unwrap_err().to_string().contains("kept-conv-grad"));
     }
