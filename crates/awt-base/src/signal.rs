@@ -98,6 +98,35 @@ impl CustomOp2 for ReluRoute {
     }
 }
 
+/// [`pool_routes`]' mark for a window whose signal stops (its maximum is not positive after a ReLU).
+pub const NO_ROUTE: u32 = u32::MAX;
+
+/// Where each window of a 2×2 max-pool sends its signal, for the pool's input `x` (planes of
+/// `h × w`): per plane and window (row-major, `(h/2)·(w/2)` per plane) the in-plane position of the
+/// window's first maximum (row-major, as [`PoolRoute`] routes), or [`NO_ROUTE`] where `positive` and
+/// that maximum is not positive. For ops that consume a pooled signal without forming it.
+pub fn pool_routes<T: WithDType>(x: &[T], h: usize, w: usize, positive: bool) -> Vec<u32> {
+    let (h2, w2) = (h / 2, w / 2);
+    let planes = x.len() / (h * w).max(1);
+    let mut out = vec![NO_ROUTE; planes * h2 * w2];
+    if out.is_empty() {
+        return out;
+    }
+    out.par_chunks_mut(h2 * w2).enumerate().for_each(|(pl, o)| {
+        let plane = &x[pl * h * w..][..h * w];
+        for rr in 0..h2 {
+            for q in 0..w2 {
+                let k = first_max(plane, w, rr, q);
+                let at = (2 * rr + k / 2) * w + 2 * q + k % 2;
+                if !(positive && plane[at] <= T::zero()) {
+                    o[rr * w2 + q] = at as u32;
+                }
+            }
+        }
+    });
+    out
+}
+
 /// A 2×2 max-pool's backward signal: `d: (n·r, c, h/2, w/2)` to `(n·r, c, h, w)`, each window's value
 /// at the first maximum (row-major) of the pool's input `x: (n, c, h, w)`, zero elsewhere (odd edges
 /// included). Differentiable in `d` (its adjoint gathers); `x` is a constant.

@@ -16,7 +16,7 @@ use awt_base::device::cpu_kernels;
 use candle_core::{Result, Tensor};
 
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
-pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
+pub(crate) use conv::{KeptConvGrad, PerExampleGrad, PooledKeptConvGrad};
 pub(crate) use masked::{MaskedGram, MaskedPair};
 
 /// `acc + kron(s, I_k)`: `acc: (n1·k, n2·k)`, `s: (n1, n2)`.

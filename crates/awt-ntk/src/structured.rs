@@ -30,7 +30,9 @@ use crate::Kind;
 use crate::error::NtkError;
 use awt_base::conv::im2col;
 
-use crate::ops::{add_block_diag, kept_conv_grad, masked_gram, masked_pair, per_example_grad, scale_blocks_add};
+use crate::ops::{
+    PooledKeptConvGrad, add_block_diag, kept_conv_grad, masked_gram, masked_pair, per_example_grad, scale_blocks_add,
+};
 
 /// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
 /// is gathered per output unit ([`MaskedGram`], work ∝ density) and a masked convolution's
@@ -97,6 +99,12 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         if idx == first_weighted {
             break;
         }
+        // The first layer a sparse convolution under a ReLU and a max-pool: its kept-weight
+        // gradients straight from the pooled signals (CPU), without routing them to full size.
+        if let Some(side) = pooled_first_conv(stages, &inputs, idx, first_weighted, &d)? {
+            out.push(side);
+            break;
+        }
         // A max-pool over a ReLU's output: both signal maps in one pass (CPU).
         if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && device::cpu_kernels(&d)
         {
@@ -107,6 +115,34 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         d = s.backward(inp, &d)?;
     }
     Ok((out, n, k))
+}
+
+/// The first weighted stage's side when it is a sparse convolution followed by a ReLU and the
+/// max-pool at `idx`, whose output signals are `d` ([`PooledKeptConvGrad`], CPU only); `None` otherwise.
+fn pooled_first_conv(
+    stages: &[Stage],
+    inputs: &[Tensor],
+    idx: usize,
+    first_weighted: usize,
+    d: &Tensor,
+) -> Result<Option<LayerSide>, NtkError> {
+    if !device::cpu_kernels(d) || idx < 2 || idx - 2 != first_weighted {
+        return Ok(None);
+    }
+    let (Stage::MaxPool2, Stage::Relu, Stage::Conv2d(p)) = (&stages[idx], &stages[idx - 1], &stages[idx - 2]) else {
+        return Ok(None);
+    };
+    let (o, c, kh, kw) = p.weight.dims4()?;
+    let Some(m) = effective_mask(&p.mask)?.map(|m| m.reshape((o, c * kh * kw))).transpose()? else {
+        return Ok(None);
+    };
+    if density(&m)? > SPARSE_GRAM_DENSITY {
+        return Ok(None);
+    }
+    let patches = im2col(&inputs[idx - 2], kh, kw)?.contiguous()?;
+    let x = inputs[idx].detach().contiguous()?;
+    let g = d.contiguous()?.apply_op3(&x, &patches, PooledKeptConvGrad::new(&m)?)?;
+    Ok(Some(LayerSide::Conv { g, db: None, mask: None }))
 }
 
 /// `None` for a missing or all-ones mask, so that an all-ones mask gives exactly the dense kernel
