@@ -99,8 +99,8 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         if idx == first_weighted {
             break;
         }
-        // The first layer a sparse convolution under a ReLU and a max-pool: its kept-weight
-        // gradients straight from the pooled signals (CPU), without routing them to full size.
+        // The first layer a convolution under a ReLU and a max-pool: its (kept-)weight gradients
+        // straight from the pooled signals (CPU), without routing them to full size.
         if let Some(side) = pooled_first_conv(stages, &inputs, idx, first_weighted, &d)? {
             out.push(side);
             break;
@@ -117,8 +117,8 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
     Ok((out, n, k))
 }
 
-/// The first weighted stage's side when it is a sparse convolution followed by a ReLU and the
-/// max-pool at `idx`, whose output signals are `d` ([`PooledKeptConvGrad`], CPU only); `None` otherwise.
+/// The first weighted stage's side when it is a convolution followed by a ReLU and the max-pool at
+/// `idx`, whose output signals are `d` ([`PooledKeptConvGrad`], CPU only); `None` otherwise.
 fn pooled_first_conv(
     stages: &[Stage],
     inputs: &[Tensor],
@@ -133,12 +133,11 @@ fn pooled_first_conv(
         return Ok(None);
     };
     let (o, c, kh, kw) = p.weight.dims4()?;
-    let Some(m) = effective_mask(&p.mask)?.map(|m| m.reshape((o, c * kh * kw))).transpose()? else {
-        return Ok(None);
+    // Dense too: one product per window at every weight is still a quarter of the routed form's.
+    let m = match effective_mask(&p.mask)? {
+        Some(m) => m.reshape((o, c * kh * kw))?,
+        None => Tensor::ones((o, c * kh * kw), d.dtype(), d.device())?,
     };
-    if density(&m)? > SPARSE_GRAM_DENSITY {
-        return Ok(None);
-    }
     let patches = im2col(&inputs[idx - 2], kh, kw)?.contiguous()?;
     let x = inputs[idx].detach().contiguous()?;
     let g = d.contiguous()?.apply_op3(&x, &patches, PooledKeptConvGrad::new(&m)?)?;
