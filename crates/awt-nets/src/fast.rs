@@ -29,6 +29,21 @@ enum Kept<T> {
     Relu(Vec<T>),
     /// Max-pool: the window position (0..4, row-major) of each output's first maximum.
     Pool(Vec<u8>),
+    /// A convolution, ReLU and max-pool run as one ([`conv_relu_pool`]): per pooled output the
+    /// window position of the first maximum of the convolution's output, or [`STOPPED`] where that
+    /// maximum is not positive (the ReLU passes no gradient). Kept by the max-pool's step; the
+    /// convolution's and the ReLU's steps keep [`Kept::InPool`].
+    ReluPool(Vec<u8>),
+    /// Part of a [`Kept::ReluPool`] group, whose backward runs at the max-pool's step.
+    InPool,
+}
+
+/// [`Kept::ReluPool`]'s mark for a window whose maximum is not positive.
+const STOPPED: u8 = 4;
+
+/// Whether stages `i..i+3` are a convolution, a ReLU and a 2×2 max-pool (run as one).
+fn conv_relu_pool(stages: &[Stage], i: usize) -> bool {
+    matches!(stages.get(i..i + 3), Some([Stage::Conv2d(_), Stage::Relu, Stage::MaxPool2]))
 }
 
 /// A stage's input shape (without the batch), its effective weight if it has one, and what the
@@ -64,10 +79,30 @@ fn forward<T: WithDType>(
 ) -> candle_core::Result<Forward<T>> {
     let mut h = x;
     let mut steps = Vec::with_capacity(stages.len());
-    for s in stages {
+    let mut fused_left = 0;
+    for (i, s) in stages.iter().enumerate() {
+        if fused_left > 0 {
+            fused_left -= 1;
+            continue;
+        }
         let input_shape = shape.clone();
         let mut kept = Kept::Nothing;
         let weight = s.weighted().map(effective).transpose()?;
+        if let (true, Stage::Conv2d(p)) = (conv_relu_pool(stages, i), s) {
+            let (o, c, kh, kw) = p.weight.dims4()?;
+            let (hh, ww) = (shape[1], shape[2]);
+            let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+            let b = slice::<T>(&p.bias)?;
+            let w = weight.as_ref().expect("weighted");
+            let (pooled, arg) = with_slice(w, |w: &[T]| conv_relu_pool_fwd(&h, w, &b, n, (c, hh, ww), (o, kh, kw)))?;
+            h = pooled;
+            steps.push(Step { shape: input_shape, weight, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: None, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: None, kept: Kept::ReluPool(arg) });
+            shape = vec![o, oh / 2, ow / 2];
+            fused_left = 2;
+            continue;
+        }
         h = match s {
             Stage::Standardize { mean, std } => {
                 let c = if mean.len() == 1 { 1 } else { shape[0] };
@@ -196,11 +231,126 @@ fn forward<T: WithDType>(
     Ok((h, shape, steps))
 }
 
+/// A convolution, ReLU and 2×2 max-pool in one pass per image: the convolution's output (one gemm
+/// into a per-thread buffer that stays in cache) is pooled at once, the ReLU applied to each
+/// window's maximum (`max(relu(a)) = relu(max(a))`, and the first maximum is the same wherever it
+/// is positive). Returns the pooled output `(n, o, oh/2, ow/2)` and per output its window position
+/// or [`STOPPED`]. Saves writing, rectifying, copying and re-reading the full-size output.
+fn conv_relu_pool_fwd<T: WithDType>(
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    n: usize,
+    (c, hh, ww): (usize, usize, usize),
+    (o, kh, kw): (usize, usize, usize),
+) -> (Vec<T>, Vec<u8>) {
+    let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+    let (h2, w2) = (oh / 2, ow / 2);
+    let (ckk, l, pl) = (c * kh * kw, oh * ow, h2 * w2);
+    let mut out = vec![T::zero(); n * o * pl];
+    let mut arg = vec![0u8; n * o * pl];
+    let t = per_task(n);
+    out.par_chunks_mut((t * o * pl).max(1))
+        .zip(arg.par_chunks_mut((t * o * pl).max(1)))
+        .zip(x.par_chunks(t * c * hh * ww))
+        .for_each(|((out, arg), src)| {
+            let (mut cols, mut y) = (vec![T::zero(); ckk * l], vec![T::zero(); o * l]);
+            for ((img, dst), am) in
+                src.chunks(c * hh * ww).zip(out.chunks_mut((o * pl).max(1))).zip(arg.chunks_mut((o * pl).max(1)))
+            {
+                im2col(img, &mut cols, 1, c, hh, ww, kh, kw);
+                for (oc, bv) in b.iter().enumerate() {
+                    y[oc * l..(oc + 1) * l].fill(*bv);
+                }
+                gemm_into((o, l, ckk), &mut y, View::rows(0, l), w, View::rows(0, ckk), &cols, View::rows(0, l), true);
+                for oc in 0..o {
+                    let plane = &y[oc * l..][..l];
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let at = |k: usize| plane[(2 * r + k / 2) * ow + 2 * q + k % 2];
+                            let (mut best, mut bi) = (at(0), 0u8);
+                            for k in 1..4 {
+                                if at(k) > best {
+                                    best = at(k);
+                                    bi = k as u8;
+                                }
+                            }
+                            let e = oc * pl + r * w2 + q;
+                            if best > T::zero() {
+                                dst[e] = best;
+                                am[e] = bi;
+                            } else {
+                                am[e] = STOPPED;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    (out, arg)
+}
+
+/// The input gradient of [`conv_relu_pool_fwd`]: per image the pooled signal routed to each window's
+/// maximum (where positive) in a per-thread buffer, then the convolution's input gradient from it.
+fn conv_relu_pool_bwd<T: WithDType>(
+    d: &[T],
+    arg: &[u8],
+    w: &[T],
+    n: usize,
+    (c, hh, ww): (usize, usize, usize),
+    (o, kh, kw): (usize, usize, usize),
+) -> Vec<T> {
+    let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+    let (h2, w2) = (oh / 2, ow / 2);
+    let (ckk, l, pl) = (c * kh * kw, oh * ow, h2 * w2);
+    let mut din = vec![T::zero(); n * c * hh * ww];
+    let t = per_task(n);
+    din.par_chunks_mut(t * c * hh * ww)
+        .zip(d.par_chunks((t * o * pl).max(1)))
+        .zip(arg.par_chunks((t * o * pl).max(1)))
+        .for_each(|((din, d), arg)| {
+            let (mut dcols, mut g) = (vec![T::zero(); ckk * l], vec![T::zero(); o * l]);
+            for ((img, di), am) in
+                din.chunks_mut(c * hh * ww).zip(d.chunks((o * pl).max(1))).zip(arg.chunks((o * pl).max(1)))
+            {
+                g.fill(T::zero());
+                for oc in 0..o {
+                    for r in 0..h2 {
+                        for q in 0..w2 {
+                            let e = oc * pl + r * w2 + q;
+                            let k = am[e];
+                            if k != STOPPED {
+                                let k = k as usize;
+                                g[oc * l + (2 * r + k / 2) * ow + 2 * q + k % 2] = di[e];
+                            }
+                        }
+                    }
+                }
+                // (ckk × o) · (o × L): the patch gradients of one image, summed back onto it.
+                let wt = View::transposed(0, ckk);
+                gemm_into((ckk, l, o), &mut dcols, View::rows(0, l), w, wt, &g, View::rows(0, l), false);
+                col2im(&dcols, img, 1, c, hh, ww, kh, kw);
+            }
+        });
+    din
+}
+
 /// The signal `d` at the logits pushed back to the input (`n` examples).
 fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n: usize) -> candle_core::Result<Vec<T>> {
-    for (s, step) in stages.iter().zip(steps).rev() {
+    for (i, (s, step)) in stages.iter().zip(steps).enumerate().rev() {
         let shape = &step.shape;
         d = match (s, &step.kept) {
+            (_, Kept::InPool) => continue,
+            (Stage::MaxPool2, Kept::ReluPool(arg)) => {
+                let (Stage::Conv2d(p), conv) = (&stages[i - 2], &steps[i - 2]) else {
+                    unreachable!("a fused group starts with its convolution")
+                };
+                let (o, c, kh, kw) = p.weight.dims4()?;
+                let (hh, ww) = (conv.shape[1], conv.shape[2]);
+                with_slice(conv.weight.as_ref().expect("weighted"), |w: &[T]| {
+                    conv_relu_pool_bwd(&d, arg, w, n, (c, hh, ww), (o, kh, kw))
+                })?
+            }
             (Stage::Relu, Kept::Relu(out)) => {
                 d.par_chunks_mut(CHUNK).zip(out.par_chunks(CHUNK)).for_each(|(d, out)| {
                     for (g, o) in d.iter_mut().zip(out) {

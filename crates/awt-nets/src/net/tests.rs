@@ -159,14 +159,26 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
     };
     let mut rng = Rng::new(8);
     let avg = Arch::Lenet5Caffe;
-    for (arch, shape, pool_avg) in [
-        (Arch::Lenet300100, vec![4, 1, 28, 28], false),
-        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false),
-        (avg.clone(), vec![3, 1, 28, 28], true),
-        (Arch::Conv4, vec![2, 3, 32, 32], false),
+    // The last case: convolutions without biases and a blank image at the standardisation's mean,
+    // so every convolution output of that image is exactly 0 and no gradient may pass its ReLU (the
+    // fused convolution-ReLU-pool path must stop it where the maximum is not positive, 0 included).
+    for (arch, shape, pool_avg, zero_conv_bias) in [
+        (Arch::Lenet300100, vec![4, 1, 28, 28], false, false),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, false),
+        (avg.clone(), vec![3, 1, 28, 28], true, false),
+        (Arch::Conv4, vec![2, 3, 32, 32], false, false),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, true),
     ] {
         for dtype in [DType::F64, DType::F32] {
             let mut net = Net::init(&arch, Init::KaimingUniform, 2, DType::F64, &Device::Cpu).unwrap();
+            if zero_conv_bias {
+                for name in net.weight_names() {
+                    if net.param(&name).unwrap().as_tensor().rank() == 4 {
+                        let b = net.param(&name.replace(".weight", ".bias")).unwrap();
+                        b.set(&b.as_tensor().zeros_like().unwrap()).unwrap();
+                    }
+                }
+            }
             for name in net.weight_names() {
                 let w = net.param(&name).unwrap().as_tensor().clone();
                 let m: Vec<f64> = (0..w.elem_count()).map(|_| f64::from(u8::from(rng.uniform() < 0.6))).collect();
@@ -183,7 +195,8 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
             // The last image is blank: every max-pool window of its first layer is a tie.
             let mut v: Vec<f64> = (0..n).map(|_| rng.uniform()).collect();
             let per = n / shape[0];
-            v[n - per..].iter_mut().for_each(|p| *p = 0.0);
+            let blank = if zero_conv_bias { 0.25 } else { 0.0 };
+            v[n - per..].iter_mut().for_each(|p| *p = blank);
             let x = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
             let (fl, fls, fg) = crate::fast::loss_and_input_grad(&stages, &x, &loss).unwrap().unwrap();
             let st: Vec<Stage> = stages.iter().cloned().map(detach_stage).collect();
