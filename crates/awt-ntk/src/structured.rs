@@ -63,11 +63,14 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
     let mut d = Tensor::eye(k, h.dtype(), x.device())?.unsqueeze(0)?.broadcast_as((n, k, k))?.reshape((n * k, k))?;
     let mut out = Vec::new();
     let mut relu_done = false;
+    // A convolution whose side was formed from the pooled signals after it.
+    let mut side_done: Option<usize> = None;
     for (idx, (s, inp)) in stages.iter().zip(&inputs).enumerate().rev() {
         if std::mem::take(&mut relu_done) {
             continue; // this ReLU's backward ran with the max-pool after it
         }
         match s {
+            Stage::Conv2d(_) if side_done == Some(idx) => {}
             Stage::Linear(p) => {
                 let identity = idx + 1 == stages.len();
                 out.push(LayerSide::Linear { a: inp.clone(), d: d.clone(), mask: effective_mask(&p.mask)?, identity });
@@ -99,11 +102,14 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
         if idx == first_weighted {
             break;
         }
-        // The first layer a convolution under a ReLU and a max-pool: its (kept-)weight gradients
-        // straight from the pooled signals (CPU), without routing them to full size.
-        if let Some(side) = pooled_first_conv(stages, &inputs, idx, first_weighted, &d)? {
+        // A convolution under a ReLU and a max-pool: its (kept-)weight gradients straight from the
+        // pooled signals (CPU), without routing them to full size; the first layer then ends here.
+        if let Some(side) = pooled_conv(stages, &inputs, idx, first_weighted, &d)? {
             out.push(side);
-            break;
+            if idx - 2 == first_weighted {
+                break;
+            }
+            side_done = Some(idx - 2);
         }
         // A max-pool over a ReLU's output: both signal maps in one pass (CPU).
         if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && device::cpu_kernels(&d)
@@ -117,25 +123,30 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
     Ok((out, n, k))
 }
 
-/// The first weighted stage's side when it is a convolution followed by a ReLU and the max-pool at
-/// `idx`, whose output signals are `d` ([`PooledKeptConvGrad`], CPU only); `None` otherwise.
-fn pooled_first_conv(
+/// The side of the convolution before a ReLU and the max-pool at `idx`, whose output signals are `d`
+/// ([`PooledKeptConvGrad`], CPU only), where it pays: for the first weighted stage under any mask
+/// (a dense one as all ones), whose routed signals are not needed further, and for a later dense
+/// one (the per-window form over transposed patches is a quarter of the routed per-example
+/// product; its routed signals still go on to its backward pass). A later sparse one keeps the
+/// routed form ([`KeptConvGrad`]: per kept weight, positions are no dearer than windows). `None`
+/// otherwise.
+fn pooled_conv(
     stages: &[Stage],
     inputs: &[Tensor],
     idx: usize,
     first_weighted: usize,
     d: &Tensor,
 ) -> Result<Option<LayerSide>, NtkError> {
-    if !device::cpu_kernels(d) || idx < 2 || idx - 2 != first_weighted {
+    if !device::cpu_kernels(d) || idx < 2 || idx - 2 < first_weighted {
         return Ok(None);
     }
     let (Stage::MaxPool2, Stage::Relu, Stage::Conv2d(p)) = (&stages[idx], &stages[idx - 1], &stages[idx - 2]) else {
         return Ok(None);
     };
     let (o, c, kh, kw) = p.weight.dims4()?;
-    // Dense too: one product per window at every weight is still a quarter of the routed form's.
     let m = match effective_mask(&p.mask)? {
-        Some(m) => m.reshape((o, c * kh * kw))?,
+        Some(m) if idx - 2 == first_weighted => m.reshape((o, c * kh * kw))?,
+        Some(_) => return Ok(None),
         None => Tensor::ones((o, c * kh * kw), d.dtype(), d.device())?,
     };
     let patches = im2col(&inputs[idx - 2], kh, kw)?.contiguous()?;

@@ -228,7 +228,15 @@ impl PooledKeptConvGrad {
         Ok(PoolDims { n, k: nk / n, o, win: h2 * w2, l, h, w })
     }
 
+    /// Every weight kept: the dense form below.
+    fn all_kept(&self) -> bool {
+        self.inner.kept == self.inner.rows.len() * self.inner.q
+    }
+
     fn fwd_t<T: WithDType>(&self, d: &[T], x: &[T], p: &[T], dm: &PoolDims) -> Vec<T> {
+        if self.all_kept() {
+            return self.dense_fwd(d, x, p, dm);
+        }
         let PoolDims { n, k, o, win, l, h, w } = *dm;
         let KeptConvGrad { rows, first, kept, q } = &self.inner;
         let wd = kept + o;
@@ -267,6 +275,9 @@ impl PooledKeptConvGrad {
         dm: &PoolDims,
         need_p: bool,
     ) -> (Vec<T>, Vec<T>) {
+        if self.all_kept() {
+            return self.dense_bwd(d, x, p, grad, dm, need_p);
+        }
         let PoolDims { n, k, o, win, l, h, w } = *dm;
         let KeptConvGrad { rows, first, kept, q } = &self.inner;
         let wd = kept + o;
@@ -318,6 +329,105 @@ impl PooledKeptConvGrad {
         );
         drop(gp_rows);
         (gd, gp)
+    }
+}
+
+impl PooledKeptConvGrad {
+    /// Every weight kept (a dense layer's per-example gradients, e.g. the teacher's): per example the
+    /// patches transposed to rows of `Q` (one per position), then per signal, channel and window
+    /// one `axpy` of the routed position's row into the channel's `Q` gradients — vectorised over
+    /// `Q` (500 for LeNet-5's conv2), a quarter of the positions of the routed per-example product.
+    fn dense_fwd<T: WithDType>(&self, d: &[T], x: &[T], p: &[T], dm: &PoolDims) -> Vec<T> {
+        let PoolDims { n, k, o, win, l, h, w } = *dm;
+        let (q, kept) = (self.inner.q, self.inner.kept);
+        let wd = kept + o;
+        let routes = pool_routes(x, h, w, true);
+        let mut out = vec![T::zero(); n * k * wd];
+        out.par_chunks_mut((k * wd).max(1)).enumerate().for_each_init(
+            || vec![T::zero(); l * q],
+            |pt, (i, out_i)| {
+                let d_i = &d[i * k * o * win..][..k * o * win];
+                transpose_into(&p[i * q * l..][..q * l], q, l, pt);
+                for oo in 0..o {
+                    let rt = &routes[(i * o + oo) * win..][..win];
+                    for (c, out_c) in out_i.chunks_mut(wd).enumerate() {
+                        let sig = &d_i[(c * o + oo) * win..][..win];
+                        let (row, bias) = (oo * q, kept + oo);
+                        for (&v, &r) in sig.iter().zip(rt) {
+                            if r != NO_ROUTE {
+                                axpy(&mut out_c[row..row + q], v, &pt[r as usize * q..][..q]);
+                                out_c[bias] += v;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        out
+    }
+
+    /// Gradients of [`Self::dense_fwd`] with respect to `D` and, with `need_p`, `P`.
+    fn dense_bwd<T: WithDType>(
+        &self,
+        d: &[T],
+        x: &[T],
+        p: &[T],
+        grad: &[T],
+        dm: &PoolDims,
+        need_p: bool,
+    ) -> (Vec<T>, Vec<T>) {
+        let PoolDims { n, k, o, win, l, h, w } = *dm;
+        let (q, kept) = (self.inner.q, self.inner.kept);
+        let wd = kept + o;
+        let routes = pool_routes(x, h, w, true);
+        let mut gd = vec![T::zero(); n * k * o * win];
+        let mut gp = vec![T::zero(); if need_p { n * q * l } else { 0 }];
+        let mut gp_rows: Vec<&mut [T]> =
+            if need_p { gp.chunks_mut((q * l).max(1)).collect() } else { (0..n).map(|_| Default::default()).collect() };
+        gd.par_chunks_mut((k * o * win).max(1)).zip(gp_rows.par_iter_mut()).enumerate().for_each_init(
+            || (vec![T::zero(); l * q], vec![T::zero(); l * q]),
+            |(pt, gpt), (i, (gd_i, gp_i))| {
+                let d_i = &d[i * k * o * win..][..k * o * win];
+                let g_i = &grad[i * k * wd..][..k * wd];
+                transpose_into(&p[i * q * l..][..q * l], q, l, pt);
+                if need_p {
+                    gpt.iter_mut().for_each(|v| *v = T::zero());
+                }
+                for oo in 0..o {
+                    let rt = &routes[(i * o + oo) * win..][..win];
+                    for c in 0..k {
+                        let (gr, b) = (&g_i[c * wd + oo * q..][..q], g_i[c * wd + kept + oo]);
+                        let at = (c * o + oo) * win;
+                        for (wi, &r) in rt.iter().enumerate() {
+                            if r == NO_ROUTE {
+                                continue;
+                            }
+                            let row = r as usize * q;
+                            // ∂/∂D[(i,c),o,w] = ⟨grad row, P row at the route⟩ + the bias' grad;
+                            // ∂/∂P[i,·,route] += D[(i,c),o,w] · grad row.
+                            gd_i[at + wi] = dot(gr, &pt[row..row + q]) + b;
+                            if need_p {
+                                axpy(&mut gpt[row..row + q], d_i[at + wi], gr);
+                            }
+                        }
+                    }
+                }
+                if need_p {
+                    transpose_into(gpt, l, q, gp_i);
+                }
+            },
+        );
+        drop(gp_rows);
+        (gd, gp)
+    }
+}
+
+/// `(rows, cols)` row-major `src` → `(cols, rows)` row-major into `dst`.
+fn transpose_into<T: WithDType>(src: &[T], rows: usize, cols: usize, dst: &mut [T]) {
+    for (r, row) in src.chunks(cols.max(1)).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            dst[c * rows + r] = v;
+        }
     }
 }
 
@@ -558,22 +668,29 @@ mod tests {
 
     #[test]
     fn pooled_kept_conv_grad_equals_the_routed_signal_then_kept_conv_grad() {
+        let (o, q) = (4, 5);
+        // A sparse mask (the gathered form), then every weight kept (the dense form).
+        pooled_case(&edge_mask(o, q, 0.4, 63));
+        pooled_case(&Tensor::ones((o, q), candle_core::DType::F64, &Device::Cpu).unwrap());
+    }
+
+    fn pooled_case(m: &Tensor) {
         use awt_base::signal::PoolRoute;
         // Odd pool inputs (the last row is in no window), negative maxima (stopped by the ReLU) and
         // a blank plane (ties: the first maximum).
-        let (n, k, o, q, h, w) = (3, 2, 4, 5, 7, 6);
+        let (n, k, h, w) = (3, 2, 7, 6);
+        let (o, q) = m.dims2().unwrap();
         let (h2, w2) = (h / 2, w / 2);
         let d = Var::from_tensor(&rand(&[n * k, o, h2, w2], 60)).unwrap();
         let p = Var::from_tensor(&rand(&[n, q, h * w], 61)).unwrap();
         let mut xv = ((rand(&[n, o, h, w], 62) - 0.3).unwrap()).flatten_all().unwrap().to_vec1::<f64>().unwrap();
         xv[..h * w].iter_mut().for_each(|v| *v = 0.5);
         let x = Tensor::from_vec(xv, (n, o, h, w), &Device::Cpu).unwrap();
-        let m = edge_mask(o, q, 0.4, 63);
-        let op = PooledKeptConvGrad::new(&m).unwrap();
+        let op = PooledKeptConvGrad::new(m).unwrap();
         let fused = |d: &Tensor, p: &Tensor| d.apply_op3(&x, p, op.clone()).unwrap();
         let routed = |d: &Tensor, p: &Tensor| {
             let r = d.apply_op2(&x, PoolRoute { after_relu: true }).unwrap();
-            r.apply_op2(p, KeptConvGrad::new(&m).unwrap()).unwrap()
+            r.apply_op2(p, KeptConvGrad::new(m).unwrap()).unwrap()
         };
         let (fast, slow) = (fused(d.as_tensor(), p.as_tensor()), routed(d.as_tensor(), p.as_tensor()));
         assert!(max_diff(&fast, &slow) < 1e-13);
