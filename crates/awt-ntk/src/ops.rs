@@ -1,7 +1,8 @@
 //! The NTK's custom CPU ops, each with a hand-written backward checked against an autograd
 //! formulation: kernel-block scaling and accumulation ([`blocks`]), and the masked linear layer's
-//! kernel contraction and input Gram ([`masked`]), and the masked convolution's per-example
-//! gradients at the kept weights ([`conv`]).
+//! kernel contraction and input Gram ([`masked`]), the masked convolution's per-example
+//! gradients at the kept weights ([`conv`]), and the same from the signals after a ReLU and a
+//! max-pool ([`pooled`]).
 //!
 //! The kernel reaches them only through the functions below, which take the op on the CPU
 //! ([`awt_base::device::cpu_kernels`]) and the same quantity from plain candle ops on every other
@@ -11,13 +12,15 @@
 mod blocks;
 mod conv;
 mod masked;
+mod pooled;
 
 use awt_base::device::cpu_kernels;
 use candle_core::{Result, Tensor};
 
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
-pub(crate) use conv::{KeptConvGrad, PerExampleGrad, PooledKeptConvGrad};
+pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
 pub(crate) use masked::{MaskedGram, MaskedPair};
+pub(crate) use pooled::PooledKeptConvGrad;
 
 /// `acc + kron(s, I_k)`: `acc: (n1·k, n2·k)`, `s: (n1, n2)`.
 pub(crate) fn add_block_diag(acc: &Tensor, s: &Tensor, k: usize) -> Result<Tensor> {
