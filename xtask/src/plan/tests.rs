@@ -11,7 +11,16 @@ fn arg<'a>(step: &'a Step, flag: &str) -> &'a str {
 /// every preset's every run plans without error and ends with the evaluation that marks it done.
 #[test]
 fn every_preset_plans_and_the_study_limits_autoattack_only() {
-    for preset in ["smoke", "quick", "ntt-validation", "study", "paper", "select-mlp-budget", "select-mlp"] {
+    for preset in [
+        "smoke",
+        "quick",
+        "ntt-validation",
+        "study",
+        "paper",
+        "select-mlp-budget",
+        "select-mlp",
+        "select-lenet5-budget",
+    ] {
         let spec = crate::spec::load(preset).unwrap();
         let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
         assert!(!runs.is_empty(), "{preset}");

@@ -74,6 +74,18 @@ fn best_smaller_on_tie(c: &[Candidate], tie: f64) -> usize {
     ok[0]
 }
 
+/// The rule of protocol §4.3 over `[transferred, rewound]`: the higher mean; a tie (to `tie`)
+/// keeps the transferred weights.
+fn rewound_if_better(c: &[Candidate], tie: f64) -> usize {
+    usize::from(c[1].mean() > c[0].mean() + tie)
+}
+
+/// The variant selected among `c` by `pick`, once every candidate has every seed.
+fn selected<'a>(c: &'a [Candidate], seeds: &[u64], pick: impl Fn(&[Candidate]) -> usize) -> Option<&'a Candidate> {
+    let complete = c.iter().all(|x| seeds.iter().all(|s| x.scores.iter().any(|(t, _)| t == s)));
+    complete.then(|| &c[pick(c)])
+}
+
 /// One selection as a table with the selected row marked, or a note of what is missing.
 fn table(c: &[Candidate], seeds: &[u64], pick: impl Fn(&[Candidate]) -> usize, what: &str) -> String {
     let mut md = String::from("| candidate | run | ");
@@ -127,16 +139,42 @@ epochs the higher mean) whose mean is within 0.5 points of the best mean.\n\n";
         let recs = load("select-mlp")?;
         md += "## §4.2 λ_ker (NTT and AWT, transferred weights, output layer kept dense)\n\nRule: the highest mean per \
 method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
+        let mut rewound = String::new();
         for method in ["ntt", "awt"] {
             for &d in &spec.densities {
                 let _ = writeln!(md, "### {} at density {d}\n", method.to_uppercase());
-                let c: Vec<Candidate> = candidates(&spec, &recs, method, d.get())
+                let (lam, rew): (Vec<Candidate>, Vec<Candidate>) = candidates(&spec, &recs, method, d.get())
                     .into_iter()
-                    .filter(|x| !x.variant.ends_with("-rewind"))
-                    .collect();
-                md += &table(&c, &spec.seeds, |c| best_smaller_on_tie(c, 0.001), "λ_ker");
+                    .partition(|x| !x.variant.ends_with("-rewind"));
+                md += &table(&lam, &spec.seeds, |c| best_smaller_on_tie(c, 0.001), "λ_ker");
+                // §4.3: the selected λ_ker's mask with its transferred weights against the same
+                // mask rewound to the initialisation (the ablation `<variant>-rewind`).
+                let Some(best) = selected(&lam, &spec.seeds, |c| best_smaller_on_tie(c, 0.001)) else { continue };
+                let want = format!("{}-rewind", best.variant);
+                let Some(r) = rew.into_iter().find(|x| x.variant == want) else { continue };
+                let t = Candidate {
+                    variant: best.variant.clone(),
+                    label: format!("{}, transferred", best.label),
+                    key: 0.0,
+                    scores: best.scores.clone(),
+                };
+                let r = Candidate { label: format!("{}, rewound", best.label), key: 1.0, ..r };
+                let _ = writeln!(rewound, "### {} at density {d}\n", method.to_uppercase());
+                rewound += &table(&[t, r], &spec.seeds, |c| rewound_if_better(c, 0.001), "weights");
             }
         }
+        if !rewound.is_empty() {
+            md += "## §4.3 Transferred vs rewound weights (at each selected λ_ker)\n\nRule: the higher mean; a tie to \
+0.1 point keeps the transferred weights.\n\n";
+            md += &rewound;
+        }
+    }
+    if let Ok(spec) = crate::spec::load("select-lenet5-budget") {
+        let recs = load("select-lenet5-budget")?;
+        md += "## §4.5 Training budget (dense LeNet-5-Caffe, reduced: one selection seed)\n\nRule: as §4.1, with the \
+learning-rate schedule selected there.\n\n";
+        let c = candidates(&spec, &recs, "dense", 1.0);
+        md += &table(&c, &spec.seeds, |c| cheapest_within(c, 0.005), "budget");
     }
     Ok(md)
 }
@@ -172,6 +210,13 @@ mod tests {
         assert_eq!(best_smaller_on_tie(&c, 0.001), 0);
         let c = vec![cand("1e-3", 1e-3, &[0.630, 0.630]), cand("1e-2", 1e-2, &[0.6410, 0.6410])];
         assert_eq!(best_smaller_on_tie(&c, 0.001), 1);
+        // §4.3: rewound only when its mean is more than 0.1 point higher.
+        let c = vec![cand("t", 0.0, &[0.640, 0.640]), cand("r", 1.0, &[0.6405, 0.6405])];
+        assert_eq!(rewound_if_better(&c, 0.001), 0);
+        let c = vec![cand("t", 0.0, &[0.640, 0.640]), cand("r", 1.0, &[0.642, 0.642])];
+        assert_eq!(rewound_if_better(&c, 0.001), 1);
+        let c = vec![cand("t", 0.0, &[0.645, 0.645]), cand("r", 1.0, &[0.642, 0.642])];
+        assert_eq!(rewound_if_better(&c, 0.001), 0);
         // Incomplete: no decision.
         let c = vec![cand("10", 10.0, &[0.6]), cand("20", 20.0, &[0.7, 0.7])];
         assert!(table(&c, &[0, 1], |c| cheapest_within(c, 0.005), "budget").contains("Not decided yet: 3 of 4"));
