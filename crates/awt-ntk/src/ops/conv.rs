@@ -103,12 +103,7 @@ impl KeptConvGrad {
         let (q, w) = (self.q, self.width());
         let mut gd = vec![T::zero(); n * k * o * l];
         let mut gp = vec![T::zero(); if need_p { n * q * l } else { 0 }];
-        let gp_chunk = if need_p { q * l } else { 0 };
-        let mut gp_rows: Vec<&mut [T]> = if need_p {
-            gp.chunks_mut(gp_chunk.max(1)).collect()
-        } else {
-            (0..n).map(|_| Default::default()).collect()
-        };
+        let mut gp_rows = per_example_rows(&mut gp, q * l, n);
         gd.par_chunks_mut((k * o * l).max(1)).zip(gp_rows.par_iter_mut()).enumerate().for_each(|(i, (gd_i, gp_i))| {
             let (d_i, p_i) = (&d[i * k * o * l..][..k * o * l], &p[i * q * l..][..q * l]);
             let g_i = &grad[i * k * w..][..k * w];
@@ -132,6 +127,12 @@ impl KeptConvGrad {
         drop(gp_rows);
         (gd, gp)
     }
+}
+
+/// `buf` as `n` per-example rows of `len` for a parallel zip, or `n` empty rows when `buf` is empty
+/// (an argument that needs no gradient).
+pub(super) fn per_example_rows<T>(buf: &mut [T], len: usize, n: usize) -> Vec<&mut [T]> {
+    if buf.is_empty() { (0..n).map(|_| Default::default()).collect() } else { buf.chunks_mut(len.max(1)).collect() }
 }
 
 impl candle_core::CustomOp2 for KeptConvGrad {

@@ -10,7 +10,7 @@ use awt_base::signal::{NO_ROUTE, pool_routes};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::conv::KeptConvGrad;
+use super::conv::{KeptConvGrad, per_example_rows};
 
 /// [`KeptConvGrad`] of a convolution followed by a ReLU and a 2×2 max-pool, taking the signals at
 /// the pool's output: `D: (n·k, o, h/2, w/2)`, the pool's input `x: (n, o, h, w)` (a constant: where
@@ -118,8 +118,7 @@ impl PooledKeptConvGrad {
         let routes = pool_routes(x, h, w, true);
         let mut gd = vec![T::zero(); n * k * o * win];
         let mut gp = vec![T::zero(); if need_p { n * q * l } else { 0 }];
-        let mut gp_rows: Vec<&mut [T]> =
-            if need_p { gp.chunks_mut((q * l).max(1)).collect() } else { (0..n).map(|_| Default::default()).collect() };
+        let mut gp_rows = per_example_rows(&mut gp, q * l, n);
         gd.par_chunks_mut((k * o * win).max(1)).zip(gp_rows.par_iter_mut()).enumerate().for_each_init(
             || (vec![T::zero(); win], vec![T::zero(); win]),
             |(pg, acc), (i, (gd_i, gp_i))| {
@@ -216,8 +215,7 @@ impl PooledKeptConvGrad {
         let routes = pool_routes(x, h, w, true);
         let mut gd = vec![T::zero(); n * k * o * win];
         let mut gp = vec![T::zero(); if need_p { n * q * l } else { 0 }];
-        let mut gp_rows: Vec<&mut [T]> =
-            if need_p { gp.chunks_mut((q * l).max(1)).collect() } else { (0..n).map(|_| Default::default()).collect() };
+        let mut gp_rows = per_example_rows(&mut gp, q * l, n);
         gd.par_chunks_mut((k * o * win).max(1)).zip(gp_rows.par_iter_mut()).enumerate().for_each_init(
             || (vec![T::zero(); l * q], vec![T::zero(); l * q]),
             |(pt, gpt), (i, (gd_i, gp_i))| {
