@@ -159,6 +159,21 @@ fn awt_parts(c: &mut Criterion) {
     }
 }
 
+/// One Adam update of every parameter of a network (the optimiser step of each adversarial-training
+/// batch), its gradients already computed.
+fn adam_step(c: &mut Criterion) {
+    use awt_train::{Optimizer, OptimizerConfig};
+    for arch in ["lenet-300-100", "lenet5-caffe"] {
+        let model = net(arch);
+        let (x, y) = inputs(128);
+        let grads = candle_nn_free_ce(&model.forward(&x).unwrap(), &y).backward().unwrap();
+        let vars: Vec<_> = model.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let cfg = OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false };
+        let mut opt = Optimizer::new(cfg, vars);
+        c.bench_function(&format!("adam_step/{arch}"), |b| b.iter(|| opt.step(&grads, 1e-3).unwrap()));
+    }
+}
+
 /// The machine's f32 GEMM rate (1024³, candle's matmul = the gemm crate's kernels), against which
 /// `cargo xtask bench --peers` reports each hot path's achieved GFLOP/s.
 fn gemm_rate(c: &mut Criterion) {
@@ -172,7 +187,7 @@ fn gemm_rate(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(3));
-    targets = gemm_rate, forward_backward, pgd_step, ntk, awt_step, awt_parts
+    targets = gemm_rate, forward_backward, pgd_step, ntk, awt_step, awt_parts, adam_step
 }
 // criterion_main! written out, so that candle's thread count is pinned before anything runs.
 #[allow(unsafe_code)]
