@@ -54,7 +54,7 @@ a verdict is only given where the interval decides it.\n\n",
     std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
     // Study v2's selections, beside the report.
     let sel = out.with_file_name("selection.md");
-    std::fs::write(&sel, selection::report()?).with_context(|| format!("cannot write {}", sel.display()))?;
+    std::fs::write(&sel, selection::report(&fig_dir)?).with_context(|| format!("cannot write {}", sel.display()))?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())
 }
