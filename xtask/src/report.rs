@@ -123,7 +123,7 @@ mod tests {
         let awt = runs.iter().find(|r| r.manifest.method == awt_runs::Method::Awt).unwrap();
         assert!((acc(awt, "worst") - 0.20).abs() < 1e-12, "the older folder was kept");
         let refs: Vec<&RunData> = runs.iter().collect();
-        let md = claims(&refs, 0.05);
+        let md = claims(&refs, 0.05).unwrap();
         assert!(md.contains("AWT − dense -30.0 (one seed) | open: fewer than two paired seeds |"), "{md}");
         for seed in 1..3 {
             run_folder(&dir, &format!("awt-{seed}"), "awt", seed, 0.20 + 0.01 * seed as f64);
@@ -131,8 +131,44 @@ mod tests {
         }
         let runs = collect(std::slice::from_ref(&dir)).unwrap();
         let refs: Vec<&RunData> = runs.iter().collect();
-        let md = claims(&refs, 0.05);
+        let md = claims(&refs, 0.05).unwrap();
         assert!(md.contains("3 seed(s)") && md.contains("| does **not** hold |"), "{md}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// With `[dynamics]` records the dynamics claim reads the study's measure — the distance to the
+    /// dense net of the same seed at the same epoch, averaged over epochs 0..T (epoch 0 included) —
+    /// not the training hook's distance to the dense initialisation; the study's findings follow.
+    #[test]
+    fn the_dynamics_claim_uses_the_studys_measure() {
+        let dir = std::env::temp_dir().join(format!("awt-report-dyn-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (method, dist) in [("dense", None), ("awt", Some([0.2, 0.6, 0.7])), ("random", Some([0.8, 0.9, 0.9]))] {
+            run_folder(&dir, method, method, 0, 0.5);
+            let Some(dist) = dist else { continue };
+            let p = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.file_name().unwrap().to_str().unwrap().contains(&format!("-{method}-")))
+                .unwrap();
+            let lines: Vec<String> = dist
+                .iter()
+                .enumerate()
+                .map(|(e, d)| {
+                    format!(
+                        "{{\"epoch\":{e},\"rel_distance\":{d},\"alignment\":0.5,\"sparse_change\":0.1,\"dense_change\":0.1}}"
+                    )
+                })
+                .collect();
+            std::fs::write(p.join(awt_runs::layout::DYNAMICS), lines.join("\n") + "\n").unwrap();
+        }
+        let runs = collect(std::slice::from_ref(&dir)).unwrap();
+        let refs: Vec<&RunData> = runs.iter().collect();
+        let md = claims(&refs, 0.05).unwrap();
+        // (0.8 + 0.9 + 0.9) / 3 − (0.2 + 0.6 + 0.7) / 3 = 0.367
+        assert!(md.contains("same epoch, mean over epochs 0..T, random − AWT +0.367 (one seed)"), "{md}");
+        assert!(!md.contains("dense init"), "{md}");
+        assert!(md.contains("**What the study found**") && md.contains("[docs/study.md](study.md)"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -166,7 +202,9 @@ mod tests {
         let out = dir.join("report.md");
         write(std::slice::from_ref(&dir), &out).unwrap();
         let md = std::fs::read_to_string(&out).unwrap();
-        assert!(md.contains("(clean / PGD-10 / worst case)") && !md.contains("PGD-20"), "{md}");
+        // The study's findings name the study's own attack; everything about this grid names its own.
+        let own: String = md.lines().filter(|l| !l.starts_with("**What the study found**")).collect();
+        assert!(own.contains("(clean / PGD-10 / worst case)") && !own.contains("PGD-20"), "{md}");
         assert!(md.contains("the embedded subset") && !md.contains("was not installed"), "{md}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -41,11 +41,7 @@ Differences are paired by seed (same initialisation, data order and attack seeds
 a verdict is only given where the interval decides it.\n\n",
     );
     let (ntt, study) = (load("ntt-validation")?, load("study")?);
-    let (final_mlp, final_lenet5) = (load("final-mlp")?, load("final-lenet5")?);
-    let (v2_glance, v2) = verdicts::section(&[
-        ("LeNet-300-100", &final_mlp, &verdicts::MLP, &[0.05, 0.02]),
-        ("LeNet-5-Caffe", &final_lenet5, &verdicts::LENET5, &[0.05]),
-    ])?;
+    let (v2_glance, v2) = v2_verdicts()?;
     md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
     md += &v2;
     md += &ntt_section(&ntt, &fig_dir)?;
@@ -59,10 +55,66 @@ a verdict is only given where the interval decides it.\n\n",
     Ok(())
 }
 
+/// Study v2's "At a glance" lines and its section, from the final presets' records (both empty
+/// until they have records).
+fn v2_verdicts() -> Result<(String, String)> {
+    let (final_mlp, final_lenet5) = (load("final-mlp")?, load("final-lenet5")?);
+    verdicts::section(&[
+        ("LeNet-300-100", &final_mlp, &verdicts::MLP, &[0.05, 0.02]),
+        ("LeNet-5-Caffe", &final_lenet5, &verdicts::LENET5, &[0.05]),
+    ])
+}
+
+/// What the study has found, in two lines for the quick report (issue 23, item 8): study v2's
+/// primary verdicts once its final runs are recorded; until then the first study's, labelled as
+/// selected on the test set — AWT against the dense net, and against NTT at matched λ_ker.
+pub(crate) fn findings() -> Result<String> {
+    let (v2_glance, _) = v2_verdicts()?;
+    if !v2_glance.is_empty() {
+        return Ok(format!("{v2_glance}The full report: [docs/study.md](study.md).\n"));
+    }
+    let study = load("study")?;
+    if study.is_empty() {
+        return Ok(String::new());
+    }
+    let (head, label) = headline(&study);
+    let dense: Vec<String> = claims::versus_dense(&study, &sparse_densities(&study), head)
+        .into_iter()
+        .map(|(d, measured, verdict)| format!("{measured} at density {d} → {verdict}"))
+        .collect();
+    let matched = matched_parts(&study, head);
+    let mut md = format!(
+        "**What the study found** ([docs/study.md](study.md); the first study: LeNet-300-100, three seeds, {label}, \
+settings chosen on the test set): AWT at λ_ker 1 (our choice) against the dense net, {}",
+        dense.join("; ")
+    );
+    if !matched.is_empty() {
+        md += &format!("; at matched λ_ker 1e-3, {}", matched.join("; "));
+    }
+    md += ".\nStudy v2 decides the question again — settings chosen on held-out validation data, fresh evaluation \
+seeds, a convolutional net ([docs/protocol.md](protocol.md)) — and its verdicts replace these lines once its final \
+runs are recorded.\n";
+    Ok(md)
+}
+
 /// The paper's decisive question at the first study's one matched setting: AWT against NTT, both at
 /// λ_ker 1e-3 (NTT's), equivalent within ±1 point (TOST) and which is better, by the one rule
 /// without a family correction (exploratory: selected on the test set).
 fn matched_glance(study: &[Rec], head: Measure) -> Result<String> {
+    let parts = matched_parts(study, head);
+    Ok(if parts.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n**The paper's contribution, at matched λ_ker 1e-3** (adversarial instead of clean inputs to the kernel matching; \
+first study, selected on the test set, no family correction): {}.\n",
+            parts.join("; ")
+        )
+    })
+}
+
+/// AWT − NTT at matched λ_ker 1e-3 per density, with both readings of the one rule.
+fn matched_parts(study: &[Rec], head: Measure) -> Vec<String> {
     let mut parts = Vec::new();
     for d in sparse_densities(study) {
         let (a, n) = (
@@ -88,15 +140,7 @@ fn matched_glance(study: &[Rec], head: Measure) -> Result<String> {
             }
         ));
     }
-    Ok(if parts.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "\n**The paper's contribution, at matched λ_ker 1e-3** (adversarial instead of clean inputs to the kernel matching; \
-first study, selected on the test set, no family correction): {}.\n",
-            parts.join("; ")
-        )
-    })
+    parts
 }
 
 /// The verdicts of both sections before the sections that derive them: NTT against random in

@@ -7,13 +7,26 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use awt_runs::layout;
 
+use awt_runs::records::DynamicsLine;
+
 use crate::records::{EpochRecord, Manifest, SearchRecord, read_jsonl};
 
-/// A finished run folder's records: manifest, training metrics, search log.
+/// A finished run folder's records: manifest, training metrics, search log and, with
+/// `[dynamics]`, the kernel dynamics against the dense run of its seed.
 pub(super) struct RunData {
     pub(super) manifest: Manifest,
     pub(super) metrics: Vec<EpochRecord>,
     pub(super) search: Vec<SearchRecord>,
+    pub(super) dynamics: Vec<DynamicsLine>,
+}
+
+impl RunData {
+    /// The kernel distance to the dense net of the same seed at the same epoch, averaged over the
+    /// epochs 0..T (the study's dynamics measure, docs/protocol.md); None without dynamics.
+    pub(super) fn mean_kernel_distance(&self) -> Option<f64> {
+        let n = self.dynamics.len();
+        (n > 0).then(|| self.dynamics.iter().map(|e| e.rel_distance).sum::<f64>() / n as f64)
+    }
 }
 
 /// A finished run folder's records (None when it has no manifest yet).
@@ -26,6 +39,7 @@ pub(super) fn read_run(p: &Path) -> Result<Option<RunData>> {
         manifest: crate::records::read_manifest(&m)?,
         metrics: read_jsonl(&p.join(layout::TRAIN).join(layout::METRICS))?,
         search: read_jsonl(&layout::beside(&p.join(layout::TICKET), layout::SEARCH_LOG))?,
+        dynamics: read_jsonl(&p.join(layout::DYNAMICS))?,
     }))
 }
 

@@ -103,6 +103,16 @@ pub(super) fn glance(recs: &[Rec], densities: &[f64], head: Measure) -> Result<S
     Ok(md)
 }
 
+/// "AWT matches the dense net" at each density where AWT is recorded: the density, the paired
+/// difference with its interval, and the verdict.
+pub(super) fn versus_dense(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<(f64, String, &'static str)> {
+    claim_rows(recs, densities, head)
+        .into_iter()
+        .filter(|c| c.claim.starts_with("an AWT ticket matches the dense net"))
+        .map(|c| (c.density, c.measured, c.verdict))
+        .collect()
+}
+
 /// Every claim at every density where AWT is recorded.
 fn claim_rows(recs: &[Rec], densities: &[f64], head: Measure) -> Vec<Claim> {
     let mut rows = Vec::new();
