@@ -41,7 +41,7 @@ Differences are paired by seed (same initialisation, data order and attack seeds
 a verdict is only given where the interval decides it.\n\n",
     );
     let (ntt, study) = (load("ntt-validation")?, load("study")?);
-    let (v2_glance, v2) = v2_verdicts()?;
+    let (v2_glance, v2) = v2_verdicts(Some(&fig_dir))?;
     md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
     md += &v2;
     md += &ntt_section(&ntt, &fig_dir)?;
@@ -57,19 +57,22 @@ a verdict is only given where the interval decides it.\n\n",
 
 /// Study v2's "At a glance" lines and its section, from the final presets' records (both empty
 /// until they have records).
-fn v2_verdicts() -> Result<(String, String)> {
+fn v2_verdicts(fig_dir: Option<&Path>) -> Result<(String, String)> {
     let (final_mlp, final_lenet5) = (load("final-mlp")?, load("final-lenet5")?);
-    verdicts::section(&[
-        ("LeNet-300-100", &final_mlp, &verdicts::MLP, &[0.05, 0.02]),
-        ("LeNet-5-Caffe", &final_lenet5, &verdicts::LENET5, &[0.05]),
-    ])
+    verdicts::section(
+        &[
+            ("LeNet-300-100", "lenet-300-100", &final_mlp, &verdicts::MLP, &[0.05, 0.02]),
+            ("LeNet-5-Caffe", "lenet5-caffe", &final_lenet5, &verdicts::LENET5, &[0.05]),
+        ],
+        fig_dir,
+    )
 }
 
 /// What the study has found, in two lines for the quick report (issue 23, item 8): study v2's
 /// primary verdicts once its final runs are recorded; until then the first study's, labelled as
 /// selected on the test set — AWT against the dense net, and against NTT at matched λ_ker.
 pub(crate) fn findings() -> Result<String> {
-    let (v2_glance, _) = v2_verdicts()?;
+    let (v2_glance, _) = v2_verdicts(None)?;
     if !v2_glance.is_empty() {
         return Ok(format!("{v2_glance}The full report: [docs/study.md](study.md).\n"));
     }
@@ -331,7 +334,7 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<String> {
     md += &claims(recs, &densities, head)?;
     md += &beyond::ablations(recs, &vs, &densities, head, spec.as_ref())?;
     md += &beyond::named_method(recs, &vs, head)?;
-    md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir)?;
+    md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir, "study")?;
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     md += &search::searches(recs)?;
     md += &figures::search_curves(recs, &densities, fig_dir)?;

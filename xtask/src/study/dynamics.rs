@@ -354,17 +354,22 @@ fn nearest(densities: &[f64]) -> Option<f64> {
     densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()))
 }
 
+/// One measure over epochs: its file, title, axis label, whether a log axis, and how it is read.
+type View = (&'static str, &'static str, &'static str, bool, fn(&DynLine) -> Option<f64>);
+
+/// The kernel distance to the dense net at the same epoch (the protocol's dynamics measure).
+const DISTANCE: View = (
+    "study-dyn-distance.svg",
+    "kernel distance to the dense net at the same epoch",
+    "‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖",
+    true,
+    |e| Some(e.rel_distance),
+);
+
 /// The four measures over epochs, mean ± sd over seeds, at one density.
 fn figures(recs: &[Rec], d0: f64, fig_dir: &Path) -> Result<String> {
-    type Get = fn(&DynLine) -> Option<f64>;
-    let measures: [(&str, &str, &str, bool, Get); 4] = [
-        (
-            "study-dyn-distance.svg",
-            "kernel distance to the dense net at the same epoch",
-            "‖Θ_s,t − Θ_d,t‖ / ‖Θ_d,t‖",
-            true,
-            |e| Some(e.rel_distance),
-        ),
+    let measures: [View; 4] = [
+        DISTANCE,
         (
             "study-dyn-alignment.svg",
             "kernel alignment with the dense net at the same epoch",
@@ -384,33 +389,45 @@ fn figures(recs: &[Rec], d0: f64, fig_dir: &Path) -> Result<String> {
         }),
     ];
     let mut md = String::new();
-    for (file, title, ylabel, logy, get) in measures {
-        let mut ks = Vec::new();
-        for v in DRAWN {
-            let per: Vec<Vec<(f64, f64)>> = runs_of(recs, v, d0)
-                .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
-                .collect();
-            ks.extend(seed_band(v, &per));
-        }
-        if file == "study-dyn-own-change.svg" {
-            // The dense net's own change.
-            let per_seed: Vec<Vec<(f64, f64)>> = dense_per_seed(recs)
-                .iter()
-                .map(|dy| dy.iter().map(|e| (e.epoch as f64, e.dense_change)).collect())
-                .collect();
-            ks.extend(seed_band("dense", &per_seed));
-        }
-        if ks.is_empty() {
-            continue;
-        }
-        let title = format!("{title} (density {d0}, mean ± sd over seeds)");
-        let log_ok = ks.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
-        let fig =
-            Figure { title: &title, xlabel: "epoch", ylabel, logx: false, logy: logy && log_ok, spread: Spread::Band };
-        write_figure(fig_dir, file, &fig, &ks)?;
-        writeln!(md, "![{title}](figures/{file})\n")?;
+    for view in measures {
+        md += &measure_figure(recs, d0, fig_dir, &DRAWN, view.0, view)?;
     }
     Ok(md)
+}
+
+/// Study v2's dynamics figure of one net and density (protocol §6): the kernel distance to the
+/// dense net at the same epoch over epochs 0..T, mean ± sd over seeds, for `drawn` variants.
+pub(super) fn distance_figure(recs: &[Rec], d0: f64, fig_dir: &Path, drawn: &[&str], file: &str) -> Result<String> {
+    measure_figure(recs, d0, fig_dir, drawn, file, DISTANCE)
+}
+
+/// One measure's figure (empty where no drawn variant has dynamics at `d0`), written to `file`.
+fn measure_figure(recs: &[Rec], d0: f64, fig_dir: &Path, drawn: &[&str], file: &str, view: View) -> Result<String> {
+    let (kind, title, ylabel, logy, get) = view;
+    let mut ks = Vec::new();
+    for v in drawn {
+        let per: Vec<Vec<(f64, f64)>> = runs_of(recs, v, d0)
+            .map(|r| r.dynamics.iter().filter_map(|e| Some((e.epoch as f64, get(e)?))).collect())
+            .collect();
+        ks.extend(seed_band(v, &per));
+    }
+    if kind == "study-dyn-own-change.svg" {
+        // The dense net's own change.
+        let per_seed: Vec<Vec<(f64, f64)>> = dense_per_seed(recs)
+            .iter()
+            .map(|dy| dy.iter().map(|e| (e.epoch as f64, e.dense_change)).collect())
+            .collect();
+        ks.extend(seed_band("dense", &per_seed));
+    }
+    if ks.is_empty() {
+        return Ok(String::new());
+    }
+    let title = format!("{title} (density {d0}, mean ± sd over seeds)");
+    let log_ok = ks.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
+    let fig =
+        Figure { title: &title, xlabel: "epoch", ylabel, logx: false, logy: logy && log_ok, spread: Spread::Band };
+    write_figure(fig_dir, file, &fig, &ks)?;
+    Ok(format!("![{title}](figures/{file})\n\n"))
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub(super) fn vs_dense(
     densities: &[f64],
     head: Measure,
     fig_dir: &Path,
+    tag: &str,
 ) -> Result<String> {
     let dense = by_seed(recs, "dense", 1.0, |r| r.measure(head));
     let mut md = String::new();
@@ -74,7 +75,7 @@ pub(super) fn vs_dense(
             continue;
         }
         rows.sort_by(|a, b| b.value.total_cmp(&a.value));
-        let f = format!("study-vs-dense-d{d}.svg");
+        let f = format!("{tag}-vs-dense-d{d}.svg");
         let title = format!("robust accuracy − the dense net's, density {d} (paired by seed, 95 % interval)");
         let svg = forest(&title, "points", &rows, &["AWT and its variants", "baselines"]);
         let p = fig_dir.join(&f);

@@ -7,9 +7,11 @@
 
 use std::fmt::Write as _;
 
+use std::path::Path;
+
 use anyhow::Result;
 
-use super::data::{Measure, Rec, by_seed};
+use super::data::{Measure, Rec, by_seed, variants};
 use crate::decide::{Statement, holm, test, verdict};
 use crate::stats::paired_diffs as diffs;
 
@@ -143,14 +145,15 @@ pub(super) fn glance(claims: &[Claim], net: &str, d: f64) -> String {
     format!("- **{net}, density {d}** (Holm over {} claims): {}.\n", claims.len(), parts.join("; "))
 }
 
-/// One net's final records: its name, its runs, its roles and its densities.
-pub(super) type Cell<'a> = (&'a str, &'a [Rec], &'a Roles, &'a [f64]);
+/// One net's final records: its name, its architecture, its runs, its roles and its densities.
+pub(super) type Cell<'a> = (&'a str, &'a str, &'a [Rec], &'a Roles, &'a [f64]);
 
 /// Study v2's lines for "At a glance" and its section, both empty while no final preset has a
-/// record.
-pub(super) fn section(cells: &[Cell]) -> Result<(String, String)> {
+/// record. With `fig_dir`, each net and density also gets its figures there (protocol §8): every
+/// ticket against the dense net with its interval, and the kernel distance over epochs 0..T.
+pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String)> {
     let (mut glance_md, mut md) = (String::new(), String::new());
-    for (net, recs, roles, densities) in cells {
+    for (net, arch, recs, roles, densities) in cells {
         if recs.is_empty() {
             continue;
         }
@@ -169,6 +172,14 @@ primary claims of each net and density decided by docs/protocol.md §7 after Hol
             md += &table(&claims, true)?;
             md += "\n";
             glance_md += &glance(&claims, net, d);
+            if let Some(fig_dir) = fig_dir {
+                let tag = format!("v2-{arch}");
+                md += &super::figures::vs_dense(recs, &variants(recs), &[d], Measure::Worst, fig_dir, &tag)?;
+                let drawn: Vec<&str> =
+                    [roles.awt, roles.ntt].into_iter().chain(roles.at_init.iter().copied()).collect();
+                let file = format!("{tag}-dyn-distance-d{d}.svg");
+                md += &super::dynamics::distance_figure(recs, d, fig_dir, &drawn, &file)?;
+            }
         }
     }
     if !glance_md.is_empty() {
@@ -181,7 +192,7 @@ primary claims of each net and density decided by docs/protocol.md §7 after Hol
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{dyn_line, rec};
+    use super::super::tests::{dyn_line, rec, tempfile_dir};
     use super::*;
 
     /// Five seeds made up so that each claim has a known answer: AWT 0.2 points above NTT (tight:
@@ -239,12 +250,25 @@ mod tests {
         assert_eq!(five.len(), 6, "{:?}", five.iter().map(|c| &c.what).collect::<Vec<_>>());
         assert!(five.iter().all(|c| !c.what.contains("snip") && !c.what.contains("hydra")));
         // The section: nothing without records, a table per density with them.
-        assert_eq!(section(&[("LeNet-5-Caffe", &[], &LENET5, &[0.05])]).unwrap(), (String::new(), String::new()));
-        let (g, md) = section(&[("LeNet-300-100", &recs, &MLP, &[0.05, 0.02])]).unwrap();
+        let figs = tempfile_dir();
+        let none = section(&[("LeNet-5-Caffe", "lenet5-caffe", &[], &LENET5, &[0.05])], Some(&figs)).unwrap();
+        assert_eq!(none, (String::new(), String::new()));
+        assert_eq!(std::fs::read_dir(&figs).unwrap().count(), 0, "no figure without records");
+        let cell = ("LeNet-300-100", "lenet-300-100", &recs[..], &MLP, &[0.05, 0.02][..]);
+        let (g, md) = section(&[cell], Some(&figs)).unwrap();
         assert!(
             g.starts_with("**Study v2, the final comparison**") && g.contains("- **LeNet-300-100, density 0.05**"),
             "{g}"
         );
         assert!(md.contains("### LeNet-300-100, density 0.02\n\nNo claim has two paired seeds yet."), "{md}");
+        // The cell's figures: each ticket against the dense net, and the kernel distance from epoch 0.
+        for f in ["v2-lenet-300-100-vs-dense-d0.05.svg", "v2-lenet-300-100-dyn-distance-d0.05.svg"] {
+            assert!(md.contains(&format!("(figures/{f})")), "{f} not shown: {md}");
+            let svg = std::fs::read_to_string(figs.join(f)).unwrap();
+            assert!(svg.contains("awt") && svg.contains("random"), "{f}");
+        }
+        // Without a figure folder (the quick report's summary), the same text and no figures.
+        assert_eq!(section(&[cell], None).unwrap().0, g);
+        std::fs::remove_dir_all(&figs).unwrap();
     }
 }
