@@ -15,6 +15,7 @@ mod records;
 mod regress;
 mod report;
 mod runner;
+mod select;
 mod spec;
 mod stats;
 mod study;

@@ -73,7 +73,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
             for method in methods {
                 let densities = if method == "dense" { vec![Density::ONE] } else { spec.densities.clone() };
                 for density in densities {
-                    add(method, method, density, Vec::new());
+                    add(method, method, density, selected_flags(spec, method, density)?);
                 }
             }
             for ab in &spec.ablations {
@@ -91,6 +91,19 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
         link_dense(&mut runs);
     }
     Ok(runs)
+}
+
+/// With `[selected]`: the ticket-step flags a search method's runs take at `density`, as the
+/// selection preset's records decide them (an error naming what is missing until they do).
+fn selected_flags(spec: &Spec, method: &str, density: Density) -> Result<Vec<(String, String)>> {
+    let Some(sel) = &spec.selected else { return Ok(Vec::new()) };
+    let search = method.parse::<awt_runs::Method>().is_ok_and(|m| m.recipe() == TicketRecipe::Search);
+    if !search {
+        return Ok(Vec::new());
+    }
+    let d = crate::select::from_records(&sel.from, sel.weights_from.as_deref(), method, density.get())
+        .map_err(|e| anyhow::anyhow!("{}: [selected]: {e:#}", spec.name))?;
+    Ok(d.flags)
 }
 
 /// The settings every run of the grid shares, as the canonical text its hash covers.

@@ -68,6 +68,10 @@ pub(crate) struct Spec {
     /// needs more seeds than the whole grid does.
     #[serde(default)]
     pub more_seeds: Vec<MoreSeeds>,
+    /// NTT's and AWT's settings as a selection preset decided them (`[selected]`, docs/protocol.md
+    /// §4): read from its records by the rules docs/selection.md renders, never copied by hand.
+    #[serde(default)]
+    pub selected: Option<Selected>,
     /// The TOML tables as written, for the run hashes (so a run's name changes exactly when a
     /// setting that shapes it does).
     #[serde(skip)]
@@ -93,6 +97,18 @@ pub(crate) struct Ablation {
     /// Flags of the ticket step (without dashes) and their values, replacing the `[search]` or
     /// `[prune]` ones, those `awt_runs::Method::ablation_flags` allows.
     pub flags: toml::Table,
+}
+
+/// Where a final preset's NTT and AWT settings come from: for each search method and density, the
+/// λ_ker `from` selected (§4.2) and the weights (transferred or rewound, §4.3) that `weights_from`
+/// (default `from`) selected; the runs keep their plain names and carry the selected flags in their
+/// settings (and so in their hashes). Planning fails, saying what is missing, until both decide.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Selected {
+    pub from: String,
+    #[serde(default)]
+    pub weights_from: Option<String>,
 }
 
 /// More seeds for some methods of the grid: the same runs as the grid's at those seeds (same

@@ -238,3 +238,15 @@ fn imp_and_hydra_schedules_follow_their_tables_and_ablations() {
         assert_eq!(a.dir == b.dir, a.method != awt_runs::Method::ImpAt, "{}", a.name);
     }
 }
+
+/// A preset with `[selected]` plans only once its selection decides, and says what is missing
+/// (here a selection preset without a single NTT run: its λ_ker can never be decided).
+#[test]
+fn a_selected_preset_waits_for_its_selection() {
+    let p = crate::workspace::root().join("experiments").join("quick.toml");
+    let text = std::fs::read_to_string(&p).unwrap() + "\n[selected]\nfrom = \"select-mlp-budget\"\n";
+    let spec = crate::spec::parse(&text, &p, "quick").unwrap();
+    let e = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("quick: [selected]: select-mlp-budget: λ_ker for ntt at density 0.2 is not decided yet (0 of 2 runs recorded)"), "{e}");
+}

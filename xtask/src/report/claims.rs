@@ -65,16 +65,17 @@ claim with fewer than two.\n\n"
     // same seed at the same epoch, mean over epochs 0..T); else the training hook's final distance
     // to the dense initialisation.
     let with_dynamics = rs.iter().any(|r| !r.dynamics.is_empty());
-    let (kd, what): (Box<dyn Fn(&str) -> Vec<(u64, f64)>>, &str) = if with_dynamics {
-        (
-            Box::new(|m: &str| by_seed(m, &|r| r.mean_kernel_distance())),
-            "kernel distance to the dense net of the same seed at the same epoch, mean over epochs 0..T",
-        )
+    let kd = |m: &str| {
+        if with_dynamics {
+            by_seed(m, &|r| r.mean_kernel_distance())
+        } else {
+            by_seed(m, &|r| r.metrics.last()?.extra(EpochRecord::KERNEL_TO_REFERENCE))
+        }
+    };
+    let what = if with_dynamics {
+        "kernel distance to the dense net of the same seed at the same epoch, mean over epochs 0..T"
     } else {
-        (
-            Box::new(|m: &str| by_seed(m, &|r| r.metrics.last()?.extra(EpochRecord::KERNEL_TO_REFERENCE))),
-            "final kernel distance to the dense init",
-        )
+        "final kernel distance to the dense init"
     };
     let k = paired(&kd("random"), &kd("awt"));
     if k.n > 0 {

@@ -10,83 +10,23 @@ use anyhow::Result;
 
 use super::data::{Rec, load};
 use crate::plot::{Figure, Series, Spread};
+use crate::select::{
+    BUDGET_MARGIN, Candidate, TIE, best_smaller_on_tie, cheapest_within, complete, lambda_and_rewind, rewound_if_better,
+};
 use crate::spec::Spec;
-
-/// One candidate: a variant of the preset, what it sets, and its validation scores by seed.
-struct Candidate {
-    variant: String,
-    /// What the candidate sets, in words (`30 epochs, cosine`, `λ_ker 0.01`).
-    label: String,
-    /// The candidate's cost or size for the rules' tie-breaks (epochs; λ_ker).
-    key: f64,
-    scores: Vec<(u64, f64)>,
-}
-
-impl Candidate {
-    fn mean(&self) -> f64 {
-        self.scores.iter().map(|s| s.1).sum::<f64>() / self.scores.len().max(1) as f64
-    }
-}
-
-/// The value of an ablation's flag, else the base setting.
-fn flag(spec: &Spec, variant: &str, method: &str, key: &str) -> Option<String> {
-    let name = variant.strip_prefix(&format!("{method}-"))?;
-    let ab = spec.ablations.iter().find(|a| a.method == method && a.name == name)?;
-    ab.flags.get(key).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
-}
 
 fn scores(recs: &[Rec], variant: &str, density: f64) -> Vec<(u64, f64)> {
     super::data::by_seed(recs, variant, density, |r| Some(r.m.robust()))
 }
 
-/// The candidates of `method` at `density` in `spec`: the base runs and each ablation of the method.
+/// The candidates of `method` at `density` in `spec`, scored from `recs`.
 fn candidates(spec: &Spec, recs: &[Rec], method: &str, density: f64) -> Vec<Candidate> {
-    let mut variants = vec![method.to_string()];
-    variants.extend(spec.ablations.iter().filter(|a| a.method == method).map(|a| format!("{method}-{}", a.name)));
-    variants
-        .into_iter()
-        .map(|v| {
-            let (label, key) = if method == "dense" {
-                let epochs = flag(spec, &v, method, "epochs").unwrap_or_else(|| spec.train.epochs.to_string());
-                let schedule = flag(spec, &v, method, "schedule")
-                    .unwrap_or_else(|| spec.train.schedule.clone().unwrap_or_else(|| "constant".into()));
-                (format!("{epochs} epochs, {schedule}"), epochs.parse().unwrap_or(f64::NAN))
-            } else {
-                let l = flag(spec, &v, method, "lambda-ker").unwrap_or_else(|| spec.search.lambda_ker.to_string());
-                (format!("λ_ker {l}"), l.parse().unwrap_or(f64::NAN))
-            };
-            Candidate { scores: scores(recs, &v, density), variant: v, label, key }
-        })
-        .collect()
-}
-
-/// The rule of protocol §4.1: the cheapest candidate (fewest epochs; at equal epochs the higher
-/// mean) whose mean is within 0.5 points of the best mean.
-fn cheapest_within(c: &[Candidate], margin: f64) -> usize {
-    let best = c.iter().map(Candidate::mean).fold(f64::NEG_INFINITY, f64::max);
-    let mut ok: Vec<usize> = (0..c.len()).filter(|&i| c[i].mean() >= best - margin).collect();
-    ok.sort_by(|&a, &b| c[a].key.total_cmp(&c[b].key).then(c[b].mean().total_cmp(&c[a].mean())));
-    ok[0]
-}
-
-/// The rule of protocol §4.2: the highest mean; a tie (to `tie` points) goes to the smaller value.
-fn best_smaller_on_tie(c: &[Candidate], tie: f64) -> usize {
-    let best = c.iter().map(Candidate::mean).fold(f64::NEG_INFINITY, f64::max);
-    let mut ok: Vec<usize> = (0..c.len()).filter(|&i| c[i].mean() >= best - tie).collect();
-    ok.sort_by(|&a, &b| c[a].key.total_cmp(&c[b].key));
-    ok[0]
-}
-
-/// The rule of protocol §4.3 over `[transferred, rewound]`: the higher mean; a tie (to `tie`)
-/// keeps the transferred weights.
-fn rewound_if_better(c: &[Candidate], tie: f64) -> usize {
-    usize::from(c[1].mean() > c[0].mean() + tie)
+    crate::select::candidates(spec, &|v, d| scores(recs, v, d), method, density)
 }
 
 /// The variant selected among `c` by `pick`, once every candidate has every seed.
 fn selected<'a>(c: &'a [Candidate], seeds: &[u64], pick: impl Fn(&[Candidate]) -> usize) -> Option<&'a Candidate> {
-    let complete = c.iter().all(|x| seeds.iter().all(|s| x.scores.iter().any(|(t, _)| t == s)));
-    complete.then(|| &c[pick(c)])
+    complete(c, seeds).then(|| &c[pick(c)])
 }
 
 /// One selection as a table with the selected row marked, or a note of what is missing.
@@ -96,8 +36,7 @@ fn table(c: &[Candidate], seeds: &[u64], pick: impl Fn(&[Candidate]) -> usize, w
     md += " | mean |\n|---|---|";
     md += &"---|".repeat(seeds.len() + 1);
     md += "\n";
-    let complete = c.iter().all(|x| seeds.iter().all(|s| x.scores.iter().any(|(t, _)| t == s)));
-    let chosen = complete.then(|| pick(c));
+    let chosen = complete(c, seeds).then(|| pick(c));
     for (i, x) in c.iter().enumerate() {
         let cells: Vec<String> = seeds
             .iter()
@@ -155,7 +94,7 @@ every score is the worst-case robust accuracy (PGD-20, APGD-CE, APGD-DLR) in % o
     md += "## §4.1 Training budget (dense LeNet-300-100)\n\nRule: the cheapest candidate (fewest epochs; at equal \
 epochs the higher mean) whose mean is within 0.5 points of the best mean.\n\n";
     let c = candidates(&budget_spec, &budget, "dense", 1.0);
-    md += &table(&c, &budget_spec.seeds, |c| cheapest_within(c, 0.005), "budget");
+    md += &table(&c, &budget_spec.seeds, |c| cheapest_within(c, BUDGET_MARGIN), "budget");
     if let Ok(spec) = crate::spec::load("select-mlp") {
         let recs = load("select-mlp")?;
         md += "## §4.2 λ_ker (NTT and AWT, transferred weights, output layer kept dense)\n\nRule: the highest mean per \
@@ -165,14 +104,12 @@ method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
         for method in ["ntt", "awt"] {
             for &d in &spec.densities {
                 let _ = writeln!(md, "### {} at density {d}\n", method.to_uppercase());
-                let (lam, rew): (Vec<Candidate>, Vec<Candidate>) = candidates(&spec, &recs, method, d.get())
-                    .into_iter()
-                    .partition(|x| !x.variant.ends_with("-rewind"));
+                let (lam, rew) = lambda_and_rewind(&spec, &|v, d| scores(&recs, v, d), method, d.get());
                 curves.extend(lambda_curve(&format!("{} {d}", method.to_uppercase()), &lam));
-                md += &table(&lam, &spec.seeds, |c| best_smaller_on_tie(c, 0.001), "λ_ker");
+                md += &table(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE), "λ_ker");
                 // §4.3: the selected λ_ker's mask with its transferred weights against the same
                 // mask rewound to the initialisation (the ablation `<variant>-rewind`).
-                let Some(best) = selected(&lam, &spec.seeds, |c| best_smaller_on_tie(c, 0.001)) else { continue };
+                let Some(best) = selected(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE)) else { continue };
                 let want = format!("{}-rewind", best.variant);
                 let Some(r) = rew.into_iter().find(|x| x.variant == want) else { continue };
                 let t = Candidate {
@@ -183,7 +120,7 @@ method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
                 };
                 let r = Candidate { label: format!("{}, rewound", best.label), key: 1.0, ..r };
                 let _ = writeln!(rewound, "### {} at density {d}\n", method.to_uppercase());
-                rewound += &table(&[t, r], &spec.seeds, |c| rewound_if_better(c, 0.001), "weights");
+                rewound += &table(&[t, r], &spec.seeds, |c| rewound_if_better(c, TIE), "weights");
             }
         }
         if !curves.is_empty() {
@@ -209,7 +146,7 @@ method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
         md += "## §4.5 Training budget (dense LeNet-5-Caffe, reduced: one selection seed)\n\nRule: as §4.1, with the \
 learning-rate schedule selected there.\n\n";
         let c = candidates(&spec, &recs, "dense", 1.0);
-        md += &table(&c, &spec.seeds, |c| cheapest_within(c, 0.005), "budget");
+        md += &table(&c, &spec.seeds, |c| cheapest_within(c, BUDGET_MARGIN), "budget");
     }
     Ok(md)
 }
