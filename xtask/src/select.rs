@@ -278,4 +278,20 @@ flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
         let d = decide(&plain, &scores_of(&lam_only), Some((&spec, &scores_of(&r))), "awt", 0.05).unwrap();
         assert_eq!(d.flags, want(&[("lambda-ker", "0.1"), ("weights", "rewind")]));
     }
+
+    /// The budget §4.1 selected from the committed records is the one the presets after it train
+    /// with (copied into their `[train]` by hand, so checked here): select-mlp and final-mlp.
+    #[test]
+    fn the_presets_train_at_the_budget_the_records_selected() {
+        let spec = crate::spec::load("select-mlp-budget").unwrap();
+        let recs = recorded_scores("select-mlp-budget").unwrap();
+        let c = candidates(&spec, &scores_of(&recs), "dense", 1.0);
+        assert!(complete(&c, &spec.seeds), "§4.1 is decided in the committed records");
+        let chosen = &c[cheapest_within(&c, BUDGET_MARGIN)];
+        for preset in ["select-mlp", "final-mlp"] {
+            let p = crate::spec::load(preset).unwrap();
+            let schedule = p.train.schedule.clone().unwrap_or_else(|| "constant".into());
+            assert_eq!(format!("{} epochs, {schedule}", p.train.epochs), chosen.label, "{preset}");
+        }
+    }
 }
