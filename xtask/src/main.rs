@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod census;
 mod gpu;
 mod gpu_report;
 // The protocol's decision rule; the study v2 report (issue 23) is its user, written next.
@@ -45,6 +46,10 @@ commands:
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
             --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/;
             --check: docs/reproduction.md as just produced equals the committed one (wall times, commits aside)
+  census    [--preset final-mlp]
+            the masks at initialisation of a final preset's methods, seeds and densities with the output
+            layer pruned like the others (a mask only, no training), and the classes each cuts off, into
+            results/census/<preset>.json (docs/protocol.md section 3; docs/study.md reads it)
   regress   [--bless]
             run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
   bench     [--peers] [--filter REGEX] [--threads N] [--no-at-epoch]
@@ -80,6 +85,7 @@ fn main() -> Result<()> {
         Some("reproduce") => runner::reproduce(rest),
         Some("report") => report::run(rest),
         Some("regress") => regress::regress(rest),
+        Some("census") => census::census(rest),
         Some("gpu-build") => gpu::gpu_build(rest),
         Some("gpu-report") => gpu_report::gpu_report(rest),
         Some(other) => bail!("unknown command `{other}`\n\n{HELP}"),

@@ -2,7 +2,10 @@
 //! keeps no incoming weight, from each run's `mask.json`), which caps the accuracy whatever training
 //! does, and training that stalled (from `train-metrics.jsonl`).
 
+use std::fmt::Write as _;
+
 use super::data::{Rec, runs_of};
+use crate::census::Census;
 
 /// The classes a run's ticket leaves without any kept incoming weight (none recorded: empty).
 pub(super) fn cut_classes(recs: &[Rec], variant: &str, density: f64, seed: u64) -> Vec<u64> {
@@ -121,4 +124,95 @@ reaches the output; {test}"
         if names.len() == 1 { "it" } else { "they" },
         if names.len() == 1 { "its" } else { "their" },
     )
+}
+
+/// Study v2's census (docs/protocol.md §3): of the unconstrained masks at initialisation (output
+/// layer pruned like the others) made for every evaluation seed, how many would cut a class off,
+/// per method and density, with the classes.
+pub(super) fn census_section(c: &Census) -> String {
+    let mut densities: Vec<f64> = c.masks.iter().map(|m| m.density).collect();
+    densities.sort_by(|a, b| b.total_cmp(a));
+    densities.dedup();
+    let mut variants: Vec<&str> = Vec::new();
+    for m in &c.masks {
+        if !variants.contains(&m.variant.as_str()) {
+            variants.push(&m.variant);
+        }
+    }
+    let order = |v: &str| crate::spec::METHODS.iter().position(|m| *m == v).unwrap_or(usize::MAX);
+    variants.sort_by_key(|v| (order(crate::spec::plain_of(v).unwrap_or(v)), v.to_string()));
+    let mut md = format!(
+        "## Study v2: how often an unconstrained mask would cut a class off
+
+The study's runs keep the output layer \
+dense (docs/protocol.md §3), so none of their tickets can leave a class without an incoming weight. Made with the output \
+layer pruned like the others, the masks at initialisation of `{}` (same methods, allocations, densities and evaluation \
+seeds; a mask only, no training; `cargo xtask census`, build `{}`) would cut these classes off:\n\n| mask |",
+        c.preset,
+        c.git_commit.chars().take(10).collect::<String>()
+    );
+    for d in &densities {
+        let _ = write!(md, " density {d} |");
+    }
+    md += "\n|---|";
+    md += &"---|".repeat(densities.len());
+    md += "\n";
+    let (mut cut_all, mut all) = (0, 0);
+    for v in variants {
+        let _ = write!(md, "| {v} |");
+        for &d in &densities {
+            let ms: Vec<_> = c.masks.iter().filter(|m| m.variant == v && m.density == d).collect();
+            let cut: Vec<String> = ms
+                .iter()
+                .filter(|m| !m.classes_cut.is_empty())
+                .map(|m| format!("s{} {:?}", m.seed, m.classes_cut))
+                .collect();
+            (cut_all, all) = (cut_all + cut.len(), all + ms.len());
+            let _ = match (ms.len(), cut.is_empty()) {
+                (0, _) => write!(md, " — |"),
+                (n, true) => write!(md, " 0 of {n} |"),
+                (n, false) => write!(md, " {} of {n}: {} |", cut.len(), cut.join(", ")),
+            };
+        }
+        md += "\n";
+    }
+    let _ = writeln!(md, "\n{cut_all} of the {all} masks would cut at least one class off.\n");
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::census::CensusMask;
+
+    /// The census table: per mask and density how many of the seeds' masks cut a class, which
+    /// seed and classes, a variant beside its method, and the total.
+    #[test]
+    fn the_census_says_which_masks_cut_which_classes() {
+        let m = |variant: &str, density: f64, seed: u64, classes_cut: Vec<u64>| CensusMask {
+            variant: variant.into(),
+            density,
+            seed,
+            classes_cut,
+        };
+        let c = Census {
+            preset: "final-mlp".into(),
+            arch: "lenet-300-100".into(),
+            output_layer: "pruned".into(),
+            git_commit: "0123456789abcdef".into(),
+            masks: vec![
+                m("snip-layerwise", 0.02, 200, vec![8, 9]),
+                m("random", 0.05, 200, vec![]),
+                m("random", 0.02, 200, vec![3]),
+                m("random", 0.02, 201, vec![]),
+                m("snip", 0.02, 200, vec![]),
+            ],
+        };
+        let md = census_section(&c);
+        assert!(md.contains("build `0123456789`"), "{md}");
+        assert!(md.contains("| mask | density 0.05 | density 0.02 |"), "{md}");
+        assert!(md.contains("| random | 0 of 1 | 1 of 2: s200 [3] |"), "{md}");
+        assert!(md.contains("| snip | — | 0 of 1 |\n| snip-layerwise | — | 1 of 1: s200 [8, 9] |"), "{md}");
+        assert!(md.contains("2 of the 5 masks would cut at least one class off."), "{md}");
+    }
 }

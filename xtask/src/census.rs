@@ -1,0 +1,162 @@
+//! `cargo xtask census`: how often a mask made at initialisation would cut a class off if the
+//! output layer were pruned like the others (docs/protocol.md §3). The study's runs keep the output
+//! layer dense, so no ticket of theirs can; this census makes the unconstrained masks of a final
+//! preset's methods at initialisation — the same methods, densities, seeds, allocation and data
+//! split, the output layer pruned — for every evaluation seed (a mask only, no training), and
+//! records which classes each leaves without an incoming weight in `results/census/<preset>.json`,
+//! which docs/study.md reads.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use awt_runs::TicketRecipe;
+use awt_runs::records::MaskReport;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::{expand, steps, variant_of};
+use crate::workspace::root;
+
+/// One mask of the census.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub(crate) struct CensusMask {
+    /// The method with its ablation (`snip`, `snip-layerwise`).
+    pub variant: String,
+    pub density: f64,
+    pub seed: u64,
+    /// The classes left without any kept incoming weight.
+    pub classes_cut: Vec<u64>,
+}
+
+/// `results/census/<preset>.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub(crate) struct Census {
+    /// The final preset whose masks at initialisation these are.
+    pub preset: String,
+    pub arch: String,
+    /// What differs from the preset's own runs.
+    pub output_layer: String,
+    /// The commit of the `awt` binary that made the masks.
+    pub git_commit: String,
+    pub masks: Vec<CensusMask>,
+}
+
+/// Where a preset's census is recorded.
+pub(crate) fn record_path(preset: &str) -> PathBuf {
+    root().join("results").join("census").join(format!("{preset}.json"))
+}
+
+/// The recorded census of `preset`, if there is one.
+pub(crate) fn load(preset: &str) -> Result<Option<Census>> {
+    let p = record_path(preset);
+    if !p.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+    Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: not a census record", p.display()))?))
+}
+
+/// `cargo xtask census [--preset final-mlp]`.
+pub(crate) fn census(args: &[String]) -> Result<()> {
+    let mut preset = "final-mlp".to_string();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--preset" => preset = it.next().context("--preset needs a preset name")?.clone(),
+            other => bail!("census: unknown flag `{other}`"),
+        }
+    }
+    let mut spec = crate::spec::load(&preset)?;
+    // The unconstrained masks: output layer pruned like the others; nothing is searched or trained.
+    spec.output_layer = None;
+    spec.selected = None;
+    spec.dynamics = None;
+    let awt = crate::runner::awt_binary()?;
+    let listed = Command::new(&awt).args(["data", "list"]).output().context("cannot run awt data list")?;
+    let found = String::from_utf8_lossy(&listed.stdout).lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
+    });
+    if !found {
+        bail!("census: {} is not installed (the census uses the study's data, never a fallback)", spec.data);
+    }
+    let base = root().join("target").join("census").join(&preset);
+    let runs: Vec<_> = expand(&spec, &spec.data, &base, &|_, _| None)?
+        .into_iter()
+        .filter(|r| r.method.recipe() == TicketRecipe::MaskAtInit)
+        .collect();
+    let mut masks = Vec::new();
+    let mut commits = std::collections::BTreeSet::new();
+    for (i, run) in runs.iter().enumerate() {
+        let all = steps(run, &spec, &spec.data)?;
+        let upto = all.iter().position(|s| s.name == "mask").context("a mask at initialisation has a mask step")?;
+        eprintln!("[{:>3}/{}] {}", i + 1, runs.len(), run.name);
+        for s in &all[..=upto] {
+            if !s.done.exists() {
+                run_step(&awt, &s.args, &run.dir)?;
+            }
+        }
+        let report: MaskReport = crate::records::read_json(&all[upto].done)?;
+        commits.insert(file_commit(&run.dir.join(awt_runs::layout::TICKET))?);
+        masks.push(CensusMask {
+            variant: variant_of(&run.name, &run.arch),
+            density: run.density.get(),
+            seed: run.seed,
+            classes_cut: report.classes_without_input.unwrap_or_default(),
+        });
+    }
+    // Masks left from an older build would mix two commits: say which, and refuse.
+    if commits.len() > 1 {
+        bail!(
+            "census: the masks under {} come from several builds ({commits:?}): remove the folder and run again",
+            base.display()
+        );
+    }
+    let git_commit = commits.into_iter().next().unwrap_or_else(|| "unknown".into());
+    let census =
+        Census { preset: preset.clone(), arch: spec.archs.join(","), output_layer: "pruned".into(), git_commit, masks };
+    let out = record_path(&preset);
+    std::fs::create_dir_all(out.parent().expect("a file under results/census"))?;
+    let tmp = out.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&census)? + "\n")
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+    let cut = census.masks.iter().filter(|m| !m.classes_cut.is_empty()).count();
+    eprintln!("{}: {} masks, {cut} cut a class off", out.display(), census.masks.len());
+    Ok(())
+}
+
+/// One `awt` step in `dir`, its output kept in `dir/census.log`; a failure names the step.
+fn run_step(awt: &Path, args: &[String], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let out = Command::new(awt).args(args).output().with_context(|| format!("cannot run {}", awt.display()))?;
+    let log = dir.join("census.log");
+    let text = format!(
+        "$ awt {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&log, text).with_context(|| format!("cannot write {}", log.display()))?;
+    if !out.status.success() {
+        bail!("`awt {}` failed ({}): see {}", args.join(" "), out.status, log.display());
+    }
+    Ok(())
+}
+
+/// The `git_commit` an `awt` output file's safetensors metadata records (the binary that made it).
+fn file_commit(p: &Path) -> Result<String> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(|| format!("{}: not a safetensors file", p.display()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 {
+        bail!("{}: safetensors header of {n} bytes", p.display());
+    }
+    let mut head = vec![0u8; n as usize];
+    f.read_exact(&mut head).with_context(|| format!("{}: truncated safetensors header", p.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&head).with_context(|| format!("{}: safetensors header is not JSON", p.display()))?;
+    Ok(v["__metadata__"]["git_commit"].as_str().unwrap_or("unknown").to_string())
+}
