@@ -396,7 +396,7 @@ fn fashion_mnist_dir() -> Option<PathBuf> {
 /// Seconds of one PGD-10 AT epoch of `net` on full Fashion-MNIST with the `awt` binary (the training
 /// loop's own images/s, evaluation excluded), the recipe of `torch_at_epoch.py`.
 fn our_at_epoch(net: &str) -> Result<f64> {
-    let awt = crate::runner::awt_binary()?;
+    let awt = crate::workspace::awt_binary()?;
     let dir = root().join("target").join("bench-at-epoch");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;

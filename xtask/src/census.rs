@@ -71,7 +71,7 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     spec.output_layer = None;
     spec.selected = None;
     spec.dynamics = None;
-    let awt = crate::runner::awt_binary()?;
+    let awt = crate::workspace::awt_binary()?;
     let listed = Command::new(&awt).args(["data", "list"]).output().context("cannot run awt data list")?;
     let found = String::from_utf8_lossy(&listed.stdout).lines().any(|l| {
         let mut w = l.split_whitespace();

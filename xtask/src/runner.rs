@@ -4,7 +4,7 @@
 //! steps, timings, manifest) is `runner/exec`.
 
 use awt_runs::layout;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -31,17 +31,6 @@ use dense::ensure_dense;
 use exec::{Child, execute, wait_lock};
 use sitting::{Place, fits, to_go};
 
-/// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
-/// while they run), else a fresh release build.
-pub(crate) fn awt_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("AWT_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    crate::workspace::cargo(&["build", "--release", "-p", "awt-cli"])?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release").join("awt"))
-}
-
 /// Chooses the dataset: the spec's when `awt data list` finds it, else its fallback.
 fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
     let out = Command::new(awt).args(["data", "list"]).output().context("cannot run awt data list")?;
@@ -62,7 +51,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
             o.preset
         );
     }
-    let awt = awt_binary()?;
+    let awt = crate::workspace::awt_binary()?;
     let data = choose_data(&spec, &awt)?;
     let base = o.base();
     let results = root().join("results").join(&o.preset);

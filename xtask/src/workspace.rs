@@ -21,3 +21,15 @@ pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// The `awt` binary: `AWT_BIN` when set (a frozen build, so long grids are not affected by rebuilds
+/// while they run), else a fresh release build.
+pub(crate) fn awt_binary() -> Result<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("AWT_BIN") {
+        return Ok(std::path::PathBuf::from(p));
+    }
+    cargo(&["build", "--release", "-p", "awt-cli"])?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release").join("awt"))
+}
