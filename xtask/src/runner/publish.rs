@@ -15,8 +15,13 @@ use crate::workspace::root;
 /// and the next run's commit takes them along. The caller holds the records still while it runs.
 pub(super) fn publish(preset: &str, run: &str) {
     let report = root().join("docs").join("study.md");
-    let paths =
-        [format!("results/{preset}"), "docs/study.md".into(), "docs/selection.md".into(), "docs/figures".into()];
+    let paths = [
+        format!("results/{preset}"),
+        "docs/study.md".into(),
+        "docs/study-appendix.md".into(),
+        "docs/selection.md".into(),
+        "docs/figures".into(),
+    ];
     let done = crate::study::write(&report)
         .and_then(|()| git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated")));
     match done {
