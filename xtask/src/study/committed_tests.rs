@@ -36,3 +36,33 @@ fn the_committed_study_report_is_what_the_records_give() {
     assert!(figures > 0, "the report drew no figure");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The protocol commit the reports cite added docs/protocol.md, has not been followed by a change
+/// to it, and is an ancestor of the first commit that recorded a run of study v2 (where the
+/// checkout has its history; a shallow clone has not and is said so).
+#[test]
+fn the_cited_protocol_commit_predates_every_study_v2_record() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").arg("-C").arg(root()).args(args).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    if git(&["rev-parse", "--is-shallow-repository"]).as_deref() != Some("false") {
+        eprintln!("no full git history here: the protocol commit is not checked");
+        return;
+    }
+    let cited = selection::PROTOCOL_COMMIT;
+    let touching = git(&["log", "--format=%H", "--", "docs/protocol.md"]).unwrap();
+    assert_eq!(touching.lines().last(), Some(cited), "the cited commit is not the one that added docs/protocol.md");
+    let first_record =
+        git(&["log", "--reverse", "--format=%H", "--", "results/select-mlp-budget", "results/select-mlp"])
+            .unwrap()
+            .lines()
+            .next()
+            .map(str::to_string)
+            .expect("study v2 has records");
+    assert!(
+        git(&["merge-base", "--is-ancestor", cited, &first_record]).is_some(),
+        "the protocol ({cited}) does not predate the first record ({first_record})"
+    );
+    assert_ne!(cited, first_record);
+}

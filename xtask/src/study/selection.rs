@@ -63,6 +63,10 @@ fn table(c: &[Candidate], seeds: &[u64], pick: impl Fn(&[Candidate]) -> usize, w
     md
 }
 
+/// The commit that fixed docs/protocol.md before any run of study v2 (the reports cite it; a test
+/// checks it against the history where the checkout has one).
+pub(super) const PROTOCOL_COMMIT: &str = "3e2ce5b01e9ab2660f40a44c7e5a29995bb47abd";
+
 /// One λ_ker curve: each candidate's mean over the seeds recorded, the bar its lowest and highest
 /// seed (None where nothing is recorded).
 fn lambda_curve(name: &str, c: &[Candidate]) -> Option<Series> {
@@ -88,6 +92,10 @@ pub(super) fn report(fig_dir: &Path) -> Result<String> {
 `results/select-*`; do not edit by hand. The rules are those of [the protocol](protocol.md) §4, fixed before these runs: \
 every score is the worst-case robust accuracy (PGD-20, APGD-CE, APGD-DLR) in % on the 10,000 validation images \
 (the last 10,000 training images, held out of all training); the test split is never read here.\n\n",
+    );
+    md += &format!(
+        "The protocol was committed in `{}`, before the first run of study v2 was recorded.\n\n",
+        &PROTOCOL_COMMIT[..7]
     );
     let budget_spec = crate::spec::load("select-mlp-budget")?;
     let budget = load("select-mlp-budget")?;

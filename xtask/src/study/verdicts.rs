@@ -158,9 +158,13 @@ pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String,
             continue;
         }
         if md.is_empty() {
-            md += "## Study v2: the final comparison (test split, fresh seeds)\n\n\
-Settings selected on the validation split (docs/selection.md); evaluation seeds never used in a selection; the \
-primary claims of each net and density decided by docs/protocol.md §7 after Holm's correction within the cell.\n\n";
+            md = format!(
+                "## Study v2: the final comparison (test split, fresh seeds)\n\nSettings selected on the validation split \
+(docs/selection.md); evaluation seeds never used in a selection; the primary claims of each net and density decided by \
+docs/protocol.md §7 after Holm's correction within the cell. The protocol was committed in `{}`, before any run of \
+study v2.\n\n",
+                &super::selection::PROTOCOL_COMMIT[..7]
+            );
         }
         for &d in *densities {
             let claims = family(recs, d, roles);
