@@ -72,11 +72,7 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     spec.selected = None;
     spec.dynamics = None;
     let awt = crate::workspace::awt_binary()?;
-    let listed = Command::new(&awt).args(["data", "list"]).output().context("cannot run awt data list")?;
-    let found = String::from_utf8_lossy(&listed.stdout).lines().any(|l| {
-        let mut w = l.split_whitespace();
-        w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
-    });
+    let found = crate::workspace::data_installed(&awt, &spec.data)?;
     if !found {
         bail!("census: {} is not installed (the census uses the study's data, never a fallback)", spec.data);
     }

@@ -5,7 +5,6 @@
 
 use awt_runs::layout;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -33,12 +32,7 @@ use sitting::{Place, fits, to_go};
 
 /// Chooses the dataset: the spec's when `awt data list` finds it, else its fallback.
 fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
-    let out = Command::new(awt).args(["data", "list"]).output().context("cannot run awt data list")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let found = text.lines().any(|l| {
-        let mut w = l.split_whitespace();
-        w.next() == Some(spec.data.as_str()) && w.next() == Some("found")
-    });
+    let found = crate::workspace::data_installed(awt, &spec.data)?;
     Ok(if found { spec.data.clone() } else { spec.fallback_data.clone() })
 }
 

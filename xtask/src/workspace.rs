@@ -33,3 +33,12 @@ pub(crate) fn awt_binary() -> Result<std::path::PathBuf> {
         std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| root().join("target"));
     Ok(target.join("release").join("awt"))
 }
+
+/// Whether `awt data list` finds the data set `name` installed.
+pub(crate) fn data_installed(awt: &std::path::Path, name: &str) -> Result<bool> {
+    let out = Command::new(awt).args(["data", "list"]).output().context("cannot run awt data list")?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+        let mut w = l.split_whitespace();
+        w.next() == Some(name) && w.next() == Some("found")
+    }))
+}
