@@ -94,6 +94,21 @@ pub(super) struct Clock {
     steps: BTreeMap<String, f64>,
     /// Wall time of the earlier sittings.
     wall_before: f64,
+    /// This sitting's time spent stopped (`kill -STOP`, a suspended machine): not compute, so
+    /// neither a step's time nor the run's wall time counts it.
+    #[serde(skip)]
+    paused: f64,
+}
+
+/// The runner polls a running step every `POLL`; a poll that took longer than `STOPPED` means the
+/// runner (and, stopped with it, its step) did not run meanwhile — the grid is paused with
+/// `kill -STOP` while benchmarks run — and only `POLL` of it counts.
+const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+const STOPPED: f64 = 10.0;
+
+/// The part of one poll's `dt` seconds that was spent stopped (0 for an ordinary poll).
+fn stopped_part(dt: f64) -> f64 {
+    if dt > STOPPED { dt - POLL.as_secs_f64() } else { 0.0 }
 }
 
 impl Clock {
@@ -109,12 +124,12 @@ impl Clock {
     }
 
     fn wall(&self, start: Instant) -> f64 {
-        self.wall_before + start.elapsed().as_secs_f64()
+        self.wall_before + start.elapsed().as_secs_f64() - self.paused
     }
 
     /// Written through a temporary file, so a kill mid-write leaves the previous clock.
     fn save(&self, dir: &Path, start: Instant) -> Result<()> {
-        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start) };
+        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start), paused: 0.0 };
         let tmp = dir.join(".timings.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
         std::fs::rename(&tmp, dir.join(Self::FILE))?;
@@ -183,19 +198,26 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> 
         }
         let mut child = c.spawn().with_context(|| format!("cannot run {}", awt.display()))?;
         let before = clock.steps.get(&s.name).copied().unwrap_or(0.0);
-        let mut flushed = Instant::now();
+        // From `t`, so a stop that lands before the first poll is seen by it.
+        let (mut flushed, mut polled, mut stopped) = (Instant::now(), t, 0.0);
         let status = loop {
             if let Some(st) = child.try_wait()? {
                 break st;
             }
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::thread::sleep(POLL);
+            let gap = stopped_part(polled.elapsed().as_secs_f64());
+            polled = Instant::now();
+            if gap > 0.0 {
+                (stopped, clock.paused) = (stopped + gap, clock.paused + gap);
+                writeln!(log, "(stopped for {gap:.0} s: not counted in this step's time)")?;
+            }
             if flushed.elapsed().as_secs() >= 30 {
-                clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+                clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64() - stopped);
                 clock.save(&run.dir, start)?;
                 flushed = Instant::now();
             }
         };
-        clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64());
+        clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64() - stopped);
         clock.save(&run.dir, start)?;
         if !status.success() {
             let text = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -295,6 +317,45 @@ mod tests {
 
     /// A run that fails (or is killed) in its second step and is resumed later reports the compute
     /// of both sittings: the first step's time from the first sitting, the second step's from both.
+    /// A step paused with `kill -STOP` (the grid is paused so while benchmarks run) does not count
+    /// the pause as compute: here the step stops the runner itself for 13 s, and neither the step's
+    /// time nor the run's wall time counts them. (The whole test process stops meanwhile.)
+    #[test]
+    fn time_spent_stopped_is_not_counted() {
+        assert_eq!(stopped_part(0.25), 0.0);
+        assert!((stopped_part(12.0) - 11.8).abs() < 1e-9);
+        let dir = std::env::temp_dir().join(format!("awt-stopped-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = Run {
+            name: "r".into(),
+            dir: dir.clone(),
+            arch: "lenet-300-100".into(),
+            method: awt_runs::Method::Dense,
+            density: awt_runs::Density::ONE,
+            seed: 0,
+            canonical: "c".into(),
+            flags: Vec::new(),
+            dense_dir: None,
+            rewind_from: None,
+        };
+        let pid = std::process::id();
+        let script = format!("(sleep 13; kill -CONT {pid}) & kill -STOP {pid}; touch {}/s.done", dir.display());
+        let steps =
+            [Step { name: "s".into(), args: vec!["-c".into(), script], done: dir.join("s.done"), resume_from: None }];
+        std::fs::write(dir.join(layout::EVAL), crate::records::test_eval(10, 9, 5)).unwrap();
+        let t = Instant::now();
+        let lock = wait_lock(&dir, "test", false).unwrap();
+        super::execute(lock, Path::new("/bin/sh"), &run, &steps, Child::CPU, "test").unwrap();
+        assert!(t.elapsed().as_secs_f64() >= 12.0, "the step did not stop the runner");
+        let m: Manifest = read_json(&dir.join(layout::MANIFEST)).unwrap();
+        assert!(m.timings_seconds["s"] < 5.0, "the pause counted: step {} s", m.timings_seconds["s"]);
+        assert!(m.wall_seconds < 5.0, "the pause counted: wall {} s", m.wall_seconds);
+        let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
+        assert!(log.contains("not counted in this step's time"), "{log}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn step_timings_carry_across_sittings() {
         let dir = std::env::temp_dir().join(format!("awt-clock-test-{}", std::process::id()));

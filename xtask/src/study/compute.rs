@@ -13,7 +13,9 @@ pub(super) fn hours_left(recs: &[Rec], left: &[String]) -> Option<f64> {
 /// the manifests' timings.
 pub(super) fn compute(recs: &[Rec]) -> String {
     let mut md = String::from(
-        "Compute (wall time on the 2-core machine; some runs shared it with builds or a second run, so medians say more than totals):\n\n\
+        "Compute (wall time on the 2-core machine; some runs shared it with builds or a second run, and the times of \
+runs recorded before the runner discounted pauses (2026-12-05) include any time the grid was stopped for a benchmark, \
+so medians say more than totals):\n\n\
 | ticket | runs | median per run (min) | of which ticket search / pruning | training | evaluation | total (h) |\n|---|---|---|---|---|---|---|\n",
     );
     let mut vs: Vec<String> = recs.iter().map(Rec::variant).collect();
