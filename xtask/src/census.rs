@@ -56,15 +56,21 @@ pub(crate) fn load(preset: &str) -> Result<Option<Census>> {
     Ok(Some(serde_json::from_str(&text).with_context(|| format!("{}: not a census record", p.display()))?))
 }
 
-/// `cargo xtask census [--preset final-mlp]`.
+/// `cargo xtask census [--preset final-mlp] [--force]`: a recorded census is kept unless `--force`.
 pub(crate) fn census(args: &[String]) -> Result<()> {
-    let mut preset = "final-mlp".to_string();
+    let (mut preset, mut force) = ("final-mlp".to_string(), false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--preset" => preset = it.next().context("--preset needs a preset name")?.clone(),
+            "--force" => force = true,
             other => bail!("census: unknown flag `{other}`"),
         }
+    }
+    let out = record_path(&preset);
+    if out.exists() && !force {
+        eprintln!("{} is recorded; `cargo xtask census --force` makes it again", out.display());
+        return Ok(());
     }
     let mut spec = crate::spec::load(&preset)?;
     // The unconstrained masks: output layer pruned like the others; nothing is searched or trained.
@@ -77,6 +83,11 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
         bail!("census: {} is not installed (the census uses the study's data, never a fallback)", spec.data);
     }
     let base = root().join("target").join("census").join(&preset);
+    // One census of a preset at a time: its mask folders and its record are this process's.
+    std::fs::create_dir_all(&base).with_context(|| format!("cannot make {}", base.display()))?;
+    let lock_path = base.join(".census.lock");
+    let _lock = awt_runs::lock::try_lock(&lock_path)
+        .map_err(|e| anyhow::anyhow!("census: {} is in use ({e})", lock_path.display()))?;
     let runs: Vec<_> = expand(&spec, &spec.data, &base, &|_, _| None)?
         .into_iter()
         .filter(|r| r.method.recipe() == TicketRecipe::MaskAtInit)
@@ -111,7 +122,6 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     let git_commit = commits.into_iter().next().unwrap_or_else(|| "unknown".into());
     let census =
         Census { preset: preset.clone(), arch: spec.archs.join(","), output_layer: "pruned".into(), git_commit, masks };
-    let out = record_path(&preset);
     std::fs::create_dir_all(out.parent().expect("a file under results/census"))?;
     let tmp = out.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&census)? + "\n")
