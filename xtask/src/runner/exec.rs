@@ -317,6 +317,22 @@ mod tests {
 
     /// A run that fails (or is killed) in its second step and is resumed later reports the compute
     /// of both sittings: the first step's time from the first sitting, the second step's from both.
+    /// A dense run in `dir` for the clock tests (the steps are stand-ins).
+    fn dense_run(dir: &Path) -> Run {
+        Run {
+            name: "r".into(),
+            dir: dir.to_path_buf(),
+            arch: "lenet-300-100".into(),
+            method: awt_runs::Method::Dense,
+            density: awt_runs::Density::ONE,
+            seed: 0,
+            canonical: "c".into(),
+            flags: Vec::new(),
+            dense_dir: None,
+            rewind_from: None,
+        }
+    }
+
     /// A step paused with `kill -STOP` (the grid is paused so while benchmarks run) does not count
     /// the pause as compute: here the step stops the runner itself for 13 s, and neither the step's
     /// time nor the run's wall time counts them. (The whole test process stops meanwhile.)
@@ -327,18 +343,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("awt-stopped-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let run = Run {
-            name: "r".into(),
-            dir: dir.clone(),
-            arch: "lenet-300-100".into(),
-            method: awt_runs::Method::Dense,
-            density: awt_runs::Density::ONE,
-            seed: 0,
-            canonical: "c".into(),
-            flags: Vec::new(),
-            dense_dir: None,
-            rewind_from: None,
-        };
+        let run = dense_run(&dir);
         let pid = std::process::id();
         let script = format!("(sleep 13; kill -CONT {pid}) & kill -STOP {pid}; touch {}/s.done", dir.display());
         let steps =
@@ -360,18 +365,7 @@ mod tests {
     fn step_timings_carry_across_sittings() {
         let dir = std::env::temp_dir().join(format!("awt-clock-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let run = Run {
-            name: "r".into(),
-            dir: dir.clone(),
-            arch: "lenet-300-100".into(),
-            method: awt_runs::Method::Dense,
-            density: awt_runs::Density::ONE,
-            seed: 0,
-            canonical: "c".into(),
-            flags: Vec::new(),
-            dense_dir: None,
-            rewind_from: None,
-        };
+        let run = dense_run(&dir);
         let step = |name: &str, script: &str, done: &str| Step {
             name: name.into(),
             args: vec!["-c".into(), script.replace("DIR", &dir.to_string_lossy())],
