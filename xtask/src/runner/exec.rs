@@ -200,23 +200,30 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> 
         let before = clock.steps.get(&s.name).copied().unwrap_or(0.0);
         // From `t`, so a stop that lands before the first poll is seen by it.
         let (mut flushed, mut polled, mut stopped) = (Instant::now(), t, 0.0);
+        // A stop is seen at the next poll; the poll after the loop sees one that landed just
+        // before the step ended (the step finishing while the runner stood still).
+        let mut poll = |polled: &mut Instant, stopped: &mut f64, clock: &mut Clock| -> Result<()> {
+            let gap = stopped_part(polled.elapsed().as_secs_f64());
+            *polled = Instant::now();
+            if gap > 0.0 {
+                (*stopped, clock.paused) = (*stopped + gap, clock.paused + gap);
+                writeln!(log, "(stopped for {gap:.0} s: not counted in this step's time)")?;
+            }
+            Ok(())
+        };
         let status = loop {
             if let Some(st) = child.try_wait()? {
                 break st;
             }
             std::thread::sleep(POLL);
-            let gap = stopped_part(polled.elapsed().as_secs_f64());
-            polled = Instant::now();
-            if gap > 0.0 {
-                (stopped, clock.paused) = (stopped + gap, clock.paused + gap);
-                writeln!(log, "(stopped for {gap:.0} s: not counted in this step's time)")?;
-            }
+            poll(&mut polled, &mut stopped, &mut clock)?;
             if flushed.elapsed().as_secs() >= 30 {
                 clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64() - stopped);
                 clock.save(&run.dir, start)?;
                 flushed = Instant::now();
             }
         };
+        poll(&mut polled, &mut stopped, &mut clock)?;
         clock.steps.insert(s.name.clone(), before + t.elapsed().as_secs_f64() - stopped);
         clock.save(&run.dir, start)?;
         if !status.success() {
