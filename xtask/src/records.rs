@@ -126,11 +126,18 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Hours of running the `left` runs (their variants) need at the recorded median wall time per run
-/// of the same variant, else of its plain method, else of every recorded run; only runs timed in
-/// full count. `None` when nothing is left or nothing is timed in full.
-pub(crate) fn hours_left<'a>(recorded: impl IntoIterator<Item = &'a Manifest>, left: &[String]) -> Option<f64> {
+/// The records whose times an estimate goes by: those timed in full, and of them only the
+/// pause-free ones where there are any (older records may count a paused grid's hours as compute).
+pub(crate) fn timed<'a>(recorded: impl IntoIterator<Item = &'a Manifest>) -> Vec<&'a Manifest> {
     let whole: Vec<&Manifest> = recorded.into_iter().filter(|m| m.timed_in_full()).collect();
+    if whole.iter().any(|m| m.pause_free()) { whole.into_iter().filter(|m| m.pause_free()).collect() } else { whole }
+}
+
+/// Hours of running the `left` runs (their variants) need at the recorded median wall time per run
+/// of the same variant, else of its plain method, else of every recorded run; only the runs
+/// [`timed`] gives count. `None` when nothing is left or nothing is timed in full.
+pub(crate) fn hours_left<'a>(recorded: impl IntoIterator<Item = &'a Manifest>, left: &[String]) -> Option<f64> {
+    let whole = timed(recorded);
     if left.is_empty() || whole.is_empty() {
         return None;
     }

@@ -401,6 +401,11 @@ pub struct Manifest {
     /// The device the evaluation ran on when it was not the CPU (`cuda:0`); absent for the CPU.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Seconds the run stood stopped (the grid paused with `kill -STOP`, a suspended machine), left
+    /// out of its timings; absent in records from before pauses were left out, whose timings may
+    /// include them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_seconds: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -432,6 +437,11 @@ impl Manifest {
     /// step timings across sittings lacks the first step's time (`init`).
     pub fn timed_in_full(&self) -> bool {
         self.timings_seconds.contains_key("init")
+    }
+
+    /// Whether the timings leave out time spent stopped (records that say how long they stood).
+    pub fn pause_free(&self) -> bool {
+        self.stopped_seconds.is_some()
     }
 }
 

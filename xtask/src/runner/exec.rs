@@ -94,6 +94,9 @@ pub(super) struct Clock {
     steps: BTreeMap<String, f64>,
     /// Wall time of the earlier sittings.
     wall_before: f64,
+    /// Time the earlier sittings stood stopped (left out of `wall_before` and the steps).
+    #[serde(default)]
+    stopped_before: f64,
     /// This sitting's time spent stopped (`kill -STOP`, a suspended machine): not compute, so
     /// neither a step's time nor the run's wall time counts it.
     #[serde(skip)]
@@ -123,13 +126,23 @@ impl Clock {
         c
     }
 
+    /// Time stood stopped over all sittings.
+    fn stopped(&self) -> f64 {
+        self.stopped_before + self.paused
+    }
+
     fn wall(&self, start: Instant) -> f64 {
         self.wall_before + start.elapsed().as_secs_f64() - self.paused
     }
 
     /// Written through a temporary file, so a kill mid-write leaves the previous clock.
     fn save(&self, dir: &Path, start: Instant) -> Result<()> {
-        let now = Clock { steps: self.steps.clone(), wall_before: self.wall(start), paused: 0.0 };
+        let now = Clock {
+            steps: self.steps.clone(),
+            wall_before: self.wall(start),
+            stopped_before: self.stopped(),
+            paused: 0.0,
+        };
         let tmp = dir.join(".timings.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
         std::fs::rename(&tmp, dir.join(Self::FILE))?;
@@ -282,6 +295,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
         validation_held_out: eval.validation_held_out,
         device: eval.device.clone(),
+        stopped_seconds: Some(clock.stopped()),
     };
     std::fs::write(run.dir.join(layout::MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
@@ -363,6 +377,8 @@ mod tests {
         let m: Manifest = read_json(&dir.join(layout::MANIFEST)).unwrap();
         assert!(m.timings_seconds["s"] < 5.0, "the pause counted: step {} s", m.timings_seconds["s"]);
         assert!(m.wall_seconds < 5.0, "the pause counted: wall {} s", m.wall_seconds);
+        let stood = m.stopped_seconds.expect("a record says how long it stood stopped");
+        assert!((12.0..14.0).contains(&stood), "stopped {stood} s");
         let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
         assert!(log.contains("not counted in this step's time"), "{log}");
         std::fs::remove_dir_all(&dir).unwrap();

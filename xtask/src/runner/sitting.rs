@@ -48,8 +48,9 @@ pub(super) fn expected_secs(preset: &str, run: &Run) -> Option<f64> {
     let own = crate::records::hours_left(&done, &[crate::plan::variant_of(&run.name, &run.arch)])? * 3600.0;
     let dense = match &run.dense_dir {
         Some(d) if !d.join(layout::TRAIN).join(layout::MODEL).exists() => crate::records::median(
-            done.iter()
-                .filter(|m| m.method.is_dense() && m.timed_in_full())
+            crate::records::timed(&done)
+                .into_iter()
+                .filter(|m| m.method.is_dense())
                 .map(|m| ["init", "train"].iter().filter_map(|s| m.timings_seconds.get(*s)).sum())
                 .collect(),
         ),

@@ -368,7 +368,8 @@ fn a_stalled_search_gets_no_mask_scale_explanation() {
 }
 
 /// The time left is each run's variant's median over its complete runs, else its plain method's, else
-/// every complete run's; runs missing a sitting's timings do not count.
+/// every complete run's; runs missing a sitting's timings do not count, nor, once pause-free records
+/// exist, the records that may count pauses.
 #[test]
 fn the_time_left_comes_from_the_medians_of_complete_runs() {
     let timed = |method: &str, seed: u64, wall: f64, complete: bool| {
@@ -396,6 +397,14 @@ fn the_time_left_comes_from_the_medians_of_complete_runs() {
     assert!((h(&["awt", "random", "snip"]) - 1.85).abs() < 1e-12);
     assert!(compute::hours_left(&recs, &[]).is_none());
     assert!(compute::hours_left(&recs[4..], &left(&["awt"])).is_none(), "nothing complete: no estimate");
+    // Once a record says it left its pauses out, the estimates go by such records alone: awt's
+    // older times may hold a paused grid's hours.
+    let mut recs = recs;
+    recs.push(timed("awt", 3, 900.0, true));
+    recs[5].m.stopped_seconds = Some(0.0);
+    let h = |v: &[&str]| compute::hours_left(&recs, &left(v)).unwrap();
+    assert!((h(&["awt"]) - 0.25).abs() < 1e-12, "awt: the pause-free run's 900 s");
+    assert!((h(&["random", "snip"]) - 0.5).abs() < 1e-12, "no pause-free random run: every pause-free run's");
 }
 
 /// Every markdown table has as many cells in each row as in its header (a stray `|` in a cell
