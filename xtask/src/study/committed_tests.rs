@@ -37,9 +37,10 @@ fn the_committed_study_report_is_what_the_records_give() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The protocol commit the reports cite added docs/protocol.md, has not been followed by a change
-/// to it, and is an ancestor of the first commit that recorded a run of study v2 (where the
-/// checkout has its history; a shallow clone has not and is said so).
+/// The protocol commit the reports cite added docs/protocol.md and is an ancestor of the first
+/// commit that recorded a run of study v2; later commits only append to it (its deviations and
+/// what its rules recorded), every line before its `## Deviations` staying as committed (where
+/// the checkout has its history; a shallow clone has not and is said so).
 #[test]
 fn the_cited_protocol_commit_predates_every_study_v2_record() {
     let git = |args: &[&str]| -> Option<String> {
@@ -65,4 +66,8 @@ fn the_cited_protocol_commit_predates_every_study_v2_record() {
         "the protocol ({cited}) does not predate the first record ({first_record})"
     );
     assert_ne!(cited, first_record);
+    let fixed = git(&["show", &format!("{cited}:docs/protocol.md")]).unwrap();
+    let fixed = &fixed[..fixed.find("## Deviations").expect("the protocol has a deviations section")];
+    let now = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
+    assert!(now.starts_with(fixed), "docs/protocol.md changed above its deviations since {cited}");
 }
