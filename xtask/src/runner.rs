@@ -89,7 +89,11 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let errors = Mutex::new(Vec::new());
     // The cores split evenly between concurrent runs (each run's candle/rayon pool gets its share).
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let child = Child { threads: if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { None }, device: o.device };
+    // One run at a time takes every core, or the share a `RAYON_NUM_THREADS` given to the grid sets
+    // (two grids side by side, one core each): the manifests record what the runs had.
+    let inherited = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0);
+    let threads = if o.jobs > 1 { Some((cores / o.jobs).max(1)) } else { inherited };
+    let child = Child { threads, device: o.device };
     let started = Instant::now();
     let grid = Grid {
         o,
