@@ -32,16 +32,32 @@ fn changes_mask(line: &str) -> bool {
 }
 
 /// [`record`], then with `--commit` the commit of the record and the regenerated report. One worker
-/// at a time: a commit must not take another run's record half copied, nor a report older than
-/// the records it commits.
+/// at a time, of this process and of any other grid of this checkout ([`publish_lock`]): a commit
+/// must not take another run's record half copied, nor a report older than the records it commits.
 pub(super) fn keep(o: &Opts, run: &Run) -> Result<()> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _all = publish_lock(&root().join("runs"))?;
     record(&o.preset, run)?;
     if o.commit {
         publish::publish(&o.preset, &run.name);
     }
     Ok(())
+}
+
+/// The lock every grid of a checkout takes to copy a record and commit it with the report
+/// (`<runs>/.publish.lock`), waited for: two grids side by side (the study's two lanes) would
+/// otherwise regenerate the report while the other copies a record, and commit it stale.
+fn publish_lock(runs: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
+    let path = runs.join(".publish.lock");
+    loop {
+        match awt_runs::lock::try_lock(&path) {
+            Ok(f) => return Ok(f),
+            Err(awt_runs::lock::LockError::Held(_)) => std::thread::sleep(std::time::Duration::from_millis(200)),
+            Err(e) => return Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
 }
 
 /// Copies a finished run's small records (no checkpoints) into `results/<preset>/<run name>/`:
@@ -69,4 +85,26 @@ fn record(preset: &str, run: &Run) -> Result<()> {
     // The manifest last: its presence marks the record complete.
     std::fs::copy(run.dir.join(layout::MANIFEST), dst.join(layout::MANIFEST))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A grid that finds the record lock held waits until it is released, then takes it.
+    #[test]
+    fn a_second_grid_waits_for_the_record_lock() {
+        let dir = std::env::temp_dir().join(format!("awt-publish-lock-{}", std::process::id()));
+        let held = super::publish_lock(&dir).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        let waiter = std::thread::spawn(move || {
+            let f = super::publish_lock(&d).unwrap();
+            tx.send(()).unwrap();
+            drop(f);
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(600)).is_err(), "took a held lock");
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("never took the released lock");
+        waiter.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
