@@ -83,6 +83,13 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
         bail!("reproduce {}: nothing to run: {}", o.preset, nothing_to_run(o));
     }
     eprintln!("reproduce {}: {total} runs on {data} into {}", o.preset, base.display());
+    // Emptied before any worker starts: a worker may train another run's dense net first, in that
+    // run's folder, and must not find it removed from under it.
+    if o.force {
+        for r in &runs {
+            exec::clear(&r.dir, &r.name)?;
+        }
+    }
     // Only ablations with follow-up seeds can make a record change the plan.
     let replans = spec.record && spec.ablations.iter().any(|a| !a.follow_up_seeds.is_empty());
     let queue = Mutex::new(queue::Queue::new(runs));
@@ -202,9 +209,6 @@ fn finished(queue: queue::Queue, started: Instant) -> Vec<Run> {
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).
 fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, at: &Place) -> Result<()> {
     let (k, total) = (at.k, at.n);
-    if o.force && run.dir.exists() {
-        let _ = std::fs::remove_dir_all(&run.dir);
-    }
     if spec.record && !o.force && recorded(&o.preset, run) {
         eprintln!("[{:>3}/{total}] {} — recorded in results/, skipped", k + 1, run.name);
         return Ok(());

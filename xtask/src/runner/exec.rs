@@ -77,6 +77,25 @@ pub(super) fn wait_lock(dir: &Path, who: &str, any_holder: bool) -> Result<std::
     }
 }
 
+/// Empties a run folder for `--force` under its lock, keeping the lock file: before any worker
+/// starts, so no worker (one training a comparison's dense run first) can be using it; a folder
+/// another process holds is refused ([`wait_lock`]).
+pub(super) fn clear(dir: &Path, who: &str) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let _lock = wait_lock(dir, who, false)?;
+    for e in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let p = e?.path();
+        if p.file_name().is_some_and(|n| n == awt_runs::layout::RUNNER_LOCK) {
+            continue;
+        }
+        let gone = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        gone.with_context(|| format!("--force: cannot remove {}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// The lock of [`wait_lock`], or the process id of whoever holds it (another process, or another worker
 /// of this one).
 fn try_lock(dir: &Path) -> Result<std::result::Result<std::fs::File, String>> {
@@ -381,6 +400,28 @@ mod tests {
         assert!((12.0..14.0).contains(&stood), "stopped {stood} s");
         let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
         assert!(log.contains("not counted in this step's time"), "{log}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `--force` empties a run folder but waits for whoever of this process holds it, and keeps the
+    /// lock file (so a holder's lock stays the one later takers see).
+    #[test]
+    fn force_clears_a_folder_once_its_holder_is_done() {
+        let dir = std::env::temp_dir().join(format!("awt-clear-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("train")).unwrap();
+        std::fs::write(dir.join("train").join("model.safetensors"), "x").unwrap();
+        std::fs::write(dir.join(layout::MANIFEST), "{}").unwrap();
+        let held = wait_lock(&dir, "test", false).unwrap();
+        let d = dir.clone();
+        let clearing = std::thread::spawn(move || clear(&d, "force"));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(dir.join(layout::MANIFEST).exists(), "cleared a folder in use");
+        drop(held);
+        clearing.join().unwrap().unwrap();
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from(layout::RUNNER_LOCK)]);
+        clear(&dir.join("absent"), "force").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
