@@ -220,7 +220,12 @@ mod tests {
     fn with_rewind() -> Spec {
         let p = root().join("experiments").join("select-mlp.toml");
         let mut text = std::fs::read_to_string(&p).unwrap();
+        // Those the preset holds already (once §4.2 has decided for AWT) are not added twice.
+        let has = crate::spec::load("select-mlp").unwrap();
         for (name, lam) in [("ker1e-1-rewind", "0.1"), ("rewind", "0.001")] {
+            if has.ablations.iter().any(|a| a.method == "awt" && a.name == name) {
+                continue;
+            }
             text += &format!(
                 "\n[[ablation]]\nname = \"{name}\"\nmethod = \"awt\"\ndensities = [0.05]\nseeds = [100, 101]\n\
 flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
