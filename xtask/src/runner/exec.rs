@@ -344,9 +344,21 @@ mod tests {
         // Another process (flock(1) from util-linux) holds the lock; the file names process 1.
         let file = dir.join(".xtask.lock");
         std::fs::write(&file, "1").unwrap();
-        let mut other = Command::new("flock").arg("-x").arg(&file).args(["sleep", "2"]).spawn().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        let err = wait_lock(&dir, "c", false).unwrap_err().to_string();
+        let mut other = Command::new("flock").arg("-x").arg(&file).args(["sleep", "3"]).spawn().unwrap();
+        // Until flock holds it (a loaded machine may take a while to start it): a lock taken
+        // before then is given back at once, the file again naming process 1.
+        let asked = Instant::now();
+        let err = loop {
+            match wait_lock(&dir, "c", false) {
+                Err(e) => break e.to_string(),
+                Ok(early) => {
+                    drop(early);
+                    std::fs::write(&file, "1").unwrap();
+                }
+            }
+            assert!(asked.elapsed().as_secs() < 20, "flock never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert!(err.contains("is in use by process 1 (another cargo xtask reproduce?)"), "{err}");
         let t = Instant::now();
         wait_lock(&dir, "d", true).unwrap();
