@@ -56,6 +56,29 @@ fn pgd_step(c: &mut Criterion) {
         });
         c.bench_function(&format!("forward/{arch}/b128"), |b| b.iter(|| net.forward(&x).unwrap()));
     }
+    // The sparse nets the study trains and attacks: a magnitude mask keeping the density of every
+    // layer (uniform), the output layer included.
+    for (arch, density) in [("lenet-300-100", 0.05), ("lenet-300-100", 0.02), ("lenet5-caffe", 0.05)] {
+        let net = masked(arch, density);
+        let pgd10 = Pgd { random_start: false, ..Pgd::linf(0.1, 10, 0.01, 0) };
+        c.bench_function(&format!("pgd10/{arch}-d{density}/b128"), |b| {
+            b.iter(|| pgd10.perturb(&net, &x, &y, None, &ids).unwrap())
+        });
+    }
+}
+
+/// `arch` at initialisation with a magnitude mask keeping `density` of every layer's weights.
+fn masked(arch: &str, density: f64) -> Net {
+    let mut n = net(arch);
+    let w: std::collections::BTreeMap<String, Tensor> =
+        n.weights().map(|(k, v)| (k.clone(), v.as_tensor().abs().unwrap())).collect();
+    let masks =
+        awt_prune::select_keeping(&w, awt_runs::Density::new(density).unwrap(), awt_prune::Allocation::Uniform, &[])
+            .unwrap();
+    for (k, m) in &masks {
+        n.set_mask(k, m).unwrap();
+    }
+    n
 }
 
 /// Structured NTK of two batches of 64 (full k×k blocks and traced), and the gradient of
@@ -125,20 +148,11 @@ fn awt_step(c: &mut Criterion) {
 fn awt_parts(c: &mut Criterion) {
     use awt_base::Staged;
     use awt_ntk::{Kind, structured};
-    use std::collections::BTreeMap;
     let (x, y) = inputs(64);
     let ids: Vec<u64> = (0..64).collect();
     for arch in ["lenet-300-100", "lenet5-caffe"] {
         let teacher = net(arch);
-        let mut student = teacher.deep_clone().unwrap();
-        let w: BTreeMap<String, Tensor> =
-            teacher.weights().map(|(k, v)| (k.clone(), v.as_tensor().abs().unwrap())).collect();
-        let masks =
-            awt_prune::select_keeping(&w, awt_runs::Density::new(0.05).unwrap(), awt_prune::Allocation::Uniform, &[])
-                .unwrap();
-        for (k, m) in &masks {
-            student.set_mask(k, m).unwrap();
-        }
+        let student = masked(arch, 0.05);
         let (x1, x2) = (x.narrow(0, 0, 32).unwrap(), x.narrow(0, 32, 32).unwrap());
         let target = structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach();
         let pgd = Pgd::linf(0.1, 10, 0.025, 0);

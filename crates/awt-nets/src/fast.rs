@@ -12,6 +12,9 @@ use awt_base::{Stage, Weighted};
 use candle_core::{DType, Tensor, Var, WithDType};
 use rayon::prelude::*;
 
+mod sparse;
+use sparse::SparseLinear;
+
 /// Elements per parallel task of the elementwise loops (ReLU forward and backward).
 const CHUNK: usize = 1 << 16;
 
@@ -51,6 +54,8 @@ fn conv_relu_pool(stages: &[Stage], i: usize) -> bool {
 struct Step<T> {
     shape: Vec<usize>,
     weight: Option<Tensor>,
+    /// A masked linear layer's kept weights, when few enough are kept (then `weight` is `None`).
+    sparse: Option<SparseLinear<T>>,
     kept: Kept<T>,
 }
 
@@ -65,6 +70,14 @@ fn effective(p: &Weighted) -> candle_core::Result<Tensor> {
         Some(m) => p.weight.detach().mul(&m.detach()),
         None => Ok(p.weight.detach()),
     }
+}
+
+/// A masked linear layer's kept weights, where at most [`sparse::SPARSE_MAX`] of them are kept.
+fn sparse_of<T: WithDType>(s: &Stage) -> candle_core::Result<Option<SparseLinear<T>>> {
+    let Stage::Linear(p) = s else { return Ok(None) };
+    let Some(m) = &p.mask else { return Ok(None) };
+    let (out_f, in_f) = p.weight.dims2()?;
+    with_slice(&p.weight.detach(), |w: &[T]| with_slice(m, |m: &[T]| SparseLinear::new(w, m, out_f, in_f)))?
 }
 
 /// What the forward pass returns: the logits, their per-example shape, and what backward needs.
@@ -87,7 +100,8 @@ fn forward<T: WithDType>(
         }
         let input_shape = shape.clone();
         let mut kept = Kept::Nothing;
-        let weight = s.weighted().map(effective).transpose()?;
+        let sparse = sparse_of::<T>(s)?;
+        let weight = if sparse.is_some() { None } else { s.weighted().map(effective).transpose()? };
         if let (true, Stage::Conv2d(p)) = (conv_relu_pool(stages, i), s) {
             let (o, c, kh, kw) = p.weight.dims4()?;
             let (hh, ww) = (shape[1], shape[2]);
@@ -96,9 +110,9 @@ fn forward<T: WithDType>(
             let w = weight.as_ref().expect("weighted");
             let (pooled, arg) = with_slice(w, |w: &[T]| conv_relu_pool_fwd(&h, w, &b, n, (c, hh, ww), (o, kh, kw)))?;
             h = pooled;
-            steps.push(Step { shape: input_shape, weight, kept: Kept::InPool });
-            steps.push(Step { shape: vec![o, oh, ow], weight: None, kept: Kept::InPool });
-            steps.push(Step { shape: vec![o, oh, ow], weight: None, kept: Kept::ReluPool(arg) });
+            steps.push(Step { shape: input_shape, weight, sparse: None, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: None, sparse: None, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: None, sparse: None, kept: Kept::ReluPool(arg) });
             shape = vec![o, oh / 2, ow / 2];
             fused_left = 2;
             continue;
@@ -129,6 +143,12 @@ fn forward<T: WithDType>(
                 });
                 kept = Kept::Relu(out.clone());
                 out
+            }
+            Stage::Linear(p) if sparse.is_some() => {
+                let b = slice::<T>(&p.bias)?;
+                let sp = sparse.as_ref().expect("checked");
+                shape = vec![p.weight.dims2()?.0];
+                sp.forward(&h, &b, n)
             }
             Stage::Linear(p) => {
                 let (out_f, in_f) = p.weight.dims2()?;
@@ -226,7 +246,7 @@ fn forward<T: WithDType>(
                 out
             }
         };
-        steps.push(Step { shape: input_shape, weight, kept });
+        steps.push(Step { shape: input_shape, weight, sparse, kept });
     }
     Ok((h, shape, steps))
 }
@@ -361,6 +381,7 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
                 });
                 d
             }
+            (Stage::Linear(_), _) if step.sparse.is_some() => step.sparse.as_ref().expect("checked").backward(&d, n),
             (Stage::Linear(p), _) => {
                 let (out_f, in_f) = p.weight.dims2()?;
                 let mut din = vec![T::zero(); n * in_f];

@@ -162,12 +162,16 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
     // The last case: convolutions without biases and a blank image at the standardisation's mean,
     // so every convolution output of that image is exactly 0 and no gradient may pass its ReLU (the
     // fused convolution-ReLU-pool path must stop it where the maximum is not positive, 0 included).
-    for (arch, shape, pool_avg, zero_conv_bias) in [
-        (Arch::Lenet300100, vec![4, 1, 28, 28], false, false),
-        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, false),
-        (avg.clone(), vec![3, 1, 28, 28], true, false),
-        (Arch::Conv4, vec![2, 3, 32, 32], false, false),
-        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, true),
+    // Kept fractions of 0.6 take the dense products on `W ⊙ M`; of 0.04 (the study's densities)
+    // the linear layers take the products over kept weights (`fast::sparse`).
+    for (arch, shape, pool_avg, zero_conv_bias, keep) in [
+        (Arch::Lenet300100, vec![4, 1, 28, 28], false, false, 0.6),
+        (Arch::Lenet300100, vec![4, 1, 28, 28], false, false, 0.04),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, false, 0.6),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, false, 0.04),
+        (avg.clone(), vec![3, 1, 28, 28], true, false, 0.6),
+        (Arch::Conv4, vec![2, 3, 32, 32], false, false, 0.6),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, true, 0.6),
     ] {
         for dtype in [DType::F64, DType::F32] {
             let mut net = Net::init(&arch, Init::KaimingUniform, 2, DType::F64, &Device::Cpu).unwrap();
@@ -181,7 +185,7 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
             }
             for name in net.weight_names() {
                 let w = net.param(&name).unwrap().as_tensor().clone();
-                let m: Vec<f64> = (0..w.elem_count()).map(|_| f64::from(u8::from(rng.uniform() < 0.6))).collect();
+                let m: Vec<f64> = (0..w.elem_count()).map(|_| f64::from(u8::from(rng.uniform() < keep))).collect();
                 net.set_mask(&name, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
             }
             net.set_input_norm(Some(InputNorm { mean: vec![0.25], std: vec![0.5] })).unwrap();
