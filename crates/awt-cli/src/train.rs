@@ -157,12 +157,13 @@ pub(crate) fn starting_net(a: &TrainArgs, dev: &Device) -> Result<Net> {
 }
 
 /// Runs `awt train`; returns the trained network, the metrics of the epochs run, and the number of
-/// test images the per-epoch evaluation used.
+/// images the per-epoch evaluation used with their split's name (`validation` where one is held out,
+/// else `test`).
 pub(crate) fn run_training(
     a: &TrainArgs,
     dev: &Device,
     show_progress: bool,
-) -> Result<(Net, Vec<EpochMetrics>, usize)> {
+) -> Result<(Net, Vec<EpochMetrics>, (usize, &'static str))> {
     // Every check comes before the first write: a refused run leaves its folder as it was.
     let cfg = a.train_config()?;
     let inputs: Vec<(&str, &Path)> =
@@ -264,7 +265,8 @@ pub(crate) fn run_training(
     }
     crate::output::write_json(&a.out.join(layout::SUMMARY), &summary_json)?;
     drop(folder);
-    Ok((net, summary.epochs, a.eval_n.min(ds.eval_split().0.len())))
+    let (split, name) = ds.eval_split();
+    Ok((net, summary.epochs, (a.eval_n.min(split.len()), name)))
 }
 
 pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
@@ -273,7 +275,7 @@ pub(crate) fn read_metrics(p: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 pub(crate) fn run(a: TrainArgs, dev: &Device) -> Result<()> {
-    let (_, epochs, eval_n) = run_training(&a, dev, true)?;
+    let (_, epochs, (eval_n, split)) = run_training(&a, dev, true)?;
     if let Some(m) = epochs.last() {
         let robust = if m.robust_acc.is_finite() {
             format!(", PGD-{} {:.2}%", a.eval_steps, 100.0 * m.robust_acc)
@@ -281,7 +283,7 @@ pub(crate) fn run(a: TrainArgs, dev: &Device) -> Result<()> {
             String::new()
         };
         say!(
-            "{}: {} epochs; final clean {:.2}%{robust} on {} test images; model in {}",
+            "{}: {} epochs; final clean {:.2}%{robust} on {} {split} images; model in {}",
             a.out.display(),
             a.epochs,
             100.0 * m.clean_acc,

@@ -473,7 +473,7 @@ fn autoattack_runs_on_every_zoo_net() {
 
 /// `--validation N` holds the last N training images out: `--split validation` is exactly the
 /// training split's tail, without the flag it is refused by name, and a training run evaluates on
-/// it, trains on the rest and records both in its summary and configuration.
+/// it, trains on the rest, says so and records both in its summary and configuration.
 #[test]
 fn validation_is_held_out_of_the_training_split() {
     let tmp = tempfile::tempdir().unwrap();
@@ -503,7 +503,7 @@ fn validation_is_held_out_of_the_training_split() {
     assert!(!ok && err.contains("--split validation needs --validation N"), "{err}");
     let (ok, _, err) = awt(&["eval", "--model", &p("init.safetensors"), "--validation", "10000"], &[]);
     assert!(!ok && err.contains("--validation 10000") && err.contains("cannot hold out 10000"), "{err}");
-    let (ok, _, err) = awt(
+    let (ok, out, err) = awt(
         &[
             "train",
             "--init",
@@ -523,6 +523,8 @@ fn validation_is_held_out_of_the_training_split() {
         &[],
     );
     assert!(ok, "{err}");
+    // What it says names the split it evaluated on (it said "test images" here).
+    assert!(format!("{out}{err}").contains("on 50 validation images"), "{out}{err}");
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(p("run/summary.json")).unwrap()).unwrap();
     assert_eq!((summary["eval_split"].as_str(), summary["train_examples"].as_u64()), (Some("validation"), Some(9500)));
     assert!(std::fs::read_to_string(p("run/config.toml")).unwrap().contains("validation = 500"));
