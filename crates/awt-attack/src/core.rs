@@ -68,7 +68,7 @@ pub(crate) fn validate(
             "inputs must lie in [0, 1] (normalise inside the model), found values in [{lo}, {hi}]"
         )));
     }
-    let k = model.logits(&x.narrow(0, 0, 1.min(n))?)?.dim(1)?;
+    let k = model.predict(&x.narrow(0, 0, 1.min(n))?)?.dim(1)?;
     for (what, t) in [("label", Some(y)), ("target", target)] {
         if let Some(t) = t {
             let v = t.to_dtype(DType::U32)?.to_vec1::<u32>()?;
@@ -129,7 +129,7 @@ pub(crate) fn probe_for(
     let (logits, l, grad) = if with_grad {
         model.loss_and_input_grad(x, &|z: &Tensor| per_example_loss(z, y, target, loss))?
     } else {
-        let z = model.logits(x)?;
+        let z = model.predict(x)?;
         let l = per_example_loss(&z, y, target, loss)?;
         (z, l, x.zeros_like()?)
     };

@@ -125,7 +125,7 @@ pub fn evaluate_batch(
     let n = ids.len();
     let yv = y.to_vec1::<u32>()?;
     let correct = |xs: &Tensor| -> Result<Vec<bool>, AttackError> {
-        let z = model.logits(xs)?;
+        let z = model.predict(xs)?;
         crate::error::finite_logits(&z)?;
         let p = z.argmax(D::Minus1)?.to_vec1::<u32>()?;
         Ok(p.iter().zip(&yv).map(|(a, b)| a == b).collect())
@@ -193,7 +193,7 @@ pub fn evaluate_batch(
             for s in 0..noise_samples {
                 let mut streams: Vec<Rng> = idx.iter().map(|&i| root.fork(ids[i]).fork(s as u64)).collect();
                 let xn = random_start(&xs, noise_eps, Norm::Linf, &mut streams)?;
-                let p = model.logits(&xn)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+                let p = model.predict(&xn)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
                 for (j, &i) in idx.iter().enumerate() {
                     if p[j] != yv[i] {
                         broke[j] = true;

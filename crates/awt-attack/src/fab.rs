@@ -117,7 +117,7 @@ impl FabTargeted {
             Ok(Tensor::from_vec(flat, shape.clone(), x0.device())?.to_dtype(dtype)?)
         };
         // A point the model already misclassifies is its own closest adversarial example.
-        let pred0 = model.logits(x0)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let pred0 = model.predict(x0)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         for i in 0..n {
             if pred0[i] != yv[i] {
                 best_norm[i] = 0.0;
@@ -140,7 +140,7 @@ impl FabTargeted {
                     x1[i][j] = v.clamp(0.0, 1.0);
                 }
             }
-            let pred = model.logits(&to_tensor(&x1)?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+            let pred = model.predict(&to_tensor(&x1)?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
             for i in 0..n {
                 if best_norm[i] > 0.0 && pred[i] != yv[i] {
                     let dist = x1[i].iter().zip(&orig[i]).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));

@@ -36,7 +36,7 @@ impl Attack for Fgsm {
         let x1 = (x + (gx.sign()? * self.eps)?)?.clamp(0.0, 1.0)?;
         // Same selection rule as every attack here: keep x1 if it fools or raises the loss.
         let pred = |lg: &Tensor| -> Result<Vec<u32>, AttackError> { Ok(lg.argmax(1)?.to_vec1::<u32>()?) };
-        let logits1 = model.logits(&x1)?;
+        let logits1 = model.predict(&x1)?;
         let l1 =
             per_example_loss(&logits1, y, target, self.loss)?.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
         let l0 = l0.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;

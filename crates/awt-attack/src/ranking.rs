@@ -39,7 +39,7 @@ impl OwnTargets<'_> {
         if k < self.min_classes || self.targets == 0 || self.targets >= k {
             return Err(invalid(format!("{} needs {}: {} targets, {k} classes", self.name, self.needs, self.targets)));
         }
-        let logits = model.logits(x)?;
+        let logits = model.predict(x)?;
         finite_logits(&logits)?;
         ranked_classes(&logits)
     }

@@ -102,7 +102,7 @@ impl Attack for Square {
                 (0..feats).map(|e| (o[e] + eps * signs[(e / (h * w)) * w + e % w]).clamp(0.0, 1.0)).collect()
             })
             .collect();
-        let logits = model.logits(&rows_tensor(&best.iter().collect::<Vec<_>>())?)?;
+        let logits = model.predict(&rows_tensor(&best.iter().collect::<Vec<_>>())?)?;
         finite_logits(&logits)?;
         let mut margin = margins(&logits, &yv)?;
         for it in 0..self.queries {
@@ -129,7 +129,7 @@ impl Attack for Square {
                 }
                 cand.push(xn);
             }
-            let logits = model.logits(&rows_tensor(&cand.iter().collect::<Vec<_>>())?)?;
+            let logits = model.predict(&rows_tensor(&cand.iter().collect::<Vec<_>>())?)?;
             finite_logits(&logits)?;
             let m = margins(&logits, &alive.iter().map(|&i| yv[i]).collect::<Vec<_>>())?;
             for (j, (xn, &i)) in cand.into_iter().zip(&alive).enumerate() {
@@ -140,7 +140,7 @@ impl Attack for Square {
             }
         }
         let adv = rows_tensor(&best.iter().collect::<Vec<_>>())?;
-        let pred = model.logits(&adv)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+        let pred = model.predict(&adv)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let fooled = pred.iter().zip(&yv).map(|(p, y)| p != y).collect();
         Ok(Outcome { adv, fooled, loss: margin.iter().map(|&m| -(m as f32)).collect() })
     }

@@ -10,6 +10,13 @@ pub trait Classifier {
     /// Logits for `x`.
     fn logits(&self, x: &Tensor) -> Result<Tensor>;
 
+    /// Logits for `x` where no gradient is wanted (an attack's predictions and loss checks, Square's
+    /// queries, evaluation). The default is [`Classifier::logits`], detached; a model may compute
+    /// them without building a graph (awt-nets' `Net` does, on the CPU).
+    fn predict(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.logits(x)?.detach())
+    }
+
     /// Logits at `x`, the per-example loss `loss(logits): (n,)`, and `∂(Σᵢ lossᵢ)/∂x`.
     /// The default uses candle's autograd.
     fn loss_and_input_grad(

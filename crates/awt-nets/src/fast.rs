@@ -6,14 +6,15 @@
 //! gradient to each window's first maximum), checked against it in the tests; tensors stay at the
 //! boundary.
 
-use awt_base::conv::{col2im_add as col2im, im2col_into as im2col};
 use awt_base::kernels::{View, gemm_into, with_slice};
 use awt_base::{Stage, Weighted};
 use candle_core::{DType, Tensor, Var, WithDType};
 use rayon::prelude::*;
 
+mod conv;
 mod sparse;
-use sparse::SparseLinear;
+use conv::{ImageConv, conv_relu_pool_bwd, conv_relu_pool_fwd, window_max};
+use sparse::{ConvDims, SparseConv, SparseLinear};
 
 /// Elements per parallel task of the elementwise loops (ReLU forward and backward).
 const CHUNK: usize = 1 << 16;
@@ -33,7 +34,7 @@ enum Kept<T> {
     /// Max-pool: the window position (0..4, row-major) of each output's first maximum.
     Pool(Vec<u8>),
     /// A convolution, ReLU and max-pool run as one ([`conv_relu_pool`]): per pooled output the
-    /// window position of the first maximum of the convolution's output, or [`STOPPED`] where that
+    /// window position of the first maximum of the convolution's output, or [`conv::STOPPED`] where that
     /// maximum is not positive (the ReLU passes no gradient). Kept by the max-pool's step; the
     /// convolution's and the ReLU's steps keep [`Kept::InPool`].
     ReluPool(Vec<u8>),
@@ -41,21 +42,27 @@ enum Kept<T> {
     InPool,
 }
 
-/// [`Kept::ReluPool`]'s mark for a window whose maximum is not positive.
-const STOPPED: u8 = 4;
-
 /// Whether stages `i..i+3` are a convolution, a ReLU and a 2×2 max-pool (run as one).
 fn conv_relu_pool(stages: &[Stage], i: usize) -> bool {
     matches!(stages.get(i..i + 3), Some([Stage::Conv2d(_), Stage::Relu, Stage::MaxPool2]))
 }
 
-/// A stage's input shape (without the batch), its effective weight if it has one, and what the
-/// backward keeps.
+/// A stage's weight as its products use it.
+enum Weight<T> {
+    /// None (ReLU, pools, flatten, standardisation, and the later steps of a fused group).
+    None,
+    /// The effective weight `W ⊙ M` (the weight itself when unmasked), for dense products.
+    Dense(Tensor),
+    /// A masked linear layer's kept weights, when few enough are kept ([`sparse::SPARSE_MAX`]).
+    Linear(SparseLinear<T>),
+    /// A masked convolution's kept weights, when few enough are kept.
+    Conv(SparseConv<T>),
+}
+
+/// A stage's input shape (without the batch), its weight, and what the backward keeps.
 struct Step<T> {
     shape: Vec<usize>,
-    weight: Option<Tensor>,
-    /// A masked linear layer's kept weights, when few enough are kept (then `weight` is `None`).
-    sparse: Option<SparseLinear<T>>,
+    weight: Weight<T>,
     kept: Kept<T>,
 }
 
@@ -72,12 +79,51 @@ fn effective(p: &Weighted) -> candle_core::Result<Tensor> {
     }
 }
 
-/// A masked linear layer's kept weights, where at most [`sparse::SPARSE_MAX`] of them are kept.
-fn sparse_of<T: WithDType>(s: &Stage) -> candle_core::Result<Option<SparseLinear<T>>> {
-    let Stage::Linear(p) = s else { return Ok(None) };
-    let Some(m) = &p.mask else { return Ok(None) };
-    let (out_f, in_f) = p.weight.dims2()?;
-    with_slice(&p.weight.detach(), |w: &[T]| with_slice(m, |m: &[T]| SparseLinear::new(w, m, out_f, in_f)))?
+/// A convolution stage's shape over inputs of per-example `shape` `(c, h, w)`.
+fn conv_dims(p: &Weighted, shape: &[usize]) -> candle_core::Result<ConvDims> {
+    let (o, c, kh, kw) = p.weight.dims4()?;
+    Ok(ConvDims { o, c, h: shape[1], w: shape[2], kh, kw })
+}
+
+/// Stage `s`'s weight for inputs of per-example `shape`: a masked layer with at most
+/// [`sparse::SPARSE_MAX`] of its weights kept as its kept weights, any other weighted layer as its
+/// effective weight.
+fn weight_of<T: WithDType>(s: &Stage, shape: &[usize]) -> candle_core::Result<Weight<T>> {
+    let Some(p) = s.weighted() else { return Ok(Weight::None) };
+    if let Some(m) = &p.mask {
+        let sparse = match s {
+            Stage::Linear(_) => {
+                let (out_f, in_f) = p.weight.dims2()?;
+                with_slice(&p.weight.detach(), |w: &[T]| {
+                    with_slice(m, |m: &[T]| SparseLinear::new(w, m, out_f, in_f).map(Weight::Linear))
+                })??
+            }
+            Stage::Conv2d(_) => {
+                let dims = conv_dims(p, shape)?;
+                with_slice(&p.weight.detach(), |w: &[T]| {
+                    with_slice(m, |m: &[T]| SparseConv::new(w, m, dims).map(Weight::Conv))
+                })??
+            }
+            _ => None,
+        };
+        if let Some(w) = sparse {
+            return Ok(w);
+        }
+    }
+    Ok(Weight::Dense(effective(p)?))
+}
+
+/// Runs `f` with a convolution step's per-image form.
+fn with_conv<T: WithDType, R>(
+    weight: &Weight<T>,
+    dims: ConvDims,
+    f: impl FnOnce(&ImageConv<'_, T>) -> R,
+) -> candle_core::Result<R> {
+    match weight {
+        Weight::Dense(t) => with_slice(t, |w: &[T]| f(&ImageConv::Gemm { w, dims })),
+        Weight::Conv(s) => Ok(f(&ImageConv::Sparse(s))),
+        Weight::None | Weight::Linear(_) => candle_core::bail!("a convolution step without its weight"),
+    }
 }
 
 /// What the forward pass returns: the logits, their per-example shape, and what backward needs.
@@ -100,19 +146,17 @@ fn forward<T: WithDType>(
         }
         let input_shape = shape.clone();
         let mut kept = Kept::Nothing;
-        let sparse = sparse_of::<T>(s)?;
-        let weight = if sparse.is_some() { None } else { s.weighted().map(effective).transpose()? };
+        let weight = weight_of::<T>(s, &shape)?;
         if let (true, Stage::Conv2d(p)) = (conv_relu_pool(stages, i), s) {
-            let (o, c, kh, kw) = p.weight.dims4()?;
-            let (hh, ww) = (shape[1], shape[2]);
-            let (oh, ow) = (hh - kh + 1, ww - kw + 1);
+            let dims = conv_dims(p, &shape)?;
+            let (oh, ow) = dims.out();
             let b = slice::<T>(&p.bias)?;
-            let w = weight.as_ref().expect("weighted");
-            let (pooled, arg) = with_slice(w, |w: &[T]| conv_relu_pool_fwd(&h, w, &b, n, (c, hh, ww), (o, kh, kw)))?;
+            let (pooled, arg) = with_conv(&weight, dims, |conv| conv_relu_pool_fwd(&h, conv, &b, n, dims))?;
             h = pooled;
-            steps.push(Step { shape: input_shape, weight, sparse: None, kept: Kept::InPool });
-            steps.push(Step { shape: vec![o, oh, ow], weight: None, sparse: None, kept: Kept::InPool });
-            steps.push(Step { shape: vec![o, oh, ow], weight: None, sparse: None, kept: Kept::ReluPool(arg) });
+            let o = dims.o;
+            steps.push(Step { shape: input_shape, weight, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: Weight::None, kept: Kept::InPool });
+            steps.push(Step { shape: vec![o, oh, ow], weight: Weight::None, kept: Kept::ReluPool(arg) });
             shape = vec![o, oh / 2, ow / 2];
             fused_left = 2;
             continue;
@@ -144,9 +188,9 @@ fn forward<T: WithDType>(
                 kept = Kept::Relu(out.clone());
                 out
             }
-            Stage::Linear(p) if sparse.is_some() => {
+            Stage::Linear(p) if matches!(weight, Weight::Linear(_)) => {
                 let b = slice::<T>(&p.bias)?;
-                let sp = sparse.as_ref().expect("checked");
+                let Weight::Linear(sp) = &weight else { unreachable!("matched") };
                 shape = vec![p.weight.dims2()?.0];
                 sp.forward(&h, &b, n)
             }
@@ -159,7 +203,8 @@ fn forward<T: WithDType>(
                 for _ in 0..n {
                     out.extend_from_slice(&b);
                 }
-                with_slice(weight.as_ref().expect("weighted"), |w: &[T]| {
+                let Weight::Dense(wd) = &weight else { candle_core::bail!("a linear step without its weight") };
+                with_slice(wd, |w: &[T]| {
                     let wt = View::transposed(0, in_f);
                     gemm_into((n, out_f, in_f), &mut out, View::rows(0, out_f), &h, View::rows(0, in_f), w, wt, true)
                 })?;
@@ -167,32 +212,17 @@ fn forward<T: WithDType>(
                 out
             }
             Stage::Conv2d(p) => {
-                let (o, c, kh, kw) = p.weight.dims4()?;
-                let (hh, ww) = (shape[1], shape[2]);
-                let (oh, ow) = (hh - kh + 1, ww - kw + 1);
-                let (ckk, l) = (c * kh * kw, oh * ow);
+                let dims = conv_dims(p, &shape)?;
+                let (o, (oh, ow), l) = (dims.o, dims.out(), dims.positions());
                 let b = slice::<T>(&p.bias)?;
                 let mut out = vec![T::zero(); n * o * l];
                 // Image by image (the patches of one image stay in cache), the batch split over threads.
-                with_slice(weight.as_ref().expect("weighted"), |w: &[T]| {
+                with_conv(&weight, dims, |conv| {
                     let t = per_task(n);
-                    out.par_chunks_mut(t * o * l).zip(h.par_chunks(t * c * hh * ww)).for_each(|(out, src)| {
-                        let mut cols = vec![T::zero(); ckk * l];
-                        for (img, dst) in src.chunks(c * hh * ww).zip(out.chunks_mut(o * l)) {
-                            im2col(img, &mut cols, 1, c, hh, ww, kh, kw);
-                            for (oc, bv) in b.iter().enumerate() {
-                                dst[oc * l..(oc + 1) * l].fill(*bv);
-                            }
-                            gemm_into(
-                                (o, l, ckk),
-                                dst,
-                                View::rows(0, l),
-                                w,
-                                View::rows(0, ckk),
-                                &cols,
-                                View::rows(0, l),
-                                true,
-                            );
+                    out.par_chunks_mut(t * o * l).zip(h.par_chunks(t * dims.image())).for_each(|(out, src)| {
+                        let mut cols = vec![T::zero(); conv.scratch()];
+                        for (img, dst) in src.chunks(dims.image()).zip(out.chunks_mut(o * l)) {
+                            conv.forward(img, &b, dst, &mut cols);
                         }
                     });
                 })?;
@@ -211,13 +241,7 @@ fn forward<T: WithDType>(
                         for r in 0..h2 {
                             for q in 0..w2 {
                                 let at = |k: usize| src[(2 * r + k / 2) * ww + 2 * q + k % 2];
-                                let (mut best, mut bi) = (at(0), 0u8);
-                                for k in 1..4 {
-                                    if at(k) > best {
-                                        best = at(k);
-                                        bi = k as u8;
-                                    }
-                                }
+                                let (best, bi) = window_max([at(0), at(1), at(2), at(3)]);
                                 out[r * w2 + q] = best;
                                 arg[r * w2 + q] = bi;
                             }
@@ -246,113 +270,9 @@ fn forward<T: WithDType>(
                 out
             }
         };
-        steps.push(Step { shape: input_shape, weight, sparse, kept });
+        steps.push(Step { shape: input_shape, weight, kept });
     }
     Ok((h, shape, steps))
-}
-
-/// A convolution, ReLU and 2×2 max-pool in one pass per image: the convolution's output (one gemm
-/// into a per-thread buffer that stays in cache) is pooled at once, the ReLU applied to each
-/// window's maximum (`max(relu(a)) = relu(max(a))`, and the first maximum is the same wherever it
-/// is positive). Returns the pooled output `(n, o, oh/2, ow/2)` and per output its window position
-/// or [`STOPPED`]. Saves writing, rectifying, copying and re-reading the full-size output.
-fn conv_relu_pool_fwd<T: WithDType>(
-    x: &[T],
-    w: &[T],
-    b: &[T],
-    n: usize,
-    (c, hh, ww): (usize, usize, usize),
-    (o, kh, kw): (usize, usize, usize),
-) -> (Vec<T>, Vec<u8>) {
-    let (oh, ow) = (hh - kh + 1, ww - kw + 1);
-    let (h2, w2) = (oh / 2, ow / 2);
-    let (ckk, l, pl) = (c * kh * kw, oh * ow, h2 * w2);
-    let mut out = vec![T::zero(); n * o * pl];
-    let mut arg = vec![0u8; n * o * pl];
-    let t = per_task(n);
-    out.par_chunks_mut((t * o * pl).max(1))
-        .zip(arg.par_chunks_mut((t * o * pl).max(1)))
-        .zip(x.par_chunks(t * c * hh * ww))
-        .for_each(|((out, arg), src)| {
-            let (mut cols, mut y) = (vec![T::zero(); ckk * l], vec![T::zero(); o * l]);
-            for ((img, dst), am) in
-                src.chunks(c * hh * ww).zip(out.chunks_mut((o * pl).max(1))).zip(arg.chunks_mut((o * pl).max(1)))
-            {
-                im2col(img, &mut cols, 1, c, hh, ww, kh, kw);
-                for (oc, bv) in b.iter().enumerate() {
-                    y[oc * l..(oc + 1) * l].fill(*bv);
-                }
-                gemm_into((o, l, ckk), &mut y, View::rows(0, l), w, View::rows(0, ckk), &cols, View::rows(0, l), true);
-                for oc in 0..o {
-                    let plane = &y[oc * l..][..l];
-                    for r in 0..h2 {
-                        for q in 0..w2 {
-                            let at = |k: usize| plane[(2 * r + k / 2) * ow + 2 * q + k % 2];
-                            let (mut best, mut bi) = (at(0), 0u8);
-                            for k in 1..4 {
-                                if at(k) > best {
-                                    best = at(k);
-                                    bi = k as u8;
-                                }
-                            }
-                            let e = oc * pl + r * w2 + q;
-                            if best > T::zero() {
-                                dst[e] = best;
-                                am[e] = bi;
-                            } else {
-                                am[e] = STOPPED;
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    (out, arg)
-}
-
-/// The input gradient of [`conv_relu_pool_fwd`]: per image the pooled signal routed to each window's
-/// maximum (where positive) in a per-thread buffer, then the convolution's input gradient from it.
-fn conv_relu_pool_bwd<T: WithDType>(
-    d: &[T],
-    arg: &[u8],
-    w: &[T],
-    n: usize,
-    (c, hh, ww): (usize, usize, usize),
-    (o, kh, kw): (usize, usize, usize),
-) -> Vec<T> {
-    let (oh, ow) = (hh - kh + 1, ww - kw + 1);
-    let (h2, w2) = (oh / 2, ow / 2);
-    let (ckk, l, pl) = (c * kh * kw, oh * ow, h2 * w2);
-    let mut din = vec![T::zero(); n * c * hh * ww];
-    let t = per_task(n);
-    din.par_chunks_mut(t * c * hh * ww)
-        .zip(d.par_chunks((t * o * pl).max(1)))
-        .zip(arg.par_chunks((t * o * pl).max(1)))
-        .for_each(|((din, d), arg)| {
-            let (mut dcols, mut g) = (vec![T::zero(); ckk * l], vec![T::zero(); o * l]);
-            for ((img, di), am) in
-                din.chunks_mut(c * hh * ww).zip(d.chunks((o * pl).max(1))).zip(arg.chunks((o * pl).max(1)))
-            {
-                g.fill(T::zero());
-                for oc in 0..o {
-                    for r in 0..h2 {
-                        for q in 0..w2 {
-                            let e = oc * pl + r * w2 + q;
-                            let k = am[e];
-                            if k != STOPPED {
-                                let k = k as usize;
-                                g[oc * l + (2 * r + k / 2) * ow + 2 * q + k % 2] = di[e];
-                            }
-                        }
-                    }
-                }
-                // (ckk × o) · (o × L): the patch gradients of one image, summed back onto it.
-                let wt = View::transposed(0, ckk);
-                gemm_into((ckk, l, o), &mut dcols, View::rows(0, l), w, wt, &g, View::rows(0, l), false);
-                col2im(&dcols, img, 1, c, hh, ww, kh, kw);
-            }
-        });
-    din
 }
 
 /// The signal `d` at the logits pushed back to the input (`n` examples).
@@ -362,14 +282,11 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
         d = match (s, &step.kept) {
             (_, Kept::InPool) => continue,
             (Stage::MaxPool2, Kept::ReluPool(arg)) => {
-                let (Stage::Conv2d(p), conv) = (&stages[i - 2], &steps[i - 2]) else {
+                let (Stage::Conv2d(p), first) = (&stages[i - 2], &steps[i - 2]) else {
                     unreachable!("a fused group starts with its convolution")
                 };
-                let (o, c, kh, kw) = p.weight.dims4()?;
-                let (hh, ww) = (conv.shape[1], conv.shape[2]);
-                with_slice(conv.weight.as_ref().expect("weighted"), |w: &[T]| {
-                    conv_relu_pool_bwd(&d, arg, w, n, (c, hh, ww), (o, kh, kw))
-                })?
+                let dims = conv_dims(p, &first.shape)?;
+                with_conv(&first.weight, dims, |conv| conv_relu_pool_bwd(&d, arg, conv, n, dims))?
             }
             (Stage::Relu, Kept::Relu(out)) => {
                 d.par_chunks_mut(CHUNK).zip(out.par_chunks(CHUNK)).for_each(|(d, out)| {
@@ -381,31 +298,30 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
                 });
                 d
             }
-            (Stage::Linear(_), _) if step.sparse.is_some() => step.sparse.as_ref().expect("checked").backward(&d, n),
+            (Stage::Linear(_), _) if matches!(step.weight, Weight::Linear(_)) => {
+                let Weight::Linear(sp) = &step.weight else { unreachable!("matched") };
+                sp.backward(&d, n)
+            }
             (Stage::Linear(p), _) => {
                 let (out_f, in_f) = p.weight.dims2()?;
+                let Weight::Dense(wd) = &step.weight else { candle_core::bail!("a linear step without its weight") };
                 let mut din = vec![T::zero(); n * in_f];
-                with_slice(step.weight.as_ref().expect("weighted"), |w: &[T]| {
+                with_slice(wd, |w: &[T]| {
                     let (dv, wv) = (View::rows(0, in_f), View::rows(0, in_f));
                     gemm_into((n, in_f, out_f), &mut din, dv, &d, View::rows(0, out_f), w, wv, false)
                 })?;
                 din
             }
             (Stage::Conv2d(p), _) => {
-                let (o, c, kh, kw) = p.weight.dims4()?;
-                let (hh, ww) = (shape[1], shape[2]);
-                let (oh, ow) = (hh - kh + 1, ww - kw + 1);
-                let (ckk, l) = (c * kh * kw, oh * ow);
-                let mut din = vec![T::zero(); n * c * hh * ww];
-                with_slice(step.weight.as_ref().expect("weighted"), |w: &[T]| {
+                let dims = conv_dims(p, shape)?;
+                let (o, l) = (dims.o, dims.positions());
+                let mut din = vec![T::zero(); n * dims.image()];
+                with_conv(&step.weight, dims, |conv| {
                     let t = per_task(n);
-                    din.par_chunks_mut(t * c * hh * ww).zip(d.par_chunks(t * o * l)).for_each(|(din, g)| {
-                        let mut dcols = vec![T::zero(); ckk * l];
-                        for (img, gi) in din.chunks_mut(c * hh * ww).zip(g.chunks(o * l)) {
-                            // (ckk × o) · (o × L): the patch gradients of one image, summed back onto it.
-                            let wt = View::transposed(0, ckk);
-                            gemm_into((ckk, l, o), &mut dcols, View::rows(0, l), w, wt, gi, View::rows(0, l), false);
-                            col2im(&dcols, img, 1, c, hh, ww, kh, kw);
+                    din.par_chunks_mut(t * dims.image()).zip(d.par_chunks(t * o * l)).for_each(|(din, g)| {
+                        let mut dcols = vec![T::zero(); conv.scratch()];
+                        for (img, gi) in din.chunks_mut(dims.image()).zip(g.chunks(o * l)) {
+                            conv.backward(gi, img, &mut dcols);
                         }
                     });
                 })?;
@@ -474,6 +390,23 @@ pub(crate) fn loss_and_input_grad(
     match x.dtype() {
         DType::F32 => run::<f32>(stages, x, loss).map(Some),
         DType::F64 => run::<f64>(stages, x, loss).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Logits at `x` on raw buffers (no graph); `None` when the tensors are not f32/f64 on the CPU.
+pub(crate) fn logits(stages: &[Stage], x: &Tensor) -> candle_core::Result<Option<Tensor>> {
+    if !awt_base::device::cpu_kernels(x) {
+        return Ok(None);
+    }
+    fn of<T: WithDType>(stages: &[Stage], x: &Tensor) -> candle_core::Result<Tensor> {
+        let n = x.dim(0)?;
+        let (z, shape, _) = forward::<T>(stages, slice::<T>(x)?, n, x.dims()[1..].to_vec())?;
+        Tensor::from_vec(z, (n, shape.iter().product::<usize>()), x.device())
+    }
+    match x.dtype() {
+        DType::F32 => of::<f32>(stages, x).map(Some),
+        DType::F64 => of::<f64>(stages, x).map(Some),
         _ => Ok(None),
     }
 }

@@ -399,14 +399,7 @@ impl Staged for Net {
 impl Module for Net {
     /// Logits `(batch, classes)` for inputs `(batch, c, h, w)` (or `(batch, features)` for MLPs).
     fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        let xs = match (&self.arch, xs.rank()) {
-            (Arch::Lenet5Caffe | Arch::Conv4, 2) => {
-                let s = self.arch.input_shape();
-                xs.reshape((xs.dim(0)?, s[0], s[1], s[2]))?
-            }
-            _ => xs.clone(),
-        };
-        forward_stages(&self.stages(), &xs)
+        forward_stages(&self.stages(), &self.batched(xs)?)
     }
 }
 
@@ -415,19 +408,23 @@ impl awt_base::Classifier for Net {
         self.forward(x)
     }
 
+    /// The raw-buffer forward pass of `fast` on the CPU (no graph; sparse layers over their kept
+    /// weights), candle's forward, detached, elsewhere.
+    fn predict(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let xs = self.batched(x)?;
+        match crate::fast::logits(&self.stages(), &xs)? {
+            Some(z) => Ok(z),
+            None => Ok(forward_stages(&self.stages(), &xs)?.detach()),
+        }
+    }
+
     /// Explicit backward to the input through the stages (no weight gradients are formed).
     fn loss_and_input_grad(
         &self,
         x: &Tensor,
         loss: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-        let xs = match (&self.arch, x.rank()) {
-            (Arch::Lenet5Caffe | Arch::Conv4, 2) => {
-                let s = self.arch.input_shape();
-                x.reshape((x.dim(0)?, s[0], s[1], s[2]))?
-            }
-            _ => x.clone(),
-        };
+        let xs = self.batched(x)?;
         let out = match crate::fast::loss_and_input_grad(&self.stages(), &xs, loss)? {
             Some(out) => out,
             None => self.staged_loss_and_input_grad(&xs, loss)?,
@@ -438,6 +435,18 @@ impl awt_base::Classifier for Net {
 }
 
 impl Net {
+    /// Inputs as the first stage takes them: flat rows `(batch, features)` reshaped to images for
+    /// the convolutional nets.
+    fn batched(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match (&self.arch, x.rank()) {
+            (Arch::Lenet5Caffe | Arch::Conv4, 2) => {
+                let s = self.arch.input_shape();
+                x.reshape((x.dim(0)?, s[0], s[1], s[2]))
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+
     /// The input gradient through [`Stage::backward`] with candle ops (the path every device and
     /// dtype supports; on the CPU the raw-buffer path of `fast` computes the same, faster).
     pub fn staged_loss_and_input_grad(

@@ -84,7 +84,7 @@ fn trades_attack(
     alpha: f64,
     seed: u64,
 ) -> Result<Tensor, TrainError> {
-    let logp = log_softmax(&model.logits(x)?.detach())?;
+    let logp = log_softmax(&model.predict(x)?)?;
     let root = Rng::new(seed).derive("trades");
     let n = ids.len();
     let d = x.elem_count() / n.max(1);
@@ -127,7 +127,7 @@ fn evaluate(
     for chunk in idx.chunks(500) {
         let (x, y) = eval.batch(chunk, dev)?;
         let x = x.to_dtype(dtype)?;
-        let z = model.logits(&x)?;
+        let z = model.predict(&x)?;
         awt_attack::finite_logits(&z)?;
         let pred = z.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let yv = y.to_vec1::<u32>()?;

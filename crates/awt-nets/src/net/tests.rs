@@ -87,6 +87,14 @@ fn explicit_input_gradient_equals_autograd_for_every_architecture() {
         for (p, q) in la.to_vec1::<f64>().unwrap().iter().zip(lb.to_vec1::<f64>().unwrap()) {
             assert!((p - q).abs() <= 1e-12 * q.abs().max(1.0), "{arch}: loss {p} vs {q}");
         }
+        // `predict` (graph-free) gives the logits of `logits` (candle's graph), also from flat rows.
+        let flat = x.flatten_from(1).unwrap();
+        for input in [&x, &flat] {
+            let (a, b) = (net.logits(input).unwrap(), net.predict(input).unwrap());
+            assert!(!b.is_variable() && b.dims() == a.dims(), "{arch}: predict's shape");
+            let diff = (a - &b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert!(diff.to_scalar::<f64>().unwrap() <= 1e-12, "{arch}: predict differs from logits");
+        }
     }
 }
 
@@ -163,7 +171,8 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
     // so every convolution output of that image is exactly 0 and no gradient may pass its ReLU (the
     // fused convolution-ReLU-pool path must stop it where the maximum is not positive, 0 included).
     // Kept fractions of 0.6 take the dense products on `W ⊙ M`; of 0.04 (the study's densities)
-    // the linear layers take the products over kept weights (`fast::sparse`).
+    // the linear layers and convolutions take the products over kept weights (`fast::sparse`):
+    // fused with ReLU and max-pool (LeNet-5), alone (Conv4's first), and stopped by the ReLU.
     for (arch, shape, pool_avg, zero_conv_bias, keep) in [
         (Arch::Lenet300100, vec![4, 1, 28, 28], false, false, 0.6),
         (Arch::Lenet300100, vec![4, 1, 28, 28], false, false, 0.04),
@@ -171,7 +180,9 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
         (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, false, 0.04),
         (avg.clone(), vec![3, 1, 28, 28], true, false, 0.6),
         (Arch::Conv4, vec![2, 3, 32, 32], false, false, 0.6),
+        (Arch::Conv4, vec![2, 3, 32, 32], false, false, 0.04),
         (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, true, 0.6),
+        (Arch::Lenet5Caffe, vec![3, 1, 28, 28], false, true, 0.04),
     ] {
         for dtype in [DType::F64, DType::F32] {
             let mut net = Net::init(&arch, Init::KaimingUniform, 2, DType::F64, &Device::Cpu).unwrap();
@@ -227,6 +238,9 @@ fn the_raw_buffer_input_gradient_equals_the_staged_candle_path() {
                 d / s.max(1e-30)
             };
             assert!(rel(&fl, &sl) <= tol, "{arch} {dtype:?}: logits differ by {}", rel(&fl, &sl));
+            // The graph-free forward (`Classifier::predict`) is the same forward pass.
+            let pl = crate::fast::logits(&stages, &x).unwrap().unwrap();
+            assert_eq!(rel(&pl, &fl), 0.0, "{arch} {dtype:?}: predict differs from the gradient pass's logits");
             assert!(rel(&fls, &l) <= tol, "{arch} {dtype:?}: losses differ");
             assert!(
                 rel(&fg, &sg) <= tol,
