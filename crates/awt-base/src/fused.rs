@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::conv::{col2im_add, cpu_slice, dispatch3, im2col_into};
 use crate::kernels::{View, gemm_into, with_slice};
+use crate::sparse::{SparseConv, SparseLinear};
 
 pub use crate::step::LinfStep;
 
@@ -21,10 +22,19 @@ pub(crate) fn per_task(n: usize) -> usize {
 
 /// `x Wᵀ + b` for `x: (n, in)`, `w: (out, in)`, `b: (out,)` → `(n, out)`; with `relu`, the
 /// rectified `max(0, x Wᵀ + b)` in the same pass (a linear stage followed by a ReLU stage).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Dense {
     /// Rectify the output.
     pub relu: bool,
+    /// The layer's 0/1 mask when `w` is `W ⊙ M`: with at most [`crate::sparse::SPARSE_MAX`] of it
+    /// kept, the products run over the kept weights, and the weight gradient is computed at the kept
+    /// weights only (zero elsewhere — what `W ⊙ M`'s own backward makes of it anyway).
+    pub mask: Option<Tensor>,
+}
+
+/// `mask`'s values as `T` (the weight's dtype; another dtype takes the dense path).
+fn mask_slice<T: WithDType, R>(mask: Option<&Tensor>, f: impl FnOnce(&[T]) -> Option<R>) -> Option<R> {
+    with_slice::<T, _>(mask?, f).ok().flatten()
 }
 
 fn rectify<T: WithDType>(v: &mut [T]) {
@@ -100,11 +110,16 @@ fn dense_bwd<T: WithDType>(
         View::rows(0, in_f),
         false,
     );
-    let mut db = vec![T::zero(); out_f];
-    for row in g.chunks(out_f.max(1)) {
+    (dx, dw, col_sums(g, out_f))
+}
+
+/// The column sums of `g: (_, cols)` (a linear layer's bias gradient).
+fn col_sums<T: WithDType>(g: &[T], cols: usize) -> Vec<T> {
+    let mut db = vec![T::zero(); cols];
+    for row in g.chunks(cols.max(1)) {
         db.iter_mut().zip(row).for_each(|(a, v)| *a += *v);
     }
-    (dx, dw, db)
+    db
 }
 
 /// Tensors from the raw gradients of a three-input op, shaped like its inputs.
@@ -153,8 +168,19 @@ impl CustomOp3 for Dense {
         if win != in_f || l3.shape().dims1()? != out_f {
             candle_core::bail!("dense: x {:?}, w {:?}, b {:?} do not fit", l1.shape(), l2.shape(), l3.shape());
         }
-        let relu = self.relu;
-        let st = dispatch3!("dense", (s1, l1), (s2, l2), (s3, l3), |x, w, b| dense_fwd(x, w, b, n, out_f, in_f, relu));
+        let (relu, mask) = (self.relu, self.mask.as_ref());
+        let st = dispatch3!("dense", (s1, l1), (s2, l2), (s3, l3), |x, w, b| {
+            match mask_slice(mask, |m| SparseLinear::new(w, m, out_f, in_f)) {
+                Some(sp) => {
+                    let mut y = sp.forward(x, b, n);
+                    if relu {
+                        rectify(&mut y);
+                    }
+                    y
+                }
+                None => dense_fwd(x, w, b, n, out_f, in_f, relu),
+            }
+        });
         Ok((st, Shape::from((n, out_f))))
     }
 
@@ -168,20 +194,26 @@ impl CustomOp3 for Dense {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, in_f) = x.dims2()?;
         let out_f = w.dim(0)?;
-        let (need_dx, relu) = (x.track_op(), self.relu);
+        let (need_dx, relu, mask) = (x.track_op(), self.relu, self.mask.as_ref());
         with4!(x, w, g, res, |xs, ws, gs, ys| {
             let g = if relu { std::borrow::Cow::Owned(masked_grad(gs, ys)) } else { std::borrow::Cow::Borrowed(gs) };
-            grads3(dense_bwd(xs, ws, &g, n, out_f, in_f, need_dx), x, w, b)
+            let grads = match mask_slice(mask, |m| SparseLinear::new(ws, m, out_f, in_f)) {
+                Some(sp) => (need_dx.then(|| sp.backward(&g, n)), sp.weight_grad(xs, &g, n), col_sums(&g, out_f)),
+                None => dense_bwd(xs, ws, &g, n, out_f, in_f, need_dx),
+            };
+            grads3(grads, x, w, b)
         })
     }
 }
 
 /// Stride-1, unpadded convolution with bias: `x: (n, c, h, w)`, `w: (o, c, kh, kw)`, `b: (o,)` →
 /// `(n, o, h−kh+1, w−kw+1)`; with `relu`, rectified in the same pass.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Conv {
     /// Rectify the output.
     pub relu: bool,
+    /// The layer's 0/1 mask when `w` is `W ⊙ M`, as for [`Dense`].
+    pub mask: Option<Tensor>,
 }
 
 pub(crate) struct ConvDims {
@@ -211,6 +243,9 @@ impl ConvDims {
     }
     fn img(&self) -> usize {
         self.c * self.h * self.w
+    }
+    fn sparse(&self) -> crate::sparse::ConvDims {
+        crate::sparse::ConvDims { o: self.o, c: self.c, h: self.h, w: self.w, kh: self.kh, kw: self.kw }
     }
 }
 
@@ -324,8 +359,13 @@ impl CustomOp3 for Conv {
         if l3.shape().dims1()? != d.o {
             candle_core::bail!("conv: bias {:?} does not fit {} output channels", l3.shape(), d.o);
         }
-        let relu = self.relu;
-        let st = dispatch3!("conv", (s1, l1), (s2, l2), (s3, l3), |x, w, b| conv_fwd(x, w, b, &d, relu));
+        let (relu, mask) = (self.relu, self.mask.as_ref());
+        let st = dispatch3!("conv", (s1, l1), (s2, l2), (s3, l3), |x, w, b| {
+            match mask_slice(mask, |m| SparseConv::new(w, m, d.sparse())) {
+                Some(sp) => sp.forward(x, b, d.n, relu),
+                None => conv_fwd(x, w, b, &d, relu),
+            }
+        });
         Ok((st, Shape::from((d.n, d.o, d.h - d.kh + 1, d.w - d.kw + 1))))
     }
 
@@ -338,10 +378,14 @@ impl CustomOp3 for Conv {
         g: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let d = ConvDims::of(x.shape(), w.shape())?;
-        let (need_dx, relu) = (x.track_op(), self.relu);
+        let (need_dx, relu, mask) = (x.track_op(), self.relu, self.mask.as_ref());
         with4!(x, w, g, res, |xs, ws, gs, ys| {
             let g = if relu { std::borrow::Cow::Owned(masked_grad(gs, ys)) } else { std::borrow::Cow::Borrowed(gs) };
-            grads3(conv_bwd(xs, ws, &g, &d, need_dx), x, w, b)
+            let grads = match mask_slice(mask, |m| SparseConv::new(ws, m, d.sparse())) {
+                Some(sp) => sp.grads(xs, &g, d.n, need_dx),
+                None => conv_bwd(xs, ws, &g, &d, need_dx),
+            };
+            grads3(grads, x, w, b)
         })
     }
 }

@@ -30,6 +30,7 @@ pub mod fused;
 pub mod kernels;
 mod rng;
 pub mod signal;
+pub mod sparse;
 mod st;
 mod stage;
 mod step;

@@ -91,12 +91,12 @@ impl Stage {
             Stage::Linear(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
-                fused::Dense { relu: false },
+                fused::Dense { relu: false, mask: p.mask.clone() },
             ),
             Stage::Conv2d(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
-                fused::Conv { relu: false },
+                fused::Conv { relu: false, mask: p.mask.clone() },
             ),
             Stage::Linear(p) => h.matmul(&p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
             Stage::Conv2d(p) => conv2d(h, &p.effective_weight()?)?.broadcast_add(&p.bias.reshape((1, (), 1, 1))?),
@@ -275,7 +275,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
                 h.contiguous()?.apply_op3(
                     &p.effective_weight()?.contiguous()?,
                     &p.bias.contiguous()?,
-                    fused::Dense { relu: true },
+                    fused::Dense { relu: true, mask: p.mask.clone() },
                 )?
             }
             Stage::Conv2d(p) if fused_relu => {
@@ -283,7 +283,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
                 h.contiguous()?.apply_op3(
                     &p.effective_weight()?.contiguous()?,
                     &p.bias.contiguous()?,
-                    fused::Conv { relu: true },
+                    fused::Conv { relu: true, mask: p.mask.clone() },
                 )?
             }
             s => s.forward(&h)?,

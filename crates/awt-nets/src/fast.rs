@@ -12,9 +12,8 @@ use candle_core::{DType, Tensor, Var, WithDType};
 use rayon::prelude::*;
 
 mod conv;
-mod sparse;
+use awt_base::sparse::{ConvDims, SparseConv, SparseLinear};
 use conv::{ImageConv, conv_relu_pool_bwd, conv_relu_pool_fwd, window_max};
-use sparse::{ConvDims, SparseConv, SparseLinear};
 
 /// Elements per parallel task of the elementwise loops (ReLU forward and backward).
 const CHUNK: usize = 1 << 16;
@@ -53,7 +52,7 @@ enum Weight<T> {
     None,
     /// The effective weight `W ⊙ M` (the weight itself when unmasked), for dense products.
     Dense(Tensor),
-    /// A masked linear layer's kept weights, when few enough are kept ([`sparse::SPARSE_MAX`]).
+    /// A masked linear layer's kept weights, when few enough are kept ([`awt_base::sparse::SPARSE_MAX`]).
     Linear(SparseLinear<T>),
     /// A masked convolution's kept weights, when few enough are kept.
     Conv(SparseConv<T>),
@@ -86,7 +85,7 @@ fn conv_dims(p: &Weighted, shape: &[usize]) -> candle_core::Result<ConvDims> {
 }
 
 /// Stage `s`'s weight for inputs of per-example `shape`: a masked layer with at most
-/// [`sparse::SPARSE_MAX`] of its weights kept as its kept weights, any other weighted layer as its
+/// [`awt_base::sparse::SPARSE_MAX`] of its weights kept as its kept weights, any other weighted layer as its
 /// effective weight.
 fn weight_of<T: WithDType>(s: &Stage, shape: &[usize]) -> candle_core::Result<Weight<T>> {
     let Some(p) = s.weighted() else { return Ok(Weight::None) };

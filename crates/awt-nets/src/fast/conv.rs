@@ -8,7 +8,7 @@ use candle_core::WithDType;
 use rayon::prelude::*;
 
 use super::per_task;
-use super::sparse::{ConvDims, SparseConv};
+use awt_base::sparse::{ConvDims, SparseConv};
 
 /// [`Kept::ReluPool`]'s mark for a window whose maximum is not positive.
 pub(super) const STOPPED: u8 = 4;

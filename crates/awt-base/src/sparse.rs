@@ -1,5 +1,6 @@
-//! A masked linear layer as a product over its kept weights, for the explicit input gradient
-//! ([`super`]): at the study's densities (5 % and 2 % overall, fc1 of LeNet-300-100 at ≈ 4.6 %) the
+//! Masked layers as products over their kept weights: the explicit input gradient of attacks
+//! (awt-nets' raw-buffer path) and training's fused ops ([`crate::fused`]) take these for a layer
+//! with at most [`SPARSE_MAX`] of its weights kept. At the study's densities (5 % and 2 % overall, fc1 of LeNet-300-100 at ≈ 4.6 %) the
 //! dense gemm on `W ⊙ M` multiplies twenty to fifty zeros for every kept weight, and that gemm is most
 //! of every PGD, APGD and FAB step on a sparse MLP.
 //!
@@ -15,11 +16,11 @@ use rayon::prelude::*;
 
 /// The largest kept fraction at which a layer takes the product over kept weights; above it the
 /// dense gemm on `W ⊙ M` is used (measured crossover: docs/performance.md, "Sparse layers").
-pub(crate) const SPARSE_MAX: f64 = 0.1;
+pub const SPARSE_MAX: f64 = 0.1;
 
 /// A linear layer's kept weights by output row: row `i`'s are `val[ptr[i]..ptr[i + 1]]` at input
 /// columns `col[..]`, ascending.
-pub(crate) struct SparseLinear<T> {
+pub struct SparseLinear<T> {
     out_f: usize,
     in_f: usize,
     ptr: Vec<usize>,
@@ -30,7 +31,7 @@ pub(crate) struct SparseLinear<T> {
 impl<T: WithDType> SparseLinear<T> {
     /// The weights of `w` (`(out_f, in_f)`, row-major) where the mask `m` is non-zero, or `None` when
     /// more than [`SPARSE_MAX`] of them are kept (or the layer is too wide for 32-bit indices).
-    pub(crate) fn new(w: &[T], m: &[T], out_f: usize, in_f: usize) -> Option<Self> {
+    pub fn new(w: &[T], m: &[T], out_f: usize, in_f: usize) -> Option<Self> {
         assert_eq!((w.len(), m.len()), (out_f * in_f, out_f * in_f), "weight and mask of one shape");
         let kept = m.iter().filter(|v| **v != T::zero()).count();
         if kept as f64 > SPARSE_MAX * m.len() as f64 || in_f > u32::MAX as usize {
@@ -60,9 +61,9 @@ impl<T: WithDType> SparseLinear<T> {
     }
 
     /// `x Wᵀ + b` for the `n` rows of `x` (`(n, in_f)`): `(n, out_f)`.
-    pub(crate) fn forward(&self, x: &[T], b: &[T], n: usize) -> Vec<T> {
+    pub fn forward(&self, x: &[T], b: &[T], n: usize) -> Vec<T> {
         let mut y = vec![T::zero(); n * self.out_f];
-        let per = n.div_ceil(awt_base::threads().max(1)).max(1);
+        let per = n.div_ceil(crate::threads().max(1)).max(1);
         y.par_chunks_mut((per * self.out_f).max(1)).zip(x.par_chunks((per * self.in_f).max(1))).for_each(|(y, x)| {
             let m = x.len() / self.in_f.max(1);
             let xt = transpose(x, m, self.in_f);
@@ -79,10 +80,43 @@ impl<T: WithDType> SparseLinear<T> {
         y
     }
 
+    /// The weight gradient `dᵀ x` at the kept weights, scattered into a dense `(out_f, in_f)`
+    /// matrix (zero elsewhere), for the `n` rows of `d` (`(n, out_f)`) and `x` (`(n, in_f)`): per
+    /// block of rows (one per thread) a `dot` per kept weight over the transposed block, the blocks'
+    /// sums added in order.
+    pub fn weight_grad(&self, x: &[T], d: &[T], n: usize) -> Vec<T> {
+        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let parts: Vec<Vec<T>> = x
+            .par_chunks((per * self.in_f).max(1))
+            .zip(d.par_chunks((per * self.out_f).max(1)))
+            .map(|(x, d)| {
+                let m = d.len() / self.out_f.max(1);
+                let (xt, dt) = (transpose(x, m, self.in_f), transpose(d, m, self.out_f));
+                let mut kept = vec![T::zero(); self.val.len()];
+                for (i, drow) in dt.chunks(m.max(1)).enumerate().take(self.out_f) {
+                    for k in self.ptr[i]..self.ptr[i + 1] {
+                        let j = self.col[k] as usize;
+                        kept[k] = crate::kernels::dot(drow, &xt[j * m..(j + 1) * m]);
+                    }
+                }
+                kept
+            })
+            .collect();
+        let mut dw = vec![T::zero(); self.out_f * self.in_f];
+        for part in parts {
+            for i in 0..self.out_f {
+                for k in self.ptr[i]..self.ptr[i + 1] {
+                    dw[i * self.in_f + self.col[k] as usize] += part[k];
+                }
+            }
+        }
+        dw
+    }
+
     /// The input gradient `d W` for the `n` rows of `d` (`(n, out_f)`): `(n, in_f)`.
-    pub(crate) fn backward(&self, d: &[T], n: usize) -> Vec<T> {
+    pub fn backward(&self, d: &[T], n: usize) -> Vec<T> {
         let mut g = vec![T::zero(); n * self.in_f];
-        let per = n.div_ceil(awt_base::threads().max(1)).max(1);
+        let per = n.div_ceil(crate::threads().max(1)).max(1);
         g.par_chunks_mut((per * self.in_f).max(1)).zip(d.par_chunks((per * self.out_f).max(1))).for_each(|(g, d)| {
             let m = d.len() / self.out_f.max(1);
             let dt = transpose(d, m, self.out_f);
@@ -102,29 +136,35 @@ impl<T: WithDType> SparseLinear<T> {
 /// A convolution's shape: `o` output channels of `c × kh × kw` weights over `c × h × w` images
 /// (stride 1, no padding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ConvDims {
-    pub(crate) o: usize,
-    pub(crate) c: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) kh: usize,
-    pub(crate) kw: usize,
+pub struct ConvDims {
+    /// Output channels.
+    pub o: usize,
+    /// Input channels.
+    pub c: usize,
+    /// Image height.
+    pub h: usize,
+    /// Image width.
+    pub w: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
 }
 
 impl ConvDims {
     /// Output height and width.
-    pub(crate) fn out(&self) -> (usize, usize) {
+    pub fn out(&self) -> (usize, usize) {
         (self.h - self.kh + 1, self.w - self.kw + 1)
     }
 
     /// Output positions per channel.
-    pub(crate) fn positions(&self) -> usize {
+    pub fn positions(&self) -> usize {
         let (oh, ow) = self.out();
         oh * ow
     }
 
     /// Values of one input image.
-    pub(crate) fn image(&self) -> usize {
+    pub fn image(&self) -> usize {
         self.c * self.h * self.w
     }
 }
@@ -139,7 +179,7 @@ impl ConvDims {
 /// of the dense work. Channel `oc`'s kept weights are `val[ptr[oc]..ptr[oc + 1]]`, at image offsets
 /// `off` (`ci·h·w + dy·w + dx`), ascending; every output's sum runs over them in that order, and every
 /// input gradient over the channels then their kept weights (deterministic).
-pub(crate) struct SparseConv<T> {
+pub struct SparseConv<T> {
     dims: ConvDims,
     ptr: Vec<usize>,
     off: Vec<u32>,
@@ -149,7 +189,7 @@ pub(crate) struct SparseConv<T> {
 impl<T: WithDType> SparseConv<T> {
     /// The kept weights of `w` (`(o, c, kh, kw)`, row-major) where the mask `m` is non-zero, or `None`
     /// when more than [`SPARSE_MAX`] of them are kept (or an image is too large for 32-bit offsets).
-    pub(crate) fn new(w: &[T], m: &[T], dims: ConvDims) -> Option<Self> {
+    pub fn new(w: &[T], m: &[T], dims: ConvDims) -> Option<Self> {
         let ConvDims { o, c, h, w: iw, kh, kw } = dims;
         let per = c * kh * kw;
         assert_eq!((w.len(), m.len()), (o * per, o * per), "weight and mask of one shape");
@@ -180,13 +220,13 @@ impl<T: WithDType> SparseConv<T> {
     }
 
     /// Scratch values the two image loops need (the `o` wide planes).
-    pub(crate) fn scratch(&self) -> usize {
+    pub fn scratch(&self) -> usize {
         self.dims.o * self.wide()
     }
 
     /// One image's convolution `(o, oh, ow)` with bias `b` into `y` (overwritten); `wide` is
     /// [`Self::scratch`] values of scratch.
-    pub(crate) fn image_forward(&self, img: &[T], b: &[T], y: &mut [T], wide: &mut [T]) {
+    pub fn image_forward(&self, img: &[T], b: &[T], y: &mut [T], wide: &mut [T]) {
         let (oh, ow) = self.dims.out();
         let (l, wl, iw) = (oh * ow, self.wide(), self.dims.w);
         for (oc, (plane, out)) in wide.chunks_mut(wl.max(1)).zip(y.chunks_mut(l.max(1))).enumerate().take(self.dims.o) {
@@ -201,10 +241,111 @@ impl<T: WithDType> SparseConv<T> {
         }
     }
 
+    /// Adds one image's weight gradient at the kept weights, from the gradient `g` `(o, oh, ow)` at
+    /// the convolution's output, into `acc` (one value per kept weight, in their order); `wide` as
+    /// for [`Self::image_forward`]. Each is one `dot` of the output gradient laid out wide (zeros in
+    /// the unused columns) with the image from the weight's offset.
+    pub fn image_weight_grad(&self, img: &[T], g: &[T], acc: &mut [T], wide: &mut [T]) {
+        let (oh, ow) = self.dims.out();
+        let (l, wl, iw) = (oh * ow, self.wide(), self.dims.w);
+        let plane = &mut wide[..wl];
+        for (oc, go) in g.chunks(l.max(1)).enumerate().take(self.dims.o) {
+            if go.iter().all(|v| *v == T::zero()) {
+                continue;
+            }
+            plane.fill(T::zero());
+            for (r, row) in go.chunks(ow.max(1)).enumerate() {
+                plane[r * iw..][..ow].copy_from_slice(row);
+            }
+            for k in self.ptr[oc]..self.ptr[oc + 1] {
+                let at = self.off[k] as usize;
+                acc[k] += crate::kernels::dot(plane, &img[at..at + wl]);
+            }
+        }
+    }
+
+    /// The convolution of `n` images `x` with bias `b`, rectified with `relu`: `(n, o, oh, ow)`, the
+    /// batch split over candle's threads.
+    pub fn forward(&self, x: &[T], b: &[T], n: usize, relu: bool) -> Vec<T> {
+        let (o, l, img) = (self.dims.o, self.dims.positions(), self.dims.image());
+        let mut out = vec![T::zero(); n * o * l];
+        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        out.par_chunks_mut((per * o * l).max(1)).zip(x.par_chunks((per * img).max(1))).for_each(|(out, src)| {
+            let mut wide = vec![T::zero(); self.scratch()];
+            for (im, dst) in src.chunks(img.max(1)).zip(out.chunks_mut((o * l).max(1))) {
+                self.image_forward(im, b, dst, &mut wide);
+                if relu {
+                    dst.iter_mut().for_each(|v| {
+                        if (*v).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
+                            *v = T::zero();
+                        }
+                    });
+                }
+            }
+        });
+        out
+    }
+
+    /// The gradients `(dx, dW, db)` of [`Self::forward`] (unrectified) for the output gradient `g`
+    /// of `n` images `x`: `dx` only with `need_dx`, `dW` dense with zeros at the weights not kept.
+    /// Per thread the kept weights' sums over its images, the threads' sums added in order.
+    pub fn grads(&self, x: &[T], g: &[T], n: usize, need_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
+        let (o, l, img) = (self.dims.o, self.dims.positions(), self.dims.image());
+        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let work = |xs: &[T], gs: &[T], mut dxs: Option<&mut [T]>| {
+            let mut wide = vec![T::zero(); self.scratch()];
+            let (mut kept, mut db) = (vec![T::zero(); self.kept()], vec![T::zero(); o]);
+            for (e, (im, gi)) in xs.chunks(img.max(1)).zip(gs.chunks((o * l).max(1))).enumerate() {
+                self.image_weight_grad(im, gi, &mut kept, &mut wide);
+                for (acc, plane) in db.iter_mut().zip(gi.chunks(l.max(1))) {
+                    *acc += plane.iter().fold(T::zero(), |s, v| s + *v);
+                }
+                if let Some(d) = dxs.as_deref_mut() {
+                    self.image_backward(gi, &mut d[e * img..(e + 1) * img], &mut wide);
+                }
+            }
+            (kept, db)
+        };
+        let (xc, gc) = (x.par_chunks((per * img).max(1)), g.par_chunks((per * o * l).max(1)));
+        let mut dx = vec![T::zero(); if need_dx { n * img } else { 0 }];
+        let parts: Vec<(Vec<T>, Vec<T>)> = if need_dx {
+            xc.zip(gc).zip(dx.par_chunks_mut((per * img).max(1))).map(|((xs, gs), d)| work(xs, gs, Some(d))).collect()
+        } else {
+            xc.zip(gc).map(|(xs, gs)| work(xs, gs, None)).collect()
+        };
+        let (mut kept, mut db) = (vec![T::zero(); self.kept()], vec![T::zero(); o]);
+        for (pk, pb) in parts {
+            kept.iter_mut().zip(pk).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+        (need_dx.then_some(dx), self.scatter(&kept), db)
+    }
+
+    /// Kept weights, in the order of [`Self::image_weight_grad`]'s values.
+    pub fn kept(&self) -> usize {
+        self.val.len()
+    }
+
+    /// Values per kept weight scattered into a dense `(o, c, kh, kw)` tensor's elements (zero
+    /// elsewhere).
+    pub fn scatter(&self, kept: &[T]) -> Vec<T> {
+        let ConvDims { o, c, h, w, kh, kw } = self.dims;
+        let mut dense = vec![T::zero(); o * c * kh * kw];
+        for oc in 0..o {
+            for k in self.ptr[oc]..self.ptr[oc + 1] {
+                let off = self.off[k] as usize;
+                let (ci, rest) = (off / (h * w), off % (h * w));
+                let (dy, dx) = (rest / w, rest % w);
+                dense[((oc * c + ci) * kh + dy) * kw + dx] += kept[k];
+            }
+        }
+        dense
+    }
+
     /// Adds one image's input gradient, from the gradient `g` `(o, oh, ow)` at the convolution's
     /// output, into `dimg` `(c, h, w)`; `wide` as for [`Self::image_forward`]. Channels whose gradient
     /// is all zero (every max-pool window of theirs stopped by the ReLU) are skipped.
-    pub(crate) fn image_backward(&self, g: &[T], dimg: &mut [T], wide: &mut [T]) {
+    pub fn image_backward(&self, g: &[T], dimg: &mut [T], wide: &mut [T]) {
         let (oh, ow) = self.dims.out();
         let (l, wl, iw) = (oh * ow, self.wide(), self.dims.w);
         let plane = &mut wide[..wl];
@@ -273,7 +414,7 @@ mod tests {
     /// is no sparse form.
     #[test]
     fn the_kept_weight_products_equal_the_dense_ones() {
-        let mut rng = awt_base::Rng::new(3);
+        let mut rng = crate::Rng::new(3);
         for (out_f, in_f, n, keep) in [(7, 11, 5, 0.08), (30, 20, 1, 0.05), (3, 40, 9, 0.1), (4, 4, 2, 0.0)] {
             let w: Vec<f64> = (0..out_f * in_f).map(|_| rng.uniform() - 0.5).collect();
             let mut m: Vec<f64> = (0..out_f * in_f).map(|_| f64::from(u8::from(rng.uniform() < keep))).collect();
@@ -307,7 +448,7 @@ mod tests {
     /// is no sparse form.
     #[test]
     fn the_kept_weight_convolution_equals_the_direct_sums() {
-        let mut rng = awt_base::Rng::new(4);
+        let mut rng = crate::Rng::new(4);
         for dims in [
             ConvDims { o: 6, c: 3, h: 9, w: 7, kh: 3, kw: 2 },
             ConvDims { o: 4, c: 2, h: 12, w: 12, kh: 5, kw: 5 },
