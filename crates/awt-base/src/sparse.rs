@@ -241,11 +241,10 @@ impl<T: WithDType> SparseConv<T> {
         }
     }
 
-    /// Adds one image's weight gradient at the kept weights, from the gradient `g` `(o, oh, ow)` at
-    /// the convolution's output, into `acc` (one value per kept weight, in their order); `wide` as
-    /// for [`Self::image_forward`]. Each is one `dot` of the output gradient laid out wide (zeros in
-    /// the unused columns) with the image from the weight's offset.
-    pub fn image_weight_grad(&self, img: &[T], g: &[T], acc: &mut [T], wide: &mut [T]) {
+    /// Runs `f(k, plane)` for every kept weight `k` of every channel whose output gradient (in `g`,
+    /// `(o, oh, ow)`) is not all zero, `plane` being that gradient laid out wide in `wide` (zeros in
+    /// the unused columns): what the input and the weight gradients both read.
+    fn for_each_kept_wide(&self, g: &[T], wide: &mut [T], mut f: impl FnMut(usize, &[T])) {
         let (oh, ow) = self.dims.out();
         let (l, wl, iw) = (oh * ow, self.wide(), self.dims.w);
         let plane = &mut wide[..wl];
@@ -258,8 +257,7 @@ impl<T: WithDType> SparseConv<T> {
                 plane[r * iw..][..ow].copy_from_slice(row);
             }
             for k in self.ptr[oc]..self.ptr[oc + 1] {
-                let at = self.off[k] as usize;
-                acc[k] += crate::kernels::dot(plane, &img[at..at + wl]);
+                f(k, plane);
             }
         }
     }
@@ -295,14 +293,21 @@ impl<T: WithDType> SparseConv<T> {
         let work = |xs: &[T], gs: &[T], mut dxs: Option<&mut [T]>| {
             let mut wide = vec![T::zero(); self.scratch()];
             let (mut kept, mut db) = (vec![T::zero(); self.kept()], vec![T::zero(); o]);
+            let wl = self.wide();
             for (e, (im, gi)) in xs.chunks(img.max(1)).zip(gs.chunks((o * l).max(1))).enumerate() {
-                self.image_weight_grad(im, gi, &mut kept, &mut wide);
                 for (acc, plane) in db.iter_mut().zip(gi.chunks(l.max(1))) {
                     *acc += plane.iter().fold(T::zero(), |s, v| s + *v);
                 }
-                if let Some(d) = dxs.as_deref_mut() {
-                    self.image_backward(gi, &mut d[e * img..(e + 1) * img], &mut wide);
-                }
+                // Per kept weight: its weight gradient, a `dot` of the wide output gradient with the
+                // image from the weight's offset; and with `dx`, the input gradient's scatter.
+                let mut dimg = dxs.as_deref_mut().map(|d| &mut d[e * img..(e + 1) * img]);
+                self.for_each_kept_wide(gi, &mut wide, |k, plane| {
+                    let at = self.off[k] as usize;
+                    kept[k] += crate::kernels::dot(plane, &im[at..at + wl]);
+                    if let Some(d) = dimg.as_deref_mut() {
+                        axpy(&mut d[at..at + wl], self.val[k], plane);
+                    }
+                });
             }
             (kept, db)
         };
@@ -321,7 +326,7 @@ impl<T: WithDType> SparseConv<T> {
         (need_dx.then_some(dx), self.scatter(&kept), db)
     }
 
-    /// Kept weights, in the order of [`Self::image_weight_grad`]'s values.
+    /// Kept weights (the length of [`Self::scatter`]'s input).
     pub fn kept(&self) -> usize {
         self.val.len()
     }
@@ -346,22 +351,11 @@ impl<T: WithDType> SparseConv<T> {
     /// output, into `dimg` `(c, h, w)`; `wide` as for [`Self::image_forward`]. Channels whose gradient
     /// is all zero (every max-pool window of theirs stopped by the ReLU) are skipped.
     pub fn image_backward(&self, g: &[T], dimg: &mut [T], wide: &mut [T]) {
-        let (oh, ow) = self.dims.out();
-        let (l, wl, iw) = (oh * ow, self.wide(), self.dims.w);
-        let plane = &mut wide[..wl];
-        for (oc, go) in g.chunks(l.max(1)).enumerate().take(self.dims.o) {
-            if go.iter().all(|v| *v == T::zero()) {
-                continue;
-            }
-            plane.fill(T::zero());
-            for (r, row) in go.chunks(ow.max(1)).enumerate() {
-                plane[r * iw..][..ow].copy_from_slice(row);
-            }
-            for k in self.ptr[oc]..self.ptr[oc + 1] {
-                let at = self.off[k] as usize;
-                axpy(&mut dimg[at..at + wl], self.val[k], plane);
-            }
-        }
+        let wl = self.wide();
+        self.for_each_kept_wide(g, wide, |k, plane| {
+            let at = self.off[k] as usize;
+            axpy(&mut dimg[at..at + wl], self.val[k], plane);
+        });
     }
 }
 
