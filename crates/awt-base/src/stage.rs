@@ -32,6 +32,14 @@ impl Weighted {
             None => Ok(self.weight.clone()),
         }
     }
+
+    /// The mask when no gradient flows into it — what the fused ops may run over its kept weights,
+    /// computing `W ⊙ M`'s gradient at those weights only. A mask that carries a gradient (HYDRA's
+    /// straight-through `m + s − stopgrad(s)`) needs that gradient at every weight, kept or not, so
+    /// it gets `None` (the dense products).
+    pub fn constant_mask(&self) -> Option<Tensor> {
+        self.mask.as_ref().filter(|m| !m.track_op()).cloned()
+    }
 }
 
 /// One stage of a feed-forward network.
@@ -91,12 +99,12 @@ impl Stage {
             Stage::Linear(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
-                fused::Dense { relu: false, mask: p.mask.clone() },
+                fused::Dense { relu: false, mask: p.constant_mask() },
             ),
             Stage::Conv2d(p) if device::cpu_kernels(h) => h.contiguous()?.apply_op3(
                 &p.effective_weight()?.contiguous()?,
                 &p.bias.contiguous()?,
-                fused::Conv { relu: false, mask: p.mask.clone() },
+                fused::Conv { relu: false, mask: p.constant_mask() },
             ),
             Stage::Linear(p) => h.matmul(&p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
             Stage::Conv2d(p) => conv2d(h, &p.effective_weight()?)?.broadcast_add(&p.bias.reshape((1, (), 1, 1))?),
@@ -275,7 +283,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
                 h.contiguous()?.apply_op3(
                     &p.effective_weight()?.contiguous()?,
                     &p.bias.contiguous()?,
-                    fused::Dense { relu: true, mask: p.mask.clone() },
+                    fused::Dense { relu: true, mask: p.constant_mask() },
                 )?
             }
             Stage::Conv2d(p) if fused_relu => {
@@ -283,7 +291,7 @@ pub fn forward_stages(stages: &[Stage], x: &Tensor) -> Result<Tensor> {
                 h.contiguous()?.apply_op3(
                     &p.effective_weight()?.contiguous()?,
                     &p.bias.contiguous()?,
-                    fused::Conv { relu: true, mask: p.mask.clone() },
+                    fused::Conv { relu: true, mask: p.constant_mask() },
                 )?
             }
             s => s.forward(&h)?,
@@ -333,5 +341,37 @@ mod tests {
         let r = rand(fast.dims(), 10);
         // Both route each window's gradient to its first maximum: identical up to summation order.
         same_gradients(&fast, &slow, &r, &[&x], 1e-15);
+    }
+
+    #[test]
+    fn a_mask_that_carries_a_gradient_gets_it_at_every_weight() {
+        // HYDRA's straight-through mask `m + s − stopgrad(s)` at a kept fraction where a constant
+        // mask would take the kept-weight products: the scores' gradient `∂L/∂(W ⊙ M) ⊙ W` must reach
+        // the weights not kept too, as candle's own ops give it (the device-generic path).
+        let mut r = crate::Rng::new(31);
+        for conv in [true, false] {
+            let (wshape, xshape): (&[usize], &[usize]) =
+                if conv { (&[8, 3, 3, 3], &[2, 3, 9, 8]) } else { (&[12, 20], &[4, 20]) };
+            let n: usize = wshape.iter().product();
+            let m: Vec<f64> = (0..n).map(|_| f64::from(u8::from(r.uniform() < 0.05))).collect();
+            let m = Tensor::from_vec(m, wshape, &candle_core::Device::Cpu).unwrap();
+            let s = Var::from_tensor(&rand(wshape, 32)).unwrap();
+            let st = (&m + (s.as_tensor() - s.as_tensor().detach()).unwrap()).unwrap();
+            let p =
+                Weighted { name: "l".into(), weight: rand(wshape, 33), bias: rand(&[wshape[0]], 34), mask: Some(st) };
+            assert!(p.constant_mask().is_none());
+            let stages = [if conv { Stage::Conv2d(p.clone()) } else { Stage::Linear(p.clone()) }, Stage::Relu];
+            let x = rand(xshape, 35);
+            let fast = forward_stages(&stages, &x).unwrap();
+            let slow = device::generic_path(|| forward_stages(&stages, &x).unwrap());
+            assert!(max_diff(&fast, &slow) < 1e-12);
+            let g = same_gradients(&fast, &slow, &rand(fast.dims(), 36), &[&s], 1e-11);
+            let unkept: f64 =
+                (g[0].abs().unwrap() * (1.0 - &m).unwrap()).unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(unkept > 0.0, "the scores of weights not kept get a gradient");
+            // A constant mask is the one the fused ops take.
+            let constant = Weighted { mask: Some(m.clone()), ..p };
+            assert!(constant.constant_mask().is_some());
+        }
     }
 }
