@@ -37,7 +37,8 @@ fn mask_slice<T: WithDType, R>(mask: Option<&Tensor>, f: impl FnOnce(&[T]) -> Op
     with_slice::<T, _>(mask?, f).ok().flatten()
 }
 
-fn rectify<T: WithDType>(v: &mut [T]) {
+/// Each value of `v` rectified in place (NaN to 0).
+pub(crate) fn rectify<T: WithDType>(v: &mut [T]) {
     for e in v.iter_mut() {
         // NaN to 0 as well, as candle's ReLU does.
         if (*e).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {

@@ -14,6 +14,8 @@
 use candle_core::WithDType;
 use rayon::prelude::*;
 
+use crate::fused::{per_task, rectify};
+
 /// The largest kept fraction at which a layer takes the product over kept weights; above it the
 /// dense gemm on `W ⊙ M` is used (measured crossover: docs/performance.md, "Sparse layers").
 pub const SPARSE_MAX: f64 = 0.1;
@@ -63,7 +65,7 @@ impl<T: WithDType> SparseLinear<T> {
     /// `x Wᵀ + b` for the `n` rows of `x` (`(n, in_f)`): `(n, out_f)`.
     pub fn forward(&self, x: &[T], b: &[T], n: usize) -> Vec<T> {
         let mut y = vec![T::zero(); n * self.out_f];
-        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let per = per_task(n);
         y.par_chunks_mut((per * self.out_f).max(1)).zip(x.par_chunks((per * self.in_f).max(1))).for_each(|(y, x)| {
             let m = x.len() / self.in_f.max(1);
             let xt = transpose(x, m, self.in_f);
@@ -85,7 +87,7 @@ impl<T: WithDType> SparseLinear<T> {
     /// block of rows (one per thread) a `dot` per kept weight over the transposed block, the blocks'
     /// sums added in order.
     pub fn weight_grad(&self, x: &[T], d: &[T], n: usize) -> Vec<T> {
-        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let per = per_task(n);
         let parts: Vec<Vec<T>> = x
             .par_chunks((per * self.in_f).max(1))
             .zip(d.par_chunks((per * self.out_f).max(1)))
@@ -116,7 +118,7 @@ impl<T: WithDType> SparseLinear<T> {
     /// The input gradient `d W` for the `n` rows of `d` (`(n, out_f)`): `(n, in_f)`.
     pub fn backward(&self, d: &[T], n: usize) -> Vec<T> {
         let mut g = vec![T::zero(); n * self.in_f];
-        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let per = per_task(n);
         g.par_chunks_mut((per * self.in_f).max(1)).zip(d.par_chunks((per * self.out_f).max(1))).for_each(|(g, d)| {
             let m = d.len() / self.out_f.max(1);
             let dt = transpose(d, m, self.out_f);
@@ -267,17 +269,13 @@ impl<T: WithDType> SparseConv<T> {
     pub fn forward(&self, x: &[T], b: &[T], n: usize, relu: bool) -> Vec<T> {
         let (o, l, img) = (self.dims.o, self.dims.positions(), self.dims.image());
         let mut out = vec![T::zero(); n * o * l];
-        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let per = per_task(n);
         out.par_chunks_mut((per * o * l).max(1)).zip(x.par_chunks((per * img).max(1))).for_each(|(out, src)| {
             let mut wide = vec![T::zero(); self.scratch()];
             for (im, dst) in src.chunks(img.max(1)).zip(out.chunks_mut((o * l).max(1))) {
                 self.image_forward(im, b, dst, &mut wide);
                 if relu {
-                    dst.iter_mut().for_each(|v| {
-                        if (*v).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
-                            *v = T::zero();
-                        }
-                    });
+                    rectify(dst);
                 }
             }
         });
@@ -289,7 +287,7 @@ impl<T: WithDType> SparseConv<T> {
     /// Per thread the kept weights' sums over its images, the threads' sums added in order.
     pub fn grads(&self, x: &[T], g: &[T], n: usize, need_dx: bool) -> (Option<Vec<T>>, Vec<T>, Vec<T>) {
         let (o, l, img) = (self.dims.o, self.dims.positions(), self.dims.image());
-        let per = n.div_ceil(crate::threads().max(1)).max(1);
+        let per = per_task(n);
         let work = |xs: &[T], gs: &[T], mut dxs: Option<&mut [T]>| {
             let mut wide = vec![T::zero(); self.scratch()];
             let (mut kept, mut db) = (vec![T::zero(); self.kept()], vec![T::zero(); o]);
