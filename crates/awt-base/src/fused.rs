@@ -10,15 +10,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use crate::conv::{col2im_add, cpu_slice, dispatch3, im2col_into};
-use crate::kernels::{View, gemm_into, with_slice};
+use crate::kernels::{View, gemm_into, per_task, rectify, with_slice};
 use crate::sparse::{SparseConv, SparseLinear};
 
 pub use crate::step::LinfStep;
-
-/// Items per parallel task: `n` split evenly over candle's threads.
-pub(crate) fn per_task(n: usize) -> usize {
-    n.div_ceil(crate::threads().max(1)).max(1)
-}
 
 /// `x Wᵀ + b` for `x: (n, in)`, `w: (out, in)`, `b: (out,)` → `(n, out)`; with `relu`, the
 /// rectified `max(0, x Wᵀ + b)` in the same pass (a linear stage followed by a ReLU stage).
@@ -35,16 +30,6 @@ pub struct Dense {
 /// `mask`'s values as `T` (the weight's dtype; another dtype takes the dense path).
 fn mask_slice<T: WithDType, R>(mask: Option<&Tensor>, f: impl FnOnce(&[T]) -> Option<R>) -> Option<R> {
     with_slice::<T, _>(mask?, f).ok().flatten()
-}
-
-/// Each value of `v` rectified in place (NaN to 0).
-pub(crate) fn rectify<T: WithDType>(v: &mut [T]) {
-    for e in v.iter_mut() {
-        // NaN to 0 as well, as candle's ReLU does.
-        if (*e).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
-            *e = T::zero();
-        }
-    }
 }
 
 /// `g` with the entries where the (rectified) output `y` is not positive zeroed: the ReLU's

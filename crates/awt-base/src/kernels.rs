@@ -53,6 +53,21 @@ pub fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {
     s
 }
 
+/// Items per parallel task: `n` split evenly over candle's threads.
+pub(crate) fn per_task(n: usize) -> usize {
+    n.div_ceil(crate::threads().max(1)).max(1)
+}
+
+/// Each value of `v` rectified in place (NaN to 0).
+pub(crate) fn rectify<T: WithDType>(v: &mut [T]) {
+    for e in v.iter_mut() {
+        // NaN to 0 as well, as candle's ReLU does.
+        if (*e).partial_cmp(&T::zero()) != Some(std::cmp::Ordering::Greater) {
+            *e = T::zero();
+        }
+    }
+}
+
 /// `out += f · a`, elementwise over the shorter of the two.
 pub fn axpy<T: WithDType>(out: &mut [T], f: T, a: &[T]) {
     for (o, &x) in out.iter_mut().zip(a) {

@@ -14,7 +14,7 @@
 use candle_core::WithDType;
 use rayon::prelude::*;
 
-use crate::fused::{per_task, rectify};
+use crate::kernels::{per_task, rectify};
 
 /// The largest kept fraction at which a layer takes the product over kept weights; above it the
 /// dense gemm on `W ⊙ M` is used (measured crossover: docs/performance.md, "Sparse layers").
