@@ -254,7 +254,8 @@ flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
         let r = recs(&lam);
         let e = decide(&spec, &scores_of(&r), None, "awt", 0.05).unwrap_err().to_string();
         assert!(e.contains("transferred vs rewound weights for awt at density 0.05 is not decided yet"), "{e}");
-        let plain = crate::spec::load("select-mlp").unwrap();
+        let mut plain = crate::spec::load("select-mlp").unwrap();
+        plain.ablations.retain(|a| !(a.method == "awt" && a.name.ends_with("rewind")));
         let e = decide(&plain, &scores_of(&r), None, "awt", 0.05).unwrap_err().to_string();
         assert!(e.contains("needs the ablation `awt-ker1e-1-rewind`"), "{e}");
         let mut both = lam.to_vec();
@@ -297,6 +298,40 @@ flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
             let p = crate::spec::load(preset).unwrap();
             let schedule = p.train.schedule.clone().unwrap_or_else(|| "constant".into());
             assert_eq!(format!("{} epochs, {schedule}", p.train.epochs), chosen.label, "{preset}");
+        }
+        // §4.5: LeNet-5's budget, with §4.1's schedule, from its own records.
+        let spec = crate::spec::load("select-lenet5-budget").unwrap();
+        let recs = recorded_scores("select-lenet5-budget").unwrap();
+        let c = candidates(&spec, &scores_of(&recs), "dense", 1.0);
+        assert!(complete(&c, &spec.seeds), "§4.5's budget is decided in the committed records");
+        assert!(c.iter().all(|x| x.label.ends_with(&format!(", {}", chosen.label.split(", ").nth(1).unwrap()))));
+        let lenet5 = &c[cheapest_within(&c, BUDGET_MARGIN)];
+        let p = crate::spec::load("select-lenet5").unwrap();
+        let schedule = p.train.schedule.clone().unwrap_or_else(|| "constant".into());
+        assert_eq!(format!("{} epochs, {schedule}", p.train.epochs), lenet5.label, "select-lenet5");
+    }
+
+    /// §4.5's λ_ker candidates for LeNet-5: per method 1e-3 and the λ_ker select-mlp selected at
+    /// density 0.05 (1e-2 where that is 1e-3), at density 0.05 and seed 100 only, transferred weights.
+    #[test]
+    fn the_lenet5_selection_tries_the_lambdas_the_protocol_names() {
+        let mlp = crate::spec::load("select-mlp").unwrap();
+        let recs = recorded_scores("select-mlp").unwrap();
+        let spec = crate::spec::load("select-lenet5").unwrap();
+        assert_eq!((spec.seeds.as_slice(), spec.densities.len()), ([100].as_slice(), 1));
+        assert_eq!(spec.densities[0].get(), 0.05);
+        // §3's λ_L2 for a CNN; §4.5's recorded search length (docs/protocol.md, "Recorded").
+        assert_eq!((spec.search.lambda_l2, spec.search.steps), (1e-5, 9360));
+        for method in ["ntt", "awt"] {
+            let (lam, _) = lambda_and_rewind(&mlp, &scores_of(&recs), method, 0.05);
+            assert!(complete(&lam, &mlp.seeds), "select-mlp decided λ_ker for {method} at 0.05");
+            let mlp_choice = lam[best_smaller_on_tie(&lam, TIE)].key;
+            let second = if mlp_choice == 1e-3 { 1e-2 } else { mlp_choice };
+            let none = |_: &str, _: f64| Vec::new();
+            let (mine, rew) = lambda_and_rewind(&spec, &none, method, 0.05);
+            let keys: Vec<f64> = mine.iter().map(|c| c.key).collect();
+            assert_eq!(keys, vec![1e-3, second], "{method}");
+            assert!(rew.is_empty(), "{method}: weights are carried over from select-mlp, not selected");
         }
     }
 }

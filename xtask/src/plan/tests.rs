@@ -20,6 +20,7 @@ fn every_preset_plans_and_the_study_limits_autoattack_only() {
         "select-mlp-budget",
         "select-mlp",
         "select-lenet5-budget",
+        "select-lenet5",
         "final-mlp",
     ] {
         let spec = crate::spec::load(preset).unwrap();

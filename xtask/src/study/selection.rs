@@ -103,46 +103,12 @@ every score is the worst-case robust accuracy (PGD-20, APGD-CE, APGD-DLR) in % o
 epochs the higher mean) whose mean is within 0.5 points of the best mean.\n\n";
     let c = candidates(&budget_spec, &budget, "dense", 1.0);
     md += &table(&c, &budget_spec.seeds, |c| cheapest_within(c, BUDGET_MARGIN), "budget");
+    let mut curves = Vec::new();
     if let Ok(spec) = crate::spec::load("select-mlp") {
-        let recs = load("select-mlp")?;
         md += "## §4.2 λ_ker (NTT and AWT, transferred weights, output layer kept dense)\n\nRule: the highest mean per \
 method and density; a tie to 0.1 point goes to the smaller λ_ker.\n\n";
-        let mut rewound = String::new();
-        let mut curves = Vec::new();
-        for method in ["ntt", "awt"] {
-            for &d in &spec.densities {
-                let _ = writeln!(md, "### {} at density {d}\n", method.to_uppercase());
-                let (lam, rew) = lambda_and_rewind(&spec, &|v, d| scores(&recs, v, d), method, d.get());
-                curves.extend(lambda_curve(&format!("{} {d}", method.to_uppercase()), &lam));
-                md += &table(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE), "λ_ker");
-                // §4.3: the selected λ_ker's mask with its transferred weights against the same
-                // mask rewound to the initialisation (the ablation `<variant>-rewind`).
-                let Some(best) = selected(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE)) else { continue };
-                let want = format!("{}-rewind", best.variant);
-                let Some(r) = rew.into_iter().find(|x| x.variant == want) else { continue };
-                let t = Candidate {
-                    variant: best.variant.clone(),
-                    label: format!("{}, transferred", best.label),
-                    key: 0.0,
-                    scores: best.scores.clone(),
-                };
-                let r = Candidate { label: format!("{}, rewound", best.label), key: 1.0, ..r };
-                let _ = writeln!(rewound, "### {} at density {d}\n", method.to_uppercase());
-                rewound += &table(&[t, r], &spec.seeds, |c| rewound_if_better(c, TIE), "weights");
-            }
-        }
-        if !curves.is_empty() {
-            let fig = Figure {
-                title: "validation robust accuracy vs λ_ker (mean; bar: lowest to highest seed)",
-                xlabel: "λ_ker",
-                ylabel: "worst-case robust accuracy on validation (%)",
-                logx: true,
-                logy: false,
-                spread: Spread::Bars,
-            };
-            super::figures::write_figure(fig_dir, LAMBDA_FIGURE, &fig, &curves)?;
-            let _ = writeln!(md, "![validation robust accuracy vs λ_ker](figures/{LAMBDA_FIGURE})\n");
-        }
+        let (lambda, rewound) = lambda_sections(&spec, &load("select-mlp")?, "", &mut curves);
+        md += &lambda;
         if !rewound.is_empty() {
             md += "## §4.3 Transferred vs rewound weights (at each selected λ_ker)\n\nRule: the higher mean; a tie to \
 0.1 point keeps the transferred weights.\n\n";
@@ -156,7 +122,56 @@ learning-rate schedule selected there.\n\n";
         let c = candidates(&spec, &recs, "dense", 1.0);
         md += &table(&c, &spec.seeds, |c| cheapest_within(c, BUDGET_MARGIN), "budget");
     }
+    if let Ok(spec) = crate::spec::load("select-lenet5") {
+        md += "## §4.5 λ_ker (LeNet-5-Caffe, reduced: one selection seed, two values per method)\n\nRule: as §4.2. \
+Transferred vs rewound weights are not selected here: LeNet-5 carries over the MLP's choice at density 0.05 (§4.3).\n\n";
+        let (lambda, _) = lambda_sections(&spec, &load("select-lenet5")?, "LeNet-5 ", &mut curves);
+        md += &lambda;
+    }
+    if !curves.is_empty() {
+        let fig = Figure {
+            title: "validation robust accuracy vs λ_ker (mean; bar: lowest to highest seed)",
+            xlabel: "λ_ker",
+            ylabel: "worst-case robust accuracy on validation (%)",
+            logx: true,
+            logy: false,
+            spread: Spread::Bars,
+        };
+        super::figures::write_figure(fig_dir, LAMBDA_FIGURE, &fig, &curves)?;
+        md += "## The λ_ker curves (§4.2, §4.5)\n\n";
+        let _ = writeln!(md, "![validation robust accuracy vs λ_ker](figures/{LAMBDA_FIGURE})\n");
+    }
     Ok(md)
+}
+
+/// The λ_ker tables of a selection preset, one per method and density (§4.2), and the tables of
+/// transferred against rewound weights at each selected λ_ker where the preset has the rewound
+/// ablation (§4.3); the λ_ker curves go to `curves`, named with `prefix`.
+fn lambda_sections(spec: &Spec, recs: &[Rec], prefix: &str, curves: &mut Vec<Series>) -> (String, String) {
+    let (mut md, mut rewound) = (String::new(), String::new());
+    for method in ["ntt", "awt"] {
+        for &d in &spec.densities {
+            let _ = writeln!(md, "### {prefix}{} at density {d}\n", method.to_uppercase());
+            let (lam, rew) = lambda_and_rewind(spec, &|v, d| scores(recs, v, d), method, d.get());
+            curves.extend(lambda_curve(&format!("{prefix}{} {d}", method.to_uppercase()), &lam));
+            md += &table(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE), "λ_ker");
+            // §4.3: the selected λ_ker's mask with its transferred weights against the same mask
+            // rewound to the initialisation (the ablation `<variant>-rewind`).
+            let Some(best) = selected(&lam, &spec.seeds, |c| best_smaller_on_tie(c, TIE)) else { continue };
+            let want = format!("{}-rewind", best.variant);
+            let Some(r) = rew.into_iter().find(|x| x.variant == want) else { continue };
+            let t = Candidate {
+                variant: best.variant.clone(),
+                label: format!("{}, transferred", best.label),
+                key: 0.0,
+                scores: best.scores.clone(),
+            };
+            let r = Candidate { label: format!("{}, rewound", best.label), key: 1.0, ..r };
+            let _ = writeln!(rewound, "### {} at density {d}\n", method.to_uppercase());
+            rewound += &table(&[t, r], &spec.seeds, |c| rewound_if_better(c, TIE), "weights");
+        }
+    }
+    (md, rewound)
 }
 
 #[cfg(test)]
