@@ -33,7 +33,7 @@ commands:
   reproduce [--preset NAME] [--only RUN,...] [--first PATTERN,...] [--jobs N]
             [--force] [--list] [--shard i/n] [--commit] [--within DURATION] [--device cpu|cuda[:N]|auto]
             (--preset: any experiments/NAME.toml — smoke, quick, ntt-validation, study, paper, study v2's
-            select-mlp-budget, select-mlp, select-lenet5-budget, select-lenet5, final-mlp;
+            select-mlp-budget, select-mlp, select-lenet5-budget, select-lenet5, final-mlp, final-lenet5;
             --only: these runs, by their exact names as --list prints them;
             --jobs: concurrent runs, default one per core, the cores shared between them;
             --first: the runs whose name matches these patterns first, in that order, then the rest;

@@ -306,9 +306,11 @@ flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
         assert!(complete(&c, &spec.seeds), "§4.5's budget is decided in the committed records");
         assert!(c.iter().all(|x| x.label.ends_with(&format!(", {}", chosen.label.split(", ").nth(1).unwrap()))));
         let lenet5 = &c[cheapest_within(&c, BUDGET_MARGIN)];
-        let p = crate::spec::load("select-lenet5").unwrap();
-        let schedule = p.train.schedule.clone().unwrap_or_else(|| "constant".into());
-        assert_eq!(format!("{} epochs, {schedule}", p.train.epochs), lenet5.label, "select-lenet5");
+        for preset in ["select-lenet5", "final-lenet5"] {
+            let p = crate::spec::load(preset).unwrap();
+            let schedule = p.train.schedule.clone().unwrap_or_else(|| "constant".into());
+            assert_eq!(format!("{} epochs, {schedule}", p.train.epochs), lenet5.label, "{preset}");
+        }
     }
 
     /// §4.5's λ_ker candidates for LeNet-5: per method 1e-3 and the λ_ker select-mlp selected at
@@ -320,8 +322,13 @@ flags = {{ lambda-ker = {lam}, weights = \"rewind\" }}\n"
         let spec = crate::spec::load("select-lenet5").unwrap();
         assert_eq!((spec.seeds.as_slice(), spec.densities.len()), ([100].as_slice(), 1));
         assert_eq!(spec.densities[0].get(), 0.05);
-        // §3's λ_L2 for a CNN; §4.5's recorded search length (docs/protocol.md, "Recorded").
+        // §3's λ_L2 for a CNN; §4.5's recorded search length (docs/protocol.md, "Recorded"); the
+        // final runs search as the selection did, and take their weights from select-mlp.
         assert_eq!((spec.search.lambda_l2, spec.search.steps), (1e-5, 9360));
+        let fin = crate::spec::load("final-lenet5").unwrap();
+        assert_eq!(format!("{:?}", fin.search), format!("{:?}", spec.search));
+        let sel = fin.selected.as_ref().unwrap();
+        assert_eq!((sel.from.as_str(), sel.weights_from.as_deref()), ("select-lenet5", Some("select-mlp")));
         for method in ["ntt", "awt"] {
             let (lam, _) = lambda_and_rewind(&mlp, &scores_of(&recs), method, 0.05);
             assert!(complete(&lam, &mlp.seeds), "select-mlp decided λ_ker for {method} at 0.05");

@@ -22,6 +22,7 @@ fn every_preset_plans_and_the_study_limits_autoattack_only() {
         "select-lenet5-budget",
         "select-lenet5",
         "final-mlp",
+        "final-lenet5",
     ] {
         let spec = crate::spec::load(preset).unwrap();
         let runs = match expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None) {
