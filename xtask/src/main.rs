@@ -46,7 +46,7 @@ commands:
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
             --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/;
             --check: docs/reproduction.md as just produced equals the committed one (wall times, commits aside)
-  census    [--preset final-mlp] [--force]
+  census    [--preset final-mlp|final-lenet5] [--force]
             the masks at initialisation of a final preset's methods, seeds and densities with the output
             layer pruned like the others (a mask only, no training), and the classes each cuts off, into
             results/census/<preset>.json (docs/protocol.md section 3; docs/study.md reads it); a recorded

@@ -44,8 +44,10 @@ a verdict is only given where the interval decides it.\n\n",
     let (v2_glance, v2) = v2_verdicts(Some(&fig_dir))?;
     md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
     md += &v2;
-    if let Some(c) = crate::census::load("final-mlp")? {
-        md += &cutoff::census_section(&c);
+    for preset in ["final-mlp", "final-lenet5"] {
+        if let Some(c) = crate::census::load(preset)? {
+            md += &cutoff::census_section(&c);
+        }
     }
     md += &ntt_section(&ntt, &fig_dir)?;
     let (section, appendix) = study_section(&study, &fig_dir)?;

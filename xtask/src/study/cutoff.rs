@@ -142,12 +142,13 @@ pub(super) fn census_section(c: &Census) -> String {
     let order = |v: &str| crate::spec::METHODS.iter().position(|m| *m == v).unwrap_or(usize::MAX);
     variants.sort_by_key(|v| (order(crate::spec::plain_of(v).unwrap_or(v)), v.to_string()));
     let mut md = format!(
-        "## Study v2: how often an unconstrained mask would cut a class off
+        "## Study v2: how often an unconstrained mask would cut a class off (`{}`)
 
 The study's runs keep the output layer \
 dense (docs/protocol.md §3), so none of their tickets can leave a class without an incoming weight. Made with the output \
 layer pruned like the others, the masks at initialisation of `{}` (same methods, allocations, densities and evaluation \
 seeds; a mask only, no training; `cargo xtask census`, build `{}`) would cut these classes off:\n\n| mask |",
+        c.preset,
         c.preset,
         c.git_commit.chars().take(10).collect::<String>()
     );
