@@ -36,10 +36,23 @@ fn flag(spec: &Spec, variant: &str, method: &str, key: &str) -> Option<String> {
     ab.flags.get(key).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
 }
 
-/// The candidates of `method` at `density` in `spec`: the base runs and each ablation of the method.
+/// The flags a candidate of a rule may set: the budget's (§4.1, the dense net) or λ_ker and the
+/// weights (§4.2-4.3). An ablation setting anything else is a measurement beside the rules, never
+/// a candidate (LeNet-5's full-length search, §4.5).
+fn rule_flags(method: &str) -> &'static [&'static str] {
+    if method == "dense" { &["epochs", "schedule"] } else { &["lambda-ker", "weights"] }
+}
+
+/// The candidates of `method` at `density` in `spec`: the base runs and each ablation of the method
+/// that sets only what the rules select ([`rule_flags`]).
 pub(crate) fn candidates(spec: &Spec, scores: Scores, method: &str, density: f64) -> Vec<Candidate> {
     let mut variants = vec![method.to_string()];
-    variants.extend(spec.ablations.iter().filter(|a| a.method == method).map(|a| format!("{method}-{}", a.name)));
+    variants.extend(
+        spec.ablations
+            .iter()
+            .filter(|a| a.method == method && a.flags.keys().all(|k| rule_flags(method).contains(&k.as_str())))
+            .map(|a| format!("{method}-{}", a.name)),
+    );
     variants
         .into_iter()
         .map(|v| {

@@ -125,8 +125,10 @@ learning-rate schedule selected there.\n\n";
     if let Ok(spec) = crate::spec::load("select-lenet5") {
         md += "## §4.5 λ_ker (LeNet-5-Caffe, reduced: one selection seed, two values per method)\n\nRule: as §4.2. \
 Transferred vs rewound weights are not selected here: LeNet-5 carries over the MLP's choice at density 0.05 (§4.3).\n\n";
-        let (lambda, _) = lambda_sections(&spec, &load("select-lenet5")?, "LeNet-5 ", &mut curves);
+        let recs = load("select-lenet5")?;
+        let (lambda, _) = lambda_sections(&spec, &recs, "LeNet-5 ", &mut curves);
         md += &lambda;
+        md += &beside_rules(&spec, &recs);
     }
     if !curves.is_empty() {
         let fig = Figure {
@@ -142,6 +144,45 @@ Transferred vs rewound weights are not selected here: LeNet-5 carries over the M
         let _ = writeln!(md, "![validation robust accuracy vs λ_ker](figures/{LAMBDA_FIGURE})\n");
     }
     Ok(md)
+}
+
+/// The ablations of a selection preset that no rule reads (they set something the protocol fixed),
+/// each beside its method's base run at the same seeds: measurements, not selections.
+fn beside_rules(spec: &Spec, recs: &[Rec]) -> String {
+    let mut md = String::new();
+    for ab in &spec.ablations {
+        let variant = format!("{}-{}", ab.method, ab.name);
+        if ab.densities.iter().any(|d| candidates(spec, recs, &ab.method, d.get()).iter().any(|c| c.variant == variant))
+        {
+            continue;
+        }
+        if md.is_empty() {
+            md += "### Beside the rules\n\nRuns no rule reads (they change a setting the protocol fixed), each beside its \
+method's base run: a measurement at the seeds shown, not a selection.\n\n| run | sets | density | seed | score | base run |\n\
+|---|---|---|---|---|---|\n";
+        }
+        let sets: Vec<String> = ab.flags.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        for d in &ab.densities {
+            let (mine, base) = (scores(recs, &variant, d.get()), scores(recs, &ab.method, d.get()));
+            for s in &ab.seeds {
+                let cell = |v: &[(u64, f64)]| {
+                    v.iter().find(|(t, _)| t == s).map_or("—".to_string(), |(_, x)| format!("{:.2}", 100.0 * x))
+                };
+                let _ = writeln!(
+                    md,
+                    "| {variant} | {} | {d} | {s} | {} | {} ({}) |",
+                    sets.join(", "),
+                    cell(&mine),
+                    cell(&base),
+                    ab.method
+                );
+            }
+        }
+    }
+    if !md.is_empty() {
+        md += "\n";
+    }
+    md
 }
 
 /// The λ_ker tables of a selection preset, one per method and density (§4.2), and the tables of
