@@ -68,6 +68,7 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
                     flags,
                     dense_dir: None,
                     rewind_from: None,
+                    pretrained_from: None,
                 });
             };
             for method in methods {
@@ -89,8 +90,53 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
     link_twins(&mut runs);
     if spec.dynamics.is_some() {
         link_dense(&mut runs);
+        link_pretraining(&mut runs, spec, data)?;
     }
     Ok(runs)
+}
+
+/// HYDRA with `[dynamics]`: where the dense run of the same seed makes the same `awt init` and the
+/// same `awt train` as HYDRA's pretraining but for the length (and its kept epochs), at a constant
+/// learning rate (or the same length), its network after the pretraining's epochs is the pretrained
+/// net bit for bit (`awt train` at a constant rate does not depend on the epochs still to come;
+/// `a_dense_runs_kept_epoch_is_a_shorter_training_bit_for_bit` in awt-cli's tests), so HYDRA's
+/// scores start from it instead of training that net once more per density.
+fn link_pretraining(runs: &mut [Run], spec: &Spec, data: &str) -> Result<()> {
+    let dense: Vec<Run> = runs.iter().filter(|r| r.method.is_dense()).cloned().collect();
+    let args = |st: &[Step], name: &str| st.iter().find(|s| s.name == name).map(|s| s.args.clone());
+    let value = |a: &[String], flag: &str| {
+        a.iter().position(|x| x == flag).and_then(|i| a.get(i + 1)).and_then(|v| v.parse::<usize>().ok())
+    };
+    // A command without the values of `blank` (where it reads and writes, its length) and without
+    // the kept epochs.
+    let normal = |a: &[String], blank: &[&str]| {
+        let mut out: Vec<String> = Vec::new();
+        let mut it = a.iter();
+        while let Some(x) = it.next() {
+            if x != "--keep-epochs" {
+                out.push(x.clone());
+            }
+            if blank.contains(&x.as_str()) {
+                it.next();
+            }
+        }
+        out
+    };
+    let train_blank = ["--init", "--out", "--epochs"];
+    let constant = spec.train.schedule.as_deref().unwrap_or("constant") == "constant";
+    for run in runs.iter_mut().filter(|r| r.method.recipe() == TicketRecipe::Hydra) {
+        let Some(d) = dense.iter().find(|d| Some(&d.dir) == run.dense_dir.as_ref()) else { continue };
+        let (own, theirs) = (steps(run, spec, data)?, steps(d, spec, data)?);
+        let (Some(pre), Some(train)) = (args(&own, "pretrain-train"), args(&theirs, "train")) else { continue };
+        let (Some(i1), Some(i2)) = (args(&own, "init"), args(&theirs, "init")) else { continue };
+        let (Some(k), Some(e)) = (value(&pre, "--epochs"), value(&train, "--epochs")) else { continue };
+        let same = normal(&pre, &train_blank) == normal(&train, &train_blank)
+            && normal(&i1, &["--out"]) == normal(&i2, &["--out"]);
+        if same && k <= e && (constant || k == e) {
+            run.pretrained_from = Some(d.dir.join(layout::TRAIN).join(layout::EPOCHS).join(layout::epoch_file(k)));
+        }
+    }
+    Ok(())
 }
 
 /// With `[selected]`: the ticket-step flags a search method's runs take at `density`, as the

@@ -56,7 +56,7 @@ pub(crate) struct DynamicsArgs {
 }
 
 fn epoch_file(dir: &Path, epoch: usize) -> PathBuf {
-    dir.join(layout::EPOCHS).join(format!("epoch-{epoch:03}.safetensors"))
+    dir.join(layout::EPOCHS).join(layout::epoch_file(epoch))
 }
 
 /// Epochs 1.. saved in a training folder (stops at the first gap).

@@ -48,8 +48,7 @@ impl Hooks for CliHooks<'_> {
             std::fs::create_dir_all(dir).map_err(TrainError::hook)?;
             let mut net = self.net.clone();
             net.meta.insert("epoch".into(), (m.epoch + 1).to_string());
-            awt_nets::save(&net, &dir.join(format!("epoch-{:03}.safetensors", m.epoch + 1)))
-                .map_err(TrainError::hook)?;
+            awt_nets::save(&net, &dir.join(layout::epoch_file(m.epoch + 1))).map_err(TrainError::hook)?;
         }
         append_line(&self.metrics, &serde_json::to_string(m).map_err(TrainError::hook)?)?;
         if let Some((best, best_epoch, path)) = &mut self.best {

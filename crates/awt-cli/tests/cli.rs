@@ -570,3 +570,46 @@ fn masks_keep_the_output_layer_dense_when_asked() {
         assert_eq!(net.meta["output_layer"], "dense");
     }
 }
+
+/// At a constant learning rate a training's kept epoch k is a k-epoch training of the same net
+/// bit for bit (the epochs still to come change nothing before them): what lets the study start
+/// HYDRA from the dense run's kept epoch instead of training that net again (xtask's
+/// `link_pretraining`). Under a cosine schedule the two differ, as that rule expects.
+#[test]
+fn a_dense_runs_kept_epoch_is_a_shorter_training_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let (ok, _, err) = awt(args, &[]);
+        assert!(ok, "{args:?}: {err}");
+    };
+    run(&["init", "--arch", "mlp-784-32-10", "--seed", "5", "--out", &p("init.safetensors")]);
+    let train = |epochs: &str, keep: bool, schedule: &str, out: &str| {
+        let init = p("init.safetensors");
+        let mut a = vec!["train", "--init", &init, "--epochs", epochs, "--train-limit", "256"];
+        a.extend(["--batch", "64", "--steps", "2", "--eval-n", "32", "--eval-steps", "2", "--quiet"]);
+        a.extend(["--schedule", schedule, "--seed", "5"]);
+        if keep {
+            a.push("--keep-epochs");
+        }
+        let out = p(out);
+        a.extend(["--out", &out]);
+        run(&a);
+    };
+    let tensors = |file: &str| -> Vec<(String, Vec<u8>)> {
+        let bytes = std::fs::read(file).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut v: Vec<(String, Vec<u8>)> = st.tensors().into_iter().map(|(k, t)| (k, t.data().to_vec())).collect();
+        v.sort();
+        v
+    };
+    train("3", true, "constant", "long");
+    train("2", false, "constant", "short");
+    let kept = tensors(&p("long/epochs/epoch-002.safetensors"));
+    assert!(!kept.is_empty());
+    assert_eq!(kept, tensors(&p("short/model.safetensors")));
+    assert_ne!(kept, tensors(&p("long/model.safetensors")));
+    train("3", true, "cosine", "long-cos");
+    train("2", false, "cosine", "short-cos");
+    assert_ne!(tensors(&p("long-cos/epochs/epoch-002.safetensors")), tensors(&p("short-cos/model.safetensors")));
+}

@@ -40,6 +40,10 @@ pub const BEST: &str = "best.safetensors";
 pub const SUMMARY: &str = "summary.json";
 /// In a training folder: the networks after each epoch (`--save-epochs`).
 pub const EPOCHS: &str = "epochs";
+/// In a training folder's `epochs/`: the network after `epoch` epochs (1-based).
+pub fn epoch_file(epoch: usize) -> String {
+    format!("epoch-{epoch:03}.safetensors")
+}
 /// A writer's lock on its folder.
 pub const LOCK: &str = ".lock";
 /// Every file `awt train` writes into its folder (an input may be none of them).

@@ -24,6 +24,10 @@ pub(crate) struct Run {
     /// the grid: that run's folder. Once its ticket exists this run rewinds it instead of searching
     /// again (`awt ticket --rewind-from`, which gives the same file a search would).
     pub rewind_from: Option<PathBuf>,
+    /// HYDRA with `[dynamics]`, where the dense run of its seed trains exactly as its pretraining
+    /// would (`link_pretraining`): that run's network after the pretraining's epochs, which the
+    /// score optimisation starts from instead of training the same net again.
+    pub pretrained_from: Option<PathBuf>,
 }
 
 /// One `awt` invocation of a run.

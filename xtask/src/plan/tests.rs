@@ -247,6 +247,43 @@ fn imp_and_hydra_schedules_follow_their_tables_and_ablations() {
     }
 }
 
+/// HYDRA's pretraining comes from the dense run of its seed only where that run trains the same
+/// way: at a constant learning rate up to the dense run's length; with a cosine schedule only at
+/// the same length; never without `[dynamics]` (no kept epochs), nor when the training recipes differ.
+#[test]
+fn hydra_starts_from_the_dense_runs_epoch_only_where_it_is_the_same_training() {
+    let p = crate::workspace::root().join("experiments/final-lenet5.toml");
+    let base = std::fs::read_to_string(&p).unwrap();
+    let plan = |text: &str| {
+        let mut spec = crate::spec::parse(text, &p, "final-lenet5").unwrap();
+        spec.selected = None;
+        let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+        let h = runs.iter().find(|r| r.name == "lenet5-caffe-hydra-matched-d0.05-s201").unwrap().clone();
+        (h.pretrained_from.clone(), steps(&h, &spec, "fashion-mnist").unwrap())
+    };
+    let (from, st) = plan(&base);
+    let from = from.expect("constant rate, 10 of the dense run's 20 epochs");
+    assert!(
+        from.ends_with("train/epochs/epoch-010.safetensors") && from.display().to_string().contains("-dense-d1-s201-")
+    );
+    assert_eq!(st.iter().map(|s| s.name.as_str()).collect::<Vec<_>>()[..3], ["init", "hydra", "mask"]);
+    // Cosine: the first 10 of 20 epochs are not a 10-epoch training.
+    let cosine = base.replace("schedule = \"constant\"", "schedule = \"cosine\"");
+    let (from, st) = plan(&cosine);
+    assert!(from.is_none() && st.iter().any(|s| s.name == "pretrain-train"));
+    // ... unless the pretraining is as long as the dense run.
+    let (from, _) = plan(&cosine.replace("pretrain-epochs = 10", "pretrain-epochs = 20"));
+    assert!(from.unwrap().ends_with("epoch-020.safetensors"));
+    // Longer than the dense run, or a dense run that also tracks its kernel: no reuse.
+    let (from, _) = plan(&base.replace("pretrain-epochs = 10", "pretrain-epochs = 21"));
+    assert!(from.is_none());
+    let (from, _) = plan(&base.replace("track_kernel = false", "track_kernel = true"));
+    assert!(from.is_none());
+    // Without [dynamics] no run keeps its epochs.
+    let (from, st) = plan(&base.replace("[dynamics]\nprobe = 64\nsteps = 10\n", ""));
+    assert!(from.is_none() && st.iter().any(|s| s.name == "pretrain-train"));
+}
+
 /// A preset with `[selected]` plans only once its selection decides, and says what is missing
 /// (here a selection preset without a single NTT run: its λ_ker can never be decided).
 #[test]
@@ -292,12 +329,23 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     let rounds: usize = arg(&imp, "--imp-rounds").parse().unwrap();
     let each: usize = arg(&imp, "--imp-epochs").parse().unwrap();
     assert_eq!(rounds * each + arg(&imp_final, "--epochs").parse::<usize>().unwrap(), e);
+    // HYDRA's pretraining is the dense run's network after that many epochs (link_pretraining):
+    // its own and the compute-matched one, every seed and density.
+    for r in runs.iter().filter(|r| r.method == awt_runs::Method::Hydra) {
+        let dense = runs.iter().find(|d| d.method.is_dense() && d.seed == r.seed).unwrap();
+        let k = if r.name.contains("-matched-") { 15 } else { 30 };
+        let want = dense.dir.join("train/epochs").join(format!("epoch-{k:03}.safetensors"));
+        assert_eq!(r.pretrained_from.as_ref(), Some(&want), "{}", r.name);
+        let st = steps(r, &spec, "fashion-mnist").unwrap();
+        assert!(!st.iter().any(|s| s.name == "pretrain-train"), "{}", r.name);
+        assert_eq!(arg(st.iter().find(|s| s.name == "hydra").unwrap(), "--model"), want.display().to_string());
+    }
     let h = "lenet-300-100-hydra-matched-d0.02-s204";
-    let stages: usize = [("pretrain-train", "--epochs"), ("hydra", "--hydra-epochs"), ("train", "--epochs")]
+    let stages: usize = [("hydra", "--hydra-epochs"), ("train", "--epochs")]
         .iter()
         .map(|(st, f)| arg(&step_of(h, st), f).parse::<usize>().unwrap())
         .sum();
-    assert_eq!(stages, e);
+    assert_eq!(stages + 15, e);
     // Global ranking for SNIP, GraSP, SynFlow; per layer for their labelled variants and random.
     assert_eq!(arg(&step_of("lenet-300-100-snip-d0.05-s200", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-synflow-d0.02-s203", "prune"), "--allocation"), "global");

@@ -40,6 +40,12 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             // HYDRA: adversarially pretrain the dense net, optimise importance scores under the
             // robust loss, keep the top-k; the final training fine-tunes the pruned weights.
             let h = spec.hydra.as_ref().expect("checked when the spec was read");
+            let hydra_epochs = c.flag("hydra-epochs").unwrap_or(h.epochs);
+            if let Some(p) = &run.pretrained_from {
+                // The dense run of this seed holds the pretrained net already (`link_pretraining`).
+                let scores = h.scores(&c.job(&p.display().to_string(), &ticket), hydra_epochs, &spec.train);
+                return Ok(vec![step("hydra", scores, ticket.clone())]);
+            }
             let t = Argv::new("train")
                 .flag("--init", &init)
                 .then(c.train_flags(c.flag("pretrain-epochs").unwrap_or(h.pretrain_epochs)))
@@ -49,8 +55,7 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
                 ..step("pretrain-train", t, c.d(&format!("pretrain/{}", layout::MODEL)))
             };
             let pretrained = c.d(&format!("pretrain/{}", layout::MODEL));
-            let scores =
-                h.scores(&c.job(&pretrained, &ticket), c.flag("hydra-epochs").unwrap_or(h.epochs), &spec.train);
+            let scores = h.scores(&c.job(&pretrained, &ticket), hydra_epochs, &spec.train);
             vec![pretrain, step("hydra", scores, ticket.clone())]
         }
     })

@@ -86,6 +86,7 @@ mod tests {
                 flags: Vec::new(),
                 dense_dir: None,
                 rewind_from: None,
+                pretrained_from: None,
             })
             .collect()
     }
