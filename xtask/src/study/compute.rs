@@ -65,6 +65,20 @@ so medians say more than totals):\n\n\
         if builds.len() == 1 { "" } else { "s" },
         builds.join(", ")
     );
+    // HYDRA planned with `link_pretraining` took its pretrained net from the dense run of its seed.
+    let reused = recs
+        .iter()
+        .filter(|r| r.m.timings_seconds.contains_key("hydra") && !r.m.timings_seconds.contains_key("pretrain-train"))
+        .count();
+    if reused > 0 {
+        md += &format!(
+            " {reused} HYDRA run{} took {} pretrained net from the dense run of {} seed (that run's kept epoch; the \
+training is counted there, not in HYDRA's row).",
+            if reused == 1 { "" } else { "s" },
+            if reused == 1 { "its" } else { "their" },
+            if reused == 1 { "its" } else { "their" },
+        );
+    }
     if !partial.is_empty() {
         md += &format!(
             " {} run{} ({}) {} resumed before step timings carried across sittings: {} earlier sittings are missing, so {} time counts low (left out of the medians, kept in the totals).",
@@ -77,4 +91,26 @@ so medians say more than totals):\n\n\
         );
     }
     md + "\n\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A HYDRA run without a pretraining time took its pretrained net from the dense run, and the
+    /// table says so; one with its own pretraining does not count.
+    #[test]
+    fn hydra_runs_that_reused_the_dense_runs_epoch_are_named() {
+        let mut recs: Vec<Rec> =
+            (0..3).map(|s| super::super::tests::rec("hydra", 0.05, s, (0.8, 0.6, 0.5), 100, Vec::new())).collect();
+        for r in &mut recs {
+            r.m.timings_seconds.insert("hydra".into(), 10.0);
+        }
+        recs[2].m.timings_seconds.insert("pretrain-train".into(), 50.0);
+        let md = compute(&recs);
+        assert!(md.contains(" 2 HYDRA runs took their pretrained net from the dense run of their seed"), "{md}");
+        recs[0].m.timings_seconds.insert("pretrain-train".into(), 50.0);
+        recs[1].m.timings_seconds.insert("pretrain-train".into(), 50.0);
+        assert!(!compute(&recs).contains("pretrained net from the dense run"));
+    }
 }
