@@ -44,6 +44,7 @@ a verdict is only given where the interval decides it.\n\n",
     let (v2_glance, v2) = v2_verdicts(Some(&fig_dir))?;
     md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
     md += &v2;
+    md += &v2_progress()?;
     for preset in ["final-mlp", "final-lenet5"] {
         if let Some(c) = crate::census::load(preset)? {
             md += &cutoff::census_section(&c);
@@ -239,6 +240,39 @@ about {:.1} h of wall time with two at once on the 2-core machine (`--jobs 2`)."
     }
     md += "\n\n";
     Ok(md)
+}
+
+/// Study v2's stages, in the protocol's order: each preset with its runs recorded of those it plans,
+/// or, for a final preset, what its selection still has to decide before it can plan.
+const V2_STAGES: [(&str, &str); 6] = [
+    ("§4.1 LeNet-300-100's training budget", "select-mlp-budget"),
+    ("§4.2–4.3 λ_ker, then transferred vs rewound weights (LeNet-300-100)", "select-mlp"),
+    ("§4.5 LeNet-5-Caffe's training budget", "select-lenet5-budget"),
+    ("§4.5 λ_ker (LeNet-5-Caffe)", "select-lenet5"),
+    ("§5 the final comparison, LeNet-300-100", "final-mlp"),
+    ("§5 the final comparison, LeNet-5-Caffe", "final-lenet5"),
+];
+
+/// Where study v2 stands, from the records: a table of its stages.
+fn v2_progress() -> Result<String> {
+    let mut md = String::from(
+        "## Study v2: where it stands\n\nEach stage's runs recorded under `results/<preset>/`, of those its preset plans \
+now (docs/selection.md has the selections' tables):\n\n| stage | preset | recorded |\n|---|---|---|\n",
+    );
+    for (stage, preset) in V2_STAGES {
+        let Ok(spec) = crate::spec::load(preset) else { continue };
+        let recs = load(preset)?;
+        let cell = match planned(&spec, &recs) {
+            Ok(runs) => format!("{} of {}", runs.iter().filter(|r| r.1).count(), runs.len()),
+            Err(e) => {
+                let why = format!("{e:#}");
+                let why = why.split(": [selected]: ").last().unwrap_or(&why).to_string();
+                format!("plans once its selection decides ({why})")
+            }
+        };
+        let _ = writeln!(md, "| {stage} | `{preset}` | {cell} |");
+    }
+    Ok(md + "\n")
 }
 
 /// The headline measure and its name: AutoAttack where it covers the whole evaluation set of every
