@@ -151,8 +151,8 @@ pub(super) type Cell<'a> = (&'a str, &'a str, &'a [Rec], &'a Roles, &'a [f64]);
 /// Study v2's lines for "At a glance" and its section, both empty while no final preset has a
 /// record. With `fig_dir`, each net and density also gets its figures there (protocol §8): every
 /// ticket against the dense net with its interval, and the kernel distance over epochs 0..T.
-pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String)> {
-    let (mut glance_md, mut md) = (String::new(), String::new());
+pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String, String)> {
+    let (mut glance_md, mut md, mut appendix) = (String::new(), String::new(), String::new());
     for (net, arch, recs, roles, densities) in cells {
         if recs.is_empty() {
             continue;
@@ -166,15 +166,22 @@ study v2.\n\n",
                 &super::selection::PROTOCOL_COMMIT[..7]
             );
         }
+        let aa_n = recs.iter().find_map(|r| r.aa.as_ref().map(|a| a.n));
         for &d in *densities {
             let claims = family(recs, d, roles);
             writeln!(md, "### {net}, density {d}\n")?;
+            let vs = super::exploratory::versus_awt(recs, d, roles.awt);
+            if !vs.is_empty() {
+                writeln!(appendix, "### {net}, density {d}\n\n{vs}")?;
+            }
             if claims.is_empty() {
                 md += "No claim has two paired seeds yet.\n\n";
+                md += &super::exploratory::levels(recs, d, aa_n);
                 continue;
             }
             md += &table(&claims, true)?;
             md += "\n";
+            md += &super::exploratory::levels(recs, d, aa_n);
             glance_md += &glance(&claims, net, d);
             if let Some(fig_dir) = fig_dir {
                 let tag = format!("v2-{arch}");
@@ -191,7 +198,14 @@ study v2.\n\n",
             "**Study v2, the final comparison** (test split, fresh seeds; primary claims after Holm):\n\n{glance_md}\n"
         );
     }
-    Ok((glance_md, md))
+    if !appendix.is_empty() {
+        appendix = format!(
+            "## Study v2: AWT against every other variant (exploratory)\n\nTest split, fresh seeds; AWT − X paired by seed \
+with unadjusted 95 % intervals, read by the one rule's \"beats\" row but without Holm's correction, so no verdict: \
+\"AWT higher\" or \"X higher\" where the interval excludes 0. The primary claims are in [the study](study.md).\n\n{appendix}"
+        );
+    }
+    Ok((glance_md, md, appendix))
 }
 
 #[cfg(test)]
@@ -256,15 +270,25 @@ mod tests {
         // The section: nothing without records, a table per density with them.
         let figs = tempfile_dir();
         let none = section(&[("LeNet-5-Caffe", "lenet5-caffe", &[], &LENET5, &[0.05])], Some(&figs)).unwrap();
-        assert_eq!(none, (String::new(), String::new()));
+        assert_eq!(none, (String::new(), String::new(), String::new()));
         assert_eq!(std::fs::read_dir(&figs).unwrap().count(), 0, "no figure without records");
         let cell = ("LeNet-300-100", "lenet-300-100", &recs[..], &MLP, &[0.05, 0.02][..]);
-        let (g, md) = section(&[cell], Some(&figs)).unwrap();
+        let (g, md, appendix) = section(&[cell], Some(&figs)).unwrap();
         assert!(
             g.starts_with("**Study v2, the final comparison**") && g.contains("- **LeNet-300-100, density 0.05**"),
             "{g}"
         );
         assert!(md.contains("### LeNet-300-100, density 0.02\n\nNo claim has two paired seeds yet."), "{md}");
+        // Beside the claims, exploratory: each variant's level, and AWT against every other variant
+        // in the appendix (the dense net included; nothing at a density without AWT runs).
+        assert!(md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | clean |\n|---|---|---|---|---|\n| dense | 5 |"), "{md}");
+        assert!(appendix.starts_with("## Study v2: AWT against every other variant (exploratory)"), "{appendix}");
+        assert!(appendix.contains("### LeNet-300-100, density 0.05\n\n| X | paired seeds |"), "{appendix}");
+        assert!(
+            appendix.lines().any(|l| l.starts_with("| random | 5 |") && l.contains("| AWT higher |")),
+            "{appendix}"
+        );
+        assert!(!appendix.contains("density 0.02"), "{appendix}");
         // The cell's figures: each ticket against the dense net, and the kernel distance from epoch 0.
         for f in ["v2-lenet-300-100-vs-dense-d0.05.svg", "v2-lenet-300-100-dyn-distance-d0.05.svg"] {
             assert!(md.contains(&format!("(figures/{f})")), "{f} not shown: {md}");

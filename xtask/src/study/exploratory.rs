@@ -1,0 +1,137 @@
+//! Study v2's exploratory results (docs/protocol.md §7): everything outside the primary family —
+//! each variant's own numbers, and AWT against every other variant on the worst case, AutoAttack and
+//! clean accuracy — with unadjusted 95 % intervals, labelled exploratory. The variants' numbers go to
+//! docs/study.md under each net and density; the AWT − X comparisons to the appendix.
+
+use std::fmt::Write as _;
+
+use super::data::{Measure, Rec, by_seed, values, variants};
+use crate::stats::{Summary, paired, summary};
+
+/// The three measures, as their columns are headed.
+const MEASURES: [(Measure, &str); 3] =
+    [(Measure::Worst, "worst case"), (Measure::AutoAttack, "AutoAttack"), (Measure::Clean, "clean")];
+
+/// A variant's runs at density `d` (the dense net at density 1).
+fn scores(recs: &[Rec], v: &str, d: f64, m: Measure) -> Vec<(u64, f64)> {
+    by_seed(recs, v, if v == "dense" { 1.0 } else { d }, |r| r.measure(m))
+}
+
+/// "m [lo, hi]" in % for a variant's mean over seeds; one seed gives its value, no interval.
+fn level(s: &Summary) -> String {
+    match (s.n, s.ci95()) {
+        (0, _) => "—".into(),
+        (_, Some((lo, hi))) => format!("{:.1} [{:.1}, {:.1}]", 100.0 * s.mean, 100.0 * lo, 100.0 * hi),
+        _ => format!("{:.1} (one seed)", 100.0 * s.mean),
+    }
+}
+
+/// The one rule's "beats" reading of AWT − X, unadjusted.
+fn reading(s: &Summary, x: &str) -> String {
+    match s.ci95() {
+        Some((lo, _)) if lo > 0.0 => "AWT higher".into(),
+        Some((_, hi)) if hi < 0.0 => format!("{x} higher"),
+        Some(_) => "no difference shown".into(),
+        None => "no interval".into(),
+    }
+}
+
+/// The variants at density `d` (and the dense net), in report order.
+fn cell_variants(recs: &[Rec], d: f64) -> Vec<String> {
+    variants(recs)
+        .into_iter()
+        .filter(|v| {
+            recs.iter()
+                .any(|r| r.variant() == *v && (r.m.density.get() - if v == "dense" { 1.0 } else { d }).abs() < 1e-12)
+        })
+        .collect()
+}
+
+/// Each variant's mean over its seeds with a 95 % interval, per measure (for docs/study.md).
+pub(super) fn levels(recs: &[Rec], d: f64, aa_n: Option<u64>) -> String {
+    let vs = cell_variants(recs, d);
+    if vs.is_empty() {
+        return String::new();
+    }
+    let aa = aa_n.map_or("AutoAttack".to_string(), |n| format!("AutoAttack (first {n})"));
+    let mut md = format!(
+        "Exploratory (unadjusted 95 % intervals over seeds; no verdict is drawn from them): each variant's robust \
+accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa} and clean accuracy on the test split, in %.\n\n\
+| variant | seeds | worst case | {aa} | clean |\n|---|---|---|---|---|\n"
+    );
+    for v in &vs {
+        let cols: Vec<String> =
+            MEASURES.iter().map(|(m, _)| level(&summary(&values(&scores(recs, v, d, *m))))).collect();
+        let n = scores(recs, v, d, Measure::Worst).len();
+        let _ = writeln!(md, "| {v} | {n} | {} |", cols.join(" | "));
+    }
+    md + "\n"
+}
+
+/// AWT − X for every other variant X, per measure, paired by seed, with the unadjusted reading
+/// (for the appendix).
+pub(super) fn versus_awt(recs: &[Rec], d: f64, awt: &str) -> String {
+    let vs: Vec<String> = cell_variants(recs, d).into_iter().filter(|v| v != awt).collect();
+    if vs.is_empty() || scores(recs, awt, d, Measure::Worst).is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("| X | paired seeds |");
+    for (_, name) in MEASURES {
+        let _ = write!(md, " AWT − X, {name} [95 % CI] | reading |");
+    }
+    md += "\n|---|---|";
+    md += &"---|---|".repeat(MEASURES.len());
+    md += "\n";
+    for x in &vs {
+        let n = paired(&scores(recs, awt, d, Measure::Worst), &scores(recs, x, d, Measure::Worst)).n;
+        let _ = write!(md, "| {x} | {n} |");
+        for (m, _) in MEASURES {
+            let s = paired(&scores(recs, awt, d, m), &scores(recs, x, d, m));
+            let _ = write!(md, " {} | {} |", s.pct_ci(), if s.n == 0 { "—".into() } else { reading(&s, x) });
+        }
+        md += "\n";
+    }
+    md + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::rec;
+    use super::*;
+
+    /// Made-up seeds: AWT 2 points above random at every seed (AWT higher), level with SynFlow give
+    /// or take noise (no difference shown), a secondary variant at one seed (no interval); the
+    /// dense net counted at density 1; each variant's level with its interval.
+    #[test]
+    fn every_variant_gets_its_level_and_its_difference_to_awt() {
+        let mut recs = Vec::new();
+        for seed in 0..3u64 {
+            let j = 0.003 * seed as f64;
+            recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60 + j), 1000, Vec::new()));
+            recs.push(rec("awt", 0.05, seed, (0.80, 0.60, 0.58 + j), 1000, Vec::new()));
+            recs.push(rec("random", 0.05, seed, (0.78, 0.58, 0.56 + j), 1000, Vec::new()));
+            recs.push(rec(
+                "synflow",
+                0.05,
+                seed,
+                (0.80, 0.60, 0.58 + [0.004, -0.004, 0.001][seed as usize]),
+                1000,
+                Vec::new(),
+            ));
+        }
+        recs.push(rec("grasp", 0.05, 0, (0.7, 0.5, 0.5), 1000, Vec::new()));
+        recs.push(rec("awt", 0.02, 0, (0.7, 0.5, 0.5), 1000, Vec::new()));
+        let md = levels(&recs, 0.05, Some(1000));
+        assert!(md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | clean |"), "{md}");
+        assert!(md.contains("| dense | 3 | 60.3 ["), "{md}");
+        assert!(md.contains("| grasp | 1 | 50.0 (one seed) |"), "{md}");
+        let app = versus_awt(&recs, 0.05, "awt");
+        let row = |x: &str| app.lines().find(|l| l.starts_with(&format!("| {x} |"))).unwrap_or_else(|| panic!("{app}"));
+        assert!(row("random").starts_with("| random | 3 | +2.0 [+2.0, +2.0] | AWT higher |"), "{app}");
+        assert!(row("synflow").contains("| no difference shown |"), "{app}");
+        assert!(row("grasp").starts_with("| grasp | 1 | +8.0 (one seed) | no interval |"), "{app}");
+        assert!(row("dense").starts_with("| dense | 3 | -2.0 [-2.0, -2.0] | dense higher |"), "{app}");
+        assert!(!app.contains("| awt |"), "{app}");
+        assert!(versus_awt(&recs, 0.2, "awt").is_empty());
+    }
+}
