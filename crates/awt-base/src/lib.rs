@@ -23,6 +23,7 @@
 //! assert_eq!(a.next_u64(), b.next_u64());
 //! ```
 
+pub mod avg_signal;
 mod classifier;
 pub mod conv;
 pub mod device;

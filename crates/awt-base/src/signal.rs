@@ -5,6 +5,7 @@
 //! - [`ReluRoute`]: `d ⊙ [x > 0]`, the mask read per example (not repeated `r` times);
 //! - [`PoolRoute`]: a 2×2 max-pool's signal, each window's value to its first maximum (a scatter;
 //!   its adjoint a gather);
+//! - [`AvgRoute`](crate::avg_signal::AvgRoute) (its own module): a 2×2 average pool's signal;
 //! - [`ConvSignal`]: a convolution's adjoint `col2im(Wᵀ D)`: one gemm per signal into a reused
 //!   buffer, or, under a sparse mask, a loop over the kept weights only (work ∝ density).
 //!

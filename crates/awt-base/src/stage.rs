@@ -5,6 +5,7 @@
 
 use candle_core::{D, Result, Tensor};
 
+use crate::avg_signal::AvgRoute;
 use crate::conv::{conv_signal, conv2d};
 use crate::signal::{self, PoolRoute, ReluRoute};
 use crate::{device, fused};
@@ -150,6 +151,9 @@ impl Stage {
             }
             Stage::MaxPool2 if device::cpu_kernels(d) => {
                 d.contiguous()?.apply_op2(&input.detach().contiguous()?, PoolRoute { after_relu: false })
+            }
+            Stage::AvgPool2 if device::cpu_kernels(d) => {
+                d.contiguous()?.apply_op2(&input.detach().contiguous()?, AvgRoute { after_relu: false })
             }
             Stage::Conv2d(p) => conv_signal(d, &p.effective_weight()?),
             Stage::Relu => d.mul(&repeat_rows(&input.detach().gt(0.0)?.to_dtype(d.dtype())?, r)?),

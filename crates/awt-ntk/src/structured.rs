@@ -3,7 +3,7 @@
 //! For the examples of one batch we form the stage inputs `a_l` (ordinary forward pass) and the
 //! backward signals `D_l[(i, c)] = ∂f_c(x_i)/∂(output of stage l)`, starting from the identity at the
 //! logits and pushed back by each stage's [`Stage::backward`] with one signal per class (linear
-//! `D W`, ReLU and max-pool by detached 0/1 masks, average pool and flatten by reshapes, convolution
+//! `D W`, ReLU and max-pool by detached 0/1 masks, average pool by a ¼ spread, flatten by a reshape, convolution
 //! by its adjoint, a differentiable col2im of `Wᵀ D`). The kernel is then Σ over weighted stages of
 //! (Novak et al., ICML 2022, "structured derivatives"):
 //!
@@ -22,6 +22,7 @@
 //! selections are piecewise constant).
 
 use awt_base::Stage;
+use awt_base::avg_signal::AvgRoute;
 use awt_base::device;
 use awt_base::signal::{PoolRoute, density, mask_values};
 use candle_core::{D, Tensor};
@@ -111,10 +112,17 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
             }
             side_done = Some(idx - 2);
         }
-        // A max-pool over a ReLU's output: both signal maps in one pass (CPU).
-        if matches!(s, Stage::MaxPool2) && idx > 0 && matches!(stages[idx - 1], Stage::Relu) && device::cpu_kernels(&d)
+        // A max- or average pool over a ReLU's output: both signal maps in one pass (CPU).
+        if matches!(s, Stage::MaxPool2 | Stage::AvgPool2)
+            && idx > 0
+            && matches!(stages[idx - 1], Stage::Relu)
+            && device::cpu_kernels(&d)
         {
-            d = d.contiguous()?.apply_op2(&inp.detach().contiguous()?, PoolRoute { after_relu: true })?;
+            let (d_, x) = (d.contiguous()?, inp.detach().contiguous()?);
+            d = match s {
+                Stage::MaxPool2 => d_.apply_op2(&x, PoolRoute { after_relu: true })?,
+                _ => d_.apply_op2(&x, AvgRoute { after_relu: true })?,
+            };
             relu_done = true;
             continue;
         }

@@ -3,7 +3,7 @@
 //! PSD, traced = trace of full, all-ones mask = dense, zero mask = bias part only, and the gradient
 //! of the kernel-matching loss against central finite differences in f64.
 
-use awt_base::{Rng, Staged};
+use awt_base::{Rng, Stage, Staged};
 use awt_nets::{Arch, Init, InputNorm, Net};
 use awt_ntk::{Kind, metrics, reference, structured, structured_blocked, trace_full};
 use candle_core::{DType, Device, Module, Tensor};
@@ -167,15 +167,25 @@ fn all_ones_mask_is_dense_and_zero_mask_leaves_the_bias_part() {
     }
 }
 
+/// The stages of `net`, with its max-pools made average pools when `avg` (the LeNet-5 that
+/// neural-tangents can build, which the benchmarks compare against).
+fn stages_of(net: &Net, avg: bool) -> Vec<Stage> {
+    net.stages().into_iter().map(|s| if avg && matches!(s, Stage::MaxPool2) { Stage::AvgPool2 } else { s }).collect()
+}
+
 /// ‖Θ(m ⊙ θ_s) − Θ(θ_T)‖² against central finite differences, with the teacher fixed.
 fn check_kernel_loss_gradient(arch: Arch, n: usize, probes_per_tensor: usize, keep: f64) {
+    check_kernel_loss_gradient_with(arch, false, n, probes_per_tensor, keep)
+}
+
+fn check_kernel_loss_gradient_with(arch: Arch, avg: bool, n: usize, probes_per_tensor: usize, keep: f64) {
     let teacher = Net::init(&arch, Init::KaimingUniform, 5, DType::F64, &Device::Cpu).unwrap();
     let mut student = teacher.deep_clone().unwrap();
     mask_randomly(&mut student, keep, 6);
     let (x1, x2) = (inputs(&arch, n, 7, DType::F64), inputs(&arch, n, 8, DType::F64));
-    let kt = structured(&teacher.stages(), &x1, &x2, Kind::Full).unwrap().detach();
+    let kt = structured(&stages_of(&teacher, avg), &x1, &x2, Kind::Full).unwrap().detach();
     let loss = |s: &Net| -> Tensor {
-        (structured(&s.stages(), &x1, &x2, Kind::Full).unwrap() - &kt).unwrap().sqr().unwrap().sum_all().unwrap()
+        (structured(&stages_of(s, avg), &x1, &x2, Kind::Full).unwrap() - &kt).unwrap().sqr().unwrap().sum_all().unwrap()
     };
     let grads = loss(&student).backward().unwrap();
     let mut r = Rng::new(1);
@@ -227,4 +237,30 @@ fn kernel_loss_gradient_matches_finite_differences_in_f64() {
     check_kernel_loss_gradient(Arch::Lenet5Caffe, 2, 3, 0.5);
     // The convolutions' kernels from the per-example gradients at the kept weights only.
     check_kernel_loss_gradient(Arch::Lenet5Caffe, 2, 3, 0.15);
+    // Average pools (their signal and the ReLU's before them as one op).
+    check_kernel_loss_gradient_with(Arch::Lenet5Caffe, true, 2, 3, 0.5);
+}
+
+#[test]
+fn structured_equals_reference_with_average_pools() {
+    // Dense, a mask above the sparse threshold, a sparse one; X1 = X2 and X1 ≠ X2.
+    for keep in [None, Some(0.4), Some(0.1)] {
+        let mut net = Net::init(&Arch::Lenet5Caffe, Init::KaimingUniform, 3, DType::F64, &Device::Cpu).unwrap();
+        if let Some(k) = keep {
+            mask_randomly(&mut net, k, 9);
+        }
+        let stages = stages_of(&net, true);
+        assert!(stages.iter().any(|s| matches!(s, Stage::AvgPool2)));
+        let x1 = inputs(&Arch::Lenet5Caffe, 3, 1, DType::F64);
+        let x2 = inputs(&Arch::Lenet5Caffe, 2, 2, DType::F64);
+        let f = |x: &Tensor| awt_base::forward_stages(&stages, x);
+        for (a, b) in [(&x1, &x1), (&x1, &x2)] {
+            let s = structured(&stages, a, b, Kind::Full).unwrap();
+            let e = rel_err(&s, &reference(&f, &net.vars(), a, b, Kind::Full).unwrap());
+            assert!(e <= 1e-10, "average pools, mask={keep:?}: relative error {e:.3e}");
+            let t = structured(&stages, a, b, Kind::Trace).unwrap();
+            let e = rel_err(&t, &trace_full(&s, a.dim(0).unwrap(), b.dim(0).unwrap()).unwrap());
+            assert!(e <= 1e-10, "average pools, mask={keep:?}: traced kernel off by {e:.3e}");
+        }
+    }
 }
