@@ -143,7 +143,7 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     let glance = at_a_glance(&[], &recs).unwrap();
     assert!(glance.contains("| the paper's claim | density 0.05 |\n|---|---|\n"), "{glance}");
     assert!(
-        glance.contains("**The paper's claims** (§2, from 0 of the "),
+        glance.contains("**The paper's claims in the first study** (§2, from 0 of the "),
         "made-up records are no planned run: {glance}"
     );
     let row = glance.lines().find(|l| l.starts_with("| an AWT ticket matches")).unwrap_or_else(|| panic!("{glance}"));
