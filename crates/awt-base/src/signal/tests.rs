@@ -1,3 +1,6 @@
+//! Tests of the backward-signal maps against their candle formulations, gradients included, and by
+//! central finite differences.
+
 use super::*;
 use crate::conv;
 use crate::testing::{check_fd, max_diff, rand, same_gradients};

@@ -1,3 +1,5 @@
+//! Tests of the dynamics section on made-up records: its table, its summary and its figures.
+
 use super::super::tests::{rec, tempfile_dir};
 use super::*;
 
