@@ -11,6 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use rayon::prelude::*;
 
 use crate::conv::cpu_slice;
+use crate::signal::{apply, dispatch2, repeats};
 
 /// A 2×2 average pool's backward signal: `d: (n·r, c, h/2, w/2)` to `(n·r, c, h, w)`, signal
 /// `i·r + s` reading example `i` of the pool's input `x: (n, c, h, w)` (only its shape, unless
@@ -85,30 +86,8 @@ fn route<T: WithDType>(d: &[T], x: &[T], dm: Dims, gather: bool, relu: bool) -> 
     out
 }
 
-/// Checks `d` (`small`: pooled-size planes, else full-size) against the pool's input `x`.
-fn dims(d: &Shape, x: &Shape, small: bool, what: &str) -> Result<Dims> {
-    let (nn, dc, dh, dw) = d.dims4()?;
-    let (n, c, h, w) = x.dims4()?;
-    let want = if small { (c, h / 2, w / 2) } else { (c, h, w) };
-    if n == 0 || !nn.is_multiple_of(n) || (dc, dh, dw) != want {
-        candle_core::bail!("{what}: signals {d:?} do not fit pool inputs {x:?}");
-    }
-    Ok(Dims { n, r: nn / n, c, h, w })
-}
-
-fn run<T: WithDType>(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    dm: Dims,
-    gather: bool,
-    relu: bool,
-) -> Result<Vec<T>> {
-    Ok(route(cpu_slice::<T>(s1, l1)?, cpu_slice::<T>(s2, l2)?, dm, gather, relu))
-}
-
-/// The forward pass of both ops.
+/// The forward pass of both ops: checks `d` (pooled-size planes when spreading, full-size when
+/// gathering) against the pool's input `x` and routes.
 fn fwd(
     s1: &CpuStorage,
     l1: &Layout,
@@ -118,14 +97,16 @@ fn fwd(
     relu: bool,
 ) -> Result<(CpuStorage, Shape)> {
     let what = if gather { "avg-gather" } else { "avg-route" };
-    let dm = dims(l1.shape(), l2.shape(), !gather, what)?;
-    let st = match (s1, s2) {
-        (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(run::<f32>(s1, l1, s2, l2, dm, gather, relu)?),
-        (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(run::<f64>(s1, l1, s2, l2, dm, gather, relu)?),
-        _ => candle_core::bail!("{what}: only f32 or f64, both the same"),
-    };
-    let (h, w) = if gather { (dm.h / 2, dm.w / 2) } else { (dm.h, dm.w) };
-    Ok((st, Shape::from((dm.n * dm.r, dm.c, h, w))))
+    let (nn, dc, dh, dw) = l1.shape().dims4()?;
+    let (n, c, h, w) = l2.shape().dims4()?;
+    let r = repeats(nn, n, what)?;
+    if (dc, dh, dw) != if gather { (c, h, w) } else { (c, h / 2, w / 2) } {
+        candle_core::bail!("{what}: signals {:?} do not fit pool inputs {:?}", l1.shape(), l2.shape());
+    }
+    let dm = Dims { n, r, c, h, w };
+    let st = dispatch2!(what, (s1, l1), (s2, l2), |d, x| route(d, x, dm, gather, relu));
+    let (oh, ow) = if gather { (h / 2, w / 2) } else { (h, w) };
+    Ok((st, Shape::from((n * r, c, oh, ow))))
 }
 
 impl CustomOp2 for AvgRoute {
@@ -138,8 +119,7 @@ impl CustomOp2 for AvgRoute {
     }
 
     fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &AvgGather { after_relu: self.after_relu })?;
-        Ok((Some(g), None))
+        Ok((Some(apply(grad, x, AvgGather { after_relu: self.after_relu })?), None))
     }
 }
 
@@ -153,8 +133,7 @@ impl CustomOp2 for AvgGather {
     }
 
     fn bwd(&self, _d: &Tensor, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = grad.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &AvgRoute { after_relu: self.after_relu })?;
-        Ok((Some(g), None))
+        Ok((Some(apply(grad, x, AvgRoute { after_relu: self.after_relu })?), None))
     }
 }
 

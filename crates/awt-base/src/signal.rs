@@ -44,13 +44,15 @@ macro_rules! dispatch2 {
     }};
 }
 
+pub(crate) use dispatch2;
+
 /// Applies a CPU op without recording it (the backward passes here are linear maps of `grad`).
-fn apply<C: CustomOp2>(a: &Tensor, b: &Tensor, op: C) -> Result<Tensor> {
+pub(crate) fn apply<C: CustomOp2>(a: &Tensor, b: &Tensor, op: C) -> Result<Tensor> {
     a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &op)
 }
 
 /// Signals per example: `nn = n·r`.
-fn repeats(nn: usize, n: usize, what: &str) -> Result<usize> {
+pub(crate) fn repeats(nn: usize, n: usize, what: &str) -> Result<usize> {
     if n == 0 || !nn.is_multiple_of(n) {
         candle_core::bail!("{what}: {nn} signals are not a whole number per example of {n}");
     }
