@@ -102,6 +102,8 @@ fn ntk(c: &mut Criterion) {
         g.sample_size(10);
         g.bench_function("full", |b| b.iter(|| structured(&stages, &x1, &x2, Kind::Full).unwrap()));
         g.bench_function("traced", |b| b.iter(|| structured(&stages, &x1, &x2, Kind::Trace).unwrap()));
+        // A batch with itself (X1 = X2), as a Gram matrix of training inputs is computed.
+        g.bench_function("gram", |b| b.iter(|| structured(&stages, &x1, &x1, Kind::Full).unwrap()));
         if !arch.ends_with("avgpool") {
             let target = structured(&stages, &x1, &x2, Kind::Full).unwrap().detach();
             g.bench_function("loss_gradient", |b| {

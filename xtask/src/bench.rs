@@ -263,10 +263,14 @@ fn rows(ours: &BTreeMap<String, f64>, peers: &[Value], at: &BTreeMap<&str, (Opti
         });
     }
     for net in ["lenet-300-100", "lenet5-caffe-avgpool"] {
-        for (measure, id) in [("ntk_full", "full"), ("ntk_traced", "traced")] {
+        for (measure, id) in [("ntk_full", "full"), ("ntk_traced", "traced"), ("ntk_gram", "gram")] {
             let (peer_ms, peer_name) = find(net, measure).unwrap_or((None, "—".into()));
+            let what = match id {
+                "gram" => format!("{net} NTK full, one batch of 64 with itself"),
+                _ => format!("{net} NTK {id}, n 64 × 64"),
+            };
             rows.push(Row {
-                what: format!("{net} NTK {id}, n 64 × 64"),
+                what,
                 peer_name: format!("{peer_name}, best implementation"),
                 peer_ms,
                 ours_ms: ours.get(&format!("ntk/{net}/n64x64/{id}")).copied(),

@@ -2,7 +2,8 @@
 //! formulation: kernel-block scaling and accumulation ([`blocks`]), and the masked linear layer's
 //! kernel contraction and input Gram ([`masked`]), the masked convolution's per-example
 //! gradients at the kept weights ([`conv`]), and the same from the signals after a ReLU and a
-//! max-pool ([`pooled`]).
+//! max-pool ([`pooled`]), and the Gram matrix of a batch with itself over half the products
+//! ([`gram`]).
 //!
 //! The kernel reaches them only through the functions below, which take the op on the CPU
 //! ([`awt_base::device::cpu_kernels`]) and the same quantity from plain candle ops on every other
@@ -11,6 +12,7 @@
 
 mod blocks;
 mod conv;
+mod gram;
 mod masked;
 mod pooled;
 
@@ -19,6 +21,7 @@ use candle_core::{Result, Tensor};
 
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
 pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
+pub(crate) use gram::Gram;
 pub(crate) use masked::{MaskedGram, MaskedPair};
 pub(crate) use pooled::PooledKeptConvGrad;
 
@@ -30,6 +33,15 @@ pub(crate) fn add_block_diag(acc: &Tensor, s: &Tensor, k: usize) -> Result<Tenso
     let (n1, n2) = s.dims2()?;
     let eye = Tensor::eye(k, s.dtype(), s.device())?.reshape((1, k, 1, k))?;
     acc + s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))?
+}
+
+/// `a·aᵀ` of a 2-D `a`: by [`Gram`] (the blocks on and above the diagonal only, exactly symmetric)
+/// where its inner dimension makes that pay ([`gram::MIN_INNER`]), else one plain product.
+pub(crate) fn gram(a: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(a) && a.dim(1)? >= gram::MIN_INNER {
+        return a.contiguous()?.apply_op1(Gram);
+    }
+    a.matmul(&a.t()?)
 }
 
 /// `acc + dd ⊙ (s ⊗ 1_{k×k})`: each k×k block of `dd: (n1·k, n2·k)` scaled by `s[i, j]`.
@@ -125,6 +137,7 @@ mod tests {
     fn every_op_equals_its_device_generic_formulation_with_gradients() {
         let (n1, n2, k, p, q) = (3, 4, 2, 5, 7);
         same_both_ways(&[rand(&[n1 * k, n2 * k], 1), rand(&[n1, n2], 2)], &|t| add_block_diag(&t[0], &t[1], k), 1e-14);
+        same_both_ways(&[rand(&[130, gram::MIN_INNER], 20)], &|t| gram(&t[0]), 1e-11);
         same_both_ways(
             &[rand(&[n1 * k, n2 * k], 3), rand(&[n1 * k, n2 * k], 4), rand(&[n1, n2], 5)],
             &|t| scale_blocks_add(&t[0], &t[1], &t[2], k),

@@ -17,6 +17,10 @@
 //!   mask multiplies `g₁` by `M`. (The patch-Gram alternative is not implemented: for the zoo's
 //!   layers the per-example form is as cheap or cheaper, and it is the only one that admits a mask.)
 //!
+//! For a batch with itself (`x1` and `x2` one tensor) every product of one side with the other is a
+//! Gram matrix `A·Aᵀ`, and [`gram`] computes only its blocks on and above the diagonal;
+//! [`structured_blocked`] likewise computes the blocks above the diagonal and transposes them.
+//!
 //! Every op is differentiable and the masks are constants, so `backward()` on any scalar of the
 //! result gives its exact gradient with respect to the weights (almost everywhere: ReLU and max-pool
 //! selections are piecewise constant).
@@ -32,7 +36,8 @@ use crate::error::NtkError;
 use awt_base::conv::im2col;
 
 use crate::ops::{
-    PooledKeptConvGrad, add_block_diag, kept_conv_grad, masked_gram, masked_pair, per_example_grad, scale_blocks_add,
+    PooledKeptConvGrad, add_block_diag, gram, kept_conv_grad, masked_gram, masked_pair, per_example_grad,
+    scale_blocks_add,
 };
 
 /// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
@@ -184,9 +189,15 @@ fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Resul
     aa.matmul(&m.t()?)?.reshape((n1, n2, out))? + 1.0
 }
 
+/// `x1·x2ᵀ`; with `same` (`x1` and `x2` are one tensor, X1 = X2) by [`gram`], over the blocks on and
+/// above the diagonal only.
+fn outer(x1: &Tensor, x2: &Tensor, same: bool) -> candle_core::Result<Tensor> {
+    if same { gram(x1) } else { x1.matmul(&x2.t()?) }
+}
+
 /// One weighted stage's block of the full kernel, `(n1·k, n2·k)`, for the layers not accumulated
 /// by the fused dense-linear path in [`structured`] (masked linear and convolution).
-fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
+fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize, same: bool) -> candle_core::Result<Tensor> {
     match (l1, l2) {
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let out = m.dim(0)?;
@@ -194,13 +205,13 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
             masked_pair(&d1.reshape((n1, k, out))?, &d2.reshape((n2, k, out))?, &g)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
-            let g1 = match mask {
-                Some(m) => g1.broadcast_mul(m)?,
-                None => g1.clone(),
+            // A mask multiplies one side only, so the product is not a Gram then.
+            let w = match mask {
+                Some(m) => g1.broadcast_mul(m)?.matmul(&g2.t()?)?,
+                None => outer(g1, g2, same)?,
             };
-            let w = g1.matmul(&g2.t()?)?;
             match (b1, b2) {
-                (Some(b1), Some(b2)) => w + b1.matmul(&b2.t()?)?,
+                (Some(b1), Some(b2)) => w + outer(b1, b2, same)?,
                 _ => Ok(w),
             }
         }
@@ -210,12 +221,19 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candl
 
 /// One weighted stage's block of the traced kernel, `(n1, n2)`, without forming the full one:
 /// Σ_c Θ[(i,c),(j,c)] contracts the class axis together with the feature axis.
-fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -> candle_core::Result<Tensor> {
+fn pair_traced(
+    l1: &LayerSide,
+    l2: &LayerSide,
+    n1: usize,
+    n2: usize,
+    k: usize,
+    same: bool,
+) -> candle_core::Result<Tensor> {
     match (l1, l2) {
         (LayerSide::Linear { a: a1, d: d1, mask: None, .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
             let out = d1.dim(1)?;
-            let tdd = d1.reshape((n1, k * out))?.matmul(&d2.reshape((n2, k * out))?.t()?)?;
-            let aa = (a1.matmul(&a2.t()?)? + 1.0)?;
+            let tdd = outer(&d1.reshape((n1, k * out))?, &d2.reshape((n2, k * out))?, same)?;
+            let aa = (outer(a1, a2, same)? + 1.0)?;
             tdd.mul(&aa)
         }
         (LayerSide::Linear { a: a1, d: d1, mask: Some(m), .. }, LayerSide::Linear { a: a2, d: d2, .. }) => {
@@ -227,16 +245,16 @@ fn pair_traced(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize) -
             e1.matmul(&e2)?.mul(&g)?.sum(0)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
-            let g1 = match mask {
-                Some(m) => g1.broadcast_mul(m)?,
-                None => g1.clone(),
-            };
             let p = g1.dim(1)?;
-            let w = g1.reshape((n1, k * p))?.matmul(&g2.reshape((n2, k * p))?.t()?)?;
+            let g2 = g2.reshape((n2, k * p))?;
+            let w = match mask {
+                Some(m) => g1.broadcast_mul(m)?.reshape((n1, k * p))?.matmul(&g2.t()?)?,
+                None => outer(&g1.reshape((n1, k * p))?, &g2, same)?,
+            };
             match (b1, b2) {
                 (Some(b1), Some(b2)) => {
                     let o = b1.dim(1)?;
-                    w + b1.reshape((n1, k * o))?.matmul(&b2.reshape((n2, k * o))?.t()?)?
+                    w + outer(&b1.reshape((n1, k * o))?, &b2.reshape((n2, k * o))?, same)?
                 }
                 _ => Ok(w),
             }
@@ -277,17 +295,17 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
                 Some(t) => t,
                 None => Tensor::zeros((n1 * k, n2 * k), a1.dtype(), a1.device())?,
             };
-            let s = (a1.matmul(&a2.t()?)? + 1.0)?;
+            let s = (outer(a1, a2, same)? + 1.0)?;
             total = Some(if *identity {
                 add_block_diag(&acc, &s, k)?
             } else {
-                scale_blocks_add(&acc, &d1.matmul(&d2.t()?)?, &s, k)?
+                scale_blocks_add(&acc, &outer(d1, d2, same)?, &s, k)?
             });
             continue;
         }
         let t = match kind {
-            Kind::Full => pair(l1, l2, n1, n2, k)?,
-            Kind::Trace => pair_traced(l1, l2, n1, n2, k)?,
+            Kind::Full => pair(l1, l2, n1, n2, k, same)?,
+            Kind::Trace => pair_traced(l1, l2, n1, n2, k, same)?,
         };
         total = Some(match total {
             None => t,
@@ -307,15 +325,22 @@ pub fn structured_blocked(
 ) -> Result<Tensor, NtkError> {
     let block = block.max(1);
     let (n1, n2) = (x1.dim(0)?, x2.dim(0)?);
-    let mut rows = Vec::new();
-    for i in (0..n1).step_by(block) {
+    let same = x1.id() == x2.id();
+    let mut blocks: Vec<Vec<Tensor>> = Vec::new();
+    for (bi, i) in (0..n1).step_by(block).enumerate() {
         let b1 = x1.narrow(0, i, block.min(n1 - i))?;
         let mut cols = Vec::new();
-        for j in (0..n2).step_by(block) {
-            let b2 = if x1.id() == x2.id() && i == j { b1.clone() } else { x2.narrow(0, j, block.min(n2 - j))? };
+        for (bj, j) in (0..n2).step_by(block).enumerate() {
+            if same && bj < bi {
+                // A batch with itself: the block below the diagonal is the transpose of one above it.
+                cols.push(blocks[bj][bi].t()?.contiguous()?);
+                continue;
+            }
+            let b2 = if same && i == j { b1.clone() } else { x2.narrow(0, j, block.min(n2 - j))? };
             cols.push(structured(stages, &b1, &b2, kind)?.detach());
         }
-        rows.push(Tensor::cat(&cols, 1)?);
+        blocks.push(cols);
     }
+    let rows: Vec<Tensor> = blocks.iter().map(|cols| Tensor::cat(cols, 1)).collect::<candle_core::Result<_>>()?;
     Ok(Tensor::cat(&rows, 0)?)
 }

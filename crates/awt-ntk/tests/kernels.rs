@@ -135,6 +135,11 @@ fn kernel_is_symmetric_psd_transposes_and_traces() {
         );
         let blocked = structured_blocked(&st, &x1, &x2, Kind::Full, 2).unwrap();
         assert!(rel_err(&blocked, &k12) <= 1e-12);
+        // With itself, the blocks below the diagonal are those above it, transposed.
+        for (b, kind, whole) in [(2, Kind::Full, &k11), (3, Kind::Full, &k11), (3, Kind::Trace, &t11)] {
+            let blocked = structured_blocked(&st, &x1, &x1, kind, b).unwrap();
+            assert!(rel_err(&blocked, whole) <= 1e-12, "{arch}: blocks of {b} differ");
+        }
         // One example's own k×k block is its diagonal block of the batch kernel.
         let x_one = x1.narrow(0, 1, 1).unwrap();
         let own = structured(&st, &x_one, &x_one, Kind::Full).unwrap();
