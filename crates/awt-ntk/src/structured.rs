@@ -18,7 +18,8 @@
 //!   layers the per-example form is as cheap or cheaper, and it is the only one that admits a mask.)
 //!
 //! For a batch with itself (`x1` and `x2` one tensor) every product of one side with the other is a
-//! Gram matrix `A·Aᵀ`, and [`gram`] computes only its blocks on and above the diagonal;
+//! Gram matrix `A·Aᵀ`, and [`gram`] computes only its blocks on and above the diagonal where the
+//! inner dimension makes that pay (LeNet-5's conv2), else one plain product;
 //! [`structured_blocked`] likewise computes the blocks above the diagonal and transposes them.
 //!
 //! Every op is differentiable and the masks are constants, so `backward()` on any scalar of the
@@ -189,8 +190,7 @@ fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Resul
     aa.matmul(&m.t()?)?.reshape((n1, n2, out))? + 1.0
 }
 
-/// `x1·x2ᵀ`; with `same` (`x1` and `x2` are one tensor, X1 = X2) by [`gram`], over the blocks on and
-/// above the diagonal only.
+/// `x1·x2ᵀ`; with `same` (`x1` and `x2` are one tensor, X1 = X2) by [`gram`].
 fn outer(x1: &Tensor, x2: &Tensor, same: bool) -> candle_core::Result<Tensor> {
     if same { gram(x1) } else { x1.matmul(&x2.t()?) }
 }
