@@ -45,6 +45,8 @@ impl Rec {
         match which {
             // AutoAttack may run on a prefix of the evaluation set (`[eval] autoattack_n`).
             Measure::AutoAttack => self.aa.as_ref().and_then(|a| Some(a.robust_correct? as f64 / a.n as f64)),
+            // What Square alone broke after AutoAttack's gradient attacks, as a fraction of its images.
+            Measure::SquareOnly => self.aa.as_ref().and_then(|a| Some(a.gradient_free_only? as f64 / a.n as f64)),
             Measure::Clean => Some(self.m.clean()),
             Measure::Pgd => Some(self.m.first_attack()).filter(|v| v.is_finite()),
             Measure::Worst => Some(self.m.robust()),
@@ -63,6 +65,7 @@ pub(super) enum Measure {
     Pgd,
     Worst,
     AutoAttack,
+    SquareOnly,
 }
 
 pub(super) fn load(preset: &str) -> Result<Vec<Rec>> {

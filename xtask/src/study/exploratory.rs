@@ -56,12 +56,14 @@ pub(super) fn levels(recs: &[Rec], d: f64, aa_n: Option<u64>) -> String {
     let aa = aa_n.map_or("AutoAttack".to_string(), |n| format!("AutoAttack (first {n})"));
     let mut md = format!(
         "Exploratory (unadjusted 95 % intervals over seeds; no verdict is drawn from them): each variant's robust \
-accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa} and clean accuracy on the test split, in %.\n\n\
-| variant | seeds | worst case | {aa} | clean |\n|---|---|---|---|---|\n"
+accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone broke in it after its gradient attacks \
+(in % of those images; over 1 is a sign of gradient masking, §5), and clean accuracy on the test split, in %.\n\n\
+| variant | seeds | worst case | {aa} | Square alone | clean |\n|---|---|---|---|---|---|\n"
     );
     for v in &vs {
-        let cols: Vec<String> =
+        let mut cols: Vec<String> =
             MEASURES.iter().map(|(m, _)| level(&summary(&values(&scores(recs, v, d, *m))))).collect();
+        cols.insert(2, level(&summary(&values(&scores(recs, v, d, Measure::SquareOnly)))));
         let n = scores(recs, v, d, Measure::Worst).len();
         let _ = writeln!(md, "| {v} | {n} | {} |", cols.join(" | "));
     }
@@ -122,7 +124,16 @@ mod tests {
         recs.push(rec("grasp", 0.05, 0, (0.7, 0.5, 0.5), 1000, Vec::new()));
         recs.push(rec("awt", 0.02, 0, (0.7, 0.5, 0.5), 1000, Vec::new()));
         let md = levels(&recs, 0.05, Some(1000));
-        assert!(md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | clean |"), "{md}");
+        assert!(
+            md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | Square alone | clean |"),
+            "{md}"
+        );
+        // Square alone: what AutoAttack's Square broke after its gradient attacks (2 of 1000 here).
+        assert!(md.contains("| dense | 3 | 60.3 [") && md.contains("| 0.2 [0.2, 0.2] | 85.0 [85.0, 85.0] |"), "{md}");
+        assert!(
+            md.contains("| grasp | 1 | 50.0 (one seed) | 49.5 (one seed) | 0.2 (one seed) | 70.0 (one seed) |"),
+            "{md}"
+        );
         assert!(md.contains("| dense | 3 | 60.3 ["), "{md}");
         assert!(md.contains("| grasp | 1 | 50.0 (one seed) |"), "{md}");
         let app = versus_awt(&recs, 0.05, "awt");

@@ -281,7 +281,7 @@ mod tests {
         assert!(md.contains("### LeNet-300-100, density 0.02\n\nNo claim has two paired seeds yet."), "{md}");
         // Beside the claims, exploratory: each variant's level, and AWT against every other variant
         // in the appendix (the dense net included; nothing at a density without AWT runs).
-        assert!(md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | clean |\n|---|---|---|---|---|\n| dense | 5 |"), "{md}");
+        assert!(md.contains("| variant | seeds | worst case | AutoAttack (first 1000) | Square alone | clean |\n|---|---|---|---|---|---|\n| dense | 5 |"), "{md}");
         assert!(appendix.starts_with("## Study v2: AWT against every other variant (exploratory)"), "{appendix}");
         assert!(appendix.contains("### LeNet-300-100, density 0.05\n\n| X | paired seeds |"), "{appendix}");
         assert!(
