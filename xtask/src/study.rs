@@ -265,21 +265,47 @@ const V2_STAGES: [(&str, &str); 6] = [
 fn v2_progress() -> Result<String> {
     let mut md = String::from(
         "## Study v2: where it stands\n\nEach stage's runs recorded under `results/<preset>/`, of those its preset plans \
-now (docs/selection.md has the selections' tables):\n\n| stage | preset | recorded |\n|---|---|---|\n",
+now, the run time of the recorded runs (wall time, one thread per run), and the time the runs left need at the \
+recorded median per run of their variant (docs/selection.md has the selections' tables):\n\n\
+| stage | preset | recorded | run time so far (h) | to go, estimated (h) |\n|---|---|---|---|---|\n",
     );
+    let (mut so_far, mut to_go, mut unplanned) = (0.0, 0.0, false);
     for (stage, preset) in V2_STAGES {
         let Ok(spec) = crate::spec::load(preset) else { continue };
         let recs = load(preset)?;
-        let cell = match planned(&spec, &recs) {
-            Ok(runs) => format!("{} of {}", runs.iter().filter(|r| r.1).count(), runs.len()),
+        // (+ 0.0: an empty f64 sum is −0.0, printed "-0.0")
+        let hours: f64 = recs.iter().map(|r| r.m.wall_seconds).sum::<f64>() / 3600.0 + 0.0;
+        so_far += hours;
+        let (cell, left) = match planned(&spec, &recs) {
+            Ok(runs) => {
+                let left: Vec<String> =
+                    runs.iter().filter(|r| !r.1).map(|(r, _)| variant_of(&r.name, &r.arch)).collect();
+                let h = compute::hours_left(&recs, &left);
+                to_go += h.unwrap_or(0.0);
+                unplanned |= h.is_none() && !left.is_empty();
+                let cell = format!("{} of {}", runs.len() - left.len(), runs.len());
+                (cell, h.map_or(if left.is_empty() { "0".into() } else { "—".into() }, |h| format!("{h:.1}")))
+            }
             Err(e) => {
                 let why = format!("{e:#}");
                 let why = why.split(": [selected]: ").last().unwrap_or(&why).to_string();
-                format!("plans once its selection decides ({why})")
+                unplanned = true;
+                (format!("plans once its selection decides ({why})"), "—".to_string())
             }
         };
-        let _ = writeln!(md, "| {stage} | `{preset}` | {cell} |");
+        let _ = writeln!(md, "| {stage} | `{preset}` | {cell} | {hours:.1} | {left} |");
     }
+    let _ = writeln!(
+        md,
+        "\nRun time so far: {so_far:.1} h; to go, estimated: {to_go:.1} h{}. Two runs share the 2-core machine at a \
+time, each on one thread, so the wall-clock time is about half the run time; a run's wall time also counts the time \
+it waited for a core while other work ran beside it.",
+        if unplanned {
+            ", not counting the stages marked —, which have no recorded run of their own to estimate from"
+        } else {
+            ""
+        }
+    );
     Ok(md + "\n")
 }
 

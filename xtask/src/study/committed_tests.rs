@@ -71,3 +71,36 @@ fn the_cited_protocol_commit_predates_every_study_v2_record() {
     let now = std::fs::read_to_string(root().join("docs/protocol.md")).unwrap();
     assert!(now.starts_with(fixed), "docs/protocol.md changed above its deviations since {cited}");
 }
+
+/// "Where it stands" against the records read independently: each stage's recorded count is the
+/// number of run folders with a manifest, its run time the sum of their `wall_seconds`, and the
+/// total under the table the sum of the rows.
+#[test]
+fn the_progress_table_adds_up_the_committed_records() {
+    let md = v2_progress().unwrap();
+    let mut total = 0.0;
+    let mut rows = 0;
+    for (_, preset) in V2_STAGES {
+        let Some(row) = md.lines().find(|l| l.contains(&format!("| `{preset}` |"))) else { continue };
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let (mut n, mut secs) = (0, 0.0);
+        if let Ok(dirs) = std::fs::read_dir(root().join("results").join(preset)) {
+            for d in dirs {
+                let m = d.unwrap().path().join("manifest.json");
+                if let Ok(text) = std::fs::read_to_string(&m) {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                    n += 1;
+                    secs += v["wall_seconds"].as_f64().unwrap();
+                }
+            }
+        }
+        if !cells[2].starts_with("plans once") {
+            assert!(cells[2].starts_with(&format!("{n} of ")), "{preset}: {row}");
+        }
+        assert_eq!(cells[3], format!("{:.1}", secs / 3600.0 + 0.0), "{preset}: {row}");
+        total += secs / 3600.0;
+        rows += 1;
+    }
+    assert!(rows >= 4, "{md}");
+    assert!(md.contains(&format!("Run time so far: {total:.1} h;")), "{md}");
+}
