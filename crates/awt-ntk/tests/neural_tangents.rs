@@ -1,0 +1,103 @@
+//! The structured kernel against an independent implementation: neural-tangents' empirical NTK
+//! (structured derivatives, checked there against its Jacobian contraction), stored as a fixture by
+//! `benches/peers/nt_fixture.py` in float64 for LeNet-300-100 and LeNet-5-Caffe with average pools
+//! (the LeNet-5 stax can build), dense and under a sparse mask, for X1 = X2 (the Gram path) and
+//! X1 ≠ X2. The weights, masks and inputs are formulas both sides compute (see the script), so the
+//! fixture holds only the kernels.
+
+use awt_base::{Stage, Staged};
+use awt_nets::{Arch, Init, Net};
+use awt_ntk::{Kind, structured, trace_full};
+use candle_core::{DType, Device, Tensor};
+
+const FIXTURE: &str = include_str!("data/neural-tangents.json");
+
+/// `sqrt(3 / fan_in) · sin(1 + 0.37 k + 1.3 j)` for weights, `0.1 · sin(…)` for biases.
+fn values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
+    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
+    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
+}
+
+/// Kept where `(2654435761 k + 40503 j + 12345) mod 2³²` < 1288490188 (about 30 %).
+fn mask(j: usize, len: usize) -> Vec<f64> {
+    (0..len as u64)
+        .map(|k| {
+            let h = (k * 2_654_435_761 + 40_503 * j as u64 + 12_345) % (1u64 << 32);
+            if h < 1_288_490_188 { 1.0 } else { 0.0 }
+        })
+        .collect()
+}
+
+/// `0.5 + 0.5 sin(0.11 e + 2.1 i + 0.7 s)`, as `(n, 1, 28, 28)`.
+fn inputs(s: usize, n: usize) -> Tensor {
+    let v: Vec<f64> = (0..n)
+        .flat_map(|i| (0..784).map(move |e| 0.5 + 0.5 * (0.11 * e as f64 + 2.1 * i as f64 + 0.7 * s as f64).sin()))
+        .collect();
+    Tensor::from_vec(v, (n, 1, 28, 28), &Device::Cpu).unwrap()
+}
+
+/// The net with the formula's weights (parameters numbered in forward order, weight before bias),
+/// masked by the formula's masks when `masked`.
+fn net(arch: &Arch, layers: &[&str], masked: bool) -> Net {
+    let mut net = Net::init(arch, Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
+    for (l, layer) in layers.iter().enumerate() {
+        let (wn, bn) = (format!("{layer}.weight"), format!("{layer}.bias"));
+        let w = net.param(&wn).unwrap().as_tensor().clone();
+        let fan_in: usize = w.dims()[1..].iter().product();
+        let set = |name: &str, v: Vec<f64>, like: &Tensor| {
+            let t = Tensor::from_vec(v, like.shape(), &Device::Cpu).unwrap();
+            net.param(name).unwrap().set(&t).unwrap();
+        };
+        set(&wn, values(2 * l, w.elem_count(), fan_in, false), &w);
+        let b = net.param(&bn).unwrap().as_tensor().clone();
+        set(&bn, values(2 * l + 1, b.elem_count(), fan_in, true), &b);
+        if masked {
+            let m = Tensor::from_vec(mask(2 * l, w.elem_count()), w.shape(), &Device::Cpu).unwrap();
+            net.set_mask(&wn, &m).unwrap();
+        }
+    }
+    net
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+    let max = |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap();
+    max(&(a - b).unwrap()) / max(b)
+}
+
+fn check(key: &str, arch: Arch, layers: &[&str], avg_pools: bool) {
+    let fixture: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    let (n1, n2) = (fixture["n1"].as_u64().unwrap() as usize, fixture["n2"].as_u64().unwrap() as usize);
+    let (x1, x2) = (inputs(1, n1), inputs(2, n2));
+    for masked in [false, true] {
+        let net = net(&arch, layers, masked);
+        let stages: Vec<Stage> = net
+            .stages()
+            .into_iter()
+            .map(|s| if avg_pools && matches!(s, Stage::MaxPool2) { Stage::AvgPool2 } else { s })
+            .collect();
+        for (same, b) in [(true, &x1), (false, &x2)] {
+            let case = format!("{}-{}", if masked { "masked" } else { "dense" }, if same { "same" } else { "pair" });
+            let k = &fixture[key][&case];
+            let shape: Vec<usize> =
+                k["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let v: Vec<f64> = k["kernel"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let theirs = Tensor::from_vec(v, shape.as_slice(), &Device::Cpu).unwrap();
+            let ours = structured(&stages, &x1, b, Kind::Full).unwrap();
+            let e = rel_err(&ours, &theirs);
+            assert!(e <= 1e-10, "{key} {case}: relative error {e:.3e} against neural-tangents");
+            let traced = structured(&stages, &x1, b, Kind::Trace).unwrap();
+            let e = rel_err(&traced, &trace_full(&theirs, n1, b.dim(0).unwrap()).unwrap());
+            assert!(e <= 1e-10, "{key} {case}: traced kernel off by {e:.3e} against neural-tangents");
+        }
+    }
+}
+
+#[test]
+fn lenet_300_100_kernel_equals_neural_tangents() {
+    check("lenet-300-100", Arch::Lenet300100, &["fc1", "fc2", "fc3"], false);
+}
+
+#[test]
+fn lenet5_kernel_equals_neural_tangents() {
+    check("lenet5-caffe-avgpool", Arch::Lenet5Caffe, &["conv1", "conv2", "fc1", "fc2"], true);
+}
