@@ -1,0 +1,104 @@
+//! `awt_train::train` against PyTorch: a masked 784-32-10 MLP trained in float64 for five full-batch
+//! steps with Adam (L2 weight decay) and with SGD (Nesterov momentum, weight decay), from the same
+//! formula weights, mask and data (`benches/peers/torch_train_fixture.py` made the fixture
+//! `tests/data/pytorch-training.json`; it holds PyTorch's results only). Compared: each trained
+//! tensor's sum, sum of squares and 64 of its entries, and the trained net's logits.
+
+use awt_data::Split;
+use awt_nets::{Arch, Init, Net};
+use awt_train::{NoHooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, train};
+use candle_core::{DType, Device, Module, Tensor};
+
+const FIXTURE: &str = include_str!("data/pytorch-training.json");
+
+fn values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
+    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
+    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
+}
+
+fn mask(j: usize, len: usize) -> Vec<f64> {
+    (0..len as u64)
+        .map(
+            |k| if (k * 2_654_435_761 + 40_503 * j as u64 + 12_345) % (1u64 << 32) < 1_288_490_188 { 1.0 } else { 0.0 },
+        )
+        .collect()
+}
+
+fn masked_net() -> Net {
+    let mut net = Net::init(&Arch::Mlp(vec![784, 32, 10]), Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
+    for (l, layer) in ["fc1", "fc2"].iter().enumerate() {
+        let (wn, bn) = (format!("{layer}.weight"), format!("{layer}.bias"));
+        let w = net.param(&wn).unwrap().as_tensor().clone();
+        let b = net.param(&bn).unwrap().as_tensor().clone();
+        let fan_in = w.dims()[1];
+        let m = mask(2 * l, w.elem_count());
+        let wv: Vec<f64> = values(2 * l, w.elem_count(), fan_in, false).iter().zip(&m).map(|(v, m)| v * m).collect();
+        net.param(&wn).unwrap().set(&Tensor::from_vec(wv, w.shape(), &Device::Cpu).unwrap()).unwrap();
+        let bv = values(2 * l + 1, b.elem_count(), fan_in, true);
+        net.param(&bn).unwrap().set(&Tensor::from_vec(bv, b.shape(), &Device::Cpu).unwrap()).unwrap();
+        net.set_mask(&wn, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
+    }
+    net
+}
+
+fn data(n: usize) -> Split {
+    let images = (0..n).flat_map(|i| (0..784).map(move |e| ((37 * e + 101 * i + 13) % 256) as u8)).collect();
+    let labels = (0..n).map(|i| ((3 + 7 * i) % 10) as u8).collect();
+    Split { images, labels, shape: [1, 28, 28] }
+}
+
+fn rel(ours: f64, theirs: f64) -> f64 {
+    (ours - theirs).abs() / theirs.abs().max(1e-300)
+}
+
+fn check(name: &str, optimizer: OptimizerConfig) {
+    let fixture: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
+    let (n, steps) = (fixture["n"].as_u64().unwrap() as usize, fixture["steps"].as_u64().unwrap() as usize);
+    let want = &fixture[name];
+    let net = masked_net();
+    let c = TrainConfig {
+        epochs: steps,
+        batch_size: n,
+        lr: want["lr"].as_f64().unwrap(),
+        optimizer,
+        schedule: Schedule::Constant,
+        objective: Objective::Natural,
+        seed: 0,
+        eval_n: n,
+        eval_eps: 0.1,
+        eval_steps: 1,
+    };
+    let split = data(n);
+    let dir = tempfile::tempdir().unwrap();
+    let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let hash = format!("{c:?}");
+    let folder = RunFolder::open(dir.path(), &hash, &hash, false).unwrap();
+    train(&net, vars, &split, &split, &c.validate().unwrap(), &folder, &mut NoHooks).unwrap();
+    for (tensor, w) in want["tensors"].as_object().unwrap() {
+        let ours = net.param(tensor).unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let sum: f64 = ours.iter().sum();
+        let sumsq: f64 = ours.iter().map(|v| v * v).sum();
+        let e = rel(sum, w["sum"].as_f64().unwrap()).max(rel(sumsq, w["sumsq"].as_f64().unwrap()));
+        assert!(e <= 1e-10, "{name} {tensor}: sum or sum of squares off by {e:.3e} against PyTorch");
+        for entry in w["entries"].as_array().unwrap() {
+            let (k, v) = (entry[0].as_u64().unwrap() as usize, entry[1].as_f64().unwrap());
+            assert!((ours[k] - v).abs() <= 1e-10 * v.abs().max(1e-3), "{name} {tensor}[{k}]: {} against {v}", ours[k]);
+        }
+    }
+    let x = split.images_tensor(&(0..n).collect::<Vec<_>>(), &Device::Cpu).unwrap().to_dtype(DType::F64).unwrap();
+    let logits = net.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let theirs: Vec<f64> = want["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let scale = theirs.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let e = logits.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / scale;
+    assert!(e <= 1e-10, "{name}: trained logits off by {e:.3e} against PyTorch");
+}
+
+#[test]
+fn masked_adam_training_equals_pytorch() {
+    check("adam", OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2, decoupled: false });
+}
+
+#[test]
+fn masked_sgd_nesterov_training_equals_pytorch() {
+    check("sgd-nesterov", OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 5e-4 });
+}
