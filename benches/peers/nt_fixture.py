@@ -28,19 +28,13 @@ import numpy as np
 import neural_tangents as nt
 from neural_tangents import stax
 
+from formulas import mask, values
+
 N1, N2, CLASSES = 3, 2, 10
 
 
-def values(j, shape, fan_in, bias):
-    k = np.arange(int(np.prod(shape)), dtype=np.float64)
-    scale = 0.1 if bias else math.sqrt(3.0 / fan_in)
-    return (scale * np.sin(1.0 + 0.37 * k + 1.3 * j)).reshape(shape)
 
 
-def mask(j, shape):
-    k = np.arange(int(np.prod(shape)), dtype=np.uint64)
-    h = (k * np.uint64(2654435761) + np.uint64(40503 * j + 12345)) % np.uint64(2**32)
-    return (h < np.uint64(1288490188)).astype(np.float64).reshape(shape)
 
 
 def inputs(s, n):

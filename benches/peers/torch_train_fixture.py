@@ -22,9 +22,12 @@ Usage: torch_train_fixture.py OUT.json   (the PyTorch environment of `cargo xtas
 import json, math, sys
 
 import numpy as np
+import formulas
 import torch, torch.nn as nn, torch.nn.functional as F
 
 torch.set_default_dtype(torch.float64)
+fvalues = lambda *a: torch.tensor(formulas.values(*a))
+fmask = lambda *a: torch.tensor(formulas.mask(*a))
 N, STEPS = 16, 5
 CONFIGS = {
     "adam": dict(lr=1e-3, make=lambda p, lr: torch.optim.Adam(p, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)),
@@ -32,16 +35,8 @@ CONFIGS = {
 }
 
 
-def values(j, shape, fan_in, bias):
-    k = np.arange(int(np.prod(shape)), dtype=np.float64)
-    scale = 0.1 if bias else math.sqrt(3.0 / fan_in)
-    return torch.tensor((scale * np.sin(1.0 + 0.37 * k + 1.3 * j)).reshape(shape))
 
 
-def mask(j, shape):
-    k = np.arange(int(np.prod(shape)), dtype=np.uint64)
-    h = (k * np.uint64(2654435761) + np.uint64(40503 * j + 12345)) % np.uint64(2**32)
-    return torch.tensor((h < np.uint64(1288490188)).astype(np.float64).reshape(shape))
 
 
 e, i = np.arange(784), np.arange(N)[:, None]
@@ -55,9 +50,9 @@ for name, c in CONFIGS.items():
     masks = []
     with torch.no_grad():
         for l, layer in enumerate(layers):
-            m = mask(2 * l, tuple(layer.weight.shape))
-            layer.weight.copy_(values(2 * l, tuple(layer.weight.shape), layer.in_features, False) * m)
-            layer.bias.copy_(values(2 * l + 1, tuple(layer.bias.shape), layer.in_features, True))
+            m = fmask(2 * l, tuple(layer.weight.shape))
+            layer.weight.copy_(fvalues(2 * l, tuple(layer.weight.shape), layer.in_features, False) * m)
+            layer.bias.copy_(fvalues(2 * l + 1, tuple(layer.bias.shape), layer.in_features, True))
             masks.append(m)
     params = [p for layer in layers for p in (layer.weight, layer.bias)]
     opt = c["make"](params, c["lr"])

@@ -19,26 +19,25 @@ Usage: torchattacks_fixture.py OUT.json   (the PyTorch environment of `cargo xta
 import json, math, sys
 
 import numpy as np
+import formulas
 import torch, torch.nn as nn, torch.nn.functional as F
 import torchattacks
 
 torch.set_default_dtype(torch.float64)
+fvalues = lambda *a: torch.tensor(formulas.values(*a))
+fmask = lambda *a: torch.tensor(formulas.mask(*a))
 N = 2
 EPS, ALPHA, STEPS = 0.1, 0.025, 10
 EPS2, ALPHA2 = 1.0, 0.25
 
 
-def values(j, shape, fan_in, bias):
-    k = np.arange(int(np.prod(shape)), dtype=np.float64)
-    scale = 0.1 if bias else math.sqrt(3.0 / fan_in)
-    return torch.tensor((scale * np.sin(1.0 + 0.37 * k + 1.3 * j)).reshape(shape))
 
 
 net = nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
 with torch.no_grad():
     for l, layer in enumerate([net[1], net[3], net[5]]):
-        layer.weight.copy_(values(2 * l, tuple(layer.weight.shape), layer.in_features, False))
-        layer.bias.copy_(values(2 * l + 1, tuple(layer.bias.shape), layer.in_features, True))
+        layer.weight.copy_(fvalues(2 * l, tuple(layer.weight.shape), layer.in_features, False))
+        layer.bias.copy_(fvalues(2 * l + 1, tuple(layer.bias.shape), layer.in_features, True))
 net.eval()
 
 e = np.arange(784, dtype=np.float64)

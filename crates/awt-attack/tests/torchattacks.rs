@@ -8,16 +8,11 @@
 
 use awt_attack::{Attack, Fgsm, LossKind, Norm, Pgd, input_gradient, per_example_loss};
 use awt_base::Classifier;
+use awt_base::testing::formula_values;
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Tensor};
 
 const FIXTURE: &str = include_str!("data/torchattacks.json");
-
-/// `sqrt(3 / fan_in) · sin(1 + 0.37 k + 1.3 j)` for weights, `0.1 · sin(…)` for biases.
-fn values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
-    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
-    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
-}
 
 fn net() -> Net {
     let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
@@ -25,8 +20,8 @@ fn net() -> Net {
         let w = net.param(&format!("{layer}.weight")).unwrap();
         let b = net.param(&format!("{layer}.bias")).unwrap();
         let fan_in = w.dims()[1];
-        let wv = values(2 * l, w.elem_count(), fan_in, false);
-        let bv = values(2 * l + 1, b.elem_count(), fan_in, true);
+        let wv = formula_values(2 * l, w.elem_count(), fan_in, false);
+        let bv = formula_values(2 * l + 1, b.elem_count(), fan_in, true);
         w.set(&Tensor::from_vec(wv, w.shape(), &Device::Cpu).unwrap()).unwrap();
         b.set(&Tensor::from_vec(bv, b.shape(), &Device::Cpu).unwrap()).unwrap();
     }

@@ -65,3 +65,21 @@ pub fn check_fd(inputs: &[Tensor], grads: &[Tensor], mid: usize, r: &Tensor, op:
         }
     }
 }
+
+/// The peer fixtures' parameter formula (`benches/peers/formulas.py` computes the same): entry `k`
+/// (flat, in PyTorch's layout) of parameter `j` (numbered in forward order, weight before bias):
+/// `sqrt(3 / fan_in) · sin(1 + 0.37 k + 1.3 j)` for a weight, `0.1 · sin(…)` for a bias.
+pub fn formula_values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
+    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
+    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
+}
+
+/// The peer fixtures' mask formula of weight `j`: entry `k` kept (1.0) where
+/// `(2654435761 k + 40503 j + 12345) mod 2³²` < 1288490188 (about 30 %), else 0.0.
+pub fn formula_mask(j: usize, len: usize) -> Vec<f64> {
+    (0..len as u64)
+        .map(
+            |k| if (k * 2_654_435_761 + 40_503 * j as u64 + 12_345) % (1u64 << 32) < 1_288_490_188 { 1.0 } else { 0.0 },
+        )
+        .collect()
+}

@@ -5,28 +5,13 @@
 //! X1 ≠ X2. The weights, masks and inputs are formulas both sides compute (see the script), so the
 //! fixture holds only the kernels.
 
+use awt_base::testing::{formula_mask, formula_values};
 use awt_base::{Stage, Staged};
 use awt_nets::{Arch, Init, Net};
 use awt_ntk::{Kind, structured, trace_full};
 use candle_core::{DType, Device, Tensor};
 
 const FIXTURE: &str = include_str!("data/neural-tangents.json");
-
-/// `sqrt(3 / fan_in) · sin(1 + 0.37 k + 1.3 j)` for weights, `0.1 · sin(…)` for biases.
-fn values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
-    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
-    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
-}
-
-/// Kept where `(2654435761 k + 40503 j + 12345) mod 2³²` < 1288490188 (about 30 %).
-fn mask(j: usize, len: usize) -> Vec<f64> {
-    (0..len as u64)
-        .map(|k| {
-            let h = (k * 2_654_435_761 + 40_503 * j as u64 + 12_345) % (1u64 << 32);
-            if h < 1_288_490_188 { 1.0 } else { 0.0 }
-        })
-        .collect()
-}
 
 /// `0.5 + 0.5 sin(0.11 e + 2.1 i + 0.7 s)`, as `(n, 1, 28, 28)`.
 fn inputs(s: usize, n: usize) -> Tensor {
@@ -48,11 +33,11 @@ fn net(arch: &Arch, layers: &[&str], masked: bool) -> Net {
             let t = Tensor::from_vec(v, like.shape(), &Device::Cpu).unwrap();
             net.param(name).unwrap().set(&t).unwrap();
         };
-        set(&wn, values(2 * l, w.elem_count(), fan_in, false), &w);
+        set(&wn, formula_values(2 * l, w.elem_count(), fan_in, false), &w);
         let b = net.param(&bn).unwrap().as_tensor().clone();
-        set(&bn, values(2 * l + 1, b.elem_count(), fan_in, true), &b);
+        set(&bn, formula_values(2 * l + 1, b.elem_count(), fan_in, true), &b);
         if masked {
-            let m = Tensor::from_vec(mask(2 * l, w.elem_count()), w.shape(), &Device::Cpu).unwrap();
+            let m = Tensor::from_vec(formula_mask(2 * l, w.elem_count()), w.shape(), &Device::Cpu).unwrap();
             net.set_mask(&wn, &m).unwrap();
         }
     }

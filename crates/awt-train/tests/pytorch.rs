@@ -4,25 +4,13 @@
 //! `tests/data/pytorch-training.json`; it holds PyTorch's results only). Compared: each trained
 //! tensor's sum, sum of squares and 64 of its entries, and the trained net's logits.
 
+use awt_base::testing::{formula_mask, formula_values};
 use awt_data::Split;
 use awt_nets::{Arch, Init, Net};
 use awt_train::{NoHooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, train};
 use candle_core::{DType, Device, Module, Tensor};
 
 const FIXTURE: &str = include_str!("data/pytorch-training.json");
-
-fn values(j: usize, len: usize, fan_in: usize, bias: bool) -> Vec<f64> {
-    let scale = if bias { 0.1 } else { (3.0 / fan_in as f64).sqrt() };
-    (0..len).map(|k| scale * (1.0 + 0.37 * k as f64 + 1.3 * j as f64).sin()).collect()
-}
-
-fn mask(j: usize, len: usize) -> Vec<f64> {
-    (0..len as u64)
-        .map(
-            |k| if (k * 2_654_435_761 + 40_503 * j as u64 + 12_345) % (1u64 << 32) < 1_288_490_188 { 1.0 } else { 0.0 },
-        )
-        .collect()
-}
 
 fn masked_net() -> Net {
     let mut net = Net::init(&Arch::Mlp(vec![784, 32, 10]), Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
@@ -31,10 +19,11 @@ fn masked_net() -> Net {
         let w = net.param(&wn).unwrap().as_tensor().clone();
         let b = net.param(&bn).unwrap().as_tensor().clone();
         let fan_in = w.dims()[1];
-        let m = mask(2 * l, w.elem_count());
-        let wv: Vec<f64> = values(2 * l, w.elem_count(), fan_in, false).iter().zip(&m).map(|(v, m)| v * m).collect();
+        let m = formula_mask(2 * l, w.elem_count());
+        let wv: Vec<f64> =
+            formula_values(2 * l, w.elem_count(), fan_in, false).iter().zip(&m).map(|(v, m)| v * m).collect();
         net.param(&wn).unwrap().set(&Tensor::from_vec(wv, w.shape(), &Device::Cpu).unwrap()).unwrap();
-        let bv = values(2 * l + 1, b.elem_count(), fan_in, true);
+        let bv = formula_values(2 * l + 1, b.elem_count(), fan_in, true);
         net.param(&bn).unwrap().set(&Tensor::from_vec(bv, b.shape(), &Device::Cpu).unwrap()).unwrap();
         net.set_mask(&wn, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
     }
