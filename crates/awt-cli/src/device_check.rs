@@ -156,6 +156,13 @@ fn median_ms(dev: &Device, reps: usize, mut f: impl FnMut() -> Result<()>) -> Re
     Ok(t[t.len() / 2])
 }
 
+/// The time of one step from the medians of a short and a long run (`extra` more steps), or null
+/// where the long run was not slower: a machine busy with other work, too few repetitions. A
+/// negative time is never reported.
+fn per_step(short_ms: f64, long_ms: f64, extra: f64) -> Value {
+    if long_ms > short_ms { json!((long_ms - short_ms) / extra) } else { Value::Null }
+}
+
 /// Timings on the device side (see the module documentation).
 fn timings(net: &Net, ds: &awt_data::Dataset, dev: &Device, a: &CheckArgs) -> Result<Value> {
     let (x, y) = ds.test.batch(&(0..128.min(ds.test.len())).collect::<Vec<_>>(), dev)?;
@@ -173,9 +180,9 @@ fn timings(net: &Net, ds: &awt_data::Dataset, dev: &Device, a: &CheckArgs) -> Re
         let s2 = median_ms(dev, reps.div_ceil(3), || Ok(search(net, &train, &c2, &mut |_| {}).map(|_| ())?))?;
         let epoch = if a.epoch_n > 0 { Some(at_epoch(net, ds, a.epoch_n)?) } else { None };
         Ok(json!({
-            "pgd_step_b128_ms": (p10 - p1) / 9.0,
+            "pgd_step_b128_ms": per_step(p1, p10, 9.0),
             "fwd_bwd_b128_ms": fb,
-            "awt_search_step_b64_ms": s2 - s1,
+            "awt_search_step_b64_ms": per_step(s1, s2, 1.0),
             "at_epoch": epoch,
         }))
     })
@@ -266,4 +273,17 @@ pub(crate) fn run(a: CheckArgs, dev: &Device) -> Result<()> {
         crate::output::write_json(j, &out)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One step's time from a short and a long run; never negative (a busy machine once gave −1000 ms).
+    #[test]
+    fn a_step_time_is_the_difference_per_extra_step_or_null() {
+        assert_eq!(per_step(10.0, 37.0, 9.0), json!(3.0));
+        assert_eq!(per_step(1000.0, 1.0, 1.0), Value::Null);
+        assert_eq!(per_step(5.0, 5.0, 1.0), Value::Null);
+    }
 }
