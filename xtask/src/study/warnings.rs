@@ -89,8 +89,8 @@ struct Tally {
     other_runs: usize,
 }
 
-/// What Square alone broke in the AutoAttack evaluations (AutoAttack runs Square after APGD-CE and
-/// APGD-T): by density over every preset, and the (preset, variant, density) groups where it broke
+/// What Square alone broke in the AutoAttack evaluations (AutoAttack runs Square after APGD-CE,
+/// APGD-T and FAB-T): by density over every preset, and the (preset, variant, density) groups where it broke
 /// more than 1 % in some run.
 fn square_only(presets: &[(&str, &[Rec])]) -> String {
     use std::collections::BTreeMap;
@@ -119,8 +119,8 @@ fn square_only(presets: &[(&str, &[Rec])]) -> String {
         return String::new();
     }
     let mut md = String::from(
-        "**Square after the gradient attacks.** AutoAttack runs the gradient-free Square attack after APGD-CE and \
-APGD-T, on the points they left; what Square alone broke (% of the images AutoAttack evaluated), by density over \
+        "**Square after the gradient attacks.** AutoAttack runs the gradient-free Square attack after APGD-CE, \
+APGD-T and FAB-T, on the points they left; what Square alone broke (% of the images AutoAttack evaluated), by density over \
 every preset:\n\n| density | AutoAttack evaluations | mean | most | evaluations over 1 % |\n|---|---|---|---|---|\n",
     );
     for (key, (n, sum, max, over)) in &by_density {
