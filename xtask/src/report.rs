@@ -55,6 +55,15 @@ fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The quick report's lines on what the study found, brought up to date with `results/`.
+pub(crate) fn refresh_quick_findings() -> Result<()> {
+    let doc = root().join("docs").join("reproduction.md");
+    if crate::study::refresh_findings(&doc)? {
+        eprintln!("refreshed what the study found in {}", doc.display());
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: &[String]) -> Result<()> {
     if args.first().is_some_and(|a| a == "--study") {
         let out = match &args[1..] {
@@ -62,7 +71,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             [flag, file] if flag == "--out" => PathBuf::from(file),
             _ => bail!("report --study: the only flag after it is --out FILE"),
         };
-        return crate::study::write(&out);
+        crate::study::write(&out)?;
+        return refresh_quick_findings();
     }
     if args.first().is_some_and(|a| a == "--check") {
         return check::check(&root(), "docs/reproduction.md");

@@ -250,7 +250,8 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     if spec::load(&o.preset)?.record {
         // Recorded presets are reported from results/ (the study report), not into the quick report.
         eprintln!("records in {}", root().join("results").join(&o.preset).display());
-        return crate::study::write(&root().join("docs").join("study.md"));
+        crate::study::write(&root().join("docs").join("study.md"))?;
+        return crate::report::refresh_quick_findings();
     }
     let dirs: Vec<std::path::PathBuf> = runs.iter().map(|r| r.dir.clone()).collect();
     crate::report::write_runs(&dirs, &report_path(&o))

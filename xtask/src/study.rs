@@ -90,6 +90,40 @@ fn v2_verdicts(fig_dir: Option<&Path>) -> Result<(String, String, String)> {
     )
 }
 
+/// The markers around [`findings`] in the quick report (docs/reproduction.md).
+const FINDINGS_MARKERS: (&str, &str) = (
+    "<!-- study-findings:begin (from results/; refreshed by cargo xtask report --study and reproduce --commit) -->",
+    "<!-- study-findings:end -->",
+);
+
+/// [`findings`] between its markers, followed by a blank line, as the quick report carries it.
+pub(crate) fn findings_block() -> Result<String> {
+    let found = findings()?;
+    let sep = if found.is_empty() { "" } else { "\n" };
+    Ok(format!("{}\n{found}{sep}{}\n\n", FINDINGS_MARKERS.0, FINDINGS_MARKERS.1))
+}
+
+/// Brings the findings between the markers of the quick report `doc` up to date with `results/`
+/// (a recorded run changes them; the rest of that report comes from the quick runs and stays).
+/// False, and nothing written, when `doc` has no markers or they already hold the current text.
+pub(crate) fn refresh_findings(doc: &Path) -> Result<bool> {
+    let Ok(old) = std::fs::read_to_string(doc) else { return Ok(false) };
+    let (begin, end) = FINDINGS_MARKERS;
+    let (Some(a), Some(b)) = (old.find(begin), old.find(end)) else { return Ok(false) };
+    if b < a {
+        return Ok(false);
+    }
+    let block = findings_block()?;
+    let new = format!("{}{block}{}", &old[..a], old[b + end.len()..].trim_start_matches('\n'));
+    if new == old {
+        return Ok(false);
+    }
+    let tmp = doc.with_extension("md.tmp");
+    std::fs::write(&tmp, &new).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, doc).with_context(|| format!("cannot replace {}", doc.display()))?;
+    Ok(true)
+}
+
 /// What the study has found, in two lines for the quick report (issue 23, item 8): study v2's
 /// primary verdicts once its final runs are recorded; until then the first study's, labelled as
 /// selected on the test set — AWT against the dense net, and against NTT at matched λ_ker.

@@ -29,11 +29,9 @@ pub(super) fn claims(rs: &[&RunData], d0: f64) -> anyhow::Result<String> {
 only where the interval decides it. This grid has {seeds} seed(s) at a scaled-down recipe, so it cannot decide a \
 claim with fewer than two.\n\n"
     );
-    // What the study, which can decide them, found (two lines, from the committed records).
-    let found = crate::study::findings()?;
-    if !found.is_empty() {
-        md += &format!("{found}\n");
-    }
+    // What the study, which can decide them, found (two lines, from the committed records), between
+    // markers: a recorded run changes it, and `reproduce --commit` refreshes it then.
+    md += &crate::study::findings_block()?;
     md += "| claim (Shi et al. 2022) | measured here, worst-case robust accuracy at density ";
     md += &format!("{d0} (points) | verdict |\n|---|---|---|\n");
     let awt = worst("awt");

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::workspace::root;
 
-/// Regenerates docs/study.md from `results/` and commits it with the preset's records. A failure
+/// Regenerates docs/study.md (and the quick report's lines on what the study found) from `results/` and commits them with the preset's records. A failure
 /// (no git, no identity, a locked index) is said and the grid goes on: the records are on disk,
 /// and the next run's commit takes them along. The caller holds the records still while it runs.
 pub(super) fn publish(preset: &str, run: &str) {
@@ -21,8 +21,11 @@ pub(super) fn publish(preset: &str, run: &str) {
         "docs/study-appendix.md".into(),
         "docs/selection.md".into(),
         "docs/figures".into(),
+        // The quick report's lines on what the study found read results/ too.
+        "docs/reproduction.md".into(),
     ];
     let done = crate::study::write(&report)
+        .and_then(|()| crate::report::refresh_quick_findings())
         .and_then(|()| git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated")));
     match done {
         Ok(true) => eprintln!("      {run}: records and report committed"),

@@ -104,3 +104,33 @@ fn the_progress_table_adds_up_the_committed_records() {
     assert!(rows >= 4, "{md}");
     assert!(md.contains(&format!("Run time so far: {total:.1} h;")), "{md}");
 }
+
+/// The quick report's lines on what the study found are what `results/` gives now: a recorded run
+/// that changes them must refresh them (`reproduce --commit` does), or `report --check` would fail.
+#[test]
+fn the_quick_report_carries_the_current_findings() {
+    let committed = std::fs::read_to_string(root().join("docs/reproduction.md")).unwrap();
+    assert!(
+        committed.contains(&findings_block().unwrap()),
+        "docs/reproduction.md's lines on what the study found are stale: run `cargo xtask report --study` and commit"
+    );
+}
+
+/// `refresh_findings` replaces only the text between the markers, says whether it changed
+/// anything, and leaves a report without markers alone.
+#[test]
+fn findings_are_refreshed_between_their_markers_only() {
+    let dir = tempfile_dir();
+    let doc = dir.join("reproduction.md");
+    let (begin, end) = FINDINGS_MARKERS;
+    std::fs::write(&doc, format!("# Quick\n\nintro\n\n{begin}\nstale lines\n\n{end}\n\n| table |\n")).unwrap();
+    assert!(refresh_findings(&doc).unwrap());
+    let now = std::fs::read_to_string(&doc).unwrap();
+    assert_eq!(now, format!("# Quick\n\nintro\n\n{}| table |\n", findings_block().unwrap()));
+    assert!(!refresh_findings(&doc).unwrap(), "already current: nothing written");
+    let plain = dir.join("plain.md");
+    std::fs::write(&plain, "# A report without markers\n").unwrap();
+    assert!(!refresh_findings(&plain).unwrap());
+    assert_eq!(std::fs::read_to_string(&plain).unwrap(), "# A report without markers\n");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
