@@ -113,14 +113,13 @@ pub(crate) fn refresh_findings(doc: &Path) -> Result<bool> {
     if b < a {
         return Ok(false);
     }
+    // The block is `begin\n{text}end\n\n`: the text between the markers is what `splice` replaces.
     let block = findings_block()?;
-    let new = format!("{}{block}{}", &old[..a], old[b + end.len()..].trim_start_matches('\n'));
-    if new == old {
+    let text = &block[begin.len() + 1..block.len() - end.len() - 2];
+    if old[a + begin.len()..b].trim_start_matches('\n') == text {
         return Ok(false);
     }
-    let tmp = doc.with_extension("md.tmp");
-    std::fs::write(&tmp, &new).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, doc).with_context(|| format!("cannot replace {}", doc.display()))?;
+    crate::bench::splice(doc, FINDINGS_MARKERS, "", text)?;
     Ok(true)
 }
 
