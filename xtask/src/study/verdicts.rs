@@ -65,8 +65,8 @@ fn over_all_epochs(r: &Rec) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// The family of one cell (net `recs`, density `d`), Holm-corrected; claims without two paired
-/// seeds are left out (they give no interval), and said so by the caller's table.
+/// The family of one cell (net `recs`, density `d`), Holm-corrected over every claim the protocol
+/// names; a claim without two paired seeds is listed without a verdict and counted with p = 1.
 pub(super) fn family(recs: &[Rec], d: f64, roles: &Roles) -> Vec<Claim> {
     family_on(recs, d, roles, Measure::Worst)
 }
@@ -99,21 +99,41 @@ fn family_on(recs: &[Rec], d: f64, roles: &Roles, measure: Measure) -> Vec<Claim
             diffs(&kd(roles.random), &kd(roles.awt)),
         )
     }));
-    raw.retain(|(_, _, d)| d.len() >= 2);
-    let tested: Vec<_> = raw.iter().map(|(_, s, d)| test(*s, d)).collect();
-    let raw_p: Vec<f64> = tested.iter().map(|t| t.p).collect();
-    let adj = if primary { holm(&raw_p) } else { raw_p };
+    // A claim without two paired seeds has no interval: it stays in the family with p = 1, so
+    // that Holm always corrects over the protocol's whole family, never over the claims that
+    // happen to have data (which would be the smaller, anti-conservative correction).
+    let tested: Vec<_> = raw.iter().map(|(_, s, d)| (d.len() >= 2).then(|| test(*s, d))).collect();
+    let raw_p: Vec<f64> = tested.iter().map(|t| t.as_ref().map_or(1.0, |t| t.p)).collect();
+    let adj = if primary { holm(&raw_p) } else { raw_p.clone() };
     raw.into_iter()
-        .zip(tested.iter().zip(adj))
-        .map(|((what, statement, diffs), (t, p_holm))| Claim {
+        .zip(tested.iter().zip(raw_p.into_iter().zip(adj)))
+        .map(|((what, statement, diffs), (t, (p, p_holm)))| Claim {
             what,
             statement,
             diffs,
-            p: t.p,
+            p,
             p_holm,
-            verdict: verdict(t, p_holm),
+            verdict: t.as_ref().map_or(NO_VERDICT, |t| verdict(t, p_holm)),
         })
         .collect()
+}
+
+/// The verdict of a claim without two paired seeds.
+pub(super) const NO_VERDICT: &str = "no verdict yet (fewer than two paired seeds)";
+
+impl Claim {
+    /// Whether the claim has an interval (two paired seeds or more).
+    fn tested(&self) -> bool {
+        self.diffs.len() >= 2
+    }
+    /// Its p-values for a table: "—" where it is untested.
+    fn p_cells(&self) -> (String, String) {
+        if self.tested() {
+            (format!("{:.3}", self.p), format!("{:.3}", self.p_holm))
+        } else {
+            ("—".into(), "—".into())
+        }
+    }
 }
 
 /// The cell's table: every claim with its interval, raw and Holm-adjusted p and verdict.
@@ -126,7 +146,8 @@ pub(super) fn table(claims: &[Claim], kernel_units: bool) -> Result<String> {
         let kernel = kernel_units && c.what.contains("kernel distance");
         let ci = if kernel { s.num_ci() } else { s.pct_ci() };
         let statement = statement_name(c.statement);
-        writeln!(md, "| {} | {statement} | {} | {ci} | {:.3} | {:.3} | {} |", c.what, s.n, c.p, c.p_holm, c.verdict)?;
+        let (p, p_holm) = c.p_cells();
+        writeln!(md, "| {} | {statement} | {} | {ci} | {p} | {p_holm} | {} |", c.what, s.n, c.verdict)?;
     }
     Ok(md)
 }
@@ -136,7 +157,7 @@ pub(super) fn table(claims: &[Claim], kernel_units: bool) -> Result<String> {
 /// worst case lacks, so where sparse nets mask gradients (§5) this reading is the stricter one.
 fn autoattack_reading(recs: &[Rec], d: f64, roles: &Roles, aa_n: Option<u64>) -> Result<String> {
     let claims = family_on(recs, d, roles, Measure::AutoAttack);
-    if claims.is_empty() {
+    if !claims.iter().any(Claim::tested) {
         return Ok(String::new());
     }
     let aa = aa_n.map_or("AutoAttack".to_string(), |n| format!("AutoAttack (first {n})"));
@@ -147,14 +168,14 @@ seeds | AWT − reference [95 % CI] | p | reading (unadjusted) |\n|---|---|---|-
     );
     for c in &claims {
         let s = crate::stats::summary(&c.diffs);
+        let (p, _) = c.p_cells();
         writeln!(
             md,
-            "| {} | {} | {} | {} | {:.3} | {} |",
+            "| {} | {} | {} | {} | {p} | {} |",
             c.what,
             statement_name(c.statement),
             s.n,
             s.pct_ci(),
-            c.p,
             c.verdict
         )?;
     }
@@ -169,25 +190,42 @@ fn statement_name(s: Statement) -> &'static str {
     }
 }
 
-/// One line per question, in the protocol's order, from the decided claims.
-pub(super) fn glance(claims: &[Claim], net: &str, d: f64) -> String {
-    let get = |what: &str| claims.iter().find(|c| c.what == what);
-    let say = |what: &str| get(what).map_or("no verdict (fewer than two paired seeds)", |c| c.verdict);
+/// One line per question, in the protocol's order, from the decided claims: AWT vs NTT, AWT vs
+/// the dense net, AWT vs the best baseline at initialisation (the one with the highest mean test
+/// worst case, named as such; each baseline's verdict beside it), AWT vs train → prune →
+/// fine-tune, then dynamics.
+pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d: f64) -> String {
+    let say = |what: &str| claims.iter().find(|c| c.what == what).map_or(NO_VERDICT, |c| c.verdict);
+    let vs = |b: &str| say(&format!("AWT vs {b}"));
     let mut parts =
         vec![format!("AWT vs NTT: {} / {}", say("AWT is equivalent to NTT (within ±1 point)"), say("AWT vs NTT"))];
     parts.push(format!("AWT matches the dense net: {}", say("AWT matches the dense net")));
-    let vs: Vec<String> = claims
-        .iter()
-        .filter(|c| c.what.starts_with("AWT vs ") && c.what != "AWT vs NTT")
-        .map(|c| format!("{} {}", c.what.trim_start_matches("AWT vs "), c.verdict))
-        .collect();
-    if !vs.is_empty() {
-        parts.push(format!("AWT against each baseline: {}", vs.join(", ")));
+    let mean_worst = |b: &str| {
+        let v = super::data::values(&by_seed(recs, b, d, |r| r.measure(Measure::Worst)));
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let best = roles.at_init.iter().filter_map(|b| Some((*b, mean_worst(b)?))).max_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((best, mean)) = best {
+        let others: Vec<String> =
+            roles.at_init.iter().filter(|b| **b != best).map(|b| format!("{b} {}", vs(b))).collect();
+        parts.push(format!(
+            "AWT vs the best baseline at initialisation ({best}, mean worst case {:.1} %): {}{}",
+            100.0 * mean,
+            vs(best),
+            if others.is_empty() { String::new() } else { format!(" (the others: {})", others.join(", ")) }
+        ));
     }
+    let after: Vec<String> = roles.after_training.iter().map(|b| format!("{b} {}", vs(b))).collect();
+    parts.push(format!("AWT vs train → prune → fine-tune: {}", after.join(", ")));
     if let Some(c) = claims.iter().find(|c| c.what.contains("kernel distance")) {
         parts.push(format!("dynamics (random − AWT kernel distance > 0): {}", c.verdict));
     }
-    format!("- **{net}, density {d}** (Holm over {} claims): {}.\n", claims.len(), parts.join("; "))
+    let untested = claims.iter().filter(|c| !c.tested()).count();
+    let of = match untested {
+        0 => String::new(),
+        k => format!(", {k} of them without two paired seeds yet"),
+    };
+    format!("- **{net}, density {d}** (Holm over {} claims{of}): {}.\n", claims.len(), parts.join("; "))
 }
 
 /// One net's final records: its name, its architecture, its runs, its roles and its densities.
@@ -206,8 +244,8 @@ pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String,
             md = format!(
                 "## Study v2: the final comparison (test split, fresh seeds)\n\nSettings selected on the validation split \
 (docs/selection.md); evaluation seeds never used in a selection; the primary claims of each net and density decided by \
-docs/protocol.md §7 after Holm's correction within the cell. The protocol was committed in `{}`, before any run of \
-study v2.\n\n",
+docs/protocol.md §7 after Holm's correction over the cell's whole family (a claim without two paired seeds yet stays in \
+it, counted with p = 1, and has no verdict). The protocol was committed in `{}`, before any run of study v2.\n\n",
                 &super::selection::PROTOCOL_COMMIT[..7]
             );
         }
@@ -219,7 +257,7 @@ study v2.\n\n",
             if !vs.is_empty() {
                 writeln!(appendix, "### {net}, density {d}\n\n{vs}")?;
             }
-            if claims.is_empty() {
+            if !claims.iter().any(Claim::tested) {
                 md += "No claim has two paired seeds yet.\n\n";
                 md += &super::exploratory::levels(recs, d, aa_n);
                 continue;
@@ -228,7 +266,7 @@ study v2.\n\n",
             md += "\n";
             md += &autoattack_reading(recs, d, roles, aa_n)?;
             md += &super::exploratory::levels(recs, d, aa_n);
-            glance_md += &glance(&claims, net, d);
+            glance_md += &glance(&claims, recs, roles, net, d);
             if let Some(fig_dir) = fig_dir {
                 let tag = format!("v2-{arch}");
                 md += &super::figures::vs_dense(recs, &variants(recs), &[d], Measure::Worst, fig_dir, &tag)?;
@@ -262,8 +300,9 @@ mod tests {
     /// Five seeds made up so that each claim has a known answer: AWT 0.2 points above NTT (tight:
     /// equivalent and better at once — "better, by less than a point"), 0.5 under the dense net (matches), 4 above random and SNIP, level
     /// with SynFlow (open), 3 under both compute-matched baselines (worse), and nearer the dense
-    /// kernel than random by 0.1 at every epoch (better). Holm adjusts, the table and the summary
-    /// say so, and a claim without two seeds is left out.
+    /// kernel than random by 0.1 at every epoch (better). Holm adjusts over the protocol's whole
+    /// family, the table and the summary say so, and a claim without two seeds stays in the family
+    /// without a verdict.
     #[test]
     fn the_primary_family_is_decided_after_holm() {
         let jitter = [0.0, 0.001, -0.001, 0.002, -0.002];
@@ -305,18 +344,38 @@ mod tests {
         let md = table(&claims, true).unwrap();
         assert_eq!(md.lines().count(), 2 + 9, "{md}");
         assert!(md.contains("| AWT vs imp-at-matched | beats | 5 | -3.0 ["), "{md}");
-        let line = glance(&claims, "LeNet-300-100", 0.05);
+        let line = glance(&claims, &recs, &MLP, "LeNet-300-100", 0.05);
         assert!(line.starts_with("- **LeNet-300-100, density 0.05** (Holm over 9 claims): AWT vs NTT: equivalent (within ±1 point) / better; AWT matches the dense net: holds;"), "{line}");
+        // The best baseline at initialisation is SynFlow (mean 59.5 % against 55.5 %), named as such.
         assert!(
-            line.contains("imp-at-matched worse")
-                && line.ends_with("dynamics (random − AWT kernel distance > 0): better.\n"),
+            line.contains("; AWT vs the best baseline at initialisation (synflow, mean worst case 59.5 %): open (the others: random better, snip better); AWT vs train → prune → fine-tune: imp-at-matched worse, hydra-matched worse; dynamics (random − AWT kernel distance > 0): better.\n"),
             "{line}"
         );
-        // LeNet-5's family has no SNIP and no IMP-AT; one seed of HYDRA is no claim at all.
+        // LeNet-5's family has no SNIP and no IMP-AT. One seed of HYDRA gives no interval: the
+        // claim stays in the family without a verdict, and Holm still corrects over all 7.
         recs.retain(|r| r.variant() != "hydra-matched" || r.m.seed == 0);
-        let five = family(&recs, 0.05, &LENET5);
-        assert_eq!(five.len(), 6, "{:?}", five.iter().map(|c| &c.what).collect::<Vec<_>>());
-        assert!(five.iter().all(|c| !c.what.contains("snip") && !c.what.contains("hydra")));
+        let seven = family(&recs, 0.05, &LENET5);
+        assert_eq!(seven.len(), 7, "{:?}", seven.iter().map(|c| &c.what).collect::<Vec<_>>());
+        assert!(seven.iter().all(|c| !c.what.contains("snip") && !c.what.contains("imp-at")));
+        let hydra = seven.iter().find(|c| c.what == "AWT vs hydra-matched").unwrap();
+        assert_eq!((hydra.verdict, hydra.p, hydra.p_holm, hydra.diffs.len()), (NO_VERDICT, 1.0, 1.0, 1));
+        let min = seven.iter().min_by(|a, b| a.p.total_cmp(&b.p)).unwrap();
+        assert!((min.p_holm - (7.0 * min.p).min(1.0)).abs() < 1e-12, "Holm over the whole family");
+        let md = table(&seven, true).unwrap();
+        assert!(md.contains("| AWT vs hydra-matched | beats | 1 | -3.0 (one seed) | — | — | no verdict yet (fewer than two paired seeds) |"), "{md}");
+        let line = glance(&seven, &recs, &LENET5, "LeNet-5-Caffe", 0.05);
+        assert!(
+            line.starts_with(
+                "- **LeNet-5-Caffe, density 0.05** (Holm over 7 claims, 1 of them without two paired seeds yet):"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "AWT vs train → prune → fine-tune: hydra-matched no verdict yet (fewer than two paired seeds);"
+            ),
+            "{line}"
+        );
         // The section: nothing without records, a table per density with them.
         let figs = tempfile_dir();
         let none = section(&[("LeNet-5-Caffe", "lenet5-caffe", &[], &LENET5, &[0.05])], Some(&figs)).unwrap();
