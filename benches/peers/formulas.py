@@ -1,6 +1,7 @@
-"""The formulas the peer fixtures (nt_fixture.py, torchattacks_fixture.py, torch_train_fixture.py) and
-their Rust tests (`awt_base::testing::formula_values`, `formula_mask`) both compute, so that a fixture
-holds results only: parameter j (forward order, weight before bias), flat index k in PyTorch's layout.
+"""The formulas the peer fixtures (nt_fixture.py, torchattacks_fixture.py, torch_train_fixture.py,
+pruners_fixture.py) and their Rust tests (`awt_base::testing::formula_values`, `formula_mask`,
+`formula_images`; `awt_nets::testing::formula_net`) both compute, so that a fixture holds results
+only: parameter j (forward order, weight before bias), flat index k in PyTorch's layout.
 """
 import math
 

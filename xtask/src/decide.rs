@@ -1,8 +1,8 @@
 //! The one decision rule of study v2 (docs/protocol.md §7), in code: each statement is a one-sided
 //! Student-t test on paired per-seed differences at α = 0.025 (the 95 % interval's bounds), and a
 //! family of primary claims is corrected by Holm's step-down procedure. Every report uses these:
-//! [`matches`] and [`beats`] read a statement off an interval where no family is corrected
-//! (the first study, the quick report, the exploratory rows), [`test`] / [`holm`] / [`verdict`]
+//! [`matches()`] and [`beats()`] read a statement off an interval where no family is corrected
+//! (the first study, the quick report, the exploratory rows), [`test()`] / [`holm`] / [`verdict`]
 //! decide a family.
 
 use crate::stats::Summary;
@@ -159,7 +159,7 @@ pub(crate) fn holm(p: &[f64]) -> Vec<f64> {
 /// "X matches the reference" (the dense net), read from the 95 % interval of the paired differences
 /// X − reference (fractions), as the protocol's table states it: holds when the lower bound is at
 /// least −1 point, does not hold when the upper bound is below −1 point, else open. The same
-/// decision as [`test`] with [`Statement::Matches`] outside a family (tested below).
+/// decision as [`test()`] with [`Statement::Matches`] outside a family (tested below).
 pub(crate) fn matches(d: &Summary) -> &'static str {
     match d.ci95() {
         Some((lo, _)) if lo >= -MARGIN => "holds",
@@ -169,7 +169,7 @@ pub(crate) fn matches(d: &Summary) -> &'static str {
     }
 }
 
-/// "X beats the reference", read from the interval as [`matches`]: holds when the lower bound is
+/// "X beats the reference", read from the interval as [`matches()`]: holds when the lower bound is
 /// above 0, does not hold (the reference beats X) when the upper bound is below 0.
 pub(crate) fn beats(d: &Summary) -> &'static str {
     match d.ci95() {

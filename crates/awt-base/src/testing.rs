@@ -83,3 +83,12 @@ pub fn formula_mask(j: usize, len: usize) -> Vec<f64> {
         )
         .collect()
 }
+
+/// The peer fixtures' images and labels: `n` images of 784 bytes, pixel `e` of image `i` being
+/// `(37 e + 101 i + 13) mod 256` (read as byte / 255 in f32, as awt's data sets are), and label
+/// `(3 + 7 i) mod 10`.
+pub fn formula_images(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let images = (0..n).flat_map(|i| (0..784).map(move |e| ((37 * e + 101 * i + 13) % 256) as u8)).collect();
+    let labels = (0..n).map(|i| ((3 + 7 * i) % 10) as u8).collect();
+    (images, labels)
+}

@@ -90,8 +90,10 @@ fn weights(net: &Net) -> BTreeMap<String, Tensor> {
     net.weights().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
 }
 
-fn ce(net: &Net, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
-    awt_attack::per_example_loss(&net.forward(x)?, y, None, awt_attack::LossKind::CrossEntropy)?.mean_all()
+/// The mean cross-entropy of the logits divided by `temperature` (1 for SNIP, GraSP's 200 for GraSP).
+fn ce(net: &Net, x: &Tensor, y: &Tensor, temperature: f64) -> candle_core::Result<Tensor> {
+    let logits = (net.forward(x)? / temperature)?;
+    awt_attack::per_example_loss(&logits, y, None, awt_attack::LossKind::CrossEntropy)?.mean_all()
 }
 
 /// Masks for `a.method` on the dense `net`.
@@ -111,11 +113,17 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
         Method::Magnitude => select(&scores::magnitude(&weights(net))?)?,
         Method::Snip => {
             let (x, y) = batch()?;
-            select(&scores::snip(&|| ce(net, &x, &y), &vars)?)?
+            select(&scores::snip(&|| ce(net, &x, &y, 1.0), &vars)?)?
         }
         Method::Grasp => {
+            // In f64: the finite-difference Hessian-gradient product of a tempered loss (gradients
+            // about 1/T of the untempered ones) would be mostly rounding in f32.
             let (x, y) = batch()?;
-            select(&scores::grasp(&|| ce(net, &x, &y), &vars, 1e-3)?)?
+            let net = net.to_dtype(DType::F64)?;
+            let x = x.to_dtype(DType::F64)?;
+            let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let t = scores::GRASP_TEMPERATURE;
+            select(&scores::grasp(&|| ce(&net, &x, &y, t), &vars, 1e-5)?)?
         }
         Method::Synflow => {
             scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
@@ -354,6 +362,9 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     net.meta.insert("allocation".into(), value_name(&a.allocation));
     if a.output_layer == OutputLayerArg::Dense {
         net.meta.insert("output_layer".into(), "dense".into());
+    }
+    if a.method.0 == Method::Grasp {
+        net.meta.insert("grasp_temperature".into(), awt_prune::scores::GRASP_TEMPERATURE.to_string());
     }
     net.meta.insert("prune_seed".into(), a.seed.to_string());
     net.meta.insert("git_commit".into(), git_commit().into());

@@ -22,6 +22,8 @@ mod checkpoint;
 mod fast;
 mod layers;
 mod net;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use arch::{Arch, LayerDef};
 pub use checkpoint::{CheckpointError, Loaded, load, load_bytes, save};

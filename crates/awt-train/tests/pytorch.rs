@@ -4,35 +4,23 @@
 //! `tests/data/pytorch-training.json`; it holds PyTorch's results only). Compared: each trained
 //! tensor's sum, sum of squares and 64 of its entries, and the trained net's logits.
 
-use awt_base::testing::{formula_mask, formula_values};
 use awt_data::Split;
-use awt_nets::{Arch, Init, Net};
+use awt_nets::testing::formula_net;
+use awt_nets::{Arch, Net};
 use awt_train::{NoHooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, train};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module};
 
 const FIXTURE: &str = include_str!("data/pytorch-training.json");
 
+/// The formula net, its pruned weights zeroed as pruning leaves them.
 fn masked_net() -> Net {
-    let mut net = Net::init(&Arch::Mlp(vec![784, 32, 10]), Init::KaimingUniform, 0, DType::F64, &Device::Cpu).unwrap();
-    for (l, layer) in ["fc1", "fc2"].iter().enumerate() {
-        let (wn, bn) = (format!("{layer}.weight"), format!("{layer}.bias"));
-        let w = net.param(&wn).unwrap().as_tensor().clone();
-        let b = net.param(&bn).unwrap().as_tensor().clone();
-        let fan_in = w.dims()[1];
-        let m = formula_mask(2 * l, w.elem_count());
-        let wv: Vec<f64> =
-            formula_values(2 * l, w.elem_count(), fan_in, false).iter().zip(&m).map(|(v, m)| v * m).collect();
-        net.param(&wn).unwrap().set(&Tensor::from_vec(wv, w.shape(), &Device::Cpu).unwrap()).unwrap();
-        let bv = formula_values(2 * l + 1, b.elem_count(), fan_in, true);
-        net.param(&bn).unwrap().set(&Tensor::from_vec(bv, b.shape(), &Device::Cpu).unwrap()).unwrap();
-        net.set_mask(&wn, &Tensor::from_vec(m, w.shape(), &Device::Cpu).unwrap()).unwrap();
-    }
+    let net = formula_net(&Arch::Mlp(vec![784, 32, 10]), true);
+    net.apply_masks().unwrap();
     net
 }
 
 fn data(n: usize) -> Split {
-    let images = (0..n).flat_map(|i| (0..784).map(move |e| ((37 * e + 101 * i + 13) % 256) as u8)).collect();
-    let labels = (0..n).map(|i| ((3 + 7 * i) % 10) as u8).collect();
+    let (images, labels) = awt_base::testing::formula_images(n);
     Split { images, labels, shape: [1, 28, 28] }
 }
 
