@@ -88,6 +88,11 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     let lock_path = base.join(".census.lock");
     let _lock = awt_runs::lock::try_lock(&lock_path)
         .map_err(|e| anyhow::anyhow!("census: {} is in use ({e})", lock_path.display()))?;
+    if force {
+        // "Makes it again": the masks too, not only the record (masks an older build left here
+        // would otherwise be read back as they are).
+        forget_masks(&base)?;
+    }
     let runs: Vec<_> = expand(&spec, &spec.data, &base, &|_, _| None)?
         .into_iter()
         .filter(|r| r.method.recipe() == TicketRecipe::MaskAtInit)
@@ -132,6 +137,18 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Removes the mask folders of a census under `base` (this xtask's own, under target/), keeping
+/// its lock file.
+fn forget_masks(base: &Path) -> Result<()> {
+    for e in std::fs::read_dir(base).with_context(|| format!("cannot read {}", base.display()))? {
+        let p = e?.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("cannot remove {}", p.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// One `awt` step in `dir`, its output kept in `dir/census.log`; a failure names the step.
 fn run_step(awt: &Path, args: &[String], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -165,4 +182,22 @@ fn file_commit(p: &Path) -> Result<String> {
     let v: serde_json::Value =
         serde_json::from_slice(&head).with_context(|| format!("{}: safetensors header is not JSON", p.display()))?;
     Ok(v["__metadata__"]["git_commit"].as_str().unwrap_or("unknown").to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    /// `--force` makes the masks again: their folders go, the census's lock file stays.
+    #[test]
+    fn forced_census_forgets_its_masks_and_keeps_its_lock() {
+        let base = std::env::temp_dir().join(format!("awt-census-forget-{}", std::process::id()));
+        for run in ["run-a/train", "run-b"] {
+            std::fs::create_dir_all(base.join(run)).unwrap();
+        }
+        std::fs::write(base.join("run-a/ticket.safetensors"), b"old").unwrap();
+        std::fs::write(base.join(".census.lock"), b"").unwrap();
+        super::forget_masks(&base).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&base).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from(".census.lock")]);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
