@@ -120,14 +120,12 @@ fn check(key: &str, arch: Arch, standardising: bool) {
     // SNIP: normalised by the sum of every score (all positive).
     let snip = scores::snip(&|| ce(&net, &x, &y, 1.0), &vars(&net)).unwrap();
     let e = score_error(&snip, &want["snip"]["scores"], |t| t);
-    eprintln!("{key} SNIP: largest relative error {e:.2e}");
     assert!(e <= 1e-10, "{key} SNIP scores off by {e:.3e} against PyTorch");
     same_masks_or_refused("SNIP", select(&snip, d, Allocation::Global), &want["snip"]["mask"]);
 
     // GraSP at its temperature: awt's finite-difference H g against PyTorch's double backward.
     let grasp = scores::grasp(&|| ce(&net, &x, &y, GRASP_TEMPERATURE), &vars(&net), 1e-5).unwrap();
     let e = score_error(&grasp, &want["grasp"]["scores"], |t| t.abs() + 1e-10);
-    eprintln!("{key} GraSP: largest relative error {e:.2e}");
     assert!(e <= 1e-6, "{key} GraSP scores off by {e:.3e} against PyTorch's exact Hessian-gradient product");
     same_masks_or_refused("GraSP", select(&grasp, d, Allocation::Global), &want["grasp"]["mask"]);
     // Without the temperature the ranking is another one (GraSP as awt scored it before).
