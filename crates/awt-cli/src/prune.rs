@@ -96,6 +96,17 @@ fn ce(net: &Net, x: &Tensor, y: &Tensor, temperature: f64) -> candle_core::Resul
     awt_attack::per_example_loss(&logits, y, None, awt_attack::LossKind::CrossEntropy)?.mean_all()
 }
 
+/// GraSP's scores as its code computes them: the cross-entropy of the logits divided by
+/// [`scores::GRASP_TEMPERATURE`], in f64 (the finite-difference Hessian-gradient product of a tempered
+/// loss, whose gradients are about 1/T of the untempered ones, would be mostly rounding in f32).
+fn grasp_scores(net: &Net, x: &Tensor, y: &Tensor) -> Result<scores::Scores> {
+    let net = net.to_dtype(DType::F64)?;
+    let x = x.to_dtype(DType::F64)?;
+    let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let t = scores::GRASP_TEMPERATURE;
+    Ok(scores::grasp(&|| ce(&net, &x, y, t), &vars, 1e-5)?)
+}
+
 /// Masks for `a.method` on the dense `net`.
 pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, Tensor>> {
     let alloc = Allocation::from(a.allocation);
@@ -116,14 +127,8 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
             select(&scores::snip(&|| ce(net, &x, &y, 1.0), &vars)?)?
         }
         Method::Grasp => {
-            // In f64: the finite-difference Hessian-gradient product of a tempered loss (gradients
-            // about 1/T of the untempered ones) would be mostly rounding in f32.
             let (x, y) = batch()?;
-            let net = net.to_dtype(DType::F64)?;
-            let x = x.to_dtype(DType::F64)?;
-            let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let t = scores::GRASP_TEMPERATURE;
-            select(&scores::grasp(&|| ce(&net, &x, &y, t), &vars, 1e-5)?)?
+            select(&grasp_scores(net, &x, &y)?)?
         }
         Method::Synflow => {
             scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
@@ -384,4 +389,31 @@ pub(crate) fn report(net: &Net, out: &Path) -> Result<()> {
         per.join(", ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awt_nets::Init;
+
+    /// `awt prune --method grasp` scores GraSP's tempered loss in f64, whatever the net's dtype:
+    /// the library's GraSP on that loss, and not the one of the raw logits.
+    #[test]
+    fn grasp_scores_the_tempered_loss_in_f64() {
+        let dev = Device::Cpu;
+        let net = Net::init(&Arch::Mlp(vec![6, 5, 3]), Init::KaimingUniform, 3, DType::F32, &dev).unwrap();
+        let x =
+            Tensor::from_vec((0..48).map(|i| (i as f32 * 0.37).sin().abs()).collect::<Vec<_>>(), (8, 6), &dev).unwrap();
+        let y = Tensor::from_vec((0..8u32).map(|i| i % 3).collect::<Vec<_>>(), 8, &dev).unwrap();
+        let ours = grasp_scores(&net, &x, &y).unwrap();
+        let (net64, x64) = (net.to_dtype(DType::F64).unwrap(), x.to_dtype(DType::F64).unwrap());
+        let vars: BTreeMap<String, Var> = net64.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let at = |t: f64| scores::grasp(&|| ce(&net64, &x64, &y, t), &vars, 1e-5).unwrap();
+        let flat = |s: &scores::Scores| -> Vec<f64> {
+            s.values().flat_map(|t| t.flatten_all().unwrap().to_vec1::<f64>().unwrap()).collect()
+        };
+        assert_eq!(flat(&ours), flat(&at(scores::GRASP_TEMPERATURE)));
+        assert_ne!(flat(&ours), flat(&at(1.0)));
+        assert!(ours.values().all(|t| t.dtype() == DType::F64));
+    }
 }
