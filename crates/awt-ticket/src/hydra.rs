@@ -2,10 +2,14 @@
 //! starting from an adversarially pretrained network, optimise per-weight importance scores under the
 //! robust (PGD-AT) loss with the weights frozen, keep the per-layer top-k scores, then fine-tune.
 //!
-//! The forward pass uses `w ⊙ m`, `m = topk(s)` re-selected after every step; the scores get the
-//! straight-through gradient `∂L/∂s = ∂L/∂(w ⊙ m) ⊙ w` (HYDRA's estimator), written as
-//! `m + s − stopgrad(s)`. Training reuses `awt-train` unchanged: the scores are the trained
-//! parameters and the scored network is just another `Classifier`.
+//! As HYDRA's code (inspire-group/hydra: `GetSubnet`, `initialize_scaled_score`, its SGD): the
+//! scores start at `sqrt(6 / fan_in) · w / max|w|` per layer; the forward pass uses `w ⊙ m`,
+//! `m = topk(|s|)` per layer, re-selected after every step; the scores get the straight-through
+//! gradient through the absolute value, `∂L/∂s = (∂L/∂(w ⊙ m) ⊙ w) · sign(s)`, written as
+//! `m + |s| − stopgrad(|s|)`; SGD with momentum 0.9 and weight decay 1e-4 on the scores.
+//! `tests/hydra.rs` holds this against a PyTorch implementation of those definitions. Training
+//! reuses `awt-train` unchanged: the scores are the trained parameters and the scored network is
+//! just another `Classifier`.
 
 use awt_runs::Density;
 use std::cell::RefCell;
@@ -15,7 +19,9 @@ use awt_base::{Classifier, Stage, Staged, Weighted};
 use awt_data::Split;
 use awt_nets::Net;
 use awt_prune::{Allocation, select_keeping};
-use awt_train::{EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError};
+use awt_train::{
+    EpochMetrics, Hooks, Objective, OptimizerConfig, RunFolder, Schedule, TrainConfig, TrainError, ValidTrainConfig,
+};
 use candle_core::{Tensor, Var};
 
 use crate::error::SearchError;
@@ -30,9 +36,13 @@ struct Scored<'a> {
 }
 
 impl Scored<'_> {
+    /// The masks: per layer the top-k of the scores' absolute values (HYDRA's `GetSubnet`).
     fn refresh(&self) -> Result<(), SearchError> {
-        let s: BTreeMap<String, Tensor> =
-            self.scores.iter().map(|(k, v)| (k.clone(), v.as_tensor().detach())).collect();
+        let s: BTreeMap<String, Tensor> = self
+            .scores
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), v.as_tensor().detach().abs()?)))
+            .collect::<candle_core::Result<_>>()?;
         *self.masks.borrow_mut() = select_keeping(&s, self.density, Allocation::Uniform, self.keep_dense)?;
         Ok(())
     }
@@ -52,10 +62,11 @@ impl Scored<'_> {
             .collect()
     }
 
-    /// `m + s − stopgrad(s)`: the value of the 0/1 mask, the gradient of the scores.
+    /// `m + |s| − stopgrad(|s|)`: the value of the 0/1 mask, the gradient of `|s|` (so `s` gets
+    /// it with its sign).
     fn st_mask(&self, k: &str, m: &Tensor) -> candle_core::Result<Tensor> {
-        let s = self.scores[k].as_tensor();
-        m + (s - s.detach())?
+        let s = self.scores[k].as_tensor().abs()?;
+        m + (&s - s.detach())?
     }
 }
 
@@ -84,7 +95,8 @@ pub struct HydraConfig {
     pub density: Density,
     /// Epochs of score optimisation.
     pub epochs: usize,
-    /// Score learning rate (SGD with momentum 0.9, cosine schedule; HYDRA uses 0.1).
+    /// Score learning rate (SGD with momentum 0.9 and weight decay [`HYDRA_WEIGHT_DECAY`], cosine
+    /// schedule; HYDRA uses 0.1).
     pub lr: f64,
     /// Robust loss: PGD radius, steps and step size.
     pub eps: f64,
@@ -98,6 +110,52 @@ pub struct HydraConfig {
     pub seed: u64,
     /// Layers kept whole, counted in the density (e.g. the output layer).
     pub keep_dense: Vec<String>,
+}
+
+/// HYDRA's weight decay on the scores (its `--wd` default, which its pruning commands keep).
+pub const HYDRA_WEIGHT_DECAY: f64 = 1e-4;
+
+/// HYDRA's scaled initialisation of the scores (`initialize_scaled_score`): per layer
+/// `sqrt(6 / fan_in) · w / max|w|`, so that `|s|` ranks as `|w|` and starts at the scale of a
+/// Kaiming-uniform initialisation.
+pub fn scaled_scores(net: &Net) -> Result<BTreeMap<String, Var>, SearchError> {
+    let mut scores = BTreeMap::new();
+    for (k, w) in net.weights() {
+        let w = w.as_tensor().detach();
+        let fan_in: usize = w.dims()[1..].iter().product();
+        let mx = w.abs()?.flatten_all()?.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.max(1e-12);
+        scores.insert(k.clone(), Var::from_tensor(&(w * ((6.0 / fan_in as f64).sqrt() / mx))?)?);
+    }
+    Ok(scores)
+}
+
+/// HYDRA's optimiser of the scores: SGD, momentum 0.9, weight decay [`HYDRA_WEIGHT_DECAY`].
+pub const HYDRA_OPTIMIZER: OptimizerConfig =
+    OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: HYDRA_WEIGHT_DECAY };
+
+/// HYDRA's score optimisation with the weights of `frozen` fixed: trains `scores` (updated in
+/// place) under `tcfg`'s objective, the masks the per-layer top-k of `|scores|` at `density` (the
+/// layers in `keep_dense` kept whole) re-selected after every step, and returns the final masks.
+/// [`hydra`] runs it under the PGD-AT loss with HYDRA's optimiser and a cosine schedule.
+#[allow(clippy::too_many_arguments)]
+pub fn optimise_scores(
+    frozen: &Net,
+    scores: &BTreeMap<String, Var>,
+    density: Density,
+    keep_dense: &[String],
+    train: &Split,
+    eval: &Split,
+    tcfg: &ValidTrainConfig,
+    run: &RunFolder,
+) -> Result<BTreeMap<String, Tensor>, SearchError> {
+    let scored =
+        Scored { net: frozen, scores: scores.clone(), density, keep_dense, masks: RefCell::new(BTreeMap::new()) };
+    scored.refresh()?;
+    let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    awt_train::train(&scored, vars, train, eval, tcfg, run, &mut Refresh(&scored))?;
+    scored.refresh()?;
+    let masks = scored.masks.borrow().clone();
+    Ok(masks)
 }
 
 /// Runs HYDRA's pruning stage on an adversarially `pretrained` network; returns it masked by the
@@ -114,26 +172,12 @@ pub fn hydra(
         return Err(SearchError::Invalid("HYDRA starts from a dense pretrained network (this one has masks)".into()));
     }
     let frozen = pretrained.deep_clone()?;
-    // Scaled initialisation: scores ∝ |w| (HYDRA's choice), normalised per layer.
-    let mut scores = BTreeMap::new();
-    for (k, w) in frozen.weights() {
-        let w = w.as_tensor().abs()?;
-        let mx = w.flatten_all()?.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?.max(1e-12);
-        scores.insert(k.clone(), Var::from_tensor(&(w / mx)?)?);
-    }
-    let scored = Scored {
-        net: &frozen,
-        scores: scores.clone(),
-        density: cfg.density,
-        keep_dense: &cfg.keep_dense,
-        masks: RefCell::new(BTreeMap::new()),
-    };
-    scored.refresh()?;
+    let scores = scaled_scores(&frozen)?;
     let tcfg = TrainConfig {
         epochs: cfg.epochs,
         batch_size: cfg.batch,
         lr: cfg.lr,
-        optimizer: OptimizerConfig::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
+        optimizer: HYDRA_OPTIMIZER,
         schedule: Schedule::Cosine,
         objective: Objective::Pgd { eps: cfg.eps, steps: cfg.steps, step_size: cfg.step_size },
         seed: cfg.seed,
@@ -142,7 +186,6 @@ pub fn hydra(
         eval_steps: 0,
     }
     .validate()?;
-    let vars: Vec<(String, Var)> = scores.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     // The work folder's config.toml, as TOML like every run folder's (not a debug dump).
     let config = format!(
         "stage = \"hydra-scores\"\ndensity = {}\nepochs = {}\nlr = {}\neps = {}\nsteps = {}\nstep_size = {}\nbatch = {}\nseed = {}\nkeep_dense = [{}]\n",
@@ -157,10 +200,7 @@ pub fn hydra(
         cfg.keep_dense.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(", ")
     );
     let run = RunFolder::open(work, &config, &config, false)?;
-    awt_train::train(&scored, vars, train, eval, &tcfg, &run, &mut Refresh(&scored))?;
-    scored.refresh()?;
-    let masks = scored.masks.borrow().clone();
-    drop(scored);
+    let masks = optimise_scores(&frozen, &scores, cfg.density, &cfg.keep_dense, train, eval, &tcfg, &run)?;
     let mut out = frozen;
     for (k, m) in masks.iter() {
         out.set_mask(k, m)?;

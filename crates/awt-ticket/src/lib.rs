@@ -43,7 +43,7 @@ mod state;
 
 pub use config::{AdvSource, InputMix, Method, SearchConfig, ValidSearchConfig, WeightsFrom};
 pub use error::SearchError;
-pub use hydra::{HydraConfig, hydra};
+pub use hydra::{HYDRA_OPTIMIZER, HYDRA_WEIGHT_DECAY, HydraConfig, hydra, optimise_scores, scaled_scores};
 pub use loss::{LossTerms, kernel_distance, loss_terms};
 pub use memory::memory_estimate;
 pub use search::{Checkpoints, SearchLog, Ticket, rewind_ticket, search, search_resumable};
