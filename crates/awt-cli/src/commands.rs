@@ -34,6 +34,7 @@ enum Cmd {
     /// Initialise a network from a seed and save it as safetensors.
     Init {
         /// lenet-300-100, lenet5-caffe, conv4 or mlp-<in>-...-<classes>.
+        #[allow(rustdoc::invalid_html_tags)] // clap's help text, where the angle brackets are meant
         #[arg(long)]
         arch: Arch,
         #[arg(long, default_value_t = 0)]

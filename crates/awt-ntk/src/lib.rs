@@ -1,6 +1,6 @@
 //! Empirical neural tangent kernels Θ(x, x') = J(x) J(x')ᵀ of candle networks.
 //!
-//! - [`reference`]: per-(example, class) Jacobian rows from ordinary autograd, contracted into
+//! - [`reference()`]: per-(example, class) Jacobian rows from ordinary autograd, contracted into
 //!   the kernel. Works for any model given as a closure and its parameters; slow (n·k backward
 //!   passes), used as the oracle.
 //! - [`structured`]: the kernel as an explicit tensor program over a network's stages
