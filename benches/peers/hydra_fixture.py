@@ -1,6 +1,7 @@
 """Peer fixture: HYDRA's score optimisation as its code defines it (inspire-group/hydra:
 `models/layers.py` `GetSubnet` and `SubnetLinear`/`SubnetConv`, `utils/model.py`
-`initialize_scaled_score`, `utils/schedules.py` `get_optimizer`), in PyTorch float64 on LeNet-300-100
+`initialize_scaled_score`, `utils/schedules.py` `get_optimizer` and `cosine_schedule`, called per
+epoch as its `train.py` does), in PyTorch float64 on LeNet-300-100
 and LeNet-5-Caffe, written to crates/awt-ticket/tests/data/hydra.json, which
 `crates/awt-ticket/tests/hydra.rs` compares `awt_ticket::optimise_scores` against (docs/checks.md).
 
@@ -10,12 +11,13 @@ Written from those definitions, with PyTorch's autograd doing the derivatives:
   mask      per layer, the top k of |scores|: GetSubnet sorts |s| and zeroes the lowest
             int((1 - k) n) (k = 0.25 here, where that count and awt's round(k n) agree);
   gradient  straight through GetSubnet to |s|, then through the absolute value to s;
-  optimiser SGD, momentum 0.9, weight decay 1e-4 on the scores (the weights and biases frozen), here
-            at a constant learning rate (awt's schedules are checked against PyTorch elsewhere).
+  optimiser SGD, momentum 0.9, weight decay 1e-4 on the scores (the weights and biases frozen);
+  schedule  HYDRA's cosine_schedule (no warm-up, its default): before epoch e of E, the rate is set to
+            LR * 0.5 * (1 + cos((e - 1) / E * pi)), e counted from 0 as train.py's loop does.
 
 The loss is the mean cross-entropy of one full batch (the natural loss: HYDRA's is PGD-AT, whose
 random start neither side could reproduce in the other's generator; the objective is awt-train's,
-tested on its own). STEPS steps at LR, above HYDRA's 0.1 so that 20 steps move the masks far and
+tested on its own). STEPS epochs of one full-batch step each at base rate LR, above HYDRA's 0.1 so that 20 steps move the masks far and
 some scores cross zero, where ranking |s| (HYDRA) and ranking s differ; the count of scores whose sign
 changed is stored to show it.
 
@@ -99,7 +101,7 @@ x = (torch.tensor((37 * e + 101 * i + 13) % 256, dtype=torch.float32) / 255.0).t
 y = torch.tensor([(3 + 7 * n) % 10 for n in range(N)])
 
 out = {"made_by": f"benches/peers/hydra_fixture.py, torch {torch.__version__}, float64", "n": N, "k": K, "lr": LR,
-       "steps": STEPS, "weight_decay": WD}
+       "steps": STEPS, "weight_decay": WD, "schedule": "hydra-cosine, one step per epoch"}
 for key in ["lenet-300-100", "lenet5-caffe"]:
     params, scores = {}, {}
     for l, (name, kind, shape) in enumerate(layers_of(key)):
@@ -111,7 +113,9 @@ for key in ["lenet-300-100", "lenet5-caffe"]:
     initial = {name: GetSubnet.apply(s.detach().abs(), K) for name, s in scores.items()}
     signs = {name: torch.sign(s.detach()) for name, s in scores.items()}
     opt = torch.optim.SGD(list(scores.values()), lr=LR, momentum=0.9, weight_decay=WD)
-    for _ in range(STEPS):
+    for epoch in range(STEPS):
+        for group in opt.param_groups:
+            group["lr"] = LR * 0.5 * (1 + np.cos((epoch - 1) / STEPS * np.pi))
         opt.zero_grad()
         masks = {name: GetSubnet.apply(s.abs(), K) for name, s in scores.items()}
         F.cross_entropy(forward(key, params, masks, x), y).backward()

@@ -61,7 +61,7 @@ pub(crate) struct PruneArgs {
     /// HYDRA: epochs of score optimisation under the PGD-AT loss (--model must be adversarially pretrained).
     #[arg(long, default_value_t = 2)]
     pub hydra_epochs: usize,
-    /// HYDRA: score learning rate (SGD, momentum 0.9, cosine).
+    /// HYDRA: score learning rate (SGD, momentum 0.9, HYDRA's per-epoch cosine schedule).
     #[arg(long, default_value_t = 0.1)]
     pub hydra_lr: f64,
     /// HYDRA: ℓ∞ radius of the robust loss.

@@ -6,7 +6,8 @@
 //! scores start at `sqrt(6 / fan_in) · w / max|w|` per layer; the forward pass uses `w ⊙ m`,
 //! `m = topk(|s|)` per layer, re-selected after every step; the scores get the straight-through
 //! gradient through the absolute value, `∂L/∂s = (∂L/∂(w ⊙ m) ⊙ w) · sign(s)`, written as
-//! `m + |s| − stopgrad(|s|)`; SGD with momentum 0.9 and weight decay 1e-4 on the scores.
+//! `m + |s| − stopgrad(|s|)`; SGD with momentum 0.9 and weight decay 1e-4 on the scores, at its
+//! per-epoch cosine learning rate ([`Schedule::HydraCosine`], its `e − 1` phase included).
 //! `tests/hydra.rs` holds this against a PyTorch implementation of those definitions. Training
 //! reuses `awt-train` unchanged: the scores are the trained parameters and the scored network is
 //! just another `Classifier`.
@@ -95,8 +96,8 @@ pub struct HydraConfig {
     pub density: Density,
     /// Epochs of score optimisation.
     pub epochs: usize,
-    /// Score learning rate (SGD with momentum 0.9 and weight decay [`HYDRA_WEIGHT_DECAY`], cosine
-    /// schedule; HYDRA uses 0.1).
+    /// Score learning rate (SGD with momentum 0.9 and weight decay [`HYDRA_WEIGHT_DECAY`], HYDRA's
+    /// per-epoch cosine schedule [`Schedule::HydraCosine`]; HYDRA uses 0.1).
     pub lr: f64,
     /// Robust loss: PGD radius, steps and step size.
     pub eps: f64,
@@ -136,7 +137,7 @@ pub const HYDRA_OPTIMIZER: OptimizerConfig =
 /// HYDRA's score optimisation with the weights of `frozen` fixed: trains `scores` (updated in
 /// place) under `tcfg`'s objective, the masks the per-layer top-k of `|scores|` at `density` (the
 /// layers in `keep_dense` kept whole) re-selected after every step, and returns the final masks.
-/// [`hydra`] runs it under the PGD-AT loss with HYDRA's optimiser and a cosine schedule.
+/// [`hydra`] runs it under the PGD-AT loss with HYDRA's optimiser and its per-epoch cosine schedule.
 #[allow(clippy::too_many_arguments)]
 pub fn optimise_scores(
     frozen: &Net,
@@ -178,7 +179,7 @@ pub fn hydra(
         batch_size: cfg.batch,
         lr: cfg.lr,
         optimizer: HYDRA_OPTIMIZER,
-        schedule: Schedule::Cosine,
+        schedule: Schedule::HydraCosine { epochs: cfg.epochs },
         objective: Objective::Pgd { eps: cfg.eps, steps: cfg.steps, step_size: cfg.step_size },
         seed: cfg.seed,
         eval_n: 0,
@@ -188,7 +189,7 @@ pub fn hydra(
     .validate()?;
     // The work folder's config.toml, as TOML like every run folder's (not a debug dump).
     let config = format!(
-        "stage = \"hydra-scores\"\ndensity = {}\nepochs = {}\nlr = {}\neps = {}\nsteps = {}\nstep_size = {}\nbatch = {}\nseed = {}\nkeep_dense = [{}]\n",
+        "stage = \"hydra-scores\"\nschedule = \"hydra-cosine\"\ndensity = {}\nepochs = {}\nlr = {}\neps = {}\nsteps = {}\nstep_size = {}\nbatch = {}\nseed = {}\nkeep_dense = [{}]\n",
         cfg.density,
         cfg.epochs,
         cfg.lr,

@@ -1,9 +1,10 @@
 //! HYDRA's score optimisation against a PyTorch implementation of HYDRA's code
 //! (inspire-group/hydra: `GetSubnet` on `|scores|` with a straight-through gradient,
-//! `initialize_scaled_score`, SGD with momentum 0.9 and weight decay 1e-4 on the scores):
+//! `initialize_scaled_score`, SGD with momentum 0.9 and weight decay 1e-4 on the scores, its
+//! per-epoch `cosine_schedule`):
 //! `benches/peers/hydra_fixture.py` made `tests/data/hydra.json` in float64 (PyTorch's results
-//! only). Same pretrained formula weights, the same full batch, the natural loss, 20 steps at a
-//! constant learning rate, per-layer density 0.25, on LeNet-300-100 and LeNet-5-Caffe. Compared:
+//! only). Same pretrained formula weights, the same full batch, the natural loss, 20 epochs of one
+//! step each under HYDRA's cosine schedule, per-layer density 0.25, on LeNet-300-100 and LeNet-5-Caffe. Compared:
 //! each layer's final scores (sum, sum of squares, 64 entries) and final mask (kept count and the
 //! sum and sum of squares of its kept flat indices).
 
@@ -28,12 +29,14 @@ fn check(key: &str, arch: Arch) {
     let net = formula_net(&arch, false);
     let scores = awt_ticket::scaled_scores(&net).unwrap();
     let before: Vec<(String, Vec<f64>)> = scores.iter().map(|(k, v)| (k.clone(), flat(v.as_tensor()))).collect();
+    let epochs = f["steps"].as_u64().unwrap() as usize;
+    assert_eq!(f["schedule"], "hydra-cosine, one step per epoch");
     let cfg = TrainConfig {
-        epochs: f["steps"].as_u64().unwrap() as usize,
+        epochs,
         batch_size: n,
         lr: f["lr"].as_f64().unwrap(),
         optimizer: awt_ticket::HYDRA_OPTIMIZER,
-        schedule: Schedule::Constant,
+        schedule: Schedule::HydraCosine { epochs },
         objective: Objective::Natural,
         seed: 0,
         eval_n: 0,

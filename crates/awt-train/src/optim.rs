@@ -35,6 +35,10 @@ impl Schedule {
     pub fn check(&self, epochs: usize) -> Result<(), TrainError> {
         match self {
             Schedule::Constant | Schedule::Cosine => Ok(()),
+            Schedule::HydraCosine { epochs: e } if *e == epochs => Ok(()),
+            Schedule::HydraCosine { epochs: e } => {
+                Err(setting("schedule", format!("HYDRA's cosine schedule is for {e} epochs, but the run has {epochs}")))
+            }
             Schedule::MultiStep { milestones, gamma } => {
                 positive("gamma", *gamma)?;
                 if let Some(w) = milestones.windows(2).find(|w| w[0] >= w[1]) {
@@ -211,6 +215,15 @@ pub enum Schedule {
     },
     /// Cosine annealing from the base rate to 0 over all steps.
     Cosine,
+    /// HYDRA's cosine schedule (inspire-group/hydra, `utils/schedules.py` `cosine_schedule`, called
+    /// once per epoch by its `train.py`): constant within an epoch, `base · ½(1 + cos(π (e − 1) / E))`
+    /// in 0-based epoch `e` of `E = epochs`. The `e − 1` is its code's: the first epoch runs at
+    /// `cos(π / E)`'s rate, the second at the full rate, and the last epoch does not approach 0
+    /// (E = 5: 0.905, 1, 0.905, 0.655, 0.345 × base).
+    HydraCosine {
+        /// The run's epochs (`E`); [`Schedule::check`] holds it equal to the run's.
+        epochs: usize,
+    },
     /// Linear warm-up from 0 to the base rate over the first `warmup` fraction of steps, then
     /// linear decay to 0 (the one-cycle schedule of fast adversarial training).
     OneCycle {
@@ -229,6 +242,9 @@ impl Schedule {
                 base * gamma.powi(milestones.iter().filter(|&&m| epoch >= m).count() as i32)
             }
             Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * frac).cos()),
+            Schedule::HydraCosine { epochs } => {
+                base * 0.5 * (1.0 + (std::f64::consts::PI * (epoch as f64 - 1.0) / *epochs as f64).cos())
+            }
             Schedule::OneCycle { warmup } => {
                 if frac < *warmup {
                     base * frac / warmup
@@ -336,6 +352,16 @@ mod tests {
         );
         assert!((Schedule::Cosine.lr(1.0, 0, 50, 100) - 0.5).abs() < 1e-12);
         assert_eq!(Schedule::Cosine.lr(1.0, 0, 0, 100), 1.0);
+        // HYDRA's per-epoch values for 5 epochs, from its formula evaluated by hand:
+        // ½(1 + cos(π·k/5)) for k = −1, 0, 1, 2, 3, the same within each epoch.
+        let hc = Schedule::HydraCosine { epochs: 5 };
+        let want = [0.904_508_497, 1.0, 0.904_508_497, 0.654_508_497, 0.345_491_503];
+        for (e, w) in want.iter().enumerate() {
+            for step in [0, 7, 19] {
+                assert!((hc.lr(1.0, e, 20 * e as u64 + step, 100) - w).abs() < 1e-9, "epoch {e}");
+            }
+        }
+        assert!(hc.check(5).is_ok() && hc.check(4).is_err());
         let oc = Schedule::OneCycle { warmup: 0.25 };
         assert!((oc.lr(1.0, 0, 25, 100) - 1.0).abs() < 1e-12 && (oc.lr(1.0, 0, 10, 100) - 0.4).abs() < 1e-12);
         assert!((oc.lr(1.0, 0, 100, 100)).abs() < 1e-12);
