@@ -91,10 +91,24 @@ fn v2_verdicts(fig_dir: Option<&Path>) -> Result<(String, String, String)> {
 }
 
 /// The markers around [`findings`] in the quick report (docs/reproduction.md).
-const FINDINGS_MARKERS: (&str, &str) = (
+pub(crate) const FINDINGS_MARKERS: (&str, &str) = (
     "<!-- study-findings:begin (from results/; refreshed by cargo xtask report --study and reproduce --commit) -->",
     "<!-- study-findings:end -->",
 );
+
+/// The name prefixes of the figures [`write`] draws in docs/figures; the quick report's are
+/// `quick-…`. `reproduce --commit` commits these and no other figure.
+pub(crate) const FIGURE_PREFIXES: [&str; 3] = ["study-", "v2-", "selection-"];
+
+/// The quick report `md` with the text between the findings markers left out: what
+/// [`refresh_findings`] never changes. `md` itself where the markers are missing.
+pub(crate) fn outside_findings(md: &str) -> String {
+    let (begin, end) = FINDINGS_MARKERS;
+    match (md.find(begin), md.find(end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &md[..a + begin.len()], &md[b..]),
+        _ => md.to_string(),
+    }
+}
 
 /// [`findings`] between its markers, followed by a blank line, as the quick report carries it.
 pub(crate) fn findings_block() -> Result<String> {

@@ -1,7 +1,8 @@
 //! `reproduce --commit`: each run recorded into `results/<preset>/` is committed at once, with the
 //! study report regenerated from the records, so a grid that spans sittings loses nothing finished
-//! when a sitting ends. Only the preset's records and the report are committed, whatever else the
-//! working tree holds or has staged.
+//! when a sitting ends. Only the preset's records and what the study report writes are committed,
+//! whatever else the working tree holds or has staged: the study's own figures (not the quick
+//! report's), and the quick report's findings lines only where nothing else in that file has changed.
 
 use std::path::Path;
 use std::process::Command;
@@ -15,23 +16,63 @@ use crate::workspace::root;
 /// and the next run's commit takes them along. The caller holds the records still while it runs.
 pub(super) fn publish(preset: &str, run: &str) {
     let report = root().join("docs").join("study.md");
-    let paths = [
-        format!("results/{preset}"),
-        "docs/study.md".into(),
-        "docs/study-appendix.md".into(),
-        "docs/selection.md".into(),
-        "docs/figures".into(),
-        // The quick report's lines on what the study found read results/ too.
-        "docs/reproduction.md".into(),
-    ];
-    let done = crate::study::write(&report)
-        .and_then(|()| crate::report::refresh_quick_findings())
-        .and_then(|()| git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated")));
+    let quick = "docs/reproduction.md";
+    // The quick report is the quick preset's output with the study's findings spliced in: it is the
+    // grid's to commit only where nothing outside those lines differs from HEAD (a user's edit, or a
+    // quick run not committed yet, stays out of the grid's commit).
+    let quick_is_ours = quick_changed_only_in_findings(&root(), quick);
+    let done = crate::study::write(&report).and_then(|()| crate::report::refresh_quick_findings()).and_then(|()| {
+        let mut paths = vec![
+            format!("results/{preset}"),
+            "docs/study.md".into(),
+            "docs/study-appendix.md".into(),
+            "docs/selection.md".into(),
+        ];
+        paths.extend(study_figures(&root().join("docs").join("figures")));
+        match quick_is_ours {
+            Ok(true) => paths.push(quick.into()),
+            Ok(false) => eprintln!(
+                "      {quick} holds changes besides the study's findings: its findings are refreshed on disk, \
+not committed with {run}"
+            ),
+            Err(e) => eprintln!("      {quick}: not committed with {run} ({e:#})"),
+        }
+        git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated"))
+    });
     match done {
         Ok(true) => eprintln!("      {run}: records and report committed"),
         Ok(false) => {}
         Err(e) => eprintln!("      {run}: not committed ({e:#}); its records are in results/{preset}/"),
     }
+}
+
+/// The study's figures in `dir` (docs/figures) as repository paths, by [`crate::study::FIGURE_PREFIXES`].
+fn study_figures(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| crate::study::FIGURE_PREFIXES.iter().any(|p| n.starts_with(p)))
+        .map(|n| format!("docs/figures/{n}"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether `file` (the quick report) differs from its HEAD version at most between the findings
+/// markers; true where it is not tracked yet or not there.
+fn quick_changed_only_in_findings(repo: &Path, file: &str) -> Result<bool> {
+    let Ok(now) = std::fs::read_to_string(repo.join(file)) else { return Ok(true) };
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["show", &format!("HEAD:{file}")])
+        .output()
+        .context("cannot run git")?;
+    if !out.status.success() {
+        return Ok(true);
+    }
+    let head = String::from_utf8_lossy(&out.stdout);
+    Ok(crate::study::outside_findings(&now) == crate::study::outside_findings(&head))
 }
 
 /// Commits the current content of `paths` (new files included) in the repository at `repo`, and
@@ -109,6 +150,48 @@ mod tests {
         std::fs::create_dir_all(nowhere.join("results/study")).unwrap();
         assert!(git_commit(&nowhere, &paths, "x").is_err());
         std::fs::remove_dir_all(&nowhere).unwrap();
+    }
+
+    /// The quick report is committed with a record only where nothing outside its findings lines
+    /// differs from HEAD, and only the study's figures are, never the quick report's.
+    #[test]
+    fn only_what_the_study_report_wrote_is_taken_along() {
+        let repo = std::env::temp_dir().join(format!("awt-publish-quick-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&repo);
+        std::fs::create_dir_all(repo.join("docs/figures")).unwrap();
+        git(&repo, &["init", "-q"]);
+        git(&repo, &["config", "user.email", "t@example.org"]);
+        git(&repo, &["config", "user.name", "t"]);
+        let (begin, end) = crate::study::FINDINGS_MARKERS;
+        let doc = |table: &str, found: &str| format!("# quick\n\n{table}\n\n{begin}\n{found}\n{end}\n\nrest\n");
+        let file = "docs/reproduction.md";
+        std::fs::write(repo.join(file), doc("| dense | 71.8 |", "open")).unwrap();
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "-q", "-m", "start"]);
+        assert!(quick_changed_only_in_findings(&repo, file).unwrap(), "unchanged");
+        std::fs::write(repo.join(file), doc("| dense | 71.8 |", "AWT matches")).unwrap();
+        assert!(quick_changed_only_in_findings(&repo, file).unwrap(), "only the findings changed");
+        std::fs::write(repo.join(file), doc("| dense | 72.4 |", "AWT matches")).unwrap();
+        assert!(!quick_changed_only_in_findings(&repo, file).unwrap(), "a quick run's new table is not the grid's");
+        std::fs::write(repo.join(file), doc("| dense | 72.4 |", "open").replace(end, "")).unwrap();
+        assert!(!quick_changed_only_in_findings(&repo, file).unwrap(), "a lost marker is a change");
+        for f in [
+            "quick-train-loss.svg",
+            "study-search.svg",
+            "v2-lenet5-caffe-vs-dense-d0.05.svg",
+            "selection-lambda-ker.svg",
+        ] {
+            std::fs::write(repo.join("docs/figures").join(f), "<svg/>").unwrap();
+        }
+        assert_eq!(
+            study_figures(&repo.join("docs/figures")),
+            [
+                "docs/figures/selection-lambda-ker.svg",
+                "docs/figures/study-search.svg",
+                "docs/figures/v2-lenet5-caffe-vs-dense-d0.05.svg"
+            ]
+        );
+        std::fs::remove_dir_all(&repo).unwrap();
     }
 
     /// A preset that keeps no records has nothing to commit: refused before anything runs.

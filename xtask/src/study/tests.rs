@@ -128,6 +128,13 @@ fn the_study_section_decides_from_intervals_and_draws_its_figures() {
     assert!(md.contains("| awt | 3 | 0.0 | — | — | — | 0.00 |"), "compute table: {md}");
     let svg = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
     assert!(svg("study-robust-vs-density.svg").contains("awt"));
+    // `reproduce --commit` commits the figures by these prefixes: a figure named otherwise would be left out.
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let name = f.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".svg") {
+            assert!(super::FIGURE_PREFIXES.iter().any(|p| name.starts_with(p)), "{name}: no prefix of FIGURE_PREFIXES");
+        }
+    }
     for f in ["study-dyn-distance.svg", "study-dyn-alignment.svg", "study-dyn-own-change.svg", "study-dyn-loss-gap.svg"]
     {
         assert!(svg(f).contains("<polygon"), "{f}: no band over seeds");
