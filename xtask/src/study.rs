@@ -384,8 +384,9 @@ fn study_section(recs: &[Rec], fig_dir: &Path) -> Result<(String, String)> {
     md += "Three of its baselines are not quite the methods as their code defines them: its SynFlow fed the \
 all-ones input through the input standardisation (the first layer saw (1 − μ)/σ ≈ 2.02, not 1), its GraSP scored the \
 raw logits instead of GraSP's logits / 200, and its HYDRA started its scores at another scale, ranked them instead \
-of their absolute values and had no weight decay. Study v2 runs all three as their code does, checked against it \
-(docs/protocol.md, \"SynFlow's input and GraSP's temperature\" and \"HYDRA's scores\"; docs/checks.md).\n\n";
+of their absolute values, had no weight decay and ran a per-step cosine rate where HYDRA's code sets it per epoch. \
+Study v2 runs all three as their code does, checked against it (docs/protocol.md, \"SynFlow's input and GraSP's \
+temperature\", \"HYDRA's scores\" and \"HYDRA's learning-rate schedule\"; docs/checks.md).\n\n";
     if let Some(s) = &spec {
         md += &progress(s, recs)?;
     }
