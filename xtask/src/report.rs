@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use crate::workspace::root;
 
 mod check;
+pub(crate) use check::at_head;
 mod claims;
 mod data;
 mod group;

@@ -39,19 +39,24 @@ fn cpu_of(md: &str) -> Option<&str> {
     Some(&md[i..i + end])
 }
 
-/// Compares `report` (as regenerated) with its committed version in the repository at `repo`.
-pub(super) fn check(repo: &Path, report: &str) -> Result<()> {
-    let now = std::fs::read_to_string(repo.join(report)).with_context(|| format!("cannot read {report}"))?;
+/// `file`'s content as committed at HEAD in the repository at `repo`; an error where git has none.
+pub(crate) fn at_head(repo: &Path, file: &str) -> Result<String> {
     let out = Command::new("git")
         .arg("-C")
         .arg(repo)
-        .args(["show", &format!("HEAD:{report}")])
+        .args(["show", &format!("HEAD:{file}")])
         .output()
         .context("cannot run git")?;
     if !out.status.success() {
-        bail!("git show HEAD:{report}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("git show HEAD:{file}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let committed = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Compares `report` (as regenerated) with its committed version in the repository at `repo`.
+pub(super) fn check(repo: &Path, report: &str) -> Result<()> {
+    let now = std::fs::read_to_string(repo.join(report)).with_context(|| format!("cannot read {report}"))?;
+    let committed = at_head(repo, report)?;
     // Another CPU's vector kernels move trained nets in the last digits as another seed would
     // (docs/checks.md, the regression band): results are compared only on the CPU that made them.
     let (was, is) = (cpu_of(&committed), cpu_of(&now));

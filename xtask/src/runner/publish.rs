@@ -29,13 +29,13 @@ pub(super) fn publish(preset: &str, run: &str) {
             "docs/selection.md".into(),
         ];
         paths.extend(study_figures(&root().join("docs").join("figures")));
-        match quick_is_ours {
-            Ok(true) => paths.push(quick.into()),
-            Ok(false) => eprintln!(
+        if quick_is_ours {
+            paths.push(quick.into());
+        } else {
+            eprintln!(
                 "      {quick} holds changes besides the study's findings: its findings are refreshed on disk, \
 not committed with {run}"
-            ),
-            Err(e) => eprintln!("      {quick}: not committed with {run} ({e:#})"),
+            );
         }
         git_commit(&root(), &paths, &format!("{preset}: {run} recorded; docs/study.md regenerated"))
     });
@@ -59,20 +59,12 @@ fn study_figures(dir: &Path) -> Vec<String> {
 }
 
 /// Whether `file` (the quick report) differs from its HEAD version at most between the findings
-/// markers; true where it is not tracked yet or not there.
-fn quick_changed_only_in_findings(repo: &Path, file: &str) -> Result<bool> {
-    let Ok(now) = std::fs::read_to_string(repo.join(file)) else { return Ok(true) };
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["show", &format!("HEAD:{file}")])
-        .output()
-        .context("cannot run git")?;
-    if !out.status.success() {
-        return Ok(true);
-    }
-    let head = String::from_utf8_lossy(&out.stdout);
-    Ok(crate::study::outside_findings(&now) == crate::study::outside_findings(&head))
+/// markers; true where it is not there or HEAD has none (then the commit says what is wrong).
+fn quick_changed_only_in_findings(repo: &Path, file: &str) -> bool {
+    let (Ok(now), Ok(head)) = (std::fs::read_to_string(repo.join(file)), crate::report::at_head(repo, file)) else {
+        return true;
+    };
+    crate::study::outside_findings(&now) == crate::study::outside_findings(&head)
 }
 
 /// Commits the current content of `paths` (new files included) in the repository at `repo`, and
@@ -168,13 +160,13 @@ mod tests {
         std::fs::write(repo.join(file), doc("| dense | 71.8 |", "open")).unwrap();
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "-q", "-m", "start"]);
-        assert!(quick_changed_only_in_findings(&repo, file).unwrap(), "unchanged");
+        assert!(quick_changed_only_in_findings(&repo, file), "unchanged");
         std::fs::write(repo.join(file), doc("| dense | 71.8 |", "AWT matches")).unwrap();
-        assert!(quick_changed_only_in_findings(&repo, file).unwrap(), "only the findings changed");
+        assert!(quick_changed_only_in_findings(&repo, file), "only the findings changed");
         std::fs::write(repo.join(file), doc("| dense | 72.4 |", "AWT matches")).unwrap();
-        assert!(!quick_changed_only_in_findings(&repo, file).unwrap(), "a quick run's new table is not the grid's");
+        assert!(!quick_changed_only_in_findings(&repo, file), "a quick run's new table is not the grid's");
         std::fs::write(repo.join(file), doc("| dense | 72.4 |", "open").replace(end, "")).unwrap();
-        assert!(!quick_changed_only_in_findings(&repo, file).unwrap(), "a lost marker is a change");
+        assert!(!quick_changed_only_in_findings(&repo, file), "a lost marker is a change");
         for f in [
             "quick-train-loss.svg",
             "study-search.svg",
