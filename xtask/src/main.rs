@@ -34,7 +34,8 @@ commands:
             [--force] [--list] [--shard i/n] [--commit] [--within DURATION] [--device cpu|cuda[:N]|auto]
             (--preset: any experiments/NAME.toml — smoke, quick, ntt-validation, study, paper, study v2's
             select-mlp-budget, select-mlp, select-lenet5-budget, select-lenet5, final-mlp, final-lenet5;
-            --only: these runs, by their exact names as --list prints them;
+            --only: these runs, by their exact names as --list prints them (the quick preset's report of
+            a part of its grid goes to runs/quick/report.md, not docs/reproduction.md);
             --jobs: concurrent runs, default one per core, the cores shared between them;
             --first: the runs whose name matches these patterns first, in that order, then the rest;
             --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated;

@@ -142,9 +142,17 @@ impl Ranged for LogAxis {
 /// Round ticks in `r` (positive): the coarsest of 1, 1-2-5 and 1…9 × 10^k with at least three in
 /// range and at most `max` (`fine`: the finest that fits, for light grid lines); inside a decade
 /// where none gives three, round linear ticks.
+/// A range that is not positive and finite, or spans more than [`MAX_DECADES`], gets no ticks
+/// (its decades would be counted from `log10(0) = −∞`: billions of candidates).
 fn log_ticks(r: &Range<f64>, max: usize, fine: bool) -> Vec<f64> {
     let sets: [&[f64]; 3] = [&[1.0], &[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]];
+    if !(r.start > 0.0 && r.end.is_finite() && r.start < r.end) {
+        return Vec::new();
+    }
     let (k0, k1) = (r.start.log10().floor() as i32, r.end.log10().ceil() as i32);
+    if k1 - k0 > MAX_DECADES {
+        return Vec::new();
+    }
     let in_range = |set: &[f64]| -> Vec<f64> {
         (k0..=k1)
             .flat_map(|k| set.iter().map(move |m| m * 10f64.powi(k)))
@@ -165,11 +173,16 @@ fn log_ticks(r: &Range<f64>, max: usize, fine: bool) -> Vec<f64> {
     }
 }
 
+/// The most decades a log axis gets ticks for.
+const MAX_DECADES: i32 = 40;
+
 fn draw_all(root: &Area, fig: &Figure, series: &[Series]) -> Result<(), String> {
     let e = |x: DrawingAreaErrorKind<_>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_W);
-    let (xr, yr) = extent(series, (fig.logx, fig.logy)).unwrap_or((0.0..1.0, 0.0..1.0));
+    // Nothing to draw: an empty frame, whose log axes start above 0.
+    let empty = |log: bool| if log { 0.1..1.0 } else { 0.0..1.0 };
+    let (xr, yr) = extent(series, (fig.logx, fig.logy)).unwrap_or((empty(fig.logx), empty(fig.logy)));
     match (fig.logx, fig.logy) {
         (false, false) => chart(&plot, fig, series, xr, yr)?,
         (true, false) => chart(&plot, fig, series, LogAxis(xr), yr)?,
@@ -280,6 +293,10 @@ mod tests {
         // Inside a decade with fewer than two round multiples: linear round ticks.
         let t = log_ticks(&(0.21..0.29), 8, false);
         assert!(t.len() >= 2 && t.iter().all(|v| (0.21..=0.29).contains(v)), "{t:?}");
+        // Ranges that reach 0 or infinity, or span more decades than any figure here: no ticks, at once.
+        for r in [0.0..1.0, -1.0..1.0, 1e-300..1e300, 1.0..f64::INFINITY, f64::NAN..1.0, 2.0..1.0] {
+            assert!(log_ticks(&r, 8, false).is_empty(), "{r:?}");
+        }
         let a = LogAxis(0.01..1.0);
         assert_eq!((a.map(&0.01, (0, 100)), a.map(&0.1, (0, 100)), a.map(&1.0, (0, 100))), (0, 50, 100));
     }
@@ -320,5 +337,14 @@ mod tests {
             &[Series::line("nan", vec![(f64::NAN, 1.0)])],
         );
         assert!(empty.starts_with("<svg") && !empty.contains("cannot draw"));
+        // On log axes too, where nothing positive is left (a grid of the dense run alone once drew
+        // a density axis from log10(0) and allocated without bound).
+        for (logx, logy) in [(true, false), (false, true), (true, true)] {
+            let f = Figure { title: "none", xlabel: "x", ylabel: "y", logx, logy, spread: Spread::Bars };
+            for pts in [vec![], vec![(0.0, 0.0)], vec![(f64::NAN, f64::NAN)]] {
+                let svg = figure(&f, &[Series::line("zero", pts)]);
+                assert!(svg.starts_with("<svg") && !svg.contains("cannot draw"), "{logx} {logy}");
+            }
+        }
     }
 }

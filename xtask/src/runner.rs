@@ -257,11 +257,12 @@ pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     crate::report::write_runs(&dirs, &report_path(&o))
 }
 
-/// Where a grid's report goes: only the quick preset's, run into its usual folder, is the committed
-/// docs/reproduction.md; any other grid's (another preset, or `--out` elsewhere, as the device check
-/// does) goes beside its runs, so a custom grid never replaces the committed report.
+/// Where a grid's report goes: only the quick preset's whole grid, run into its usual folder, is the
+/// committed docs/reproduction.md; any other grid's (another preset, `--only` some of its runs, or
+/// `--out` elsewhere, as the device check does) goes beside its runs, so a custom or partial grid
+/// never replaces the committed report.
 fn report_path(o: &Opts) -> std::path::PathBuf {
-    if o.preset == "quick" && o.out.is_none() {
+    if o.preset == "quick" && o.out.is_none() && o.only.is_none() {
         root().join("docs").join("reproduction.md")
     } else {
         o.base().join("report.md")
@@ -281,6 +282,8 @@ mod tests {
         assert_eq!(path("smoke"), root().join("runs/smoke/report.md"));
         let elsewhere = Opts::parse(&["--out".into(), "/tmp/q".into()]).unwrap();
         assert_eq!(report_path(&elsewhere), std::path::Path::new("/tmp/q/report.md"));
+        let some = Opts::parse(&["--only".into(), "lenet-300-100-dense-d1-s0".into()]).unwrap();
+        assert_eq!(report_path(&some), root().join("runs/quick/report.md"), "a part of the grid");
     }
 
     /// A malformed `--shard` names the flag and what it takes.
