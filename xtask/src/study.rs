@@ -9,7 +9,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::decide::{self, Statement, beats};
-use crate::plan::variant_of;
 use crate::stats::{paired, summary};
 
 mod aa;
@@ -22,6 +21,7 @@ mod dynamics;
 mod exploratory;
 mod figures;
 mod ntt;
+mod progress;
 mod search;
 mod selection;
 mod verdicts;
@@ -31,6 +31,7 @@ use compute::compute;
 use cutoff::{cut_classes, stalled, stalled_finding};
 use data::{Measure, Rec, by_seed, load, runs_of, values, variants};
 use ntt::{ntt_density, ntt_section, ntt_verdict};
+use progress::{V2_STAGES, planned, progress, v2_progress};
 
 /// Writes docs/study.md and docs/figures/study-*.svg.
 pub(crate) fn write(out: &Path) -> Result<()> {
@@ -255,105 +256,6 @@ intervals, \"(one seed)\" where only one is recorded so far; AWT at λ_ker 1, ou
     }
     md += "\n";
     Ok(md)
-}
-
-/// The variants of a grid in a fixed order: dense, the spec's methods, then the ablations.
-/// The runs the plan holds given the records (follow-ups earned so far included), each with whether
-/// it is recorded (under its run's current settings).
-fn planned(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<Vec<(crate::plan::Run, bool)>> {
-    let find = |name: &str, canonical: &str| {
-        recs.iter().find(|r| r.m.name == name && r.m.config_hash == crate::plan::fnv(canonical))
-    };
-    let runs = crate::plan::expand(spec, &spec.data, Path::new("results"), &|n, c| find(n, c).map(|r| r.m.robust()))?;
-    Ok(runs
-        .into_iter()
-        .map(|r| {
-            let done = find(&r.name, &r.canonical).is_some();
-            (r, done)
-        })
-        .collect())
-}
-
-/// How much of the planned grid `results/` holds (a record counts only under its run's current settings).
-fn progress(spec: &crate::spec::Spec, recs: &[Rec]) -> Result<String> {
-    let runs = planned(spec, recs)?;
-    let done = runs.iter().filter(|r| r.1).count();
-    let follow = runs.len() - crate::plan::expand(spec, &spec.data, Path::new("results"), &|_, _| None)?.len();
-    let mut md = format!("**Progress:** {done} of the {} planned runs are recorded", runs.len());
-    if follow > 0 {
-        md += &format!(" (the plan includes {follow} ablation follow-up runs earned so far)");
-    }
-    md += "; every table below is over what is recorded.";
-    let left: Vec<String> = runs.iter().filter(|r| !r.1).map(|(r, _)| variant_of(&r.name, &r.arch)).collect();
-    if let Some(h) = compute::hours_left(recs, &left) {
-        md += &format!(
-            " At the recorded median time per run of each variant, the {} runs left need about {h:.1} h of running: \
-about {:.1} h of wall time with two at once on the 2-core machine (`--jobs 2`).",
-            left.len(),
-            h / 2.0
-        );
-    }
-    md += "\n\n";
-    Ok(md)
-}
-
-/// Study v2's stages, in the protocol's order: each preset with its runs recorded of those it plans,
-/// or, for a final preset, what its selection still has to decide before it can plan.
-const V2_STAGES: [(&str, &str); 6] = [
-    ("§4.1 LeNet-300-100's training budget", "select-mlp-budget"),
-    ("§4.2–4.3 λ_ker, then transferred vs rewound weights (LeNet-300-100)", "select-mlp"),
-    ("§4.5 LeNet-5-Caffe's training budget", "select-lenet5-budget"),
-    ("§4.5 λ_ker (LeNet-5-Caffe)", "select-lenet5"),
-    ("§5 the final comparison, LeNet-300-100", "final-mlp"),
-    ("§5 the final comparison, LeNet-5-Caffe", "final-lenet5"),
-];
-
-/// Where study v2 stands, from the records: a table of its stages.
-fn v2_progress() -> Result<String> {
-    let mut md = String::from(
-        "## Study v2: where it stands\n\nEach stage's runs recorded under `results/<preset>/`, of those its preset plans \
-now, the run time of the recorded runs (wall time, one thread per run), and the time the runs left need at the \
-recorded median per run of their variant (docs/selection.md has the selections' tables):\n\n\
-| stage | preset | recorded | run time so far (h) | to go, estimated (h) |\n|---|---|---|---|---|\n",
-    );
-    let (mut so_far, mut to_go, mut unplanned) = (0.0, 0.0, false);
-    for (stage, preset) in V2_STAGES {
-        let Ok(spec) = crate::spec::load(preset) else { continue };
-        let recs = load(preset)?;
-        // (+ 0.0: an empty f64 sum is −0.0, printed "-0.0")
-        let hours: f64 = recs.iter().map(|r| r.m.wall_seconds).sum::<f64>() / 3600.0 + 0.0;
-        so_far += hours;
-        let (cell, left) = match planned(&spec, &recs) {
-            Ok(runs) => {
-                let left: Vec<String> =
-                    runs.iter().filter(|r| !r.1).map(|(r, _)| variant_of(&r.name, &r.arch)).collect();
-                let h = compute::hours_left(&recs, &left);
-                to_go += h.unwrap_or(0.0);
-                unplanned |= h.is_none() && !left.is_empty();
-                let cell = format!("{} of {}", runs.len() - left.len(), runs.len());
-                (cell, h.map_or(if left.is_empty() { "0".into() } else { "—".into() }, |h| format!("{h:.1}")))
-            }
-            Err(e) => {
-                let why = format!("{e:#}");
-                let why = why.split(": [selected]: ").last().unwrap_or(&why).to_string();
-                unplanned = true;
-                (format!("plans once its selection decides ({why})"), "—".to_string())
-            }
-        };
-        let _ = writeln!(md, "| {stage} | `{preset}` | {cell} | {hours:.1} | {left} |");
-    }
-    let _ = writeln!(
-        md,
-        "\nRun time so far: {so_far:.1} h; to go, estimated: {to_go:.1} h{}. Two runs share the 2-core machine at a \
-time, each on one thread, so the wall-clock time is about half the run time; a run's wall time also counts the time \
-it waited for a core while other work ran beside it.",
-        if unplanned {
-            ", not counting the stages marked —, which have no recorded run of their own to estimate from"
-        } else {
-            ""
-        }
-    );
-    Ok(md + "\n")
 }
 
 /// The headline measure and its name: AutoAttack where it covers the whole evaluation set of every

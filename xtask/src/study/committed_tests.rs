@@ -83,7 +83,7 @@ fn the_progress_table_adds_up_the_committed_records() {
     for (_, preset) in V2_STAGES {
         let Some(row) = md.lines().find(|l| l.contains(&format!("| `{preset}` |"))) else { continue };
         let cells: Vec<&str> = row.split(" | ").collect();
-        let (mut n, mut secs) = (0, 0.0);
+        let (mut n, mut secs, mut on_cpus) = (0, 0.0, 0);
         if let Ok(dirs) = std::fs::read_dir(root().join("results").join(preset)) {
             for d in dirs {
                 let m = d.unwrap().path().join("manifest.json");
@@ -91,6 +91,8 @@ fn the_progress_table_adds_up_the_committed_records() {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
                     n += 1;
                     secs += v["wall_seconds"].as_f64().unwrap();
+                    let cpu = v["cpu"].as_str().unwrap_or("not recorded");
+                    assert!(cells[5].contains(&format!("{cpu} (")), "{preset}: {cpu} not in {row}");
                 }
             }
         }
@@ -98,6 +100,11 @@ fn the_progress_table_adds_up_the_committed_records() {
             assert!(cells[2].starts_with(&format!("{n} of ")), "{preset}: {row}");
         }
         assert_eq!(cells[3], format!("{:.1}", secs / 3600.0 + 0.0), "{preset}: {row}");
+        // The CPU column's counts add up to the recorded runs.
+        for part in cells[5].trim_end_matches(" |").split("; ").filter(|p| *p != "—") {
+            on_cpus += part.rsplit_once(" (").unwrap().1.trim_end_matches(')').parse::<usize>().unwrap();
+        }
+        assert_eq!(on_cpus, n, "{preset}: {row}");
         total += secs / 3600.0;
         rows += 1;
     }
