@@ -30,6 +30,7 @@ use claims::claims;
 use compute::compute;
 use cutoff::{cut_classes, stalled, stalled_finding};
 use data::{Measure, Rec, by_seed, load, runs_of, values, variants};
+pub(crate) use figures::FIGURE_PREFIXES;
 use ntt::{ntt_density, ntt_section, ntt_verdict};
 use progress::{V2_STAGES, planned, progress, v2_progress};
 
@@ -61,7 +62,7 @@ a verdict is only given where the interval decides it.\n\n",
     presets.extend(v2_presets.iter().map(|(p, r)| (*p, r.as_slice())));
     let (warnings_md, warnings_appendix) = warnings::section(&presets);
     md += &warnings_md;
-    std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
+    std::fs::write(out, &md).with_context(|| format!("cannot write {}", out.display()))?;
     // The first study's per-variant ablation tables, beside the report.
     let app = out.with_file_name("study-appendix.md");
     let app_md = format!(
@@ -70,10 +71,14 @@ not edit by hand.\n\n{v2_appendix}## The first study's ablation tables\n\nSettin
 (see the study): each variant of a method against its plain method, per density, robust accuracy in %.\n\n{appendix}\
 {warnings_appendix}"
     );
-    std::fs::write(&app, app_md).with_context(|| format!("cannot write {}", app.display()))?;
+    std::fs::write(&app, &app_md).with_context(|| format!("cannot write {}", app.display()))?;
     // Study v2's selections, beside the report.
     let sel = out.with_file_name("selection.md");
-    std::fs::write(&sel, selection::report(&fig_dir)?).with_context(|| format!("cannot write {}", sel.display()))?;
+    let sel_md = selection::report(&fig_dir)?;
+    std::fs::write(&sel, &sel_md).with_context(|| format!("cannot write {}", sel.display()))?;
+    for gone in figures::prune(&fig_dir, &[&md, &app_md, &sel_md])? {
+        eprintln!("removed {gone}: no report links to it any more");
+    }
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())
 }
@@ -96,10 +101,6 @@ pub(crate) const FINDINGS_MARKERS: (&str, &str) = (
     "<!-- study-findings:begin (from results/; refreshed by cargo xtask report --study and reproduce --commit) -->",
     "<!-- study-findings:end -->",
 );
-
-/// The name prefixes of the figures [`write`] draws in docs/figures; the quick report's are
-/// `quick-…`. `reproduce --commit` commits these and no other figure.
-pub(crate) const FIGURE_PREFIXES: [&str; 3] = ["study-", "v2-", "selection-"];
 
 /// The quick report `md` with the text between the findings markers left out: what
 /// [`refresh_findings`] never changes. `md` itself where the markers are missing.

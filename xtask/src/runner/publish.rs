@@ -4,6 +4,7 @@
 //! whatever else the working tree holds or has staged: the study's own figures (not the quick
 //! report's), and the quick report's findings lines only where nothing else in that file has changed.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -28,7 +29,7 @@ pub(super) fn publish(preset: &str, run: &str) {
             "docs/study-appendix.md".into(),
             "docs/selection.md".into(),
         ];
-        paths.extend(study_figures(&root().join("docs").join("figures")));
+        paths.extend(study_figures(&root(), "docs/figures"));
         if quick_is_ours {
             paths.push(quick.into());
         } else {
@@ -46,16 +47,33 @@ not committed with {run}"
     }
 }
 
-/// The study's figures in `dir` (docs/figures) as repository paths, by [`crate::study::FIGURE_PREFIXES`].
-fn study_figures(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out: Vec<String> = entries
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| crate::study::FIGURE_PREFIXES.iter().any(|p| n.starts_with(p)))
-        .map(|n| format!("docs/figures/{n}"))
+/// The study's figures in `dir` (docs/figures, relative to `repo`) as repository paths, by
+/// [`crate::study::FIGURE_PREFIXES`]: those on disk and those git tracks there, so that a figure the
+/// report removed is committed as removed.
+fn study_figures(repo: &Path, dir: &str) -> Vec<String> {
+    let on_disk = std::fs::read_dir(repo.join(dir))
+        .map(|entries| entries.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let tracked = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["ls-files", "-z", "--", dir])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split('\0')
+                .filter_map(|p| p.strip_prefix(dir)?.strip_prefix('/').map(str::to_string))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let names: BTreeSet<String> = on_disk
+        .into_iter()
+        .chain(tracked)
+        .filter(|n| crate::study::FIGURE_PREFIXES.iter().any(|p| n.starts_with(p)) && !n.contains('/'))
         .collect();
-    out.sort();
-    out
+    names.into_iter().map(|n| format!("{dir}/{n}")).collect()
 }
 
 /// Whether `file` (the quick report) differs from its HEAD version at most between the findings
@@ -73,8 +91,10 @@ pub(crate) fn git_commit(repo: &Path, paths: &[String], message: &str) -> Result
     let git = |args: &[&str]| -> Result<std::process::Output> {
         Command::new("git").arg("-C").arg(repo).args(args).output().context("cannot run git")
     };
-    // Paths not made yet (no figure drawn so far) are left out: git refuses a pathspec matching nothing.
-    let paths: Vec<&str> = paths.iter().map(String::as_str).filter(|p| repo.join(p).exists()).collect();
+    // Paths not made yet (no figure drawn so far) are left out: git refuses a pathspec matching
+    // nothing. A tracked path that is gone stays in: `git add` stages its removal.
+    let tracked = |p: &str| git(&["ls-files", "--error-unmatch", "--", p]).is_ok_and(|o| o.status.success());
+    let paths: Vec<&str> = paths.iter().map(String::as_str).filter(|p| repo.join(p).exists() || tracked(p)).collect();
     if paths.is_empty() {
         return Ok(false);
     }
@@ -175,14 +195,22 @@ mod tests {
         ] {
             std::fs::write(repo.join("docs/figures").join(f), "<svg/>").unwrap();
         }
-        assert_eq!(
-            study_figures(&repo.join("docs/figures")),
-            [
-                "docs/figures/selection-lambda-ker.svg",
-                "docs/figures/study-search.svg",
-                "docs/figures/v2-lenet5-caffe-vs-dense-d0.05.svg"
-            ]
-        );
+        let ours = [
+            "docs/figures/selection-lambda-ker.svg",
+            "docs/figures/study-search.svg",
+            "docs/figures/v2-lenet5-caffe-vs-dense-d0.05.svg",
+        ];
+        assert_eq!(study_figures(&repo, "docs/figures"), ours);
+        assert!(git_commit(&repo, &study_figures(&repo, "docs/figures"), "figures").unwrap());
+        let tracked = git(&repo, &["ls-files", "docs/figures"]);
+        assert!(!tracked.contains("quick-train-loss.svg"), "the quick report's figure is not the grid's: {tracked}");
+        // A figure the report no longer draws (removed by it) is committed as removed; the others stay.
+        std::fs::remove_file(repo.join(ours[1])).unwrap();
+        assert_eq!(study_figures(&repo, "docs/figures"), ours, "a removed tracked figure is still named");
+        assert!(git_commit(&repo, &study_figures(&repo, "docs/figures"), "a figure removed").unwrap());
+        let tracked = git(&repo, &["ls-files", "docs/figures"]);
+        assert_eq!(tracked.lines().collect::<Vec<_>>(), [ours[0], ours[2]], "its removal committed");
+        assert!(git(&repo, &["status", "--porcelain"]).contains("?? docs/figures/quick-train-loss.svg"));
         std::fs::remove_dir_all(&repo).unwrap();
     }
 

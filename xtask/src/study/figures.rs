@@ -13,6 +13,10 @@ use crate::plot::{Figure, Row, Series, Spread, figure, forest};
 use crate::spec::plain_of;
 use crate::stats::{paired, summary};
 
+/// The name prefixes of the figures [`super::write`] draws in docs/figures; the quick report's are
+/// `quick-…`. `reproduce --commit` commits these and no other figure.
+pub(crate) const FIGURE_PREFIXES: [&str; 3] = ["study-", "v2-", "selection-"];
+
 /// Mean ± sd over seeds of `f` per x, as a series with its spread (None where nothing is recorded).
 pub(super) fn seed_band(name: &str, per_seed: &[Vec<(f64, f64)>]) -> Option<Series> {
     let mut xs: Vec<f64> = per_seed.iter().flatten().map(|p| p.0).collect();
@@ -157,4 +161,45 @@ pub(super) fn search_curves(recs: &[Rec], densities: &[f64], fig_dir: &Path) -> 
     };
     write_figure(fig_dir, f, &fig, &series)?;
     Ok(format!("![search curves](figures/{f})\n\n"))
+}
+
+/// Removes the figures of [`FIGURE_PREFIXES`] in `fig_dir` that none of the reports `mds` links to
+/// (`figures/<name>`): the study's own figures, drawn anew by each [`super::write`], so one it no longer
+/// draws (a renamed or dropped figure) does not linger beside the report. Returns their names.
+pub(super) fn prune(fig_dir: &Path, mds: &[&str]) -> Result<Vec<String>> {
+    let mut gone = Vec::new();
+    for e in std::fs::read_dir(fig_dir).with_context(|| format!("cannot read {}", fig_dir.display()))? {
+        let Ok(name) = e?.file_name().into_string() else { continue };
+        let ours = FIGURE_PREFIXES.iter().any(|p| name.starts_with(p)) && name.ends_with(".svg");
+        if ours && !mds.iter().any(|md| md.contains(&format!("figures/{name})"))) {
+            let path = fig_dir.join(&name);
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            gone.push(name);
+        }
+    }
+    gone.sort();
+    Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A study figure that no report links to any more is removed; linked ones, the quick report's and
+    /// other files stay.
+    #[test]
+    fn figures_no_report_links_to_are_removed() {
+        let dir = super::super::tests::tempfile_dir();
+        for f in ["study-a.svg", "v2-gone.svg", "selection-b.svg", "quick-c.svg", "study-notes.txt"] {
+            std::fs::write(dir.join(f), "<svg/>").unwrap();
+        }
+        let (study, appendix, selection) = ("![a](figures/study-a.svg)", "", "![b](figures/selection-b.svg)\n");
+        assert_eq!(prune(&dir, &[study, appendix, selection]).unwrap(), ["v2-gone.svg"]);
+        let mut left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["quick-c.svg", "selection-b.svg", "study-a.svg", "study-notes.txt"]);
+        assert!(prune(&dir, &[study, appendix, selection]).unwrap().is_empty(), "nothing more");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -245,8 +245,10 @@ pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String,
                 "## Study v2: the final comparison (test split, fresh seeds)\n\nSettings selected on the validation split \
 (docs/selection.md); evaluation seeds never used in a selection; the primary claims of each net and density decided by \
 docs/protocol.md §7 after Holm's correction over the cell's whole family (a claim without two paired seeds yet stays in \
-it, counted with p = 1, and has no verdict). The protocol was committed in `{}`, before any run of study v2.\n\n",
-                &super::selection::PROTOCOL_COMMIT[..7]
+it, counted with p = 1, and has no verdict). Each test is one-sided at α = {a}, so a claim holds or fails only where \
+its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) with a larger Holm p stays open. The protocol was committed in `{}`, before any run of study v2.\n\n",
+                &super::selection::PROTOCOL_COMMIT[..7],
+                a = crate::decide::ALPHA
             );
         }
         let aa_n = recs.iter().find_map(|r| r.aa.as_ref().map(|a| a.n));
