@@ -8,7 +8,7 @@
 //! - [`conv`]: im2col/col2im custom ops, the convolution and its adjoint; [`signal`]: the backward
 //!   signal maps (ReLU, max-pool, convolution — sparse under a sparse mask) as single CPU ops;
 //! - [`kernels`]: the bounds-checked gemm call every hand-written CPU path shares (the project's one
-//!   `unsafe` block around a kernel);
+//!   `unsafe` block around a kernel); [`numerics`]: the summation order gemm uses on this CPU;
 //! - [`Classifier`] / [`Autograd`]: the narrow interface attacks and training use (logits and the
 //!   input gradient of a per-example loss);
 //! - files: [`write_atomic`] (temp file, fsync, rename), [`safetensors_bytes`] (deterministic
@@ -29,6 +29,7 @@ pub mod conv;
 pub mod device;
 pub mod fused;
 pub mod kernels;
+pub mod numerics;
 mod rng;
 pub mod signal;
 pub mod sparse;

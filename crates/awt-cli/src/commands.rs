@@ -79,6 +79,10 @@ enum Cmd {
     /// step), and how fast (the rows of docs/performance.md)? With --device cpu: a dry run on the
     /// device-generic path.
     CheckDevice(Box<crate::device_check::CheckArgs>),
+    /// The summation order of this CPU's matrix products (gemm's k-blocks and small-product lanes):
+    /// two machines that print the same line can repeat each other's runs bit for bit
+    /// (docs/reproducing.md, "Across CPUs").
+    Numerics,
     /// Show a checkpoint's architecture, parameters and density per layer, and metadata.
     Inspect {
         model: PathBuf,
@@ -117,6 +121,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
             init_cmd(&arch, seed, init, norm.transpose()?, &out)
         }
         Cmd::Inspect { model, arch, json } => inspect(&model, arch.as_ref(), json.as_deref()),
+        Cmd::Numerics => {
+            say!("gemm on this CPU: {}", awt_base::numerics::gemm_order());
+            Ok(())
+        }
         Cmd::Eval(a) => crate::eval::run(*a, &dev()?),
         Cmd::Ntk(a) => crate::ntk::run(*a, &dev()?),
         Cmd::Dynamics(a) => crate::dynamics::run(*a, &dev()?),

@@ -67,6 +67,17 @@ fn a_parquet_file_that_crashes_the_decoder_is_one_clean_error() {
     assert!(!all.contains("panicked at"), "the caught panic still printed its message:\n{all}");
 }
 
+/// `awt numerics` names this CPU's summation order, the same in two processes (the line two
+/// machines compare before expecting each other's bits, docs/reproducing.md).
+#[test]
+fn numerics_names_this_cpus_summation_order() {
+    let (ok, out, err) = awt(&["numerics"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("gemm on this CPU: k-blocks of at most "), "{out}");
+    assert!(!out.contains("not recognised"), "{out}");
+    assert_eq!(awt(&["numerics"], &[]).1, out);
+}
+
 #[test]
 fn init_is_deterministic_across_processes_and_inspect_reads_it() {
     let tmp = tempfile::tempdir().unwrap();
