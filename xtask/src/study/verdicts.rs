@@ -195,11 +195,38 @@ fn statement_name(s: Statement) -> &'static str {
 /// worst case, named as such; each baseline's verdict beside it), AWT vs train → prune →
 /// fine-tune, then dynamics.
 pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d: f64) -> String {
-    let say = |what: &str| claims.iter().find(|c| c.what == what).map_or(NO_VERDICT, |c| c.verdict);
-    let vs = |b: &str| say(&format!("AWT vs {b}"));
-    let mut parts =
-        vec![format!("AWT vs NTT: {} / {}", say("AWT is equivalent to NTT (within ±1 point)"), say("AWT vs NTT"))];
-    parts.push(format!("AWT matches the dense net: {}", say("AWT matches the dense net")));
+    let find = |what: &str| claims.iter().find(|c| c.what == what);
+    let say = |what: &str| find(what).map_or(NO_VERDICT, |c| c.verdict);
+    // The claim's interval before its verdict, where it has one: "-0.9 [-2.4, +0.6] open".
+    let with_ci = |what: &str| match find(what).filter(|c| c.tested()) {
+        Some(c) => {
+            let s = crate::stats::summary(&c.diffs);
+            let ci = if c.what.contains("kernel distance") { s.num_ci() } else { s.pct_ci() };
+            format!("{ci} {}", c.verdict)
+        }
+        None => NO_VERDICT.to_string(),
+    };
+    let vs = |b: &str| with_ci(&format!("AWT vs {b}"));
+    let eq = find("AWT is equivalent to NTT (within ±1 point)").filter(|c| c.tested());
+    let ntt = match eq {
+        None => NO_VERDICT.to_string(),
+        Some(c) => {
+            let ci = crate::stats::summary(&c.diffs).pct_ci();
+            let equivalent = if c.verdict == "not shown" {
+                "equivalence within ±1 point not shown"
+            } else {
+                "equivalent within ±1 point"
+            };
+            let direction = match say("AWT vs NTT") {
+                "better" => "AWT better",
+                "worse" => "NTT better",
+                _ => "neither shown better",
+            };
+            format!("{ci}: {equivalent}, {direction}")
+        }
+    };
+    let mut parts = vec![format!("AWT − NTT {ntt}")];
+    parts.push(format!("AWT matches the dense net: AWT − dense {}", with_ci("AWT matches the dense net")));
     let mean_worst = |b: &str| {
         let v = super::data::values(&by_seed(recs, b, d, |r| r.measure(Measure::Worst)));
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -209,7 +236,7 @@ pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d
         let others: Vec<String> =
             roles.at_init.iter().filter(|b| **b != best).map(|b| format!("{b} {}", vs(b))).collect();
         parts.push(format!(
-            "AWT vs the best baseline at initialisation ({best}, mean worst case {:.1} %): {}{}",
+            "AWT vs the best baseline at initialisation ({best}, mean worst case {:.1} %): AWT − {best} {}{}",
             100.0 * mean,
             vs(best),
             if others.is_empty() { String::new() } else { format!(" (the others: {})", others.join(", ")) }
@@ -218,7 +245,7 @@ pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d
     let after: Vec<String> = roles.after_training.iter().map(|b| format!("{b} {}", vs(b))).collect();
     parts.push(format!("AWT vs train → prune → fine-tune: {}", after.join(", ")));
     if let Some(c) = claims.iter().find(|c| c.what.contains("kernel distance")) {
-        parts.push(format!("dynamics (random − AWT kernel distance > 0): {}", c.verdict));
+        parts.push(format!("dynamics (random − AWT kernel distance > 0): {}", with_ci(&c.what)));
     }
     let untested = claims.iter().filter(|c| !c.tested()).count();
     let of = match untested {
@@ -347,10 +374,10 @@ mod tests {
         assert_eq!(md.lines().count(), 2 + 9, "{md}");
         assert!(md.contains("| AWT vs imp-at-matched | beats | 5 | -3.0 ["), "{md}");
         let line = glance(&claims, &recs, &MLP, "LeNet-300-100", 0.05);
-        assert!(line.starts_with("- **LeNet-300-100, density 0.05** (Holm over 9 claims): AWT vs NTT: equivalent (within ±1 point) / better; AWT matches the dense net: holds;"), "{line}");
+        assert!(line.starts_with("- **LeNet-300-100, density 0.05** (Holm over 9 claims): AWT − NTT +0.2 [+0.1, +0.3]: equivalent within ±1 point, AWT better; AWT matches the dense net: AWT − dense -0.5 [-0.6, -0.4] holds;"), "{line}");
         // The best baseline at initialisation is SynFlow (mean 59.5 % against 55.5 %), named as such.
         assert!(
-            line.contains("; AWT vs the best baseline at initialisation (synflow, mean worst case 59.5 %): open (the others: random better, snip better); AWT vs train → prune → fine-tune: imp-at-matched worse, hydra-matched worse; dynamics (random − AWT kernel distance > 0): better.\n"),
+            line.contains("; AWT vs the best baseline at initialisation (synflow, mean worst case 59.5 %): AWT − synflow +0.0 [-0.9, +0.9] open (the others: random +4.0 [+3.9, +4.1] better, snip +4.0 [+3.5, +4.5] better); AWT vs train → prune → fine-tune: imp-at-matched -3.0 [-3.1, -2.9] worse, hydra-matched -3.0 [-3.5, -2.5] worse; dynamics (random − AWT kernel distance > 0): +0.100 [+0.099, +0.101] better.\n"),
             "{line}"
         );
         // LeNet-5's family has no SNIP and no IMP-AT. One seed of HYDRA gives no interval: the
