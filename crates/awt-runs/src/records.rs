@@ -395,6 +395,11 @@ pub struct Manifest {
     /// The CPU (model, vector instructions) the run computed on; absent in older records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<String>,
+    /// The summation order of that CPU's matrix products as the run's binary measured it (`awt
+    /// numerics`: gemm's k-blocks and small-product lanes, which decide whether another machine gives
+    /// the same bits); absent in older records and where the binary has no such command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gemm: Option<String>,
     /// Training images held out as validation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_held_out: Option<u64>,

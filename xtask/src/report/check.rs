@@ -8,11 +8,24 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// The report with the volatile cells of its "Runs" tables (wall time, git commit) blanked.
+/// How the quick report's provenance line names its runs' summation order (`awt numerics`).
+pub(super) const GEMM_LABEL: &str = "Matrix products: ";
+pub(super) const GEMM_END: &str = " (`awt numerics`)";
+
+/// The report with the volatile cells of its "Runs" tables (wall time, git commit) and the CPU's
+/// name blanked (whether two reports are comparable at all is decided before, by [`check`]).
 pub(super) fn normalised(md: &str) -> String {
     let mut in_runs = false;
     let mut out = String::new();
     for line in md.lines() {
+        let blanked;
+        let line = match cpu_of(line) {
+            Some(cpu) => {
+                blanked = line.replacen(&format!(" CPU: {cpu}."), " CPU: ….", 1);
+                blanked.as_str()
+            }
+            None => line,
+        };
         if line.starts_with("### ") {
             in_runs = line == "### Runs";
         }
@@ -39,6 +52,22 @@ fn cpu_of(md: &str) -> Option<&str> {
     Some(&md[i..i + end])
 }
 
+/// The summation order of a report's matrix products (its provenance line `Matrix products: …`).
+fn gemm_of(md: &str) -> Option<&str> {
+    let i = md.find(&format!(" {GEMM_LABEL}"))? + 1 + GEMM_LABEL.len();
+    let end = md[i..].find(GEMM_END)?;
+    Some(&md[i..i + end])
+}
+
+/// Whether two reports' runs can give the same bits: where both name their summation order, the
+/// same order (the only run-time choices found, docs/reproducing.md "Across CPUs"); else the same CPU.
+fn comparable(committed: &str, now: &str) -> bool {
+    match (gemm_of(committed), gemm_of(now)) {
+        (Some(a), Some(b)) => a == b,
+        _ => cpu_of(committed) == cpu_of(now),
+    }
+}
+
 /// `file`'s content as committed at HEAD in the repository at `repo`; an error where git has none.
 pub(crate) fn at_head(repo: &Path, file: &str) -> Result<String> {
     let out = Command::new("git")
@@ -57,15 +86,21 @@ pub(crate) fn at_head(repo: &Path, file: &str) -> Result<String> {
 pub(super) fn check(repo: &Path, report: &str) -> Result<()> {
     let now = std::fs::read_to_string(repo.join(report)).with_context(|| format!("cannot read {report}"))?;
     let committed = at_head(repo, report)?;
-    // Another CPU's vector kernels move trained nets in the last digits as another seed would
-    // (docs/checks.md, the regression band): results are compared only on the CPU that made them.
-    let (was, is) = (cpu_of(&committed), cpu_of(&now));
-    if was != is {
+    // Another summation order moves trained nets in the last digits as another seed would
+    // (docs/reproducing.md, "Across CPUs"): results are compared only where the orders agree.
+    if !comparable(&committed, &now) {
+        let said = |md: &str| {
+            format!(
+                "CPU {}, {}",
+                cpu_of(md).unwrap_or("unknown"),
+                gemm_of(md).unwrap_or("summation order not recorded")
+            )
+        };
         eprintln!(
-            "{report}: committed from runs on CPU {}, produced on {}: not compared (floating-point results differ \
-between CPUs); regenerate it on this CPU to compare",
-            was.unwrap_or("unknown"),
-            is.unwrap_or("unknown")
+            "{report}: committed from runs on {}, produced on {}: not compared (another summation order moves \
+results in the last digits); regenerate it here to compare",
+            said(&committed),
+            said(&now)
         );
         return Ok(());
     }
@@ -106,5 +141,25 @@ mod tests {
         let line = "Toolchain: rustc 1.95.0; candle-core 0.11.1. CPU: AMD EPYC, avx2. Dataset files: x.";
         assert_eq!(cpu_of(line), Some("AMD EPYC, avx2"));
         assert_eq!(cpu_of("Toolchain: rustc; candle-core 0.11.1. Dataset files: x."), None);
+        // Comparable: the same summation order where both say it (whatever the CPU), else the same CPU.
+        let with = |cpu: &str, order: &str| {
+            format!(
+                "{a}\nToolchain: rustc; candle-core 0.11.1. CPU: {cpu}. Dataset files: x. {GEMM_LABEL}{order}{GEMM_END}.\n"
+            )
+        };
+        let xeon = with("Intel Xeon, avx512f", "k-blocks of at most 512, small products in 16 lanes");
+        assert_eq!(gemm_of(&xeon), Some("k-blocks of at most 512, small products in 16 lanes"));
+        assert_eq!(cpu_of(&xeon), Some("Intel Xeon, avx512f"), "the order does not run into the CPU");
+        let other_xeon = with("Intel Xeon Platinum, avx512f", "k-blocks of at most 512, small products in 16 lanes");
+        assert!(comparable(&xeon, &other_xeon));
+        assert_eq!(normalised(&xeon), normalised(&other_xeon), "the CPU's name is provenance, not a result");
+        assert!(!comparable(
+            &xeon,
+            &with("Intel Xeon, avx512f", "k-blocks of at most 1024, small products in 8 lanes")
+        ));
+        let old_report =
+            format!("{a}\nToolchain: rustc; candle-core 0.11.1. CPU: Intel Xeon, avx512f. Dataset files: x.\n");
+        assert!(comparable(&old_report, &xeon), "no order recorded: the same CPU decides");
+        assert!(!comparable(&old_report, &other_xeon));
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::spec::METHODS as ORDER;
 
+use super::check::{GEMM_END, GEMM_LABEL};
 use super::claims::claims;
 use super::data::{RunData, acc, cell, mean_std};
 use crate::plot::{Series, line_plot};
@@ -250,8 +251,9 @@ impl<'a> Group<'a> {
             .map(|f| format!("`{}` {} ({})", f.file, &f.sha256[..12.min(f.sha256.len())], f.status))
             .collect();
         let cpu = m.cpu.as_deref().map(|c| format!(" CPU: {c}.")).unwrap_or_default();
+        let gemm = m.gemm.as_deref().map(|g| format!(" {GEMM_LABEL}{g}{GEMM_END}.")).unwrap_or_default();
         md += &format!(
-            "\nToolchain: {}; candle-core {}.{cpu} Dataset files: {}.\n\n",
+            "\nToolchain: {}; candle-core {}.{cpu} Dataset files: {}.{gemm}\n\n",
             m.rustc,
             m.crates.candle_core,
             files.join(", ")

@@ -34,6 +34,21 @@ pub(crate) fn cpu() -> Option<String> {
     Some(format!("{model}, {simd}"))
 }
 
+/// The summation order of this CPU's matrix products as the binary `awt` measures it (`awt
+/// numerics`, docs/reproducing.md "Across CPUs"), asked once per process; None where the binary has
+/// no such command (builds before it) or says something else.
+pub(crate) fn gemm_order(awt: &Path) -> Option<String> {
+    static ORDER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ORDER
+        .get_or_init(|| {
+            let out = Command::new(awt).arg("numerics").env("AWT_LOG", "off").output().ok()?;
+            let text = String::from_utf8(out.stdout).ok()?;
+            let order = text.trim().strip_prefix("gemm on this CPU: ")?;
+            (out.status.success() && !order.contains('\n')).then(|| order.to_string())
+        })
+        .clone()
+}
+
 fn tool_versions() -> (String, String) {
     let rustc = Command::new("rustc")
         .arg("-V")
@@ -194,7 +209,7 @@ pub(super) fn execute(
     preset: &str,
 ) -> Result<f64> {
     let (clock, start) = run_steps(awt, run, steps, child)?;
-    write_manifest(run, preset, child.threads, &clock, start)
+    write_manifest(run, preset, child.threads, &clock, start, gemm_order(awt))
 }
 
 /// Runs `steps` of `run` (the caller holds the folder's lock), skipping finished ones and resuming
@@ -274,7 +289,14 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> 
 }
 
 /// The manifest of a run whose steps have all finished: what ran, with what, and what it measured.
-fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock, start: Instant) -> Result<f64> {
+fn write_manifest(
+    run: &Run,
+    preset: &str,
+    threads: Option<usize>,
+    clock: &Clock,
+    start: Instant,
+    gemm: Option<String>,
+) -> Result<f64> {
     let eval: EvalRecord = read_json(&run.dir.join(layout::EVAL))?;
     let (rustc, candle) = tool_versions();
     let manifest = Manifest {
@@ -311,6 +333,7 @@ fn write_manifest(run: &Run, preset: &str, threads: Option<usize>, clock: &Clock
         timings_seconds: clock.steps.clone(),
         wall_seconds: clock.wall(start),
         cpu: cpu(),
+        gemm,
         split: eval.validation_held_out.map(|_| eval.split.clone().unwrap_or_else(|| "test".into())),
         validation_held_out: eval.validation_held_out,
         device: eval.device.clone(),
