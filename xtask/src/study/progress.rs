@@ -71,6 +71,9 @@ recorded median per run of their variant, and the CPUs the recorded runs compute
 | stage | preset | recorded | run time so far (h) | to go, estimated (h) | CPU (runs) |\n|---|---|---|---|---|---|\n",
     );
     let (mut so_far, mut to_go, mut unplanned) = (0.0, 0.0, false);
+    // Per CPU: the time to go at the medians of the runs that computed on it (a stage without such
+    // runs at all its runs' medians), so that runs several times apart in speed are not averaged.
+    let mut stage_estimates: Vec<(Option<f64>, BTreeMap<String, f64>)> = Vec::new();
     for (stage, preset) in V2_STAGES {
         let Ok(spec) = crate::spec::load(preset) else { continue };
         let recs = load(preset)?;
@@ -85,7 +88,24 @@ recorded median per run of their variant, and the CPUs the recorded runs compute
                 to_go += h.unwrap_or(0.0);
                 unplanned |= h.is_none() && !left.is_empty();
                 let cell = format!("{} of {}", runs.len() - left.len(), runs.len());
-                (cell, h.map_or(if left.is_empty() { "0".into() } else { "—".into() }, |h| format!("{h:.1}")))
+                let by_cpu = by_cpu(&recs, &left);
+                let estimate = match (h, by_cpu.len()) {
+                    (None, _) => {
+                        if left.is_empty() {
+                            "0".into()
+                        } else {
+                            "—".into()
+                        }
+                    }
+                    (Some(h), 0 | 1) => format!("{h:.1}"),
+                    (Some(_), _) => by_cpu
+                        .iter()
+                        .map(|(c, h)| format!("{h:.1} (by the runs on {c})"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                };
+                stage_estimates.push((h, by_cpu));
+                (cell, estimate)
             }
             Err(e) => {
                 let why = format!("{e:#}");
@@ -96,12 +116,28 @@ recorded median per run of their variant, and the CPUs the recorded runs compute
         };
         let _ = writeln!(md, "| {stage} | `{preset}` | {cell} | {hours:.1} | {left} | {} |", cpus_of(&recs));
     }
+    // Every CPU with runs in a stage that has runs left, and the total at its medians.
+    let cpus: std::collections::BTreeSet<&String> = stage_estimates.iter().flat_map(|(_, b)| b.keys()).collect();
+    let per_cpu: Vec<String> = cpus
+        .iter()
+        .map(|c| {
+            let h: f64 = stage_estimates.iter().map(|(all, b)| b.get(*c).copied().or(*all).unwrap_or(0.0)).sum();
+            format!("{h:.1} h at the medians of the runs on {c}")
+        })
+        .collect();
     let _ = writeln!(
         md,
-        "\nRun time so far: {so_far:.1} h; to go, estimated: {to_go:.1} h{}. Two runs share the 2-core machine at a \
-time, each on one thread, so the wall-clock time is about half the run time; a run's wall time also counts the time \
-it waited for a core while other work ran beside it. Run times are those of the CPU each run computed on, and the \
-estimates mix the CPUs of the recorded runs: the same run can take several times as long on one CPU as on another.",
+        "\nRun time so far: {so_far:.1} h; to go, estimated: {to_go:.1} h at the medians of all recorded runs{}{}. Two runs \
+share the 2-core machine at a time, each on one thread, so the wall-clock time is about half the run time; a run's \
+wall time also counts the time it waited for a core while other work ran beside it. Run times are those of the CPU \
+each run computed on: the same run can take several times as long on one CPU as on another, so where a stage's runs \
+computed on more than one CPU its estimate is given at each one's medians (a variant not yet run on that CPU at its \
+plain method's, else at all of that CPU's runs').",
+        if per_cpu.len() > 1 {
+            format!(" ({}; a stage without runs on a CPU counted at all its runs' medians)", per_cpu.join("; "))
+        } else {
+            String::new()
+        },
         if unplanned {
             ", not counting the stages marked —, which have no recorded run of their own to estimate from"
         } else {
@@ -109,6 +145,23 @@ estimates mix the CPUs of the recorded runs: the same run can take several times
         }
     );
     Ok(md + "\n")
+}
+
+/// Hours to go for the `left` runs at the medians of the runs of `recs` on each CPU (runs that
+/// name none left out), by CPU.
+fn by_cpu(recs: &[Rec], left: &[String]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    if left.is_empty() {
+        return out;
+    }
+    let cpus: std::collections::BTreeSet<&str> = recs.iter().filter_map(|r| r.m.cpu.as_deref()).collect();
+    for c in cpus {
+        let on = recs.iter().filter(|r| r.m.cpu.as_deref() == Some(c)).map(|r| &r.m);
+        if let Some(h) = crate::records::hours_left(on, left) {
+            out.insert(c.to_string(), h);
+        }
+    }
+    out
 }
 
 /// The CPUs `recs` computed on, each with its count of runs ("—" for none).
@@ -121,4 +174,37 @@ fn cpus_of(recs: &[Rec]) -> String {
         return "—".into();
     }
     cpus.iter().map(|(c, n)| format!("{c} ({n})")).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::rec;
+    use super::*;
+
+    /// The time to go is estimated at each CPU's own medians: a variant run on both at 1 h and 4 h
+    /// is not averaged across them, a variant not yet run on a CPU takes that CPU's other runs'
+    /// median, and runs that name no CPU stay out.
+    #[test]
+    fn the_time_to_go_is_estimated_per_cpu() {
+        let timed = |method: &str, seed: u64, cpu: Option<&str>, hours: f64| {
+            let mut r = rec(method, 0.05, seed, (0.8, 0.6, 0.6), 1000, Vec::new());
+            r.m.cpu = cpu.map(str::to_string);
+            r.m.timings_seconds.insert("init".into(), 1.0);
+            r.m.stopped_seconds = Some(0.0);
+            r.m.wall_seconds = hours * 3600.0;
+            r
+        };
+        let recs = vec![
+            timed("awt", 0, Some("slow"), 4.0),
+            timed("awt", 1, Some("fast"), 1.0),
+            timed("random", 0, Some("slow"), 2.0),
+            timed("random", 1, None, 9.0),
+        ];
+        let left = vec!["awt".to_string(), "random".to_string()];
+        let b = by_cpu(&recs, &left);
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!((b["slow"] - 6.0).abs() < 1e-9, "awt 4 h + random 2 h: {b:?}");
+        assert!((b["fast"] - 2.0).abs() < 1e-9, "awt 1 h, random at the fast CPU's only median: {b:?}");
+        assert!(by_cpu(&recs, &[]).is_empty(), "nothing left: no estimate");
+    }
 }
