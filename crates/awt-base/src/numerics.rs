@@ -8,7 +8,8 @@
 //!   per output, then added to the output). `kc` comes from the L1 cache's size and associativity
 //!   and the kernel's register block, read at run time: 512 on a 32 KiB 8-way L1 (AMD EPYC, AVX2
 //!   kernels) and on a 48 KiB 12-way L1 with AVX-512 kernels (the Intel Xeon of 2026-12-06), 1024
-//!   on that same Xeon with AVX2 kernels. LeNet-300-100's first layer is 784 deep.
+//!   on that same Xeon with AVX2 kernels (a product of at most 64 × 64 outputs blocks at 512
+//!   everywhere). LeNet-300-100's first layer is 784 deep.
 //! - **Small products** (at most 256 outputs, both operands contiguous along the depth, as a
 //!   linear layer's forward on a batch of 25 or fewer is) go to "horizontal" kernels that keep one
 //!   FMA chain per SIMD lane and add the lanes by halving: 8 lanes with AVX2, 16 with AVX-512.
