@@ -93,8 +93,12 @@ pub(crate) fn git_commit(repo: &Path, paths: &[String], message: &str) -> Result
     };
     // Paths not made yet (no figure drawn so far) are left out: git refuses a pathspec matching
     // nothing. A tracked path that is gone stays in: `git add` stages its removal.
-    let tracked = |p: &str| git(&["ls-files", "--error-unmatch", "--", p]).is_ok_and(|o| o.status.success());
-    let paths: Vec<&str> = paths.iter().map(String::as_str).filter(|p| repo.join(p).exists() || tracked(p)).collect();
+    let listed =
+        git(&[&["ls-files", "-z", "--"], paths.iter().map(String::as_str).collect::<Vec<_>>().as_slice()].concat())?;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let tracked: BTreeSet<&str> = listed.split('\0').collect();
+    let paths: Vec<&str> =
+        paths.iter().map(String::as_str).filter(|p| repo.join(p).exists() || tracked.contains(p)).collect();
     if paths.is_empty() {
         return Ok(false);
     }

@@ -126,6 +126,12 @@ impl Claim {
     fn tested(&self) -> bool {
         self.diffs.len() >= 2
     }
+    /// Its mean difference and 95 % interval: in points, or, for the kernel-distance claim with
+    /// `kernel_units`, in the distance's own units.
+    fn ci(&self, kernel_units: bool) -> String {
+        let s = crate::stats::summary(&self.diffs);
+        if kernel_units && self.what.contains("kernel distance") { s.num_ci() } else { s.pct_ci() }
+    }
     /// Its p-values for a table: "—" where it is untested.
     fn p_cells(&self) -> (String, String) {
         if self.tested() {
@@ -142,12 +148,10 @@ pub(super) fn table(claims: &[Claim], kernel_units: bool) -> Result<String> {
         "| primary claim | statement | paired seeds | AWT − reference [95 % CI] | p | p (Holm) | verdict |\n|---|---|---|---|---|---|---|\n",
     );
     for c in claims {
-        let s = crate::stats::summary(&c.diffs);
-        let kernel = kernel_units && c.what.contains("kernel distance");
-        let ci = if kernel { s.num_ci() } else { s.pct_ci() };
         let statement = statement_name(c.statement);
         let (p, p_holm) = c.p_cells();
-        writeln!(md, "| {} | {statement} | {} | {ci} | {p} | {p_holm} | {} |", c.what, s.n, c.verdict)?;
+        let (n, ci) = (c.diffs.len(), c.ci(kernel_units));
+        writeln!(md, "| {} | {statement} | {n} | {ci} | {p} | {p_holm} | {} |", c.what, c.verdict)?;
     }
     Ok(md)
 }
@@ -199,11 +203,7 @@ pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d
     let say = |what: &str| find(what).map_or(NO_VERDICT, |c| c.verdict);
     // The claim's interval before its verdict, where it has one: "-0.9 [-2.4, +0.6] open".
     let with_ci = |what: &str| match find(what).filter(|c| c.tested()) {
-        Some(c) => {
-            let s = crate::stats::summary(&c.diffs);
-            let ci = if c.what.contains("kernel distance") { s.num_ci() } else { s.pct_ci() };
-            format!("{ci} {}", c.verdict)
-        }
+        Some(c) => format!("{} {}", c.ci(true), c.verdict),
         None => NO_VERDICT.to_string(),
     };
     let vs = |b: &str| with_ci(&format!("AWT vs {b}"));
@@ -211,7 +211,7 @@ pub(super) fn glance(claims: &[Claim], recs: &[Rec], roles: &Roles, net: &str, d
     let ntt = match eq {
         None => NO_VERDICT.to_string(),
         Some(c) => {
-            let ci = crate::stats::summary(&c.diffs).pct_ci();
+            let ci = c.ci(false);
             let equivalent = if c.verdict == "not shown" {
                 "equivalence within ±1 point not shown"
             } else {
