@@ -106,11 +106,89 @@ impl View {
 /// they save).
 const PARALLEL_WORK: usize = 1 << 21;
 
+/// Products of at most this many outputs (and those of one row or one column) are summed by
+/// [`chain_into`], not by gemm: gemm gives them to kernels that sum the depth in one partial sum per
+/// SIMD lane, so their bits depend on the CPU (docs/reproducing.md, "Across CPUs").
+pub const SMALL_PRODUCT: usize = 256;
+
 /// `dst = a·b`, or `dst += a·b` with `accumulate`, for an `m × kk` matrix `a` and a `kk × n`
 /// matrix `b` given as views. Panics when a view runs past its slice (so the call into gemm is
 /// sound); `dst` cannot alias `a` or `b` (one `&mut`, two `&`).
-#[allow(unsafe_code, clippy::too_many_arguments)]
+///
+/// A small product (at most [`SMALL_PRODUCT`] outputs, or one row or one column) is summed by
+/// [`chain_into`], in one order on every CPU; a larger one by gemm, whose one run-time choice for
+/// it is the depth of its k-blocks ([`crate::numerics`]).
+#[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: WithDType>(
+    dims: (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    a: &[T],
+    av: View,
+    b: &[T],
+    bv: View,
+    accumulate: bool,
+) {
+    let (m, n, _) = dims;
+    if m * n <= SMALL_PRODUCT || m == 1 || n == 1 {
+        chain_into(dims, dst, dv, a, av, b, bv, accumulate);
+    } else {
+        gemm_kernel_into(dims, dst, dv, a, av, b, bv, accumulate);
+    }
+}
+
+/// [`gemm_into`] as one chain per output in depth order (`s = s + a·b`, each product and each sum
+/// rounded), then stored (or added to `dst` with `accumulate`): the same bits on every CPU. For the
+/// small products [`gemm_into`] gives it, where it costs microseconds.
+#[allow(clippy::too_many_arguments)]
+pub fn chain_into<T: WithDType>(
+    (m, n, kk): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    a: &[T],
+    av: View,
+    b: &[T],
+    bv: View,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dv.last(m, n) < dst.len() && (kk == 0 || (av.last(m, kk) < a.len() && bv.last(kk, n) < b.len())),
+        "gemm view out of bounds"
+    );
+    // Each output's sum runs over the depth in order; the outputs of a row advance together (so
+    // the compiler can vectorise across them where `b`'s rows are contiguous), which leaves every
+    // output's order as a plain chain's.
+    let mut sums = vec![T::zero(); n];
+    for r in 0..m {
+        sums.iter_mut().for_each(|s| *s = T::zero());
+        let a0 = av.offset + r * av.rs;
+        for t in 0..kk {
+            let x = a[a0 + t * av.cs];
+            let b0 = bv.offset + t * bv.rs;
+            if bv.cs == 1 {
+                for (s, &y) in sums.iter_mut().zip(&b[b0..b0 + n]) {
+                    *s += x * y;
+                }
+            } else {
+                for (c, s) in sums.iter_mut().enumerate() {
+                    *s += x * b[b0 + c * bv.cs];
+                }
+            }
+        }
+        for (c, &s) in sums.iter().enumerate() {
+            let o = &mut dst[dv.offset + r * dv.rs + c * dv.cs];
+            *o = if accumulate { *o + s } else { s };
+        }
+    }
+}
+
+/// [`gemm_into`] through gemm whatever the product's size: the summation order is then gemm's on
+/// this CPU ([`crate::numerics`] measures it through this).
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub(crate) fn gemm_kernel_into<T: WithDType>(
     (m, n, kk): (usize, usize, usize),
     dst: &mut [T],
     dv: View,
@@ -173,23 +251,98 @@ pub fn gemm_into<T: WithDType>(
 mod tests {
     use super::*;
 
+    /// Small products (the chain), vectors and large products (gemm), on strided views, with and
+    /// without accumulating.
     #[test]
     fn gemm_into_equals_the_naive_product_on_strided_views_and_accumulates() {
-        let (m, n, k) = (5, 4, 3);
-        let a: Vec<f64> = (0..m * k).map(|i| i as f64 * 0.5 - 3.0).collect(); // row-major m×k
-        let b: Vec<f64> = (0..n * k).map(|i| (i as f64).sin()).collect(); // row-major n×k, used transposed
-        let mut dst = vec![1.0; m * n];
-        gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
-        for r in 0..m {
-            for c in 0..n {
-                let want: f64 = (0..k).map(|j| a[r * k + j] * b[c * k + j]).sum();
-                assert!((dst[r * n + c] - want).abs() < 1e-12);
+        for (m, n, k) in [(5, 4, 3), (20, 17, 9), (1, 300, 7), (300, 1, 7)] {
+            let a: Vec<f64> = (0..m * k).map(|i| i as f64 * 0.5 - 3.0).collect(); // row-major m×k
+            let b: Vec<f64> = (0..n * k).map(|i| (i as f64).sin()).collect(); // row-major n×k, used transposed
+            let mut dst = vec![1.0; m * n];
+            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
+            for r in 0..m {
+                for c in 0..n {
+                    let want: f64 = (0..k).map(|j| a[r * k + j] * b[c * k + j]).sum();
+                    assert!((dst[r * n + c] - want).abs() < 1e-12 * (1.0 + want.abs()), "{m}×{n}×{k}");
+                }
+            }
+            let before = dst.clone();
+            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), true);
+            for (d, b) in dst.iter().zip(&before) {
+                assert!((d - 2.0 * b).abs() < 1e-12 * (1.0 + b.abs()), "{m}×{n}×{k}");
             }
         }
-        let before = dst.clone();
-        gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), true);
-        for (d, b) in dst.iter().zip(&before) {
-            assert!((d - 2.0 * b).abs() < 1e-12);
+    }
+
+    /// A product of at most [`SMALL_PRODUCT`] outputs, or a vector, is one chain per output in
+    /// depth order whatever the CPU's SIMD width: terms that a chain and any split into lanes or
+    /// blocks sum differently give the chain's answer, from both layouts of `b`. The shapes are
+    /// those the search and the evaluations meet (numerics' test shows gemm itself splits them).
+    #[test]
+    fn small_products_sum_in_one_chain_on_every_cpu() {
+        let big = 16_777_216.0f32;
+        // Each output's terms: big, 1, …, 1, −big (depth 34): a chain loses every 1 added to big
+        // (big + 1 = big in f32) and ends at big − big = 0; a split into lanes or blocks keeps some.
+        let k = 34;
+        let row: Vec<f32> = (0..k)
+            .map(|t| {
+                if t == 0 {
+                    big
+                } else if t == k - 1 {
+                    -big
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        for (m, n) in [(16, 16), (8, 10), (32, 1), (1, 400), (400, 1)] {
+            let a: Vec<f32> = row.iter().copied().cycle().take(m * k).collect(); // m × k, row-major
+            let ones = vec![1f32; n * k];
+            let mut dst = vec![f32::NAN; m * n];
+            gemm_into(
+                (m, n, k),
+                &mut dst,
+                View::rows(0, n),
+                &a,
+                View::rows(0, k),
+                &ones,
+                View::transposed(0, k),
+                false,
+            );
+            assert!(dst.iter().all(|&v| v == 0.0), "{m}×{n}: not one chain: {:?}", &dst[..4.min(dst.len())]);
+            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &ones, View::rows(0, n), true);
+            assert!(dst.iter().all(|&v| v == 0.0), "{m}×{n}: not one chain");
+        }
+    }
+
+    /// The chain's outputs advance together but each sums in depth order: the same bits as a
+    /// scalar chain per output, on every layout of `a` and `b`, storing and accumulating.
+    #[test]
+    fn chain_into_is_a_scalar_chain_per_output() {
+        let mut rng = crate::Rng::new(7);
+        let mut draw = |len: usize| (0..len).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        for (m, n, k) in [(32, 1, 32), (32, 7, 32), (1, 300, 50), (16, 10, 100), (3, 5, 0)] {
+            let (a, b, init) = (draw(m * k), draw(k * n), draw(m * n));
+            for (av, bv) in [
+                (View::rows(0, k), View::rows(0, n)),
+                (View::transposed(0, m), View::transposed(0, k)),
+                (View::rows(0, k), View::transposed(0, k)),
+            ] {
+                for accumulate in [false, true] {
+                    let mut got = init.clone();
+                    chain_into((m, n, k), &mut got, View::rows(0, n), &a, av, &b, bv, accumulate);
+                    for r in 0..m {
+                        for c in 0..n {
+                            let mut s = 0f32;
+                            for t in 0..k {
+                                s += a[av.offset + r * av.rs + t * av.cs] * b[bv.offset + t * bv.rs + c * bv.cs];
+                            }
+                            let want = if accumulate { init[r * n + c] + s } else { s };
+                            assert_eq!(got[r * n + c].to_bits(), want.to_bits(), "{m}×{n}×{k} ({r}, {c})");
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use crate::kernels::{View, gemm_into};
+use crate::kernels::{View, gemm_kernel_into};
 
 /// How gemm sums on this CPU (see the module text); `None` where no emulation matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl fmt::Display for GemmOrder {
 /// Measures [`GemmOrder`] on this CPU (a few milliseconds, one thread).
 pub fn gemm_order() -> GemmOrder {
     // Deep: n > 64 makes gemm size its blocks from the cache (smaller products use 512 always);
-    // m·n·k stays below gemm_into's threading threshold.
+    // m·n·k stays below gemm's threading threshold in gemm_kernel_into.
     let (m, n, k) = (4, 100, 4096);
     let (a, b, got) = product(m, n, k, 1);
     let k_block = [512, 1024, 2048, 4096].into_iter().find(|&kc| {
@@ -73,7 +73,7 @@ fn product(m: usize, n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<
     let mut draw = |len: usize| (0..len).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect::<Vec<f32>>();
     let (a, b) = (draw(m * k), draw(n * k));
     let mut y = vec![0f32; m * n];
-    gemm_into((m, n, k), &mut y, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
+    gemm_kernel_into((m, n, k), &mut y, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
     (a, b, y)
 }
 
@@ -130,6 +130,25 @@ mod tests {
         // and 1: 2^24 + (1 − 2^24) = 1, where 4 and 1 would give 2^24 − 2^24 = 0.
         let a5 = [16_777_216.0f32, 1.0, 1.0, 1.0, -16_777_216.0];
         assert_eq!(blocked(&a5, &[1.0; 5], 4), 1.0);
+    }
+
+    /// The project's own products do not take gemm's small-product kernels: on the small probe
+    /// [`crate::kernels::gemm_into`] gives a plain chain per output (`s = s + a·b` in depth order),
+    /// where gemm itself (on a CPU whose small products go in lanes) gives other bits.
+    #[test]
+    fn the_projects_small_products_are_one_chain_where_gemms_are_lanes() {
+        let (m, n, k) = (8, 10, 100);
+        let (a, b, by_gemm) = product(m, n, k, 2);
+        let mut ours = vec![0f32; m * n];
+        let (av, bv) = (View::rows(0, k), View::transposed(0, k));
+        crate::kernels::gemm_into((m, n, k), &mut ours, View::rows(0, n), &a, av, &b, bv, false);
+        let plain = |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |s, (p, q)| s + p * q);
+        for (i, j) in outputs(m, n) {
+            assert_eq!(ours[i * n + j].to_bits(), plain(&a[i * k..][..k], &b[j * k..][..k]).to_bits(), "({i}, {j})");
+        }
+        if gemm_order().small_lanes.is_some_and(|l| l > 1) {
+            assert_ne!(ours, by_gemm, "the probe cannot tell a chain from gemm's lanes");
+        }
     }
 
     /// On whatever CPU the tests run, gemm's bits are one of the orders emulated: an upgrade of
