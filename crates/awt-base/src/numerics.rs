@@ -1,8 +1,9 @@
 //! The summation order the gemm crate uses on this CPU, measured: whether two machines can give
 //! the same bits for the same run (docs/reproducing.md, "Across CPUs").
 //!
-//! Every matrix product of candle's CPU backend and of [`crate::kernels::gemm_into`] is gemm's
-//! (0.19, with its AVX-512 kernels). It picks two things at run time that move a result's last bits:
+//! Every matrix product of candle's CPU backend, and the larger ones of
+//! [`crate::kernels::gemm_into`], are gemm's (0.19, with its AVX-512 kernels). It picks two things at
+//! run time that move a result's last bits:
 //!
 //! - **k-blocking.** A product deeper than `kc` is summed block by block (each block one FMA chain
 //!   per output, then added to the output). `kc` comes from the L1 cache's size and associativity
@@ -13,6 +14,8 @@
 //! - **Small products** (at most 256 outputs, both operands contiguous along the depth, as a
 //!   linear layer's forward on a batch of 25 or fewer is) go to "horizontal" kernels that keep one
 //!   FMA chain per SIMD lane and add the lanes by halving: 8 lanes with AVX2, 16 with AVX-512.
+//!   [`crate::kernels::gemm_into`] keeps its own small products (and its vectors) from them: it
+//!   sums those as plain chains ([`crate::kernels::chain_into`]), the same on every CPU.
 //!
 //! [`gemm_order`] runs one product of each kind through gemm and names the order whose scalar
 //! emulation gives its bits exactly.
