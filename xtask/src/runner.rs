@@ -17,6 +17,7 @@ use crate::workspace::root;
 
 mod dense;
 mod exec;
+mod gemm;
 mod opts;
 mod publish;
 mod queue;
