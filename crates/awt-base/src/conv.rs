@@ -6,6 +6,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
 
+use crate::product::matmul;
+
 /// `(n, c, h, w) → (n, c·kh·kw, oh·ow)`, column `(ci·kh + dy)·kw + dx`, position `y·ow + x`.
 #[derive(Clone, Copy, Debug)]
 pub struct Im2col {
@@ -213,7 +215,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let cols = im2col(x, kh, kw)?; // (n, c·kh·kw, oh·ow)
     // (o, c·kh·kw) @ (c·kh·kw, n·oh·ow) → (o, n, oh·ow) → (n, o, oh, ow)
     let cols = cols.transpose(0, 1)?.reshape((c * kh * kw, n * oh * ow))?;
-    w.reshape((o, c * kh * kw))?.matmul(&cols)?.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()
+    matmul(&w.reshape((o, c * kh * kw))?, &cols)?.reshape((o, n, oh, ow))?.transpose(0, 1)?.contiguous()
 }
 
 /// Backward signal through a stride-1 unpadded convolution, differentiable in `d` and `w`:
@@ -228,8 +230,10 @@ pub fn conv_signal(d: &Tensor, w: &Tensor) -> Result<Tensor> {
     let l = oh * ow;
     // (c·kk, o) @ (o, N·L) → (c·kk, N, L) → (N, c·kk, L)
     let dr = d.reshape((nn, o, l))?.transpose(0, 1)?.reshape((o, nn * l))?;
-    let cols =
-        w.reshape((o, c * kh * kw))?.t()?.matmul(&dr)?.reshape((c * kh * kw, nn, l))?.transpose(0, 1)?.contiguous()?;
+    let cols = matmul(&w.reshape((o, c * kh * kw))?.t()?, &dr)?
+        .reshape((c * kh * kw, nn, l))?
+        .transpose(0, 1)?
+        .contiguous()?;
     cols.apply_op1(Col2im { c, h: oh + kh - 1, w: ow + kw - 1, kh, kw })
 }
 

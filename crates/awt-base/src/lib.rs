@@ -9,6 +9,8 @@
 //!   signal maps (ReLU, max-pool, convolution — sparse under a sparse mask) as single CPU ops;
 //! - [`kernels`]: the bounds-checked gemm call every hand-written CPU path shares (the project's one
 //!   `unsafe` block around a kernel); [`numerics`]: the summation order gemm uses on this CPU;
+//!   [`product::matmul`]: the tensor product every crate uses instead of candle's `matmul` (on the
+//!   CPU through `kernels`, so small products sum alike on every CPU);
 //! - [`Classifier`] / [`Autograd`]: the narrow interface attacks and training use (logits and the
 //!   input gradient of a per-example loss);
 //! - files: [`write_atomic`] (temp file, fsync, rename), [`safetensors_bytes`] (deterministic
@@ -30,6 +32,7 @@ pub mod device;
 pub mod fused;
 pub mod kernels;
 pub mod numerics;
+pub mod product;
 mod rng;
 pub mod signal;
 pub mod sparse;

@@ -7,6 +7,7 @@ use candle_core::{D, Result, Tensor};
 
 use crate::avg_signal::AvgRoute;
 use crate::conv::{conv_signal, conv2d};
+use crate::product::matmul;
 use crate::signal::{self, PoolRoute, ReluRoute};
 use crate::{device, fused};
 
@@ -113,7 +114,7 @@ impl Stage {
                 &p.bias.contiguous()?,
                 fused::Conv { relu: false, mask: p.constant_mask() },
             ),
-            Stage::Linear(p) => h.matmul(&p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
+            Stage::Linear(p) => matmul(h, &p.effective_weight()?.t()?)?.broadcast_add(&p.bias),
             Stage::Conv2d(p) => conv2d(h, &p.effective_weight()?)?.broadcast_add(&p.bias.reshape((1, (), 1, 1))?),
             Stage::Relu => h.relu(),
             Stage::MaxPool2 => max_pool2(h),
@@ -143,7 +144,7 @@ impl Stage {
         let n = input.dim(0)?;
         let r = d.dim(0)? / n.max(1);
         match self {
-            Stage::Linear(p) => d.matmul(&p.effective_weight()?),
+            Stage::Linear(p) => matmul(d, &p.effective_weight()?),
             // On the CPU the signal maps are single ops (`signal`); elsewhere candle ops.
             Stage::Conv2d(p) if device::cpu_kernels(d) => signal::conv_signal(d, p),
             Stage::Relu if device::cpu_kernels(d) => {

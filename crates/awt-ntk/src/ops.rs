@@ -17,6 +17,7 @@ mod masked;
 mod pooled;
 
 use awt_base::device::cpu_kernels;
+use awt_base::product::matmul;
 use candle_core::{Result, Tensor};
 
 pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
@@ -41,7 +42,7 @@ pub(crate) fn gram(a: &Tensor) -> Result<Tensor> {
     if cpu_kernels(a) && a.dim(1)? >= gram::MIN_INNER {
         return a.contiguous()?.apply_op1(Gram);
     }
-    a.matmul(&a.t()?)
+    matmul(a, &a.t()?)
 }
 
 /// `acc + dd ⊙ (s ⊗ 1_{k×k})`: each k×k block of `dd: (n1·k, n2·k)` scaled by `s[i, j]`.
@@ -62,7 +63,7 @@ pub(crate) fn masked_pair(d1: &Tensor, d2: &Tensor, g: &Tensor) -> Result<Tensor
     let n2 = d2.dim(0)?;
     // e[i, (j, c'), p] = g[i,j,p] d2[j,c',p]; then one batched product per example i.
     let e = g.reshape((n1, n2, 1, p))?.broadcast_mul(&d2.reshape((1, n2, k, p))?)?.reshape((n1, n2 * k, p))?;
-    d1.matmul(&e.transpose(1, 2)?)?.reshape((n1 * k, n2 * k))
+    matmul(d1, &e.transpose(1, 2)?)?.reshape((n1 * k, n2 * k))
 }
 
 /// `G[i,j,p] = Σ_q M[p,q] a1[i,q] a2[j,q]` ([`MaskedGram`]), `(n1, n2, p)`; `G + 1` with `plus_one`.
@@ -74,7 +75,7 @@ pub(crate) fn masked_gram(a1: &Tensor, a2: &Tensor, m: &Tensor, plus_one: bool) 
     }
     let (n1, n2, q) = (a1.dim(0)?, a2.dim(0)?, a1.dim(1)?);
     let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, q))?;
-    let g = aa.matmul(&m.t()?)?.reshape((n1, n2, m.dim(0)?))?;
+    let g = matmul(&aa, &m.t()?)?.reshape((n1, n2, m.dim(0)?))?;
     if plus_one { g + 1.0 } else { Ok(g) }
 }
 
@@ -84,7 +85,7 @@ pub(crate) fn per_example_grad(d: &Tensor, patches: &Tensor) -> Result<Tensor> {
     if cpu_kernels(d) {
         return d.contiguous()?.apply_op2(&patches.contiguous()?, PerExampleGrad);
     }
-    d.matmul(&patches.transpose(1, 2)?)
+    matmul(d, &patches.transpose(1, 2)?)
 }
 
 /// A masked convolution's per-example weight gradients at the kept weights, then its bias
@@ -104,7 +105,7 @@ pub(crate) fn kept_conv_grad(d: &Tensor, patches: &Tensor, m: &Tensor) -> Result
         .collect();
     let n_kept = kept.len();
     let idx = Tensor::from_vec(kept, n_kept, d.device())?;
-    let dense = d.reshape((n, nk / n.max(1) * o, l))?.matmul(&patches.transpose(1, 2)?)?.reshape((nk, o * q))?;
+    let dense = matmul(&d.reshape((n, nk / n.max(1) * o, l))?, &patches.transpose(1, 2)?)?.reshape((nk, o * q))?;
     let bias = d.reshape((nk, o, l))?.sum(2)?;
     Tensor::cat(&[&dense.index_select(&idx, 1)?, &bias], 1)
 }

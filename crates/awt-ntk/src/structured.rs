@@ -29,6 +29,7 @@
 use awt_base::Stage;
 use awt_base::avg_signal::AvgRoute;
 use awt_base::device;
+use awt_base::product::matmul;
 use awt_base::signal::{PoolRoute, density, mask_values};
 use candle_core::{D, Tensor};
 
@@ -187,12 +188,12 @@ fn masked_input_gram(a1: &Tensor, a2: &Tensor, m: &Tensor) -> candle_core::Resul
         return masked_gram(a1, a2, m, true);
     }
     let aa = a1.unsqueeze(1)?.broadcast_mul(&a2.unsqueeze(0)?)?.reshape((n1 * n2, inp))?;
-    aa.matmul(&m.t()?)?.reshape((n1, n2, out))? + 1.0
+    matmul(&aa, &m.t()?)?.reshape((n1, n2, out))? + 1.0
 }
 
 /// `x1·x2ᵀ`; with `same` (`x1` and `x2` are one tensor, X1 = X2) by [`gram`].
 fn outer(x1: &Tensor, x2: &Tensor, same: bool) -> candle_core::Result<Tensor> {
-    if same { gram(x1) } else { x1.matmul(&x2.t()?) }
+    if same { gram(x1) } else { matmul(x1, &x2.t()?) }
 }
 
 /// One weighted stage's block of the full kernel, `(n1·k, n2·k)`, for the layers not accumulated
@@ -207,7 +208,7 @@ fn pair(l1: &LayerSide, l2: &LayerSide, n1: usize, n2: usize, k: usize, same: bo
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
             // A mask multiplies one side only, so the product is not a Gram then.
             let w = match mask {
-                Some(m) => g1.broadcast_mul(m)?.matmul(&g2.t()?)?,
+                Some(m) => matmul(&g1.broadcast_mul(m)?, &g2.t()?)?,
                 None => outer(g1, g2, same)?,
             };
             match (b1, b2) {
@@ -242,13 +243,13 @@ fn pair_traced(
             // E[p, i, j] = Σ_c D1[i,c,p] D2[j,c,p]
             let e1 = d1.reshape((n1, k, out))?.permute((2, 0, 1))?.contiguous()?;
             let e2 = d2.reshape((n2, k, out))?.permute((2, 1, 0))?.contiguous()?;
-            e1.matmul(&e2)?.mul(&g)?.sum(0)
+            matmul(&e1, &e2)?.mul(&g)?.sum(0)
         }
         (LayerSide::Conv { g: g1, db: b1, mask }, LayerSide::Conv { g: g2, db: b2, .. }) => {
             let p = g1.dim(1)?;
             let g2 = g2.reshape((n2, k * p))?;
             let w = match mask {
-                Some(m) => g1.broadcast_mul(m)?.reshape((n1, k * p))?.matmul(&g2.t()?)?,
+                Some(m) => matmul(&g1.broadcast_mul(m)?.reshape((n1, k * p))?, &g2.t()?)?,
                 None => outer(&g1.reshape((n1, k * p))?, &g2, same)?,
             };
             match (b1, b2) {

@@ -293,6 +293,7 @@ impl candle_core::CustomOp2 for PerExampleGrad {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // candle's matmul is the reference here
 mod tests {
     use super::*;
     use awt_base::testing::{check_fd, edge_mask, max_diff, rand, same_gradients};
