@@ -280,21 +280,8 @@ mod tests {
     /// those the search and the evaluations meet (numerics' test shows gemm itself splits them).
     #[test]
     fn small_products_sum_in_one_chain_on_every_cpu() {
-        let big = 16_777_216.0f32;
-        // Each output's terms: big, 1, …, 1, −big (depth 34): a chain loses every 1 added to big
-        // (big + 1 = big in f32) and ends at big − big = 0; a split into lanes or blocks keeps some.
         let k = 34;
-        let row: Vec<f32> = (0..k)
-            .map(|t| {
-                if t == 0 {
-                    big
-                } else if t == k - 1 {
-                    -big
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let row = crate::testing::cancelling_row(k);
         for (m, n) in [(16, 16), (8, 10), (32, 1), (1, 400), (400, 1)] {
             let a: Vec<f32> = row.iter().copied().cycle().take(m * k).collect(); // m × k, row-major
             let ones = vec![1f32; n * k];

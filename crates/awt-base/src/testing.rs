@@ -27,6 +27,24 @@ pub fn rand(shape: &[usize], seed: u64) -> Tensor {
     Tensor::from_vec((0..n).map(|_| r.normal()).collect::<Vec<f64>>(), shape, &Device::Cpu).unwrap()
 }
 
+/// One output's terms for telling a chain from a split sum: big, 1, …, 1, −big (`k` terms, big =
+/// 2²⁴). A chain in depth order loses every 1 added to big (big + 1 = big in f32) and ends at
+/// big − big = 0; a split into SIMD lanes or k-blocks keeps some of the ones.
+pub fn cancelling_row(k: usize) -> Vec<f32> {
+    let big = 16_777_216.0f32;
+    (0..k)
+        .map(|t| {
+            if t == 0 {
+                big
+            } else if t + 1 == k {
+                -big
+            } else {
+                1.0
+            }
+        })
+        .collect()
+}
+
 /// The largest absolute entry of `a − b` (any float dtype).
 pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
