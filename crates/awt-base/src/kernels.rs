@@ -108,7 +108,10 @@ const PARALLEL_WORK: usize = 1 << 21;
 
 /// Products of at most this many outputs (and those of one row or one column) are summed by
 /// [`chain_into`], not by gemm: gemm gives them to kernels that sum the depth in one partial sum per
-/// SIMD lane, so their bits depend on the CPU (docs/reproducing.md, "Across CPUs").
+/// SIMD lane, so their bits depend on the CPU (docs/reproducing.md, "Across CPUs"). The bounds are
+/// gemm-common 0.19's own (`gemm_basic_generic`): its horizontal kernels take products of at most
+/// 16 × 16 outputs, its gemv ones a single row or column. `numerics`' tests fail if a gemm upgrade
+/// moves the first bound up (products just above it must come back in gemm's main order).
 pub const SMALL_PRODUCT: usize = 256;
 
 /// `dst = a·b`, or `dst += a·b` with `accumulate`, for an `m × kk` matrix `a` and a `kk × n`

@@ -154,6 +154,23 @@ mod tests {
         }
     }
 
+    /// Just above [`crate::kernels::SMALL_PRODUCT`] (17 × 16, 16 × 17 and 2 × 129 outputs) gemm
+    /// itself sums each output as one FMA chain, its main kernels' order, not in lanes: the bound
+    /// that sends the project's products to chains covers all of gemm's small-product kernels. A
+    /// gemm that widened that branch would fail here.
+    #[test]
+    fn gemm_sums_products_above_the_small_bound_in_its_main_order() {
+        let k = 100;
+        for (m, n) in [(17, 16), (16, 17), (2, 129)] {
+            assert!(m * n > crate::kernels::SMALL_PRODUCT);
+            let (a, b, got) = product(m, n, k, 3);
+            for (i, j) in outputs(m, n) {
+                let want = chain(&a[i * k..][..k], &b[j * k..][..k]);
+                assert_eq!(got[i * n + j].to_bits(), want.to_bits(), "{m}×{n} at ({i}, {j})");
+            }
+        }
+    }
+
     /// On whatever CPU the tests run, gemm's bits are one of the orders emulated: an upgrade of
     /// gemm that sums otherwise fails here, and docs/reproducing.md must be revisited.
     #[test]
