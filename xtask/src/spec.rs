@@ -228,6 +228,14 @@ fn check_methods(spec: &Spec, p: &Path) -> Result<()> {
     if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
         bail!("{}: method hydra needs a [hydra] table", p.display());
     }
+    if let Some(h) = spec.hydra.as_ref().filter(|h| h.epochs < 2) {
+        bail!(
+            "{}: [hydra] epochs = {}: HYDRA's per-epoch cosine schedule (its code's) is 0 at the only epoch of 1, so \
+             no score would move; use at least 2",
+            p.display(),
+            h.epochs
+        );
+    }
     Ok(())
 }
 
@@ -354,6 +362,19 @@ mod tests {
             e.contains("flag `steps` of method hydra is not one of pretrain-epochs, hydra-epochs, finetune-epochs"),
             "{e}"
         );
+    }
+
+    /// One epoch of HYDRA's score optimisation has learning rate 0 (its code's schedule): refused,
+    /// naming the file and the setting.
+    #[test]
+    fn a_single_hydra_epoch_is_refused() {
+        let p = root().join("experiments/smoke.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(parse(&text, &p, "smoke").is_ok());
+        let one = text.replace("epochs = 2\nlr = 0.1", "epochs = 1\nlr = 0.1");
+        assert_ne!(one, text);
+        let e = parse(&one, &p, "smoke").unwrap_err().to_string();
+        assert!(e.contains("smoke.toml: [hydra] epochs = 1") && e.contains("use at least 2"), "{e}");
     }
 
     /// A repeated seed, method or ablation would run once but count twice; each is refused by name.

@@ -386,7 +386,10 @@ mod contract_tests {
 
         let h = Hydra { pretrain_epochs: 5, epochs: 4, lr: 0.1, finetune_epochs: None };
         let Cmd::Prune(y) = parse(h.scores(&job(Method::Hydra), 4, &train)) else { panic!("not prune") };
-        assert_eq!((y.method.0, y.hydra_epochs, y.hydra_lr, y.eps, y.attack_steps), (Method::Hydra, 4, 0.1, 0.1, 10));
+        assert_eq!(
+            (y.method.0, y.hydra_epochs, y.hydra_lr, y.eps, y.attack_steps, y.step_size, y.train_limit),
+            (Method::Hydra, 4, 0.1, 0.1, 10, Some(0.025), Some(5000))
+        );
 
         let e = Eval {
             attack: None,

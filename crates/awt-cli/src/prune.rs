@@ -70,7 +70,7 @@ pub(crate) struct PruneArgs {
     /// HYDRA / IMP-AT: PGD steps of the robust loss.
     #[arg(long, default_value_t = 10)]
     pub attack_steps: usize,
-    /// IMP-AT: PGD step size of the robust loss (default 0.25 ε).
+    /// HYDRA / IMP-AT: PGD step size of the robust loss (default 0.25 ε).
     #[arg(long)]
     pub step_size: Option<f64>,
     /// HYDRA / IMP-AT: use only the first N training examples.
@@ -177,8 +177,21 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path, dev: &Device) -> Result<(
     report(&net, &a.out)
 }
 
+/// The PGD step of HYDRA's robust loss: `--step-size`, else 0.25 ε. As in HYDRA's code, one attack
+/// serves pretraining, score optimisation and fine-tuning, so xtask passes the recipe's step (it was
+/// 0.25 ε whatever `--step-size` said until 2026-12-06; the study's presets use 0.25 ε anyway).
+fn attack_step(a: &PruneArgs) -> f64 {
+    a.step_size.unwrap_or_else(|| awt_attack::Pgd::train_step(a.eps))
+}
+
 /// HYDRA's pruning stage on an adversarially pretrained --model.
 fn run_hydra(a: &PruneArgs, dev: &Device) -> Result<()> {
+    if a.hydra_epochs < 2 {
+        bail!(
+            "--hydra-epochs must be ≥ 2: HYDRA's per-epoch cosine schedule (its code's) is 0 at the only epoch of 1, \
+             so no score would move"
+        );
+    }
     let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&net)?;
     let train = match a.train_limit {
@@ -191,7 +204,7 @@ fn run_hydra(a: &PruneArgs, dev: &Device) -> Result<()> {
         lr: a.hydra_lr,
         eps: a.eps,
         steps: a.attack_steps,
-        step_size: awt_attack::Pgd::train_step(a.eps),
+        step_size: attack_step(a),
         batch: 128,
         seed: a.seed,
         keep_dense: a.output_layer.keep_dense(net.arch()),
@@ -415,5 +428,22 @@ mod tests {
         assert_eq!(flat(&ours), flat(&at(scores::GRASP_TEMPERATURE)));
         assert_ne!(flat(&ours), flat(&at(1.0)));
         assert!(ours.values().all(|t| t.dtype() == DType::F64));
+    }
+
+    /// HYDRA's attack takes `--step-size` when given (it ignored it before), else 0.25 ε.
+    #[test]
+    fn hydra_takes_the_given_step_size() {
+        #[derive(clap::Parser)]
+        struct Prune {
+            #[command(flatten)]
+            a: PruneArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let argv =
+                ["prune", "--method", "hydra", "--density", "0.05", "--model", "m", "--eps", "0.2", "--out", "o"];
+            attack_step(&<Prune as clap::Parser>::try_parse_from(argv.iter().chain(extra)).unwrap().a)
+        };
+        assert_eq!(parse(&["--step-size", "0.04"]), 0.04);
+        assert_eq!(parse(&[]), 0.25 * 0.2);
     }
 }

@@ -57,6 +57,22 @@ fn errors_name_the_flag_at_fault() {
         ],
         "--imp-epochs must be ≥ 1",
     );
+    says(
+        &[
+            "prune",
+            "--method",
+            "hydra",
+            "--density",
+            "0.5",
+            "--model",
+            s(&init),
+            "--hydra-epochs",
+            "1",
+            "--out",
+            s(&p("h")),
+        ],
+        "--hydra-epochs must be ≥ 2",
+    );
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "--data-dir");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "no such folder");
 }
@@ -76,7 +92,7 @@ fn hydra_writes_its_configuration_as_toml() {
         "--model",
         s(&init),
         "--hydra-epochs",
-        "1",
+        "2",
         "--train-limit",
         "64",
         "--attack-steps",

@@ -224,6 +224,7 @@ impl Hydra {
             .flag("--hydra-lr", self.lr)
             .flag("--eps", job.eps)
             .flag("--attack-steps", train.steps)
+            .flag("--step-size", train.step_size)
             .flag("--seed", job.seed)
             .flag("--out", job.out)
             .flag_opt("--train-limit", train.train_limit)

@@ -172,6 +172,15 @@ pub fn hydra(
     if !pretrained.masks().is_empty() {
         return Err(SearchError::Invalid("HYDRA starts from a dense pretrained network (this one has masks)".into()));
     }
+    if cfg.epochs < 2 {
+        // Schedule::HydraCosine at epoch 0 of 1 is lr·½(1 + cos(−π)) = 0: not one score would move.
+        return Err(SearchError::Invalid(format!(
+            "HYDRA's score optimisation needs at least 2 epochs (got {}): its per-epoch cosine schedule, \
+             lr·½(1 + cos(π(e − 1)/E)) as in HYDRA's code, is 0 at the only epoch of 1, so the scores would stay \
+             at their magnitude initialisation",
+            cfg.epochs
+        )));
+    }
     let frozen = pretrained.deep_clone()?;
     let scores = scaled_scores(&frozen)?;
     let tcfg = TrainConfig {

@@ -90,3 +90,28 @@ fn lenet_300_100_scores_and_masks_equal_hydras_code() {
 fn lenet5_scores_and_masks_equal_hydras_code() {
     check("lenet5-caffe", Arch::Lenet5Caffe);
 }
+
+/// One epoch of HYDRA's schedule has learning rate 0 (as in HYDRA's code), so the scores could not
+/// move and "HYDRA" would be magnitude pruning of the pretrained net: refused, with the reason.
+#[test]
+fn a_single_epoch_of_score_optimisation_is_refused() {
+    let (images, labels) = awt_base::testing::formula_images(8);
+    let split = Split { images, labels, shape: [1, 28, 28] };
+    let net = formula_net(&Arch::Lenet300100, false);
+    assert_eq!(Schedule::HydraCosine { epochs: 1 }.lr(0.1, 0, 0, 1), 0.0);
+    let cfg = awt_ticket::HydraConfig {
+        density: Density::new(0.05).unwrap(),
+        epochs: 1,
+        lr: 0.1,
+        eps: 0.1,
+        steps: 1,
+        step_size: 0.025,
+        batch: 8,
+        seed: 0,
+        keep_dense: Vec::new(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let err = awt_ticket::hydra(&net, &split, &split, &cfg, dir.path()).err().expect("one epoch accepted");
+    assert!(err.to_string().contains("at least 2 epochs (got 1)"), "{err}");
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "wrote into the work folder");
+}
