@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use awt_data::{LoadOptions, REGISTRY};
 use awt_nets::{Arch, Init, Net};
+use awt_runs::Method;
 use awt_runs::records::{MaskLayer, MaskReport};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
@@ -105,6 +106,42 @@ enum DataCmd {
         #[arg(long)]
         verify: bool,
     },
+}
+
+/// Flags of `awt prune` that only some methods read (clap id, flag, the methods that read it).
+/// Given to another method they would be dropped without a word; `--batch` and `--rounds` are not
+/// listed (xtask passes both to every mask at initialisation).
+const PRUNE_METHOD_FLAGS: &[(&str, &str, &[Method])] = &[
+    ("hydra_epochs", "--hydra-epochs", &[Method::Hydra]),
+    ("hydra_lr", "--hydra-lr", &[Method::Hydra]),
+    ("imp_rounds", "--imp-rounds", &[Method::ImpAt]),
+    ("imp_epochs", "--imp-epochs", &[Method::ImpAt]),
+    ("eps", "--eps", &[Method::Hydra, Method::ImpAt]),
+    ("attack_steps", "--attack-steps", &[Method::Hydra, Method::ImpAt]),
+    ("step_size", "--step-size", &[Method::Hydra, Method::ImpAt]),
+    ("train_limit", "--train-limit", &[Method::Hydra, Method::ImpAt]),
+];
+
+/// Refuses a flag given on the command line (or in `--config`) that the chosen method does not
+/// read, naming the flag and the methods that do.
+pub(crate) fn refuse_unread_flags(m: &clap::ArgMatches, cli: &Cli) -> Result<()> {
+    let (Some(("prune", sub)), Cmd::Prune(a)) = (m.subcommand(), &cli.cmd) else { return Ok(()) };
+    for (id, flag, methods) in PRUNE_METHOD_FLAGS {
+        let given = sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        if given && !methods.contains(&a.method.0) {
+            let readers: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+            bail!("{flag} is not read by --method {}: only by {}", a.method.0.name(), readers.join(" and "));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `awt`'s arguments as `main` does: clap's parse, then [`refuse_unread_flags`].
+pub(crate) fn parse_args(args: Vec<String>) -> std::result::Result<Result<Cli>, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let m = Cli::command().try_get_matches_from(args)?;
+    let cli = Cli::from_arg_matches(&m)?;
+    Ok(refuse_unread_flags(&m, &cli).map(|()| cli))
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
@@ -291,14 +328,15 @@ mod contract_tests {
     use awt_runs::argv::Argv;
     use awt_runs::settings::{Eval, Hydra, Imp, Prune, Search, TicketJob, Train};
     use awt_runs::{Density, Method};
-    use clap::Parser;
 
-    use super::{Cli, Cmd};
+    use super::Cmd;
     use crate::args::value_name;
 
+    /// As `main` parses, unread-flag check included: xtask's command lines pass only flags that
+    /// their method reads.
     fn parse(a: Argv) -> Cmd {
-        let argv = std::iter::once("awt".to_string()).chain(a.into_vec());
-        Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}")).cmd
+        let argv = std::iter::once("awt".to_string()).chain(a.into_vec()).collect();
+        super::parse_args(argv).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|e| panic!("{e}")).cmd
     }
 
     fn job(method: Method) -> TicketJob<'static> {

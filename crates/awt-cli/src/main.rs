@@ -17,7 +17,6 @@ mod ticket;
 mod train;
 mod train_args;
 
-use clap::Parser;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 
 /// Help and version go to stdout as clap renders them; a usage error becomes one line naming the
@@ -73,11 +72,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let cli = match commands::Cli::try_parse_from(args) {
+    let cli = match commands::parse_args(args) {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };
-    if let Err(e) = commands::run(cli) {
+    if let Err(e) = cli.and_then(commands::run) {
         // A reader that went away (`awt inspect m | head -1`) is not an error: stop quietly.
         if e.downcast_ref::<output::StdoutError>().is_some_and(output::StdoutError::is_broken_pipe) {
             std::process::exit(0);

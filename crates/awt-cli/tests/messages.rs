@@ -73,6 +73,25 @@ fn errors_name_the_flag_at_fault() {
         ],
         "--hydra-epochs must be ≥ 2",
     );
+    // A flag the method does not read is refused, not dropped.
+    let unread = p("u");
+    let prune = |method: &str, extra: &[&str]| -> Vec<String> {
+        let head = ["prune", "--method", method, "--density", "0.5", "--model", s(&init), "--out", s(&unread)];
+        head.iter().chain(extra).map(|x| x.to_string()).collect()
+    };
+    for (method, extra, msg) in [
+        ("snip", &["--hydra-epochs", "3"][..], "--hydra-epochs is not read by --method snip: only by hydra"),
+        (
+            "random",
+            &["--step-size", "0.01"][..],
+            "--step-size is not read by --method random: only by hydra and imp-at",
+        ),
+        ("hydra", &["--imp-rounds", "2"][..], "--imp-rounds is not read by --method hydra: only by imp-at"),
+    ] {
+        let args = prune(method, extra);
+        says(&args.iter().map(String::as_str).collect::<Vec<_>>(), msg);
+    }
+    assert!(!unread.exists(), "an output was written");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "--data-dir");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "no such folder");
 }

@@ -111,7 +111,7 @@ fn a_single_epoch_of_score_optimisation_is_refused() {
         keep_dense: Vec::new(),
     };
     let dir = tempfile::tempdir().unwrap();
-    let err = awt_ticket::hydra(&net, &split, &split, &cfg, dir.path()).err().expect("one epoch accepted");
+    let Err(err) = awt_ticket::hydra(&net, &split, &split, &cfg, dir.path()) else { panic!("one epoch accepted") };
     assert!(err.to_string().contains("at least 2 epochs (got 1)"), "{err}");
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "wrote into the work folder");
 }
