@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::plan::{Run, expand, fnv, steps};
+use crate::plan::{Run, Step, expand, fnv, steps};
 use crate::records::{Manifest, read_json};
 use crate::spec::{self, Spec};
 use crate::workspace::root;
@@ -28,7 +28,7 @@ pub(crate) use opts::Opts;
 use record::{keep, recorded};
 
 use dense::ensure_dense;
-use exec::{Child, execute, wait_lock};
+use exec::{Child, execute_with, wait_lock};
 use sitting::{Place, fits, to_go};
 
 /// Chooses the dataset: the spec's when `awt data list` finds it, else its fallback.
@@ -225,7 +225,6 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, a
         run.name,
         at.started.elapsed().as_secs_f64()
     );
-    ensure_dense(awt, run, spec, data, child, o)?;
     std::fs::create_dir_all(&run.dir).with_context(|| format!("cannot create {}", run.dir.display()))?;
     let lock = wait_lock(&run.dir, &run.name, false)?;
     // Another worker may have run it meanwhile, for a run that needed it first.
@@ -233,7 +232,16 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, a
         eprintln!("[{:>3}/{total}] {} — finished by another worker", k + 1, run.name);
         return if spec.record && !recorded(&o.preset, run) { keep(o, run) } else { Ok(()) };
     }
-    let t = execute(lock, awt, run, &steps(run, spec, data)?, child, &o.preset)?;
+    // The dense run of the seed is needed (trained) only by the steps that read it — the dynamics,
+    // HYDRA's pretrained epoch — so the steps before them run while another worker trains it.
+    let reads_dense = |s: &Step| {
+        run.dense_dir.as_ref().is_some_and(|d| {
+            let d = d.display().to_string();
+            s.args.iter().any(|a| a.starts_with(&d))
+        })
+    };
+    let mut before = |s: &Step| if reads_dense(s) { ensure_dense(awt, run, spec, data, child, o) } else { Ok(()) };
+    let t = execute_with(lock, awt, run, &steps(run, spec, data)?, child, &o.preset, &mut before)?;
     if spec.record {
         keep(o, run)?;
     }
@@ -285,6 +293,57 @@ mod tests {
         assert_eq!(report_path(&elsewhere), std::path::Path::new("/tmp/q/report.md"));
         let some = Opts::parse(&["--only".into(), "lenet-300-100-dense-d1-s0".into()]).unwrap();
         assert_eq!(report_path(&some), root().join("runs/quick/report.md"), "a part of the grid");
+    }
+
+    /// A comparison whose dense run another worker holds runs its steps up to the first that reads
+    /// that run (its dynamics) meanwhile, waits there, and leaves the wait out of its wall time.
+    #[test]
+    fn a_comparison_runs_ahead_of_its_dense_run_until_a_step_reads_it() {
+        use std::process::Command;
+        let tmp = std::env::temp_dir().join(format!("awt-ahead-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
+        let fake = tmp.join("awt");
+        let eval = crate::records::test_eval(10, 9, 5);
+        let script = format!(
+            "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
+case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\
+  inspect) echo '{{}}' > \"$json\";;\n  dynamics) [ -d \"$dense/epochs\" ] || {{ echo 'no epoch checkpoints' >&2; exit 1; }}; touch \"$out\";;\n\
+  *) touch \"$out\";;\nesac\n"
+        );
+        std::fs::write(&fake, script).unwrap();
+        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+        let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))
+            .unwrap()
+            .replace("name = \"smoke\"", "name = \"t\"")
+            + "\n[dynamics]\nprobe = 4\nsteps = 1\n";
+        let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
+        let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
+        let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
+        let random = plan.iter().find(|r| r.method == awt_runs::Method::Random).unwrap();
+        let dense = plan.iter().find(|r| r.method.is_dense()).unwrap();
+        std::fs::create_dir_all(&dense.dir).unwrap();
+        let held = wait_lock(&dense.dir, "another worker", false).unwrap();
+        let place = Place { k: 0, n: 1, rest: Vec::new(), started: Instant::now() };
+        std::thread::scope(|scope| {
+            let comparison = scope.spawn(|| one(&fake, random, &spec, "d", Child::CPU, &o, &place));
+            let trained = random.dir.join("train/model.safetensors");
+            let t0 = Instant::now();
+            while !trained.exists() && t0.elapsed().as_secs() < 60 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            assert!(trained.exists(), "the comparison did not train while its dense run was held");
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            assert!(!comparison.is_finished() && !random.dir.join("dynamics.jsonl").exists());
+            // The other worker trains the dense run and lets it go.
+            exec::execute(held, &fake, dense, &steps(dense, &spec, "d").unwrap(), Child::CPU, "t").unwrap();
+            comparison.join().unwrap().unwrap();
+        });
+        assert!(random.dir.join("dynamics.jsonl").exists());
+        let m: Manifest = read_json(&random.dir.join(layout::MANIFEST)).unwrap();
+        assert!(m.wall_seconds < 2.0, "the wait counted: wall {} s", m.wall_seconds);
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     /// A malformed `--shard` names the flag and what it takes.

@@ -120,6 +120,10 @@ pub(super) struct Clock {
     /// neither a step's time nor the run's wall time counts it.
     #[serde(skip)]
     paused: f64,
+    /// This sitting's time spent waiting before a step for what it needs (another run's training):
+    /// not this run's compute either, and not a stop.
+    #[serde(skip)]
+    waited: f64,
 }
 
 /// The runner polls a running step every `POLL`; a poll that took longer than `STOPPED` means the
@@ -151,7 +155,7 @@ impl Clock {
     }
 
     fn wall(&self, start: Instant) -> f64 {
-        self.wall_before + start.elapsed().as_secs_f64() - self.paused
+        self.wall_before + start.elapsed().as_secs_f64() - self.paused - self.waited
     }
 
     /// Written through a temporary file, so a kill mid-write leaves the previous clock.
@@ -161,6 +165,7 @@ impl Clock {
             wall_before: self.wall(start),
             stopped_before: self.stopped(),
             paused: 0.0,
+            waited: 0.0,
         };
         let tmp = dir.join(".timings.json.tmp");
         std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
@@ -193,13 +198,37 @@ pub(super) fn execute(
     child: Child,
     preset: &str,
 ) -> Result<f64> {
-    let (clock, start) = run_steps(awt, run, steps, child)?;
+    execute_with(_lock, awt, run, steps, child, preset, &mut |_| Ok(()))
+}
+
+/// [`execute`], calling `before` ahead of each step it runs (outside that step's clock): where a
+/// run waits for what one of its steps needs (the dense run a comparison's dynamics reads).
+pub(super) fn execute_with(
+    _lock: std::fs::File,
+    awt: &Path,
+    run: &Run,
+    steps: &[Step],
+    child: Child,
+    preset: &str,
+    before: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<f64> {
+    let (clock, start) = run_steps_with(awt, run, steps, child, before)?;
     write_manifest(run, preset, child.threads, &clock, start, super::gemm::gemm_order(awt))
 }
 
 /// Runs `steps` of `run` (the caller holds the folder's lock), skipping finished ones and resuming
 /// training and searches; no manifest. Returns the run's clock and when this sitting started.
 pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> Result<(Clock, Instant)> {
+    run_steps_with(awt, run, steps, child, &mut |_| Ok(()))
+}
+
+fn run_steps_with(
+    awt: &Path,
+    run: &Run,
+    steps: &[Step],
+    child: Child,
+    before: &mut dyn FnMut(&Step) -> Result<()>,
+) -> Result<(Clock, Instant)> {
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
@@ -211,6 +240,9 @@ pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> 
         if s.done.exists() {
             continue;
         }
+        let w = Instant::now();
+        before(s)?;
+        clock.waited += w.elapsed().as_secs_f64();
         let mut args = s.args.clone();
         if s.resume_from.as_ref().is_some_and(|p| p.exists()) {
             args.push("--resume".into());
