@@ -2,10 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::args::value_name;
 use anyhow::{Context, Result, bail};
 use awt_data::{LoadOptions, REGISTRY};
 use awt_nets::{Arch, Init, Net};
-use awt_runs::Method;
 use awt_runs::records::{MaskLayer, MaskReport};
 use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
@@ -111,26 +111,38 @@ enum DataCmd {
 /// Flags of `awt prune` that only some methods read (clap id, flag, the methods that read it).
 /// Given to another method they would be dropped without a word; `--batch` and `--rounds` are not
 /// listed (xtask passes both to every mask at initialisation).
-const PRUNE_METHOD_FLAGS: &[(&str, &str, &[Method])] = &[
-    ("hydra_epochs", "--hydra-epochs", &[Method::Hydra]),
-    ("hydra_lr", "--hydra-lr", &[Method::Hydra]),
-    ("imp_rounds", "--imp-rounds", &[Method::ImpAt]),
-    ("imp_epochs", "--imp-epochs", &[Method::ImpAt]),
-    ("eps", "--eps", &[Method::Hydra, Method::ImpAt]),
-    ("attack_steps", "--attack-steps", &[Method::Hydra, Method::ImpAt]),
-    ("step_size", "--step-size", &[Method::Hydra, Method::ImpAt]),
-    ("train_limit", "--train-limit", &[Method::Hydra, Method::ImpAt]),
+const PRUNE_METHOD_FLAGS: &[(&str, &str, &[&str])] = &[
+    ("hydra_epochs", "--hydra-epochs", &["hydra"]),
+    ("hydra_lr", "--hydra-lr", &["hydra"]),
+    ("imp_rounds", "--imp-rounds", &["imp-at"]),
+    ("imp_epochs", "--imp-epochs", &["imp-at"]),
+    ("eps", "--eps", &["hydra", "imp-at"]),
+    ("attack_steps", "--attack-steps", &["hydra", "imp-at"]),
+    ("step_size", "--step-size", &["hydra", "imp-at"]),
+    ("train_limit", "--train-limit", &["hydra", "imp-at"]),
+];
+
+/// Flags of `awt ticket` that only AWT reads: NTT matches on clean inputs, so it runs no attack.
+const TICKET_METHOD_FLAGS: &[(&str, &str, &[&str])] = &[
+    ("eps", "--eps", &["awt"]),
+    ("attack_steps", "--attack-steps", &["awt"]),
+    ("attack_step_size", "--attack-step-size", &["awt"]),
+    ("adv_source", "--adv-source", &["awt"]),
+    ("inputs", "--inputs", &["awt"]),
 ];
 
 /// Refuses a flag given on the command line (or in `--config`) that the chosen method does not
 /// read, naming the flag and the methods that do.
 pub(crate) fn refuse_unread_flags(m: &clap::ArgMatches, cli: &Cli) -> Result<()> {
-    let (Some(("prune", sub)), Cmd::Prune(a)) = (m.subcommand(), &cli.cmd) else { return Ok(()) };
-    for (id, flag, methods) in PRUNE_METHOD_FLAGS {
+    let (table, method, sub) = match (&cli.cmd, m.subcommand()) {
+        (Cmd::Prune(a), Some(("prune", sub))) => (PRUNE_METHOD_FLAGS, a.method.0.name().to_string(), sub),
+        (Cmd::Ticket(a), Some(("ticket", sub))) => (TICKET_METHOD_FLAGS, value_name(&a.method), sub),
+        _ => return Ok(()),
+    };
+    for (id, flag, readers) in table {
         let given = sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        if given && !methods.contains(&a.method.0) {
-            let readers: Vec<&str> = methods.iter().map(|m| m.name()).collect();
-            bail!("{flag} is not read by --method {}: only by {}", a.method.0.name(), readers.join(" and "));
+        if given && !readers.contains(&method.as_str()) {
+            bail!("{flag} is not read by --method {method}: only by {}", readers.join(" and "));
         }
     }
     Ok(())
@@ -406,6 +418,11 @@ mod contract_tests {
             (Some(300), 64, 5e-4, 1e-3, 1e-4, 100, 0.1, 10, 7, 0.05)
         );
         assert!(value_name(&k.method) == "awt" && k.quiet && k.model.to_str() == Some("m.safetensors"));
+        // NTT runs no attack: its command line carries none of the attack's flags (they would be refused).
+        let ntt = s.ticket(&job(Method::Ntt));
+        assert!(ntt.value("--eps").is_none() && ntt.value("--attack-steps").is_none());
+        let Cmd::Ticket(n) = parse(ntt) else { panic!("not ticket") };
+        assert_eq!((value_name(&n.method), n.steps, n.lambda_ker, n.seed), ("ntt".into(), Some(300), 1e-3, 7));
 
         let p = Prune { batch: 256, rounds: 100, allocation: [("snip".to_string(), "global".to_string())].into() };
         let Cmd::Prune(m) = parse(p.mask(&job(Method::Snip))) else { panic!("not prune") };

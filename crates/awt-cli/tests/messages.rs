@@ -92,6 +92,13 @@ fn errors_name_the_flag_at_fault() {
         says(&args.iter().map(String::as_str).collect::<Vec<_>>(), msg);
     }
     assert!(!unread.exists(), "an output was written");
+    let ticket =
+        ["ticket", "--method", "ntt", "--density", "0.5", "--model", s(&init), "--steps", "1", "--out", s(&unread)];
+    for (flag, value) in [("--eps", "0.2"), ("--attack-steps", "3"), ("--inputs", "clean+adversarial")] {
+        let args: Vec<&str> = ticket.iter().copied().chain([flag, value]).collect();
+        says(&args, &format!("{flag} is not read by --method ntt: only by awt"));
+    }
+    assert!(!unread.exists(), "an output was written");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "--data-dir");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "no such folder");
 }

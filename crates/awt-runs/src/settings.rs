@@ -130,20 +130,23 @@ pub struct Search {
 }
 
 impl Search {
-    /// `awt ticket` for `job` (progress quiet).
+    /// `awt ticket` for `job` (progress quiet). The attack's flags go to AWT only: NTT matches on
+    /// clean inputs, and `awt ticket` refuses flags its method does not read.
     pub fn ticket(&self, job: &TicketJob) -> Argv {
-        job.command("ticket")
+        let argv = job
+            .command("ticket")
             .flag("--steps", self.steps)
             .flag("--batch", self.batch)
             .flag("--lr", self.lr)
             .flag("--lambda-ker", self.lambda_ker)
             .flag("--lambda-l2", self.lambda_l2)
-            .flag("--mask-every", self.mask_every)
-            .flag("--eps", job.eps)
-            .flag("--attack-steps", self.attack_steps)
-            .flag("--seed", job.seed)
-            .switch("--quiet")
-            .flag("--out", job.out)
+            .flag("--mask-every", self.mask_every);
+        let argv = if job.method == Method::Awt {
+            argv.flag("--eps", job.eps).flag("--attack-steps", self.attack_steps)
+        } else {
+            argv
+        };
+        argv.flag("--seed", job.seed).switch("--quiet").flag("--out", job.out)
     }
 }
 
