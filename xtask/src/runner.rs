@@ -17,6 +17,8 @@ use crate::workspace::root;
 
 mod dense;
 mod exec;
+#[cfg(test)]
+mod fixture;
 mod gemm;
 mod opts;
 mod publish;
@@ -28,7 +30,7 @@ pub(crate) use opts::Opts;
 use record::{keep, recorded};
 
 use dense::ensure_dense;
-use exec::{Child, execute_with, wait_lock};
+use exec::{Child, execute, wait_lock};
 use sitting::{Place, fits, to_go};
 
 /// Chooses the dataset: the spec's when `awt data list` finds it, else its fallback.
@@ -241,7 +243,7 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, a
         })
     };
     let mut before = |s: &Step| if reads_dense(s) { ensure_dense(awt, run, spec, data, child, o) } else { Ok(()) };
-    let t = execute_with(lock, awt, run, &steps(run, spec, data)?, child, &o.preset, &mut before)?;
+    let t = execute(lock, awt, run, &steps(run, spec, data)?, child, &o.preset, &mut before)?;
     if spec.record {
         keep(o, run)?;
     }
@@ -299,35 +301,14 @@ mod tests {
     /// that run (its dynamics) meanwhile, waits there, and leaves the wait out of its wall time.
     #[test]
     fn a_comparison_runs_ahead_of_its_dense_run_until_a_step_reads_it() {
-        use std::process::Command;
-        let tmp = std::env::temp_dir().join(format!("awt-ahead-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).unwrap();
-        // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
-        let fake = tmp.join("awt");
-        let eval = crate::records::test_eval(10, 9, 5);
-        let script = format!(
-            "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
-case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\
-  inspect) echo '{{}}' > \"$json\";;\n  dynamics) [ -d \"$dense/epochs\" ] || {{ echo 'no epoch checkpoints' >&2; exit 1; }}; touch \"$out\";;\n\
-  *) touch \"$out\";;\nesac\n"
-        );
-        std::fs::write(&fake, script).unwrap();
-        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-        let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))
-            .unwrap()
-            .replace("name = \"smoke\"", "name = \"t\"")
-            + "\n[dynamics]\nprobe = 4\nsteps = 1\n";
-        let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
-        let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
-        let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
-        let random = plan.iter().find(|r| r.method == awt_runs::Method::Random).unwrap();
-        let dense = plan.iter().find(|r| r.method.is_dense()).unwrap();
+        let g = fixture::Grid::new("ahead");
+        let (fake, spec, o) = (&g.fake, &g.spec, &g.o);
+        let (random, dense) = g.random_and_dense();
         std::fs::create_dir_all(&dense.dir).unwrap();
         let held = wait_lock(&dense.dir, "another worker", false).unwrap();
         let place = Place { k: 0, n: 1, rest: Vec::new(), started: Instant::now() };
         std::thread::scope(|scope| {
-            let comparison = scope.spawn(|| one(&fake, random, &spec, "d", Child::CPU, &o, &place));
+            let comparison = scope.spawn(|| one(fake, random, spec, "d", Child::CPU, o, &place));
             let trained = random.dir.join("train/model.safetensors");
             let t0 = Instant::now();
             while !trained.exists() && t0.elapsed().as_secs() < 60 {
@@ -337,13 +318,13 @@ case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\
             std::thread::sleep(std::time::Duration::from_secs(3));
             assert!(!comparison.is_finished() && !random.dir.join("dynamics.jsonl").exists());
             // The other worker trains the dense run and lets it go.
-            exec::execute(held, &fake, dense, &steps(dense, &spec, "d").unwrap(), Child::CPU, "t").unwrap();
+            let dense_steps = steps(dense, spec, "d").unwrap();
+            execute(held, fake, dense, &dense_steps, Child::CPU, "t", &mut exec::no_wait).unwrap();
             comparison.join().unwrap().unwrap();
         });
         assert!(random.dir.join("dynamics.jsonl").exists());
         let m: Manifest = read_json(&random.dir.join(layout::MANIFEST)).unwrap();
         assert!(m.wall_seconds < 2.0, "the wait counted: wall {} s", m.wall_seconds);
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     /// A malformed `--shard` names the flag and what it takes.

@@ -43,14 +43,14 @@ pub(super) fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, child
             // needed again, and it must be the recorded training, or every comparison with it would
             // be made against a net the records do not describe.
             let upto = dense_steps.iter().position(|s| s.name == "train").map_or(dense_steps.len(), |i| i + 1);
-            exec::run_steps(awt, &dense, &dense_steps[..upto], child)?;
+            exec::run_steps(awt, &dense, &dense_steps[..upto], child, &mut exec::no_wait)?;
             drop(lock);
             same_training(
                 &record_dir(&o.preset, &dense).join(layout::RECORD_TRAIN_METRICS),
                 &dir.join(layout::TRAIN).join(layout::METRICS),
             )?;
         } else {
-            execute(lock, awt, &dense, &dense_steps, child, &o.preset)?;
+            execute(lock, awt, &dense, &dense_steps, child, &o.preset, &mut exec::no_wait)?;
             if spec.record {
                 keep(o, &dense)?;
             }
@@ -98,56 +98,31 @@ fn same_training(recorded: &Path, fresh: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::process::Command;
-
     use super::*;
-    use crate::spec;
-    use crate::workspace::root;
 
     /// A run compared with the dense run of its seed fails at its dynamics step while that dense
     /// run is untrained (the real `awt dynamics` refuses, as the stand-in does); `ensure_dense`
     /// trains the dense run first, even when it is outside the plan, and leaves it alone once trained.
     #[test]
     fn a_comparison_trains_its_dense_run_first() {
-        let tmp = std::env::temp_dir().join(format!("awt-dense-first-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp).unwrap();
-        // A stand-in for `awt`: makes each step's output; `dynamics` needs the dense epochs.
-        let fake = tmp.join("awt");
-        let eval = crate::records::test_eval(10, 9, 5);
-        let script = format!(
-            "#!/bin/sh\nout=; json=; dense=; prev=\nfor a in \"$@\"; do case \"$prev\" in --out) out=$a;; --json) json=$a;; --dense) dense=$a;; esac; prev=$a; done\n\
-case $1 in\n  train) mkdir -p \"$out/epochs\" && touch \"$out/model.safetensors\";;\n  eval) echo '{eval}' > \"$json\";;\n\
-  inspect) echo '{{}}' > \"$json\";;\n  dynamics) [ -d \"$dense/epochs\" ] || {{ echo 'no epoch checkpoints' >&2; exit 1; }}; touch \"$out\";;\n\
-  *) touch \"$out\";;\nesac\n"
-        );
-        std::fs::write(&fake, script).unwrap();
-        Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
-        let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))
-            .unwrap()
-            .replace("name = \"smoke\"", "name = \"t\"")
-            + "\n[dynamics]\nprobe = 4\nsteps = 1\n";
-        let spec = spec::parse(&text, Path::new("t.toml"), "t").unwrap();
-        let o = Opts::parse(&["--preset".into(), "t".into(), "--out".into(), tmp.display().to_string()]).unwrap();
-        let plan = expand(&spec, "d", &tmp, &|_, _| None).unwrap();
-        let random = plan.iter().find(|r| r.method == awt_runs::Method::Random).unwrap();
-        let dense = plan.iter().find(|r| r.method.is_dense()).unwrap();
-        assert_eq!(random.dense_dir.as_ref(), Some(&dense.dir));
+        let g = super::super::fixture::Grid::new("dense-first");
+        let (fake, spec, o) = (&g.fake, &g.spec, &g.o);
+        let (random, dense) = g.random_and_dense();
         let run = |r: &Run| {
             std::fs::create_dir_all(&r.dir).unwrap();
-            execute(wait_lock(&r.dir, "t", false).unwrap(), &fake, r, &steps(r, &spec, "d").unwrap(), Child::CPU, "t")
+            let st = steps(r, spec, "d").unwrap();
+            execute(wait_lock(&r.dir, "t", false).unwrap(), fake, r, &st, Child::CPU, "t", &mut exec::no_wait)
         };
         let err = format!("{:#}", run(random).unwrap_err());
         assert!(err.contains("`awt dynamics` failed") && err.contains("no epoch checkpoints"), "{err}");
-        ensure_dense(&fake, random, &spec, "d", Child::CPU, &o).unwrap();
+        ensure_dense(fake, random, spec, "d", Child::CPU, o).unwrap();
         assert!(dense.dir.join("train/epochs").is_dir() && dense.dir.join("manifest.json").exists());
         run(random).unwrap();
         assert!(random.dir.join("dynamics.jsonl").exists());
         // Trained already: nothing runs again.
         let before = std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap();
-        ensure_dense(&fake, random, &spec, "d", Child::CPU, &o).unwrap();
+        ensure_dense(fake, random, spec, "d", Child::CPU, o).unwrap();
         assert_eq!(std::fs::metadata(dense.dir.join("manifest.json")).unwrap().modified().unwrap(), before);
-        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     /// A dense run trained again on a new machine is checked against its record: timings may

@@ -188,6 +188,15 @@ impl Child {
     pub const CPU: Child = Child { threads: None, device: DeviceSpec::Cpu };
 }
 
+/// What a run waits for ahead of a step it is about to run ([`run_steps`]), outside that step's
+/// clock and the run's wall time: the dense run a comparison's dynamics reads.
+pub(super) type Before<'a> = &'a mut dyn FnMut(&Step) -> Result<()>;
+
+/// A run that waits for nothing.
+pub(super) fn no_wait(_: &Step) -> Result<()> {
+    Ok(())
+}
+
 /// Runs one run's steps, skipping finished ones and resuming training and searches; writes the
 /// manifest. `_lock` is the run folder's ([`wait_lock`]), released when this returns.
 pub(super) fn execute(
@@ -197,37 +206,21 @@ pub(super) fn execute(
     steps: &[Step],
     child: Child,
     preset: &str,
+    before: Before,
 ) -> Result<f64> {
-    execute_with(_lock, awt, run, steps, child, preset, &mut |_| Ok(()))
-}
-
-/// [`execute`], calling `before` ahead of each step it runs (outside that step's clock): where a
-/// run waits for what one of its steps needs (the dense run a comparison's dynamics reads).
-pub(super) fn execute_with(
-    _lock: std::fs::File,
-    awt: &Path,
-    run: &Run,
-    steps: &[Step],
-    child: Child,
-    preset: &str,
-    before: &mut dyn FnMut(&Step) -> Result<()>,
-) -> Result<f64> {
-    let (clock, start) = run_steps_with(awt, run, steps, child, before)?;
+    let (clock, start) = run_steps(awt, run, steps, child, before)?;
     write_manifest(run, preset, child.threads, &clock, start, super::gemm::gemm_order(awt))
 }
 
 /// Runs `steps` of `run` (the caller holds the folder's lock), skipping finished ones and resuming
-/// training and searches; no manifest. Returns the run's clock and when this sitting started.
-pub(super) fn run_steps(awt: &Path, run: &Run, steps: &[Step], child: Child) -> Result<(Clock, Instant)> {
-    run_steps_with(awt, run, steps, child, &mut |_| Ok(()))
-}
-
-fn run_steps_with(
+/// training and searches, calling `before` ahead of each step it runs; no manifest. Returns the
+/// run's clock and when this sitting started.
+pub(super) fn run_steps(
     awt: &Path,
     run: &Run,
     steps: &[Step],
     child: Child,
-    before: &mut dyn FnMut(&Step) -> Result<()>,
+    before: Before,
 ) -> Result<(Clock, Instant)> {
     std::fs::write(run.dir.join("config.txt"), &run.canonical)?;
     let log_path = run.dir.join("run.log");
@@ -444,7 +437,7 @@ mod tests {
         std::fs::write(dir.join(layout::EVAL), crate::records::test_eval(10, 9, 5)).unwrap();
         let t = Instant::now();
         let lock = wait_lock(&dir, "test", false).unwrap();
-        super::execute(lock, Path::new("/bin/sh"), &run, &steps, Child::CPU, "test").unwrap();
+        super::execute(lock, Path::new("/bin/sh"), &run, &steps, Child::CPU, "test", &mut no_wait).unwrap();
         assert!(t.elapsed().as_secs_f64() >= 12.0, "the step did not stop the runner");
         let m: Manifest = read_json(&dir.join(layout::MANIFEST)).unwrap();
         assert!(m.timings_seconds["s"] < 5.0, "the pause counted: step {} s", m.timings_seconds["s"]);
@@ -493,7 +486,7 @@ mod tests {
         let first = [step("a", "sleep 0.4; touch DIR/a.done", "a.done"), step("b", "sleep 0.3; exit 1", "b.done")];
         let execute = |steps: &[Step]| {
             std::fs::create_dir_all(&dir).unwrap();
-            super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, Child::CPU, "test")
+            super::execute(wait_lock(&dir, "test", false).unwrap(), sh, &run, steps, Child::CPU, "test", &mut no_wait)
         };
         assert!(execute(&first).is_err());
         std::fs::write(dir.join(layout::EVAL), crate::records::test_eval(10, 9, 5)).unwrap();
