@@ -42,7 +42,7 @@ commands:
             --within 2h30m, recorded presets: start only runs whose recorded median time still fits;
             --device: where every awt step computes, recorded in each eval.json and manifest; default cpu)
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
-            (default preset: quick, about 6 minutes on 2 cores)
+            (default preset: quick, 2 to 6 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE] | --check
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
             --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/;
