@@ -15,6 +15,7 @@ use crate::records::{Manifest, read_json};
 use crate::spec::{self, Spec};
 use crate::workspace::root;
 
+mod clock;
 mod dense;
 mod exec;
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! interrupted training and searches resumed), step timings kept across sittings, and its manifest.
 
 use awt_runs::{DeviceSpec, layout};
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,6 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use super::clock::{Clock, POLL, stopped_part};
 use crate::plan::{Run, Step, fnv};
 use crate::records::{Cumulative, EvalCounts, EvalRecord, Manifest, read_json};
 use crate::workspace::root;
@@ -104,73 +104,6 @@ fn try_lock(dir: &Path) -> Result<std::result::Result<std::fs::File, String>> {
         Ok(f) => Ok(Ok(f)),
         Err(awt_runs::lock::LockError::Held(holder)) => Ok(Err(holder)),
         Err(e) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
-    }
-}
-
-/// A run's compute over all its sittings: seconds per step and in all (`<run>/timings.json`).
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-pub(super) struct Clock {
-    steps: BTreeMap<String, f64>,
-    /// Wall time of the earlier sittings.
-    wall_before: f64,
-    /// Time the earlier sittings stood stopped (left out of `wall_before` and the steps).
-    #[serde(default)]
-    stopped_before: f64,
-    /// This sitting's time spent stopped (`kill -STOP`, a suspended machine): not compute, so
-    /// neither a step's time nor the run's wall time counts it.
-    #[serde(skip)]
-    paused: f64,
-    /// This sitting's time spent waiting before a step for what it needs (another run's training):
-    /// not this run's compute either, and not a stop.
-    #[serde(skip)]
-    waited: f64,
-}
-
-/// The runner polls a running step every `POLL`; a poll that took longer than `STOPPED` means the
-/// runner (and, stopped with it, its step) did not run meanwhile — the grid is paused with
-/// `kill -STOP` while benchmarks run — and only `POLL` of it counts.
-const POLL: std::time::Duration = std::time::Duration::from_millis(200);
-const STOPPED: f64 = 10.0;
-
-/// The part of one poll's `dt` seconds that was spent stopped (0 for an ordinary poll).
-fn stopped_part(dt: f64) -> f64 {
-    if dt > STOPPED { dt - POLL.as_secs_f64() } else { 0.0 }
-}
-
-impl Clock {
-    const FILE: &str = layout::TIMINGS;
-
-    /// The earlier sittings' clock; a fresh one when there is none (or it cannot be read: timings
-    /// are a record, never a reason to refuse a run).
-    fn load(dir: &Path) -> Clock {
-        let mut c: Clock = read_json(&dir.join(Self::FILE)).unwrap_or_default();
-        // What the earlier sittings spent, this sitting's time added on top as it goes.
-        c.wall_before = c.wall_before.max(c.steps.values().sum());
-        c
-    }
-
-    /// Time stood stopped over all sittings.
-    fn stopped(&self) -> f64 {
-        self.stopped_before + self.paused
-    }
-
-    fn wall(&self, start: Instant) -> f64 {
-        self.wall_before + start.elapsed().as_secs_f64() - self.paused - self.waited
-    }
-
-    /// Written through a temporary file, so a kill mid-write leaves the previous clock.
-    fn save(&self, dir: &Path, start: Instant) -> Result<()> {
-        let now = Clock {
-            steps: self.steps.clone(),
-            wall_before: self.wall(start),
-            stopped_before: self.stopped(),
-            paused: 0.0,
-            waited: 0.0,
-        };
-        let tmp = dir.join(".timings.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
-        std::fs::rename(&tmp, dir.join(Self::FILE))?;
-        Ok(())
     }
 }
 
