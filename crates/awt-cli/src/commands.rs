@@ -108,52 +108,53 @@ enum DataCmd {
     },
 }
 
-/// Flags of `awt prune` that only some methods read (clap id, flag, the methods that read it).
-/// Given to another method they would be dropped without a word; `--batch` and `--rounds` are not
-/// listed (xtask passes both to every mask at initialisation).
-const PRUNE_METHOD_FLAGS: &[(&str, &str, &[&str])] = &[
-    ("hydra_epochs", "--hydra-epochs", &["hydra"]),
-    ("hydra_lr", "--hydra-lr", &["hydra"]),
-    ("imp_rounds", "--imp-rounds", &["imp-at"]),
-    ("imp_epochs", "--imp-epochs", &["imp-at"]),
-    ("eps", "--eps", &["hydra", "imp-at"]),
-    ("attack_steps", "--attack-steps", &["hydra", "imp-at"]),
-    ("step_size", "--step-size", &["hydra", "imp-at"]),
-    ("train_limit", "--train-limit", &["hydra", "imp-at"]),
-];
+/// The value `awt <command>` has for `selector` (typed, so a default counts as given): what
+/// decides which of its flags are read (`awt_runs::reads`).
+fn selector_value(cmd: &Cmd, selector: &str) -> Option<String> {
+    Some(match (cmd, selector) {
+        (Cmd::Prune(a), "--method") => a.method.0.name().to_string(),
+        (Cmd::Ticket(a), "--method") => value_name(&a.method),
+        (Cmd::Train(a), "--adv") => value_name(&a.adv),
+        (Cmd::Train(a), "--opt") => value_name(&a.opt),
+        (Cmd::Train(a), "--schedule") => value_name(&a.schedule),
+        (Cmd::Eval(a), "--attack") => value_name(&a.attack),
+        _ => return None,
+    })
+}
 
-/// Flags of `awt ticket` that only AWT reads: NTT matches on clean inputs, so it runs no attack.
-const TICKET_METHOD_FLAGS: &[(&str, &str, &[&str])] = &[
-    ("eps", "--eps", &["awt"]),
-    ("attack_steps", "--attack-steps", &["awt"]),
-    ("attack_step_size", "--attack-step-size", &["awt"]),
-    ("adv_source", "--adv-source", &["awt"]),
-    ("inputs", "--inputs", &["awt"]),
-];
-
-/// Refuses a flag given on the command line (or in `--config`) that the chosen method does not
-/// read, naming the flag and the methods that do.
-pub(crate) fn refuse_unread_flags(m: &clap::ArgMatches, cli: &Cli) -> Result<()> {
-    let (table, method, sub) = match (&cli.cmd, m.subcommand()) {
-        (Cmd::Prune(a), Some(("prune", sub))) => (PRUNE_METHOD_FLAGS, a.method.0.name().to_string(), sub),
-        (Cmd::Ticket(a), Some(("ticket", sub))) => (TICKET_METHOD_FLAGS, value_name(&a.method), sub),
-        _ => return Ok(()),
-    };
-    for (id, flag, readers) in table {
-        let given = sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-        if given && !readers.contains(&method.as_str()) {
-            bail!("{flag} is not read by --method {method}: only by {}", readers.join(" and "));
+/// Refuses a flag given on the command line that the command's choice does not read
+/// (`awt_runs::reads`), naming the flag and the choices that do. `explicit` is the command line
+/// as typed: flags that `--config FILE` added are not checked, because a run's own `config.toml`
+/// records every setting, read or not.
+pub(crate) fn refuse_unread_flags(m: &clap::ArgMatches, cli: &Cli, explicit: &[String]) -> Result<()> {
+    let Some((name, sub)) = m.subcommand() else { return Ok(()) };
+    let typed =
+        |flag: &str| explicit.iter().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')));
+    for r in awt_runs::reads::of(name) {
+        let id = r.flag.trim_start_matches("--").replace('-', "_");
+        if sub.value_source(&id) != Some(clap::parser::ValueSource::CommandLine) || !typed(r.flag) {
+            continue;
+        }
+        let value = selector_value(&cli.cmd, r.selector)
+            .with_context(|| format!("awt {name}: no value for {} (awt_runs::reads names it)", r.selector))?;
+        if let Some(why) = awt_runs::reads::unread(name, r.flag, &value) {
+            bail!(why);
         }
     }
     Ok(())
 }
 
-/// Parses `awt`'s arguments as `main` does: clap's parse, then [`refuse_unread_flags`].
+/// Parses `awt`'s arguments as `main` does: `--config FILE` expanded, clap's parse, then
+/// [`refuse_unread_flags`]. The outer error is clap's (a usage error); the inner one is ours.
 pub(crate) fn parse_args(args: Vec<String>) -> std::result::Result<Result<Cli>, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
-    let m = Cli::command().try_get_matches_from(args)?;
+    let expanded = match crate::train_args::expand_config(args.clone()) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(e)),
+    };
+    let m = Cli::command().try_get_matches_from(expanded)?;
     let cli = Cli::from_arg_matches(&m)?;
-    Ok(refuse_unread_flags(&m, &cli).map(|()| cli))
+    Ok(refuse_unread_flags(&m, &cli, &args).map(|()| cli))
 }
 
 pub(crate) fn run(cli: Cli) -> Result<()> {
@@ -391,6 +392,13 @@ mod contract_tests {
             ("pgd".into(), "adam".into(), "cosine".into())
         );
         assert!(t.quiet && t.data.name == "fashion-mnist");
+        // Natural training runs no attack: its line has none of the attack's flags (they would be refused).
+        let natural = Train { adv: "none".into(), ..train.clone() }.flags("fashion-mnist", 7, 3);
+        assert!(natural.value("--steps").is_none() && natural.value("--step-size").is_none());
+        let Cmd::Train(n) = parse(Argv::new("train").flag("--init", "i").then(natural).flag("--out", "o")) else {
+            panic!("not train")
+        };
+        assert_eq!((value_name(&n.adv), n.eps, n.epochs), ("none".into(), 0.1, 3));
 
         let s = Search {
             steps: 300,
@@ -462,5 +470,37 @@ mod contract_tests {
         let Cmd::Eval(aa) = parse(e.autoattack(&worst, "aa.json").unwrap()) else { panic!("not eval") };
         assert_eq!((value_name(&aa.attack), aa.limit), ("autoattack".into(), Some(500)));
         assert_eq!(aa.json.as_deref().and_then(|p| p.to_str()), Some("aa.json"));
+        assert_eq!(aa.apgd_steps, 100);
+        let clean = Eval { attack: Some("none".into()), autoattack: false, ..e };
+        let Cmd::Eval(c) = parse(clean.worst("m", "fashion-mnist", 0.1, 7, "c.json")) else { panic!("not eval") };
+        assert_eq!((value_name(&c.attack), c.limit), ("none".into(), Some(10_000)));
+    }
+
+    /// Every flag and selector of `awt_runs::reads` is a flag of its command, with a value the
+    /// check can read (a wrong spelling there would check nothing).
+    #[test]
+    fn every_listed_flag_and_selector_is_a_flag_of_its_command() {
+        use clap::CommandFactory;
+        let cli = super::Cli::command();
+        for r in awt_runs::reads::READS {
+            let sub = cli.find_subcommand(r.command).unwrap_or_else(|| panic!("no awt {}", r.command));
+            for flag in [r.flag, r.selector] {
+                let long = flag.trim_start_matches("--");
+                let arg = sub.get_arguments().find(|a| a.get_long() == Some(long));
+                let arg = arg.unwrap_or_else(|| panic!("awt {} has no {flag}", r.command));
+                assert_eq!(arg.get_id().as_str(), long.replace('-', "_"), "awt {} {flag}: the check's id", r.command);
+            }
+            for value in r.readers {
+                let argv = match r.command {
+                    "prune" => vec!["prune", "--method", value, "--density", "0.5", "--model", "m", "--out", "o"],
+                    "ticket" => vec!["ticket", "--method", value, "--density", "0.5", "--model", "m", "--out", "o"],
+                    "train" => vec!["train", r.selector, value, "--out", "o"],
+                    _ => vec![r.command, r.selector, value, "--model", "m"],
+                };
+                let m = cli.clone().try_get_matches_from(std::iter::once("awt").chain(argv)).expect("parses");
+                let parsed = <super::Cli as clap::FromArgMatches>::from_arg_matches(&m).unwrap();
+                assert_eq!(super::selector_value(&parsed.cmd, r.selector).as_deref(), Some(*value), "{r:?}");
+            }
+        }
     }
 }

@@ -65,14 +65,7 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let args = match train_args::expand_config(std::env::args().collect()) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {}", e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": "));
-            std::process::exit(1);
-        }
-    };
-    let cli = match commands::parse_args(args) {
+    let cli = match commands::parse_args(std::env::args().collect()) {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };

@@ -243,8 +243,12 @@ impl TrainArgs {
                 "--schedule multistep needs --milestones (the epochs at which the learning rate is multiplied by --gamma)"
             );
         }
-        if self.schedule != Sched::Multistep && !self.milestones.is_empty() {
-            bail!("--milestones applies to --schedule multistep only");
+        // Also where `--config` gave them (the command-line check leaves a config file's keys alone).
+        let schedule = crate::args::value_name(&self.schedule);
+        if let Some(why) =
+            awt_runs::reads::unread("train", "--milestones", &schedule).filter(|_| !self.milestones.is_empty())
+        {
+            bail!(why);
         }
         let step = |default: f64| self.step_size.unwrap_or(default);
         let objective = match self.adv {

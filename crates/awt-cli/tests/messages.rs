@@ -29,7 +29,7 @@ fn errors_name_the_flag_at_fault() {
     }
     says(&refs(&train(&["--eps", "0"])), "--eps must be > 0 with --adv pgd");
     says(&refs(&train(&["--schedule", "multistep"])), "--schedule multistep needs --milestones");
-    says(&refs(&train(&["--milestones", "3"])), "--milestones applies to --schedule multistep only");
+    says(&refs(&train(&["--milestones", "3"])), "--milestones is not read by --schedule constant: only by multistep");
     let (ok, _, err) =
         awt(&refs(&train(&["--opt", "adamw", "--wd", "1e10", "--steps", "1", "--eval-n", "8", "--batch", "16"])));
     assert!(!ok && err.contains("training diverged"), "{err}");
@@ -97,6 +97,36 @@ fn errors_name_the_flag_at_fault() {
     for (flag, value) in [("--eps", "0.2"), ("--attack-steps", "3"), ("--inputs", "clean+adversarial")] {
         let args: Vec<&str> = ticket.iter().copied().chain([flag, value]).collect();
         says(&args, &format!("{flag} is not read by --method ntt: only by awt"));
+    }
+    assert!(!unread.exists(), "an output was written");
+    // The same for the training objective, optimiser and schedule, and for the evaluation's attack.
+    let train = ["train", "--init", s(&init), "--epochs", "1", "--out", s(&unread)];
+    for (extra, msg) in [
+        (&["--adv", "none", "--steps", "5"][..], "--steps is not read by --adv none: only by pgd and trades"),
+        (&["--beta", "3"][..], "--beta is not read by --adv pgd: only by trades"),
+        (&["--opt", "adam", "--momentum=0.5"][..], "--momentum is not read by --opt adam: only by sgd"),
+        (&["--gamma", "0.5"][..], "--gamma is not read by --schedule constant: only by multistep"),
+        (
+            &["--schedule", "cosine", "--warmup", "0.1"][..],
+            "--warmup is not read by --schedule cosine: only by onecycle",
+        ),
+    ] {
+        let args: Vec<&str> = train.iter().chain(extra).copied().collect();
+        says(&args, msg);
+    }
+    assert!(!unread.exists(), "an output was written");
+    let eval = ["eval", "--model", s(&init), "--limit", "10", "--json", s(&unread)];
+    for (extra, msg) in [
+        (
+            &["--attack", "autoattack", "--steps", "20"][..],
+            "--steps is not read by --attack autoattack: only by pgd and worst",
+        ),
+        (&["--apgd-steps", "50"][..], "--apgd-steps is not read by --attack pgd: only by"),
+        (&["--attack", "none", "--restarts", "2"][..], "--restarts is not read by --attack none: only by"),
+        (&["--attack", "apgd-ce", "--square-queries", "10"][..], "--square-queries is not read by --attack apgd-ce"),
+    ] {
+        let args: Vec<&str> = eval.iter().chain(extra).copied().collect();
+        says(&args, msg);
     }
     assert!(!unread.exists(), "an output was written");
     says(&["eval", "--model", s(&init), "--data", "fashion-mnist", "--data-dir", s(&p("typo"))], "--data-dir");

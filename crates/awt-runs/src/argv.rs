@@ -64,6 +64,14 @@ impl Argv {
         self
     }
 
+    /// `--name` and its value taken out (unchanged where it is not given).
+    pub fn without(mut self, name: &str) -> Argv {
+        if let Some(i) = self.0.iter().position(|a| a == name) {
+            self.0.drain(i..(i + 2).min(self.0.len()));
+        }
+        self
+    }
+
     /// The value given for `--name`, if any.
     pub fn value(&self, name: &str) -> Option<&str> {
         self.0.iter().position(|a| a == name).and_then(|i| self.0.get(i + 1)).map(String::as_str)
@@ -98,5 +106,10 @@ mod tests {
             ["ticket", "--lr", "0.0005", "--steps", "400", "--schedule", "cosine", "--quiet", "--weights", "rewind"]
         );
         assert_eq!((a.value("--steps"), a.value("--wd")), (Some("400"), None));
+        let b = a.without("--steps").without("--wd");
+        assert_eq!(
+            b.as_slice(),
+            ["ticket", "--lr", "0.0005", "--schedule", "cosine", "--quiet", "--weights", "rewind"]
+        );
     }
 }

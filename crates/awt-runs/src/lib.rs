@@ -9,6 +9,8 @@
 //!   parsed; [`fnv`], the stable hash of a run's settings;
 //! - [`Density`]: a weight density, checked once when it is made; [`DeviceSpec`]: `--device`;
 //! - [`lock`]: the one exclusive lock every writer of a run folder or output takes;
+//! - [`reads`]: which flags only some choices of a command read (refused by the binary when given
+//!   to another, left out by xtask's command builders);
 //! - [`settings`]: each command's settings as a preset writes them, and the command lines they give
 //!   (built with [`argv::Argv`]): every flag spelled once.
 //!
@@ -27,6 +29,7 @@ pub mod layout;
 pub mod lock;
 mod method;
 mod name;
+pub mod reads;
 pub mod records;
 pub mod settings;
 

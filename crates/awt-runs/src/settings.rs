@@ -59,12 +59,14 @@ pub struct Train {
 impl Train {
     /// The recipe's `awt train` flags for `epochs` epochs on `data` with `seed` (progress quiet).
     pub fn flags(&self, data: &str, seed: u64, epochs: usize) -> Argv {
+        // Every flag below that some objective does not read is listed in `reads` and asked about.
         Argv::flags()
             .flag("--data", data)
             .flag("--adv", &self.adv)
             .flag("--eps", self.eps)
-            .flag("--steps", self.steps)
-            .flag("--step-size", self.step_size)
+            // The attack's settings where the objective runs one (`--adv none` does not).
+            .flag_opt("--steps", self.reads("--steps").then_some(self.steps))
+            .flag_opt("--step-size", self.reads("--step-size").then_some(self.step_size))
             .flag("--epochs", epochs)
             .flag("--batch", self.batch)
             .flag("--opt", &self.opt)
@@ -76,6 +78,11 @@ impl Train {
             .flag_opt("--train-limit", self.train_limit)
             .flag_opt("--wd", self.wd)
             .flag_opt("--schedule", self.schedule.as_ref())
+    }
+
+    /// Does this recipe's objective read `flag` of `awt train`?
+    fn reads(&self, flag: &str) -> bool {
+        crate::reads::reads("train", flag, &self.adv)
     }
 }
 
@@ -260,14 +267,16 @@ pub struct Eval {
 impl Eval {
     /// `awt eval` of `model` on `data` at budget `eps`, the attacks seeded by `seed`, into `json`.
     pub fn worst(&self, model: &str, data: &str, eps: f64, seed: u64, json: &str) -> Argv {
+        let attack = self.attack.as_deref().unwrap_or("worst");
+        let reads = |flag| crate::reads::reads("eval", flag, attack);
         Argv::new("eval")
             .flag("--model", model)
             .flag("--data", data)
             .flag("--limit", self.n)
-            .flag("--attack", self.attack.as_deref().unwrap_or("worst"))
+            .flag("--attack", attack)
             .flag("--eps", eps)
-            .flag("--steps", self.steps)
-            .flag("--apgd-steps", self.apgd_steps)
+            .flag_opt("--steps", reads("--steps").then_some(self.steps))
+            .flag_opt("--apgd-steps", reads("--apgd-steps").then_some(self.apgd_steps))
             .flag("--seed", seed)
             .flag("--json", json)
             .flag_opt("--split", self.split.as_ref())
@@ -277,11 +286,17 @@ impl Eval {
     pub fn autoattack(&self, worst: &Argv, json: &str) -> Option<Argv> {
         let n = self.autoattack_n.unwrap_or(self.n).to_string();
         self.autoattack.then(|| {
-            worst.clone().ablated(&[
+            let aa = worst.clone().ablated(&[
                 ("attack".into(), "autoattack".into()),
                 ("json".into(), json.into()),
                 ("limit".into(), n),
-            ])
+            ]);
+            // PGD's steps are the worst case's, not AutoAttack's; APGD's it shares.
+            let dropped: Vec<&str> = crate::reads::of("eval")
+                .filter(|r| aa.value(r.flag).is_some() && !r.readers.contains(&"autoattack"))
+                .map(|r| r.flag)
+                .collect();
+            dropped.into_iter().fold(aa, Argv::without)
         })
     }
 }
