@@ -207,6 +207,7 @@ pub fn im2col(a: &Tensor, kh: usize, kw: usize) -> Result<Tensor> {
 /// `conv2d` gives the same numbers more slowly (compared in the tests); other devices use it.
 pub fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !crate::device::cpu_kernels(x) {
+        #[allow(clippy::disallowed_methods)] // not the CPU: candle's convolution is the device's own
         return x.conv2d(w, 0, 1, 1, 1);
     }
     let (n, _, h, wd) = x.dims4()?;
@@ -223,6 +224,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 pub fn conv_signal(d: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !crate::device::cpu_kernels(d) {
         // The adjoint of the convolution: candle's transposed convolution (any device).
+        #[allow(clippy::disallowed_methods)] // not the CPU: candle's convolution is the device's own
         return d.conv_transpose2d(w, 0, 0, 1, 1);
     }
     let (nn, o, oh, ow) = d.dims4()?;
@@ -238,6 +240,7 @@ pub fn conv_signal(d: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // candle's convolution is the reference here
 mod tests {
     use super::*;
     use crate::testing::{max_diff, rand, same_gradients};

@@ -1,13 +1,18 @@
 //! Every matrix product of tensors in the workspace goes through `awt_base::product::matmul`, so
 //! that the CPU sums small products in one order on every machine (docs/reproducing.md, "Across
 //! CPUs"). clippy's `disallowed-methods` (`clippy.toml`) enforces it for whoever runs clippy; CI runs
-//! the tests only, so this test reads the sources for the same rule: a call of candle's `matmul` or
-//! `broadcast_matmul` must sit under `#[allow(clippy::disallowed_methods)]` — on the statement
-//! before it, on a module that contains it, or on its file.
+//! the tests only, so this test reads the sources for the same rule: a call of candle's `matmul`,
+//! `broadcast_matmul` or of its convolutions (im2col and gemm inside on the CPU) must sit under
+//! `#[allow(clippy::disallowed_methods)]` — on the statement before it, on a module that contains
+//! it, or on its file.
 
 use std::path::{Path, PathBuf};
 
 const ALLOW: &str = "clippy::disallowed_methods";
+
+/// candle's methods that reach gemm on the CPU (`clippy.toml` lists the same).
+const CALLS: [&str; 6] =
+    [".matmul(", ".broadcast_matmul(", ".conv1d(", ".conv2d(", ".conv_transpose1d(", ".conv_transpose2d("];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -41,7 +46,7 @@ fn uncovered(src: &str) -> Vec<usize> {
             }
             continue;
         }
-        let calls = code.contains(".matmul(") || code.contains(".broadcast_matmul(");
+        let calls = CALLS.iter().any(|c| code.contains(c));
         if calls && module_from.is_none() && i > statement_until {
             bad.push(i + 1);
         }
@@ -68,7 +73,10 @@ fn candles_matmul_is_called_only_where_allowed() {
             bad.push(format!("{}:{line}", f.strip_prefix(&root).unwrap_or(f).display()));
         }
     }
-    assert!(bad.is_empty(), "candle's matmul called where awt_base::product::matmul belongs: {bad:?}");
+    assert!(
+        bad.is_empty(),
+        "candle's matmul or convolution called where awt_base::product::matmul or awt_base::conv belongs: {bad:?}"
+    );
 }
 
 /// The reader sees a bare call, and each form of allow.
@@ -76,6 +84,8 @@ fn candles_matmul_is_called_only_where_allowed() {
 fn the_reader_tells_covered_calls_from_bare_ones() {
     assert_eq!(uncovered("fn f() {\n    let c = a.matmul(&b)?;\n}\n"), vec![2]);
     assert_eq!(uncovered("fn f() {\n    let c = a.broadcast_matmul(&b)?;\n}\n"), vec![2]);
+    assert_eq!(uncovered("fn f() {\n    let c = x.conv2d(&w, 0, 1, 1, 1)?;\n}\n"), vec![2]);
+    assert_eq!(uncovered("fn f() {\n    let c = conv::conv2d(&x, &w)?;\n}\n"), Vec::<usize>::new());
     assert_eq!(
         uncovered("fn f() {\n    // a.matmul(&b) in a comment\n    let c = matmul(&a, &b)?;\n}\n"),
         Vec::<usize>::new()

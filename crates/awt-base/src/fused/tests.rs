@@ -1,5 +1,5 @@
 //! Tests of the fused CPU ops against their candle formulations, gradients included.
-#![allow(clippy::disallowed_methods)] // candle's matmul is the reference here
+#![allow(clippy::disallowed_methods)] // candle's matmul and conv2d are the reference here
 
 use super::*;
 use crate::testing::{check_fd, max_diff, rand, same_gradients};
