@@ -17,11 +17,15 @@ fn scores(recs: &[Rec], v: &str, d: f64, m: Measure) -> Vec<(u64, f64)> {
     by_seed(recs, v, if v == "dense" { 1.0 } else { d }, |r| r.measure(m))
 }
 
-/// "m [lo, hi]" in % for a variant's mean over seeds; one seed gives its value, no interval.
+/// "m [lo, hi]" in % for a variant's mean over seeds; one seed gives its value, no interval. The
+/// interval is cut to 0–100 %, the range a rate can take: the true mean lies in it whenever it lies
+/// in the t-interval, so the cut keeps the coverage (two seeds gave "80.3 [59.0, 101.6]").
 fn level(s: &Summary) -> String {
     match (s.n, s.ci95()) {
         (0, _) => "—".into(),
-        (_, Some((lo, hi))) => format!("{:.1} [{:.1}, {:.1}]", 100.0 * s.mean, 100.0 * lo, 100.0 * hi),
+        (_, Some((lo, hi))) => {
+            format!("{:.1} [{:.1}, {:.1}]", 100.0 * s.mean, 100.0 * lo.max(0.0), 100.0 * hi.min(1.0))
+        }
         _ => format!("{:.1} (one seed)", 100.0 * s.mean),
     }
 }
@@ -55,7 +59,7 @@ pub(super) fn levels(recs: &[Rec], d: f64, aa_n: Option<u64>) -> String {
     }
     let aa = aa_n.map_or("AutoAttack".to_string(), |n| format!("AutoAttack (first {n})"));
     let mut md = format!(
-        "Exploratory (unadjusted 95 % intervals over seeds; no verdict is drawn from them): each variant's robust \
+        "Exploratory (unadjusted 95 % intervals over seeds, cut to 0–100 %; no verdict is drawn from them): each variant's robust \
 accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone broke in it after its gradient attacks \
 (in % of those images; over 1 is a sign of gradient masking, §5), and clean accuracy on the test split, in %.\n\n\
 | variant | seeds | worst case | {aa} | Square alone | clean |\n|---|---|---|---|---|---|\n"
@@ -144,5 +148,14 @@ mod tests {
         assert!(row("dense").starts_with("| dense | 3 | -2.0 [-2.0, -2.0] | dense higher |"), "{app}");
         assert!(!app.contains("| awt |"), "{app}");
         assert!(versus_awt(&recs, 0.2, "awt").is_empty());
+    }
+
+    /// Two seeds far apart: the t-interval (12.7 · sd / √2 each side) runs past 100 % and below 0,
+    /// and is shown cut to the range a rate can take; the mean is untouched.
+    #[test]
+    fn a_levels_interval_is_cut_to_the_range_of_a_rate() {
+        assert_eq!(level(&summary(&[0.78, 0.83])), "80.5 [48.7, 100.0]");
+        assert_eq!(level(&summary(&[0.001, 0.02])), "1.1 [0.0, 13.1]");
+        assert_eq!(level(&summary(&[0.60, 0.62])), "61.0 [48.3, 73.7]");
     }
 }
