@@ -122,26 +122,50 @@ fn selector_value(cmd: &Cmd, selector: &str) -> Option<String> {
     })
 }
 
-/// Refuses a flag given on the command line that the command's choice does not read
-/// (`awt_runs::reads`), naming the flag and the choices that do. `explicit` is the command line
-/// as typed: flags that `--config FILE` added are not checked, because a run's own `config.toml`
-/// records every setting, read or not.
+/// Refuses a flag that the command's choice does not read (`awt_runs::reads`), naming the flag
+/// and the choices that do: one typed on the command line (`explicit`, the arguments as given), or
+/// one a `--config` file set to other than its default (a run's own `config.toml` records every
+/// setting, read or not, at its default where the run did not set it).
 pub(crate) fn refuse_unread_flags(m: &clap::ArgMatches, cli: &Cli, explicit: &[String]) -> Result<()> {
+    use clap::CommandFactory;
     let Some((name, sub)) = m.subcommand() else { return Ok(()) };
     let typed =
         |flag: &str| explicit.iter().any(|a| a == flag || a.strip_prefix(flag).is_some_and(|r| r.starts_with('=')));
+    let config = explicit.iter().position(|a| a == "--config").and_then(|i| explicit.get(i + 1));
+    let command = Cli::command();
     for r in awt_runs::reads::of(name) {
         let id = r.flag.trim_start_matches("--").replace('-', "_");
-        if sub.value_source(&id) != Some(clap::parser::ValueSource::CommandLine) || !typed(r.flag) {
+        if sub.value_source(&id) != Some(clap::parser::ValueSource::CommandLine) {
             continue;
+        }
+        let from_config = !typed(r.flag);
+        if from_config {
+            let arg = command.find_subcommand(name).and_then(|c| c.get_arguments().find(|a| a.get_id() == id.as_str()));
+            let default: Vec<&std::ffi::OsStr> =
+                arg.map(|a| a.get_default_values().iter().map(|v| v.as_os_str()).collect()).unwrap_or_default();
+            let given: Vec<&std::ffi::OsStr> = sub.get_raw(&id).map(|v| v.collect()).unwrap_or_default();
+            if same_values(&given, &default) {
+                continue;
+            }
         }
         let value = selector_value(&cli.cmd, r.selector)
             .with_context(|| format!("awt {name}: no value for {} (awt_runs::reads names it)", r.selector))?;
         if let Some(why) = awt_runs::reads::unread(name, r.flag, &value) {
-            bail!(why);
+            match (from_config, config) {
+                (true, Some(path)) => bail!("--config {path}: {why}"),
+                _ => bail!(why),
+            }
         }
     }
     Ok(())
+}
+
+/// A flag's values equal its defaults (numbers compared as numbers: `0.10` is `0.1`; a switch's
+/// `true` against its default `false` differs).
+fn same_values(given: &[&std::ffi::OsStr], default: &[&std::ffi::OsStr]) -> bool {
+    let num = |v: &std::ffi::OsStr| v.to_str().and_then(|s| s.parse::<f64>().ok());
+    given.len() == default.len()
+        && given.iter().zip(default).all(|(g, d)| g == d || matches!((num(g), num(d)), (Some(a), Some(b)) if a == b))
 }
 
 /// Parses `awt`'s arguments as `main` does: `--config FILE` expanded, clap's parse, then

@@ -110,9 +110,16 @@ pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
         awt_base::read_bounded(Path::new(path), 1 << 20).with_context(|| format!("--config {path}: cannot read"))?;
     let text = String::from_utf8(bytes).with_context(|| format!("--config {path}: not UTF-8 text"))?;
     let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
+    let train = <TrainArgs as Args>::augment_args(clap::Command::new("train"));
+    let known: Vec<&str> = train.get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config").collect();
     let mut flags = Vec::new();
     for (k, v) in table {
         let flag = format!("--{}", k.replace('_', "-"));
+        if !known.contains(&&flag[2..]) {
+            bail!(
+                "{path}: key `{k}` is not a setting of awt train (the keys are its flags' names: epochs, lr, adv, ...)"
+            );
+        }
         match v {
             toml::Value::Boolean(true) => flags.push(flag),
             toml::Value::Boolean(false) => {}

@@ -115,6 +115,18 @@ fn errors_name_the_flag_at_fault() {
         says(&args, msg);
     }
     assert!(!unread.exists(), "an output was written");
+    // A --config file: an unknown key is named with its file; a key its choice does not read is
+    // refused where it differs from its default (a run's own config.toml holds them at their defaults).
+    for (text, msg) in [
+        ("betta = 3\n", "key `betta` is not a setting of awt train"),
+        ("gamma = 0.5\n", "c.toml: --gamma is not read by --schedule constant: only by multistep"),
+        ("opt = \"adam\"\nnesterov = true\n", "c.toml: --nesterov is not read by --opt adam: only by sgd"),
+    ] {
+        let cfg = p("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        says(&["train", "--config", s(&cfg), "--init", s(&init), "--out", s(&unread)], msg);
+    }
+    assert!(!unread.exists(), "an output was written");
     let eval = ["eval", "--model", s(&init), "--limit", "10", "--json", s(&unread)];
     for (extra, msg) in [
         (
