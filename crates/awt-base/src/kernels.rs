@@ -114,13 +114,26 @@ const PARALLEL_WORK: usize = 1 << 21;
 /// moves the first bound up (products just above it must come back in gemm's main order).
 pub const SMALL_PRODUCT: usize = 256;
 
+/// The deepest block [`gemm_into`] hands gemm. gemm sums a product deeper than its `kc` block by
+/// block (each block one FMA chain per output, then added to the output), and above 64 × 64
+/// outputs reads `kc` from the L1 cache and its kernel at run time: 512 on the project's machines
+/// with AVX-512 kernels, 1024 on the Intel Xeon with AVX2 ones, never less than 512 (gemm-common
+/// 0.19's `kernel_params`). Split as gemm splits (the fewest blocks of at most 512, equal but the
+/// last), such a product is summed in the 512-block order on every CPU. (At most 64 × 64 outputs
+/// gemm blocks at 512 from the start on every CPU, and is left to do so.)
+pub const K_BLOCK: usize = 512;
+
+/// Products with more rows or columns than this take gemm's cache model (see [`K_BLOCK`]).
+const GEMM_SMALL_SIDE: usize = 64;
+
 /// `dst = a·b`, or `dst += a·b` with `accumulate`, for an `m × kk` matrix `a` and a `kk × n`
 /// matrix `b` given as views. Panics when a view runs past its slice (so the call into gemm is
 /// sound); `dst` cannot alias `a` or `b` (one `&mut`, two `&`).
 ///
 /// A small product (at most [`SMALL_PRODUCT`] outputs, or one row or one column) is summed by
-/// [`chain_into`], in one order on every CPU; a larger one by gemm, whose one run-time choice for
-/// it is the depth of its k-blocks ([`crate::numerics`]).
+/// [`chain_into`], in one order on every CPU; a larger one by gemm, in depth blocks of at most
+/// [`K_BLOCK`] that gemm sums as one block each whatever its own run-time `kc`
+/// ([`crate::numerics`]), so in one order on every CPU too.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: WithDType>(
     dims: (usize, usize, usize),
@@ -135,9 +148,46 @@ pub fn gemm_into<T: WithDType>(
     let (m, n, _) = dims;
     if m * n <= SMALL_PRODUCT || m == 1 || n == 1 {
         chain_into(dims, dst, dv, a, av, b, bv, accumulate);
-    } else {
+    } else if m <= GEMM_SMALL_SIDE && n <= GEMM_SMALL_SIDE {
         gemm_kernel_into(dims, dst, dv, a, av, b, bv, accumulate);
+    } else {
+        blocked_gemm_into(dims, dst, dv, a, av, b, bv, accumulate);
     }
+}
+
+/// [`gemm_into`]'s products of more than 64 rows or columns: gemm on depth blocks of at most [`K_BLOCK`] (`⌈k / ⌈k / 512⌉⌉`
+/// deep, the last shallower), each added to `dst` after the first. On a CPU whose gemm blocks at
+/// 512 this is the order gemm gives the whole product (the same bits); on one that blocks deeper it
+/// is still that order. The parallelism is the whole product's.
+#[allow(clippy::too_many_arguments)]
+fn blocked_gemm_into<T: WithDType>(
+    (m, n, kk): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    a: &[T],
+    av: View,
+    b: &[T],
+    bv: View,
+    accumulate: bool,
+) {
+    let par = parallelism(m * n * kk);
+    let depth = kk.div_ceil(kk.div_ceil(K_BLOCK).max(1)).max(1);
+    let mut k0 = 0;
+    loop {
+        let d = depth.min(kk - k0);
+        let (ab, bb) = (View { offset: av.offset + k0 * av.cs, ..av }, View { offset: bv.offset + k0 * bv.rs, ..bv });
+        raw_gemm_into((m, n, d), dst, dv, a, ab, b, bb, accumulate || k0 > 0, par);
+        k0 += d;
+        if k0 >= kk {
+            break;
+        }
+    }
+}
+
+/// Both cores for products of at least [`PARALLEL_WORK`] multiply-adds.
+fn parallelism(work: usize) -> gemm::Parallelism {
+    let threads = crate::threads();
+    if work >= PARALLEL_WORK && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None }
 }
 
 /// [`gemm_into`] as one chain per output in depth order (`s = s + a·b`, each product and each sum
@@ -188,9 +238,9 @@ pub fn chain_into<T: WithDType>(
     }
 }
 
-/// [`gemm_into`] through gemm whatever the product's size: the summation order is then gemm's on
-/// this CPU ([`crate::numerics`] measures it through this).
-#[allow(unsafe_code, clippy::too_many_arguments)]
+/// [`gemm_into`] through gemm whatever the product's size, in one call: the summation order is then
+/// gemm's on this CPU ([`crate::numerics`] measures it through this).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_kernel_into<T: WithDType>(
     (m, n, kk): (usize, usize, usize),
     dst: &mut [T],
@@ -200,6 +250,22 @@ pub(crate) fn gemm_kernel_into<T: WithDType>(
     b: &[T],
     bv: View,
     accumulate: bool,
+) {
+    raw_gemm_into((m, n, kk), dst, dv, a, av, b, bv, accumulate, parallelism(m * n * kk));
+}
+
+/// One call of gemm (`dst = a·b`, or `+=`), its views' bounds asserted first.
+#[allow(unsafe_code, clippy::too_many_arguments)]
+fn raw_gemm_into<T: WithDType>(
+    (m, n, kk): (usize, usize, usize),
+    dst: &mut [T],
+    dv: View,
+    a: &[T],
+    av: View,
+    b: &[T],
+    bv: View,
+    accumulate: bool,
+    par: gemm::Parallelism,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -218,12 +284,6 @@ pub(crate) fn gemm_kernel_into<T: WithDType>(
         dv.last(m, n) < dst.len() && av.last(m, kk) < a.len() && bv.last(kk, n) < b.len(),
         "gemm view out of bounds"
     );
-    let threads = crate::threads();
-    let par = if m * n * kk >= PARALLEL_WORK && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     // SAFETY: every index the kernel touches is below the asserted bounds; dst does not alias a or b.
     unsafe {
         gemm::gemm(

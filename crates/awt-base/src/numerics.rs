@@ -6,11 +6,14 @@
 //! run time that move a result's last bits:
 //!
 //! - **k-blocking.** A product deeper than `kc` is summed block by block (each block one FMA chain
-//!   per output, then added to the output). `kc` comes from the L1 cache's size and associativity
-//!   and the kernel's register block, read at run time: 512 on a 32 KiB 8-way L1 (AMD EPYC, AVX2
+//!   per output, then added to the output), the depth split into the fewest blocks of at most `kc`,
+//!   equal but the last. `kc` comes from the L1 cache's size and associativity and the kernel's
+//!   register block, read at run time, never below 512: 512 on a 32 KiB 8-way L1 (AMD EPYC, AVX2
 //!   kernels) and on a 48 KiB 12-way L1 with AVX-512 kernels (the Intel Xeon of 2026-12-06), 1024
-//!   on that same Xeon with AVX2 kernels (a product of at most 64 × 64 outputs blocks at 512
-//!   everywhere). LeNet-300-100's first layer is 784 deep.
+//!   on that same Xeon with AVX2 kernels. (A product of at most 64 × 64 outputs is blocked at 512
+//!   from the start, the last block shorter, on every CPU.) LeNet-300-100's first layer is 784
+//!   deep. [`crate::kernels::gemm_into`] hands gemm the 512-deep blocks itself
+//!   ([`crate::kernels::K_BLOCK`]), so the project's products sum in one order whatever `kc` is.
 //! - **Small products** (at most 256 outputs, both operands contiguous along the depth, as a
 //!   linear layer's forward on a batch of 25 or fewer is) go to "horizontal" kernels that keep one
 //!   FMA chain per SIMD lane and add the lanes by halving: 8 lanes with AVX2, 16 with AVX-512.
@@ -92,6 +95,13 @@ fn blocked(a: &[f32], b: &[f32], kc: usize) -> f32 {
     a.chunks(block).zip(b.chunks(block)).fold(0.0, |acc, (x, y)| acc + chain(x, y))
 }
 
+/// gemm's sum of a product of at most 64 × 64 outputs: blocks of `kc` from the start, the last
+/// shorter (gemm-common 0.19 skips its cache model there and takes `kc = min(k, 512)` on every CPU).
+#[cfg(test)]
+fn first_fit(a: &[f32], b: &[f32], kc: usize) -> f32 {
+    a.chunks(kc).zip(b.chunks(kc)).fold(0.0, |acc, (x, y)| acc + chain(x, y))
+}
+
 /// A horizontal kernel's sum: lane `l` chains the terms `l, l + lanes, …`, and the lanes are added
 /// by halving (`v[i] += v[i + half]`) down to one.
 fn lanes(a: &[f32], b: &[f32], lanes: usize) -> f32 {
@@ -151,6 +161,54 @@ mod tests {
         }
         if gemm_order().small_lanes.is_some_and(|l| l > 1) {
             assert_ne!(ours, by_gemm, "the probe cannot tell a chain from gemm's lanes");
+        }
+    }
+
+    /// The project's large products sum in 512-deep blocks on every CPU, whatever gemm's own `kc`:
+    /// [`crate::kernels::gemm_into`] gives the 512-block emulation's bits exactly (gemm's even split
+    /// above 64 × 64 outputs, its blocks from the start at or below), for depths that split evenly
+    /// and unevenly, in both layouts of `b`, accumulating or not, and on a product big enough for
+    /// both threads; where gemm blocks at 512 itself, its own bits are the same. On a CPU whose gemm blocks deeper (1024: the Xeon's AVX2 kernels)
+    /// gemm itself gives other bits for the 4096-deep probe (`this_cpus_gemm_...` shows they differ).
+    #[test]
+    fn the_projects_large_products_sum_in_512_deep_blocks_on_every_cpu() {
+        for (m, n, k, seed) in [
+            (4, 100, 4096, 1),
+            (20, 30, 784, 4),
+            (17, 17, 1300, 5),
+            (64, 160, 1025, 6),
+            (300, 40, 600, 7),
+            (65, 64, 784, 8),
+        ] {
+            // At most 64 × 64 outputs gemm itself blocks from the start at 512 on every CPU.
+            let small = m <= 64 && n <= 64;
+            let sum = |x: &[f32], y: &[f32]| if small { first_fit(x, y, 512) } else { blocked(x, y, 512) };
+            let (a, b, by_gemm) = product(m, n, k, seed);
+            let bt: Vec<f32> = (0..k * n).map(|t| b[(t % n) * k + t / n]).collect(); // k × n, row-major
+            for (bm, bv) in [(&b, View::transposed(0, k)), (&bt, View::rows(0, n))] {
+                let mut ours = vec![f32::NAN; m * n];
+                crate::kernels::gemm_into((m, n, k), &mut ours, View::rows(0, n), &a, View::rows(0, k), bm, bv, false);
+                let mut twice = ours.clone();
+                crate::kernels::gemm_into((m, n, k), &mut twice, View::rows(0, n), &a, View::rows(0, k), bm, bv, true);
+                for (i, j) in outputs(m, n) {
+                    let want = sum(&a[i * k..][..k], &b[j * k..][..k]);
+                    assert_eq!(ours[i * n + j].to_bits(), want.to_bits(), "{m}×{n}×{k} at ({i}, {j})");
+                    // Accumulating, each block is added to what is there: ((w + b₁) + b₂) + …
+                    let mut acc = want;
+                    let block = if small { 512 } else { k.div_ceil(k.div_ceil(512)) };
+                    for (x, y) in a[i * k..][..k].chunks(block).zip(b[j * k..][..k].chunks(block)) {
+                        acc += chain(x, y);
+                    }
+                    assert_eq!(twice[i * n + j].to_bits(), acc.to_bits(), "{m}×{n}×{k} accumulated at ({i}, {j})");
+                }
+            }
+            if gemm_order().k_block == Some(512) {
+                // Where gemm blocks at 512 itself, handing it the blocks changes no bit.
+                for (i, j) in outputs(m, n) {
+                    let want = sum(&a[i * k..][..k], &b[j * k..][..k]);
+                    assert_eq!(by_gemm[i * n + j].to_bits(), want.to_bits(), "gemm, {m}×{n}×{k} at ({i}, {j})");
+                }
+            }
         }
     }
 
