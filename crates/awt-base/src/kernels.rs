@@ -145,38 +145,22 @@ pub fn gemm_into<T: WithDType>(
     bv: View,
     accumulate: bool,
 ) {
-    let (m, n, _) = dims;
+    let (m, n, kk) = dims;
     if m * n <= SMALL_PRODUCT || m == 1 || n == 1 {
-        chain_into(dims, dst, dv, a, av, b, bv, accumulate);
-    } else if m <= GEMM_SMALL_SIDE && n <= GEMM_SMALL_SIDE {
-        gemm_kernel_into(dims, dst, dv, a, av, b, bv, accumulate);
-    } else {
-        blocked_gemm_into(dims, dst, dv, a, av, b, bv, accumulate);
+        return chain_into(dims, dst, dv, a, av, b, bv, accumulate);
     }
-}
-
-/// [`gemm_into`]'s products of more than 64 rows or columns: gemm on depth blocks of at most [`K_BLOCK`] (`⌈k / ⌈k / 512⌉⌉`
-/// deep, the last shallower), each added to `dst` after the first. On a CPU whose gemm blocks at
-/// 512 this is the order gemm gives the whole product (the same bits); on one that blocks deeper it
-/// is still that order. The parallelism is the whole product's.
-#[allow(clippy::too_many_arguments)]
-fn blocked_gemm_into<T: WithDType>(
-    (m, n, kk): (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
-    accumulate: bool,
-) {
+    // gemm, in depth blocks each added to `dst` after the first: at most 64 × 64 outputs the whole
+    // depth in one call (gemm blocks it at 512 from the start on every CPU); above, blocks of at most
+    // K_BLOCK split as gemm splits, which it sums as one block each whatever its own `kc`. The
+    // threads are the whole product's.
+    let small = m <= GEMM_SMALL_SIDE && n <= GEMM_SMALL_SIDE;
+    let depth = if small { kk.max(1) } else { kk.div_ceil(kk.div_ceil(K_BLOCK).max(1)).max(1) };
     let par = parallelism(m * n * kk);
-    let depth = kk.div_ceil(kk.div_ceil(K_BLOCK).max(1)).max(1);
     let mut k0 = 0;
     loop {
         let d = depth.min(kk - k0);
         let (ab, bb) = (View { offset: av.offset + k0 * av.cs, ..av }, View { offset: bv.offset + k0 * bv.rs, ..bv });
-        raw_gemm_into((m, n, d), dst, dv, a, ab, b, bb, accumulate || k0 > 0, par);
+        gemm_kernel_into((m, n, d), dst, dv, a, ab, b, bb, accumulate || k0 > 0, par);
         k0 += d;
         if k0 >= kk {
             break;
@@ -185,7 +169,7 @@ fn blocked_gemm_into<T: WithDType>(
 }
 
 /// Both cores for products of at least [`PARALLEL_WORK`] multiply-adds.
-fn parallelism(work: usize) -> gemm::Parallelism {
+pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
     let threads = crate::threads();
     if work >= PARALLEL_WORK && threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None }
 }
@@ -238,25 +222,10 @@ pub fn chain_into<T: WithDType>(
     }
 }
 
-/// [`gemm_into`] through gemm whatever the product's size, in one call: the summation order is then
-/// gemm's on this CPU ([`crate::numerics`] measures it through this).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_kernel_into<T: WithDType>(
-    (m, n, kk): (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
-    accumulate: bool,
-) {
-    raw_gemm_into((m, n, kk), dst, dv, a, av, b, bv, accumulate, parallelism(m * n * kk));
-}
-
-/// One call of gemm (`dst = a·b`, or `+=`), its views' bounds asserted first.
+/// One call of gemm (`dst = a·b`, or `+=`), its views' bounds asserted first: the summation order is
+/// gemm's own on this CPU ([`crate::numerics`] measures it through this).
 #[allow(unsafe_code, clippy::too_many_arguments)]
-fn raw_gemm_into<T: WithDType>(
+pub(crate) fn gemm_kernel_into<T: WithDType>(
     (m, n, kk): (usize, usize, usize),
     dst: &mut [T],
     dv: View,

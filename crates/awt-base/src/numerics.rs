@@ -25,7 +25,7 @@
 
 use std::fmt;
 
-use crate::kernels::{View, gemm_kernel_into};
+use crate::kernels::{View, gemm_kernel_into, parallelism};
 
 /// How gemm sums on this CPU (see the module text); `None` where no emulation matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +79,8 @@ fn product(m: usize, n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<
     let mut draw = |len: usize| (0..len).map(|_| rng.uniform_range(-1.0, 1.0) as f32).collect::<Vec<f32>>();
     let (a, b) = (draw(m * k), draw(n * k));
     let mut y = vec![0f32; m * n];
-    gemm_kernel_into((m, n, k), &mut y, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
+    let (av, bv, par) = (View::rows(0, k), View::transposed(0, k), parallelism(m * n * k));
+    gemm_kernel_into((m, n, k), &mut y, View::rows(0, n), &a, av, &b, bv, false, par);
     (a, b, y)
 }
 
