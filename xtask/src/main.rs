@@ -54,6 +54,7 @@ commands:
             census is kept unless --force
   regress   [--bless]
             run the smoke preset and compare clean/robust correct counts with experiments/smoke-baseline.json
+            (equal under the baseline's summation order, `awt numerics`; else within a band)
   bench     [--peers] [--filter REGEX] [--threads N] [--no-at-epoch]
             run the criterion benchmarks (cargo bench -p benches); with --peers also the PyTorch and
             neural-tangents scripts of benches/peers/ (environments made on first use under target/peers/)
