@@ -12,6 +12,7 @@ mod eval;
 mod files;
 mod ntk;
 mod output;
+mod parse;
 mod prune;
 mod ticket;
 mod train;
@@ -65,7 +66,7 @@ fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AWT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let cli = match commands::parse_args(std::env::args().collect()) {
+    let cli = match parse::parse_args(std::env::args().collect()) {
         Ok(c) => c,
         Err(e) => usage_error(e),
     };
