@@ -250,7 +250,7 @@ impl TrainArgs {
                 "--schedule multistep needs --milestones (the epochs at which the learning rate is multiplied by --gamma)"
             );
         }
-        // Also where `--config` gave them (the command-line check leaves a config file's keys alone).
+        // The command-line check (`parse`) refuses them first; this also covers configurations built in code.
         let schedule = crate::args::value_name(&self.schedule);
         if let Some(why) =
             awt_runs::reads::unread("train", "--milestones", &schedule).filter(|_| !self.milestones.is_empty())

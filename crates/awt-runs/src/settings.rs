@@ -59,7 +59,7 @@ pub struct Train {
 impl Train {
     /// The recipe's `awt train` flags for `epochs` epochs on `data` with `seed` (progress quiet).
     pub fn flags(&self, data: &str, seed: u64, epochs: usize) -> Argv {
-        // Every flag below that some objective does not read is listed in `reads` and asked about.
+        // The attack's flags are asked about (`reads`): natural training reads neither.
         Argv::flags()
             .flag("--data", data)
             .flag("--adv", &self.adv)
