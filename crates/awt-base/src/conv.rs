@@ -66,16 +66,11 @@ pub(crate) use dispatch3;
 
 /// Writes the patches of `n` images `(c, h, w)` from `src` into `dst` as `(n, c·kh·kw, oh·ow)`:
 /// row `(ci·kh + dy)·kw + dx` holds each output position's input at offset `(dy, dx)`.
-#[allow(clippy::too_many_arguments)]
 pub fn im2col_into<T: WithDType>(
     src: &[T],
     dst: &mut [T],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (kh, kw): (usize, usize),
 ) {
     let (oh, ow) = (h - kh + 1, w - kw + 1);
     let l = oh * ow;
@@ -96,16 +91,11 @@ pub fn im2col_into<T: WithDType>(
 }
 
 /// The adjoint of [`im2col_into`]: adds patch gradients `(n, c·kh·kw, oh·ow)` onto `dst` `(n, c, h, w)`.
-#[allow(clippy::too_many_arguments)]
 pub fn col2im_add<T: WithDType>(
     src: &[T],
     dst: &mut [T],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
+    (n, c, h, w): (usize, usize, usize, usize),
+    (kh, kw): (usize, usize),
 ) {
     let (oh, ow) = (h - kh + 1, w - kw + 1);
     let l = oh * ow;
@@ -129,13 +119,13 @@ pub fn col2im_add<T: WithDType>(
 
 fn im2col_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
     let mut dst = vec![T::zero(); n * c * kh * kw * (h - kh + 1) * (w - kw + 1)];
-    im2col_into(src, &mut dst, n, c, h, w, kh, kw);
+    im2col_into(src, &mut dst, (n, c, h, w), (kh, kw));
     dst
 }
 
 fn col2im_t<T: WithDType>(src: &[T], n: usize, c: usize, h: usize, w: usize, kh: usize, kw: usize) -> Vec<T> {
     let mut dst = vec![T::zero(); n * c * h * w];
-    col2im_add(src, &mut dst, n, c, h, w, kh, kw);
+    col2im_add(src, &mut dst, (n, c, h, w), (kh, kw));
     dst
 }
 

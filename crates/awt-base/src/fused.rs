@@ -46,12 +46,9 @@ fn dense_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], n: usize, out_f: usize, in
     }
     gemm_into(
         (n, out_f, in_f),
-        &mut out,
-        View::rows(0, out_f),
-        x,
-        View::rows(0, in_f),
-        w,
-        View::transposed(0, in_f),
+        (&mut out, View::rows(0, out_f)),
+        (x, View::rows(0, in_f)),
+        (w, View::transposed(0, in_f)),
         true,
     );
     if relu {
@@ -75,12 +72,9 @@ fn dense_bwd<T: WithDType>(
         let mut dx = vec![T::zero(); n * in_f];
         gemm_into(
             (n, in_f, out_f),
-            &mut dx,
-            View::rows(0, in_f),
-            g,
-            View::rows(0, out_f),
-            w,
-            View::rows(0, in_f),
+            (&mut dx, View::rows(0, in_f)),
+            (g, View::rows(0, out_f)),
+            (w, View::rows(0, in_f)),
             false,
         );
         dx
@@ -88,12 +82,9 @@ fn dense_bwd<T: WithDType>(
     let mut dw = vec![T::zero(); out_f * in_f];
     gemm_into(
         (out_f, in_f, n),
-        &mut dw,
-        View::rows(0, in_f),
-        g,
-        View::transposed(0, out_f),
-        x,
-        View::rows(0, in_f),
+        (&mut dw, View::rows(0, in_f)),
+        (g, View::transposed(0, out_f)),
+        (x, View::rows(0, in_f)),
         false,
     );
     (dx, dw, col_sums(g, out_f))
@@ -242,11 +233,11 @@ pub(crate) fn conv_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], d: &ConvDims, re
     out.par_chunks_mut(t * o * l).zip(x.par_chunks(t * d.img())).for_each(|(out, src)| {
         let mut cols = vec![T::zero(); ckk * l];
         for (img, dst) in src.chunks(d.img()).zip(out.chunks_mut(o * l)) {
-            im2col_into(img, &mut cols, 1, d.c, d.h, d.w, d.kh, d.kw);
+            im2col_into(img, &mut cols, (1, d.c, d.h, d.w), (d.kh, d.kw));
             for (oc, bv) in b.iter().enumerate() {
                 dst[oc * l..(oc + 1) * l].fill(*bv);
             }
-            gemm_into((o, l, ckk), dst, View::rows(0, l), w, View::rows(0, ckk), &cols, View::rows(0, l), true);
+            gemm_into((o, l, ckk), (dst, View::rows(0, l)), (w, View::rows(0, ckk)), (&cols, View::rows(0, l)), true);
             if relu {
                 rectify(dst);
             }
@@ -274,15 +265,12 @@ pub(crate) fn conv_dx<T: WithDType>(w: &[T], g: &[T], d: &ConvDims) -> Vec<T> {
         for (dimg, gi) in dx.chunks_mut(d.img()).zip(g.chunks(o * l)) {
             gemm_into(
                 (ckk, l, o),
-                &mut dcols,
-                View::rows(0, l),
-                w,
-                View::transposed(0, ckk),
-                gi,
-                View::rows(0, l),
+                (&mut dcols, View::rows(0, l)),
+                (w, View::transposed(0, ckk)),
+                (gi, View::rows(0, l)),
                 false,
             );
-            col2im_add(&dcols, dimg, 1, d.c, d.h, d.w, d.kh, d.kw);
+            col2im_add(&dcols, dimg, (1, d.c, d.h, d.w), (d.kh, d.kw));
         }
     });
     dx
@@ -301,15 +289,12 @@ pub(crate) fn conv_dw<T: WithDType>(x: &[T], g: &[T], d: &ConvDims) -> (Vec<T>, 
             let (mut dw, mut db) = (vec![T::zero(); o * ckk], vec![T::zero(); o]);
             for (img, gi) in src.chunks(d.img()).zip(g.chunks(o * l)) {
                 // dW += g_i colsᵢᵀ: (o × L)(L × ckk).
-                im2col_into(img, &mut cols, 1, d.c, d.h, d.w, d.kh, d.kw);
+                im2col_into(img, &mut cols, (1, d.c, d.h, d.w), (d.kh, d.kw));
                 gemm_into(
                     (o, ckk, l),
-                    &mut dw,
-                    View::rows(0, ckk),
-                    gi,
-                    View::rows(0, l),
-                    &cols,
-                    View::transposed(0, l),
+                    (&mut dw, View::rows(0, ckk)),
+                    (gi, View::rows(0, l)),
+                    (&cols, View::transposed(0, l)),
                     true,
                 );
                 for (oc, acc) in db.iter_mut().enumerate() {

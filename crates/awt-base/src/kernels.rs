@@ -134,20 +134,16 @@ const GEMM_SMALL_SIDE: usize = 64;
 /// [`chain_into`], in one order on every CPU; a larger one by gemm, in depth blocks of at most
 /// [`K_BLOCK`] that gemm sums as one block each whatever its own run-time `kc`
 /// ([`crate::numerics`]), so in one order on every CPU too.
-#[allow(clippy::too_many_arguments)]
 pub fn gemm_into<T: WithDType>(
     dims: (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
+    (dst, dv): (&mut [T], View),
+    (a, av): (&[T], View),
+    (b, bv): (&[T], View),
     accumulate: bool,
 ) {
     let (m, n, kk) = dims;
     if m * n <= SMALL_PRODUCT || m == 1 || n == 1 {
-        return chain_into(dims, dst, dv, a, av, b, bv, accumulate);
+        return chain_into(dims, (dst, dv), (a, av), (b, bv), accumulate);
     }
     // gemm, in depth blocks each added to `dst` after the first: at most 64 × 64 outputs the whole
     // depth in one call (gemm blocks it at 512 from the start on every CPU); above, blocks of at most
@@ -160,7 +156,7 @@ pub fn gemm_into<T: WithDType>(
     loop {
         let d = depth.min(kk - k0);
         let (ab, bb) = (View { offset: av.offset + k0 * av.cs, ..av }, View { offset: bv.offset + k0 * bv.rs, ..bv });
-        gemm_kernel_into((m, n, d), dst, dv, a, ab, b, bb, accumulate || k0 > 0, par);
+        gemm_kernel_into((m, n, d), (dst, dv), (a, ab), (b, bb), accumulate || k0 > 0, par);
         k0 += d;
         if k0 >= kk {
             break;
@@ -177,15 +173,11 @@ pub(crate) fn parallelism(work: usize) -> gemm::Parallelism {
 /// [`gemm_into`] as one chain per output in depth order (`s = s + a·b`, each product and each sum
 /// rounded), then stored (or added to `dst` with `accumulate`): the same bits on every CPU. For the
 /// small products [`gemm_into`] gives it, where it costs microseconds.
-#[allow(clippy::too_many_arguments)]
 pub fn chain_into<T: WithDType>(
     (m, n, kk): (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
+    (dst, dv): (&mut [T], View),
+    (a, av): (&[T], View),
+    (b, bv): (&[T], View),
     accumulate: bool,
 ) {
     if m == 0 || n == 0 {
@@ -224,15 +216,12 @@ pub fn chain_into<T: WithDType>(
 
 /// One call of gemm (`dst = a·b`, or `+=`), its views' bounds asserted first: the summation order is
 /// gemm's own on this CPU ([`crate::numerics`] measures it through this).
-#[allow(unsafe_code, clippy::too_many_arguments)]
+#[allow(unsafe_code)]
 pub(crate) fn gemm_kernel_into<T: WithDType>(
     (m, n, kk): (usize, usize, usize),
-    dst: &mut [T],
-    dv: View,
-    a: &[T],
-    av: View,
-    b: &[T],
-    bv: View,
+    (dst, dv): (&mut [T], View),
+    (a, av): (&[T], View),
+    (b, bv): (&[T], View),
     accumulate: bool,
     par: gemm::Parallelism,
 ) {
@@ -291,7 +280,13 @@ mod tests {
             let a: Vec<f64> = (0..m * k).map(|i| i as f64 * 0.5 - 3.0).collect(); // row-major m×k
             let b: Vec<f64> = (0..n * k).map(|i| (i as f64).sin()).collect(); // row-major n×k, used transposed
             let mut dst = vec![1.0; m * n];
-            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), false);
+            gemm_into(
+                (m, n, k),
+                (&mut dst, View::rows(0, n)),
+                (&a, View::rows(0, k)),
+                (&b, View::transposed(0, k)),
+                false,
+            );
             for r in 0..m {
                 for c in 0..n {
                     let want: f64 = (0..k).map(|j| a[r * k + j] * b[c * k + j]).sum();
@@ -299,7 +294,13 @@ mod tests {
                 }
             }
             let before = dst.clone();
-            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &b, View::transposed(0, k), true);
+            gemm_into(
+                (m, n, k),
+                (&mut dst, View::rows(0, n)),
+                (&a, View::rows(0, k)),
+                (&b, View::transposed(0, k)),
+                true,
+            );
             for (d, b) in dst.iter().zip(&before) {
                 assert!((d - 2.0 * b).abs() < 1e-12 * (1.0 + b.abs()), "{m}×{n}×{k}");
             }
@@ -320,16 +321,13 @@ mod tests {
             let mut dst = vec![f32::NAN; m * n];
             gemm_into(
                 (m, n, k),
-                &mut dst,
-                View::rows(0, n),
-                &a,
-                View::rows(0, k),
-                &ones,
-                View::transposed(0, k),
+                (&mut dst, View::rows(0, n)),
+                (&a, View::rows(0, k)),
+                (&ones, View::transposed(0, k)),
                 false,
             );
             assert!(dst.iter().all(|&v| v == 0.0), "{m}×{n}: not one chain: {:?}", &dst[..4.min(dst.len())]);
-            gemm_into((m, n, k), &mut dst, View::rows(0, n), &a, View::rows(0, k), &ones, View::rows(0, n), true);
+            gemm_into((m, n, k), (&mut dst, View::rows(0, n)), (&a, View::rows(0, k)), (&ones, View::rows(0, n)), true);
             assert!(dst.iter().all(|&v| v == 0.0), "{m}×{n}: not one chain");
         }
     }
@@ -349,7 +347,7 @@ mod tests {
             ] {
                 for accumulate in [false, true] {
                     let mut got = init.clone();
-                    chain_into((m, n, k), &mut got, View::rows(0, n), &a, av, &b, bv, accumulate);
+                    chain_into((m, n, k), (&mut got, View::rows(0, n)), (&a, av), (&b, bv), accumulate);
                     for r in 0..m {
                         for c in 0..n {
                             let mut s = 0f32;
@@ -370,6 +368,6 @@ mod tests {
     fn a_view_past_its_slice_is_refused() {
         let a = vec![0f32; 5];
         let mut d = vec![0f32; 4];
-        gemm_into((2, 2, 3), &mut d, View::rows(0, 2), &a, View::rows(0, 3), &a, View::rows(0, 2), false);
+        gemm_into((2, 2, 3), (&mut d, View::rows(0, 2)), (&a, View::rows(0, 3)), (&a, View::rows(0, 2)), false);
     }
 }

@@ -80,7 +80,7 @@ fn product(m: usize, n: usize, k: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<
     let (a, b) = (draw(m * k), draw(n * k));
     let mut y = vec![0f32; m * n];
     let (av, bv, par) = (View::rows(0, k), View::transposed(0, k), parallelism(m * n * k));
-    gemm_kernel_into((m, n, k), &mut y, View::rows(0, n), &a, av, &b, bv, false, par);
+    gemm_kernel_into((m, n, k), (&mut y, View::rows(0, n)), (&a, av), (&b, bv), false, par);
     (a, b, y)
 }
 
@@ -155,7 +155,7 @@ mod tests {
         let (a, b, by_gemm) = product(m, n, k, 2);
         let mut ours = vec![0f32; m * n];
         let (av, bv) = (View::rows(0, k), View::transposed(0, k));
-        crate::kernels::gemm_into((m, n, k), &mut ours, View::rows(0, n), &a, av, &b, bv, false);
+        crate::kernels::gemm_into((m, n, k), (&mut ours, View::rows(0, n)), (&a, av), (&b, bv), false);
         let plain = |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |s, (p, q)| s + p * q);
         for (i, j) in outputs(m, n) {
             assert_eq!(ours[i * n + j].to_bits(), plain(&a[i * k..][..k], &b[j * k..][..k]).to_bits(), "({i}, {j})");
@@ -188,9 +188,21 @@ mod tests {
             let bt: Vec<f32> = (0..k * n).map(|t| b[(t % n) * k + t / n]).collect(); // k × n, row-major
             for (bm, bv) in [(&b, View::transposed(0, k)), (&bt, View::rows(0, n))] {
                 let mut ours = vec![f32::NAN; m * n];
-                crate::kernels::gemm_into((m, n, k), &mut ours, View::rows(0, n), &a, View::rows(0, k), bm, bv, false);
+                crate::kernels::gemm_into(
+                    (m, n, k),
+                    (&mut ours, View::rows(0, n)),
+                    (&a, View::rows(0, k)),
+                    (bm, bv),
+                    false,
+                );
                 let mut twice = ours.clone();
-                crate::kernels::gemm_into((m, n, k), &mut twice, View::rows(0, n), &a, View::rows(0, k), bm, bv, true);
+                crate::kernels::gemm_into(
+                    (m, n, k),
+                    (&mut twice, View::rows(0, n)),
+                    (&a, View::rows(0, k)),
+                    (bm, bv),
+                    true,
+                );
                 for (i, j) in outputs(m, n) {
                     let want = sum(&a[i * k..][..k], &b[j * k..][..k]);
                     assert_eq!(ours[i * n + j].to_bits(), want.to_bits(), "{m}×{n}×{k} at ({i}, {j})");

@@ -57,7 +57,7 @@ fn product<T: WithDType>(a: &[T], b: &[T], ((batch, m, n, k), (sa, av), (sb, bv)
     for i in 0..batch {
         let a_i = View { offset: av.offset + i * sa, ..av };
         let b_i = View { offset: bv.offset + i * sb, ..bv };
-        gemm_into((m, n, k), &mut out, View::rows(i * m * n, n), a, a_i, b, b_i, false);
+        gemm_into((m, n, k), (&mut out, View::rows(i * m * n, n)), (a, a_i), (b, b_i), false);
     }
     out
 }

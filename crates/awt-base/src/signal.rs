@@ -143,14 +143,10 @@ pub struct PoolRoute {
 /// Scatter (`gather = false`: `d` pooled-size → `out` full-size) or gather (`true`: full-size `d` →
 /// pooled-size `out`) through each window's first maximum (only where it is positive with
 /// `positive`).
-#[allow(clippy::too_many_arguments)]
 fn pool_route<T: WithDType>(
     d: &[T],
     x: &[T],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
+    (n, c, h, w): (usize, usize, usize, usize),
     gather: bool,
     positive: bool,
 ) -> Vec<T> {
@@ -201,7 +197,7 @@ impl CustomOp2 for PoolRoute {
             candle_core::bail!("pool-route: signals {:?} do not fit pool inputs {:?}", l1.shape(), l2.shape());
         }
         let relu = self.after_relu;
-        let st = dispatch2!("pool-route", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, false, relu));
+        let st = dispatch2!("pool-route", (s1, l1), (s2, l2), |d, x| pool_route(d, x, (n, c, h, w), false, relu));
         Ok((st, Shape::from((n * r, c, h, w))))
     }
 
@@ -227,7 +223,7 @@ impl CustomOp2 for PoolGather {
         let (n, c, h, w) = l2.shape().dims4()?;
         let r = repeats(nn, n, "pool-gather")?;
         let relu = self.after_relu;
-        let st = dispatch2!("pool-gather", (s1, l1), (s2, l2), |d, x| pool_route(d, x, n, c, h, w, true, relu));
+        let st = dispatch2!("pool-gather", (s1, l1), (s2, l2), |d, x| pool_route(d, x, (n, c, h, w), true, relu));
         Ok((st, Shape::from((n * r, c, h / 2, w / 2))))
     }
 

@@ -205,7 +205,13 @@ fn forward<T: WithDType>(
                 let Weight::Dense(wd) = &weight else { candle_core::bail!("a linear step without its weight") };
                 with_slice(wd, |w: &[T]| {
                     let wt = View::transposed(0, in_f);
-                    gemm_into((n, out_f, in_f), &mut out, View::rows(0, out_f), &h, View::rows(0, in_f), w, wt, true)
+                    gemm_into(
+                        (n, out_f, in_f),
+                        (&mut out, View::rows(0, out_f)),
+                        (&h, View::rows(0, in_f)),
+                        (w, wt),
+                        true,
+                    )
                 })?;
                 shape = vec![out_f];
                 out
@@ -307,7 +313,7 @@ fn backward<T: WithDType>(stages: &[Stage], steps: &[Step<T>], mut d: Vec<T>, n:
                 let mut din = vec![T::zero(); n * in_f];
                 with_slice(wd, |w: &[T]| {
                     let (dv, wv) = (View::rows(0, in_f), View::rows(0, in_f));
-                    gemm_into((n, in_f, out_f), &mut din, dv, &d, View::rows(0, out_f), w, wv, false)
+                    gemm_into((n, in_f, out_f), (&mut din, dv), (&d, View::rows(0, out_f)), (w, wv), false)
                 })?;
                 din
             }

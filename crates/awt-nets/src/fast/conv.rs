@@ -35,11 +35,11 @@ impl<T: WithDType> ImageConv<'_, T> {
             ImageConv::Gemm { w, dims } => {
                 let ConvDims { o, c, h, w: iw, kh, kw } = *dims;
                 let (ckk, l) = (c * kh * kw, dims.positions());
-                im2col(img, cols, 1, c, h, iw, kh, kw);
+                im2col(img, cols, (1, c, h, iw), (kh, kw));
                 for (oc, bv) in b.iter().enumerate() {
                     y[oc * l..(oc + 1) * l].fill(*bv);
                 }
-                gemm_into((o, l, ckk), y, View::rows(0, l), w, View::rows(0, ckk), cols, View::rows(0, l), true);
+                gemm_into((o, l, ckk), (y, View::rows(0, l)), (w, View::rows(0, ckk)), (cols, View::rows(0, l)), true);
             }
             ImageConv::Sparse(s) => s.image_forward(img, b, y, cols),
         }
@@ -54,8 +54,8 @@ impl<T: WithDType> ImageConv<'_, T> {
                 let (ckk, l) = (c * kh * kw, dims.positions());
                 // (ckk × o) · (o × L): the patch gradients of one image, summed back onto it.
                 let wt = View::transposed(0, ckk);
-                gemm_into((ckk, l, o), dcols, View::rows(0, l), w, wt, g, View::rows(0, l), false);
-                col2im(dcols, dimg, 1, c, h, iw, kh, kw);
+                gemm_into((ckk, l, o), (dcols, View::rows(0, l)), (w, wt), (g, View::rows(0, l)), false);
+                col2im(dcols, dimg, (1, c, h, iw), (kh, kw));
             }
             ImageConv::Sparse(s) => s.image_backward(g, dimg, dcols),
         }

@@ -214,12 +214,9 @@ impl candle_core::CustomOp2 for PerExampleGrad {
             per_example(&mut out, r * q, |i, o| {
                 gemm_into(
                     (r, q, l),
-                    o,
-                    View::rows(0, q),
-                    d,
-                    View::rows(i * r * l, l),
-                    p,
-                    View::transposed(i * q * l, l),
+                    (o, View::rows(0, q)),
+                    (d, View::rows(i * r * l, l)),
+                    (p, View::transposed(i * q * l, l)),
                     false,
                 )
             });
@@ -259,12 +256,9 @@ impl candle_core::CustomOp2 for PerExampleGrad {
             per_example(&mut gd, r * l, |i, o| {
                 gemm_into(
                     (r, l, q),
-                    o,
-                    View::rows(0, l),
-                    gs,
-                    View::rows(i * r * q, q),
-                    ps,
-                    View::rows(i * q * l, l),
+                    (o, View::rows(0, l)),
+                    (gs, View::rows(i * r * q, q)),
+                    (ps, View::rows(i * q * l, l)),
                     false,
                 )
             });
@@ -272,12 +266,9 @@ impl candle_core::CustomOp2 for PerExampleGrad {
             per_example(&mut gp, q * l, |i, o| {
                 gemm_into(
                     (q, l, r),
-                    o,
-                    View::rows(0, l),
-                    gs,
-                    View::transposed(i * r * q, q),
-                    ds,
-                    View::rows(i * r * l, l),
+                    (o, View::rows(0, l)),
+                    (gs, View::transposed(i * r * q, q)),
+                    (ds, View::rows(i * r * l, l)),
                     false,
                 )
             });

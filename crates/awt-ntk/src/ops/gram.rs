@@ -35,12 +35,9 @@ fn gram_t<T: WithDType>(a: &[T], n: usize, q: usize) -> Vec<T> {
         // out[r0.., r0..] = A[r0..r0+m] · A[r0..]ᵀ: this block row from its diagonal block on.
         gemm_into(
             (m, n - r0, q),
-            &mut out,
-            View { offset: r0 * n + r0, rs: n, cs: 1 },
-            a,
-            View::rows(r0 * q, q),
-            a,
-            View::transposed(r0 * q, q),
+            (&mut out, View { offset: r0 * n + r0, rs: n, cs: 1 }),
+            (a, View::rows(r0 * q, q)),
+            (a, View::transposed(r0 * q, q)),
             false,
         );
     }

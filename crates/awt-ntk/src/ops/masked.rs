@@ -53,12 +53,9 @@ fn masked_pair_fwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], dims: &PairDims) -
             }
             gemm_into(
                 (k, n2 * k, p),
-                rows,
-                View { offset: 0, rs: n2 * k, cs: 1 },
-                d1,
-                View { offset: i * k * p, rs: p, cs: 1 },
-                r,
-                View { offset: 0, rs: 1, cs: p },
+                (rows, View { offset: 0, rs: n2 * k, cs: 1 }),
+                (d1, View { offset: i * k * p, rs: p, cs: 1 }),
+                (r, View { offset: 0, rs: 1, cs: p }),
                 false,
             );
         },
@@ -90,12 +87,9 @@ fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: 
                 // U[(i,c),·] = Σ_c' grad[(i,c),(j,c')] d2[j,c',·]: the grad's column block j (n1·k × k) · d2[j].
                 gemm_into(
                     (n1 * k, p, k),
-                    &mut u,
-                    View { offset: 0, rs: p, cs: 1 },
-                    grad,
-                    View { offset: j * k, rs: row_stride, cs: 1 },
-                    d2,
-                    View { offset: j * k * p, rs: p, cs: 1 },
+                    (&mut u, View { offset: 0, rs: p, cs: 1 }),
+                    (grad, View { offset: j * k, rs: row_stride, cs: 1 }),
+                    (d2, View { offset: j * k * p, rs: p, cs: 1 }),
                     false,
                 );
                 for i in 0..n1 {
@@ -119,12 +113,9 @@ fn masked_pair_bwd<T: WithDType>(d1: &[T], d2: &[T], g: &[T], grad: &[T], dims: 
                 // ∂/∂d2[j] = (grad's column block j)ᵀ (k × n1·k) · S (n1·k × p)
                 gemm_into(
                     (k, p, n1 * k),
-                    gd2,
-                    View { offset: jj * k * p, rs: p, cs: 1 },
-                    grad,
-                    View { offset: j * k, rs: 1, cs: row_stride },
-                    &sm,
-                    View { offset: 0, rs: p, cs: 1 },
+                    (gd2, View { offset: jj * k * p, rs: p, cs: 1 }),
+                    (grad, View { offset: j * k, rs: 1, cs: row_stride }),
+                    (&sm, View { offset: 0, rs: p, cs: 1 }),
                     false,
                 );
             }
@@ -279,12 +270,9 @@ impl MaskedGram {
                 self.gather(a2, n2, p, g2);
                 gemm_into(
                     (n1, n2, nnz),
-                    block,
-                    View::rows(0, n2),
-                    g1,
-                    View { offset: 0, rs: nnz, cs: 1 },
-                    g2,
-                    View { offset: 0, rs: 1, cs: nnz },
+                    (block, View::rows(0, n2)),
+                    (g1, View { offset: 0, rs: nnz, cs: 1 }),
+                    (g2, View { offset: 0, rs: 1, cs: nnz }),
                     false,
                 );
             },
@@ -320,14 +308,14 @@ impl MaskedGram {
                     // ∂/∂a1[i, idx] = m[p, idx] ⊙ (grad[:, :, p] (n1 × n2) · gathered a2 (n2 × nnz))[i]
                     t.resize(n1.max(n2) * nnz, T::zero());
                     let tv = View { offset: 0, rs: nnz, cs: 1 };
-                    gemm_into((n1, nnz, n2), &mut t, tv, gp, View::rows(0, n2), &g2, tv, false);
+                    gemm_into((n1, nnz, n2), (&mut t, tv), (gp, View::rows(0, n2)), (&g2, tv), false);
                     for i in 0..n1 {
                         for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
                             ga1[i * q + qq] += t[i * nnz + s] * T::from_f64(v);
                         }
                     }
                     // ∂/∂a2[j, idx] = m[p, idx] ⊙ (grad[:, :, p]ᵀ (n2 × n1) · gathered a1 (n1 × nnz))[j]
-                    gemm_into((n2, nnz, n1), &mut t, tv, gp, View::transposed(0, n2), &g1, tv, false);
+                    gemm_into((n2, nnz, n1), (&mut t, tv), (gp, View::transposed(0, n2)), (&g1, tv), false);
                     for j in 0..n2 {
                         for (s, (&qq, &v)) in idx.iter().zip(val).enumerate() {
                             ga2[j * q + qq] += t[j * nnz + s] * T::from_f64(v);
