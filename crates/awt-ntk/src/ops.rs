@@ -20,7 +20,7 @@ use awt_base::device::cpu_kernels;
 use awt_base::product::matmul;
 use candle_core::{Result, Tensor};
 
-pub(crate) use blocks::{AddBlockDiag, ScaleBlocksAdd};
+pub(crate) use blocks::{AddBlockDiag, BlockDiag, ScaleBlocksAdd};
 pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
 pub(crate) use gram::Gram;
 pub(crate) use masked::{MaskedGram, MaskedPair};
@@ -34,6 +34,16 @@ pub(crate) fn add_block_diag(acc: &Tensor, s: &Tensor, k: usize) -> Result<Tenso
     let (n1, n2) = s.dims2()?;
     let eye = Tensor::eye(k, s.dtype(), s.device())?.reshape((1, k, 1, k))?;
     acc + s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))?
+}
+
+/// `kron(s, I_k)`, `(n1·k, n2·k)`: [`add_block_diag`] onto zeros.
+pub(crate) fn block_diag(s: &Tensor, k: usize) -> Result<Tensor> {
+    if cpu_kernels(s) {
+        return s.contiguous()?.apply_op1(BlockDiag { k });
+    }
+    let (n1, n2) = s.dims2()?;
+    let eye = Tensor::eye(k, s.dtype(), s.device())?.reshape((1, k, 1, k))?;
+    s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))
 }
 
 /// `a·aᵀ` of a 2-D `a`: by [`Gram`] (the blocks on and above the diagonal only, exactly symmetric)
@@ -138,6 +148,7 @@ mod tests {
     fn every_op_equals_its_device_generic_formulation_with_gradients() {
         let (n1, n2, k, p, q) = (3, 4, 2, 5, 7);
         same_both_ways(&[rand(&[n1 * k, n2 * k], 1), rand(&[n1, n2], 2)], &|t| add_block_diag(&t[0], &t[1], k), 1e-14);
+        same_both_ways(&[rand(&[n1, n2], 21)], &|t| block_diag(&t[0], k), 1e-14);
         same_both_ways(&[rand(&[130, gram::MIN_INNER], 20)], &|t| gram(&t[0]), 1e-11);
         same_both_ways(
             &[rand(&[n1 * k, n2 * k], 3), rand(&[n1 * k, n2 * k], 4), rand(&[n1, n2], 5)],

@@ -38,7 +38,7 @@ use crate::error::NtkError;
 use awt_base::conv::im2col;
 
 use crate::ops::{
-    PooledKeptConvGrad, add_block_diag, gram, kept_conv_grad, masked_gram, masked_pair, per_example_grad,
+    PooledKeptConvGrad, add_block_diag, block_diag, gram, kept_conv_grad, masked_gram, masked_pair, per_example_grad,
     scale_blocks_add,
 };
 
@@ -292,15 +292,17 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
             && let (LayerSide::Linear { a: a1, d: d1, mask: None, identity }, LayerSide::Linear { a: a2, d: d2, .. }) =
                 (l1, l2)
         {
-            let acc = match total.take() {
-                Some(t) => t,
-                None => Tensor::zeros((n1 * k, n2 * k), a1.dtype(), a1.device())?,
-            };
             let s = (outer(a1, a2, same)? + 1.0)?;
-            total = Some(if *identity {
-                add_block_diag(&acc, &s, k)?
-            } else {
-                scale_blocks_add(&acc, &outer(d1, d2, same)?, &s, k)?
+            total = Some(match (total.take(), *identity) {
+                (None, true) => block_diag(&s, k)?,
+                (Some(acc), true) => add_block_diag(&acc, &s, k)?,
+                (acc, false) => {
+                    let acc = match acc {
+                        Some(t) => t,
+                        None => Tensor::zeros((n1 * k, n2 * k), a1.dtype(), a1.device())?,
+                    };
+                    scale_blocks_add(&acc, &outer(d1, d2, same)?, &s, k)?
+                }
             });
             continue;
         }

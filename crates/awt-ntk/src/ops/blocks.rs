@@ -4,6 +4,7 @@
 
 use awt_base::conv::cpu_slice;
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
 /// `out[(i,c),(j,c')] = dd[(i,c),(j,c')] · s[i,j]`: scales each k×k block of a full kernel by one
 /// number. The same product by candle's `broadcast_mul` walks a strided index per element; this op
@@ -63,26 +64,47 @@ impl candle_core::CustomOp2 for ScaleBlocks {
     }
 }
 
-fn blocks_t<T: WithDType>(acc: &[T], dd: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
-    let mut out = acc.to_vec();
-    for i in 0..n1 {
-        for c in 0..k {
-            let row = (i * k + c) * n2 * k;
-            for j in 0..n2 {
-                let f = s[i * n2 + j];
-                match dd {
-                    // acc + dd ⊙ (s ⊗ 1ₖₖ)
-                    Some(dd) => {
-                        for cc in 0..k {
-                            let p = row + j * k + cc;
-                            out[p] += dd[p] * f;
-                        }
+/// Kernel entries at least this many are filled by candle's threads, a block row `i` per task.
+const PARALLEL_ENTRIES: usize = 1 << 16;
+
+/// `acc + dd ⊙ (s ⊗ 1ₖₖ)` with `dd`, `acc + s ⊗ Iₖ` without (`acc` absent: zeros), `(n1·k, n2·k)`.
+/// Each entry is `a + d·f` (resp. `a + f`), one rounding each, as a running sum adds it; the scales
+/// of a block row are spread over its columns first, so that the row is one vectorisable loop.
+fn blocks_t<T: WithDType>(acc: Option<&[T]>, dd: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let w = n2 * k;
+    let mut out = vec![T::zero(); n1 * k * w];
+    let block_row = |i: usize, out_i: &mut [T]| {
+        let s_i = &s[i * n2..(i + 1) * n2];
+        // s[i, j] for every column (j, c') of the block row.
+        let spread: Vec<T> = if dd.is_some() { (0..w).map(|col| s_i[col / k]).collect() } else { Vec::new() };
+        for (c, o) in out_i.chunks_exact_mut(w).enumerate() {
+            let r = (i * k + c) * w;
+            match (acc, dd) {
+                (Some(acc), Some(dd)) => {
+                    for (((o, a), d), f) in o.iter_mut().zip(&acc[r..r + w]).zip(&dd[r..r + w]).zip(&spread) {
+                        *o = *a + *d * *f;
                     }
-                    // acc + s ⊗ Iₖ
-                    None => out[row + j * k + c] += f,
+                }
+                (None, Some(dd)) => {
+                    for ((o, d), f) in o.iter_mut().zip(&dd[r..r + w]).zip(&spread) {
+                        *o = T::zero() + *d * *f;
+                    }
+                }
+                (acc, None) => {
+                    if let Some(acc) = acc {
+                        o.copy_from_slice(&acc[r..r + w]);
+                    }
+                    for (j, f) in s_i.iter().enumerate() {
+                        o[j * k + c] += *f;
+                    }
                 }
             }
         }
+    };
+    if out.len() >= PARALLEL_ENTRIES && awt_base::threads() > 1 {
+        out.par_chunks_mut((k * w).max(1)).enumerate().for_each(|(i, o)| block_row(i, o));
+    } else {
+        out.chunks_mut((k * w).max(1)).enumerate().for_each(|(i, o)| block_row(i, o));
     }
     out
 }
@@ -121,7 +143,7 @@ impl candle_core::CustomOp3 for ScaleBlocksAdd {
         }
         let st = match (s1, s2, s3) {
             (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
-                cpu_slice::<f32>(s1, l1)?,
+                Some(cpu_slice::<f32>(s1, l1)?),
                 Some(cpu_slice::<f32>(s2, l2)?),
                 cpu_slice::<f32>(s3, l3)?,
                 n1,
@@ -129,7 +151,7 @@ impl candle_core::CustomOp3 for ScaleBlocksAdd {
                 self.k,
             )),
             (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
-                cpu_slice::<f64>(s1, l1)?,
+                Some(cpu_slice::<f64>(s1, l1)?),
                 Some(cpu_slice::<f64>(s2, l2)?),
                 cpu_slice::<f64>(s3, l3)?,
                 n1,
@@ -177,24 +199,64 @@ impl candle_core::CustomOp2 for AddBlockDiag {
             candle_core::bail!("add-block-diag: shapes {:?} {:?} do not fit k = {}", l1.shape(), l2.shape(), self.k);
         }
         let st = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                CpuStorage::F32(blocks_t(cpu_slice::<f32>(s1, l1)?, None, cpu_slice::<f32>(s2, l2)?, n1, n2, self.k))
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                CpuStorage::F64(blocks_t(cpu_slice::<f64>(s1, l1)?, None, cpu_slice::<f64>(s2, l2)?, n1, n2, self.k))
-            }
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
+                Some(cpu_slice::<f32>(s1, l1)?),
+                None,
+                cpu_slice::<f32>(s2, l2)?,
+                n1,
+                n2,
+                self.k,
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
+                Some(cpu_slice::<f64>(s1, l1)?),
+                None,
+                cpu_slice::<f64>(s2, l2)?,
+                n1,
+                n2,
+                self.k,
+            )),
             _ => candle_core::bail!("add-block-diag: only f32 or f64, both the same"),
         };
         Ok((st, l1.shape().clone()))
     }
 
     fn bwd(&self, _acc: &Tensor, s: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (n1, n2) = s.dims2()?;
-        let k = self.k;
-        let eye = Tensor::eye(k, grad.dtype(), grad.device())?.reshape((1, k, 1, k))?;
-        let gs = grad.reshape((n1, k, n2, k))?.broadcast_mul(&eye)?.sum(3)?.sum(1)?;
-        Ok((Some(grad.clone()), Some(gs)))
+        Ok((Some(grad.clone()), Some(diag_block_sums(grad, s.dims2()?, self.k)?)))
     }
+}
+
+/// `s ⊗ Iₖ`: [`AddBlockDiag`] onto zeros, without them (the first term of a kernel whose last
+/// layer is an unmasked output layer). Differentiable.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockDiag {
+    /// Classes per block.
+    pub k: usize,
+}
+
+impl candle_core::CustomOp1 for BlockDiag {
+    fn name(&self) -> &'static str {
+        "awt-block-diag"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n1, n2) = l.shape().dims2()?;
+        let st = match s {
+            CpuStorage::F32(_) => CpuStorage::F32(blocks_t(None, None, cpu_slice::<f32>(s, l)?, n1, n2, self.k)),
+            CpuStorage::F64(_) => CpuStorage::F64(blocks_t(None, None, cpu_slice::<f64>(s, l)?, n1, n2, self.k)),
+            _ => candle_core::bail!("block-diag: only f32 or f64"),
+        };
+        Ok((st, Shape::from((n1 * self.k, n2 * self.k))))
+    }
+
+    fn bwd(&self, s: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(diag_block_sums(grad, s.dims2()?, self.k)?))
+    }
+}
+
+/// `Σ_c grad[(i,c),(j,c)]`: the gradient of `s` through `s ⊗ Iₖ`.
+fn diag_block_sums(grad: &Tensor, (n1, n2): (usize, usize), k: usize) -> Result<Tensor> {
+    let eye = Tensor::eye(k, grad.dtype(), grad.device())?.reshape((1, k, 1, k))?;
+    grad.reshape((n1, k, n2, k))?.broadcast_mul(&eye)?.sum(3)?.sum(1)
 }
 
 #[cfg(test)]
