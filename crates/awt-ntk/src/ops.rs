@@ -149,6 +149,19 @@ mod tests {
         let (n1, n2, k, p, q) = (3, 4, 2, 5, 7);
         same_both_ways(&[rand(&[n1 * k, n2 * k], 1), rand(&[n1, n2], 2)], &|t| add_block_diag(&t[0], &t[1], k), 1e-14);
         same_both_ways(&[rand(&[n1, n2], 21)], &|t| block_diag(&t[0], k), 1e-14);
+        // Past PARALLEL_ENTRIES (a block row per task); the gradients of `s` sum k² terms in another order.
+        let (m1, m2, kk) = (30, 25, 10);
+        same_both_ways(
+            &[rand(&[m1 * kk, m2 * kk], 22), rand(&[m1 * kk, m2 * kk], 23), rand(&[m1, m2], 24)],
+            &|t| scale_blocks_add(&t[0], &t[1], &t[2], kk),
+            1e-12,
+        );
+        same_both_ways(
+            &[rand(&[m1 * kk, m2 * kk], 25), rand(&[m1, m2], 26)],
+            &|t| add_block_diag(&t[0], &t[1], kk),
+            1e-12,
+        );
+        same_both_ways(&[rand(&[m1, m2], 27)], &|t| block_diag(&t[0], kk), 1e-12);
         same_both_ways(&[rand(&[130, gram::MIN_INNER], 20)], &|t| gram(&t[0]), 1e-11);
         same_both_ways(
             &[rand(&[n1 * k, n2 * k], 3), rand(&[n1 * k, n2 * k], 4), rand(&[n1, n2], 5)],

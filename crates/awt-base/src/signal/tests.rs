@@ -17,14 +17,18 @@ fn repeat(m: &Tensor, r: usize) -> Tensor {
 
 #[test]
 fn relu_route_equals_the_repeated_mask_with_gradients() {
+    // Small (one thread) and past 2·ROUTE_TASK values (split over the pool, a ragged last task).
+    for (n, r, c) in [(2, 3, 2), (3, 7, 8400)] {
+        let x = rand(&[n, c, 3, 2], 1);
+        let d = Var::from_tensor(&rand(&[n * r, c, 3, 2], 2)).unwrap();
+        let fast = d.as_tensor().apply_op2(&x, ReluRoute).unwrap();
+        let slow = d.as_tensor().mul(&repeat(&x.gt(0.0).unwrap().to_dtype(x.dtype()).unwrap(), r)).unwrap();
+        assert_eq!(max_diff(&fast, &slow), 0.0, "{n}×{r}×{c}");
+        let w = rand(fast.dims(), 3);
+        same_gradients(&fast, &slow, &w, &[&d], 1e-15);
+    }
     let (n, r) = (2, 3);
-    let x = rand(&[n, 2, 3, 2], 1);
     let d = Var::from_tensor(&rand(&[n * r, 2, 3, 2], 2)).unwrap();
-    let fast = d.as_tensor().apply_op2(&x, ReluRoute).unwrap();
-    let slow = d.as_tensor().mul(&repeat(&x.gt(0.0).unwrap().to_dtype(x.dtype()).unwrap(), r)).unwrap();
-    assert_eq!(max_diff(&fast, &slow), 0.0);
-    let w = rand(fast.dims(), 3);
-    same_gradients(&fast, &slow, &w, &[&d], 1e-15);
     assert!(d.as_tensor().apply_op2(&rand(&[n, 2, 3, 3], 4), ReluRoute).is_err());
 }
 
