@@ -275,15 +275,29 @@ pub fn trace_full(full: &Tensor, n1: usize, n2: usize) -> Result<Tensor, NtkErro
 /// The structured kernel Θ(X1, X2), differentiable with respect to the stages' weights.
 /// `x1` and `x2` are batches (batch first) in the network's input shape.
 pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Result<Tensor, NtkError> {
-    let (s1, n1, k) = side(stages, x1)?;
     let same = x1.id() == x2.id();
-    let owned;
-    let (s2, n2) = if same {
-        (&s1, n1)
+    // On the CPU the two batches' sides at once, one per thread where there are two: their products
+    // are too small to gain from both threads each (their bits do not depend on the threads). Not
+    // on the device-generic path, whose switch is per thread.
+    let (r1, r2) = if same || awt_base::threads() < 2 || !device::cpu_kernels(x1) {
+        (side(stages, x1), None)
     } else {
-        let (s, n, _) = side(stages, x2)?;
-        owned = s;
-        (&owned, n)
+        let (r1, r2) = rayon::join(|| side(stages, x1), || side(stages, x2));
+        (r1, Some(r2?))
+    };
+    let (s1, n1, k) = r1?;
+    let owned;
+    let (s2, n2) = match r2 {
+        None if same => (&s1, n1),
+        None => {
+            let (s, n, _) = side(stages, x2)?;
+            owned = s;
+            (&owned, n)
+        }
+        Some((s, n, _)) => {
+            owned = s;
+            (&owned, n)
+        }
     };
     let mut total: Option<Tensor> = None;
     for (l1, l2) in s1.iter().zip(s2.iter()) {
