@@ -26,11 +26,11 @@
 //! result gives its exact gradient with respect to the weights (almost everywhere: ReLU and max-pool
 //! selections are piecewise constant).
 
+use awt_base::Stage;
 use awt_base::avg_signal::AvgRoute;
 use awt_base::device;
 use awt_base::product::matmul;
 use awt_base::signal::{PoolRoute, density, mask_values};
-use awt_base::{Stage, Weighted};
 use candle_core::{D, Tensor};
 
 use crate::Kind;
@@ -58,10 +58,8 @@ enum LayerSide {
 }
 
 /// Stage inputs and backward signals of every weighted stage for the batch `x`, last stage first.
-/// `run` is `stages` as [`with_linear_products`] gives them, what the forward and backward passes
-/// run; `stages` says which masks the kernel's formulas take.
-fn side(stages: &[Stage], run: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), NtkError> {
-    let (h, inputs) = awt_base::forward_keep(run, x)?;
+fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), NtkError> {
+    let (h, inputs) = awt_base::forward_keep(stages, x)?;
     let (n, k) = h.dims2().map_err(|_| {
         NtkError::Invalid(format!("the network's output has shape {:?}, expected (batch, classes)", h.dims()))
     })?;
@@ -135,7 +133,7 @@ fn side(stages: &[Stage], run: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, 
             relu_done = true;
             continue;
         }
-        d = run[idx].backward(inp, &d)?;
+        d = s.backward(inp, &d)?;
     }
     Ok((out, n, k))
 }
@@ -170,21 +168,6 @@ fn pooled_conv(
     let x = inputs[idx].detach().contiguous()?;
     let g = d.contiguous()?.apply_op3(&x, &patches, PooledKeptConvGrad::new(&m)?)?;
     Ok(Some(LayerSide::Conv { g, db: None, mask: None }))
-}
-
-/// `stages` with each masked linear layer's `W ⊙ M` formed once, as a dense layer's weight: both
-/// batches' forward and backward passes then read one product (a linear stage runs dense products
-/// under a mask anyway), and its gradient is multiplied by the mask once, not once per use.
-fn with_linear_products(stages: &[Stage]) -> candle_core::Result<Vec<Stage>> {
-    stages
-        .iter()
-        .map(|s| match s {
-            Stage::Linear(p) if p.mask.is_some() => {
-                Ok(Stage::Linear(Weighted { weight: p.effective_weight()?, mask: None, ..p.clone() }))
-            }
-            s => Ok(s.clone()),
-        })
-        .collect()
 }
 
 /// `None` for a missing or all-ones mask, so that an all-ones mask gives exactly the dense kernel
@@ -293,14 +276,13 @@ pub fn trace_full(full: &Tensor, n1: usize, n2: usize) -> Result<Tensor, NtkErro
 /// `x1` and `x2` are batches (batch first) in the network's input shape.
 pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Result<Tensor, NtkError> {
     let same = x1.id() == x2.id();
-    let run = with_linear_products(stages)?;
     // On the CPU the two batches' sides at once, one per thread where there are two: their products
     // are too small to gain from both threads each (their bits do not depend on the threads). Not
     // on the device-generic path, whose switch is per thread.
     let (r1, r2) = if same || awt_base::threads() < 2 || !device::cpu_kernels(x1) {
-        (side(stages, &run, x1), None)
+        (side(stages, x1), None)
     } else {
-        let (r1, r2) = rayon::join(|| side(stages, &run, x1), || side(stages, &run, x2));
+        let (r1, r2) = rayon::join(|| side(stages, x1), || side(stages, x2));
         (r1, Some(r2?))
     };
     let (s1, n1, k) = r1?;
@@ -308,7 +290,7 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     let (s2, n2) = match r2 {
         None if same => (&s1, n1),
         None => {
-            let (s, n, _) = side(stages, &run, x2)?;
+            let (s, n, _) = side(stages, x2)?;
             owned = s;
             (&owned, n)
         }
