@@ -26,11 +26,11 @@
 //! result gives its exact gradient with respect to the weights (almost everywhere: ReLU and max-pool
 //! selections are piecewise constant).
 
-use awt_base::Stage;
 use awt_base::avg_signal::AvgRoute;
 use awt_base::device;
 use awt_base::product::matmul;
 use awt_base::signal::{PoolRoute, density, mask_values};
+use awt_base::{Stage, Weighted};
 use candle_core::{D, Tensor};
 
 use crate::Kind;
@@ -58,8 +58,15 @@ enum LayerSide {
 }
 
 /// Stage inputs and backward signals of every weighted stage for the batch `x`, last stage first.
-fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), NtkError> {
-    let (h, inputs) = awt_base::forward_keep(stages, x)?;
+/// The forward pass runs `fwd`, the backward pass `bwd`: `stages` themselves, or their copies from
+/// [`masked_linear_products`]; `stages` say which masks the kernel's formulas take.
+fn side(
+    stages: &[Stage],
+    fwd: &[Stage],
+    bwd: &[Stage],
+    x: &Tensor,
+) -> Result<(Vec<LayerSide>, usize, usize), NtkError> {
+    let (h, inputs) = awt_base::forward_keep(fwd, x)?;
     let (n, k) = h.dims2().map_err(|_| {
         NtkError::Invalid(format!("the network's output has shape {:?}, expected (batch, classes)", h.dims()))
     })?;
@@ -133,7 +140,7 @@ fn side(stages: &[Stage], x: &Tensor) -> Result<(Vec<LayerSide>, usize, usize), 
             relu_done = true;
             continue;
         }
-        d = s.backward(inp, &d)?;
+        d = bwd[idx].backward(inp, &d)?;
     }
     Ok((out, n, k))
 }
@@ -168,6 +175,20 @@ fn pooled_conv(
     let x = inputs[idx].detach().contiguous()?;
     let g = d.contiguous()?.apply_op3(&x, &patches, PooledKeptConvGrad::new(&m)?)?;
     Ok(Some(LayerSide::Conv { g, db: None, mask: None }))
+}
+
+/// `stages` with each masked linear layer's `W ⊙ M` formed now, as a dense layer's weight (what
+/// its forward and backward passes read; a linear stage runs dense products under a mask anyway).
+fn masked_linear_products(stages: &[Stage]) -> candle_core::Result<Vec<Stage>> {
+    stages
+        .iter()
+        .map(|s| match s {
+            Stage::Linear(p) if p.mask.is_some() => {
+                Ok(Stage::Linear(Weighted { weight: p.effective_weight()?, mask: None, ..p.clone() }))
+            }
+            s => Ok(s.clone()),
+        })
+        .collect()
 }
 
 /// `None` for a missing or all-ones mask, so that an all-ones mask gives exactly the dense kernel
@@ -280,9 +301,14 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     // are too small to gain from both threads each (their bits do not depend on the threads). Not
     // on the device-generic path, whose switch is per thread.
     let (r1, r2) = if same || awt_base::threads() < 2 || !device::cpu_kernels(x1) {
-        (side(stages, x1), None)
+        (side(stages, stages, stages, x1), None)
     } else {
-        let (r1, r2) = rayon::join(|| side(stages, x1), || side(stages, x2));
+        // The masked linear layers' W ⊙ M of each pass formed first, one product per use as the
+        // passes would form them (the same graph, so the same gradients bit for bit): formed
+        // inside the two sides at once they contend for candle's element-wise pool.
+        let [f1, b1, f2, b2] = [(); 4].map(|_| masked_linear_products(stages));
+        let (f1, b1, f2, b2) = (f1?, b1?, f2?, b2?);
+        let (r1, r2) = rayon::join(|| side(stages, &f1, &b1, x1), || side(stages, &f2, &b2, x2));
         (r1, Some(r2?))
     };
     let (s1, n1, k) = r1?;
@@ -290,7 +316,7 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     let (s2, n2) = match r2 {
         None if same => (&s1, n1),
         None => {
-            let (s, n, _) = side(stages, x2)?;
+            let (s, n, _) = side(stages, stages, stages, x2)?;
             owned = s;
             (&owned, n)
         }
