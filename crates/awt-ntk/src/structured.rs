@@ -300,30 +300,22 @@ pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Res
     // On the CPU the two batches' sides at once, one per thread where there are two: their products
     // are too small to gain from both threads each (their bits do not depend on the threads). Not
     // on the device-generic path, whose switch is per thread.
-    let (r1, r2) = if same || awt_base::threads() < 2 || !device::cpu_kernels(x1) {
-        (side(stages, stages, stages, x1), None)
-    } else {
+    let (r1, r2) = if !same && awt_base::threads() > 1 && device::cpu_kernels(x1) {
         // The masked linear layers' W ⊙ M of each pass formed first, one product per use as the
         // passes would form them (the same graph, so the same gradients bit for bit): formed
         // inside the two sides at once they contend for candle's element-wise pool.
         let [f1, b1, f2, b2] = [(); 4].map(|_| masked_linear_products(stages));
         let (f1, b1, f2, b2) = (f1?, b1?, f2?, b2?);
         let (r1, r2) = rayon::join(|| side(stages, &f1, &b1, x1), || side(stages, &f2, &b2, x2));
-        (r1, Some(r2?))
+        (r1?, Some(r2?))
+    } else {
+        let r1 = side(stages, stages, stages, x1)?;
+        (r1, if same { None } else { Some(side(stages, stages, stages, x2)?) })
     };
-    let (s1, n1, k) = r1?;
-    let owned;
-    let (s2, n2) = match r2 {
-        None if same => (&s1, n1),
-        None => {
-            let (s, n, _) = side(stages, stages, stages, x2)?;
-            owned = s;
-            (&owned, n)
-        }
-        Some((s, n, _)) => {
-            owned = s;
-            (&owned, n)
-        }
+    let (s1, n1, k) = r1;
+    let (s2, n2) = match &r2 {
+        Some((s, n, _)) => (s, *n),
+        None => (&s1, n1),
     };
     let mut total: Option<Tensor> = None;
     for (l1, l2) in s1.iter().zip(s2.iter()) {
