@@ -296,11 +296,17 @@ pub fn trace_full(full: &Tensor, n1: usize, n2: usize) -> Result<Tensor, NtkErro
 /// The structured kernel Θ(X1, X2), differentiable with respect to the stages' weights.
 /// `x1` and `x2` are batches (batch first) in the network's input shape.
 pub fn structured(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind) -> Result<Tensor, NtkError> {
-    let same = x1.id() == x2.id();
     // On the CPU the two batches' sides at once, one per thread where there are two: their products
     // are too small to gain from both threads each (their bits do not depend on the threads). Not
     // on the device-generic path, whose switch is per thread.
-    let (r1, r2) = if !same && awt_base::threads() > 1 && device::cpu_kernels(x1) {
+    let together = x1.id() != x2.id() && awt_base::threads() > 1 && device::cpu_kernels(x1);
+    structured_with(stages, x1, x2, kind, together)
+}
+
+/// [`structured`], the two batches' sides computed at once (`together`) or one after the other.
+fn structured_with(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind, together: bool) -> Result<Tensor, NtkError> {
+    let same = x1.id() == x2.id();
+    let (r1, r2) = if together && !same {
         // The masked linear layers' W ⊙ M of each pass formed first, one product per use as the
         // passes would form them (the same graph, so the same gradients bit for bit): formed
         // inside the two sides at once they contend for candle's element-wise pool.
@@ -378,4 +384,57 @@ pub fn structured_blocked(
     }
     let rows: Vec<Tensor> = blocks.iter().map(|cols| Tensor::cat(cols, 1)).collect::<candle_core::Result<_>>()?;
     Ok(Tensor::cat(&rows, 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awt_base::Staged;
+    use awt_nets::{Arch, Init, Net};
+    use candle_core::{DType, Device, Module};
+
+    fn bits(t: &Tensor) -> Vec<u32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// The sides computed at once give the kernel and, through a loss that also uses the weights
+    /// outside the kernel (as the search's output term does), the weights' gradients bit for bit
+    /// as one after the other: masked (as the search's students) and dense nets, full and traced.
+    #[test]
+    fn sides_together_give_the_same_bits_as_one_after_the_other() {
+        let dev = Device::Cpu;
+        for arch in ["lenet-300-100", "lenet5-caffe"] {
+            let arch: Arch = arch.parse().unwrap();
+            for keep in [1.0, 0.05] {
+                let mut net = Net::init(&arch, Init::KaimingUniform, 3, DType::F32, &dev).unwrap();
+                if keep < 1.0 {
+                    let names: Vec<String> = net.weights().map(|(k, _)| k.clone()).collect();
+                    for (i, k) in names.iter().enumerate() {
+                        let w = net.weights().find(|(n, _)| *n == k).unwrap().1.as_tensor().clone();
+                        let mut rng = awt_base::Rng::new(10 + i as u64);
+                        let m: Vec<f32> = (0..w.elem_count()).map(|_| f32::from(rng.uniform() < keep)).collect();
+                        net.set_mask(k, &Tensor::from_vec(m, w.shape(), &dev).unwrap()).unwrap();
+                    }
+                }
+                let mut rng = awt_base::Rng::new(7);
+                let x = Tensor::from_vec(rng.uniform_vec_f32(16 * 784, 0.0, 1.0), (16, 1, 28, 28), &dev).unwrap();
+                let (x1, x2) = (x.narrow(0, 0, 8).unwrap(), x.narrow(0, 8, 8).unwrap());
+                for kind in [Kind::Full, Kind::Trace] {
+                    let run = |together: bool| {
+                        let k = structured_with(&net.stages(), &x1, &x2, kind, together).unwrap();
+                        let out = net.forward(&x).unwrap();
+                        let loss =
+                            (k.sqr().unwrap().mean_all().unwrap() + out.sqr().unwrap().mean_all().unwrap()).unwrap();
+                        let g = loss.backward().unwrap();
+                        let grads: Vec<Vec<u32>> = net
+                            .weights()
+                            .map(|(_, v)| bits(g.get(v.as_tensor()).expect("a weight gradient")))
+                            .collect();
+                        (bits(&k), grads)
+                    };
+                    assert!(run(true) == run(false), "{arch:?} keep {keep} {kind:?}: the bits differ");
+                }
+            }
+        }
+    }
 }
