@@ -31,9 +31,7 @@ pub(crate) fn add_block_diag(acc: &Tensor, s: &Tensor, k: usize) -> Result<Tenso
     if cpu_kernels(acc) {
         return acc.apply_op2(s, AddBlockDiag { k });
     }
-    let (n1, n2) = s.dims2()?;
-    let eye = Tensor::eye(k, s.dtype(), s.device())?.reshape((1, k, 1, k))?;
-    acc + s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))?
+    acc + block_diag(s, k)?
 }
 
 /// `kron(s, I_k)`, `(n1·k, n2·k)`: [`add_block_diag`] onto zeros.

@@ -67,46 +67,49 @@ impl candle_core::CustomOp2 for ScaleBlocks {
 /// Kernel entries at least this many are filled by candle's threads, a block row `i` per task.
 const PARALLEL_ENTRIES: usize = 1 << 16;
 
-/// `acc + dd ⊙ (s ⊗ 1ₖₖ)` with `dd`, `acc + s ⊗ Iₖ` without (`acc` absent: zeros), `(n1·k, n2·k)`.
-/// Each entry is `a + d·f` (resp. `a + f`), one rounding each, as a running sum adds it; the scales
-/// of a block row are spread over its columns first, so that the row is one vectorisable loop.
-fn blocks_t<T: WithDType>(acc: Option<&[T]>, dd: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
-    let w = n2 * k;
+/// A kernel of `n1·k` rows of `w` entries, zeros, then filled by `block_row(i, rows (i, ·))`, over
+/// the threads where it is large enough.
+fn by_block_rows<T: WithDType>(n1: usize, k: usize, w: usize, block_row: impl Fn(usize, &mut [T]) + Sync) -> Vec<T> {
     let mut out = vec![T::zero(); n1 * k * w];
-    let block_row = |i: usize, out_i: &mut [T]| {
-        let s_i = &s[i * n2..(i + 1) * n2];
-        // s[i, j] for every column (j, c') of the block row.
-        let spread: Vec<T> = if dd.is_some() { (0..w).map(|col| s_i[col / k]).collect() } else { Vec::new() };
-        for (c, o) in out_i.chunks_exact_mut(w).enumerate() {
-            let r = (i * k + c) * w;
-            match (acc, dd) {
-                (Some(acc), Some(dd)) => {
-                    for (((o, a), d), f) in o.iter_mut().zip(&acc[r..r + w]).zip(&dd[r..r + w]).zip(&spread) {
-                        *o = *a + *d * *f;
-                    }
-                }
-                (None, Some(dd)) => {
-                    for ((o, d), f) in o.iter_mut().zip(&dd[r..r + w]).zip(&spread) {
-                        *o = T::zero() + *d * *f;
-                    }
-                }
-                (acc, None) => {
-                    if let Some(acc) = acc {
-                        o.copy_from_slice(&acc[r..r + w]);
-                    }
-                    for (j, f) in s_i.iter().enumerate() {
-                        o[j * k + c] += *f;
-                    }
-                }
-            }
-        }
-    };
     if out.len() >= PARALLEL_ENTRIES && awt_base::threads() > 1 {
         out.par_chunks_mut((k * w).max(1)).enumerate().for_each(|(i, o)| block_row(i, o));
     } else {
         out.chunks_mut((k * w).max(1)).enumerate().for_each(|(i, o)| block_row(i, o));
     }
     out
+}
+
+/// `acc + dd ⊙ (s ⊗ 1ₖₖ)`, `(n1·k, n2·k)`: each entry `a + d·f`, one rounding, as a running sum adds
+/// it; the scales of a block row are spread over its columns first, so that each row is one
+/// vectorisable loop.
+fn scale_add_t<T: WithDType>(acc: &[T], dd: &[T], s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let w = n2 * k;
+    by_block_rows(n1, k, w, |i, out_i| {
+        let s_i = &s[i * n2..(i + 1) * n2];
+        // s[i, j] for every column (j, c') of the block row.
+        let spread: Vec<T> = (0..w).map(|col| s_i[col / k]).collect();
+        for (c, o) in out_i.chunks_exact_mut(w).enumerate() {
+            let r = (i * k + c) * w;
+            for (((o, a), d), f) in o.iter_mut().zip(&acc[r..r + w]).zip(&dd[r..r + w]).zip(&spread) {
+                *o = *a + *d * *f;
+            }
+        }
+    })
+}
+
+/// `acc + s ⊗ Iₖ` (`acc` absent: zeros), `(n1·k, n2·k)`.
+fn diag_add_t<T: WithDType>(acc: Option<&[T]>, s: &[T], n1: usize, n2: usize, k: usize) -> Vec<T> {
+    let w = n2 * k;
+    by_block_rows(n1, k, w, |i, out_i| {
+        for (c, o) in out_i.chunks_exact_mut(w).enumerate() {
+            if let Some(acc) = acc {
+                o.copy_from_slice(&acc[(i * k + c) * w..][..w]);
+            }
+            for (j, f) in s[i * n2..(i + 1) * n2].iter().enumerate() {
+                o[j * k + c] += *f;
+            }
+        }
+    })
 }
 
 /// `acc + dd ⊙ (s ⊗ 1ₖₖ)` in one pass: a dense linear layer's kernel term added to the running
@@ -142,17 +145,17 @@ impl candle_core::CustomOp3 for ScaleBlocksAdd {
             );
         }
         let st = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
-                Some(cpu_slice::<f32>(s1, l1)?),
-                Some(cpu_slice::<f32>(s2, l2)?),
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(scale_add_t(
+                cpu_slice::<f32>(s1, l1)?,
+                cpu_slice::<f32>(s2, l2)?,
                 cpu_slice::<f32>(s3, l3)?,
                 n1,
                 n2,
                 self.k,
             )),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
-                Some(cpu_slice::<f64>(s1, l1)?),
-                Some(cpu_slice::<f64>(s2, l2)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(scale_add_t(
+                cpu_slice::<f64>(s1, l1)?,
+                cpu_slice::<f64>(s2, l2)?,
                 cpu_slice::<f64>(s3, l3)?,
                 n1,
                 n2,
@@ -199,22 +202,12 @@ impl candle_core::CustomOp2 for AddBlockDiag {
             candle_core::bail!("add-block-diag: shapes {:?} {:?} do not fit k = {}", l1.shape(), l2.shape(), self.k);
         }
         let st = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(blocks_t(
-                Some(cpu_slice::<f32>(s1, l1)?),
-                None,
-                cpu_slice::<f32>(s2, l2)?,
-                n1,
-                n2,
-                self.k,
-            )),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(blocks_t(
-                Some(cpu_slice::<f64>(s1, l1)?),
-                None,
-                cpu_slice::<f64>(s2, l2)?,
-                n1,
-                n2,
-                self.k,
-            )),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(diag_add_t(Some(cpu_slice::<f32>(s1, l1)?), cpu_slice::<f32>(s2, l2)?, n1, n2, self.k))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(diag_add_t(Some(cpu_slice::<f64>(s1, l1)?), cpu_slice::<f64>(s2, l2)?, n1, n2, self.k))
+            }
             _ => candle_core::bail!("add-block-diag: only f32 or f64, both the same"),
         };
         Ok((st, l1.shape().clone()))
@@ -241,8 +234,8 @@ impl candle_core::CustomOp1 for BlockDiag {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n1, n2) = l.shape().dims2()?;
         let st = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(blocks_t(None, None, cpu_slice::<f32>(s, l)?, n1, n2, self.k)),
-            CpuStorage::F64(_) => CpuStorage::F64(blocks_t(None, None, cpu_slice::<f64>(s, l)?, n1, n2, self.k)),
+            CpuStorage::F32(_) => CpuStorage::F32(diag_add_t(None, cpu_slice::<f32>(s, l)?, n1, n2, self.k)),
+            CpuStorage::F64(_) => CpuStorage::F64(diag_add_t(None, cpu_slice::<f64>(s, l)?, n1, n2, self.k)),
             _ => candle_core::bail!("block-diag: only f32 or f64"),
         };
         Ok((st, Shape::from((n1 * self.k, n2 * self.k))))
