@@ -179,11 +179,14 @@ fn pooled_conv(
 
 /// `stages` with each masked linear layer's `W ⊙ M` formed now, as a dense layer's weight (what
 /// its forward and backward passes read; a linear stage runs dense products under a mask anyway).
-fn masked_linear_products(stages: &[Stage]) -> candle_core::Result<Vec<Stage>> {
+/// With `backward`, not for the first weighted stage, whose backward pass the signals never run.
+fn masked_linear_products(stages: &[Stage], backward: bool) -> candle_core::Result<Vec<Stage>> {
+    let first_weighted = stages.iter().position(Stage::has_weight);
     stages
         .iter()
-        .map(|s| match s {
-            Stage::Linear(p) if p.mask.is_some() => {
+        .enumerate()
+        .map(|(idx, s)| match s {
+            Stage::Linear(p) if p.mask.is_some() && !(backward && Some(idx) == first_weighted) => {
                 Ok(Stage::Linear(Weighted { weight: p.effective_weight()?, mask: None, ..p.clone() }))
             }
             s => Ok(s.clone()),
@@ -310,7 +313,7 @@ fn structured_with(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind, toget
         // The masked linear layers' W ⊙ M of each pass formed first, one product per use as the
         // passes would form them (the same graph, so the same gradients bit for bit): formed
         // inside the two sides at once they contend for candle's element-wise pool.
-        let [f1, b1, f2, b2] = [(); 4].map(|_| masked_linear_products(stages));
+        let [f1, b1, f2, b2] = [false, true, false, true].map(|backward| masked_linear_products(stages, backward));
         let (f1, b1, f2, b2) = (f1?, b1?, f2?, b2?);
         let (r1, r2) = rayon::join(|| side(stages, &f1, &b1, x1), || side(stages, &f2, &b2, x2));
         (r1?, Some(r2?))
