@@ -5,10 +5,11 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use awt_attack::{
-    Apgd, ApgdTargeted, Attack, Checks, FabTargeted, Fgsm, LossKind, Norm, Pgd, Square, Warnings, evaluate_batch,
+    Apgd, ApgdTargeted, Attack, BatchEval, Checks, FabTargeted, Fgsm, LossKind, Norm, Pgd, Square, Warnings,
+    evaluate_batch,
 };
 use awt_nets::Arch;
-use awt_runs::records::{Eval, EvalSettings, EvalStep};
+use awt_runs::records::{Curve, Eval, EvalSettings, EvalStep};
 use candle_core::{DType, Device};
 use clap::Args;
 
@@ -40,6 +41,13 @@ pub(crate) struct EvalArgs {
     pub attack: AttackArg,
     #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
     pub eps: f64,
+    /// A security curve instead of one ε: robust accuracy at each of these ε (comma-separated,
+    /// ascending), every point attacked at every ε with the same seeds; a point counts robust at ε
+    /// only if it survived every smaller ε too (an adversarial example within a smaller ball lies
+    /// within the larger one). The other settings are --eps's; the PGD step size follows each ε
+    /// unless --step-size is given.
+    #[arg(long, value_delimiter = ',', conflicts_with = "eps", allow_hyphen_values = true)]
+    pub eps_curve: Vec<f64>,
     /// PGD steps.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -174,12 +182,25 @@ pub(crate) fn build_attacks(a: &EvalArgs) -> Result<Vec<Box<dyn Attack>>> {
 
 /// Runs an evaluation of `net` (already loaded) on the examples `offset..offset+limit` of a split.
 pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<EvalResult> {
+    build_attacks(a)?;
+    let ds = a.data.load_for(net)?;
+    evaluate_on(net, a, &ds, show_progress.then_some("eval"), &mut |_| ())
+}
+
+/// [`evaluate`] on a loaded dataset, a progress bar labelled `label` (none without), and `each`
+/// shown every batch's outcomes in example order.
+fn evaluate_on(
+    net: &awt_nets::Net,
+    a: &EvalArgs,
+    ds: &awt_data::Dataset,
+    label: Option<&str>,
+    each: &mut dyn FnMut(&BatchEval),
+) -> Result<EvalResult> {
     let attacks = build_attacks(a)?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples per batch)");
     }
-    let ds = a.data.load_for(net)?;
-    let split = a.split.of(&ds)?;
+    let split = a.split.of(ds)?;
     if a.limit == Some(0) {
         bail!("--limit must be ≥ 1 (examples to evaluate)");
     }
@@ -195,8 +216,8 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     }
     let refs: Vec<&dyn Attack> = attacks.iter().map(|b| b.as_ref()).collect();
     let start = Instant::now();
-    let pb = progress(n as u64, "eval");
-    if !show_progress {
+    let pb = progress(n as u64, label.unwrap_or("eval"));
+    if label.is_none() {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let (mut clean, mut robust, mut robust_after) = (0usize, 0usize, vec![0usize; refs.len()]);
@@ -213,6 +234,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
             seed: a.seed,
         };
         let be = evaluate_batch(net, &x, &y, &ids, &refs, &checks)?;
+        each(&be);
         clean += be.clean.iter().filter(|&&c| c).count();
         robust += be.robust.iter().filter(|&&c| c).count();
         for (j, r) in be.robust_after.iter().enumerate() {
@@ -228,7 +250,7 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     let names: Vec<String> = refs.iter().map(|r| r.name()).collect();
     let robust_after: Vec<(String, usize)> = names.into_iter().zip(robust_after).collect();
     let acc = |c: usize| c as f64 / n as f64;
-    let d = crate::output::DatasetFields::of(&ds);
+    let d = crate::output::DatasetFields::of(ds);
     let json = Eval {
         arch: net.arch().to_string(),
         clean_accuracy: acc(clean),
@@ -278,10 +300,101 @@ pub(crate) fn evaluate(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -
     Ok(EvalResult { n, clean, robust_after, warnings, seconds, json })
 }
 
+/// A security curve (`--eps-curve`): every ε's evaluation as `--eps ε` gives it, then the curve's
+/// counts, a point robust at ε only when robust at every smaller ε too.
+pub(crate) fn curve(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> Result<Curve> {
+    let eps = &a.eps_curve;
+    if eps.is_empty() {
+        bail!("--eps-curve needs at least one ε");
+    }
+    if let Some(e) = eps.iter().find(|e| !e.is_finite() || **e < 0.0) {
+        bail!("--eps-curve: every ε must be a finite number ≥ 0, got {e}");
+    }
+    if let Some(w) = eps.windows(2).find(|w| w[1] <= w[0]) {
+        bail!("--eps-curve must be strictly ascending, got {} then {}", w[0], w[1]);
+    }
+    if a.attack == AttackArg::None {
+        bail!("--eps-curve needs an attack (--attack none measures clean accuracy only)");
+    }
+    let at: Vec<EvalArgs> = eps.iter().map(|&e| EvalArgs { eps: e, eps_curve: Vec::new(), ..a.clone() }).collect();
+    // Every ε's settings are checked before any of them runs.
+    for v in &at {
+        build_attacks(v)?;
+    }
+    let ds = a.data.load_for(net)?;
+    let mut standing: Option<Vec<bool>> = None;
+    let (mut evals, mut reversals, mut robust_correct) = (Vec::new(), Vec::new(), Vec::new());
+    for v in &at {
+        let mut robust = Vec::new();
+        let label = format!("ε = {}", v.eps);
+        let r = evaluate_on(net, v, &ds, show_progress.then_some(label.as_str()), &mut |be| {
+            robust.extend_from_slice(&be.robust)
+        })?;
+        let before = standing.take().unwrap_or_else(|| vec![true; robust.len()]);
+        reversals.push(robust.iter().zip(&before).filter(|(now, was)| **now && !**was).count() as u64);
+        let now: Vec<bool> = robust.iter().zip(&before).map(|(now, was)| *now && *was).collect();
+        robust_correct.push(now.iter().filter(|r| **r).count() as u64);
+        standing = Some(now);
+        evals.push(r.json);
+    }
+    let n = evals[0].n as f64;
+    Ok(Curve {
+        eps: eps.clone(),
+        evals,
+        reversals,
+        robust_accuracy: robust_correct.iter().map(|&c| c as f64 / n).collect(),
+        robust_correct,
+    })
+}
+
+fn run_curve(a: &EvalArgs, net: &awt_nets::Net) -> Result<()> {
+    let c = curve(net, a, true)?;
+    let first = &c.evals[0];
+    say!(
+        "{} on {} {} [{}..{}), {} ({}), seed {}: a security curve",
+        a.model.display(),
+        a.data.name,
+        value_name(&a.split),
+        a.offset,
+        a.offset + first.n as usize,
+        value_name(&a.attack),
+        value_name(&a.norm),
+        a.seed
+    );
+    let pct = |c: u64| 100.0 * c as f64 / first.n as f64;
+    say!("{:<10} {:>16} {:>16} {:>10}", "ε", "attacks alone", "curve", "reversals");
+    say!("{:<10} {:>7} {:>7.2}%", "clean", first.clean_correct, pct(first.clean_correct));
+    for (i, e) in c.eps.iter().enumerate() {
+        let alone = c.evals[i].robust_correct.unwrap_or(0);
+        let curve = c.robust_correct[i];
+        say!("{e:<10} {alone:>7} {:>7.2}% {curve:>7} {:>7.2}% {:>10}", pct(alone), pct(curve), c.reversals[i]);
+    }
+    say!("n = {}, {:.1} s", first.n, c.evals.iter().map(|e| e.wall_seconds).sum::<f64>());
+    for (e, ev) in c.eps.iter().zip(&c.evals) {
+        for w in &ev.warnings {
+            say!("WARNING (ε = {e}): {w}");
+        }
+    }
+    let reversed: u64 = c.reversals.iter().sum();
+    if reversed > 0 {
+        say!(
+            "WARNING: the attacks left {reversed} point(s) standing at an ε where they had broken them at a smaller one \
+             (counted broken on the curve): the attack has not converged there; more --steps or --restarts"
+        );
+    }
+    if let Some(p) = &a.json {
+        crate::output::write_json(p, &c)?;
+    }
+    Ok(())
+}
+
 pub(crate) fn run(a: EvalArgs, dev: &Device) -> Result<()> {
     let _owned =
         a.json.as_deref().map(|j| crate::files::own("--json", j, &[], &[("--model", &a.model)])).transpose()?;
     let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
+    if !a.eps_curve.is_empty() {
+        return run_curve(&a, &net);
+    }
     let r = evaluate(&net, &a, true)?;
     say!(
         "{} on {} {} [{}..{}), ε = {} ({}), seed {}",

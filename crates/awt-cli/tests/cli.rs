@@ -624,3 +624,64 @@ fn a_dense_runs_kept_epoch_is_a_shorter_training_bit_for_bit() {
     train("2", false, "cosine", "short-cos");
     assert_ne!(tensors(&p("long-cos/epochs/epoch-002.safetensors")), tensors(&p("short-cos/model.safetensors")));
 }
+
+/// `--eps-curve`: each ε's record is the one `awt eval --eps ε` writes (the same seeds, the same
+/// outcomes), the curve never rises and is each ε's count less its reversals, ε = 0 is clean
+/// accuracy, and bad lists are refused before anything is written.
+#[test]
+fn a_security_curve_is_each_eps_evaluation_made_monotone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    let (ok, _, err) = awt(&["init", "--arch", "mlp-784-32-10", "--seed", "5", "--out", &p("init.safetensors")], &[]);
+    assert!(ok, "{err}");
+    let train = ["train", "--init", &p("init.safetensors"), "--adv", "none", "--epochs", "1", "--eval-n", "20"];
+    let (ok, _, err) = awt(&[&train[..], &["--quiet", "--out", &p("run")]].concat(), &[]);
+    assert!(ok, "{err}");
+    let model = p("run/model.safetensors");
+    let common = ["eval", "--model", &model, "--limit", "300", "--attack", "pgd", "--steps", "5", "--restarts", "1"];
+    let read = |f: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p(f)).unwrap()).unwrap() };
+    let eps = ["0", "0.01", "0.03", "0.06", "0.1"];
+    let (ok, out, err) =
+        awt(&[&common[..], &["--eps-curve", &eps.join(","), "--json", &p("curve.json")]].concat(), &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("a security curve") && out.contains("reversals"), "{out}");
+    let curve = read("curve.json");
+    let record: awt_runs::records::Curve = serde_json::from_value(curve.clone()).unwrap();
+    assert_eq!(record.eps, vec![0.0, 0.01, 0.03, 0.06, 0.1]);
+    for (i, e) in eps.iter().enumerate() {
+        let single = format!("single-{i}.json");
+        let (ok, _, err) = awt(&[&common[..], &["--eps", e, "--json", &p(&single)]].concat(), &[]);
+        assert!(ok, "{err}");
+        let (mut a, mut b) = (curve["evals"][i].clone(), read(&single));
+        for v in [&mut a, &mut b] {
+            v.as_object_mut().unwrap().remove("wall_seconds");
+        }
+        assert_eq!(a, b, "ε = {e}: the curve's record differs from `awt eval --eps {e}`'s");
+    }
+    let alone: Vec<u64> = record.evals.iter().map(|e| e.robust_correct.unwrap()).collect();
+    assert_eq!(record.robust_correct[0], record.evals[0].clean_correct, "ε = 0 is clean accuracy");
+    assert_eq!(record.reversals[0], 0);
+    for i in 0..eps.len() {
+        assert_eq!(record.robust_correct[i], alone[i] - record.reversals[i], "ε index {i}: {record:?}");
+        if i > 0 {
+            assert!(record.robust_correct[i] <= record.robust_correct[i - 1], "the curve rose: {record:?}");
+        }
+        let acc = record.robust_correct[i] as f64 / 300.0;
+        assert!((record.robust_accuracy[i] - acc).abs() < 1e-15);
+    }
+    assert!(record.robust_correct[4] < record.robust_correct[0], "PGD at ε = 0.1 broke nothing: {record:?}");
+    // Bad lists: one line naming the flag, and no record written.
+    let bad = |list: &[&str], needle: &str| {
+        let j = p("bad.json");
+        let (ok, _, err) = awt(&[&common[..], list, &["--json", &j]].concat(), &[]);
+        assert!(!ok && err.contains(needle), "{list:?}: {err}");
+        assert!(!Path::new(&j).exists(), "{list:?} wrote a record");
+    };
+    bad(&["--eps-curve", "0.1,0.05"], "--eps-curve must be strictly ascending");
+    bad(&["--eps-curve", "0.1,0.1"], "--eps-curve must be strictly ascending");
+    bad(&["--eps-curve", "-0.1,0.1"], "--eps-curve: every ε must be a finite number ≥ 0");
+    bad(&["--eps-curve", "0.1,nan"], "--eps-curve");
+    bad(&["--eps-curve", "0.1", "--eps", "0.1"], "cannot be used with");
+    let (ok, _, err) = awt(&["eval", "--model", &model, "--attack", "none", "--eps-curve", "0.1"], &[]);
+    assert!(!ok && err.contains("--eps-curve needs an attack"), "{err}");
+}

@@ -113,6 +113,23 @@ impl Eval {
     }
 }
 
+/// `awt eval --eps-curve … --json`: a security curve, robust accuracy against ε.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+pub struct Curve {
+    /// The ε values, ascending.
+    pub eps: Vec<f64>,
+    /// Each ε's evaluation, as `awt eval --eps ε --json` writes it (its attacks alone).
+    pub evals: Vec<Eval>,
+    /// Per ε: points the attacks left standing there although they broke them at a smaller ε
+    /// (counted broken on the curve; many mean the attack has not converged).
+    pub reversals: Vec<u64>,
+    /// Per ε: `robust_correct / n`.
+    pub robust_accuracy: Vec<f64>,
+    /// Per ε: points robust there and at every smaller ε (an adversarial example within a smaller
+    /// ball lies within the larger one), so the curve never rises.
+    pub robust_correct: Vec<u64>,
+}
+
 /// One layer of a mask report.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 pub struct MaskLayer {
