@@ -313,14 +313,15 @@ fn dynamics_step(c: &Ctx, start: &str) -> Option<Step> {
     Some(step("dynamics", args, c.d(layout::DYNAMICS)))
 }
 
-/// The final evaluations: AutoAttack (with `autoattack`, on its own `autoattack_n`), then the
-/// worst case, whose file marks the run evaluated.
+/// The final evaluations: AutoAttack (with `autoattack`, on its own `autoattack_n`), the security
+/// curve (with `curve`), then the worst case, whose file marks the run evaluated.
 fn eval_steps(c: &Ctx) -> Vec<Step> {
     let e = &c.spec.eval;
     let model = c.d(&format!("{}/{}", layout::TRAIN, layout::MODEL));
     let worst = e.worst(&model, c.data, c.spec.train.eps, c.run.seed, &c.d(layout::EVAL));
     let aa = e.autoattack(&worst, &c.d(layout::EVAL_AA)).map(|aa| step("eval-aa", aa, c.d(layout::EVAL_AA)));
-    aa.into_iter().chain([step("eval", worst, c.d(layout::EVAL))]).collect()
+    let curve = e.curve(&worst, &c.d(layout::CURVE)).map(|cv| step("curve", cv, c.d(layout::CURVE)));
+    aa.into_iter().chain(curve).chain([step("eval", worst, c.d(layout::EVAL))]).collect()
 }
 
 mod argv;

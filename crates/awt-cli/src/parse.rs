@@ -205,8 +205,13 @@ mod contract_tests {
             steps: 20,
             apgd_steps: 100,
             split: Some("validation".into()),
+            curve: Some(vec![0.0, 0.05, 0.1]),
         };
         let worst = e.worst("m", "fashion-mnist", 0.1, 7, "e.json");
+        let Cmd::Eval(cv) = parse(e.curve(&worst, "curve.json").unwrap()) else { panic!("not eval") };
+        assert_eq!((cv.eps_curve.as_slice(), cv.limit, cv.steps, cv.seed), (&[0.0, 0.05, 0.1][..], Some(10_000), 20, 7));
+        assert_eq!(cv.json.as_deref().and_then(|p| p.to_str()), Some("curve.json"));
+        assert_eq!(value_name(&cv.attack), "worst");
         let Cmd::Eval(w) = parse(worst.clone()) else { panic!("not eval") };
         assert_eq!((w.limit, w.eps, w.steps, w.apgd_steps, w.seed), (Some(10_000), 0.1, 20, 100, 7));
         assert_eq!((value_name(&w.attack), value_name(&w.split)), ("worst".into(), "validation".into()));
@@ -214,7 +219,7 @@ mod contract_tests {
         assert_eq!((value_name(&aa.attack), aa.limit), ("autoattack".into(), Some(500)));
         assert_eq!(aa.json.as_deref().and_then(|p| p.to_str()), Some("aa.json"));
         assert_eq!(aa.apgd_steps, 100);
-        let clean = Eval { attack: Some("none".into()), autoattack: false, ..e };
+        let clean = Eval { attack: Some("none".into()), autoattack: false, curve: None, ..e };
         let Cmd::Eval(c) = parse(clean.worst("m", "fashion-mnist", 0.1, 7, "c.json")) else { panic!("not eval") };
         assert_eq!((value_name(&c.attack), c.limit), ("none".into(), Some(10_000)));
     }

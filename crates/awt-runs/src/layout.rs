@@ -11,6 +11,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const EVAL: &str = "eval.json";
 /// `awt eval --json` with AutoAttack, where the preset asks for it.
 pub const EVAL_AA: &str = "eval-aa.json";
+/// `awt eval --eps-curve --json`: the security curve, where the preset asks for one.
+pub const CURVE: &str = "curve.json";
 /// `awt inspect --json` of the ticket.
 pub const MASK: &str = "mask.json";
 /// `awt dynamics --out`: one line per epoch.
@@ -58,13 +60,14 @@ pub const SEARCH_STATE: &str = "search.state.safetensors";
 pub const RECORD_SEARCH: &str = "search.jsonl";
 /// What a record copies from the run folder, as (run-folder path, record file name); each only
 /// where the run wrote it.
-pub const RECORD_COPIES: [(&str, &str); 6] = [
+pub const RECORD_COPIES: [(&str, &str); 7] = [
     (EVAL, EVAL),
     (EVAL_AA, EVAL_AA),
     (MASK, MASK),
     (DYNAMICS, DYNAMICS),
     ("train/summary.json", "train-summary.json"),
     ("train/metrics.jsonl", "train-metrics.jsonl"),
+    (CURVE, CURVE),
 ];
 /// In a record: the final training's metrics.
 pub const RECORD_TRAIN_METRICS: &str = RECORD_COPIES[5].1;

@@ -262,6 +262,10 @@ pub struct Eval {
     pub apgd_steps: usize,
     /// `--split`: `test` (default) or `validation` (needs the preset's `validation`).
     pub split: Option<String>,
+    /// A security curve at these ε (ascending) with the same attacks, into `curve.json`
+    /// (`awt eval --eps-curve`); none without.
+    #[serde(default)]
+    pub curve: Option<Vec<f64>>,
 }
 
 impl Eval {
@@ -280,6 +284,13 @@ impl Eval {
             .flag("--seed", seed)
             .flag("--json", json)
             .flag_opt("--split", self.split.as_ref())
+    }
+
+    /// With `curve`: the evaluation `worst` at each of the curve's ε instead of one, into `json`.
+    pub fn curve(&self, worst: &Argv, json: &str) -> Option<Argv> {
+        let eps = self.curve.as_ref()?;
+        let list: Vec<String> = eps.iter().map(f64::to_string).collect();
+        Some(worst.clone().without("--eps").ablated(&[("json".into(), json.into())]).flag("--eps-curve", list.join(",")))
     }
 
     /// With `autoattack`: the same evaluation with AutoAttack on its `autoattack_n` images, into `json`.

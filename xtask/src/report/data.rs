@@ -7,17 +7,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use awt_runs::layout;
 
-use awt_runs::records::DynamicsLine;
+use awt_runs::records::{Curve, DynamicsLine};
 
-use crate::records::{EpochRecord, Manifest, SearchRecord, read_jsonl};
+use crate::records::{EpochRecord, Manifest, SearchRecord, read_json, read_jsonl};
 
 /// A finished run folder's records: manifest, training metrics, search log and, with
-/// `[dynamics]`, the kernel dynamics against the dense run of its seed.
+/// `[dynamics]`, the kernel dynamics against the dense run of its seed; with `[eval] curve`, the
+/// security curve.
 pub(super) struct RunData {
     pub(super) manifest: Manifest,
     pub(super) metrics: Vec<EpochRecord>,
     pub(super) search: Vec<SearchRecord>,
     pub(super) dynamics: Vec<DynamicsLine>,
+    pub(super) curve: Option<Curve>,
 }
 
 impl RunData {
@@ -40,6 +42,7 @@ pub(super) fn read_run(p: &Path) -> Result<Option<RunData>> {
         metrics: read_jsonl(&p.join(layout::TRAIN).join(layout::METRICS))?,
         search: read_jsonl(&layout::beside(&p.join(layout::TICKET), layout::SEARCH_LOG))?,
         dynamics: read_jsonl(&p.join(layout::DYNAMICS))?,
+        curve: Some(p.join(layout::CURVE)).filter(|c| c.exists()).map(|c| read_json(&c)).transpose()?,
     }))
 }
 

@@ -12,6 +12,7 @@ use super::claims::claims;
 use super::data::{RunData, acc, cell, mean_std};
 use crate::plot::{Series, line_plot};
 use crate::records::{EpochRecord, SearchRecord};
+use awt_runs::records::Curve;
 
 pub(super) struct Group<'a> {
     preset: String,
@@ -144,11 +145,56 @@ impl<'a> Group<'a> {
         let mut md = format!("![robust accuracy vs density](figures/{f1})\n\n");
         let d0 = self.densities.iter().copied().min_by(|a, b| (a - 0.05).abs().total_cmp(&(b - 0.05).abs()));
         if let Some(d0) = d0 {
+            md += &self.curve_figure(fig_dir, &tag, d0)?;
             md += &self.training_figures(fig_dir, &tag, d0)?;
             md += &self.search_figure(fig_dir, &tag, d0)?;
             md += &claims(&self.rs, d0)?;
         }
         Ok(md)
+    }
+
+    /// With `[eval] curve`: the security curves at density `d0` (dense at 1), mean over seeds, as a
+    /// figure and a table, and the reversals the attacks made.
+    fn curve_figure(&self, fig_dir: &Path, tag: &str, d0: f64) -> Result<String> {
+        let mut rows: Vec<(String, Vec<f64>, Vec<f64>, u64)> = Vec::new();
+        for method in ORDER {
+            let runs = if method == "dense" { self.sel("dense", None) } else { self.sel(method, Some(d0)) };
+            let curves: Vec<&Curve> = runs.iter().filter_map(|r| r.curve.as_ref()).collect();
+            let Some(first) = curves.first() else { continue };
+            if curves.iter().any(|c| c.eps != first.eps) {
+                anyhow::bail!("{method} at density {d0}: security curves at different ε (the runs' presets differ)");
+            }
+            let mean: Vec<f64> = (0..first.eps.len())
+                .map(|i| 100.0 * mean_std(&curves.iter().map(|c| c.robust_accuracy[i]).collect::<Vec<_>>()).0)
+                .collect();
+            let reversals = curves.iter().flat_map(|c| &c.reversals).sum();
+            rows.push((method.to_string(), first.eps.clone(), mean, reversals));
+        }
+        let Some(eps) = rows.first().map(|r| r.1.clone()) else { return Ok(String::new()) };
+        if rows.iter().any(|r| r.1 != eps) {
+            anyhow::bail!("density {d0}: security curves at different ε across methods");
+        }
+        let series: Vec<Series> = rows
+            .iter()
+            .map(|(m, e, v, _)| Series::line(m.clone(), e.iter().copied().zip(v.iter().copied()).collect()))
+            .collect();
+        let f = format!("{tag}-robust-vs-eps.svg");
+        let title = format!("{}: security curves, worst case (density {d0}; dense at 1)", self.arch);
+        std::fs::write(fig_dir.join(&f), line_plot(&title, "ε (ℓ∞)", "robust accuracy (%)", &series, false))?;
+        let mut md = format!(
+            "Security curves (`awt eval --eps-curve`, the same attacks at each ε; a point counts robust at ε only if it \
+             survived every smaller ε), robust accuracy in % at density {d0} (dense at 1), mean over seeds:\n\n| method |"
+        );
+        for e in &eps {
+            md += &format!(" ε = {e} |");
+        }
+        md += &format!(" reversals |\n|---|{}---|\n", "---|".repeat(eps.len()));
+        for (m, _, v, rev) in &rows {
+            let cells: String = v.iter().map(|a| format!(" {a:.1} |")).collect();
+            md += &format!("| {m} |{cells} {rev} |\n");
+        }
+        md += "\nReversals: points the attacks left standing at an ε after breaking them at a smaller one (counted broken on the curve; many would mean the attacks have not converged).\n\n";
+        Ok(format!("{md}![security curves](figures/{f})\n\n"))
     }
 
     /// Training loss, PGD accuracy and kernel distance over epochs at density `d0` (dense at 1).
