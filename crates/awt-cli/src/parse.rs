@@ -209,7 +209,10 @@ mod contract_tests {
         };
         let worst = e.worst("m", "fashion-mnist", 0.1, 7, "e.json");
         let Cmd::Eval(cv) = parse(e.curve(&worst, "curve.json").unwrap()) else { panic!("not eval") };
-        assert_eq!((cv.eps_curve.as_slice(), cv.limit, cv.steps, cv.seed), (&[0.0, 0.05, 0.1][..], Some(10_000), 20, 7));
+        assert_eq!(
+            (cv.eps_curve.as_slice(), cv.limit, cv.steps, cv.seed),
+            (&[0.0, 0.05, 0.1][..], Some(10_000), 20, 7)
+        );
         assert_eq!(cv.json.as_deref().and_then(|p| p.to_str()), Some("curve.json"));
         assert_eq!(value_name(&cv.attack), "worst");
         let Cmd::Eval(w) = parse(worst.clone()) else { panic!("not eval") };

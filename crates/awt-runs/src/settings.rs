@@ -290,7 +290,9 @@ impl Eval {
     pub fn curve(&self, worst: &Argv, json: &str) -> Option<Argv> {
         let eps = self.curve.as_ref()?;
         let list: Vec<String> = eps.iter().map(f64::to_string).collect();
-        Some(worst.clone().without("--eps").ablated(&[("json".into(), json.into())]).flag("--eps-curve", list.join(",")))
+        Some(
+            worst.clone().without("--eps").ablated(&[("json".into(), json.into())]).flag("--eps-curve", list.join(",")),
+        )
     }
 
     /// With `autoattack`: the same evaluation with AutoAttack on its `autoattack_n` images, into `json`.
