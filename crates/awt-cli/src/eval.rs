@@ -347,20 +347,24 @@ pub(crate) fn curve(net: &awt_nets::Net, a: &EvalArgs, show_progress: bool) -> R
     })
 }
 
-fn run_curve(a: &EvalArgs, net: &awt_nets::Net) -> Result<()> {
-    let c = curve(net, a, true)?;
-    let first = &c.evals[0];
-    say!(
-        "{} on {} {} [{}..{}), {} ({}), seed {}: a security curve",
+/// What was evaluated: `model on data split [from..to), what (norm), seed s`.
+fn heading(a: &EvalArgs, n: usize, what: &str) -> String {
+    format!(
+        "{} on {} {} [{}..{}), {what} ({}), seed {}",
         a.model.display(),
         a.data.name,
         value_name(&a.split),
         a.offset,
-        a.offset + first.n as usize,
-        value_name(&a.attack),
+        a.offset + n,
         value_name(&a.norm),
         a.seed
-    );
+    )
+}
+
+fn run_curve(a: &EvalArgs, net: &awt_nets::Net) -> Result<()> {
+    let c = curve(net, a, true)?;
+    let first = &c.evals[0];
+    say!("{}: a security curve", heading(a, first.n as usize, &value_name(&a.attack)));
     let pct = |c: u64| 100.0 * c as f64 / first.n as f64;
     say!("{:<10} {:>16} {:>16} {:>10}", "ε", "attacks alone", "curve", "reversals");
     say!("{:<10} {:>7} {:>7.2}%", "clean", first.clean_correct, pct(first.clean_correct));
@@ -396,17 +400,7 @@ pub(crate) fn run(a: EvalArgs, dev: &Device) -> Result<()> {
         return run_curve(&a, &net);
     }
     let r = evaluate(&net, &a, true)?;
-    say!(
-        "{} on {} {} [{}..{}), ε = {} ({}), seed {}",
-        a.model.display(),
-        a.data.name,
-        value_name(&a.split),
-        a.offset,
-        a.offset + r.n,
-        a.eps,
-        value_name(&a.norm),
-        a.seed
-    );
+    say!("{}", heading(&a, r.n, &format!("ε = {}", a.eps)));
     say!("{:<24} {:>8} {:>9}", "attack", "correct", "accuracy");
     say!("{:<24} {:>8} {:>8.2}%", "clean", r.clean, 100.0 * r.clean as f64 / r.n as f64);
     for (name, c) in &r.robust_after {
