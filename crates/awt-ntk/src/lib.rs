@@ -51,7 +51,7 @@ mod tracker;
 
 pub use error::NtkError;
 pub use reference::reference;
-pub use structured::{structured, structured_blocked, trace_full};
+pub use structured::{structured, structured_blocked, structured_diagonal, trace_full};
 pub use tracker::{KernelRecord, Tracker};
 
 /// Full `(n1·k, n2·k)` kernel, or traced over classes `(n1, n2)`.

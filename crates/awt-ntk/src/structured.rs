@@ -359,6 +359,70 @@ fn structured_with(stages: &[Stage], x1: &Tensor, x2: &Tensor, kind: Kind, toget
     Ok(total.expect("at least one weighted stage"))
 }
 
+/// The kernel's diagonal blocks Θ(x_i, x_i), `(n, k, k)`, or with [`Kind::Trace`] their traces
+/// `(n,)`: each example's kernel with itself, in O(n) time and memory where the whole kernel is
+/// O(n²). The same terms as [`structured`]'s, taken at the pairs (i, i) only: per example, a dense
+/// linear layer's `(a_i·a_i + 1) D_i D_iᵀ`, a masked one's `D_i diag(Σ_q M_pq a_iq² + 1) D_iᵀ`, a
+/// convolution's `g_i (g_i ⊙ M)ᵀ` plus its bias term. Differentiable like [`structured`].
+pub fn structured_diagonal(stages: &[Stage], x: &Tensor, kind: Kind) -> Result<Tensor, NtkError> {
+    let (sides, n, k) = side(stages, stages, stages, x)?;
+    let mut total: Option<Tensor> = None;
+    for l in &sides {
+        let t = diagonal_term(l, n, k)?;
+        total = Some(match total {
+            None => t,
+            Some(acc) => (acc + t)?,
+        });
+    }
+    let blocks = total.expect("at least one weighted stage");
+    Ok(match kind {
+        Kind::Full => blocks,
+        Kind::Trace => {
+            let eye = Tensor::eye(k, blocks.dtype(), blocks.device())?.unsqueeze(0)?;
+            blocks.broadcast_mul(&eye)?.sum(2)?.sum(1)?
+        }
+    })
+}
+
+/// One weighted stage's diagonal blocks, `(n, k, k)`.
+fn diagonal_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result<Tensor> {
+    // Σ_p u[i,c,p] v[i,c',p] per example: (n, k, p) · (n, p, k).
+    let per_example = |u: &Tensor, v: &Tensor| matmul(&u.contiguous()?, &v.transpose(1, 2)?.contiguous()?);
+    match l {
+        LayerSide::Linear { a, d, mask, .. } => {
+            let out = d.dim(1)?;
+            let dd = d.reshape((n, k, out))?;
+            match mask {
+                None => {
+                    let s = (a.sqr()?.sum_keepdim(1)? + 1.0)?.reshape((n, 1, 1))?;
+                    per_example(&dd, &dd)?.broadcast_mul(&s)
+                }
+                Some(m) => {
+                    // G[i,i,p] + 1 = Σ_q M_pq a_iq² + 1, (n, out), weighting each output unit.
+                    let g = (matmul(&a.sqr()?, &m.t()?)? + 1.0)?;
+                    per_example(&dd.broadcast_mul(&g.unsqueeze(1)?)?, &dd)
+                }
+            }
+        }
+        LayerSide::Conv { g, db, mask } => {
+            let p = g.dim(1)?;
+            let gg = g.reshape((n, k, p))?;
+            // A mask multiplies one side (M = M ⊙ M for a 0/1 mask).
+            let w = match mask {
+                Some(m) => per_example(&gg.broadcast_mul(&m.reshape((1, 1, p))?)?, &gg)?,
+                None => per_example(&gg, &gg)?,
+            };
+            match db {
+                Some(b) => {
+                    let bb = b.reshape((n, k, b.dim(1)?))?;
+                    w + per_example(&bb, &bb)?
+                }
+                None => Ok(w),
+            }
+        }
+    }
+}
+
 /// The kernel in blocks of at most `block` examples per side (bounded memory), detached.
 pub fn structured_blocked(
     stages: &[Stage],

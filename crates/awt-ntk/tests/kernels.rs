@@ -5,7 +5,7 @@
 
 use awt_base::{Rng, Stage, Staged};
 use awt_nets::{Arch, Init, InputNorm, Net};
-use awt_ntk::{Kind, metrics, reference, structured, structured_blocked, trace_full};
+use awt_ntk::{Kind, metrics, reference, structured, structured_blocked, structured_diagonal, trace_full};
 use candle_core::{DType, Device, Module, Tensor};
 
 fn inputs(arch: &Arch, n: usize, seed: u64, dtype: DType) -> Tensor {
@@ -266,6 +266,57 @@ fn structured_equals_reference_with_average_pools() {
             let t = structured(&stages, a, b, Kind::Trace).unwrap();
             let e = rel_err(&t, &trace_full(&s, a.dim(0).unwrap(), b.dim(0).unwrap()).unwrap());
             assert!(e <= 1e-10, "average pools, mask={keep:?}: traced kernel off by {e:.3e}");
+        }
+    }
+}
+
+/// The diagonal blocks `(n, k, k)` of a full kernel `(n·k, n·k)`.
+fn diagonal_blocks(full: &Tensor, n: usize) -> Tensor {
+    let k = full.dim(0).unwrap() / n;
+    let blocks: Vec<Tensor> = (0..n).map(|i| full.narrow(0, i * k, k).unwrap().narrow(1, i * k, k).unwrap()).collect();
+    Tensor::stack(&blocks, 0).unwrap()
+}
+
+/// The diagonal kernel is the full kernel's diagonal blocks (and its traces the traced kernel's
+/// diagonal) for every zoo network, dense and masked (the masked Gram as one product and gathered,
+/// the kept-weight and dense-mask convolutions), with max and average pools; and the weights'
+/// gradients through it are those through the full kernel's blocks.
+#[test]
+fn the_diagonal_kernel_is_the_full_kernels_diagonal_blocks() {
+    let archs = [Arch::Lenet300100, Arch::Lenet5Caffe, Arch::Conv4, Arch::Mlp(vec![20, 16, 12, 5])];
+    for arch in archs {
+        for keep in [None, Some(0.4), Some(0.1)] {
+            for avg in [false, true] {
+                if avg && !matches!(arch, Arch::Lenet5Caffe) {
+                    continue;
+                }
+                let mut net = Net::init(&arch, Init::KaimingUniform, 3, DType::F64, &Device::Cpu).unwrap();
+                if let Some(k) = keep {
+                    mask_randomly(&mut net, k, 9);
+                }
+                let st = stages_of(&net, avg);
+                let n = if matches!(arch, Arch::Conv4) { 2 } else { 3 };
+                let x = inputs(&arch, n, 4, DType::F64);
+                let full = structured(&st, &x, &x, Kind::Full).unwrap();
+                let diag = structured_diagonal(&st, &x, Kind::Full).unwrap();
+                let k = net.arch().classes();
+                assert_eq!(diag.dims(), &[n, k, k]);
+                let e = rel_err(&diag, &diagonal_blocks(&full, n));
+                assert!(e <= 1e-12, "{arch} mask {keep:?} avg {avg}: diagonal off by {e:.2e}");
+                let traced = structured(&st, &x, &x, Kind::Trace).unwrap();
+                let t = structured_diagonal(&st, &x, Kind::Trace).unwrap();
+                let eye = Tensor::eye(n, DType::F64, &Device::Cpu).unwrap();
+                let want = (traced * eye).unwrap().sum(1).unwrap();
+                assert!(rel_err(&t, &want) <= 1e-12, "{arch} mask {keep:?} avg {avg}: traces differ");
+                // Gradients: Σ Θ(x_i, x_i)² both ways.
+                let g1 = diag.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = diagonal_blocks(&full, n).sqr().unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, v) in net.weights() {
+                    let (a, b) = (g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                    let e = rel_err(a, b);
+                    assert!(e <= 1e-10, "{arch} mask {keep:?} avg {avg} {name}: gradients differ by {e:.2e}");
+                }
+            }
         }
     }
 }
