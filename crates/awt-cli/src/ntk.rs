@@ -51,6 +51,11 @@ pub(crate) struct NtkArgs {
     /// Trace over classes: (n × n) instead of (n·k × n·k).
     #[arg(long)]
     trace: bool,
+    /// Each example's kernel with itself only, Θ(x_i, x_i): (n, k, k), or (n,) with --trace. O(n)
+    /// time and memory where the whole kernel is O(n²), computed --block examples at a time (and
+    /// attacked so with --adv), so --n can be a whole split.
+    #[arg(long, conflicts_with = "offset2")]
+    diagonal: bool,
     /// The implementation.
     #[arg(long = "impl", value_enum, default_value_t = NtkImpl::Structured)]
     implementation: NtkImpl,
@@ -103,6 +108,9 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
     let net = awt_nets::load(&a.model, a.arch.as_ref(), dtype, dev)?.net;
+    if a.diagonal {
+        return run_diagonal(&a, &net, dtype);
+    }
     let classes = net.arch().classes() as f64;
     let per = if a.trace { 1.0 } else { classes };
     let (rows, cols) = (a.n as f64 * per, a.n as f64 * per);
@@ -114,7 +122,7 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
     crate::output::check_memory(&format!("--n {}", a.n), ntk_bytes(rows, cols, elem, params, reference, spectrum))?;
     let ds = a.data.load_for(&net)?;
     let split = a.split.of(&ds)?;
-    let batch = |flag: &str, offset: usize| inputs(&a, &net, split, dtype, flag, offset);
+    let batch = |flag: &str, offset: usize| inputs(&a, &net, split, dtype, flag, offset, a.n);
     let (x1, i1) = batch("--offset", a.offset)?;
     let (x2, i2) = match a.offset2 {
         Some(o) => batch("--offset2", o)?,
@@ -159,7 +167,85 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
     report_spectrum(&k, same, spectrum, dim)
 }
 
-/// `--n` examples of the split from `offset` (named by `flag` in errors), attacked with `--adv`,
+/// `--diagonal`: Θ(x_i, x_i) for `--n` examples, `--block` at a time.
+fn run_diagonal(a: &NtkArgs, net: &awt_nets::Net, dtype: DType) -> Result<()> {
+    if a.implementation != NtkImpl::Structured {
+        bail!("--diagonal: only the structured implementation computes it (drop --impl reference)");
+    }
+    if a.spectrum == SpectrumArg::Always {
+        bail!("--diagonal: per-example kernels have no spectrum to summarise (drop --spectrum always)");
+    }
+    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
+    let classes = net.arch().classes() as f64;
+    let per = if a.trace { 1.0 } else { classes * classes };
+    let elem = if a.f64 { 8.0 } else { 4.0 };
+    crate::output::check_memory(&format!("--n {}", a.n), ntk_bytes(a.n as f64, per, elem, 0.0, false, false))?;
+    let ds = a.data.load_for(net)?;
+    let split = a.split.of(&ds)?;
+    // The whole range first, so that a bad --offset/--n is refused before any work.
+    if a.n == 0 || a.offset + a.n > split.len() {
+        bail!(
+            "--offset {} --n {}: the {} split of {} has {} examples",
+            a.offset,
+            a.n,
+            value_name(&a.split),
+            a.data.name,
+            split.len()
+        );
+    }
+    let kind = if a.trace { Kind::Trace } else { Kind::Full };
+    let start = Instant::now();
+    let pb = crate::output::progress(a.n as u64, "ntk diagonal");
+    let mut parts = Vec::new();
+    for b0 in (a.offset..a.offset + a.n).step_by(a.block) {
+        let count = a.block.min(a.offset + a.n - b0);
+        let (x, _) = inputs(a, net, split, dtype, "--offset", b0, count)?;
+        parts.push(awt_ntk::structured_diagonal(&net.stages(), &x, kind)?.detach());
+        pb.inc(count as u64);
+    }
+    pb.finish_and_clear();
+    let k = Tensor::cat(&parts, 0)?;
+    let secs = start.elapsed().as_secs_f64();
+    let values = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        bail!(
+            "{}: the kernel has {bad} non-finite entries of {}: the weights or activations overflow (huge or non-finite weights?); nothing was written",
+            a.model.display(),
+            k.elem_count()
+        );
+    }
+    let idx: Vec<usize> = (a.offset..a.offset + a.n).collect();
+    write_kernel(a, &k, &idx, None)?;
+    say!(
+        "{}: diagonal {} NTK of {} ({}) on {} {} [{}..{}){}: {:?} in {:.3} s",
+        a.out.display(),
+        if a.trace { "traced" } else { "full" },
+        net.arch(),
+        a.model.display(),
+        a.data.name,
+        value_name(&a.split),
+        a.offset,
+        a.offset + a.n,
+        if a.adv.is_some() { format!(", PGD-{steps} adversarial ε = {eps}") } else { String::new() },
+        k.dims(),
+        secs
+    );
+    let traces = match a.trace {
+        true => k.to_dtype(DType::F64)?,
+        false => {
+            let eye = Tensor::eye(k.dim(1)?, DType::F64, k.device())?.unsqueeze(0)?;
+            k.to_dtype(DType::F64)?.broadcast_mul(&eye)?.sum(2)?.sum(1)?
+        }
+    };
+    let t = traces.to_vec1::<f64>()?;
+    let mean = t.iter().sum::<f64>() / t.len() as f64;
+    let (lo, hi) = t.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    say!("per-example trace Σ_c Θ(x_i, x_i)[c, c]: mean {mean:.6e}, min {lo:.6e}, max {hi:.6e}");
+    Ok(())
+}
+
+/// `count` examples of the split from `offset` (named by `flag` in errors), attacked with `--adv`,
 /// shaped for the network; with their indices.
 fn inputs(
     a: &NtkArgs,
@@ -168,9 +254,10 @@ fn inputs(
     dtype: DType,
     flag: &str,
     offset: usize,
+    count: usize,
 ) -> Result<(Tensor, Vec<usize>)> {
     let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
-    if a.n == 0 || offset + a.n > split.len() {
+    if count == 0 || offset + count > split.len() {
         bail!(
             "{flag} {offset} --n {}: the {} split of {} has {} examples",
             a.n,
@@ -179,7 +266,7 @@ fn inputs(
             split.len()
         );
     }
-    let idx: Vec<usize> = (offset..offset + a.n).collect();
+    let idx: Vec<usize> = (offset..offset + count).collect();
     let (x, y) = split.batch(&idx, &net.device())?;
     let x = x.to_dtype(dtype)?;
     let x = match a.adv {
@@ -191,7 +278,7 @@ fn inputs(
             pgd.perturb(net, &x, &y, None, &ids)?.adv
         }
     };
-    let mut shape = vec![a.n];
+    let mut shape = vec![count];
     shape.extend(net.arch().input_shape());
     Ok((x.reshape(shape.as_slice())?, idx))
 }

@@ -251,6 +251,51 @@ fn ntk_command_writes_the_kernel_and_both_implementations_agree() {
     assert!(diff <= 1e-10 * scale, "structured and reference kernels differ by {diff}");
 }
 
+/// `awt ntk --diagonal`, computed and attacked `--block` examples at a time, is the whole kernel's
+/// diagonal blocks (and with `--trace` their traces); the settings it cannot serve are refused.
+#[test]
+fn ntk_diagonal_is_the_kernels_diagonal_blocks_a_block_at_a_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n).display().to_string();
+    let (ok, _, err) = awt(&["init", "--arch", "lenet5-caffe", "--seed", "2", "--out", &p("m.safetensors")], &[]);
+    assert!(ok, "{err}");
+    let read = |f: &str| {
+        let t = candle_core::safetensors::load(p(f), &candle_core::Device::Cpu).unwrap();
+        (t["ntk"].dims().to_vec(), t["ntk"].flatten_all().unwrap().to_vec1::<f64>().unwrap())
+    };
+    let common = ["ntk", "--model", &p("m.safetensors"), "--n", "5", "--adv", "pgd", "--steps", "3", "--f64"];
+    for (extra, out) in
+        [(&[][..], "full"), (&["--diagonal", "--block", "2"][..], "diag"), (&["--diagonal", "--trace"], "trace")]
+    {
+        let (ok, stdout, err) = awt(&[&common[..], extra, &["--out", &p(out)]].concat(), &[]);
+        assert!(ok, "{err}");
+        assert!(out == "full" || stdout.contains("per-example trace"), "{stdout}");
+    }
+    let ((fd, full), (dd, diag), (td, trace)) = (read("full"), read("diag"), read("trace"));
+    let (n, k) = (5, 10);
+    assert_eq!((fd, dd, td), (vec![n * k, n * k], vec![n, k, k], vec![n]));
+    let scale = full.iter().fold(0f64, |m, v| m.max(v.abs()));
+    for i in 0..n {
+        let mut t = 0.0;
+        for c in 0..k {
+            for c2 in 0..k {
+                let (a, b) = (diag[(i * k + c) * k + c2], full[(i * k + c) * n * k + i * k + c2]);
+                assert!((a - b).abs() <= 1e-10 * scale, "example {i} [{c}, {c2}]: {a} against the kernel's {b}");
+            }
+            t += diag[(i * k + c) * k + c];
+        }
+        assert!((trace[i] - t).abs() <= 1e-10 * scale, "example {i}: trace {} against {t}", trace[i]);
+    }
+    let refused = |extra: &[&str], needle: &str| {
+        let (ok, _, err) = awt(&[&common[..], extra, &["--diagonal", "--out", &p("bad")]].concat(), &[]);
+        assert!(!ok && err.contains(needle), "{extra:?}: {err}");
+        assert!(!tmp.path().join("bad").exists());
+    };
+    refused(&["--offset2", "10"], "cannot be used with");
+    refused(&["--impl", "reference"], "--diagonal: only the structured implementation");
+    refused(&["--spectrum", "always"], "--diagonal: per-example kernels have no spectrum");
+}
+
 #[test]
 fn prune_train_from_a_config_file_then_an_imp_round_with_rewinding() {
     let tmp = tempfile::tempdir().unwrap();
