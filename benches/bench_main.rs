@@ -82,10 +82,11 @@ fn masked(arch: &str, density: f64) -> Net {
 }
 
 /// Structured NTK of two batches of 64 (full k×k blocks and traced), and the gradient of
-/// ‖Θ_s − Θ_T‖² (kernel + one backward), as neural-tangents' `nt_bench.py` measures.
+/// ‖Θ_s − Θ_T‖² (kernel + one backward), as neural-tangents' `nt_bench.py` measures; the traced
+/// diagonal of 256 examples.
 fn ntk(c: &mut Criterion) {
     use awt_base::{Stage, Staged};
-    use awt_ntk::{Kind, structured};
+    use awt_ntk::{Kind, structured, structured_diagonal};
     let (x1, _) = inputs(64);
     let x2 = {
         let mut rng = awt_base::Rng::new(1);
@@ -113,6 +114,12 @@ fn ntk(c: &mut Criterion) {
                 })
             });
         }
+        g.finish();
+        // Each example's kernel with itself, traced, for 256 examples (as `awt ntk --diagonal --trace`).
+        let (x256, _) = inputs(256);
+        let mut g = c.benchmark_group(format!("ntk/{arch}/diag256"));
+        g.sample_size(10);
+        g.bench_function("traced", |b| b.iter(|| structured_diagonal(&stages, &x256, Kind::Trace).unwrap()));
         g.finish();
     }
 }

@@ -3,7 +3,7 @@
 //! kernel contraction and input Gram ([`masked`]), the masked convolution's per-example
 //! gradients at the kept weights ([`conv`]), and the same from the signals after a ReLU and a
 //! max-pool ([`pooled`]), and the Gram matrix of a batch with itself over half the products
-//! ([`gram`]).
+//! and the per-example Grams of the kernel's diagonal ([`gram`]).
 //!
 //! The kernel reaches them only through the functions below, which take the op on the CPU
 //! ([`awt_base::device::cpu_kernels`]) and the same quantity from plain candle ops on every other
@@ -22,7 +22,7 @@ use candle_core::{Result, Tensor};
 
 pub(crate) use blocks::{AddBlockDiag, BlockDiag, ScaleBlocksAdd};
 pub(crate) use conv::{KeptConvGrad, PerExampleGrad};
-pub(crate) use gram::Gram;
+pub(crate) use gram::{Gram, PerExampleGram};
 pub(crate) use masked::{MaskedGram, MaskedPair};
 pub(crate) use pooled::PooledKeptConvGrad;
 
@@ -51,6 +51,14 @@ pub(crate) fn gram(a: &Tensor) -> Result<Tensor> {
         return a.contiguous()?.apply_op1(Gram);
     }
     matmul(a, &a.t()?)
+}
+
+/// Per example, `u_i · v_iᵀ` for `u, v: (n, k, p)` → `(n, k, k)` ([`PerExampleGram`]).
+pub(crate) fn per_example_gram(u: &Tensor, v: &Tensor) -> Result<Tensor> {
+    if cpu_kernels(u) {
+        return u.contiguous()?.apply_op2(&v.contiguous()?, PerExampleGram);
+    }
+    matmul(u, &v.transpose(1, 2)?)
 }
 
 /// `acc + dd ⊙ (s ⊗ 1_{k×k})`: each k×k block of `dd: (n1·k, n2·k)` scaled by `s[i, j]`.
@@ -161,6 +169,10 @@ mod tests {
         );
         same_both_ways(&[rand(&[m1, m2], 27)], &|t| block_diag(&t[0], kk), 1e-12);
         same_both_ways(&[rand(&[130, gram::MIN_INNER], 20)], &|t| gram(&t[0]), 1e-11);
+        // Rows shorter and longer than the dot product's lanes, with a remainder.
+        for p in [5, 16, 37] {
+            same_both_ways(&[rand(&[n1, k, p], 28), rand(&[n1, k, p], 29)], &|t| per_example_gram(&t[0], &t[1]), 1e-13);
+        }
         same_both_ways(
             &[rand(&[n1 * k, n2 * k], 3), rand(&[n1 * k, n2 * k], 4), rand(&[n1, n2], 5)],
             &|t| scale_blocks_add(&t[0], &t[1], &t[2], k),

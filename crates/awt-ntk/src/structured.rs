@@ -39,7 +39,7 @@ use awt_base::conv::im2col;
 
 use crate::ops::{
     PooledKeptConvGrad, add_block_diag, block_diag, gram, kept_conv_grad, masked_gram, masked_pair, per_example_grad,
-    scale_blocks_add,
+    per_example_gram, scale_blocks_add,
 };
 
 /// Up to this mask density (`awt_base::signal::SPARSE_DENSITY`) a masked linear layer's input Gram
@@ -368,26 +368,56 @@ pub fn structured_diagonal(stages: &[Stage], x: &Tensor, kind: Kind) -> Result<T
     let (sides, n, k) = side(stages, stages, stages, x)?;
     let mut total: Option<Tensor> = None;
     for l in &sides {
-        let t = diagonal_term(l, n, k)?;
+        let t = match kind {
+            Kind::Full => diagonal_term(l, n, k)?,
+            Kind::Trace => diagonal_trace_term(l, n, k)?,
+        };
         total = Some(match total {
             None => t,
             Some(acc) => (acc + t)?,
         });
     }
-    let blocks = total.expect("at least one weighted stage");
-    Ok(match kind {
-        Kind::Full => blocks,
-        Kind::Trace => {
-            let eye = Tensor::eye(k, blocks.dtype(), blocks.device())?.unsqueeze(0)?;
-            blocks.broadcast_mul(&eye)?.sum(2)?.sum(1)?
+    Ok(total.expect("at least one weighted stage"))
+}
+
+/// One weighted stage's diagonal traces, `(n,)`: the blocks' traces without the blocks, by sums of
+/// squares (`Σ_c Σ_p D[i,c,p]² w_ip` for a linear layer, `Σ_c ‖g_ic ⊙ M‖²` for a convolution),
+/// O(n·k·p) where the blocks take a product per example.
+fn diagonal_trace_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result<Tensor> {
+    let sum_sq = |t: &Tensor, w: Option<&Tensor>| -> candle_core::Result<Tensor> {
+        let p = t.elem_count() / (n * k).max(1);
+        let sq = t.reshape((n, k, p))?.sqr()?;
+        let sq = match w {
+            Some(w) => sq.broadcast_mul(w)?,
+            None => sq,
+        };
+        sq.sum((1, 2))
+    };
+    match l {
+        LayerSide::Linear { a, d, mask, .. } => match mask {
+            None => sum_sq(d, None)? * (a.sqr()?.sum(1)? + 1.0)?,
+            Some(m) => {
+                let g = (matmul(&a.sqr()?, &m.t()?)? + 1.0)?;
+                sum_sq(d, Some(&g.unsqueeze(1)?))
+            }
+        },
+        LayerSide::Conv { g, db, mask } => {
+            let w = match mask {
+                Some(m) => sum_sq(g, Some(&m.reshape((1, 1, g.dim(1)?))?))?,
+                None => sum_sq(g, None)?,
+            };
+            match db {
+                Some(b) => w + sum_sq(b, None)?,
+                None => Ok(w),
+            }
         }
-    })
+    }
 }
 
 /// One weighted stage's diagonal blocks, `(n, k, k)`.
 fn diagonal_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result<Tensor> {
-    // Σ_p u[i,c,p] v[i,c',p] per example: (n, k, p) · (n, p, k).
-    let per_example = |u: &Tensor, v: &Tensor| matmul(&u.contiguous()?, &v.transpose(1, 2)?.contiguous()?);
+    // Σ_p u[i,c,p] v[i,c',p] per example: (n, k, p), (n, k, p) → (n, k, k).
+    let per_example = |u: &Tensor, v: &Tensor| per_example_gram(u, v);
     match l {
         LayerSide::Linear { a, d, mask, .. } => {
             let out = d.dim(1)?;

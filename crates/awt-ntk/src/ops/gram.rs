@@ -78,6 +78,75 @@ impl candle_core::CustomOp1 for Gram {
     }
 }
 
+/// Lanes of [`dot`]'s partial sums: a fixed number, so that the sum's order (and its bits) is the
+/// same on every CPU, and enough for the compiler to keep them in one or two vector registers.
+const LANES: usize = 16;
+
+/// `Σ_p a_p b_p` in [`LANES`] interleaved partial sums added in a fixed order at the end.
+fn dot<T: WithDType>(a: &[T], b: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..LANES {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    for (l, (x, y)) in ra.iter().zip(rb).enumerate() {
+        acc[l] += *x * *y;
+    }
+    acc.iter().fold(T::zero(), |s, v| s + *v)
+}
+
+/// Per example `i`, `u_i · v_iᵀ` for `u, v: (n, k, p)` → `(n, k, k)` (the diagonal blocks of a
+/// kernel: each example with itself). One dot product of two contiguous rows per entry, examples
+/// split over the threads; a batched product would hand each `k × k` block to a chain per output
+/// over a strided operand. Differentiable in both arguments (`∂/∂u = G·v`, `∂/∂v = Gᵀ·u`).
+#[derive(Clone, Copy, Debug)]
+pub struct PerExampleGram;
+
+fn per_example_gram_t<T: WithDType>(u: &[T], v: &[T], (n, k, p): (usize, usize, usize)) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out = vec![T::zero(); n * k * k];
+    out.par_chunks_mut((k * k).max(1)).enumerate().for_each(|(i, block)| {
+        let (ui, vi) = (&u[i * k * p..(i + 1) * k * p], &v[i * k * p..(i + 1) * k * p]);
+        for c in 0..k {
+            for cc in 0..k {
+                block[c * k + cc] = dot(&ui[c * p..(c + 1) * p], &vi[cc * p..(cc + 1) * p]);
+            }
+        }
+    });
+    out
+}
+
+impl candle_core::CustomOp2 for PerExampleGram {
+    fn name(&self) -> &'static str {
+        "awt-per-example-gram"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = l1.shape().dims3()?;
+        if l2.shape().dims3()? != dims {
+            candle_core::bail!("per-example gram: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+        }
+        let st = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                CpuStorage::F32(per_example_gram_t(cpu_slice::<f32>(s1, l1)?, cpu_slice::<f32>(s2, l2)?, dims))
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                CpuStorage::F64(per_example_gram_t(cpu_slice::<f64>(s1, l1)?, cpu_slice::<f64>(s2, l2)?, dims))
+            }
+            _ => candle_core::bail!("per-example gram: only f32 or f64, both the same"),
+        };
+        Ok((st, Shape::from((dims.0, dims.1, dims.1))))
+    }
+
+    fn bwd(&self, u: &Tensor, v: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        use awt_base::product::matmul;
+        Ok((Some(matmul(grad, v)?), Some(matmul(&grad.transpose(1, 2)?, u)?)))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // candle's matmul is the reference here
 mod tests {
