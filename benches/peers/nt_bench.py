@@ -4,6 +4,8 @@
   full   - the (64*10) x (64*10) kernel, trace_axes=()
   traced - the 64 x 64 kernel traced over the logits, trace_axes=(-1,)
   gram   - the full kernel of the first batch with itself (x2=None), as `gram` is
+  diag   - each of 256 examples' traced kernel with itself (diagonal_axes=(0,), trace_axes=(-1,)),
+           as `ntk/<net>/diag256/traced` (awt's `structured_diagonal`) is
 
 Timed for each of neural-tangents' three implementations (Jacobian contraction, NTK-vector
 products, structured derivatives), jit-compiled, compile time excluded; the best is the peer.
@@ -11,7 +13,9 @@ Standard parameterisation (weights used as stored, like PyTorch and awt). LeNet-
 variant with average pooling (`lenet5-caffe-avgpool`: stax has no max-pool layer); an implementation
 whose first call takes seconds is timed over fewer repetitions (at least one, about 20 s in all).
 
-Prints one JSON line per (measure, implementation) and one with the best: median ms.
+Prints one JSON line per (measure, implementation) and one with the best: median ms (an
+implementation that fails, as the NTK-vector products of LeNet-5's diagonal do by asking XLA for
+63 GB, is printed with "ms": null and its error).
 
 Usage: nt_bench.py [REPS] [NET]   (NET: lenet-300-100, the default, or lenet5-caffe-avgpool; threads:
 XLA uses the machine's cores)
@@ -57,14 +61,22 @@ def median_ms(fn):
     return statistics.median(ts)
 
 
+x256 = jax.random.uniform(jax.random.PRNGKey(4), (256,) + shape)
 names = {1: "jacobian_contraction", 2: "ntk_vector_products", 3: "structured_derivatives"}
-for measure, axes, other in [("ntk_full", (), x2), ("ntk_traced", (-1,), x2), ("ntk_gram", (), None)]:
+for measure, axes, diag, a, b in [("ntk_full", (), None, x1, x2), ("ntk_traced", (-1,), None, x1, x2),
+                                  ("ntk_gram", (), None, x1, None), ("ntk_diag", (-1,), (0,), x256, None)]:
     best = None
     for impl, name in names.items():
-        kernel = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=axes, vmap_axes=0, implementation=impl))
-        ms = median_ms(lambda: kernel(x1, other, params))
-        print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": net,
-                          "measure": measure, "implementation": name, "ms": ms}), flush=True)
+        kernel = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=axes, diagonal_axes=diag or (), vmap_axes=0,
+                                             implementation=impl))
+        line = {"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": net, "measure": measure,
+                "implementation": name}
+        try:
+            ms = median_ms(lambda: kernel(a, b, params))
+        except Exception as e:  # XLA's out-of-memory error, among others: recorded, not fatal
+            print(json.dumps({**line, "ms": None, "error": str(e).splitlines()[0][:120]}), flush=True)
+            continue
+        print(json.dumps({**line, "ms": ms}), flush=True)
         best = ms if best is None else min(best, ms)
     print(json.dumps({"peer": f"neural-tangents {nt.__version__} (jax {jax.__version__})", "net": net,
                       "measure": measure, "implementation": "best", "ms": best}), flush=True)

@@ -245,17 +245,23 @@ fn rows(ours: &BTreeMap<String, f64>, peers: &[Value], at: &BTreeMap<&str, (Opti
         });
     }
     for net in ["lenet-300-100", "lenet5-caffe-avgpool"] {
-        for (measure, id) in [("ntk_full", "full"), ("ntk_traced", "traced"), ("ntk_gram", "gram")] {
+        for (measure, id) in [
+            ("ntk_full", "n64x64/full"),
+            ("ntk_traced", "n64x64/traced"),
+            ("ntk_gram", "n64x64/gram"),
+            ("ntk_diag", "diag256/traced"),
+        ] {
             let (peer_ms, peer_name) = find(net, measure).unwrap_or((None, "—".into()));
-            let what = match id {
-                "gram" => format!("{net} NTK full, one batch of 64 with itself"),
-                _ => format!("{net} NTK {id}, n 64 × 64"),
+            let what = match measure {
+                "ntk_gram" => format!("{net} NTK full, one batch of 64 with itself"),
+                "ntk_diag" => format!("{net} NTK diagonal, each of 256 examples with itself, traced"),
+                _ => format!("{net} NTK {}, n 64 × 64", id.trim_start_matches("n64x64/")),
             };
             rows.push(Row {
                 what,
                 peer_name: format!("{peer_name}, best implementation"),
                 peer_ms,
-                ours_ms: ours.get(&format!("ntk/{net}/n64x64/{id}")).copied(),
+                ours_ms: ours.get(&format!("ntk/{net}/{id}")).copied(),
                 target: if net == "lenet-300-100" { "≤ 0.7×" } else { "≤ 0.5×" },
                 gflop: None,
                 unit: "ms",
@@ -339,12 +345,15 @@ fn table(rows: &[Row], gemm: Option<f64>, peers: &[Value]) -> String {
         .iter()
         .filter(|v| v.get("implementation").is_some_and(|i| i != "best"))
         .map(|v| {
+            let time = match v["ms"].as_f64() {
+                Some(ms) => format!("{ms:.2} ms"),
+                None => format!("failed ({})", v["error"].as_str().unwrap_or("no time")),
+            };
             format!(
-                "{} {} {}: {:.2} ms",
+                "{} {} {}: {time}",
                 v["net"].as_str().unwrap_or(""),
                 v["measure"].as_str().unwrap_or(""),
                 v["implementation"].as_str().unwrap_or(""),
-                v["ms"].as_f64().unwrap_or(f64::NAN)
             )
         })
         .collect();
