@@ -102,8 +102,7 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
     }
-    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
-    if a.adv.is_some() && steps == 0 {
+    if a.adv.is_some() && a.steps == Some(0) {
         bail!("--steps must be ≥ 1 with --adv pgd (0 steps would leave the inputs at a random start)");
     }
     let dtype = if a.f64 { DType::F64 } else { DType::F32 };
@@ -140,6 +139,22 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
         }
     };
     let secs = start.elapsed().as_secs_f64();
+    refuse_non_finite(&a, &k)?;
+    write_kernel(&a, &k, &i1, (!same).then_some(i2.as_slice()))?;
+    say!(
+        "{}: {} NTK of {}, {} implementation: {:?} in {:.3} s",
+        a.out.display(),
+        if a.trace { "traced" } else { "full" },
+        kernel_of(&a, &net),
+        value_name(&a.implementation),
+        k.dims(),
+        secs
+    );
+    report_spectrum(&k, same, spectrum, dim)
+}
+
+/// An error, before anything is written, when the kernel has non-finite entries.
+fn refuse_non_finite(a: &NtkArgs, k: &Tensor) -> Result<()> {
     let bad = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().filter(|v| !v.is_finite()).count();
     if bad > 0 {
         bail!(
@@ -148,23 +163,22 @@ pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
             k.elem_count()
         );
     }
-    write_kernel(&a, &k, &i1, (!same).then_some(i2.as_slice()))?;
-    say!(
-        "{}: {} NTK of {} ({}) on {} {} [{}..{}){}, {} implementation: {:?} in {:.3} s",
-        a.out.display(),
-        if a.trace { "traced" } else { "full" },
+    Ok(())
+}
+
+/// What a kernel was computed of: `arch (model) on data split [from..to)`, and the attack.
+fn kernel_of(a: &NtkArgs, net: &awt_nets::Net) -> String {
+    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
+    format!(
+        "{} ({}) on {} {} [{}..{}){}",
         net.arch(),
         a.model.display(),
         a.data.name,
         value_name(&a.split),
         a.offset,
         a.offset + a.n,
-        if a.adv.is_some() { format!(", PGD-{steps} adversarial ε = {eps}") } else { String::new() },
-        value_name(&a.implementation),
-        k.dims(),
-        secs
-    );
-    report_spectrum(&k, same, spectrum, dim)
+        if a.adv.is_some() { format!(", PGD-{steps} adversarial ε = {eps}") } else { String::new() }
+    )
 }
 
 /// `--diagonal`: Θ(x_i, x_i) for `--n` examples, `--block` at a time.
@@ -175,7 +189,6 @@ fn run_diagonal(a: &NtkArgs, net: &awt_nets::Net, dtype: DType) -> Result<()> {
     if a.spectrum == SpectrumArg::Always {
         bail!("--diagonal: per-example kernels have no spectrum to summarise (drop --spectrum always)");
     }
-    let (eps, steps) = (a.eps.unwrap_or(0.1), a.steps.unwrap_or(10));
     let classes = net.arch().classes() as f64;
     let per = if a.trace { 1.0 } else { classes * classes };
     let elem = if a.f64 { 8.0 } else { 4.0 };
@@ -206,28 +219,14 @@ fn run_diagonal(a: &NtkArgs, net: &awt_nets::Net, dtype: DType) -> Result<()> {
     pb.finish_and_clear();
     let k = Tensor::cat(&parts, 0)?;
     let secs = start.elapsed().as_secs_f64();
-    let values = k.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let bad = values.iter().filter(|v| !v.is_finite()).count();
-    if bad > 0 {
-        bail!(
-            "{}: the kernel has {bad} non-finite entries of {}: the weights or activations overflow (huge or non-finite weights?); nothing was written",
-            a.model.display(),
-            k.elem_count()
-        );
-    }
+    refuse_non_finite(a, &k)?;
     let idx: Vec<usize> = (a.offset..a.offset + a.n).collect();
     write_kernel(a, &k, &idx, None)?;
     say!(
-        "{}: diagonal {} NTK of {} ({}) on {} {} [{}..{}){}: {:?} in {:.3} s",
+        "{}: diagonal {} NTK of {}: {:?} in {:.3} s",
         a.out.display(),
         if a.trace { "traced" } else { "full" },
-        net.arch(),
-        a.model.display(),
-        a.data.name,
-        value_name(&a.split),
-        a.offset,
-        a.offset + a.n,
-        if a.adv.is_some() { format!(", PGD-{steps} adversarial ε = {eps}") } else { String::new() },
+        kernel_of(a, net),
         k.dims(),
         secs
     );
