@@ -396,10 +396,7 @@ fn diagonal_trace_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result
     match l {
         LayerSide::Linear { a, d, mask, .. } => match mask {
             None => sum_sq(d, None)? * (a.sqr()?.sum(1)? + 1.0)?,
-            Some(m) => {
-                let g = (matmul(&a.sqr()?, &m.t()?)? + 1.0)?;
-                sum_sq(d, Some(&g.unsqueeze(1)?))
-            }
+            Some(m) => sum_sq(d, Some(&self_input_gram(a, m)?.unsqueeze(1)?)),
         },
         LayerSide::Conv { g, db, mask } => {
             let w = match mask {
@@ -414,10 +411,16 @@ fn diagonal_trace_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result
     }
 }
 
+/// A masked linear layer's input Gram of each example with itself, plus one (the bias):
+/// `G[i,i,p] + 1 = Σ_q M_pq a_iq² + 1`, `(n, out)`, weighting each output unit.
+fn self_input_gram(a: &Tensor, m: &Tensor) -> candle_core::Result<Tensor> {
+    matmul(&a.sqr()?, &m.t()?)? + 1.0
+}
+
 /// One weighted stage's diagonal blocks, `(n, k, k)`.
 fn diagonal_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result<Tensor> {
     // Σ_p u[i,c,p] v[i,c',p] per example: (n, k, p), (n, k, p) → (n, k, k).
-    let per_example = |u: &Tensor, v: &Tensor| per_example_gram(u, v);
+    let per_example = per_example_gram;
     match l {
         LayerSide::Linear { a, d, mask, .. } => {
             let out = d.dim(1)?;
@@ -427,11 +430,7 @@ fn diagonal_term(l: &LayerSide, n: usize, k: usize) -> candle_core::Result<Tenso
                     let s = (a.sqr()?.sum_keepdim(1)? + 1.0)?.reshape((n, 1, 1))?;
                     per_example(&dd, &dd)?.broadcast_mul(&s)
                 }
-                Some(m) => {
-                    // G[i,i,p] + 1 = Σ_q M_pq a_iq² + 1, (n, out), weighting each output unit.
-                    let g = (matmul(&a.sqr()?, &m.t()?)? + 1.0)?;
-                    per_example(&dd.broadcast_mul(&g.unsqueeze(1)?)?, &dd)
-                }
+                Some(m) => per_example(&dd.broadcast_mul(&self_input_gram(a, m)?.unsqueeze(1)?)?, &dd),
             }
         }
         LayerSide::Conv { g, db, mask } => {
