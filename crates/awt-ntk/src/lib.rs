@@ -42,6 +42,7 @@
 //! assert!(g.get(w1.as_tensor()).is_some() && g.get(w2.as_tensor()).is_some());
 //! ```
 
+mod diagonal;
 mod error;
 pub mod metrics;
 mod ops;
@@ -49,9 +50,10 @@ mod reference;
 mod structured;
 mod tracker;
 
+pub use diagonal::structured_diagonal;
 pub use error::NtkError;
 pub use reference::reference;
-pub use structured::{structured, structured_blocked, structured_diagonal, trace_full};
+pub use structured::{structured, structured_blocked, trace_full};
 pub use tracker::{KernelRecord, Tracker};
 
 /// Full `(n1·k, n2·k)` kernel, or traced over classes `(n1, n2)`.
