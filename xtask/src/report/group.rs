@@ -156,40 +156,46 @@ impl<'a> Group<'a> {
     /// With `[eval] curve`: the security curves at density `d0` (dense at 1), mean over seeds, as a
     /// figure and a table, and the reversals the attacks made.
     fn curve_figure(&self, fig_dir: &Path, tag: &str, d0: f64) -> Result<String> {
-        let mut rows: Vec<(String, Vec<f64>, Vec<f64>, u64)> = Vec::new();
+        // (method, mean robust accuracy per ε, reversals), every curve at the first one's ε.
+        let mut rows: Vec<(String, Vec<f64>, u64)> = Vec::new();
+        let mut first: Option<&Curve> = None;
         for method in ORDER {
             let runs = if method == "dense" { self.sel("dense", None) } else { self.sel(method, Some(d0)) };
             let curves: Vec<&Curve> = runs.iter().filter_map(|r| r.curve.as_ref()).collect();
-            let Some(first) = curves.first() else { continue };
-            if curves.iter().any(|c| c.eps != first.eps) {
-                anyhow::bail!("{method} at density {d0}: security curves at different ε (the runs' presets differ)");
+            let Some(c0) = curves.first() else { continue };
+            let f0 = *first.get_or_insert(c0);
+            if curves.iter().any(|c| c.eps != f0.eps) {
+                anyhow::bail!(
+                    "{method} at density {d0}: security curves at other ε than the others (the runs' presets differ)"
+                );
             }
-            let mean: Vec<f64> = (0..first.eps.len())
+            let mean: Vec<f64> = (0..f0.eps.len())
                 .map(|i| 100.0 * mean_std(&curves.iter().map(|c| c.robust_accuracy[i]).collect::<Vec<_>>()).0)
                 .collect();
-            let reversals = curves.iter().flat_map(|c| &c.reversals).sum();
-            rows.push((method.to_string(), first.eps.clone(), mean, reversals));
+            rows.push((method.to_string(), mean, curves.iter().flat_map(|c| &c.reversals).sum()));
         }
-        let Some(eps) = rows.first().map(|r| r.1.clone()) else { return Ok(String::new()) };
-        if rows.iter().any(|r| r.1 != eps) {
-            anyhow::bail!("density {d0}: security curves at different ε across methods");
-        }
+        let Some(first) = first else { return Ok(String::new()) };
+        let eps = &first.eps;
         let series: Vec<Series> = rows
             .iter()
-            .map(|(m, e, v, _)| Series::line(m.clone(), e.iter().copied().zip(v.iter().copied()).collect()))
+            .map(|(m, v, _)| Series::line(m.clone(), eps.iter().copied().zip(v.iter().copied()).collect()))
             .collect();
         let f = format!("{tag}-robust-vs-eps.svg");
-        let title = format!("{}: security curves, worst case (density {d0}; dense at 1)", self.arch);
+        let attack = match first.evals.first().map_or("?", |e| e.settings.attack.as_str()) {
+            "worst" => "worst case",
+            a => a,
+        };
+        let title = format!("{}: security curves, {attack} (density {d0}; dense at 1)", self.arch);
         std::fs::write(fig_dir.join(&f), line_plot(&title, "ε (ℓ∞)", "robust accuracy (%)", &series, false))?;
         let mut md = format!(
             "Security curves (`awt eval --eps-curve`, the same attacks at each ε; a point counts robust at ε only if it \
              survived every smaller ε), robust accuracy in % at density {d0} (dense at 1), mean over seeds:\n\n| method |"
         );
-        for e in &eps {
+        for e in eps {
             md += &format!(" ε = {e} |");
         }
         md += &format!(" reversals |\n|---|{}---|\n", "---|".repeat(eps.len()));
-        for (m, _, v, rev) in &rows {
+        for (m, v, rev) in &rows {
             let cells: String = v.iter().map(|a| format!(" {a:.1} |")).collect();
             md += &format!("| {m} |{cells} {rev} |\n");
         }
