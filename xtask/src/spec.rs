@@ -322,15 +322,20 @@ pub(crate) fn masks_at_init() -> Vec<&'static str> {
 mod tests {
     use super::*;
 
-    /// docs/ARCHITECTURE.md "How to add a method": the quick and study presets list every method of
-    /// the run contract, in report order, so a new method is run and reported from its first commit.
+    /// docs/ARCHITECTURE.md "How to add a method": the quick preset lists every method of the run
+    /// contract, in report order, so a new method is run and reported from its first commit. The
+    /// first study's preset stays as its 89 recorded runs were planned: every method but those
+    /// added after it (NTK-SAP, 2026-12-07).
     #[test]
-    fn the_quick_and_study_presets_run_every_method() {
-        for preset in ["quick", "study"] {
+    fn the_quick_preset_runs_every_method() {
+        let read = |preset: &str| {
             let p = root().join(format!("experiments/{preset}.toml"));
-            let spec = parse(&std::fs::read_to_string(&p).unwrap(), &p, preset).unwrap();
-            assert_eq!(spec.methods, METHODS, "{}", p.display());
-        }
+            parse(&std::fs::read_to_string(&p).unwrap(), &p, preset).unwrap().methods
+        };
+        assert_eq!(read("quick"), METHODS);
+        let added_after_the_study = ["ntk-sap"];
+        let before: Vec<&str> = METHODS.into_iter().filter(|m| !added_after_the_study.contains(m)).collect();
+        assert_eq!(read("study"), before);
     }
 
     /// An ablation may change only its method's ticket-step flags; other methods are refused by name.

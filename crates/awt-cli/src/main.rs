@@ -14,6 +14,7 @@ mod ntk;
 mod output;
 mod parse;
 mod prune;
+mod prune_sap;
 mod ticket;
 mod train;
 mod train_args;

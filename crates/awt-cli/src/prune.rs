@@ -1,4 +1,4 @@
-//! `awt prune`: masks at initialisation (random, magnitude, SNIP, GraSP, SynFlow), and the
+//! `awt prune`: masks at initialisation (random, magnitude, SNIP, GraSP, SynFlow, NTK-SAP), and the
 //! train-then-prune baselines (HYDRA on a pretrained network; IMP-AT rounds, or one round with
 //! --rewind).
 
@@ -19,7 +19,7 @@ use crate::output::{git_commit, say};
 /// Flags of `awt prune`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct PruneArgs {
-    /// At initialisation: random, magnitude, snip, grasp, synflow; after training: hydra (on an
+    /// At initialisation: random, magnitude, snip, grasp, synflow, ntk-sap; after training: hydra (on an
     /// adversarially pretrained --model), imp-at (rounds from the initialisation --model); one IMP
     /// round is magnitude with --rewind.
     #[arg(long, value_enum)]
@@ -51,6 +51,8 @@ pub(crate) struct PruneArgs {
     /// SynFlow rounds.
     #[arg(long, default_value_t = 100)]
     pub rounds: usize,
+    #[command(flatten)]
+    pub ntk_sap: crate::prune_sap::SapArgs,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Lottery-ticket rewinding (one round of IMP): score the (trained, possibly already masked)
@@ -133,6 +135,7 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
         Method::Synflow => {
             scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
         }
+        Method::NtkSap => crate::prune_sap::masks(net, &a.ntk_sap, a.density, a.seed, alloc, &dense)?,
         Method::Hydra | Method::ImpAt | Method::Dense | Method::Ntt | Method::Awt => {
             bail!("--method {}: not a mask at initialisation", value_name(&a.method))
         }
@@ -346,7 +349,7 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     }
     if a.rescale != RescaleArg::None && (a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra)) {
         bail!(
-            "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow), not to --rewind, hydra or imp-at"
+            "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow, ntk-sap), not to --rewind, hydra or imp-at"
         );
     }
     if let Some(r) = a.rewind.clone() {

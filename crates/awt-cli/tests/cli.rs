@@ -586,36 +586,27 @@ fn validation_is_held_out_of_the_training_split() {
     assert!(std::fs::read_to_string(p("run/config.toml")).unwrap().contains("validation = 500"));
 }
 
-/// `--output-layer dense`: masks at initialisation (per layer and global, SynFlow's rounds too) keep
-/// the output layer whole and count it in the density; the ticket says so in its metadata.
+/// `--output-layer dense`: masks at initialisation (per layer and global, SynFlow's and NTK-SAP's
+/// rounds too) keep the output layer whole and count it in the density; the ticket says so in its
+/// metadata.
 #[test]
 fn masks_keep_the_output_layer_dense_when_asked() {
     let tmp = tempfile::tempdir().unwrap();
     let p = |n: &str| tmp.path().join(n).display().to_string();
     let (ok, _, err) = awt(&["init", "--arch", "lenet-300-100", "--out", &p("init.safetensors")], &[]);
     assert!(ok, "{err}");
-    for (method, alloc) in [("random", "uniform"), ("synflow", "global"), ("random", "global")] {
+    let sap = ["--ntk-sap-rounds", "3", "--ntk-sap-draws", "2", "--ntk-sap-inputs", "16"];
+    for (method, alloc, extra) in [
+        ("random", "uniform", &[][..]),
+        ("synflow", "global", &["--rounds", "5"][..]),
+        ("random", "global", &[][..]),
+        ("ntk-sap", "global", &sap[..]),
+    ] {
         let out = p(&format!("{method}-{alloc}.safetensors"));
-        let (ok, stdout, err) = awt(
-            &[
-                "prune",
-                "--method",
-                method,
-                "--density",
-                "0.02",
-                "--allocation",
-                alloc,
-                "--rounds",
-                "5",
-                "--output-layer",
-                "dense",
-                "--model",
-                &p("init.safetensors"),
-                "--out",
-                &out,
-            ],
-            &[],
-        );
+        let init = p("init.safetensors");
+        let head = ["prune", "--method", method, "--density", "0.02", "--allocation", alloc, "--output-layer", "dense"];
+        let args: Vec<&str> = head.iter().chain(extra).chain(&["--model", &init, "--out", &out]).copied().collect();
+        let (ok, stdout, err) = awt(&args, &[]);
         assert!(ok, "{method}: {err}");
         assert!(stdout.contains("fc3.weight 1.0000"), "{method}: {stdout}");
         let net =
@@ -625,6 +616,21 @@ fn masks_keep_the_output_layer_dense_when_asked() {
         assert!(kept.abs_diff(5324) <= 2, "{method}: {kept} kept");
         assert_eq!(net.meta["output_layer"], "dense");
     }
+    // NTK-SAP's draws come from --seed: the same seed gives the same mask, another seed another.
+    let mask_of = |seed: &str, name: &str| {
+        let out = p(name);
+        let init = p("init.safetensors");
+        let head = ["prune", "--method", "ntk-sap", "--density", "0.05", "--seed", seed];
+        let args: Vec<&str> = head.iter().chain(&sap).chain(&["--model", &init, "--out", &out]).copied().collect();
+        let (ok, _, err) = awt(&args, &[]);
+        assert!(ok, "{err}");
+        let net =
+            awt_nets::load(Path::new(&out), None, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().net;
+        net.masks()["fc1.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let (a, b, c) = (mask_of("3", "a.safetensors"), mask_of("3", "b.safetensors"), mask_of("4", "c.safetensors"));
+    assert_eq!(a, b, "the same seed");
+    assert_ne!(a, c, "another seed");
 }
 
 /// At a constant learning rate a training's kept epoch k is a k-epoch training of the same net

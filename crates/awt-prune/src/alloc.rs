@@ -8,6 +8,9 @@ use candle_core::{DType, Tensor};
 /// Masks keyed by weight name (`fc1.weight`), each a 0/1 tensor of the weight's shape.
 pub type Masks = BTreeMap<String, Tensor>;
 
+/// Scores keyed by weight name, each of the weight's shape; higher = more important = kept.
+pub type Scores = BTreeMap<String, Tensor>;
+
 /// Why masks could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum PruneError {

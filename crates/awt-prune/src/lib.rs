@@ -7,7 +7,9 @@
 //! - [`scores`]: random, magnitude, SNIP (Lee et al. 2019), GraSP (Wang et al. 2020, its
 //!   Hessian-gradient product by central finite differences of gradients because candle has no
 //!   double backward), SynFlow (Tanaka et al. 2020, data-free, iterative with an exponential
-//!   schedule).
+//!   schedule), NTK-SAP (Wang et al. 2023, data-free and weight-agnostic: the mask gradient of a
+//!   finite-difference estimate of the NTK's trace over fresh initialisations and noise inputs,
+//!   iterative like SynFlow).
 //! - [`cut_off`]: the units a mask leaves without any kept incoming or outgoing weight.
 //! - [`rescale_kept`]: a ticket's kept weights scaled so each unit keeps its dense incoming norm
 //!   (variance-preserving, for masks at initialisation at low density).
@@ -26,6 +28,7 @@
 //! ```
 
 mod alloc;
+mod ntk_sap;
 mod rescale;
 pub mod scores;
 mod structure;

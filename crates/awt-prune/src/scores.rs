@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use awt_base::{Rng, Stage, Weighted};
 use candle_core::{DType, Device, Tensor, Var};
 
+pub use crate::alloc::Scores;
 use crate::alloc::{Allocation, Masks, PruneError};
-
-/// Scores keyed by weight name.
-pub type Scores = BTreeMap<String, Tensor>;
+pub use crate::ntk_sap::{NTK_SAP_EPSILON, SapDraw, ntk_sap, ntk_sap_scores};
 
 /// |w|.
 pub fn magnitude(weights: &BTreeMap<String, Tensor>) -> Result<Scores, PruneError> {

@@ -6,15 +6,17 @@
 //! only. The nets (LeNet-300-100 and LeNet-5-Caffe) and the batch are formulas both sides compute.
 //! Compared: SNIP's and GraSP's normalised scores per layer (sum, sum of squares, 64 entries) and
 //! their global masks at density 0.05; SynFlow's global masks at density 0.05 after 1 and after 100
-//! rounds. A mask is compared by each layer's kept count and the sum and sum of squares of its kept
+//! rounds; NTK-SAP's first-round scores (YiteWang/NTK-SAP's `NTKSAP` definition, with formula
+//! draws instead of random ones) and its masks after 1 and after 5 rounds. A mask is compared by each layer's kept count and the sum and sum of squares of its kept
 //! flat indices, so one weight kept in another place fails it.
 
 use std::collections::BTreeMap;
 
-use awt_base::Staged;
+use awt_base::testing::formula_values;
+use awt_base::{Staged, Weighted};
 use awt_nets::testing::formula_net;
 use awt_nets::{Arch, InputNorm, Net};
-use awt_prune::scores::{self, GRASP_TEMPERATURE, Scores};
+use awt_prune::scores::{self, GRASP_TEMPERATURE, SapDraw, Scores};
 use awt_prune::{Allocation, Masks, PruneError, select};
 use awt_runs::Density;
 use candle_core::{DType, Device, Module, Tensor, Var};
@@ -160,4 +162,71 @@ fn lenet_300_100_scores_and_masks_equal_synaptic_flows_definitions() {
 #[test]
 fn lenet5_scores_and_masks_equal_synaptic_flows_definitions() {
     check("lenet5-caffe", Arch::Lenet5Caffe, false);
+}
+
+/// The fixture's NTK-SAP draw `t`: the formula net with parameter j at j + 20 (t + 1), the
+/// direction of weight l at 200 + 10 t + l (fan-in 3: amplitude 1), `n` inputs at 500 + t.
+fn sap_draw(arch: &Arch, t: usize, n: usize) -> candle_core::Result<SapDraw> {
+    let dev = Device::Cpu;
+    let (mut stages, mut directions, mut l) = (Vec::new(), BTreeMap::new(), 0);
+    for s in formula_net(arch, false).stages() {
+        stages.push(s.map_params(|p| {
+            let (wlen, fan_in) = (p.weight.elem_count(), p.weight.dims()[1..].iter().product());
+            let at = |j: usize, len: usize, fan_in: usize, bias: bool, like: &Tensor| {
+                Tensor::from_vec(formula_values(j, len, fan_in, bias), like.shape(), &dev)
+            };
+            let weight = at(2 * l + 20 * (t + 1), wlen, fan_in, false, &p.weight)?;
+            let bias = at(2 * l + 1 + 20 * (t + 1), p.bias.elem_count(), fan_in, true, &p.bias)?;
+            directions.insert(format!("{}.weight", p.name), at(200 + 10 * t + l, wlen, 3, false, &p.weight)?);
+            l += 1;
+            Ok(Weighted { weight, bias, ..p })
+        })?);
+    }
+    let inputs = Tensor::from_vec(formula_values(500 + t, n * 784, 3, false), (n, 1, 28, 28), &dev)?;
+    Ok(SapDraw { stages, directions, inputs })
+}
+
+fn check_ntk_sap(key: &str, arch: Arch) {
+    let f = fixture();
+    let cfg = &f["ntk_sap"];
+    let int = |k: &str| cfg[k].as_u64().unwrap() as usize;
+    let (eps, draws, rounds, n) = (cfg["eps"].as_f64().unwrap(), int("draws"), int("rounds"), int("inputs"));
+    assert_eq!(eps, scores::NTK_SAP_EPSILON);
+    let d = Density::new(f["density"].as_f64().unwrap()).unwrap();
+    let want = &f[key]["ntk_sap"];
+    let net = formula_net(&arch, false);
+    let weights: BTreeMap<String, Tensor> = net.weights().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+    let ones: Masks = weights.iter().map(|(k, w)| (k.clone(), w.ones_like().unwrap())).collect();
+
+    // The first round's scores, normalised by their sum (all ≥ 0).
+    let first = scores::ntk_sap_scores(&mut |j| sap_draw(&arch, j, n), draws, &ones, eps).unwrap();
+    let e = score_error(&first, &want["scores"], |t| t);
+    assert!(e <= 1e-9, "{key} NTK-SAP scores off by {e:.3e} against PyTorch");
+    // Summing the draws' gradients before the absolute value matters: the sum of absolute values
+    // is another score.
+    let abs_sum: Scores = (0..draws)
+        .map(|j| scores::ntk_sap_scores(&mut |_| sap_draw(&arch, j, n), 1, &ones, eps).unwrap())
+        .reduce(|a, b| a.into_iter().map(|(k, t)| (k.clone(), (t + &b[&k]).unwrap())).collect())
+        .unwrap();
+    let e = score_error(&abs_sum, &want["scores"], |t| t);
+    assert!(e > 1e-3, "{key}: NTK-SAP's sum of absolute gradients is {e:.3e} from its score");
+
+    // One round (global, to density d at once) and several (the fixture's scope).
+    let run = |rounds: usize, alloc: Allocation| {
+        scores::ntk_sap(&weights, &mut |r, j| sap_draw(&arch, r * draws + j, n), d, alloc, rounds, draws, eps, &[])
+    };
+    same_masks_or_refused("NTK-SAP, 1 round", run(1, Allocation::Global), &want["1"]);
+    let several = &want[rounds.to_string()];
+    let alloc = match several["scope"].as_str().unwrap() {
+        "global" => Allocation::Global,
+        "layer" => Allocation::Uniform,
+        s => panic!("scope {s}"),
+    };
+    same_masks_or_refused(&format!("NTK-SAP, {rounds} rounds"), run(rounds, alloc), &several["mask"]);
+}
+
+#[test]
+fn ntk_sap_scores_and_masks_equal_its_reference_definition() {
+    check_ntk_sap("lenet-300-100", Arch::Lenet300100);
+    check_ntk_sap("lenet5-caffe", Arch::Lenet5Caffe);
 }

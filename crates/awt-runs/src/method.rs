@@ -37,6 +37,8 @@ pub enum Method {
     Grasp,
     /// SynFlow (iterative synaptic flow).
     Synflow,
+    /// NTK-SAP (the mask gradient of an estimate of the NTK's trace, iterative, data-free).
+    NtkSap,
     /// Neural Tangent Transfer: match the dense net's outputs and NTK on clean inputs.
     Ntt,
     /// Adversarial winning tickets: match them on adversarial inputs.
@@ -49,13 +51,14 @@ pub enum Method {
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::Dense,
         Method::Random,
         Method::Magnitude,
         Method::Snip,
         Method::Grasp,
         Method::Synflow,
+        Method::NtkSap,
         Method::Ntt,
         Method::Awt,
         Method::ImpAt,
@@ -71,6 +74,7 @@ impl Method {
             Method::Snip => "snip",
             Method::Grasp => "grasp",
             Method::Synflow => "synflow",
+            Method::NtkSap => "ntk-sap",
             Method::Ntt => "ntt",
             Method::Awt => "awt",
             Method::ImpAt => "imp-at",
@@ -87,6 +91,9 @@ impl Method {
             Method::Snip => "SNIP: connection sensitivity |g ⊙ w| on a batch",
             Method::Grasp => "GraSP: gradient signal preservation on a batch",
             Method::Synflow => "SynFlow: iterative synaptic flow, data-free",
+            Method::NtkSap => {
+                "NTK-SAP: iterative, the NTK trace's mask gradient over fresh initialisations and noise, data-free"
+            }
             Method::Ntt => "Neural Tangent Transfer: match the dense net's outputs and NTK on clean inputs",
             Method::Awt => "adversarial winning ticket: match them on adversarial inputs",
             Method::ImpAt => "rounds of PGD-AT and magnitude pruning with rewinding (lottery tickets)",
@@ -98,7 +105,7 @@ impl Method {
     pub const fn recipe(self) -> TicketRecipe {
         match self {
             Method::Dense => TicketRecipe::None,
-            Method::Random | Method::Magnitude | Method::Snip | Method::Grasp | Method::Synflow => {
+            Method::Random | Method::Magnitude | Method::Snip | Method::Grasp | Method::Synflow | Method::NtkSap => {
                 TicketRecipe::MaskAtInit
             }
             Method::Ntt | Method::Awt => TicketRecipe::Search,

@@ -43,6 +43,10 @@ pub const READS: &[Read] = &[
     read("prune", "--attack-steps", "--method", HYDRA_IMP),
     read("prune", "--step-size", "--method", HYDRA_IMP),
     read("prune", "--train-limit", "--method", HYDRA_IMP),
+    read("prune", "--ntk-sap-rounds", "--method", &["ntk-sap"]),
+    read("prune", "--ntk-sap-draws", "--method", &["ntk-sap"]),
+    read("prune", "--ntk-sap-inputs", "--method", &["ntk-sap"]),
+    read("prune", "--ntk-sap-eps", "--method", &["ntk-sap"]),
     // NTT matches on clean inputs: it runs no attack.
     read("ticket", "--eps", "--method", &["awt"]),
     read("ticket", "--attack-steps", "--method", &["awt"]),
