@@ -85,7 +85,8 @@ pub(crate) struct Spec {
 pub(crate) struct Ablation {
     /// Short name; the runs are called `<method>-<name>`.
     pub name: String,
-    /// A search (`ntt`, `awt`) or a mask at initialisation (`random`, `magnitude`, `snip`, `grasp`, `synflow`).
+    /// A search (`ntt`, `awt`) or a mask at initialisation (`random`, `magnitude`, `snip`, `grasp`, `synflow`,
+    /// `ntk-sap`).
     pub method: String,
     pub densities: Vec<Density>,
     pub seeds: Vec<u64>,
@@ -200,9 +201,10 @@ fn check_methods(spec: &Spec, p: &Path) -> Result<()> {
         let allowed = match ab.method.parse::<Method>() {
             Ok(m) => m.ablation_flags(),
             Err(_) => bail!(
-                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation (random, magnitude, snip, grasp, synflow), imp-at, hydra or dense, not `{}`",
+                "{}: ablation `{}`: method must be a search (ntt, awt), a mask at initialisation ({}), imp-at, hydra or dense, not `{}`",
                 p.display(),
                 ab.name,
+                masks_at_init().join(", "),
                 ab.method
             ),
         };

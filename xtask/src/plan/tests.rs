@@ -311,13 +311,14 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         s.dedup();
         s
     };
-    for v in ["dense", "random", "snip", "synflow", "ntt", "awt", "imp-at-matched", "hydra-matched"] {
+    // ntk-sap-global: the exploratory row added after the final comparison (docs/protocol.md, "Recorded").
+    for v in ["dense", "random", "snip", "synflow", "ntt", "awt", "imp-at-matched", "hydra-matched", "ntk-sap-global"] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 111);
+    assert_eq!(runs.len(), 121);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
@@ -349,6 +350,7 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     // Global ranking for SNIP, GraSP, SynFlow; per layer for their labelled variants and random.
     assert_eq!(arg(&step_of("lenet-300-100-snip-d0.05-s200", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-synflow-d0.02-s203", "prune"), "--allocation"), "global");
+    assert_eq!(arg(&step_of("lenet-300-100-ntk-sap-global-d0.02-s204", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-snip-layerwise-d0.05-s201", "prune"), "--allocation"), "uniform");
     assert!(!step_of("lenet-300-100-random-d0.05-s200", "prune").args.iter().any(|a| a == "--allocation"));
     // The test split, and the validation images held out of training.
