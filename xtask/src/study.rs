@@ -44,8 +44,12 @@ Differences are paired by seed (same initialisation, data order and attack seeds
 a verdict is only given where the interval decides it.\n\n",
     );
     let (ntt, study) = (load("ntt-validation")?, load("study")?);
-    let (v2_glance, v2, v2_appendix) = v2_verdicts(Some(&fig_dir))?;
-    md += &at_a_glance(&ntt, &study)?.replacen("## At a glance\n\n", &format!("## At a glance\n\n{v2_glance}"), 1);
+    let (v2_glance, v2_added, v2, v2_appendix) = v2_verdicts(Some(&fig_dir))?;
+    md += &at_a_glance(&ntt, &study)?.replacen(
+        "## At a glance\n\n",
+        &format!("## At a glance\n\n{v2_glance}{v2_added}"),
+        1,
+    );
     md += &v2;
     md += &v2_progress()?;
     for preset in ["final-mlp", "final-lenet5"] {
@@ -83,9 +87,9 @@ not edit by hand.\n\n{v2_appendix}## The first study's ablation tables\n\nSettin
     Ok(())
 }
 
-/// Study v2's "At a glance" lines and its section, from the final presets' records (both empty
-/// until they have records).
-fn v2_verdicts(fig_dir: Option<&Path>) -> Result<(String, String, String)> {
+/// Study v2's "At a glance" lines (the primary verdicts; the rows added after the comparison), its
+/// section and its appendix, from the final presets' records (all empty until they have records).
+fn v2_verdicts(fig_dir: Option<&Path>) -> Result<(String, String, String, String)> {
     let (final_mlp, final_lenet5) = (load("final-mlp")?, load("final-lenet5")?);
     verdicts::section(
         &[
@@ -143,7 +147,7 @@ pub(crate) fn refresh_findings(doc: &Path) -> Result<bool> {
 /// primary verdicts once its final runs are recorded; until then the first study's, labelled as
 /// selected on the test set — AWT against the dense net, and against NTT at matched λ_ker.
 pub(crate) fn findings() -> Result<String> {
-    let (v2_glance, _, _) = v2_verdicts(None)?;
+    let (v2_glance, _, _, _) = v2_verdicts(None)?;
     if !v2_glance.is_empty() {
         return Ok(format!("{v2_glance}The full report: [docs/study.md](study.md).\n"));
     }

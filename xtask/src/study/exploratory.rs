@@ -32,8 +32,13 @@ fn level(s: &Summary) -> String {
 
 /// The one rule's "beats" reading of AWT − X, unadjusted.
 fn reading(s: &Summary, x: &str) -> String {
+    reading_of(s, "AWT", x)
+}
+
+/// The one rule's "beats" reading of A − B, unadjusted.
+fn reading_of(s: &Summary, a: &str, x: &str) -> String {
     match s.ci95() {
-        Some((lo, _)) if lo > 0.0 => "AWT higher".into(),
+        Some((lo, _)) if lo > 0.0 => format!("{a} higher"),
         Some((_, hi)) if hi < 0.0 => format!("{x} higher"),
         Some(_) => "no difference shown".into(),
         None => "no interval".into(),
@@ -72,6 +77,41 @@ accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone brok
         let _ = writeln!(md, "| {v} | {n} | {} |", cols.join(" | "));
     }
     md + "\n"
+}
+
+/// The summary's line for the rows added after the final comparison (docs/protocol.md, "Recorded"),
+/// `(variant, label)`: AWT − X on the worst case and on AutoAttack, paired by seed, with unadjusted
+/// intervals and the one rule's reading, and X's own level. Empty until one of them has a record.
+pub(super) fn added(recs: &[Rec], net: &str, d: f64, awt: &str, rows: &[(&str, &str)]) -> String {
+    let mut parts = Vec::new();
+    for &(x, label) in rows {
+        let w = paired(&scores(recs, awt, d, Measure::Worst), &scores(recs, x, d, Measure::Worst));
+        if w.n == 0 {
+            continue;
+        }
+        let aa = paired(&scores(recs, awt, d, Measure::AutoAttack), &scores(recs, x, d, Measure::AutoAttack));
+        let own = level(&summary(&values(&scores(recs, x, d, Measure::Worst))));
+        let mut part =
+            format!("AWT − {label} on the worst case {} over {} paired seeds: {}", w.pct_ci(), w.n, reading(&w, label));
+        if aa.n > 0 {
+            let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading(&aa, label));
+        }
+        let dense = paired(&scores(recs, x, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
+        if dense.n > 0 {
+            let _ = write!(
+                part,
+                "; {label} − dense on the worst case {}: {}",
+                dense.pct_ci(),
+                reading_of(&dense, label, "dense")
+            );
+        }
+        let _ = write!(part, " ({label}'s worst case {own} %)");
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("- **{net}, density {d}**: {}.\n", parts.join("; "))
 }
 
 /// AWT − X for every other variant X, per measure, paired by seed, with the unadjusted reading
@@ -148,6 +188,33 @@ mod tests {
         assert!(row("dense").starts_with("| dense | 3 | -2.0 [-2.0, -2.0] | dense higher |"), "{app}");
         assert!(!app.contains("| awt |"), "{app}");
         assert!(versus_awt(&recs, 0.2, "awt").is_empty());
+    }
+
+    /// A row added after the comparison gets one summary line per cell, its reading unadjusted; none
+    /// before it has a record, or where it has no seed paired with AWT.
+    #[test]
+    fn a_row_added_after_the_comparison_is_summarised_as_exploratory() {
+        let rows = [("ntk-sap-global", "NTK-SAP")];
+        let mut recs = Vec::new();
+        for seed in 0..3u64 {
+            let j = 0.003 * seed as f64;
+            recs.push(rec("awt", 0.05, seed, (0.80, 0.60, 0.58 + j), 1000, Vec::new()));
+            recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60 + j), 1000, Vec::new()));
+        }
+        assert_eq!(added(&recs, "LeNet-300-100", 0.05, "awt", &rows), "");
+        for seed in 0..3u64 {
+            let j = 0.003 * seed as f64;
+            recs.push(rec("ntk-sap-global", 0.05, seed, (0.81, 0.61, 0.59 + j), 1000, Vec::new()));
+        }
+        recs.push(rec("ntk-sap-global", 0.02, 7, (0.7, 0.5, 0.5), 1000, Vec::new()));
+        let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
+        assert!(
+            line.starts_with(
+                "- **LeNet-300-100, density 0.05**: AWT − NTK-SAP on the worst case -1.0 [-1.0, -1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack -1.0 [-1.0, -1.0]: NTK-SAP higher; NTK-SAP − dense on the worst case -1.0 [-1.0, -1.0]: dense higher (NTK-SAP's worst case 59.3 ["
+            ),
+            "{line}"
+        );
+        assert_eq!(added(&recs, "LeNet-300-100", 0.02, "awt", &rows), "", "no AWT seed to pair with");
     }
 
     /// Two seeds far apart: the t-interval (12.7 · sd / √2 each side) runs past 100 % and below 0,

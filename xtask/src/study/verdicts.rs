@@ -26,6 +26,9 @@ pub(super) struct Roles {
     /// Train → prune → fine-tune, compute-matched.
     pub after_training: &'static [&'static str],
     pub random: &'static str,
+    /// Exploratory rows added after the final comparison (docs/protocol.md, "Recorded"), with their
+    /// names in the summary: outside every family, read with unadjusted intervals.
+    pub added: &'static [(&'static str, &'static str)],
 }
 
 /// LeNet-300-100's roles (`final-mlp`): 9 primary claims per density.
@@ -36,6 +39,7 @@ pub(super) const MLP: Roles = Roles {
     at_init: &["random", "snip", "synflow"],
     after_training: &["imp-at-matched", "hydra-matched"],
     random: "random",
+    added: &[("ntk-sap-global", "NTK-SAP")],
 };
 
 /// LeNet-5-Caffe's (`final-lenet5`): 7 claims, without SNIP and IMP-AT.
@@ -46,6 +50,7 @@ pub(super) const LENET5: Roles = Roles {
     at_init: &["random", "synflow"],
     after_training: &["hydra-matched"],
     random: "random",
+    added: &[],
 };
 
 /// One primary claim, decided.
@@ -261,8 +266,9 @@ pub(super) type Cell<'a> = (&'a str, &'a str, &'a [Rec], &'a Roles, &'a [f64]);
 /// Study v2's lines for "At a glance" and its section, both empty while no final preset has a
 /// record. With `fig_dir`, each net and density also gets its figures there (protocol §8): every
 /// ticket against the dense net with its interval, and the kernel distance over epochs 0..T.
-pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String, String)> {
+pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String, String, String)> {
     let (mut glance_md, mut md, mut appendix) = (String::new(), String::new(), String::new());
+    let mut added_md = String::new();
     for (net, arch, recs, roles, densities) in cells {
         if recs.is_empty() {
             continue;
@@ -296,6 +302,7 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
             md += &autoattack_reading(recs, d, roles, aa_n)?;
             md += &super::exploratory::levels(recs, d, aa_n);
             glance_md += &glance(&claims, recs, roles, net, d);
+            added_md += &super::exploratory::added(recs, net, d, roles.awt, roles.added);
             if let Some(fig_dir) = fig_dir {
                 let tag = format!("v2-{arch}");
                 md += &super::figures::vs_dense(recs, &variants(recs), &[d], Measure::Worst, fig_dir, &tag)?;
@@ -311,6 +318,13 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
             "**Study v2, the final comparison** (test split, fresh seeds; primary claims after Holm):\n\n{glance_md}\n"
         );
     }
+    if !added_md.is_empty() {
+        added_md = format!(
+            "**Added after the final comparison** (exploratory: docs/protocol.md, \"Recorded\", stated before these runs; \
+outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings, ranked globally, the same \
+recipe and seeds):\n\n{added_md}\n"
+        );
+    }
     if !appendix.is_empty() {
         appendix = format!(
             "## Study v2: AWT against every other variant (exploratory)\n\nTest split, fresh seeds; AWT − X paired by seed \
@@ -318,7 +332,7 @@ with unadjusted 95 % intervals, read by the one rule's \"beats\" row but without
 \"AWT higher\" or \"X higher\" where the interval excludes 0. The primary claims are in [the study](study.md).\n\n{appendix}"
         );
     }
-    Ok((glance_md, md, appendix))
+    Ok((glance_md, added_md, md, appendix))
 }
 
 #[cfg(test)]
@@ -408,14 +422,15 @@ mod tests {
         // The section: nothing without records, a table per density with them.
         let figs = tempfile_dir();
         let none = section(&[("LeNet-5-Caffe", "lenet5-caffe", &[], &LENET5, &[0.05])], Some(&figs)).unwrap();
-        assert_eq!(none, (String::new(), String::new(), String::new()));
+        assert_eq!(none, (String::new(), String::new(), String::new(), String::new()));
         assert_eq!(std::fs::read_dir(&figs).unwrap().count(), 0, "no figure without records");
         let cell = ("LeNet-300-100", "lenet-300-100", &recs[..], &MLP, &[0.05, 0.02][..]);
-        let (g, md, appendix) = section(&[cell], Some(&figs)).unwrap();
+        let (g, added, md, appendix) = section(&[cell], Some(&figs)).unwrap();
         assert!(
             g.starts_with("**Study v2, the final comparison**") && g.contains("- **LeNet-300-100, density 0.05**"),
             "{g}"
         );
+        assert_eq!(added, "", "no row added after the comparison has a record");
         assert!(md.contains("### LeNet-300-100, density 0.02\n\nNo claim has two paired seeds yet."), "{md}");
         // After the primary table, the same claims on AutoAttack, labelled exploratory.
         let aa_at = md.find("The same claims read on AutoAttack (first 1000) instead of the worst case").expect(&md);
