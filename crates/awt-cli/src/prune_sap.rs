@@ -16,10 +16,11 @@ use clap::Args;
 /// `awt prune`'s NTK-SAP flags.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct SapArgs {
-    /// NTK-SAP: rounds of scoring and re-selection (density^(r/R)), its paper's 20.
+    /// NTK-SAP: rounds of scoring and re-selection (density^(r/R)); 20 as its reference code's
+    /// example script runs it.
     #[arg(long, default_value_t = 20)]
     pub ntk_sap_rounds: usize,
-    /// NTK-SAP: draws per round (fresh initialisation, perturbation, noise), its paper's 5.
+    /// NTK-SAP: draws per round (fresh initialisation, perturbation, noise); 5 as that script runs it.
     #[arg(long, default_value_t = 5)]
     pub ntk_sap_draws: usize,
     /// NTK-SAP: noise inputs per draw, its code's 10 per class.

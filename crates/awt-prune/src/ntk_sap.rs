@@ -8,7 +8,8 @@
 //! hence its name: spectrum-aware), and its mask gradient is taken at the current mask. The
 //! gradient is summed over the draws before the absolute value (as the reference code accumulates
 //! it), and the masks are re-selected over rounds on the exponential schedule `d^(r/R)`, like
-//! SynFlow's (its paper: 20 rounds of 5 draws, ε = 0.01, a global ranking).
+//! SynFlow's (its reference code's example script: 20 rounds of 5 draws; its defaults: ε = 0.01, a
+//! global ranking).
 //!
 //! With `W₁ = θ ⊙ m` and `W₂ = (θ + ε δ) ⊙ m`, `∂J/∂m = θ ⊙ ∂J/∂W₁ + (θ + ε δ) ⊙ ∂J/∂W₂`, so the two
 //! weights are the variables and the masks stay constants (which lets the fused CPU ops work on the
