@@ -250,6 +250,15 @@ pub(crate) enum RescaleArg {
     UnitNorm,
 }
 
+/// `awt prune --shuffle`: a mask at initialisation as chosen, or each layer's permuted at random.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShuffleArg {
+    /// As the score chose it.
+    None,
+    /// Each layer's mask permuted at random, its density kept ("missing the mark"'s sanity check).
+    Layer,
+}
+
 /// `awt ticket --method`.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SearchMethod {

@@ -13,7 +13,7 @@ use awt_runs::{Density, Method, layout};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
-use crate::args::{Adv, AllocArg, DataArgs, Opt, OutputLayerArg, PruneMethod, RescaleArg, value_name};
+use crate::args::{Adv, AllocArg, DataArgs, Opt, OutputLayerArg, PruneMethod, RescaleArg, ShuffleArg, value_name};
 use crate::output::{git_commit, say};
 
 /// Flags of `awt prune`.
@@ -37,6 +37,10 @@ pub(crate) struct PruneArgs {
     /// (unit-norm; ≈ 1/√density for a random mask), or keep them as initialised (none).
     #[arg(long, value_enum, default_value_t = RescaleArg::None)]
     pub rescale: RescaleArg,
+    /// Masks at initialisation: keep each layer's mask as the score chose it (none), or permute it at
+    /// random within the layer (layer: the density per layer kept, from --seed).
+    #[arg(long, value_enum, default_value_t = ShuffleArg::None)]
+    pub shuffle: ShuffleArg,
     /// The dense network at initialisation.
     #[arg(long)]
     pub model: PathBuf,
@@ -352,6 +356,11 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
             "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow, ntk-sap), not to --rewind, hydra or imp-at"
         );
     }
+    if a.shuffle != ShuffleArg::None && (a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra)) {
+        bail!(
+            "--shuffle applies to masks at initialisation (random, magnitude, snip, grasp, synflow, ntk-sap), not to --rewind, hydra or imp-at"
+        );
+    }
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r, dev);
     }
@@ -364,7 +373,11 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     if !net.masks().is_empty() {
         bail!("{}: already holds masks; prune a dense initialisation", a.model.display());
     }
-    let masks = prune_masks(&net, &a)?;
+    let mut masks = prune_masks(&net, &a)?;
+    if a.shuffle == ShuffleArg::Layer {
+        masks = awt_prune::shuffle_within_layers(&masks, a.seed)?;
+        net.meta.insert("shuffle".into(), value_name(&a.shuffle));
+    }
     for (k, m) in &masks {
         net.set_mask(k, m)?;
     }

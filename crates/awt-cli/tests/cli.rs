@@ -621,7 +621,9 @@ fn masks_keep_the_output_layer_dense_when_asked() {
         let out = p(name);
         let init = p("init.safetensors");
         let head = ["prune", "--method", "ntk-sap", "--density", "0.05", "--seed", seed];
-        let args: Vec<&str> = head.iter().chain(&sap).chain(&["--model", &init, "--out", &out]).copied().collect();
+        let shuffle: &[&str] = if name.starts_with("shuffled") { &["--shuffle", "layer"] } else { &[] };
+        let tail = ["--model", &init, "--out", &out];
+        let args: Vec<&str> = head.iter().chain(&sap).chain(shuffle).chain(&tail).copied().collect();
         let (ok, _, err) = awt(&args, &[]);
         assert!(ok, "{err}");
         let net =
@@ -631,6 +633,11 @@ fn masks_keep_the_output_layer_dense_when_asked() {
     let (a, b, c) = (mask_of("3", "a.safetensors"), mask_of("3", "b.safetensors"), mask_of("4", "c.safetensors"));
     assert_eq!(a, b, "the same seed");
     assert_ne!(a, c, "another seed");
+    // --shuffle layer: the same layer's kept count, other weights kept.
+    let shuffled = mask_of("3", "shuffled.safetensors");
+    let kept = |m: &[f32]| m.iter().filter(|x| **x == 1.0).count();
+    assert_eq!(kept(&shuffled), kept(&a));
+    assert_ne!(shuffled, a, "a shuffled mask");
 }
 
 /// At a constant learning rate a training's kept epoch k is a k-epoch training of the same net

@@ -90,6 +90,7 @@ fn errors_name_the_flag_at_fault() {
         ("synflow", &["--ntk-sap-draws", "2"][..], "--ntk-sap-draws is not read by --method synflow: only by ntk-sap"),
         ("ntk-sap", &["--ntk-sap-eps", "0"][..], "--ntk-sap-eps must be a finite number > 0"),
         ("ntk-sap", &["--ntk-sap-inputs", "100000"][..], "--ntk-sap-inputs must be in 1..=4096"),
+        ("hydra", &["--shuffle", "layer"][..], "--shuffle applies to masks at initialisation"),
     ] {
         let args = prune(method, extra);
         says(&args.iter().map(String::as_str).collect::<Vec<_>>(), msg);

@@ -11,6 +11,8 @@
 //!   finite-difference estimate of the NTK's trace over fresh initialisations and noise inputs,
 //!   iterative like SynFlow).
 //! - [`cut_off`]: the units a mask leaves without any kept incoming or outgoing weight.
+//! - [`shuffle_within_layers`]: each layer's mask permuted at random, its density kept ("missing the
+//!   mark"'s sanity check: does a score choose more than the per-layer densities?).
 //! - [`rescale_kept`]: a ticket's kept weights scaled so each unit keeps its dense incoming norm
 //!   (variance-preserving, for masks at initialisation at low density).
 //!
@@ -31,8 +33,10 @@ mod alloc;
 mod ntk_sap;
 mod rescale;
 pub mod scores;
+mod shuffle;
 mod structure;
 
 pub use alloc::{Allocation, Masks, PruneError, layer_densities, select, select_keeping};
 pub use rescale::rescale_kept;
+pub use shuffle::shuffle_within_layers;
 pub use structure::{CutOff, cut_off};

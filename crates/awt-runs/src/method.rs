@@ -133,7 +133,7 @@ impl Method {
             TicketRecipe::None => &["epochs", "schedule"],
             TicketRecipe::ImpAt => &["imp-epochs", "final-epochs"],
             TicketRecipe::Hydra => &["pretrain-epochs", "hydra-epochs", "finetune-epochs"],
-            TicketRecipe::MaskAtInit => &["rescale", "allocation"],
+            TicketRecipe::MaskAtInit => &["rescale", "allocation", "shuffle"],
         }
     }
 }

@@ -311,14 +311,26 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         s.dedup();
         s
     };
-    // ntk-sap-global: the exploratory row added after the final comparison (docs/protocol.md, "Recorded").
-    for v in ["dense", "random", "snip", "synflow", "ntt", "awt", "imp-at-matched", "hydra-matched", "ntk-sap-global"] {
+    // ntk-sap-global and its shuffled control: exploratory rows added after the final comparison
+    // (docs/protocol.md, "Recorded").
+    for v in [
+        "dense",
+        "random",
+        "snip",
+        "synflow",
+        "ntt",
+        "awt",
+        "imp-at-matched",
+        "hydra-matched",
+        "ntk-sap-global",
+        "ntk-sap-global-shuffled",
+    ] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 121);
+    assert_eq!(runs.len(), 131);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
@@ -351,6 +363,8 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     assert_eq!(arg(&step_of("lenet-300-100-snip-d0.05-s200", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-synflow-d0.02-s203", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-ntk-sap-global-d0.02-s204", "prune"), "--allocation"), "global");
+    let shuffled = step_of("lenet-300-100-ntk-sap-global-shuffled-d0.05-s200", "prune");
+    assert_eq!((arg(&shuffled, "--allocation"), arg(&shuffled, "--shuffle")), ("global".into(), "layer".into()));
     assert_eq!(arg(&step_of("lenet-300-100-snip-layerwise-d0.05-s201", "prune"), "--allocation"), "uniform");
     assert!(!step_of("lenet-300-100-random-d0.05-s200", "prune").args.iter().any(|a| a == "--allocation"));
     // The test split, and the validation images held out of training.
