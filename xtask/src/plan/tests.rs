@@ -364,7 +364,7 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     assert_eq!(arg(&step_of("lenet-300-100-synflow-d0.02-s203", "prune"), "--allocation"), "global");
     assert_eq!(arg(&step_of("lenet-300-100-ntk-sap-global-d0.02-s204", "prune"), "--allocation"), "global");
     let shuffled = step_of("lenet-300-100-ntk-sap-global-shuffled-d0.05-s200", "prune");
-    assert_eq!((arg(&shuffled, "--allocation"), arg(&shuffled, "--shuffle")), ("global".into(), "layer".into()));
+    assert_eq!((arg(&shuffled, "--allocation"), arg(&shuffled, "--shuffle")), ("global", "layer"));
     assert_eq!(arg(&step_of("lenet-300-100-snip-layerwise-d0.05-s201", "prune"), "--allocation"), "uniform");
     assert!(!step_of("lenet-300-100-random-d0.05-s200", "prune").args.iter().any(|a| a == "--allocation"));
     // The test split, and the validation images held out of training.
