@@ -79,32 +79,59 @@ accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone brok
     md + "\n"
 }
 
-/// The summary's line for the rows added after the final comparison (docs/protocol.md, "Recorded"),
-/// `(variant, label)`: AWT − X on the worst case and on AutoAttack, paired by seed, with unadjusted
-/// intervals and the one rule's reading, and X's own level. Empty until one of them has a record.
-pub(super) fn added(recs: &[Rec], net: &str, d: f64, awt: &str, rows: &[(&str, &str)]) -> String {
+/// A row added after the final comparison (docs/protocol.md, "Recorded"): its variant, its name in
+/// the summary, and for a control the row it controls (variant, name).
+pub(super) struct Added {
+    pub variant: &'static str,
+    pub label: &'static str,
+    pub control_of: Option<(&'static str, &'static str)>,
+}
+
+/// `a − b` on the worst case and on AutoAttack, paired by seed, with the unadjusted reading.
+fn difference(recs: &[Rec], d: f64, (a, a_label): (&str, &str), (b, b_label): (&str, &str)) -> Option<String> {
+    let w = paired(&scores(recs, a, d, Measure::Worst), &scores(recs, b, d, Measure::Worst));
+    if w.n == 0 {
+        return None;
+    }
+    let mut part = format!(
+        "{a_label} − {b_label} on the worst case {} over {} paired seeds: {}",
+        w.pct_ci(),
+        w.n,
+        reading_of(&w, a_label, b_label)
+    );
+    let aa = paired(&scores(recs, a, d, Measure::AutoAttack), &scores(recs, b, d, Measure::AutoAttack));
+    if aa.n > 0 {
+        let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading_of(&aa, a_label, b_label));
+    }
+    Some(part)
+}
+
+/// The summary's line for the rows added after the final comparison: for a row, AWT − X (worst
+/// case and AutoAttack) and X − dense (worst case); for a control, the row it controls − X; each
+/// paired by seed with unadjusted intervals and the one rule's reading, and X's own level. Empty
+/// until one of them has a record paired with its reference.
+pub(super) fn added(recs: &[Rec], net: &str, d: f64, awt: &str, rows: &[Added]) -> String {
     let mut parts = Vec::new();
-    for &(x, label) in rows {
-        let w = paired(&scores(recs, awt, d, Measure::Worst), &scores(recs, x, d, Measure::Worst));
-        if w.n == 0 {
+    for row in rows {
+        let (x, label) = (row.variant, row.label);
+        let Some(mut part) = (match row.control_of {
+            Some(of) => difference(recs, d, of, (x, label)),
+            None => difference(recs, d, (awt, "AWT"), (x, label)),
+        }) else {
             continue;
+        };
+        if row.control_of.is_none() {
+            let dense = paired(&scores(recs, x, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
+            if dense.n > 0 {
+                let _ = write!(
+                    part,
+                    "; {label} − dense on the worst case {}: {}",
+                    dense.pct_ci(),
+                    reading_of(&dense, label, "dense")
+                );
+            }
         }
-        let aa = paired(&scores(recs, awt, d, Measure::AutoAttack), &scores(recs, x, d, Measure::AutoAttack));
         let own = level(&summary(&values(&scores(recs, x, d, Measure::Worst))));
-        let mut part =
-            format!("AWT − {label} on the worst case {} over {} paired seeds: {}", w.pct_ci(), w.n, reading(&w, label));
-        if aa.n > 0 {
-            let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading(&aa, label));
-        }
-        let dense = paired(&scores(recs, x, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
-        if dense.n > 0 {
-            let _ = write!(
-                part,
-                "; {label} − dense on the worst case {}: {}",
-                dense.pct_ci(),
-                reading_of(&dense, label, "dense")
-            );
-        }
         let _ = write!(part, " ({label}'s worst case {own} %)");
         parts.push(part);
     }
@@ -194,7 +221,14 @@ mod tests {
     /// before it has a record, or where it has no seed paired with AWT.
     #[test]
     fn a_row_added_after_the_comparison_is_summarised_as_exploratory() {
-        let rows = [("ntk-sap-global", "NTK-SAP")];
+        let rows = [
+            Added { variant: "ntk-sap-global", label: "NTK-SAP", control_of: None },
+            Added {
+                variant: "ntk-sap-global-shuffled",
+                label: "NTK-SAP shuffled",
+                control_of: Some(("ntk-sap-global", "NTK-SAP")),
+            },
+        ];
         let mut recs = Vec::new();
         for seed in 0..3u64 {
             let j = 0.003 * seed as f64;
@@ -215,6 +249,18 @@ mod tests {
             "{line}"
         );
         assert_eq!(added(&recs, "LeNet-300-100", 0.02, "awt", &rows), "", "no AWT seed to pair with");
+        // The control, read against the row it controls (NTK-SAP 1 point above it at every seed).
+        for seed in 0..3u64 {
+            let j = 0.003 * seed as f64;
+            recs.push(rec("ntk-sap-global-shuffled", 0.05, seed, (0.81, 0.61, 0.58 + j), 1000, Vec::new()));
+        }
+        let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
+        assert!(
+            line.contains(
+                "; NTK-SAP − NTK-SAP shuffled on the worst case +1.0 [+1.0, +1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack +1.0 [+1.0, +1.0]: NTK-SAP higher (NTK-SAP shuffled's worst case 58.3 ["
+            ),
+            "{line}"
+        );
     }
 
     /// Two seeds far apart: the t-interval (12.7 · sd / √2 each side) runs past 100 % and below 0,

@@ -28,7 +28,7 @@ pub(super) struct Roles {
     pub random: &'static str,
     /// Exploratory rows added after the final comparison (docs/protocol.md, "Recorded"), with their
     /// names in the summary: outside every family, read with unadjusted intervals.
-    pub added: &'static [(&'static str, &'static str)],
+    pub added: &'static [super::exploratory::Added],
 }
 
 /// LeNet-300-100's roles (`final-mlp`): 9 primary claims per density.
@@ -39,7 +39,14 @@ pub(super) const MLP: Roles = Roles {
     at_init: &["random", "snip", "synflow"],
     after_training: &["imp-at-matched", "hydra-matched"],
     random: "random",
-    added: &[("ntk-sap-global", "NTK-SAP")],
+    added: &[
+        super::exploratory::Added { variant: "ntk-sap-global", label: "NTK-SAP", control_of: None },
+        super::exploratory::Added {
+            variant: "ntk-sap-global-shuffled",
+            label: "NTK-SAP shuffled",
+            control_of: Some(("ntk-sap-global", "NTK-SAP")),
+        },
+    ],
 };
 
 /// LeNet-5-Caffe's (`final-lenet5`): 7 claims, without SNIP and IMP-AT.
@@ -321,7 +328,7 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
     if !added_md.is_empty() {
         added_md = format!(
             "**Added after the final comparison** (exploratory: docs/protocol.md, \"Recorded\", stated before these runs; \
-outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings, ranked globally, the same \
+outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings ranked globally, and as its control the same masks shuffled within each layer; the same \
 recipe and seeds):\n\n{added_md}\n"
         );
     }
