@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
 use awt_prune::{Allocation, scores, select_keeping};
-use awt_runs::{Density, Method, layout};
+use awt_runs::{Density, Method, TicketRecipe, layout};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
@@ -351,15 +351,15 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }
-    if a.rescale != RescaleArg::None && (a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra)) {
-        bail!(
-            "--rescale applies to masks at initialisation (random, magnitude, snip, grasp, synflow, ntk-sap), not to --rewind, hydra or imp-at"
-        );
-    }
-    if a.shuffle != ShuffleArg::None && (a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra)) {
-        bail!(
-            "--shuffle applies to masks at initialisation (random, magnitude, snip, grasp, synflow, ntk-sap), not to --rewind, hydra or imp-at"
-        );
+    // What only a mask at initialisation takes (the methods named from the run contract).
+    let after_training = a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra);
+    for (flag, given) in [("--rescale", a.rescale != RescaleArg::None), ("--shuffle", a.shuffle != ShuffleArg::None)] {
+        if given && after_training {
+            bail!(
+                "{flag} applies to masks at initialisation ({}), not to --rewind, hydra or imp-at",
+                Method::names_by(TicketRecipe::MaskAtInit).join(", ")
+            );
+        }
     }
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r, dev);

@@ -206,3 +206,9 @@ pub fn select_keeping(
     }
     Ok(masks)
 }
+
+/// The density after round `r` (from 1) of `rounds` on the exponential schedule `d^(r/rounds)` of
+/// the iterative scores (SynFlow's, NTK-SAP's).
+pub(crate) fn after_round(density: Density, r: usize, rounds: usize) -> Density {
+    Density::new(density.get().powf(r as f64 / rounds as f64)).expect("a power in (0, 1] of a density")
+}

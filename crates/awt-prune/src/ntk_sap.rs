@@ -164,9 +164,7 @@ pub fn ntk_sap(
             .into_iter()
             .map(|(k, s)| Ok((k.clone(), s.to_dtype(weights[&k].dtype())?)))
             .collect::<candle_core::Result<_>>()?;
-        let d =
-            Density::new(density.get().powf((r + 1) as f64 / rounds as f64)).expect("a power in (0, 1] of a density");
-        masks = crate::select_keeping(&scores, d, alloc, dense)?;
+        masks = crate::select_keeping(&scores, crate::alloc::after_round(density, r + 1, rounds), alloc, dense)?;
     }
     Ok(masks)
 }

@@ -179,8 +179,7 @@ pub fn synflow(
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.mul(&masks[k])?)))
             .collect::<candle_core::Result<_>>()?;
-        let d = Density::new(density.get().powf(r as f64 / rounds as f64)).expect("a power in (0, 1] of a density");
-        masks = crate::select_keeping(&scores, d, alloc, dense)?;
+        masks = crate::select_keeping(&scores, crate::alloc::after_round(density, r, rounds), alloc, dense)?;
     }
     Ok(masks)
 }
