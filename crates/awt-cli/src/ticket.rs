@@ -83,6 +83,25 @@ pub(crate) struct TicketArgs {
     /// transferred weights from the same --model (the result, and its log, are the search's own).
     #[arg(long, value_name = "TICKET")]
     pub rewind_from: Option<PathBuf>,
+    /// Keep in each layer as many weights as this masked checkpoint of the same architecture keeps
+    /// there (e.g. an `awt prune` output: another method's allocation over layers), instead of
+    /// --density in every pruned layer; its overall density must be --density.
+    #[arg(long, value_name = "MASKED")]
+    pub layer_densities_from: Option<PathBuf>,
+}
+
+/// The weights each layer of `path`'s masks keeps (`--layer-densities-from`), checked against `arch`.
+fn layer_counts(path: &std::path::Path, arch: &Arch) -> Result<std::collections::BTreeMap<String, usize>> {
+    let flag = format!("--layer-densities-from {}", path.display());
+    let net = awt_nets::load(path, Some(arch), DType::F32, &Device::Cpu).with_context(|| flag.clone())?.net;
+    if net.arch() != arch {
+        bail!("{flag}: it is a {} network, the --model a {}", net.arch(), arch);
+    }
+    let missing: Vec<String> = net.weight_names().into_iter().filter(|k| !net.masks().contains_key(k)).collect();
+    if !missing.is_empty() {
+        bail!("{flag}: it has no mask for {} (a masked checkpoint is needed, e.g. `awt prune`'s)", missing.join(", "));
+    }
+    awt_prune::kept_counts(net.masks()).with_context(|| flag)
 }
 
 impl TicketArgs {
@@ -132,6 +151,10 @@ impl TicketArgs {
             },
             seed: self.seed,
             keep_dense: self.output_layer.keep_dense(arch),
+            layer_keep: match &self.layer_densities_from {
+                Some(p) => layer_counts(p, arch)?,
+                None => Default::default(),
+            },
         };
         // f32 throughout the search; refused before the search allocates its signals and kernels.
         crate::output::check_memory(&format!("--batch {}", self.batch), awt_ticket::memory_estimate(arch, &cfg, 4))?;
@@ -172,7 +195,9 @@ fn truncate_log(path: &std::path::Path, step: usize) -> Result<Option<(f64, f64)
 pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let log_path = beside(&a.out, layout::SEARCH_LOG);
     let state_path = beside(&a.out, layout::SEARCH_STATE);
-    let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &[("--model", &a.model)])?;
+    let mut inputs = vec![("--model", a.model.as_path())];
+    inputs.extend(a.layer_densities_from.as_deref().map(|p| ("--layer-densities-from", p)));
+    let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &inputs)?;
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len(), teacher.arch())?;

@@ -167,6 +167,40 @@ pub fn select(scores: &BTreeMap<String, Tensor>, density: Density, alloc: Alloca
     Ok(masks)
 }
 
+/// Masks keeping, in each layer, its `counts` entry of highest `scores` (ties to the lower index):
+/// an allocation given from outside, e.g. another mask's ([`kept_counts`]). Every scored layer needs
+/// a count between 1 and its size, and every count a scored layer. NaN scores are an error.
+pub fn select_counts(scores: &Scores, counts: &BTreeMap<String, usize>) -> Result<Masks, PruneError> {
+    if let Some(k) = counts.keys().find(|k| !scores.contains_key(*k)) {
+        return Err(invalid(format!("a count is given for `{k}`, which is not among the pruned weights")));
+    }
+    let mut masks = Masks::new();
+    for (k, s) in scores {
+        let n = s.elem_count();
+        let keep = *counts.get(k).ok_or_else(|| invalid(format!("no count is given for `{k}`")))?;
+        if keep == 0 || keep > n {
+            return Err(invalid(format!("`{k}` has {n} weights: cannot keep {keep} (1 to {n})")));
+        }
+        let v = s.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some(i) = v.iter().position(|x| x.is_nan()) {
+            return Err(invalid(format!("score of `{k}` is NaN at flat index {i}")));
+        }
+        masks.insert(k.clone(), mask_from(n, &top_k(&v, keep), s)?);
+    }
+    Ok(masks)
+}
+
+/// How many weights each mask keeps (its non-zero entries).
+pub fn kept_counts(masks: &Masks) -> Result<BTreeMap<String, usize>, PruneError> {
+    masks
+        .iter()
+        .map(|(k, m)| {
+            let kept = m.ne(0.0)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+            Ok((k.clone(), kept as usize))
+        })
+        .collect()
+}
+
 /// Masks keeping the highest `scores` at overall `density`, with the layers named in `dense` kept
 /// whole (e.g. the output layer, so that no class can be cut off) and counted in the density: the
 /// other layers share what is left, `round(density · total) − Σ dense sizes` weights, under

@@ -36,7 +36,7 @@ pub mod scores;
 mod shuffle;
 mod structure;
 
-pub use alloc::{Allocation, Masks, PruneError, layer_densities, select, select_keeping};
+pub use alloc::{Allocation, Masks, PruneError, kept_counts, layer_densities, select, select_counts, select_keeping};
 pub use rescale::rescale_kept;
 pub use shuffle::shuffle_within_layers;
 pub use structure::{CutOff, cut_off};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use awt_base::{Rng, Staged};
 use awt_nets::{Arch, Init, Net};
-use awt_prune::{Allocation, layer_densities, scores, select, select_keeping};
+use awt_prune::{Allocation, kept_counts, layer_densities, scores, select, select_counts, select_keeping};
 use candle_core::{DType, Device, Tensor, Var};
 
 /// The density `x`.
@@ -210,4 +210,49 @@ fn output_layer_kept_dense_counts_in_the_density() {
     assert!(e.contains("no more than the 1000 of the layers kept dense (fc3.weight)"), "{e}");
     let e = select_keeping(&sc, d(0.05), Allocation::Uniform, &["fc9.weight".into()]).unwrap_err().to_string();
     assert!(e.contains("`fc9.weight` to keep dense is not among the pruned weights"), "{e}");
+}
+
+/// A given allocation: another mask's per-layer counts (a global mask's) are kept exactly, each
+/// layer's by its own top scores; uniform counts give `select`'s uniform masks; counts that cannot
+/// be kept name the layer.
+#[test]
+fn counts_from_another_mask_are_kept_exactly_by_each_layers_top_scores() {
+    let net = Net::init(&Arch::Lenet300100, Init::KaimingUniform, 4, DType::F32, &Device::Cpu).unwrap();
+    let w = weights(&net);
+    let global = select(&scores::random(&w, 9).unwrap(), d(0.05), Allocation::Global).unwrap();
+    let counts = kept_counts(&global).unwrap();
+    let by_hand: BTreeMap<String, usize> =
+        global.iter().map(|(k, m)| (k.clone(), vals(m).iter().filter(|&&x| x != 0.0).count())).collect();
+    assert_eq!(counts, by_hand);
+    let mag = scores::magnitude(&w).unwrap();
+    let masks = select_counts(&mag, &counts).unwrap();
+    assert_eq!(kept_counts(&masks).unwrap(), counts);
+    assert_ne!(counts["fc1.weight"] as f64 / 235_200.0, counts["fc3.weight"] as f64 / 1_000.0, "not uniform");
+    for (k, m) in &masks {
+        let (mv, sv) = (vals(m), vals(&mag[k]));
+        let lowest_kept = mv.iter().zip(&sv).filter(|(m, _)| **m == 1.0).map(|(_, s)| *s).fold(f64::INFINITY, f64::min);
+        let highest_pruned =
+            mv.iter().zip(&sv).filter(|(m, _)| **m == 0.0).map(|(_, s)| *s).fold(f64::NEG_INFINITY, f64::max);
+        assert!(lowest_kept >= highest_pruned, "{k}");
+    }
+    let uniform = select(&mag, d(0.1), Allocation::Uniform).unwrap();
+    let again = select_counts(&mag, &kept_counts(&uniform).unwrap()).unwrap();
+    for (k, m) in &uniform {
+        assert_eq!(vals(m), vals(&again[k]), "{k}");
+    }
+    let with = |k: &str, n: usize| {
+        let mut c = counts.clone();
+        c.insert(k.to_string(), n);
+        c
+    };
+    let e = select_counts(&mag, &with("fc2.weight", 0)).unwrap_err().to_string();
+    assert!(e.contains("fc2.weight") && e.contains("cannot keep 0"), "{e}");
+    let e = select_counts(&mag, &with("fc3.weight", 1001)).unwrap_err().to_string();
+    assert!(e.contains("fc3.weight") && e.contains("1000 weights"), "{e}");
+    let e = select_counts(&mag, &with("conv9.weight", 3)).unwrap_err().to_string();
+    assert!(e.contains("conv9.weight"), "{e}");
+    let mut short = counts.clone();
+    short.remove("fc1.weight");
+    let e = select_counts(&mag, &short).unwrap_err().to_string();
+    assert!(e.contains("no count") && e.contains("fc1.weight"), "{e}");
 }

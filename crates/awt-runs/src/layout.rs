@@ -23,6 +23,9 @@ pub const TIMINGS: &str = "timings.json";
 pub const INIT: &str = "init.safetensors";
 /// The sparse network before training.
 pub const TICKET: &str = "ticket.safetensors";
+/// Another method's mask of the same initialisation, whose per-layer counts a search keeps (an
+/// ablation's `layers-from`, `awt ticket --layer-densities-from`).
+pub const LAYERS: &str = "layers.safetensors";
 /// The folder of the final training (`awt train --out`).
 pub const TRAIN: &str = "train";
 /// The runner's lock on a run folder.

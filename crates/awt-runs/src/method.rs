@@ -124,12 +124,22 @@ impl Method {
         self == Method::Dense
     }
 
-    /// The flags an ablation of this method may change (spec `[[ablations]] flags`).
+    /// The flags an ablation of this method may change (spec `[[ablations]] flags`). A search's
+    /// `layers-from` names a mask at initialisation of the grid (a method, or `<method>-<name>` of an
+    /// ablation), whose per-layer counts the search keeps (`awt ticket --layer-densities-from`).
     pub fn ablation_flags(self) -> &'static [&'static str] {
         match self.recipe() {
-            TicketRecipe::Search => {
-                &["steps", "lr", "lambda-ker", "lambda-l2", "mask-every", "weights", "inputs", "adv-source"]
-            }
+            TicketRecipe::Search => &[
+                "steps",
+                "lr",
+                "lambda-ker",
+                "lambda-l2",
+                "mask-every",
+                "weights",
+                "inputs",
+                "adv-source",
+                "layers-from",
+            ],
             TicketRecipe::None => &["epochs", "schedule"],
             TicketRecipe::ImpAt => &["imp-epochs", "final-epochs"],
             TicketRecipe::Hydra => &["pretrain-epochs", "hydra-epochs", "finetune-epochs"],

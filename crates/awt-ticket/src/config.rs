@@ -1,5 +1,7 @@
 //! Every option of the NTT / AWT search, with method.md's defaults, checked once.
 
+use std::collections::BTreeMap;
+
 use crate::error::SearchError;
 use awt_runs::Density;
 
@@ -46,7 +48,7 @@ pub enum WeightsFrom {
 pub struct SearchConfig {
     /// NTT or AWT.
     pub method: Method,
-    /// Target density per layer.
+    /// Target density: of every pruned layer, or overall where `layer_keep` gives the layers' counts.
     pub density: Density,
     /// Optimiser steps.
     pub steps: usize,
@@ -77,6 +79,10 @@ pub struct SearchConfig {
     /// Layers every mask keeps whole, counted in the density (e.g. the output layer, so that no
     /// class is cut off); empty: every layer is pruned at the density.
     pub keep_dense: Vec<String>,
+    /// How many weights each mask re-selection keeps in each layer (by weight name), e.g. another
+    /// mask's per-layer counts (`awt_prune::kept_counts`); they must add up to `density` of the
+    /// net's weights. Empty: every pruned layer at `density` (the method's own allocation).
+    pub layer_keep: BTreeMap<String, usize>,
 }
 
 impl SearchConfig {
@@ -99,6 +105,7 @@ impl SearchConfig {
             weights: WeightsFrom::Transferred,
             seed: 0,
             keep_dense: Vec::new(),
+            layer_keep: BTreeMap::new(),
         }
     }
 

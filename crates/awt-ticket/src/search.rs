@@ -1,6 +1,5 @@
 //! The search loop: teacher and student, per-batch loss, Adam, mask re-selection, and the ticket.
 
-use awt_runs::Density;
 use std::collections::BTreeMap;
 
 use awt_attack::Pgd;
@@ -8,7 +7,7 @@ use awt_base::Rng;
 use awt_data::{Split, epoch_order};
 use awt_nets::Net;
 use awt_ntk::metrics;
-use awt_prune::{Allocation, select_keeping};
+use awt_prune::{Allocation, select_counts, select_keeping};
 use awt_train::{Optimizer, OptimizerConfig};
 use candle_core::{DType, Tensor, Var};
 
@@ -30,14 +29,37 @@ pub struct Ticket {
     pub log: Vec<SearchLog>,
 }
 
-fn layerwise_magnitude(
-    net: &Net,
-    density: Density,
-    keep_dense: &[String],
-) -> Result<BTreeMap<String, Tensor>, SearchError> {
+/// The masks of a re-selection: each layer's largest weights, as many as `cfg` allocates to it.
+fn layerwise_magnitude(net: &Net, cfg: &SearchConfig) -> Result<BTreeMap<String, Tensor>, SearchError> {
     let w: BTreeMap<String, Tensor> =
         net.weights().map(|(k, v)| Ok((k.clone(), v.as_tensor().abs()?))).collect::<Result<_, candle_core::Error>>()?;
-    Ok(select_keeping(&w, density, Allocation::Uniform, keep_dense)?)
+    if cfg.layer_keep.is_empty() {
+        return Ok(select_keeping(&w, cfg.density, Allocation::Uniform, &cfg.keep_dense)?);
+    }
+    Ok(select_counts(&w, &cfg.layer_keep)?)
+}
+
+/// Given layer counts fit `net`: they add up to the density, and keep the layers kept dense whole.
+fn check_layer_keep(net: &Net, cfg: &SearchConfig) -> Result<(), SearchError> {
+    if cfg.layer_keep.is_empty() {
+        return Ok(());
+    }
+    let sizes: BTreeMap<String, usize> = net.weights().map(|(k, v)| (k.clone(), v.as_tensor().elem_count())).collect();
+    let total: usize = sizes.values().sum();
+    let want = (cfg.density.get() * total as f64).round() as usize;
+    let kept: usize = cfg.layer_keep.values().sum();
+    if kept != want {
+        return Err(SearchError::Invalid(format!(
+            "the layer counts keep {kept} weights, not the {want} of density {} ({total} weights)",
+            cfg.density
+        )));
+    }
+    if let Some(k) = cfg.keep_dense.iter().find(|k| cfg.layer_keep.get(*k) != sizes.get(*k)) {
+        return Err(SearchError::Invalid(format!(
+            "the layer counts do not keep `{k}` whole, as the output-layer rule asks"
+        )));
+    }
+    Ok(())
 }
 
 fn count_changes(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> Result<usize, SearchError> {
@@ -87,7 +109,8 @@ pub fn search_resumable(
     }
     let teacher = teacher.deep_clone()?;
     let mut student = teacher.deep_clone()?;
-    let mut masks = layerwise_magnitude(&teacher, cfg.density, &cfg.keep_dense)?;
+    check_layer_keep(&teacher, cfg)?;
+    let mut masks = layerwise_magnitude(&teacher, cfg)?;
     for (k, m) in &masks {
         student.set_mask(k, m)?;
     }
@@ -209,7 +232,7 @@ fn reselect(
     masks: &mut BTreeMap<String, Tensor>,
     cfg: &ValidSearchConfig,
 ) -> Result<usize, SearchError> {
-    let new = layerwise_magnitude(student, cfg.density, &cfg.keep_dense)?;
+    let new = layerwise_magnitude(student, cfg)?;
     let changes = count_changes(masks, &new)?;
     for (k, m) in &new {
         student.set_mask(k, m)?;
@@ -258,6 +281,12 @@ fn describe(cfg: &SearchConfig) -> String {
         cfg.weights,
         cfg.seed
     ) + &if cfg.keep_dense.is_empty() { String::new() } else { format!(" keep_dense={}", cfg.keep_dense.join(",")) }
+        + &if cfg.layer_keep.is_empty() {
+            String::new()
+        } else {
+            let counts: Vec<String> = cfg.layer_keep.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+            format!(" layer_keep={}", counts.join(","))
+        }
 }
 
 fn label(ticket: &mut Net, cfg: &SearchConfig) {
