@@ -91,9 +91,13 @@ pub(crate) struct TicketArgs {
 }
 
 /// The weights each layer of `path`'s masks keeps (`--layer-densities-from`), checked against `arch`.
-fn layer_counts(path: &std::path::Path, arch: &Arch) -> Result<std::collections::BTreeMap<String, usize>> {
+fn layer_counts(
+    path: &std::path::Path,
+    arch: &Arch,
+    dev: &Device,
+) -> Result<std::collections::BTreeMap<String, usize>> {
     let flag = format!("--layer-densities-from {}", path.display());
-    let net = awt_nets::load(path, Some(arch), DType::F32, &Device::Cpu).with_context(|| flag.clone())?.net;
+    let net = awt_nets::load(path, Some(arch), DType::F32, dev).with_context(|| flag.clone())?.net;
     if net.arch() != arch {
         bail!("{flag}: it is a {} network, the --model a {}", net.arch(), arch);
     }
@@ -105,7 +109,7 @@ fn layer_counts(path: &std::path::Path, arch: &Arch) -> Result<std::collections:
 }
 
 impl TicketArgs {
-    pub(crate) fn config(&self, train_len: usize, arch: &Arch) -> Result<ValidSearchConfig> {
+    pub(crate) fn config(&self, train_len: usize, arch: &Arch, dev: &Device) -> Result<ValidSearchConfig> {
         let method = match self.method {
             SearchMethod::Awt => Method::Awt,
             SearchMethod::Ntt => Method::Ntt,
@@ -152,7 +156,7 @@ impl TicketArgs {
             seed: self.seed,
             keep_dense: self.output_layer.keep_dense(arch),
             layer_keep: match &self.layer_densities_from {
-                Some(p) => layer_counts(p, arch)?,
+                Some(p) => layer_counts(p, arch, dev)?,
                 None => Default::default(),
             },
         };
@@ -200,7 +204,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &inputs)?;
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&teacher)?;
-    let cfg = a.config(ds.train.len(), teacher.arch())?;
+    let cfg = a.config(ds.train.len(), teacher.arch(), dev)?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
     let teacher_hash = crate::output::config_hash(&String::from_utf8_lossy(&model_bytes));
