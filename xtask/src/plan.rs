@@ -31,15 +31,15 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
         canonical_text(spec, &settings, RunKey { arch, method, density, seed }, flags)
     };
     // Does the ablation beat its plain method at its first seed (both recorded)?
-    let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: Density| -> bool {
-        let Some(&s) = ab.seeds.first() else { return false };
+    let beats_plain = |arch: &str, ab: &crate::spec::Ablation, density: Density| -> Result<bool> {
+        let Some(&s) = ab.seeds.first() else { return Ok(false) };
         let own = recorded(
             &format!("{arch}-{}-{}-d{density}-s{s}", ab.method, ab.name),
-            &canonical(arch, &ab.method, density, s, &ablation_flags(ab)),
+            &canonical(arch, &ab.method, density, s, &run_flags(spec, ab, density)?),
         );
         let plain =
             recorded(&format!("{arch}-{}-d{density}-s{s}", ab.method), &canonical(arch, &ab.method, density, s, &[]));
-        matches!((own, plain), (Some(a), Some(p)) if a > p)
+        Ok(matches!((own, plain), (Some(a), Some(p)) if a > p))
     };
     let mut runs = Vec::new();
     // The grid's seeds with every method, then `[[more_seeds]]` with theirs.
@@ -79,9 +79,9 @@ pub(crate) fn expand(spec: &Spec, data: &str, base: &Path, recorded: Recorded) -
             }
             for ab in &spec.ablations {
                 for &density in &ab.densities {
-                    let follow_up = ab.follow_up_seeds.contains(&seed) && beats_plain(arch, ab, density);
+                    let follow_up = ab.follow_up_seeds.contains(&seed) && beats_plain(arch, ab, density)?;
                     if ab.seeds.contains(&seed) || follow_up {
-                        add(&ab.method, &format!("{}-{}", ab.method, ab.name), density, ablation_flags(ab));
+                        add(&ab.method, &format!("{}-{}", ab.method, ab.name), density, run_flags(spec, ab, density)?);
                     }
                 }
             }
@@ -200,9 +200,17 @@ fn canonical_text(spec: &Spec, settings: &str, k: RunKey, flags: &[(String, Stri
     format!("arch={arch} method={method} density={density} seed={seed} {settings}{own}{extra}")
 }
 
-/// An ablation's flags as (name without dashes, value).
-fn ablation_flags(ab: &crate::spec::Ablation) -> Vec<(String, String)> {
-    ab.flags.iter().map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect()
+/// An ablation's run flags at `density`: with `[selected]`, a search's selected flags (its λ_ker and
+/// weights), its own flags replacing or joining them; else its own flags.
+fn run_flags(spec: &Spec, ab: &crate::spec::Ablation, density: Density) -> Result<Vec<(String, String)>> {
+    let mut flags = selected_flags(spec, &ab.method, density)?;
+    for (k, v) in ab.flag_pairs() {
+        match flags.iter_mut().find(|(f, _)| *f == k) {
+            Some(f) => f.1 = v,
+            None => flags.push((k, v)),
+        }
+    }
+    Ok(flags)
 }
 
 /// A rewound-weights search's twin: same network, method, density, seed and flags but `weights`; its

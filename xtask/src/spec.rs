@@ -227,6 +227,12 @@ fn check_methods(spec: &Spec, p: &Path) -> Result<()> {
             }
         }
     }
+    for ab in spec.ablations.iter().filter(|a| a.flags.contains_key("layers-from")) {
+        let v = &ab.flags["layers-from"];
+        if let Err(e) = v.as_str().ok_or_else(|| anyhow::anyhow!("not a name")).and_then(|v| spec.mask_variant(v)) {
+            bail!("{}: ablation `{}`: layers-from = {v}: {e:#}", p.display(), ab.name);
+        }
+    }
     if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
         bail!("{}: method hydra needs a [hydra] table", p.display());
     }
@@ -315,6 +321,36 @@ pub(crate) const METHODS: [&str; Method::ALL.len()] = {
     out
 };
 
+impl Ablation {
+    /// Its flags as (name without dashes, value).
+    pub(crate) fn flag_pairs(&self) -> Vec<(String, String)> {
+        self.flags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect()
+    }
+}
+
+impl Spec {
+    /// A mask at initialisation of this grid by its variant name — a method it lists, or an
+    /// ablation's `<method>-<name>` — as its method and its `awt prune` flags (a search's
+    /// `layers-from`).
+    pub(crate) fn mask_variant(&self, variant: &str) -> Result<(Method, Vec<(String, String)>)> {
+        let at_init = |m: &str| m.parse::<Method>().ok().filter(|m| m.recipe() == TicketRecipe::MaskAtInit);
+        if let Some(m) = self.methods.iter().find(|m| *m == variant).and_then(|m| at_init(m)) {
+            return Ok((m, Vec::new()));
+        }
+        let ab = self.ablations.iter().find(|a| format!("{}-{}", a.method, a.name) == variant);
+        match ab.and_then(|a| at_init(&a.method).map(|m| (m, a))) {
+            Some((m, a)) => Ok((m, a.flag_pairs())),
+            None => bail!(
+                "`{variant}` is no mask at initialisation of this grid (a method among {} it lists, or an ablation of one)",
+                masks_at_init().join(", ")
+            ),
+        }
+    }
+}
+
 /// The masks chosen at initialisation and trained from their initial weights (`awt prune`).
 pub(crate) fn masks_at_init() -> Vec<&'static str> {
     Method::names_by(TicketRecipe::MaskAtInit)
@@ -369,6 +405,15 @@ mod tests {
             e.contains("flag `steps` of method hydra is not one of pretrain-epochs, hydra-epochs, finetune-epochs"),
             "{e}"
         );
+        // A search's layers-from names a mask at initialisation of the grid.
+        for (v, why) in [("ntt", "`ntt` is no mask at initialisation"), ("snip-nope", "`snip-nope` is no mask")] {
+            let e = with(&format!(
+                "name = \"x\"\nmethod = \"awt\"\ndensities = [0.05]\nseeds = [0]\nflags = {{ layers-from = \"{v}\" }}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&format!("ablation `x`: layers-from = \"{v}\": {why}")), "{e}");
+        }
     }
 
     /// One epoch of HYDRA's score optimisation has learning rate 0 (its code's schedule): refused,

@@ -324,13 +324,15 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         "hydra-matched",
         "ntk-sap-global",
         "ntk-sap-global-shuffled",
+        "ntk-sap-layerwise",
+        "awt-ntk-sap-layers",
     ] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 131);
+    assert_eq!(runs.len(), 151);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
@@ -367,8 +369,53 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     assert_eq!((arg(&shuffled, "--allocation"), arg(&shuffled, "--shuffle")), ("global", "layer"));
     assert_eq!(arg(&step_of("lenet-300-100-snip-layerwise-d0.05-s201", "prune"), "--allocation"), "uniform");
     assert!(!step_of("lenet-300-100-random-d0.05-s200", "prune").args.iter().any(|a| a == "--allocation"));
+    assert_eq!(arg(&step_of("lenet-300-100-ntk-sap-layerwise-d0.02-s203", "prune"), "--allocation"), "uniform");
+    // AWT at NTK-SAP's allocation: its run makes the ntk-sap-global run's mask with that run's own
+    // command (only where it is written differs), and its search keeps that mask's layer counts.
+    let layers = step_of("lenet-300-100-awt-ntk-sap-layers-d0.05-s201", "layers");
+    let sap = step_of("lenet-300-100-ntk-sap-global-d0.05-s201", "prune");
+    let (own_init, sap_init) = (arg(&layers, "--model").to_string(), arg(&sap, "--model").to_string());
+    let blank = |s: &Step, init: &str| -> Vec<String> {
+        let mut v = s.args.clone();
+        let out = v.iter().position(|a| a == "--out").unwrap();
+        v.drain(out..out + 2);
+        v.into_iter().map(|a| if a == init { "INIT".into() } else { a }).collect()
+    };
+    assert_eq!(blank(&layers, &own_init), blank(&sap, &sap_init));
+    assert!(own_init.ends_with("init.safetensors") && layers.done.ends_with("layers.safetensors"));
+    let search = step_of("lenet-300-100-awt-ntk-sap-layers-d0.05-s201", "search");
+    assert_eq!(Path::new(arg(&search, "--layer-densities-from")), layers.done);
+    assert!(!search.args.iter().any(|a| a == "--layers-from"), "{:?}", search.args);
+    let plain = step_of("lenet-300-100-awt-d0.05-s201", "search");
+    assert_eq!(
+        search.args.iter().filter(|a| !a.contains("awt-ntk-sap-layers") && *a != "--layer-densities-from").count(),
+        plain.args.iter().filter(|a| !a.contains("lenet-300-100-awt-d0.05-s201")).count(),
+        "the plain search's command and one flag more"
+    );
     // The test split, and the validation images held out of training.
     let eval = step_of("lenet-300-100-awt-d0.05-s200", "eval");
     assert_eq!(arg(&eval, "--split"), "test");
     assert_eq!(arg(&step_of("lenet-300-100-awt-d0.05-s200", "train"), "--validation"), "10000");
+}
+
+/// With `[selected]`, a search's ablation takes the selected flags of its density (λ_ker, weights)
+/// under its own: `final-mlp`'s AWT at NTK-SAP's allocation searches as plain AWT does at each density.
+#[test]
+fn a_search_ablation_takes_the_selected_flags_of_its_density() {
+    let spec = crate::spec::load("final-mlp").unwrap();
+    let runs = match expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None) {
+        Ok(runs) => runs,
+        Err(e) => panic!("final-mlp plans from select-mlp's records: {e:#}"),
+    };
+    for d in ["0.05", "0.02"] {
+        let find = |name: &str| runs.iter().find(|r| r.name == name).unwrap();
+        let plain = find(&format!("lenet-300-100-awt-d{d}-s202"));
+        let ab = find(&format!("lenet-300-100-awt-ntk-sap-layers-d{d}-s202"));
+        // Rewound weights at both densities; λ_ker other than the base value at 0.02 only.
+        assert!(plain.flags.contains(&("weights".into(), "rewind".into())), "{d}: {:?}", plain.flags);
+        assert_eq!(plain.flags.iter().any(|(k, _)| k == "lambda-ker"), d == "0.02", "{d}: {:?}", plain.flags);
+        let mut want = plain.flags.clone();
+        want.push(("layers-from".into(), "ntk-sap-global".into()));
+        assert_eq!(ab.flags, want, "{d}");
+    }
 }

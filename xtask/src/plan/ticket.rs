@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use awt_runs::argv::Argv;
+use awt_runs::settings::TicketJob;
 use awt_runs::{TicketRecipe, layout};
 
 use super::argv::{Ctx, step};
@@ -19,15 +20,27 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
         TicketRecipe::None => Vec::new(),
         TicketRecipe::MaskAtInit => vec![step("prune", spec.prune.mask(&job).ablated(&run.flags), ticket.clone())],
         TicketRecipe::Search => {
-            let args = spec.search.ticket(&job).ablated(&run.flags);
+            let mut args = spec.search.ticket(&job).ablated(&run.flags).without("--layers-from");
+            let mut out = Vec::new();
+            if let Some((_, variant)) = run.flags.iter().find(|(k, _)| k == "layers-from") {
+                // Another method's mask of this initialisation, made here with that method's own
+                // command (so it is the mask its runs train), whose per-layer counts the search keeps.
+                let (method, flags) = spec.mask_variant(variant)?;
+                let layers = c.d(layout::LAYERS);
+                let mask = spec.prune.mask(&TicketJob { method, ..c.job(&init, &layers) }).ablated(&flags);
+                out.push(step("layers", mask, layers.clone()));
+                args = args.flag("--layer-densities-from", &layers);
+            }
             let twin = run.rewind_from.as_ref().map(|d| d.join(layout::TICKET)).filter(|t| t.exists());
             if let Some(t) = twin {
                 // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
                 let args = args.flag("--rewind-from", t.display());
-                return Ok(vec![step("search", args, ticket.clone())]);
+                out.push(step("search", args, ticket.clone()));
+                return Ok(out);
             }
             let state = Some(c.d(&format!("{}.{}", layout::TICKET, layout::SEARCH_STATE)).into());
-            vec![Step { resume_from: state, ..step("search", args, ticket.clone()) }]
+            out.push(Step { resume_from: state, ..step("search", args, ticket.clone()) });
+            out
         }
         TicketRecipe::ImpAt => {
             // Lottery tickets: R rounds of (PGD-AT, magnitude pruning to d^(r/R), rewind to the

@@ -80,11 +80,24 @@ accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone brok
 }
 
 /// A row added after the final comparison (docs/protocol.md, "Recorded"): its variant, its name in
-/// the summary, and for a control the row it controls (variant, name).
+/// the summary, and the differences read for it, the first one the row's own (the row is left out
+/// until that one has a paired seed).
 pub(super) struct Added {
     pub variant: &'static str,
     pub label: &'static str,
-    pub control_of: Option<(&'static str, &'static str)>,
+    pub read: &'static [Versus],
+}
+
+/// One difference read for an added row X, paired by seed.
+pub(super) enum Versus {
+    /// AWT − X, worst case and AutoAttack.
+    Awt,
+    /// X − dense, worst case.
+    Dense,
+    /// Y − X for the variant Y (and its name), worst case and AutoAttack: X as Y's control.
+    Of(&'static str, &'static str),
+    /// X − Y, worst case and AutoAttack.
+    Minus(&'static str, &'static str),
 }
 
 /// `a − b` on the worst case and on AutoAttack, paired by seed, with the unadjusted reading.
@@ -106,39 +119,42 @@ fn difference(recs: &[Rec], d: f64, (a, a_label): (&str, &str), (b, b_label): (&
     Some(part)
 }
 
-/// The summary's line for the rows added after the final comparison: for a row, AWT − X (worst
-/// case and AutoAttack) and X − dense (worst case); for a control, the row it controls − X; each
-/// paired by seed with unadjusted intervals and the one rule's reading, and X's own level. Empty
-/// until one of them has a record paired with its reference.
+/// One difference of [`Versus`] for the row `x`, or `None` without a paired seed.
+fn versus(recs: &[Rec], d: f64, awt: &str, x: (&str, &str), v: &Versus) -> Option<String> {
+    match *v {
+        Versus::Awt => difference(recs, d, (awt, "AWT"), x),
+        Versus::Of(y, label) => difference(recs, d, (y, label), x),
+        Versus::Minus(y, label) => difference(recs, d, x, (y, label)),
+        Versus::Dense => {
+            let dense = paired(&scores(recs, x.0, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
+            (dense.n > 0).then(|| {
+                format!("{} − dense on the worst case {}: {}", x.1, dense.pct_ci(), reading_of(&dense, x.1, "dense"))
+            })
+        }
+    }
+}
+
+/// The summary's lines for the rows added after the final comparison, one per row, each with its
+/// differences ([`Versus`]) paired by seed with unadjusted intervals and the one rule's reading, and
+/// X's own level. Empty until one of them has a record paired with its first reference.
 pub(super) fn added(recs: &[Rec], net: &str, d: f64, awt: &str, rows: &[Added]) -> String {
     let mut parts = Vec::new();
     for row in rows {
-        let (x, label) = (row.variant, row.label);
-        let Some(mut part) = (match row.control_of {
-            Some(of) => difference(recs, d, of, (x, label)),
-            None => difference(recs, d, (awt, "AWT"), (x, label)),
-        }) else {
-            continue;
-        };
-        if row.control_of.is_none() {
-            let dense = paired(&scores(recs, x, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
-            if dense.n > 0 {
-                let _ = write!(
-                    part,
-                    "; {label} − dense on the worst case {}: {}",
-                    dense.pct_ci(),
-                    reading_of(&dense, label, "dense")
-                );
-            }
+        let x = (row.variant, row.label);
+        let mut read = row.read.iter();
+        let Some(first) = read.next().and_then(|v| versus(recs, d, awt, x, v)) else { continue };
+        let mut part = first;
+        for more in read.filter_map(|v| versus(recs, d, awt, x, v)) {
+            let _ = write!(part, "; {more}");
         }
-        let own = level(&summary(&values(&scores(recs, x, d, Measure::Worst))));
-        let _ = write!(part, " ({label}'s worst case {own} %)");
-        parts.push(part);
+        let own = level(&summary(&values(&scores(recs, row.variant, d, Measure::Worst))));
+        let _ = write!(part, " ({}'s worst case {own} %)", row.label);
+        parts.push(format!("  - {part}"));
     }
     if parts.is_empty() {
         return String::new();
     }
-    format!("- **{net}, density {d}**: {}.\n", parts.join("; "))
+    format!("- **{net}, density {d}**:\n{}\n", parts.join(";\n"))
 }
 
 /// AWT − X for every other variant X, per measure, paired by seed, with the unadjusted reading
@@ -222,11 +238,16 @@ mod tests {
     #[test]
     fn a_row_added_after_the_comparison_is_summarised_as_exploratory() {
         let rows = [
-            Added { variant: "ntk-sap-global", label: "NTK-SAP", control_of: None },
+            Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
             Added {
                 variant: "ntk-sap-global-shuffled",
                 label: "NTK-SAP shuffled",
-                control_of: Some(("ntk-sap-global", "NTK-SAP")),
+                read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
+            },
+            Added {
+                variant: "awt-layers",
+                label: "AWT at its layers",
+                read: &[Versus::Minus("ntk-sap-global", "NTK-SAP"), Versus::Minus("awt", "AWT")],
             },
         ];
         let mut recs = Vec::new();
@@ -244,7 +265,7 @@ mod tests {
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
             line.starts_with(
-                "- **LeNet-300-100, density 0.05**: AWT − NTK-SAP on the worst case -1.0 [-1.0, -1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack -1.0 [-1.0, -1.0]: NTK-SAP higher; NTK-SAP − dense on the worst case -1.0 [-1.0, -1.0]: dense higher (NTK-SAP's worst case 59.3 ["
+                "- **LeNet-300-100, density 0.05**:\n  - AWT − NTK-SAP on the worst case -1.0 [-1.0, -1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack -1.0 [-1.0, -1.0]: NTK-SAP higher; NTK-SAP − dense on the worst case -1.0 [-1.0, -1.0]: dense higher (NTK-SAP's worst case 59.3 ["
             ),
             "{line}"
         );
@@ -257,7 +278,20 @@ mod tests {
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
             line.contains(
-                "; NTK-SAP − NTK-SAP shuffled on the worst case +1.0 [+1.0, +1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack +1.0 [+1.0, +1.0]: NTK-SAP higher (NTK-SAP shuffled's worst case 58.3 ["
+                ";\n  - NTK-SAP − NTK-SAP shuffled on the worst case +1.0 [+1.0, +1.0] over 3 paired seeds: NTK-SAP higher; on AutoAttack +1.0 [+1.0, +1.0]: NTK-SAP higher (NTK-SAP shuffled's worst case 58.3 ["
+            ),
+            "{line}"
+        );
+        // A row read as X − Y against two variants, at the seeds it pairs with each: 0.5 points
+        // below NTK-SAP and above AWT at two seeds.
+        for seed in 0..2u64 {
+            let j = 0.003 * seed as f64;
+            recs.push(rec("awt-layers", 0.05, seed, (0.81, 0.61, 0.585 + j), 1000, Vec::new()));
+        }
+        let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
+        assert!(
+            line.ends_with(
+                ";\n  - AWT at its layers − NTK-SAP on the worst case -0.5 [-0.5, -0.5] over 2 paired seeds: NTK-SAP higher; on AutoAttack -0.5 [-0.5, -0.5]: NTK-SAP higher; AWT at its layers − AWT on the worst case +0.5 [+0.5, +0.5] over 2 paired seeds: AWT at its layers higher; on AutoAttack +0.5 [+0.5, +0.5]: AWT at its layers higher (AWT at its layers's worst case 58.7 [56.7, 60.6] %)\n"
             ),
             "{line}"
         );

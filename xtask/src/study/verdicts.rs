@@ -12,6 +12,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::data::{Measure, Rec, by_seed, variants};
+use super::exploratory::{Added, Versus};
 use crate::decide::{Statement, holm, test, verdict};
 use crate::stats::paired_diffs as diffs;
 
@@ -28,7 +29,7 @@ pub(super) struct Roles {
     pub random: &'static str,
     /// Exploratory rows added after the final comparison (docs/protocol.md, "Recorded"), with their
     /// names in the summary: outside every family, read with unadjusted intervals.
-    pub added: &'static [super::exploratory::Added],
+    pub added: &'static [Added],
 }
 
 /// LeNet-300-100's roles (`final-mlp`): 9 primary claims per density.
@@ -40,11 +41,30 @@ pub(super) const MLP: Roles = Roles {
     after_training: &["imp-at-matched", "hydra-matched"],
     random: "random",
     added: &[
-        super::exploratory::Added { variant: "ntk-sap-global", label: "NTK-SAP", control_of: None },
-        super::exploratory::Added {
+        Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
+        Added {
             variant: "ntk-sap-global-shuffled",
             label: "NTK-SAP shuffled",
-            control_of: Some(("ntk-sap-global", "NTK-SAP")),
+            read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
+        },
+        Added {
+            variant: "ntk-sap-layerwise",
+            label: "NTK-SAP per layer",
+            read: &[
+                Versus::Awt,
+                Versus::Dense,
+                Versus::Minus("random", "random"),
+                Versus::Of("ntk-sap-global", "NTK-SAP"),
+            ],
+        },
+        Added {
+            variant: "awt-ntk-sap-layers",
+            label: "AWT at NTK-SAP's layers",
+            read: &[
+                Versus::Minus("ntk-sap-global", "NTK-SAP"),
+                Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+                Versus::Minus("awt", "AWT"),
+            ],
         },
     ],
 };
@@ -328,8 +348,9 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
     if !added_md.is_empty() {
         added_md = format!(
             "**Added after the final comparison** (exploratory: docs/protocol.md, \"Recorded\", stated before these runs; \
-outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings ranked globally, and as its control the same masks shuffled within each layer; the same \
-recipe and seeds):\n\n{added_md}\n"
+outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings ranked globally, and as its controls \
+the same masks shuffled within each layer, NTK-SAP ranked per layer (AWT's allocation), and AWT's search keeping in each layer as many \
+weights as NTK-SAP's global mask of its seed (NTK-SAP's allocation); the same recipe and seeds):\n\n{added_md}\n"
         );
     }
     if !appendix.is_empty() {
