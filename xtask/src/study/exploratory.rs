@@ -106,12 +106,10 @@ fn difference(recs: &[Rec], d: f64, (a, a_label): (&str, &str), (b, b_label): (&
     if w.n == 0 {
         return None;
     }
-    let mut part = format!(
-        "{a_label} − {b_label} on the worst case {} over {} paired seeds: {}",
-        w.pct_ci(),
-        w.n,
-        reading_of(&w, a_label, b_label)
-    );
+    // One seed says "(one seed)" in its value already.
+    let over = if w.n > 1 { format!(" over {} paired seeds", w.n) } else { String::new() };
+    let mut part =
+        format!("{a_label} − {b_label} on the worst case {}{over}: {}", w.pct_ci(), reading_of(&w, a_label, b_label));
     let aa = paired(&scores(recs, a, d, Measure::AutoAttack), &scores(recs, b, d, Measure::AutoAttack));
     if aa.n > 0 {
         let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading_of(&aa, a_label, b_label));
@@ -148,7 +146,8 @@ pub(super) fn added(recs: &[Rec], net: &str, d: f64, awt: &str, rows: &[Added]) 
             let _ = write!(part, "; {more}");
         }
         let own = level(&summary(&values(&scores(recs, row.variant, d, Measure::Worst))));
-        let _ = write!(part, " ({}'s worst case {own} %)", row.label);
+        let whose = if row.label.ends_with('s') { format!("{}'", row.label) } else { format!("{}'s", row.label) };
+        let _ = write!(part, " ({whose} worst case {own} %)");
         parts.push(format!("  - {part}"));
     }
     if parts.is_empty() {
@@ -282,6 +281,15 @@ mod tests {
             ),
             "{line}"
         );
+        // One seed: its value, no interval, no count of seeds.
+        recs.push(rec("awt-layers", 0.02, 0, (0.81, 0.61, 0.585), 1000, Vec::new()));
+        recs.push(rec("ntk-sap-global", 0.02, 0, (0.81, 0.61, 0.59), 1000, Vec::new()));
+        recs.push(rec("awt", 0.02, 0, (0.81, 0.61, 0.58), 1000, Vec::new()));
+        let one = added(&recs, "LeNet-300-100", 0.02, "awt", &rows);
+        assert!(
+            one.contains("  - AWT at its layers − NTK-SAP on the worst case -0.5 (one seed): no interval;"),
+            "{one}"
+        );
         // A row read as X − Y against two variants, at the seeds it pairs with each: 0.5 points
         // below NTK-SAP and above AWT at two seeds.
         for seed in 0..2u64 {
@@ -291,7 +299,7 @@ mod tests {
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
             line.ends_with(
-                ";\n  - AWT at its layers − NTK-SAP on the worst case -0.5 [-0.5, -0.5] over 2 paired seeds: NTK-SAP higher; on AutoAttack -0.5 [-0.5, -0.5]: NTK-SAP higher; AWT at its layers − AWT on the worst case +0.5 [+0.5, +0.5] over 2 paired seeds: AWT at its layers higher; on AutoAttack +0.5 [+0.5, +0.5]: AWT at its layers higher (AWT at its layers's worst case 58.7 [56.7, 60.6] %)\n"
+                ";\n  - AWT at its layers − NTK-SAP on the worst case -0.5 [-0.5, -0.5] over 2 paired seeds: NTK-SAP higher; on AutoAttack -0.5 [-0.5, -0.5]: NTK-SAP higher; AWT at its layers − AWT on the worst case +0.5 [+0.5, +0.5] over 2 paired seeds: AWT at its layers higher; on AutoAttack +0.5 [+0.5, +0.5]: AWT at its layers higher (AWT at its layers' worst case 58.7 [56.7, 60.6] %)\n"
             ),
             "{line}"
         );
