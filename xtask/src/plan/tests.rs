@@ -327,13 +327,14 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         "ntk-sap-layerwise",
         "awt-ntk-sap-layers",
         "synflow-shuffled",
+        "random-erk",
     ] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 161);
+    assert_eq!(runs.len(), 171);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
@@ -371,6 +372,7 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     assert_eq!(arg(&step_of("lenet-300-100-snip-layerwise-d0.05-s201", "prune"), "--allocation"), "uniform");
     assert!(!step_of("lenet-300-100-random-d0.05-s200", "prune").args.iter().any(|a| a == "--allocation"));
     assert_eq!(arg(&step_of("lenet-300-100-ntk-sap-layerwise-d0.02-s203", "prune"), "--allocation"), "uniform");
+    assert_eq!(arg(&step_of("lenet-300-100-random-erk-d0.05-s202", "prune"), "--allocation"), "erk");
     let shuffled = step_of("lenet-300-100-synflow-shuffled-d0.02-s204", "prune");
     assert_eq!((arg(&shuffled, "--allocation"), arg(&shuffled, "--shuffle")), ("global", "layer"));
     // AWT at NTK-SAP's allocation: its run makes the ntk-sap-global run's mask with that run's own
