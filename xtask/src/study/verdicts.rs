@@ -71,6 +71,16 @@ pub(super) const MLP: Roles = Roles {
             label: "SynFlow shuffled",
             read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
         },
+        Added {
+            variant: "random-erk",
+            label: "random ERK",
+            read: &[
+                Versus::Awt,
+                Versus::Dense,
+                Versus::Minus("random", "random"),
+                Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+            ],
+        },
     ],
 };
 
@@ -355,7 +365,7 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
             "**Added after the final comparison** (exploratory: docs/protocol.md, \"Recorded\", stated before these runs; \
 outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings ranked globally, and as its controls \
 the same masks shuffled within each layer, NTK-SAP ranked per layer (AWT's allocation), and AWT's search keeping in each layer as many \
-weights as NTK-SAP's global mask of its seed (NTK-SAP's allocation); SynFlow's masks shuffled within each layer the same way; the same recipe and seeds):\n\n{added_md}\n"
+weights as NTK-SAP's global mask of its seed (NTK-SAP's allocation); SynFlow's masks shuffled within each layer the same way; random masks at Erdős–Rényi-kernel layer densities; the same recipe and seeds):\n\n{added_md}\n"
         );
     }
     if !appendix.is_empty() {
