@@ -88,6 +88,45 @@ pub(super) struct Added {
     pub read: &'static [Versus],
 }
 
+/// LeNet-300-100's rows added after the final comparison (`final-mlp`; docs/protocol.md, "Recorded").
+pub(super) const MLP_ADDED: &[Added] = &[
+    Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
+    Added {
+        variant: "ntk-sap-global-shuffled",
+        label: "NTK-SAP shuffled",
+        read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
+    },
+    Added {
+        variant: "ntk-sap-layerwise",
+        label: "NTK-SAP per layer",
+        read: &[Versus::Awt, Versus::Dense, Versus::Minus("random", "random"), Versus::Of("ntk-sap-global", "NTK-SAP")],
+    },
+    Added {
+        variant: "awt-ntk-sap-layers",
+        label: "AWT at NTK-SAP's layers",
+        read: &[
+            Versus::Minus("ntk-sap-global", "NTK-SAP"),
+            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+            Versus::Minus("awt", "AWT"),
+        ],
+    },
+    Added {
+        variant: "synflow-shuffled",
+        label: "SynFlow shuffled",
+        read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
+    },
+    Added {
+        variant: "random-erk",
+        label: "random ERK",
+        read: &[
+            Versus::Awt,
+            Versus::Dense,
+            Versus::Minus("random", "random"),
+            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+        ],
+    },
+];
+
 /// One difference read for an added row X, paired by seed.
 pub(super) enum Versus {
     /// AWT − X, worst case and AutoAttack.

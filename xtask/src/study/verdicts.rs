@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::data::{Measure, Rec, by_seed, variants};
-use super::exploratory::{Added, Versus};
+use super::exploratory::{Added, MLP_ADDED};
 use crate::decide::{Statement, holm, test, verdict};
 use crate::stats::paired_diffs as diffs;
 
@@ -40,48 +40,7 @@ pub(super) const MLP: Roles = Roles {
     at_init: &["random", "snip", "synflow"],
     after_training: &["imp-at-matched", "hydra-matched"],
     random: "random",
-    added: &[
-        Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
-        Added {
-            variant: "ntk-sap-global-shuffled",
-            label: "NTK-SAP shuffled",
-            read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
-        },
-        Added {
-            variant: "ntk-sap-layerwise",
-            label: "NTK-SAP per layer",
-            read: &[
-                Versus::Awt,
-                Versus::Dense,
-                Versus::Minus("random", "random"),
-                Versus::Of("ntk-sap-global", "NTK-SAP"),
-            ],
-        },
-        Added {
-            variant: "awt-ntk-sap-layers",
-            label: "AWT at NTK-SAP's layers",
-            read: &[
-                Versus::Minus("ntk-sap-global", "NTK-SAP"),
-                Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
-                Versus::Minus("awt", "AWT"),
-            ],
-        },
-        Added {
-            variant: "synflow-shuffled",
-            label: "SynFlow shuffled",
-            read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
-        },
-        Added {
-            variant: "random-erk",
-            label: "random ERK",
-            read: &[
-                Versus::Awt,
-                Versus::Dense,
-                Versus::Minus("random", "random"),
-                Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
-            ],
-        },
-    ],
+    added: MLP_ADDED,
 };
 
 /// LeNet-5-Caffe's (`final-lenet5`): 7 claims, without SNIP and IMP-AT.
