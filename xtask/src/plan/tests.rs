@@ -328,13 +328,14 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         "awt-ntk-sap-layers",
         "synflow-shuffled",
         "random-erk",
+        "snip-shuffled",
     ] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 171);
+    assert_eq!(runs.len(), 181);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();

@@ -125,6 +125,7 @@ pub(super) const MLP_ADDED: &[Added] = &[
             Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
         ],
     },
+    Added { variant: "snip-shuffled", label: "SNIP shuffled", read: &[Versus::Of("snip", "SNIP"), Versus::Awt] },
 ];
 
 /// One difference read for an added row X, paired by seed.
