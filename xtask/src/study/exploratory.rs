@@ -289,17 +289,17 @@ mod tests {
                 read: &[Versus::Minus("ntk-sap-global", "NTK-SAP"), Versus::Minus("awt", "AWT")],
             },
         ];
+        // Seeds 0..n of a variant at density d, the worst case `worst` + 0.3 points per seed.
+        let seeds = |recs: &mut Vec<Rec>, v: &str, d: f64, n: u64, (clean, aa, worst): (f64, f64, f64)| {
+            for seed in 0..n {
+                recs.push(rec(v, d, seed, (clean, aa, worst + 0.003 * seed as f64), 1000, Vec::new()));
+            }
+        };
         let mut recs = Vec::new();
-        for seed in 0..3u64 {
-            let j = 0.003 * seed as f64;
-            recs.push(rec("awt", 0.05, seed, (0.80, 0.60, 0.58 + j), 1000, Vec::new()));
-            recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60 + j), 1000, Vec::new()));
-        }
+        seeds(&mut recs, "awt", 0.05, 3, (0.80, 0.60, 0.58));
+        seeds(&mut recs, "dense", 1.0, 3, (0.85, 0.62, 0.60));
         assert_eq!(added(&recs, "LeNet-300-100", 0.05, "awt", &rows), "");
-        for seed in 0..3u64 {
-            let j = 0.003 * seed as f64;
-            recs.push(rec("ntk-sap-global", 0.05, seed, (0.81, 0.61, 0.59 + j), 1000, Vec::new()));
-        }
+        seeds(&mut recs, "ntk-sap-global", 0.05, 3, (0.81, 0.61, 0.59));
         recs.push(rec("ntk-sap-global", 0.02, 7, (0.7, 0.5, 0.5), 1000, Vec::new()));
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
@@ -310,10 +310,7 @@ mod tests {
         );
         assert_eq!(added(&recs, "LeNet-300-100", 0.02, "awt", &rows), "", "no AWT seed to pair with");
         // The control, read against the row it controls (NTK-SAP 1 point above it at every seed).
-        for seed in 0..3u64 {
-            let j = 0.003 * seed as f64;
-            recs.push(rec("ntk-sap-global-shuffled", 0.05, seed, (0.81, 0.61, 0.58 + j), 1000, Vec::new()));
-        }
+        seeds(&mut recs, "ntk-sap-global-shuffled", 0.05, 3, (0.81, 0.61, 0.58));
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
             line.contains(
@@ -332,10 +329,7 @@ mod tests {
         );
         // A row read as X − Y against two variants, at the seeds it pairs with each: 0.5 points
         // below NTK-SAP and above AWT at two seeds.
-        for seed in 0..2u64 {
-            let j = 0.003 * seed as f64;
-            recs.push(rec("awt-layers", 0.05, seed, (0.81, 0.61, 0.585 + j), 1000, Vec::new()));
-        }
+        seeds(&mut recs, "awt-layers", 0.05, 2, (0.81, 0.61, 0.585));
         let line = added(&recs, "LeNet-300-100", 0.05, "awt", &rows);
         assert!(
             line.ends_with(
