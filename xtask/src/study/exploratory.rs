@@ -82,6 +82,7 @@ accuracy (worst case of PGD-20, APGD-CE, APGD-DLR), {aa}, what Square alone brok
 /// A row added after the final comparison (docs/protocol.md, "Recorded"): its variant, its name in
 /// the summary, and the differences read for it, the first one the row's own (the row is left out
 /// until that one has a paired seed).
+#[derive(Clone, Copy)]
 pub(super) struct Added {
     pub variant: &'static str,
     pub label: &'static str,
@@ -129,6 +130,7 @@ pub(super) const MLP_ADDED: &[Added] = &[
 ];
 
 /// One difference read for an added row X, paired by seed.
+#[derive(Clone, Copy)]
 pub(super) enum Versus {
     /// AWT − X, worst case and AutoAttack.
     Awt,
@@ -276,13 +278,11 @@ mod tests {
     /// before it has a record, or where it has no seed paired with AWT.
     #[test]
     fn a_row_added_after_the_comparison_is_summarised_as_exploratory() {
+        // The study's first two rows (NTK-SAP and its shuffle), and a made-up third.
+        assert_eq!((MLP_ADDED[0].variant, MLP_ADDED[1].variant), ("ntk-sap-global", "ntk-sap-global-shuffled"));
         let rows = [
-            Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
-            Added {
-                variant: "ntk-sap-global-shuffled",
-                label: "NTK-SAP shuffled",
-                read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
-            },
+            MLP_ADDED[0],
+            MLP_ADDED[1],
             Added {
                 variant: "awt-layers",
                 label: "AWT at its layers",
