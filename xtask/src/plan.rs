@@ -190,7 +190,7 @@ struct RunKey<'a> {
 /// Every setting that shapes a run, as text: its hash names the run's folder.
 fn canonical_text(spec: &Spec, settings: &str, k: RunKey, flags: &[(String, String)]) -> String {
     let RunKey { arch, method, density, seed } = k;
-    let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    let extra: String = flags.iter().map(|(k, v)| format!(" {k}={v}{}", made_by(spec, k, v))).collect();
     // A method's own table shapes its runs (study v2 presets hash it; earlier ones did not).
     let own = match (spec.hash_method_tables, method) {
         (true, "imp-at") => spec.raw.get("imp").map(|t| format!(" imp={t}")).unwrap_or_default(),
@@ -198,6 +198,20 @@ fn canonical_text(spec: &Spec, settings: &str, k: RunKey, flags: &[(String, Stri
         _ => String::new(),
     };
     format!("arch={arch} method={method} density={density} seed={seed} {settings}{own}{extra}")
+}
+
+/// What makes the mask a search's `layers-from` names — its method and `awt prune` flags — as text
+/// for the hash: a change of that variant's flags renames the runs that keep its layer counts as well
+/// as its own, so the runner re-makes both (empty for any other flag).
+fn made_by(spec: &Spec, flag: &str, value: &str) -> String {
+    if flag != "layers-from" {
+        return String::new();
+    }
+    // The name was checked when the spec was read; a name that resolves to nothing keeps the text
+    // it has.
+    let Ok((method, flags)) = spec.mask_variant(value) else { return String::new() };
+    let flags: String = flags.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    format!("[method={method}{flags}]")
 }
 
 /// An ablation's run flags at `density`: with `[selected]`, a search's selected flags (its λ_ker and

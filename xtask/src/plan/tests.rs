@@ -329,13 +329,14 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
         "synflow-shuffled",
         "random-erk",
         "snip-shuffled",
+        "awt-erk-layers",
     ] {
         assert_eq!(seeds(v), [200, 201, 202, 203, 204], "{v}");
     }
     for v in ["magnitude", "grasp", "imp-at", "hydra", "snip-layerwise", "synflow-layerwise"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 181);
+    assert_eq!(runs.len(), 191);
     let e = spec.train.epochs;
     let step_of = |name: &str, step: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
@@ -424,4 +425,34 @@ fn a_search_ablation_takes_the_selected_flags_of_its_density() {
         want.push(("layers-from".into(), "ntk-sap-global".into()));
         assert_eq!(ab.flags, want, "{d}");
     }
+}
+
+/// A search that keeps another variant's layer counts (`layers-from`) hashes what makes that mask:
+/// a change of `ntk-sap-global`'s flags renames its own runs and AWT's at its counts, and no other.
+#[test]
+fn a_change_of_the_variant_a_search_keeps_the_counts_of_renames_both() {
+    let p = crate::workspace::root().join("experiments/final-mlp.toml");
+    let text = std::fs::read_to_string(&p).unwrap();
+    let own = "name = \"global\"\nmethod = \"ntk-sap\"\ndensities = [0.05, 0.02]\nseeds = [200, 201, 202, 203, 204]\nflags = { allocation = \"global\" }";
+    assert_eq!(text.matches(own).count(), 1, "final-mlp's ntk-sap-global ablation as written");
+    let plan = |text: &str| {
+        let spec = crate::spec::parse(text, &p, "final-mlp").unwrap();
+        expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap()
+    };
+    let (runs, again) = (plan(&text), plan(&text.replace(own, &own.replace("\" }", "\", shuffle = \"layer\" }"))));
+    assert_eq!(runs.len(), again.len());
+    let mut renamed = 0;
+    for (a, b) in runs.iter().zip(&again) {
+        assert_eq!(a.name, b.name);
+        let keeps = a.name.contains("-ntk-sap-global-d") || a.name.contains("-awt-ntk-sap-layers-");
+        assert_eq!(a.dir != b.dir, keeps, "{}", a.name);
+        renamed += usize::from(keeps);
+    }
+    assert_eq!(renamed, 20);
+    let layers = runs.iter().find(|r| r.name == "lenet-300-100-awt-ntk-sap-layers-d0.05-s200").unwrap();
+    assert!(
+        layers.canonical.ends_with(" layers-from=ntk-sap-global[method=ntk-sap allocation=global]"),
+        "{}",
+        layers.canonical
+    );
 }

@@ -127,6 +127,15 @@ pub(super) const MLP_ADDED: &[Added] = &[
         ],
     },
     Added { variant: "snip-shuffled", label: "SNIP shuffled", read: &[Versus::Of("snip", "SNIP"), Versus::Awt] },
+    Added {
+        variant: "awt-erk-layers",
+        label: "AWT at ERK's layers",
+        read: &[
+            Versus::Minus("awt", "AWT"),
+            Versus::Minus("random-erk", "random ERK"),
+            Versus::Minus("awt-ntk-sap-layers", "AWT at NTK-SAP's layers"),
+        ],
+    },
 ];
 
 /// One difference read for an added row X, paired by seed.

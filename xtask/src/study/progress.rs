@@ -87,7 +87,13 @@ recorded median per run of their variant, and the CPUs the recorded runs compute
                 let h = compute::hours_left(&recs, &left);
                 to_go += h.unwrap_or(0.0);
                 unplanned |= h.is_none() && !left.is_empty();
-                let cell = format!("{} of {}", runs.len() - left.len(), runs.len());
+                let done = runs.len() - left.len();
+                let mut cell = format!("{done} of {}", runs.len());
+                // Records this plan does not count: a run's settings changed since (it is run again
+                // and its record replaced), or a run the preset no longer plans.
+                if recs.len() > done {
+                    cell += &format!(" ({} more under other settings)", recs.len() - done);
+                }
                 let by_cpu = by_cpu(&recs, &left);
                 let estimate = match (h, by_cpu.len()) {
                     (None, _) => {
