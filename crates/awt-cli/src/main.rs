@@ -6,6 +6,7 @@
 
 mod args;
 mod commands;
+mod counts;
 mod device_check;
 mod dynamics;
 mod eval;

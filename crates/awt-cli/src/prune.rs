@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use awt_base::Staged;
 use awt_nets::{Arch, Net};
-use awt_prune::{Allocation, scores, select_keeping};
+use awt_prune::{Allocation, Target, scores, select_keeping};
 use awt_runs::{Density, Method, TicketRecipe, layout};
 use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
@@ -30,6 +30,11 @@ pub(crate) struct PruneArgs {
     /// How the density is spread over layers.
     #[arg(long, value_enum, default_value_t = AllocArg::Uniform)]
     pub allocation: AllocArg,
+    /// Masks at initialisation: keep in each layer as many weights as this masked checkpoint of the
+    /// same architecture keeps there (another method's allocation over layers), by this method's own
+    /// scores in each layer, instead of --allocation; its overall density must be --density.
+    #[arg(long, value_name = "MASKED", conflicts_with = "allocation")]
+    pub layer_densities_from: Option<PathBuf>,
     /// Prune the output layer like the others, or keep it dense (counted in --density).
     #[arg(long, value_enum, default_value_t = OutputLayerArg::Pruned)]
     pub output_layer: OutputLayerArg,
@@ -124,7 +129,15 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
     };
     let vars: BTreeMap<String, Var> = net.weights().map(|(k, v)| (k.clone(), v.clone())).collect();
     let dense = a.output_layer.keep_dense(net.arch());
-    let select = |s: &BTreeMap<String, Tensor>| select_keeping(s, a.density, alloc, &dense);
+    let counts = match &a.layer_densities_from {
+        Some(p) => Some(crate::counts::fitting(p, net, a.density, &dense)?),
+        None => None,
+    };
+    let target = match &counts {
+        Some(c) => Target::Counts(c),
+        None => Target::Density { density: a.density, alloc, dense: &dense },
+    };
+    let select = |s: &BTreeMap<String, Tensor>| target.select(s);
     let masks = match a.method.0 {
         Method::Random => select(&scores::random(&weights(net), a.seed)?)?,
         Method::Magnitude => select(&scores::magnitude(&weights(net))?)?,
@@ -136,10 +149,8 @@ pub(crate) fn prune_masks(net: &Net, a: &PruneArgs) -> Result<BTreeMap<String, T
             let (x, y) = batch()?;
             select(&grasp_scores(net, &x, &y)?)?
         }
-        Method::Synflow => {
-            scores::synflow(&net.stages(), &net.arch().input_shape(), a.density, alloc, a.rounds, &dense)?
-        }
-        Method::NtkSap => crate::prune_sap::masks(net, &a.ntk_sap, a.density, a.seed, alloc, &dense)?,
+        Method::Synflow => scores::synflow(&net.stages(), &net.arch().input_shape(), target, a.rounds)?,
+        Method::NtkSap => crate::prune_sap::masks(net, &a.ntk_sap, a.seed, target)?,
         Method::Hydra | Method::ImpAt | Method::Dense | Method::Ntt | Method::Awt => {
             bail!("--method {}: not a mask at initialisation", value_name(&a.method))
         }
@@ -346,6 +357,7 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     if let Some(r) = &a.rewind {
         inputs.push(("--rewind", r.as_path()));
     }
+    inputs.extend(a.layer_densities_from.as_deref().map(|p| ("--layer-densities-from", p)));
     let (imp_work, hydra_work) = (crate::files::beside(&a.out, "imp"), crate::files::beside(&a.out, "hydra"));
     let _owned = crate::files::own("--out", &a.out, &[&imp_work, &hydra_work], &inputs)?;
     if a.batch == 0 {
@@ -353,7 +365,11 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     }
     // What only a mask at initialisation takes (the methods named from the run contract).
     let after_training = a.rewind.is_some() || matches!(a.method.0, Method::ImpAt | Method::Hydra);
-    for (flag, given) in [("--rescale", a.rescale != RescaleArg::None), ("--shuffle", a.shuffle != ShuffleArg::None)] {
+    for (flag, given) in [
+        ("--rescale", a.rescale != RescaleArg::None),
+        ("--shuffle", a.shuffle != ShuffleArg::None),
+        ("--layer-densities-from", a.layer_densities_from.is_some()),
+    ] {
         if given && after_training {
             bail!(
                 "{flag} applies to masks at initialisation ({}), not to --rewind, hydra or imp-at",
@@ -393,7 +409,17 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     net.apply_masks()?;
     net.meta.insert("method".into(), value_name(&a.method));
     net.meta.insert("density".into(), a.density.to_string());
-    net.meta.insert("allocation".into(), value_name(&a.allocation));
+    match &a.layer_densities_from {
+        Some(p) => {
+            let counts = awt_prune::kept_counts(&masks)?;
+            net.meta.insert("allocation".into(), "counts".into());
+            net.meta.insert("layer_keep".into(), crate::counts::as_text(&counts));
+            net.meta.insert("layer_densities_from".into(), p.display().to_string());
+        }
+        None => {
+            net.meta.insert("allocation".into(), value_name(&a.allocation));
+        }
+    }
     if a.output_layer == OutputLayerArg::Dense {
         net.meta.insert("output_layer".into(), "dense".into());
     }

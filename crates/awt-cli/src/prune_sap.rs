@@ -6,11 +6,10 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use awt_base::{Rng, Staged};
 use awt_nets::{Init, Net};
+use awt_prune::Masks;
 use awt_prune::scores::{self, SapDraw};
-use awt_prune::{Allocation, Masks};
 use candle_core::{DType, Tensor};
 
-use awt_runs::Density;
 use clap::Args;
 
 /// `awt prune`'s NTK-SAP flags.
@@ -39,14 +38,7 @@ const MAX_INPUTS: usize = 4096;
 /// default), directions `δ ~ N(0, I)` on its weights and `--ntk-sap-inputs` inputs `~ N(0, 1)`
 /// (standing for standardised data); the draws of round r are `Rng::new(--seed).derive("ntk-sap")`
 /// forked at `r · draws + j`.
-pub(crate) fn masks(
-    net: &Net,
-    a: &SapArgs,
-    density: Density,
-    seed: u64,
-    alloc: Allocation,
-    dense: &[String],
-) -> Result<Masks> {
+pub(crate) fn masks(net: &Net, a: &SapArgs, seed: u64, target: awt_prune::Target) -> Result<Masks> {
     let (rounds, draws, n) = (a.ntk_sap_rounds, a.ntk_sap_draws, a.ntk_sap_inputs);
     if n == 0 || n > MAX_INPUTS {
         bail!("--ntk-sap-inputs must be in 1..={MAX_INPUTS} (NTK-SAP's reference scores 100), got {n}");
@@ -81,7 +73,7 @@ pub(crate) fn masks(
         Ok(SapDraw { stages: fresh.stages(), directions, inputs: Tensor::from_vec(x, shape.as_slice(), &dev)? })
     };
     let weights: BTreeMap<String, Tensor> = net.weights().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    let masks = scores::ntk_sap(&weights, &mut draw, density, alloc, rounds, draws, a.ntk_sap_eps, dense)?;
+    let masks = scores::ntk_sap(&weights, &mut draw, target, rounds, draws, a.ntk_sap_eps)?;
     pb.finish_and_clear();
     Ok(masks)
 }

@@ -90,24 +90,6 @@ pub(crate) struct TicketArgs {
     pub layer_densities_from: Option<PathBuf>,
 }
 
-/// The weights each layer of `path`'s masks keeps (`--layer-densities-from`), checked against `arch`.
-fn layer_counts(
-    path: &std::path::Path,
-    arch: &Arch,
-    dev: &Device,
-) -> Result<std::collections::BTreeMap<String, usize>> {
-    let flag = format!("--layer-densities-from {}", path.display());
-    let net = awt_nets::load(path, Some(arch), DType::F32, dev).with_context(|| flag.clone())?.net;
-    if net.arch() != arch {
-        bail!("{flag}: it is a {} network, the --model a {}", net.arch(), arch);
-    }
-    let missing: Vec<String> = net.weight_names().into_iter().filter(|k| !net.masks().contains_key(k)).collect();
-    if !missing.is_empty() {
-        bail!("{flag}: it has no mask for {} (a masked checkpoint is needed, e.g. `awt prune`'s)", missing.join(", "));
-    }
-    awt_prune::kept_counts(net.masks()).with_context(|| flag)
-}
-
 impl TicketArgs {
     pub(crate) fn config(&self, train_len: usize, arch: &Arch, dev: &Device) -> Result<ValidSearchConfig> {
         let method = match self.method {
@@ -156,7 +138,7 @@ impl TicketArgs {
             seed: self.seed,
             keep_dense: self.output_layer.keep_dense(arch),
             layer_keep: match &self.layer_densities_from {
-                Some(p) => layer_counts(p, arch, dev)?,
+                Some(p) => crate::counts::layer_counts(p, arch, dev)?,
                 None => Default::default(),
             },
         };

@@ -1,5 +1,6 @@
-//! `awt ticket --layer-densities-from`: a search given another mask's allocation over layers keeps
-//! that mask's count in every layer, by its own criterion, and refuses a file it cannot use.
+//! `--layer-densities-from`: a search (`awt ticket`) or a score (`awt prune`) given another mask's
+//! allocation over layers keeps that mask's count in every layer, by its own criterion, and refuses a
+//! file it cannot use.
 
 mod common;
 
@@ -77,4 +78,54 @@ fn a_search_keeps_another_masks_layer_counts_and_refuses_a_file_it_cannot_use() 
     fails(&refs(&ticket("0.05", Some(&global), &global)), "--out");
     assert!(!bad.exists(), "nothing written on a refusal");
     assert_eq!(masks(&global), g, "the given file is left as it was");
+}
+
+#[test]
+fn a_score_keeps_another_masks_layer_counts_and_refuses_what_it_cannot_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let init = p("init.safetensors");
+    ok(&["init", "--arch", "lenet-300-100", "--seed", "4", "--out", s(&init)]);
+    let prune = |method: &str, density: &str, more: &[&str], out: &Path| -> Vec<String> {
+        let a = ["prune", "--method", method, "--density", density, "--seed", "5", "--output-layer", "dense"];
+        // Each method's own settings, small.
+        let b: &[&str] = match method {
+            "snip" => &["--batch", "32"],
+            "synflow" => &["--rounds", "5"],
+            "ntk-sap" => &["--ntk-sap-rounds", "2", "--ntk-sap-draws", "1", "--ntk-sap-inputs", "8"],
+            _ => &[],
+        };
+        let c = ["--model", s(&init), "--out", s(out)];
+        [&a[..], b, more, &c[..]].concat().iter().map(|x| x.to_string()).collect()
+    };
+    let erk = p("erk.safetensors");
+    ok(&refs(&prune("random", "0.05", &["--allocation", "erk"], &erk)));
+    let e = masks(&erk);
+    let from = ["--layer-densities-from", s(&erk)];
+    for method in ["magnitude", "snip", "synflow", "ntk-sap"] {
+        let (held, own) = (p(&format!("{method}-held.safetensors")), p(&format!("{method}.safetensors")));
+        ok(&refs(&prune(method, "0.05", &from, &held)));
+        ok(&refs(&prune(method, "0.05", &[], &own)));
+        let (h, o) = (masks(&held), masks(&own));
+        for k in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+            assert_eq!(h[k].0, e[k].0, "{method}, {k}: the given count");
+        }
+        assert_ne!(o["fc1.weight"].0, e["fc1.weight"].0, "{method}: without the flag, its own allocation");
+        assert!(h["fc1.weight"].1 != e["fc1.weight"].1, "{method}: its own choice, not the given mask");
+        let meta = awt_nets::load(&held, None, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap().net.meta;
+        assert_eq!(meta["allocation"], "counts", "{method}");
+        assert!(meta["layer_keep"].contains(&format!("fc1.weight:{}", e["fc1.weight"].0)), "{}", meta["layer_keep"]);
+    }
+    // What it cannot use, each named, and nothing written.
+    let bad = p("bad.safetensors");
+    fails(&refs(&prune("snip", "0.05", &[&from[..], &["--allocation", "global"]].concat(), &bad)), "--allocation");
+    let e1 = fails(&refs(&prune("snip", "0.1", &from, &bad)), "--layer-densities-from");
+    assert!(e1.contains("layer counts keep"), "{e1}");
+    let e2 = fails(&refs(&prune("snip", "0.05", &["--layer-densities-from", s(&init)], &bad)), "no mask");
+    assert!(e2.contains("--layer-densities-from"), "{e2}");
+    fails(&refs(&prune("random", "0.05", &from, &erk)), "--out");
+    let rewind = ["--rewind", s(&init)];
+    fails(&refs(&prune("magnitude", "0.05", &[&from[..], &rewind[..]].concat(), &bad)), "--layer-densities-from");
+    assert!(!bad.exists(), "nothing written on a refusal");
+    assert_eq!(masks(&erk), e, "the given file is left as it was");
 }

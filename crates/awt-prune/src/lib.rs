@@ -35,8 +35,10 @@ mod rescale;
 pub mod scores;
 mod shuffle;
 mod structure;
+mod target;
 
 pub use alloc::{Allocation, Masks, PruneError, kept_counts, layer_densities, select, select_counts, select_keeping};
 pub use rescale::rescale_kept;
 pub use shuffle::shuffle_within_layers;
 pub use structure::{CutOff, cut_off};
+pub use target::{Target, check_counts};

@@ -18,10 +18,9 @@
 use std::collections::BTreeMap;
 
 use awt_base::{Stage, Weighted};
-use awt_runs::Density;
 use candle_core::{DType, Tensor, Var};
 
-use crate::alloc::{Allocation, Masks, PruneError, Scores};
+use crate::alloc::{Masks, PruneError, Scores};
 
 /// NTK-SAP's perturbation size ε (the reference code's default).
 pub const NTK_SAP_EPSILON: f64 = 0.01;
@@ -139,19 +138,16 @@ pub fn ntk_sap_scores(
 }
 
 /// NTK-SAP's masks: `rounds` rounds, each scoring [`ntk_sap_scores`] over `draws` draws
-/// `draw(round, j)` (round from 0) at the current masks and re-selecting them at density
-/// `d^((round+1)/rounds)`; `masks` starts all ones over `weights` (their names and shapes). The
-/// layers named in `dense` are kept whole and counted in the density ([`crate::select_keeping`]).
-#[allow(clippy::too_many_arguments)]
+/// `draw(round, j)` (round from 0) at the current masks and re-selecting them toward `target` on the
+/// exponential schedule ([`crate::Target::select_round`]: density `d^((round+1)/rounds)`, or each
+/// layer toward its count); `masks` starts all ones over `weights` (their names and shapes).
 pub fn ntk_sap(
     weights: &BTreeMap<String, Tensor>,
     draw: &mut dyn FnMut(usize, usize) -> candle_core::Result<SapDraw>,
-    density: Density,
-    alloc: Allocation,
+    target: crate::Target,
     rounds: usize,
     draws: usize,
     eps: f64,
-    dense: &[String],
 ) -> Result<Masks, PruneError> {
     if rounds == 0 {
         return Err(PruneError::Invalid("NTK-SAP needs at least one round".into()));
@@ -164,7 +160,7 @@ pub fn ntk_sap(
             .into_iter()
             .map(|(k, s)| Ok((k.clone(), s.to_dtype(weights[&k].dtype())?)))
             .collect::<candle_core::Result<_>>()?;
-        masks = crate::select_keeping(&scores, crate::alloc::after_round(density, r + 1, rounds), alloc, dense)?;
+        masks = target.select_round(&scores, r + 1, rounds)?;
     }
     Ok(masks)
 }

@@ -1,13 +1,12 @@
 //! Pruning scores at initialisation. Higher score = more important = kept.
 
-use awt_runs::Density;
 use std::collections::BTreeMap;
 
 use awt_base::{Rng, Stage, Weighted};
 use candle_core::{DType, Device, Tensor, Var};
 
 pub use crate::alloc::Scores;
-use crate::alloc::{Allocation, Masks, PruneError};
+use crate::alloc::{Masks, PruneError};
 pub use crate::ntk_sap::{NTK_SAP_EPSILON, SapDraw, ntk_sap, ntk_sap_scores};
 
 /// |w|.
@@ -124,18 +123,16 @@ pub fn grasp(
 
 /// SynFlow (Tanaka et al. 2020): data-free and iterative. Each of `rounds` rounds scores
 /// `|w| ⊙ ∂R/∂|w|` with `R = Σ f(1; |w| ⊙ m)` (all-ones input, absolute weights and biases, current
-/// masks, in f64), and re-selects masks at density `d^(r/rounds)` (the exponential schedule). The
+/// masks, in f64), and re-selects masks toward `target` on the exponential schedule
+/// ([`crate::Target::select_round`]: density `d^(r/rounds)`, or each layer toward its count). The
 /// all-ones input enters the first layer, as in SynFlow's code, where inputs are standardised by
 /// the data pipeline: a `Standardize` stage of the net is left out (through it the first layer
-/// would see `(1 − μ)/σ`, which weighs the absolute biases differently against the weights). The
-/// layers named in `dense` are kept whole and counted in the density ([`crate::select_keeping`]).
+/// would see `(1 − μ)/σ`, which weighs the absolute biases differently against the weights).
 pub fn synflow(
     stages: &[Stage],
     input_shape: &[usize],
-    density: Density,
-    alloc: Allocation,
+    target: crate::Target,
     rounds: usize,
-    dense: &[String],
 ) -> Result<Masks, PruneError> {
     if rounds == 0 {
         return Err(PruneError::Invalid("SynFlow needs at least one round".into()));
@@ -179,7 +176,7 @@ pub fn synflow(
             .iter()
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().mul(&g[k])?.mul(&masks[k])?)))
             .collect::<candle_core::Result<_>>()?;
-        masks = crate::select_keeping(&scores, crate::alloc::after_round(density, r, rounds), alloc, dense)?;
+        masks = target.select_round(&scores, r, rounds)?;
     }
     Ok(masks)
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use awt_base::{Rng, Staged};
 use awt_nets::{Arch, Init, Net};
-use awt_prune::{Allocation, kept_counts, layer_densities, scores, select, select_counts, select_keeping};
+use awt_prune::{Allocation, Target, kept_counts, layer_densities, scores, select, select_counts, select_keeping};
 use candle_core::{DType, Device, Tensor, Var};
 
 /// The density `x`.
@@ -166,8 +166,9 @@ fn grasp_hessian_gradient_product_is_exact_on_a_quadratic() {
 #[test]
 fn synflow_reaches_the_density_without_emptying_layers_and_is_deterministic() {
     let net = Net::init(&Arch::Lenet5Caffe, Init::KaimingUniform, 2, DType::F32, &Device::Cpu).unwrap();
-    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], d(0.05), Allocation::Uniform, 20, &[]).unwrap();
-    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], d(0.05), Allocation::Uniform, 20, &[]).unwrap();
+    let t = Target::Density { density: d(0.05), alloc: Allocation::Uniform, dense: &[] };
+    let a = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], t, 20).unwrap();
+    let b = awt_prune::scores::synflow(&net.stages(), &[1, 28, 28], t, 20).unwrap();
     for (k, m) in &a {
         assert_eq!(vals(m), vals(&b[k]));
     }

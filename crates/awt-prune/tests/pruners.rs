@@ -17,7 +17,7 @@ use awt_base::{Staged, Weighted};
 use awt_nets::testing::formula_net;
 use awt_nets::{Arch, InputNorm, Net};
 use awt_prune::scores::{self, GRASP_TEMPERATURE, SapDraw, Scores};
-use awt_prune::{Allocation, Masks, PruneError, select};
+use awt_prune::{Allocation, Masks, PruneError, Target, select};
 use awt_runs::Density;
 use candle_core::{DType, Device, Module, Tensor, Var};
 use serde_json::Value;
@@ -148,7 +148,8 @@ fn check(key: &str, arch: Arch, standardising: bool) {
     for rounds in ["1", "100"] {
         let r: usize = rounds.parse().unwrap();
         for &(what, net) in nets {
-            let masks = scores::synflow(&net.stages(), &[1, 28, 28], d, Allocation::Global, r, &[]);
+            let t = Target::Density { density: d, alloc: Allocation::Global, dense: &[] };
+            let masks = scores::synflow(&net.stages(), &[1, 28, 28], t, r);
             same_masks_or_refused(&format!("{what}, {rounds} rounds"), masks, &want["synflow"][rounds]);
         }
     }
@@ -213,7 +214,8 @@ fn check_ntk_sap(key: &str, arch: Arch) {
 
     // One round (global, to density d at once) and several (the fixture's scope).
     let run = |rounds: usize, alloc: Allocation| {
-        scores::ntk_sap(&weights, &mut |r, j| sap_draw(&arch, r * draws + j, n), d, alloc, rounds, draws, eps, &[])
+        let t = Target::Density { density: d, alloc, dense: &[] };
+        scores::ntk_sap(&weights, &mut |r, j| sap_draw(&arch, r * draws + j, n), t, rounds, draws, eps)
     };
     same_masks_or_refused("NTK-SAP, 1 round", run(1, Allocation::Global), &want["1"]);
     let several = &want[rounds.to_string()];

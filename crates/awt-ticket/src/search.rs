@@ -45,21 +45,7 @@ fn check_layer_keep(net: &Net, cfg: &SearchConfig) -> Result<(), SearchError> {
         return Ok(());
     }
     let sizes: BTreeMap<String, usize> = net.weights().map(|(k, v)| (k.clone(), v.as_tensor().elem_count())).collect();
-    let total: usize = sizes.values().sum();
-    let want = (cfg.density.get() * total as f64).round() as usize;
-    let kept: usize = cfg.layer_keep.values().sum();
-    if kept != want {
-        return Err(SearchError::Invalid(format!(
-            "the layer counts keep {kept} weights, not the {want} of density {} ({total} weights)",
-            cfg.density
-        )));
-    }
-    if let Some(k) = cfg.keep_dense.iter().find(|k| cfg.layer_keep.get(*k) != sizes.get(*k)) {
-        return Err(SearchError::Invalid(format!(
-            "the layer counts do not keep `{k}` whole, as the output-layer rule asks"
-        )));
-    }
-    Ok(())
+    Ok(awt_prune::check_counts(&sizes, &cfg.layer_keep, cfg.density, &cfg.keep_dense)?)
 }
 
 fn count_changes(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> Result<usize, SearchError> {
