@@ -229,8 +229,21 @@ fn check_methods(spec: &Spec, p: &Path) -> Result<()> {
     }
     for ab in spec.ablations.iter().filter(|a| a.flags.contains_key("layers-from")) {
         let v = &ab.flags["layers-from"];
-        if let Err(e) = v.as_str().ok_or_else(|| anyhow::anyhow!("not a name")).and_then(|v| spec.mask_variant(v)) {
-            bail!("{}: ablation `{}`: layers-from = {v}: {e:#}", p.display(), ab.name);
+        let of = v.as_str().ok_or_else(|| anyhow::anyhow!("not a name")).and_then(|v| spec.mask_variant(v));
+        match of {
+            Err(e) => bail!("{}: ablation `{}`: layers-from = {v}: {e:#}", p.display(), ab.name),
+            // The counts' mask is made by the variant's own command, which must not need counts too.
+            Ok((_, flags)) if flags.iter().any(|(k, _)| k == "layers-from") => bail!(
+                "{}: ablation `{}`: layers-from = {v}: that variant takes its layer counts from another (name the one it takes them from)",
+                p.display(),
+                ab.name
+            ),
+            Ok(_) if ab.flags.contains_key("allocation") => bail!(
+                "{}: ablation `{}`: layers-from and allocation both say how the density is spread over layers; give one",
+                p.display(),
+                ab.name
+            ),
+            Ok(_) => {}
         }
     }
     if spec.methods.iter().any(|m| m == "hydra") && spec.hydra.is_none() {
@@ -413,6 +426,18 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(e.contains(&format!("ablation `x`: layers-from = \"{v}\": {why}")), "{e}");
+        }
+        // Counts come from a variant that makes its mask alone, and replace an allocation.
+        for (flags, why) in [
+            ("layers-from = \"snip-x\"", "takes its layer counts from another"),
+            ("layers-from = \"random\", allocation = \"erk\"", "layers-from and allocation both say"),
+        ] {
+            let e = with(&format!(
+                "name = \"x\"\nmethod = \"snip\"\ndensities = [0.05]\nseeds = [0]\nflags = {{ {flags} }}"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("study.toml: ablation `x`: layers-from") && e.contains(why), "{e}");
         }
     }
 

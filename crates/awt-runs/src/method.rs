@@ -124,9 +124,10 @@ impl Method {
         self == Method::Dense
     }
 
-    /// The flags an ablation of this method may change (spec `[[ablations]] flags`). A search's
-    /// `layers-from` names a mask at initialisation of the grid (a method, or `<method>-<name>` of an
-    /// ablation), whose per-layer counts the search keeps (`awt ticket --layer-densities-from`).
+    /// The flags an ablation of this method may change (spec `[[ablations]] flags`). `layers-from`
+    /// names a mask at initialisation of the grid (a method, or `<method>-<name>` of an ablation),
+    /// whose per-layer counts the search or the score keeps (`--layer-densities-from` of `awt ticket`
+    /// and `awt prune`).
     pub fn ablation_flags(self) -> &'static [&'static str] {
         match self.recipe() {
             TicketRecipe::Search => &[
@@ -143,7 +144,7 @@ impl Method {
             TicketRecipe::None => &["epochs", "schedule"],
             TicketRecipe::ImpAt => &["imp-epochs", "final-epochs"],
             TicketRecipe::Hydra => &["pretrain-epochs", "hydra-epochs", "finetune-epochs"],
-            TicketRecipe::MaskAtInit => &["rescale", "allocation", "shuffle"],
+            TicketRecipe::MaskAtInit => &["rescale", "allocation", "shuffle", "layers-from"],
         }
     }
 }

@@ -456,3 +456,37 @@ fn a_change_of_the_variant_a_search_keeps_the_counts_of_renames_both() {
         layers.canonical
     );
 }
+
+/// A mask at initialisation's `layers-from`: its run makes the named variant's mask with that
+/// variant's own command and scores with the method's own command held to those counts, in place of
+/// the allocation `[prune]` gives it.
+#[test]
+fn a_score_ablation_keeps_another_variants_layer_counts() {
+    let p = crate::workspace::root().join("experiments/final-mlp.toml");
+    let text = std::fs::read_to_string(&p).unwrap()
+        + "\n[[ablation]]\nname = \"erk-layers\"\nmethod = \"snip\"\ndensities = [0.05]\nseeds = [200]\nflags = { layers-from = \"random-erk\" }\n";
+    let spec = crate::spec::parse(&text, &p, "final-mlp").unwrap();
+    let runs = expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None).unwrap();
+    let steps_of = |name: &str| steps(runs.iter().find(|r| r.name == name).unwrap(), &spec, "fashion-mnist").unwrap();
+    let held = steps_of("lenet-300-100-snip-erk-layers-d0.05-s200");
+    let at = |name: &str| held.iter().position(|s| s.name == name).unwrap();
+    let (layers, prune) = (&held[at("layers")], &held[at("prune")]);
+    assert_eq!(at("layers") + 1, at("prune"), "the counts' mask first");
+    let erk = steps_of("lenet-300-100-random-erk-d0.05-s200").into_iter().find(|s| s.name == "prune").unwrap();
+    let plain = steps_of("lenet-300-100-snip-d0.05-s200").into_iter().find(|s| s.name == "prune").unwrap();
+    let blank = |s: &Step| -> Vec<String> {
+        let mut v = s.args.clone();
+        for flag in ["--out", "--model", "--layer-densities-from", "--allocation"] {
+            if let Some(i) = v.iter().position(|a| a == flag) {
+                v.drain(i..i + 2);
+            }
+        }
+        v
+    };
+    assert_eq!(blank(layers), blank(&erk), "random-erk's command");
+    assert_eq!(arg(layers, "--allocation"), "erk");
+    assert_eq!(Path::new(arg(prune, "--layer-densities-from")), layers.done);
+    assert_eq!(arg(&plain, "--allocation"), "global", "[prune] gives SNIP its global ranking");
+    assert!(!prune.args.iter().any(|a| a == "--allocation" || a == "--layers-from"), "{:?}", prune.args);
+    assert_eq!(blank(prune), blank(&plain), "SNIP's own command otherwise");
+}

@@ -18,19 +18,15 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
     let job = c.job(&init, &ticket);
     Ok(match run.method.recipe() {
         TicketRecipe::None => Vec::new(),
-        TicketRecipe::MaskAtInit => vec![step("prune", spec.prune.mask(&job).ablated(&run.flags), ticket.clone())],
+        TicketRecipe::MaskAtInit => {
+            let (mut out, layers) = layers_step(c, &init)?;
+            let args = spec.prune.mask(&job).ablated(&run.flags).without("--layers-from");
+            out.push(step("prune", with_layers(args, layers), ticket.clone()));
+            out
+        }
         TicketRecipe::Search => {
-            let mut args = spec.search.ticket(&job).ablated(&run.flags).without("--layers-from");
-            let mut out = Vec::new();
-            if let Some((_, variant)) = run.flags.iter().find(|(k, _)| k == "layers-from") {
-                // Another method's mask of this initialisation, made here with that method's own
-                // command (so it is the mask its runs train), whose per-layer counts the search keeps.
-                let (method, flags) = spec.mask_variant(variant)?;
-                let layers = c.d(layout::LAYERS);
-                let mask = spec.prune.mask(&TicketJob { method, ..c.job(&init, &layers) }).ablated(&flags);
-                out.push(step("layers", mask, layers.clone()));
-                args = args.flag("--layer-densities-from", &layers);
-            }
+            let (mut out, layers) = layers_step(c, &init)?;
+            let args = with_layers(spec.search.ticket(&job).ablated(&run.flags).without("--layers-from"), layers);
             let twin = run.rewind_from.as_ref().map(|d| d.join(layout::TICKET)).filter(|t| t.exists());
             if let Some(t) = twin {
                 // The twin searched already: rewinding its ticket gives this run's ticket byte for byte.
@@ -72,4 +68,26 @@ pub(super) fn ticket_steps(c: &Ctx) -> Result<Vec<Step>> {
             vec![pretrain, step("hydra", scores, ticket.clone())]
         }
     })
+}
+
+/// With a `layers-from` flag: the step that makes that variant's mask of this initialisation in the
+/// run's folder (`layers.safetensors`), with the variant's own command (so it is the mask its runs
+/// train), and that file, whose per-layer counts the run's mask keeps.
+fn layers_step(c: &Ctx, init: &str) -> Result<(Vec<Step>, Option<String>)> {
+    let Some((_, variant)) = c.run.flags.iter().find(|(k, _)| k == "layers-from") else {
+        return Ok((Vec::new(), None));
+    };
+    let (method, flags) = c.spec.mask_variant(variant)?;
+    let layers = c.d(layout::LAYERS);
+    let mask = c.spec.prune.mask(&TicketJob { method, ..c.job(init, &layers) }).ablated(&flags);
+    Ok((vec![step("layers", mask, layers.clone())], Some(layers)))
+}
+
+/// `args` held to the counts of `layers` (`--layer-densities-from`), where there is one: in place
+/// of the allocation `[prune]` gives a score (the two are exclusive).
+fn with_layers(args: Argv, layers: Option<String>) -> Argv {
+    match layers {
+        Some(l) => args.without("--allocation").flag("--layer-densities-from", &l),
+        None => args,
+    }
 }
