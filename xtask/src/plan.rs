@@ -354,4 +354,6 @@ pub(crate) use run::{Run, Step};
 use ticket::ticket_steps;
 
 #[cfg(test)]
+mod added_tests;
+#[cfg(test)]
 mod tests;

@@ -138,6 +138,32 @@ pub(super) const MLP_ADDED: &[Added] = &[
     },
 ];
 
+/// LeNet-5-Caffe's rows added after the final comparison (`final-lenet5`; docs/protocol.md,
+/// "Recorded"): the same controls as LeNet-300-100's, at density 0.05.
+pub(super) const LENET5_ADDED: &[Added] = &[
+    Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
+    Added {
+        variant: "ntk-sap-global-shuffled",
+        label: "NTK-SAP shuffled",
+        read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
+    },
+    Added {
+        variant: "synflow-shuffled",
+        label: "SynFlow shuffled",
+        read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
+    },
+    Added {
+        variant: "random-erk",
+        label: "random ERK",
+        read: &[
+            Versus::Awt,
+            Versus::Dense,
+            Versus::Minus("random", "random"),
+            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+        ],
+    },
+];
+
 /// One difference read for an added row X, paired by seed.
 #[derive(Clone, Copy)]
 pub(super) enum Versus {

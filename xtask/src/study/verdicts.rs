@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::data::{Measure, Rec, by_seed, variants};
-use super::exploratory::{Added, MLP_ADDED};
+use super::exploratory::{Added, LENET5_ADDED, MLP_ADDED};
 use crate::decide::{Statement, holm, test, verdict};
 use crate::stats::paired_diffs as diffs;
 
@@ -51,7 +51,7 @@ pub(super) const LENET5: Roles = Roles {
     at_init: &["random", "synflow"],
     after_training: &["hydra-matched"],
     random: "random",
-    added: &[],
+    added: LENET5_ADDED,
 };
 
 /// One primary claim, decided.
