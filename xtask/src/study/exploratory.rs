@@ -89,14 +89,39 @@ pub(super) struct Added {
     pub read: &'static [Versus],
 }
 
+/// NTK-SAP at its reference settings, ranked globally.
+const NTK_SAP: Added = Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] };
+
+/// Its masks permuted within each layer.
+const NTK_SAP_SHUFFLED: Added = Added {
+    variant: "ntk-sap-global-shuffled",
+    label: "NTK-SAP shuffled",
+    read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
+};
+
+/// SynFlow's masks permuted within each layer.
+const SYNFLOW_SHUFFLED: Added = Added {
+    variant: "synflow-shuffled",
+    label: "SynFlow shuffled",
+    read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
+};
+
+/// Random masks at Erdős–Rényi-kernel layer densities.
+const RANDOM_ERK: Added = Added {
+    variant: "random-erk",
+    label: "random ERK",
+    read: &[
+        Versus::Awt,
+        Versus::Dense,
+        Versus::Minus("random", "random"),
+        Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+    ],
+};
+
 /// LeNet-300-100's rows added after the final comparison (`final-mlp`; docs/protocol.md, "Recorded").
 pub(super) const MLP_ADDED: &[Added] = &[
-    Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
-    Added {
-        variant: "ntk-sap-global-shuffled",
-        label: "NTK-SAP shuffled",
-        read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
-    },
+    NTK_SAP,
+    NTK_SAP_SHUFFLED,
     Added {
         variant: "ntk-sap-layerwise",
         label: "NTK-SAP per layer",
@@ -111,21 +136,8 @@ pub(super) const MLP_ADDED: &[Added] = &[
             Versus::Minus("awt", "AWT"),
         ],
     },
-    Added {
-        variant: "synflow-shuffled",
-        label: "SynFlow shuffled",
-        read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
-    },
-    Added {
-        variant: "random-erk",
-        label: "random ERK",
-        read: &[
-            Versus::Awt,
-            Versus::Dense,
-            Versus::Minus("random", "random"),
-            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
-        ],
-    },
+    SYNFLOW_SHUFFLED,
+    RANDOM_ERK,
     Added { variant: "snip-shuffled", label: "SNIP shuffled", read: &[Versus::Of("snip", "SNIP"), Versus::Awt] },
     Added {
         variant: "awt-erk-layers",
@@ -140,29 +152,7 @@ pub(super) const MLP_ADDED: &[Added] = &[
 
 /// LeNet-5-Caffe's rows added after the final comparison (`final-lenet5`; docs/protocol.md,
 /// "Recorded"): the same controls as LeNet-300-100's, at density 0.05.
-pub(super) const LENET5_ADDED: &[Added] = &[
-    Added { variant: "ntk-sap-global", label: "NTK-SAP", read: &[Versus::Awt, Versus::Dense] },
-    Added {
-        variant: "ntk-sap-global-shuffled",
-        label: "NTK-SAP shuffled",
-        read: &[Versus::Of("ntk-sap-global", "NTK-SAP")],
-    },
-    Added {
-        variant: "synflow-shuffled",
-        label: "SynFlow shuffled",
-        read: &[Versus::Of("synflow", "SynFlow"), Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled")],
-    },
-    Added {
-        variant: "random-erk",
-        label: "random ERK",
-        read: &[
-            Versus::Awt,
-            Versus::Dense,
-            Versus::Minus("random", "random"),
-            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
-        ],
-    },
-];
+pub(super) const LENET5_ADDED: &[Added] = &[NTK_SAP, NTK_SAP_SHUFFLED, SYNFLOW_SHUFFLED, RANDOM_ERK];
 
 /// One difference read for an added row X, paired by seed.
 #[derive(Clone, Copy)]
