@@ -32,8 +32,3 @@ pub(crate) fn fitting(path: &Path, net: &Net, density: Density, dense: &[String]
         .with_context(|| format!("--layer-densities-from {}", path.display()))?;
     Ok(counts)
 }
-
-/// Counts as the metadata records them: `fc1.weight:8158,fc2.weight:4152,…`.
-pub(crate) fn as_text(counts: &BTreeMap<String, usize>) -> String {
-    counts.iter().map(|(k, n)| format!("{k}:{n}")).collect::<Vec<_>>().join(",")
-}

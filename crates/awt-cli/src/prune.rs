@@ -413,7 +413,7 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
         Some(p) => {
             let counts = awt_prune::kept_counts(&masks)?;
             net.meta.insert("allocation".into(), "counts".into());
-            net.meta.insert("layer_keep".into(), crate::counts::as_text(&counts));
+            net.meta.insert("layer_keep".into(), awt_prune::counts_text(&counts));
             net.meta.insert("layer_densities_from".into(), p.display().to_string());
         }
         None => {

@@ -41,4 +41,4 @@ pub use alloc::{Allocation, Masks, PruneError, kept_counts, layer_densities, sel
 pub use rescale::rescale_kept;
 pub use shuffle::shuffle_within_layers;
 pub use structure::{CutOff, cut_off};
-pub use target::{Target, check_counts};
+pub use target::{Target, check_counts, counts_text};

@@ -56,6 +56,11 @@ impl Target<'_> {
     }
 }
 
+/// Counts as metadata records them: `fc1.weight:8158,fc2.weight:4152,…`.
+pub fn counts_text(counts: &BTreeMap<String, usize>) -> String {
+    counts.iter().map(|(k, n)| format!("{k}:{n}")).collect::<Vec<_>>().join(",")
+}
+
 /// Layer counts that fit weights of these `sizes`: they keep `round(density · total)` weights in
 /// all, and the layers named in `dense` whole (the output-layer rule).
 pub fn check_counts(

@@ -7,7 +7,7 @@ use awt_base::Rng;
 use awt_data::{Split, epoch_order};
 use awt_nets::Net;
 use awt_ntk::metrics;
-use awt_prune::{Allocation, select_counts, select_keeping};
+use awt_prune::{Allocation, Target};
 use awt_train::{Optimizer, OptimizerConfig};
 use candle_core::{DType, Tensor, Var};
 
@@ -33,10 +33,12 @@ pub struct Ticket {
 fn layerwise_magnitude(net: &Net, cfg: &SearchConfig) -> Result<BTreeMap<String, Tensor>, SearchError> {
     let w: BTreeMap<String, Tensor> =
         net.weights().map(|(k, v)| Ok((k.clone(), v.as_tensor().abs()?))).collect::<Result<_, candle_core::Error>>()?;
-    if cfg.layer_keep.is_empty() {
-        return Ok(select_keeping(&w, cfg.density, Allocation::Uniform, &cfg.keep_dense)?);
-    }
-    Ok(select_counts(&w, &cfg.layer_keep)?)
+    let target = if cfg.layer_keep.is_empty() {
+        Target::Density { density: cfg.density, alloc: Allocation::Uniform, dense: &cfg.keep_dense }
+    } else {
+        Target::Counts(&cfg.layer_keep)
+    };
+    Ok(target.select(&w)?)
 }
 
 /// Given layer counts fit `net`: they add up to the density, and keep the layers kept dense whole.
@@ -270,8 +272,7 @@ fn describe(cfg: &SearchConfig) -> String {
         + &if cfg.layer_keep.is_empty() {
             String::new()
         } else {
-            let counts: Vec<String> = cfg.layer_keep.iter().map(|(k, n)| format!("{k}:{n}")).collect();
-            format!(" layer_keep={}", counts.join(","))
+            format!(" layer_keep={}", awt_prune::counts_text(&cfg.layer_keep))
         }
 }
 
