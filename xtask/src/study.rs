@@ -12,6 +12,7 @@ use crate::decide::{self, Statement, beats};
 use crate::stats::{paired, summary};
 
 mod aa;
+mod allocation;
 mod beyond;
 mod claims;
 mod compute;
@@ -384,7 +385,8 @@ The per-variant ablation tables (AWT, NTT and masks at initialisation, each dens
 [the appendix](study-appendix.md); what they add up to for AWT is the next section.\n\n";
     }
     md += &beyond::named_method(recs, &vs, head)?;
-    md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir, "study")?;
+    let colours = figures::Colours { groups: &["AWT and its variants", "baselines"], of: &figures::awt_or_baseline };
+    md += &figures::vs_dense(recs, &vs, &densities, head, fig_dir, "study", &colours)?;
     md += &figures::figures(recs, &densities, &vs, head, fig_dir)?;
     md += &search::searches(recs)?;
     md += &figures::search_curves(recs, &densities, fig_dir)?;

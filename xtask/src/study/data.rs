@@ -22,6 +22,18 @@ pub(super) struct MaskRecord {
     /// Classes whose logit has no kept incoming weight (only the bias reaches them).
     #[serde(default)]
     pub(super) classes_without_input: Option<Vec<u64>>,
+    /// Each weight layer's shape and the share of it kept.
+    #[serde(default)]
+    pub(super) layers: Vec<MaskLayer>,
+}
+
+/// One weight layer of `mask.json`.
+#[derive(Clone, Debug, Deserialize)]
+pub(super) struct MaskLayer {
+    pub(super) name: String,
+    pub(super) shape: Vec<u64>,
+    /// The share of its weights kept, in 0..=1.
+    pub(super) density: f64,
 }
 
 /// A recorded run: `results/<preset>/<run>/`.

@@ -20,7 +20,7 @@ fn scores(recs: &[Rec], v: &str, d: f64, m: Measure) -> Vec<(u64, f64)> {
 /// "m [lo, hi]" in % for a variant's mean over seeds; one seed gives its value, no interval. The
 /// interval is cut to 0–100 %, the range a rate can take: the true mean lies in it whenever it lies
 /// in the t-interval, so the cut keeps the coverage (two seeds gave "80.3 [59.0, 101.6]").
-fn level(s: &Summary) -> String {
+pub(super) fn level(s: &Summary) -> String {
     match (s.n, s.ci95()) {
         (0, _) => "—".into(),
         (_, Some((lo, hi))) => {

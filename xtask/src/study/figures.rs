@@ -50,6 +50,18 @@ fn over_density(recs: &[Rec], v: &str, densities: &[f64], head: Measure) -> Opti
     (!points.is_empty()).then(|| Series { name: v.to_string(), points, spread })
 }
 
+/// How [`vs_dense`] colours its rows: the legend's groups, and a variant's group at a density with
+/// what its label adds after the seeds.
+pub(super) struct Colours<'a> {
+    pub(super) groups: &'a [&'a str],
+    pub(super) of: &'a dyn Fn(&str, f64) -> (usize, String),
+}
+
+/// AWT and its variants, then the baselines.
+pub(super) fn awt_or_baseline(v: &str, _: f64) -> (usize, String) {
+    (usize::from(!(v == "awt" || v.starts_with("awt-"))), String::new())
+}
+
 /// Each ticket's paired difference to the dense net of the same seed at each density, best first,
 /// as forest plots: the dot the mean, the bar its 95 % interval (hollow: one seed, no interval).
 pub(super) fn vs_dense(
@@ -59,6 +71,7 @@ pub(super) fn vs_dense(
     head: Measure,
     fig_dir: &Path,
     tag: &str,
+    colours: &Colours,
 ) -> Result<String> {
     let dense = by_seed(recs, "dense", 1.0, |r| r.measure(head));
     let mut md = String::new();
@@ -68,11 +81,14 @@ pub(super) fn vs_dense(
             .filter(|v| *v != "dense")
             .map(|v| (v, paired(&by_seed(recs, v, d, |r| r.measure(head)), &dense)))
             .filter(|(_, s)| s.n > 0)
-            .map(|(v, s)| Row {
-                label: format!("{v} ({} seed{})", s.n, if s.n == 1 { "" } else { "s" }),
-                value: 100.0 * s.mean,
-                ci: s.ci95().map(|(lo, hi)| (100.0 * lo, 100.0 * hi)),
-                group: usize::from(!(v == "awt" || v.starts_with("awt-"))),
+            .map(|(v, s)| {
+                let (group, note) = (colours.of)(v, d);
+                Row {
+                    label: format!("{v} ({} seed{}{note})", s.n, if s.n == 1 { "" } else { "s" }),
+                    value: 100.0 * s.mean,
+                    ci: s.ci95().map(|(lo, hi)| (100.0 * lo, 100.0 * hi)),
+                    group,
+                }
             })
             .collect();
         if rows.is_empty() {
@@ -81,7 +97,7 @@ pub(super) fn vs_dense(
         rows.sort_by(|a, b| b.value.total_cmp(&a.value));
         let f = format!("{tag}-vs-dense-d{d}.svg");
         let title = format!("robust accuracy − the dense net's, density {d} (paired by seed, 95 % interval)");
-        let svg = forest(&title, "points", &rows, &["AWT and its variants", "baselines"]);
+        let svg = forest(&title, "points", &rows, colours.groups);
         let p = fig_dir.join(&f);
         std::fs::write(&p, svg).with_context(|| format!("cannot write {}", p.display()))?;
         writeln!(md, "![each ticket against the dense net, density {d}](figures/{f})\n")?;

@@ -306,7 +306,10 @@ fn the_ntt_section_reports_cut_off_classes() {
         for (m, acc) in [("random", 0.85), ("ntt", 0.87)] {
             let cut = m == "random" && seed == 0;
             let mut r = rec(m, 0.03, seed, (if cut { 0.76 } else { acc }, 0.0, 0.0), 1000, Vec::new());
-            r.mask = Some(MaskRecord { classes_without_input: Some(if cut { vec![1] } else { vec![] }) });
+            r.mask = Some(MaskRecord {
+                classes_without_input: Some(if cut { vec![1] } else { vec![] }),
+                ..Default::default()
+            });
             recs.push(r);
         }
     }

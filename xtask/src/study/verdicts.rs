@@ -302,11 +302,18 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
             md += "\n";
             md += &autoattack_reading(recs, d, roles, aa_n)?;
             md += &super::exploratory::levels(recs, d, aa_n);
+            md += &super::allocation::table(recs, d);
             glance_md += &glance(&claims, recs, roles, net, d);
             added_md += &super::exploratory::added(recs, net, d, roles.awt, roles.added);
             if let Some(fig_dir) = fig_dir {
                 let tag = format!("v2-{arch}");
-                md += &super::figures::vs_dense(recs, &variants(recs), &[d], Measure::Worst, fig_dir, &tag)?;
+                let of = |v: &str, d: f64| super::allocation::colour(recs, v, d);
+                let colours = super::figures::Colours { groups: &super::allocation::GROUPS, of: &of };
+                let fig =
+                    super::figures::vs_dense(recs, &variants(recs), &[d], Measure::Worst, fig_dir, &tag, &colours)?;
+                if !fig.is_empty() {
+                    md += &format!("{fig}{}\n\n", super::allocation::GROUPS_NOTE);
+                }
                 let drawn: Vec<&str> =
                     [roles.awt, roles.ntt].into_iter().chain(roles.at_init.iter().copied()).collect();
                 let file = format!("{tag}-dyn-distance-d{d}.svg");
