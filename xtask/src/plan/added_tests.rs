@@ -87,7 +87,8 @@ fn the_final_lenet5_preset_runs_the_added_controls() {
     for v in ["synflow-shuffled", "synflow", "random", "hydra-matched"] {
         assert_eq!(seeds(v), [200, 201, 202], "{v}");
     }
-    assert_eq!(runs.len(), 24 + 18);
+    assert_eq!(seeds("awt-ntk-sap-layers"), [200, 201, 202, 203, 204]);
+    assert_eq!(runs.len(), 24 + 18 + 5);
     let prune = |name: &str| -> Step {
         let r = runs.iter().find(|r| r.name == name).unwrap();
         let st = steps(r, &spec, "fashion-mnist").unwrap();
@@ -103,4 +104,42 @@ fn the_final_lenet5_preset_runs_the_added_controls() {
     assert_eq!(arg(&prune("lenet5-caffe-random-erk-d0.05-s204"), "--allocation"), "erk");
     let syn = prune("lenet5-caffe-synflow-shuffled-d0.05-s202");
     assert_eq!((arg(&syn, "--allocation"), arg(&syn, "--shuffle")), ("global", "layer"));
+}
+
+/// `final-lenet5`'s AWT at NTK-SAP's counts searches as its plain AWT does (the λ_ker select-lenet5
+/// selected, the weights carried over from select-mlp), keeping the layer counts of the mask that the
+/// `ntk-sap-global` run of its seed makes, made by that run's own command.
+#[test]
+fn the_final_lenet5_awt_at_ntk_saps_counts_is_its_plain_search_held_to_those_counts() {
+    let spec = crate::spec::load("final-lenet5").unwrap();
+    let runs = match expand(&spec, "fashion-mnist", Path::new("/nowhere"), &|_, _| None) {
+        Ok(runs) => runs,
+        Err(e) => panic!("final-lenet5 plans from select-lenet5's and select-mlp's records: {e:#}"),
+    };
+    let find = |name: &str| runs.iter().find(|r| r.name == name).unwrap();
+    let (plain, ab) = (find("lenet5-caffe-awt-d0.05-s203"), find("lenet5-caffe-awt-ntk-sap-layers-d0.05-s203"));
+    let mut want = plain.flags.clone();
+    want.push(("layers-from".into(), "ntk-sap-global".into()));
+    assert_eq!(ab.flags, want);
+    let step_of = |name: &str, step: &str| -> Step {
+        steps(find(name), &spec, "fashion-mnist").unwrap().into_iter().find(|s| s.name == step).unwrap()
+    };
+    let layers = step_of("lenet5-caffe-awt-ntk-sap-layers-d0.05-s203", "layers");
+    let sap = step_of("lenet5-caffe-ntk-sap-global-d0.05-s203", "prune");
+    let (own_init, sap_init) = (arg(&layers, "--model").to_string(), arg(&sap, "--model").to_string());
+    let blank = |s: &Step, init: &str| -> Vec<String> {
+        let mut v = s.args.clone();
+        let out = v.iter().position(|a| a == "--out").unwrap();
+        v.drain(out..out + 2);
+        v.into_iter().map(|a| if a == init { "INIT".into() } else { a }).collect()
+    };
+    assert_eq!(blank(&layers, &own_init), blank(&sap, &sap_init), "ntk-sap-global's own command");
+    let search = step_of("lenet5-caffe-awt-ntk-sap-layers-d0.05-s203", "search");
+    assert_eq!(Path::new(arg(&search, "--layer-densities-from")), layers.done);
+    let plain = step_of("lenet5-caffe-awt-d0.05-s203", "search");
+    assert_eq!(
+        search.args.iter().filter(|a| !a.contains("awt-ntk-sap-layers") && *a != "--layer-densities-from").count(),
+        plain.args.iter().filter(|a| !a.contains("lenet5-caffe-awt-d0.05-s203")).count(),
+        "the plain search's command and one flag more"
+    );
 }

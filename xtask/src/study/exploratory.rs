@@ -118,6 +118,17 @@ const RANDOM_ERK: Added = Added {
     ],
 };
 
+/// AWT's search keeping in each layer as many weights as NTK-SAP's global mask of its seed.
+const AWT_NTK_SAP_LAYERS: Added = Added {
+    variant: "awt-ntk-sap-layers",
+    label: "AWT at NTK-SAP's layers",
+    read: &[
+        Versus::Minus("ntk-sap-global", "NTK-SAP"),
+        Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
+        Versus::Minus("awt", "AWT"),
+    ],
+};
+
 /// LeNet-300-100's rows added after the final comparison (`final-mlp`; docs/protocol.md, "Recorded").
 pub(super) const MLP_ADDED: &[Added] = &[
     NTK_SAP,
@@ -127,15 +138,7 @@ pub(super) const MLP_ADDED: &[Added] = &[
         label: "NTK-SAP per layer",
         read: &[Versus::Awt, Versus::Dense, Versus::Minus("random", "random"), Versus::Of("ntk-sap-global", "NTK-SAP")],
     },
-    Added {
-        variant: "awt-ntk-sap-layers",
-        label: "AWT at NTK-SAP's layers",
-        read: &[
-            Versus::Minus("ntk-sap-global", "NTK-SAP"),
-            Versus::Minus("ntk-sap-global-shuffled", "NTK-SAP shuffled"),
-            Versus::Minus("awt", "AWT"),
-        ],
-    },
+    AWT_NTK_SAP_LAYERS,
     SYNFLOW_SHUFFLED,
     RANDOM_ERK,
     Added { variant: "snip-shuffled", label: "SNIP shuffled", read: &[Versus::Of("snip", "SNIP"), Versus::Awt] },
@@ -151,8 +154,9 @@ pub(super) const MLP_ADDED: &[Added] = &[
 ];
 
 /// LeNet-5-Caffe's rows added after the final comparison (`final-lenet5`; docs/protocol.md,
-/// "Recorded"): the same controls as LeNet-300-100's, at density 0.05.
-pub(super) const LENET5_ADDED: &[Added] = &[NTK_SAP, NTK_SAP_SHUFFLED, SYNFLOW_SHUFFLED, RANDOM_ERK];
+/// "Recorded"): the same controls as LeNet-300-100's, at density 0.05, and AWT at NTK-SAP's counts.
+pub(super) const LENET5_ADDED: &[Added] =
+    &[NTK_SAP, NTK_SAP_SHUFFLED, AWT_NTK_SAP_LAYERS, SYNFLOW_SHUFFLED, RANDOM_ERK];
 
 /// One difference read for an added row X, paired by seed.
 #[derive(Clone, Copy)]

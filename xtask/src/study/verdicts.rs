@@ -332,8 +332,8 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
 outside every Holm family, unadjusted 95 % intervals, no verdict; NTK-SAP at its reference settings ranked globally, and as its controls \
 the same masks shuffled within each layer, NTK-SAP ranked per layer (AWT's allocation), and AWT's search keeping in each layer as many \
 weights as NTK-SAP's global mask of its seed (NTK-SAP's allocation); SynFlow's and SNIP's masks shuffled within each layer the same way; \
-random masks at Erdős–Rényi-kernel layer densities, and AWT's search keeping their layer counts; on LeNet-5-Caffe the NTK-SAP, SynFlow \
-and ERK controls; the same recipe and seeds):\n\n{added_md}\n"
+random masks at Erdős–Rényi-kernel layer densities, and AWT's search keeping their layer counts; on LeNet-5-Caffe the NTK-SAP (AWT's search at its \
+counts included), SynFlow and ERK controls; the same recipe and seeds):\n\n{added_md}\n"
         );
     }
     if !appendix.is_empty() {
