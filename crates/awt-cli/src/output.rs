@@ -127,6 +127,33 @@ pub(crate) fn config_hash(canonical: &str) -> String {
     Sha256::digest(canonical.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// What a model file holds, as a 16-character hex SHA-256: every tensor's name, dtype, shape and
+/// bytes, and its metadata but for the build that wrote it (`git_commit`), so the same weights
+/// written again by another build hash the same and a change of any weight or setting does not.
+/// (Hashing the file as lossy UTF-8 text, as this once did, mapped every invalid byte sequence of the
+/// weights to one replacement character: most weight changes went unseen.)
+pub(crate) fn model_hash(path: &Path, bytes: &[u8]) -> Result<String> {
+    let bad = |e: safetensors::SafeTensorError| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display());
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(bad)?;
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(bad)?;
+    let mut h = Sha256::new();
+    let mut meta: Vec<(&String, &String)> =
+        header.metadata().iter().flatten().filter(|(k, _)| *k != "git_commit").collect();
+    meta.sort();
+    for (k, v) in meta {
+        h.update(format!("meta {}:{k}={}:{v}\n", k.len(), v.len()).as_bytes());
+    }
+    let mut tensors = file.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in tensors {
+        h.update(
+            format!("tensor {}:{name} {:?} {:?} {}\n", name.len(), t.dtype(), t.shape(), t.data().len()).as_bytes(),
+        );
+        h.update(t.data());
+    }
+    Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
+}
+
 /// Refuses, before allocating, work that would need more memory than the machine can give now
 /// (`bytes`, an estimate of the peak), naming the setting that sized it and the estimate.
 pub(crate) fn check_memory(setting: &str, bytes: f64) -> anyhow::Result<()> {
@@ -176,5 +203,40 @@ pub(crate) fn device_name(d: &candle_core::Device) -> Option<String> {
         candle_core::DeviceLocation::Cpu => None,
         candle_core::DeviceLocation::Cuda { gpu_id } => Some(format!("cuda:{gpu_id}")),
         candle_core::DeviceLocation::Metal { gpu_id } => Some(format!("metal:{gpu_id}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn file(w: &[f32], meta: &[(&str, &str)]) -> Vec<u8> {
+        let t = Tensor::from_vec(w.to_vec(), (w.len(),), &Device::Cpu).unwrap();
+        let meta: BTreeMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        awt_base::safetensors_bytes(&[("fc1.weight".to_string(), t)], &meta).unwrap()
+    }
+
+    /// The model hash sees every weight (one mantissa byte that is invalid UTF-8 either way, which
+    /// the old lossy-text hash could not tell apart) and every setting, but not the build that wrote
+    /// the file; a file that is not safetensors is refused by name.
+    #[test]
+    fn the_model_hash_sees_every_weight_and_setting_but_not_the_build() {
+        let p = Path::new("init.safetensors");
+        let (a, b) = (f32::from_le_bytes([1, 0, 0x80, 0x3f]), f32::from_le_bytes([1, 0, 0x81, 0x3f]));
+        let base = file(&[a, 2.0], &[("seed", "0"), ("git_commit", "abc")]);
+        let nudged = file(&[b, 2.0], &[("seed", "0"), ("git_commit", "abc")]);
+        assert_eq!(String::from_utf8_lossy(&base), String::from_utf8_lossy(&nudged), "the old hash's blind spot");
+        let h = |bytes: &[u8]| model_hash(p, bytes).unwrap();
+        assert_ne!(h(&base), h(&nudged), "a weight's change");
+        assert_eq!(h(&base), h(&file(&[a, 2.0], &[("seed", "0"), ("git_commit", "def-dirty")])), "another build");
+        assert_ne!(h(&base), h(&file(&[a, 2.0], &[("seed", "1"), ("git_commit", "abc")])), "a setting");
+        assert_eq!(h(&base), h(&file(&[a, 2.0], &[("seed", "0")])), "a file without a commit hashes as one with it");
+        assert_eq!(h(&base).len(), 16);
+        let e = model_hash(p, b"not a model").unwrap_err().to_string();
+        assert!(e.contains("init.safetensors") && e.contains("not a safetensors file"), "{e}");
     }
 }

@@ -280,7 +280,7 @@ fn imp_identity(a: &PruneArgs) -> Result<String> {
     let model = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
     Ok(format!(
         "model={}\ndensity={}\nallocation={}\noutput_layer={}\nimp_rounds={}\nimp_epochs={}\neps={}\nattack_steps={}\nstep_size={:?}\nseed={}\ntrain_limit={:?}\ndata={}\nvalidation={:?}\n",
-        crate::output::config_hash(&String::from_utf8_lossy(&model)),
+        crate::output::model_hash(&a.model, &model)?,
         a.density,
         value_name(&a.allocation),
         value_name(&a.output_layer),

@@ -189,7 +189,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let cfg = a.config(ds.train.len(), teacher.arch(), dev)?;
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
-    let teacher_hash = crate::output::config_hash(&String::from_utf8_lossy(&model_bytes));
+    let teacher_hash = crate::output::model_hash(&a.model, &model_bytes)?;
     if let Some(from) = &a.rewind_from {
         return rewind_from(&a, from, &teacher, &cfg, &teacher_hash, &log_path);
     }

@@ -228,7 +228,8 @@ fn training_into_a_folder_that_is_not_a_run_is_refused() {
 }
 
 /// `--rewind-from` gives, without searching again, the very file and log a search with rewound
-/// weights writes; a ticket of another search (or teacher) is refused.
+/// weights writes; a ticket of another search (or teacher) is refused, and the teacher is known by
+/// its weights and settings, not by the build that wrote it.
 #[test]
 fn a_rewound_ticket_from_a_finished_search_equals_a_rewound_search() {
     let tmp = tempfile::tempdir().unwrap();
@@ -256,4 +257,27 @@ fn a_rewound_ticket_from_a_finished_search_equals_a_rewound_search() {
     let mut a = ticket_args(s(&init), s(&x), "12");
     a.extend(["--rewind-from", s(&transferred)]);
     fails(&a, "--rewind-from needs --weights rewind");
+    // The same initialisation written again by another build (only its `git_commit` differs) is
+    // the search's teacher still; one weight changed is not.
+    let bytes = std::fs::read(&init).unwrap();
+    let key = b"\"git_commit\":\"";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let end = at + bytes[at..].iter().position(|&b| b == b'"').unwrap();
+    let mut rebuilt = bytes.clone();
+    rebuilt[at..end].fill(b'f');
+    assert_ne!(rebuilt, bytes);
+    let again = p("init-again.safetensors");
+    std::fs::write(&again, &rebuilt).unwrap();
+    let (again_out, nudged_out) = (p("again.safetensors"), p("nudged.safetensors"));
+    let mut a = ticket_args(s(&again), s(&again_out), "12");
+    a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
+    ok(&a);
+    assert!(std::fs::read(&rewound).unwrap() == std::fs::read(&again_out).unwrap());
+    let mut nudged = bytes;
+    *nudged.last_mut().unwrap() ^= 1;
+    let other = p("init-nudged.safetensors");
+    std::fs::write(&other, &nudged).unwrap();
+    let mut a = ticket_args(s(&other), s(&nudged_out), "12");
+    a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
+    fails(&a, "its search did not start from --model");
 }
