@@ -2,7 +2,7 @@
 //! (docs/protocol.md, "Recorded") — a variant's layer counts (`layers-from`) in the hash and the
 //! steps, and `final-lenet5`'s controls.
 
-use super::tests::arg;
+use super::tests::{arg, one_flag_more, same_command};
 use super::*;
 
 /// A search that keeps another variant's layer counts (`layers-from`) hashes what makes that mask:
@@ -126,20 +126,9 @@ fn the_final_lenet5_awt_at_ntk_saps_counts_is_its_plain_search_held_to_those_cou
     };
     let layers = step_of("lenet5-caffe-awt-ntk-sap-layers-d0.05-s203", "layers");
     let sap = step_of("lenet5-caffe-ntk-sap-global-d0.05-s203", "prune");
-    let (own_init, sap_init) = (arg(&layers, "--model").to_string(), arg(&sap, "--model").to_string());
-    let blank = |s: &Step, init: &str| -> Vec<String> {
-        let mut v = s.args.clone();
-        let out = v.iter().position(|a| a == "--out").unwrap();
-        v.drain(out..out + 2);
-        v.into_iter().map(|a| if a == init { "INIT".into() } else { a }).collect()
-    };
-    assert_eq!(blank(&layers, &own_init), blank(&sap, &sap_init), "ntk-sap-global's own command");
+    assert_eq!(same_command(&layers), same_command(&sap), "ntk-sap-global's own command");
     let search = step_of("lenet5-caffe-awt-ntk-sap-layers-d0.05-s203", "search");
     assert_eq!(Path::new(arg(&search, "--layer-densities-from")), layers.done);
     let plain = step_of("lenet5-caffe-awt-d0.05-s203", "search");
-    assert_eq!(
-        search.args.iter().filter(|a| !a.contains("awt-ntk-sap-layers") && *a != "--layer-densities-from").count(),
-        plain.args.iter().filter(|a| !a.contains("lenet5-caffe-awt-d0.05-s203")).count(),
-        "the plain search's command and one flag more"
-    );
+    one_flag_more(&search, "awt-ntk-sap-layers", &plain, "lenet5-caffe-awt-d0.05-s203");
 }

@@ -8,6 +8,26 @@ pub(super) fn arg<'a>(step: &'a Step, flag: &str) -> &'a str {
     &step.args[i + 1]
 }
 
+/// A step's arguments without its `--out` and with its `--model` file written `INIT`: what two runs
+/// share when each makes the same mask in its own folder.
+pub(super) fn same_command(s: &Step) -> Vec<String> {
+    let init = arg(s, "--model").to_string();
+    let mut v = s.args.clone();
+    let out = v.iter().position(|a| a == "--out").unwrap();
+    v.drain(out..out + 2);
+    v.into_iter().map(|a| if a == init { "INIT".into() } else { a }).collect()
+}
+
+/// `held` (a search in a folder whose path contains `held_dir`) is `plain`'s command (in `plain_dir`)
+/// with one flag more, `--layer-densities-from` and the mask it names.
+pub(super) fn one_flag_more(held: &Step, held_dir: &str, plain: &Step, plain_dir: &str) {
+    assert_eq!(
+        held.args.iter().filter(|a| !a.contains(held_dir) && *a != "--layer-densities-from").count(),
+        plain.args.iter().filter(|a| !a.contains(plain_dir)).count(),
+        "the plain search's command and one flag more"
+    );
+}
+
 /// The study runs AutoAttack on its first `autoattack_n` images and the worst case on all `n`;
 /// every preset's every run plans without error and ends with the evaluation that marks it done.
 #[test]
@@ -382,24 +402,13 @@ fn the_final_mlp_preset_runs_what_the_protocol_says() {
     // command (only where it is written differs), and its search keeps that mask's layer counts.
     let layers = step_of("lenet-300-100-awt-ntk-sap-layers-d0.05-s201", "layers");
     let sap = step_of("lenet-300-100-ntk-sap-global-d0.05-s201", "prune");
-    let (own_init, sap_init) = (arg(&layers, "--model").to_string(), arg(&sap, "--model").to_string());
-    let blank = |s: &Step, init: &str| -> Vec<String> {
-        let mut v = s.args.clone();
-        let out = v.iter().position(|a| a == "--out").unwrap();
-        v.drain(out..out + 2);
-        v.into_iter().map(|a| if a == init { "INIT".into() } else { a }).collect()
-    };
-    assert_eq!(blank(&layers, &own_init), blank(&sap, &sap_init));
-    assert!(own_init.ends_with("init.safetensors") && layers.done.ends_with("layers.safetensors"));
+    assert_eq!(same_command(&layers), same_command(&sap));
+    assert!(arg(&layers, "--model").ends_with("init.safetensors") && layers.done.ends_with("layers.safetensors"));
     let search = step_of("lenet-300-100-awt-ntk-sap-layers-d0.05-s201", "search");
     assert_eq!(Path::new(arg(&search, "--layer-densities-from")), layers.done);
     assert!(!search.args.iter().any(|a| a == "--layers-from"), "{:?}", search.args);
     let plain = step_of("lenet-300-100-awt-d0.05-s201", "search");
-    assert_eq!(
-        search.args.iter().filter(|a| !a.contains("awt-ntk-sap-layers") && *a != "--layer-densities-from").count(),
-        plain.args.iter().filter(|a| !a.contains("lenet-300-100-awt-d0.05-s201")).count(),
-        "the plain search's command and one flag more"
-    );
+    one_flag_more(&search, "awt-ntk-sap-layers", &plain, "lenet-300-100-awt-d0.05-s201");
     // The test split, and the validation images held out of training.
     let eval = step_of("lenet-300-100-awt-d0.05-s200", "eval");
     assert_eq!(arg(&eval, "--split"), "test");
