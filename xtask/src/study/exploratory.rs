@@ -1,11 +1,16 @@
 //! Study v2's exploratory results (docs/protocol.md §7): everything outside the primary family —
 //! each variant's own numbers, and AWT against every other variant on the worst case, AutoAttack and
 //! clean accuracy — with unadjusted 95 % intervals, labelled exploratory. The variants' numbers go to
-//! docs/study.md under each net and density; the AWT − X comparisons to the appendix.
+//! docs/study.md under each net and density; the AWT − X comparisons to the appendix; the rows added
+//! after the comparison to the summary, each with the differences it is read by (also as a figure).
 
 use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 use super::data::{Measure, Rec, by_seed, values, variants};
+use crate::plot::{Row, forest};
 use crate::stats::{Summary, paired, summary};
 
 /// The three measures, as their columns are headed.
@@ -171,36 +176,100 @@ pub(super) enum Versus {
     Minus(&'static str, &'static str),
 }
 
-/// `a − b` on the worst case and on AutoAttack, paired by seed, with the unadjusted reading.
-fn difference(recs: &[Rec], d: f64, (a, a_label): (&str, &str), (b, b_label): (&str, &str)) -> Option<String> {
-    let w = paired(&scores(recs, a, d, Measure::Worst), &scores(recs, b, d, Measure::Worst));
-    if w.n == 0 {
-        return None;
+/// One difference read for an added row: its two sides' labels and the paired differences on the
+/// worst case and (not against the dense net) on AutoAttack.
+struct Read<'a> {
+    a: &'a str,
+    b: &'a str,
+    worst: Summary,
+    aa: Option<Summary>,
+}
+
+/// The [`Versus`] `v` of the row `x`, paired by seed; `None` without a paired seed.
+fn read<'a>(recs: &[Rec], d: f64, awt: &'a str, x: (&'a str, &'a str), v: &Versus) -> Option<Read<'a>> {
+    let ((a, a_label), (b, b_label)) = match *v {
+        Versus::Awt => ((awt, "AWT"), x),
+        Versus::Of(y, label) => ((y, label), x),
+        Versus::Minus(y, label) => (x, (y, label)),
+        Versus::Dense => (x, ("dense", "dense")),
+    };
+    let pair = |m: Measure| paired(&scores(recs, a, d, m), &scores(recs, b, d, m));
+    let worst = pair(Measure::Worst);
+    let aa = Some(pair(Measure::AutoAttack)).filter(|s| s.n > 0 && !matches!(v, Versus::Dense));
+    (worst.n > 0).then_some(Read { a: a_label, b: b_label, worst, aa })
+}
+
+/// A [`Read`] as the summary says it, with the unadjusted reading.
+fn say(r: &Read, dense: bool) -> String {
+    let w = &r.worst;
+    // One seed says "(one seed)" in its value already; the dense net's pairs are not counted.
+    let over = if w.n > 1 && !dense { format!(" over {} paired seeds", w.n) } else { String::new() };
+    let mut part = format!("{} − {} on the worst case {}{over}: {}", r.a, r.b, w.pct_ci(), reading_of(w, r.a, r.b));
+    if let Some(aa) = &r.aa {
+        let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading_of(aa, r.a, r.b));
     }
-    // One seed says "(one seed)" in its value already.
-    let over = if w.n > 1 { format!(" over {} paired seeds", w.n) } else { String::new() };
-    let mut part =
-        format!("{a_label} − {b_label} on the worst case {}{over}: {}", w.pct_ci(), reading_of(&w, a_label, b_label));
-    let aa = paired(&scores(recs, a, d, Measure::AutoAttack), &scores(recs, b, d, Measure::AutoAttack));
-    if aa.n > 0 {
-        let _ = write!(part, "; on AutoAttack {}: {}", aa.pct_ci(), reading_of(&aa, a_label, b_label));
-    }
-    Some(part)
+    part
 }
 
 /// One difference of [`Versus`] for the row `x`, or `None` without a paired seed.
 fn versus(recs: &[Rec], d: f64, awt: &str, x: (&str, &str), v: &Versus) -> Option<String> {
-    match *v {
-        Versus::Awt => difference(recs, d, (awt, "AWT"), x),
-        Versus::Of(y, label) => difference(recs, d, (y, label), x),
-        Versus::Minus(y, label) => difference(recs, d, x, (y, label)),
-        Versus::Dense => {
-            let dense = paired(&scores(recs, x.0, d, Measure::Worst), &scores(recs, "dense", d, Measure::Worst));
-            (dense.n > 0).then(|| {
-                format!("{} − dense on the worst case {}: {}", x.1, dense.pct_ci(), reading_of(&dense, x.1, "dense"))
-            })
+    read(recs, d, awt, x, v).map(|r| say(&r, matches!(v, Versus::Dense)))
+}
+
+/// The legend of [`added_figure`]'s colours.
+const READ_GROUPS: [&str; 4] = ["X − dense", "score − its shuffle", "with AWT", "other"];
+
+/// Which of [`READ_GROUPS`] a difference `a − b` belongs to.
+fn read_group(a: &str, b: &str) -> usize {
+    if b == "dense" {
+        0
+    } else if b == format!("{a} shuffled") {
+        1
+    } else if a.starts_with("AWT") || b.starts_with("AWT") {
+        2
+    } else {
+        3
+    }
+}
+
+/// Every difference the added rows are read by at density `d`, on the worst case, as a forest plot
+/// in `fig_dir/file` (in the summary's order); empty where none has a paired seed.
+pub(super) fn added_figure(
+    recs: &[Rec],
+    d: f64,
+    awt: &str,
+    rows: &[Added],
+    fig_dir: &Path,
+    file: &str,
+) -> Result<String> {
+    let mut drawn: Vec<Row> = Vec::new();
+    for row in rows {
+        let x = (row.variant, row.label);
+        for r in row.read.iter().filter_map(|v| read(recs, d, awt, x, v)) {
+            let label = format!("{} − {}", r.a, r.b);
+            if drawn.iter().any(|o| o.label.starts_with(&format!("{label} ("))) {
+                continue;
+            }
+            let group = read_group(r.a, r.b);
+            let n = r.worst.n;
+            drawn.push(Row {
+                label: format!("{label} ({n} seed{})", if n == 1 { "" } else { "s" }),
+                value: 100.0 * r.worst.mean,
+                ci: r.worst.ci95().map(|(lo, hi)| (100.0 * lo, 100.0 * hi)),
+                group,
+            });
         }
     }
+    if drawn.is_empty() {
+        return Ok(String::new());
+    }
+    let title = format!("rows added after the comparison, density {d}: worst case, paired (unadjusted 95 %)");
+    let p = fig_dir.join(file);
+    std::fs::write(&p, forest(&title, "points", &drawn, &READ_GROUPS))
+        .with_context(|| format!("cannot write {}", p.display()))?;
+    Ok(format!(
+        "![the rows added after the comparison: each difference they are read by, density {d}](figures/{file})\n\n"
+    ))
 }
 
 /// The summary's lines for the rows added after the final comparison, one per row, each with its
@@ -366,6 +435,35 @@ mod tests {
             ),
             "{line}"
         );
+    }
+
+    /// The added rows' differences as a forest plot: each once, in the summary's order, coloured by
+    /// what it compares; nothing is drawn before a difference has a paired seed.
+    #[test]
+    fn the_added_rows_differences_are_drawn_once_each() {
+        let rows = [MLP_ADDED[0], MLP_ADDED[1], MLP_ADDED[1]];
+        let dir = super::super::tests::tempfile_dir();
+        let mut recs = vec![rec("awt", 0.05, 0, (0.8, 0.6, 0.58), 1000, Vec::new())];
+        assert_eq!(added_figure(&recs, 0.05, "awt", &rows, &dir, "a.svg").unwrap(), "");
+        assert!(!dir.join("a.svg").exists());
+        for seed in 0..2 {
+            recs.push(rec("awt", 0.05, seed + 1, (0.8, 0.6, 0.58), 1000, Vec::new()));
+            recs.push(rec("dense", 1.0, seed, (0.85, 0.62, 0.60), 1000, Vec::new()));
+            recs.push(rec("ntk-sap-global", 0.05, seed, (0.81, 0.61, 0.59), 1000, Vec::new()));
+            recs.push(rec("ntk-sap-global-shuffled", 0.05, seed, (0.81, 0.61, 0.585), 1000, Vec::new()));
+        }
+        let md = added_figure(&recs, 0.05, "awt", &rows, &dir, "a.svg").unwrap();
+        assert!(md.starts_with("![") && md.contains("(figures/a.svg)"), "{md}");
+        let svg = std::fs::read_to_string(dir.join("a.svg")).unwrap();
+        for l in ["AWT − NTK-SAP (2 seeds)", "NTK-SAP − dense (2 seeds)", "NTK-SAP − NTK-SAP shuffled (2 seeds)"]
+        {
+            assert!(svg.contains(&format!("\n{l}\n")), "no {l}");
+        }
+        assert_eq!(svg.matches("NTK-SAP − NTK-SAP shuffled").count(), 1, "a row read twice is drawn once");
+        let groups =
+            [("NTK-SAP", "dense"), ("NTK-SAP", "NTK-SAP shuffled"), ("AWT", "NTK-SAP"), ("random ERK", "random")];
+        assert_eq!(groups.map(|(a, b)| read_group(a, b)), [0, 1, 2, 3]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Two seeds far apart: the t-interval (12.7 · sd / √2 each side) runs past 100 % and below 0,

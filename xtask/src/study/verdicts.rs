@@ -314,6 +314,8 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
                 if !fig.is_empty() {
                     md += &format!("{fig}{}\n\n", super::allocation::GROUPS_NOTE);
                 }
+                let file = format!("{tag}-added-d{d}.svg");
+                md += &super::exploratory::added_figure(recs, d, roles.awt, roles.added, fig_dir, &file)?;
                 let drawn: Vec<&str> =
                     [roles.awt, roles.ntt].into_iter().chain(roles.at_init.iter().copied()).collect();
                 let file = format!("{tag}-dyn-distance-d{d}.svg");
