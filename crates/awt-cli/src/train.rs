@@ -26,6 +26,28 @@ struct CliHooks<'a> {
     epochs_dir: Option<PathBuf>,
     bar: indicatif::ProgressBar,
     epochs: usize,
+    /// The files the run reads weights from (`--init` or `--ticket`, `--track-kernel`): the flag,
+    /// the path and [`crate::output::model_hash`] of its content, saved in each checkpoint, so a
+    /// resume from a file that changed since is refused rather than continued on other weights.
+    inputs: Vec<(&'static str, PathBuf, String)>,
+}
+
+/// The checkpoint state key of an input file's hash.
+fn input_key(flag: &str) -> String {
+    format!("input {flag}")
+}
+
+/// [`CliHooks::inputs`] of a run.
+fn input_hashes(a: &TrainArgs) -> Result<Vec<(&'static str, PathBuf, String)>> {
+    let named = [("--init", &a.init), ("--ticket", &a.ticket), ("--track-kernel", &a.track_kernel)];
+    let mut out = Vec::new();
+    for (flag, path) in named {
+        if let Some(p) = path {
+            let bytes = std::fs::read(p).with_context(|| format!("{flag} {}: cannot read", p.display()))?;
+            out.push((flag, p.clone(), crate::output::model_hash(p, &bytes)?));
+        }
+    }
+    Ok(out)
 }
 
 impl Hooks for CliHooks<'_> {
@@ -93,15 +115,28 @@ impl Hooks for CliHooks<'_> {
     }
 
     fn state(&self) -> BTreeMap<String, String> {
-        match &self.best {
-            Some((score, Some(epoch), _)) => {
-                BTreeMap::from([("best_score".into(), score.to_string()), ("best_epoch".into(), epoch.to_string())])
-            }
-            _ => BTreeMap::new(),
+        let mut state: BTreeMap<String, String> =
+            self.inputs.iter().map(|(flag, _, hash)| (input_key(flag), hash.clone())).collect();
+        if let Some((score, Some(epoch), _)) = &self.best {
+            state.insert("best_score".into(), score.to_string());
+            state.insert("best_epoch".into(), epoch.to_string());
         }
+        state
     }
 
     fn restore(&mut self, epoch: usize, state: &BTreeMap<String, String>) -> Result<(), TrainError> {
+        // Before anything is touched: the weights this run started from must be the ones the files
+        // hold now (a checkpoint written before these hashes were kept has none and is taken as is).
+        for (flag, path, hash) in &self.inputs {
+            if let Some(saved) = state.get(&input_key(flag))
+                && saved != hash
+            {
+                return Err(TrainError::Invalid(format!(
+                    "cannot resume: {flag} {} is not the file this run started from (its weights and settings hash {hash}, the checkpoint's {saved}): the file changed since; start a new run (another --out, without --resume)",
+                    path.display()
+                )));
+            }
+        }
         // Keep the metrics of the checkpointed epochs only (a crash can leave a line for an epoch
         // whose checkpoint was never written).
         let text = std::fs::read_to_string(&self.metrics).unwrap_or_default();
@@ -187,6 +222,7 @@ pub(crate) fn run_training(
         );
     }
     let net = starting_net(a, dev)?;
+    let inputs = input_hashes(a)?;
     let arch = net.arch().clone();
     let ds = a.data.load_for(&net)?;
     let train_split = match a.train_limit {
@@ -228,6 +264,7 @@ pub(crate) fn run_training(
         epochs_dir: a.keep_epochs.then(|| a.out.join(layout::EPOCHS)),
         bar,
         epochs: a.epochs,
+        inputs,
     };
     let vars = net.params().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let summary =

@@ -172,8 +172,21 @@ fn a_refused_run_leaves_the_existing_run_untouched() {
         .map(|f| (f.to_string(), std::fs::read(out.join(f)).unwrap()))
         .collect();
     fails(&train_args(s(&init), s(&out), &["--epochs", "1", "--lr", "0.05"]), "--resume");
+    // The initialisation changed since (one weight's byte): resuming from its path is refused, as
+    // the run's weights came from the file that was there.
+    let original = std::fs::read(&init).unwrap();
+    let mut nudged = original.clone();
+    *nudged.last_mut().unwrap() ^= 1;
+    std::fs::write(&init, &nudged).unwrap();
+    fails(&train_args(s(&init), s(&out), &["--epochs", "1", "--resume"]), "is not the file this run started from");
+    std::fs::write(&init, &original).unwrap();
+    for (f, bytes) in &before {
+        assert!(&std::fs::read(out.join(f)).unwrap() == bytes, "{f} changed by a refused run");
+    }
+    // The same file again: the finished run resumes (to nothing left to do), its files as they were.
+    ok(&train_args(s(&init), s(&out), &["--epochs", "1", "--resume"]));
     for (f, bytes) in before {
-        assert!(std::fs::read(out.join(&f)).unwrap() == bytes, "{f} changed by a refused run");
+        assert!(std::fs::read(out.join(&f)).unwrap() == bytes, "{f} changed by resuming a finished run");
     }
     // --resume never creates a folder.
     let missing = tmp.path().join("missing");
