@@ -154,6 +154,13 @@ pub(crate) fn model_hash(path: &Path, bytes: &[u8]) -> Result<String> {
     Ok(h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect())
 }
 
+/// The hash older builds gave a model file (its bytes read as lossy UTF-8 text; see [`model_hash`]):
+/// accepted only to continue what they saved (a search's state, IMP-AT's rounds, a transferred
+/// ticket's teacher), so no work is lost to the change; never written.
+pub(crate) fn legacy_text_hash(bytes: &[u8]) -> String {
+    config_hash(&String::from_utf8_lossy(bytes))
+}
+
 /// Refuses, before allocating, work that would need more memory than the machine can give now
 /// (`bytes`, an estimate of the peak), naming the setting that sized it and the estimate.
 pub(crate) fn check_memory(setting: &str, bytes: f64) -> anyhow::Result<()> {

@@ -276,11 +276,14 @@ fn run_imp(a: &PruneArgs, dev: &Device) -> Result<()> {
 }
 
 /// Everything that shapes IMP-AT's rounds, as text: the settings and the initialisation's bytes.
-fn imp_identity(a: &PruneArgs) -> Result<String> {
+/// With `legacy`, the initialisation as older builds hashed it (to continue their rounds).
+fn imp_identity(a: &PruneArgs, legacy: bool) -> Result<String> {
     let model = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
+    let model_hash =
+        if legacy { crate::output::legacy_text_hash(&model) } else { crate::output::model_hash(&a.model, &model)? };
     Ok(format!(
         "model={}\ndensity={}\nallocation={}\noutput_layer={}\nimp_rounds={}\nimp_epochs={}\neps={}\nattack_steps={}\nstep_size={:?}\nseed={}\ntrain_limit={:?}\ndata={}\nvalidation={:?}\n",
-        crate::output::model_hash(&a.model, &model)?,
+        model_hash,
         a.density,
         value_name(&a.allocation),
         value_name(&a.output_layer),
@@ -300,10 +303,16 @@ fn imp_identity(a: &PruneArgs) -> Result<String> {
 /// it was made by the same settings and initialisation, else the command stops naming what differs
 /// (rounds of another run must never be built on).
 fn imp_work_folder(a: &PruneArgs, work: &Path) -> Result<()> {
-    let identity = imp_identity(a)?;
+    let identity = imp_identity(a, false)?;
     let file = work.join("settings.txt");
     if work.exists() {
         let had = std::fs::read_to_string(&file).unwrap_or_default();
+        // Rounds an older build made record the initialisation by its legacy hash: the same rounds,
+        // recorded anew.
+        if had == imp_identity(a, true)? {
+            return awt_base::write_atomic(&file, identity.as_bytes())
+                .with_context(|| format!("cannot write {}", file.display()));
+        }
         if had != identity {
             let differs: Vec<&str> = identity
                 .lines()

@@ -190,8 +190,9 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     // What a saved state must match to be resumed: every setting, the teacher's bytes and the data.
     let model_bytes = std::fs::read(&a.model).with_context(|| format!("cannot read {}", a.model.display()))?;
     let teacher_hash = crate::output::model_hash(&a.model, &model_bytes)?;
+    let legacy_hash = crate::output::legacy_text_hash(&model_bytes);
     if let Some(from) = &a.rewind_from {
-        return rewind_from(&a, from, &teacher, &cfg, &teacher_hash, &log_path);
+        return rewind_from(&a, from, &teacher, &cfg, (&teacher_hash, &legacy_hash), &log_path);
     }
     // One `key=value` line per setting, so a mismatched resume names the settings that differ.
     let mut fields: Vec<String> = Vec::new();
@@ -215,7 +216,14 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
                 state_path.display()
             );
         }
-        let st = awt_ticket::SearchState::load(&state_path, &identity, dev)?;
+        let st = match awt_ticket::SearchState::load(&state_path, &identity, dev) {
+            Ok(st) => st,
+            // A state an older build saved names the teacher by its legacy hash: the same search.
+            Err(e) => {
+                let old = identity.replace(&format!("teacher={teacher_hash}\n"), &format!("teacher={legacy_hash}\n"));
+                awt_ticket::SearchState::load(&state_path, &old, dev).map_err(|_| e)?
+            }
+        };
         let first = truncate_log(&log_path, st.step)?;
         (Some(st), first)
     } else {
@@ -294,7 +302,7 @@ fn rewind_from(
     from: &std::path::Path,
     teacher: &awt_nets::Net,
     cfg: &ValidSearchConfig,
-    teacher_hash: &str,
+    (teacher_hash, legacy_hash): (&str, &str),
     log_path: &std::path::Path,
 ) -> Result<()> {
     if a.weights != WeightsArg::Rewind {
@@ -306,7 +314,8 @@ fn rewind_from(
     // Tickets are written atomically, so a finished one is read whole without taking its lock.
     crate::files::refuse_overwriting_inputs("--out", &a.out, &[("--rewind-from", from)])?;
     let transferred = awt_nets::load(from, a.arch.as_ref(), DType::F32, &teacher.device())?.net;
-    if transferred.meta.get("teacher").map(String::as_str) != Some(teacher_hash) {
+    // A ticket an older build made names its teacher by the legacy hash.
+    if !transferred.meta.get("teacher").is_some_and(|t| t == teacher_hash || t == legacy_hash) {
         bail!("--rewind-from {}: its search did not start from --model {}", from.display(), a.model.display());
     }
     let mut net = awt_ticket::rewind_ticket(teacher, &transferred, cfg)

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{awt_cmd, fails, ok, s};
+use common::{awt_cmd, fails, legacy_hash, ok, s};
 
 fn init(dir: &Path) -> PathBuf {
     let p = dir.join("init.safetensors");
@@ -114,6 +114,17 @@ fn imp_rounds_made_by_other_settings_are_never_reused() {
     // The same settings again: the recorded rounds are the run's own, the ticket is the same.
     ok(&imp_args(s(&init), s(&out), "0.25"));
     assert_eq!(std::fs::read(&out).unwrap(), first);
+    // Rounds an older build recorded name the initialisation by its legacy hash: they continue, and
+    // their settings are written anew with today's hash.
+    let settings = tmp.path().join("imp-0.1.imp/settings.txt");
+    let today = std::fs::read_to_string(&settings).unwrap();
+    let model_line = today.lines().find(|l| l.starts_with("model=")).unwrap().to_string();
+    let older = today.replace(&model_line, &format!("model={}", legacy_hash(&std::fs::read(&init).unwrap())));
+    assert_ne!(older, today);
+    std::fs::write(&settings, &older).unwrap();
+    ok(&imp_args(s(&init), s(&out), "0.25"));
+    assert_eq!(std::fs::read(&out).unwrap(), first);
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), today);
     // `imp-0.2` has its own work folder (it shared `imp-0.imp` when helpers replaced the extension).
     let out2 = tmp.path().join("imp-0.2");
     ok(&imp_args(s(&init), s(&out2), "0.1"));
@@ -273,6 +284,21 @@ fn a_rewound_ticket_from_a_finished_search_equals_a_rewound_search() {
     a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
     ok(&a);
     assert!(std::fs::read(&rewound).unwrap() == std::fs::read(&again_out).unwrap());
+    // A transferred ticket an older build made names its teacher by the legacy hash: still this one's.
+    let ticket = std::fs::read(&transferred).unwrap();
+    let key = b"\"teacher\":\"";
+    let at = ticket.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let mut older = ticket.clone();
+    older[at..at + 16].copy_from_slice(legacy_hash(&bytes).as_bytes());
+    assert_ne!(older, ticket);
+    let older_ticket = p("older.safetensors");
+    std::fs::write(&older_ticket, &older).unwrap();
+    std::fs::copy(p("t.safetensors.search.jsonl"), p("older.safetensors.search.jsonl")).unwrap();
+    let older_out = p("older-rewound.safetensors");
+    let mut a = ticket_args(s(&init), s(&older_out), "12");
+    a.extend(["--weights", "rewind", "--rewind-from", s(&older_ticket)]);
+    ok(&a);
+    assert!(std::fs::read(&rewound).unwrap() == std::fs::read(&older_out).unwrap());
     let mut nudged = bytes;
     *nudged.last_mut().unwrap() ^= 1;
     let other = p("init-nudged.safetensors");

@@ -37,3 +37,9 @@ pub fn fails(args: &[&str], needle: &str) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The hash builds before the model hash gave a model file: its bytes read as lossy UTF-8 text.
+pub fn legacy_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(String::from_utf8_lossy(bytes).as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
