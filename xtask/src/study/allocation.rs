@@ -80,7 +80,7 @@ pub(super) fn profile(recs: &[Rec], v: &str, d: f64) -> Option<(bool, String, f6
 /// The figure's group of `v` (an index into [`GROUPS`]) and what its label adds: the share its
 /// largest pruned layer keeps.
 pub(super) fn colour(recs: &[Rec], v: &str, d: f64) -> (usize, String) {
-    let awt = usize::from(!(v == "awt" || v.starts_with("awt-")));
+    let (awt, _) = super::figures::awt_or_baseline(v, d);
     match profile(recs, v, d) {
         Some((uniform, layer, share)) => (2 * awt + usize::from(!uniform), format!(", {layer} {share:.1} %")),
         None => (2 * awt, String::new()),
