@@ -10,6 +10,9 @@
 //!   schedule), NTK-SAP (Wang et al. 2023, data-free and weight-agnostic: the mask gradient of a
 //!   finite-difference estimate of the NTK's trace over fresh initialisations and noise inputs,
 //!   iterative like SynFlow).
+//! - [`Target`]: where a pruning ends, a density under an allocation or exactly another mask's
+//!   per-layer counts ([`kept_counts`]), so that any score can be read at any allocation; the
+//!   iterative scores move each layer toward its count on their exponential schedule.
 //! - [`cut_off`]: the units a mask leaves without any kept incoming or outgoing weight.
 //! - [`shuffle_within_layers`]: each layer's mask permuted at random, its density kept ("missing the
 //!   mark"'s sanity check: does a score choose more than the per-layer densities?).
@@ -27,6 +30,28 @@
 //! let weights = BTreeMap::from([("fc1.weight".to_string(), w)]);
 //! let masks = select(&scores::magnitude(&weights).unwrap(), awt_runs::Density::new(0.5).unwrap(), Allocation::Uniform).unwrap();
 //! assert_eq!(masks["fc1.weight"].to_vec2::<f32>().unwrap(), vec![vec![0.0, 1.0, 0.0], vec![1.0, 0.0, 1.0]]);
+//! ```
+//!
+//! Any score at another mask's allocation ([`Target::Counts`]): each layer keeps as many weights as
+//! that mask does there, chosen by this score (here magnitude at a global mask's per-layer counts):
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use awt_prune::{kept_counts, scores, select, Allocation, Target};
+//! use candle_core::{Device, Tensor};
+//! let dev = Device::Cpu;
+//! let weights = BTreeMap::from([
+//!     ("fc1.weight".to_string(), Tensor::new(&[[0.9f32, 0.8, 0.7, 0.6], [0.5, 0.4, 0.3, 0.2]], &dev).unwrap()),
+//!     ("fc2.weight".to_string(), Tensor::new(&[[0.1f32, 0.05], [0.01, 0.95]], &dev).unwrap()),
+//! ]);
+//! let magnitude = scores::magnitude(&weights).unwrap();
+//! let global = select(&magnitude, awt_runs::Density::new(0.5).unwrap(), Allocation::Global).unwrap();
+//! let counts = kept_counts(&global).unwrap();
+//! assert_eq!(counts, BTreeMap::from([("fc1.weight".to_string(), 5), ("fc2.weight".to_string(), 1)]));
+//! // Random scores held to those counts: a random mask with the global mask's allocation.
+//! let random = scores::random(&weights, 7).unwrap();
+//! let held = Target::Counts(&counts).select(&random).unwrap();
+//! assert_eq!(kept_counts(&held).unwrap(), counts);
 //! ```
 
 mod alloc;
