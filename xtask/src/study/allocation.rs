@@ -49,15 +49,11 @@ fn shares(recs: &[Rec], v: &str, d: f64, name: &str) -> Vec<f64> {
         .collect()
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
 /// The mean share, and the range over seeds where they differ (at the table's two decimals).
 fn share_text(s: &[f64]) -> String {
     let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let m = mean(s);
+    let m = summary(s).mean;
     if format!("{lo:.2}") == format!("{hi:.2}") { format!("{m:.2}") } else { format!("{m:.2} ({lo:.2}–{hi:.2})") }
 }
 
@@ -69,7 +65,7 @@ pub(super) fn profile(recs: &[Rec], v: &str, d: f64) -> Option<(bool, String, f6
         .iter()
         .map(|l| (l, shares(recs, v, d, &l.name)))
         .filter(|(_, s)| !s.is_empty())
-        .map(|(l, s)| (l, mean(&s)))
+        .map(|(l, s)| (l, summary(&s).mean))
         .collect();
     let (big, share) = means.iter().max_by_key(|(l, _)| l.weights)?;
     let lo = means.iter().map(|m| m.1).fold(f64::INFINITY, f64::min);
