@@ -192,6 +192,7 @@ fn data_list(data_dir: Option<PathBuf>, verify: bool) -> Result<()> {
 }
 
 fn init_cmd(arch: &Arch, seed: u64, init: Init, norm: Option<awt_nets::InputNorm>, out: &Path) -> Result<()> {
+    let _owned = crate::files::own("--out", out, crate::files::Kind::MODEL, &[], &[])?;
     let mut net = Net::init(arch, init, seed, DType::F32, &Device::Cpu)?;
     net.set_input_norm(norm).context("--standardize")?;
     net.meta.insert("git_commit".into(), git_commit().into());
@@ -206,11 +207,15 @@ fn init_cmd(arch: &Arch, seed: u64, init: Init, norm: Option<awt_nets::InputNorm
     Ok(())
 }
 
+/// What `awt inspect --json` writes.
+const MASK_REPORT: crate::files::Kind =
+    crate::files::Kind::json::<awt_runs::records::MaskReport>("a mask report awt inspect wrote");
+
 /// `awt inspect`: per tensor its shape, size and density, and for each masked weight the units its
 /// mask cuts off (outputs with no kept incoming weight, inputs with no kept outgoing one); the last
 /// layer's cut-off outputs are classes the network can only reach through their bias.
 fn inspect(model: &Path, arch: Option<&Arch>, json: Option<&Path>) -> Result<()> {
-    let _owned = json.map(|j| crate::files::own("--json", j, &[], &[("MODEL", model)])).transpose()?;
+    let _owned = json.map(|j| crate::files::own("--json", j, MASK_REPORT, &[], &[("MODEL", model)])).transpose()?;
     let loaded = awt_nets::load(model, arch, DType::F32, &Device::Cpu)?;
     let net = loaded.net;
     say!(

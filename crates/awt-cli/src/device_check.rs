@@ -225,12 +225,17 @@ fn at_epoch(net: &Net, ds: &awt_data::Dataset, n: usize) -> Result<Value> {
     Ok(json!({"images": n, "seconds": s, "seconds_per_60000": s * 60_000.0 / n as f64}))
 }
 
+/// What `awt check-device --json` writes: an object naming its reference and its nets.
+const CHECK_JSON: crate::files::Kind = crate::files::Kind::new("a device check awt check-device wrote", |b| {
+    serde_json::from_slice::<Value>(b).is_ok_and(|v| v.get("reference").is_some() && v.get("nets").is_some())
+});
+
 pub(crate) fn run(a: CheckArgs, dev: &Device) -> Result<()> {
     if a.n == 0 {
         bail!("--n must be ≥ 1 (test images for the robust count)");
     }
     let inputs: Vec<(&str, &std::path::Path)> = a.models.iter().map(|p| ("--model", p.as_path())).collect();
-    let _owned = a.json.as_deref().map(|j| crate::files::own("--json", j, &[], &inputs)).transpose()?;
+    let _owned = a.json.as_deref().map(|j| crate::files::own("--json", j, CHECK_JSON, &[], &inputs)).transpose()?;
     let ds = a.data.load()?;
     let side = device_name(dev).unwrap_or_else(|| "cpu (device-generic path)".into());
     let nets: Vec<(String, Net, Net)> = if a.models.is_empty() {
@@ -278,6 +283,14 @@ pub(crate) fn run(a: CheckArgs, dev: &Device) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An earlier device check's JSON may be replaced by the next; other JSON may not.
+    #[test]
+    fn only_a_device_checks_own_json_is_replaceable() {
+        assert!(CHECK_JSON.accepts(br#"{"device":"cuda:0","reference":"cpu","nets":[]}"#));
+        assert!(!CHECK_JSON.accepts(br#"{"device":"cuda:0"}"#));
+        assert!(!CHECK_JSON.accepts(b"{"));
+    }
 
     /// One step's time from a short and a long run; never negative (a busy machine once gave −1000 ms).
     #[test]

@@ -131,6 +131,9 @@ fn check_inputs_belong_together(a: &DynamicsArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `awt dynamics --out` writes: one line per epoch.
+const DYNAMICS: crate::files::Kind = crate::files::Kind::jsonl::<DynamicsLine>("kernel dynamics awt dynamics wrote");
+
 pub(crate) fn run(a: DynamicsArgs, dev: &Device) -> Result<()> {
     if a.probe == 0 {
         bail!("--probe must be ≥ 1");
@@ -147,7 +150,7 @@ pub(crate) fn run(a: DynamicsArgs, dev: &Device) -> Result<()> {
         .collect();
     let mut inputs: Vec<(&str, &Path)> = vec![("--dense-init", &a.dense_init), ("--init", &a.init)];
     inputs.extend(epoch_files.iter().map(|p| ("an epoch checkpoint or record of --dense/--run", p.as_path())));
-    let _owned = crate::files::own("--out", &a.out, &[], &inputs)?;
+    let _owned = crate::files::own("--out", &a.out, DYNAMICS, &[], &inputs)?;
     let epochs = saved_epochs(&a.dense).min(saved_epochs(&a.run));
     if epochs == 0 {
         bail!(

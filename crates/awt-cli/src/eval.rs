@@ -392,9 +392,18 @@ fn run_curve(a: &EvalArgs, net: &awt_nets::Net) -> Result<()> {
     Ok(())
 }
 
+/// What `awt eval --json` writes: one evaluation, or a security curve.
+const EVAL_JSON: crate::files::Kind = crate::files::Kind::new("an evaluation awt eval wrote", |b| {
+    use crate::files::parses;
+    parses::<awt_runs::records::Eval>(b) || parses::<awt_runs::records::Curve>(b)
+});
+
 pub(crate) fn run(a: EvalArgs, dev: &Device) -> Result<()> {
-    let _owned =
-        a.json.as_deref().map(|j| crate::files::own("--json", j, &[], &[("--model", &a.model)])).transpose()?;
+    let _owned = a
+        .json
+        .as_deref()
+        .map(|j| crate::files::own("--json", j, EVAL_JSON, &[], &[("--model", &a.model)]))
+        .transpose()?;
     let net = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     if !a.eps_curve.is_empty() {
         return run_curve(&a, &net);

@@ -98,7 +98,10 @@ fn ntk_bytes(rows: f64, cols: f64, elem: f64, params: f64, reference: bool, spec
 }
 
 pub(crate) fn run(a: NtkArgs, dev: &Device) -> Result<()> {
-    let _owned = crate::files::own("--out", &a.out, &[], &[("--model", &a.model)])?;
+    let _owned = crate::files::own("--out", &a.out, crate::files::Kind::KERNEL, &[], &[("--model", &a.model)])?;
+    if a.n == 0 {
+        bail!("--n must be ≥ 1 (examples in the kernel)");
+    }
     if a.block == 0 {
         bail!("--block must be ≥ 1 (examples per block)");
     }

@@ -368,7 +368,7 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     }
     inputs.extend(a.layer_densities_from.as_deref().map(|p| ("--layer-densities-from", p)));
     let (imp_work, hydra_work) = (crate::files::beside(&a.out, "imp"), crate::files::beside(&a.out, "hydra"));
-    let _owned = crate::files::own("--out", &a.out, &[&imp_work, &hydra_work], &inputs)?;
+    let _owned = crate::files::own("--out", &a.out, crate::files::Kind::MODEL, &[&imp_work, &hydra_work], &inputs)?;
     if a.batch == 0 {
         bail!("--batch must be ≥ 1 (examples scored by SNIP and GraSP)");
     }

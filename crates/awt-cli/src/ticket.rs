@@ -183,7 +183,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let state_path = beside(&a.out, layout::SEARCH_STATE);
     let mut inputs = vec![("--model", a.model.as_path())];
     inputs.extend(a.layer_densities_from.as_deref().map(|p| ("--layer-densities-from", p)));
-    let _owned = crate::files::own("--out", &a.out, &[&log_path, &state_path], &inputs)?;
+    let _owned = crate::files::own("--out", &a.out, crate::files::Kind::MODEL, &[&log_path, &state_path], &inputs)?;
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len(), teacher.arch(), dev)?;
@@ -236,14 +236,28 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
         (None, None)
     };
     let start = resume.as_ref().map_or(0, |s| s.step);
+    // A fresh search replaces an earlier search's log only once it has a step to log: a search
+    // refused by its settings (a density that empties a layer) leaves the earlier log whole. Whether
+    // the log can be written is still found before the work.
+    let open_err = |e: std::io::Error| anyhow::anyhow!("cannot open {}: {e}", log_path.display());
     let log = if resume.is_some() {
-        std::fs::OpenOptions::new().append(true).open(&log_path)
+        Some(std::fs::OpenOptions::new().append(true).open(&log_path).map_err(open_err)?)
     } else {
-        std::fs::File::create(&log_path)
+        if std::fs::symlink_metadata(&log_path).is_ok() {
+            std::fs::OpenOptions::new().write(true).open(&log_path).map_err(open_err)?;
+        }
+        None
     };
-    let log_file = std::cell::RefCell::new(std::io::BufWriter::new(
-        log.with_context(|| format!("cannot open {}", log_path.display()))?,
-    ));
+    let log_file = std::cell::RefCell::new(log.map(std::io::BufWriter::new));
+    let write_line = |line: &str| -> std::io::Result<()> {
+        let mut f = log_file.borrow_mut();
+        let f = match &mut *f {
+            Some(f) => f,
+            None => f.insert(std::io::BufWriter::new(std::fs::File::create(&log_path)?)),
+        };
+        writeln!(f, "{line}")
+    };
+    let flush_log = || log_file.borrow_mut().as_mut().map_or(Ok(()), |f| f.flush());
     let bar = crate::output::progress(cfg.steps as u64, &value_name(&a.method));
     bar.set_position(start as u64);
     if a.quiet {
@@ -253,7 +267,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let mut write_err = None;
     let mut save = |st: &awt_ticket::SearchState| {
         // The log reaches the disk before a state that claims its steps.
-        log_file.borrow_mut().flush().map_err(log_err)?;
+        flush_log().map_err(log_err)?;
         st.save(&state_path, &identity)
     };
     let ck = awt_ticket::Checkpoints { every: a.checkpoint_every, resume, save: &mut save };
@@ -261,7 +275,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
         bar.inc(1);
         bar.set_message(format!("kernel dist {:.3} output dist {:.3}", l.kernel_distance, l.output_distance));
         let line = serde_json::to_string(l).map_err(std::io::Error::other);
-        if let Err(e) = line.and_then(|line| writeln!(log_file.borrow_mut(), "{line}")) {
+        if let Err(e) = line.and_then(|line| write_line(&line)) {
             write_err = Some(e);
         }
     })?;
@@ -269,7 +283,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     if let Some(e) = write_err {
         bail!("cannot write {}: {e}", log_path.display());
     }
-    log_file.borrow_mut().flush().with_context(|| format!("cannot write {}", log_path.display()))?;
+    flush_log().with_context(|| format!("cannot write {}", log_path.display()))?;
     let mut net = t.net;
     net.meta.insert("git_commit".into(), git_commit().into());
     net.meta.insert("teacher".into(), teacher_hash);

@@ -36,6 +36,8 @@ fn errors_name_the_flag_at_fault() {
     says(&["ntk", "--model", s(&init), "--n", "8", "--offset2", "1995", "--out", s(&p("k"))], "--offset2 1995 --n 8");
     says(&["ntk", "--model", s(&init), "--n", "8", "--eps", "0.2", "--out", s(&p("k"))], "--adv");
     says(&["eval", "--model", s(&init), "--limit", "0"], "--limit must be ≥ 1");
+    // Was reported as a range past the split's end (`--offset 0 --n 0: the test split … has 2000`).
+    says(&["ntk", "--model", s(&init), "--n", "0", "--out", s(&p("k"))], "--n must be ≥ 1");
     // An output that cannot be written is found before the work, not after it.
     let t0 = std::time::Instant::now();
     says(&["eval", "--model", s(&init), "--json", s(&init.join("e.json"))], "--json");

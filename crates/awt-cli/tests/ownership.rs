@@ -307,3 +307,91 @@ fn a_rewound_ticket_from_a_finished_search_equals_a_rewound_search() {
     a.extend(["--weights", "rewind", "--rewind-from", s(&transferred)]);
     fails(&a, "its search did not start from --model");
 }
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// Class 6: an output path that holds a user's file. `init`, `prune` and `ticket --out`, `ntk
+/// --out`, `eval --json` and `inspect --json` replaced whatever was there (a text file, a config,
+/// another command's output). Each now replaces only an earlier output of its own kind and refuses
+/// anything else, naming the file, before any work; the user's file is left as it was.
+#[test]
+fn a_users_file_at_an_output_path_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let p = |n: &str| tmp.path().join(n);
+    let (user, config) = (p("notes.txt"), p("config.json"));
+    std::fs::write(&user, "my notes\n").unwrap();
+    std::fs::write(&config, "{\"lr\": 0.1}\n").unwrap();
+    let (pruned, kernel, eval, mask) = (p("p.safetensors"), p("k.safetensors"), p("eval.json"), p("mask.json"));
+    let args = |a: &str, o: &Path| -> Vec<String> {
+        let i = s(&init);
+        let a = match a {
+            "init" => vec!["init", "--arch", "mlp-784-32-10", "--seed", "2", "--out"],
+            "prune" => vec!["prune", "--model", i, "--method", "random", "--density", "0.3", "--out"],
+            "ntk" => vec!["ntk", "--model", i, "--n", "4", "--out"],
+            "eval" => vec!["eval", "--model", i, "--limit", "4", "--attack", "fgsm", "--json"],
+            "inspect" => vec!["inspect", s(&pruned), "--json"],
+            _ => ticket_args(i, "", "3").into_iter().filter(|a| !a.is_empty()).collect(),
+        };
+        a.into_iter().chain([s(o)]).map(String::from).collect()
+    };
+    // Each command's own earlier output is replaced: run each twice.
+    let own: Vec<(&str, PathBuf)> = vec![
+        ("init", p("i.safetensors")),
+        ("prune", pruned.clone()),
+        ("ntk", kernel.clone()),
+        ("eval", eval.clone()),
+        ("inspect", mask.clone()),
+        ("ticket", p("t.safetensors")),
+    ];
+    for (a, o) in own.iter().chain(&own) {
+        ok(&strs(&args(a, o)));
+    }
+    // Anything else is refused, naming the file and what it is not.
+    let refusals: Vec<(&str, &Path, &str)> = vec![
+        ("init", &user, "not a model file awt wrote"),
+        ("prune", &config, "not a model file awt wrote"),
+        ("ticket", &user, "not a model file awt wrote"),
+        ("prune", &kernel, "not a model file awt wrote"),
+        ("ntk", &pruned, "not a kernel file awt ntk wrote"),
+        ("eval", &config, "not an evaluation awt eval wrote"),
+        ("eval", &mask, "not an evaluation awt eval wrote"),
+        ("inspect", &eval, "not a mask report awt inspect wrote"),
+        ("inspect", &user, "not a mask report awt inspect wrote"),
+    ];
+    for (a, file, what) in refusals {
+        let before = std::fs::read(file).unwrap();
+        let err = fails(&strs(&args(a, file)), what);
+        assert!(err.contains(s(file)) && err.contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(file).unwrap(), before, "`awt {a}` changed {}", file.display());
+    }
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), "my notes\n");
+    assert!(!p("notes.txt.search.jsonl").exists(), "a refused search began its log");
+}
+
+/// Class 7: a search refused by its settings emptied the log of the earlier search at its
+/// `--out` (the log was created, truncating it, before the settings were checked), leaving that
+/// search's ticket without its log. The log is now replaced only once the new search logs a step.
+#[test]
+fn a_refused_search_leaves_the_earlier_searchs_log_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let init = init(tmp.path());
+    let out = tmp.path().join("t.safetensors");
+    let log = tmp.path().join("t.safetensors.search.jsonl");
+    ok(&ticket_args(s(&init), s(&out), "4"));
+    let before = std::fs::read(&log).unwrap();
+    assert_eq!(before.iter().filter(|b| **b == b'\n').count(), 4);
+    let mut args = ticket_args(s(&init), s(&out), "4");
+    let d = args.iter().position(|a| *a == "--density").unwrap() + 1;
+    args[d] = "1e-9";
+    fails(&args, "refusing to empty a layer");
+    assert_eq!(std::fs::read(&log).unwrap(), before, "the earlier search's log was changed");
+    // A refused search at a new output leaves no log behind.
+    let other = tmp.path().join("u.safetensors");
+    let n = args.len() - 1;
+    args[n] = s(&other);
+    fails(&args, "refusing to empty a layer");
+    assert!(!tmp.path().join("u.safetensors.search.jsonl").exists());
+}
