@@ -460,10 +460,7 @@ pub(crate) fn splice(doc: &Path, (begin, end): (&str, &str), heading: &str, text
         (Some(a), Some(b)) if a < b => format!("{}{begin}\n{text}{}", &old[..a], &old[b..]),
         _ => format!("{old}\n## {heading}\n\n{begin}\n{text}{end}\n"),
     };
-    let tmp = doc.with_extension("md.tmp");
-    std::fs::write(&tmp, new).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, doc).with_context(|| format!("cannot replace {}", doc.display()))?;
-    Ok(())
+    crate::workspace::write_atomic(doc, new)
 }
 
 #[cfg(test)]

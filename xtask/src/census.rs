@@ -128,10 +128,7 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
     let census =
         Census { preset: preset.clone(), arch: spec.archs.join(","), output_layer: "pruned".into(), git_commit, masks };
     std::fs::create_dir_all(out.parent().expect("a file under results/census"))?;
-    let tmp = out.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&census)? + "\n")
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &out).with_context(|| format!("cannot write {}", out.display()))?;
+    crate::workspace::write_atomic(&out, serde_json::to_string_pretty(&census)? + "\n")?;
     let cut = census.masks.iter().filter(|m| !m.classes_cut.is_empty()).count();
     eprintln!("{}: {} masks, {cut} cut a class off", out.display(), census.masks.len());
     Ok(())

@@ -37,6 +37,7 @@ pub(crate) fn write_runs(run_dirs: &[PathBuf], out: &Path) -> Result<()> {
 }
 
 fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
+    crate::workspace::refuse_foreign_reports(&[out])?;
     let fig_dir = out.parent().unwrap_or(Path::new(".")).join("figures");
     std::fs::create_dir_all(&fig_dir)?;
     let mut md = String::from(
@@ -63,7 +64,7 @@ fn write_data(runs: &[RunData], out: &Path) -> Result<()> {
     for ((preset, arch, data), rs) in groups {
         md += &Group::new(preset, arch, data, rs).section(&fig_dir)?;
     }
-    std::fs::write(out, md).with_context(|| format!("cannot write {}", out.display()))?;
+    crate::workspace::write_atomic(out, md)?;
     eprintln!("wrote {} and figures in {}", out.display(), fig_dir.display());
     Ok(())
 }

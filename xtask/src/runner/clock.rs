@@ -70,9 +70,6 @@ impl Clock {
             paused: 0.0,
             waited: 0.0,
         };
-        let tmp = dir.join(".timings.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&now)? + "\n")?;
-        std::fs::rename(&tmp, dir.join(Self::FILE))?;
-        Ok(())
+        crate::workspace::write_atomic(&dir.join(Self::FILE), serde_json::to_string_pretty(&now)? + "\n")
     }
 }

@@ -144,3 +144,17 @@ fn findings_are_refreshed_between_their_markers_only() {
     assert_eq!(std::fs::read_to_string(&plain).unwrap(), "# A report without markers\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `report --study --out` writes two companions beside its report (`study-appendix.md`,
+/// `selection.md`) and a `figures/` folder; a user's file under a companion's name is refused
+/// before anything is written.
+#[test]
+fn the_study_report_never_replaces_a_users_file_beside_it() {
+    let dir = tempfile_dir();
+    std::fs::write(dir.join("selection.md"), "my selection notes\n").unwrap();
+    let e = write(&dir.join("study.md")).unwrap_err().to_string();
+    assert!(e.contains("selection.md") && e.contains("not a report"), "{e}");
+    assert_eq!(std::fs::read_to_string(dir.join("selection.md")).unwrap(), "my selection notes\n");
+    assert!(!dir.join("study.md").exists() && !dir.join("figures").exists(), "written before the refusal");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
