@@ -111,26 +111,41 @@ pub(crate) fn expand_config(args: Vec<String>) -> Result<Vec<String>> {
     let text = String::from_utf8(bytes).with_context(|| format!("--config {path}: not UTF-8 text"))?;
     let table: toml::Table = text.parse().with_context(|| format!("{path}: not valid TOML"))?;
     let train = <TrainArgs as Args>::augment_args(clap::Command::new("train"));
-    let known: Vec<&str> = train.get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config").collect();
     let mut flags = Vec::new();
     for (k, v) in table {
         let flag = format!("--{}", k.replace('_', "-"));
-        if !known.contains(&&flag[2..]) {
+        let Some(arg) = train.get_arguments().find(|a| a.get_long() == Some(&flag[2..])).filter(|_| k != "config")
+        else {
             bail!(
                 "{path}: key `{k}` is not a setting of awt train (the keys are its flags' names: epochs, lr, adv, ...)"
             );
-        }
-        match v {
-            toml::Value::Boolean(true) => flags.push(flag),
-            toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => flags.extend([flag, s]),
-            toml::Value::Integer(i) => flags.extend([flag, i.to_string()]),
-            toml::Value::Float(f) => flags.extend([flag, f.to_string()]),
-            toml::Value::Array(a) => {
-                flags.extend([flag, a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")])
+        };
+        let list = arg.get_value_delimiter().is_some();
+        let switch = !arg.get_action().takes_values();
+        let value = match v {
+            toml::Value::Boolean(true) if switch => None,
+            toml::Value::Boolean(false) if switch => continue,
+            other if switch => bail!("{path}: key `{k}` is a switch: true or false, not {other}"),
+            toml::Value::String(s) => Some(s),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            // Only a list setting (`milestones`) takes a list; `eps = [0.1]` was read as 0.1.
+            toml::Value::Array(a) if list => Some(a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")),
+            other => {
+                bail!("{path}: key `{k}` cannot be {other} (a {} setting)", if list { "list" } else { "one-value" })
             }
-            other => bail!("{path}: key `{k}` has an unsupported value {other}"),
+        };
+        let one: Vec<String> = std::iter::once(flag).chain(value).collect();
+        // Each value is checked alone, so a bad one is reported by its file and key, not only as a flag.
+        let argv = ["train"].into_iter().map(String::from).chain(one.clone()).chain(["--out".into(), "x".into()]);
+        if let Err(e) = train.clone().try_get_matches_from(argv) {
+            use clap::error::ErrorKind::{InvalidValue, ValueValidation};
+            if matches!(e.kind(), InvalidValue | ValueValidation) {
+                let why = e.to_string();
+                bail!("{path}: key `{k}`: {}", why.lines().next().unwrap_or("").trim_start_matches("error: "));
+            }
         }
+        flags.extend(one);
     }
     let mut out: Vec<String> = args[..pos].to_vec();
     // Config flags go right after the subcommand, before the explicit ones.

@@ -127,6 +127,12 @@ fn errors_name_the_flag_at_fault() {
         ("betta = 3\n", "key `betta` is not a setting of awt train"),
         ("gamma = 0.5\n", "c.toml: --gamma is not read by --schedule constant: only by multistep"),
         ("opt = \"adam\"\nnesterov = true\n", "c.toml: --nesterov is not read by --opt adam: only by sgd"),
+        // A value of the wrong type is named with its file and key (it was "--epochs: invalid digit",
+        // or clap's bare "unexpected argument '3'"), and a list for a one-value setting is refused
+        // (`eps = [1]` trained at ε = 1).
+        ("epochs = \"x\"\n", "c.toml: key `epochs`: invalid value 'x' for '--epochs"),
+        ("eps = [1]\n", "c.toml: key `eps` cannot be [1] (a one-value setting)"),
+        ("quiet = 3\n", "c.toml: key `quiet` is a switch: true or false, not 3"),
     ] {
         let cfg = p("c.toml");
         std::fs::write(&cfg, text).unwrap();

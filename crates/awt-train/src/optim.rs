@@ -45,13 +45,12 @@ impl Schedule {
                     return Err(setting("milestones", format!("must increase strictly, got {} then {}", w[0], w[1])));
                 }
                 if let Some(m) = milestones.iter().find(|&&m| m == 0 || m >= epochs) {
-                    return Err(setting(
-                        "milestones",
-                        format!(
-                            "epoch {m} is not inside the run: milestones are epochs 1..{} (0-based)",
-                            epochs.saturating_sub(1)
-                        ),
-                    ));
+                    let inside = match epochs {
+                        0 | 1 => format!("a run of {epochs} epoch(s) has no epoch to step at"),
+                        2 => "the only one a run of 2 epochs has is epoch 1 (0-based)".to_string(),
+                        _ => format!("milestones are epochs 1..={} (0-based)", epochs - 1),
+                    };
+                    return Err(setting("milestones", format!("epoch {m} is not inside the run: {inside}")));
                 }
                 Ok(())
             }
@@ -339,6 +338,20 @@ mod tests {
                 assert!(!t.track_op(), "{cfg:?}: state tensor {name} records an autograd graph");
             }
         }
+    }
+
+    /// A milestone outside the run names the epochs it may be; a run of one epoch has none (the
+    /// message once read "milestones are epochs 1..0").
+    #[test]
+    fn milestones_outside_the_run_say_which_epochs_are_inside() {
+        let ms = |m: Vec<usize>, epochs| {
+            Schedule::MultiStep { milestones: m, gamma: 0.1 }.check(epochs).map_err(|e| e.to_string())
+        };
+        assert!(ms(vec![1, 3], 4).is_ok());
+        assert!(ms(vec![4], 4).unwrap_err().contains("epoch 4 is not inside the run: milestones are epochs 1..=3"));
+        assert!(ms(vec![2], 2).unwrap_err().contains("the only one a run of 2 epochs has is epoch 1"));
+        assert!(ms(vec![2], 1).unwrap_err().contains("a run of 1 epoch(s) has no epoch to step at"));
+        assert!(ms(vec![0], 5).unwrap_err().contains("epoch 0 is not inside the run"));
     }
 
     #[test]
