@@ -40,6 +40,28 @@ fn choose_data(spec: &Spec, awt: &Path) -> Result<String> {
     Ok(if found { spec.data.clone() } else { spec.fallback_data.clone() })
 }
 
+/// Every architecture the preset lists is one the `awt` binary builds: asked of the binary itself
+/// (`awt init` into a scratch folder, which parses the name and checks its memory), so the grid
+/// fails at once, naming the preset and the name, instead of at each run's first step.
+fn check_archs(spec: &Spec, awt: &Path, preset: &str) -> Result<()> {
+    let scratch = std::env::temp_dir().join(format!("awt-arch-check-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let result = spec.archs.iter().try_for_each(|a| {
+        let out = std::process::Command::new(awt)
+            .args(["init", "--arch", a, "--out"])
+            .arg(scratch.join("probe.safetensors"))
+            .output()
+            .with_context(|| format!("cannot run {}", awt.display()))?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            bail!("experiments/{preset}.toml: archs: {}", why.trim().trim_start_matches("error: "));
+        }
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
 /// Runs a grid; returns its runs (none with `--list`).
 pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
     let spec = spec::load(&o.preset)?;
@@ -50,6 +72,7 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
         );
     }
     let awt = crate::workspace::awt_binary()?;
+    check_archs(&spec, &awt, &o.preset)?;
     let data = choose_data(&spec, &awt)?;
     let base = o.base();
     let results = root().join("results").join(&o.preset);
@@ -353,5 +376,24 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().device, awt_runs::DeviceSpec::Cpu);
         let e = format!("{:#}", parse(&["--device", "gpu"]).err().unwrap());
         assert!(e.starts_with("--device: device `gpu` is not one of"), "{e}");
+    }
+
+    /// A preset's architecture the binary refuses stops the grid before any run, naming the preset
+    /// and passing on the binary's reason; names it builds pass (a stand-in binary plays `awt`).
+    #[test]
+    fn an_architecture_the_binary_cannot_build_stops_the_grid() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("awt-arch-check-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let awt = dir.join("awt");
+        let script = "#!/bin/sh\n[ \"$3\" = lenet-300-10 ] && { echo 'error: --arch: unknown architecture `lenet-300-10`' >&2; exit 2; }\ntouch \"$5\"\n";
+        std::fs::write(&awt, script).unwrap();
+        std::fs::set_permissions(&awt, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut spec = spec::load("quick").unwrap();
+        check_archs(&spec, &awt, "quick").unwrap();
+        spec.archs.push("lenet-300-10".into());
+        let e = check_archs(&spec, &awt, "quick").unwrap_err().to_string();
+        assert_eq!(e, "experiments/quick.toml: archs: --arch: unknown architecture `lenet-300-10`");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -292,6 +292,29 @@ fn check_more_seeds(spec: &Spec, p: &Path) -> Result<()> {
 /// The settings tables agree with each other: AutoAttack's subset, allocations, the output-layer
 /// rule, the evaluated split.
 fn check_tables(spec: &Spec, p: &Path) -> Result<()> {
+    // An empty list is a grid with nothing to run; a zero count a step every run would fail at.
+    for (key, empty) in [
+        ("archs", spec.archs.is_empty()),
+        ("methods", spec.methods.is_empty()),
+        ("seeds", spec.seeds.is_empty()),
+        ("densities", spec.densities.is_empty() && spec.methods.iter().any(|m| m != "dense")),
+    ] {
+        if empty {
+            bail!("{}: `{key}` is empty: the grid would have no run", p.display());
+        }
+    }
+    let (t, s) = (&spec.train, &spec.search);
+    let counts = [
+        ("[train] epochs", t.epochs),
+        ("[train] batch", t.batch),
+        ("[train] eval_n", t.eval_n),
+        ("[search] steps", s.steps),
+        ("[search] batch", s.batch),
+        ("[eval] n", spec.eval.n),
+    ];
+    if let Some((key, _)) = counts.iter().find(|(_, v)| *v == 0) {
+        bail!("{}: {key} = 0: it must be at least 1", p.display());
+    }
     if let Some(k) = spec.eval.autoattack_n {
         if !spec.eval.autoattack {
             bail!("{}: [eval] autoattack_n is set but autoattack is not", p.display());
@@ -455,6 +478,22 @@ mod tests {
     }
 
     /// A repeated seed, method or ablation would run once but count twice; each is refused by name.
+    #[test]
+    fn empty_grids_and_zero_counts_are_refused_naming_the_key() {
+        let p = root().join("experiments/quick.toml");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let err = |from: &str, to: &str| {
+            assert!(text.contains(from), "{from}");
+            parse(&text.replacen(from, to, 1), &p, "quick").unwrap_err().to_string()
+        };
+        assert!(err("seeds = [0]", "seeds = []").contains("`seeds` is empty"));
+        assert!(err("archs = [\"lenet-300-100\"]", "archs = []").contains("`archs` is empty"));
+        assert!(err("densities = [0.2, 0.05, 0.02]", "densities = []").contains("`densities` is empty"));
+        assert!(err("epochs = 3", "epochs = 0").contains("[train] epochs = 0: it must be at least 1"));
+        assert!(err("steps = 200", "steps = 0").contains("[search] steps = 0"));
+        parse(&text, &p, "quick").unwrap();
+    }
+
     #[test]
     fn repeated_grid_entries_are_refused() {
         let p = root().join("experiments/study.toml");
