@@ -19,7 +19,7 @@ pub(super) struct Place {
     pub(super) started: Instant,
 }
 
-/// ", about H h to go": this run and the untaken ones not yet recorded, at the recorded median time
+/// ", the grid about H h to go": this run and the untaken ones not yet recorded, at the recorded median time
 /// per run of their variants, shared among `jobs` workers (nothing where no run is recorded yet).
 pub(super) fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> String {
     let Some(done) = recorded_manifests(preset) else { return String::new() };
@@ -28,7 +28,8 @@ pub(super) fn to_go(preset: &str, run: &Run, rest: &[Run], jobs: usize) -> Strin
         .map(|r| crate::plan::variant_of(&r.name, &r.arch))
         .collect();
     match crate::records::hours_left(&done, &left) {
-        Some(h) => format!(", about {:.1} h to go", h / jobs as f64),
+        // The grid's, not this run's: a run's own time reads as far less, and was taken for it.
+        Some(h) => format!(", the grid about {:.1} h to go", h / jobs as f64),
         None => String::new(),
     }
 }
@@ -90,7 +91,7 @@ mod tests {
             ..plan.iter().find(|r| r.name == "lenet-300-100-awt-d0.05-s0").unwrap().clone()
         };
         let hours = |s: String| -> f64 {
-            s.strip_prefix(", about ")
+            s.strip_prefix(", the grid about ")
                 .and_then(|s| s.strip_suffix(" h to go"))
                 .unwrap_or_else(|| panic!("{s}"))
                 .parse()
@@ -126,7 +127,7 @@ mod tests {
         };
         let own = to_go("study", awt, &[], 1);
         let t = expected_secs("study", awt).unwrap();
-        let one: f64 = own.trim_start_matches(", about ").trim_end_matches(" h to go").parse().unwrap();
+        let one: f64 = own.trim_start_matches(", the grid about ").trim_end_matches(" h to go").parse().unwrap();
         // Its dense net is not trained in /nowhere: it adds minutes to the run's own median.
         assert!(t > one * 3600.0 - 180.0 && t < one * 3600.0 + 1800.0, "{t} s against {one} h");
         let with = |w: &str| Opts::parse(&["--preset".into(), "study".into(), "--within".into(), w.into()]).unwrap();
