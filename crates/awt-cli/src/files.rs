@@ -110,13 +110,15 @@ fn lines_parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> bool {
         .is_ok_and(|s| s.lines().next().is_some() && s.lines().all(|l| serde_json::from_str::<T>(l).is_ok()))
 }
 
-/// The JSON header of a safetensors file, read without reading its tensors.
-fn safetensors_header(p: &Path) -> Option<Vec<u8>> {
+/// The JSON header of a safetensors file, read without reading its tensors (at most [`SNIFF_MAX`]
+/// bytes; `None` when it cannot be read).
+pub(crate) fn safetensors_header(p: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
-    let mut f = std::fs::File::open(p).ok()?;
-    if !f.metadata().ok()?.is_file() {
+    // Checked before opening: opening a FIFO blocks until something writes to it.
+    if !std::fs::metadata(p).ok()?.is_file() {
         return None;
     }
+    let mut f = std::fs::File::open(p).ok()?;
     let mut n = [0u8; 8];
     f.read_exact(&mut n).ok()?;
     let n = u64::from_le_bytes(n);
@@ -226,6 +228,13 @@ mod tests {
         assert!(refused(Kind::MODEL, &u64::MAX.to_le_bytes()));
         assert!(refused(Kind::MODEL, b""));
         assert!(refused(Kind::KERNEL, &safetensors(model)));
+        // A FIFO at the path is no output of awt's, found without opening it (opening blocks).
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(safetensors_header(&fifo).is_none());
+        assert!(refuse_foreign("--out", &fifo, Kind::MODEL).is_err());
+        assert!(refuse_foreign("--out", &fifo, dynamics).is_err());
         // A path with nothing at it is free.
         assert!(refuse_foreign("--out", Path::new("/nonexistent/awt/out"), Kind::MODEL).is_ok());
     }

@@ -14,6 +14,7 @@ mod files;
 mod ntk;
 mod output;
 mod parse;
+mod provenance;
 mod prune;
 mod prune_sap;
 mod ticket;

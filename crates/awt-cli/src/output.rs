@@ -213,6 +213,20 @@ pub(crate) fn device_name(d: &candle_core::Device) -> Option<String> {
     }
 }
 
+/// Prints where a pruned network went and its density per layer.
+pub(crate) fn report_pruned(net: &awt_nets::Net, out: &Path) -> Result<()> {
+    let d = net.densities()?;
+    let per: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+    say!(
+        "wrote {} ({}, method {}): densities {}",
+        out.display(),
+        net.arch(),
+        net.meta.get("method").map(String::as_str).unwrap_or("?"),
+        per.join(", ")
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

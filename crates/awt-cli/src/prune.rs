@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Module, Tensor, Var};
 use clap::Args;
 
 use crate::args::{Adv, AllocArg, DataArgs, Opt, OutputLayerArg, PruneMethod, RescaleArg, ShuffleArg, value_name};
-use crate::output::{git_commit, say};
+use crate::output::git_commit;
 
 /// Flags of `awt prune`.
 #[derive(Args, Debug, Clone)]
@@ -192,12 +192,11 @@ fn run_rewind(a: &PruneArgs, rewind: &std::path::Path, dev: &Device) -> Result<(
     net.meta.insert("scored_from".into(), a.model.display().to_string());
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;
-    report(&net, &a.out)
+    crate::output::report_pruned(&net, &a.out)
 }
 
-/// The PGD step of HYDRA's robust loss: `--step-size`, else 0.25 ε. As in HYDRA's code, one attack
-/// serves pretraining, score optimisation and fine-tuning, so xtask passes the recipe's step (it was
-/// 0.25 ε whatever `--step-size` said until 2026-12-06; the study's presets use 0.25 ε anyway).
+/// The PGD step of HYDRA's robust loss: `--step-size`, else 0.25 ε; one attack serves pretraining,
+/// score optimisation and fine-tuning, as in HYDRA's code (docs/checks.md, reliability row 21).
 fn attack_step(a: &PruneArgs) -> f64 {
     a.step_size.unwrap_or_else(|| awt_attack::Pgd::train_step(a.eps))
 }
@@ -234,7 +233,7 @@ fn run_hydra(a: &PruneArgs, dev: &Device) -> Result<()> {
     ticket.meta.insert("git_commit".into(), git_commit().into());
     ticket.meta.insert("pretrained".into(), a.model.display().to_string());
     awt_nets::save(&ticket, &a.out)?;
-    report(&ticket, &a.out)
+    crate::output::report_pruned(&ticket, &a.out)
 }
 
 /// IMP-AT as one command: rounds of adversarial training and magnitude pruning with rewinding to
@@ -272,7 +271,7 @@ fn run_imp(a: &PruneArgs, dev: &Device) -> Result<()> {
     // The last round's ticket is the output (written again, so an output replaced since is restored).
     let net = awt_nets::load(&current, a.arch.as_ref(), DType::F32, dev)?.net;
     awt_nets::save(&net, &a.out)?;
-    report(&net, &a.out)
+    crate::output::report_pruned(&net, &a.out)
 }
 
 /// Everything that shapes IMP-AT's rounds, as text: the settings and the initialisation's bytes.
@@ -386,6 +385,8 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
             );
         }
     }
+    let what = if a.rewind.is_some() { "an IMP round (--rewind)".into() } else { value_name(&a.method) };
+    crate::provenance::warn_on_training(&a.model, &what, a.rewind.is_some() || a.method.0 == Method::Hydra);
     if let Some(r) = a.rewind.clone() {
         return run_rewind(&a, &r, dev);
     }
@@ -438,21 +439,7 @@ pub(crate) fn run_prune(a: PruneArgs, dev: &Device) -> Result<()> {
     net.meta.insert("prune_seed".into(), a.seed.to_string());
     net.meta.insert("git_commit".into(), git_commit().into());
     awt_nets::save(&net, &a.out)?;
-    report(&net, &a.out)
-}
-
-/// Prints where a pruned network went and its density per layer.
-pub(crate) fn report(net: &Net, out: &Path) -> Result<()> {
-    let d = net.densities()?;
-    let per: Vec<String> = d.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-    say!(
-        "wrote {} ({}, method {}): densities {}",
-        out.display(),
-        net.arch(),
-        net.meta.get("method").map(String::as_str).unwrap_or("?"),
-        per.join(", ")
-    );
-    Ok(())
+    crate::output::report_pruned(&net, &a.out)
 }
 
 #[cfg(test)]

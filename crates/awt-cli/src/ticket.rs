@@ -184,6 +184,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
     let mut inputs = vec![("--model", a.model.as_path())];
     inputs.extend(a.layer_densities_from.as_deref().map(|p| ("--layer-densities-from", p)));
     let _owned = crate::files::own("--out", &a.out, crate::files::Kind::MODEL, &[&log_path, &state_path], &inputs)?;
+    crate::provenance::warn_on_training(&a.model, &format!("{}'s search", value_name(&a.method)), false);
     let teacher = awt_nets::load(&a.model, a.arch.as_ref(), DType::F32, dev)?.net;
     let ds = a.data.load_for(&teacher)?;
     let cfg = a.config(ds.train.len(), teacher.arch(), dev)?;
@@ -306,7 +307,7 @@ pub(crate) fn run_ticket(a: TicketArgs, dev: &Device) -> Result<()> {
             log_path.display()
         );
     }
-    crate::prune::report(&net, &a.out)
+    crate::output::report_pruned(&net, &a.out)
 }
 
 /// `--rewind-from`: the rewound ticket of a finished search with transferred weights, without
@@ -342,5 +343,5 @@ fn rewind_from(
     awt_base::write_atomic(log_path, &log).with_context(|| format!("cannot write {}", log_path.display()))?;
     awt_nets::save(&net, &a.out)?;
     say!("{}: rewound from {} (no search run again)", a.out.display(), from.display());
-    crate::prune::report(&net, &a.out)
+    crate::output::report_pruned(&net, &a.out)
 }

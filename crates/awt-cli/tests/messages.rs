@@ -3,6 +3,7 @@
 
 mod common;
 use common::{awt, s};
+use std::path::Path;
 
 fn says(args: &[&str], needle: &str) {
     let (ok, _, err) = awt(args);
@@ -242,4 +243,37 @@ fn the_device_checks_dry_run_agrees_to_rounding() {
         assert_eq!(a["search_step_mask_entries_differing"], 0);
         assert_eq!(a["same_class"], "32/32");
     }
+}
+
+/// A method given a net of the other kind is said so on stderr, and still runs: a method at
+/// initialisation (or a search's teacher) given a trained net, HYDRA given an initialisation.
+/// Without it such a run looked like the published method (`awt prune --method hydra` on an
+/// initialisation prunes nothing HYDRA's paper prunes).
+#[test]
+fn a_method_given_a_net_of_the_other_kind_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let init = p("i.safetensors");
+    assert!(awt(&["init", "--arch", "mlp-784-32-10", "--out", s(&init)]).0);
+    let run = p("run");
+    let train = ["train", "--init", s(&init), "--epochs", "1", "--train-limit", "64", "--eval-n", "8", "--quiet"];
+    assert!(awt(&[&train[..], &["--out", s(&run)]].concat()).0);
+    let trained = run.join("model.safetensors");
+    let prune = |model: &Path, method: &str| {
+        let out = p(&format!("{method}.safetensors"));
+        let args = ["prune", "--method", method, "--density", "0.3", "--model", s(model), "--out", s(&out)];
+        let extra = ["--hydra-epochs", "2", "--train-limit", "64"];
+        let (ok, _, err) = awt(&[&args[..], if method == "hydra" { &extra[..] } else { &[] }].concat());
+        assert!(ok, "{err}");
+        err
+    };
+    let said = prune(&trained, "snip");
+    assert!(said.contains("is a trained net (pgd") && said.contains("but snip works on an initialisation"), "{said}");
+    assert!(!prune(&init, "snip").contains("warning"));
+    let said = prune(&init, "hydra");
+    assert!(said.contains("records no training") && said.contains("but hydra prunes a trained net"), "{said}");
+    assert!(!prune(&trained, "hydra").contains("warning"));
+    let search = ["ticket", "--method", "ntt", "--density", "0.3", "--steps", "2", "--batch", "16", "--quiet"];
+    let (ok, _, err) = awt(&[&search[..], &["--model", s(&trained), "--out", s(&p("t.safetensors"))]].concat());
+    assert!(ok && err.contains("but ntt's search works on an initialisation"), "{err}");
 }

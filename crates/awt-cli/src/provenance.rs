@@ -1,0 +1,28 @@
+//! What a model file's metadata says of how it was made, read from its header alone.
+
+use std::path::Path;
+
+/// Says on stderr when `--model`'s training, as its metadata records it (`trained`, which `awt
+/// train` writes into every model it trains), is not what `method` works on: a method at
+/// initialisation (or AWT's teacher) given a trained net, or HYDRA or an IMP round's magnitude
+/// given an initialisation. Both run (pruning a trained net by SNIP's score is an experiment one
+/// may want), but neither is the method as published, and nothing else would say so. Unreadable
+/// metadata says nothing: the load that follows reports the file.
+pub(crate) fn warn_on_training(model: &Path, method: &str, wants_trained: bool) {
+    let trained = crate::files::safetensors_header(model)
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
+        .and_then(|h| h.get("__metadata__")?.get("trained")?.as_str().map(String::from));
+    match (trained, wants_trained) {
+        (Some(t), false) => eprintln!(
+            "warning: --model {} is a trained net ({t}), but {method} works on an initialisation: this is \
+             not {method} as published",
+            model.display()
+        ),
+        (None, true) => eprintln!(
+            "warning: --model {} records no training (no `trained` in its metadata), but {method} prunes a \
+             trained net: this is not {method} as published",
+            model.display()
+        ),
+        _ => {}
+    }
+}
