@@ -3,15 +3,20 @@
 use std::path::Path;
 
 /// Says on stderr when `--model`'s training, as its metadata records it (`trained`, which `awt
-/// train` writes into every model it trains), is not what `method` works on: a method at
+/// train` writes into the model it trains, or `epoch`, which its epoch checkpoints carry), is not
+/// what `method` works on: a method at
 /// initialisation (or AWT's teacher) given a trained net, or HYDRA or an IMP round's magnitude
 /// given an initialisation. Both run (pruning a trained net by SNIP's score is an experiment one
 /// may want), but neither is the method as published, and nothing else would say so. Unreadable
 /// metadata says nothing: the load that follows reports the file.
 pub(crate) fn warn_on_training(model: &Path, method: &str, wants_trained: bool) {
-    let trained = crate::files::safetensors_header(model)
+    let meta = crate::files::safetensors_header(model)
         .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-        .and_then(|h| h.get("__metadata__")?.get("trained")?.as_str().map(String::from));
+        .and_then(|h| h.get("__metadata__").cloned());
+    let key = |k: &str| meta.as_ref().and_then(|m| m.get(k)?.as_str().map(String::from));
+    // A run's final model says how it was trained; an epoch checkpoint (`--keep-epochs`), its epoch.
+    let epoch = key("epoch").and_then(|e| e.parse::<u64>().ok()).filter(|&e| e > 0);
+    let trained = key("trained").or(epoch.map(|e| format!("epoch {e} of a training run")));
     match (trained, wants_trained) {
         (Some(t), false) => eprintln!(
             "warning: --model {} is a trained net ({t}), but {method} works on an initialisation: this is \
@@ -19,8 +24,8 @@ pub(crate) fn warn_on_training(model: &Path, method: &str, wants_trained: bool) 
             model.display()
         ),
         (None, true) => eprintln!(
-            "warning: --model {} records no training (no `trained` in its metadata), but {method} prunes a \
-             trained net: this is not {method} as published",
+            "warning: --model {} records no training (no `trained` or `epoch` in its metadata), but {method} \
+             prunes a trained net: this is not {method} as published",
             model.display()
         ),
         _ => {}

@@ -256,7 +256,19 @@ fn a_method_given_a_net_of_the_other_kind_says_so() {
     let init = p("i.safetensors");
     assert!(awt(&["init", "--arch", "mlp-784-32-10", "--out", s(&init)]).0);
     let run = p("run");
-    let train = ["train", "--init", s(&init), "--epochs", "1", "--train-limit", "64", "--eval-n", "8", "--quiet"];
+    let train = [
+        "train",
+        "--init",
+        s(&init),
+        "--epochs",
+        "1",
+        "--train-limit",
+        "64",
+        "--eval-n",
+        "8",
+        "--quiet",
+        "--keep-epochs",
+    ];
     assert!(awt(&[&train[..], &["--out", s(&run)]].concat()).0);
     let trained = run.join("model.safetensors");
     let prune = |model: &Path, method: &str| {
@@ -273,6 +285,10 @@ fn a_method_given_a_net_of_the_other_kind_says_so() {
     let said = prune(&init, "hydra");
     assert!(said.contains("records no training") && said.contains("but hydra prunes a trained net"), "{said}");
     assert!(!prune(&trained, "hydra").contains("warning"));
+    // An epoch checkpoint is a trained net too (the quick grid's HYDRA prunes one).
+    let epoch = run.join("epochs").join("epoch-001.safetensors");
+    assert!(!prune(&epoch, "hydra").contains("warning"));
+    assert!(prune(&epoch, "snip").contains("is a trained net (epoch 1 of a training run)"));
     let search = ["ticket", "--method", "ntt", "--density", "0.3", "--steps", "2", "--batch", "16", "--quiet"];
     let (ok, _, err) = awt(&[&search[..], &["--model", s(&trained), "--out", s(&p("t.safetensors"))]].concat());
     assert!(ok && err.contains("but ntt's search works on an initialisation"), "{err}");
