@@ -284,6 +284,8 @@ fn a_method_given_a_net_of_the_other_kind_says_so() {
     assert!(!prune(&init, "snip").contains("warning"));
     let said = prune(&init, "hydra");
     assert!(said.contains("records no training") && said.contains("but hydra prunes a trained net"), "{said}");
+    // xtask's runner stops a run on exactly this line (`refuse_wrong_kind_of_net`).
+    assert!(said.lines().any(|l| l.starts_with("warning: --model") && l.contains("as published")), "{said}");
     assert!(!prune(&trained, "hydra").contains("warning"));
     // An epoch checkpoint is a trained net too (the quick grid's HYDRA prunes one).
     let epoch = run.join("epochs").join("epoch-001.safetensors");

@@ -177,6 +177,7 @@ pub(super) fn run_steps(
             args.extend(["--device".into(), child.device.to_string()]);
         }
         writeln!(log, "$ awt {}", args.join(" "))?;
+        let logged = std::fs::metadata(&log_path)?.len();
         let t = Instant::now();
         let mut c = Command::new(awt);
         c.args(&args)
@@ -227,8 +228,38 @@ pub(super) fn run_steps(
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
+        refuse_wrong_kind_of_net(&run.name, s, &log_path, logged)?;
     }
     Ok((clock, start))
+}
+
+/// Stops a run whose step said it was given a net of the other kind (`awt prune` or `awt ticket`
+/// warns when `--model`'s recorded training is not what the method works on: HYDRA given an
+/// initialisation, a method at initialisation given a trained net). A recipe never asks for that,
+/// so the plan has a bug, and the run would look like the published method. The warning is read
+/// from what the step wrote to the log after byte `from`; the step's output is moved aside
+/// (`<output>.wrong-kind`), kept to look at but never taken as the step done by a later sitting.
+fn refuse_wrong_kind_of_net(run: &str, step: &Step, log: &Path, from: u64) -> Result<()> {
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(log)?;
+    f.seek(std::io::SeekFrom::Start(from))?;
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok();
+    let Some(w) = text.lines().find(|l| l.starts_with("warning: --model") && l.contains("as published")) else {
+        return Ok(());
+    };
+    let aside = step.done.with_file_name(format!(
+        "{}.wrong-kind",
+        step.done.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    ));
+    if step.done.exists() {
+        std::fs::rename(&step.done, &aside)?;
+    }
+    bail!(
+        "{run}: step `{}` was given a net of the other kind (a bug in the plan; its output moved to {}):\n{w}",
+        step.name,
+        aside.display()
+    )
 }
 
 /// The manifest of a run whose steps have all finished: what ran, with what, and what it measured.
@@ -379,6 +410,39 @@ mod tests {
         assert!((12.0..14.0).contains(&stood), "stopped {stood} s");
         let log = std::fs::read_to_string(dir.join("run.log")).unwrap();
         assert!(log.contains("not counted in this step's time"), "{log}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A step that warns it was given a net of the other kind stops the run, its output moved
+    /// aside so a later sitting runs the step again instead of taking it as done; other warnings
+    /// (an evaluation's) do not stop it.
+    #[test]
+    fn a_step_given_a_net_of_the_other_kind_stops_the_run() {
+        let dir = std::env::temp_dir().join(format!("awt-wrong-kind-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = dense_run(&dir);
+        let step = |name: &str, say: &str| Step {
+            name: name.into(),
+            args: vec!["-c".into(), format!("echo '{say}' >&2; touch {}/{name}.done", dir.display())],
+            done: dir.join(format!("{name}.done")),
+            resume_from: None,
+        };
+        let fine = step("eval", "WARNING: 3 of 9 points have an all-zero input gradient");
+        let wrong = step(
+            "hydra",
+            "warning: --model i.safetensors records no training (no `trained` or `epoch` in its metadata), but \
+             hydra prunes a trained net: this is not hydra as published",
+        );
+        let go = |steps: &[Step]| run_steps(Path::new("/bin/sh"), &run, steps, Child::CPU, &mut no_wait);
+        go(std::slice::from_ref(&fine)).unwrap();
+        let e = go(&[fine.clone(), wrong.clone()]).err().expect("the run went on").to_string();
+        assert!(
+            e.contains("step `hydra` was given a net of the other kind") && e.contains("hydra.done.wrong-kind"),
+            "{e}"
+        );
+        assert!(!wrong.done.exists() && dir.join("hydra.done.wrong-kind").exists());
+        assert!(fine.done.exists(), "an earlier step's output was touched");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
