@@ -147,8 +147,10 @@ impl Dataset {
         }
         if n == 0 || n >= len {
             return Err(DataError::Invalid(format!(
-                "{}: cannot hold out {n} of its {len} training examples as validation (need 1..{len})",
-                self.name
+                "{}: cannot hold out {n} of its {len} training examples as validation (1 to {}: training keeps \
+                 the rest, at least one)",
+                self.name,
+                len.saturating_sub(1)
             )));
         }
         self.validation = Some(self.train.subset(len - n, n)?);

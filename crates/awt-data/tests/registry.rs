@@ -179,7 +179,10 @@ fn validation_is_the_end_of_the_training_split() {
     for bad in [0, n] {
         let e = full.clone().hold_out_validation(bad).unwrap_err().to_string();
         assert!(e.contains(&format!("cannot hold out {bad} of its {n} training examples")), "{e}");
+        // The range it names is the one it takes (it said "1..n", and refused n).
+        assert!(e.contains(&format!("(1 to {}: training keeps the rest", n - 1)), "{e}");
     }
+    full.clone().hold_out_validation(n - 1).unwrap();
 }
 
 /// A dataset file that is a folder or a FIFO is named as such, not as "missing"; a `--data-dir`
