@@ -169,6 +169,16 @@ pub(crate) fn run(a: DynamicsArgs, dev: &Device) -> Result<()> {
             sparse0.arch()
         );
     }
+    // The study's measure compares a ticket with the dense net of its own seed; across seeds the
+    // distance also holds how far apart the two initialisations are (a control one may want).
+    if let (Some(d), Some(r)) = (dense0.meta.get("seed"), sparse0.meta.get("seed"))
+        && d != r
+    {
+        eprintln!(
+            "warning: --dense-init is seed {d}'s initialisation and --init seed {r}'s: the distances include \
+             the difference of the two initialisations, not only of their training"
+        );
+    }
     // Four full kernels of (probe · classes)² entries live at once (both nets now and at epoch 0),
     // with their difference and f64 copies in the comparison.
     let side = (a.probe * dense0.arch().classes()) as f64;

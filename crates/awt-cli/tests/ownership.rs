@@ -209,7 +209,15 @@ fn dynamics_owns_its_output_and_checks_its_inputs_belong_together() {
     let v = run(&dense, &init, &sparse, &init, &p("d.jsonl"));
     fails(&args(&v), "not from --init");
     let v = run(&dense, &init, &sparse, &ticket, &p("d.jsonl"));
-    ok(&args(&v));
+    let (ran, _, said) = common::awt(&args(&v));
+    assert!(ran && !said.contains("warning"), "{said}");
+    // A run from another seed's initialisation is compared, and said to be.
+    let other = p("other.safetensors");
+    ok(&["init", "--arch", "mlp-784-32-10", "--seed", "2", "--out", s(&other)]);
+    train("--init", &other, &p("other"));
+    let v = run(&dense, &init, &p("other"), &other, &p("d2.jsonl"));
+    let (ran, _, said) = common::awt(&args(&v));
+    assert!(ran && said.contains("--dense-init is seed 1's initialisation and --init seed 2's"), "{said}");
 }
 
 /// Class 5: `train --out` into an existing folder that holds a run's file names but is not a run
