@@ -313,7 +313,8 @@ fn write_manifest(
         device: eval.device.clone(),
         stopped_seconds: Some(clock.stopped()),
     };
-    std::fs::write(run.dir.join(layout::MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
+    // Whole or not at all: the manifest marks the run finished.
+    crate::workspace::write_atomic(&run.dir.join(layout::MANIFEST), serde_json::to_string_pretty(&manifest)? + "\n")?;
     Ok(start.elapsed().as_secs_f64())
 }
 

@@ -82,8 +82,8 @@ fn record(preset: &str, run: &Run) -> Result<()> {
             .collect();
         std::fs::write(dst.join(layout::RECORD_SEARCH), kept.join("\n") + "\n")?;
     }
-    // The manifest last: its presence marks the record complete.
-    std::fs::copy(run.dir.join(layout::MANIFEST), dst.join(layout::MANIFEST))?;
+    // The manifest last, whole or not at all: its presence marks the record complete.
+    crate::workspace::write_atomic(&dst.join(layout::MANIFEST), std::fs::read(run.dir.join(layout::MANIFEST))?)?;
     Ok(())
 }
 
