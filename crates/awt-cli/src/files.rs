@@ -112,7 +112,7 @@ fn lines_parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> bool {
 
 /// The JSON header of a safetensors file, read without reading its tensors (at most [`SNIFF_MAX`]
 /// bytes; `None` when it cannot be read).
-pub(crate) fn safetensors_header(p: &Path) -> Option<Vec<u8>> {
+fn safetensors_header(p: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     // Checked before opening: opening a FIFO blocks until something writes to it.
     if !std::fs::metadata(p).ok()?.is_file() {
@@ -137,9 +137,19 @@ fn header_json(b: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
     }
 }
 
+/// The `__metadata__` entries of a safetensors header.
+fn header_metadata(b: &[u8]) -> Option<serde_json::Map<String, serde_json::Value>> {
+    header_json(b)?.get("__metadata__")?.as_object().cloned()
+}
+
+/// A safetensors file's `__metadata__` entries, read from its header alone (`None` when the file
+/// cannot be read as safetensors or has none).
+pub(crate) fn safetensors_metadata(p: &Path) -> Option<serde_json::Map<String, serde_json::Value>> {
+    header_metadata(&safetensors_header(p)?)
+}
+
 fn model_header(b: &[u8]) -> bool {
-    header_json(b)
-        .is_some_and(|h| h.get("__metadata__").and_then(|m| m.get("git_commit")).is_some_and(|c| c.is_string()))
+    header_metadata(b).is_some_and(|m| m.get("git_commit").is_some_and(|c| c.is_string()))
 }
 
 fn kernel_header(b: &[u8]) -> bool {

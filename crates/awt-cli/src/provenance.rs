@@ -10,9 +10,7 @@ use std::path::Path;
 /// may want), but neither is the method as published, and nothing else would say so. Unreadable
 /// metadata says nothing: the load that follows reports the file.
 pub(crate) fn warn_on_training(model: &Path, method: &str, wants_trained: bool) {
-    let meta = crate::files::safetensors_header(model)
-        .and_then(|h| serde_json::from_slice::<serde_json::Value>(&h).ok())
-        .and_then(|h| h.get("__metadata__").cloned());
+    let meta = crate::files::safetensors_metadata(model);
     let key = |k: &str| meta.as_ref().and_then(|m| m.get(k)?.as_str().map(String::from));
     // A run's final model says how it was trained; an epoch checkpoint (`--keep-epochs`), its epoch.
     let epoch = key("epoch").and_then(|e| e.parse::<u64>().ok()).filter(|&e| e > 0);

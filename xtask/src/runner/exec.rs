@@ -233,18 +233,17 @@ pub(super) fn run_steps(
     Ok((clock, start))
 }
 
-/// Stops a run whose step said it was given a net of the other kind (`awt prune` or `awt ticket`
-/// warns when `--model`'s recorded training is not what the method works on: HYDRA given an
-/// initialisation, a method at initialisation given a trained net). A recipe never asks for that,
-/// so the plan has a bug, and the run would look like the published method. The warning is read
-/// from what the step wrote to the log after byte `from`; the step's output is moved aside
-/// (`<output>.wrong-kind`), kept to look at but never taken as the step done by a later sitting.
+/// Stops a run whose step said it was given a net of the other kind (`awt prune`/`ticket` warn when
+/// `--model`'s recorded training is not what the method works on): no recipe asks for that, so the
+/// plan has a bug. The warning is read from the step's part of the log (after byte `from`, invalid
+/// UTF-8 replaced); its output is moved aside (`<output>.wrong-kind`), never taken as done later.
 fn refuse_wrong_kind_of_net(run: &str, step: &Step, log: &Path, from: u64) -> Result<()> {
     use std::io::{Read, Seek};
     let mut f = std::fs::File::open(log)?;
     f.seek(std::io::SeekFrom::Start(from))?;
-    let mut text = String::new();
-    f.take(1 << 20).read_to_string(&mut text).ok();
+    let mut bytes = Vec::new();
+    f.take(1 << 20).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
     let Some(w) = text.lines().find(|l| l.starts_with("warning: --model") && l.contains("as published")) else {
         return Ok(());
     };
