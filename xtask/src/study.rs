@@ -20,6 +20,7 @@ mod cutoff;
 mod data;
 mod dynamics;
 mod exploratory;
+mod export;
 mod figures;
 mod ntt;
 mod progress;
@@ -35,10 +36,15 @@ pub(crate) use figures::FIGURE_PREFIXES;
 use ntt::{ntt_density, ntt_section, ntt_verdict};
 use progress::{V2_STAGES, planned, progress, v2_progress};
 
-/// Writes docs/study.md and docs/figures/study-*.svg.
+/// The file name, beside the study report, of the CSV with one row per recorded run.
+pub(crate) const RUNS_CSV: &str = "study-runs.csv";
+
+/// Writes docs/study.md, its companions (docs/study-appendix.md, docs/selection.md,
+/// docs/study-runs.csv) and docs/figures/study-*.svg.
 pub(crate) fn write(out: &Path) -> Result<()> {
     let (app, sel) = (out.with_file_name("study-appendix.md"), out.with_file_name("selection.md"));
-    crate::workspace::refuse_foreign_reports(&[out, &app, &sel])?;
+    let runs_csv = out.with_file_name(RUNS_CSV);
+    crate::workspace::refuse_foreign_reports(&[out, &app, &sel, &runs_csv])?;
     let fig_dir = out.parent().unwrap_or(Path::new(".")).join("figures");
     std::fs::create_dir_all(&fig_dir)?;
     let mut md = String::from(
@@ -69,6 +75,7 @@ a verdict is only given where the interval decides it.\n\n",
     presets.extend(v2_presets.iter().map(|(p, r)| (*p, r.as_slice())));
     let (warnings_md, warnings_appendix) = warnings::section(&presets);
     md += &warnings_md;
+    md += &export::section();
     crate::workspace::write_atomic(out, &md)?;
     // The first study's per-variant ablation tables, beside the report.
     let app_md = format!(
@@ -81,6 +88,8 @@ not edit by hand.\n\n{v2_appendix}## The first study's ablation tables\n\nSettin
     // Study v2's selections, beside the report.
     let sel_md = selection::report(&fig_dir)?;
     crate::workspace::write_atomic(&sel, &sel_md)?;
+    // Every recorded run as one row, for analyses of one's own.
+    crate::workspace::write_atomic(&runs_csv, export::csv(&presets))?;
     for gone in figures::prune(&fig_dir, &[&md, &app_md, &sel_md])? {
         eprintln!("removed {gone}: no report links to it any more");
     }

@@ -28,6 +28,7 @@ pub(super) fn publish(preset: &str, run: &str) {
             "docs/study.md".into(),
             "docs/study-appendix.md".into(),
             "docs/selection.md".into(),
+            format!("docs/{}", crate::study::RUNS_CSV),
         ];
         paths.extend(study_figures(&root(), "docs/figures"));
         if quick_is_ours {

@@ -27,6 +27,7 @@ fn the_committed_study_report_is_what_the_records_give() {
     same(&dir.join("study.md"), &docs.join("study.md"));
     same(&dir.join("selection.md"), &docs.join("selection.md"));
     same(&dir.join("study-appendix.md"), &docs.join("study-appendix.md"));
+    same(&dir.join(RUNS_CSV), &docs.join(RUNS_CSV));
     let mut figures = 0;
     for e in std::fs::read_dir(dir.join("figures")).unwrap() {
         let p = e.unwrap().path();
@@ -145,16 +146,18 @@ fn findings_are_refreshed_between_their_markers_only() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `report --study --out` writes two companions beside its report (`study-appendix.md`,
-/// `selection.md`) and a `figures/` folder; a user's file under a companion's name is refused
-/// before anything is written.
+/// `report --study --out` writes three companions beside its report (`study-appendix.md`,
+/// `selection.md`, `study-runs.csv`) and a `figures/` folder; a user's file under a companion's name
+/// is refused before anything is written.
 #[test]
 fn the_study_report_never_replaces_a_users_file_beside_it() {
-    let dir = tempfile_dir();
-    std::fs::write(dir.join("selection.md"), "my selection notes\n").unwrap();
-    let e = write(&dir.join("study.md")).unwrap_err().to_string();
-    assert!(e.contains("selection.md") && e.contains("not a report"), "{e}");
-    assert_eq!(std::fs::read_to_string(dir.join("selection.md")).unwrap(), "my selection notes\n");
-    assert!(!dir.join("study.md").exists() && !dir.join("figures").exists(), "written before the refusal");
-    std::fs::remove_dir_all(&dir).unwrap();
+    for companion in ["selection.md", RUNS_CSV] {
+        let dir = tempfile_dir();
+        std::fs::write(dir.join(companion), "my own notes\n").unwrap();
+        let e = write(&dir.join("study.md")).unwrap_err().to_string();
+        assert!(e.contains(companion) && e.contains("not a report"), "{e}");
+        assert_eq!(std::fs::read_to_string(dir.join(companion)).unwrap(), "my own notes\n");
+        assert!(!dir.join("study.md").exists() && !dir.join("figures").exists(), "written before the refusal");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

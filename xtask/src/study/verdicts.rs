@@ -66,7 +66,7 @@ pub(super) struct Claim {
 }
 
 /// Mean over every epoch 0..T, epoch 0 included (protocol §6).
-fn over_all_epochs(r: &Rec) -> Option<f64> {
+pub(super) fn over_all_epochs(r: &Rec) -> Option<f64> {
     let v: Vec<f64> = r.dynamics.iter().map(|e| e.rel_distance).collect();
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
