@@ -32,12 +32,10 @@ use claims::claims;
 use compute::compute;
 use cutoff::{cut_classes, stalled, stalled_finding};
 use data::{Measure, Rec, by_seed, load, runs_of, values, variants};
+pub(crate) use export::RUNS_CSV;
 pub(crate) use figures::FIGURE_PREFIXES;
 use ntt::{ntt_density, ntt_section, ntt_verdict};
 use progress::{V2_STAGES, planned, progress, v2_progress};
-
-/// The file name, beside the study report, of the CSV with one row per recorded run.
-pub(crate) const RUNS_CSV: &str = "study-runs.csv";
 
 /// Writes docs/study.md, its companions (docs/study-appendix.md, docs/selection.md,
 /// docs/study-runs.csv) and docs/figures/study-*.svg.

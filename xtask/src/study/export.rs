@@ -9,6 +9,9 @@ use std::fmt::Write as _;
 use super::data::Rec;
 use super::verdicts::over_all_epochs;
 
+/// The file name, beside the study report, of the CSV with one row per recorded run.
+pub(crate) const RUNS_CSV: &str = "study-runs.csv";
+
 /// The columns, in order, with what each holds.
 pub(super) const COLUMNS: [(&str, &str); 28] = [
     ("preset", "the preset that ran it (`results/<preset>/`)"),
@@ -52,8 +55,8 @@ pub(super) fn section() -> String {
 [`{}`]({}) holds every recorded run above as one row (counts, not percentages, so that any \
 interval or test can be computed again), regenerated with this report; read it with `pandas.read_csv(path, comment=\"#\")` or \
 R's `read.csv(path, comment.char = \"#\")`. Its columns:\n\n| column | what it holds |\n|---|---|\n",
-        super::RUNS_CSV,
-        super::RUNS_CSV
+        RUNS_CSV,
+        RUNS_CSV
     );
     for (name, what) in COLUMNS {
         let _ = writeln!(md, "| `{name}` | {what} |");
