@@ -45,7 +45,8 @@ commands:
             (default preset: quick, 2 to 6 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE] | --check
             build docs/reproduction.md and docs/figures/*.svg from run folders (merges several DIRs);
-            --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/;
+            --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/,
+            beside it study-appendix.md, selection.md and study-runs.csv (every recorded run as one row);
             --check: docs/reproduction.md as just produced equals the committed one (wall times, commits aside)
   census    [--preset final-mlp|final-lenet5] [--force]
             the masks at initialisation of a final preset's methods, seeds and densities with the output
