@@ -23,6 +23,7 @@ mod exploratory;
 mod export;
 mod figures;
 mod ntt;
+mod precision;
 mod progress;
 mod search;
 mod selection;

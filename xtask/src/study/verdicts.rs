@@ -124,6 +124,16 @@ fn family_on(recs: &[Rec], d: f64, roles: &Roles, measure: Measure) -> Vec<Claim
         .collect()
 }
 
+/// The accuracy claims as (claim, differences): without the equivalence claim, which reads the
+/// same differences as "AWT vs NTT", and the kernel distance, which is not in points.
+fn accuracy_rows(claims: &[Claim]) -> Vec<(&str, &[f64])> {
+    claims
+        .iter()
+        .filter(|c| c.statement != Statement::Equivalent && !c.what.contains("kernel distance"))
+        .map(|c| (c.what.as_str(), c.diffs.as_slice()))
+        .collect()
+}
+
 /// The verdict of a claim without two paired seeds.
 pub(super) const NO_VERDICT: &str = "no verdict yet (fewer than two paired seeds)";
 
@@ -270,6 +280,8 @@ pub(super) type Cell<'a> = (&'a str, &'a str, &'a [Rec], &'a Roles, &'a [f64]);
 pub(super) fn section(cells: &[Cell], fig_dir: Option<&Path>) -> Result<(String, String, String, String)> {
     let (mut glance_md, mut md, mut appendix) = (String::new(), String::new(), String::new());
     let mut added_md = String::new();
+    // Whether a cell's precision table has said what its columns mean.
+    let mut explained = false;
     for (net, arch, recs, roles, densities) in cells {
         if recs.is_empty() {
             continue;
@@ -300,6 +312,9 @@ its Holm-adjusted p is below {a}: an interval that excludes 0 (or −1 point) wi
             }
             md += &table(&claims, true)?;
             md += "\n";
+            let precision = super::precision::table(&accuracy_rows(&claims), !explained);
+            explained |= !precision.is_empty();
+            md += &precision;
             md += &autoattack_reading(recs, d, roles, aa_n)?;
             md += &super::exploratory::levels(recs, d, aa_n);
             md += &super::allocation::table(recs, d);
