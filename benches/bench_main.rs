@@ -8,7 +8,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use awt_attack::{Attack, LossKind, Pgd};
+use awt_attack::{Apgd, Attack, LossKind, Norm, Pgd};
 use awt_nets::{Arch, Init, Net};
 use candle_core::{DType, Device, Module, Tensor};
 use criterion::{Criterion, criterion_group};
@@ -56,6 +56,16 @@ fn pgd_step(c: &mut Criterion) {
         });
         c.bench_function(&format!("forward/{arch}/b128"), |b| b.iter(|| net.forward(&x).unwrap()));
     }
+    // APGD-CE as AutoAttack runs it (100 iterations, one restart) on every point of the batch: the
+    // peer times torchattacks' `attack_single_run`, the same work on the same points.
+    let mut g = c.benchmark_group("apgd_ce100");
+    g.sample_size(10);
+    for arch in ["lenet-300-100", "lenet5-caffe"] {
+        let net = net(arch);
+        let apgd = Apgd { eps: 0.1, steps: 100, norm: Norm::Linf, restarts: 1, loss: LossKind::CrossEntropy, seed: 0 };
+        g.bench_function(format!("{arch}/b128"), |b| b.iter(|| apgd.perturb(&net, &x, &y, None, &ids).unwrap()));
+    }
+    g.finish();
     // The sparse nets the study trains and attacks: a magnitude mask keeping the density of every
     // layer (uniform), the output layer included.
     for (arch, density) in [("lenet-300-100", 0.05), ("lenet-300-100", 0.02), ("lenet5-caffe", 0.05)] {

@@ -5,6 +5,9 @@ At batch 128 on 28x28x1 inputs, for LeNet-300-100 and LeNet-5-Caffe (valid paddi
              optimiser update)
   pgd_step - one PGD step: forward, the input gradient of the cross-entropy, signed step, projection
              onto the eps-ball and the box (what every step of PGD / APGD and of PGD training costs)
+  apgd_ce100 - torchattacks' APGD-CE as AutoAttack runs it (eps 0.1, 100 iterations, one restart),
+             `attack_single_run` on every point of the batch (its `forward` would attack only the
+             points the net classifies correctly); left out where torchattacks is not installed
 Prints one JSON line per (net, measure): the median of several timed repetitions, in ms.
 
 Usage: torch_bench.py [THREADS] [REPS]
@@ -12,6 +15,11 @@ Usage: torch_bench.py [THREADS] [REPS]
 import json, os, statistics, sys, time
 
 import torch, torch.nn as nn, torch.nn.functional as F
+
+try:
+    import torchattacks
+except ImportError:
+    torchattacks = None
 
 # AWT_PEER_DEVICE=cuda runs the same on the GPU (the device check, scripts/gpu-check.sh); the clock
 # is read after torch.cuda.synchronize().
@@ -68,3 +76,9 @@ for name, build, r in [("lenet-300-100", lenet_300_100, reps), ("lenet5-caffe", 
     for measure, fn in [("fwd_bwd", fwd_bwd), ("pgd_step", pgd_step)]:
         print(json.dumps({"peer": f"torch {torch.__version__}", "threads": threads, "net": name, "measure": measure,
                           "ms": median_ms(fn, r), "device": str(DEV)}), flush=True)
+    if torchattacks is not None:
+        atk = torchattacks.APGD(model, norm="Linf", eps=0.1, steps=100, n_restarts=1, loss="ce", seed=0)
+        ms = median_ms(lambda: atk.attack_single_run(x, y), max(3, r // 10), warm=1)
+        print(json.dumps({"peer": f"torchattacks {torchattacks.__version__} (torch {torch.__version__})",
+                          "threads": threads, "net": name, "measure": "apgd_ce100", "ms": ms, "device": str(DEV)}),
+              flush=True)

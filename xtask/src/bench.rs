@@ -209,10 +209,12 @@ fn rows(ours: &BTreeMap<String, f64>, peers: &[Value], at: &BTreeMap<&str, (Opti
         for (measure, ours_ms) in [
             ("pgd_step", diff(&format!("pgd10/{net}/b128"), &format!("pgd1/{net}/b128"), 9.0)),
             ("fwd_bwd", ours.get(&format!("fwd_bwd/{net}/b128")).copied()),
+            ("apgd_ce100", ours.get(&format!("apgd_ce100/{net}/b128")).copied()),
         ] {
             let (peer_ms, peer_name) = find(net, measure).unwrap_or((None, "—".into()));
             let what = match measure {
                 "pgd_step" => format!("{net} PGD step, batch 128"),
+                "apgd_ce100" => format!("{net} APGD-CE (100 iterations, AutoAttack's), batch 128"),
                 _ => format!("{net} forward + backward, batch 128"),
             };
             let (target, gflop) = ("≤ 1.0×", gflop(net, measure));

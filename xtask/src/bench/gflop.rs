@@ -17,6 +17,9 @@ pub(super) fn gflop(net: &str, measure: &str) -> Option<f64> {
         "pgd_step" => 2.0 * fwd,
         // forward, every weight gradient, input gradients of all but the first layer
         "fwd_bwd" => 3.0 * fwd - first,
+        // a probe (forward and input gradient) at the random start and after each of the 100 steps
+        // but the last, which is a forward only
+        "apgd_ce100" => 101.0 * 2.0 * fwd - fwd,
         _ => return None,
     };
     Some(total / 1e9)
@@ -33,5 +36,8 @@ mod tests {
         assert!((gflop("lenet-300-100", "pgd_step").unwrap() - 0.1363).abs() < 1e-3);
         assert!(gflop("lenet-300-100", "fwd_bwd").unwrap() > gflop("lenet-300-100", "pgd_step").unwrap());
         assert!(gflop("resnet", "pgd_step").is_none());
+        // APGD-CE: 100 probes with their input gradient and a last forward, 100 PGD steps' work.
+        let apgd = gflop("lenet5-caffe", "apgd_ce100").unwrap() / gflop("lenet5-caffe", "pgd_step").unwrap();
+        assert!((apgd - 100.5).abs() < 1e-9, "{apgd}");
     }
 }
