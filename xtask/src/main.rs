@@ -31,7 +31,7 @@ cargo xtask <command>
 
 commands:
   reproduce [--preset NAME] [--only RUN,...] [--first PATTERN,...] [--jobs N]
-            [--force] [--list] [--shard i/n] [--commit] [--within DURATION] [--device cpu|cuda[:N]|auto]
+            [--force] [--list] [--shard i/n] [--commit] [--within DURATION] [--device cpu|cuda[:N]|auto] [--verify]
             (--preset: any experiments/NAME.toml — smoke, quick, ntt-validation, study, paper, study v2's
             select-mlp-budget, select-mlp, select-lenet5-budget, select-lenet5, final-mlp, final-lenet5;
             --only: these runs, by their exact names as --list prints them (the quick preset's report of
@@ -40,7 +40,9 @@ commands:
             --first: the runs whose name matches these patterns first, in that order, then the rest;
             --commit, recorded presets: git-commit each new record in results/ with docs/study.md regenerated;
             --within 2h30m, recorded presets: start only runs whose recorded median time still fits;
-            --device: where every awt step computes, recorded in each eval.json and manifest; default cpu)
+            --device: where every awt step computes, recorded in each eval.json and manifest; default cpu;
+            --verify, recorded presets, with --only: make those recorded runs again in runs/verify/<preset>/
+            and compare them with their records (counts, ticket, epochs, search log, dynamics; times aside))
             run an experiment grid (experiments/<preset>.toml) into runs/<preset>/, then write the report
             (default preset: quick, 2 to 6 minutes on 2 cores)
   report    [--runs DIR]... [--out FILE] | --study [--out FILE] | --check

@@ -26,6 +26,7 @@ mod publish;
 mod queue;
 mod record;
 mod sitting;
+mod verify;
 
 pub(crate) use opts::Opts;
 use record::{keep, recorded};
@@ -236,12 +237,22 @@ fn finished(queue: queue::Queue, started: Instant) -> Vec<Run> {
 /// One run of the grid: skipped when recorded or finished, else executed (and recorded).
 fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, at: &Place) -> Result<()> {
     let (k, total) = (at.k, at.n);
-    if spec.record && !o.force && recorded(&o.preset, run) {
+    if o.verify && !recorded(&o.preset, run) {
+        bail!(
+            "{}: results/{} holds no record of it under these settings: nothing to verify against",
+            run.name,
+            o.preset
+        );
+    }
+    if spec.record && !o.force && !o.verify && recorded(&o.preset, run) {
         eprintln!("[{:>3}/{total}] {} — recorded in results/, skipped", k + 1, run.name);
         return Ok(());
     }
     if run.dir.join(layout::MANIFEST).exists() {
         eprintln!("[{:>3}/{total}] {} — done earlier, skipped", k + 1, run.name);
+        if o.verify {
+            return verified(o, run);
+        }
         return if spec.record { keep(o, run) } else { Ok(()) };
     }
     let eta = if spec.record { to_go(&o.preset, run, &at.rest, o.jobs) } else { String::new() };
@@ -272,14 +283,28 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, a
         keep(o, run)?;
     }
     eprintln!("[{:>3}/{total}] {} — finished in {t:.0} s", k + 1, run.name);
+    if o.verify {
+        return verified(o, run);
+    }
     Ok(())
+}
+
+/// `--verify`: the run made again against its record; an error where it differs.
+fn verified(o: &Opts, run: &Run) -> Result<()> {
+    let v = verify::compare(&o.preset, run)?;
+    eprintln!("{}", verify::report(&run.name, &v));
+    if v.differences.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} does not repeat its record in results/{}/ (above)", run.name, o.preset)
+    }
 }
 
 /// `cargo xtask reproduce`: runs the grid, then writes its report.
 pub(crate) fn reproduce(args: &[String]) -> Result<()> {
     let o = Opts::parse(args)?;
     let runs = run_grid(&o)?;
-    if o.list || runs.is_empty() || o.shard.is_some() || o.preset == "smoke" {
+    if o.list || runs.is_empty() || o.shard.is_some() || o.preset == "smoke" || o.verify {
         return Ok(());
     }
     if spec::load(&o.preset)?.record {

@@ -25,6 +25,9 @@ pub(crate) struct Opts {
     pub within: Option<f64>,
     /// Where every `awt` step computes (`--device`; the CPU unless told).
     pub device: DeviceSpec,
+    /// Make recorded runs again in a scratch folder and compare them with their records
+    /// (`--verify`; nothing is recorded).
+    pub verify: bool,
 }
 
 impl Opts {
@@ -45,6 +48,7 @@ impl Opts {
             out: None,
             within: None,
             device: DeviceSpec::Cpu,
+            verify: false,
         };
         let mut jobs_given = false;
         let mut it = args.iter();
@@ -70,6 +74,7 @@ impl Opts {
                 "--force" => o.force = true,
                 "--list" => o.list = true,
                 "--commit" => o.commit = true,
+                "--verify" => o.verify = true,
                 "--out" => o.out = Some(PathBuf::from(val("--out")?)),
                 "--device" => o.device = val("--device")?.parse().context("--device")?,
                 "--within" => o.within = Some(duration("--within", &val("--within")?)?),
@@ -88,6 +93,16 @@ impl Opts {
                 other => bail!("reproduce: unknown flag `{other}`"),
             }
         }
+        if o.verify && o.commit {
+            bail!("--verify records nothing, so it has nothing to --commit");
+        }
+        if o.verify && o.only.is_none() {
+            bail!(
+                "--verify makes recorded runs again, hours each: name them with --only (`cargo xtask reproduce \
+                 --preset {} --list` lists the preset's runs)",
+                o.preset
+            );
+        }
         if o.device != DeviceSpec::Cpu && !jobs_given {
             // One GPU: runs queue for it rather than split it (and the CPU's cores) between them.
             o.jobs = 1;
@@ -95,9 +110,12 @@ impl Opts {
         Ok(o)
     }
 
-    /// Where the preset's run folders go.
+    /// Where the preset's run folders go: `--out`, else `runs/<preset>/`, or `runs/verify/<preset>/`
+    /// with `--verify` (never the run folders the records were copied from).
     pub(crate) fn base(&self) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| root().join("runs").join(&self.preset))
+        let runs = root().join("runs");
+        let default = if self.verify { runs.join("verify").join(&self.preset) } else { runs.join(&self.preset) };
+        self.out.clone().unwrap_or(default)
     }
 }
 
@@ -125,4 +143,23 @@ pub(super) fn duration(flag: &str, text: &str) -> Result<f64> {
         return Err(bad());
     }
     Ok(secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--verify` names its runs, commits nothing and works in its own folder, never in the run
+    /// folders the records came from.
+    #[test]
+    fn verify_names_its_runs_and_works_apart() {
+        let parse = |a: &[&str]| Opts::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let e = parse(&["--preset", "final-mlp", "--verify"]).err().unwrap().to_string();
+        assert!(e.contains("--only") && e.contains("--preset final-mlp --list"), "{e}");
+        let e = parse(&["--preset", "final-mlp", "--verify", "--only", "r", "--commit"]).err().unwrap().to_string();
+        assert!(e.contains("--verify records nothing"), "{e}");
+        let o = parse(&["--preset", "final-mlp", "--verify", "--only", "r"]).unwrap();
+        assert_eq!(o.base(), root().join("runs/verify/final-mlp"));
+        assert_eq!(parse(&["--preset", "final-mlp"]).unwrap().base(), root().join("runs/final-mlp"));
+    }
 }
