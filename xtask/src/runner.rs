@@ -255,7 +255,16 @@ fn one(awt: &Path, run: &Run, spec: &Spec, data: &str, child: Child, o: &Opts, a
         }
         return if spec.record { keep(o, run) } else { Ok(()) };
     }
-    let eta = if spec.record { to_go(&o.preset, run, &at.rest, o.jobs) } else { String::new() };
+    let eta = if o.verify {
+        // The grid's time to go counts runs without a record; a verified run has one.
+        sitting::expected_secs(&o.preset, run).map_or(String::new(), |s| {
+            format!(", about {:.0} min at its variant's recorded median, a dense net it needs included", s / 60.0)
+        })
+    } else if spec.record {
+        to_go(&o.preset, run, &at.rest, o.jobs)
+    } else {
+        String::new()
+    };
     eprintln!(
         "[{:>3}/{total}] {} — running ({:.0} s elapsed{eta})",
         k + 1,
