@@ -38,6 +38,8 @@ pub(super) struct Verdict {
     pub differences: Vec<String>,
     /// The summation orders (`awt numerics`) of the record's machine and of this one, where they differ.
     pub orders: Option<(String, String)>,
+    /// The commits of the binaries that made the record and the run again, where they differ.
+    pub commits: Option<(String, String)>,
 }
 
 /// Compares the run made again in `run.dir` with its record.
@@ -55,6 +57,9 @@ pub(super) fn compare_dirs(record: &Path, fresh: &Path) -> Result<Verdict> {
         same_value(&mut v, &format!("manifest.json {key}"), &rec_j[key], &new_j[key]);
     }
     v.compared.push("the evaluation's counts".into());
+    if rec_m.git_commit != new_m.git_commit {
+        v.commits = Some((rec_m.git_commit.clone(), new_m.git_commit.clone()));
+    }
     if let (Some(a), Some(b)) = (&rec_m.gemm, &new_m.gemm)
         && a != b
     {
@@ -162,6 +167,17 @@ pub(super) fn report(name: &str, v: &Verdict) -> String {
         }
         s
     };
+    if let Some((rec, now)) = &v.commits {
+        let short = |c: &str| c.chars().take(7).collect::<String>();
+        s += &format!(
+            "\n        (made again by the awt of {}, the record by that of {}: a change of the code between them that \
+             moves a sum moves what follows it; `git log {}..{} -- crates` lists them)",
+            short(now),
+            short(rec),
+            short(rec),
+            short(now)
+        );
+    }
     if let Some((rec, here)) = &v.orders {
         s += &format!(
             "\n        (the record was made summing matrix products as `{rec}`, this machine sums them as `{here}`: \
@@ -222,6 +238,7 @@ mod tests {
             v.compared.contains(&"2 training epochs".to_string()) && v.compared.contains(&"2 search-log lines".into())
         );
         assert!(report("r", &v).contains("r: repeats its record"));
+        assert!(report("r", &v).contains("made again by the awt of 1, the record by that of 0"), "{}", report("r", &v));
 
         let mut m3 = m.clone();
         m3["eval"]["robust_correct"] = 5501.into();
