@@ -148,11 +148,20 @@ fn same_value(v: &mut Verdict, what: &str, rec: &Value, new: &Value) {
         (Some(a), Some(b)) => a
             .iter()
             .find(|(k, x)| b.get(*k) != Some(*x))
-            .map(|(k, x)| format!("{what} {k}: now {}, recorded {x}", b.get(k).unwrap_or(&Value::Null)))
+            .map(|(k, x)| format!("{what} {k}: now {}, recorded {}", short(b.get(k).unwrap_or(&Value::Null)), short(x)))
             .or_else(|| b.keys().find(|k| !a.contains_key(*k)).map(|k| format!("{what} {k}: not in the record"))),
         _ => None,
     };
-    v.differences.push(at.unwrap_or_else(|| format!("{what}: now {new}, recorded {rec}")));
+    v.differences.push(at.unwrap_or_else(|| format!("{what}: now {}, recorded {}", short(new), short(rec))));
+}
+
+/// A value as JSON, cut to its first 240 characters (a mask's unit lists run to thousands).
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(240) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
 }
 
 /// The lines the runner prints for a verified run: that it repeats, or where it does not, with a
@@ -254,6 +263,8 @@ mod tests {
         assert!(has("eval-aa.json robust_correct: now 699, recorded 700"), "{d:?}");
         assert!(has("training: epoch 1 recorded, not made again"), "{d:?}");
         assert!(has("search log step 50 loss: now 0.21, recorded 0.2"), "{d:?}");
+        let long = Value::from(vec![7; 500]);
+        assert!(short(&long).ends_with('…') && short(&long).chars().count() == 241);
         std::fs::remove_file(new.join("eval-aa.json")).unwrap();
         let d = compare_dirs(&rec, &new).unwrap().differences;
         assert!(d.iter().any(|x| x == "eval-aa.json: recorded, not made again"), "{d:?}");
