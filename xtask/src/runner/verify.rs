@@ -177,15 +177,16 @@ pub(super) fn report(name: &str, v: &Verdict) -> String {
         s
     };
     if let Some((rec, now)) = &v.commits {
-        let short = |c: &str| c.chars().take(7).collect::<String>();
-        s += &format!(
-            "\n        (made again by the awt of {}, the record by that of {}: a change of the code between them that \
-             moves a sum moves what follows it; `git log {}..{} -- crates` lists them)",
-            short(now),
-            short(rec),
-            short(rec),
-            short(now)
-        );
+        let (rec, now) = (rec.chars().take(7).collect::<String>(), now.chars().take(7).collect::<String>());
+        s += &format!("\n        (made again by the awt of {now}, the record by that of {rec}");
+        s += &if v.differences.is_empty() {
+            ")".to_string()
+        } else {
+            format!(
+                ": a change of the code between them that moves a sum moves what follows it; `git log {rec}..{now} -- \
+                 crates` lists them, and AWT_BIN=<the awt of {rec}> makes the run with the record's code)"
+            )
+        };
     }
     if let Some((rec, here)) = &v.orders {
         s += &format!(
@@ -247,7 +248,11 @@ mod tests {
             v.compared.contains(&"2 training epochs".to_string()) && v.compared.contains(&"2 search-log lines".into())
         );
         assert!(report("r", &v).contains("r: repeats its record"));
-        assert!(report("r", &v).contains("made again by the awt of 1, the record by that of 0"), "{}", report("r", &v));
+        assert!(
+            report("r", &v).ends_with("(made again by the awt of 1, the record by that of 0)"),
+            "{}",
+            report("r", &v)
+        );
 
         let mut m3 = m.clone();
         m3["eval"]["robust_correct"] = 5501.into();
