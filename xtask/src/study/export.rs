@@ -13,7 +13,7 @@ use super::verdicts::over_all_epochs;
 pub(crate) const RUNS_CSV: &str = "study-runs.csv";
 
 /// The columns, in order, with what each holds.
-pub(super) const COLUMNS: [(&str, &str); 28] = [
+pub(super) const COLUMNS: [(&str, &str); 29] = [
     ("preset", "the preset that ran it (`results/<preset>/`)"),
     ("run", "its name, `<arch>-<variant>-d<density>-s<seed>`, its folder under `results/<preset>/`"),
     ("arch", "the architecture"),
@@ -43,6 +43,10 @@ pub(super) const COLUMNS: [(&str, &str); 28] = [
     ("warnings", "how many evaluation warnings it has (listed in the appendix)"),
     ("wall_seconds", "its run time (time the run stood stopped left out where its record says how long)"),
     ("cpu", "the CPU it computed on (empty in early records)"),
+    (
+        "summation",
+        "how that CPU summed its matrix products (`awt numerics`; runs agree bit for bit only under one order and one build; empty in early records)",
+    ),
     ("git_commit", "the commit of the binary that ran it"),
     ("config_hash", "the hash of its settings (`manifest.json`'s `config`)"),
 ];
@@ -132,6 +136,7 @@ fn row(r: &Rec) -> Vec<String> {
         m.warnings.len().to_string(),
         format!("{:.1}", m.wall_seconds),
         m.cpu.clone().unwrap_or_default(),
+        m.gemm.clone().unwrap_or_default(),
         m.git_commit.clone(),
         m.config_hash.clone(),
     ]
