@@ -72,6 +72,12 @@ pub(crate) fn run_grid(o: &Opts) -> Result<Vec<Run>> {
             o.preset
         );
     }
+    if o.verify && !spec.record {
+        bail!(
+            "--verify: preset `{}` keeps no records in results/ to compare with (only recorded presets do)",
+            o.preset
+        );
+    }
     let awt = crate::workspace::awt_binary()?;
     check_archs(&spec, &awt, &o.preset)?;
     let data = choose_data(&spec, &awt)?;
@@ -341,6 +347,14 @@ fn report_path(o: &Opts) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--verify` on a preset without records is refused before anything is built or run.
+    #[test]
+    fn verify_needs_a_recorded_preset() {
+        let o = Opts::parse(&["--preset", "smoke", "--only", "x", "--verify"].map(String::from)).unwrap();
+        let e = run_grid(&o).unwrap_err().to_string();
+        assert!(e.contains("--verify: preset `smoke` keeps no records"), "{e}");
+    }
 
     /// Only the quick preset writes the committed docs/reproduction.md; any other grid's report goes
     /// beside its runs.
