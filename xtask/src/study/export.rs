@@ -94,12 +94,12 @@ fn row(r: &Rec) -> Vec<String> {
     let if_attacked = |s: String| if attacked { s } else { String::new() };
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     let dist = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-    let after_each = m.eval.cumulative.iter().map(|c| format!("{}={}", c.attack, c.robust_correct)).collect::<Vec<_>>();
+    let after_each = each(m.eval.cumulative.iter().map(|c| (c.attack.as_str(), c.robust_correct)));
     let (aa_n, aa_correct, aa_each, square) = match &r.aa {
         Some(a) => (
             a.n.to_string(),
             opt(a.robust_correct),
-            a.cumulative.iter().map(|c| format!("{}={}", c.attack, c.robust_correct)).collect::<Vec<_>>().join(";"),
+            each(a.cumulative.iter().map(|c| (c.attack.as_str(), c.robust_correct))),
             opt(a.gradient_free_only),
         ),
         None => Default::default(),
@@ -124,7 +124,7 @@ fn row(r: &Rec) -> Vec<String> {
         m.eval.n.to_string(),
         m.eval.clean_correct.to_string(),
         if_attacked(m.eval.robust_correct.to_string()),
-        after_each.join(";"),
+        after_each,
         opt(m.eval.noise_broken),
         aa_n,
         aa_correct,
@@ -140,6 +140,11 @@ fn row(r: &Rec) -> Vec<String> {
         m.git_commit.clone(),
         m.config_hash.clone(),
     ]
+}
+
+/// Counts after each attack as `attack=count;…`.
+fn each<'a>(steps: impl Iterator<Item = (&'a str, u64)>) -> String {
+    steps.map(|(a, n)| format!("{a}={n}")).collect::<Vec<_>>().join(";")
 }
 
 /// A field as RFC 4180 writes it: in double quotes (doubled inside) where it holds a comma, a quote
