@@ -161,3 +161,59 @@ fn the_study_report_never_replaces_a_users_file_beside_it() {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+/// The README's prose is written by hand, but every interval it quotes ("−0.7 [−2.3, +0.9]") must be
+/// one the study's reports give now — as written, or as the same difference taken the other way
+/// round — so a record that moves a number makes this fail until the README is brought up to date.
+/// It looks each interval up anywhere in the reports: it catches a number that moved, not one quoted
+/// under another row's name that happens to read the same.
+#[test]
+fn the_readme_quotes_only_intervals_the_reports_give() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let reports: String = ["study.md", "selection.md", "study-appendix.md"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root().join("docs").join(f)).unwrap())
+        .collect();
+    assert!(!intervals(&readme).is_empty(), "the README quotes no interval: the check below would check nothing");
+    let stale = unquoted_intervals(&readme, &reports);
+    assert!(stale.is_empty(), "README.md quotes intervals docs/study.md does not give (any more): {stale:?}");
+}
+
+/// The check's reader: line breaks and the typographic minus sign aside, an interval quoted with
+/// its sign flipped and its bounds swapped is the same difference; one the reports lack is named.
+#[test]
+fn an_interval_the_reports_lack_is_named() {
+    let reports = "AWT − X on the worst case -2.1 [-4.0, -0.2] over 3 seeds; level 68.5 [67.8, 69.3] %";
+    assert!(unquoted_intervals("X scores 2.1\n[0.2, 4.0] points higher", reports).is_empty());
+    assert!(unquoted_intervals("AWT − X is −2.1 [−4.0,\n −0.2], at 68.5 [67.8, 69.3] %", reports).is_empty());
+    assert_eq!(unquoted_intervals("now −2.1 [−4.0, −0.3] and see [1, 2]", reports), vec!["-2.1 [-4.0, -0.3]"]);
+    assert_eq!(intervals("(−1.8 [−2.1, −1.5]), words [a, b]").len(), 1);
+}
+
+/// Each `a [b, c]` in `text` (its minus signs made ASCII, its whitespace runs one space): the
+/// interval as written there and its three numbers.
+fn intervals(text: &str) -> Vec<(String, [f64; 3])> {
+    let text = text.replace('−', "-").split_whitespace().collect::<Vec<_>>().join(" ");
+    let number =
+        |s: &str| s.parse::<f64>().ok().filter(|_| s.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '+'));
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices(" [") {
+        let point = text[..i].rsplit(' ').next().unwrap().trim_start_matches(['(', '*']);
+        let Some((inner, _)) = text[i + 2..].split_once(']') else { continue };
+        let Some((lo, hi)) = inner.split_once(", ") else { continue };
+        if let (Some(a), Some(b), Some(c)) = (number(point), number(lo), number(hi)) {
+            out.push((format!("{point} [{inner}]"), [a, b, c]));
+        }
+    }
+    out
+}
+
+/// The intervals quoted in `prose` that `reports` give neither as written nor the other way round.
+fn unquoted_intervals(prose: &str, reports: &str) -> Vec<String> {
+    let given: Vec<[f64; 3]> = intervals(reports).into_iter().map(|(_, t)| t).collect();
+    intervals(prose)
+        .into_iter()
+        .filter(|(_, [a, b, c])| !given.iter().any(|g| *g == [*a, *b, *c] || *g == [-*a, -*c, -*b]))
+        .map(|(quoted, _)| quoted)
+        .collect()
+}
