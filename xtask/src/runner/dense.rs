@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use super::exec::{self, Child, execute, wait_lock};
 use super::opts::Opts;
 use super::record::{keep, record_dir, recorded};
+use super::verify::json_lines;
 use crate::plan::{Run, Step, expand, steps};
 use crate::spec::Spec;
 
@@ -63,28 +64,11 @@ pub(super) fn ensure_dense(awt: &Path, run: &Run, spec: &Spec, data: &str, child
 /// for epoch: the same losses and accuracies as recorded (timings aside). An error names both
 /// files and the first epoch that differs.
 fn same_training(recorded: &Path, fresh: &Path) -> Result<()> {
-    let epochs = |p: &Path| -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
-        text.lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let mut m: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(l).with_context(|| format!("{}: not a metrics line: {l}", p.display()))?;
-                m.remove("images_per_sec");
-                m.remove("seconds");
-                Ok(m)
-            })
-            .collect()
-    };
-    let (a, b) = (epochs(recorded)?, epochs(fresh)?);
+    let (a, b) = (json_lines(recorded)?, json_lines(fresh)?);
     let differs = a.iter().zip(&b).position(|(x, y)| x != y);
     if a.len() != b.len() || differs.is_some() {
         let at = differs.map_or(format!("{} epochs against {}", b.len(), a.len()), |i| {
-            format!(
-                "epoch {i}: {} against the recorded {}",
-                serde_json::Value::from(b[i].clone()),
-                serde_json::Value::from(a[i].clone())
-            )
+            format!("epoch {i}: {} against the recorded {}", b[i], a[i])
         });
         bail!(
             "{} does not repeat the recorded training {} ({at}); the comparisons need the recorded net: \
