@@ -67,12 +67,20 @@ pub(crate) fn census(args: &[String]) -> Result<()> {
             other => bail!("census: unknown flag `{other}`"),
         }
     }
+    let mut spec = crate::spec::load(&preset)?;
+    // A census answers for a recorded preset whose runs keep the output layer dense: any other
+    // preset's census would be a file under results/ that no report reads.
+    if !spec.record || spec.output_layer.is_none() {
+        bail!(
+            "census: preset `{preset}` is not a recorded preset with a dense output layer (its runs would not need \
+             one); a census is made for final-mlp, final-lenet5 or a selection preset"
+        );
+    }
     let out = record_path(&preset);
     if out.exists() && !force {
         eprintln!("{} is recorded; `cargo xtask census --force` makes it again", out.display());
         return Ok(());
     }
-    let mut spec = crate::spec::load(&preset)?;
     // The unconstrained masks: output layer pruned like the others; nothing is searched or trained.
     spec.output_layer = None;
     spec.selected = None;
@@ -183,6 +191,19 @@ fn file_commit(p: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A preset that records nothing, or whose runs prune the output layer themselves, is refused
+    /// before anything is built or written (the quick preset once wrote results/census/quick.json).
+    #[test]
+    fn a_census_is_made_only_for_a_recorded_preset_with_a_dense_output_layer() {
+        for preset in ["quick", "study"] {
+            let e = census(&["--preset".to_string(), preset.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{preset}`")) && e.contains("dense output layer"), "{e}");
+            assert!(!record_path(preset).exists(), "{preset}: a census was written");
+        }
+    }
+
     /// `--force` makes the masks again: their folders go, the census's lock file stays.
     #[test]
     fn forced_census_forgets_its_masks_and_keeps_its_lock() {

@@ -50,7 +50,7 @@ commands:
             --study: docs/study.md (NTT validation and the study grid, intervals and verdicts) from results/,
             beside it study-appendix.md, selection.md and study-runs.csv (every recorded run as one row);
             --check: docs/reproduction.md as just produced equals the committed one (wall times, commits aside)
-  census    [--preset final-mlp|final-lenet5] [--force]
+  census    [--preset final-mlp|final-lenet5|select-mlp|select-lenet5] [--force]
             the masks at initialisation of a final preset's methods, seeds and densities with the output
             layer pruned like the others (a mask only, no training), and the classes each cuts off, into
             results/census/<preset>.json (docs/protocol.md section 3; docs/study.md reads it); a recorded
