@@ -78,15 +78,28 @@ impl Apgd {
         let mut last_check = 0usize;
         let mut per_example = vec![1usize; x_cur.rank()];
         per_example[0] = n;
+        // ℓ∞ on the CPU: the update below in one pass (`awt_base::fused::apgd_linf_step`, equal to it).
+        let fused = self.norm == Norm::Linf && awt_base::device::cpu_kernels(x) && p.grad.dtype() == x.dtype();
         for k in 0..self.steps {
-            let eta_t = Tensor::from_vec(eta.clone(), per_example.as_slice(), x.device())?.to_dtype(x.dtype())?;
-            let z = project(&ascend(&x_cur, &p.grad, &eta_t, self.norm)?, x, self.eps, self.norm)?;
-            let next = if k == 0 {
-                z
+            let fast = if fused {
+                awt_base::fused::apgd_linf_step(&x_cur, &p.grad, x, (k > 0).then_some(&x_prev), &eta, self.eps)?
             } else {
-                // x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1})), α = 0.75.
-                let m = ((&z - &x_cur)? * 0.75)?.add(&((&x_cur - &x_prev)? * 0.25)?)?;
-                project(&(&x_cur + m)?, x, self.eps, self.norm)?
+                None
+            };
+            let next = match fast {
+                Some(next) => next,
+                None => {
+                    let eta_t =
+                        Tensor::from_vec(eta.clone(), per_example.as_slice(), x.device())?.to_dtype(x.dtype())?;
+                    let z = project(&ascend(&x_cur, &p.grad, &eta_t, self.norm)?, x, self.eps, self.norm)?;
+                    if k == 0 {
+                        z
+                    } else {
+                        // x_{k+1} = P(x_k + α(z − x_k) + (1 − α)(x_k − x_{k−1})), α = 0.75.
+                        let m = ((&z - &x_cur)? * 0.75)?.add(&((&x_cur - &x_prev)? * 0.25)?)?;
+                        project(&(&x_cur + m)?, x, self.eps, self.norm)?
+                    }
+                }
             };
             x_prev = x_cur;
             x_cur = next.detach();

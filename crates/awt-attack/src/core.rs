@@ -228,6 +228,12 @@ pub(crate) fn with_restarts(
 
 /// Row-wise choice: row i of `a` where `take[i] == 1`, else of `b`.
 pub(crate) fn select_rows(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Tensor, AttackError> {
+    // On the CPU: row copies (`awt_base::fused::select_rows`), not a select over a broadcast mask.
+    if awt_base::device::cpu_kernels(a)
+        && let Some(t) = awt_base::fused::select_rows(take, a, b)?
+    {
+        return Ok(t);
+    }
     let n = take.len();
     let mut shape = vec![n];
     shape.extend(std::iter::repeat_n(1, a.rank() - 1));

@@ -438,3 +438,51 @@ fn square_breaks_what_masked_gradients_hide_and_the_evaluation_says_so() {
         .unwrap();
     assert!(!ev.warnings.gradient_masking_suspected(), "{:?}", ev.warnings);
 }
+
+/// The fixture's net as plain candle ops (`x Wᵀ + b`, ReLU): the same logits and input gradients on
+/// every path, so that an attack's own CPU kernels are all that differs between two runs of it.
+struct PlainMlp(Vec<(Tensor, Tensor)>);
+impl Module for PlainMlp {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let mut h = x.flatten_from(1)?;
+        for (i, (w, b)) in self.0.iter().enumerate() {
+            // candle's own product on purpose: the same on both paths, and independent of awt's.
+            #[allow(clippy::disallowed_methods)]
+            let z = h.matmul(&w.t()?)?;
+            h = z.broadcast_add(b)?;
+            if i + 1 < self.0.len() {
+                h = h.relu()?;
+            }
+        }
+        Ok(h)
+    }
+}
+
+/// APGD's ℓ∞ update and the row selections of every attack's bookkeeping run as single passes on
+/// the CPU (`awt_base::fused::{apgd_linf_step, select_rows}`); on the device-generic path (what a
+/// GPU runs) they are candle ops. Both give the same iterates, bit for bit (signs of zeros aside),
+/// and the same outcomes: APGD-CE and APGD-DLR at AutoAttack's 100 iterations, APGD-T and PGD, in f32.
+#[test]
+fn attack_kernels_on_the_cpu_equal_the_plain_candle_path_exactly() {
+    let f = fixture();
+    let p = |k: &str| f.net.param(k).unwrap().as_tensor().clone();
+    let plain =
+        PlainMlp(["fc1", "fc2", "fc3"].iter().map(|l| (p(&format!("{l}.weight")), p(&format!("{l}.bias")))).collect());
+    let model = awt_base::Autograd(&plain);
+    let eps = 0.1;
+    let runs: Vec<Box<dyn Attack>> = vec![
+        Box::new(Apgd { eps, steps: 100, norm: Norm::Linf, restarts: 1, loss: LossKind::CrossEntropy, seed: 3 }),
+        Box::new(Apgd { eps, steps: 100, norm: Norm::Linf, restarts: 2, loss: LossKind::Dlr, seed: 3 }),
+        Box::new(ApgdTargeted { steps: 20, targets: 2, ..ApgdTargeted::standard(eps, 3) }),
+        Box::new(pgd(eps, 20, 1)),
+    ];
+    for a in runs {
+        let go = || a.perturb(&model, &f.x, &f.y, None, &f.ids).unwrap();
+        let (fast, plain) = (go(), awt_base::device::generic_path(go));
+        let v = |o: &Outcome| o.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(v(&fast) == v(&plain), "{}: the iterates differ", a.name());
+        assert_eq!((&fast.fooled, &fast.loss), (&plain.fooled, &plain.loss), "{}", a.name());
+        let broken = fast.fooled.iter().filter(|b| **b).count();
+        assert!(broken > 0 && broken < N, "{}: {broken} of {N} broken, a check that cannot fail", a.name());
+    }
+}

@@ -13,7 +13,7 @@ use crate::conv::{col2im_add, cpu_slice, dispatch3, im2col_into};
 use crate::kernels::{View, gemm_into, per_task, rectify, with_slice};
 use crate::sparse::{SparseConv, SparseLinear};
 
-pub use crate::step::LinfStep;
+pub use crate::step::{LinfStep, apgd_linf_step, select_rows};
 
 /// `x Wᵀ + b` for `x: (n, in)`, `w: (out, in)`, `b: (out,)` → `(n, out)`; with `relu`, the
 /// rectified `max(0, x Wᵀ + b)` in the same pass (a linear stage followed by a ReLU stage).
