@@ -93,15 +93,10 @@ pub fn apgd_linf_step(
     if eta.len() != n {
         candle_core::bail!("apgd step: {} step sizes for {n} rows", eta.len());
     }
-    fn typed<T: WithDType>(
-        x_cur: &Tensor,
-        grad: &Tensor,
-        x: &Tensor,
-        x_prev: Option<&Tensor>,
-        eta: &[f64],
-        eps: f64,
-    ) -> Result<Vec<T>> {
-        let (xc, g, x0) = (x_cur.contiguous()?, grad.contiguous()?, x.contiguous()?);
+    // The three tensors every step reads, then the previous iterate where there is one.
+    fn typed<T: WithDType>(t: [&Tensor; 3], x_prev: Option<&Tensor>, eta: &[f64], eps: f64) -> Result<Vec<T>> {
+        let [xc, g, x0] = t.map(|t| t.contiguous());
+        let (xc, g, x0) = (xc?, g?, x0?);
         let step = |xp: Option<&[T]>| {
             with_slice::<T, _>(&xc, |xc| {
                 with_slice::<T, _>(&g, |g| with_slice::<T, _>(&x0, |x0| apgd_rows(xc, g, x0, xp, eta, eps)))
@@ -112,9 +107,10 @@ pub fn apgd_linf_step(
             Some(p) => with_slice::<T, _>(&p.contiguous()?, |p| step(Some(p)))???,
         }
     }
+    let t = [x_cur, grad, x];
     let out = match x_cur.dtype() {
-        DType::F32 => Tensor::from_vec(typed::<f32>(x_cur, grad, x, x_prev, eta, eps)?, x_cur.shape(), x_cur.device())?,
-        DType::F64 => Tensor::from_vec(typed::<f64>(x_cur, grad, x, x_prev, eta, eps)?, x_cur.shape(), x_cur.device())?,
+        DType::F32 => Tensor::from_vec(typed::<f32>(t, x_prev, eta, eps)?, x_cur.shape(), x_cur.device())?,
+        DType::F64 => Tensor::from_vec(typed::<f64>(t, x_prev, eta, eps)?, x_cur.shape(), x_cur.device())?,
         _ => return Ok(None),
     };
     Ok(Some(out))
