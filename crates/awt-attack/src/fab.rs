@@ -16,6 +16,7 @@
 
 use awt_base::Classifier;
 use candle_core::{D, DType, Tensor};
+use rayon::prelude::*;
 
 use crate::core::{Attack, Outcome};
 use crate::error::{AttackError, finite_logits};
@@ -159,18 +160,24 @@ impl FabTargeted {
             finite_logits(&logits)?;
             let gap = gap.to_dtype(DType::F64)?.to_vec1::<f64>()?;
             let grad: Vec<Vec<f64>> = grad.reshape((n, ()))?.to_dtype(DType::F64)?.to_vec2()?;
-            for i in (0..n).filter(|&i| best_norm[i] > 0.0) {
+            // Each example's step alone (two projections of its 784 moves): the examples split over
+            // the threads, each computed as on one.
+            let per = n.div_ceil(awt_base::threads().max(1)).max(1);
+            x1.par_iter_mut().enumerate().with_min_len(per).for_each(|(i, x1)| {
+                if best_norm[i] <= 0.0 {
+                    return;
+                }
                 let w = &grad[i];
-                let b = w.iter().zip(&x1[i]).map(|(a, c)| a * c).sum::<f64>() - gap[i];
-                let d1 = project_linf(&x1[i], w, b);
+                let b = w.iter().zip(x1.iter()).map(|(a, c)| a * c).sum::<f64>() - gap[i];
+                let d1 = project_linf(x1, w, b);
                 let d2 = project_linf(&orig[i], w, b);
                 let (a1, a2) = (linf(&d1).max(1e-8), linf(&d2).max(1e-8));
                 let alpha = (a1 / (a1 + a2)).clamp(0.0, ALPHA_MAX);
-                for j in 0..x1[i].len() {
-                    let v = (x1[i][j] + ETA * d1[j]) * (1.0 - alpha) + (orig[i][j] + ETA * d2[j]) * alpha;
-                    x1[i][j] = v.clamp(0.0, 1.0);
+                for j in 0..x1.len() {
+                    let v = (x1[j] + ETA * d1[j]) * (1.0 - alpha) + (orig[i][j] + ETA * d2[j]) * alpha;
+                    x1[j] = v.clamp(0.0, 1.0);
                 }
-            }
+            });
             let pred = model.predict(&to_tensor(&x1)?)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
             for i in 0..n {
                 if best_norm[i] > 0.0 && pred[i] != yv[i] {

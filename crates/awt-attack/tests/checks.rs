@@ -486,3 +486,16 @@ fn attack_kernels_on_the_cpu_equal_the_plain_candle_path_exactly() {
         assert!(broken > 0 && broken < N, "{}: {broken} of {N} broken, a check that cannot fail", a.name());
     }
 }
+
+/// FAB-T's per-example steps run split over the threads; each example's is computed as on one
+/// thread, so a run on a one-thread pool gives the same closest points, bit for bit.
+#[test]
+fn fab_t_on_two_threads_equals_fab_t_on_one() {
+    let fab = FabTargeted { steps: 10, targets: 2, ..FabTargeted::standard(0.1) };
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let (many, single) = (run(&fab), one.install(|| run(&fab)));
+    let v = |o: &Outcome| o.adv.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(v(&many) == v(&single), "the closest points differ");
+    assert_eq!((&many.fooled, &many.loss), (&single.fooled, &single.loss));
+    assert!(many.fooled.iter().any(|f| *f) && many.fooled.iter().any(|f| !*f), "a check that cannot fail");
+}
