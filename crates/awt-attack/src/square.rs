@@ -87,22 +87,20 @@ impl Attack for Square {
         let yv = y.to_vec1::<u32>()?;
         let root = Rng::new(self.seed).derive("square");
         let mut streams: Vec<Rng> = ids.iter().map(|&id| root.fork(id)).collect();
-        let rows_tensor = |rows: &[&Vec<f64>]| -> Result<Tensor, AttackError> {
-            let flat: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        // Rows of `feats` values each, flat: the batch a query evaluates is built in place, in f64, and
+        // converted to the model's dtype once (each candidate a copy of its best point, one square changed).
+        let rows_tensor = |flat: &[f64]| -> Result<Tensor, AttackError> {
             let mut shape = x.dims().to_vec();
-            shape[0] = rows.len();
-            Ok(Tensor::from_vec(flat, shape.as_slice(), x.device())?.to_dtype(dtype)?)
+            shape[0] = flat.len() / feats.max(1);
+            Ok(Tensor::from_slice(flat, shape.as_slice(), x.device())?.to_dtype(dtype)?)
         };
         // Start: vertical stripes, one sign per (channel, column).
-        let mut best: Vec<Vec<f64>> = orig
-            .iter()
-            .zip(streams.iter_mut())
-            .map(|(o, r)| {
-                let signs: Vec<f64> = (0..c * w).map(|_| if r.uniform() < 0.5 { -1.0 } else { 1.0 }).collect();
-                (0..feats).map(|e| (o[e] + eps * signs[(e / (h * w)) * w + e % w]).clamp(0.0, 1.0)).collect()
-            })
-            .collect();
-        let logits = model.predict(&rows_tensor(&best.iter().collect::<Vec<_>>())?)?;
+        let mut best: Vec<f64> = Vec::with_capacity(n * feats);
+        for (o, r) in orig.iter().zip(streams.iter_mut()) {
+            let signs: Vec<f64> = (0..c * w).map(|_| if r.uniform() < 0.5 { -1.0 } else { 1.0 }).collect();
+            best.extend((0..feats).map(|e| (o[e] + eps * signs[(e / (h * w)) * w + e % w]).clamp(0.0, 1.0)));
+        }
+        let logits = model.predict(&rows_tensor(&best)?)?;
         finite_logits(&logits)?;
         let mut margin = margins(&logits, &yv)?;
         for it in 0..self.queries {
@@ -111,12 +109,14 @@ impl Attack for Square {
                 break;
             }
             let s = ((self.p(it) * feats as f64 / c as f64).sqrt().round() as usize).clamp(1, h.min(w));
-            let mut cand: Vec<Vec<f64>> = Vec::with_capacity(alive.len());
+            let mut cand: Vec<f64> = Vec::with_capacity(alive.len() * feats);
             for &i in &alive {
                 let r = &mut streams[i];
                 let vh = r.below((h - s).max(1) as u64) as usize;
                 let vw = r.below((w - s).max(1) as u64) as usize;
-                let mut xn = best[i].clone();
+                let start = cand.len();
+                cand.extend_from_slice(&best[i * feats..(i + 1) * feats]);
+                let xn = &mut cand[start..];
                 for ch in 0..c {
                     let sign = if r.uniform() < 0.5 { -1.0 } else { 1.0 };
                     for row in vh..vh + s {
@@ -127,19 +127,18 @@ impl Attack for Square {
                         }
                     }
                 }
-                cand.push(xn);
             }
-            let logits = model.predict(&rows_tensor(&cand.iter().collect::<Vec<_>>())?)?;
+            let logits = model.predict(&rows_tensor(&cand)?)?;
             finite_logits(&logits)?;
             let m = margins(&logits, &alive.iter().map(|&i| yv[i]).collect::<Vec<_>>())?;
-            for (j, (xn, &i)) in cand.into_iter().zip(&alive).enumerate() {
+            for (j, &i) in alive.iter().enumerate() {
                 if m[j] < margin[i] || m[j] <= 0.0 {
                     margin[i] = m[j];
-                    best[i] = xn;
+                    best[i * feats..(i + 1) * feats].copy_from_slice(&cand[j * feats..(j + 1) * feats]);
                 }
             }
         }
-        let adv = rows_tensor(&best.iter().collect::<Vec<_>>())?;
+        let adv = rows_tensor(&best)?;
         let pred = model.predict(&adv)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let fooled = pred.iter().zip(&yv).map(|(p, y)| p != y).collect();
         Ok(Outcome { adv, fooled, loss: margin.iter().map(|&m| -(m as f32)).collect() })
