@@ -3,10 +3,11 @@
 //! each; APGD's ℓ∞ update with its momentum ([`apgd_linf_step`]) and the row selection its
 //! bookkeeping makes at every iteration ([`select_rows`]), likewise.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 
-use crate::conv::dispatch3;
+use crate::conv::{cpu_slice, dispatch3};
 use crate::kernels::with_slice;
+use crate::signal::dispatch2;
 
 /// One ℓ∞ ascent step of PGD in a single pass: `clamp(clamp(x_adv + α·sign(g), x − ε, x + ε), 0, 1)`
 /// for inputs `(x_adv, g, x)` of one shape (sign(0) = 0, as candle's `sign`). Built from candle ops
@@ -151,30 +152,41 @@ fn apgd_rows<T: WithDType>(xc: &[T], g: &[T], x: &[T], xp: Option<&[T]>, eta: &[
 }
 
 /// Row `i` of `a` where `take[i]` is set, else row `i` of `b`, for two CPU tensors of one shape and
-/// dtype `(n, …)`: row copies in place of candle's `where_cond` over a broadcast mask. `None` for a
+/// dtype `(n, …)`: row copies in place of candle's `where_cond` over a broadcast mask (a custom op,
+/// [`SelectRows`], recorded without a backward: the attacks' iterates are detached). `None` for a
 /// dtype other than f32 and f64.
 pub fn select_rows(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() || a.dim(0)? != take.len() {
         candle_core::bail!("select rows: {} flags for {:?} and {:?}", take.len(), a.shape(), b.shape());
     }
-    fn typed<T: WithDType>(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Vec<T>> {
-        let b = b.contiguous()?;
-        with_slice::<T, _>(&a.contiguous()?, |a| {
-            with_slice::<T, _>(&b, |b| {
-                let row = a.len() / take.len().max(1);
-                let mut out = Vec::with_capacity(a.len());
-                for (i, &t) in take.iter().enumerate() {
-                    out.extend_from_slice(&(if t != 0 { a } else { b })[i * row..(i + 1) * row]);
-                }
-                out
-            })
-        })?
+    if !matches!(a.dtype(), DType::F32 | DType::F64) {
+        return Ok(None);
     }
-    Ok(Some(match a.dtype() {
-        DType::F32 => Tensor::from_vec(typed::<f32>(take, a, b)?, a.shape(), a.device())?,
-        DType::F64 => Tensor::from_vec(typed::<f64>(take, a, b)?, a.shape(), a.device())?,
-        _ => return Ok(None),
-    }))
+    Ok(Some(a.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &SelectRows { take: take.to_vec() })?))
+}
+
+/// The op of [`select_rows`]: row `i` of the first input where `take[i]` is set, else of the second.
+struct SelectRows {
+    take: Vec<u8>,
+}
+
+impl CustomOp2 for SelectRows {
+    fn name(&self) -> &'static str {
+        "awt-select-rows"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let take = &self.take;
+        let st = dispatch2!("select rows", (s1, l1), (s2, l2), |a, b| {
+            let row = a.len() / take.len().max(1);
+            let mut out = Vec::with_capacity(a.len());
+            for (i, &t) in take.iter().enumerate() {
+                out.extend_from_slice(&(if t != 0 { a } else { b })[i * row..(i + 1) * row]);
+            }
+            out
+        });
+        Ok((st, l1.shape().clone()))
+    }
 }
 
 #[cfg(test)]
