@@ -10,8 +10,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::conv::cpu_slice;
-use crate::signal::{apply, dispatch2, repeats};
+use crate::conv::{cpu_slice, dispatch2};
+use crate::signal::{apply, repeats};
 
 /// A 2×2 average pool's backward signal: `d: (n·r, c, h/2, w/2)` to `(n·r, c, h, w)`, signal
 /// `i·r + s` reading example `i` of the pool's input `x: (n, c, h, w)` (only its shape, unless

@@ -64,6 +64,25 @@ macro_rules! dispatch3 {
 }
 pub(crate) use dispatch3;
 
+/// Runs `$body` on two f32 or two f64 storages bound as slices, wrapping its `Vec` result.
+macro_rules! dispatch2 {
+    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), |$a:ident, $b:ident| $body:expr) => {{
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let ($a, $b) = (cpu_slice::<f32>($s1, $l1)?, cpu_slice::<f32>($s2, $l2)?);
+                CpuStorage::F32($body)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let ($a, $b) = (cpu_slice::<f64>($s1, $l1)?, cpu_slice::<f64>($s2, $l2)?);
+                CpuStorage::F64($body)
+            }
+            _ => candle_core::bail!("{}: only f32 or f64, both the same", $name),
+        }
+    }};
+}
+
+pub(crate) use dispatch2;
+
 /// Writes the patches of `n` images `(c, h, w)` from `src` into `dst` as `(n, c·kh·kw, oh·ow)`:
 /// row `(ci·kh + dy)·kw + dx` holds each output position's input at offset `(dy, dx)`.
 pub fn im2col_into<T: WithDType>(

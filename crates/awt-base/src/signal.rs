@@ -19,32 +19,13 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDTyp
 use rayon::prelude::*;
 
 use crate::Weighted;
-use crate::conv::cpu_slice;
+use crate::conv::{cpu_slice, dispatch2};
 use crate::fused::{ConvDims, conv_dw, conv_dx, conv_fwd, first_max};
 use crate::kernels::{axpy, dot, with_slices3};
 
 /// Up to this mask density a convolution's signal loops over the kept weights ([`ConvSignal`]);
 /// above it one dense product per signal is cheaper. The NTK's sparse paths use the same threshold.
 pub const SPARSE_DENSITY: f64 = 0.25;
-
-/// Runs `$body` on two f32 or two f64 storages bound as slices, wrapping its `Vec` result.
-macro_rules! dispatch2 {
-    ($name:expr, ($s1:ident, $l1:ident), ($s2:ident, $l2:ident), |$a:ident, $b:ident| $body:expr) => {{
-        match ($s1, $s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let ($a, $b) = (cpu_slice::<f32>($s1, $l1)?, cpu_slice::<f32>($s2, $l2)?);
-                CpuStorage::F32($body)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let ($a, $b) = (cpu_slice::<f64>($s1, $l1)?, cpu_slice::<f64>($s2, $l2)?);
-                CpuStorage::F64($body)
-            }
-            _ => candle_core::bail!("{}: only f32 or f64, both the same", $name),
-        }
-    }};
-}
-
-pub(crate) use dispatch2;
 
 /// Applies a CPU op without recording it (the backward passes here are linear maps of `grad`).
 pub(crate) fn apply<C: CustomOp2>(a: &Tensor, b: &Tensor, op: C) -> Result<Tensor> {

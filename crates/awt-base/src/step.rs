@@ -5,9 +5,8 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 
-use crate::conv::{cpu_slice, dispatch3};
+use crate::conv::{cpu_slice, dispatch2, dispatch3};
 use crate::kernels::with_slice;
-use crate::signal::dispatch2;
 
 /// One ℓ∞ ascent step of PGD in a single pass: `clamp(clamp(x_adv + α·sign(g), x − ε, x + ε), 0, 1)`
 /// for inputs `(x_adv, g, x)` of one shape (sign(0) = 0, as candle's `sign`). Built from candle ops
