@@ -124,7 +124,7 @@ pub const SMALL_PRODUCT: usize = 256;
 pub const K_BLOCK: usize = 512;
 
 /// Products with more rows or columns than this take gemm's cache model (see [`K_BLOCK`]).
-const GEMM_SMALL_SIDE: usize = 64;
+pub const GEMM_SMALL_SIDE: usize = 64;
 
 /// `dst = a·b`, or `dst += a·b` with `accumulate`, for an `m × kk` matrix `a` and a `kk × n`
 /// matrix `b` given as views. Panics when a view runs past its slice (so the call into gemm is
@@ -141,6 +141,30 @@ pub fn gemm_into<T: WithDType>(
     (b, bv): (&[T], View),
     accumulate: bool,
 ) {
+    gemm_into_with(dims, (dst, dv), (a, av), (b, bv), accumulate, true)
+}
+
+/// [`gemm_into`] on the calling thread only, for callers that split their own work over the
+/// threads (each output's bits are the same as [`gemm_into`]'s: the threads split rows and
+/// columns, never the depth).
+pub fn gemm_into_serial<T: WithDType>(
+    dims: (usize, usize, usize),
+    dst: (&mut [T], View),
+    a: (&[T], View),
+    b: (&[T], View),
+    accumulate: bool,
+) {
+    gemm_into_with(dims, dst, a, b, accumulate, false)
+}
+
+fn gemm_into_with<T: WithDType>(
+    dims: (usize, usize, usize),
+    (dst, dv): (&mut [T], View),
+    (a, av): (&[T], View),
+    (b, bv): (&[T], View),
+    accumulate: bool,
+    threads: bool,
+) {
     let (m, n, kk) = dims;
     if m * n <= SMALL_PRODUCT || m == 1 || n == 1 {
         return chain_into(dims, (dst, dv), (a, av), (b, bv), accumulate);
@@ -151,7 +175,7 @@ pub fn gemm_into<T: WithDType>(
     // threads are the whole product's.
     let small = m <= GEMM_SMALL_SIDE && n <= GEMM_SMALL_SIDE;
     let depth = if small { kk.max(1) } else { kk.div_ceil(kk.div_ceil(K_BLOCK).max(1)).max(1) };
-    let par = parallelism(m * n * kk);
+    let par = if threads { parallelism(m * n * kk) } else { gemm::Parallelism::None };
     let mut k0 = 0;
     loop {
         let d = depth.min(kk - k0);

@@ -44,8 +44,9 @@ pub(crate) fn block_diag(s: &Tensor, k: usize) -> Result<Tensor> {
     s.reshape((n1, 1, n2, 1))?.broadcast_mul(&eye)?.reshape((n1 * k, n2 * k))
 }
 
-/// `a·aᵀ` of a 2-D `a`: by [`Gram`] (the blocks on and above the diagonal only, exactly symmetric)
-/// where its inner dimension makes that pay ([`gram::MIN_INNER`]), else one plain product.
+/// `a·aᵀ` of a 2-D `a`: by [`Gram`] (from the diagonal on in bands over the threads, the plain
+/// product's bits) where its inner dimension makes that pay ([`gram::MIN_INNER`]), else one plain
+/// product.
 pub(crate) fn gram(a: &Tensor) -> Result<Tensor> {
     if cpu_kernels(a) && a.dim(1)? >= gram::MIN_INNER {
         return a.contiguous()?.apply_op1(Gram);

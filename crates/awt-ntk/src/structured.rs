@@ -18,8 +18,9 @@
 //!   layers the per-example form is as cheap or cheaper, and it is the only one that admits a mask.)
 //!
 //! For a batch with itself (`x1` and `x2` one tensor) every product of one side with the other is a
-//! Gram matrix `A·Aᵀ`, and [`gram`] computes only its blocks on and above the diagonal where the
-//! inner dimension makes that pay (LeNet-5's conv2), else one plain product;
+//! Gram matrix `A·Aᵀ`, and [`gram`] multiplies it from the diagonal on in one band of rows per
+//! thread and copies the rest transposed (the plain product's bits), where the inner dimension
+//! makes that pay (64 or more), else one plain product;
 //! [`structured_blocked`] likewise computes the blocks above the diagonal and transposes them.
 //!
 //! Every op is differentiable and the masks are constants, so `backward()` on any scalar of the

@@ -1,55 +1,109 @@
 //! The Gram matrix `A·Aᵀ` of one operand, for a kernel of a batch with itself (X1 = X2): the
-//! product is symmetric, so only the blocks on and above the diagonal are multiplied (one gemm
-//! per block row, ≈ (b + 1)/2b of the work with b block rows) and the rest is mirrored, which also
-//! makes the result exactly symmetric. Differentiable (`∂⟨G, A·Aᵀ⟩/∂A = (G + Gᵀ)·A`).
+//! product is symmetric, so the rows are cut into bands, one per thread, each multiplied from its
+//! diagonal on (one gemm call per band on its own thread, the bands cut so their work is equal),
+//! and the rectangles left of the bands are copied transposed from above. Each output is summed as
+//! [`gemm_into`] sums it for the plain product — the threads split rows and columns, never the
+//! depth, and an FMA chain does not care which operand is which — so the result equals the plain
+//! product bit for bit (tested) and is exactly symmetric. Differentiable
+//! (`∂⟨G, A·Aᵀ⟩/∂A = (G + Gᵀ)·A`).
 
 use awt_base::conv::cpu_slice;
-use awt_base::kernels::{View, gemm_into};
+use awt_base::kernels::{GEMM_SMALL_SIDE, View, gemm_into, gemm_into_serial};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
 
-/// Rows per block row at least this many (the gemm's row tiles stay full), and a multiple of
-/// [`ROW_TILE`].
-const MIN_BLOCK: usize = 64;
-/// The gemm microkernel's row tile (f32: two 8-wide registers).
+/// Band heights are multiples of this (the gemm microkernel's row tile for f32: 16 lanes).
 const ROW_TILE: usize = 16;
-/// Block rows aimed at: 8 gives 56 % of the full product's multiply-adds.
-const BLOCK_ROWS: usize = 8;
-/// Below this inner dimension one full product is faster than block rows and the mirror
-/// (measured: LeNet-300-100's 640 × 300 signals lost 1.3 ms of 4.8 when blocked; LeNet-5's
-/// 640 × 25,050 per-example gradients gain ≈ 15 %), and [`super::gram`] multiplies plainly.
-pub(crate) const MIN_INNER: usize = 2048;
-/// Side of the square tiles the mirror copies (two 32 × 32 f64 tiles fit in L1).
+/// Below this inner dimension one plain product (both threads in one gemm call) is as fast as bands
+/// or faster (measured on the AVX-512 EPYC host, 2 threads, 640 rows: inner 10 0.055 ms plain and
+/// 0.063 banded, 50 0.127 both, 100 0.23 and 0.19, 300 0.60 and 0.52, 25,000 55.9 and 39.2).
+pub(crate) const MIN_INNER: usize = 64;
+/// Below this many rows one plain product (the last band must be wider than GEMM_SMALL_SIDE).
+const MIN_ROWS: usize = 2 * GEMM_SMALL_SIDE;
+/// Side of the square tiles the transposing copy moves (32 cache lines read, 32 written).
 const TILE: usize = 32;
 
-/// Rows per block row for an `n`-row operand (`n` itself: one full product).
-pub(crate) fn block_rows(n: usize) -> usize {
-    let bs = n.div_ceil(BLOCK_ROWS).max(MIN_BLOCK).next_multiple_of(ROW_TILE);
-    bs.min(n)
+/// The first row of each band after the first, for `n` rows over `threads` threads: band `i`
+/// (rows `r_i..r_{i+1}`, columns `r_i..n`) costs `(r_{i+1} − r_i)(n − r_i)`, and the cuts make these
+/// as equal as row tiles allow (the smallest largest band, by bisection; each band but the last
+/// a whole number of row tiles). Empty: one band.
+pub(crate) fn band_starts(n: usize, threads: usize) -> Vec<usize> {
+    if threads < 2 || n < MIN_ROWS {
+        return Vec::new();
+    }
+    // The bands' starts for bands of at most `w` multiply-adds per depth step (greedy from the top),
+    // but the last band wider than GEMM_SMALL_SIDE: a product of at most that many rows and
+    // columns gemm sums in another depth order (`awt_base::kernels::K_BLOCK`), so every band must
+    // take the path the whole product takes, which for these `n` is the large one.
+    let cuts = |w: usize| {
+        let mut starts = Vec::new();
+        let mut r = 0;
+        while r < n {
+            if r > 0 {
+                starts.push(r);
+            }
+            let mut rows = (w / (n - r) / ROW_TILE * ROW_TILE).max(ROW_TILE);
+            if r + rows < n && n - (r + rows) <= GEMM_SMALL_SIDE {
+                // Leave the last band GEMM_SMALL_SIDE + 1 rows or more, or take them all.
+                rows = (n - r - GEMM_SMALL_SIDE - 1) / ROW_TILE * ROW_TILE;
+                if rows == 0 {
+                    rows = n - r;
+                }
+            }
+            r = (r + rows).min(n);
+        }
+        starts
+    };
+    let (mut lo, mut hi) = (1, n * n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if cuts(mid).len() < threads { hi = mid } else { lo = mid + 1 }
+    }
+    cuts(lo)
 }
 
-fn gram_t<T: WithDType>(a: &[T], n: usize, q: usize) -> Vec<T> {
+fn gram_t<T: WithDType>(a: &[T], n: usize, q: usize, threads: usize) -> Vec<T> {
     let mut out = vec![T::zero(); n * n];
-    let bs = block_rows(n);
-    for r0 in (0..n).step_by(bs.max(1)) {
-        let m = bs.min(n - r0);
-        // out[r0.., r0..] = A[r0..r0+m] · A[r0..]ᵀ: this block row from its diagonal block on.
-        gemm_into(
+    let starts = band_starts(n, threads);
+    if starts.is_empty() {
+        gemm_into((n, n, q), (&mut out, View::rows(0, n)), (a, View::rows(0, q)), (a, View::transposed(0, q)), false);
+        return out;
+    }
+    // Each band from its diagonal on: rows r0..r1, columns r0..n.
+    let mut bands: Vec<(usize, &mut [T])> = Vec::new();
+    let mut rest: &mut [T] = &mut out;
+    let mut r0 = 0;
+    for &r1 in starts.iter().chain(std::iter::once(&n)) {
+        let (band, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * n);
+        bands.push((r0, band));
+        rest = tail;
+        r0 = r1;
+    }
+    bands.into_par_iter().for_each(|(r0, band)| {
+        let m = band.len() / n;
+        gemm_into_serial(
             (m, n - r0, q),
-            (&mut out, View { offset: r0 * n + r0, rs: n, cs: 1 }),
+            (band, View { offset: r0, rs: n, cs: 1 }),
             (a, View::rows(r0 * q, q)),
             (a, View::transposed(r0 * q, q)),
             false,
         );
-    }
-    // Below the diagonal, diagonal blocks included, from above it (exactly symmetric), tile by tile.
-    for t0 in (0..n).step_by(TILE) {
-        for u0 in (0..=t0).step_by(TILE) {
-            for r in t0..(t0 + TILE).min(n) {
-                for c in u0..(u0 + TILE).min(r) {
-                    out[r * n + c] = out[c * n + r];
+    });
+    // Left of each band (columns 0..r0): the transpose of the rows above it, which are done.
+    for &r0 in &starts {
+        let (above, below) = out.split_at_mut(r0 * n);
+        let above = &*above;
+        let end = starts.iter().find(|&&s| s > r0).copied().unwrap_or(n);
+        below[..(end - r0) * n].par_chunks_mut(TILE * n).enumerate().for_each(|(t, rows)| {
+            let row0 = r0 + t * TILE;
+            for c0 in (0..r0).step_by(TILE) {
+                for (i, row) in rows.chunks_mut(n).enumerate() {
+                    for c in c0..(c0 + TILE).min(r0) {
+                        row[c] = above[c * n + row0 + i];
+                    }
                 }
             }
-        }
+        });
     }
     out
 }
@@ -66,8 +120,8 @@ impl candle_core::CustomOp1 for Gram {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, q) = l.shape().dims2()?;
         let st = match s {
-            CpuStorage::F32(_) => CpuStorage::F32(gram_t(cpu_slice::<f32>(s, l)?, n, q)),
-            CpuStorage::F64(_) => CpuStorage::F64(gram_t(cpu_slice::<f64>(s, l)?, n, q)),
+            CpuStorage::F32(_) => CpuStorage::F32(gram_t(cpu_slice::<f32>(s, l)?, n, q, awt_base::threads())),
+            CpuStorage::F64(_) => CpuStorage::F64(gram_t(cpu_slice::<f64>(s, l)?, n, q, awt_base::threads())),
             _ => candle_core::bail!("gram: only f32 or f64"),
         };
         Ok((st, Shape::from((n, n))))
@@ -154,13 +208,26 @@ mod tests {
     use awt_base::testing::{max_diff, rand, same_gradients};
     use candle_core::{DType, Var};
 
+    /// Bands cover the rows in row tiles, one per thread, with work as equal as the tiles allow.
     #[test]
-    fn block_rows_cover_small_and_large_operands() {
-        assert_eq!(block_rows(10), 10);
-        assert_eq!(block_rows(64), 64);
-        assert_eq!(block_rows(100), 64);
-        assert_eq!(block_rows(640), 80);
-        assert_eq!(block_rows(1000), 128);
+    fn bands_balance_their_work() {
+        assert!(band_starts(640, 1).is_empty());
+        assert!(band_starts(127, 2).is_empty());
+        for (n, threads) in [(640, 2), (640, 4), (1000, 2), (128, 2), (4096, 16)] {
+            let starts = band_starts(n, threads);
+            assert_eq!(starts.len() + 1, threads, "n {n}: {starts:?}");
+            let bounds: Vec<usize> = std::iter::once(0).chain(starts.iter().copied()).chain([n]).collect();
+            assert!(bounds.windows(2).all(|w| w[0] < w[1] && w[0] % ROW_TILE == 0), "n {n}: {bounds:?}");
+            assert!(n - starts.last().unwrap() > GEMM_SMALL_SIDE, "n {n}: {bounds:?}");
+            let work: Vec<usize> = bounds.windows(2).map(|w| (w[1] - w[0]) * (n - w[0])).collect();
+            let (lo, hi) = (*work.iter().min().unwrap(), *work.iter().max().unwrap());
+            // The largest band is at most one row tile's work above the average of a perfect cut.
+            let total: usize = work.iter().sum();
+            assert!(hi <= total / threads + ROW_TILE * n, "n {n}: {work:?}");
+            assert!(lo > 0);
+        }
+        // Two threads: rows 0..r and the square r..n, equal when r n = (n − r)², r ≈ 0.382 n.
+        assert_eq!(band_starts(640, 2), vec![240]);
     }
 
     /// Blocked (several block rows, a ragged last one) and unblocked sizes, f64 and f32: equal to
@@ -182,5 +249,30 @@ mod tests {
         }
         let bad = rand(&[2, 3, 4], 1).apply_op1(Gram);
         assert!(bad.is_err());
+    }
+}
+
+/// On one to five threads, in one band or several (ragged ones included), with a depth in one
+/// gemm block or several: bit for bit the plain product `awt_base::product::matmul` computes.
+#[cfg(test)]
+#[test]
+fn bands_give_the_plain_products_bits() {
+    use awt_base::testing::rand;
+    for (n, q) in [(64, 70), (130, 300), (200, 1100), (300, 1100), (161, 64), (640, 100)] {
+        let a = rand(&[n, q], n as u64 + 3).to_dtype(candle_core::DType::F32).unwrap();
+        let plain: Vec<u32> = awt_base::product::matmul(&a, &a.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect();
+        let flat = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for threads in 1..=5 {
+            let bits: Vec<u32> = gram_t(&flat, n, q, threads).iter().map(|v| v.to_bits()).collect();
+            assert!(bits == plain, "n {n} q {q} on {threads} threads ({:?}): the bits differ", band_starts(n, threads));
+        }
     }
 }
