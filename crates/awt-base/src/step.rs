@@ -152,7 +152,7 @@ fn apgd_rows<T: WithDType>(xc: &[T], g: &[T], x: &[T], xp: Option<&[T]>, eta: &[
 
 /// Row `i` of `a` where `take[i]` is set, else row `i` of `b`, for two CPU tensors of one shape and
 /// dtype `(n, …)`: row copies in place of candle's `where_cond` over a broadcast mask (a custom op,
-/// [`SelectRows`], recorded without a backward: the attacks' iterates are detached). `None` for a
+/// `SelectRows`, recorded without a backward: the attacks' iterates are detached). `None` for a
 /// dtype other than f32 and f64.
 pub fn select_rows(take: &[u8], a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
     if a.shape() != b.shape() || a.dtype() != b.dtype() || a.dim(0)? != take.len() {
