@@ -349,7 +349,7 @@ mod tests {
 
     /// A batch times a weight's transpose, computed as its transpose (`flips`): bit for bit the
     /// product computed as it is, with and without accumulating, in one depth block and several,
-    /// into a strided output; on both sides of the switch's bounds.
+    /// into a strided output, f32 and f64; on both sides of the switch's bounds.
     #[test]
     fn a_flipped_product_has_the_unflipped_bits() {
         let mut rng = crate::Rng::new(11);
@@ -378,6 +378,15 @@ mod tests {
                 gemm_into_with((m, n, k), (&mut without, dv), (&a, av), (&w, bv), accumulate, true, false);
                 let same = with.iter().zip(&without).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{m} × {n} × {k}, accumulate {accumulate}: the bits differ");
+                // And in f64.
+                let (a64, w64): (Vec<f64>, Vec<f64>) =
+                    (a.iter().map(|v| f64::from(*v)).collect(), w.iter().map(|v| f64::from(*v)).collect());
+                let mut with: Vec<f64> = start.iter().map(|v| f64::from(*v)).collect();
+                let mut without = with.clone();
+                gemm_into((m, n, k), (&mut with, dv), (&a64, av), (&w64, bv), accumulate);
+                gemm_into_with((m, n, k), (&mut without, dv), (&a64, av), (&w64, bv), accumulate, true, false);
+                let same = with.iter().zip(&without).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "f64 {m} × {n} × {k}, accumulate {accumulate}: the bits differ");
             }
         }
         assert_eq!(flipped, 4, "the cases should straddle the switch");
