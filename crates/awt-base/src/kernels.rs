@@ -226,7 +226,7 @@ fn gemm_into_with<T: WithDType>(
 
 /// `dst[r, c] = src[r, c]` for an `rows × cols` matrix, in square tiles: a transposing copy when one
 /// view is row-major and the other column-major (the tiles keep the strided side's lines in L1).
-fn copy_view<T: WithDType>((rows, cols): (usize, usize), (src, sv): (&[T], View), (dst, dv): (&mut [T], View)) {
+pub fn copy_view<T: WithDType>((rows, cols): (usize, usize), (src, sv): (&[T], View), (dst, dv): (&mut [T], View)) {
     const TILE: usize = 32;
     for r0 in (0..rows).step_by(TILE) {
         for c0 in (0..cols).step_by(TILE) {

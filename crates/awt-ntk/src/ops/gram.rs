@@ -8,7 +8,7 @@
 //! (`∂⟨G, A·Aᵀ⟩/∂A = (G + Gᵀ)·A`).
 
 use awt_base::conv::cpu_slice;
-use awt_base::kernels::{GEMM_SMALL_SIDE, View, gemm_into, gemm_into_serial};
+use awt_base::kernels::{GEMM_SMALL_SIDE, View, copy_view, gemm_into, gemm_into_serial};
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -20,7 +20,7 @@ const ROW_TILE: usize = 16;
 pub(crate) const MIN_INNER: usize = 64;
 /// Below this many rows one plain product (the last band must be wider than GEMM_SMALL_SIDE).
 const MIN_ROWS: usize = 2 * GEMM_SMALL_SIDE;
-/// Side of the square tiles the transposing copy moves (32 cache lines read, 32 written).
+/// Rows per task of the transposing copy.
 const TILE: usize = 32;
 
 /// The first row of each band after the first, for `n` rows over `threads` threads: band `i`
@@ -95,14 +95,10 @@ fn gram_t<T: WithDType>(a: &[T], n: usize, q: usize, threads: usize) -> Vec<T> {
         let above = &*above;
         let end = starts.iter().find(|&&s| s > r0).copied().unwrap_or(n);
         below[..(end - r0) * n].par_chunks_mut(TILE * n).enumerate().for_each(|(t, rows)| {
+            // rows[i, c] = above[c, row0 + i] for c < r0.
             let row0 = r0 + t * TILE;
-            for c0 in (0..r0).step_by(TILE) {
-                for (i, row) in rows.chunks_mut(n).enumerate() {
-                    for c in c0..(c0 + TILE).min(r0) {
-                        row[c] = above[c * n + row0 + i];
-                    }
-                }
-            }
+            let src = View { offset: row0, rs: 1, cs: n };
+            copy_view((rows.len() / n, r0), (above, src), (rows, View::rows(0, n)));
         });
     }
     out
